@@ -1,0 +1,133 @@
+"""eoseg configuration: the one file you edit.
+
+Every script reads these names. Override them without editing this file:
+    python training.py --config my_run.py          # a Python file assigning some of these names
+    python training.py ITERATIONS=2000 DEVICE=cuda # KEY=VALUE, after the other arguments
+The effective configuration is written as JSON beside each script's outputs.
+
+DATASET picks a preset from PRESETS below: the preset's names replace the defaults,
+and --config / KEY=VALUE override both. To bring your own data, add a preset (or
+write a --config file) with your folders, tile ids, bands and classes.
+"""
+
+# ---------------------------------------------------------------- dataset
+DATASET = "sample"  # a key of PRESETS: "sample", "vaihingen", "potsdam" (or your own)
+DATA_ROOT = "data/sample"  # folder holding the collections below; patterns are relative to it
+IMAGE_PATTERN = "top/top_mosaic_09cm_area{id}.tif"  # orthophoto of tile {id}
+GT_COLOR_PATTERN = "gts_for_participants/top_mosaic_09cm_area{id}.tif"  # colour-coded ground truth
+GT_ERODED_PATTERN = "gts_eroded_for_participants/top_mosaic_09cm_area{id}_noBoundary.tif"  # colour GT, boundaries black ("" if none)
+LABEL_PATTERN = "labels/top_mosaic_09cm_area{id}.tif"  # numeric label maps (written by convert_gt.py)
+DSM_PATTERN = "dsm/dsm_09cm_matching_area{id}.tif"  # elevation model ("" if none); not used by the optical SegNet
+BANDS = [1, 2, 3]  # 1-based band indices read from each image, in this order
+BAND_NAMES = ["IR", "R", "G"]  # what those bands are; recorded in every artifact
+TRAIN_IDS = ["1", "2", "3", "4", "5", "6"]  # tiles to train on
+TEST_IDS = ["7", "8"]  # held-out tiles (validation / evaluation)
+OFFICIAL_TEST_IDS = []  # benchmark test tiles without public ground truth ("official_test" split)
+
+# ---------------------------------------------------------------- classes
+CLASS_NAMES = ["impervious surfaces", "building", "low vegetation", "tree", "car", "clutter"]
+PALETTE = [  # RGB colour of each class in the colour-coded ground truth, same order
+    [255, 255, 255],  # impervious surfaces: white
+    [0, 0, 255],  # building: blue
+    [0, 255, 255],  # low vegetation: cyan
+    [0, 255, 0],  # tree: green
+    [255, 255, 0],  # car: yellow
+    [255, 0, 0],  # clutter: red
+]
+IGNORE_COLOR = [0, 0, 0]  # colour of undefined pixels (black boundaries of the eroded GT)
+IGNORE_LABEL = 255  # their numeric id: excluded from the loss and the metrics
+
+# ---------------------------------------------------------------- inputs
+NORM_MEAN = [0.0, 0.0, 0.0]  # per band, subtracted from the raw pixel values
+NORM_STD = [255.0, 255.0, 255.0]  # per band, divides after the mean (255 maps uint8 to 0..1 as the method does)
+
+# ---------------------------------------------------------------- patches (extract_images.py, create_lmdb.py)
+PATCH_SIZE = 128  # side of the square training patches, in pixels
+TRAIN_STRIDE = 64  # step between training patches (< PATCH_SIZE gives overlap)
+FLIPS = True  # also write horizontally and vertically flipped training patches
+ROTATIONS = []  # extra training patches rotated by these angles, any of 90, 180, 270
+PATCHES_DIR = "runs/sample/patches"  # where extract_images.py writes patches and manifest
+LMDB_DIR = "runs/sample/lmdb"  # where create_lmdb.py writes train.lmdb and test.lmdb
+SHUFFLE_SEED = 1337  # fixed seed for the order of training records
+
+# ---------------------------------------------------------------- model
+MODEL = "segnet"  # a name of the model registry (eoseg.models.MODELS)
+MODEL_WIDTH = 0.25  # channel multiplier: 1.0 is the published SegNet, smaller is faster on CPU
+VGG16_BN_WEIGHTS = ""  # local torchvision vgg16_bn state dict to initialise the encoder ("" = random)
+
+# ---------------------------------------------------------------- training (training.py)
+TRAIN_SOURCE = "lmdb"  # "lmdb": the packed patches; "tiles": random crops straight from the tiles
+BATCH_SIZE = 16  # patches per step
+ITERATIONS = 1500  # optimisation steps
+BASE_LR = 0.05  # learning rate of the decoder
+ENCODER_LR_FACTOR = 0.5  # the encoder learns at BASE_LR * this (the method: half)
+MOMENTUM = 0.9
+WEIGHT_DECAY = 5e-4
+LR_STEPS = [1000, 1300]  # iterations at which the learning rate is divided by 10
+CLASS_WEIGHTS = []  # per-class loss weights ([] = all equal)
+RANDOM_FLIPS = True  # random flips / 90-degree rotations of each training batch
+SNAPSHOT_EVERY = 500  # write a checkpoint every N iterations (and at the end)
+LOG_EVERY = 10  # append the loss to the CSV log and refresh the plot every N iterations
+NUM_WORKERS = 0  # DataLoader worker processes
+SEED = 0  # seed of weight initialisation and batch sampling
+DEVICE = "auto"  # "auto" (cuda if available), "cpu", "cuda", "cuda:1", ...
+TRAIN_DIR = "runs/sample/train"  # checkpoints, CSV log, loss plot
+MODEL_FILE = "models/sample_segnet.pt"  # the trained weights training.py writes and inference.py reads
+
+# ---------------------------------------------------------------- inference (inference.py)
+WINDOW = 128  # side of the sliding window
+STRIDE = 64  # step of the sliding window (< WINDOW averages overlapping scores)
+INFER_BATCH_SIZE = 8  # windows per forward pass
+INFER_DIR = "runs/sample/inference"  # label maps, colour maps, metrics and plots
+
+# ---------------------------------------------------------------- presets
+_ISPRS_VAIHINGEN_TEST = ["2", "4", "6", "8", "10", "12", "14", "16", "20", "22", "24", "27", "29", "31", "33", "35", "38"]
+_ISPRS_POTSDAM_TEST = ["2_13", "2_14", "3_13", "3_14", "4_13", "4_14", "4_15", "5_13", "5_14", "5_15", "6_13", "6_14", "6_15", "7_13"]
+
+PRESETS = {
+    # Synthetic urban tiles in the Vaihingen layout, made by make_sample.py (not a benchmark).
+    "sample": {},
+    # ISPRS 2D Semantic Labeling, Vaihingen: IRRG orthophotos (9 cm), as unpacked from the
+    # ISPRS download into data/Vaihingen. Splits of the method (Audebert et al.).
+    "vaihingen": dict(
+        DATA_ROOT="data/Vaihingen",
+        IMAGE_PATTERN="top/top_mosaic_09cm_area{id}.tif",
+        GT_COLOR_PATTERN="gts_for_participants/top_mosaic_09cm_area{id}.tif",
+        GT_ERODED_PATTERN="gts_eroded_for_participants/top_mosaic_09cm_area{id}_noBoundary.tif",
+        LABEL_PATTERN="labels/top_mosaic_09cm_area{id}.tif",
+        DSM_PATTERN="dsm/dsm_09cm_matching_area{id}.tif",
+        BANDS=[1, 2, 3],
+        BAND_NAMES=["IR", "R", "G"],
+        TRAIN_IDS=["1", "3", "23", "26", "7", "11", "13", "28", "17", "32", "34", "37"],
+        TEST_IDS=["5", "21", "15", "30"],
+        OFFICIAL_TEST_IDS=_ISPRS_VAIHINGEN_TEST,
+        PATCH_SIZE=256, TRAIN_STRIDE=128, FLIPS=True, ROTATIONS=[90, 180, 270],
+        PATCHES_DIR="runs/vaihingen/patches", LMDB_DIR="runs/vaihingen/lmdb",
+        MODEL_WIDTH=1.0, BATCH_SIZE=10, ITERATIONS=50000, BASE_LR=0.01, LR_STEPS=[25000, 45000],
+        SNAPSHOT_EVERY=5000, LOG_EVERY=50,
+        TRAIN_DIR="runs/vaihingen/train", MODEL_FILE="models/vaihingen_segnet.pt",
+        WINDOW=256, STRIDE=128, INFER_BATCH_SIZE=10, INFER_DIR="runs/vaihingen/inference",
+    ),
+    # ISPRS 2D Semantic Labeling, Potsdam: RGB orthophotos (5 cm) from 2_Ortho_RGB, labels from
+    # 5_Labels_for_participants(_no_Boundary), unpacked into data/Potsdam.
+    "potsdam": dict(
+        DATA_ROOT="data/Potsdam",
+        IMAGE_PATTERN="2_Ortho_RGB/top_potsdam_{id}_RGB.tif",
+        GT_COLOR_PATTERN="5_Labels_for_participants/top_potsdam_{id}_label.tif",
+        GT_ERODED_PATTERN="5_Labels_for_participants_no_Boundary/top_potsdam_{id}_label_noBoundary.tif",
+        LABEL_PATTERN="labels/top_potsdam_{id}_label.tif",
+        DSM_PATTERN="",
+        BANDS=[1, 2, 3],
+        BAND_NAMES=["R", "G", "B"],
+        TRAIN_IDS=["6_10", "7_10", "2_12", "3_11", "2_10", "7_8", "5_10", "3_12", "5_12",
+                   "7_11", "7_9", "6_9", "7_7", "4_12", "6_8", "6_12", "6_7", "4_11"],
+        TEST_IDS=["4_10", "5_11", "2_11", "3_10", "6_11", "7_12"],
+        OFFICIAL_TEST_IDS=_ISPRS_POTSDAM_TEST,
+        PATCH_SIZE=256, TRAIN_STRIDE=128, FLIPS=True, ROTATIONS=[90, 180, 270],
+        PATCHES_DIR="runs/potsdam/patches", LMDB_DIR="runs/potsdam/lmdb",
+        MODEL_WIDTH=1.0, BATCH_SIZE=10, ITERATIONS=50000, BASE_LR=0.01, LR_STEPS=[25000, 45000],
+        SNAPSHOT_EVERY=5000, LOG_EVERY=50,
+        TRAIN_DIR="runs/potsdam/train", MODEL_FILE="models/potsdam_segnet.pt",
+        WINDOW=256, STRIDE=128, INFER_BATCH_SIZE=10, INFER_DIR="runs/potsdam/inference",
+    ),
+}

@@ -1,0 +1,60 @@
+"""Step 1: colour-coded ground truth <-> numeric label maps.
+
+    python convert_gt.py --from-color                 # every tile of the config: GT_COLOR_PATTERN -> LABEL_PATTERN
+    python convert_gt.py a.tif b.tif --from-color --out labels/
+    python convert_gt.py pred_labels.tif --to-color --out colored/
+
+The palette (PALETTE, IGNORE_COLOR, IGNORE_LABEL) comes from the config. A colour that
+is not in the palette is an error naming the file, colour and pixel count, unless
+--unknown-to-ignore maps it to IGNORE_LABEL. GeoTIFF georeference is kept.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tqdm import tqdm
+
+from eoseg.cli import make_parser, parse, run
+from eoseg.convert import color_file_to_labels, labels_file_to_color
+from eoseg.errors import EosegError
+from eoseg.tiles import existing_path
+
+
+def main(argv=None):
+    parser = make_parser(__doc__)
+    parser.add_argument("files", nargs="*", metavar="FILE", help="files to convert (default: all tiles of the config)")
+    direction = parser.add_mutually_exclusive_group(required=True)
+    direction.add_argument("--from-color", action="store_true", help="colour ground truth -> numeric label maps")
+    direction.add_argument("--to-color", action="store_true", help="numeric label maps -> colour images")
+    parser.add_argument("--out", metavar="DIR", help="output folder (required with FILES)")
+    parser.add_argument("--unknown-to-ignore", action="store_true", help="map colours outside the palette to IGNORE_LABEL instead of failing")
+    args, cfg = parse(parser, argv)
+    palette = cfg.palette
+
+    if args.files:
+        if not args.out:
+            raise EosegError("--out DIR is required when files are given")
+        out = Path(args.out)
+        pairs = [(Path(f), out / (Path(f).stem + (Path(f).suffix if Path(f).suffix.lower() in (".tif", ".tiff", ".png") else ".tif")))
+                 for f in args.files]
+    elif args.from_color:
+        ids = list(dict.fromkeys(cfg.tile_ids("train") + cfg.tile_ids("test")))
+        pairs = [(existing_path(cfg, "GT_COLOR_PATTERN", t, "colour ground truth"), cfg.tile_path("LABEL_PATTERN", t)) for t in ids]
+        out = pairs[0][1].parent if pairs else Path(cfg.DATA_ROOT)
+    else:
+        raise EosegError("--to-color needs the label files to convert")
+
+    for source, target in tqdm(pairs, desc="convert", unit="file"):
+        if source.resolve() == target.resolve():
+            raise EosegError(f"{source}: output would overwrite the input; choose another --out")
+        if args.from_color:
+            color_file_to_labels(source, target, palette, args.unknown_to_ignore)
+        else:
+            labels_file_to_color(source, target, palette)
+    cfg.save(out, "config.convert_gt.json")
+    print(f"wrote {len(pairs)} {'label maps' if args.from_color else 'colour images'} to {out}")
+
+
+if __name__ == "__main__":
+    run(main)

@@ -1,0 +1,45 @@
+"""Flips and 90-degree rotations, applied to image and label together."""
+
+from __future__ import annotations
+
+import numpy as np
+
+# name -> function of a (..., H, W) array
+TRANSFORMS = {
+    "orig": lambda a: a,
+    "fliplr": lambda a: a[..., ::-1],
+    "flipud": lambda a: a[..., ::-1, :],
+    "rot90": lambda a: np.rot90(a, 1, axes=(-2, -1)),
+    "rot180": lambda a: np.rot90(a, 2, axes=(-2, -1)),
+    "rot270": lambda a: np.rot90(a, 3, axes=(-2, -1)),
+}
+
+
+def augmentations(flips: bool, rotations) -> list[str]:
+    """Names of the patch variants that extraction writes for training tiles."""
+    names = ["orig"]
+    if flips:
+        names += ["fliplr", "flipud"]
+    names += [f"rot{int(r)}" for r in rotations]
+    return names
+
+
+def apply(name: str, array: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(TRANSFORMS[name](array))
+
+
+def random_flip_rotate(image: np.ndarray, label: np.ndarray, rng: np.random.Generator):
+    """A random flip and 90-degree rotation of a (C, H, W) image and its (H, W) label.
+
+    Rotations are drawn only for square patches, where they keep the shape.
+    """
+    flip_h, flip_v = rng.integers(0, 2, size=2)
+    quarter_turns = int(rng.integers(0, 4)) if image.shape[-1] == image.shape[-2] else 0
+    if flip_h:
+        image, label = image[..., ::-1], label[..., ::-1]
+    if flip_v:
+        image, label = image[..., ::-1, :], label[..., ::-1, :]
+    if quarter_turns:
+        image = np.rot90(image, quarter_turns, axes=(-2, -1))
+        label = np.rot90(label, quarter_turns, axes=(-2, -1))
+    return np.ascontiguousarray(image), np.ascontiguousarray(label)

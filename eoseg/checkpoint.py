@@ -1,0 +1,83 @@
+"""Saving and loading weights and training state, atomically and safely.
+
+Files are torch pickles restricted to tensors and plain Python values, and are always
+loaded with ``weights_only=True``: a weights file from the internet cannot run code.
+Each file records the model it fits and the data signature (classes, bands,
+normalisation) it was trained with; loading refuses a config that disagrees.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from eoseg.config import Config
+from eoseg.errors import EosegError
+from eoseg.io import atomic_path
+from eoseg.metadata import check_compatible, data_signature
+from eoseg.models import build_model
+
+FORMAT = "eoseg-checkpoint-1"
+
+
+def model_record(cfg: Config) -> dict:
+    return {"name": cfg.MODEL, "in_channels": cfg.num_bands, "num_classes": cfg.num_classes, "width": float(cfg.MODEL_WIDTH)}
+
+
+def save_checkpoint(path: str | Path, cfg: Config, model: nn.Module, iteration: int, training_state: dict | None = None) -> Path:
+    """Write weights (plus optimizer/scheduler state etc. when given) to ``path`` atomically."""
+    payload = {
+        "format": FORMAT,
+        "model": model_record(cfg),
+        "signature": data_signature(cfg),
+        "config": json.dumps(cfg.to_dict(), default=str),
+        "iteration": int(iteration),
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+    }
+    if training_state is not None:
+        payload["training_state"] = training_state
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+    return Path(path)
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise EosegError(f"weights file not found: {path}; train a model first (training.py) or pass --weights")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # refused pickles and corrupt files alike end here
+        raise EosegError(f"{path}: not a loadable eoseg weights file ({type(err).__name__}: {str(err).splitlines()[0]})") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise EosegError(f"{path}: not an eoseg weights file (no {FORMAT!r} record)")
+    return payload
+
+
+def check_checkpoint(payload: dict, cfg: Config, source: str) -> None:
+    """Refuse weights made for other classes, bands, normalisation or model."""
+    recorded = payload["model"]
+    expected = model_record(cfg)
+    for key, label in (("num_classes", "classes"), ("in_channels", "input bands")):
+        if recorded[key] != expected[key]:
+            raise EosegError(
+                f"{source} was trained for {recorded[key]} {label}, but the config has {expected[key]}; "
+                "use the config it was trained with or retrain"
+            )
+    check_compatible(payload["signature"], data_signature(cfg), source)
+
+
+def load_model(path: str | Path, cfg: Config) -> tuple[nn.Module, dict]:
+    """Build the recorded model, check it against ``cfg`` and load its weights (on CPU)."""
+    payload = load_checkpoint(path)
+    check_checkpoint(payload, cfg, f"weights {path}")
+    record = payload["model"]
+    model = build_model(record["name"], record["in_channels"], record["num_classes"], record["width"])
+    try:
+        model.load_state_dict(payload["state_dict"])
+    except RuntimeError as err:
+        raise EosegError(f"{path}: weights do not fit model {record['name']} ({str(err).splitlines()[0]})") from None
+    return model, payload

@@ -1,0 +1,53 @@
+"""What every script shares: --config, KEY=VALUE overrides, one-line errors."""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from typing import Callable, Sequence
+
+from eoseg.config import Config, load_config
+from eoseg.errors import EosegError
+
+_OVERRIDE = re.compile(r"^[A-Z][A-Z0-9_]*=")
+
+EPILOG = """\
+configuration:
+  Names come from config.py (and the preset its DATASET names). Override them with
+  --config FILE (a Python file assigning some of those names) and with KEY=VALUE
+  arguments, e.g. DATASET=vaihingen ITERATIONS=2000 TRAIN_IDS="['1','3']".
+  The effective configuration is saved as JSON beside the outputs.
+"""
+
+
+def make_parser(description: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description=description,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        usage="%(prog)s [options] [KEY=VALUE ...]",
+    )
+    parser.add_argument("--config", metavar="FILE", help="Python file whose names override config.py")
+    return parser
+
+
+def parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, Config]:
+    """Parse options; arguments shaped KEY=VALUE (upper-case KEY) are config overrides."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    overrides = [a for a in argv if _OVERRIDE.match(a)]
+    rest = [a for a in argv if not _OVERRIDE.match(a)]
+    args = parser.parse_args(rest)
+    return args, load_config(args.config, overrides)
+
+
+def run(main: Callable[[Sequence[str] | None], object], argv: Sequence[str] | None = None) -> None:
+    """Run a script's ``main``: user errors become one line on stderr and exit status 2."""
+    try:
+        main(argv)
+    except EosegError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)

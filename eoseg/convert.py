@@ -1,0 +1,35 @@
+"""Colour-coded ground truth <-> numeric label maps, file by file, keeping georeference."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from eoseg.errors import EosegError
+from eoseg.io import raster_info, read_raster, write_raster
+from eoseg.palette import Palette
+
+
+def color_file_to_labels(source: Path, target: Path, palette: Palette, unknown_to_ignore: bool = False) -> Path:
+    """Colour GT (3+ bands, RGB first) -> single-band uint8 label map with the palette as colour table."""
+    info = raster_info(source, "colour ground truth")
+    if info.count < 3:
+        raise EosegError(f"{source}: has {info.count} band(s), a colour ground truth has 3; is it already a numeric label map?")
+    rgb = read_raster(source, [1, 2, 3], what="colour ground truth")
+    if rgb.dtype != np.uint8:
+        raise EosegError(f"{source}: colour ground truth must be 8-bit, this one is {rgb.dtype}")
+    labels = palette.to_labels(np.moveaxis(rgb, 0, -1), unknown_to_ignore, source=str(source))
+    colormap = palette.colormap() if target.suffix.lower() in (".tif", ".tiff") else None
+    return write_raster(target, labels, info, colormap=colormap)
+
+
+def labels_file_to_color(source: Path, target: Path, palette: Palette) -> Path:
+    """Single-band label map -> 3-band colour image in the palette."""
+    info = raster_info(source, "label map")
+    if info.count != 1:
+        raise EosegError(f"{source}: has {info.count} bands, a numeric label map has 1; is it already colour-coded?")
+    labels = read_raster(source, [1], what="label map")[0]
+    if labels.size and (labels.min() < 0 or labels.max() > 255):
+        raise EosegError(f"{source}: label ids must lie in 0..255")
+    return write_raster(target, np.moveaxis(palette.to_color(labels.astype(np.uint8)), -1, 0), info)

@@ -1,0 +1,95 @@
+"""Cutting tiles into training and test patches, with a manifest of where each came from."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+from rasterio.transform import Affine
+from tqdm import tqdm
+
+from eoseg import augment
+from eoseg.config import Config
+from eoseg.errors import EosegError
+from eoseg.geometry import sliding_windows
+from eoseg.io import atomic_directory, atomic_write_text
+from eoseg.metadata import data_signature
+from eoseg.tiles import read_image, read_labels
+
+MANIFEST = "manifest.json"  # written last: its presence marks a complete patch folder
+PATCH_LIST = "patches.csv"
+PATCH_FIELDS = ["split", "tile", "row", "col", "augmentation", "image", "label", "transform", "source_image"]
+
+
+def split_plan(cfg: Config, split: str) -> tuple[int, list[str]]:
+    """Stride and augmentations of a split: overlapping and augmented for train, plain for test."""
+    if split == "train":
+        return cfg.TRAIN_STRIDE, augment.augmentations(cfg.FLIPS, cfg.ROTATIONS)
+    return cfg.PATCH_SIZE, ["orig"]
+
+
+def extract_patches(cfg: Config, out_dir: str | Path, force: bool = False, progress: bool = True) -> dict:
+    """Write image/label patches of the train and test tiles into ``out_dir``; return the manifest."""
+    size = cfg.PATCH_SIZE
+    counts: dict[str, int] = {}
+    dtype = None
+    if not cfg.tile_ids("train"):
+        raise EosegError("TRAIN_IDS is empty: there are no tiles to extract training patches from")
+    with atomic_directory(out_dir, force=force) as tmp:
+        with open(tmp / PATCH_LIST, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, PATCH_FIELDS)
+            writer.writeheader()
+            for split in ("train", "test"):
+                stride, variants = split_plan(cfg, split)
+                counts[split] = 0
+                tiles = cfg.tile_ids(split)
+                for tile_id in tqdm(tiles, desc=f"extract {split}", unit="tile", disable=not progress):
+                    image, info = read_image(cfg, tile_id)
+                    labels = read_labels(cfg, tile_id, info)
+                    dtype = str(image.dtype)
+                    if info.height < size or info.width < size:
+                        raise EosegError(
+                            f"{info.path}: tile is {info.width} x {info.height} px, smaller than PATCH_SIZE {size}"
+                        )
+                    for folder in ("images", "labels"):
+                        (tmp / folder / split).mkdir(parents=True, exist_ok=True)
+                    for row, col in sliding_windows(info.height, info.width, size, stride):
+                        image_patch = image[:, row:row + size, col:col + size]
+                        label_patch = labels[row:row + size, col:col + size]
+                        transform = info.transform * Affine.translation(col, row)
+                        for variant in variants:
+                            name = f"{split}/{tile_id}_{row}_{col}_{variant}.npy"
+                            np.save(tmp / "images" / name, augment.apply(variant, image_patch))
+                            np.save(tmp / "labels" / name, augment.apply(variant, label_patch))
+                            writer.writerow({
+                                "split": split, "tile": tile_id, "row": row, "col": col,
+                                "augmentation": variant, "image": f"images/{name}", "label": f"labels/{name}",
+                                "transform": json.dumps(list(transform)[:6]), "source_image": str(info.path),
+                            })
+                            counts[split] += 1
+        cfg.save(tmp)
+        manifest = {
+            "signature": data_signature(cfg),
+            "dtype": dtype,
+            "counts": counts,
+            "train_stride": cfg.TRAIN_STRIDE,
+            "augmentations": augment.augmentations(cfg.FLIPS, cfg.ROTATIONS),
+            "tiles": {split: cfg.tile_ids(split) for split in ("train", "test")},
+            "patch_list": PATCH_LIST,
+        }
+        atomic_write_text(tmp / MANIFEST, json.dumps(manifest, indent=2) + "\n")
+    return manifest
+
+
+def read_manifest(patches_dir: str | Path) -> tuple[dict, list[dict]]:
+    """The manifest and the patch rows of a complete patch folder."""
+    patches_dir = Path(patches_dir)
+    path = patches_dir / MANIFEST
+    if not path.is_file():
+        raise EosegError(f"{patches_dir}: no {MANIFEST}; run extract_images.py first (an interrupted run leaves none)")
+    manifest = json.loads(path.read_text())
+    with open(patches_dir / manifest["patch_list"], newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    return manifest, rows

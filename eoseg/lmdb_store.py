@@ -1,0 +1,175 @@
+"""Patches packed into LMDB: one record per patch, image and label together.
+
+A record is a small JSON header (shape and dtype of image and label) followed by the
+raw bytes of both arrays. The database's ``__meta__`` key holds the data signature,
+count and patch shape; ``__complete__`` is written in the last transaction, and a
+reader refuses a database without it.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from pathlib import Path
+from typing import Iterable
+
+import lmdb
+import numpy as np
+from tqdm import tqdm
+
+from eoseg.config import Config
+from eoseg.errors import EosegError
+from eoseg.extract import read_manifest
+from eoseg.io import atomic_directory
+from eoseg.metadata import CHECKED_FIELDS, check_compatible, data_signature
+
+META_KEY = b"__meta__"
+COMPLETE_KEY = b"__complete__"
+COMMIT_EVERY = 512
+_HEADER_LEN = struct.Struct("<I")
+
+
+def record_key(index: int) -> bytes:
+    return f"{index:010d}".encode()
+
+
+def encode_record(image: np.ndarray, label: np.ndarray) -> bytes:
+    header = json.dumps({
+        "image": [list(image.shape), image.dtype.str],
+        "label": [list(label.shape), label.dtype.str],
+    }).encode()
+    return _HEADER_LEN.pack(len(header)) + header + np.ascontiguousarray(image).tobytes() + np.ascontiguousarray(label).tobytes()
+
+
+def decode_record(buffer: bytes) -> tuple[np.ndarray, np.ndarray]:
+    (length,) = _HEADER_LEN.unpack_from(buffer)
+    header = json.loads(bytes(buffer[_HEADER_LEN.size:_HEADER_LEN.size + length]))
+    offset = _HEADER_LEN.size + length
+    arrays = []
+    for field in ("image", "label"):
+        shape, dtype = header[field]
+        count = int(np.prod(shape))
+        array = np.frombuffer(buffer, dtype=np.dtype(dtype), count=count, offset=offset).reshape(shape)
+        offset += array.nbytes
+        arrays.append(array)
+    return arrays[0], arrays[1]
+
+
+def write_lmdb(path: Path, records: Iterable[tuple[np.ndarray, np.ndarray]], count: int, meta: dict, progress: bool = True) -> None:
+    """Write ``count`` (image, label) records and their metadata; the completion marker goes last."""
+    records = iter(records)
+    first = next(records, None)
+    if first is None:
+        raise EosegError(f"{path}: no patches to write")
+    record_bytes = len(encode_record(*first))
+    # LMDB needs its maximum size up front; the file grows only as data is written
+    map_size = int(count * record_bytes * 1.5) + (64 << 20)
+    env = lmdb.open(str(path), map_size=map_size, subdir=True, lock=True)
+    try:
+        txn = env.begin(write=True)
+        bar = tqdm(total=count, desc=f"pack {path.name}", unit="patch", disable=not progress)
+        for index, (image, label) in enumerate(_chain(first, records)):
+            txn.put(record_key(index), encode_record(image, label))
+            bar.update()
+            if (index + 1) % COMMIT_EVERY == 0:
+                txn.commit()
+                txn = env.begin(write=True)
+        bar.close()
+        if index + 1 != count:
+            raise EosegError(f"{path}: expected {count} patches, got {index + 1}")
+        txn.put(META_KEY, json.dumps({**meta, "count": count}).encode())
+        txn.commit()
+        with env.begin(write=True) as txn:
+            txn.put(COMPLETE_KEY, b"1")
+        env.sync(True)
+    except lmdb.MapFullError:
+        raise EosegError(f"{path}: LMDB map full; patches are larger than expected") from None
+    except lmdb.Error as err:
+        raise EosegError(f"{path}: writing the LMDB failed ({err}); is the disk full?") from None
+    finally:
+        env.close()
+
+
+def _chain(first, rest):
+    yield first
+    yield from rest
+
+
+def read_lmdb_meta(path: str | Path) -> dict:
+    """The metadata of a complete LMDB; refuses a missing or incomplete database."""
+    path = Path(path)
+    if not (path / "data.mdb").is_file():
+        raise EosegError(f"{path}: no LMDB database here; run create_lmdb.py first")
+    env = lmdb.open(str(path), readonly=True, lock=False, readahead=False, subdir=True)
+    try:
+        with env.begin() as txn:
+            if txn.get(COMPLETE_KEY) is None:
+                raise EosegError(f"{path}: the LMDB is incomplete (its writer was interrupted); run create_lmdb.py again")
+            return json.loads(txn.get(META_KEY))
+    finally:
+        env.close()
+
+
+class LmdbPatches:
+    """Random access to the (image, label) records of a complete LMDB.
+
+    The environment opens lazily, read-only and without locks, so that each
+    DataLoader worker gets its own after forking.
+    """
+
+    def __init__(self, path: str | Path, expected_signature: dict | None = None):
+        self.path = Path(path)
+        self.meta = read_lmdb_meta(self.path)
+        if expected_signature is not None:
+            check_compatible(
+                self.meta["signature"], expected_signature, f"LMDB {self.path}", fields=(*CHECKED_FIELDS, "patch_size")
+            )
+        self._env = None
+
+    def __len__(self) -> int:
+        return int(self.meta["count"])
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        if not 0 <= index < len(self):
+            raise IndexError(index)
+        if self._env is None:
+            self._env = lmdb.open(str(self.path), readonly=True, lock=False, readahead=False, meminit=False, subdir=True)
+        with self._env.begin(buffers=True) as txn:
+            buffer = txn.get(record_key(index))
+            image, label = decode_record(buffer)
+            return image.copy(), label.copy()  # the buffer is only valid inside the transaction
+
+    def __getstate__(self):
+        return {**self.__dict__, "_env": None}
+
+
+def create_lmdb(cfg: Config, patches_dir: str | Path, lmdb_dir: str | Path, force: bool = False, progress: bool = True) -> dict:
+    """Pack a patch folder into ``lmdb_dir``/train.lmdb (shuffled) and test.lmdb (in order)."""
+    manifest, rows = read_manifest(patches_dir)
+    signature = data_signature(cfg)
+    check_compatible(manifest["signature"], signature, f"patches in {patches_dir}", fields=(*CHECKED_FIELDS, "patch_size"))
+    patches_dir = Path(patches_dir)
+    summary = {}
+    with atomic_directory(lmdb_dir, force=force) as tmp:
+        for split in ("train", "test"):
+            split_rows = [r for r in rows if r["split"] == split]
+            if not split_rows:
+                continue
+            if split == "train":
+                order = np.random.default_rng(cfg.SHUFFLE_SEED).permutation(len(split_rows))
+                split_rows = [split_rows[i] for i in order]
+            records = ((np.load(patches_dir / r["image"]), np.load(patches_dir / r["label"])) for r in split_rows)
+            meta = {
+                "signature": signature,
+                "split": split,
+                "patch_shape": [cfg.num_bands, cfg.PATCH_SIZE, cfg.PATCH_SIZE],
+                "dtype": manifest["dtype"],
+                "shuffle_seed": cfg.SHUFFLE_SEED if split == "train" else None,
+                "source": str(patches_dir),
+                "tiles": sorted({r["tile"] for r in split_rows}),
+            }
+            write_lmdb(tmp / f"{split}.lmdb", records, len(split_rows), meta, progress)
+            summary[split] = len(split_rows)
+        cfg.save(tmp)
+    return summary
+

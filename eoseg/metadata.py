@@ -1,0 +1,36 @@
+"""What an artifact was made with, and the check that a consumer agrees with it.
+
+LMDBs and checkpoints record classes, bands, normalisation and patch size. A consumer
+compares the record with its own config and refuses a mismatch with a clear message.
+"""
+
+from __future__ import annotations
+
+from eoseg.config import Config
+from eoseg.errors import EosegError
+from eoseg.normalization import normalization_record
+
+# Fields whose disagreement would silently produce garbage.
+CHECKED_FIELDS = ("class_names", "palette", "ignore_label", "band_names", "normalization")
+
+
+def data_signature(cfg: Config, patch_size: int | None = None) -> dict:
+    """The data description an artifact made from ``cfg`` carries."""
+    return {
+        "class_names": list(cfg.CLASS_NAMES),
+        "palette": [list(map(int, c)) for c in cfg.PALETTE],
+        "ignore_label": int(cfg.IGNORE_LABEL),
+        "band_names": list(cfg.BAND_NAMES),
+        "normalization": normalization_record(cfg.NORM_MEAN, cfg.NORM_STD),
+        "patch_size": int(patch_size if patch_size is not None else cfg.PATCH_SIZE),
+    }
+
+
+def check_compatible(recorded: dict, expected: dict, artifact: str, fields=CHECKED_FIELDS) -> None:
+    """Refuse ``artifact`` if any of ``fields`` differs between its record and the config."""
+    for field in fields:
+        if recorded.get(field) != expected.get(field):
+            raise EosegError(
+                f"{artifact} was made with {field} = {recorded.get(field)!r}, but the config has "
+                f"{expected.get(field)!r}; use the config it was made with or rebuild it"
+            )

@@ -1,0 +1,76 @@
+"""The method's metrics: confusion matrix, overall accuracy, per-class F1, kappa, IoU.
+
+Pixels whose ground truth is the ignore label (the boundaries of the eroded ISPRS
+ground truth, undefined areas) are left out. Means are taken over the classes that
+occur in the ground truth.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def confusion_matrix(truth: np.ndarray, prediction: np.ndarray, num_classes: int, ignore_label: int) -> np.ndarray:
+    """(num_classes, num_classes) int64 counts: rows are ground truth, columns predictions."""
+    truth = np.asarray(truth).ravel()
+    prediction = np.asarray(prediction).ravel()
+    if truth.shape != prediction.shape:
+        raise ValueError(f"truth has {truth.size} pixels, prediction {prediction.size}")
+    keep = (truth != ignore_label) & (truth < num_classes)
+    index = truth[keep].astype(np.int64) * num_classes + prediction[keep].astype(np.int64)
+    return np.bincount(index, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
+
+
+def metrics_from_confusion(cm: np.ndarray, class_names: list[str]) -> dict:
+    cm = np.asarray(cm, dtype=np.float64)
+    total = cm.sum()
+    true_positive = np.diag(cm)
+    support = cm.sum(axis=1)
+    predicted = cm.sum(axis=0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        precision = true_positive / predicted
+        recall = true_positive / support
+        f1 = 2 * true_positive / (support + predicted)
+        iou = true_positive / (support + predicted - true_positive)
+    overall = true_positive.sum() / total if total else float("nan")
+    expected = (support * predicted).sum() / total**2 if total else float("nan")
+    kappa = (overall - expected) / (1 - expected) if total and expected != 1 else float("nan")
+    present = support > 0
+    return {
+        "pixels": int(total),
+        "overall_accuracy": float(overall),
+        "kappa": float(kappa),
+        "mean_f1": float(np.mean(f1[present])) if present.any() else float("nan"),
+        "mean_iou": float(np.mean(iou[present])) if present.any() else float("nan"),
+        "per_class": {
+            name: {
+                "f1": _clean(f1[i]), "iou": _clean(iou[i]), "precision": _clean(precision[i]),
+                "recall": _clean(recall[i]), "support": int(support[i]),
+            }
+            for i, name in enumerate(class_names)
+        },
+        "confusion_matrix": cm.astype(np.int64).tolist(),
+        "class_names": list(class_names),
+    }
+
+
+def _clean(value: float) -> float | None:
+    return None if np.isnan(value) else float(value)
+
+
+def format_table(metrics: dict, title: str = "") -> str:
+    """The metrics as a plain-text table for the terminal."""
+    lines = [title] if title else []
+    lines.append(f"{'class':<22}{'F1':>8}{'IoU':>8}{'precision':>11}{'recall':>8}{'pixels':>12}")
+    for name, row in metrics["per_class"].items():
+        cells = [_percent(row[k]) for k in ("f1", "iou")] + [f"{_percent(row['precision']):>11}", _percent(row["recall"])]
+        lines.append(f"{name:<22}{cells[0]:>8}{cells[1]:>8}{cells[2]}{cells[3]:>8}{row['support']:>12d}")
+    lines.append(
+        f"overall accuracy {_percent(metrics['overall_accuracy'])}   mean F1 {_percent(metrics['mean_f1'])}   "
+        f"mean IoU {_percent(metrics['mean_iou'])}   kappa {metrics['kappa']:.3f}   ({metrics['pixels']} px)"
+    )
+    return "\n".join(lines)
+
+
+def _percent(value: float | None) -> str:
+    return "-" if value is None or np.isnan(value) else f"{100 * value:.1f}%"

@@ -1,0 +1,68 @@
+"""Initialise the SegNet encoder from a local VGG16-BN state dict.
+
+The file is a torch state dict in torchvision's ``vgg16_bn`` layout (``features.N.*``);
+nothing is downloaded. Every one of the 13 conv + batch-norm pairs is matched, its
+shapes checked and copied. A file that does not fit is an error, never silently skipped
+(the method's own notebook zipped two key lists; with the ``num_batches_tracked``
+buffers of current PyTorch they fall out of step and most of the encoder stays random).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from eoseg.errors import EosegError
+from eoseg.models.segnet import SegNet
+
+CONV_PARAMS = ("weight", "bias")
+BN_TENSORS = ("weight", "bias", "running_mean", "running_var")
+
+
+def vgg16_bn_feature_indices() -> list[tuple[int, int]]:
+    """torchvision ``features`` indices (conv, bn) of the 13 VGG16-BN convolutions."""
+    pairs, index = [], 0
+    for convs_in_block in (2, 2, 3, 3, 3):
+        for _ in range(convs_in_block):
+            pairs.append((index, index + 1))  # conv, bn, then ReLU at index + 2
+            index += 3
+        index += 1  # max pooling
+    return pairs
+
+
+def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
+    path = Path(path)
+    if not path.is_file():
+        raise EosegError(f"VGG16-BN weights not found: {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # unpickling refusals and corrupt files alike
+        raise EosegError(f"{path}: not a loadable torch state dict ({type(err).__name__}: {err})") from None
+    if not isinstance(state, dict):
+        raise EosegError(f"{path}: expected a state dict, got {type(state).__name__}")
+    return state
+
+
+def init_encoder_from_vgg16_bn(model: SegNet, state: dict[str, torch.Tensor], source: str = "VGG16-BN weights") -> int:
+    """Copy all 13 conv + BN layers into ``model``'s encoder; return the number of tensors copied."""
+    names = model.encoder_layer_names()
+    copies: list[tuple[torch.Tensor, torch.Tensor, str]] = []
+    for name, (conv_index, bn_index) in zip(names, vgg16_bn_feature_indices(), strict=True):
+        for module_name, index, tensors in ((name, conv_index, CONV_PARAMS), (name + "_bn", bn_index, BN_TENSORS)):
+            module = getattr(model, module_name)
+            for tensor_name in tensors:
+                key = f"features.{index}.{tensor_name}"
+                if key not in state:
+                    raise EosegError(f"{source}: missing {key} (for {module_name}.{tensor_name}); not a torchvision vgg16_bn state dict?")
+                target = getattr(module, tensor_name)
+                if state[key].shape != target.shape:
+                    raise EosegError(
+                        f"{source}: {key} has shape {tuple(state[key].shape)} but {module_name}.{tensor_name} "
+                        f"needs {tuple(target.shape)} (VGG16-BN fits MODEL_WIDTH=1.0 with 3 bands)"
+                    )
+                copies.append((target, state[key], key))
+    with torch.no_grad():
+        for target, value, _ in copies:
+            target.copy_(value)
+    return len(copies)

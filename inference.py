@@ -1,0 +1,46 @@
+"""Step 5: label whole tiles with a sliding window; score them; write maps and plots.
+
+    python inference.py                          # the TEST_IDS tiles, weights from MODEL_FILE
+    python inference.py --split official_test    # or train / test
+    python inference.py --tiles 5 21
+    python inference.py --images a.tif b.png --weights my.pt
+
+For each image: NAME_labels (class ids, palette as colour table) and NAME_color, as
+GeoTIFF with the input's CRS and transform when it is georeferenced, else PNG, and
+NAME_preview.png. Tiles with ground truth (the eroded GT when the dataset has one) are
+scored: metrics.json, metrics.txt and confusion_matrix.png in INFER_DIR.
+"""
+
+from __future__ import annotations
+
+from eoseg.cli import make_parser, parse, run
+from eoseg.config import SPLITS
+from eoseg.infer import run_inference
+from eoseg.metrics import format_table
+
+
+def main(argv=None):
+    parser = make_parser(__doc__)
+    parser.add_argument("--weights", metavar="FILE", help="trained weights (default: MODEL_FILE)")
+    parser.add_argument("--split", choices=list(SPLITS), default="test", help="which tiles of the config to label (default: test)")
+    parser.add_argument("--tiles", nargs="+", metavar="ID", help="label these tile ids instead of a split")
+    parser.add_argument("--images", nargs="+", metavar="FILE", help="label these image files instead of tiles")
+    parser.add_argument("--out", metavar="DIR", help="output folder (default: INFER_DIR)")
+    args, cfg = parse(parser, argv)
+    tiles = args.tiles if args.tiles else ([] if args.images else cfg.tile_ids(args.split))
+    summary = run_inference(cfg, args.weights or cfg.MODEL_FILE, args.out or cfg.INFER_DIR, tiles, args.images)
+    for image in summary.images:
+        if image.metrics is not None:
+            print(f"{image.name}: OA {100 * image.metrics['overall_accuracy']:.1f}%  (vs {image.truth_source})")
+    if summary.metrics is not None:
+        print()
+        print(format_table(summary.metrics, f"metrics over {sum(i.metrics is not None for i in summary.images)} scored image(s)"))
+    print()
+    for image in summary.images:
+        print(f"{image.name}: " + ", ".join(str(p) for p in image.outputs.values()))
+    for name, path in summary.outputs.items():
+        print(f"{name}: {path}")
+
+
+if __name__ == "__main__":
+    run(main)

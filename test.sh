@@ -1,0 +1,4 @@
+#!/usr/bin/env bash
+# Run the test suite (sets up .venv on first use). Extra arguments go to pytest.
+source "$(dirname "$0")/tools/env.sh"
+exec python -m pytest "$@"
