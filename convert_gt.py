@@ -46,6 +46,8 @@ def main(argv=None):
         raise EosegError("--to-color needs the label files to convert")
 
     for source, target in tqdm(pairs, desc="convert", unit="file"):
+        if not source.is_file():
+            raise EosegError(f"input not found: {source}")
         if source.resolve() == target.resolve():
             raise EosegError(f"{source}: output would overwrite the input; choose another --out")
         if args.from_color:

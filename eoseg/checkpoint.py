@@ -9,6 +9,8 @@ normalisation) it was trained with; loading refuses a config that disagrees.
 from __future__ import annotations
 
 import json
+import pickle
+import re
 from pathlib import Path
 
 import torch
@@ -44,14 +46,30 @@ def save_checkpoint(path: str | Path, cfg: Config, model: nn.Module, iteration: 
     return Path(path)
 
 
+def safe_torch_load(path: Path, what: str) -> object:
+    """``torch.load`` restricted to tensors and plain values; a refusal becomes a clear EosegError."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        # keep torch's line naming what was refused, not its advice to disable the protection
+        lines = [line.strip() for line in re.sub(r"\x1b\[[0-9;]*m", "", str(err)).splitlines()]
+        boilerplate = ("Weights only load failed", "Please file an issue", "Check the documentation")
+        reason = " ".join(line for line in lines if line and not line.startswith(boilerplate)) or lines[0]
+        reason = reason.split(" Please use")[0]
+        if "GLOBAL" in reason:
+            raise EosegError(f"{path}: refused to load this {what}: it would build Python objects beyond tensors, "
+                             f"which could run code ({reason})") from None
+        raise EosegError(f"{path}: not a loadable {what}; truncated or not a torch file ({reason})") from None
+    except Exception as err:  # truncated or foreign files
+        raise EosegError(f"{path}: not a loadable {what}; truncated or not a torch file "
+                         f"({type(err).__name__}: {str(err).splitlines()[0]})") from None
+
+
 def load_checkpoint(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise EosegError(f"weights file not found: {path}; train a model first (training.py) or pass --weights")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # refused pickles and corrupt files alike end here
-        raise EosegError(f"{path}: not a loadable eoseg weights file ({type(err).__name__}: {str(err).splitlines()[0]})") from None
+    payload = safe_torch_load(path, "weights file")
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise EosegError(f"{path}: not an eoseg weights file (no {FORMAT!r} record)")
     return payload

@@ -41,6 +41,13 @@ def _unknown(name: str, known: Iterable[str], where: str) -> EosegError:
     return EosegError(f"{where}: unknown config name {name}{hint}")
 
 
+def _coerce(default: Any, value: Any) -> Any:
+    """An int given for a float name becomes a float, wherever it comes from."""
+    if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    return value
+
+
 def _same_kind(default: Any, value: Any) -> bool:
     if default is None or value is None:
         return True
@@ -68,8 +75,7 @@ def parse_override(text: str, defaults: dict[str, Any]) -> tuple[str, Any]:
         value = raw
     elif isinstance(default, bool) and raw.lower() in ("true", "false"):
         value = raw.lower() == "true"
-    elif isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
-        value = float(value)
+    value = _coerce(default, value)
     if not _same_kind(default, value):
         raise EosegError(
             f"override {text!r}: {key} expects a {type(default).__name__} "
@@ -102,6 +108,7 @@ class Config:
                 raise _unknown(key, self._values, "replace()")
             if not _same_kind(self._values[key], value):
                 raise EosegError(f"{key} expects a {type(self._values[key]).__name__}, got {value!r}")
+            changes[key] = _coerce(self._values[key], value)
         return Config({**self._values, **changes}, self.sources + [f"replace({', '.join(changes)})"])
 
     def save(self, folder: str | Path, name: str = "config.json") -> Path:
@@ -159,6 +166,8 @@ class Config:
         for name in ("PATCH_SIZE", "TRAIN_STRIDE", "WINDOW", "STRIDE", "BATCH_SIZE", "INFER_BATCH_SIZE"):
             if not isinstance(v[name], int) or v[name] < 1:
                 raise EosegError(f"{name} must be a positive integer, got {v[name]!r}")
+        if v["STRIDE"] > v["WINDOW"]:
+            raise EosegError(f"STRIDE {v['STRIDE']} is larger than WINDOW {v['WINDOW']}: pixels between windows would get no label")
         if v["CLASS_WEIGHTS"] and len(v["CLASS_WEIGHTS"]) != len(v["CLASS_NAMES"]):
             raise EosegError(f"CLASS_WEIGHTS has {len(v['CLASS_WEIGHTS'])} entries for {len(v['CLASS_NAMES'])} classes")
         if v["TRAIN_SOURCE"] not in ("lmdb", "tiles"):
@@ -184,6 +193,7 @@ def load_config(
                 raise _unknown(key, defaults, str(config_file))
             if not _same_kind(defaults[key], value):
                 raise EosegError(f"{config_file}: {key} expects a {type(defaults[key]).__name__}, got {value!r}")
+            file_values[key] = _coerce(defaults[key], value)
         sources.append(str(config_file))
     override_values = dict(parse_override(item, defaults) for item in overrides)
     if override_values:
@@ -191,7 +201,9 @@ def load_config(
 
     dataset = override_values.get("DATASET", file_values.get("DATASET", defaults["DATASET"]))
     if dataset not in presets:
-        raise _unknown(dataset, presets, "DATASET") if presets else EosegError(f"no PRESETS defined for DATASET {dataset!r}")
+        close = difflib.get_close_matches(str(dataset), list(presets), n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise EosegError(f"unknown DATASET {dataset!r}; {hint}presets: {', '.join(presets) or 'none'} (add yours to PRESETS)")
     for key in presets[dataset]:
         if key not in defaults:
             raise _unknown(key, defaults, f"preset {dataset!r}")

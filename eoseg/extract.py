@@ -55,10 +55,10 @@ def extract_patches(cfg: Config, out_dir: str | Path, force: bool = False, progr
                         )
                     for folder in ("images", "labels"):
                         (tmp / folder / split).mkdir(parents=True, exist_ok=True)
-                    for row, col in sliding_windows(info.height, info.width, size, stride):
+                    for row, col in sliding_windows(info.height, info.width, size, stride, allow_gaps=True):
                         image_patch = image[:, row:row + size, col:col + size]
                         label_patch = labels[row:row + size, col:col + size]
-                        transform = info.transform * Affine.translation(col, row)
+                        transform = info.transform @ Affine.translation(col, row)
                         for variant in variants:
                             name = f"{split}/{tile_id}_{row}_{col}_{variant}.npy"
                             np.save(tmp / "images" / name, augment.apply(variant, image_patch))

@@ -16,7 +16,7 @@ from eoseg.errors import EosegError
 from eoseg.io import RasterInfo, atomic_write_text, output_suffix, raster_info, read_raster, write_raster
 from eoseg.metrics import confusion_matrix, format_table, metrics_from_confusion
 from eoseg.predict import Predictor
-from eoseg.tiles import read_eval_labels, read_image
+from eoseg.tiles import image_info, read_eval_labels, read_image
 from eoseg.train import resolve_device
 
 
@@ -68,12 +68,14 @@ def run_inference(cfg: Config, weights: str | Path, out_dir: str | Path, tile_id
                   image_paths: list[str | Path] | None = None, progress: bool = True) -> InferenceSummary:
     """Label configured tiles (scored against their ground truth when it exists) and/or image files."""
     out_dir = Path(out_dir)
-    predictor = make_predictor(cfg, weights)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    cfg.save(out_dir)
     jobs = [("tile", t) for t in tile_ids or []] + [("file", Path(p)) for p in image_paths or []]
     if not jobs:
         raise EosegError("nothing to label: no tile ids and no image files given")
+    for kind, job in jobs:  # cheap checks first: a missing input should not wait for the model
+        image_info(cfg, job) if kind == "tile" else raster_info(job, "image")
+    predictor = make_predictor(cfg, weights)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    cfg.save(out_dir)
     summary = InferenceSummary()
     total = np.zeros((cfg.num_classes, cfg.num_classes), dtype=np.int64)
     for kind, job in tqdm(jobs, desc="label", unit="image", disable=not progress):

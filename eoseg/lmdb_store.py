@@ -9,6 +9,7 @@ reader refuses a database without it.
 from __future__ import annotations
 
 import json
+import os
 import struct
 from pathlib import Path
 from typing import Iterable
@@ -95,26 +96,44 @@ def _chain(first, rest):
     yield from rest
 
 
+_READERS: dict[tuple[int, int, int], lmdb.Environment] = {}
+
+
+def reader_environment(path: Path) -> lmdb.Environment:
+    """The read-only environment of a database, one per database file and process.
+
+    LMDB forbids opening the same database twice in a process, and an environment must
+    not cross a fork; keying on the file's identity and the process id honours both
+    (a database replaced by --force is a new file and gets a new environment).
+    """
+    data = path / "data.mdb"
+    if not data.is_file():
+        raise EosegError(f"{path}: no LMDB database here; run create_lmdb.py first")
+    stat = data.stat()
+    key = (stat.st_dev, stat.st_ino, os.getpid())
+    if key not in _READERS:
+        # environments inherited through fork are unusable here, and py-lmdb would refuse
+        # to open their databases again while they exist: close them first
+        for inherited in [k for k in _READERS if k[2] != os.getpid()]:
+            _READERS.pop(inherited).close()
+        _READERS[key] = lmdb.open(str(path), readonly=True, lock=False, readahead=False, meminit=False, subdir=True)
+    return _READERS[key]
+
+
 def read_lmdb_meta(path: str | Path) -> dict:
     """The metadata of a complete LMDB; refuses a missing or incomplete database."""
     path = Path(path)
-    if not (path / "data.mdb").is_file():
-        raise EosegError(f"{path}: no LMDB database here; run create_lmdb.py first")
-    env = lmdb.open(str(path), readonly=True, lock=False, readahead=False, subdir=True)
-    try:
-        with env.begin() as txn:
-            if txn.get(COMPLETE_KEY) is None:
-                raise EosegError(f"{path}: the LMDB is incomplete (its writer was interrupted); run create_lmdb.py again")
-            return json.loads(txn.get(META_KEY))
-    finally:
-        env.close()
+    with reader_environment(path).begin() as txn:
+        if txn.get(COMPLETE_KEY) is None:
+            raise EosegError(f"{path}: the LMDB is incomplete (its writer was interrupted); run create_lmdb.py again")
+        return json.loads(txn.get(META_KEY))
 
 
 class LmdbPatches:
     """Random access to the (image, label) records of a complete LMDB.
 
-    The environment opens lazily, read-only and without locks, so that each
-    DataLoader worker gets its own after forking.
+    Reads go through :func:`reader_environment`: read-only, without locks, and opened
+    anew in each DataLoader worker process.
     """
 
     def __init__(self, path: str | Path, expected_signature: dict | None = None):
@@ -124,7 +143,6 @@ class LmdbPatches:
             check_compatible(
                 self.meta["signature"], expected_signature, f"LMDB {self.path}", fields=(*CHECKED_FIELDS, "patch_size")
             )
-        self._env = None
 
     def __len__(self) -> int:
         return int(self.meta["count"])
@@ -132,15 +150,10 @@ class LmdbPatches:
     def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         if not 0 <= index < len(self):
             raise IndexError(index)
-        if self._env is None:
-            self._env = lmdb.open(str(self.path), readonly=True, lock=False, readahead=False, meminit=False, subdir=True)
-        with self._env.begin(buffers=True) as txn:
+        with reader_environment(self.path).begin(buffers=True) as txn:
             buffer = txn.get(record_key(index))
             image, label = decode_record(buffer)
             return image.copy(), label.copy()  # the buffer is only valid inside the transaction
-
-    def __getstate__(self):
-        return {**self.__dict__, "_env": None}
 
 
 def create_lmdb(cfg: Config, patches_dir: str | Path, lmdb_dir: str | Path, force: bool = False, progress: bool = True) -> dict:

@@ -16,6 +16,8 @@ def confusion_matrix(truth: np.ndarray, prediction: np.ndarray, num_classes: int
     prediction = np.asarray(prediction).ravel()
     if truth.shape != prediction.shape:
         raise ValueError(f"truth has {truth.size} pixels, prediction {prediction.size}")
+    if prediction.size and prediction.max() >= num_classes:
+        raise ValueError(f"prediction holds class id {prediction.max()}, but there are {num_classes} classes")
     keep = (truth != ignore_label) & (truth < num_classes)
     index = truth[keep].astype(np.int64) * num_classes + prediction[keep].astype(np.int64)
     return np.bincount(index, minlength=num_classes * num_classes).reshape(num_classes, num_classes)

@@ -35,7 +35,8 @@ class Predictor:
         # an image smaller than the window is padded by reflection, then cropped back
         pad_h, pad_w = max(0, self.window - height), max(0, self.window - width)
         if pad_h or pad_w:
-            pixels = torch.nn.functional.pad(pixels[None].float(), (0, pad_w, 0, pad_h), mode="reflect" if min(height, width) > 1 else "replicate")[0]
+            mode = "reflect" if pad_h < height and pad_w < width else "replicate"  # reflect needs pad < size
+            pixels = torch.nn.functional.pad(pixels[None].float(), (0, pad_w, 0, pad_h), mode=mode)[0]
         full_h, full_w = height + pad_h, width + pad_w
         windows = list(sliding_windows(full_h, full_w, self.window, self.stride))
         total = None

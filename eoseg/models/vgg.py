@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from eoseg.checkpoint import safe_torch_load
 from eoseg.errors import EosegError
 from eoseg.models.segnet import SegNet
 
@@ -35,10 +36,7 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
         raise EosegError(f"VGG16-BN weights not found: {path}")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # unpickling refusals and corrupt files alike
-        raise EosegError(f"{path}: not a loadable torch state dict ({type(err).__name__}: {err})") from None
+    state = safe_torch_load(path, "VGG16-BN state dict")
     if not isinstance(state, dict):
         raise EosegError(f"{path}: expected a state dict, got {type(state).__name__}")
     return state

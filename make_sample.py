@@ -1,0 +1,77 @@
+"""Make the bundled sample: synthetic urban tiles in the ISPRS Vaihingen layout.
+
+Writes every tile of TRAIN_IDS and TEST_IDS under DATA_ROOT with the config's patterns:
+an IRRG orthophoto, the colour-coded ground truth, the same with eroded (black)
+boundaries and a DSM, all GeoTIFFs in EPSG:32632 with 9 cm pixels. The scenes are
+procedural (see eoseg/sample.py), not a benchmark: they let the whole pipeline run
+without the ISPRS download.
+
+    python make_sample.py                       # data/sample, 8 tiles of 512 x 512
+    python make_sample.py --size 256 --seed 3 DATA_ROOT=/tmp/small --force
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from tqdm import tqdm
+
+from eoseg.cli import make_parser, parse, run
+from eoseg.errors import EosegError
+from eoseg.io import atomic_directory
+from eoseg.sample import check_classes, tile_paths, write_sample_tile
+
+CONFIG_NAME = "config.make_sample.json"
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = make_parser(__doc__.splitlines()[0])
+    parser.add_argument("--size", type=int, default=512, help="side of each tile in pixels (default 512)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the scenes; the same seed gives the same tiles")
+    parser.add_argument("--force", action="store_true", help="replace an existing DATA_ROOT made by this script")
+    args, cfg = parse(parser, argv)
+    check_classes(cfg)
+    if args.size < 32:
+        raise EosegError(f"--size must be at least 32 pixels, got {args.size}")
+    if args.seed < 0:
+        raise EosegError(f"--seed must be >= 0, got {args.seed}")
+    tile_ids = list(dict.fromkeys(cfg.tile_ids("train") + cfg.tile_ids("test")))
+    if not tile_ids:
+        raise EosegError("TRAIN_IDS and TEST_IDS are both empty; there is no tile to make")
+    root = Path(cfg.DATA_ROOT)
+
+    counts = np.zeros(cfg.num_classes, dtype=np.int64)
+
+    def write_all(folder: Path) -> None:
+        staged = cfg.replace(DATA_ROOT=str(folder))
+        for index, tile_id in enumerate(tqdm(tile_ids, desc="sample tiles", unit="tile")):
+            _, labels = write_sample_tile(staged, tile_id, index, args.size, args.seed)
+            counts[:] += np.bincount(labels.ravel(), minlength=cfg.num_classes)
+        cfg.save(folder, CONFIG_NAME)
+
+    if root.exists() and not args.force:
+        existing = [p for t in tile_ids for p in tile_paths(cfg, t).values() if p.exists()]
+        if existing:
+            raise EosegError(f"{existing[0]} already exists; pass --force to replace {root}")
+        write_all(root)  # add to a folder that holds none of our files, file by file (each atomic)
+    else:
+        if root.exists() and any(root.iterdir()) and not (root / CONFIG_NAME).exists():
+            # --force deletes the folder: only do that to a sample this script made
+            raise EosegError(
+                f"{root} is not empty and has no {CONFIG_NAME}, so it was not made by make_sample.py; "
+                "refusing to replace it, choose another DATA_ROOT or remove it yourself"
+            )
+        # build the whole dataset beside the old one and swap it in only when complete
+        with atomic_directory(root, force=True) as folder:
+            write_all(folder)
+
+    print(f"wrote {len(tile_ids)} tiles of {args.size} x {args.size} px to {root}")
+    print(f"{'class':<22}{'pixels':>8}")
+    for name, count in zip(cfg.CLASS_NAMES, counts):
+        print(f"{name:<22}{100 * count / counts.sum():>7.1f}%")
+
+
+if __name__ == "__main__":
+    run(main)

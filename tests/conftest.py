@@ -1,0 +1,86 @@
+"""Shared fixtures: a tiny generated dataset and a config pointing every folder at it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from eoseg.config import load_config
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = ROOT.parent / "shared" / "data"
+
+# Small and fast: 160 px tiles (not a multiple of the 64 px window), an 1/8-width SegNet.
+TINY_SETTINGS = {
+    "TRAIN_IDS": ["1", "2", "3"],
+    "TEST_IDS": ["4"],
+    "PATCH_SIZE": 64,
+    "TRAIN_STRIDE": 48,
+    "WINDOW": 64,
+    "STRIDE": 32,
+    "MODEL_WIDTH": 0.125,
+    "BATCH_SIZE": 4,
+    "ITERATIONS": 6,
+    "LR_STEPS": [4],
+    "LOG_EVERY": 2,
+    "SNAPSHOT_EVERY": 3,
+    "INFER_BATCH_SIZE": 3,
+    "DEVICE": "cpu",
+}
+TINY_TILE_SIZE = 160
+
+
+def tiny_overrides(root: Path) -> dict:
+    """TINY_SETTINGS plus every data and output folder under ``root``."""
+    return {
+        **TINY_SETTINGS,
+        "DATA_ROOT": str(root / "data"),
+        "PATCHES_DIR": str(root / "patches"),
+        "LMDB_DIR": str(root / "lmdb"),
+        "TRAIN_DIR": str(root / "train"),
+        "MODEL_FILE": str(root / "model.pt"),
+        "INFER_DIR": str(root / "inference"),
+    }
+
+
+def as_arguments(overrides: dict) -> list[str]:
+    return [f"{key}={value!r}" if not isinstance(value, str) else f"{key}={value}" for key, value in overrides.items()]
+
+
+def make_tiny_config(root: Path, **extra):
+    return load_config(overrides=as_arguments({**tiny_overrides(root), **extra}))
+
+
+@pytest.fixture(scope="session")
+def sample_root(tmp_path_factory) -> Path:
+    """A tiny sample dataset (colour GT, eroded GT, DSM) and its numeric labels, made once."""
+    from eoseg.convert import color_file_to_labels
+    from eoseg.sample import write_sample_dataset
+
+    root = tmp_path_factory.mktemp("tiny")
+    cfg = make_tiny_config(root)
+    ids = cfg.tile_ids("train") + cfg.tile_ids("test")
+    write_sample_dataset(cfg, ids, size=TINY_TILE_SIZE, seed=3)
+    for tile_id in ids:
+        color_file_to_labels(cfg.tile_path("GT_COLOR_PATTERN", tile_id), cfg.tile_path("LABEL_PATTERN", tile_id), cfg.palette)
+    return root
+
+
+@pytest.fixture
+def tiny_cfg(sample_root, tmp_path):
+    """Config reading the shared tiny dataset and writing outputs into this test's tmp_path."""
+    overrides = tiny_overrides(tmp_path)
+    overrides["DATA_ROOT"] = str(sample_root / "data")
+    return load_config(overrides=as_arguments(overrides))
+
+
+def run_script(script: str, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """Run a top-level script in a fresh interpreter, as a user would."""
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "MPLBACKEND": "Agg"}
+    return subprocess.run(
+        [sys.executable, str(ROOT / script), *args], capture_output=True, text=True, cwd=cwd or ROOT, env=env, timeout=600
+    )

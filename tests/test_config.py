@@ -1,0 +1,331 @@
+"""eoseg.config.load_config: defaults, presets, --config files, overrides, checks."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from eoseg.config import DEFAULT_CONFIG_PATH, load_config
+from eoseg.errors import EosegError
+
+VAIHINGEN_OFFICIAL_TEST = ["2", "4", "6", "8", "10", "12", "14", "16", "20", "22", "24", "27", "29", "31", "33", "35", "38"]
+POTSDAM_OFFICIAL_TEST = ["2_13", "2_14", "3_13", "3_14", "4_13", "4_14", "4_15", "5_13", "5_14", "5_15",
+                         "6_13", "6_14", "6_15", "7_13"]
+# the 24 Potsdam tiles with public ground truth
+POTSDAM_LABELED = ["2_10", "2_11", "2_12", "3_10", "3_11", "3_12", "4_10", "4_11", "4_12", "5_10", "5_11", "5_12",
+                   "6_7", "6_8", "6_9", "6_10", "6_11", "6_12", "7_7", "7_8", "7_9", "7_10", "7_11", "7_12"]
+# the 16 Vaihingen tiles with public ground truth
+VAIHINGEN_LABELED = ["1", "3", "5", "7", "11", "13", "15", "17", "21", "23", "26", "28", "30", "32", "34", "37"]
+
+
+def write_config(tmp_path: Path, text: str, name: str = "my_run.py") -> Path:
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+# ---------------------------------------------------------------- defaults and presets
+def test_defaults_load_sample_dataset():
+    cfg = load_config()
+    assert cfg.DATASET == "sample"
+    assert cfg.DATA_ROOT == "data/sample"
+    assert cfg.num_classes == 6
+    assert cfg.num_bands == 3
+    assert cfg.palette.num_classes == 6
+    assert cfg.sources == [str(DEFAULT_CONFIG_PATH)]
+    assert cfg.tile_ids("train") == ["1", "2", "3", "4", "5", "6"]
+    assert cfg.tile_ids("official_test") == []
+
+
+def test_vaihingen_preset():
+    cfg = load_config(overrides=["DATASET=vaihingen"])
+    assert cfg.DATASET == "vaihingen"
+    assert cfg.DATA_ROOT == "data/Vaihingen"
+    assert len(cfg.TRAIN_IDS) == 12
+    assert cfg.OFFICIAL_TEST_IDS == VAIHINGEN_OFFICIAL_TEST
+    assert cfg.tile_ids("official_test") == VAIHINGEN_OFFICIAL_TEST
+    train, test = set(cfg.TRAIN_IDS), set(cfg.TEST_IDS)
+    assert not train & test
+    assert train | test == set(VAIHINGEN_LABELED)
+    assert not (train | test) & set(VAIHINGEN_OFFICIAL_TEST)
+    assert cfg.MODEL_WIDTH == 1.0
+    assert cfg.PATCH_SIZE == 256
+    # names the preset does not set keep their defaults
+    assert cfg.CLASS_NAMES == load_config().CLASS_NAMES
+
+
+def test_potsdam_preset():
+    cfg = load_config(overrides=["DATASET=potsdam"])
+    assert cfg.OFFICIAL_TEST_IDS == POTSDAM_OFFICIAL_TEST
+    assert len(cfg.OFFICIAL_TEST_IDS) == 14
+    train, test = cfg.TRAIN_IDS, cfg.TEST_IDS
+    assert len(set(train)) == len(train) and len(set(test)) == len(test)
+    assert not set(train) & set(test)
+    assert sorted(train + test) == sorted(POTSDAM_LABELED)
+    assert not set(train + test) & set(POTSDAM_OFFICIAL_TEST)
+    assert cfg.BAND_NAMES == ["R", "G", "B"]
+    assert cfg.DSM_PATTERN == ""
+    assert cfg.tile_path("DSM_PATTERN", "2_10") is None
+
+
+def test_unknown_dataset_suggests_closest():
+    with pytest.raises(EosegError, match="unknown DATASET 'vaihigen'; did you mean 'vaihingen'"):
+        load_config(overrides=["DATASET=vaihigen"])
+
+
+# ---------------------------------------------------------------- --config files and overrides
+def test_config_file_overrides_and_override_beats_file(tmp_path):
+    path = write_config(tmp_path, """
+        ITERATIONS = 20
+        BATCH_SIZE = 4
+        DEVICE = "cpu"
+        TRAIN_IDS = ["1", "2"]
+    """)
+    cfg = load_config(path)
+    assert (cfg.ITERATIONS, cfg.BATCH_SIZE, cfg.DEVICE, cfg.TRAIN_IDS) == (20, 4, "cpu", ["1", "2"])
+    assert str(path) in cfg.sources
+    cfg = load_config(path, overrides=["ITERATIONS=7", "DEVICE=cuda:1"])
+    assert cfg.ITERATIONS == 7
+    assert cfg.DEVICE == "cuda:1"
+    assert cfg.BATCH_SIZE == 4  # from the file, not overridden
+    assert any("ITERATIONS=7" in s for s in cfg.sources)
+
+
+def test_file_selecting_dataset_gets_preset_but_its_own_names_win(tmp_path):
+    path = write_config(tmp_path, """
+        DATASET = "vaihingen"
+        PATCH_SIZE = 64
+        DATA_ROOT = "/elsewhere/Vaihingen"
+    """)
+    cfg = load_config(path)
+    assert cfg.DATASET == "vaihingen"
+    assert len(cfg.TRAIN_IDS) == 12  # from the preset
+    assert cfg.OFFICIAL_TEST_IDS == VAIHINGEN_OFFICIAL_TEST
+    assert cfg.WINDOW == 256  # from the preset
+    assert cfg.PATCH_SIZE == 64  # the file beats the preset
+    assert cfg.DATA_ROOT == "/elsewhere/Vaihingen"
+    # and an override of DATASET beats the file's DATASET
+    cfg = load_config(path, overrides=["DATASET=potsdam"])
+    assert cfg.OFFICIAL_TEST_IDS == POTSDAM_OFFICIAL_TEST
+    assert cfg.PATCH_SIZE == 64
+
+
+def test_file_can_define_its_own_preset(tmp_path):
+    path = write_config(tmp_path, """
+        PRESETS = {"mine": dict(DATA_ROOT="data/mine", TRAIN_IDS=["a", "b"], TEST_IDS=["c"])}
+        DATASET = "mine"
+    """)
+    cfg = load_config(path)
+    assert cfg.DATA_ROOT == "data/mine"
+    assert cfg.tile_ids("train") == ["a", "b"]
+    assert cfg.tile_path("IMAGE_PATTERN", "a") == Path("data/mine/top/top_mosaic_09cm_areaa.tif")
+
+
+def test_unknown_name_in_file_suggests_closest(tmp_path):
+    path = write_config(tmp_path, "ITERATONS = 5\n")
+    with pytest.raises(EosegError) as info:
+        load_config(path)
+    assert "did you mean ITERATIONS?" in str(info.value)
+    assert str(path) in str(info.value)
+
+
+def test_unknown_name_in_override_suggests_closest():
+    with pytest.raises(EosegError, match=r"ITERATONS.*did you mean ITERATIONS\?"):
+        load_config(overrides=["ITERATONS=5"])
+
+
+def test_lowercase_and_private_names_in_file_are_ignored(tmp_path):
+    path = write_config(tmp_path, """
+        import math
+        _HELPER = 3
+        helper = math.pi
+        ITERATIONS = _HELPER * 10
+    """)
+    assert load_config(path).ITERATIONS == 30
+
+
+@pytest.mark.parametrize(
+    "override,name",
+    [
+        ("ITERATIONS=abc", "ITERATIONS"),
+        ("ITERATIONS=1.5", "ITERATIONS"),
+        ("FLIPS=3", "FLIPS"),
+        ("LR_STEPS=5", "LR_STEPS"),
+        ("BASE_LR='fast'", "BASE_LR"),
+        ("BASE_LR=True", "BASE_LR"),
+    ],
+)
+def test_wrong_override_types_refused(override, name):
+    with pytest.raises(EosegError, match=rf"{name} expects a"):
+        load_config(overrides=[override])
+
+
+@pytest.mark.parametrize("text", ["ITERATIONS = 'abc'\n", "FLIPS = 3\n", "BANDS = 3\n", "DEVICE = 0\n"])
+def test_wrong_types_in_file_refused(tmp_path, text):
+    path = write_config(tmp_path, text)
+    with pytest.raises(EosegError, match="expects a"):
+        load_config(path)
+
+
+@pytest.mark.parametrize("raw,expected", [("FLIPS=false", False), ("FLIPS=True", True), ("FLIPS=False", False)])
+def test_bool_overrides(raw, expected):
+    assert load_config(overrides=[raw]).FLIPS is expected
+
+
+def test_int_for_float_name_accepted_as_float_in_override():
+    cfg = load_config(overrides=["BASE_LR=1", "MODEL_WIDTH=1"])
+    assert cfg.BASE_LR == 1.0 and type(cfg.BASE_LR) is float
+    assert type(cfg.MODEL_WIDTH) is float
+
+
+def test_int_for_float_name_accepted_in_file(tmp_path):
+    path = write_config(tmp_path, "BASE_LR = 1\n")
+    cfg = load_config(path)
+    assert cfg.BASE_LR == 1.0
+
+
+def test_int_for_float_name_converted_to_float_in_file(tmp_path):
+    path = write_config(tmp_path, "BASE_LR = 1\n")
+    assert type(load_config(path).BASE_LR) is float
+
+
+def test_string_override_kept_verbatim():
+    cfg = load_config(overrides=["DEVICE=cuda:1", "MODEL_FILE=models/a=b.pt"])
+    assert cfg.DEVICE == "cuda:1"
+    assert cfg.MODEL_FILE == "models/a=b.pt"  # only the first '=' splits
+
+
+def test_list_override():
+    cfg = load_config(overrides=["ROTATIONS=[90, 270]", "TRAIN_IDS=['1', '3']"])
+    assert cfg.ROTATIONS == [90, 270]
+    assert cfg.tile_ids("train") == ["1", "3"]
+
+
+def test_syntax_error_names_file_and_line(tmp_path):
+    path = write_config(tmp_path, "ITERATIONS = 5\nBATCH_SIZE = (\nDEVICE = 'cpu'\n")
+    with pytest.raises(EosegError) as info:
+        load_config(path)
+    message = str(info.value)
+    assert str(path) in message
+    assert "line 2" in message
+    assert "syntax error" in message
+
+
+def test_file_raising_while_run_is_reported(tmp_path):
+    path = write_config(tmp_path, "ITERATIONS = 1 // 0\n")
+    with pytest.raises(EosegError, match="ZeroDivisionError"):
+        load_config(path)
+
+
+def test_missing_config_file(tmp_path):
+    with pytest.raises(EosegError, match="not found"):
+        load_config(tmp_path / "nope.py")
+
+
+# ---------------------------------------------------------------- consistency checks
+def test_palette_length_must_match_class_names():
+    with pytest.raises(EosegError, match=r"PALETTE has 5 colours but CLASS_NAMES has 6"):
+        load_config(overrides=["PALETTE=[[1,1,1],[2,2,2],[3,3,3],[4,4,4],[5,5,5]]"])
+
+
+def test_norm_mean_length_must_match_bands():
+    with pytest.raises(EosegError, match=r"NORM_MEAN has 2 entries but BANDS selects 3"):
+        load_config(overrides=["NORM_MEAN=[0.0, 0.0]"])
+    with pytest.raises(EosegError, match="BAND_NAMES"):
+        load_config(overrides=["BANDS=[1, 2, 3, 4]"])
+
+
+@pytest.mark.parametrize("rotations", ["[45]", "[90, 45]", "[0]", "[360]"])
+def test_rotations_must_be_right_angles(rotations):
+    with pytest.raises(EosegError, match="ROTATIONS"):
+        load_config(overrides=[f"ROTATIONS={rotations}"])
+
+
+@pytest.mark.parametrize(
+    "override,match",
+    [
+        ("NORM_STD=[255.0, 0.0, 255.0]", "NORM_STD"),
+        ("BANDS=[0, 1, 2]", "1-based"),
+        ("PATCH_SIZE=0", "PATCH_SIZE"),
+        ("STRIDE=-1", "STRIDE"),
+        ("CLASS_WEIGHTS=[1.0, 2.0]", "CLASS_WEIGHTS"),
+        ("TRAIN_SOURCE=disk", "TRAIN_SOURCE"),
+        ("IGNORE_LABEL=3", "collides"),
+        ("IGNORE_COLOR=[255, 0, 0]", "IGNORE_COLOR"),
+    ],
+)
+def test_other_inconsistent_settings_refused(override, match):
+    with pytest.raises(EosegError, match=match):
+        load_config(overrides=[override])
+
+
+def test_four_band_config_is_consistent():
+    cfg = load_config(overrides=[
+        "BANDS=[1, 2, 3, 4]", "BAND_NAMES=['IR', 'R', 'G', 'DSM']",
+        "NORM_MEAN=[0.0, 0.0, 0.0, 0.0]", "NORM_STD=[255.0, 255.0, 255.0, 255.0]",
+    ])
+    assert cfg.num_bands == 4
+
+
+# ---------------------------------------------------------------- replace, save, tile paths
+def test_replace_is_checked_and_does_not_mutate():
+    cfg = load_config()
+    small = cfg.replace(ITERATIONS=3, MODEL_WIDTH=0.125)
+    assert small.ITERATIONS == 3 and small.MODEL_WIDTH == 0.125
+    assert cfg.ITERATIONS == 1500
+    with pytest.raises(EosegError, match="did you mean ITERATIONS"):
+        cfg.replace(ITERATONS=3)
+    with pytest.raises(EosegError, match="ITERATIONS expects"):
+        cfg.replace(ITERATIONS="three")
+    with pytest.raises(EosegError, match="ROTATIONS"):
+        cfg.replace(ROTATIONS=[45])
+
+
+def test_save_writes_json_that_loads_back(tmp_path):
+    cfg = load_config(overrides=["ITERATIONS=42", "DATASET=vaihingen"])
+    path = cfg.save(tmp_path / "out")
+    assert path == tmp_path / "out" / "config.json"
+    record = json.loads(path.read_text())
+    assert record["config"] == cfg.to_dict()
+    assert record["config"]["ITERATIONS"] == 42
+    assert record["config"]["OFFICIAL_TEST_IDS"] == VAIHINGEN_OFFICIAL_TEST
+    assert record["sources"] == cfg.sources
+    # no temporary file left behind
+    assert [p.name for p in path.parent.iterdir()] == ["config.json"]
+
+
+def test_tile_path_formats_id():
+    cfg = load_config(overrides=["DATA_ROOT=/data/v"])
+    assert cfg.tile_path("IMAGE_PATTERN", "7") == Path("/data/v/top/top_mosaic_09cm_area7.tif")
+    assert cfg.tile_path("GT_ERODED_PATTERN", "30") == Path(
+        "/data/v/gts_eroded_for_participants/top_mosaic_09cm_area30_noBoundary.tif"
+    )
+    potsdam = load_config(overrides=["DATASET=potsdam"])
+    assert potsdam.tile_path("IMAGE_PATTERN", "2_10") == Path("data/Potsdam/2_Ortho_RGB/top_potsdam_2_10_RGB.tif")
+
+
+def test_tile_path_bad_pattern_and_empty_pattern():
+    cfg = load_config(overrides=["IMAGE_PATTERN=top/{tile}.tif", "DSM_PATTERN="])
+    with pytest.raises(EosegError, match=r"IMAGE_PATTERN.*\{id\}"):
+        cfg.tile_path("IMAGE_PATTERN", "1")
+    assert cfg.tile_path("DSM_PATTERN", "1") is None
+
+
+def test_unknown_split_refused():
+    with pytest.raises(EosegError, match="unknown split"):
+        load_config().tile_ids("validation")
+
+
+def test_missing_attribute_is_attribute_error():
+    cfg = load_config()
+    with pytest.raises(AttributeError):
+        cfg.NOT_A_NAME  # noqa: B018
+    assert not hasattr(cfg, "NOT_A_NAME")
+
+
+def test_inference_stride_larger_than_window_refused():
+    with pytest.raises(EosegError, match="STRIDE"):
+        load_config(overrides=["WINDOW=64", "STRIDE=100"])

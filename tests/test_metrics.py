@@ -1,0 +1,203 @@
+"""eoseg.metrics against values computed by hand."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from eoseg.metrics import confusion_matrix, format_table, metrics_from_confusion
+
+NAMES = ["road", "building", "tree"]
+IGNORE = 255
+
+# The hand-made example. Rows: ground truth, columns: prediction.
+#             pred road  pred building  pred tree   | support (row sum)
+# road            5            1            0       |   6
+# building        2            3            1       |   6
+# tree            0            1            3       |   4
+# ------------------------------------------------
+# predicted       7            5            4       |  16 pixels
+CM = np.array([
+    [5, 1, 0],
+    [2, 3, 1],
+    [0, 1, 3],
+])
+
+
+def pixels_from_confusion(cm: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Shuffled (truth, prediction) pixel pairs realising ``cm`` exactly."""
+    truth, prediction = [], []
+    for t in range(cm.shape[0]):
+        for p in range(cm.shape[1]):
+            truth += [t] * int(cm[t, p])
+            prediction += [p] * int(cm[t, p])
+    order = np.random.default_rng(seed).permutation(len(truth))
+    return np.array(truth, dtype=np.uint8)[order], np.array(prediction, dtype=np.uint8)[order]
+
+
+def test_confusion_matrix_counts_pixels_by_truth_row_and_prediction_column():
+    truth, prediction = pixels_from_confusion(CM)
+    cm = confusion_matrix(truth.reshape(4, 4), prediction.reshape(4, 4), 3, IGNORE)
+    assert cm.dtype == np.int64
+    np.testing.assert_array_equal(cm, CM)
+    # not the transpose: truth "building" predicted "road" twice
+    assert cm[1, 0] == 2 and cm[0, 1] == 1
+
+
+def test_confusion_matrix_shape_mismatch_refused():
+    with pytest.raises(ValueError):
+        confusion_matrix(np.zeros(4), np.zeros(5), 3, IGNORE)
+
+
+def test_hand_computed_metrics():
+    m = metrics_from_confusion(CM, NAMES)
+    assert m["pixels"] == 16
+    # OA = trace / total = (5 + 3 + 3) / 16 = 11 / 16
+    assert m["overall_accuracy"] == pytest.approx(11 / 16)
+
+    road, building, tree = (m["per_class"][n] for n in NAMES)
+    # precision = TP / column sum
+    assert road["precision"] == pytest.approx(5 / 7)
+    assert building["precision"] == pytest.approx(3 / 5)
+    assert tree["precision"] == pytest.approx(3 / 4)
+    # recall = TP / row sum
+    assert road["recall"] == pytest.approx(5 / 6)
+    assert building["recall"] == pytest.approx(3 / 6)
+    assert tree["recall"] == pytest.approx(3 / 4)
+    # F1 = 2 P R / (P + R) = 2 TP / (row + column)
+    #   road:     2*5 / (6 + 7) = 10/13
+    #   building: 2*3 / (6 + 5) = 6/11
+    #   tree:     2*3 / (4 + 4) = 6/8
+    assert road["f1"] == pytest.approx(10 / 13)
+    assert building["f1"] == pytest.approx(6 / 11)
+    assert tree["f1"] == pytest.approx(6 / 8)
+    # and the same from precision and recall, as a cross-check of the identity
+    for row in (road, building, tree):
+        p, r = row["precision"], row["recall"]
+        assert row["f1"] == pytest.approx(2 * p * r / (p + r))
+    # IoU = TP / (row + column - TP)
+    #   road:     5 / (6 + 7 - 5) = 5/8
+    #   building: 3 / (6 + 5 - 3) = 3/8
+    #   tree:     3 / (4 + 4 - 3) = 3/5
+    assert road["iou"] == pytest.approx(5 / 8)
+    assert building["iou"] == pytest.approx(3 / 8)
+    assert tree["iou"] == pytest.approx(3 / 5)
+    assert [road["support"], building["support"], tree["support"]] == [6, 6, 4]
+
+    assert m["mean_f1"] == pytest.approx((10 / 13 + 6 / 11 + 6 / 8) / 3)
+    assert m["mean_iou"] == pytest.approx((5 / 8 + 3 / 8 + 3 / 5) / 3)
+
+    # Cohen's kappa: chance agreement pe = sum(row_i * col_i) / total^2
+    #   = (6*7 + 6*5 + 4*4) / 16^2 = (42 + 30 + 16) / 256 = 88/256 = 11/32
+    # kappa = (po - pe) / (1 - pe) = (22/32 - 11/32) / (21/32) = 11/21
+    assert m["kappa"] == pytest.approx(11 / 21)
+    assert m["confusion_matrix"] == CM.tolist()
+    assert m["class_names"] == NAMES
+
+
+def test_ignore_label_pixels_are_left_out():
+    truth, prediction = pixels_from_confusion(CM)
+    # 10 extra pixels with the ignore label as ground truth, predicted as all sorts of classes
+    truth = np.concatenate([truth, np.full(10, IGNORE, dtype=np.uint8)])
+    prediction = np.concatenate([prediction, np.array([0, 1, 2, 0, 1, 2, 0, 0, 0, 1], dtype=np.uint8)])
+    cm = confusion_matrix(truth, prediction, 3, IGNORE)
+    np.testing.assert_array_equal(cm, CM)
+    m = metrics_from_confusion(cm, NAMES)
+    assert m["pixels"] == 16
+    assert m["overall_accuracy"] == pytest.approx(11 / 16)
+
+
+def test_custom_ignore_label():
+    truth = np.array([0, 1, 2, 3, 3])
+    prediction = np.array([0, 1, 1, 0, 2])
+    cm = confusion_matrix(truth, prediction, 3, ignore_label=3)
+    assert cm.sum() == 3
+    np.testing.assert_array_equal(cm, [[1, 0, 0], [0, 1, 0], [0, 1, 0]])
+
+
+def test_majority_predictor_has_zero_kappa_and_low_mean_f1():
+    rng = np.random.default_rng(3)
+    # imbalanced but not extreme: 50% / 30% / 20%
+    truth = np.repeat(np.array([0, 1, 2], dtype=np.uint8), [5000, 3000, 2000])
+    rng.shuffle(truth)
+    truth = truth.reshape(100, 100)
+    majority = np.zeros_like(truth)
+    m_major = metrics_from_confusion(confusion_matrix(truth, majority, 3, IGNORE), NAMES)
+    assert m_major["overall_accuracy"] == pytest.approx(0.5)
+    assert m_major["kappa"] == pytest.approx(0.0, abs=1e-12)
+    # F1 of the majority class: 2*5000 / (5000 + 10000) = 2/3, the others 0
+    assert m_major["mean_f1"] == pytest.approx((2 / 3) / 3)
+    # never-predicted classes have undefined precision (reported as None), recall 0
+    assert m_major["per_class"]["building"]["precision"] is None
+    assert m_major["per_class"]["building"]["recall"] == 0.0
+
+    # a good predictor: 90% of each class right, errors spread over the other classes
+    good = truth.copy()
+    wrong = rng.random(truth.shape) < 0.1
+    good[wrong] = (truth[wrong] + rng.integers(1, 3, size=wrong.sum())) % 3
+    m_good = metrics_from_confusion(confusion_matrix(truth, good, 3, IGNORE), NAMES)
+    assert m_good["overall_accuracy"] == pytest.approx(0.9, abs=0.02)
+    assert m_good["kappa"] > 0.75
+    assert m_good["mean_f1"] > 0.8
+    assert m_good["mean_f1"] - m_major["mean_f1"] > 0.5
+
+
+def test_perfect_prediction():
+    truth, _ = pixels_from_confusion(CM)
+    m = metrics_from_confusion(confusion_matrix(truth, truth, 3, IGNORE), NAMES)
+    assert m["overall_accuracy"] == 1.0
+    assert m["kappa"] == pytest.approx(1.0)
+    assert m["mean_f1"] == pytest.approx(1.0)
+    assert m["mean_iou"] == pytest.approx(1.0)
+
+
+def test_means_are_over_classes_present_in_ground_truth():
+    # class 3 ("car") never occurs in the ground truth but is predicted once
+    cm = np.array([
+        [4, 0, 0, 1],
+        [0, 3, 0, 0],
+        [0, 0, 2, 0],
+        [0, 0, 0, 0],
+    ])
+    m = metrics_from_confusion(cm, NAMES + ["car"])
+    car = m["per_class"]["car"]
+    assert car["support"] == 0
+    assert car["recall"] is None  # 0 / 0
+    assert car["precision"] == 0.0  # 0 / 1
+    # road F1 = 2*4/(5+4) = 8/9; building and tree perfect; car left out of the mean
+    assert m["mean_f1"] == pytest.approx((8 / 9 + 1 + 1) / 3)
+    # road IoU = 4/(5+4-4) = 4/5
+    assert m["mean_iou"] == pytest.approx((4 / 5 + 1 + 1) / 3)
+
+
+def test_empty_confusion_gives_nan_not_crash():
+    m = metrics_from_confusion(np.zeros((3, 3), dtype=np.int64), NAMES)
+    assert m["pixels"] == 0
+    assert np.isnan(m["overall_accuracy"])
+    assert np.isnan(m["kappa"])
+    assert np.isnan(m["mean_f1"])
+    format_table(m)  # renders without raising
+
+
+def test_format_table_lists_classes_and_overall_accuracy():
+    m = metrics_from_confusion(CM, NAMES)
+    table = format_table(m, title="my run")
+    assert table.splitlines()[0] == "my run"
+    for name in NAMES:
+        assert name in table
+    assert "overall accuracy 68.8%" in table  # 11/16 = 68.75%
+    assert "76.9%" in table  # road F1 10/13
+    assert "kappa 0.524" in table  # 11/21
+    assert "16 px" in table
+    # one line per class
+    class_lines = [line for line in table.splitlines() if line.split()[0] in NAMES]
+    assert len(class_lines) == 3
+
+
+def test_format_table_shows_undefined_values_as_dash():
+    truth = np.array([0, 0, 1, 1])
+    m = metrics_from_confusion(confusion_matrix(truth, np.zeros(4, dtype=int), 3, IGNORE), NAMES)
+    table = format_table(m)
+    tree_line = next(line for line in table.splitlines() if line.startswith("tree"))
+    assert "-" in tree_line
+    assert "nan" not in table.lower()

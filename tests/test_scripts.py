@@ -1,0 +1,83 @@
+"""The five scripts as a user runs them: --help, the whole chain, and one-line errors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import rasterio
+
+from .conftest import as_arguments, run_script, tiny_overrides
+
+SCRIPTS = ["make_sample.py", "convert_gt.py", "extract_images.py", "create_lmdb.py", "training.py", "inference.py"]
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_help(script):
+    result = run_script(script, "--help")
+    assert result.returncode == 0, result.stderr
+    assert "--config FILE" in result.stdout and "KEY=VALUE" in result.stdout
+
+
+def assert_one_line_error(result, *fragments):
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    lines = [line for line in result.stderr.splitlines() if line.strip() and "%|" not in line]
+    assert "Traceback" not in result.stderr
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+def test_whole_chain_through_the_scripts(tmp_path):
+    overrides = tiny_overrides(tmp_path)
+    overrides["DATA_ROOT"] = str(tmp_path / "data")
+    args = as_arguments(overrides)
+    steps = [
+        ("make_sample.py", "--size", "160"),
+        ("convert_gt.py", "--from-color"),
+        ("extract_images.py",),
+        ("create_lmdb.py",),
+        ("training.py",),
+        ("inference.py",),
+    ]
+    for script, *options in steps:
+        result = run_script(script, *options, *args)
+        assert result.returncode == 0, f"{script}: {result.stderr}"
+    assert "overall accuracy" in result.stdout and "confusion_plot" in result.stdout
+    # every step leaves the effective config beside what it wrote
+    for folder in ("patches", "lmdb", "train", "inference"):
+        record = json.loads((tmp_path / folder / "config.json").read_text())
+        assert record["config"]["PATCH_SIZE"] == 64
+    assert (tmp_path / "data" / "labels" / "config.convert_gt.json").is_file()
+    assert (tmp_path / "model.pt").is_file()
+    assert (tmp_path / "inference" / "top_mosaic_09cm_area4_labels.tif").is_file()
+
+
+def test_wrong_path_is_one_line(tmp_path, sample_root):
+    args = as_arguments({**tiny_overrides(tmp_path), "DATA_ROOT": str(sample_root / "data")})
+    assert_one_line_error(run_script("inference.py", "--images", str(tmp_path / "nope.tif"), *args), "nope.tif")
+    assert_one_line_error(run_script("convert_gt.py", str(tmp_path / "nope.tif"), "--from-color", "--out", str(tmp_path)), "not found")
+
+
+def test_missing_tile_is_one_line(tmp_path, sample_root):
+    args = as_arguments({**tiny_overrides(tmp_path), "DATA_ROOT": str(sample_root / "data"), "TRAIN_IDS": ["1", "42"]})
+    assert_one_line_error(run_script("extract_images.py", *args), "tile 42", "IMAGE_PATTERN")
+
+
+def test_label_image_size_mismatch_is_one_line(tmp_path, sample_root):
+
+
+    labels = tmp_path / "labels_1.tif"
+    with rasterio.open(labels, "w", driver="GTiff", width=20, height=30, count=1, dtype="uint8") as dst:
+        dst.write(np.zeros((1, 30, 20), "uint8"))
+    args = as_arguments({**tiny_overrides(tmp_path), "DATA_ROOT": str(sample_root / "data"), "TRAIN_IDS": ["1"],
+                         "LABEL_PATTERN": str(tmp_path / "labels_{id}.tif")})
+    assert_one_line_error(run_script("extract_images.py", *args), "20 x 30 px", "same grid")
+
+
+def test_bad_config_names_are_one_line(tmp_path):
+    assert_one_line_error(run_script("training.py", "ITERATONS=5"), "did you mean ITERATIONS")
+    config = tmp_path / "broken.py"
+    config.write_text("ITERATIONS = (\n")
+    assert_one_line_error(run_script("training.py", "--config", str(config)), "broken.py", "syntax error")
