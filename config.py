@@ -58,15 +58,15 @@ VGG16_BN_WEIGHTS = ""  # local torchvision vgg16_bn state dict to initialise the
 # ---------------------------------------------------------------- training (training.py)
 TRAIN_SOURCE = "lmdb"  # "lmdb": the packed patches; "tiles": random crops straight from the tiles
 BATCH_SIZE = 16  # patches per step
-ITERATIONS = 1500  # optimisation steps
+ITERATIONS = 600  # optimisation steps (the sample reaches >90% OA in ~4 min on 2 CPU cores)
 BASE_LR = 0.05  # learning rate of the decoder
 ENCODER_LR_FACTOR = 0.5  # the encoder learns at BASE_LR * this (the method: half)
 MOMENTUM = 0.9
 WEIGHT_DECAY = 5e-4
-LR_STEPS = [1000, 1300]  # iterations at which the learning rate is divided by 10
+LR_STEPS = [400, 520]  # iterations at which the learning rate is divided by 10
 CLASS_WEIGHTS = []  # per-class loss weights ([] = all equal)
 RANDOM_FLIPS = True  # random flips / 90-degree rotations of each training batch
-SNAPSHOT_EVERY = 500  # write a checkpoint every N iterations (and at the end)
+SNAPSHOT_EVERY = 300  # write a checkpoint every N iterations (and at the end)
 LOG_EVERY = 10  # append the loss to the CSV log and refresh the plot every N iterations
 NUM_WORKERS = 0  # DataLoader worker processes
 SEED = 0  # seed of weight initialisation and batch sampling

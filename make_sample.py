@@ -27,7 +27,7 @@ CONFIG_NAME = "config.make_sample.json"
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = make_parser(__doc__.splitlines()[0])
+    parser = make_parser(__doc__)
     parser.add_argument("--size", type=int, default=512, help="side of each tile in pixels (default 512)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the scenes; the same seed gives the same tiles")
     parser.add_argument("--force", action="store_true", help="replace an existing DATA_ROOT made by this script")

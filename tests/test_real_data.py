@@ -1,0 +1,80 @@
+"""The pipeline on real data from ../shared (skipped where it is absent).
+
+Real ISPRS Potsdam tiles (downscaled, colour ground truth), real georeferenced rasters
+in other CRSs, band counts and data types.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import rasterio
+
+from eoseg.checkpoint import save_checkpoint
+from eoseg.config import load_config
+from eoseg.convert import color_file_to_labels
+from eoseg.extract import extract_patches
+from eoseg.infer import run_inference
+from eoseg.io import read_label, read_raster
+from eoseg.lmdb_store import create_lmdb
+from eoseg.models import model_from_config
+from eoseg.train import train
+
+from .conftest import SHARED, TINY_SETTINGS, as_arguments
+
+POTSDAM = SHARED / "isprs_real" / "potsdam_downscaled256"
+GEOTIFFS = SHARED / "geotiff_real"
+pytestmark = pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/data is not present")
+
+
+def test_potsdam_tiles_through_the_whole_pipeline(tmp_path):
+    cfg = load_config(overrides=as_arguments({
+        **TINY_SETTINGS,
+        "DATASET": "potsdam",
+        "DATA_ROOT": str(POTSDAM),
+        "IMAGE_PATTERN": "top_potsdam_{id}_RGB.png",
+        "GT_COLOR_PATTERN": "top_potsdam_{id}_label_color.png",
+        "GT_ERODED_PATTERN": "",
+        "LABEL_PATTERN": str(tmp_path / "labels" / "{id}.png"),
+        "TRAIN_IDS": ["3_11"], "TEST_IDS": ["7_7"],
+        "PATCHES_DIR": str(tmp_path / "patches"), "LMDB_DIR": str(tmp_path / "lmdb"),
+        "TRAIN_DIR": str(tmp_path / "train"), "MODEL_FILE": str(tmp_path / "model.pt"),
+        "INFER_DIR": str(tmp_path / "inference"),
+    }))
+    for tile_id in ("3_11", "7_7"):
+        source = cfg.tile_path("GT_COLOR_PATTERN", tile_id)
+        target = color_file_to_labels(source, cfg.tile_path("LABEL_PATTERN", tile_id), cfg.palette)
+        labels = read_label(target)
+        # exactly the six ISPRS colours: nothing ignored, and the round trip is exact
+        assert labels.max() < 6
+        assert np.array_equal(np.moveaxis(cfg.palette.to_color(labels), -1, 0), read_raster(source))
+    extract_patches(cfg, cfg.PATCHES_DIR, progress=False)
+    create_lmdb(cfg, cfg.PATCHES_DIR, cfg.LMDB_DIR, progress=False)
+    weights = train(cfg, progress=False)
+    summary = run_inference(cfg, weights, cfg.INFER_DIR, ["7_7"], progress=False)
+    (result,) = summary.images
+    assert result.outputs["labels"].suffix == ".png"  # the input is not georeferenced
+    assert read_raster(result.outputs["labels"]).shape == (1, 256, 256)
+    assert summary.metrics["pixels"] == 256 * 256
+
+
+def _untrained_weights(cfg, path):
+    return save_checkpoint(path, cfg, model_from_config(cfg), iteration=0)
+
+
+@pytest.mark.parametrize("name,bands,norm_std,epsg", [
+    ("rmnp-rgb.tif", [1, 2, 3], [255.0] * 3, 4326),          # 3-band uint8, geographic CRS
+    ("sample_geotiff.tif", [1], [1000.0], 32616),            # 1-band uint16 panchromatic, UTM
+])
+def test_georeferenced_rasters_keep_crs_and_transform(tmp_path, name, bands, norm_std, epsg):
+    cfg = load_config(overrides=as_arguments({
+        **TINY_SETTINGS, "BANDS": bands, "BAND_NAMES": [f"b{b}" for b in bands],
+        "NORM_MEAN": [0.0] * len(bands), "NORM_STD": norm_std,
+    }))
+    weights = _untrained_weights(cfg, tmp_path / "w.pt")
+    summary = run_inference(cfg, weights, tmp_path / "out", image_paths=[GEOTIFFS / name], progress=False)
+    outputs = summary.images[0].outputs
+    with rasterio.open(GEOTIFFS / name) as src, rasterio.open(outputs["labels"]) as labels, rasterio.open(outputs["color"]) as color:
+        assert labels.crs.to_epsg() == color.crs.to_epsg() == epsg
+        assert labels.transform == color.transform == src.transform
+        assert (labels.width, labels.height) == (src.width, src.height)
