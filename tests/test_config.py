@@ -273,9 +273,10 @@ def test_four_band_config_is_consistent():
 # ---------------------------------------------------------------- replace, save, tile paths
 def test_replace_is_checked_and_does_not_mutate():
     cfg = load_config()
+    before = cfg.to_dict()
     small = cfg.replace(ITERATIONS=3, MODEL_WIDTH=0.125)
     assert small.ITERATIONS == 3 and small.MODEL_WIDTH == 0.125
-    assert cfg.ITERATIONS == 1500
+    assert cfg.to_dict() == before and before["ITERATIONS"] != 3
     with pytest.raises(EosegError, match="did you mean ITERATIONS"):
         cfg.replace(ITERATONS=3)
     with pytest.raises(EosegError, match="ITERATIONS expects"):
