@@ -15,6 +15,7 @@ from eoseg.config import Config
 from eoseg.errors import EosegError
 from eoseg.io import RasterInfo, atomic_write_text, output_suffix, raster_info, read_raster, write_raster
 from eoseg.metrics import confusion_matrix, format_table, metrics_from_confusion
+from eoseg.normalization import Normalization
 from eoseg.predict import Predictor
 from eoseg.tiles import image_info, read_eval_labels, read_image
 from eoseg.train import resolve_device
@@ -37,7 +38,7 @@ class InferenceSummary:
 
 def make_predictor(cfg: Config, weights: str | Path) -> Predictor:
     model, _ = load_model(weights, cfg)
-    return Predictor(model, cfg.WINDOW, cfg.STRIDE, cfg.INFER_BATCH_SIZE, cfg.NORM_MEAN, cfg.NORM_STD, resolve_device(cfg.DEVICE))
+    return Predictor(model, Normalization.from_config(cfg), cfg.WINDOW, cfg.STRIDE, cfg.INFER_BATCH_SIZE, resolve_device(cfg.DEVICE))
 
 
 def label_one(cfg: Config, predictor: Predictor, image: np.ndarray, info: RasterInfo, name: str,

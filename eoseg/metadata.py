@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from eoseg.config import Config
 from eoseg.errors import EosegError
-from eoseg.normalization import normalization_record
+from eoseg.normalization import Normalization
 
 # Fields whose disagreement would silently produce garbage.
 CHECKED_FIELDS = ("class_names", "palette", "ignore_label", "band_names", "normalization")
@@ -21,7 +21,7 @@ def data_signature(cfg: Config, patch_size: int | None = None) -> dict:
         "palette": [list(map(int, c)) for c in cfg.PALETTE],
         "ignore_label": int(cfg.IGNORE_LABEL),
         "band_names": list(cfg.BAND_NAMES),
-        "normalization": normalization_record(cfg.NORM_MEAN, cfg.NORM_STD),
+        "normalization": Normalization.from_config(cfg).record(),
         "patch_size": int(patch_size if patch_size is not None else cfg.PATCH_SIZE),
     }
 

@@ -2,24 +2,48 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 
 
-def normalization_record(mean, std) -> dict:
-    """How inputs were normalised, as recorded in LMDBs and checkpoints."""
-    return {"mean": [float(m) for m in mean], "std": [float(s) for s in std]}
+@dataclass(frozen=True)
+class Normalization:
+    """``(x[band_order] - mean) / std`` per band, on the raw value scale of the input.
 
+    ``band_order`` (None = as read) reorders the configured bands before the network,
+    e.g. RGB -> BGR for weights trained in Caffe; ``mean``/``std`` follow that order.
+    """
 
-def normalize(batch: torch.Tensor, mean, std) -> torch.Tensor:
-    """(N, C, H, W) raw values (any dtype) -> float32 ``(x - mean) / std`` per band."""
-    mean_t = torch.as_tensor(mean, dtype=torch.float32, device=batch.device).view(1, -1, 1, 1)
-    std_t = torch.as_tensor(std, dtype=torch.float32, device=batch.device).view(1, -1, 1, 1)
-    return (batch.float() - mean_t) / std_t
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    band_order: tuple[int, ...] | None = None
 
+    @classmethod
+    def from_config(cls, cfg) -> "Normalization":
+        return cls(tuple(map(float, cfg.NORM_MEAN)), tuple(map(float, cfg.NORM_STD)))
 
-def normalize_numpy(image: np.ndarray, mean, std) -> np.ndarray:
-    """(C, H, W) raw values -> float32 normalised array (for plots and small tools)."""
-    mean_a = np.asarray(mean, dtype=np.float32).reshape(-1, 1, 1)
-    std_a = np.asarray(std, dtype=np.float32).reshape(-1, 1, 1)
-    return (image.astype(np.float32) - mean_a) / std_a
+    @classmethod
+    def from_record(cls, record: dict) -> "Normalization":
+        order = record.get("band_order")
+        return cls(tuple(record["mean"]), tuple(record["std"]), None if order is None else tuple(order))
+
+    def record(self) -> dict:
+        """How inputs are normalised, as recorded in LMDBs and weights files."""
+        record = {"mean": [float(m) for m in self.mean], "std": [float(s) for s in self.std]}
+        if self.band_order is not None:
+            record["band_order"] = [int(b) for b in self.band_order]
+        return record
+
+    def apply(self, batch: torch.Tensor) -> torch.Tensor:
+        """(N, C, H, W) raw values (any dtype) -> normalised float32."""
+        if self.band_order is not None:
+            batch = batch[:, list(self.band_order)]
+        mean = torch.as_tensor(self.mean, dtype=torch.float32, device=batch.device).view(1, -1, 1, 1)
+        std = torch.as_tensor(self.std, dtype=torch.float32, device=batch.device).view(1, -1, 1, 1)
+        return (batch.float() - mean) / std
+
+    def apply_numpy(self, image: np.ndarray) -> np.ndarray:
+        """(C, H, W) raw values -> normalised float32 (for plots and small tools)."""
+        return self.apply(torch.from_numpy(np.ascontiguousarray(image))[None])[0].numpy()

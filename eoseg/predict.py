@@ -12,19 +12,19 @@ import torch
 from torch import nn
 
 from eoseg.geometry import sliding_windows
-from eoseg.normalization import normalize
+from eoseg.normalization import Normalization
 
 
 class Predictor:
     """Labels (C, H, W) images of any size with ``model`` using a sliding window."""
 
-    def __init__(self, model: nn.Module, window: int, stride: int, batch_size: int, mean, std, device: torch.device | str = "cpu"):
+    def __init__(self, model: nn.Module, normalization: Normalization, window: int, stride: int, batch_size: int,
+                 device: torch.device | str = "cpu"):
         self.model = model.to(device).eval()
+        self.normalization = normalization
         self.window = window
         self.stride = stride
         self.batch_size = batch_size
-        self.mean = mean
-        self.std = std
         self.device = torch.device(device)
 
     @torch.inference_mode()
@@ -44,7 +44,7 @@ class Predictor:
         for start in range(0, len(windows), self.batch_size):
             batch_windows = windows[start:start + self.batch_size]
             batch = torch.stack([pixels[:, r:r + w, c:c + w] for r, c in batch_windows]).to(self.device)
-            out = self.model(normalize(batch, self.mean, self.std)).float()
+            out = self.model(self.normalization.apply(batch)).float()
             if total is None:
                 total = torch.zeros((out.shape[1], full_h, full_w), dtype=torch.float32, device=self.device)
             for (r, c), window_scores in zip(batch_windows, out):

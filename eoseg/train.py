@@ -27,7 +27,7 @@ from eoseg.lmdb_store import LmdbPatches
 from eoseg.metadata import data_signature
 from eoseg.models import model_from_config
 from eoseg.models.vgg import init_encoder_from_vgg16_bn, load_state_dict_file
-from eoseg.normalization import normalize
+from eoseg.normalization import Normalization
 from eoseg.plots import plot_training_log
 from eoseg.tiles import read_image, read_labels
 
@@ -187,6 +187,7 @@ def train(cfg: Config, resume: str | Path | None = None, progress: bool = True) 
         generator=torch.Generator().manual_seed(cfg.SEED + start),
     )
     criterion = make_loss(cfg, device)
+    normalization = Normalization.from_config(cfg)
     train_dir = Path(cfg.TRAIN_DIR)
     (train_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
     cfg.save(train_dir)
@@ -205,7 +206,7 @@ def train(cfg: Config, resume: str | Path | None = None, progress: bool = True) 
     window_start, window_losses = time.perf_counter(), []
     for iteration in range(start + 1, cfg.ITERATIONS + 1):
         images, labels = next(batches)
-        images = normalize(images.to(device, non_blocking=True), cfg.NORM_MEAN, cfg.NORM_STD)
+        images = normalization.apply(images.to(device, non_blocking=True))
         labels = labels.to(device, non_blocking=True).long()
         loss = criterion(model(images), labels)
         if not torch.isfinite(loss):
