@@ -79,6 +79,16 @@ WINDOW = 128  # side of the sliding window
 STRIDE = 64  # step of the sliding window (< WINDOW averages overlapping scores)
 INFER_BATCH_SIZE = 8  # windows per forward pass
 INFER_DIR = "runs/sample/inference"  # label maps, colour maps, metrics and plots
+BLEND = "uniform"  # overlapping windows: "uniform" average (the method) or "gaussian" (centre counts most: no seams)
+TTA = []  # test-time augmentation, averaged: any of "fliplr", "flipud", "rot90", "rot180", "rot270"
+INFER_AUTOCAST = ""  # "" (float32), "bf16" or "fp16": faster, slightly different scores
+INFER_OPTIMIZE = True  # fold batch norm into the convolutions and use channels_last (same labels, faster)
+INFER_COMPILE = False  # torch.compile the model (slow start, can pay off on large rasters)
+INFER_BLOCK_ROWS = 1024  # rows labelled per block: memory grows with this times the raster width
+NODATA_ZERO = False  # also treat pixels that are 0 in every band as nodata (besides the raster's own mask)
+WRITE_COLOR = True  # also write NAME_color: the labels in the palette's colours
+WRITE_PROBABILITIES = False  # also write NAME_probabilities: one uint8 band (0-255) per class
+WRITE_PREVIEW = True  # also write NAME_preview.png: image, ground truth, prediction, errors (downsampled)
 
 # ---------------------------------------------------------------- presets
 _ISPRS_VAIHINGEN_TEST = ["2", "4", "6", "8", "10", "12", "14", "16", "20", "22", "24", "27", "29", "31", "33", "35", "38"]

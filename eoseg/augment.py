@@ -43,3 +43,16 @@ def random_flip_rotate(image: np.ndarray, label: np.ndarray, rng: np.random.Gene
         image = np.rot90(image, quarter_turns, axes=(-2, -1))
         label = np.rot90(label, quarter_turns, axes=(-2, -1))
     return np.ascontiguousarray(image), np.ascontiguousarray(label)
+
+
+TTA_NAMES = ("fliplr", "flipud", "rot90", "rot180", "rot270")
+
+
+def transform_batch(name: str, batch, inverse: bool = False):
+    """Apply (or undo) a named flip/rotation to the last two axes of a torch tensor."""
+    if name == "fliplr":
+        return batch.flip(-1)
+    if name == "flipud":
+        return batch.flip(-2)
+    turns = {"rot90": 1, "rot180": 2, "rot270": 3}[name]
+    return batch.rot90(-turns if inverse else turns, dims=(-2, -1))

@@ -1,24 +1,40 @@
-"""Labeling whole tiles or image files, writing maps, metrics and plots."""
+"""Labeling tiles and image files by streaming them through the predictor.
+
+Each raster is read, labelled, scored and written block of rows by block of rows, so a
+raster of any height runs in bounded memory. Outputs are published atomically when
+complete. Under ``torchrun`` the images are shared out across ranks; rank 0 gathers
+the metrics.
+"""
 
 from __future__ import annotations
 
+import glob
 import json
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
+import torch.distributed as dist
+from rasterio.enums import Resampling
+from rasterio.windows import Window
 from tqdm import tqdm
 
 from eoseg import plots
 from eoseg.checkpoint import load_model
 from eoseg.config import Config
 from eoseg.errors import EosegError
-from eoseg.io import RasterInfo, atomic_write_text, output_suffix, raster_info, read_raster, write_raster
+from eoseg.io import RasterInfo, RasterWriter, atomic_write_text, open_raster, output_suffix, raster_info
 from eoseg.metrics import confusion_matrix, format_table, metrics_from_confusion
 from eoseg.normalization import Normalization
 from eoseg.predict import Predictor
-from eoseg.tiles import image_info, read_eval_labels, read_image
+from eoseg.tiles import TruthSource, eval_truth, image_info
 from eoseg.train import resolve_device
+
+RASTER_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".jp2", ".img", ".vrt")
+PREVIEW_SIDE = 1024  # longest side of the preview panels, in pixels
 
 
 @dataclass
@@ -36,76 +52,195 @@ class InferenceSummary:
     outputs: dict[str, Path] = field(default_factory=dict)
 
 
-def make_predictor(cfg: Config, weights: str | Path) -> Predictor:
-    model, _ = load_model(weights, cfg)
-    return Predictor(model, Normalization.from_config(cfg), cfg.WINDOW, cfg.STRIDE, cfg.INFER_BATCH_SIZE, resolve_device(cfg.DEVICE))
+@dataclass(frozen=True)
+class Job:
+    """One raster to label: its path, output name and (for configured tiles) ground truth."""
+
+    info: RasterInfo
+    name: str
+    truth: TruthSource | None = None
 
 
-def label_one(cfg: Config, predictor: Predictor, image: np.ndarray, info: RasterInfo, name: str,
-              out_dir: Path, truth: np.ndarray | None = None) -> LabeledImage:
-    """Label one image; write its label map, colour map and preview; score it against ``truth``."""
-    palette = cfg.palette
-    prediction = predictor.predict(image)
+def expand_image_arguments(arguments: list[str | Path]) -> list[Path]:
+    """Files as given, folders as the rasters they hold, glob patterns as their matches."""
+    files: list[Path] = []
+    for argument in arguments:
+        text = str(argument)
+        path = Path(text)
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.suffix.lower() in RASTER_SUFFIXES and p.is_file())
+            if not found:
+                raise EosegError(f"{path}: folder holds no raster files ({', '.join(RASTER_SUFFIXES)})")
+            files += found
+        elif any(ch in text for ch in "*?["):
+            found = sorted(Path(p) for p in glob.glob(text, recursive=True) if Path(p).is_file())
+            if not found:
+                raise EosegError(f"no file matches {text!r}")
+            files += found
+        else:
+            files.append(path)
+    return files
+
+
+def make_predictor(cfg: Config, model, normalization: Normalization, device: torch.device) -> Predictor:
+    return Predictor(model, normalization, cfg.WINDOW, cfg.STRIDE, cfg.INFER_BATCH_SIZE, device, blend=cfg.BLEND,
+                     tta=cfg.TTA, autocast=cfg.INFER_AUTOCAST, optimize=cfg.INFER_OPTIMIZE, compile=cfg.INFER_COMPILE)
+
+
+def label_raster(cfg: Config, predictor: Predictor, job: Job, out_dir: Path) -> LabeledImage:
+    """Stream one raster through ``predictor``; write its outputs; score it if it has ground truth."""
+    info, palette = job.info, cfg.palette
+    if max(cfg.BANDS) > info.count:
+        raise EosegError(f"{info.path}: has {info.count} bands but BANDS asks for {cfg.BANDS}")
     suffix = output_suffix(info)
-    colors = palette.to_color(prediction)
-    outputs = {
-        "labels": write_raster(out_dir / f"{name}_labels{suffix}", prediction, info, colormap=palette.colormap() if suffix == ".tif" else None),
-        "color": write_raster(out_dir / f"{name}_color{suffix}", np.moveaxis(colors, -1, 0), info),
-    }
-    result = LabeledImage(name, outputs)
-    truth_rgb = errors = None
-    if truth is not None:
-        result.metrics = metrics_from_confusion(
-            confusion_matrix(truth, prediction, cfg.num_classes, cfg.IGNORE_LABEL), cfg.CLASS_NAMES
-        )
-        truth_rgb = palette.to_color(truth)
-        errors = plots.error_map(truth, prediction, cfg.IGNORE_LABEL)
-    title = name if result.metrics is None else f"{name}: OA {100 * result.metrics['overall_accuracy']:.1f}%"
-    outputs["preview"] = plots.plot_prediction(image, colors, out_dir / f"{name}_preview.png", truth_rgb, errors, title)
+    ignore = cfg.IGNORE_LABEL
+    confusion = np.zeros((cfg.num_classes, cfg.num_classes), dtype=np.int64)
+    writers = {"labels": RasterWriter(out_dir / f"{job.name}_labels{suffix}", info, 1, "uint8",
+                                      palette.colormap() if suffix == ".tif" else None, nodata=ignore)}
+    if cfg.WRITE_COLOR:
+        writers["color"] = RasterWriter(out_dir / f"{job.name}_color{suffix}", info, 3, "uint8")
+    if cfg.WRITE_PROBABILITIES:
+        writers["probabilities"] = RasterWriter(out_dir / f"{job.name}_probabilities.tif", info, cfg.num_classes, "uint8")
+    try:
+        with open_raster(info.path, "image") as src, ThreadPoolExecutor(max_workers=1) as writer_thread:
+            def read_rows(first: int, end: int) -> np.ndarray:
+                return src.read(cfg.BANDS, window=Window(0, first, info.width, end - first))
+
+            def read_valid(first: int, end: int, pixels: np.ndarray) -> np.ndarray:
+                valid = src.read_masks(cfg.BANDS, window=Window(0, first, info.width, end - first)).any(axis=0)
+                if np.issubdtype(pixels.dtype, np.floating):
+                    valid &= ~np.isnan(pixels).any(axis=0)
+                if cfg.NODATA_ZERO:
+                    valid &= pixels.any(axis=0)
+                return valid
+
+            pending = None
+            for block in predictor.stream(read_rows, info.height, info.width, cfg.INFER_BLOCK_ROWS):
+                rows = block.scores.shape[1]
+                end = block.row + rows
+                labels = block.scores.argmax(0).to(torch.uint8).cpu().numpy()
+                valid = read_valid(block.row, end, block.pixels)
+                labels[~valid] = ignore
+                outputs = {"labels": labels}
+                if cfg.WRITE_COLOR:
+                    outputs["color"] = np.moveaxis(palette.to_color(labels), -1, 0)
+                if cfg.WRITE_PROBABILITIES:
+                    probabilities = (torch.softmax(block.scores, 0) * 255).round().to(torch.uint8).cpu().numpy()
+                    probabilities[:, ~valid] = 0
+                    outputs["probabilities"] = probabilities
+                if job.truth is not None:
+                    truth = job.truth.read_rows(palette, block.row, end)
+                    truth[~valid] = ignore  # nodata pixels carry no prediction to score
+                    confusion += confusion_matrix(truth, np.where(valid, labels, 0), cfg.num_classes, ignore)
+                if pending is not None:
+                    pending.result()  # at most one block waits for the disk
+                pending = writer_thread.submit(_write_block, writers, outputs, block.row)
+            if pending is not None:
+                pending.result()
+    except BaseException:
+        for writer in writers.values():
+            writer.abort()
+        raise
+    result = LabeledImage(job.name, {key: writer.close() for key, writer in writers.items()})
+    if job.truth is not None:
+        result.metrics = metrics_from_confusion(confusion, cfg.CLASS_NAMES)
+        result.truth_source = job.truth.description
+    if cfg.WRITE_PREVIEW:
+        result.outputs["preview"] = _preview(cfg, job, result, out_dir)
     return result
+
+
+def _write_block(writers: dict[str, RasterWriter], outputs: dict[str, np.ndarray], row: int) -> None:
+    for key, array in outputs.items():
+        writers[key].write(array, row)
+
+
+def _preview(cfg: Config, job: Job, result: LabeledImage, out_dir: Path) -> Path:
+    """Image | ground truth | prediction | errors, read back at most PREVIEW_SIDE pixels wide."""
+    info = job.info
+    scale = max(1.0, max(info.width, info.height) / PREVIEW_SIDE)
+    shape = (max(1, round(info.height / scale)), max(1, round(info.width / scale)))
+
+    def decimated(path: Path, bands, resampling=Resampling.nearest) -> np.ndarray:
+        with open_raster(path) as src:
+            return src.read(bands, out_shape=(len(bands), *shape), resampling=resampling)
+
+    image = decimated(info.path, list(cfg.BANDS)[:3], Resampling.average)
+    prediction = decimated(result.outputs["labels"], [1])[0]
+    truth_rgb = errors = None
+    if job.truth is not None:
+        truth = decimated(job.truth.path, [1, 2, 3] if job.truth.colour else [1])
+        truth = cfg.palette.to_labels(np.moveaxis(truth, 0, -1), source=str(job.truth.path)) if job.truth.colour else truth[0]
+        truth_rgb = cfg.palette.to_color(truth)
+        errors = plots.error_map(truth, prediction, cfg.IGNORE_LABEL)
+    title = job.name if result.metrics is None else f"{job.name}: OA {100 * result.metrics['overall_accuracy']:.1f}%"
+    return plots.plot_prediction(image, cfg.palette.to_color(prediction), out_dir / f"{job.name}_preview.png",
+                                 truth_rgb, errors, title)
+
+
+def distributed_rank() -> tuple[int, int]:
+    """(rank, world size); joins the torchrun process group when there is one."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return (dist.get_rank(), world) if world > 1 else (0, 1)
 
 
 def run_inference(cfg: Config, weights: str | Path, out_dir: str | Path, tile_ids: list[str] | None = None,
                   image_paths: list[str | Path] | None = None, progress: bool = True) -> InferenceSummary:
-    """Label configured tiles (scored against their ground truth when it exists) and/or image files."""
+    """Label configured tiles (scored when they have ground truth) and/or image files."""
     out_dir = Path(out_dir)
-    jobs = [("tile", t) for t in tile_ids or []] + [("file", Path(p)) for p in image_paths or []]
+    jobs = []
+    for tile_id in tile_ids or []:  # cheap checks first: a missing input should not wait for the model
+        info = image_info(cfg, tile_id)
+        jobs.append(Job(info, info.path.stem, eval_truth(cfg, tile_id, info)))
+    for path in expand_image_arguments(image_paths or []):
+        jobs.append(Job(raster_info(path, "image"), path.stem))
     if not jobs:
         raise EosegError("nothing to label: no tile ids and no image files given")
-    for kind, job in jobs:  # cheap checks first: a missing input should not wait for the model
-        image_info(cfg, job) if kind == "tile" else raster_info(job, "image")
-    predictor = make_predictor(cfg, weights)
+    names = [job.name for job in jobs]
+    if len(set(names)) != len(names):
+        raise EosegError(f"two inputs would write the same outputs: {sorted({n for n in names if names.count(n) > 1})}")
+
+    rank, world = distributed_rank()
+    device = resolve_device(cfg.DEVICE)
+    if world > 1 and device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    model, _ = load_model(weights, cfg)
+    predictor = make_predictor(cfg, model, Normalization.from_config(cfg), device)
     out_dir.mkdir(parents=True, exist_ok=True)
-    cfg.save(out_dir)
-    summary = InferenceSummary()
-    total = np.zeros((cfg.num_classes, cfg.num_classes), dtype=np.int64)
-    for kind, job in tqdm(jobs, desc="label", unit="image", disable=not progress):
-        if kind == "tile":
-            image, info = read_image(cfg, job)
-            found = read_eval_labels(cfg, job, info)
-            truth, source = found if found is not None else (None, None)
-            name = info.path.stem
-        else:
-            info = raster_info(job, "image")
-            image = read_raster(job, cfg.BANDS, what="image")
-            truth = source = None
-            name = job.stem
-        result = label_one(cfg, predictor, image, info, name, out_dir, truth)
-        result.truth_source = source
-        if result.metrics is not None:
-            total += np.asarray(result.metrics["confusion_matrix"])
-        summary.images.append(result)
+    if rank == 0:
+        cfg.save(out_dir)
+    mine = jobs[rank::world]
+    results = [label_raster(cfg, predictor, job, out_dir)
+               for job in tqdm(mine, desc=f"label (rank {rank})" if world > 1 else "label", unit="image",
+                               disable=not progress)]
+    if world > 1:
+        gathered: list = [None] * world
+        dist.all_gather_object(gathered, results)
+        results = [r for part in gathered for r in part]
+    order = {name: i for i, name in enumerate(names)}
+    summary = InferenceSummary(sorted(results, key=lambda r: order[r.name]))
+    scored = [r.metrics["confusion_matrix"] for r in summary.images if r.metrics is not None]
+    if scored:
+        summary.metrics = metrics_from_confusion(np.sum(scored, axis=0), cfg.CLASS_NAMES)
+    summary.outputs["metrics"] = out_dir / "metrics.json"
+    if summary.metrics is not None:
+        summary.outputs["confusion_plot"] = out_dir / "confusion_matrix.png"
+        summary.outputs["metrics_table"] = out_dir / "metrics.txt"
+    if rank == 0:
+        _write_reports(summary, weights)
+    return summary
+
+
+def _write_reports(summary: InferenceSummary, weights: str | Path) -> None:
     report = {
         "weights": str(weights),
         "images": {r.name: {"truth": r.truth_source, "metrics": r.metrics, "outputs": {k: str(v) for k, v in r.outputs.items()}}
                    for r in summary.images},
     }
-    if total.sum():
-        summary.metrics = metrics_from_confusion(total, cfg.CLASS_NAMES)
+    if summary.metrics is not None:
         report["overall"] = summary.metrics
-        summary.outputs["confusion_plot"] = plots.plot_confusion(summary.metrics, out_dir / "confusion_matrix.png")
-        summary.outputs["metrics_table"] = out_dir / "metrics.txt"
+        plots.plot_confusion(summary.metrics, summary.outputs["confusion_plot"])
         atomic_write_text(summary.outputs["metrics_table"], format_table(summary.metrics, "all scored images") + "\n")
-    summary.outputs["metrics"] = out_dir / "metrics.json"
     atomic_write_text(summary.outputs["metrics"], json.dumps(report, indent=2) + "\n")
-    return summary

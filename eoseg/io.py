@@ -16,6 +16,7 @@ from typing import Iterator
 
 import numpy as np
 import rasterio
+import rasterio.shutil
 from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 from rasterio.windows import Window
 
@@ -148,6 +149,78 @@ def output_suffix(info: RasterInfo) -> str:
     return ".tif" if info.georeferenced else ".png"
 
 
+class RasterWriter:
+    """A raster written block by block, published atomically when complete.
+
+    Blocks go into a tiled, deflate-compressed GeoTIFF under a temporary name (with
+    ``like``'s CRS and transform when it is georeferenced). ``close()`` publishes it at
+    ``path``: renamed for ``.tif``, converted for ``.png``. Leaving the ``with`` block
+    by an exception deletes it instead, so a half-written output is never left.
+    """
+
+    def __init__(self, path: str | Path, like: RasterInfo | None, count: int, dtype: str,
+                 colormap: dict | None = None, nodata: float | None = None, width: int | None = None,
+                 height: int | None = None):
+        self.path = Path(path)
+        suffix = self.path.suffix.lower()
+        if suffix not in (".tif", ".tiff", ".png"):
+            raise EosegError(f"{self.path}: unsupported output format; use .tif or .png")
+        width = like.width if width is None else width
+        height = like.height if height is None else height
+        profile = dict(driver="GTiff", count=count, width=width, height=height, dtype=dtype, compress="deflate",
+                       tiled=True, blockxsize=256, blockysize=256, BIGTIFF="IF_SAFER")
+        if count == 3 and dtype == "uint8":
+            profile["photometric"] = "RGB"
+        if suffix != ".png" and like is not None and like.georeferenced:
+            profile.update(crs=like.crs, transform=like.transform)
+        if nodata is not None and suffix != ".png":
+            profile["nodata"] = nodata
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._tmp = self.path.with_name(f".{self.path.stem}.tmp-{os.getpid()}.tif")
+        self._dst = rasterio.open(self._tmp, "w", **profile)
+        if colormap is not None:
+            self._dst.write_colormap(1, colormap)
+
+    def write(self, array: np.ndarray, row: int = 0) -> None:
+        """Write a (C, h, W) or (h, W) block whose first row is ``row``."""
+        if array.ndim == 2:
+            array = array[None]
+        self._dst.write(array, window=Window(0, row, array.shape[2], array.shape[1]))
+
+    def close(self) -> Path:
+        self._dst.close()
+        try:
+            if self.path.suffix.lower() == ".png":
+                with atomic_path(self.path) as png:
+                    rasterio.shutil.copy(self._tmp, png, driver="PNG")
+                    for extra in png.parent.glob(png.name + ".aux.xml"):
+                        extra.unlink()
+            else:
+                os.replace(self._tmp, self.path)
+        finally:
+            self._remove_temp()
+        return self.path
+
+    def abort(self) -> None:
+        if not self._dst.closed:
+            self._dst.close()
+        self._remove_temp()
+
+    def _remove_temp(self) -> None:
+        for leftover in (self._tmp, self._tmp.with_name(self._tmp.name + ".aux.xml")):
+            if leftover.exists():
+                leftover.unlink()
+
+    def __enter__(self) -> "RasterWriter":
+        return self
+
+    def __exit__(self, kind, error, trace) -> None:
+        if kind is None:
+            self.close()
+        else:
+            self.abort()
+
+
 def write_raster(
     path: str | Path,
     array: np.ndarray,
@@ -155,34 +228,10 @@ def write_raster(
     colormap: dict | None = None,
     nodata: float | None = None,
 ) -> Path:
-    """Write a (C, H, W) or (H, W) array atomically, with ``like``'s CRS and transform.
-
-    The format follows the suffix: ``.tif`` gives a tiled, deflate-compressed GeoTIFF,
-    ``.png`` a PNG.
-    """
-    path = Path(path)
+    """Write a whole (C, H, W) or (H, W) array atomically (see :class:`RasterWriter`)."""
     if array.ndim == 2:
         array = array[None]
     count, height, width = array.shape
-    profile = dict(count=count, height=height, width=width, dtype=array.dtype.name)
-    if path.suffix.lower() in (".tif", ".tiff"):
-        profile.update(driver="GTiff", compress="deflate", tiled=True, blockxsize=256, blockysize=256)
-        if count == 3 and array.dtype == np.uint8:
-            profile["photometric"] = "RGB"
-        if like is not None and like.georeferenced:
-            profile.update(crs=like.crs, transform=like.transform)
-        if nodata is not None:
-            profile["nodata"] = nodata
-    elif path.suffix.lower() == ".png":
-        profile.update(driver="PNG")
-    else:
-        raise EosegError(f"{path}: unsupported output format; use .tif or .png")
-    with atomic_path(path) as tmp:
-        with rasterio.open(tmp, "w", **profile) as dst:
-            dst.write(array)
-            if colormap is not None:
-                dst.write_colormap(1, colormap)
-        # GDAL writes side-car files for some formats; drop them with the temp name
-        for extra in tmp.parent.glob(tmp.name + ".aux.xml"):
-            extra.unlink()
-    return path
+    with RasterWriter(path, like, count, array.dtype.name, colormap, nodata, width=width, height=height) as writer:
+        writer.write(array)
+    return Path(path)

@@ -1,56 +1,199 @@
-"""Sliding-window labeling of whole images with a trained network.
+"""Sliding-window labeling of rasters of any size with bounded memory.
 
-Windows are cut in batches, normalised, run through the network and their scores
-summed into a float32 accumulator on the model's device; the class of a pixel is the
-argmax of the summed scores (the method's uniform blending of overlapping windows).
+Windows (eoseg.geometry) are cut in batches, normalised, run through the network and
+their class scores blended into an accumulator on the model's device, in float32:
+``uniform`` blending averages overlapping windows as the method does, ``gaussian``
+weights each window by a Gaussian centred on it, so that window borders, where a
+network sees least context, count least and no seams show. The raster is processed in
+blocks of rows: only the rows that windows still to come can touch are kept, so memory
+depends on the window, stride, batch, block height and raster width, never on the
+raster's height. Reading the next block (a background thread) overlaps with compute.
 """
 
 from __future__ import annotations
+
+import math
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
 from torch import nn
 
-from eoseg.geometry import sliding_windows
+from eoseg.augment import TTA_NAMES, transform_batch
+from eoseg.errors import EosegError
+from eoseg.geometry import axis_starts
+from eoseg.models.fuse import fold_batchnorm
 from eoseg.normalization import Normalization
+
+BLENDS = ("uniform", "gaussian")
+AUTOCAST_DTYPES = {"": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+ReadRows = Callable[[int, int], np.ndarray]  # (first row, end row) -> (C, rows, W) raw pixels
+
+
+def window_weights(window: int, blend: str) -> torch.Tensor:
+    """(window, window) weight of each pixel of a window in the blend."""
+    if blend == "uniform":
+        return torch.ones(window, window)
+    if blend == "gaussian":
+        # sigma = window / 8: the border weighs exp(-8) of the centre, near zero but never zero
+        position = torch.arange(window, dtype=torch.float64) - (window - 1) / 2
+        profile = torch.exp(-0.5 * (position / (window / 8)) ** 2)
+        return torch.outer(profile, profile).float()
+    raise EosegError(f"BLEND must be one of {', '.join(BLENDS)}, got {blend!r}")
+
+
+@dataclass
+class Block:
+    """Finished rows ``[row, row + scores.shape[1])`` with their blended class scores."""
+
+    row: int
+    scores: torch.Tensor  # (classes, rows, width) float32, on the predictor's device
+    pixels: np.ndarray  # (bands, rows, width) the raw input of those rows
 
 
 class Predictor:
-    """Labels (C, H, W) images of any size with ``model`` using a sliding window."""
+    """Labels (C, H, W) images or row-streamed rasters with ``model`` using a sliding window.
 
-    def __init__(self, model: nn.Module, normalization: Normalization, window: int, stride: int, batch_size: int,
-                 device: torch.device | str = "cpu"):
-        self.model = model.to(device).eval()
+    ``model`` is any callable from a normalised (N, C, h, w) float32 batch to (N, classes,
+    h, w) scores (a torch module, or an ONNX engine with ``eval``/``to``). For torch
+    modules with ``conv_bn_pairs`` batch norm is folded and channels_last used when
+    ``optimize``; ``autocast`` ("bf16", "fp16") computes in lower precision;
+    ``compile`` wraps the model in ``torch.compile``.
+    """
+
+    def __init__(self, model, normalization: Normalization, window: int, stride: int, batch_size: int,
+                 device: torch.device | str = "cpu", blend: str = "uniform", tta=(), autocast: str = "",
+                 optimize: bool = True, compile: bool = False):
+        if stride > window:
+            raise EosegError(f"STRIDE {stride} is larger than WINDOW {window}: pixels between windows would get no label")
+        bad = [name for name in tta if name not in TTA_NAMES]
+        if bad:
+            raise EosegError(f"TTA may hold {', '.join(TTA_NAMES)}; got {bad}")
+        if autocast not in AUTOCAST_DTYPES:
+            raise EosegError(f"INFER_AUTOCAST must be one of {', '.join(map(repr, AUTOCAST_DTYPES))}, got {autocast!r}")
+        self.device = torch.device(device)
+        self.channels_last = False
+        if isinstance(model, nn.Module):
+            model = model.eval()
+            if optimize and hasattr(model, "conv_bn_pairs"):
+                model = fold_batchnorm(model)
+            model = model.to(self.device)
+            if optimize:
+                model = model.to(memory_format=torch.channels_last)
+                self.channels_last = True
+            if compile:
+                model = torch.compile(model)
+        else:
+            model = model.eval().to(self.device)
+        self.model = model
         self.normalization = normalization
         self.window = window
         self.stride = stride
         self.batch_size = batch_size
-        self.device = torch.device(device)
+        self.weights = window_weights(window, blend).to(self.device)
+        self.tta = tuple(tta)
+        self.autocast = AUTOCAST_DTYPES[autocast]
 
-    @torch.inference_mode()
-    def scores(self, image: np.ndarray) -> torch.Tensor:
-        """Summed class scores (num_classes, H, W), float32, on the model's device."""
-        _, height, width = image.shape
-        pixels = torch.from_numpy(np.ascontiguousarray(image))
-        # an image smaller than the window is padded by reflection, then cropped back
-        pad_h, pad_w = max(0, self.window - height), max(0, self.window - width)
-        if pad_h or pad_w:
-            mode = "reflect" if pad_h < height and pad_w < width else "replicate"  # reflect needs pad < size
-            pixels = torch.nn.functional.pad(pixels[None].float(), (0, pad_w, 0, pad_h), mode=mode)[0]
-        full_h, full_w = height + pad_h, width + pad_w
-        windows = list(sliding_windows(full_h, full_w, self.window, self.stride))
+    # ------------------------------------------------------------ network
+    def _forward(self, batch: torch.Tensor) -> torch.Tensor:
+        """Scores of a raw (N, C, w, w) batch, averaged over the TTA variants, float32."""
+        inputs = self.normalization.apply(batch.to(self.device, non_blocking=True))
+        variants = [None, *self.tta]
         total = None
-        w = self.window
-        for start in range(0, len(windows), self.batch_size):
-            batch_windows = windows[start:start + self.batch_size]
-            batch = torch.stack([pixels[:, r:r + w, c:c + w] for r, c in batch_windows]).to(self.device)
-            out = self.model(self.normalization.apply(batch)).float()
-            if total is None:
-                total = torch.zeros((out.shape[1], full_h, full_w), dtype=torch.float32, device=self.device)
-            for (r, c), window_scores in zip(batch_windows, out):
-                total[:, r:r + w, c:c + w] += window_scores
-        return total[:, :height, :width]
+        for name in variants:
+            x = inputs if name is None else transform_batch(name, inputs)
+            if self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(self.device.type, dtype=self.autocast, enabled=self.autocast is not None):
+                out = self.model(x)
+            out = out.float()
+            if name is not None:
+                out = transform_batch(name, out, inverse=True)
+            total = out if total is None else total + out
+        return total / len(variants) if len(variants) > 1 else total
+
+    # ------------------------------------------------------------ streaming
+    @torch.inference_mode()
+    def stream(self, read_rows: ReadRows, height: int, width: int, block_rows: int = 1024) -> Iterator[Block]:
+        """Blended scores of a ``height`` x ``width`` raster, block of finished rows after block.
+
+        ``read_rows(a, b)`` returns the raw pixels of rows a..b-1, all columns. Each block
+        is yielded once every window touching its rows has been added.
+        """
+        window, stride = self.window, self.stride
+        padded_h, padded_w = max(height, window), max(width, window)
+        row_starts = axis_starts(padded_h, window, stride)
+        col_starts = axis_starts(padded_w, window, stride)
+        # groups of window rows processed together: about block_rows rows of input each
+        per_group = max(1, math.ceil((block_rows - window) / stride) + 1)
+        groups = [row_starts[i:i + per_group] for i in range(0, len(row_starts), per_group)]
+
+        def read_group(group: list[int]) -> torch.Tensor:
+            top, bottom = group[0], min(group[-1] + window, height)
+            pixels = np.asarray(read_rows(top, bottom))
+            tensor = torch.from_numpy(np.ascontiguousarray(pixels))
+            if tensor.is_floating_point():
+                tensor = torch.nan_to_num(tensor, nan=0.0)  # one NaN would spread through every window touching it
+            if bottom - top < window or width < window:  # a raster smaller than one window: pad by reflection
+                pad_w, pad_h = padded_w - width, group[-1] + window - bottom
+                mode = "reflect" if pad_h < bottom - top and pad_w < width else "replicate"
+                tensor = torch.nn.functional.pad(tensor[None].float(), (0, pad_w, 0, pad_h), mode=mode)[0]
+            if self.device.type == "cuda":
+                tensor = tensor.pin_memory()
+            return tensor, pixels
+
+        accumulated = weight_sum = None
+        num_classes = None
+        top = 0  # raster row of the accumulator's first row
+        with ThreadPoolExecutor(max_workers=1) as reader:
+            upcoming = reader.submit(read_group, groups[0])
+            for index, group in enumerate(groups):
+                block, pixels = upcoming.result()
+                if index + 1 < len(groups):
+                    upcoming = reader.submit(read_group, groups[index + 1])
+                if num_classes is None:
+                    num_classes = self._num_classes(block.shape[0])
+                accumulated, weight_sum = self._extend(accumulated, weight_sum, group[-1] + window - top, num_classes, padded_w)
+                windows = [(r, c) for r in group for c in col_starts]
+                for start in range(0, len(windows), self.batch_size):
+                    chunk = windows[start:start + self.batch_size]
+                    crops = torch.stack([block[:, r - group[0]:r - group[0] + window, c:c + window] for r, c in chunk])
+                    scores = self._forward(crops) * self.weights
+                    for (r, c), window_scores in zip(chunk, scores):
+                        accumulated[:, r - top:r - top + window, c:c + window] += window_scores
+                        weight_sum[r - top:r - top + window, c:c + window] += self.weights
+                done = row_starts[row_starts.index(group[-1]) + 1] if index + 1 < len(groups) else padded_h
+                done = min(done, height)
+                finished = accumulated[:, :done - top, :width] / weight_sum[:done - top, :width]
+                yield Block(top, finished, pixels[:, :done - top])
+                accumulated, weight_sum = accumulated[:, done - top:], weight_sum[done - top:]
+                top = done
+
+    def _extend(self, accumulated, weight_sum, rows: int, num_classes: int, width: int):
+        """Accumulators of ``rows`` rows: the rows carried over from the last block, then zeros."""
+        fresh = torch.zeros((num_classes, rows, width), dtype=torch.float32, device=self.device)
+        fresh_weights = torch.zeros((rows, width), dtype=torch.float32, device=self.device)
+        if accumulated is not None and accumulated.shape[1]:
+            kept = accumulated.shape[1]
+            fresh[:, :kept] = accumulated
+            fresh_weights[:kept] = weight_sum
+        return fresh, fresh_weights
+
+    def _num_classes(self, bands: int) -> int:
+        known = getattr(self.model, "num_classes", None) or getattr(getattr(self.model, "_orig_mod", None), "num_classes", None)
+        if known:
+            return int(known)
+        return self._forward(torch.zeros((1, bands, self.window, self.window))).shape[1]
+
+    # ------------------------------------------------------------ in memory
+    def scores(self, image: np.ndarray) -> torch.Tensor:
+        """Blended class scores (classes, H, W) of an in-memory (C, H, W) image."""
+        _, height, width = image.shape
+        blocks = self.stream(lambda a, b: image[:, a:b], height, width, block_rows=max(height, self.window))
+        return torch.cat([block.scores for block in blocks], dim=1)
 
     def predict(self, image: np.ndarray) -> np.ndarray:
-        """(H, W) uint8 class ids."""
+        """(H, W) uint8 class ids of an in-memory (C, H, W) image."""
         return self.scores(image).argmax(0).to(torch.uint8).cpu().numpy()

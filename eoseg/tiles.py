@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from rasterio.windows import Window
 
 from eoseg.config import Config
 from eoseg.errors import EosegError
-from eoseg.io import RasterInfo, raster_info, read_label, read_raster
+from eoseg.io import RasterInfo, open_raster, raster_info, read_label, read_raster
+from eoseg.palette import Palette
 
 
 def existing_path(cfg: Config, pattern_name: str, tile_id: str, what: str, hint: str = "") -> Path:
@@ -49,21 +52,53 @@ def read_labels(cfg: Config, tile_id: str, like: RasterInfo) -> np.ndarray:
     return labels
 
 
-def read_eval_labels(cfg: Config, tile_id: str, like: RasterInfo) -> tuple[np.ndarray, str] | None:
-    """Ground truth for evaluation: the eroded colour GT if the dataset has it, else the numeric labels.
+@dataclass(frozen=True)
+class TruthSource:
+    """Ground truth of a tile for scoring, readable by rows: colour-coded or numeric."""
 
-    Returns (labels, description) or None when the tile has no ground truth.
+    path: Path
+    colour: bool
+    description: str
+
+    def read_rows(self, palette: Palette, first: int, end: int) -> np.ndarray:
+        """(rows, W) uint8 class ids of rows first..end-1."""
+        with open_raster(self.path, "ground truth") as src:
+            window = Window(0, first, src.width, end - first)
+            if self.colour:
+                rgb = src.read([1, 2, 3], window=window)
+                return palette.to_labels(np.moveaxis(rgb, 0, -1), source=str(self.path))
+            return src.read(1, window=window).astype(np.uint8)
+
+
+def eval_truth(cfg: Config, tile_id: str, like: RasterInfo) -> TruthSource | None:
+    """Ground truth for scoring: the eroded colour GT if the dataset has it, else the numeric labels.
+
+    None when the tile has neither. Its size is checked against the image's.
     """
     eroded = cfg.tile_path("GT_ERODED_PATTERN", tile_id)
-    if eroded is not None and eroded.is_file():
-        rgb = read_raster(eroded, what="eroded ground truth")
-        labels = cfg.palette.to_labels(np.moveaxis(rgb[:3], 0, -1), source=str(eroded)) if rgb.shape[0] >= 3 else read_label(eroded)
-        _check_same_size(labels, like, eroded)
-        return labels, f"eroded ground truth ({eroded})"
     numeric = cfg.tile_path("LABEL_PATTERN", tile_id)
-    if numeric is not None and numeric.is_file():
-        return read_labels(cfg, tile_id, like), f"labels ({numeric})"
-    return None
+    if eroded is not None and eroded.is_file():
+        info = raster_info(eroded, "eroded ground truth")
+        source = TruthSource(eroded, info.count >= 3, f"eroded ground truth ({eroded})")
+    elif numeric is not None and numeric.is_file():
+        info = raster_info(numeric, "label map")
+        source = TruthSource(numeric, False, f"labels ({numeric})")
+    else:
+        return None
+    if (info.height, info.width) != (like.height, like.width):
+        raise EosegError(
+            f"{info.path}: label map is {info.width} x {info.height} px but its image "
+            f"{like.path} is {like.width} x {like.height} px; they must cover the same grid"
+        )
+    return source
+
+
+def read_eval_labels(cfg: Config, tile_id: str, like: RasterInfo) -> tuple[np.ndarray, str] | None:
+    """The whole ground truth for scoring (see :func:`eval_truth`) and its description, or None."""
+    source = eval_truth(cfg, tile_id, like)
+    if source is None:
+        return None
+    return source.read_rows(cfg.palette, 0, like.height), source.description
 
 
 def _check_same_size(labels: np.ndarray, like: RasterInfo, path: Path) -> None:

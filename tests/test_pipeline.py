@@ -22,8 +22,6 @@ from eoseg.io import read_label, read_raster
 from eoseg.lmdb_store import LmdbPatches, create_lmdb
 from eoseg.metadata import data_signature
 from eoseg.models import model_from_config
-from eoseg.normalization import Normalization
-from eoseg.predict import Predictor
 from eoseg.train import make_loss, make_optimizer, train
 
 from .conftest import TINY_TILE_SIZE
@@ -226,32 +224,6 @@ def test_inference_on_plain_image_writes_png(tiny_cfg, trained_weights, tmp_path
     labels = read_raster(summary.images[0].outputs["labels"])
     assert summary.images[0].outputs["labels"].suffix == ".png" and labels.shape == (1, 50, 70)
     assert summary.metrics is None
-
-
-def test_predictor_same_labels_across_batch_sizes_and_small_images(tiny_cfg, trained_weights):
-    model, _ = load_model(trained_weights, tiny_cfg)
-    image = read_raster(tiny_cfg.tile_path("IMAGE_PATTERN", "4"), tiny_cfg.BANDS)
-    results = [Predictor(model, Normalization.from_config(tiny_cfg), 64, 32, batch).predict(image) for batch in (1, 5, 64)]
-    assert all(np.array_equal(results[0], r) for r in results[1:])
-    assert results[0].shape == (TINY_TILE_SIZE, TINY_TILE_SIZE)
-    small = Predictor(model, Normalization.from_config(tiny_cfg), 64, 32, 4).predict(image[:, :40, :23])
-    assert small.shape == (40, 23)
-
-
-def test_predictor_sums_overlapping_window_scores():
-    class WindowCounter(torch.nn.Module):
-        """Scores 1 for class 0 everywhere: the summed score counts the windows covering a pixel."""
-
-        def forward(self, x):
-            out = torch.zeros(x.shape[0], 2, *x.shape[-2:])
-            out[:, 0] = 1
-            return out
-
-    scores = Predictor(WindowCounter(), Normalization((0.0,), (1.0,)), 4, 2, 3).scores(np.zeros((1, 8, 9), np.uint8))
-    # along 8 px: windows at 0, 2, 4 -> coverage 1,1,2,2,2,2,1,1; along 9 px: 0, 2, 4, 5 (clamped)
-    rows = np.array([1, 1, 2, 2, 2, 2, 1, 1])
-    cols = np.array([1, 1, 2, 2, 2, 3, 2, 2, 1])
-    assert np.array_equal(scores[0].numpy(), np.outer(rows, cols))
 
 
 def test_majority_class_prediction_does_not_pass(tiny_cfg):

@@ -97,5 +97,9 @@ class SegNet(nn.Module):
         encoder = {id(p) for p in self.encoder_parameters()}
         return (p for p in self.parameters() if id(p) not in encoder)
 
+    def conv_bn_pairs(self) -> list[tuple[str, str]]:
+        """(convolution, batch norm) attribute names, for folding batch norm at inference."""
+        return [(name, name + "_bn") for block in self.encoder_blocks + self.decoder_blocks for name in block]
+
     def encoder_layer_names(self) -> list[str]:
         return [name for block in self.encoder_blocks for name in block]

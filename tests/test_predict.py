@@ -1,0 +1,161 @@
+"""The streaming sliding-window predictor: blending, blocks, edges, speed-ups."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from eoseg.errors import EosegError
+from eoseg.geometry import sliding_windows
+from eoseg.models import build_model
+from eoseg.models.fuse import fold_batchnorm
+from eoseg.normalization import Normalization
+from eoseg.predict import Predictor, window_weights
+
+RAW = Normalization((0.0,), (1.0,))
+
+
+class WindowMean(torch.nn.Module):
+    """Scores constant over each window: the mean of its first band (class 0) and minus it (class 1).
+
+    A stand-in for a network with a bias that depends on the window's position.
+    """
+
+    num_classes = 2
+
+    def forward(self, x):
+        mean = x[:, :1].mean(dim=(-2, -1), keepdim=True).expand(-1, 1, *x.shape[-2:])
+        return torch.cat([mean, -mean], dim=1)
+
+
+def expected_blend(image: np.ndarray, window: int, stride: int, blend: str) -> np.ndarray:
+    """Brute force: the weighted average over the windows covering each pixel."""
+    _, height, width = image.shape
+    weights = window_weights(window, blend).numpy().astype(np.float64)
+    total = np.zeros((height, width))
+    weight_sum = np.zeros((height, width))
+    for r, c in sliding_windows(height, width, window, stride):
+        total[r:r + window, c:c + window] += image[0, r:r + window, c:c + window].mean() * weights
+        weight_sum[r:r + window, c:c + window] += weights
+    return total / weight_sum
+
+
+@pytest.fixture(scope="module")
+def ramp():
+    """A horizontal ramp plus noise: window means differ from window to window."""
+    rng = np.random.default_rng(0)
+    return (np.linspace(0, 100, 150)[None, None, :] + rng.normal(0, 5, (1, 70, 150))).astype(np.float32)
+
+
+@pytest.mark.parametrize("blend", ["uniform", "gaussian"])
+@pytest.mark.parametrize("block_rows", [16, 40, 1000])
+def test_blend_is_the_weighted_average_of_covering_windows(ramp, blend, block_rows):
+    predictor = Predictor(WindowMean(), RAW, 32, 12, batch_size=5, blend=blend)
+    blocks = list(predictor.stream(lambda a, b: ramp[:, a:b], 70, 150, block_rows=block_rows))
+    assert [b.row for b in blocks] == sorted({b.row for b in blocks}) and blocks[0].row == 0
+    scores = torch.cat([b.scores for b in blocks], dim=1)
+    assert scores.shape == (2, 70, 150)
+    np.testing.assert_allclose(scores[0].numpy(), expected_blend(ramp, 32, 12, blend), rtol=1e-5, atol=1e-4)
+    assert np.array_equal(np.concatenate([b.pixels for b in blocks], axis=1), ramp)
+
+
+def test_gaussian_blending_removes_seams():
+    """At the borders of the regular windows, uniform averaging jumps; the Gaussian blend does not.
+
+    The image is a ramp, so neighbouring windows' constants differ by ``step`` = stride x slope.
+    """
+    ramp = np.broadcast_to(np.linspace(0, 149, 150, dtype=np.float32), (1, 40, 150)).copy()
+    window, stride = 32, 16
+    step = stride * 1.0
+    borders = range(stride, 150 - window, stride)  # window starts and ends of the regular grid
+    seams = {}
+    for blend in ("uniform", "gaussian"):
+        row = Predictor(WindowMean(), RAW, window, stride, 4, blend=blend).scores(ramp)[0, 20].numpy()
+        seams[blend] = max(abs(row[b] - row[b - 1]) for b in borders)
+    assert seams["uniform"] > 0.4 * step
+    assert seams["gaussian"] < 0.01 * step
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    torch.manual_seed(0)
+    model = build_model("segnet", 3, 6, 0.125)
+    for module in model.modules():  # trained-looking batch norm statistics
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.2, 0.2)
+            module.running_var.uniform_(0.5, 2.0)
+            module.weight.data.uniform_(0.5, 1.5)
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def image():
+    return np.random.default_rng(1).integers(0, 256, (3, 90, 110), dtype=np.uint8)
+
+
+def test_results_equal_across_batch_sizes_and_block_heights(tiny_model, image):
+    norm = Normalization((0.0,) * 3, (255.0,) * 3)
+    reference = Predictor(tiny_model, norm, 32, 16, 1, optimize=False).scores(image)
+    for batch, block_rows in ((3, 32), (7, 50), (64, 1000)):
+        predictor = Predictor(tiny_model, norm, 32, 16, batch, optimize=False)
+        scores = torch.cat([b.scores for b in predictor.stream(lambda a, b: image[:, a:b], 90, 110, block_rows)], dim=1)
+        torch.testing.assert_close(scores, reference, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("shape", [(20, 110), (90, 25), (7, 9), (32, 32), (33, 64)])
+def test_edges_and_rasters_smaller_than_a_window(tiny_model, image, shape):
+    small = np.ascontiguousarray(image[:, :shape[0], :shape[1]])
+    labels = Predictor(tiny_model, Normalization((0.0,) * 3, (255.0,) * 3), 32, 16, 4).predict(small)
+    assert labels.shape == shape and labels.max() < 6
+
+
+def test_folded_batch_norm_and_channels_last_keep_the_labels(tiny_model, image):
+    norm = Normalization((0.0,) * 3, (255.0,) * 3)
+    plain = Predictor(tiny_model, norm, 32, 16, 4, optimize=False).scores(image)
+    fast = Predictor(tiny_model, norm, 32, 16, 4, optimize=True).scores(image)
+    torch.testing.assert_close(fast, plain, rtol=1e-3, atol=1e-4)
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(fold_batchnorm(tiny_model)(x), tiny_model(x), rtol=1e-4, atol=1e-5)
+
+
+def test_tta_of_a_pixelwise_model_changes_nothing(image):
+    pixelwise = torch.nn.Conv2d(3, 4, 1)
+    norm = Normalization((0.0,) * 3, (255.0,) * 3)
+    plain = Predictor(pixelwise, norm, 32, 16, 4).scores(image)
+    augmented = Predictor(pixelwise, norm, 32, 16, 4, tta=("fliplr", "flipud", "rot90", "rot270")).scores(image)
+    torch.testing.assert_close(augmented, plain, rtol=1e-5, atol=1e-5)
+
+
+def test_tta_averages_the_transformed_predictions(tiny_model, image):
+    norm = Normalization((0.0,) * 3, (255.0,) * 3)
+    square = np.ascontiguousarray(image[:, :64, :64])
+    plain = Predictor(tiny_model, norm, 64, 64, 1, optimize=False).scores(square)
+    flipped = Predictor(tiny_model, norm, 64, 64, 1, optimize=False).scores(np.ascontiguousarray(square[..., ::-1])).flip(-1)
+    both = Predictor(tiny_model, norm, 64, 64, 1, optimize=False, tta=("fliplr",)).scores(square)
+    torch.testing.assert_close(both, (plain + flipped) / 2, rtol=1e-4, atol=1e-5)
+
+
+def test_bfloat16_autocast_mostly_agrees(tiny_model, image):
+    norm = Normalization((0.0,) * 3, (255.0,) * 3)
+    full = Predictor(tiny_model, norm, 32, 16, 4).predict(image)
+    low = Predictor(tiny_model, norm, 32, 16, 4, autocast="bf16").predict(image)
+    assert (full == low).mean() > 0.9
+
+
+def test_nan_pixels_do_not_spread(tiny_model):
+    image = np.random.default_rng(2).random((3, 64, 64)).astype(np.float32)
+    image[:, 10, 10] = np.nan
+    scores = Predictor(tiny_model, Normalization((0.0,) * 3, (1.0,) * 3), 32, 16, 4).scores(image)
+    assert torch.isfinite(scores).all()
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"tta": ("flip",)}, "TTA"), ({"autocast": "int8"}, "INFER_AUTOCAST"), ({"blend": "cosine"}, "BLEND"),
+])
+def test_bad_settings_refused(kwargs, match):
+    with pytest.raises(EosegError, match=match):
+        Predictor(WindowMean(), RAW, 32, 16, 4, **kwargs)
+    with pytest.raises(EosegError, match="STRIDE"):
+        Predictor(WindowMean(), RAW, 32, 40, 4)
