@@ -3,19 +3,24 @@
     python inference.py                          # the TEST_IDS tiles, weights from MODEL_FILE
     python inference.py --split official_test    # or train / test
     python inference.py --tiles 5 21
-    python inference.py --images a.tif b.png --weights my.pt
+    python inference.py --images scenes/ "more/*.tif" b.png --weights my.pt
+    torchrun --nproc_per_node=4 inference.py --images scenes/   # images shared out over 4 processes
 
-For each image: NAME_labels (class ids, palette as colour table) and NAME_color, as
-GeoTIFF with the input's CRS and transform when it is georeferenced, else PNG, and
-NAME_preview.png. Tiles with ground truth (the eroded GT when the dataset has one) are
-scored: metrics.json, metrics.txt and confusion_matrix.png in INFER_DIR.
+Rasters are streamed by blocks of rows (INFER_BLOCK_ROWS), so any size fits in memory.
+For each image: NAME_labels (class ids, palette as colour table, IGNORE_LABEL where the
+input is nodata), NAME_color (WRITE_COLOR), NAME_probabilities (WRITE_PROBABILITIES) as
+GeoTIFFs with the input's CRS and transform when it is georeferenced (else PNG), and
+NAME_preview.png (WRITE_PREVIEW). Tiles with ground truth (the eroded GT when the dataset
+has one) are scored: metrics.json, metrics.txt and confusion_matrix.png in INFER_DIR.
+Overlapping windows are blended by BLEND; TTA, INFER_AUTOCAST, INFER_OPTIMIZE and
+INFER_COMPILE trade speed and accuracy.
 """
 
 from __future__ import annotations
 
 from eoseg.cli import make_parser, parse, run
 from eoseg.config import SPLITS
-from eoseg.infer import run_inference
+from eoseg.infer import distributed_rank, run_inference
 from eoseg.metrics import format_table
 
 
@@ -24,11 +29,13 @@ def main(argv=None):
     parser.add_argument("--weights", metavar="FILE", help="trained weights (default: MODEL_FILE)")
     parser.add_argument("--split", choices=list(SPLITS), default="test", help="which tiles of the config to label (default: test)")
     parser.add_argument("--tiles", nargs="+", metavar="ID", help="label these tile ids instead of a split")
-    parser.add_argument("--images", nargs="+", metavar="FILE", help="label these image files instead of tiles")
+    parser.add_argument("--images", nargs="+", metavar="PATH", help="label these image files, folders or glob patterns instead of tiles")
     parser.add_argument("--out", metavar="DIR", help="output folder (default: INFER_DIR)")
     args, cfg = parse(parser, argv)
     tiles = args.tiles if args.tiles else ([] if args.images else cfg.tile_ids(args.split))
     summary = run_inference(cfg, args.weights or cfg.MODEL_FILE, args.out or cfg.INFER_DIR, tiles, args.images)
+    if distributed_rank()[0] != 0:
+        return
     for image in summary.images:
         if image.metrics is not None:
             print(f"{image.name}: OA {100 * image.metrics['overall_accuracy']:.1f}%  (vs {image.truth_source})")

@@ -43,6 +43,7 @@ class LabeledImage:
     outputs: dict[str, Path]
     metrics: dict | None = None
     truth_source: str | None = None
+    rank: int = 0  # the process that labelled it (torchrun)
 
 
 @dataclass
@@ -87,7 +88,7 @@ def make_predictor(cfg: Config, model, normalization: Normalization, device: tor
                      tta=cfg.TTA, autocast=cfg.INFER_AUTOCAST, optimize=cfg.INFER_OPTIMIZE, compile=cfg.INFER_COMPILE)
 
 
-def label_raster(cfg: Config, predictor: Predictor, job: Job, out_dir: Path) -> LabeledImage:
+def label_raster(cfg: Config, predictor: Predictor, job: Job, out_dir: Path, rank: int = 0) -> LabeledImage:
     """Stream one raster through ``predictor``; write its outputs; score it if it has ground truth."""
     info, palette = job.info, cfg.palette
     if max(cfg.BANDS) > info.count:
@@ -141,7 +142,7 @@ def label_raster(cfg: Config, predictor: Predictor, job: Job, out_dir: Path) -> 
         for writer in writers.values():
             writer.abort()
         raise
-    result = LabeledImage(job.name, {key: writer.close() for key, writer in writers.items()})
+    result = LabeledImage(job.name, {key: writer.close() for key, writer in writers.items()}, rank=rank)
     if job.truth is not None:
         result.metrics = metrics_from_confusion(confusion, cfg.CLASS_NAMES)
         result.truth_source = job.truth.description
@@ -212,7 +213,7 @@ def run_inference(cfg: Config, weights: str | Path, out_dir: str | Path, tile_id
     if rank == 0:
         cfg.save(out_dir)
     mine = jobs[rank::world]
-    results = [label_raster(cfg, predictor, job, out_dir)
+    results = [label_raster(cfg, predictor, job, out_dir, rank)
                for job in tqdm(mine, desc=f"label (rank {rank})" if world > 1 else "label", unit="image",
                                disable=not progress)]
     if world > 1:
@@ -236,7 +237,8 @@ def run_inference(cfg: Config, weights: str | Path, out_dir: str | Path, tile_id
 def _write_reports(summary: InferenceSummary, weights: str | Path) -> None:
     report = {
         "weights": str(weights),
-        "images": {r.name: {"truth": r.truth_source, "metrics": r.metrics, "outputs": {k: str(v) for k, v in r.outputs.items()}}
+        "images": {r.name: {"truth": r.truth_source, "metrics": r.metrics, "rank": r.rank,
+                            "outputs": {k: str(v) for k, v in r.outputs.items()}}
                    for r in summary.images},
     }
     if summary.metrics is not None:

@@ -1,0 +1,142 @@
+"""Labeling rasters end to end: streaming outputs, nodata, probabilities, many files, ranks."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import rasterio
+import torch
+from rasterio.crs import CRS
+from rasterio.transform import from_origin
+
+from eoseg.checkpoint import save_checkpoint
+from eoseg.errors import EosegError
+from eoseg.infer import expand_image_arguments, run_inference
+from eoseg.io import read_raster
+from eoseg.models import model_from_config
+
+from .conftest import ROOT, as_arguments, make_tiny_config
+
+
+@pytest.fixture
+def setup(tmp_path):
+    cfg = make_tiny_config(tmp_path, WRITE_PREVIEW=False)
+    torch.manual_seed(0)
+    weights = save_checkpoint(tmp_path / "w.pt", cfg, model_from_config(cfg), iteration=0)
+    return cfg, weights
+
+
+def write_geotiff(path, array, nodata=None, epsg=32632):
+    with rasterio.open(path, "w", driver="GTiff", width=array.shape[2], height=array.shape[1], count=array.shape[0],
+                       dtype=array.dtype.name, crs=CRS.from_epsg(epsg), transform=from_origin(500000, 5400000, 0.5, 0.5),
+                       nodata=nodata) as dst:
+        dst.write(array)
+    return path
+
+
+def random_image(rows=150, cols=170, seed=0):
+    return np.random.default_rng(seed).integers(1, 256, (3, rows, cols), dtype=np.uint8)
+
+
+def test_nodata_is_propagated(setup, tmp_path):
+    cfg, weights = setup
+    image = random_image()
+    image[:, 20:60, 30:90] = 0
+    source = write_geotiff(tmp_path / "in.tif", image, nodata=0)
+    result = run_inference(cfg, weights, tmp_path / "out", image_paths=[source], progress=False).images[0]
+    labels = read_raster(result.outputs["labels"])[0]
+    assert (labels[20:60, 30:90] == cfg.IGNORE_LABEL).all()
+    assert (labels[:20] != cfg.IGNORE_LABEL).all() and (labels[60:] != cfg.IGNORE_LABEL).all()
+    with rasterio.open(result.outputs["labels"]) as dst:
+        assert dst.nodata == cfg.IGNORE_LABEL
+    color = read_raster(result.outputs["color"])
+    assert (color[:, 20:60, 30:90] == np.array(cfg.IGNORE_COLOR)[:, None, None]).all()
+
+
+def test_zero_pixels_are_nodata_only_when_asked(setup, tmp_path):
+    cfg, weights = setup
+    image = random_image()
+    image[:, :10] = 0
+    source = write_geotiff(tmp_path / "in.tif", image)  # no nodata value declared
+    kept = run_inference(cfg, weights, tmp_path / "a", image_paths=[source], progress=False).images[0]
+    masked = run_inference(cfg.replace(NODATA_ZERO=True), weights, tmp_path / "b", image_paths=[source], progress=False).images[0]
+    assert (read_raster(kept.outputs["labels"])[0, :10] != cfg.IGNORE_LABEL).all()
+    assert (read_raster(masked.outputs["labels"])[0, :10] == cfg.IGNORE_LABEL).all()
+
+
+def test_outputs_equal_across_block_heights_and_batches(setup, tmp_path):
+    cfg, weights = setup
+    source = write_geotiff(tmp_path / "in.tif", random_image(200, 130))
+    outputs = []
+    for index, (block_rows, batch) in enumerate([(64, 1), (100, 5), (4096, 16)]):
+        run_cfg = cfg.replace(INFER_BLOCK_ROWS=block_rows, INFER_BATCH_SIZE=batch, WRITE_PROBABILITIES=True)
+        result = run_inference(run_cfg, weights, tmp_path / str(index), image_paths=[source], progress=False).images[0]
+        outputs.append((read_raster(result.outputs["labels"]), read_raster(result.outputs["probabilities"])))
+    for labels, probabilities in outputs[1:]:
+        assert (labels == outputs[0][0]).mean() > 0.999
+        assert np.abs(probabilities.astype(int) - outputs[0][1]).max() <= 1
+
+
+def test_probabilities_are_one_uint8_band_per_class(setup, tmp_path):
+    cfg, weights = setup
+    source = write_geotiff(tmp_path / "in.tif", random_image())
+    result = run_inference(cfg.replace(WRITE_PROBABILITIES=True), weights, tmp_path / "o", image_paths=[source], progress=False).images[0]
+    with rasterio.open(result.outputs["probabilities"]) as dst:
+        assert dst.count == cfg.num_classes and dst.dtypes[0] == "uint8" and dst.crs.to_epsg() == 32632
+        probabilities = dst.read().astype(int)
+    assert np.abs(probabilities.sum(axis=0) - 255).max() <= cfg.num_classes
+    assert np.array_equal(probabilities.argmax(0), read_raster(result.outputs["labels"])[0])
+
+
+def test_folders_and_globs_expand(tmp_path):
+    for name in ("b.tif", "a.tif", "c.png", "notes.txt"):
+        (tmp_path / name).write_bytes(b"")
+    assert [p.name for p in expand_image_arguments([tmp_path])] == ["a.tif", "b.tif", "c.png"]
+    assert [p.name for p in expand_image_arguments([str(tmp_path / "*.tif")])] == ["a.tif", "b.tif"]
+    with pytest.raises(EosegError, match="no file matches"):
+        expand_image_arguments([str(tmp_path / "*.jp2")])
+
+
+def test_an_interrupted_image_leaves_no_output(setup, tmp_path, monkeypatch):
+    cfg, weights = setup
+    source = write_geotiff(tmp_path / "in.tif", random_image(300, 100))
+    import eoseg.infer
+
+    calls = {"n": 0}
+    real = eoseg.infer._write_block
+
+    def failing(*args):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        real(*args)
+
+    monkeypatch.setattr(eoseg.infer, "_write_block", failing)
+    with pytest.raises(KeyboardInterrupt):
+        run_inference(cfg.replace(INFER_BLOCK_ROWS=64), weights, tmp_path / "out", image_paths=[source], progress=False)
+    assert not [p for p in (tmp_path / "out").iterdir() if p.name != "config.json"]
+
+
+def test_two_ranks_share_four_tiles(setup, tmp_path):
+    cfg, weights = setup
+    folder = tmp_path / "scenes"
+    folder.mkdir()
+    for index in range(4):
+        write_geotiff(folder / f"scene{index}.tif", random_image(90, 80, seed=index))
+    overrides = as_arguments({k: cfg.to_dict()[k] for k in ("WINDOW", "STRIDE", "MODEL_WIDTH", "DEVICE", "WRITE_PREVIEW")})
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+               str(ROOT / "inference.py"), "--images", str(folder), "--weights", str(weights), "--out", str(tmp_path / "out"), *overrides]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads((tmp_path / "out" / "metrics.json").read_text())["images"]
+    assert sorted(report) == [f"scene{i}" for i in range(4)]
+    ranks = [entry["rank"] for entry in report.values()]
+    assert sorted(ranks) == [0, 0, 1, 1]
+    assert sorted(p.name for p in (tmp_path / "out").glob("*_labels.tif")) == [f"scene{i}_labels.tif" for i in range(4)]
+    assert not list((tmp_path / "out").glob(".*tmp*"))
