@@ -46,7 +46,11 @@ def window_weights(window: int, blend: str) -> torch.Tensor:
 
 @dataclass
 class Block:
-    """Finished rows ``[row, row + scores.shape[1])`` with their blended class scores."""
+    """Finished rows ``[row, row + scores.shape[1])`` with their blended class scores.
+
+    ``scores`` is a view into the predictor's accumulator, valid until the next block is
+    requested: use it (argmax, softmax) or copy it before asking for more.
+    """
 
     row: int
     scores: torch.Tensor  # (classes, rows, width) float32, on the predictor's device
@@ -116,7 +120,7 @@ class Predictor:
 
     # ------------------------------------------------------------ streaming
     @torch.inference_mode()
-    def stream(self, read_rows: ReadRows, height: int, width: int, block_rows: int = 1024) -> Iterator[Block]:
+    def stream(self, read_rows: ReadRows, height: int, width: int, block_rows: int = 512) -> Iterator[Block]:
         """Blended scores of a ``height`` x ``width`` raster, block of finished rows after block.
 
         ``read_rows(a, b)`` returns the raw pixels of rows a..b-1, all columns. Each block
@@ -144,8 +148,10 @@ class Predictor:
                 tensor = tensor.pin_memory()
             return tensor, pixels
 
+        # one accumulator for the whole raster, as tall as the tallest group; after each
+        # group its finished rows are handed out and the rows still open move to the top
+        span = (per_group - 1) * stride + window
         accumulated = weight_sum = None
-        num_classes = None
         top = 0  # raster row of the accumulator's first row
         with ThreadPoolExecutor(max_workers=1) as reader:
             upcoming = reader.submit(read_group, groups[0])
@@ -153,9 +159,10 @@ class Predictor:
                 block, pixels = upcoming.result()
                 if index + 1 < len(groups):
                     upcoming = reader.submit(read_group, groups[index + 1])
-                if num_classes is None:
+                if accumulated is None:
                     num_classes = self._num_classes(block.shape[0])
-                accumulated, weight_sum = self._extend(accumulated, weight_sum, group[-1] + window - top, num_classes, padded_w)
+                    accumulated = torch.zeros((num_classes, span, padded_w), dtype=torch.float32, device=self.device)
+                    weight_sum = torch.zeros((span, padded_w), dtype=torch.float32, device=self.device)
                 windows = [(r, c) for r in group for c in col_starts]
                 for start in range(0, len(windows), self.batch_size):
                     chunk = windows[start:start + self.batch_size]
@@ -164,22 +171,18 @@ class Predictor:
                     for (r, c), window_scores in zip(chunk, scores):
                         accumulated[:, r - top:r - top + window, c:c + window] += window_scores
                         weight_sum[r - top:r - top + window, c:c + window] += self.weights
-                done = row_starts[row_starts.index(group[-1]) + 1] if index + 1 < len(groups) else padded_h
-                done = min(done, height)
-                finished = accumulated[:, :done - top, :width] / weight_sum[:done - top, :width]
-                yield Block(top, finished, pixels[:, :done - top])
-                accumulated, weight_sum = accumulated[:, done - top:], weight_sum[done - top:]
+                last = index + 1 == len(groups)
+                done = min(height, padded_h if last else groups[index + 1][0])
+                finished = done - top
+                accumulated[:, :finished].div_(weight_sum[:finished])
+                yield Block(top, accumulated[:, :finished, :width], pixels[:, :finished])
+                if not last:
+                    open_rows = group[-1] + window - done
+                    accumulated[:, :open_rows] = accumulated[:, finished:finished + open_rows].clone()
+                    weight_sum[:open_rows] = weight_sum[finished:finished + open_rows].clone()
+                    accumulated[:, open_rows:] = 0
+                    weight_sum[open_rows:] = 0
                 top = done
-
-    def _extend(self, accumulated, weight_sum, rows: int, num_classes: int, width: int):
-        """Accumulators of ``rows`` rows: the rows carried over from the last block, then zeros."""
-        fresh = torch.zeros((num_classes, rows, width), dtype=torch.float32, device=self.device)
-        fresh_weights = torch.zeros((rows, width), dtype=torch.float32, device=self.device)
-        if accumulated is not None and accumulated.shape[1]:
-            kept = accumulated.shape[1]
-            fresh[:, :kept] = accumulated
-            fresh_weights[:kept] = weight_sum
-        return fresh, fresh_weights
 
     def _num_classes(self, bands: int) -> int:
         known = getattr(self.model, "num_classes", None) or getattr(getattr(self.model, "_orig_mod", None), "num_classes", None)
@@ -192,7 +195,7 @@ class Predictor:
         """Blended class scores (classes, H, W) of an in-memory (C, H, W) image."""
         _, height, width = image.shape
         blocks = self.stream(lambda a, b: image[:, a:b], height, width, block_rows=max(height, self.window))
-        return torch.cat([block.scores for block in blocks], dim=1)
+        return torch.cat([block.scores.clone() for block in blocks], dim=1)
 
     def predict(self, image: np.ndarray) -> np.ndarray:
         """(H, W) uint8 class ids of an in-memory (C, H, W) image."""

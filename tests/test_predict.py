@@ -52,12 +52,13 @@ def ramp():
 @pytest.mark.parametrize("block_rows", [16, 40, 1000])
 def test_blend_is_the_weighted_average_of_covering_windows(ramp, blend, block_rows):
     predictor = Predictor(WindowMean(), RAW, 32, 12, batch_size=5, blend=blend)
-    blocks = list(predictor.stream(lambda a, b: ramp[:, a:b], 70, 150, block_rows=block_rows))
-    assert [b.row for b in blocks] == sorted({b.row for b in blocks}) and blocks[0].row == 0
-    scores = torch.cat([b.scores for b in blocks], dim=1)
+    blocks = [(b.row, b.scores.clone(), b.pixels) for b in predictor.stream(lambda a, b: ramp[:, a:b], 70, 150, block_rows)]
+    rows = [row for row, _, _ in blocks]
+    assert rows == sorted(set(rows)) and rows[0] == 0
+    scores = torch.cat([block_scores for _, block_scores, _ in blocks], dim=1)
     assert scores.shape == (2, 70, 150)
     np.testing.assert_allclose(scores[0].numpy(), expected_blend(ramp, 32, 12, blend), rtol=1e-5, atol=1e-4)
-    assert np.array_equal(np.concatenate([b.pixels for b in blocks], axis=1), ramp)
+    assert np.array_equal(np.concatenate([pixels for _, _, pixels in blocks], axis=1), ramp)
 
 
 def test_gaussian_blending_removes_seams():
@@ -99,7 +100,7 @@ def test_results_equal_across_batch_sizes_and_block_heights(tiny_model, image):
     reference = Predictor(tiny_model, norm, 32, 16, 1, optimize=False).scores(image)
     for batch, block_rows in ((3, 32), (7, 50), (64, 1000)):
         predictor = Predictor(tiny_model, norm, 32, 16, batch, optimize=False)
-        scores = torch.cat([b.scores for b in predictor.stream(lambda a, b: image[:, a:b], 90, 110, block_rows)], dim=1)
+        scores = torch.cat([b.scores.clone() for b in predictor.stream(lambda a, b: image[:, a:b], 90, 110, block_rows)], dim=1)
         torch.testing.assert_close(scores, reference, rtol=1e-4, atol=1e-5)
 
 
