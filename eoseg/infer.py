@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import rasterio
 import torch
 import torch.distributed as dist
 from rasterio.enums import Resampling
@@ -29,12 +30,15 @@ from eoseg.errors import EosegError
 from eoseg.io import RasterInfo, RasterWriter, atomic_write_text, open_raster, output_suffix, raster_info
 from eoseg.metrics import confusion_matrix, format_table, metrics_from_confusion
 from eoseg.normalization import Normalization
-from eoseg.predict import Predictor
+from eoseg.predict import Predictor, best_class
 from eoseg.tiles import TruthSource, eval_truth, image_info
 from eoseg.train import resolve_device
 
 RASTER_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".jp2", ".img", ".vrt")
 PREVIEW_SIDE = 1024  # longest side of the preview panels, in pixels
+# GDAL's block cache defaults to 5% of RAM and fills up with every block of a large
+# raster read or written; one row of tiles per output is all streaming needs
+GDAL_CACHE_MB = 256
 
 
 @dataclass
@@ -103,7 +107,8 @@ def label_raster(cfg: Config, predictor: Predictor, job: Job, out_dir: Path, ran
     if cfg.WRITE_PROBABILITIES:
         writers["probabilities"] = RasterWriter(out_dir / f"{job.name}_probabilities.tif", info, cfg.num_classes, "uint8")
     try:
-        with open_raster(info.path, "image") as src, ThreadPoolExecutor(max_workers=1) as writer_thread:
+        with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), open_raster(info.path, "image") as src, \
+                ThreadPoolExecutor(max_workers=1) as writer_thread:
             def read_rows(first: int, end: int) -> np.ndarray:
                 return src.read(cfg.BANDS, window=Window(0, first, info.width, end - first))
 
@@ -119,7 +124,7 @@ def label_raster(cfg: Config, predictor: Predictor, job: Job, out_dir: Path, ran
             for block in predictor.stream(read_rows, info.height, info.width, cfg.INFER_BLOCK_ROWS):
                 rows = block.scores.shape[1]
                 end = block.row + rows
-                labels = block.scores.argmax(0).to(torch.uint8).cpu().numpy()
+                labels = best_class(block.scores)
                 valid = read_valid(block.row, end, block.pixels)
                 labels[~valid] = ignore
                 outputs = {"labels": labels}

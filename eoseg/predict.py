@@ -32,16 +32,33 @@ AUTOCAST_DTYPES = {"": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 ReadRows = Callable[[int, int], np.ndarray]  # (first row, end row) -> (C, rows, W) raw pixels
 
 
-def window_weights(window: int, blend: str) -> torch.Tensor:
-    """(window, window) weight of each pixel of a window in the blend."""
+def window_profile(window: int, blend: str) -> torch.Tensor:
+    """(window,) weight along one axis of a window; a window's weights are its outer product."""
     if blend == "uniform":
-        return torch.ones(window, window)
+        return torch.ones(window)
     if blend == "gaussian":
         # sigma = window / 8: the border weighs exp(-8) of the centre, near zero but never zero
         position = torch.arange(window, dtype=torch.float64) - (window - 1) / 2
-        profile = torch.exp(-0.5 * (position / (window / 8)) ** 2)
-        return torch.outer(profile, profile).float()
+        return torch.exp(-0.5 * (position / (window / 8)) ** 2).float()
     raise EosegError(f"BLEND must be one of {', '.join(BLENDS)}, got {blend!r}")
+
+
+def window_weights(window: int, blend: str) -> torch.Tensor:
+    """(window, window) weight of each pixel of a window in the blend."""
+    profile = window_profile(window, blend)
+    return torch.outer(profile, profile)
+
+
+def coverage(length: int, starts: list[int], profile: torch.Tensor) -> torch.Tensor:
+    """Summed weight of the windows covering each position of an axis.
+
+    Windows form a grid, so the total weight at (y, x) is coverage(y) * coverage(x): the
+    blend divides by that instead of accumulating a weight map window by window.
+    """
+    total = torch.zeros(length, dtype=torch.float64)
+    for start in starts:
+        total[start:start + len(profile)] += profile.double()
+    return total.float()
 
 
 @dataclass
@@ -96,7 +113,9 @@ class Predictor:
         self.window = window
         self.stride = stride
         self.batch_size = batch_size
-        self.weights = window_weights(window, blend).to(self.device)
+        self.blend = blend
+        self.profile = window_profile(window, blend)
+        self.weights = None if blend == "uniform" else window_weights(window, blend).to(self.device)
         self.tta = tuple(tta)
         self.autocast = AUTOCAST_DTYPES[autocast]
 
@@ -151,7 +170,9 @@ class Predictor:
         # one accumulator for the whole raster, as tall as the tallest group; after each
         # group its finished rows are handed out and the rows still open move to the top
         span = (per_group - 1) * stride + window
-        accumulated = weight_sum = None
+        row_weight = coverage(padded_h, row_starts, self.profile).to(self.device)
+        col_weight = coverage(padded_w, col_starts, self.profile)[:width].to(self.device)
+        accumulated = None
         top = 0  # raster row of the accumulator's first row
         with ThreadPoolExecutor(max_workers=1) as reader:
             upcoming = reader.submit(read_group, groups[0])
@@ -162,26 +183,24 @@ class Predictor:
                 if accumulated is None:
                     num_classes = self._num_classes(block.shape[0])
                     accumulated = torch.zeros((num_classes, span, padded_w), dtype=torch.float32, device=self.device)
-                    weight_sum = torch.zeros((span, padded_w), dtype=torch.float32, device=self.device)
                 windows = [(r, c) for r in group for c in col_starts]
                 for start in range(0, len(windows), self.batch_size):
                     chunk = windows[start:start + self.batch_size]
                     crops = torch.stack([block[:, r - group[0]:r - group[0] + window, c:c + window] for r, c in chunk])
-                    scores = self._forward(crops) * self.weights
+                    scores = self._forward(crops)
+                    if self.weights is not None:
+                        scores *= self.weights
                     for (r, c), window_scores in zip(chunk, scores):
                         accumulated[:, r - top:r - top + window, c:c + window] += window_scores
-                        weight_sum[r - top:r - top + window, c:c + window] += self.weights
                 last = index + 1 == len(groups)
                 done = min(height, padded_h if last else groups[index + 1][0])
                 finished = done - top
-                accumulated[:, :finished].div_(weight_sum[:finished])
+                accumulated[:, :finished, :width].div_(row_weight[top:done, None] * col_weight)
                 yield Block(top, accumulated[:, :finished, :width], pixels[:, :finished])
                 if not last:
                     open_rows = group[-1] + window - done
                     accumulated[:, :open_rows] = accumulated[:, finished:finished + open_rows].clone()
-                    weight_sum[:open_rows] = weight_sum[finished:finished + open_rows].clone()
                     accumulated[:, open_rows:] = 0
-                    weight_sum[open_rows:] = 0
                 top = done
 
     def _num_classes(self, bands: int) -> int:
@@ -199,4 +218,10 @@ class Predictor:
 
     def predict(self, image: np.ndarray) -> np.ndarray:
         """(H, W) uint8 class ids of an in-memory (C, H, W) image."""
-        return self.scores(image).argmax(0).to(torch.uint8).cpu().numpy()
+        return best_class(self.scores(image))
+
+
+def best_class(scores: torch.Tensor) -> np.ndarray:
+    """(H, W) uint8 argmax over the classes of (classes, H, W) scores."""
+    # max over the leading axis returns the same indices as argmax, several times faster on CPU
+    return scores.max(0).indices.to(torch.uint8).cpu().numpy()

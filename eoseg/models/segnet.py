@@ -70,7 +70,8 @@ class SegNet(nn.Module):
         return channels
 
     def _conv_bn_relu(self, x: torch.Tensor, name: str) -> torch.Tensor:
-        return torch.relu(getattr(self, name + "_bn")(getattr(self, name)(x)))
+        # in place: the batch-norm output is not needed again, and a fresh tensor costs a pass over memory
+        return torch.relu_(getattr(self, name + "_bn")(getattr(self, name)(x)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         indices, sizes = [], []

@@ -1,0 +1,247 @@
+"""Inference benchmark: eoseg's streaming predictor against the method's published loop.
+
+    python bench/inference.py compare [--size 1024] [--width 1.0]    # throughput, peak RSS, label agreement
+    python bench/inference.py memory [--size 20000] [--taller 4]    # peak RSS on a huge GeoTIFF, and on one 4x taller
+
+``compare`` labels one synthetic tile twice with the same weights, window 256, stride
+128, batch 8, on the CPU: (a) the naive reference, a faithful re-implementation of the
+method's PyTorch test loop (whole tile as float32, a float64 H x W x classes score array,
+one copy per patch, the method's window generator), (b) eoseg's Predictor streaming the
+GeoTIFF (uniform blending, no autocast, batch norm folded, channels_last). Each runs in
+its own process so that its peak RSS is its own. ``memory`` writes a synthetic GeoTIFF
+(tiles of the sample generator) and labels it with inference's label_raster and a small
+SegNet, then does the same for a raster ``--taller`` times taller.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+
+from eoseg.config import load_config  # noqa: E402
+
+WINDOW, STRIDE, BATCH = 256, 128, 8
+
+
+# ---------------------------------------------------------------- the naive reference
+def method_sliding_window(top, step, window_size):
+    """The method's window generator (it repeats the last window when the stride overshoots)."""
+    for x in range(0, top.shape[0], step):
+        if x + window_size[0] > top.shape[0]:
+            x = top.shape[0] - window_size[0]
+        for y in range(0, top.shape[1], step):
+            if y + window_size[1] > top.shape[1]:
+                y = top.shape[1] - window_size[1]
+            yield x, y, window_size[0], window_size[1]
+
+
+def method_grouper(n, iterable):
+    it = iter(iterable)
+    while True:
+        chunk = tuple(itertools.islice(it, n))
+        if not chunk:
+            return
+        yield chunk
+
+
+def naive_labels(model, tif: Path, num_classes: int) -> tuple[np.ndarray, int]:
+    import rasterio
+
+    with rasterio.open(tif) as src:
+        img = 1 / 255 * np.asarray(np.moveaxis(src.read(), 0, -1), dtype="float32")
+    pred = np.zeros(img.shape[:2] + (num_classes,))
+    windows = 0
+    with torch.no_grad():
+        for coords in method_grouper(BATCH, method_sliding_window(img, step=STRIDE, window_size=(WINDOW, WINDOW))):
+            image_patches = [np.copy(img[x:x + w, y:y + h]).transpose((2, 0, 1)) for x, y, w, h in coords]
+            image_patches = torch.from_numpy(np.asarray(image_patches))
+            outs = model(image_patches).data.cpu().numpy()
+            for out, (x, y, w, h) in zip(outs, coords):
+                pred[x:x + w, y:y + h] += out.transpose((1, 2, 0))
+            windows += len(coords)
+    return np.argmax(pred, axis=-1).astype(np.uint8), windows
+
+
+def eoseg_labels(model, tif: Path, cfg) -> tuple[np.ndarray, int]:
+    import rasterio
+    from rasterio.windows import Window
+
+    from eoseg.geometry import count_windows
+    from eoseg.normalization import Normalization
+    from eoseg.predict import Predictor
+
+    predictor = Predictor(model, Normalization.from_config(cfg), WINDOW, STRIDE, BATCH, "cpu")
+    with rasterio.open(tif) as src:
+        labels = np.empty((src.height, src.width), dtype=np.uint8)
+        read = lambda a, b: src.read(window=Window(0, a, src.width, b - a))  # noqa: E731
+        for block in predictor.stream(read, src.height, src.width, cfg.INFER_BLOCK_ROWS):
+            labels[block.row:block.row + block.scores.shape[1]] = block.scores.argmax(0).numpy()
+        return labels, count_windows(src.height, src.width, WINDOW, STRIDE)
+
+
+# ---------------------------------------------------------------- child processes
+def child(args) -> None:
+    """Run one variant and print its timings as JSON (the parent reads the peak RSS)."""
+    from eoseg.checkpoint import load_model
+
+    cfg = load_config(overrides=[f"MODEL_WIDTH={args.width}"])
+    model, _ = load_model(args.weights, cfg)
+    model.eval()
+    torch.set_num_threads(os.cpu_count())
+    start = time.perf_counter()
+    if args.variant == "naive":
+        labels, windows = naive_labels(model, Path(args.tif), cfg.num_classes)
+    else:
+        labels, windows = eoseg_labels(model, Path(args.tif), cfg)
+    seconds = time.perf_counter() - start
+    np.save(args.labels, labels)
+    print(json.dumps({"seconds": seconds, "windows": windows, "pixels": int(labels.size)}))
+
+
+def run_child(arguments: list[str]) -> tuple[dict, float]:
+    """Run this script as a child; return its JSON output and its peak RSS in MiB."""
+    process = subprocess.Popen([sys.executable, __file__, *arguments], stdout=subprocess.PIPE, text=True)
+    _, status, usage = os.wait4(process.pid, 0)
+    output = process.stdout.read()
+    process.stdout.close()
+    if status != 0:
+        raise SystemExit(f"child {arguments} failed with status {status}")
+    return json.loads(output.strip().splitlines()[-1]), usage.ru_maxrss / 1024
+
+
+def machine() -> str:
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), platform.processor())
+    return f"{os.cpu_count()} CPU cores ({cpu}), torch {torch.__version__}, Python {platform.python_version()}"
+
+
+# ---------------------------------------------------------------- commands
+def write_sample_tif(path: Path, height: int, width: int, seed: int = 0) -> None:
+    """A synthetic IRRG GeoTIFF tiled from sample-generator scenes, written block by block."""
+    from rasterio.crs import CRS
+    from rasterio.transform import from_origin
+
+    from eoseg.io import RasterInfo, RasterWriter
+    from eoseg.sample import generate_scene
+
+    tile = 512
+    rng = np.random.default_rng(seed)
+    scenes = [generate_scene((tile, tile), np.random.default_rng([seed, i]))[0] for i in range(8)]
+    info = RasterInfo(path, width, height, 3, "uint8", CRS.from_epsg(32632), from_origin(496000, 5420000, 0.09, 0.09), None)
+    with RasterWriter(path, info, 3, "uint8") as writer:
+        for top in range(0, height, tile):
+            rows = min(tile, height - top)
+            strip = np.concatenate([scenes[i] for i in rng.integers(0, 8, -(-width // tile))], axis=2)
+            writer.write(np.ascontiguousarray(strip[:, :rows, :width]), top)
+
+
+def compare(args) -> None:
+    from eoseg.checkpoint import save_checkpoint
+    from eoseg.models import model_from_config
+
+    work = Path(args.workdir)
+    work.mkdir(parents=True, exist_ok=True)
+    tif = work / f"compare_{args.size}.tif"
+    if not tif.exists():
+        write_sample_tif(tif, args.size, args.size)
+    cfg = load_config(overrides=[f"MODEL_WIDTH={args.width}"])
+    torch.manual_seed(0)
+    weights = save_checkpoint(work / f"segnet_w{args.width}.pt", cfg, model_from_config(cfg), iteration=0)
+    results = {}
+    for variant in ("naive", "eoseg"):
+        labels = work / f"labels_{variant}.npy"
+        timing, rss = run_child(["child", "--variant", variant, "--tif", str(tif), "--weights", str(weights),
+                                 "--width", str(args.width), "--labels", str(labels)])
+        results[variant] = {**timing, "rss": rss, "labels": np.load(labels)}
+    same = float((results["naive"]["labels"] == results["eoseg"]["labels"]).mean())
+    print(f"machine: {machine()}")
+    print(f"tile {args.size} x {args.size}, SegNet width {args.width}, window {WINDOW}, stride {STRIDE}, batch {BATCH}, CPU")
+    print(f"{'':8}{'seconds':>9}{'Mpx/s':>9}{'windows':>9}{'windows/s':>11}{'peak RSS':>11}")
+    for variant, r in results.items():
+        print(f"{variant:8}{r['seconds']:9.1f}{r['pixels'] / r['seconds'] / 1e6:9.3f}{r['windows']:9d}"
+              f"{r['windows'] / r['seconds']:11.2f}{r['rss']:8.0f} MiB")
+    speedup = results["naive"]["seconds"] / results["eoseg"]["seconds"]
+    per_window = (results["eoseg"]["windows"] / results["eoseg"]["seconds"]) / (results["naive"]["windows"] / results["naive"]["seconds"])
+    print(f"throughput ratio eoseg / naive: {speedup:.2f}x (per window {per_window:.2f}x); identical labels: {100 * same:.3f}%")
+
+
+def memory(args) -> None:
+    work = Path(args.workdir)
+    work.mkdir(parents=True, exist_ok=True)
+    print(f"machine: {machine()}")
+    for factor in (1, args.taller):
+        height = args.size * factor
+        tif = work / f"huge_{args.size}x{height}.tif"
+        if not tif.exists():
+            start = time.perf_counter()
+            write_sample_tif(tif, height, args.size)
+            print(f"wrote {tif} ({tif.stat().st_size / 2**20:.0f} MiB) in {time.perf_counter() - start:.0f} s")
+        timing, rss = run_child(["label", "--tif", str(tif), "--width", str(args.width), "--out", str(work / "out")])
+        print(f"{args.size} x {height}: peak RSS {rss:.0f} MiB, {timing['seconds']:.0f} s, "
+              f"{timing['pixels'] / timing['seconds'] / 1e6:.2f} Mpx/s (SegNet width {args.width}, window {WINDOW}, "
+              f"stride {WINDOW}, block rows {timing['block_rows']})")
+
+
+def label(args) -> None:
+    """Label one raster with eoseg's inference path (outputs written) and report its time."""
+    from eoseg.checkpoint import save_checkpoint
+    from eoseg.infer import Job, label_raster, make_predictor
+    from eoseg.io import raster_info
+    from eoseg.models import model_from_config
+    from eoseg.normalization import Normalization
+
+    cfg = load_config(overrides=[f"MODEL_WIDTH={args.width}", f"WINDOW={WINDOW}", f"STRIDE={WINDOW}",
+                                 "WRITE_PREVIEW=False", "WRITE_COLOR=False", "DEVICE=cpu"])
+    torch.manual_seed(0)
+    model = model_from_config(cfg)
+    save_checkpoint(Path(args.out) / "weights.pt", cfg, model, iteration=0)  # as a user's run would load it
+    info = raster_info(args.tif)
+    predictor = make_predictor(cfg, model, Normalization.from_config(cfg), torch.device("cpu"))
+    start = time.perf_counter()
+    label_raster(cfg, predictor, Job(info, info.path.stem), Path(args.out))
+    print(json.dumps({"seconds": time.perf_counter() - start, "pixels": info.width * info.height, "block_rows": cfg.INFER_BLOCK_ROWS}))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+    work = str(Path(tempfile.gettempdir()) / "eoseg-bench")
+    p = commands.add_parser("compare", help="naive reference vs eoseg: throughput, peak RSS, labels")
+    p.add_argument("--size", type=int, default=1024)
+    p.add_argument("--width", type=float, default=1.0, help="SegNet width multiplier (1.0 = full SegNet)")
+    p.add_argument("--workdir", default=work)
+    p = commands.add_parser("memory", help="peak RSS labeling a huge raster and one --taller times taller")
+    p.add_argument("--size", type=int, default=20000)
+    p.add_argument("--taller", type=int, default=4)
+    p.add_argument("--width", type=float, default=0.0625, help="a small SegNet keeps the run short")
+    p.add_argument("--workdir", default=work)
+    p = commands.add_parser("child")
+    p.add_argument("--variant", choices=["naive", "eoseg"])
+    p.add_argument("--tif")
+    p.add_argument("--weights")
+    p.add_argument("--width", type=float)
+    p.add_argument("--labels")
+    p = commands.add_parser("label")
+    p.add_argument("--tif")
+    p.add_argument("--width", type=float)
+    p.add_argument("--out")
+    args = parser.parse_args()
+    {"compare": compare, "memory": memory, "child": child, "label": label}[args.command](args)
+
+
+if __name__ == "__main__":
+    main()
