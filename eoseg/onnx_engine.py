@@ -1,0 +1,136 @@
+"""Running a network with ONNX Runtime instead of PyTorch.
+
+:func:`export_onnx` writes a model as ONNX with dynamic batch, height and width (height
+and width multiples of 32: SegNet pools five times by 2), with the eoseg weights record
+(classes, bands, normalisation) in the file's metadata, so that an .onnx file is checked
+against the config like any other weights file. It uses torch's ``torch.export``-based
+exporter (``dynamo=True``, needs onnxscript): the TorchScript exporter fails on
+``MaxUnpool2d`` with a given output size.
+
+:class:`OnnxModel` stands in for the torch module in :class:`eoseg.predict.Predictor`:
+it is called with an (N, C, H, W) float32 tensor and returns the logits as a tensor on
+the same device, and ``eval()`` / ``to()`` return it unchanged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+import json
+import logging
+import warnings
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import onnx
+import onnxruntime
+import torch
+from torch import nn
+
+from eoseg.config import Config
+from eoseg.errors import EosegError
+from eoseg.io import atomic_path
+from eoseg.weights import METADATA_KEY, check_weights_record
+
+INPUT, OUTPUT = "image", "logits"
+SIZE_MULTIPLE = 32  # 2 ** number of poolings
+MAX_SIDE = SIZE_MULTIPLE * 2048
+
+
+@contextlib.contextmanager
+def _quiet_exporter() -> Iterator[None]:
+    """The exporter logs and prints notes about optional packages and empty attributes; keep script output clean."""
+    loggers = [logging.getLogger(name) for name in ("torch.onnx", "torch._dynamo", "torch.export", "onnxscript", "onnx_ir")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
+
+
+def to_onnx(model: nn.Module) -> onnx.ModelProto:
+    """Export a CPU copy of ``model`` in eval mode, with dynamic batch, height and width."""
+    model = copy.deepcopy(model).cpu().eval()
+    # batch 2 and a non-square size keep the exporter from specialising any dimension
+    example = torch.zeros(2, model.in_channels, 2 * SIZE_MULTIPLE, 3 * SIZE_MULTIPLE)
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    height = SIZE_MULTIPLE * torch.export.Dim("height_blocks", min=1, max=MAX_SIDE // SIZE_MULTIPLE)
+    width = SIZE_MULTIPLE * torch.export.Dim("width_blocks", min=1, max=MAX_SIDE // SIZE_MULTIPLE)
+    try:
+        with _quiet_exporter():
+            program = torch.onnx.export(model, (example,), dynamo=True, input_names=[INPUT], output_names=[OUTPUT],
+                                        dynamic_shapes=({0: batch, 2: height, 3: width},), verbose=False)
+    except Exception as err:  # the exporter raises many types; the message says what failed
+        raise EosegError(f"ONNX export failed: {type(err).__name__}: {str(err).splitlines()[0]}") from None
+    return program.model_proto
+
+
+def export_onnx(model: nn.Module, path: str | Path, record: dict) -> Path:
+    """Write ``model`` as ONNX to ``path`` atomically, with ``record`` (see eoseg.weights) in its metadata."""
+    proto = to_onnx(model)
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = METADATA_KEY, json.dumps(record)
+    with atomic_path(path) as tmp:
+        onnx.save(proto, str(tmp))
+    return Path(path)
+
+
+class OnnxModel:
+    """An ONNX Runtime session that a Predictor can call like the torch model it replaces."""
+
+    def __init__(self, model: str | Path | bytes, source: str = "ONNX model"):
+        available = onnxruntime.get_available_providers()
+        providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
+        options = onnxruntime.SessionOptions()
+        options.log_severity_level = 3  # errors only
+        try:
+            self.session = onnxruntime.InferenceSession(model if isinstance(model, bytes) else str(model),
+                                                        sess_options=options, providers=providers)
+        except Exception as err:  # onnxruntime raises its own untyped errors for unreadable models
+            raise EosegError(f"{source}: cannot be loaded by ONNX Runtime ({str(err).splitlines()[0]})") from None
+        self.source = source
+        self.providers = self.session.get_providers()
+
+    @classmethod
+    def from_module(cls, model: nn.Module) -> "OnnxModel":
+        """Export ``model`` in memory and run it with ONNX Runtime."""
+        return cls(to_onnx(model).SerializeToString(), f"{type(model).__name__} exported to ONNX")
+
+    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+        height, width = batch.shape[-2:]
+        if height % SIZE_MULTIPLE or width % SIZE_MULTIPLE:
+            raise EosegError(f"{self.source}: inputs must be multiples of {SIZE_MULTIPLE} px, got {height} x {width}; "
+                             f"set WINDOW to a multiple of {SIZE_MULTIPLE}")
+        pixels = batch.detach().to("cpu", torch.float32).numpy()
+        (logits,) = self.session.run([OUTPUT], {INPUT: np.ascontiguousarray(pixels)})
+        return torch.from_numpy(logits).to(batch.device)
+
+    def eval(self) -> "OnnxModel":
+        return self
+
+    def to(self, device) -> "OnnxModel":
+        return self  # outputs follow the input's device
+
+
+def load_onnx(path: str | Path, cfg: Config) -> tuple[OnnxModel, dict]:
+    """An exported .onnx file as an :class:`OnnxModel`, with its record checked against ``cfg``."""
+    path = Path(path)
+    if not path.is_file():
+        raise EosegError(f"weights file not found: {path}")
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception as err:  # protobuf decode errors
+        raise EosegError(f"{path}: not a readable ONNX file ({str(err).splitlines()[0]})") from None
+    metadata = {entry.key: entry.value for entry in proto.metadata_props}
+    if METADATA_KEY not in metadata:
+        raise EosegError(f"{path}: no eoseg record in its metadata; export it with export_onnx.py")
+    record = json.loads(metadata[METADATA_KEY])
+    check_weights_record(record, cfg, f"weights {path}")
+    return OnnxModel(path, str(path)), record

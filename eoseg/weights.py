@@ -1,0 +1,147 @@
+"""Every kind of weights file inference accepts, loaded safely and checked against the config.
+
+``load_weights(path, cfg)`` dispatches on the suffix:
+
+- ``.pt`` / ``.pth``: an eoseg checkpoint (:mod:`eoseg.checkpoint`), unpickled with
+  ``weights_only=True`` so that a crafted file cannot run code;
+- ``.safetensors``: tensors plus the eoseg record in the file's header metadata (the
+  format holds no code at all, only a JSON header and raw tensor bytes);
+- ``.caffemodel``: the method's published Caffe weights (:mod:`eoseg.caffe.segnet`);
+- ``.onnx``: a model exported by export_onnx.py, run with ONNX Runtime.
+
+Each comes back with the :class:`~eoseg.normalization.Normalization` it expects. Weights
+trained by eoseg expect the config's normalisation (a mismatch is refused). Weights
+imported from Caffe impose their own preprocessing (reversed band order, mean pixel on the
+0..255 scale), which a config cannot express: their record says so, and the recorded
+normalisation is applied while everything else (classes, bands, palette) is still checked.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Sequence
+
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+from torch import nn
+
+from eoseg.caffe.segnet import caffe_normalization, mean_pixel_for, parse_mean_pixel, read_caffe_segnet
+from eoseg.checkpoint import check_checkpoint, load_model
+from eoseg.config import Config
+from eoseg.errors import EosegError
+from eoseg.io import atomic_path
+from eoseg.metadata import data_signature
+from eoseg.models import MODELS, build_model
+from eoseg.normalization import Normalization
+
+FORMAT = "eoseg-weights-1"
+METADATA_KEY = "eoseg"  # safetensors header / ONNX metadata_props key holding the record as JSON
+SUFFIXES = (".pt", ".pth", ".safetensors", ".caffemodel", ".onnx")
+
+
+def model_record_of(model: nn.Module) -> dict:
+    """What :func:`eoseg.checkpoint.model_record` records, read from a built model."""
+    name = next((name for name, cls in MODELS.items() if type(model) is cls), None)
+    if name is None:
+        raise EosegError(f"{type(model).__name__} is not a model of the registry ({', '.join(MODELS)})")
+    return {"name": name, "in_channels": model.in_channels, "num_classes": model.num_classes, "width": float(model.width)}
+
+
+def weights_record(model: nn.Module, signature: dict, imposed_normalization: bool, origin: str) -> dict:
+    """The self-description stored in .safetensors and .onnx files.
+
+    ``imposed_normalization``: the weights dictate ``signature["normalization"]`` (Caffe
+    imports); otherwise it is the config's and must match the consumer's.
+    """
+    return {"format": FORMAT, "model": model_record_of(model), "signature": signature,
+            "imposed_normalization": bool(imposed_normalization), "origin": origin}
+
+
+def check_weights_record(record: dict, cfg: Config, source: str) -> None:
+    """Refuse weights made for other classes, bands, palette or (unless imposed) normalisation."""
+    if not isinstance(record, dict) or record.get("format") != FORMAT:
+        raise EosegError(f"{source}: no {FORMAT!r} record; not written by eoseg")
+    signature = record["signature"]
+    if record.get("imposed_normalization"):
+        # applied as recorded, so the config's normalisation is irrelevant to these weights
+        signature = {**signature, "normalization": Normalization.from_config(cfg).record()}
+    check_checkpoint({"model": record["model"], "signature": signature}, cfg, source)
+
+
+def read_weights(path: str | Path, cfg: Config, caffe_mean: str | Sequence[float] | None = None) -> tuple[nn.Module, dict]:
+    """The model in ``path`` (on CPU, in eval mode) and its record, checked against ``cfg``.
+
+    ``caffe_mean`` (.caffemodel only): the mean pixel the Caffe weights were trained with,
+    a name of :data:`eoseg.caffe.segnet.PUBLISHED_MEAN_PIXELS` or values in the network's
+    (reversed) band order; by default the published one for the config's DATASET.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    source = f"weights {path}"
+    if caffe_mean is not None and suffix != ".caffemodel":
+        raise EosegError(f"{path}: a Caffe mean pixel applies to .caffemodel weights only")
+    if suffix in (".pt", ".pth"):
+        model, payload = load_model(path, cfg)
+        record = {"format": FORMAT, "model": payload["model"], "signature": payload["signature"],
+                  "imposed_normalization": False, "origin": path.name}
+    elif suffix == ".safetensors":
+        model, record = _read_safetensors(path, cfg, source)
+    elif suffix == ".caffemodel":
+        model = read_caffe_segnet(path)
+        if caffe_mean is None:
+            mean = mean_pixel_for(cfg.DATASET, str(path))
+        else:
+            mean = parse_mean_pixel(caffe_mean) if isinstance(caffe_mean, str) else tuple(map(float, caffe_mean))
+        if len(mean) != model.in_channels:
+            raise EosegError(f"{path}: the mean pixel has {len(mean)} values but the network takes {model.in_channels} bands")
+        signature = {**data_signature(cfg), "normalization": caffe_normalization(mean).record()}
+        record = weights_record(model, signature, imposed_normalization=True, origin=path.name)
+        check_weights_record(record, cfg, source)
+    elif suffix == ".onnx":
+        from eoseg.onnx_engine import load_onnx  # onnxruntime is imported only when an ONNX file is used
+
+        model, record = load_onnx(path, cfg)
+    else:
+        raise EosegError(f"{path}: unknown weights format {path.suffix!r}; use one of {', '.join(SUFFIXES)}")
+    return model.eval(), record
+
+
+def load_weights(path: str | Path, cfg: Config, caffe_mean: str | Sequence[float] | None = None) -> tuple[nn.Module, Normalization]:
+    """The model in ``path`` and the normalisation its inputs need (see :func:`read_weights`)."""
+    model, record = read_weights(path, cfg, caffe_mean)
+    return model, Normalization.from_record(record["signature"]["normalization"])
+
+
+def save_safetensors(path: str | Path, model: nn.Module, record: dict) -> Path:
+    """Write ``model``'s tensors and ``record`` (in the header metadata) as .safetensors, atomically."""
+    path = Path(path)
+    if path.suffix.lower() != ".safetensors":
+        raise EosegError(f"{path}: safetensors files must end in .safetensors")
+    tensors = {key: value.detach().cpu().contiguous() for key, value in model.state_dict().items()}
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={METADATA_KEY: json.dumps(record)})
+    return path
+
+
+def _read_safetensors(path: Path, cfg: Config, source: str) -> tuple[nn.Module, dict]:
+    if not path.is_file():
+        raise EosegError(f"weights file not found: {path}")
+    try:
+        with safe_open(str(path), framework="pt") as file:
+            metadata = file.metadata() or {}
+            tensors = {key: file.get_tensor(key) for key in file.keys()}
+    except (SafetensorError, OSError, ValueError) as err:
+        raise EosegError(f"{path}: not a readable safetensors file ({str(err).splitlines()[0]})") from None
+    try:
+        record = json.loads(metadata[METADATA_KEY])
+    except (KeyError, json.JSONDecodeError):
+        raise EosegError(f"{path}: no eoseg record in its metadata; convert it with convert_weights.py") from None
+    check_weights_record(record, cfg, source)
+    spec = record["model"]
+    model = build_model(spec["name"], spec["in_channels"], spec["num_classes"], spec["width"])
+    try:
+        model.load_state_dict(tensors)
+    except RuntimeError as err:
+        raise EosegError(f"{path}: weights do not fit model {spec['name']} ({str(err).splitlines()[0]})") from None
+    return model, record

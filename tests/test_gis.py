@@ -1,0 +1,152 @@
+"""eoseg.gis and polygonize.py: Cloud-Optimized GeoTIFFs and class polygons for GIS software."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import rasterio
+import rasterio.features
+import shapely
+from pyogrio.raw import read as read_vector
+from rasterio.transform import from_origin
+
+from eoseg.errors import EosegError
+from eoseg.gis import polygonize_labels, to_cog
+
+from .conftest import SHARED, run_script
+from .test_scripts import assert_one_line_error
+
+CLASSES = ["impervious surfaces", "building", "low vegetation", "tree", "car", "clutter"]
+IGNORE = 255
+PIXEL = 0.5  # metres
+TRANSFORM = from_origin(500000.0, 5400000.0, PIXEL, PIXEL)  # UTM zone 32N
+
+
+def write_labels(path, labels, crs="EPSG:32632", transform=TRANSFORM, nodata=None):
+    with rasterio.open(path, "w", driver="GTiff", width=labels.shape[1], height=labels.shape[0], count=1,
+                       dtype=labels.dtype, crs=crs, transform=transform, nodata=nodata) as dst:
+        dst.write(labels, 1)
+        if labels.dtype == np.uint8:
+            dst.write_colormap(1, {i: (40 * i, 255 - 40 * i, 0, 255) for i in range(len(CLASSES))})
+    return path
+
+
+def scene(height=180, width=240, seed=0) -> np.ndarray:
+    """Blocky regions of every class, single-pixel islands, holes, and ignored pixels."""
+    rng = np.random.default_rng(seed)
+    labels = np.kron(rng.integers(0, len(CLASSES), (height // 12, width // 12)), np.ones((12, 12), np.int64)).astype(np.uint8)
+    islands = rng.random(labels.shape) < 0.003
+    labels[islands] = (labels[islands] + 1) % len(CLASSES)
+    labels[:6, :9] = IGNORE
+    return labels
+
+
+def rasterized(path, shape, transform):
+    meta, _, geometries, (class_ids, class_names) = read_vector(path)
+    polygons = shapely.from_wkb(geometries)
+    burnt = rasterio.features.rasterize(zip(polygons, class_ids), out_shape=shape, transform=transform, fill=IGNORE, dtype="uint8")
+    return meta, polygons, class_ids, class_names, burnt
+
+
+@pytest.mark.parametrize("suffix", [".gpkg", ".geojson"])
+def test_polygons_reproduce_the_label_map(tmp_path, suffix):
+    labels = scene()
+    source = write_labels(tmp_path / "labels.tif", labels)
+    summary = polygonize_labels(source, tmp_path / f"classes{suffix}", CLASSES, [IGNORE])
+    meta, polygons, class_ids, class_names, burnt = rasterized(summary.path, labels.shape, TRANSFORM)
+    assert meta["crs"] == "EPSG:32632" and summary.crs == "EPSG:32632"
+    assert meta["geometry_type"] == "Polygon" and list(meta["fields"]) == ["class_id", "class_name"]
+    assert summary.features == len(polygons) > 100
+    assert (burnt == labels).mean() >= 0.99
+    assert (burnt == labels).all()  # without simplification the polygons follow the pixel edges exactly
+    assert [CLASSES[i] for i in class_ids] == list(class_names)
+    assert set(class_ids) == set(range(len(CLASSES)))
+
+
+def test_min_area_and_simplification(tmp_path):
+    labels = scene(seed=1)
+    source = write_labels(tmp_path / "labels.tif", labels)
+    min_area = 4 * PIXEL * PIXEL  # regions under four pixels go
+    summary = polygonize_labels(source, tmp_path / "simple.gpkg", CLASSES, [IGNORE], simplify=2 * PIXEL, min_area=min_area)
+    _, polygons, _, _, burnt = rasterized(summary.path, labels.shape, TRANSFORM)
+    exact = polygonize_labels(source, tmp_path / "exact.gpkg", CLASSES, [IGNORE])
+    assert summary.dropped > 0 and summary.features == exact.features - summary.dropped
+    assert shapely.is_valid(polygons).all()
+    assert min(shapely.area(polygons)) >= min_area * 0.5  # simplification moves edges a little
+    # simplified together, neighbours stay edge to edge: no overlaps, and the islands' holes are filled
+    union = shapely.union_all(polygons)
+    assert shapely.area(polygons).sum() == pytest.approx(union.area, rel=1e-6)
+    assert union.area == pytest.approx((labels != IGNORE).sum() * PIXEL * PIXEL, rel=0.01)
+    assert sum(len(p.interiors) for p in polygons) < sum(len(p.interiors) for p in shapely.from_wkb(read_vector(exact.path)[2]))
+    assert (burnt == labels).mean() > 0.95
+
+
+def test_nodata_and_ignored_pixels_get_no_polygon(tmp_path):
+    labels = scene().astype(np.int16)
+    labels[-10:, -10:] = -1
+    source = write_labels(tmp_path / "labels.tif", labels, nodata=-1)
+    summary = polygonize_labels(source, tmp_path / "classes.gpkg", CLASSES, [IGNORE])
+    burnt = rasterized(summary.path, labels.shape, TRANSFORM)[-1]
+    assert (burnt[-10:, -10:] == IGNORE).all() and (burnt[:6, :9] == IGNORE).all()
+
+
+def test_labels_outside_the_classes_are_refused(tmp_path):
+    labels = scene()
+    labels[50, 50] = 9
+    source = write_labels(tmp_path / "labels.tif", labels)
+    with pytest.raises(EosegError, match=r"class ids \[9\] but there are 6 classes"):
+        polygonize_labels(source, tmp_path / "classes.gpkg", CLASSES, [IGNORE])
+    with pytest.raises(EosegError, match="unsupported vector format"):
+        polygonize_labels(source, tmp_path / "classes.shp", CLASSES, [IGNORE])
+
+
+@pytest.mark.skipif(not (SHARED / "geotiff_real").is_dir(), reason="../shared/data/geotiff_real is not present")
+def test_real_building_mask_on_its_utm_grid(tmp_path):
+    # a real building footprint mask (0 / 255) and the real UTM GeoTIFF of the same 900 x 900 grid
+    with rasterio.open(SHARED / "geotiff_real" / "sample_fp_mask.tif") as mask, \
+         rasterio.open(SHARED / "geotiff_real" / "sample_geotiff.tif") as grid:
+        labels = (mask.read(1) > 0).astype(np.uint8)
+        crs, transform = grid.crs, grid.transform
+    source = write_labels(tmp_path / "buildings.tif", labels, crs=crs, transform=transform)
+    summary = polygonize_labels(source, tmp_path / "buildings.gpkg", ["background", "building"])
+    meta, polygons, class_ids, _, burnt = rasterized(summary.path, labels.shape, transform)
+    assert meta["crs"] == "EPSG:32616"
+    assert (burnt == labels).mean() >= 0.99
+    assert (np.asarray(class_ids) == 1).sum() > 10  # many separate buildings
+
+
+def test_cloud_optimized_geotiff(tmp_path):
+    labels = np.kron(scene(height=300, width=360, seed=2), np.ones((3, 3), np.uint8))  # 900 x 1080
+    source = write_labels(tmp_path / "labels.tif", labels)
+    cog = to_cog(source, tmp_path / "out" / "labels_cog.tif", blocksize=256)
+    assert sorted(p.name for p in cog.parent.iterdir()) == ["labels_cog.tif"]
+    with rasterio.open(source) as src, rasterio.open(cog) as dst:
+        assert dst.tags(ns="IMAGE_STRUCTURE")["LAYOUT"] == "COG"
+        assert dst.block_shapes[0] == (256, 256)
+        factors = dst.overviews(1)
+        assert factors[:2] == [2, 4] and max(labels.shape) / factors[-1] <= 256  # down to one block
+        assert (dst.crs, dst.transform) == (src.crs, src.transform)
+        assert dst.colormap(1)[1] == src.colormap(1)[1]
+        assert np.array_equal(dst.read(1), labels)
+        # the overview holds class ids only (nearest neighbour), never blends of them
+        overview = dst.read(1, out_shape=(labels.shape[0] // 4, labels.shape[1] // 4))
+        assert set(np.unique(overview)) <= set(np.unique(labels))
+    # in place: the finished GeoTIFF is replaced by its COG only once that is complete
+    to_cog(source, source)
+    with rasterio.open(source) as converted:
+        assert converted.tags(ns="IMAGE_STRUCTURE")["LAYOUT"] == "COG" and np.array_equal(converted.read(1), labels)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["labels.tif", "out"]
+    with pytest.raises(EosegError, match="must end in .tif"):
+        to_cog(source, tmp_path / "labels.png")
+
+
+def test_polygonize_script(tmp_path):
+    source = write_labels(tmp_path / "labels.tif", scene())
+    out = tmp_path / "vector" / "classes.gpkg"
+    result = run_script("polygonize.py", str(source), "--out", str(out), "--min-area", "1", "--simplify", "0.5")
+    assert result.returncode == 0, result.stderr
+    assert "polygons to" in result.stdout and "EPSG:32632" in result.stdout
+    assert sorted(p.name for p in out.parent.iterdir()) == ["classes.gpkg", "config.polygonize.json"]
+    help_text = run_script("polygonize.py", "--help")
+    assert help_text.returncode == 0 and "--min-area A" in help_text.stdout and "KEY=VALUE" in help_text.stdout
+    assert_one_line_error(run_script("polygonize.py", str(tmp_path / "nope.tif"), "--out", str(out)), "label map not found")

@@ -1,0 +1,93 @@
+"""eoseg.onnx_engine and export_onnx.py: ONNX Runtime gives PyTorch's scores."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import export_onnx as export_onnx_script
+from eoseg.checkpoint import save_checkpoint
+from eoseg.config import load_config
+from eoseg.errors import EosegError
+from eoseg.onnx_engine import OnnxModel
+from eoseg.predict import Predictor
+from eoseg.weights import load_weights
+
+from .conftest import run_script
+from .test_checkpoint import trained_like_model
+from .test_scripts import assert_one_line_error
+
+TINY = ["MODEL_WIDTH=0.125"]
+
+
+@pytest.fixture(scope="module")
+def cfg():
+    return load_config(overrides=TINY)
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory, cfg):
+    """A tiny trained-like network as a checkpoint, exported once by the script as a user would."""
+    folder = tmp_path_factory.mktemp("onnx")
+    model = trained_like_model(cfg, seed=7)
+    checkpoint = save_checkpoint(folder / "model.pt", cfg, model, iteration=1)
+    out = folder / "export" / "model.onnx"
+    result = run_script("export_onnx.py", str(checkpoint), "--out", str(out), *TINY)
+    assert result.returncode == 0, result.stderr
+    assert "ONNX Runtime matches PyTorch" in result.stdout
+    assert sorted(p.name for p in out.parent.iterdir()) == ["config.export_onnx.json", "model.onnx"]
+    return model, out
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 64, 96), (1, 3, 128, 128)])
+def test_onnx_runtime_matches_pytorch(exported, cfg, shape):
+    model, path = exported
+    engine, normalization = load_weights(path, cfg)
+    assert isinstance(engine, OnnxModel) and normalization.record() == {"mean": [0.0] * 3, "std": [255.0] * 3}
+    x = torch.randn(*shape, generator=torch.Generator().manual_seed(1)) * 2
+    with torch.no_grad():
+        expected = model(x)
+    got = engine(x)
+    assert got.shape == expected.shape and got.dtype == torch.float32
+    assert (got - expected).abs().max() < 1e-3
+    assert expected.amax() - expected.amin() > 100 * 1e-3  # scores spread far beyond the tolerance
+
+
+def test_onnx_model_stands_in_for_the_torch_model(exported, cfg):
+    model, path = exported
+    engine, normalization = load_weights(path, cfg)
+    assert engine.eval() is engine and engine.to("cpu") is engine
+    image = np.random.default_rng(0).integers(0, 256, (3, 100, 150), dtype=np.uint8)
+    settings = dict(normalization=normalization, window=64, stride=32, batch_size=3)
+    torch_scores = Predictor(model, **settings).scores(image)
+    onnx_scores = Predictor(engine, **settings).scores(image)
+    assert (onnx_scores - torch_scores).abs().max() < 1e-3
+
+
+def test_sizes_that_are_not_multiples_of_32_are_refused(exported, cfg):
+    engine, _ = load_weights(exported[1], cfg)
+    with pytest.raises(EosegError, match="multiples of 32 px, got 64 x 80; set WINDOW"):
+        engine(torch.zeros(1, 3, 64, 80))
+
+
+def test_exported_file_is_checked_against_the_config(exported):
+    five = load_config(overrides=TINY + [
+        "CLASS_NAMES=['impervious surfaces', 'building', 'low vegetation', 'tree', 'car']",
+        "PALETTE=[[255, 255, 255], [0, 0, 255], [0, 255, 255], [0, 255, 0], [255, 255, 0]]",
+    ])
+    with pytest.raises(EosegError, match="trained for 6 classes, but the config has 5"):
+        load_weights(exported[1], five)
+
+
+def test_export_script_errors_are_one_line(tmp_path, exported):
+    result = run_script("export_onnx.py", "--help")
+    assert result.returncode == 0 and "--out FILE" in result.stdout and "KEY=VALUE" in result.stdout
+    assert_one_line_error(run_script("export_onnx.py", str(tmp_path / "nope.pt"), "--out", str(tmp_path / "m.onnx")),
+                          "weights file not found")
+    with pytest.raises(EosegError, match="already an ONNX file"):
+        export_onnx_script.main([str(exported[1]), "--out", str(tmp_path / "m.onnx")])
+    not_onnx = tmp_path / "garbage.onnx"
+    not_onnx.write_bytes(b"\x00garbage")
+    with pytest.raises(EosegError, match="not a readable ONNX file"):
+        load_weights(not_onnx, load_config(overrides=TINY))
