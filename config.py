@@ -57,7 +57,7 @@ VGG16_BN_WEIGHTS = ""  # local torchvision vgg16_bn state dict to initialise the
 
 # ---------------------------------------------------------------- training (training.py)
 TRAIN_SOURCE = "lmdb"  # "lmdb": the packed patches; "tiles": random crops straight from the tiles
-BATCH_SIZE = 16  # patches per step
+BATCH_SIZE = 16  # patches per step and per process (under torchrun the step sees BATCH_SIZE x processes)
 ITERATIONS = 600  # optimisation steps (the sample reaches >90% OA in ~4 min on 2 CPU cores)
 BASE_LR = 0.05  # learning rate of the decoder
 ENCODER_LR_FACTOR = 0.5  # the encoder learns at BASE_LR * this (the method: half)
@@ -65,12 +65,19 @@ MOMENTUM = 0.9
 WEIGHT_DECAY = 5e-4
 LR_STEPS = [400, 520]  # iterations at which the learning rate is divided by 10
 CLASS_WEIGHTS = []  # per-class loss weights ([] = all equal)
-RANDOM_FLIPS = True  # random flips / 90-degree rotations of each training batch
+MEDIAN_FREQUENCY_WEIGHTS = False  # weight the loss by median frequency balancing of the training labels (SegNet's weighting), instead of CLASS_WEIGHTS
+RANDOM_FLIPS = True  # random flips / 90-degree rotations of each training patch
 SNAPSHOT_EVERY = 300  # write a checkpoint every N iterations (and at the end)
-LOG_EVERY = 10  # append the loss to the CSV log and refresh the plot every N iterations
-NUM_WORKERS = 0  # DataLoader worker processes
-SEED = 0  # seed of weight initialisation and batch sampling
-DEVICE = "auto"  # "auto" (cuda if available), "cpu", "cuda", "cuda:1", ...
+LOG_EVERY = 10  # append the loss to the CSV log every N iterations
+VAL_EVERY = 300  # label the validation tiles and log OA, mean F1, mean IoU every N iterations (0 = never); the best by mean F1 is kept as TRAIN_DIR/checkpoints/best.pt
+VAL_IDS = []  # tiles to validate on ([] = TEST_IDS, as the method does)
+NUM_WORKERS = 0  # DataLoader worker processes per training process
+SEED = 0  # seed of weight initialisation, sample order and augmentation
+PRECISION = "float32"  # "float32", or autocast to "bfloat16" (GPUs, CPUs with bfloat16 units) or "float16" (GPUs; with gradient scaling)
+CHANNELS_LAST = False  # channels-last memory layout: faster with bfloat16/float16, slower with float32 on CPU
+COMPILE = False  # torch.compile the network: faster steps after minutes of compiling (needs a C++ compiler)
+DETERMINISTIC = False  # deterministic kernels: a resumed run repeats the uninterrupted one's losses (bit for bit on CPU); slower on GPU
+DEVICE = "auto"  # "auto" (cuda if available), "cpu", "cuda", "cuda:1", ... (under torchrun: "auto", "cuda" or "cpu")
 TRAIN_DIR = "runs/sample/train"  # checkpoints, CSV log, loss plot
 MODEL_FILE = "models/sample_segnet.pt"  # the trained weights training.py writes and inference.py reads
 
@@ -84,11 +91,16 @@ TTA = []  # test-time augmentation, averaged: any of "fliplr", "flipud", "rot90"
 INFER_AUTOCAST = ""  # "" (float32), "bf16" or "fp16": faster, slightly different scores
 INFER_OPTIMIZE = True  # fold batch norm into the convolutions and use channels_last (same labels, faster)
 INFER_COMPILE = False  # torch.compile the model (slow start, can pay off on large rasters)
-INFER_BLOCK_ROWS = 1024  # rows labelled per block: memory grows with this times the raster width
+INFER_BLOCK_ROWS = 512  # rows labelled per block: memory grows with this times the raster width
 NODATA_ZERO = False  # also treat pixels that are 0 in every band as nodata (besides the raster's own mask)
 WRITE_COLOR = True  # also write NAME_color: the labels in the palette's colours
 WRITE_PROBABILITIES = False  # also write NAME_probabilities: one uint8 band (0-255) per class
 WRITE_PREVIEW = True  # also write NAME_preview.png: image, ground truth, prediction, errors (downsampled)
+INFER_ENGINE = "torch"  # "torch", or "onnxruntime" (the model exported to ONNX in memory; WINDOW a multiple of 32)
+WRITE_COG = False  # publish GeoTIFF outputs as Cloud-Optimized GeoTIFFs (tiled, with overviews)
+WRITE_POLYGONS = ""  # also write class polygons of georeferenced outputs: ".gpkg" (GeoPackage) or ".geojson"; "" = none
+POLYGON_SIMPLIFY = 0.0  # simplify polygon outlines by this tolerance, in CRS units (0 = exact pixel edges)
+POLYGON_MIN_AREA = 0.0  # drop polygons and holes smaller than this, in CRS units squared
 
 # ---------------------------------------------------------------- presets
 _ISPRS_VAIHINGEN_TEST = ["2", "4", "6", "8", "10", "12", "14", "16", "20", "22", "24", "27", "29", "31", "33", "35", "38"]
@@ -113,8 +125,9 @@ PRESETS = {
         OFFICIAL_TEST_IDS=_ISPRS_VAIHINGEN_TEST,
         PATCH_SIZE=256, TRAIN_STRIDE=128, FLIPS=True, ROTATIONS=[90, 180, 270],
         PATCHES_DIR="runs/vaihingen/patches", LMDB_DIR="runs/vaihingen/lmdb",
-        MODEL_WIDTH=1.0, BATCH_SIZE=10, ITERATIONS=50000, BASE_LR=0.01, LR_STEPS=[25000, 45000],
-        SNAPSHOT_EVERY=5000, LOG_EVERY=50,
+        # the method's recipe: 50 epochs of 10 000 patches (1000 steps of 10), LR / 10 after epochs 25, 35, 45
+        MODEL_WIDTH=1.0, BATCH_SIZE=10, ITERATIONS=50000, BASE_LR=0.01, LR_STEPS=[25000, 35000, 45000],
+        SNAPSHOT_EVERY=5000, LOG_EVERY=50, VAL_EVERY=5000,
         TRAIN_DIR="runs/vaihingen/train", MODEL_FILE="models/vaihingen_segnet.pt",
         WINDOW=256, STRIDE=128, INFER_BATCH_SIZE=10, INFER_DIR="runs/vaihingen/inference",
     ),
@@ -135,8 +148,9 @@ PRESETS = {
         OFFICIAL_TEST_IDS=_ISPRS_POTSDAM_TEST,
         PATCH_SIZE=256, TRAIN_STRIDE=128, FLIPS=True, ROTATIONS=[90, 180, 270],
         PATCHES_DIR="runs/potsdam/patches", LMDB_DIR="runs/potsdam/lmdb",
-        MODEL_WIDTH=1.0, BATCH_SIZE=10, ITERATIONS=50000, BASE_LR=0.01, LR_STEPS=[25000, 45000],
-        SNAPSHOT_EVERY=5000, LOG_EVERY=50,
+        # the method's recipe: 50 epochs of 10 000 patches (1000 steps of 10), LR / 10 after epochs 25, 35, 45
+        MODEL_WIDTH=1.0, BATCH_SIZE=10, ITERATIONS=50000, BASE_LR=0.01, LR_STEPS=[25000, 35000, 45000],
+        SNAPSHOT_EVERY=5000, LOG_EVERY=50, VAL_EVERY=5000,
         TRAIN_DIR="runs/potsdam/train", MODEL_FILE="models/potsdam_segnet.pt",
         WINDOW=256, STRIDE=128, INFER_BATCH_SIZE=10, INFER_DIR="runs/potsdam/inference",
     ),

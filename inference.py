@@ -4,6 +4,8 @@
     python inference.py --split official_test    # or train / test
     python inference.py --tiles 5 21
     python inference.py --images scenes/ "more/*.tif" b.png --weights my.pt
+    python inference.py --weights segnet_vaihingen_128x128_fold1_iter_60000.caffemodel DATASET=vaihingen
+    python inference.py --engine onnxruntime WRITE_COG=True WRITE_POLYGONS=.gpkg
     torchrun --nproc_per_node=4 inference.py --images scenes/   # images shared out over 4 processes
 
 Rasters are streamed by blocks of rows (INFER_BLOCK_ROWS), so any size fits in memory.
@@ -26,14 +28,22 @@ from eoseg.metrics import format_table
 
 def main(argv=None):
     parser = make_parser(__doc__)
-    parser.add_argument("--weights", metavar="FILE", help="trained weights (default: MODEL_FILE)")
+    parser.add_argument("--weights", metavar="FILE",
+                        help="weights: eoseg .pt, .safetensors, .onnx, or a Caffe .caffemodel (default: MODEL_FILE)")
+    parser.add_argument("--caffe-mean", metavar="MEAN",
+                        help="mean pixel of .caffemodel weights: a published name (vaihingen_irrg, potsdam_irrg) or "
+                             "values like 81.29,81.93,120.90 in the network's band order (default: the DATASET's)")
+    parser.add_argument("--engine", choices=["torch", "onnxruntime"], help="run the network with (default: INFER_ENGINE)")
     parser.add_argument("--split", choices=list(SPLITS), default="test", help="which tiles of the config to label (default: test)")
     parser.add_argument("--tiles", nargs="+", metavar="ID", help="label these tile ids instead of a split")
     parser.add_argument("--images", nargs="+", metavar="PATH", help="label these image files, folders or glob patterns instead of tiles")
     parser.add_argument("--out", metavar="DIR", help="output folder (default: INFER_DIR)")
     args, cfg = parse(parser, argv)
+    if args.engine:
+        cfg = cfg.replace(INFER_ENGINE=args.engine)
     tiles = args.tiles if args.tiles else ([] if args.images else cfg.tile_ids(args.split))
-    summary = run_inference(cfg, args.weights or cfg.MODEL_FILE, args.out or cfg.INFER_DIR, tiles, args.images)
+    summary = run_inference(cfg, args.weights or cfg.MODEL_FILE, args.out or cfg.INFER_DIR, tiles, args.images,
+                            caffe_mean=args.caffe_mean)
     if distributed_rank()[0] != 0:
         return
     for image in summary.images:

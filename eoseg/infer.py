@@ -24,14 +24,15 @@ from rasterio.windows import Window
 from tqdm import tqdm
 
 from eoseg import plots
-from eoseg.checkpoint import load_model
 from eoseg.config import Config
 from eoseg.errors import EosegError
 from eoseg.io import RasterInfo, RasterWriter, atomic_write_text, open_raster, output_suffix, raster_info
 from eoseg.metrics import confusion_matrix, format_table, metrics_from_confusion
 from eoseg.normalization import Normalization
+from eoseg.gis import polygonize_labels, to_cog
 from eoseg.predict import Predictor, best_class
 from eoseg.tiles import TruthSource, eval_truth, image_info
+from eoseg.weights import load_weights
 from eoseg.train import resolve_device
 
 RASTER_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".jp2", ".img", ".vrt")
@@ -88,6 +89,16 @@ def expand_image_arguments(arguments: list[str | Path]) -> list[Path]:
 
 
 def make_predictor(cfg: Config, model, normalization: Normalization, device: torch.device) -> Predictor:
+    """The predictor the config describes, around ``model`` (on INFER_ENGINE)."""
+    if cfg.INFER_ENGINE not in ("torch", "onnxruntime"):
+        raise EosegError(f"INFER_ENGINE must be 'torch' or 'onnxruntime', got {cfg.INFER_ENGINE!r}")
+    if cfg.INFER_ENGINE == "onnxruntime" or not isinstance(model, torch.nn.Module):
+        from eoseg.onnx_engine import SIZE_MULTIPLE, OnnxModel  # onnxruntime loads only when it is used
+
+        if cfg.WINDOW % SIZE_MULTIPLE:
+            raise EosegError(f"ONNX models take inputs of multiples of {SIZE_MULTIPLE} px; set WINDOW to one (it is {cfg.WINDOW})")
+        if not isinstance(model, OnnxModel):
+            model = OnnxModel.from_module(model)
     return Predictor(model, normalization, cfg.WINDOW, cfg.STRIDE, cfg.INFER_BATCH_SIZE, device, blend=cfg.BLEND,
                      tta=cfg.TTA, autocast=cfg.INFER_AUTOCAST, optimize=cfg.INFER_OPTIMIZE, compile=cfg.INFER_COMPILE)
 
@@ -148,12 +159,27 @@ def label_raster(cfg: Config, predictor: Predictor, job: Job, out_dir: Path, ran
             writer.abort()
         raise
     result = LabeledImage(job.name, {key: writer.close() for key, writer in writers.items()}, rank=rank)
+    if suffix == ".tif":
+        _gis_outputs(cfg, job, result, out_dir)
     if job.truth is not None:
         result.metrics = metrics_from_confusion(confusion, cfg.CLASS_NAMES)
         result.truth_source = job.truth.description
     if cfg.WRITE_PREVIEW:
         result.outputs["preview"] = _preview(cfg, job, result, out_dir)
     return result
+
+
+def _gis_outputs(cfg: Config, job: Job, result: LabeledImage, out_dir: Path) -> None:
+    """Cloud-Optimized GeoTIFFs and class polygons of a georeferenced image's finished outputs."""
+    if cfg.WRITE_COG:
+        for path in result.outputs.values():
+            to_cog(path, path)
+    if cfg.WRITE_POLYGONS:
+        if cfg.WRITE_POLYGONS not in (".gpkg", ".geojson"):
+            raise EosegError(f"WRITE_POLYGONS must be '', '.gpkg' or '.geojson', got {cfg.WRITE_POLYGONS!r}")
+        polygons = polygonize_labels(result.outputs["labels"], out_dir / f"{job.name}_classes{cfg.WRITE_POLYGONS}",
+                                     cfg.CLASS_NAMES, [cfg.IGNORE_LABEL], cfg.POLYGON_SIMPLIFY, cfg.POLYGON_MIN_AREA)
+        result.outputs["polygons"] = polygons.path
 
 
 def _write_block(writers: dict[str, RasterWriter], outputs: dict[str, np.ndarray], row: int) -> None:
@@ -193,8 +219,13 @@ def distributed_rank() -> tuple[int, int]:
 
 
 def run_inference(cfg: Config, weights: str | Path, out_dir: str | Path, tile_ids: list[str] | None = None,
-                  image_paths: list[str | Path] | None = None, progress: bool = True) -> InferenceSummary:
-    """Label configured tiles (scored when they have ground truth) and/or image files."""
+                  image_paths: list[str | Path] | None = None, progress: bool = True,
+                  caffe_mean: str | None = None) -> InferenceSummary:
+    """Label configured tiles (scored when they have ground truth) and/or image files.
+
+    ``weights`` is an eoseg checkpoint (.pt), safetensors, ONNX or Caffe (.caffemodel)
+    file; the normalisation recorded with them is applied (see eoseg.weights).
+    """
     out_dir = Path(out_dir)
     jobs = []
     for tile_id in tile_ids or []:  # cheap checks first: a missing input should not wait for the model
@@ -212,8 +243,8 @@ def run_inference(cfg: Config, weights: str | Path, out_dir: str | Path, tile_id
     device = resolve_device(cfg.DEVICE)
     if world > 1 and device.type == "cuda":
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-    model, _ = load_model(weights, cfg)
-    predictor = make_predictor(cfg, model, Normalization.from_config(cfg), device)
+    model, normalization = load_weights(weights, cfg, caffe_mean)
+    predictor = make_predictor(cfg, model, normalization, device)
     out_dir.mkdir(parents=True, exist_ok=True)
     if rank == 0:
         cfg.save(out_dir)

@@ -140,3 +140,19 @@ def test_two_ranks_share_four_tiles(setup, tmp_path):
     assert sorted(ranks) == [0, 0, 1, 1]
     assert sorted(p.name for p in (tmp_path / "out").glob("*_labels.tif")) == [f"scene{i}_labels.tif" for i in range(4)]
     assert not list((tmp_path / "out").glob(".*tmp*"))
+
+
+def test_onnxruntime_engine_cog_and_polygons(setup, tmp_path):
+    cfg, weights = setup
+    source = write_geotiff(tmp_path / "in.tif", random_image(128, 160))
+    torch_run = run_inference(cfg, weights, tmp_path / "torch", image_paths=[source], progress=False).images[0]
+    onnx_cfg = cfg.replace(INFER_ENGINE="onnxruntime", WRITE_COG=True, WRITE_POLYGONS=".geojson")
+    onnx_run = run_inference(onnx_cfg, weights, tmp_path / "onnx", image_paths=[source], progress=False).images[0]
+    assert (read_raster(onnx_run.outputs["labels"]) == read_raster(torch_run.outputs["labels"])).mean() > 0.999
+    with rasterio.open(onnx_run.outputs["labels"]) as dst:
+        assert dst.crs.to_epsg() == 32632 and dst.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG"
+        assert dst.colormap(1)[0][:3] == tuple(cfg.PALETTE[0])
+    features = json.loads(onnx_run.outputs["polygons"].read_text())["features"]
+    assert {f["properties"]["class_name"] for f in features} <= set(cfg.CLASS_NAMES) and features
+    with pytest.raises(EosegError, match="multiples of 32"):
+        run_inference(onnx_cfg.replace(WINDOW=48, STRIDE=24), weights, tmp_path / "bad", image_paths=[source], progress=False)
