@@ -77,7 +77,7 @@ def naive_labels(model, tif: Path, num_classes: int) -> tuple[np.ndarray, int]:
     return np.argmax(pred, axis=-1).astype(np.uint8), windows
 
 
-def eoseg_labels(model, tif: Path, cfg) -> tuple[np.ndarray, int]:
+def eoseg_labels(model, tif: Path, cfg, compile: bool = False, onnx: bool = False) -> tuple[np.ndarray, int, float]:
     import rasterio
     from rasterio.windows import Window
 
@@ -85,13 +85,24 @@ def eoseg_labels(model, tif: Path, cfg) -> tuple[np.ndarray, int]:
     from eoseg.normalization import Normalization
     from eoseg.predict import Predictor
 
-    predictor = Predictor(model, Normalization.from_config(cfg), WINDOW, STRIDE, BATCH, "cpu")
+    warm_up = 0.0
+    if onnx:  # exporting is paid once per weights file (export_onnx.py): time it apart
+        from eoseg.onnx_engine import OnnxModel
+
+        start = time.perf_counter()
+        model = OnnxModel.from_module(model)
+        warm_up = time.perf_counter() - start
+    predictor = Predictor(model, Normalization.from_config(cfg), WINDOW, STRIDE, BATCH, "cpu", compile=compile)
+    if compile:  # compiling happens on the first batch: time it apart, it is paid once per process
+        start = time.perf_counter()
+        predictor.predict(np.zeros((3, WINDOW, WINDOW * BATCH), dtype=np.uint8))  # one full batch
+        warm_up += time.perf_counter() - start
     with rasterio.open(tif) as src:
         labels = np.empty((src.height, src.width), dtype=np.uint8)
         read = lambda a, b: src.read(window=Window(0, a, src.width, b - a))  # noqa: E731
         for block in predictor.stream(read, src.height, src.width, cfg.INFER_BLOCK_ROWS):
             labels[block.row:block.row + block.scores.shape[1]] = block.scores.argmax(0).numpy()
-        return labels, count_windows(src.height, src.width, WINDOW, STRIDE)
+        return labels, count_windows(src.height, src.width, WINDOW, STRIDE), warm_up
 
 
 # ---------------------------------------------------------------- child processes
@@ -103,14 +114,16 @@ def child(args) -> None:
     model, _ = load_model(args.weights, cfg)
     model.eval()
     torch.set_num_threads(os.cpu_count())
+    warm_up = 0.0
     start = time.perf_counter()
     if args.variant == "naive":
         labels, windows = naive_labels(model, Path(args.tif), cfg.num_classes)
     else:
-        labels, windows = eoseg_labels(model, Path(args.tif), cfg)
-    seconds = time.perf_counter() - start
+        labels, windows, warm_up = eoseg_labels(model, Path(args.tif), cfg, compile=args.variant == "eoseg-compiled",
+                                                onnx=args.variant == "eoseg-onnxruntime")
+    seconds = time.perf_counter() - start - warm_up
     np.save(args.labels, labels)
-    print(json.dumps({"seconds": seconds, "windows": windows, "pixels": int(labels.size)}))
+    print(json.dumps({"seconds": seconds, "windows": windows, "pixels": int(labels.size), "warm_up": warm_up}))
 
 
 def run_child(arguments: list[str]) -> tuple[dict, float]:
@@ -162,21 +175,22 @@ def compare(args) -> None:
     torch.manual_seed(0)
     weights = save_checkpoint(work / f"segnet_w{args.width}.pt", cfg, model_from_config(cfg), iteration=0)
     results = {}
-    for variant in ("naive", "eoseg"):
+    variants = ("naive", "eoseg") + (("eoseg-compiled",) if args.compile else ()) + (("eoseg-onnxruntime",) if args.onnx else ())
+    for variant in variants:
         labels = work / f"labels_{variant}.npy"
         timing, rss = run_child(["child", "--variant", variant, "--tif", str(tif), "--weights", str(weights),
                                  "--width", str(args.width), "--labels", str(labels)])
         results[variant] = {**timing, "rss": rss, "labels": np.load(labels)}
-    same = float((results["naive"]["labels"] == results["eoseg"]["labels"]).mean())
     print(f"machine: {machine()}")
     print(f"tile {args.size} x {args.size}, SegNet width {args.width}, window {WINDOW}, stride {STRIDE}, batch {BATCH}, CPU")
-    print(f"{'':8}{'seconds':>9}{'Mpx/s':>9}{'windows':>9}{'windows/s':>11}{'peak RSS':>11}")
+    print(f"{'':16}{'seconds':>9}{'Mpx/s':>9}{'windows':>9}{'windows/s':>11}{'peak RSS':>11}{'ratio':>8}{'same labels':>13}")
+    naive = results["naive"]
     for variant, r in results.items():
-        print(f"{variant:8}{r['seconds']:9.1f}{r['pixels'] / r['seconds'] / 1e6:9.3f}{r['windows']:9d}"
-              f"{r['windows'] / r['seconds']:11.2f}{r['rss']:8.0f} MiB")
-    speedup = results["naive"]["seconds"] / results["eoseg"]["seconds"]
-    per_window = (results["eoseg"]["windows"] / results["eoseg"]["seconds"]) / (results["naive"]["windows"] / results["naive"]["seconds"])
-    print(f"throughput ratio eoseg / naive: {speedup:.2f}x (per window {per_window:.2f}x); identical labels: {100 * same:.3f}%")
+        same = 100 * float((r["labels"] == naive["labels"]).mean())
+        print(f"{variant:16}{r['seconds']:9.1f}{r['pixels'] / r['seconds'] / 1e6:9.3f}{r['windows']:9d}"
+              f"{r['windows'] / r['seconds']:11.2f}{r['rss']:8.0f} MiB{naive['seconds'] / r['seconds']:7.2f}x{same:12.3f}%")
+        if r["warm_up"]:
+            print(f"{'':16}(plus {r['warm_up']:.0f} s of compiling or exporting, paid once, not in the figures above)")
 
 
 def memory(args) -> None:
@@ -223,6 +237,8 @@ def main() -> None:
     p = commands.add_parser("compare", help="naive reference vs eoseg: throughput, peak RSS, labels")
     p.add_argument("--size", type=int, default=1024)
     p.add_argument("--width", type=float, default=1.0, help="SegNet width multiplier (1.0 = full SegNet)")
+    p.add_argument("--compile", action="store_true", help="also time eoseg with INFER_COMPILE (torch.compile)")
+    p.add_argument("--onnx", action="store_true", help="also time eoseg with INFER_ENGINE=onnxruntime")
     p.add_argument("--workdir", default=work)
     p = commands.add_parser("memory", help="peak RSS labeling a huge raster and one --taller times taller")
     p.add_argument("--size", type=int, default=20000)
@@ -230,7 +246,7 @@ def main() -> None:
     p.add_argument("--width", type=float, default=0.0625, help="a small SegNet keeps the run short")
     p.add_argument("--workdir", default=work)
     p = commands.add_parser("child")
-    p.add_argument("--variant", choices=["naive", "eoseg"])
+    p.add_argument("--variant", choices=["naive", "eoseg", "eoseg-compiled", "eoseg-onnxruntime"])
     p.add_argument("--tif")
     p.add_argument("--weights")
     p.add_argument("--width", type=float)

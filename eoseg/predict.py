@@ -105,7 +105,8 @@ class Predictor:
                 model = model.to(memory_format=torch.channels_last)
                 self.channels_last = True
             if compile:
-                model = torch.compile(model)
+                # freezing lets inductor treat the weights as constants: prepacked, fused with the ReLUs
+                model = torch.compile(model, dynamic=False, options={"freezing": True})
         else:
             model = model.eval().to(self.device)
         self.model = model
@@ -118,10 +119,15 @@ class Predictor:
         self.weights = None if blend == "uniform" else window_weights(window, blend).to(self.device)
         self.tta = tuple(tta)
         self.autocast = AUTOCAST_DTYPES[autocast]
+        self.compiled = compile
 
     # ------------------------------------------------------------ network
     def _forward(self, batch: torch.Tensor) -> torch.Tensor:
         """Scores of a raw (N, C, w, w) batch, averaged over the TTA variants, float32."""
+        count = batch.shape[0]
+        if self.compiled and count < self.batch_size:
+            # a compiled model is specialised to one batch shape: pad a short last batch rather than recompile
+            batch = torch.cat([batch, batch.new_zeros((self.batch_size - count, *batch.shape[1:]))])
         inputs = self.normalization.apply(batch.to(self.device, non_blocking=True))
         variants = [None, *self.tta]
         total = None
@@ -135,6 +141,7 @@ class Predictor:
             if name is not None:
                 out = transform_batch(name, out, inverse=True)
             total = out if total is None else total + out
+        total = total[:count]
         return total / len(variants) if len(variants) > 1 else total
 
     # ------------------------------------------------------------ streaming
