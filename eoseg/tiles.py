@@ -45,7 +45,7 @@ def read_labels(cfg: Config, tile_id: str, like: RasterInfo) -> np.ndarray:
     """The numeric label map of a tile, checked against its image's size."""
     path = existing_path(
         cfg, "LABEL_PATTERN", tile_id, "numeric label map",
-        hint=f"run convert_gt.py to make it from the colour ground truth, or check LABEL_PATTERN",
+        hint="run convert_gt.py to make it from the colour ground truth, or check LABEL_PATTERN",
     )
     labels = read_label(path)
     _check_same_size(labels, like, path)
