@@ -2,10 +2,25 @@
 
     python training.py [KEY=VALUE ...]                   # from LMDB_DIR/train.lmdb
     python training.py TRAIN_SOURCE=tiles                # random crops straight from the tiles
-    python training.py --resume runs/sample/train/checkpoints/iter_0000500.pt ITERATIONS=3000
+    python training.py --resume                          # carry on from the latest checkpoint of TRAIN_DIR
+    python training.py --resume runs/sample/train/checkpoints/iter_0000300.pt ITERATIONS=3000
 
-Writes TRAIN_DIR/log.csv, TRAIN_DIR/loss.png, checkpoints every SNAPSHOT_EVERY
-iterations in TRAIN_DIR/checkpoints, and the final weights to MODEL_FILE.
+One GPU, the published recipe (give VGG16_BN_WEIGHTS to start from ImageNet; add
+PRECISION=bfloat16 CHANNELS_LAST=True for mixed precision on GPUs that have bfloat16):
+    python training.py DATASET=vaihingen DEVICE=cuda
+
+One machine, N GPUs (or N CPU processes with DEVICE=cpu); BATCH_SIZE is per process:
+    torchrun --standalone --nproc_per_node=N training.py DATASET=vaihingen
+
+Several machines, N GPUs each: run on every machine, with HOST:PORT a machine all can reach
+(TRAIN_DIR on storage every machine sees, so that --resume finds the checkpoints):
+    torchrun --nnodes=M --nproc_per_node=N --rdzv_backend=c10d --rdzv_endpoint=HOST:PORT \\
+        --rdzv_id=eoseg training.py DATASET=vaihingen
+
+Writes TRAIN_DIR/log.csv, TRAIN_DIR/loss.png (loss, learning rate, validation metrics),
+checkpoints every SNAPSHOT_EVERY iterations in TRAIN_DIR/checkpoints (with best.pt, the
+best validation mean F1), and the final weights to MODEL_FILE. A checkpoint holds the full
+training state: resuming repeats the losses an uninterrupted run would have had.
 """
 
 from __future__ import annotations
@@ -13,15 +28,23 @@ from __future__ import annotations
 from pathlib import Path
 
 from eoseg.cli import make_parser, parse, run
-from eoseg.train import train
+from eoseg.train import BEST_CHECKPOINT, Processes, latest_checkpoint, train
+
+LATEST = "latest"
 
 
 def main(argv=None):
     parser = make_parser(__doc__)
-    parser.add_argument("--resume", metavar="CHECKPOINT", help="continue from a checkpoint of TRAIN_DIR/checkpoints")
+    parser.add_argument("--resume", metavar="CHECKPOINT", nargs="?", const=LATEST,
+                        help="continue from a checkpoint (without a path: the latest in TRAIN_DIR/checkpoints)")
     args, cfg = parse(parser, argv)
-    weights = train(cfg, resume=args.resume)
-    print(f"weights: {weights}\nlog:     {Path(cfg.TRAIN_DIR) / 'log.csv'}\nplot:    {Path(cfg.TRAIN_DIR) / 'loss.png'}")
+    resume = latest_checkpoint(cfg) if args.resume == LATEST else args.resume
+    weights = train(cfg, resume=resume)
+    if Processes.from_environment().is_main:  # under torchrun, one report
+        train_dir = Path(cfg.TRAIN_DIR)
+        best = train_dir / "checkpoints" / BEST_CHECKPOINT
+        print(f"weights: {weights}" + (f"\nbest:    {best}" if cfg.VAL_EVERY else "")
+              + f"\nlog:     {train_dir / 'log.csv'}\nplot:    {train_dir / 'loss.png'}")
 
 
 if __name__ == "__main__":

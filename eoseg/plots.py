@@ -32,18 +32,37 @@ def display_rgb(image: np.ndarray) -> np.ndarray:
 
 
 def plot_training_log(rows: list[dict], path: str | Path) -> Path:
-    """Loss (and learning rate) against iteration."""
-    fig, loss_ax = plt.subplots(figsize=(7, 4))
-    iterations = [int(r["iteration"]) for r in rows]
-    loss_ax.plot(iterations, [float(r["loss"]) for r in rows], color="tab:blue", label="training loss")
-    loss_ax.set_xlabel("iteration")
+    """Loss and learning rate against iteration; below them the validation metrics, when logged.
+
+    ``rows`` are training-log rows (values as numbers or strings); a row may hold the loss,
+    the validation metrics (``val_overall_accuracy``, ``val_mean_f1``, ``val_mean_iou``) or both.
+    """
+
+    def series(key: str) -> tuple[list[int], list[float]]:
+        kept = [r for r in rows if r.get(key) not in (None, "")]
+        return [int(r["iteration"]) for r in kept], [float(r[key]) for r in kept]
+
+    validation = {label: series(key) for key, label in (("val_overall_accuracy", "overall accuracy"),
+                                                        ("val_mean_f1", "mean F1"), ("val_mean_iou", "mean IoU"))}
+    with_validation = any(iterations for iterations, _ in validation.values())
+    fig, axes = plt.subplots(2 if with_validation else 1, 1, figsize=(7, 6.5 if with_validation else 4), sharex=True, squeeze=False)
+    loss_ax = axes[0, 0]
+    loss_ax.plot(*series("loss"), color="tab:blue", label="training loss")
     loss_ax.set_ylabel("cross-entropy loss")
     loss_ax.grid(alpha=0.3)
     lr_ax = loss_ax.twinx()
-    lr_ax.plot(iterations, [float(r["lr"]) for r in rows], color="tab:orange", lw=1, label="learning rate")
+    lr_ax.plot(*series("lr"), color="tab:orange", lw=1, label="learning rate")
     lr_ax.set_ylabel("learning rate (decoder)")
     lr_ax.set_yscale("log")
-    fig.legend(loc="upper right")
+    loss_ax.legend(handles=loss_ax.get_lines() + lr_ax.get_lines(), loc="upper right")
+    if with_validation:
+        val_ax = axes[1, 0]
+        for label, (iterations, values) in validation.items():
+            val_ax.plot(iterations, [100 * v for v in values], marker="o", ms=3, label=label)
+        val_ax.set_ylabel("validation (%)")
+        val_ax.grid(alpha=0.3)
+        val_ax.legend(loc="lower right")
+    axes[-1, 0].set_xlabel("iteration")
     fig.suptitle("Training")
     return _save(fig, path)
 
@@ -94,3 +113,106 @@ def error_map(truth: np.ndarray, prediction: np.ndarray, ignore_label: int) -> n
     picture[truth != prediction] = (220, 30, 30)
     picture[truth == ignore_label] = (150, 150, 150)
     return picture
+
+
+# ---------------------------------------------------------------- figures for the notebooks
+# These build a figure and hand it back, so that a notebook can show it (png_bytes) and a
+# script can write it (save_figure): eoseg.plots forces the Agg backend, under which
+# Jupyter does not display figures by itself.
+def save_figure(fig, path: str | Path) -> Path:
+    """Write ``fig`` as a PNG at ``path`` (atomically) and close it."""
+    return _save(fig, path)
+
+
+def png_bytes(fig) -> bytes:
+    """``fig`` rendered as PNG bytes (for IPython.display.Image), then closed."""
+    import io
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def _class_legend(ax, class_names, palette) -> None:
+    from matplotlib.patches import Patch
+
+    handles = [Patch(facecolor=np.asarray(palette.colors[i]) / 255, edgecolor="black", label=name)
+               for i, name in enumerate(class_names)]
+    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.02, 1), frameon=False)
+
+
+def tile_figure(image: np.ndarray, truth_rgb: np.ndarray, labels: np.ndarray, class_names, palette, title: str = ""):
+    """Image | colour-coded ground truth | numeric label map (class ids, ignored pixels black).
+
+    The label map is drawn with a colour map unrelated to the palette, with the ids on the
+    colour bar: it shows the numbers the network is trained on, not the colours again.
+    """
+    from matplotlib.colors import ListedColormap
+
+    n = len(class_names)
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4.6))
+    axes[0].imshow(display_rgb(image))
+    axes[0].set_title("image (first three bands)")
+    axes[1].imshow(truth_rgb, interpolation="nearest")
+    axes[1].set_title("colour-coded ground truth")
+    cmap = ListedColormap(plt.get_cmap("viridis")(np.linspace(0, 1, n)))
+    cmap.set_bad("black")  # ignored pixels (palette.ignore_label) are masked
+    shown = axes[2].imshow(np.ma.masked_greater_equal(labels, n), cmap=cmap, vmin=-0.5, vmax=n - 0.5,
+                           interpolation="nearest")
+    axes[2].set_title(f"numeric labels (ids 0-{n - 1}; black: {palette.ignore_label})")
+    bar = fig.colorbar(shown, ax=axes[2], ticks=range(n), fraction=0.046, pad=0.04)
+    bar.ax.set_yticklabels([f"{i} {name}" for i, name in enumerate(class_names)])
+    for ax in axes:
+        ax.axis("off")
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def patch_grid_figure(patches, palette, titles=None, class_names=None):
+    """Image patches (top row) over their label patches in the palette's colours (bottom row).
+
+    ``patches`` is a sequence of ``(image (C, H, W), labels (H, W))`` pairs.
+    """
+    patches = list(patches)
+    fig, axes = plt.subplots(2, len(patches), figsize=(2.1 * len(patches) + (2.4 if class_names else 0), 4.6),
+                             squeeze=False)
+    for k, (image, labels) in enumerate(patches):
+        axes[0, k].imshow(display_rgb(image))
+        axes[1, k].imshow(palette.to_color(labels), interpolation="nearest")
+        if titles:
+            axes[0, k].set_title(titles[k], fontsize=8)
+        for ax in axes[:, k]:
+            ax.set_xticks([])
+            ax.set_yticks([])
+    axes[0, 0].set_ylabel("image")
+    axes[1, 0].set_ylabel("labels")
+    if class_names:
+        _class_legend(axes[1, -1], class_names, palette)
+    return fig
+
+
+def class_frequency_figure(counts: dict, class_names, palette, title: str = "Class frequencies"):
+    """Share of the labelled pixels per class, one group of bars per split, in the class colours.
+
+    ``counts`` maps a split name to its pixel count per class (ignored pixels left out).
+    """
+    splits = list(counts)
+    n = len(class_names)
+    width = 0.8 / max(len(splits), 1)
+    fig, ax = plt.subplots(figsize=(1.3 * n + 2, 4))
+    for s, split in enumerate(splits):
+        values = np.asarray(counts[split], dtype=np.float64)
+        shares = 100 * values / max(values.sum(), 1)
+        x = np.arange(n) + (s - (len(splits) - 1) / 2) * width
+        bars = ax.bar(x, shares, width, color=np.asarray(palette.colors[:n]) / 255, edgecolor="black",
+                      hatch=["", "//", "..", "xx"][s % 4], label=split)
+        ax.bar_label(bars, [f"{v:.1f}" for v in shares], fontsize=7, padding=1)
+    ax.set_xticks(range(n), class_names, rotation=25, ha="right")
+    ax.set_ylabel("% of labelled pixels")
+    ax.grid(axis="y", alpha=0.3)
+    if len(splits) > 1:
+        ax.legend(title="split (hatching)")
+    ax.set_title(title)
+    return fig

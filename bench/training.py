@@ -1,0 +1,179 @@
+"""Training benchmark: eoseg's training loop and data pipeline against a naive reference.
+
+    python bench/training.py [--patches 160] [--steps 1] [--batch 10] [--workers 2] [--data-batches 150]
+
+Makes ``--patches`` 256 x 256 patches from synthetic sample scenes, written both as PNG
+files and as an LMDB, then measures, on the CPU, in patches per second:
+
+- data pipeline alone: (a) the naive reader, one process decoding PNG pairs to float32
+  with a random flip, as the method's first version fed its network; (b) eoseg's LMDB
+  reader (eoseg.data: records of uint8, flips and rotations) with 0 and ``--workers``
+  DataLoader workers;
+- training step of the full SegNet (MODEL_WIDTH=1.0) at batch ``--batch``: (a) the naive
+  reference loop, single-process PNG loading, float32, the network as built; (b) eoseg's
+  Trainer (LMDB, ``--workers`` workers) in float32, and in bfloat16 autocast with
+  channels_last. Each is timed over ``--steps`` steps after one warm-up step; eoseg's
+  figures are the per-step rates its own training log records.
+
+Nothing here is a test; keep the machine otherwise idle while it runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+from torch.utils.data import DataLoader  # noqa: E402
+
+from eoseg.config import load_config  # noqa: E402
+from eoseg.data import StreamBatchSampler, training_data  # noqa: E402
+from eoseg.lmdb_store import write_lmdb  # noqa: E402
+from eoseg.metadata import data_signature  # noqa: E402
+from eoseg.models import build_model  # noqa: E402
+from eoseg.sample import generate_scene  # noqa: E402
+from eoseg.train import Processes, Trainer  # noqa: E402
+
+PATCH = 256
+SCENE = 1024
+
+
+def machine() -> str:
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), platform.processor())
+    return f"{os.cpu_count()} CPUs ({cpu}), torch {torch.__version__}, {torch.get_num_threads()} threads"
+
+
+def make_patches(folder: Path, count: int, cfg) -> None:
+    """``count`` patches of synthetic scenes as PNG pairs in folder/png and as folder/lmdb/train.lmdb."""
+    png = folder / "png"
+    png.mkdir(parents=True)
+    records = []
+    per_scene = (SCENE // PATCH) ** 2
+    for scene in range((count + per_scene - 1) // per_scene):
+        image, labels, _ = generate_scene((SCENE, SCENE), np.random.default_rng(scene))
+        for row in range(0, SCENE, PATCH):
+            for col in range(0, SCENE, PATCH):
+                if len(records) == count:
+                    break
+                patch = np.ascontiguousarray(image[:, row:row + PATCH, col:col + PATCH])
+                patch_labels = np.ascontiguousarray(labels[row:row + PATCH, col:col + PATCH])
+                Image.fromarray(np.moveaxis(patch, 0, -1)).save(png / f"{len(records):05d}_image.png")
+                Image.fromarray(patch_labels).save(png / f"{len(records):05d}_label.png")
+                records.append((patch, patch_labels))
+    meta = {"signature": data_signature(cfg), "split": "train", "patch_shape": [3, PATCH, PATCH], "dtype": "uint8"}
+    (folder / "lmdb").mkdir()
+    write_lmdb(folder / "lmdb" / "train.lmdb", iter(records), len(records), meta, progress=False)
+
+
+# ---------------------------------------------------------------- the naive reference
+def naive_batches(png: Path, count: int, batch: int, rng: np.random.Generator):
+    """The method's first feeding: decode PNG pairs in the training process, float32, random flips."""
+    while True:
+        images, labels = [], []
+        for index in rng.integers(0, count, size=batch):
+            image = np.asarray(Image.open(png / f"{index:05d}_image.png"), dtype=np.float32).transpose(2, 0, 1) / 255
+            label = np.asarray(Image.open(png / f"{index:05d}_label.png"), dtype=np.int64)
+            if rng.random() < 0.5:
+                image, label = image[:, :, ::-1], label[:, ::-1]
+            if rng.random() < 0.5:
+                image, label = image[:, ::-1, :], label[::-1, :]
+            images.append(np.ascontiguousarray(image))
+            labels.append(np.ascontiguousarray(label))
+        yield torch.from_numpy(np.stack(images)), torch.from_numpy(np.stack(labels))
+
+
+def naive_training(png: Path, count: int, batch: int, steps: int) -> float:
+    torch.manual_seed(0)
+    model = build_model("segnet", 3, 6, 1.0).train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
+    criterion = torch.nn.CrossEntropyLoss(ignore_index=255)
+    batches = naive_batches(png, count, batch, np.random.default_rng(0))
+    for step in range(steps + 1):
+        if step == 1:
+            start = time.perf_counter()  # after the warm-up step
+        images, labels = next(batches)
+        loss = criterion(model(images), labels)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return steps * batch / (time.perf_counter() - start)
+
+
+# ---------------------------------------------------------------- eoseg
+def eoseg_training(cfg, steps: int) -> float:
+    trainer = Trainer(cfg.replace(ITERATIONS=steps + 1), Processes(), torch.device("cpu"), progress=False)
+    trainer.run()
+    with open(Path(cfg.TRAIN_DIR) / "log.csv", newline="") as handle:
+        rates = [float(row["patches_per_s"]) for row in csv.DictReader(handle)][1:]  # after the warm-up step
+    return len(rates) * cfg.BATCH_SIZE / sum(cfg.BATCH_SIZE / rate for rate in rates)
+
+
+def data_rate(batches, count: int) -> float:
+    next(batches)  # warm-up: worker start, first reads
+    start = time.perf_counter()
+    patches = sum(len(next(batches)[0]) for _ in range(count))
+    return patches / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--patches", type=int, default=160)
+    parser.add_argument("--steps", type=int, default=1, help="timed training steps per variant (after one warm-up step)")
+    parser.add_argument("--batch", type=int, default=10)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--data-batches", type=int, default=150, help="batches timed per data pipeline")
+    args = parser.parse_args()
+    print(f"machine: {machine()}")
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="eoseg-bench-") as tmp:
+        folder = Path(tmp)
+        cfg = load_config(overrides=[
+            f"PATCH_SIZE={PATCH}", "MODEL_WIDTH=1.0", f"BATCH_SIZE={args.batch}", f"NUM_WORKERS={args.workers}",
+            f"LMDB_DIR={folder / 'lmdb'}", f"TRAIN_DIR={folder / 'train'}", f"MODEL_FILE={folder / 'model.pt'}",
+            "LOG_EVERY=1", "VAL_EVERY=0", "SNAPSHOT_EVERY=100000", "DEVICE=cpu", "LR_STEPS=[]",
+        ])
+        started = time.perf_counter()
+        make_patches(folder, args.patches, cfg)
+        print(f"{args.patches} patches of {PATCH} x {PATCH} written as PNG and LMDB in {time.perf_counter() - started:.0f} s")
+
+        png = folder / "png"
+        naive = naive_batches(png, args.patches, args.batch, np.random.default_rng(1))
+        rows.append(("data", "naive: PNG decode, float32, flips, 1 process", data_rate(naive, args.data_batches)))
+        data = training_data(cfg)
+        for workers in (0, args.workers):
+            loader = DataLoader(data, batch_sampler=StreamBatchSampler(len(data), args.batch, seed=0), num_workers=workers)
+            rows.append(("data", f"eoseg: LMDB uint8, flips + rotations, {workers} workers", data_rate(iter(loader), args.data_batches)))
+            del loader
+        for row in rows:
+            print(f"  {row[1]:<58} {row[2]:8.1f} patches/s", flush=True)
+
+        rows.append(("train", "naive: PNG loading in-process, float32", naive_training(png, args.patches, args.batch, args.steps)))
+        print(f"  {rows[-1][1]:<58} {rows[-1][2]:8.2f} patches/s", flush=True)
+        for label, changes in (("float32", {}), ("bfloat16 autocast, channels_last", {"PRECISION": "bfloat16", "CHANNELS_LAST": True})):
+            run_cfg = cfg.replace(TRAIN_DIR=str(folder / f"train-{len(rows)}"), **changes)
+            rows.append(("train", f"eoseg: LMDB, {args.workers} workers, {label}", eoseg_training(run_cfg, args.steps)))
+            print(f"  {rows[-1][1]:<58} {rows[-1][2]:8.2f} patches/s", flush=True)
+
+    print()
+    print("| part | variant | patches/s | vs naive |")
+    print("|---|---|---:|---:|")
+    reference = {part: next(rate for p, _, rate in rows if p == part) for part in ("data", "train")}
+    for part, label, rate in rows:
+        what = "data pipeline alone (256 x 256 x 3)" if part == "data" else f"training step, full SegNet, batch {args.batch}"
+        print(f"| {what} | {label} | {rate:.2f} | {rate / reference[part]:.2f}x |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,179 @@
+"""Training data: what each process reads at each step, and the augmented samples themselves.
+
+The order of samples and their augmentation are pure functions of (SEED, epoch, index):
+the training stream visits the dataset in a fresh permutation every epoch, and a sample's
+flip, rotation and (for tiles) crop come from a generator seeded with its own key. Nothing
+depends on DataLoader workers, process-wide random state or the history of the run, so a
+resumed run needs only its position in the stream to carry on exactly where it stopped,
+and the processes of a distributed run read disjoint shards of one stream.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Sampler
+from tqdm import tqdm
+
+from eoseg.augment import random_flip_rotate
+from eoseg.config import Config
+from eoseg.errors import EosegError
+from eoseg.lmdb_store import LmdbPatches
+from eoseg.metadata import data_signature
+from eoseg.tiles import read_image, read_labels
+
+# The two uses of SEED get separate random streams: a permutation seeded with (seed, epoch)
+# must not coincide with the augmentation of some sample.
+PERMUTATION_STREAM = 0
+SAMPLE_STREAM = 1
+
+
+def epoch_permutation(seed: int, epoch: int, length: int) -> np.ndarray:
+    """The order in which epoch ``epoch`` visits the ``length`` samples."""
+    return np.random.default_rng((seed, PERMUTATION_STREAM, epoch)).permutation(length)
+
+
+def sample_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
+    """The generator of sample ``index``'s augmentation in epoch ``epoch``."""
+    return np.random.default_rng((seed, SAMPLE_STREAM, epoch, index))
+
+
+class StreamBatchSampler(Sampler[list[tuple[int, int]]]):
+    """Endless batches of (epoch, index) keys for one process of a (possibly distributed) run.
+
+    Stream position p is sample ``epoch_permutation(seed, p // length)[p % length]``. Step t
+    after ``start`` covers positions ``start + t * batch_size * world_size`` onwards; process
+    ``rank`` reads the ``rank``-th block of ``batch_size`` of them, so the processes read
+    disjoint shards and together consume ``batch_size * world_size`` positions per step.
+    """
+
+    def __init__(self, length: int, batch_size: int, seed: int, start: int = 0, rank: int = 0, world_size: int = 1):
+        if length < 1:
+            raise EosegError("the training data hold no samples")
+        self.length = length
+        self.batch_size = batch_size
+        self.seed = seed
+        self.start = start
+        self.rank = rank
+        self.world_size = world_size
+
+    def position_after(self, steps: int) -> int:
+        """The stream position reached after ``steps`` steps from ``start`` (all processes together)."""
+        return self.start + steps * self.batch_size * self.world_size
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        epoch, order = None, None
+        step = 0
+        while True:
+            first = self.position_after(step) + self.rank * self.batch_size
+            batch = []
+            for position in range(first, first + self.batch_size):
+                position_epoch, offset = divmod(position, self.length)
+                if position_epoch != epoch:
+                    epoch, order = position_epoch, epoch_permutation(self.seed, position_epoch, self.length)
+                batch.append((epoch, int(order[offset])))
+            yield batch
+            step += 1
+
+
+class AugmentedPatches(Dataset):
+    """LMDB patches, each flipped and rotated at random (image and label together) per epoch."""
+
+    def __init__(self, patches: LmdbPatches, flips: bool, seed: int):
+        self.patches = patches
+        self.flips = flips
+        self.seed = seed
+
+    def __len__(self) -> int:
+        return len(self.patches)
+
+    def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        epoch, index = key
+        image, label = self.patches[index]
+        if self.flips:
+            image, label = random_flip_rotate(image, label, sample_rng(self.seed, epoch, index))
+        return torch.from_numpy(image), torch.from_numpy(label)
+
+    def label_maps(self) -> Iterator[np.ndarray]:
+        for index in range(len(self.patches)):
+            yield self.patches[index][1]
+
+
+class TileCrops(Dataset):
+    """Random square crops of tiles held in memory in their own dtype (uint8 stays uint8).
+
+    An epoch is as many crops as patches tile the training area once; a crop's tile is drawn
+    in proportion to tile area, so that every pixel is equally likely to be seen.
+    """
+
+    def __init__(self, tiles: list[tuple[np.ndarray, np.ndarray]], size: int, flips: bool, seed: int):
+        self.tiles = tiles
+        self.size = size
+        self.flips = flips
+        self.seed = seed
+        areas = np.array([labels.size for _, labels in tiles], dtype=np.float64)
+        self.tile_probabilities = areas / areas.sum()
+        self.epoch_length = max(1, sum((labels.shape[0] // size) * (labels.shape[1] // size) for _, labels in tiles))
+
+    def __len__(self) -> int:
+        return self.epoch_length
+
+    def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        epoch, index = key
+        rng = sample_rng(self.seed, epoch, index)
+        image, labels = self.tiles[int(rng.choice(len(self.tiles), p=self.tile_probabilities))]
+        row = int(rng.integers(0, labels.shape[0] - self.size + 1))
+        col = int(rng.integers(0, labels.shape[1] - self.size + 1))
+        crop = image[:, row:row + self.size, col:col + self.size]
+        crop_labels = labels[row:row + self.size, col:col + self.size]
+        if self.flips:
+            crop, crop_labels = random_flip_rotate(crop, crop_labels, rng)
+        return torch.from_numpy(np.ascontiguousarray(crop)), torch.from_numpy(np.ascontiguousarray(crop_labels))
+
+    def label_maps(self) -> Iterator[np.ndarray]:
+        for _, labels in self.tiles:
+            yield labels
+
+
+def training_data(cfg: Config) -> AugmentedPatches | TileCrops:
+    """The configured training source: LMDB_DIR/train.lmdb, or crops of the training tiles."""
+    if cfg.TRAIN_SOURCE == "lmdb":
+        patches = LmdbPatches(Path(cfg.LMDB_DIR) / "train.lmdb", expected_signature=data_signature(cfg))
+        return AugmentedPatches(patches, cfg.RANDOM_FLIPS, cfg.SEED)
+    tiles = []
+    for tile_id in cfg.tile_ids("train"):
+        image, info = read_image(cfg, tile_id)
+        if min(info.height, info.width) < cfg.PATCH_SIZE:
+            raise EosegError(f"{info.path}: tile is {info.width} x {info.height} px, smaller than PATCH_SIZE {cfg.PATCH_SIZE}")
+        tiles.append((image, read_labels(cfg, tile_id, info)))
+    if not tiles:
+        raise EosegError("TRAIN_IDS is empty: nothing to train on")
+    return TileCrops(tiles, cfg.PATCH_SIZE, cfg.RANDOM_FLIPS, cfg.SEED)
+
+
+def median_frequency_weights(label_maps, num_classes: int, ignore_label: int, progress: bool = False) -> list[float]:
+    """Median frequency balancing (Eigen & Fergus 2015), the class weighting SegNet uses.
+
+    ``weight_c = median_c(f_c) / f_c`` with ``f_c`` = pixels of class c divided by the labelled
+    pixels of the label maps (patches or tiles) in which c occurs; the median is taken over
+    the classes that occur. A class that never occurs gets weight 0 (it is never in the loss).
+    """
+    class_pixels = np.zeros(num_classes, dtype=np.int64)
+    pixels_where_present = np.zeros(num_classes, dtype=np.int64)
+    for labels in tqdm(label_maps, desc="class frequencies", unit="map", disable=not progress):
+        counts = np.bincount(labels.ravel(), minlength=256)
+        counts[ignore_label] = 0
+        counts = counts[:num_classes]
+        class_pixels += counts
+        pixels_where_present[counts > 0] += counts.sum()
+    present = class_pixels > 0
+    if not present.any():
+        raise EosegError("the training labels hold no labelled pixel: cannot compute class weights")
+    frequency = np.zeros(num_classes)
+    frequency[present] = class_pixels[present] / pixels_where_present[present]
+    weights = np.zeros(num_classes)
+    weights[present] = np.median(frequency[present]) / frequency[present]
+    return [float(w) for w in weights]

@@ -1,0 +1,333 @@
+"""Training for real: sample order, augmentation, resumption after SIGKILL, torchrun, validation, AMP."""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from eoseg.checkpoint import load_checkpoint
+from eoseg.config import load_config
+from eoseg.data import StreamBatchSampler, TileCrops, median_frequency_weights, training_data
+from eoseg.errors import EosegError
+from eoseg.extract import extract_patches
+from eoseg.lmdb_store import create_lmdb
+from eoseg.metrics import confusion_matrix, metrics_from_confusion
+from eoseg.models import model_from_config
+from eoseg.normalization import Normalization
+from eoseg.predict import Predictor
+from eoseg.tiles import read_eval_labels, read_image
+from eoseg.train import Processes, Trainer, random_states, restore_random_states, seed_everything, train
+
+from .conftest import ROOT, as_arguments, run_script, tiny_overrides
+
+FIVE_CLASSES = {
+    "CLASS_NAMES": ["impervious surfaces", "building", "low vegetation", "tree", "car"],
+    "PALETTE": [[255, 255, 255], [0, 0, 255], [0, 255, 255], [0, 255, 0], [255, 255, 0]],
+}
+FOUR_BANDS = {"BANDS": [1, 2, 3, 4], "BAND_NAMES": ["IR", "R", "G", "DSM"], "NORM_MEAN": [0.0] * 4, "NORM_STD": [255.0] * 4}
+
+
+@pytest.fixture(scope="module")
+def lmdb_dir(sample_root, tmp_path_factory) -> Path:
+    """The tiny dataset's patches packed into LMDB once for this module."""
+    root = tmp_path_factory.mktemp("training_lmdb")
+    cfg = load_config(overrides=as_arguments({**tiny_overrides(root), "DATA_ROOT": str(sample_root / "data")}))
+    extract_patches(cfg, cfg.PATCHES_DIR, progress=False)
+    create_lmdb(cfg, cfg.PATCHES_DIR, cfg.LMDB_DIR, progress=False)
+    return Path(cfg.LMDB_DIR)
+
+
+def overrides_for(sample_root: Path, lmdb_dir: Path, out: Path, **extra) -> dict:
+    return {**tiny_overrides(out), "DATA_ROOT": str(sample_root / "data"), "LMDB_DIR": str(lmdb_dir), **extra}
+
+
+@pytest.fixture
+def lmdb_cfg(sample_root, lmdb_dir, tmp_path):
+    return load_config(overrides=as_arguments(overrides_for(sample_root, lmdb_dir, tmp_path)))
+
+
+def read_log(train_dir: Path) -> list[dict]:
+    with open(Path(train_dir) / "log.csv", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def initial_weights(cfg) -> dict:
+    """The weights a run of ``cfg`` starts from (its model is drawn right after seeding)."""
+    seed_everything(cfg.SEED)
+    return {name: value.detach().clone() for name, value in model_from_config(cfg).state_dict().items()}
+
+
+def script_environment() -> dict:
+    # one thread per process: two concurrent runs on a small machine would otherwise fight over cores
+    return {**os.environ, "PYTHONWARNINGS": "ignore", "MPLBACKEND": "Agg", "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+
+
+def start_training(*arguments: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, str(ROOT / "training.py"), *arguments], cwd=ROOT, env=script_environment(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+# ---------------------------------------------------------------- sample order and augmentation
+def test_stream_is_a_pure_function_of_seed_and_position():
+    def take(sampler, steps):
+        batches = iter(sampler)
+        return [next(batches) for _ in range(steps)]
+
+    length, batch = 7, 3
+    whole = [key for b in take(StreamBatchSampler(length, batch, seed=5), 8) for key in b]
+    # each epoch visits every sample once, in its own order
+    epochs = [whole[i:i + length] for i in range(0, 21, length)]
+    for epoch, keys in enumerate(epochs):
+        assert {e for e, _ in keys} == {epoch} and sorted(i for _, i in keys) == list(range(length))
+    assert [i for _, i in epochs[0]] != [i for _, i in epochs[1]]
+    # started at a position, the stream carries on exactly there
+    resumed = [key for b in take(StreamBatchSampler(length, batch, seed=5, start=9), 5) for key in b]
+    assert resumed == whole[9:24]
+    # two processes read disjoint blocks that together make the single-process stream
+    ranks = [take(StreamBatchSampler(length, batch, seed=5, rank=r, world_size=2), 4) for r in (0, 1)]
+    interleaved = [key for step in zip(*ranks) for b in step for key in b]
+    assert interleaved == whole[:24]
+    assert StreamBatchSampler(length, batch, seed=5, rank=1, world_size=2).position_after(4) == 24
+    # another seed, another order
+    assert take(StreamBatchSampler(length, batch, seed=6), 3) != take(StreamBatchSampler(length, batch, seed=5), 3)
+
+
+def test_batches_do_not_depend_on_the_number_of_workers(lmdb_cfg):
+    data = training_data(lmdb_cfg)
+
+    def batches(workers):
+        loader = DataLoader(data, batch_sampler=StreamBatchSampler(len(data), 4, seed=0, start=50), num_workers=workers)
+        stream = iter(loader)
+        return [next(stream) for _ in range(6)]
+
+    single, parallel = batches(0), batches(2)
+    for (image_a, label_a), (image_b, label_b) in zip(single, parallel):
+        assert image_a.dtype == torch.uint8 and torch.equal(image_a, image_b) and torch.equal(label_a, label_b)
+    # the augmentation is drawn per epoch: the same record comes back flipped or rotated otherwise
+    record = data.patches[3]
+    variants = {data[(epoch, 3)][0].numpy().tobytes() for epoch in range(12)}
+    assert len(variants) > 2 and all(np.asarray(data[(e, 3)][0]).sum() == record[0].sum() for e in range(12))
+
+
+def test_tile_crops_are_uint8_views_of_the_tiles_with_their_labels(tiny_cfg):
+    data = training_data(tiny_cfg.replace(TRAIN_SOURCE="tiles", RANDOM_FLIPS=False))
+    assert isinstance(data, TileCrops) and all(image.dtype == np.uint8 for image, _ in data.tiles)
+    assert len(data) == 3 * (160 // 64) ** 2
+    image, labels = data[(0, 5)]
+    assert image.dtype == torch.uint8 and image.shape == (3, 64, 64) and labels.shape == (64, 64)
+    found = []
+    for tile, tile_labels in data.tiles:  # the crop is somewhere in one tile, labels at the same place
+        for row in range(160 - 64 + 1):
+            for col in range(160 - 64 + 1):
+                if np.array_equal(tile[:, row:row + 64, col:col + 64], image.numpy()):
+                    found.append(np.array_equal(tile_labels[row:row + 64, col:col + 64], labels.numpy()))
+    assert found and all(found)
+    assert torch.equal(data[(0, 5)][0], image) and not torch.equal(data[(1, 5)][0], image)
+
+
+def test_median_frequency_weights_by_hand():
+    maps = [np.array([[0, 0], [0, 1]], np.uint8), np.array([[0, 2], [2, 255]], np.uint8)]
+    weights = median_frequency_weights(maps, num_classes=4, ignore_label=255)
+    # f0 = 4/7 (both maps hold class 0: 7 labelled px), f1 = 1/4, f2 = 2/3; median 4/7; class 3 absent
+    assert weights == pytest.approx([1.0, 16 / 7, 6 / 7, 0.0])
+
+
+def test_median_frequency_weights_from_the_lmdb_enter_the_loss(lmdb_cfg):
+    cfg = lmdb_cfg.replace(MEDIAN_FREQUENCY_WEIGHTS=True, ITERATIONS=1, VAL_EVERY=0)
+    data = training_data(cfg)
+    expected = median_frequency_weights(data.label_maps(), 6, 255)
+    trainer = Trainer(cfg, Processes(), torch.device("cpu"), progress=False)
+    assert trainer.criterion.weight.tolist() == pytest.approx(expected)
+    trainer.run()
+    recorded = load_checkpoint(Path(cfg.TRAIN_DIR) / "checkpoints" / "iter_0000001.pt")["training_state"]["class_weights"]
+    assert recorded == pytest.approx(expected)
+    counts = np.bincount(np.concatenate([m.ravel() for m in data.label_maps()]), minlength=256)[:6]
+    rarest, commonest = int(np.argmin(np.where(counts > 0, counts, counts.max()))), int(np.argmax(counts))
+    assert recorded[rarest] > 1 > recorded[commonest]
+    with pytest.raises(EosegError, match="choose one"):
+        train(cfg.replace(CLASS_WEIGHTS=[1.0] * 6), progress=False)
+
+
+# ---------------------------------------------------------------- checkpoints and resumption
+def test_random_states_survive_a_weights_only_round_trip(tmp_path):
+    import random
+
+    random.seed(1)
+    np.random.seed(2)
+    torch.manual_seed(3)
+    torch.save(random_states(), tmp_path / "states.pt")
+    expected = (random.random(), np.random.rand(), torch.rand(1).item())
+    restore_random_states(torch.load(tmp_path / "states.pt", weights_only=True))
+    assert (random.random(), np.random.rand(), torch.rand(1).item()) == expected
+
+
+def test_killed_run_resumes_with_the_same_losses_and_weights(sample_root, lmdb_dir, tmp_path):
+    common = overrides_for(sample_root, lmdb_dir, tmp_path, ITERATIONS=24, LOG_EVERY=1, SNAPSHOT_EVERY=5,
+                           VAL_EVERY=0, DETERMINISTIC=True, LR_STEPS=[12])
+    full = as_arguments({**common, "TRAIN_DIR": str(tmp_path / "full"), "MODEL_FILE": str(tmp_path / "full.pt")})
+    # the killed run reads with 2 workers, the uninterrupted one in-process: the data must not care
+    killed_dir = tmp_path / "killed"
+    killed = as_arguments({**common, "TRAIN_DIR": str(killed_dir), "MODEL_FILE": str(tmp_path / "killed.pt"), "NUM_WORKERS": 2})
+    uninterrupted, victim = start_training(*full), start_training(*killed)
+    checkpoints = killed_dir / "checkpoints"
+    deadline = time.monotonic() + 120
+    while not (checkpoints / "iter_0000010.pt").exists():
+        assert victim.poll() is None, "the run ended before it could be killed"
+        assert time.monotonic() < deadline, "no checkpoint at iteration 10 after 2 minutes"
+        time.sleep(0.01)
+    victim.send_signal(signal.SIGKILL)
+    assert victim.wait() == -signal.SIGKILL
+    assert not (tmp_path / "killed.pt").exists(), "the run finished before the kill"
+    before = {p.name: p.stat().st_mtime_ns for p in checkpoints.glob("iter_*.pt")}
+    assert max(before) < "iter_0000024.pt"
+
+    resumed = start_training("--resume", *killed)  # no path: the latest checkpoint
+    assert resumed.wait(timeout=300) == 0, resumed.stderr.read()
+    assert uninterrupted.wait(timeout=300) == 0, uninterrupted.stderr.read()
+    # the resumed run started from the killed run's last checkpoint, not from scratch
+    assert {name: (checkpoints / name).stat().st_mtime_ns for name in before} == before
+
+    def curve(rows):
+        return [(r["iteration"], r["loss"], r["lr"]) for r in rows]
+
+    expected, got = curve(read_log(tmp_path / "full")), curve(read_log(killed_dir))
+    assert [int(i) for i, _, _ in expected] == list(range(1, 25))
+    assert got == expected
+    final_full, final_resumed = load_checkpoint(tmp_path / "full.pt"), load_checkpoint(tmp_path / "killed.pt")
+    for key, value in final_full["state_dict"].items():
+        assert torch.equal(final_resumed["state_dict"][key], value), key
+
+
+def test_checkpoint_holds_the_whole_training_state(lmdb_cfg):
+    cfg = lmdb_cfg.replace(ITERATIONS=2, SNAPSHOT_EVERY=1, VAL_EVERY=1, PRECISION="bfloat16")
+    train(cfg, progress=False)
+    payload = load_checkpoint(Path(cfg.TRAIN_DIR) / "checkpoints" / "iter_0000002.pt")  # weights_only=True
+    state = payload["training_state"]
+    assert {"optimizer", "scheduler", "scaler", "sample_position", "random_states", "best", "class_weights"} <= set(state)
+    assert state["sample_position"] == 2 * cfg.BATCH_SIZE
+    assert set(state["random_states"]) == {"python", "numpy", "torch", "cuda"}
+    assert state["best"]["metric"] == "mean_f1" and state["best"]["iteration"] in (1, 2)
+    assert payload["iteration"] == 2 and payload["signature"]["normalization"] == Normalization.from_config(cfg).record()
+    assert payload["model"]["num_classes"] == 6 and payload["signature"]["band_names"] == cfg.BAND_NAMES
+    assert '"PRECISION": "bfloat16"' in payload["config"]
+
+
+@pytest.fixture(scope="module")
+def six_class_checkpoint(sample_root, lmdb_dir, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("six")
+    cfg = load_config(overrides=as_arguments(overrides_for(sample_root, lmdb_dir, out, ITERATIONS=1, VAL_EVERY=0)))
+    train(cfg, progress=False)
+    return Path(cfg.TRAIN_DIR) / "checkpoints" / "iter_0000001.pt"
+
+
+@pytest.mark.parametrize("other,expected", [(FIVE_CLASSES, "trained for 6 classes, but the config has 5"),
+                                            (FOUR_BANDS, "trained for 3 input bands, but the config has 4"),
+                                            ({"MODEL_WIDTH": 0.25}, "MODEL_WIDTH=0.125")])
+def test_resume_refuses_a_checkpoint_made_for_other_data(lmdb_cfg, six_class_checkpoint, other, expected):
+    cfg = lmdb_cfg.replace(ITERATIONS=3, **other)
+    with pytest.raises(EosegError, match=expected):
+        train(cfg, resume=six_class_checkpoint, progress=False)
+
+
+def test_resume_refusal_is_one_line_from_the_script(sample_root, lmdb_dir, tmp_path, six_class_checkpoint):
+    arguments = as_arguments(overrides_for(sample_root, lmdb_dir, tmp_path, ITERATIONS=3, **FIVE_CLASSES))
+    result = run_script("training.py", "--resume", str(six_class_checkpoint), *arguments)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines() == [
+        f"error: checkpoint {six_class_checkpoint} was trained for 6 classes, but the config has 5; "
+        "use the config it was trained with or retrain"]
+    assert not Path(tmp_path / "train").exists()  # refused before anything was written
+
+
+def test_resume_without_checkpoints_is_refused(lmdb_cfg):
+    from eoseg.train import latest_checkpoint
+
+    with pytest.raises(EosegError, match="no checkpoint to resume from"):
+        latest_checkpoint(lmdb_cfg)
+
+
+# ---------------------------------------------------------------- validation, precision, distributed
+def test_validation_logs_metrics_and_keeps_the_best_checkpoint(lmdb_cfg):
+    cfg = lmdb_cfg.replace(ITERATIONS=5, LOG_EVERY=2, VAL_EVERY=2, BASE_LR=0.1)
+    train(cfg, progress=False)
+    rows = read_log(cfg.TRAIN_DIR)
+    validated = [r for r in rows if r["val_mean_f1"]]
+    assert [int(r["iteration"]) for r in rows] == [2, 4, 5] and [int(r["iteration"]) for r in validated] == [2, 4, 5]
+    best_row = max(validated, key=lambda r: float(r["val_mean_f1"]))  # max keeps the first of equals, as training does
+    best = load_checkpoint(Path(cfg.TRAIN_DIR) / "checkpoints" / "best.pt")
+    assert best["iteration"] == int(best_row["iteration"])
+    # the logged metrics are those of the inference predictor with the best weights on the test tile
+    model = model_from_config(cfg)
+    model.load_state_dict(best["state_dict"])
+    image, info = read_image(cfg, "4")
+    truth, _ = read_eval_labels(cfg, "4", info)
+    predicted = Predictor(model, Normalization.from_config(cfg), cfg.WINDOW, cfg.STRIDE, cfg.INFER_BATCH_SIZE, "cpu").predict(image)
+    metrics = metrics_from_confusion(confusion_matrix(truth, predicted, 6, 255), cfg.CLASS_NAMES)
+    for name in ("overall_accuracy", "mean_f1", "mean_iou"):
+        assert float(best_row[f"val_{name}"]) == pytest.approx(metrics[name], abs=1e-5)
+    assert (Path(cfg.TRAIN_DIR) / "loss.png").stat().st_size > 0
+
+
+# float16 kernels are slow on CPUs (about 50x bfloat16 here): its run is smaller
+@pytest.mark.parametrize("precision,patch,batch", [("bfloat16", 64, 4), ("float16", 32, 1)])
+def test_mixed_precision_and_channels_last_train(tiny_cfg, precision, patch, batch):
+    cfg = tiny_cfg.replace(TRAIN_SOURCE="tiles", ITERATIONS=4, LOG_EVERY=1, VAL_EVERY=0, PRECISION=precision,
+                           CHANNELS_LAST=True, PATCH_SIZE=patch, BATCH_SIZE=batch)
+    trainer = Trainer(cfg, Processes(), torch.device("cpu"), progress=False)
+    start = initial_weights(cfg)
+    assert all(torch.equal(value, start[name]) for name, value in trainer.model.state_dict().items())
+    weights = trainer.run()
+    losses = [float(r["loss"]) for r in read_log(cfg.TRAIN_DIR)]
+    assert len(losses) == 4 and all(np.isfinite(losses))
+    state = load_checkpoint(weights)["state_dict"]
+    assert all(v.dtype == torch.float32 for k, v in state.items() if v.is_floating_point())  # autocast keeps weights float32
+    assert not torch.equal(state["conv1_1.weight"], start["conv1_1.weight"])
+
+
+DISTRIBUTED_WORKER = """
+import sys
+import torch
+from eoseg.config import load_config
+from eoseg.train import Trainer, process_group
+
+out, overrides = sys.argv[1], sys.argv[2:]
+cfg = load_config(overrides=overrides)
+with process_group(cfg.DEVICE) as (processes, device):
+    trainer = Trainer(cfg, processes, device, progress=False)
+    trainer.run()
+    parameters = {name: p.detach().cpu() for name, p in trainer.model.named_parameters()}
+    torch.save({"world_size": processes.world_size, "parameters": parameters}, f"{out}/rank{processes.rank}.pt")
+"""
+
+
+def test_torchrun_two_processes_train_identical_replicas(sample_root, lmdb_dir, tmp_path):
+    worker = tmp_path / "worker.py"
+    worker.write_text(DISTRIBUTED_WORKER)
+    arguments = as_arguments(overrides_for(sample_root, lmdb_dir, tmp_path, ITERATIONS=4, LOG_EVERY=1, SNAPSHOT_EVERY=2, VAL_EVERY=2))
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(worker), str(tmp_path), *arguments],
+        cwd=ROOT, env=script_environment(), capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
+    assert [r["world_size"] for r in ranks] == [2, 2]
+    first, second = (r["parameters"] for r in ranks)
+    for name, value in first.items():
+        assert torch.equal(value, second[name]), f"{name} differs between the two processes"
+    assert not torch.equal(first["conv1_1.weight"], initial_weights(load_config(overrides=arguments))["conv1_1.weight"])
+    # rank 0 alone wrote the log: one row per iteration; the stream moved 2 processes x BATCH_SIZE per step
+    assert [int(r["iteration"]) for r in read_log(tmp_path / "train")] == [1, 2, 3, 4]
+    checkpoint = load_checkpoint(tmp_path / "train" / "checkpoints" / "iter_0000004.pt")
+    assert checkpoint["training_state"]["sample_position"] == 4 * 2 * 4
+    assert checkpoint["training_state"]["world_size"] == 2
+    assert (tmp_path / "model.pt").is_file() and (tmp_path / "train" / "checkpoints" / "best.pt").is_file()
