@@ -12,6 +12,7 @@ raster's height. Reading the next block (a background thread) overlaps with comp
 
 from __future__ import annotations
 
+import copy
 import math
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -98,8 +99,9 @@ class Predictor:
         self.channels_last = False
         if isinstance(model, nn.Module):
             model = model.eval()
-            if optimize and hasattr(model, "conv_bn_pairs"):
-                model = fold_batchnorm(model)
+            if optimize:
+                # our own copy: the memory-format change below must not reach the caller's model
+                model = fold_batchnorm(model) if hasattr(model, "conv_bn_pairs") else copy.deepcopy(model)
             model = model.to(self.device)
             if optimize:
                 model = model.to(memory_format=torch.channels_last)
