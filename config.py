@@ -25,7 +25,7 @@ TEST_IDS = ["7", "8"]  # held-out tiles (validation / evaluation)
 OFFICIAL_TEST_IDS = []  # benchmark test tiles without public ground truth ("official_test" split)
 
 # ---------------------------------------------------------------- classes
-CLASS_NAMES = ["impervious surfaces", "building", "low vegetation", "tree", "car", "clutter"]
+CLASS_NAMES = ["impervious surfaces", "building", "low vegetation", "tree", "car", "clutter"]  # class ids 0, 1, ... in this order
 PALETTE = [  # RGB colour of each class in the colour-coded ground truth, same order
     [255, 255, 255],  # impervious surfaces: white
     [0, 0, 255],  # building: blue
@@ -61,8 +61,8 @@ BATCH_SIZE = 16  # patches per step and per process (under torchrun the step see
 ITERATIONS = 600  # optimisation steps (the sample reaches >90% OA in ~4 min on 2 CPU cores)
 BASE_LR = 0.05  # learning rate of the decoder
 ENCODER_LR_FACTOR = 0.5  # the encoder learns at BASE_LR * this (the method: half)
-MOMENTUM = 0.9
-WEIGHT_DECAY = 5e-4
+MOMENTUM = 0.9  # SGD momentum
+WEIGHT_DECAY = 5e-4  # L2 penalty on the weights
 LR_STEPS = [400, 520]  # iterations at which the learning rate is divided by 10
 CLASS_WEIGHTS = []  # per-class loss weights ([] = all equal)
 MEDIAN_FREQUENCY_WEIGHTS = False  # weight the loss by median frequency balancing of the training labels (SegNet's weighting), instead of CLASS_WEIGHTS

@@ -194,7 +194,7 @@ def patch_grid_figure(patches, palette, titles=None, class_names=None):
 
 
 def class_frequency_figure(counts: dict, class_names, palette, title: str = "Class frequencies"):
-    """Share of the labelled pixels per class, one group of bars per split, in the class colours.
+    """Share of the labelled pixels per class, one bar per split (told apart by hatching), in the class colours.
 
     ``counts`` maps a split name to its pixel count per class (ignored pixels left out).
     """
