@@ -14,6 +14,9 @@ input is nodata), NAME_color (WRITE_COLOR), NAME_probabilities (WRITE_PROBABILIT
 GeoTIFFs with the input's CRS and transform when it is georeferenced (else PNG), and
 NAME_preview.png (WRITE_PREVIEW). Tiles with ground truth (the eroded GT when the dataset
 has one) are scored: metrics.json, metrics.txt and confusion_matrix.png in INFER_DIR.
+NAME_record.json, written last, records the outputs' hashes and the weights, config and
+inputs they were made with: a rerun (after an interruption, say) keeps the images it
+finds done that way and labels the others; --force labels them all again.
 Overlapping windows are blended by BLEND; TTA, INFER_AUTOCAST, INFER_OPTIMIZE and
 INFER_COMPILE trade speed and accuracy.
 """
@@ -22,7 +25,7 @@ from __future__ import annotations
 
 from eoseg.cli import make_parser, parse, run
 from eoseg.config import SPLITS
-from eoseg.infer import distributed_rank, run_inference
+from eoseg.infer import distributed_rank, leave_process_group, run_inference
 from eoseg.metrics import format_table
 
 
@@ -38,14 +41,23 @@ def main(argv=None):
     parser.add_argument("--tiles", nargs="+", metavar="ID", help="label these tile ids instead of a split")
     parser.add_argument("--images", nargs="+", metavar="PATH", help="label these image files, folders or glob patterns instead of tiles")
     parser.add_argument("--out", metavar="DIR", help="output folder (default: INFER_DIR)")
+    parser.add_argument("--force", action="store_true",
+                        help="label every image again, even those whose completion record shows them done "
+                             "with these weights, config and inputs")
     args, cfg = parse(parser, argv)
     if args.engine:
         cfg = cfg.replace(INFER_ENGINE=args.engine)
     tiles = args.tiles if args.tiles else ([] if args.images else cfg.tile_ids(args.split))
     summary = run_inference(cfg, args.weights or cfg.MODEL_FILE, args.out or cfg.INFER_DIR, tiles, args.images,
-                            caffe_mean=args.caffe_mean)
-    if distributed_rank()[0] != 0:
+                            caffe_mean=args.caffe_mean, force=args.force)
+    rank = distributed_rank()[0]
+    leave_process_group()
+    if rank != 0:
         return
+    reused = sum(image.reused for image in summary.images)
+    if reused:
+        print(f"kept {reused} image(s) already labelled with these weights, config and inputs "
+              "(their completion records match; --force labels them again)")
     for image in summary.images:
         if image.metrics is not None:
             print(f"{image.name}: OA {100 * image.metrics['overall_accuracy']:.1f}%  (vs {image.truth_source})")

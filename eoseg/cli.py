@@ -45,9 +45,11 @@ def run(main: Callable[[Sequence[str] | None], object], argv: Sequence[str] | No
     """Run a script's ``main``: user errors become one line on stderr and exit status 2."""
     try:
         main(argv)
+        return
     except EosegError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+        message, status = f"error: {err}", 2
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        sys.exit(130)
+        message, status = "interrupted", 130
+    # printed once the traceback is gone: the progress bars it kept alive have closed their line
+    print(message, file=sys.stderr)
+    sys.exit(status)

@@ -42,9 +42,17 @@ def _unknown(name: str, known: Iterable[str], where: str) -> EosegError:
 
 
 def _coerce(default: Any, value: Any) -> Any:
-    """An int given for a float name becomes a float, wherever it comes from."""
-    if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
+    """Widen a value to its default's type where nothing is lost, wherever it comes from: an int
+    for a float, a number for a text inside a list (tile ids typed as numbers), item by item."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(default, float) and isinstance(value, int):
         return float(value)
+    if isinstance(default, (list, tuple)) and default and isinstance(value, (list, tuple)):
+        item = default[0]
+        if isinstance(item, str):
+            return [str(v) if isinstance(v, int) and not isinstance(v, bool) else v for v in value]
+        return [_coerce(item, v) for v in value]
     return value
 
 
@@ -56,8 +64,18 @@ def _same_kind(default: Any, value: Any) -> bool:
     if isinstance(default, float):
         return isinstance(value, (int, float))
     if isinstance(default, (list, tuple)):
-        return isinstance(value, (list, tuple))
+        # the default's first item says what the items are; an empty default says nothing
+        return isinstance(value, (list, tuple)) and (
+            not default or all(v is not None and _same_kind(default[0], v) for v in value))
     return isinstance(value, type(default))
+
+
+def _kind(default: Any) -> str:
+    """How a value like ``default`` is described in an error: "an int", "a list of float"."""
+    if isinstance(default, (list, tuple)) and default:
+        return f"a list of {_kind(default[0]).split(' ', 1)[1]}"
+    name = "list" if isinstance(default, tuple) else type(default).__name__
+    return f"{'an' if name[0] in 'aeiou' else 'a'} {name}"
 
 
 def parse_override(text: str, defaults: dict[str, Any]) -> tuple[str, Any]:
@@ -77,10 +95,7 @@ def parse_override(text: str, defaults: dict[str, Any]) -> tuple[str, Any]:
         value = raw.lower() == "true"
     value = _coerce(default, value)
     if not _same_kind(default, value):
-        raise EosegError(
-            f"override {text!r}: {key} expects a {type(default).__name__} "
-            f"(default {default!r}), got {type(value).__name__} {value!r}"
-        )
+        raise EosegError(f"override {text!r}: {key} expects {_kind(default)} (default {default!r}), got {value!r}")
     return key, value
 
 
@@ -106,9 +121,9 @@ class Config:
         for key, value in changes.items():
             if key not in self._values:
                 raise _unknown(key, self._values, "replace()")
-            if not _same_kind(self._values[key], value):
-                raise EosegError(f"{key} expects a {type(self._values[key]).__name__}, got {value!r}")
             changes[key] = _coerce(self._values[key], value)
+            if not _same_kind(self._values[key], changes[key]):
+                raise EosegError(f"{key} expects {_kind(self._values[key])}, got {value!r}")
         return Config({**self._values, **changes}, self.sources + [f"replace({', '.join(changes)})"])
 
     def save(self, folder: str | Path, name: str = "config.json") -> Path:
@@ -170,6 +185,8 @@ class Config:
             raise EosegError(f"STRIDE {v['STRIDE']} is larger than WINDOW {v['WINDOW']}: pixels between windows would get no label")
         if v["CLASS_WEIGHTS"] and len(v["CLASS_WEIGHTS"]) != len(v["CLASS_NAMES"]):
             raise EosegError(f"CLASS_WEIGHTS has {len(v['CLASS_WEIGHTS'])} entries for {len(v['CLASS_NAMES'])} classes")
+        if not all(isinstance(w, (int, float)) and not isinstance(w, bool) for w in v["CLASS_WEIGHTS"]):
+            raise EosegError(f"CLASS_WEIGHTS holds one number per class, got {v['CLASS_WEIGHTS']!r}")
         if v["TRAIN_SOURCE"] not in ("lmdb", "tiles"):
             raise EosegError(f"TRAIN_SOURCE must be 'lmdb' or 'tiles', got {v['TRAIN_SOURCE']!r}")
         self.palette  # validates colours and the ignore label
@@ -191,9 +208,9 @@ def load_config(
         for key, value in file_values.items():
             if key not in defaults:
                 raise _unknown(key, defaults, str(config_file))
-            if not _same_kind(defaults[key], value):
-                raise EosegError(f"{config_file}: {key} expects a {type(defaults[key]).__name__}, got {value!r}")
             file_values[key] = _coerce(defaults[key], value)
+            if not _same_kind(defaults[key], file_values[key]):
+                raise EosegError(f"{config_file}: {key} expects {_kind(defaults[key])}, got {value!r}")
         sources.append(str(config_file))
     override_values = dict(parse_override(item, defaults) for item in overrides)
     if override_values:

@@ -16,7 +16,7 @@ from eoseg.errors import EosegError
 from eoseg.geometry import sliding_windows
 from eoseg.io import atomic_directory, atomic_write_text
 from eoseg.metadata import data_signature
-from eoseg.tiles import read_image, read_labels
+from eoseg.tiles import read_image, read_labels, training_pixels
 
 MANIFEST = "manifest.json"  # written last: its presence marks a complete patch folder
 PATCH_LIST = "patches.csv"
@@ -48,11 +48,18 @@ def extract_patches(cfg: Config, out_dir: str | Path, force: bool = False, progr
                 for tile_id in tqdm(tiles, desc=f"extract {split}", unit="tile", disable=not progress):
                     image, info = read_image(cfg, tile_id)
                     labels = read_labels(cfg, tile_id, info)
+                    if dtype is not None and str(image.dtype) != dtype:
+                        raise EosegError(
+                            f"{info.path}: image is {image.dtype} but the tiles before it are {dtype}; one NORM_MEAN "
+                            "and NORM_STD cannot fit both: convert the tiles to one data type"
+                        )
                     dtype = str(image.dtype)
                     if info.height < size or info.width < size:
                         raise EosegError(
-                            f"{info.path}: tile is {info.width} x {info.height} px, smaller than PATCH_SIZE {size}"
+                            f"{info.path}: tile is {info.width} x {info.height} px, smaller than PATCH_SIZE {size}; "
+                            "lower PATCH_SIZE or leave the tile out of TRAIN_IDS and TEST_IDS"
                         )
+                    image, labels = training_pixels(cfg, info, image, labels)
                     for folder in ("images", "labels"):
                         (tmp / folder / split).mkdir(parents=True, exist_ok=True)
                     for row, col in sliding_windows(info.height, info.width, size, stride, allow_gaps=True):

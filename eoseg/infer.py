@@ -2,15 +2,19 @@
 
 Each raster is read, labelled, scored and written block of rows by block of rows, so a
 raster of any height runs in bounded memory. Outputs are published atomically when
-complete. Under ``torchrun`` the images are shared out across ranks; rank 0 gathers
-the metrics.
+complete; then a completion record (NAME_record.json) notes their sizes and hashes and
+what they were made with, so that a rerun skips the images it finds done with the same
+weights, config and inputs and redoes the rest. Under ``torchrun`` the images are shared
+out across ranks; rank 0 gathers the metrics.
 """
 
 from __future__ import annotations
 
 import glob
+import hashlib
 import json
 import os
+import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,12 +30,13 @@ from tqdm import tqdm
 from eoseg import plots
 from eoseg.config import Config
 from eoseg.errors import EosegError
-from eoseg.io import RasterInfo, RasterWriter, atomic_write_text, open_raster, output_suffix, raster_info
+from eoseg.io import (RasterInfo, RasterWriter, atomic_write_text, exclusive, file_sha256, open_raster, output_suffix,
+                      raster_info, valid_mask)
 from eoseg.metrics import confusion_matrix, format_table, metrics_from_confusion
 from eoseg.normalization import Normalization
 from eoseg.gis import polygonize_labels, to_cog
 from eoseg.predict import Predictor, best_class
-from eoseg.tiles import TruthSource, eval_truth, image_info
+from eoseg.tiles import TruthSource, check_bands, eval_truth, image_info
 from eoseg.weights import load_weights
 from eoseg.train import resolve_device
 
@@ -40,6 +45,8 @@ PREVIEW_SIDE = 1024  # longest side of the preview panels, in pixels
 # GDAL's block cache defaults to 5% of RAM and fills up with every block of a large
 # raster read or written; one row of tiles per output is all streaming needs
 GDAL_CACHE_MB = 256
+RECORD_FORMAT = "eoseg-inference-record-1"
+RECORD_SUFFIX = "_record.json"  # NAME_record.json, written after all of NAME's outputs
 
 
 @dataclass
@@ -49,6 +56,7 @@ class LabeledImage:
     metrics: dict | None = None
     truth_source: str | None = None
     rank: int = 0  # the process that labelled it (torchrun)
+    reused: bool = False  # found done by an earlier run (its completion record matched)
 
 
 @dataclass
@@ -106,37 +114,32 @@ def make_predictor(cfg: Config, model, normalization: Normalization, device: tor
 def label_raster(cfg: Config, predictor: Predictor, job: Job, out_dir: Path, rank: int = 0) -> LabeledImage:
     """Stream one raster through ``predictor``; write its outputs; score it if it has ground truth."""
     info, palette = job.info, cfg.palette
-    if max(cfg.BANDS) > info.count:
-        raise EosegError(f"{info.path}: has {info.count} bands but BANDS asks for {cfg.BANDS}")
     suffix = output_suffix(info)
     ignore = cfg.IGNORE_LABEL
     confusion = np.zeros((cfg.num_classes, cfg.num_classes), dtype=np.int64)
-    writers = {"labels": RasterWriter(out_dir / f"{job.name}_labels{suffix}", info, 1, "uint8",
-                                      palette.colormap() if suffix == ".tif" else None, nodata=ignore)}
-    if cfg.WRITE_COLOR:
-        writers["color"] = RasterWriter(out_dir / f"{job.name}_color{suffix}", info, 3, "uint8")
-    if cfg.WRITE_PROBABILITIES:
-        writers["probabilities"] = RasterWriter(out_dir / f"{job.name}_probabilities.tif", info, cfg.num_classes, "uint8")
+    writers: dict[str, RasterWriter] = {}
     try:
+        writers["labels"] = RasterWriter(out_dir / f"{job.name}_labels{suffix}", info, 1, "uint8",
+                                         palette.colormap() if suffix == ".tif" else None, nodata=ignore)
+        if cfg.WRITE_COLOR:
+            writers["color"] = RasterWriter(out_dir / f"{job.name}_color{suffix}", info, 3, "uint8")
+        if cfg.WRITE_PROBABILITIES:
+            writers["probabilities"] = RasterWriter(out_dir / f"{job.name}_probabilities.tif", info, cfg.num_classes,
+                                                    "uint8")
         with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), open_raster(info.path, "image") as src, \
                 ThreadPoolExecutor(max_workers=1) as writer_thread:
-            def read_rows(first: int, end: int) -> np.ndarray:
-                return src.read(cfg.BANDS, window=Window(0, first, info.width, end - first))
+            def rows_window(first: int, end: int) -> Window:
+                return Window(0, first, info.width, end - first)
 
-            def read_valid(first: int, end: int, pixels: np.ndarray) -> np.ndarray:
-                valid = src.read_masks(cfg.BANDS, window=Window(0, first, info.width, end - first)).any(axis=0)
-                if np.issubdtype(pixels.dtype, np.floating):
-                    valid &= ~np.isnan(pixels).any(axis=0)
-                if cfg.NODATA_ZERO:
-                    valid &= pixels.any(axis=0)
-                return valid
+            def read_rows(first: int, end: int) -> np.ndarray:
+                return src.read(cfg.BANDS, window=rows_window(first, end))
 
             pending = None
             for block in predictor.stream(read_rows, info.height, info.width, cfg.INFER_BLOCK_ROWS):
                 rows = block.scores.shape[1]
                 end = block.row + rows
                 labels = best_class(block.scores)
-                valid = read_valid(block.row, end, block.pixels)
+                valid = valid_mask(src, cfg.BANDS, block.pixels, cfg.NODATA_ZERO, rows_window(block.row, end))
                 labels[~valid] = ignore
                 outputs = {"labels": labels}
                 if cfg.WRITE_COLOR:
@@ -154,11 +157,12 @@ def label_raster(cfg: Config, predictor: Predictor, job: Job, out_dir: Path, ran
                 pending = writer_thread.submit(_write_block, writers, outputs, block.row)
             if pending is not None:
                 pending.result()
+        outputs = {key: writer.close() for key, writer in writers.items()}
     except BaseException:
         for writer in writers.values():
-            writer.abort()
+            writer.abort()  # a writer closed already keeps its output: complete, but without a record
         raise
-    result = LabeledImage(job.name, {key: writer.close() for key, writer in writers.items()}, rank=rank)
+    result = LabeledImage(job.name, outputs, rank=rank)
     if suffix == ".tif":
         _gis_outputs(cfg, job, result, out_dir)
     if job.truth is not None:
@@ -218,13 +222,90 @@ def distributed_rank() -> tuple[int, int]:
     return (dist.get_rank(), world) if world > 1 else (0, 1)
 
 
+def leave_process_group() -> None:
+    """Leave the torchrun process group, if joined: left open, gloo's threads abort the process
+    at exit now and then (SIGABRT)."""
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def _file_state(path: Path) -> dict:
+    stat = path.stat()
+    return {"path": str(path.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+
+def _made_with(cfg: Config, weights_sha256: str, caffe_mean: str | None, job: Job) -> dict:
+    """Everything an image's outputs depend on; a completion record made with anything else is stale."""
+    config = json.dumps(cfg.to_dict(), sort_keys=True, default=str)
+    made_with = {
+        "format": RECORD_FORMAT,
+        "config_sha256": hashlib.sha256(config.encode()).hexdigest(),
+        "weights_sha256": weights_sha256,
+        "caffe_mean": caffe_mean,
+        "image": _file_state(job.info.path),
+        "truth": None if job.truth is None else _file_state(job.truth.path),
+    }
+    return json.loads(json.dumps(made_with))  # as it reads back from a record
+
+
+def _reuse(record_path: Path, made_with: dict, out_dir: Path, rank: int) -> LabeledImage | None:
+    """The image's earlier result if its record matches ``made_with`` and every output its hash."""
+    try:
+        record = json.loads(record_path.read_text())
+    except (OSError, ValueError):
+        return None
+    if record.get("made_with") != made_with:
+        return None
+    outputs = {}
+    for key, entry in record["outputs"].items():
+        path = out_dir / entry["file"]
+        if not path.is_file() or path.stat().st_size != entry["size"] or file_sha256(path) != entry["sha256"]:
+            return None
+        outputs[key] = path
+    return LabeledImage(record["name"], outputs, record["metrics"], record["truth_source"], rank, reused=True)
+
+
+def _write_record(record_path: Path, made_with: dict, result: LabeledImage) -> None:
+    outputs = {key: {"file": path.name, "size": path.stat().st_size, "sha256": file_sha256(path)}
+               for key, path in result.outputs.items()}
+    record = {"name": result.name, "made_with": made_with, "outputs": outputs, "metrics": result.metrics,
+              "truth_source": result.truth_source}
+    atomic_write_text(record_path, json.dumps(record, indent=2) + "\n")
+
+
+def _label_once(cfg: Config, predictor: Predictor, job: Job, out_dir: Path, made_with: dict, rank: int = 0,
+               force: bool = False) -> LabeledImage:
+    """Label ``job`` unless its completion record shows it done with ``made_with`` (or ``force``).
+
+    Processes labelling into the same folder take turns on an image, so its outputs and
+    record all come from one of them.
+    """
+    record_path = out_dir / f"{job.name}{RECORD_SUFFIX}"
+    with exclusive(out_dir / f".{job.name}.lock"):
+        if not force:
+            reused = _reuse(record_path, made_with, out_dir, rank)
+            if reused is not None:
+                return reused
+        # temporary outputs of this image (.NAME_KIND.tmp-PID...) that a killed run left: with the
+        # lock held no one else writes them; KIND is one lower-case word, so no other image's match
+        stale = re.compile(rf"\.{re.escape(job.name)}_[a-z]+\.tmp-\d+\..*")
+        for leftover in out_dir.glob(glob.escape(f".{job.name}_") + "*.tmp-*"):
+            if stale.fullmatch(leftover.name):
+                leftover.unlink()
+        result = label_raster(cfg, predictor, job, out_dir, rank)
+        _write_record(record_path, made_with, result)
+    return result
+
+
 def run_inference(cfg: Config, weights: str | Path, out_dir: str | Path, tile_ids: list[str] | None = None,
                   image_paths: list[str | Path] | None = None, progress: bool = True,
-                  caffe_mean: str | None = None) -> InferenceSummary:
+                  caffe_mean: str | None = None, force: bool = False) -> InferenceSummary:
     """Label configured tiles (scored when they have ground truth) and/or image files.
 
     ``weights`` is an eoseg checkpoint (.pt), safetensors, ONNX or Caffe (.caffemodel)
-    file; the normalisation recorded with them is applied (see eoseg.weights).
+    file; the normalisation recorded with them is applied (see eoseg.weights). Images
+    whose completion record shows them done with the same weights, config and inputs are
+    kept, unless ``force``.
     """
     out_dir = Path(out_dir)
     jobs = []
@@ -232,7 +313,7 @@ def run_inference(cfg: Config, weights: str | Path, out_dir: str | Path, tile_id
         info = image_info(cfg, tile_id)
         jobs.append(Job(info, info.path.stem, eval_truth(cfg, tile_id, info)))
     for path in expand_image_arguments(image_paths or []):
-        jobs.append(Job(raster_info(path, "image"), path.stem))
+        jobs.append(Job(check_bands(cfg, raster_info(path, "image")), path.stem))
     if not jobs:
         raise EosegError("nothing to label: no tile ids and no image files given")
     names = [job.name for job in jobs]
@@ -245,13 +326,15 @@ def run_inference(cfg: Config, weights: str | Path, out_dir: str | Path, tile_id
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
     model, normalization = load_weights(weights, cfg, caffe_mean)
     predictor = make_predictor(cfg, model, normalization, device)
+    weights_sha256 = file_sha256(weights)
     out_dir.mkdir(parents=True, exist_ok=True)
     if rank == 0:
         cfg.save(out_dir)
     mine = jobs[rank::world]
-    results = [label_raster(cfg, predictor, job, out_dir, rank)
-               for job in tqdm(mine, desc=f"label (rank {rank})" if world > 1 else "label", unit="image",
-                               disable=not progress)]
+    # closed on the way out, so that an error is printed on a line of its own
+    with tqdm(mine, desc=f"label (rank {rank})" if world > 1 else "label", unit="image", disable=not progress) as bar:
+        results = [_label_once(cfg, predictor, job, out_dir, _made_with(cfg, weights_sha256, caffe_mean, job), rank,
+                               force) for job in bar]
     if world > 1:
         gathered: list = [None] * world
         dist.all_gather_object(gathered, results)

@@ -2,12 +2,18 @@
 
 Every output goes to a temporary name beside its destination and is renamed into
 place when complete, so an interrupted step never leaves a file the next step accepts.
+A write that finds no room (a full disk, a quota, the file size limit) is one error
+naming the output, whichever library was writing.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
+import hashlib
 import os
+import resource
 import shutil
 import warnings
 from dataclasses import dataclass
@@ -25,6 +31,88 @@ from eoseg.errors import EosegError
 warnings.filterwarnings("ignore", category=NotGeoreferencedWarning)
 
 
+# ---------------------------------------------------------------- failed writes
+_FULL_DISK_ERRNOS = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
+LOW_SPACE = 1 << 20  # bytes: a disk with less free counts as full
+
+
+def _causes(error: BaseException) -> Iterator[BaseException]:
+    """``error`` and the exceptions it was raised from or while handling."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        yield error
+        error = error.__cause__ or error.__context__
+
+
+def _files(written: Path) -> list[Path]:
+    return [written] if written.is_file() else [p for p in written.rglob("*") if p.is_file()]
+
+
+def _no_room_left(written: Path) -> bool:
+    """Whether the disk holding ``written`` (a file or folder) is full, or a file of it reached
+    the process's file size limit (``ulimit -f``): a write that hits the limit writes up to it."""
+    folder = written if written.is_dir() else written.parent
+    with contextlib.suppress(OSError):
+        usage = shutil.disk_usage(folder)
+        if usage.total and usage.free < LOW_SPACE:  # some network filesystems report no size at all
+            return True
+        limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+        return limit != resource.RLIM_INFINITY and any(f.stat().st_size >= limit for f in _files(written))
+    return False
+
+
+def _disk_full(error: BaseException, written: Path) -> bool:
+    """Whether ``error``, raised while writing ``written`` (a file or folder), means no room was left.
+
+    Python says so with ENOSPC, EFBIG or EDQUOT, but GDAL, numpy, LMDB and torch often lose the
+    errno on the way (LMDB even reports EIO): then the disk and the file size limit are asked.
+    """
+    for link in _causes(error):
+        if getattr(link, "errno", None) in _FULL_DISK_ERRNOS or any(os.strerror(e) in str(link) for e in _FULL_DISK_ERRNOS):
+            return True
+    return _no_room_left(written)
+
+
+def _full_disk_error(path: Path) -> EosegError:
+    return EosegError(f"{path}: disk full while writing it; free space and run again")
+
+
+def write_failure(error: BaseException, path: Path, written: Path | None = None) -> EosegError:
+    """The one-line error for a failed write of ``path`` (whose data went to ``written``)."""
+    if _disk_full(error, written or path):
+        return _full_disk_error(path)
+    return EosegError(f"{path}: writing failed ({_reason(error)})")
+
+
+@contextlib.contextmanager
+def _checked_write(path: Path, written: Path) -> Iterator[None]:
+    """Run a block that writes ``written`` on the way to ``path``; no room left is a one-line error.
+
+    Checked after the block as well: GDAL may report a failed write in a log line only and
+    carry on, leaving a short file that nothing else flags.
+    """
+    try:
+        yield
+    except EosegError as err:
+        # the user knows the final name, not the temporary one the block was given
+        raise EosegError(str(err).replace(str(written), str(path))) from None
+    except Exception as err:
+        if _disk_full(err, written):
+            raise _full_disk_error(path) from None
+        raise
+    if _no_room_left(written):
+        raise _full_disk_error(path)
+
+
+def _reason(error: BaseException) -> str:
+    """The most telling line of an error: GDAL's own message rather than rasterio's "see previous"."""
+    for link in _causes(error):
+        if not str(link).startswith(("Read failed. See previous", "Write failed. See previous")):
+            return str(link).splitlines()[0] if str(link) else type(link).__name__
+    return str(error)
+
+
 # ---------------------------------------------------------------- atomic writes
 def _temp_name(path: Path) -> Path:
     # keep the suffix so that format drivers chosen by extension still work
@@ -38,7 +126,8 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _temp_name(path)
     try:
-        yield tmp
+        with _checked_write(path, tmp):
+            yield tmp
         os.replace(tmp, path)
     finally:
         if tmp.exists():
@@ -50,32 +139,66 @@ def atomic_write_text(path: str | Path, text: str) -> None:
         tmp.write_text(text)
 
 
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@contextlib.contextmanager
+def exclusive(path: str | Path) -> Iterator[None]:
+    """Hold the lock file ``path``: processes writing the same outputs take turns.
+
+    The lock goes with its process, even a killed one. The file is removed on release, so
+    a waiter may end up holding a file no longer in place: it then tries again.
+    """
+    path = Path(path)
+    while True:
+        handle = open(path, "a")
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        with contextlib.suppress(FileNotFoundError):
+            if os.stat(path).st_ino == os.fstat(handle.fileno()).st_ino:
+                break
+        handle.close()
+    try:
+        yield
+    finally:
+        path.unlink(missing_ok=True)  # before releasing: a waiter must not take a file that is about to go
+        handle.close()
+
+
 @contextlib.contextmanager
 def atomic_directory(path: str | Path, force: bool = False) -> Iterator[Path]:
     """Build a directory under a temporary name; move it to ``path`` when complete.
 
     An existing ``path`` is refused unless ``force``, in which case it is replaced only
-    once the new one is complete.
+    once the new one is complete. One process at a time builds ``path``; what a killed
+    one left behind is removed by the next.
     """
     path = Path(path)
-    if path.exists() and not force:
-        raise EosegError(f"{path} already exists; pass --force to replace it")
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    try:
-        yield tmp
-        if path.exists():
-            old = path.with_name(f".{path.name}.old-{os.getpid()}")
-            os.replace(path, old)
-            os.replace(tmp, path)
-            shutil.rmtree(old)
-        else:
-            os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with exclusive(path.with_name(f".{path.name}.lock")):
+        if path.exists() and not force:
+            raise EosegError(f"{path} already exists; pass --force to replace it")
+        tmp, old = path.with_name(f".{path.name}.tmp"), path.with_name(f".{path.name}.old")
+        for leftover in (tmp, old):  # a killed builder's: no one else holds the lock
+            if leftover.exists():
+                shutil.rmtree(leftover)
+        tmp.mkdir()
+        try:
+            with _checked_write(path, tmp):
+                yield tmp
+            if path.exists():
+                os.replace(path, old)
+                os.replace(tmp, path)
+                shutil.rmtree(old)
+            else:
+                os.replace(tmp, path)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp)
 
 
 # ---------------------------------------------------------------- rasters
@@ -103,10 +226,16 @@ def open_raster(path: str | Path, what: str = "raster") -> Iterator[rasterio.Dat
     if not path.exists():
         raise EosegError(f"{what} not found: {path}")
     try:
-        with rasterio.open(path) as src:
-            yield src
+        src = rasterio.open(path)
     except RasterioIOError as err:
-        raise EosegError(f"{path}: cannot read this {what} ({err})") from None
+        raise EosegError(f"{path}: cannot open this {what} ({_reason(err)}); "
+                         "is it a complete raster file? replace it with a good copy") from None
+    with src:
+        try:
+            yield src
+        except RasterioIOError as err:  # reads in the block: the header was fine, the data is not
+            raise EosegError(f"{path}: cannot read this {what} ({_reason(err)}); "
+                             "the file is truncated or corrupt: replace it with a complete copy") from None
 
 
 def raster_info(path: str | Path, what: str = "raster") -> RasterInfo:
@@ -126,10 +255,7 @@ def read_raster(
             raise EosegError(
                 f"{path}: {what} has {src.count} bands but the config asks for bands {bands}; check BANDS"
             )
-        try:
-            return src.read(bands, window=window)
-        except RasterioIOError as err:
-            raise EosegError(f"{path}: cannot read this {what} ({err}); is the file complete?") from None
+        return src.read(bands, window=window)
 
 
 def read_label(path: str | Path, what: str = "label map") -> np.ndarray:
@@ -142,6 +268,21 @@ def read_label(path: str | Path, what: str = "label map") -> np.ndarray:
             raise EosegError(f"{path}: label ids must lie in 0..255")
         array = array.astype(np.uint8)
     return array[0]
+
+
+def valid_mask(src: rasterio.DatasetReader, bands: list[int], pixels: np.ndarray, nodata_zero: bool,
+               window: Window | None = None) -> np.ndarray:
+    """(rows, cols) True where ``pixels``, ``bands`` of ``src`` read in ``window``, hold data.
+
+    No data: masked in every band by the raster (its nodata value, mask band or alpha), NaN
+    in any band, and with ``nodata_zero`` 0 in every band.
+    """
+    valid = src.read_masks(bands, window=window).any(axis=0)
+    if np.issubdtype(pixels.dtype, np.floating):
+        valid &= ~np.isnan(pixels).any(axis=0)
+    if nodata_zero:
+        valid &= pixels.any(axis=0)
+    return valid
 
 
 def output_suffix(info: RasterInfo) -> str:
@@ -177,19 +318,26 @@ class RasterWriter:
             profile["nodata"] = nodata
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._tmp = self.path.with_name(f".{self.path.stem}.tmp-{os.getpid()}.tif")
-        self._dst = rasterio.open(self._tmp, "w", **profile)
-        if colormap is not None:
-            self._dst.write_colormap(1, colormap)
+        try:
+            with _checked_write(self.path, self._tmp):
+                self._dst = rasterio.open(self._tmp, "w", **profile)
+                if colormap is not None:
+                    self._dst.write_colormap(1, colormap)
+        except BaseException:
+            self._remove_temp()
+            raise
 
     def write(self, array: np.ndarray, row: int = 0) -> None:
         """Write a (C, h, W) or (h, W) block whose first row is ``row``."""
         if array.ndim == 2:
             array = array[None]
-        self._dst.write(array, window=Window(0, row, array.shape[2], array.shape[1]))
+        with _checked_write(self.path, self._tmp):
+            self._dst.write(array, window=Window(0, row, array.shape[2], array.shape[1]))
 
     def close(self) -> Path:
-        self._dst.close()
         try:
+            with _checked_write(self.path, self._tmp):
+                self._dst.close()  # flushes the last blocks
             if self.path.suffix.lower() == ".png":
                 with atomic_path(self.path) as png:
                     rasterio.shutil.copy(self._tmp, png, driver="PNG")
@@ -203,7 +351,8 @@ class RasterWriter:
 
     def abort(self) -> None:
         if not self._dst.closed:
-            self._dst.close()
+            with contextlib.suppress(Exception):  # the error that made us abort is the one to report
+                self._dst.close()
         self._remove_temp()
 
     def _remove_temp(self) -> None:

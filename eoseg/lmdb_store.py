@@ -21,7 +21,7 @@ from tqdm import tqdm
 from eoseg.config import Config
 from eoseg.errors import EosegError
 from eoseg.extract import read_manifest
-from eoseg.io import atomic_directory
+from eoseg.io import atomic_directory, write_failure
 from eoseg.metadata import CHECKED_FIELDS, check_compatible, data_signature
 
 META_KEY = b"__meta__"
@@ -86,7 +86,7 @@ def write_lmdb(path: Path, records: Iterable[tuple[np.ndarray, np.ndarray]], cou
     except lmdb.MapFullError:
         raise EosegError(f"{path}: LMDB map full; patches are larger than expected") from None
     except lmdb.Error as err:
-        raise EosegError(f"{path}: writing the LMDB failed ({err}); is the disk full?") from None
+        raise write_failure(err, path) from None
     finally:
         env.close()
 

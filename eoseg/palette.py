@@ -26,8 +26,8 @@ class Palette:
     """
 
     def __init__(self, colors, ignore_color=(0, 0, 0), ignore_label: int = 255):
-        self.colors = np.asarray(colors, dtype=np.uint8).reshape(-1, 3)
-        self.ignore_color = None if ignore_color is None else tuple(int(c) for c in ignore_color)
+        self.colors = np.array([_rgb(c, "PALETTE") for c in colors], dtype=np.uint8).reshape(-1, 3)
+        self.ignore_color = None if ignore_color is None else _rgb(ignore_color, "IGNORE_COLOR")
         self.ignore_label = int(ignore_label)
         if not 0 <= self.ignore_label <= 255:
             raise EosegError(f"IGNORE_LABEL must be in 0..255, got {self.ignore_label}")
@@ -99,6 +99,15 @@ class Palette:
         ignore = self.ignore_color or (0, 0, 0)
         cmap[self.ignore_label] = (*ignore, 255)
         return cmap
+
+
+def _rgb(colour, name: str) -> tuple[int, int, int]:
+    """``colour`` as (R, G, B), refused unless it is three integers in 0..255."""
+    values = list(colour) if isinstance(colour, (list, tuple, np.ndarray)) else []
+    if len(values) != 3 or not all(
+            isinstance(c, (int, np.integer)) and not isinstance(c, bool) and 0 <= c <= 255 for c in values):
+        raise EosegError(f"{name}: a colour is an [R, G, B] list of integers in 0..255, got {colour!r}")
+    return tuple(int(c) for c in values)
 
 
 def _rgb_of(packed: int) -> str:

@@ -10,7 +10,7 @@ from rasterio.windows import Window
 
 from eoseg.config import Config
 from eoseg.errors import EosegError
-from eoseg.io import RasterInfo, open_raster, raster_info, read_label, read_raster
+from eoseg.io import RasterInfo, open_raster, raster_info, read_label, read_raster, valid_mask
 from eoseg.palette import Palette
 
 
@@ -24,15 +24,18 @@ def existing_path(cfg: Config, pattern_name: str, tile_id: str, what: str, hint:
     return path
 
 
-def image_info(cfg: Config, tile_id: str) -> RasterInfo:
-    path = existing_path(cfg, "IMAGE_PATTERN", tile_id, "image")
-    info = raster_info(path, "image")
+def check_bands(cfg: Config, info: RasterInfo) -> RasterInfo:
+    """``info`` of an image that has every band BANDS asks for."""
     if max(cfg.BANDS) > info.count:
         raise EosegError(
-            f"{path}: the image has {info.count} bands but BANDS asks for {cfg.BANDS}; "
+            f"{info.path}: the image has {info.count} bands but BANDS asks for {cfg.BANDS}; "
             "set BANDS, BAND_NAMES, NORM_MEAN and NORM_STD for this data"
         )
     return info
+
+
+def image_info(cfg: Config, tile_id: str) -> RasterInfo:
+    return check_bands(cfg, raster_info(existing_path(cfg, "IMAGE_PATTERN", tile_id, "image"), "image"))
 
 
 def read_image(cfg: Config, tile_id: str) -> tuple[np.ndarray, RasterInfo]:
@@ -50,6 +53,21 @@ def read_labels(cfg: Config, tile_id: str, like: RasterInfo) -> np.ndarray:
     labels = read_label(path)
     _check_same_size(labels, like, path)
     return labels
+
+
+def training_pixels(cfg: Config, info: RasterInfo, image: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A tile's image and labels made safe to train on.
+
+    Where the image has no data (see :func:`eoseg.io.valid_mask`) the label becomes
+    IGNORE_LABEL, so that no loss is computed there, and NaN becomes 0: a NaN would spread
+    through every activation it touches.
+    """
+    with open_raster(info.path, "image") as src:
+        valid = valid_mask(src, cfg.BANDS, image, cfg.NODATA_ZERO)
+    labels = np.where(valid, labels, np.uint8(cfg.IGNORE_LABEL))
+    if np.issubdtype(image.dtype, np.floating):
+        image = np.where(np.isnan(image), image.dtype.type(0), image)
+    return image, labels
 
 
 @dataclass(frozen=True)

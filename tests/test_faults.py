@@ -1,0 +1,379 @@
+"""Injected faults: a disk that fills up, SIGKILL at random points, two processes at once.
+
+Whatever the fault, no partial artifact is accepted afterwards, and a rerun ends with the
+outputs an uninterrupted run makes. Kill points vary (seeded random delays after a marker
+shows the step at work); the outcome does not depend on where the kill lands.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import random
+import re
+import resource
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import rasterio
+import torch
+from rasterio.crs import CRS
+from rasterio.transform import from_origin
+
+from eoseg.checkpoint import save_checkpoint
+from eoseg.errors import EosegError
+from eoseg.extract import extract_patches, read_manifest
+from eoseg.infer import RECORD_SUFFIX, run_inference
+from eoseg.io import RasterWriter, atomic_path, atomic_write_text, exclusive
+from eoseg.lmdb_store import LmdbPatches, create_lmdb, read_lmdb_meta
+from eoseg.models import model_from_config
+
+from .conftest import ROOT, as_arguments, make_tiny_config, run_script, tiny_overrides
+from .test_scripts import assert_one_line_error
+
+pytestmark = pytest.mark.faults
+
+SCENES = 8
+# GDAL's bundled libtiff reports a failed write on stderr itself, from C, beside the error
+GDAL_OWN_LINE = re.compile(r"^(ERROR \d+: |_tiff\w+: )")
+
+
+# ---------------------------------------------------------------- helpers
+def overrides(root: Path, data: Path, **extra) -> dict:
+    return {**tiny_overrides(root), "DATA_ROOT": str(data), "WRITE_PREVIEW": False, **extra}
+
+
+def environment() -> dict:
+    # no bytecode: a process under a file size limit could leave a truncated .pyc for the next
+    return {**os.environ, "PYTHONWARNINGS": "ignore", "MPLBACKEND": "Agg", "PYTHONDONTWRITEBYTECODE": "1"}
+
+
+def start(script: str, *args: str, file_size_limit: int | None = None) -> subprocess.Popen:
+    def limit_file_size():
+        # without SIGXFSZ ignored the kernel kills the writer; with it, the write fails with EFBIG
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (file_size_limit, file_size_limit))
+
+    return subprocess.Popen([sys.executable, str(ROOT / script), *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=ROOT, env=environment(),
+                            preexec_fn=limit_file_size if file_size_limit else None)
+
+
+def finish(process: subprocess.Popen) -> subprocess.CompletedProcess:
+    stdout, stderr = process.communicate(timeout=300)
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+
+
+def kill_when(script: str, args: list[str], started, delay: float) -> int:
+    """Run ``script``; ``delay`` seconds after ``started(pid, since)`` holds, SIGKILL it. Its exit status.
+
+    ``since`` is the start time in ns: what a killed run left behind must not count.
+    """
+    since = time.time_ns()
+    process = start(script, *args)
+    deadline = time.monotonic() + 120
+    while not started(process.pid, since) and process.poll() is None:
+        assert time.monotonic() < deadline, "the step never started"
+        time.sleep(0.005)
+    if process.poll() is None:
+        time.sleep(delay)
+    if process.poll() is None:
+        os.kill(process.pid, signal.SIGKILL)
+    process.communicate()
+    return process.returncode
+
+
+def building(folder: Path):
+    """Marker of a step at work: the temporary folder it builds ``folder`` in, made by this run."""
+    temporary = folder.with_name(f".{folder.name}.tmp")
+
+    def started(pid: int, since: int) -> bool:
+        try:
+            return temporary.stat().st_ctime_ns >= since
+        except FileNotFoundError:
+            return False
+
+    return started
+
+
+def labelling(out: Path):
+    """Marker of inference at work: a temporary output of this very process in ``out``."""
+    def started(pid: int, since: int) -> bool:
+        return out.is_dir() and any(f".tmp-{pid}." in p.name for p in out.iterdir())
+
+    return started
+
+
+def files_of(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def leftovers(folder: Path) -> list[str]:
+    """Temporary files, folders and locks in or beside ``folder``."""
+    hidden = [p.name for p in folder.parent.iterdir() if p.name.startswith(f".{folder.name}.")]
+    if folder.is_dir():
+        hidden += [p.name for p in folder.iterdir() if p.name.startswith(".")]
+    return hidden
+
+
+def read(path: Path) -> np.ndarray:
+    with rasterio.open(path) as src:
+        return src.read()
+
+
+def write_scenes(folder: Path, count: int = SCENES, size: int = 64) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for index in range(count):
+        pixels = np.random.default_rng(index).integers(1, 256, (3, size, size), dtype=np.uint8)
+        path = folder / f"scene{index}.tif"
+        with rasterio.open(path, "w", driver="GTiff", width=size, height=size, count=3, dtype="uint8",
+                           crs=CRS.from_epsg(32632), transform=from_origin(500000, 5400000, 0.5, 0.5)) as dst:
+            dst.write(pixels)
+        paths.append(path)
+    return paths
+
+
+def assert_full_disk_error(result: subprocess.CompletedProcess, *fragments: str) -> None:
+    """One "error:" line saying the disk is full; GDAL's own C-level lines are let through."""
+    result.stderr = "\n".join(line for line in result.stderr.splitlines() if not GDAL_OWN_LINE.match(line))
+    assert_one_line_error(result, "disk full while writing", "free space and run again", *fragments)
+
+
+@pytest.fixture
+def weights(tmp_path) -> Path:
+    cfg = make_tiny_config(tmp_path)
+    torch.manual_seed(0)
+    return save_checkpoint(tmp_path / "weights.pt", cfg, model_from_config(cfg), iteration=0)
+
+
+# ---------------------------------------------------------------- a full disk
+def test_full_disk_while_extracting(tmp_path, sample_root):
+    args = as_arguments(overrides(tmp_path, sample_root / "data"))
+    result = finish(start("extract_images.py", *args, file_size_limit=5_000))  # one patch is 12 kB
+    assert_full_disk_error(result, str(tmp_path / "patches"))
+    assert not (tmp_path / "patches").exists() and not leftovers(tmp_path / "patches")
+    with pytest.raises(EosegError, match="run extract_images.py first"):
+        read_manifest(tmp_path / "patches")
+
+
+def test_full_disk_while_packing_lmdb(tmp_path, sample_root):
+    cfg = make_tiny_config(tmp_path, DATA_ROOT=str(sample_root / "data"))
+    extract_patches(cfg, cfg.PATCHES_DIR, progress=False)
+    args = as_arguments(overrides(tmp_path, sample_root / "data"))
+    result = finish(start("create_lmdb.py", *args, file_size_limit=300_000))  # the training patches need 1 MB
+    assert_full_disk_error(result, str(tmp_path / "lmdb" / "train.lmdb"))
+    assert not (tmp_path / "lmdb").exists() and not leftovers(tmp_path / "lmdb")
+    with pytest.raises(EosegError, match="run create_lmdb.py first"):
+        read_lmdb_meta(tmp_path / "lmdb" / "train.lmdb")
+    # with room again, the step runs as if nothing had happened
+    assert run_script("create_lmdb.py", *args).returncode == 0
+    assert len(LmdbPatches(tmp_path / "lmdb" / "train.lmdb")) == 81
+
+
+def test_full_disk_while_writing_label_maps(tmp_path, sample_root, weights):
+    """GDAL carries on after a failed write; the short file must still not be published."""
+    scene = write_scenes(tmp_path / "scenes", count=1, size=160)[0]
+    settings = overrides(tmp_path, sample_root / "data", WRITE_PROBABILITIES=True, STRIDE=64)
+    cfg = make_tiny_config(tmp_path, **settings)
+    reference = run_inference(cfg, weights, tmp_path / "reference", image_paths=[scene], progress=False).images[0]
+    largest = max(path.stat().st_size for path in reference.outputs.values())
+    limit = largest // 2
+    assert limit > 8_000  # room for config.json and the record, not for the largest map
+    out = tmp_path / "out"
+    args = ["--images", str(scene), "--weights", str(weights), "--out", str(out), *as_arguments(settings)]
+    assert_full_disk_error(finish(start("inference.py", *args, file_size_limit=limit)), str(out))
+    assert not (out / f"scene0{RECORD_SUFFIX}").exists() and not leftovers(out)
+    result = run_script("inference.py", *args)
+    assert result.returncode == 0, result.stderr
+    assert "kept" not in result.stdout  # nothing counted as done
+    for key, path in reference.outputs.items():
+        assert np.array_equal(read(out / path.name), read(path)), key
+
+
+def test_no_room_left_is_found_even_when_the_writer_says_nothing(tmp_path, monkeypatch):
+    """A disk found full after a write that reported no error fails the write all the same."""
+    import eoseg.io
+
+    monkeypatch.setattr(eoseg.io.shutil, "disk_usage", lambda path: SimpleNamespace(total=10**9, used=10**9, free=0))
+    with pytest.raises(EosegError, match=r"out\.tif: disk full while writing it; free space and run again"):
+        with RasterWriter(tmp_path / "out.tif", None, 1, "uint8", width=40, height=30) as writer:
+            writer.write(np.zeros((30, 40), np.uint8))
+    with pytest.raises(EosegError, match=r"a\.json: disk full"):
+        atomic_write_text(tmp_path / "a.json", "{}")
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EDQUOT, errno.EFBIG])
+def test_a_full_disk_reported_by_python(tmp_path, sample_root, monkeypatch, code):
+    def full(*args, **kwargs):
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(np, "save", full)
+    cfg = make_tiny_config(tmp_path, DATA_ROOT=str(sample_root / "data"))
+    with pytest.raises(EosegError, match=r"patches: disk full while writing it"):
+        extract_patches(cfg, cfg.PATCHES_DIR, progress=False)
+    assert not (tmp_path / "patches").exists() and not leftovers(tmp_path / "patches")
+
+
+def test_other_write_failures_are_not_called_a_full_disk(tmp_path):
+    with pytest.raises(PermissionError):
+        with atomic_path(tmp_path / "x.txt") as tmp:
+            raise PermissionError(errno.EACCES, "denied", str(tmp))
+    assert not list(tmp_path.iterdir())
+
+
+# ---------------------------------------------------------------- SIGKILL at random points
+def kill_delays(seed: int, longest: float) -> list[float]:
+    """Where to kill: at once (so at least one kill lands), then at two seeded random points."""
+    rng = random.Random(seed)
+    return [0.0] + [rng.uniform(0.0, longest) for _ in range(2)]
+
+
+def test_killed_extraction_never_leaves_patches_and_is_redone(tmp_path, sample_root):
+    settings = overrides(tmp_path, sample_root / "data", TRAIN_STRIDE=16, ROTATIONS=[90, 180, 270])
+    args = as_arguments(settings)
+    patches = tmp_path / "patches"
+    codes = []
+    for delay in kill_delays(1, 0.4):
+        codes.append(kill_when("extract_images.py", args, building(patches), delay))
+        if patches.exists():
+            break  # published before the kill landed: complete, as checked below
+        # the half-built folder is never where the next step looks
+        with pytest.raises(EosegError, match="run extract_images.py first"):
+            read_manifest(patches)
+    assert -signal.SIGKILL in codes
+    if not patches.exists():
+        assert run_script("extract_images.py", *args).returncode == 0
+    reference = tmp_path / "reference"
+    assert run_script("extract_images.py", "--out", str(reference), *args).returncode == 0
+    assert files_of(patches) == files_of(reference)
+    assert not leftovers(patches)
+
+
+def test_killed_lmdb_creation_is_refused_and_redone(tmp_path, sample_root):
+    settings = overrides(tmp_path, sample_root / "data", TRAIN_STRIDE=16, ROTATIONS=[90, 180, 270])
+    cfg = make_tiny_config(tmp_path, **settings)
+    extract_patches(cfg, cfg.PATCHES_DIR, progress=False)
+    args = as_arguments(settings)
+    lmdb_dir = tmp_path / "lmdb"
+    codes = []
+    for delay in kill_delays(2, 0.4):
+        codes.append(kill_when("create_lmdb.py", args, building(lmdb_dir), delay))
+        if lmdb_dir.exists():
+            break  # published before the kill landed: complete, as checked below
+        with pytest.raises(EosegError, match="run create_lmdb.py first"):
+            read_lmdb_meta(lmdb_dir / "train.lmdb")
+    assert -signal.SIGKILL in codes
+    if not lmdb_dir.exists():
+        assert run_script("create_lmdb.py", *args).returncode == 0
+    reference = tmp_path / "reference"
+    create_lmdb(cfg, cfg.PATCHES_DIR, reference, progress=False)
+    for split in ("train", "test"):
+        made, expected = LmdbPatches(lmdb_dir / f"{split}.lmdb"), LmdbPatches(reference / f"{split}.lmdb")
+        assert made.meta == expected.meta and len(made) == len(expected) > 0
+        for index in range(len(made)):
+            assert all(np.array_equal(a, b) for a, b in zip(made[index], expected[index]))
+    assert not leftovers(lmdb_dir)
+
+
+def test_killed_inference_resumes_from_its_completion_records(tmp_path, sample_root, weights):
+    scenes = write_scenes(tmp_path / "scenes")
+    cfg = make_tiny_config(tmp_path, WRITE_PREVIEW=False)
+    reference = run_inference(cfg, weights, tmp_path / "reference", image_paths=scenes, progress=False)
+    out = tmp_path / "out"
+    args = ["--images", str(tmp_path / "scenes"), "--weights", str(weights), "--out", str(out),
+            *as_arguments(overrides(tmp_path, sample_root / "data"))]
+    codes = []
+    for delay in kill_delays(3, 0.5):
+        codes.append(kill_when("inference.py", args, labelling(out), delay))
+        if codes[-1] == 0:
+            break
+    assert -signal.SIGKILL in codes
+    done = sorted(p.name for p in out.glob(f"*{RECORD_SUFFIX}"))
+    result = run_script("inference.py", *args)
+    assert result.returncode == 0, result.stderr
+    if done:
+        assert f"kept {len(done)} image(s)" in result.stdout
+    for image in reference.images:
+        for key, path in image.outputs.items():
+            assert np.array_equal(read(out / path.name), read(path)), (image.name, key)
+    assert not leftovers(out)
+
+
+def test_completion_records_redo_what_changed(tmp_path, weights):
+    scenes = write_scenes(tmp_path / "scenes", count=3, size=64)
+    cfg = make_tiny_config(tmp_path, WRITE_PREVIEW=False)
+    out = tmp_path / "out"
+
+    def redone(run_cfg=cfg, run_weights=weights, force=False) -> list[str]:
+        summary = run_inference(run_cfg, run_weights, out, image_paths=scenes, progress=False, force=force)
+        return [image.name for image in summary.images if not image.reused]
+
+    assert redone() == ["scene0", "scene1", "scene2"]
+    assert redone() == []
+    # an output changed after its record was written is not taken on trust
+    labels = out / "scene1_labels.tif"
+    damaged = bytearray(labels.read_bytes())
+    damaged[-1] ^= 0xFF
+    labels.write_bytes(bytes(damaged))
+    assert redone() == ["scene1"]
+    (out / f"scene2{RECORD_SUFFIX}").unlink()
+    assert redone() == ["scene2"]
+    with rasterio.open(scenes[0], "r+") as dst:  # a new version of an input
+        dst.write(np.full((3, 64, 64), 7, np.uint8))
+    assert redone() == ["scene0"]
+    assert redone(run_cfg=cfg.replace(BLEND="gaussian")) == ["scene0", "scene1", "scene2"]
+    torch.manual_seed(1)
+    other = save_checkpoint(tmp_path / "other.pt", cfg, model_from_config(cfg), iteration=0)
+    assert redone(run_weights=other) == ["scene0", "scene1", "scene2"]
+    assert redone(run_weights=other) == []
+    assert redone(run_weights=other, force=True) == ["scene0", "scene1", "scene2"]
+
+
+# ---------------------------------------------------------------- two processes at once
+def test_two_inference_processes_share_an_output_folder(tmp_path, sample_root, weights):
+    scenes = write_scenes(tmp_path / "scenes")
+    settings = overrides(tmp_path, sample_root / "data")
+    cfg = make_tiny_config(tmp_path, **settings)
+    reference = run_inference(cfg, weights, tmp_path / "reference", image_paths=scenes, progress=False)
+    out = tmp_path / "out"
+    common = ["--weights", str(weights), "--out", str(out), *as_arguments(settings)]
+    # overlapping lists, in opposite orders so that both want the shared images at the same time
+    first = start("inference.py", "--images", *map(str, scenes[:4]), *common)
+    second = start("inference.py", "--images", *map(str, scenes[:1:-1]), *common)
+    for result in (finish(first), finish(second)):
+        assert result.returncode == 0, result.stderr
+    for image in reference.images:
+        for key, path in image.outputs.items():
+            assert np.array_equal(read(out / path.name), read(path)), (image.name, key)
+    again = run_inference(cfg, weights, out, image_paths=scenes, progress=False)
+    assert all(image.reused for image in again.images)  # the same config: every record matches its outputs
+    assert not leftovers(out)
+
+
+def test_an_exclusive_lock_makes_a_second_holder_wait(tmp_path):
+    lock = tmp_path / ".x.lock"
+    order = []
+    first_holds, second_tries = threading.Event(), threading.Event()
+
+    def second():
+        second_tries.set()
+        with exclusive(lock):
+            order.append("second")
+
+    with exclusive(lock):
+        thread = threading.Thread(target=second)
+        thread.start()
+        second_tries.wait()
+        time.sleep(0.2)  # time enough for the second to take the lock, were it free
+        order.append("first")
+    thread.join()
+    assert order == ["first", "second"] and not lock.exists()
