@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
 
@@ -43,7 +42,3 @@ class Normalization:
         mean = torch.as_tensor(self.mean, dtype=torch.float32, device=batch.device).view(1, -1, 1, 1)
         std = torch.as_tensor(self.std, dtype=torch.float32, device=batch.device).view(1, -1, 1, 1)
         return (batch.float() - mean) / std
-
-    def apply_numpy(self, image: np.ndarray) -> np.ndarray:
-        """(C, H, W) raw values -> normalised float32 (for plots and small tools)."""
-        return self.apply(torch.from_numpy(np.ascontiguousarray(image))[None])[0].numpy()

@@ -362,7 +362,7 @@ def test_two_inference_processes_share_an_output_folder(tmp_path, sample_root, w
 def test_an_exclusive_lock_makes_a_second_holder_wait(tmp_path):
     lock = tmp_path / ".x.lock"
     order = []
-    first_holds, second_tries = threading.Event(), threading.Event()
+    second_tries = threading.Event()
 
     def second():
         second_tries.set()
