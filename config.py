@@ -51,9 +51,10 @@ LMDB_DIR = "runs/sample/lmdb"  # where create_lmdb.py writes train.lmdb and test
 SHUFFLE_SEED = 1337  # fixed seed for the order of training records
 
 # ---------------------------------------------------------------- model
-MODEL = "segnet"  # a name of the model registry (eoseg.models.MODELS)
+MODEL = "segnet"  # a name of the model registry (eoseg.models.MODELS): "segnet" (all bands stacked: early fusion), "segnet_multiscale" (+ predictions at 1/8, 1/4, 1/2 scale, deep supervision), "fusenet" (optical and auxiliary encoders summed at each block), "segnet_late_fusion" (a SegNet per source, residual correction)
+STREAM_BANDS = 0  # two-stream models (fusenet, segnet_late_fusion): how many of the stacked bands, from the first, feed the optical stream; the rest feed the auxiliary one (0 = the image's BANDS)
 MODEL_WIDTH = 0.25  # channel multiplier: 1.0 is the published SegNet, smaller is faster on CPU
-VGG16_BN_WEIGHTS = ""  # local torchvision vgg16_bn state dict to initialise the encoder ("" = random)
+VGG16_BN_WEIGHTS = ""  # local torchvision vgg16_bn state dict to initialise the encoder(s) ("" = random); first layers are adapted to other band counts, not reset
 
 # ---------------------------------------------------------------- training (training.py)
 TRAIN_SOURCE = "lmdb"  # "lmdb": the packed patches; "tiles": random crops straight from the tiles
@@ -64,6 +65,7 @@ ENCODER_LR_FACTOR = 0.5  # the encoder learns at BASE_LR * this (the method: hal
 MOMENTUM = 0.9  # SGD momentum
 WEIGHT_DECAY = 5e-4  # L2 penalty on the weights
 LR_STEPS = [400, 520]  # iterations at which the learning rate is divided by 10
+AUX_LOSS_WEIGHT = 1.0  # weight of each auxiliary output's loss (multi-scale predictions, late fusion's streams) beside the final output's
 CLASS_WEIGHTS = []  # per-class loss weights ([] = all equal)
 MEDIAN_FREQUENCY_WEIGHTS = False  # weight the loss by median frequency balancing of the training labels (SegNet's weighting), instead of CLASS_WEIGHTS
 RANDOM_FLIPS = True  # random flips / 90-degree rotations of each training patch

@@ -20,20 +20,38 @@ from eoseg.config import Config
 from eoseg.errors import EosegError
 from eoseg.io import atomic_path
 from eoseg.metadata import check_compatible, data_signature
-from eoseg.models import build_model
+from eoseg.models import MODELS, build_model
 
 FORMAT = "eoseg-checkpoint-1"
 
 
 def model_record(cfg: Config) -> dict:
+    """The model a config asks for, as weights files record it (checked when they are loaded)."""
     return {"name": cfg.MODEL, "in_channels": cfg.num_bands, "num_classes": cfg.num_classes, "width": float(cfg.MODEL_WIDTH)}
+
+
+def model_record_of(model: nn.Module) -> dict:
+    """The record of a built model: :func:`model_record` plus a two-stream model's split."""
+    name = next((name for name, cls in MODELS.items() if type(model) is cls), None)
+    if name is None:
+        raise EosegError(f"{type(model).__name__} is not a model of the registry ({', '.join(MODELS)})")
+    record = {"name": name, "in_channels": model.in_channels, "num_classes": model.num_classes, "width": float(model.width)}
+    if model.two_stream:
+        record["stream_bands"] = model.stream_bands
+    return record
+
+
+def build_recorded_model(record: dict) -> nn.Module:
+    """The untrained model a weights record describes."""
+    return build_model(record["name"], record["in_channels"], record["num_classes"], record["width"],
+                       record.get("stream_bands"))
 
 
 def save_checkpoint(path: str | Path, cfg: Config, model: nn.Module, iteration: int, training_state: dict | None = None) -> Path:
     """Write weights (plus optimizer/scheduler state etc. when given) to ``path`` atomically."""
     payload = {
         "format": FORMAT,
-        "model": model_record(cfg),
+        "model": model_record_of(model),
         "signature": data_signature(cfg),
         "config": json.dumps(cfg.to_dict(), default=str),
         "iteration": int(iteration),
@@ -93,7 +111,7 @@ def load_model(path: str | Path, cfg: Config) -> tuple[nn.Module, dict]:
     payload = load_checkpoint(path)
     check_checkpoint(payload, cfg, f"weights {path}")
     record = payload["model"]
-    model = build_model(record["name"], record["in_channels"], record["num_classes"], record["width"])
+    model = build_recorded_model(record)
     try:
         model.load_state_dict(payload["state_dict"])
     except RuntimeError as err:

@@ -12,7 +12,6 @@ raster's height. Reading the next block (a background thread) overlaps with comp
 
 from __future__ import annotations
 
-import copy
 import math
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -25,7 +24,7 @@ from torch import nn
 from eoseg.augment import TTA_NAMES, transform_batch
 from eoseg.errors import EosegError
 from eoseg.geometry import axis_starts
-from eoseg.models.fuse import fold_batchnorm
+from eoseg.models.fuse import can_fuse_relu, fold_batchnorm
 from eoseg.normalization import Normalization
 
 BLENDS = ("uniform", "gaussian")
@@ -80,8 +79,8 @@ class Predictor:
 
     ``model`` is any callable from a normalised (N, C, h, w) float32 batch to (N, classes,
     h, w) scores (a torch module, or an ONNX engine with ``eval``/``to``). For torch
-    modules with ``conv_bn_pairs`` batch norm is folded and channels_last used when
-    ``optimize``; ``autocast`` ("bf16", "fp16") computes in lower precision;
+    modules batch norm is folded (and, on CPU in float32, each convolution fused with its
+    ReLU) and channels_last used when ``optimize``; ``autocast`` ("bf16", "fp16") computes in lower precision;
     ``compile`` wraps the model in ``torch.compile``.
     """
 
@@ -100,8 +99,10 @@ class Predictor:
         if isinstance(model, nn.Module):
             model = model.eval()
             if optimize:
-                # our own copy: the memory-format change below must not reach the caller's model
-                model = fold_batchnorm(model) if hasattr(model, "conv_bn_pairs") else copy.deepcopy(model)
+                # our own copy: the memory-format change below must not reach the caller's model;
+                # inductor fuses the ReLUs itself when compiling
+                fuse_relu = can_fuse_relu(self.device) and not autocast and not compile
+                model = fold_batchnorm(model, fuse_relu=fuse_relu)
             model = model.to(self.device)
             if optimize:
                 model = model.to(memory_format=torch.channels_last)

@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
+import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
@@ -40,7 +41,7 @@ from eoseg.data import StreamBatchSampler, median_frequency_weights, training_da
 from eoseg.errors import EosegError
 from eoseg.io import atomic_path
 from eoseg.metrics import confusion_matrix, metrics_from_confusion
-from eoseg.models import model_from_config
+from eoseg.models import first_stream_bands, model_from_config
 from eoseg.models.vgg import init_encoder_from_vgg16_bn, load_state_dict_file
 from eoseg.normalization import Normalization
 from eoseg.plots import plot_training_log
@@ -137,6 +138,26 @@ def make_loss(cfg: Config, device: torch.device, class_weights: list[float] | No
     return nn.CrossEntropyLoss(weight=weights, ignore_index=cfg.IGNORE_LABEL)
 
 
+def supervised_loss(criterion: nn.Module, outputs: torch.Tensor | tuple[torch.Tensor, ...], labels: torch.Tensor,
+                    auxiliary_weight: float) -> torch.Tensor:
+    """The loss of a network's output; a tuple is (final scores, auxiliary scores...).
+
+    Auxiliary outputs (multi-scale predictions, the streams of late fusion) are each
+    trained against the labels at their own resolution, taken by nearest neighbour so that
+    no label is blended with another or with IGNORE_LABEL (deep supervision).
+    """
+    if isinstance(outputs, torch.Tensor):
+        return criterion(outputs, labels)
+    final, *auxiliary = outputs
+    loss = criterion(final, labels)
+    for scores in auxiliary:
+        target = labels
+        if scores.shape[-2:] != labels.shape[-2:]:
+            target = F.interpolate(labels[:, None].float(), size=scores.shape[-2:], mode="nearest")[:, 0].long()
+        loss = loss + auxiliary_weight * criterion(scores, target)
+    return loss
+
+
 def resolve_class_weights(cfg: Config, data, progress: bool) -> list[float] | None:
     """CLASS_WEIGHTS, or median-frequency weights of the training labels when MEDIAN_FREQUENCY_WEIGHTS."""
     if not cfg.MEDIAN_FREQUENCY_WEIGHTS:
@@ -223,6 +244,9 @@ def load_resume_checkpoint(path: str | Path, cfg: Config) -> dict:
         if recorded[key] != expected[key]:
             raise EosegError(f"checkpoint {path} holds a model with {name}={recorded[key]!r}, but the config has "
                              f"{expected[key]!r}; resume with the config it was trained with")
+    if recorded.get("stream_bands", first_stream_bands(cfg)) != first_stream_bands(cfg):
+        raise EosegError(f"checkpoint {path} feeds {recorded['stream_bands']} bands to its first stream, but the config "
+                         f"gives it {first_stream_bands(cfg)} (STREAM_BANDS); resume with the config it was trained with")
     if "training_state" not in payload:
         raise EosegError(f"{path}: holds weights only, no training state to resume from; use a checkpoint from {cfg.TRAIN_DIR}/checkpoints")
     if "sample_position" not in payload["training_state"]:
@@ -362,7 +386,7 @@ class Trainer:
         images = images.contiguous(memory_format=self.memory_format)
         labels = labels.to(self.device, non_blocking=True).long()
         with torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None):
-            loss = self.criterion(self.network(images), labels)
+            loss = supervised_loss(self.criterion, self.network(images), labels, self.cfg.AUX_LOSS_WEIGHT)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         self.scaler.step(self.optimizer)

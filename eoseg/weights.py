@@ -27,25 +27,16 @@ from safetensors.torch import save_file
 from torch import nn
 
 from eoseg.caffe.segnet import caffe_normalization, mean_pixel_for, parse_mean_pixel, read_caffe_segnet
-from eoseg.checkpoint import check_checkpoint, load_model
+from eoseg.checkpoint import build_recorded_model, check_checkpoint, load_model, model_record_of
 from eoseg.config import Config
 from eoseg.errors import EosegError
 from eoseg.io import atomic_path
 from eoseg.metadata import data_signature
-from eoseg.models import MODELS, build_model
 from eoseg.normalization import Normalization
 
 FORMAT = "eoseg-weights-1"
 METADATA_KEY = "eoseg"  # safetensors header / ONNX metadata_props key holding the record as JSON
 SUFFIXES = (".pt", ".pth", ".safetensors", ".caffemodel", ".onnx")
-
-
-def model_record_of(model: nn.Module) -> dict:
-    """What :func:`eoseg.checkpoint.model_record` records, read from a built model."""
-    name = next((name for name, cls in MODELS.items() if type(model) is cls), None)
-    if name is None:
-        raise EosegError(f"{type(model).__name__} is not a model of the registry ({', '.join(MODELS)})")
-    return {"name": name, "in_channels": model.in_channels, "num_classes": model.num_classes, "width": float(model.width)}
 
 
 def weights_record(model: nn.Module, signature: dict, imposed_normalization: bool, origin: str) -> dict:
@@ -139,7 +130,7 @@ def _read_safetensors(path: Path, cfg: Config, source: str) -> tuple[nn.Module, 
         raise EosegError(f"{path}: no eoseg record in its metadata; convert it with convert_weights.py") from None
     check_weights_record(record, cfg, source)
     spec = record["model"]
-    model = build_model(spec["name"], spec["in_channels"], spec["num_classes"], spec["width"])
+    model = build_recorded_model(spec)
     try:
         model.load_state_dict(tensors)
     except RuntimeError as err:

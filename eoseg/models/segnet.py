@@ -14,6 +14,8 @@ models (conv1_1 ... conv5_3, conv5_3_D ... conv1_1_D) so that published weights 
 
 from __future__ import annotations
 
+from typing import Iterator
+
 import torch
 from torch import nn
 
@@ -40,8 +42,60 @@ def scaled(channels: int, width: float) -> int:
     return max(1, int(round(channels * width)))
 
 
-class SegNet(nn.Module):
+class LayeredNet(nn.Module):
+    """A network built from named layers of 3x3 convolution, batch norm and ReLU.
+
+    Layer X is three attributes, X (Conv2d), X_bn and X_relu, so that published weights
+    map by name and inference can fold X_bn into X and run X with X_relu as one kernel
+    (eoseg.models.fuse). Subclasses add their layers with :meth:`add_layer` and name
+    their VGG16 encoders in :meth:`vgg_encoders`.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.layer_names: list[str] = []
+
+    def add_layer(self, name: str, in_channels: int, out_channels: int) -> int:
+        self.add_module(name, nn.Conv2d(in_channels, out_channels, 3, padding=1))
+        self.add_module(name + "_bn", nn.BatchNorm2d(out_channels))
+        # in place: the batch-norm output is not needed again, and a fresh tensor costs a pass over memory
+        self.add_module(name + "_relu", nn.ReLU(inplace=True))
+        self.layer_names.append(name)
+        return out_channels
+
+    def add_blocks(self, blocks, channels: int, width: float, prefix: str = "") -> tuple[list[list[str]], int]:
+        """Layers of ``blocks`` (ENCODER/DECODER layout) scaled by ``width``: their names and output channels."""
+        names = []
+        for block in blocks:
+            names.append([])
+            for name, full_width_out in block:
+                channels = self.add_layer(prefix + name, channels, scaled(full_width_out, width))
+                names[-1].append(prefix + name)
+        return names, channels
+
+    def layer(self, x: torch.Tensor, name: str) -> torch.Tensor:
+        return getattr(self, name + "_relu")(getattr(self, name + "_bn")(getattr(self, name)(x)))
+
+    def vgg_encoders(self) -> list[tuple["LayeredNet", list[str]]]:
+        """(module, its 13 VGG16 layer names) of every encoder that VGG16-BN weights initialise."""
+        raise NotImplementedError
+
+    def encoder_parameters(self) -> Iterator[nn.Parameter]:
+        """Parameters of the VGG16 parts (trained at a reduced learning rate)."""
+        for module, names in self.vgg_encoders():
+            for name in names:
+                yield from getattr(module, name).parameters()
+                yield from getattr(module, name + "_bn").parameters()
+
+    def decoder_parameters(self) -> Iterator[nn.Parameter]:
+        encoder = {id(p) for p in self.encoder_parameters()}
+        return (p for p in self.parameters() if id(p) not in encoder)
+
+
+class SegNet(LayeredNet):
     """SegNet with a channel ``width`` multiplier (1.0 = the published network)."""
+
+    two_stream = False  # the registry gives two-stream models the number of bands of their first stream
 
     def __init__(self, in_channels: int = 3, num_classes: int = 6, width: float = 1.0):
         super().__init__()
@@ -50,57 +104,41 @@ class SegNet(nn.Module):
         self.width = width
         self.pool = nn.MaxPool2d(2, 2, return_indices=True)
         self.unpool = nn.MaxUnpool2d(2, 2)
-        self.encoder_blocks: list[list[str]] = []
-        self.decoder_blocks: list[list[str]] = []
-        channels = in_channels
-        for block in ENCODER:
-            channels = self._add_block(block, channels, width, self.encoder_blocks)
-        for block in DECODER:
-            channels = self._add_block(block, channels, width, self.decoder_blocks)
+        self.encoder_blocks, channels = self.add_blocks(ENCODER, in_channels, width)
+        self.decoder_blocks, channels = self.add_blocks(DECODER, channels, width)
+        self.feature_channels = channels
         self.add_module(CLASSIFIER, nn.Conv2d(channels, num_classes, 3, padding=1))
 
-    def _add_block(self, block, channels: int, width: float, names: list[list[str]]) -> int:
-        names.append([])
-        for name, full_width_out in block:
-            out = scaled(full_width_out, width)
-            self.add_module(name, nn.Conv2d(channels, out, 3, padding=1))
-            self.add_module(name + "_bn", nn.BatchNorm2d(out))
-            names[-1].append(name)
-            channels = out
-        return channels
-
-    def _conv_bn_relu(self, x: torch.Tensor, name: str) -> torch.Tensor:
-        # in place: the batch-norm output is not needed again, and a fresh tensor costs a pass over memory
-        return torch.relu_(getattr(self, name + "_bn")(getattr(self, name)(x)))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Size]]:
+        """Deepest features, and the pooling indices and pre-pooling sizes of each block."""
         indices, sizes = [], []
         for block in self.encoder_blocks:
             for name in block:
-                x = self._conv_bn_relu(x, name)
+                x = self.layer(x, name)
             sizes.append(x.shape[-2:])
             x, idx = self.pool(x)
             indices.append(idx)
-        for block in self.decoder_blocks:
-            x = self.unpool(x, indices.pop(), output_size=sizes.pop())
+        return x, indices, sizes
+
+    def decode(self, x: torch.Tensor, indices: list[torch.Tensor], sizes: list[torch.Size]) -> list[torch.Tensor]:
+        """The output of each decoder block, deepest first (the last is at full resolution)."""
+        outputs = []
+        for block, idx, size in zip(self.decoder_blocks, reversed(indices), reversed(sizes)):
+            x = self.unpool(x, idx, output_size=size)
             for name in block:
-                x = self._conv_bn_relu(x, name)
-        return getattr(self, CLASSIFIER)(x)
+                x = self.layer(x, name)
+            outputs.append(x)
+        return outputs
 
-    def encoder_parameters(self):
-        """Parameters of the VGG16 part (trained at a reduced learning rate)."""
-        for block in self.encoder_blocks:
-            for name in block:
-                yield from getattr(self, name).parameters()
-                yield from getattr(self, name + "_bn").parameters()
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The full-resolution features the classifier reads."""
+        return self.decode(*self.encode(x))[-1]
 
-    def decoder_parameters(self):
-        encoder = {id(p) for p in self.encoder_parameters()}
-        return (p for p in self.parameters() if id(p) not in encoder)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return getattr(self, CLASSIFIER)(self.features(x))
 
-    def conv_bn_pairs(self) -> list[tuple[str, str]]:
-        """(convolution, batch norm) attribute names, for folding batch norm at inference."""
-        return [(name, name + "_bn") for block in self.encoder_blocks + self.decoder_blocks for name in block]
+    def vgg_encoders(self) -> list[tuple[LayeredNet, list[str]]]:
+        return [(self, self.encoder_layer_names())]
 
     def encoder_layer_names(self) -> list[str]:
         return [name for block in self.encoder_blocks for name in block]

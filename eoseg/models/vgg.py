@@ -1,4 +1,4 @@
-"""Initialise the SegNet encoder from a local VGG16-BN state dict.
+"""Initialise SegNet encoders from a local VGG16-BN state dict.
 
 The file is a torch state dict in torchvision's ``vgg16_bn`` layout (``features.N.*``);
 nothing is downloaded. Every one of the 13 conv + batch-norm pairs is matched, its
@@ -15,7 +15,7 @@ import torch
 
 from eoseg.checkpoint import safe_torch_load
 from eoseg.errors import EosegError
-from eoseg.models.segnet import SegNet
+from eoseg.models.segnet import LayeredNet
 
 CONV_PARAMS = ("weight", "bias")
 BN_TENSORS = ("weight", "bias", "running_mean", "running_var")
@@ -42,25 +42,46 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def init_encoder_from_vgg16_bn(model: SegNet, state: dict[str, torch.Tensor], source: str = "VGG16-BN weights") -> int:
-    """Copy all 13 conv + BN layers into ``model``'s encoder; return the number of tensors copied."""
-    names = model.encoder_layer_names()
-    copies: list[tuple[torch.Tensor, torch.Tensor, str]] = []
-    for name, (conv_index, bn_index) in zip(names, vgg16_bn_feature_indices(), strict=True):
-        for module_name, index, tensors in ((name, conv_index, CONV_PARAMS), (name + "_bn", bn_index, BN_TENSORS)):
-            module = getattr(model, module_name)
-            for tensor_name in tensors:
-                key = f"features.{index}.{tensor_name}"
-                if key not in state:
-                    raise EosegError(f"{source}: missing {key} (for {module_name}.{tensor_name}); not a torchvision vgg16_bn state dict?")
-                target = getattr(module, tensor_name)
-                if state[key].shape != target.shape:
-                    raise EosegError(
-                        f"{source}: {key} has shape {tuple(state[key].shape)} but {module_name}.{tensor_name} "
-                        f"needs {tuple(target.shape)} (VGG16-BN fits MODEL_WIDTH=1.0 with 3 bands)"
-                    )
-                copies.append((target, state[key], key))
+def adapt_first_layer(weight: torch.Tensor, bands: int) -> torch.Tensor:
+    """RGB first-layer filters (out, 3, k, k) made to read ``bands`` bands.
+
+    With 3 or more bands, band j gets the filter of RGB channel j mod 3, divided by the
+    number of bands that share that channel; with fewer, band j gets the sum of the RGB
+    filters of channels c with c mod ``bands`` = j. Either way the adapted layer's
+    response to the RGB bands repeated cyclically (R, G, B, R, ... or one grey band) is
+    the RGB layer's response: an N-band model starts where the RGB one is, not from noise.
+    """
+    rgb = weight.shape[1]
+    if bands >= rgb:
+        shares = torch.bincount(torch.arange(bands) % rgb, minlength=rgb).to(weight.dtype)
+        return torch.stack([weight[:, j % rgb] / shares[j % rgb] for j in range(bands)], dim=1)
+    return torch.stack([weight[:, j::bands].sum(dim=1) for j in range(bands)], dim=1)
+
+
+def init_encoder_from_vgg16_bn(model: LayeredNet, state: dict[str, torch.Tensor], source: str = "VGG16-BN weights") -> int:
+    """Copy the 13 conv + BN layers into each of ``model``'s VGG16 encoders; return the number of tensors copied.
+
+    An encoder whose input is not 3 bands gets its first layer adapted (:func:`adapt_first_layer`).
+    """
+    copies: list[tuple[torch.Tensor, torch.Tensor]] = []
+    for module, names in model.vgg_encoders():
+        for position, (name, (conv_index, bn_index)) in enumerate(zip(names, vgg16_bn_feature_indices(), strict=True)):
+            for module_name, index, tensors in ((name, conv_index, CONV_PARAMS), (name + "_bn", bn_index, BN_TENSORS)):
+                layer = getattr(module, module_name)
+                for tensor_name in tensors:
+                    key = f"features.{index}.{tensor_name}"
+                    if key not in state:
+                        raise EosegError(f"{source}: missing {key} (for {module_name}.{tensor_name}); not a torchvision vgg16_bn state dict?")
+                    target, value = getattr(layer, tensor_name), state[key]
+                    if position == 0 and tensor_name == "weight" and module_name == name and value.ndim == 4:
+                        value = adapt_first_layer(value, target.shape[1])
+                    if value.shape != target.shape:
+                        raise EosegError(
+                            f"{source}: {key} has shape {tuple(state[key].shape)} but {module_name}.{tensor_name} "
+                            f"needs {tuple(target.shape)} (VGG16-BN fits MODEL_WIDTH=1.0)"
+                        )
+                    copies.append((target, value))
     with torch.no_grad():
-        for target, value, _ in copies:
+        for target, value in copies:
             target.copy_(value)
     return len(copies)
