@@ -1,14 +1,16 @@
 """Inference benchmark: eoseg's streaming predictor against the method's published loop.
 
-    python bench/inference.py compare [--size 1024] [--width 1.0]    # throughput, peak RSS, label agreement
+    python bench/inference.py compare [--size 1024] [--width 1.0] [--repeat 3]   # throughput, peak RSS, label agreement
     python bench/inference.py memory [--size 20000] [--taller 4]    # peak RSS on a huge GeoTIFF, and on one 4x taller
 
 ``compare`` labels one synthetic tile twice with the same weights, window 256, stride
 128, batch 8, on the CPU: (a) the naive reference, a faithful re-implementation of the
 method's PyTorch test loop (whole tile as float32, a float64 H x W x classes score array,
 one copy per patch, the method's window generator), (b) eoseg's Predictor streaming the
-GeoTIFF (uniform blending, no autocast, batch norm folded, channels_last). Each runs in
-its own process so that its peak RSS is its own. ``memory`` writes a synthetic GeoTIFF
+GeoTIFF (uniform blending, no autocast, batch norm folded, convolution + ReLU fused,
+channels_last). Each runs in its own process so that its peak RSS is its own; the variants
+alternate ``--repeat`` times and the medians are reported, as timings on shared cores
+vary. ``memory`` writes a synthetic GeoTIFF
 (tiles of the sample generator) and labels it with inference's label_raster and a small
 SegNet, then does the same for a raster ``--taller`` times taller.
 """
@@ -174,23 +176,32 @@ def compare(args) -> None:
     cfg = load_config(overrides=[f"MODEL_WIDTH={args.width}"])
     torch.manual_seed(0)
     weights = save_checkpoint(work / f"segnet_w{args.width}.pt", cfg, model_from_config(cfg), iteration=0)
-    results = {}
     variants = ("naive", "eoseg") + (("eoseg-compiled",) if args.compile else ()) + (("eoseg-onnxruntime",) if args.onnx else ())
-    for variant in variants:
-        labels = work / f"labels_{variant}.npy"
-        timing, rss = run_child(["child", "--variant", variant, "--tif", str(tif), "--weights", str(weights),
-                                 "--width", str(args.width), "--labels", str(labels)])
-        results[variant] = {**timing, "rss": rss, "labels": np.load(labels)}
-    print(f"machine: {machine()}")
-    print(f"tile {args.size} x {args.size}, SegNet width {args.width}, window {WINDOW}, stride {STRIDE}, batch {BATCH}, CPU")
-    print(f"{'':16}{'seconds':>9}{'Mpx/s':>9}{'windows':>9}{'windows/s':>11}{'peak RSS':>11}{'ratio':>8}{'same labels':>13}")
-    naive = results["naive"]
-    for variant, r in results.items():
-        same = 100 * float((r["labels"] == naive["labels"]).mean())
-        print(f"{variant:16}{r['seconds']:9.1f}{r['pixels'] / r['seconds'] / 1e6:9.3f}{r['windows']:9d}"
-              f"{r['windows'] / r['seconds']:11.2f}{r['rss']:8.0f} MiB{naive['seconds'] / r['seconds']:7.2f}x{same:12.3f}%")
+    load_before = os.getloadavg()[0]
+    runs: dict[str, list[dict]] = {variant: [] for variant in variants}
+    for _ in range(args.repeat):  # variants alternate, so that a slow spell of the machine hits them alike
+        for variant in variants:
+            labels = work / f"labels_{variant}.npy"
+            timing, rss = run_child(["child", "--variant", variant, "--tif", str(tif), "--weights", str(weights),
+                                     "--width", str(args.width), "--labels", str(labels)])
+            runs[variant].append({**timing, "rss": rss, "labels": np.load(labels)})
+    print(f"machine: {machine()}; 1-min load average {load_before:.2f} before, {os.getloadavg()[0]:.2f} after")
+    print(f"tile {args.size} x {args.size}, SegNet width {args.width}, window {WINDOW}, stride {STRIDE}, batch {BATCH}, CPU; "
+          f"{args.repeat} run(s) of each variant, alternating; figures are medians")
+    print(f"{'':18}{'seconds':>9}{'Mpx/s':>9}{'windows':>9}{'windows/s':>11}{'peak RSS':>11}{'ratio':>8}{'same labels':>13}")
+    naive_runs = runs["naive"]
+    naive_seconds = float(np.median([r["seconds"] for r in naive_runs]))
+    for variant, variant_runs in runs.items():
+        r = variant_runs[-1]
+        seconds = float(np.median([run["seconds"] for run in variant_runs]))
+        rss = float(np.median([run["rss"] for run in variant_runs]))
+        same = 100 * float((r["labels"] == naive_runs[-1]["labels"]).mean())
+        print(f"{variant:18}{seconds:9.1f}{r['pixels'] / seconds / 1e6:9.3f}{r['windows']:9d}"
+              f"{r['windows'] / seconds:11.2f}{rss:8.0f} MiB{naive_seconds / seconds:7.2f}x{same:12.3f}%")
+        if len(variant_runs) > 1:
+            print(f"{'':18}runs: " + ", ".join(f"{run['seconds']:.1f} s" for run in variant_runs))
         if r["warm_up"]:
-            print(f"{'':16}(plus {r['warm_up']:.0f} s of compiling or exporting, paid once, not in the figures above)")
+            print(f"{'':18}(plus {r['warm_up']:.0f} s of compiling or exporting, paid once, not in the figures above)")
 
 
 def memory(args) -> None:
@@ -239,6 +250,7 @@ def main() -> None:
     p.add_argument("--width", type=float, default=1.0, help="SegNet width multiplier (1.0 = full SegNet)")
     p.add_argument("--compile", action="store_true", help="also time eoseg with INFER_COMPILE (torch.compile)")
     p.add_argument("--onnx", action="store_true", help="also time eoseg with INFER_ENGINE=onnxruntime")
+    p.add_argument("--repeat", type=int, default=3, help="runs of each variant (alternating); medians are reported")
     p.add_argument("--workdir", default=work)
     p = commands.add_parser("memory", help="peak RSS labeling a huge raster and one --taller times taller")
     p.add_argument("--size", type=int, default=20000)

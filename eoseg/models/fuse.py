@@ -19,8 +19,7 @@ class ConvReLU(nn.Module):
 
     def __init__(self, conv: nn.Conv2d):
         super().__init__()
-        self.weight = nn.Parameter(conv.weight.detach().clone(), requires_grad=False)
-        self.bias = nn.Parameter(conv.bias.detach().clone(), requires_grad=False)
+        self.weight, self.bias = conv.weight, conv.bias  # shared, not copied: a full SegNet's weights are 117 MB
         self.padding, self.stride, self.dilation, self.groups = conv.padding, conv.stride, conv.dilation, conv.groups
         self.out_channels = conv.out_channels
 
