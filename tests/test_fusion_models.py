@@ -320,3 +320,13 @@ def test_a_few_steps_lower_every_fusion_models_loss(tiny_cfg):
             optimizer.step()
             losses.append(loss.item())
         assert losses[-1] < 0.8 * losses[0], (name, losses)
+
+
+@pytest.mark.parametrize("name, stream_bands", [("fusenet", 3), ("segnet_late_fusion", 3), ("segnet_multiscale", None)])
+def test_fusion_models_export_to_onnx(name, stream_bands):
+    from eoseg.onnx_engine import OnnxModel
+
+    model = randomise_batch_norm(tiny(name, 4, stream_bands)).eval()
+    x = torch.randn(2, 4, 64, 96)
+    with torch.no_grad():
+        torch.testing.assert_close(OnnxModel.from_module(model)(x), model(x), rtol=1e-4, atol=1e-4)
