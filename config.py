@@ -18,6 +18,8 @@ GT_COLOR_PATTERN = "gts_for_participants/top_mosaic_09cm_area{id}.tif"  # colour
 GT_ERODED_PATTERN = "gts_eroded_for_participants/top_mosaic_09cm_area{id}_noBoundary.tif"  # colour GT, boundaries black ("" if none)
 LABEL_PATTERN = "labels/top_mosaic_09cm_area{id}.tif"  # numeric label maps (written by convert_gt.py)
 DSM_PATTERN = "dsm/dsm_09cm_matching_area{id}.tif"  # elevation model ("" if none); not used by the optical SegNet
+NDSM_PATTERN = "ndsm/ndsm_09cm_matching_area{id}.tif"  # normalised DSM: height above the ground in metres, float32 ("" if none); make_sample.py writes it, make_composite.py reads it
+COMPOSITE_PATTERN = "composite/composite_area{id}.tif"  # 3-band uint8 composite (DSM, nDSM, NDVI) that make_composite.py writes; stack it with EXTRA_SOURCES
 BANDS = [1, 2, 3]  # 1-based band indices read from each image, in this order
 BAND_NAMES = ["IR", "R", "G"]  # what those bands are; recorded in every artifact
 TRAIN_IDS = ["1", "2", "3", "4", "5", "6"]  # tiles to train on
@@ -40,6 +42,10 @@ IGNORE_LABEL = 255  # their numeric id: excluded from the loss and the metrics
 # ---------------------------------------------------------------- inputs
 NORM_MEAN = [0.0, 0.0, 0.0]  # per band, subtracted from the raw pixel values
 NORM_STD = [255.0, 255.0, 255.0]  # per band, divides after the mean (255 maps uint8 to 0..1 as the method does)
+EXTRA_SOURCES = []  # more inputs stacked after the image's BANDS, in this order; each a dict. A co-registered raster per tile: {"pattern": "ndsm/ndsm_09cm_matching_area{id}.tif", "bands": [1], "band_names": ["nDSM"], "mean": [0.0], "std": [10.0]} (pattern under DATA_ROOT, mean/std per band on the raw scale). A computed band: {"derived": "ndvi"}, NDVI = (nir - red) / (nir + red), 0 where the sum is 0, with optional "red"/"nir" (names of stacked raster bands; default RED_BAND, NIR_BAND), "band_names" (default ["NDVI"]), "mean" ([0.0]), "std" ([1.0])
+RED_BAND = "R"  # name of the red band (in BAND_NAMES, or an extra source's band_names) for NDVI
+NIR_BAND = "IR"  # name of the near-infrared band for NDVI, likewise
+COMPOSITE_NDSM_MAX = 30.0  # make_composite.py: metres of nDSM mapped to 255 (higher is clipped); the DSM is stretched min..max per tile, NDVI -1..1 to 0..255
 
 # ---------------------------------------------------------------- patches (extract_images.py, create_lmdb.py)
 PATCH_SIZE = 128  # side of the square training patches, in pixels

@@ -145,8 +145,29 @@ class Config:
         return len(self.CLASS_NAMES)
 
     @property
+    def extra_sources(self) -> list[dict]:
+        """EXTRA_SOURCES checked and completed: raster entries as given, derived ones with their defaults."""
+        return _extra_sources(self._values)
+
+    @property
+    def stacked_band_names(self) -> list[str]:
+        """Names of every band the network sees, in order: BAND_NAMES, then each extra source's."""
+        return list(self.BAND_NAMES) + [name for source in self.extra_sources for name in source["band_names"]]
+
+    @property
+    def stacked_mean(self) -> list[float]:
+        """Per stacked band, subtracted from the raw values: NORM_MEAN, then each extra source's mean."""
+        return [float(m) for m in self.NORM_MEAN] + [float(m) for s in self.extra_sources for m in s["mean"]]
+
+    @property
+    def stacked_std(self) -> list[float]:
+        """Per stacked band, divides after the mean: NORM_STD, then each extra source's std."""
+        return [float(m) for m in self.NORM_STD] + [float(m) for s in self.extra_sources for m in s["std"]]
+
+    @property
     def num_bands(self) -> int:
-        return len(self.BANDS)
+        """Bands of the stacked input: the image's BANDS plus every extra source's."""
+        return len(self.stacked_band_names)
 
     def tile_ids(self, split: str) -> list[str]:
         if split not in SPLITS:
@@ -155,13 +176,16 @@ class Config:
 
     def tile_path(self, pattern_name: str, tile_id: str) -> Path | None:
         """Path of tile ``tile_id`` in the collection ``pattern_name`` (None if the pattern is empty)."""
-        pattern = getattr(self, pattern_name)
+        return self.pattern_path(getattr(self, pattern_name), tile_id, pattern_name)
+
+    def pattern_path(self, pattern: str, tile_id: str, where: str) -> Path | None:
+        """Path of tile ``tile_id`` under DATA_ROOT by ``pattern`` (None if empty); ``where`` names it in errors."""
         if not pattern:
             return None
         try:
             relative = pattern.format(id=tile_id)
         except (KeyError, IndexError, ValueError) as err:
-            raise EosegError(f"{pattern_name} {pattern!r}: bad pattern ({err}); use {{id}} for the tile id") from None
+            raise EosegError(f"{where} {pattern!r}: bad pattern ({err}); use {{id}} for the tile id") from None
         return Path(self.DATA_ROOT) / relative
 
     def _check(self) -> None:
@@ -190,6 +214,81 @@ class Config:
         if v["TRAIN_SOURCE"] not in ("lmdb", "tiles"):
             raise EosegError(f"TRAIN_SOURCE must be 'lmdb' or 'tiles', got {v['TRAIN_SOURCE']!r}")
         self.palette  # validates colours and the ignore label
+        _extra_sources(v)
+        if not isinstance(v["COMPOSITE_NDSM_MAX"], (int, float)) or v["COMPOSITE_NDSM_MAX"] <= 0:
+            raise EosegError(f"COMPOSITE_NDSM_MAX must be a positive number of metres, got {v['COMPOSITE_NDSM_MAX']!r}")
+
+
+RASTER_SOURCE_KEYS = ("pattern", "bands", "band_names", "mean", "std")
+DERIVED_SOURCE_KEYS = ("derived", "red", "nir", "band_names", "mean", "std")
+DERIVED_KINDS = ("ndvi",)
+
+
+def _numbers(value: Any) -> bool:
+    return isinstance(value, (list, tuple)) and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in value)
+
+
+def _extra_sources(v: dict[str, Any]) -> list[dict]:
+    """EXTRA_SOURCES checked, with derived entries completed by their defaults (see config.py)."""
+    sources = v["EXTRA_SOURCES"]
+    if not isinstance(sources, (list, tuple)):
+        raise EosegError(f"EXTRA_SOURCES must be a list of dicts, got {sources!r}")
+    checked = []
+    for i, entry in enumerate(sources):
+        where = f"EXTRA_SOURCES[{i}]"
+        if not isinstance(entry, dict):
+            raise EosegError(f"{where} must be a dict with a 'pattern' (a raster per tile) or 'derived' (a computed band), got {entry!r}")
+        derived = "derived" in entry
+        allowed = DERIVED_SOURCE_KEYS if derived else RASTER_SOURCE_KEYS
+        for key in entry:
+            if key not in allowed:
+                close = difflib.get_close_matches(str(key), allowed, n=1)
+                hint = f"did you mean {close[0]!r}? " if close else ""
+                kind = "a derived source" if derived else "a raster source"
+                raise EosegError(f"{where}: unknown key {key!r} for {kind}; {hint}keys: {', '.join(allowed)}")
+        if derived:
+            entry = {"red": v["RED_BAND"], "nir": v["NIR_BAND"], "band_names": ["NDVI"], "mean": [0.0], "std": [1.0], **entry}
+            if entry["derived"] not in DERIVED_KINDS:
+                raise EosegError(f"{where}: unknown derived band {entry['derived']!r}; choose one of {', '.join(DERIVED_KINDS)}")
+            count = 1
+        else:
+            missing = [key for key in RASTER_SOURCE_KEYS if key not in entry]
+            if missing:
+                raise EosegError(f"{where}: missing {', '.join(map(repr, missing))}; a raster source needs "
+                                 f"{', '.join(RASTER_SOURCE_KEYS)} (or 'derived' for a computed band)")
+            if not isinstance(entry["pattern"], str) or not entry["pattern"]:
+                raise EosegError(f"{where}: 'pattern' must be a path under DATA_ROOT with {{id}}, got {entry['pattern']!r}")
+            bands = entry["bands"]
+            if not isinstance(bands, (list, tuple)) or not bands or any(
+                    not isinstance(b, int) or isinstance(b, bool) or b < 1 for b in bands):
+                raise EosegError(f"{where}: 'bands' holds 1-based band numbers, got {bands!r}")
+            count = len(bands)
+        names = entry["band_names"]
+        if not isinstance(names, (list, tuple)) or not all(isinstance(n, str) and n for n in names):
+            raise EosegError(f"{where}: 'band_names' must be a list of names, got {names!r}")
+        for key in ("mean", "std"):
+            if not _numbers(entry[key]):
+                raise EosegError(f"{where}: '{key}' must be a list of numbers, got {entry[key]!r}")
+        for key in ("band_names", "mean", "std"):
+            if len(entry[key]) != count:
+                raise EosegError(f"{where}: '{key}' has {len(entry[key])} entries but the source gives {count} band(s)")
+        if any(s == 0 for s in entry["std"]):
+            raise EosegError(f"{where}: 'std' must not contain 0")
+        checked.append(dict(entry))
+    if not checked:
+        return checked
+    names = list(v["BAND_NAMES"]) + [n for entry in checked for n in entry["band_names"]]
+    doubles = sorted({n for n in names if names.count(n) > 1})
+    if doubles:
+        raise EosegError(f"band names must differ across BAND_NAMES and EXTRA_SOURCES, {', '.join(map(repr, doubles))} repeats")
+    raster_names = list(v["BAND_NAMES"]) + [n for entry in checked if "pattern" in entry for n in entry["band_names"]]
+    for i, entry in enumerate(checked):
+        for key in ("red", "nir") if "derived" in entry else ():
+            if entry[key] not in raster_names:
+                default = "RED_BAND" if key == "red" else "NIR_BAND"
+                raise EosegError(f"EXTRA_SOURCES[{i}]: the {key} band {entry[key]!r} (its '{key}', else {default}) is not "
+                                 f"among the raster bands {raster_names}; name one of them")
+    return checked
 
 
 def load_config(

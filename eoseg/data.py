@@ -23,7 +23,7 @@ from eoseg.config import Config
 from eoseg.errors import EosegError
 from eoseg.lmdb_store import LmdbPatches
 from eoseg.metadata import data_signature
-from eoseg.tiles import read_image, read_labels
+from eoseg.tiles import read_labels, tile_stack, training_pixels
 
 # The two uses of SEED get separate random streams: a permutation seeded with (seed, epoch)
 # must not coincide with the augmentation of some sample.
@@ -145,10 +145,12 @@ def training_data(cfg: Config) -> AugmentedPatches | TileCrops:
         return AugmentedPatches(patches, cfg.RANDOM_FLIPS, cfg.SEED)
     tiles = []
     for tile_id in cfg.tile_ids("train"):
-        image, info = read_image(cfg, tile_id)
+        stack = tile_stack(cfg, tile_id)
+        info = stack.info
         if min(info.height, info.width) < cfg.PATCH_SIZE:
             raise EosegError(f"{info.path}: tile is {info.width} x {info.height} px, smaller than PATCH_SIZE {cfg.PATCH_SIZE}")
-        tiles.append((image, read_labels(cfg, tile_id, info)))
+        image = stack.read()
+        tiles.append(training_pixels(cfg, stack, image, read_labels(cfg, tile_id, info)))
     if not tiles:
         raise EosegError("TRAIN_IDS is empty: nothing to train on")
     return TileCrops(tiles, cfg.PATCH_SIZE, cfg.RANDOM_FLIPS, cfg.SEED)

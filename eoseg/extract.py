@@ -16,7 +16,7 @@ from eoseg.errors import EosegError
 from eoseg.geometry import sliding_windows
 from eoseg.io import atomic_directory, atomic_write_text
 from eoseg.metadata import data_signature
-from eoseg.tiles import read_image, read_labels, training_pixels
+from eoseg.tiles import read_labels, tile_stack, training_pixels
 
 MANIFEST = "manifest.json"  # written last: its presence marks a complete patch folder
 PATCH_LIST = "patches.csv"
@@ -46,7 +46,8 @@ def extract_patches(cfg: Config, out_dir: str | Path, force: bool = False, progr
                 counts[split] = 0
                 tiles = cfg.tile_ids(split)
                 for tile_id in tqdm(tiles, desc=f"extract {split}", unit="tile", disable=not progress):
-                    image, info = read_image(cfg, tile_id)
+                    stack = tile_stack(cfg, tile_id)
+                    image, info = stack.read(), stack.info
                     labels = read_labels(cfg, tile_id, info)
                     if dtype is not None and str(image.dtype) != dtype:
                         raise EosegError(
@@ -59,7 +60,7 @@ def extract_patches(cfg: Config, out_dir: str | Path, force: bool = False, progr
                             f"{info.path}: tile is {info.width} x {info.height} px, smaller than PATCH_SIZE {size}; "
                             "lower PATCH_SIZE or leave the tile out of TRAIN_IDS and TEST_IDS"
                         )
-                    image, labels = training_pixels(cfg, info, image, labels)
+                    image, labels = training_pixels(cfg, stack, image, labels)
                     for folder in ("images", "labels"):
                         (tmp / folder / split).mkdir(parents=True, exist_ok=True)
                     for row, col in sliding_windows(info.height, info.width, size, stride, allow_gaps=True):

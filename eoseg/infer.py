@@ -31,12 +31,12 @@ from eoseg import plots
 from eoseg.config import Config
 from eoseg.errors import EosegError
 from eoseg.io import (RasterInfo, RasterWriter, atomic_write_text, exclusive, file_sha256, open_raster, output_suffix,
-                      raster_info, valid_mask)
+                      raster_info)
 from eoseg.metrics import confusion_matrix, format_table, metrics_from_confusion
 from eoseg.normalization import Normalization
 from eoseg.gis import polygonize_labels, to_cog
 from eoseg.predict import Predictor, best_class
-from eoseg.tiles import TruthSource, check_bands, eval_truth, image_info
+from eoseg.tiles import TileStack, TruthSource, eval_truth, image_stack, tile_stack
 from eoseg.weights import load_weights
 from eoseg.train import resolve_device
 
@@ -68,11 +68,13 @@ class InferenceSummary:
 
 @dataclass(frozen=True)
 class Job:
-    """One raster to label: its path, output name and (for configured tiles) ground truth."""
+    """One raster to label: its path, output name, (for configured tiles) ground truth, and the
+    stacked input read for it (None: the image's BANDS and derived bands, see image_stack)."""
 
     info: RasterInfo
     name: str
     truth: TruthSource | None = None
+    stack: TileStack | None = None
 
 
 def expand_image_arguments(arguments: list[str | Path]) -> list[Path]:
@@ -126,20 +128,20 @@ def label_raster(cfg: Config, predictor: Predictor, job: Job, out_dir: Path, ran
         if cfg.WRITE_PROBABILITIES:
             writers["probabilities"] = RasterWriter(out_dir / f"{job.name}_probabilities.tif", info, cfg.num_classes,
                                                     "uint8")
-        with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), open_raster(info.path, "image") as src, \
-                ThreadPoolExecutor(max_workers=1) as writer_thread:
+        stack = job.stack if job.stack is not None else image_stack(cfg, info)
+        with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), stack, ThreadPoolExecutor(max_workers=1) as writer_thread:
             def rows_window(first: int, end: int) -> Window:
                 return Window(0, first, info.width, end - first)
 
             def read_rows(first: int, end: int) -> np.ndarray:
-                return src.read(cfg.BANDS, window=rows_window(first, end))
+                return stack.read(rows_window(first, end))
 
             pending = None
             for block in predictor.stream(read_rows, info.height, info.width, cfg.INFER_BLOCK_ROWS):
                 rows = block.scores.shape[1]
                 end = block.row + rows
                 labels = best_class(block.scores)
-                valid = valid_mask(src, cfg.BANDS, block.pixels, cfg.NODATA_ZERO, rows_window(block.row, end))
+                valid = stack.valid_mask(block.pixels, rows_window(block.row, end))
                 labels[~valid] = ignore
                 outputs = {"labels": labels}
                 if cfg.WRITE_COLOR:
@@ -245,6 +247,8 @@ def _made_with(cfg: Config, weights_sha256: str, caffe_mean: str | None, job: Jo
         "image": _file_state(job.info.path),
         "truth": None if job.truth is None else _file_state(job.truth.path),
     }
+    if job.stack is not None and len(job.stack.sources) > 1:
+        made_with["sources"] = [_file_state(path) for path in job.stack.paths[1:]]
     return json.loads(json.dumps(made_with))  # as it reads back from a record
 
 
@@ -310,10 +314,11 @@ def run_inference(cfg: Config, weights: str | Path, out_dir: str | Path, tile_id
     out_dir = Path(out_dir)
     jobs = []
     for tile_id in tile_ids or []:  # cheap checks first: a missing input should not wait for the model
-        info = image_info(cfg, tile_id)
-        jobs.append(Job(info, info.path.stem, eval_truth(cfg, tile_id, info)))
+        stack = tile_stack(cfg, tile_id)
+        jobs.append(Job(stack.info, stack.info.path.stem, eval_truth(cfg, tile_id, stack.info), stack))
     for path in expand_image_arguments(image_paths or []):
-        jobs.append(Job(check_bands(cfg, raster_info(path, "image")), path.stem))
+        stack = image_stack(cfg, raster_info(path, "image"))
+        jobs.append(Job(stack.info, path.stem, stack=stack))
     if not jobs:
         raise EosegError("nothing to label: no tile ids and no image files given")
     names = [job.name for job in jobs]

@@ -20,7 +20,7 @@ def data_signature(cfg: Config, patch_size: int | None = None) -> dict:
         "class_names": list(cfg.CLASS_NAMES),
         "palette": [list(map(int, c)) for c in cfg.PALETTE],
         "ignore_label": int(cfg.IGNORE_LABEL),
-        "band_names": list(cfg.BAND_NAMES),
+        "band_names": list(cfg.stacked_band_names),  # the image's BANDS, then EXTRA_SOURCES
         "normalization": Normalization.from_config(cfg).record(),
         "patch_size": int(patch_size if patch_size is not None else cfg.PATCH_SIZE),
     }

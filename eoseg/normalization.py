@@ -21,7 +21,8 @@ class Normalization:
 
     @classmethod
     def from_config(cls, cfg) -> "Normalization":
-        return cls(tuple(map(float, cfg.NORM_MEAN)), tuple(map(float, cfg.NORM_STD)))
+        """Every stacked band's: NORM_MEAN/NORM_STD for BANDS, then each EXTRA_SOURCES entry's mean/std."""
+        return cls(tuple(cfg.stacked_mean), tuple(cfg.stacked_std))
 
     @classmethod
     def from_record(cls, record: dict) -> "Normalization":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,7 +11,7 @@ from rasterio.windows import Window
 
 from eoseg.config import Config
 from eoseg.errors import EosegError
-from eoseg.io import RasterInfo, open_raster, raster_info, read_label, read_raster, valid_mask
+from eoseg.io import RasterInfo, open_raster, raster_info, read_label, valid_mask
 from eoseg.palette import Palette
 
 
@@ -38,10 +39,187 @@ def image_info(cfg: Config, tile_id: str) -> RasterInfo:
     return check_bands(cfg, raster_info(existing_path(cfg, "IMAGE_PATTERN", tile_id, "image"), "image"))
 
 
+def ndvi(red: np.ndarray, nir: np.ndarray) -> np.ndarray:
+    """Normalised difference vegetation index ``(nir - red) / (nir + red)`` as float32, in -1..1
+    for non-negative inputs; 0 where the sum is 0. Used by derived bands and the composite alike."""
+    red = np.asarray(red, dtype=np.float32)
+    nir = np.asarray(nir, dtype=np.float32)
+    total = nir + red
+    with np.errstate(divide="ignore", invalid="ignore"):
+        index = (nir - red) / total
+    return np.where(total == 0, np.float32(0), index).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class StackSource:
+    """One raster of a stacked input: the bands read from it, in order."""
+
+    info: RasterInfo
+    bands: tuple[int, ...]
+    what: str  # "image", or which extra source: named in errors
+
+
+class TileStack:
+    """The stacked input of one tile: the image's BANDS, then every EXTRA_SOURCES entry.
+
+    Raster sources must share the image's size (and, when both are georeferenced, its CRS
+    and transform). ``read(window)`` gives (C_total, h, w): the sources' common dtype when
+    they all have one and nothing is derived, else float32. ``valid_mask`` combines every
+    source's nodata (mask, NaN; NODATA_ZERO for the image's bands). Use it as a context
+    manager to keep the rasters open across many reads; otherwise each read opens them.
+    """
+
+    def __init__(self, cfg: Config, sources: list[StackSource]):
+        """``sources``: the image, then one per raster entry of EXTRA_SOURCES, in order."""
+        self.sources = sources
+        self.nodata_zero = bool(cfg.NODATA_ZERO)
+        image = sources[0].info
+        for source in sources[1:]:
+            check_same_grid(image, source.info, source.what)
+        entries = cfg.extra_sources
+        if len(sources) != 1 + sum("pattern" in e for e in entries):
+            raise EosegError("a stack needs the image and one raster per raster entry of EXTRA_SOURCES")
+        raster_names = list(cfg.BAND_NAMES) + [n for e in entries if "pattern" in e for n in e["band_names"]]
+        # where each raster band and each derived band goes in the stacked output (EXTRA_SOURCES order)
+        self._raster_positions: list[int] = list(range(len(cfg.BANDS)))
+        self._derived: list[tuple[int, int, int]] = []  # (output position, red, nir raster band index)
+        position = len(cfg.BANDS)
+        for entry in entries:
+            if "pattern" in entry:
+                self._raster_positions += range(position, position + len(entry["bands"]))
+                position += len(entry["bands"])
+            else:
+                self._derived.append((position, raster_names.index(entry["red"]), raster_names.index(entry["nir"])))
+                position += 1
+        self.count = position
+        dtypes = {np.dtype(s.info.dtype) for s in sources}
+        self.dtype = dtypes.pop() if len(dtypes) == 1 and not self._derived else np.dtype(np.float32)
+        self._open: list | None = None
+
+    @property
+    def info(self) -> RasterInfo:
+        """The image's info: size, georeference and name of the tile's outputs."""
+        return self.sources[0].info
+
+    @property
+    def paths(self) -> list[Path]:
+        return [s.info.path for s in self.sources]
+
+    def __enter__(self) -> "TileStack":
+        self._stack = contextlib.ExitStack()
+        try:
+            self._open = [self._stack.enter_context(open_raster(s.info.path, s.what)) for s in self.sources]
+        except BaseException:
+            self._stack.close()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._open = None
+        self._stack.__exit__(*exc)
+
+    @contextlib.contextmanager
+    def _datasets(self):
+        if self._open is not None:
+            yield self._open
+        else:
+            with self:
+                yield self._open
+
+    def read(self, window: Window | None = None) -> np.ndarray:
+        """(C_total, h, w) raw values of ``window`` (whole tile if None), in ``self.dtype``."""
+        with self._datasets() as datasets:
+            parts = [src.read(list(s.bands), window=window) for src, s in zip(datasets, self.sources)]
+        if len(parts) == 1 and not self._derived:
+            return parts[0]
+        raster = np.concatenate([p.astype(self.dtype, copy=False) for p in parts], axis=0)
+        if not self._derived:
+            return raster
+        stacked = np.empty((self.count, *raster.shape[1:]), dtype=self.dtype)
+        stacked[self._raster_positions] = raster
+        for position, red, nir in self._derived:
+            stacked[position] = ndvi(raster[red], raster[nir])
+        return stacked
+
+    def valid_mask(self, pixels: np.ndarray, window: Window | None = None) -> np.ndarray:
+        """(h, w) True where every source holds data, for ``pixels`` = ``read(window)``."""
+        raster = pixels[self._raster_positions] if self._derived else pixels
+        with self._datasets() as datasets:
+            first = 0
+            valid = None
+            for index, (src, source) in enumerate(zip(datasets, self.sources)):
+                part = raster[first:first + len(source.bands)]
+                first += len(source.bands)
+                mask = valid_mask(src, list(source.bands), part, self.nodata_zero and index == 0, window)
+                valid = mask if valid is None else valid & mask
+        if self._derived:
+            valid &= ~np.isnan(pixels[[position for position, _, _ in self._derived]]).any(axis=0)
+        return valid
+
+    def read_all(self) -> tuple[np.ndarray, np.ndarray]:
+        """The whole tile and its valid mask."""
+        with self._datasets():
+            pixels = self.read()
+            return pixels, self.valid_mask(pixels)
+
+
+def check_same_grid(image: RasterInfo, other: RasterInfo, what: str) -> None:
+    """Refuse a raster ``other`` (``what``, named in errors) that does not cover ``image``'s pixel grid."""
+    if (other.width, other.height) != (image.width, image.height):
+        raise EosegError(
+            f"{other.path} ({what}) is {other.width} x {other.height} px but the image {image.path} is "
+            f"{image.width} x {image.height} px; the sources of a tile must cover the same grid"
+        )
+    if image.georeferenced and other.georeferenced:
+        if image.crs != other.crs:
+            raise EosegError(f"{other.path} ({what}) is in {other.crs} but the image {image.path} is in "
+                             f"{image.crs}; the sources of a tile must cover the same grid")
+        if not other.transform.almost_equals(image.transform, precision=1e-6):
+            raise EosegError(f"{other.path} ({what}) has the transform {tuple(other.transform)[:6]} but the image "
+                             f"{image.path} has {tuple(image.transform)[:6]}; the sources of a tile must cover the same grid")
+
+
+def _extra_what(index: int, entry: dict) -> str:
+    return f"EXTRA_SOURCES[{index}] ({', '.join(entry['band_names'])})"
+
+
+def tile_stack(cfg: Config, tile_id: str) -> TileStack:
+    """The stacked input of configured tile ``tile_id``: its image and every extra source."""
+    sources = [StackSource(image_info(cfg, tile_id), tuple(cfg.BANDS), "image")]
+    for index, entry in enumerate(cfg.extra_sources):
+        if "pattern" not in entry:
+            continue
+        what = _extra_what(index, entry)
+        path = cfg.pattern_path(entry["pattern"], tile_id, f"EXTRA_SOURCES[{index}] pattern")
+        if not path.is_file():
+            raise EosegError(f"tile {tile_id}: {what} not found at {path}; check DATA_ROOT ({cfg.DATA_ROOT}) and its pattern")
+        info = raster_info(path, what)
+        if max(entry["bands"]) > info.count:
+            raise EosegError(f"{path}: {what} has {info.count} bands but its 'bands' asks for {entry['bands']}")
+        sources.append(StackSource(info, tuple(entry["bands"]), what))
+    return TileStack(cfg, sources)
+
+
+def image_stack(cfg: Config, info: RasterInfo) -> TileStack:
+    """The stacked input of an image file outside the configured tiles: its BANDS and derived bands.
+
+    Raster extra sources cannot be found for such a file: refused.
+    """
+    rasters = [e for e in cfg.extra_sources if "pattern" in e]
+    if rasters:
+        raise EosegError(
+            f"{info.path}: EXTRA_SOURCES stacks {', '.join(_extra_what(i, e) for i, e in enumerate(cfg.extra_sources) if 'pattern' in e)} "
+            "from the configured tiles, which an image file given by path has no id for; label configured tiles with "
+            "--tiles, or give rasters that hold all bands and select them with BANDS"
+        )
+    check_bands(cfg, info)
+    return TileStack(cfg, [StackSource(info, tuple(cfg.BANDS), "image")])
+
+
 def read_image(cfg: Config, tile_id: str) -> tuple[np.ndarray, RasterInfo]:
-    """The configured bands of tile ``tile_id``: (C, H, W) in the file's dtype, and its info."""
-    info = image_info(cfg, tile_id)
-    return read_raster(info.path, cfg.BANDS, what="image"), info
+    """The stacked input of tile ``tile_id`` (see :class:`TileStack`): (C, H, W), and the image's info."""
+    stack = tile_stack(cfg, tile_id)
+    return stack.read(), stack.info
 
 
 def read_labels(cfg: Config, tile_id: str, like: RasterInfo) -> np.ndarray:
@@ -55,15 +233,14 @@ def read_labels(cfg: Config, tile_id: str, like: RasterInfo) -> np.ndarray:
     return labels
 
 
-def training_pixels(cfg: Config, info: RasterInfo, image: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """A tile's image and labels made safe to train on.
+def training_pixels(cfg: Config, stack: TileStack, image: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A tile's stacked input (``stack.read()``) and labels made safe to train on.
 
-    Where the image has no data (see :func:`eoseg.io.valid_mask`) the label becomes
+    Where any source has no data (see :meth:`TileStack.valid_mask`) the label becomes
     IGNORE_LABEL, so that no loss is computed there, and NaN becomes 0: a NaN would spread
     through every activation it touches.
     """
-    with open_raster(info.path, "image") as src:
-        valid = valid_mask(src, cfg.BANDS, image, cfg.NODATA_ZERO)
+    valid = stack.valid_mask(image)
     labels = np.where(valid, labels, np.uint8(cfg.IGNORE_LABEL))
     if np.issubdtype(image.dtype, np.floating):
         image = np.where(np.isnan(image), image.dtype.type(0), image)
