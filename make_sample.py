@@ -2,9 +2,9 @@
 
 Writes every tile of TRAIN_IDS and TEST_IDS under DATA_ROOT with the config's patterns:
 an IRRG orthophoto, the colour-coded ground truth, the same with eroded (black)
-boundaries and a DSM, all GeoTIFFs in EPSG:32632 with 9 cm pixels. The scenes are
-procedural (see eoseg/sample.py), not a benchmark: they let the whole pipeline run
-without the ISPRS download.
+boundaries, a DSM and an nDSM (heights above the terrain; NDSM_PATTERN), all GeoTIFFs
+in EPSG:32632 with 9 cm pixels. The scenes are procedural (see eoseg/sample.py), not a
+benchmark: they let the whole pipeline run without the ISPRS download.
 
     python make_sample.py                       # data/sample, 8 tiles of 512 x 512
     python make_sample.py --size 256 --seed 3 DATA_ROOT=/tmp/small --force

@@ -4,7 +4,8 @@ The ISPRS data may not be redistributed, so ``make_sample.py`` draws small proce
 scenes instead: streets with sidewalks, parking lots and plazas, houses with pitched or
 flat roofs and cast shadows, lawns, clusters of trees, cars and a little clutter. The
 image is IRRG false colour (near-infrared, red, green) like Vaihingen, the ground truth
-uses the six ISPRS classes, and a DSM gives terrain plus object heights.
+uses the six ISPRS classes, a DSM gives terrain plus object heights and an nDSM the
+heights of buildings, trees and the rest above the terrain.
 
 The scenes are built so that colour alone does not separate the classes: grey roofs
 look like pavement, bare soil like tiled roofs, lawns like trees. A model has to use
@@ -44,8 +45,8 @@ CRS_EPSG = 32632  # WGS 84 / UTM zone 32N, the CRS of Vaihingen
 ORIGIN_X, ORIGIN_Y = 496000.0, 5420000.0  # upper-left corner of the first tile, near Vaihingen
 TILE_GAP_M = 10.0  # space between neighbouring tiles so that they never overlap
 
-# Patterns of the four collections written for every tile, in writing order.
-COLLECTIONS = ("IMAGE_PATTERN", "GT_COLOR_PATTERN", "GT_ERODED_PATTERN", "DSM_PATTERN")
+# Patterns of the collections written for every tile, in writing order.
+COLLECTIONS = ("IMAGE_PATTERN", "GT_COLOR_PATTERN", "GT_ERODED_PATTERN", "DSM_PATTERN", "NDSM_PATTERN")
 
 MIN_SIZE = 8  # pixels per side of the smallest scene (the shading needs a few pixels)
 CAR_LENGTH, CAR_WIDTH = 24.0, 11.0  # pixels: a 4.8 m x 2.2 m car at SCENE_M_PER_PX
@@ -641,8 +642,8 @@ class _Scene:
                     self.add_crown(y, x, mean_radius * rng.uniform(0.7, 1.3), rng.uniform(4, 12))
 
     # ------------------------------------------------------------ rendering
-    def render(self) -> tuple[np.ndarray, np.ndarray]:
-        """Light the scene (slopes, cast shadows), add blur and noise: image and DSM."""
+    def render(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Light the scene (slopes, cast shadows), add blur and noise: image, DSM and nDSM."""
         rng, (h, w) = self.rng, self.shape
         elevation = math.radians(rng.uniform(55, 65))
         # sun in the south-east or south-west: shadows fall northwards, and both gables
@@ -672,7 +673,10 @@ class _Scene:
         terrain = np.clip(255 + 2.5 * _noise(rng, self.shape, 400.0) + tilt_y * rows + tilt_x * cols, 250, 260)
         # dense matching smooths the object edges a little and leaves some noise
         dsm = _blur(terrain + self.height) + 0.05 * rng.standard_normal((h, w), dtype=np.float32)
-        return image, dsm.astype(np.float32)
+        # the nDSM as made from a DSM and a terrain model: the DSM minus the (equally blurred)
+        # terrain, with the DSM's noise, never below the ground; no random draw of its own
+        ndsm = np.clip(dsm - _blur(terrain), 0, None)
+        return image, dsm.astype(np.float32), ndsm.astype(np.float32)
 
 
 # ---------------------------------------------------------------- public API
@@ -682,6 +686,16 @@ def generate_scene(size: tuple[int, int], rng: np.random.Generator) -> tuple[np.
     Returns the image (3, H, W) uint8 in IRRG band order, the labels (H, W) uint8 with
     class ids 0..5 (impervious, building, low vegetation, tree, car, clutter) and the
     DSM (H, W) float32 in metres. The same generator state gives the same scene.
+    """
+    image, labels, dsm, _ = generate_scene_with_ndsm(size, rng)
+    return image, labels, dsm
+
+
+def generate_scene_with_ndsm(size: tuple[int, int], rng: np.random.Generator
+                             ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`generate_scene` plus the nDSM (H, W) float32: metres above the terrain, >= 0.
+
+    The same generator state gives the same image, labels and DSM as :func:`generate_scene`.
     """
     height, width = (int(s) for s in size)
     if height < MIN_SIZE or width < MIN_SIZE:
@@ -695,8 +709,8 @@ def generate_scene(size: tuple[int, int], rng: np.random.Generator) -> tuple[np.
     scene.add_clutter()
     scene.add_road_cars()
     scene.add_trees()
-    image, dsm = scene.render()
-    return image, scene.label, dsm
+    image, dsm, ndsm = scene.render()
+    return image, scene.label, dsm, ndsm
 
 
 def erode_labels(labels: np.ndarray, radius: int, ignore_label: int) -> np.ndarray:
@@ -767,7 +781,7 @@ def write_sample_tile(
     if seed < 0:
         raise EosegError(f"seed must be >= 0, got {seed}")
     paths = tile_paths(cfg, tile_id)
-    image, labels, dsm = generate_scene((size, size), np.random.default_rng([seed, index]))
+    image, labels, dsm, ndsm = generate_scene_with_ndsm((size, size), np.random.default_rng([seed, index]))
     like = tile_georeference(index, size, paths["IMAGE_PATTERN"])
     palette = cfg.palette
     write_raster(paths["IMAGE_PATTERN"], image, like)
@@ -778,6 +792,8 @@ def write_sample_tile(
         write_raster(paths["GT_ERODED_PATTERN"], palette.to_color(eroded).transpose(2, 0, 1), like)
     if "DSM_PATTERN" in paths:
         write_raster(paths["DSM_PATTERN"], dsm, like)
+    if "NDSM_PATTERN" in paths:
+        write_raster(paths["NDSM_PATTERN"], ndsm, like)
     return paths["IMAGE_PATTERN"], labels
 
 
@@ -786,7 +802,7 @@ def write_sample_dataset(
 ) -> list[Path]:
     """Write every tile of ``tile_ids`` under cfg.DATA_ROOT with the config's patterns.
 
-    Image, colour ground truth, eroded ground truth and DSM per tile (a collection whose
+    Image, colour ground truth, eroded ground truth, DSM and nDSM per tile (a collection whose
     pattern is "" is skipped), coloured with the config's palette. Tile ``i`` of the list
     uses the generator seeded with (``seed``, ``i``). Returns the image paths.
     """

@@ -113,7 +113,7 @@ def test_written_tiles_are_georeferenced_and_use_the_palette(cfg):
 
 
 def test_empty_patterns_are_skipped(cfg):
-    cfg = cfg.replace(DSM_PATTERN="", GT_ERODED_PATTERN="")
+    cfg = cfg.replace(DSM_PATTERN="", NDSM_PATTERN="", GT_ERODED_PATTERN="")
     write_sample_dataset(cfg, ["5"], size=64)
     root = cfg.tile_path("IMAGE_PATTERN", "5").parent.parent
     assert sorted(p.name for p in root.iterdir()) == ["gts_for_participants", "top"]
