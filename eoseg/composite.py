@@ -1,0 +1,113 @@
+"""The method's composite image: DSM, nDSM and NDVI of a tile as one 8-bit, 3-band raster.
+
+Audebert et al. feed their second stream a "composite" image per Vaihingen tile whose
+three 8-bit bands are the DSM, the nDSM and the NDVI. :func:`write_composite` makes it:
+
+- band 1, DSM: stretched from the tile's lowest (0) to its highest (255) valid height,
+  per tile, as absolute heights differ from tile to tile;
+- band 2, nDSM: 0..COMPOSITE_NDSM_MAX metres above the ground to 0..255 (higher is 255);
+- band 3, NDVI of the image's RED_BAND and NIR_BAND (see :func:`eoseg.tiles.ndvi`):
+  -1..1 to 0..255.
+
+Pixels without data (masked or NaN) in the DSM or nDSM become 0 in that band. The output
+keeps the image's CRS and transform, is read and written by blocks of rows (memory
+bounded by INFER_BLOCK_ROWS times the width) and published atomically.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from rasterio.windows import Window
+
+from eoseg.config import Config
+from eoseg.errors import EosegError
+from eoseg.io import RasterWriter, open_raster, raster_info
+from eoseg.tiles import check_same_grid, existing_path, image_info, ndvi
+
+
+def image_band(cfg: Config, key: str) -> int:
+    """The 1-based band of the image that config name ``key`` (RED_BAND, NIR_BAND) names in BAND_NAMES."""
+    name = getattr(cfg, key)
+    if name not in cfg.BAND_NAMES:
+        raise EosegError(f"{key} {name!r} is not among BAND_NAMES {list(cfg.BAND_NAMES)}; set {key} to the name "
+                         "of that band of the image (the NDVI needs a red and a near-infrared band)")
+    return int(cfg.BANDS[list(cfg.BAND_NAMES).index(name)])
+
+
+def _to_uint8(scaled: np.ndarray) -> np.ndarray:
+    """0..1 (clipped; NaN -> 0) to 0..255."""
+    scaled = np.nan_to_num(np.asarray(scaled, dtype=np.float32), nan=0.0)
+    return np.round(np.clip(scaled, 0, 1) * 255).astype(np.uint8)
+
+
+def scale_dsm(dsm: np.ndarray, low: float, high: float) -> np.ndarray:
+    """DSM heights: ``low`` -> 0, ``high`` -> 255 (all 0 when the tile is flat)."""
+    if not high > low:
+        return np.zeros(np.shape(dsm), dtype=np.uint8)
+    return _to_uint8((np.asarray(dsm, dtype=np.float32) - low) / (high - low))
+
+
+def scale_ndsm(ndsm: np.ndarray, ndsm_max: float) -> np.ndarray:
+    """Heights above the ground: 0..``ndsm_max`` metres -> 0..255, clipped."""
+    return _to_uint8(np.asarray(ndsm, dtype=np.float32) / ndsm_max)
+
+
+def scale_ndvi(index: np.ndarray) -> np.ndarray:
+    """NDVI: -1..1 -> 0..255."""
+    return _to_uint8((np.asarray(index, dtype=np.float32) + 1) / 2)
+
+
+def _valid_heights(src, window: Window) -> np.ndarray:
+    """Band 1 of ``src`` in ``window`` as float32, NaN where it holds no data."""
+    heights = src.read(1, window=window).astype(np.float32)
+    heights[src.read_masks(1, window=window) == 0] = np.nan
+    return heights
+
+
+def _row_blocks(height: int, block_rows: int):
+    for first in range(0, height, block_rows):
+        yield first, min(height, first + block_rows)
+
+
+def write_composite(cfg: Config, tile_id: str, out: str | Path | None = None) -> Path:
+    """Write tile ``tile_id``'s composite at ``out`` (default: COMPOSITE_PATTERN); return its path."""
+    if out is None:
+        out = cfg.tile_path("COMPOSITE_PATTERN", tile_id)
+        if out is None:
+            raise EosegError("COMPOSITE_PATTERN is empty: set where the composites go")
+    out = Path(out)
+    red_band, nir_band = image_band(cfg, "RED_BAND"), image_band(cfg, "NIR_BAND")
+    image = image_info(cfg, tile_id)
+    dsm_info = raster_info(existing_path(cfg, "DSM_PATTERN", tile_id, "DSM"), "DSM")
+    ndsm_info = raster_info(existing_path(cfg, "NDSM_PATTERN", tile_id, "nDSM",
+                                          hint="make one (DSM minus a terrain model), or check NDSM_PATTERN"), "nDSM")
+    check_same_grid(image, dsm_info, "DSM")
+    check_same_grid(image, ndsm_info, "nDSM")
+    for path in (image.path, dsm_info.path, ndsm_info.path):
+        if out.resolve() == path.resolve():
+            raise EosegError(f"{out}: the composite would overwrite its input; set COMPOSITE_PATTERN elsewhere")
+    block_rows = max(1, int(cfg.INFER_BLOCK_ROWS))
+    width = image.width
+
+    def window(first: int, end: int) -> Window:
+        return Window(0, first, width, end - first)
+
+    with open_raster(dsm_info.path, "DSM") as dsm_src:  # first pass: the DSM's range
+        low, high = np.inf, -np.inf
+        for first, end in _row_blocks(image.height, block_rows):
+            heights = _valid_heights(dsm_src, window(first, end))
+            if not np.isnan(heights).all():
+                low, high = min(low, float(np.nanmin(heights))), max(high, float(np.nanmax(heights)))
+    with open_raster(image.path, "image") as image_src, open_raster(dsm_info.path, "DSM") as dsm_src, \
+            open_raster(ndsm_info.path, "nDSM") as ndsm_src, RasterWriter(out, image, 3, "uint8") as writer:
+        for first, end in _row_blocks(image.height, block_rows):
+            rows = window(first, end)
+            red, nir = image_src.read([red_band, nir_band], window=rows)
+            writer.write(np.stack([
+                scale_dsm(_valid_heights(dsm_src, rows), low, high),
+                scale_ndsm(_valid_heights(ndsm_src, rows), float(cfg.COMPOSITE_NDSM_MAX)),
+                scale_ndvi(ndvi(red, nir)),
+            ]), first)
+    return out

@@ -1,0 +1,41 @@
+"""Make the method's composite per tile: DSM, nDSM and NDVI as a 3-band 8-bit GeoTIFF.
+
+    python make_composite.py                    # every tile of TRAIN_IDS and TEST_IDS
+    python make_composite.py --ids 2 4 DATASET=vaihingen
+
+Reads the DSM (DSM_PATTERN), the nDSM (NDSM_PATTERN) and the image's RED_BAND and
+NIR_BAND; writes COMPOSITE_PATTERN with band 1 the DSM stretched min..max per tile to
+0..255, band 2 the nDSM from 0..COMPOSITE_NDSM_MAX metres to 0..255, band 3 the NDVI
+from -1..1 to 0..255. The image's georeference is kept. To feed it to a network beside
+the image, add to EXTRA_SOURCES:
+    {"pattern": COMPOSITE_PATTERN, "bands": [1, 2, 3], "band_names": ["DSM", "nDSM", "NDVI"],
+     "mean": [0.0, 0.0, 0.0], "std": [255.0, 255.0, 255.0]}
+"""
+
+from __future__ import annotations
+
+from tqdm import tqdm
+
+from eoseg.cli import make_parser, parse, run
+from eoseg.composite import write_composite
+from eoseg.errors import EosegError
+
+CONFIG_NAME = "config.make_composite.json"
+
+
+def main(argv=None):
+    parser = make_parser(__doc__)
+    parser.add_argument("--ids", nargs="+", metavar="ID", help="tiles to make composites of (default: TRAIN_IDS and TEST_IDS)")
+    args, cfg = parse(parser, argv)
+    tile_ids = [str(t) for t in args.ids] if args.ids else list(dict.fromkeys(cfg.tile_ids("train") + cfg.tile_ids("test")))
+    if not tile_ids:
+        raise EosegError("no tiles: TRAIN_IDS and TEST_IDS are empty and no --ids given")
+    if not cfg.COMPOSITE_PATTERN:
+        raise EosegError("COMPOSITE_PATTERN is empty: set where the composites go")
+    written = [write_composite(cfg, tile_id) for tile_id in tqdm(tile_ids, desc="composite", unit="tile")]
+    cfg.save(written[0].parent, CONFIG_NAME)
+    print(f"wrote {len(written)} composites (DSM, nDSM, NDVI) to {written[0].parent}")
+
+
+if __name__ == "__main__":
+    run(main)

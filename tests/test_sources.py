@@ -1,0 +1,268 @@
+"""Inputs beyond the image's bands: extra rasters per tile, derived NDVI, the composite, the sample's nDSM."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import rasterio
+from rasterio.transform import Affine
+from rasterio.windows import Window
+
+from eoseg.checkpoint import load_model, save_checkpoint
+from eoseg.composite import write_composite
+from eoseg.errors import EosegError
+from eoseg.extract import extract_patches, read_manifest
+from eoseg.infer import run_inference
+from eoseg.io import raster_info, read_label, read_raster, write_raster
+from eoseg.lmdb_store import LmdbPatches, create_lmdb
+from eoseg.metadata import data_signature
+from eoseg.models import model_from_config
+from eoseg.normalization import Normalization
+from eoseg.sample import BUILDING, IMPERVIOUS, LOW_VEG, generate_scene, generate_scene_with_ndsm
+from eoseg.tiles import ndvi, read_image, tile_stack, training_pixels
+from eoseg.train import train
+
+from .conftest import TINY_TILE_SIZE, as_arguments, run_script, tiny_overrides
+from .test_scripts import assert_one_line_error
+
+NDSM = {"pattern": "ndsm/ndsm_09cm_matching_area{id}.tif", "bands": [1], "band_names": ["nDSM"], "mean": [0.0], "std": [10.0]}
+DSM = {"pattern": "dsm/dsm_09cm_matching_area{id}.tif", "bands": [1], "band_names": ["DSM"], "mean": [255.0], "std": [5.0]}
+
+
+def copy_raster(source, target, array=None, **changes):
+    """``source`` rewritten at ``target``, optionally with other pixels or profile entries."""
+    with rasterio.open(source) as src:
+        profile = {**src.profile, **changes}
+        data = src.read() if array is None else array
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with rasterio.open(target, "w", **profile) as dst:
+        dst.write(data)
+    return target
+
+
+# ---------------------------------------------------------------- NDVI
+def test_ndvi_values():
+    red = np.array([0, 10, 30, 200, 50], dtype=np.uint8)
+    nir = np.array([0, 30, 10, 200, 0], dtype=np.uint8)
+    index = ndvi(red, nir)
+    assert index.dtype == np.float32
+    np.testing.assert_allclose(index, [0.0, 0.5, -0.5, 0.0, -1.0])  # 0 where the sum is 0; no uint8 overflow
+
+
+# ---------------------------------------------------------------- config
+def test_stacked_bands_normalisation_and_signature(tiny_cfg):
+    cfg = tiny_cfg.replace(EXTRA_SOURCES=[NDSM, {"derived": "ndvi"}])
+    assert cfg.num_bands == 5 and cfg.BAND_NAMES == ["IR", "R", "G"]
+    assert cfg.stacked_band_names == ["IR", "R", "G", "nDSM", "NDVI"]
+    norm = Normalization.from_config(cfg)
+    assert norm.mean == (0.0, 0.0, 0.0, 0.0, 0.0) and norm.std == (255.0, 255.0, 255.0, 10.0, 1.0)
+    assert data_signature(cfg)["band_names"] == cfg.stacked_band_names
+    assert model_from_config(cfg.replace(MODEL_WIDTH=0.0625)).in_channels == 5
+
+
+@pytest.mark.parametrize("entry, message", [
+    ("ndsm", "must be a dict"),
+    ({**NDSM, "band": [1]}, "unknown key 'band' for a raster source; did you mean 'bands'?"),
+    ({"pattern": "x{id}.tif", "bands": [1]}, "missing 'band_names', 'mean', 'std'"),
+    ({**NDSM, "bands": [1, 2]}, "'band_names' has 1 entries but the source gives 2 band(s)"),
+    ({**NDSM, "mean": [0.0, 1.0]}, "'mean' has 2 entries"),
+    ({**NDSM, "std": [0.0]}, "'std' must not contain 0"),
+    ({**NDSM, "bands": [0]}, "1-based band numbers"),
+    ({**NDSM, "band_names": ["R"]}, "'R' repeats"),
+    ({"derived": "evi"}, "unknown derived band 'evi'"),
+    ({"derived": "ndvi", "red": "B"}, "the red band 'B'"),
+    ({"derived": "ndvi", "pattern": "x"}, "unknown key 'pattern' for a derived source"),
+])
+def test_bad_extra_sources_are_one_line_errors(tiny_cfg, entry, message):
+    with pytest.raises(EosegError) as caught:
+        tiny_cfg.replace(EXTRA_SOURCES=[entry])
+    assert message in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_ndvi_needs_nir_among_the_bands(tiny_cfg):
+    with pytest.raises(EosegError, match="the nir band 'IR'"):
+        tiny_cfg.replace(BAND_NAMES=["R", "G", "B"], EXTRA_SOURCES=[{"derived": "ndvi"}])
+    # the near-infrared may come from an extra raster
+    nir = {"pattern": "top/top_mosaic_09cm_area{id}.tif", "bands": [1], "band_names": ["NIR"], "mean": [0.0], "std": [255.0]}
+    cfg = tiny_cfg.replace(BAND_NAMES=["R", "G", "B"], EXTRA_SOURCES=[nir, {"derived": "ndvi", "nir": "NIR"}])
+    assert cfg.num_bands == 5
+
+
+# ---------------------------------------------------------------- stacking
+def test_stack_of_three_sources_in_order(tiny_cfg):
+    cfg = tiny_cfg.replace(EXTRA_SOURCES=[NDSM, {"derived": "ndvi"}, DSM])
+    stacked, info = read_image(cfg, "1")
+    image = read_raster(cfg.tile_path("IMAGE_PATTERN", "1"), cfg.BANDS)
+    ndsm = read_raster(cfg.tile_path("NDSM_PATTERN", "1"))[0]
+    dsm = read_raster(cfg.tile_path("DSM_PATTERN", "1"))[0]
+    assert stacked.shape == (6, TINY_TILE_SIZE, TINY_TILE_SIZE) and stacked.dtype == np.float32
+    assert info.path == cfg.tile_path("IMAGE_PATTERN", "1")
+    np.testing.assert_array_equal(stacked[:3], image)
+    np.testing.assert_array_equal(stacked[3], ndsm)
+    np.testing.assert_array_equal(stacked[4], ndvi(image[1], image[0]))  # red "R" is band 2, nir "IR" band 1
+    np.testing.assert_array_equal(stacked[5], dsm)
+    # a window of the stack is the window of every source
+    stack = tile_stack(cfg, "1")
+    with stack:
+        part = stack.read(Window(10, 20, 30, 40))
+        assert stack.valid_mask(part, Window(10, 20, 30, 40)).all()
+    np.testing.assert_array_equal(part, stacked[:, 20:60, 10:40])
+
+
+def test_uint8_stays_uint8_only_when_every_source_is(tiny_cfg):
+    colour = {"pattern": "gts_for_participants/top_mosaic_09cm_area{id}.tif", "bands": [3, 1], "band_names": ["b", "r"],
+              "mean": [0.0, 0.0], "std": [255.0, 255.0]}
+    stacked, _ = read_image(tiny_cfg.replace(EXTRA_SOURCES=[colour]), "1")
+    assert stacked.dtype == np.uint8 and stacked.shape[0] == 5
+    np.testing.assert_array_equal(stacked[3:], read_raster(tiny_cfg.tile_path("GT_COLOR_PATTERN", "1"), [3, 1]))
+    assert read_image(tiny_cfg, "1")[0].dtype == np.uint8
+    assert read_image(tiny_cfg.replace(EXTRA_SOURCES=[{"derived": "ndvi"}]), "1")[0].dtype == np.float32
+
+
+def test_sources_of_another_grid_are_refused(tiny_cfg, tmp_path):
+    source = tiny_cfg.tile_path("NDSM_PATTERN", "1")
+    ndsm = read_raster(source)
+    root = tmp_path / "other"
+    copy_raster(source, root / "small1.tif", ndsm[:, :90, :100], width=100, height=90)
+    with rasterio.open(source) as src:
+        shifted = src.transform * Affine.translation(5, 0)
+    copy_raster(source, root / "shifted1.tif", transform=shifted)
+    for name, message in (("small", "is 100 x 90 px but the image"), ("shifted", "has the transform")):
+        cfg = tiny_cfg.replace(EXTRA_SOURCES=[{**NDSM, "pattern": str(root / (name + "{id}.tif"))}])
+        with pytest.raises(EosegError, match="must cover the same grid") as caught:
+            read_image(cfg, "1")
+        assert message in str(caught.value) and str(root / f"{name}1.tif") in str(caught.value)
+    with pytest.raises(EosegError, match=r"tile 1: EXTRA_SOURCES\[0\] \(nDSM\) not found"):
+        read_image(tiny_cfg.replace(EXTRA_SOURCES=[{**NDSM, "pattern": "nowhere/{id}.tif"}]), "1")
+    with pytest.raises(EosegError, match="has 1 bands but its 'bands' asks for"):
+        read_image(tiny_cfg.replace(EXTRA_SOURCES=[{**NDSM, "bands": [2], "band_names": ["x"]}]), "1")
+
+
+def test_nodata_of_any_source_is_ignored_in_training(tiny_cfg, tmp_path):
+    source = tiny_cfg.tile_path("NDSM_PATTERN", "1")
+    ndsm = read_raster(source)
+    ndsm[0, :10] = np.nan  # NaN rows
+    ndsm[0, 20:30] = -9999  # nodata rows
+    copy_raster(source, tmp_path / "ndsm1.tif", ndsm, nodata=-9999)
+    cfg = tiny_cfg.replace(EXTRA_SOURCES=[{**NDSM, "pattern": str(tmp_path / "ndsm{id}.tif")}])
+    stack = tile_stack(cfg, "1")
+    pixels, valid = stack.read_all()
+    assert not valid[:10].any() and not valid[20:30].any() and valid[10:20].all() and valid[30:].all()
+    labels = read_label(cfg.tile_path("LABEL_PATTERN", "1"))
+    clean, safe_labels = training_pixels(cfg, stack, pixels, labels)
+    assert not np.isnan(clean).any()
+    assert (safe_labels[:10] == cfg.IGNORE_LABEL).all() and (safe_labels[20:30] == cfg.IGNORE_LABEL).all()
+    np.testing.assert_array_equal(safe_labels[30:], labels[30:])
+
+
+# ---------------------------------------------------------------- sample nDSM
+def test_sample_ndsm_heights_above_ground():
+    image, labels, dsm, ndsm = generate_scene_with_ndsm((256, 256), np.random.default_rng([0, 1]))
+    for a, b in zip((image, labels, dsm), generate_scene((256, 256), np.random.default_rng([0, 1]))):
+        np.testing.assert_array_equal(a, b)  # the nDSM draws nothing: the rest is as before
+    assert ndsm.dtype == np.float32 and ndsm.shape == labels.shape and ndsm.min() >= 0
+    assert np.median(ndsm[labels == BUILDING]) > 3
+    for ground in (IMPERVIOUS, LOW_VEG):
+        assert np.median(ndsm[labels == ground]) < 0.2
+    # the DSM is the terrain plus the nDSM, up to its noise
+    assert np.abs(np.diff(dsm - ndsm, axis=1)).mean() < 0.1
+
+
+def test_sample_writes_ndsm_beside_the_dsm(tiny_cfg):
+    path = tiny_cfg.tile_path("NDSM_PATTERN", "1")
+    info, dsm_info = raster_info(path), raster_info(tiny_cfg.tile_path("DSM_PATTERN", "1"))
+    assert info.dtype == "float32" and info.crs == dsm_info.crs and info.transform == dsm_info.transform
+    assert read_raster(path).min() >= 0
+
+
+# ---------------------------------------------------------------- composite
+def test_composite_of_the_sample(tiny_cfg):
+    out = write_composite(tiny_cfg, "1")
+    assert out == tiny_cfg.tile_path("COMPOSITE_PATTERN", "1")
+    info, image_info = raster_info(out), raster_info(tiny_cfg.tile_path("IMAGE_PATTERN", "1"))
+    assert info.count == 3 and info.dtype == "uint8"
+    assert info.crs == image_info.crs and info.transform == image_info.transform
+    composite = read_raster(out)
+    dsm = read_raster(tiny_cfg.tile_path("DSM_PATTERN", "1"))[0]
+    ndsm = read_raster(tiny_cfg.tile_path("NDSM_PATTERN", "1"))[0]
+    image = read_raster(tiny_cfg.tile_path("IMAGE_PATTERN", "1"))
+    assert composite[0].min() == 0 and composite[0].max() == 255  # min-max per tile
+    assert composite[0].flat[dsm.argmin()] == 0 and composite[0].flat[dsm.argmax()] == 255
+    np.testing.assert_array_equal(composite[1], np.round(np.clip(ndsm / 30.0, 0, 1) * 255).astype(np.uint8))
+    expected_ndvi = np.round((ndvi(image[1], image[0]) + 1) / 2 * 255).astype(np.uint8)
+    np.testing.assert_array_equal(composite[2], expected_ndvi)
+    labels = read_label(tiny_cfg.tile_path("LABEL_PATTERN", "1"))
+    assert composite[2][labels == LOW_VEG].mean() > composite[2][labels == IMPERVIOUS].mean() + 20  # vegetation is green
+    # small row blocks give the same file contents
+    again = write_composite(tiny_cfg.replace(INFER_BLOCK_ROWS=7), "1", tiny_cfg.PATCHES_DIR + "/c.tif")
+    np.testing.assert_array_equal(read_raster(again), composite)
+
+
+def test_composite_script(tmp_path, sample_root):
+    args = as_arguments({**tiny_overrides(tmp_path), "DATA_ROOT": str(sample_root / "data"),
+                         "COMPOSITE_PATTERN": str(tmp_path / "composite" / "c{id}.tif")})
+    result = run_script("make_composite.py", "--ids", "2", "4", *args)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "composite" / "c2.tif").is_file() and (tmp_path / "composite" / "c4.tif").is_file()
+    assert json.loads((tmp_path / "composite" / "config.make_composite.json").read_text())["config"]["COMPOSITE_NDSM_MAX"] == 30.0
+    assert_one_line_error(run_script("make_composite.py", "--ids", "2", *args, "NDSM_PATTERN="), "no nDSM configured")
+    assert_one_line_error(run_script("make_composite.py", "--ids", "2", *args, "NIR_BAND=NIR"), "NIR_BAND 'NIR'")
+
+
+# ---------------------------------------------------------------- the pipeline with an nDSM
+def test_extract_lmdb_train_and_infer_with_an_ndsm(tiny_cfg, tmp_path):
+    cfg = tiny_cfg.replace(EXTRA_SOURCES=[NDSM], MODEL_WIDTH=0.0625, ITERATIONS=2, SNAPSHOT_EVERY=2, VAL_EVERY=2,
+                           FLIPS=False, TRAIN_IDS=["1"])
+    manifest = extract_patches(cfg, cfg.PATCHES_DIR, progress=False)
+    assert manifest["dtype"] == "float32" and manifest["signature"]["band_names"] == ["IR", "R", "G", "nDSM"]
+    _, rows = read_manifest(cfg.PATCHES_DIR)
+    patch = np.load(f"{cfg.PATCHES_DIR}/{rows[0]['image']}")
+    r, c = int(rows[0]["row"]), int(rows[0]["col"])
+    np.testing.assert_array_equal(patch[3], read_raster(cfg.tile_path("NDSM_PATTERN", rows[0]["tile"]))[0, r:r + 64, c:c + 64])
+    create_lmdb(cfg, cfg.PATCHES_DIR, cfg.LMDB_DIR, progress=False)
+    db = LmdbPatches(f"{cfg.LMDB_DIR}/train.lmdb", expected_signature=data_signature(cfg))
+    assert db[0][0].shape == (4, 64, 64) and db[0][0].dtype == np.float32
+    weights = train(cfg, progress=False)  # validation reads the stacked test tile too
+    model, _ = load_model(weights, cfg)
+    assert model.in_channels == 4
+
+    args = as_arguments({**tiny_overrides(tmp_path), "DATA_ROOT": tiny_cfg.DATA_ROOT, "EXTRA_SOURCES": [NDSM],
+                         "MODEL_WIDTH": 0.0625})
+    result = run_script("inference.py", "--tiles", "4", "--weights", str(weights), *args)
+    assert result.returncode == 0, result.stderr
+    labels = read_raster(tmp_path / "inference" / "top_mosaic_09cm_area4_labels.tif")
+    assert labels.shape == (1, TINY_TILE_SIZE, TINY_TILE_SIZE) and labels.max() < cfg.num_classes
+    assert (tmp_path / "inference" / "top_mosaic_09cm_area4_preview.png").stat().st_size > 0
+    record = json.loads((tmp_path / "inference" / "top_mosaic_09cm_area4_record.json").read_text())
+    assert record["made_with"]["sources"][0]["path"].endswith("ndsm_09cm_matching_area4.tif")
+
+    # image files have no tile id to find their nDSM by: one clear line
+    image = tiny_cfg.tile_path("IMAGE_PATTERN", "4")
+    assert_one_line_error(run_script("inference.py", "--images", str(image), "--weights", str(weights), *args),
+                          "EXTRA_SOURCES", "--tiles", "select them with BANDS")
+    # a 3-band config refuses the 4-band weights
+    with pytest.raises(EosegError, match="4 input bands, but the config has 3"):
+        load_model(weights, tiny_cfg)
+
+
+def test_derived_ndvi_labels_image_files(tiny_cfg, tmp_path):
+    cfg = tiny_cfg.replace(EXTRA_SOURCES=[{"derived": "ndvi"}], MODEL_WIDTH=0.0625, WRITE_PREVIEW=False)
+    weights = save_checkpoint(tmp_path / "ndvi.pt", cfg, model_from_config(cfg), 0)
+    summary = run_inference(cfg, weights, tmp_path / "out", image_paths=[cfg.tile_path("IMAGE_PATTERN", "4")],
+                            progress=False)
+    assert read_raster(summary.images[0].outputs["labels"]).shape == (1, TINY_TILE_SIZE, TINY_TILE_SIZE)
+
+
+def test_five_band_weights_refused_by_a_three_band_config(tiny_cfg, tmp_path):
+    five = tiny_cfg.replace(EXTRA_SOURCES=[NDSM, {"derived": "ndvi"}], MODEL_WIDTH=0.0625)
+    weights = save_checkpoint(tmp_path / "five.pt", five, model_from_config(five), 0)
+    three = tiny_cfg.replace(MODEL_WIDTH=0.0625)
+    with pytest.raises(EosegError, match="trained for 5 input bands, but the config has 3"):
+        load_model(weights, three)
+    with pytest.raises(EosegError, match="band_names"):  # same count, other bands
+        other = three.replace(EXTRA_SOURCES=[{**NDSM, "band_names": ["height"]}, {"derived": "ndvi"}])
+        load_model(weights, other)
+    with pytest.raises(EosegError, match="trained for 5 input bands"):
+        run_inference(three, weights, tmp_path / "out", ["4"], progress=False)
