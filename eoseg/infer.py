@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import re
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -133,15 +134,20 @@ def label_raster(cfg: Config, predictor: Predictor, job: Job, out_dir: Path, ran
             def rows_window(first: int, end: int) -> Window:
                 return Window(0, first, info.width, end - first)
 
+            # the predictor reads ahead in its own thread; a GDAL dataset must not be used by two threads at once
+            dataset_lock = threading.Lock()
+
             def read_rows(first: int, end: int) -> np.ndarray:
-                return stack.read(rows_window(first, end))
+                with dataset_lock:
+                    return stack.read(rows_window(first, end))
 
             pending = None
             for block in predictor.stream(read_rows, info.height, info.width, cfg.INFER_BLOCK_ROWS):
                 rows = block.scores.shape[1]
                 end = block.row + rows
                 labels = best_class(block.scores)
-                valid = stack.valid_mask(block.pixels, rows_window(block.row, end))
+                with dataset_lock:
+                    valid = stack.valid_mask(block.pixels, rows_window(block.row, end))
                 labels[~valid] = ignore
                 outputs = {"labels": labels}
                 if cfg.WRITE_COLOR:
