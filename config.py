@@ -114,30 +114,53 @@ POLYGON_MIN_AREA = 0.0  # drop polygons and holes smaller than this, in CRS unit
 _ISPRS_VAIHINGEN_TEST = ["2", "4", "6", "8", "10", "12", "14", "16", "20", "22", "24", "27", "29", "31", "33", "35", "38"]
 _ISPRS_POTSDAM_TEST = ["2_13", "2_14", "3_13", "3_14", "4_13", "4_14", "4_15", "5_13", "5_14", "5_15", "6_13", "6_14", "6_15", "7_13"]
 
+_VAIHINGEN = dict(
+    DATA_ROOT="data/Vaihingen",
+    IMAGE_PATTERN="top/top_mosaic_09cm_area{id}.tif",
+    GT_COLOR_PATTERN="gts_for_participants/top_mosaic_09cm_area{id}.tif",
+    GT_ERODED_PATTERN="gts_eroded_for_participants/top_mosaic_09cm_area{id}_noBoundary.tif",
+    LABEL_PATTERN="labels/top_mosaic_09cm_area{id}.tif",
+    DSM_PATTERN="dsm/dsm_09cm_matching_area{id}.tif",
+    BANDS=[1, 2, 3],
+    BAND_NAMES=["IR", "R", "G"],
+    TRAIN_IDS=["1", "3", "23", "26", "7", "11", "13", "28", "17", "32", "34", "37"],
+    TEST_IDS=["5", "21", "15", "30"],
+    OFFICIAL_TEST_IDS=_ISPRS_VAIHINGEN_TEST,
+    PATCH_SIZE=256, TRAIN_STRIDE=128, FLIPS=True, ROTATIONS=[90, 180, 270],
+    PATCHES_DIR="runs/vaihingen/patches", LMDB_DIR="runs/vaihingen/lmdb",
+    # the method's recipe: 50 epochs of 10 000 patches (1000 steps of 10), LR / 10 after epochs 25, 35, 45
+    MODEL_WIDTH=1.0, BATCH_SIZE=10, ITERATIONS=50000, BASE_LR=0.01, LR_STEPS=[25000, 35000, 45000],
+    SNAPSHOT_EVERY=5000, LOG_EVERY=50, VAL_EVERY=5000,
+    TRAIN_DIR="runs/vaihingen/train", MODEL_FILE="models/vaihingen_segnet.pt",
+    WINDOW=256, STRIDE=128, INFER_BATCH_SIZE=10, INFER_DIR="runs/vaihingen/inference",
+)
+
 PRESETS = {
     # Synthetic urban tiles in the Vaihingen layout, made by make_sample.py (not a benchmark).
     "sample": {},
+    # The sample with its nDSM (heights above the ground, metres) as a second input, in FuseNet:
+    # an IRRG encoder and an nDSM encoder summed at every block (see bench/fusion.py).
+    "sample_fusion": dict(
+        EXTRA_SOURCES=[{"pattern": NDSM_PATTERN, "bands": [1], "band_names": ["nDSM"], "mean": [0.0], "std": [10.0]}],
+        MODEL="fusenet",
+        PATCHES_DIR="runs/sample_fusion/patches", LMDB_DIR="runs/sample_fusion/lmdb",
+        TRAIN_DIR="runs/sample_fusion/train", MODEL_FILE="models/sample_fusenet.pt",
+        INFER_DIR="runs/sample_fusion/inference",
+    ),
     # ISPRS 2D Semantic Labeling, Vaihingen: IRRG orthophotos (9 cm), as unpacked from the
     # ISPRS download into data/Vaihingen. Splits of the method (Audebert et al.).
-    "vaihingen": dict(
-        DATA_ROOT="data/Vaihingen",
-        IMAGE_PATTERN="top/top_mosaic_09cm_area{id}.tif",
-        GT_COLOR_PATTERN="gts_for_participants/top_mosaic_09cm_area{id}.tif",
-        GT_ERODED_PATTERN="gts_eroded_for_participants/top_mosaic_09cm_area{id}_noBoundary.tif",
-        LABEL_PATTERN="labels/top_mosaic_09cm_area{id}.tif",
-        DSM_PATTERN="dsm/dsm_09cm_matching_area{id}.tif",
-        BANDS=[1, 2, 3],
-        BAND_NAMES=["IR", "R", "G"],
-        TRAIN_IDS=["1", "3", "23", "26", "7", "11", "13", "28", "17", "32", "34", "37"],
-        TEST_IDS=["5", "21", "15", "30"],
-        OFFICIAL_TEST_IDS=_ISPRS_VAIHINGEN_TEST,
-        PATCH_SIZE=256, TRAIN_STRIDE=128, FLIPS=True, ROTATIONS=[90, 180, 270],
-        PATCHES_DIR="runs/vaihingen/patches", LMDB_DIR="runs/vaihingen/lmdb",
-        # the method's recipe: 50 epochs of 10 000 patches (1000 steps of 10), LR / 10 after epochs 25, 35, 45
-        MODEL_WIDTH=1.0, BATCH_SIZE=10, ITERATIONS=50000, BASE_LR=0.01, LR_STEPS=[25000, 35000, 45000],
-        SNAPSHOT_EVERY=5000, LOG_EVERY=50, VAL_EVERY=5000,
-        TRAIN_DIR="runs/vaihingen/train", MODEL_FILE="models/vaihingen_segnet.pt",
-        WINDOW=256, STRIDE=128, INFER_BATCH_SIZE=10, INFER_DIR="runs/vaihingen/inference",
+    "vaihingen": _VAIHINGEN,
+    # Vaihingen IRRG plus the method's composite (DSM, nDSM, NDVI; make_composite.py writes it
+    # from the DSMs and the normalised DSMs that ISPRS distributes separately, put at
+    # NDSM_PATTERN) in FuseNet: an IRRG encoder and a composite encoder summed at every block.
+    "vaihingen_fusion": dict(
+        _VAIHINGEN,
+        EXTRA_SOURCES=[{"pattern": COMPOSITE_PATTERN, "bands": [1, 2, 3],
+                        "band_names": ["DSM", "nDSM", "NDVI"], "mean": [0.0, 0.0, 0.0], "std": [255.0, 255.0, 255.0]}],
+        MODEL="fusenet",
+        PATCHES_DIR="runs/vaihingen_fusion/patches", LMDB_DIR="runs/vaihingen_fusion/lmdb",
+        TRAIN_DIR="runs/vaihingen_fusion/train", MODEL_FILE="models/vaihingen_fusenet.pt",
+        INFER_DIR="runs/vaihingen_fusion/inference",
     ),
     # ISPRS 2D Semantic Labeling, Potsdam: RGB orthophotos (5 cm) from 2_Ortho_RGB, labels from
     # 5_Labels_for_participants(_no_Boundary), unpacked into data/Potsdam.
@@ -147,7 +170,8 @@ PRESETS = {
         GT_COLOR_PATTERN="5_Labels_for_participants/top_potsdam_{id}_label.tif",
         GT_ERODED_PATTERN="5_Labels_for_participants_no_Boundary/top_potsdam_{id}_label_noBoundary.tif",
         LABEL_PATTERN="labels/top_potsdam_{id}_label.tif",
-        DSM_PATTERN="",
+        DSM_PATTERN="",  # Potsdam's DSMs and nDSMs number their tiles 02_10 where the images say 2_10: set your own
+        NDSM_PATTERN="",
         BANDS=[1, 2, 3],
         BAND_NAMES=["R", "G", "B"],
         TRAIN_IDS=["6_10", "7_10", "2_12", "3_11", "2_10", "7_8", "5_10", "3_12", "5_12",

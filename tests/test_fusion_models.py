@@ -330,3 +330,14 @@ def test_fusion_models_export_to_onnx(name, stream_bands):
     x = torch.randn(2, 4, 64, 96)
     with torch.no_grad():
         torch.testing.assert_close(OnnxModel.from_module(model)(x), model(x), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("dataset", ["sample_fusion", "vaihingen_fusion"])
+def test_fusion_presets_select_a_two_stream_model_over_the_stacked_bands(dataset):
+    from eoseg.config import load_config
+    from eoseg.models import model_from_config
+
+    cfg = load_config(overrides=[f"DATASET={dataset}", "MODEL_WIDTH=0.0625"])
+    model = model_from_config(cfg)
+    assert model.two_stream and model.in_channels == cfg.num_bands > len(cfg.BANDS)
+    assert model.stream_bands == len(cfg.BANDS)  # the image feeds the optical stream, the extra sources the other
