@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -10,17 +11,16 @@ import pytest
 import rasterio
 import torch
 
-from .conftest import TINY_TILE_SIZE, as_arguments, run_script
+from .conftest import TINY_TILE_SIZE, as_arguments, make_tiny_config, run_script, tiny_overrides
 from eoseg.checkpoint import load_model, save_checkpoint
 from eoseg.errors import EosegError
-from eoseg.infer import run_inference
 from eoseg.io import read_raster
 from eoseg.models import MODELS, build_model
 from eoseg.models.fuse import ConvReLU, fold_batchnorm
 from eoseg.models.multiscale import MultiScaleSegNet
 from eoseg.models.segnet import LayeredNet, SegNet
 from eoseg.models.vgg import adapt_first_layer, init_encoder_from_vgg16_bn, vgg16_bn_feature_indices
-from eoseg.train import make_loss, make_optimizer, supervised_loss, train
+from eoseg.train import make_loss, make_optimizer, supervised_loss
 from eoseg.weights import load_weights, save_safetensors, weights_record
 
 TINY = 0.125
@@ -276,19 +276,26 @@ def four_band_config(tiny_cfg, name: str, **extra):
 
 
 @pytest.mark.parametrize("name", [*TWO_STREAM, "segnet_multiscale"])
-def test_every_fusion_model_trains_and_labels_by_streaming(name, tiny_cfg, stacked_root):
-    cfg = four_band_config(tiny_cfg, name, DATA_ROOT=str(stacked_root / "data"), TRAIN_SOURCE="tiles",
-                           ITERATIONS=3, MODEL_WIDTH=0.0625)
-    weights = train(cfg, progress=False)
-    model, payload = load_model(weights, cfg)
+def test_every_fusion_model_trains_and_labels_by_streaming(name, sample_root, tmp_path):
+    """training.py then inference.py, IRRG + the sample's nDSM, as a user runs them."""
+    from eoseg.config import load_config
+
+    ndsm = {"pattern": load_config().NDSM_PATTERN, "bands": [1], "band_names": ["nDSM"], "mean": [0.0], "std": [10.0]}
+    overrides = {**tiny_overrides(tmp_path), "DATA_ROOT": str(sample_root / "data"), "MODEL": name,
+                 "EXTRA_SOURCES": [ndsm], "TRAIN_SOURCE": "tiles", "ITERATIONS": 3, "MODEL_WIDTH": 0.0625,
+                 "VAL_EVERY": 0, "INFER_BLOCK_ROWS": 70}  # blocks shorter than the tile: streamed in several
+    trained = run_script("training.py", *as_arguments(overrides))
+    assert trained.returncode == 0, trained.stderr
+    model, payload = load_model(tmp_path / "model.pt", make_tiny_config(tmp_path, **overrides))
     assert type(model) is MODELS[name] and payload["model"]["in_channels"] == 4
-    # block rows smaller than the tile: the predictor streams it in several blocks
-    summary = run_inference(cfg.replace(INFER_BLOCK_ROWS=70), weights, cfg.INFER_DIR, ["4"], progress=False)
-    (image,) = summary.images
-    with rasterio.open(image.outputs["labels"]) as labels:
+    labelled = run_script("inference.py", "--tiles", "4", *as_arguments(overrides))
+    assert labelled.returncode == 0, labelled.stderr
+    (labels_path,) = (tmp_path / "inference").glob("*_labels.tif")
+    with rasterio.open(labels_path) as labels:
         assert (labels.width, labels.height) == (TINY_TILE_SIZE, TINY_TILE_SIZE)
         assert labels.read(1).max() < 6
-    assert summary.metrics["pixels"] > 0
+    report = json.loads((tmp_path / "inference" / "metrics.json").read_text())
+    assert report["overall"]["pixels"] > 0
 
 
 def test_inference_script_runs_a_fusion_checkpoint(tiny_cfg, stacked_root, tmp_path):
