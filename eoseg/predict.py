@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from eoseg.allocator import reuse_freed_memory
 from eoseg.augment import TTA_NAMES, transform_batch
 from eoseg.errors import EosegError
 from eoseg.geometry import axis_starts
@@ -80,13 +81,14 @@ class Predictor:
     ``model`` is any callable from a normalised (N, C, h, w) float32 batch to (N, classes,
     h, w) scores (a torch module, or an ONNX engine with ``eval``/``to``). For torch
     modules batch norm is folded (and, on CPU in float32, each convolution fused with its
-    ReLU) and channels_last used when ``optimize``; ``autocast`` ("bf16", "fp16") computes in lower precision;
-    ``compile`` wraps the model in ``torch.compile``.
+    ReLU) and channels_last used when ``optimize``; ``autocast`` ("bf16", "fp16") computes
+    in lower precision; ``compile`` wraps the model in ``torch.compile``; ``reuse_memory``
+    (CPU) has the process keep freed memory for reuse (:func:`eoseg.allocator.reuse_freed_memory`).
     """
 
     def __init__(self, model, normalization: Normalization, window: int, stride: int, batch_size: int,
                  device: torch.device | str = "cpu", blend: str = "uniform", tta=(), autocast: str = "",
-                 optimize: bool = True, compile: bool = False):
+                 optimize: bool = True, compile: bool = False, reuse_memory: bool = False):
         if stride > window:
             raise EosegError(f"STRIDE {stride} is larger than WINDOW {window}: pixels between windows would get no label")
         bad = [name for name in tta if name not in TTA_NAMES]
@@ -98,6 +100,8 @@ class Predictor:
         self.channels_last = False
         if isinstance(model, nn.Module):
             model = model.eval()
+            if reuse_memory and self.device.type == "cpu":
+                reuse_freed_memory()
             if optimize:
                 # our own copy: the memory-format change below must not reach the caller's model;
                 # inductor fuses the ReLUs itself when compiling
