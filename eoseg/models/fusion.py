@@ -21,13 +21,24 @@ from torch import nn
 from eoseg.models.segnet import CLASSIFIER, DECODER, ENCODER, LayeredNet, SegNet, scaled
 
 
-class FuseNet(LayeredNet):
+class TwoStreamNet(LayeredNet):
+    """A network whose first ``stream_bands`` input bands feed one stream and the rest another."""
+
     two_stream = True
 
-    def __init__(self, in_channels: int, num_classes: int = 6, width: float = 1.0, stream_bands: int = 3):
+    def __init__(self, in_channels: int, num_classes: int, width: float, stream_bands: int):
         super().__init__()
         self.in_channels, self.num_classes, self.width = in_channels, num_classes, width
         self.stream_bands = stream_bands
+
+    def split(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(optical bands, auxiliary bands) of a stacked batch."""
+        return x[:, :self.stream_bands], x[:, self.stream_bands:]
+
+
+class FuseNet(TwoStreamNet):
+    def __init__(self, in_channels: int, num_classes: int = 6, width: float = 1.0, stream_bands: int = 3):
+        super().__init__(in_channels, num_classes, width, stream_bands)
         self.pool = nn.MaxPool2d(2, 2, return_indices=True)
         self.unpool = nn.MaxUnpool2d(2, 2)
         self.encoder_blocks, channels = self.add_blocks(ENCODER, stream_bands, width)
@@ -36,7 +47,7 @@ class FuseNet(LayeredNet):
         self.add_module(CLASSIFIER, nn.Conv2d(channels, num_classes, 3, padding=1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        optical, auxiliary = x[:, :self.stream_bands], x[:, self.stream_bands:]
+        optical, auxiliary = self.split(x)
         indices, sizes = [], []
         last = len(self.encoder_blocks) - 1
         for index, (block, auxiliary_block) in enumerate(zip(self.encoder_blocks, self.auxiliary_blocks)):
@@ -60,13 +71,9 @@ class FuseNet(LayeredNet):
         return [(self, [n for block in blocks for n in block]) for blocks in (self.encoder_blocks, self.auxiliary_blocks)]
 
 
-class LateFusionSegNet(LayeredNet):
-    two_stream = True
-
+class LateFusionSegNet(TwoStreamNet):
     def __init__(self, in_channels: int, num_classes: int = 6, width: float = 1.0, stream_bands: int = 3):
-        super().__init__()
-        self.in_channels, self.num_classes, self.width = in_channels, num_classes, width
-        self.stream_bands = stream_bands
+        super().__init__(in_channels, num_classes, width, stream_bands)
         self.optical = SegNet(stream_bands, num_classes, width)
         self.auxiliary = SegNet(in_channels - stream_bands, num_classes, width)
         channels = self.optical.feature_channels + self.auxiliary.feature_channels
@@ -75,8 +82,9 @@ class LateFusionSegNet(LayeredNet):
         self.correction_scores = nn.Conv2d(channels, num_classes, 3, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
-        optical_features = self.optical.features(x[:, :self.stream_bands])
-        auxiliary_features = self.auxiliary.features(x[:, self.stream_bands:])
+        optical_input, auxiliary_input = self.split(x)
+        optical_features = self.optical.features(optical_input)
+        auxiliary_features = self.auxiliary.features(auxiliary_input)
         optical = getattr(self.optical, CLASSIFIER)(optical_features)
         auxiliary = getattr(self.auxiliary, CLASSIFIER)(auxiliary_features)
         correction = torch.cat([optical_features, auxiliary_features], dim=1)
