@@ -95,7 +95,7 @@ def eoseg_labels(model, tif: Path, cfg, compile: bool = False, onnx: bool = Fals
         model = OnnxModel.from_module(model)
         warm_up = time.perf_counter() - start
     predictor = Predictor(model, Normalization.from_config(cfg), WINDOW, STRIDE, BATCH, "cpu", compile=compile,
-                          reuse_memory=cfg.INFER_REUSE_MEMORY)
+                          reuse_memory=cfg.REUSE_FREED_MEMORY)
     if compile:  # compiling happens on the first batch: time it apart, it is paid once per process
         start = time.perf_counter()
         predictor.predict(np.zeros((3, WINDOW, WINDOW * BATCH), dtype=np.uint8))  # one full batch

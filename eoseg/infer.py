@@ -112,7 +112,7 @@ def make_predictor(cfg: Config, model, normalization: Normalization, device: tor
             model = OnnxModel.from_module(model)
     return Predictor(model, normalization, cfg.WINDOW, cfg.STRIDE, cfg.INFER_BATCH_SIZE, device, blend=cfg.BLEND,
                      tta=cfg.TTA, autocast=cfg.INFER_AUTOCAST, optimize=cfg.INFER_OPTIMIZE, compile=cfg.INFER_COMPILE,
-                     reuse_memory=cfg.INFER_REUSE_MEMORY)
+                     reuse_memory=cfg.REUSE_FREED_MEMORY)
 
 
 def label_raster(cfg: Config, predictor: Predictor, job: Job, out_dir: Path, rank: int = 0) -> LabeledImage:

@@ -35,6 +35,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from eoseg.allocator import reuse_freed_memory
 from eoseg.checkpoint import check_checkpoint, load_checkpoint, model_record, save_checkpoint
 from eoseg.config import Config
 from eoseg.data import StreamBatchSampler, median_frequency_weights, training_data
@@ -300,6 +301,8 @@ class Trainer:
         self.train_dir = Path(cfg.TRAIN_DIR)
         payload = load_resume_checkpoint(resume, cfg) if resume else None
         apply_determinism(cfg, device)
+        if cfg.REUSE_FREED_MEMORY and device.type == "cpu":
+            reuse_freed_memory()
         seed_everything(cfg.SEED)
         self.model = model_from_config(cfg)  # identical on every process: same seed
         if cfg.VGG16_BN_WEIGHTS and payload is None:
