@@ -23,8 +23,9 @@ _applied = False
 def reuse_freed_memory() -> bool:
     """Make glibc's malloc reuse freed memory instead of mapping and unmapping large blocks.
 
-    The process keeps the memory of its peak until it exits (its peak is unchanged). A no-op,
-    returning False, where the C library is not glibc.
+    The process keeps the memory of its peak until it exits, and that peak is higher, as
+    freed blocks are not always reused exactly (see bench/RESULTS.md). A no-op, returning
+    False, where the C library is not glibc.
     """
     global _applied
     if _applied:

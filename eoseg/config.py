@@ -211,6 +211,10 @@ class Config:
             raise EosegError(f"CLASS_WEIGHTS has {len(v['CLASS_WEIGHTS'])} entries for {len(v['CLASS_NAMES'])} classes")
         if not all(isinstance(w, (int, float)) and not isinstance(w, bool) for w in v["CLASS_WEIGHTS"]):
             raise EosegError(f"CLASS_WEIGHTS holds one number per class, got {v['CLASS_WEIGHTS']!r}")
+        if v["STREAM_BANDS"] < 0:
+            raise EosegError(f"STREAM_BANDS must be a whole number of bands >= 0 (0 = the image's BANDS), got {v['STREAM_BANDS']!r}")
+        if v["AUX_LOSS_WEIGHT"] < 0:
+            raise EosegError(f"AUX_LOSS_WEIGHT must be >= 0, got {v['AUX_LOSS_WEIGHT']!r}")
         if v["TRAIN_SOURCE"] not in ("lmdb", "tiles"):
             raise EosegError(f"TRAIN_SOURCE must be 'lmdb' or 'tiles', got {v['TRAIN_SOURCE']!r}")
         self.palette  # validates colours and the ignore label

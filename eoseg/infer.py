@@ -15,7 +15,6 @@ import hashlib
 import json
 import os
 import re
-import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -135,20 +134,21 @@ def label_raster(cfg: Config, predictor: Predictor, job: Job, out_dir: Path, ran
             def rows_window(first: int, end: int) -> Window:
                 return Window(0, first, info.width, end - first)
 
-            # the predictor reads ahead in its own thread; a GDAL dataset must not be used by two threads at once
-            dataset_lock = threading.Lock()
+            # nodata of each read, by its first row: every block the predictor hands out starts at a read's first row
+            valid_from: dict[int, np.ndarray] = {}
 
             def read_rows(first: int, end: int) -> np.ndarray:
-                with dataset_lock:
-                    return stack.read(rows_window(first, end))
+                # in the predictor's read-ahead thread: the only one to touch the open rasters
+                pixels = stack.read(rows_window(first, end))
+                valid_from[first] = stack.valid_mask(pixels, rows_window(first, end))
+                return predictor.normalization.fill_invalid(pixels, valid_from[first])
 
             pending = None
             for block in predictor.stream(read_rows, info.height, info.width, cfg.INFER_BLOCK_ROWS):
                 rows = block.scores.shape[1]
                 end = block.row + rows
                 labels = best_class(block.scores)
-                with dataset_lock:
-                    valid = stack.valid_mask(block.pixels, rows_window(block.row, end))
+                valid = valid_from.pop(block.row)[:rows]
                 labels[~valid] = ignore
                 outputs = {"labels": labels}
                 if cfg.WRITE_COLOR:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 
@@ -43,3 +44,19 @@ class Normalization:
         mean = torch.as_tensor(self.mean, dtype=torch.float32, device=batch.device).view(1, -1, 1, 1)
         std = torch.as_tensor(self.std, dtype=torch.float32, device=batch.device).view(1, -1, 1, 1)
         return (batch.float() - mean) / std
+
+    def fill_invalid(self, pixels: np.ndarray, valid: np.ndarray) -> np.ndarray:
+        """(C, H, W) raw ``pixels`` with every band of each pixel where ``valid`` is False set to
+        the raw value that normalises to 0 (the band's mean).
+
+        A nodata value such as -9999 would otherwise reach the network as a huge input: it
+        corrupts the activations of every window around it and, in training, batch norm's
+        statistics. NaN is replaced alike (``valid`` is False there).
+        """
+        if valid.all():
+            return pixels
+        neutral = np.asarray(self.mean, dtype=np.float64)
+        if self.band_order is not None:  # network band k is input band band_order[k]
+            neutral = np.zeros(len(self.band_order))
+            neutral[list(self.band_order)] = self.mean
+        return np.where(valid[None], pixels, neutral.astype(pixels.dtype)[:, None, None])

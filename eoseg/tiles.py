@@ -12,6 +12,7 @@ from rasterio.windows import Window
 from eoseg.config import Config
 from eoseg.errors import EosegError
 from eoseg.io import RasterInfo, open_raster, raster_info, read_label, valid_mask
+from eoseg.normalization import Normalization
 from eoseg.palette import Palette
 
 
@@ -40,14 +41,15 @@ def image_info(cfg: Config, tile_id: str) -> RasterInfo:
 
 
 def ndvi(red: np.ndarray, nir: np.ndarray) -> np.ndarray:
-    """Normalised difference vegetation index ``(nir - red) / (nir + red)`` as float32, in -1..1
-    for non-negative inputs; 0 where the sum is 0. Used by derived bands and the composite alike."""
+    """Normalised difference vegetation index ``(nir - red) / (nir + red)`` as float32, clipped
+    to -1..1 (negative reflectances, e.g. after atmospheric correction, would leave it); 0 where
+    the sum is 0. Used by derived bands and the composite alike."""
     red = np.asarray(red, dtype=np.float32)
     nir = np.asarray(nir, dtype=np.float32)
     total = nir + red
     with np.errstate(divide="ignore", invalid="ignore"):
         index = (nir - red) / total
-    return np.where(total == 0, np.float32(0), index).astype(np.float32)
+    return np.clip(np.where(total == 0, np.float32(0), index), -1, 1).astype(np.float32)
 
 
 @dataclass(frozen=True)
@@ -237,14 +239,13 @@ def training_pixels(cfg: Config, stack: TileStack, image: np.ndarray, labels: np
     """A tile's stacked input (``stack.read()``) and labels made safe to train on.
 
     Where any source has no data (see :meth:`TileStack.valid_mask`) the label becomes
-    IGNORE_LABEL, so that no loss is computed there, and NaN becomes 0: a NaN would spread
-    through every activation it touches.
+    IGNORE_LABEL, so that no loss is computed there, and every band takes the value that
+    normalises to 0 (:meth:`Normalization.fill_invalid`): a NaN or a nodata value of -9999
+    would spread through the activations and batch norm's statistics.
     """
     valid = stack.valid_mask(image)
     labels = np.where(valid, labels, np.uint8(cfg.IGNORE_LABEL))
-    if np.issubdtype(image.dtype, np.floating):
-        image = np.where(np.isnan(image), image.dtype.type(0), image)
-    return image, labels
+    return Normalization.from_config(cfg).fill_invalid(image, valid), labels
 
 
 @dataclass(frozen=True)

@@ -154,8 +154,10 @@ def supervised_loss(criterion: nn.Module, outputs: torch.Tensor | tuple[torch.Te
     for scores in auxiliary:
         target = labels
         if scores.shape[-2:] != labels.shape[-2:]:
-            target = F.interpolate(labels[:, None].float(), size=scores.shape[-2:], mode="nearest")[:, 0].long()
-        loss = loss + auxiliary_weight * criterion(scores, target)
+            # the label at each coarse pixel's centre, where bilinear upsampling places its score
+            target = F.interpolate(labels[:, None].float(), size=scores.shape[-2:], mode="nearest-exact")[:, 0].long()
+        if (target != criterion.ignore_index).any():  # all ignored would give NaN, not zero
+            loss = loss + auxiliary_weight * criterion(scores, target)
     return loss
 
 

@@ -348,3 +348,13 @@ def test_fusion_presets_select_a_two_stream_model_over_the_stacked_bands(dataset
     model = model_from_config(cfg)
     assert model.two_stream and model.in_channels == cfg.num_bands > len(cfg.BANDS)
     assert model.stream_bands == len(cfg.BANDS)  # the image feeds the optical stream, the extra sources the other
+
+
+def test_deep_supervision_skips_a_coarse_target_with_no_label():
+    """Labels valid only in a strip thinner than the coarse pixels: the loss stays finite."""
+    criterion = torch.nn.CrossEntropyLoss(ignore_index=255)
+    labels = torch.full((1, 64, 64), 255, dtype=torch.long)
+    labels[:, 1:3] = 1  # no coarse pixel's centre (rows 3.5, 11.5, ...) falls in rows 1-2
+    final = torch.zeros(1, 2, 64, 64, requires_grad=True)
+    loss = supervised_loss(criterion, (final, torch.zeros(1, 2, 8, 8)), labels, 1.0)
+    assert torch.isfinite(loss)

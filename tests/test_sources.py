@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 import rasterio
+import torch
 from rasterio.transform import Affine
 from rasterio.windows import Window
 
@@ -155,6 +156,37 @@ def test_nodata_of_any_source_is_ignored_in_training(tiny_cfg, tmp_path):
     assert not np.isnan(clean).any()
     assert (safe_labels[:10] == cfg.IGNORE_LABEL).all() and (safe_labels[20:30] == cfg.IGNORE_LABEL).all()
     np.testing.assert_array_equal(safe_labels[30:], labels[30:])
+    # no nodata value reaches the network: every band of those pixels normalises to 0
+    normalised = Normalization.from_config(cfg).apply(torch.from_numpy(clean)[None])[0]
+    assert (normalised[:, :10] == 0).all() and (normalised[:, 20:30] == 0).all()
+    np.testing.assert_array_equal(clean[:, 30:], pixels[:, 30:])
+
+
+def test_nodata_values_do_not_reach_the_network_in_inference(tiny_cfg, tmp_path):
+    """An nDSM hole declared nodata gives the same class probabilities around it whatever its nodata value:
+    the value never reaches the network (every band of the hole takes its normalisation mean)."""
+    source = tiny_cfg.tile_path("NDSM_PATTERN", "4")
+    hole = (slice(None), slice(60, 80), slice(60, 80))
+    labels, probabilities, weights = {}, {}, None
+    for nodata in (-9999.0, -32768.0):
+        ndsm = read_raster(source)
+        ndsm[hole] = nodata
+        copy_raster(source, tmp_path / str(nodata) / "ndsm4.tif", ndsm, nodata=nodata)
+        cfg = tiny_cfg.replace(EXTRA_SOURCES=[{**NDSM, "pattern": str(tmp_path / str(nodata) / "ndsm{id}.tif")}],
+                               WRITE_PREVIEW=False, WRITE_COLOR=False, WRITE_PROBABILITIES=True)
+        if weights is None:
+            torch.manual_seed(0)
+            model = model_from_config(cfg)
+            with torch.no_grad():  # an untrained network's scores hardly vary: scale them so that probabilities do
+                model.conv1_1_D.weight.mul_(30)
+                model.conv1_1_D.bias.mul_(30)
+            weights = save_checkpoint(tmp_path / "w.pt", cfg, model, iteration=0)
+        summary = run_inference(cfg, weights, tmp_path / f"out{nodata}", ["4"], progress=False)
+        labels[nodata] = read_raster(summary.images[0].outputs["labels"])[0]
+        probabilities[nodata] = read_raster(summary.images[0].outputs["probabilities"])
+    assert (labels[-9999.0][hole[1:]] == tiny_cfg.IGNORE_LABEL).all()
+    np.testing.assert_array_equal(labels[-9999.0], labels[-32768.0])
+    np.testing.assert_array_equal(probabilities[-9999.0], probabilities[-32768.0])
 
 
 # ---------------------------------------------------------------- sample nDSM
