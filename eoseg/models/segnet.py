@@ -14,6 +14,7 @@ models (conv1_1 ... conv5_3, conv5_3_D ... conv1_1_D) so that published weights 
 
 from __future__ import annotations
 
+from abc import ABCMeta, abstractmethod
 from typing import Iterator
 
 import torch
@@ -42,7 +43,7 @@ def scaled(channels: int, width: float) -> int:
     return max(1, int(round(channels * width)))
 
 
-class LayeredNet(nn.Module):
+class LayeredNet(nn.Module, metaclass=ABCMeta):
     """A network built from named layers of 3x3 convolution, batch norm and ReLU.
 
     Layer X is three attributes, X (Conv2d), X_bn and X_relu, so that published weights
@@ -76,9 +77,9 @@ class LayeredNet(nn.Module):
     def layer(self, x: torch.Tensor, name: str) -> torch.Tensor:
         return getattr(self, name + "_relu")(getattr(self, name + "_bn")(getattr(self, name)(x)))
 
+    @abstractmethod
     def vgg_encoders(self) -> list[tuple["LayeredNet", list[str]]]:
         """(module, its 13 VGG16 layer names) of every encoder that VGG16-BN weights initialise."""
-        raise NotImplementedError
 
     def encoder_parameters(self) -> Iterator[nn.Parameter]:
         """Parameters of the VGG16 parts (trained at a reduced learning rate)."""
