@@ -237,19 +237,25 @@ def kill_delays(seed: int, longest: float) -> list[float]:
     return [0.0] + [rng.uniform(0.0, longest) for _ in range(2)]
 
 
+def kill_while_building(script: str, args: list[str], folder: Path, seed: int, read_folder) -> None:
+    """SIGKILL ``script`` while it builds ``folder``, at a few delays, until a kill lands; after
+    each kill that lands first, the half-built folder is never where the next step looks:
+    ``read_folder()`` refuses it, telling the user to run ``script``."""
+    codes = []
+    for delay in kill_delays(seed, 0.4):
+        codes.append(kill_when(script, args, building(folder), delay))
+        if folder.exists():
+            break  # published before the kill landed: complete, as the caller checks
+        with pytest.raises(EosegError, match=f"run {re.escape(script)} first"):
+            read_folder()
+    assert -signal.SIGKILL in codes
+
+
 def test_killed_extraction_never_leaves_patches_and_is_redone(tmp_path, sample_root):
     settings = overrides(tmp_path, sample_root / "data", TRAIN_STRIDE=16, ROTATIONS=[90, 180, 270])
     args = as_arguments(settings)
     patches = tmp_path / "patches"
-    codes = []
-    for delay in kill_delays(1, 0.4):
-        codes.append(kill_when("extract_images.py", args, building(patches), delay))
-        if patches.exists():
-            break  # published before the kill landed: complete, as checked below
-        # the half-built folder is never where the next step looks
-        with pytest.raises(EosegError, match="run extract_images.py first"):
-            read_manifest(patches)
-    assert -signal.SIGKILL in codes
+    kill_while_building("extract_images.py", args, patches, 1, lambda: read_manifest(patches))
     if not patches.exists():
         assert run_script("extract_images.py", *args).returncode == 0
     reference = tmp_path / "reference"
@@ -264,14 +270,7 @@ def test_killed_lmdb_creation_is_refused_and_redone(tmp_path, sample_root):
     extract_patches(cfg, cfg.PATCHES_DIR, progress=False)
     args = as_arguments(settings)
     lmdb_dir = tmp_path / "lmdb"
-    codes = []
-    for delay in kill_delays(2, 0.4):
-        codes.append(kill_when("create_lmdb.py", args, building(lmdb_dir), delay))
-        if lmdb_dir.exists():
-            break  # published before the kill landed: complete, as checked below
-        with pytest.raises(EosegError, match="run create_lmdb.py first"):
-            read_lmdb_meta(lmdb_dir / "train.lmdb")
-    assert -signal.SIGKILL in codes
+    kill_while_building("create_lmdb.py", args, lmdb_dir, 2, lambda: read_lmdb_meta(lmdb_dir / "train.lmdb"))
     if not lmdb_dir.exists():
         assert run_script("create_lmdb.py", *args).returncode == 0
     reference = tmp_path / "reference"
