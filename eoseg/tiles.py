@@ -110,7 +110,7 @@ class TileStack:
     def __enter__(self) -> "TileStack":
         self._stack = contextlib.ExitStack()
         try:
-            self._open = [self._stack.enter_context(open_raster(s.info.path, s.what)) for s in self.sources]
+            self._open = self._open_all(self._stack)
         except BaseException:
             self._stack.close()
             raise
@@ -120,13 +120,18 @@ class TileStack:
         self._open = None
         self._stack.__exit__(*exc)
 
+    def _open_all(self, stack: contextlib.ExitStack) -> list:
+        return [stack.enter_context(open_raster(s.info.path, s.what)) for s in self.sources]
+
     @contextlib.contextmanager
     def _datasets(self):
+        """The open rasters: those of the ``with`` block, else opened for this one read (never
+        through ``self``, so that reads outside a ``with`` block do not share state)."""
         if self._open is not None:
             yield self._open
         else:
-            with self:
-                yield self._open
+            with contextlib.ExitStack() as stack:
+                yield self._open_all(stack)
 
     def read(self, window: Window | None = None) -> np.ndarray:
         """(C_total, h, w) raw values of ``window`` (whole tile if None), in ``self.dtype``."""
@@ -157,12 +162,6 @@ class TileStack:
         if self._derived:
             valid &= ~np.isnan(pixels[[position for position, _, _ in self._derived]]).any(axis=0)
         return valid
-
-    def read_all(self) -> tuple[np.ndarray, np.ndarray]:
-        """The whole tile and its valid mask."""
-        with self._datasets():
-            pixels = self.read()
-            return pixels, self.valid_mask(pixels)
 
 
 def check_same_grid(image: RasterInfo, other: RasterInfo, what: str) -> None:

@@ -149,7 +149,9 @@ def test_nodata_of_any_source_is_ignored_in_training(tiny_cfg, tmp_path):
     copy_raster(source, tmp_path / "ndsm1.tif", ndsm, nodata=-9999)
     cfg = tiny_cfg.replace(EXTRA_SOURCES=[{**NDSM, "pattern": str(tmp_path / "ndsm{id}.tif")}])
     stack = tile_stack(cfg, "1")
-    pixels, valid = stack.read_all()
+    with stack:
+        pixels = stack.read()
+        valid = stack.valid_mask(pixels)
     assert not valid[:10].any() and not valid[20:30].any() and valid[10:20].all() and valid[30:].all()
     labels = read_label(cfg.tile_path("LABEL_PATTERN", "1"))
     clean, safe_labels = training_pixels(cfg, stack, pixels, labels)
