@@ -34,7 +34,6 @@ from eoseg.io import (RasterInfo, RasterWriter, atomic_write_text, exclusive, fi
                       raster_info)
 from eoseg.metrics import confusion_matrix, format_table, metrics_from_confusion
 from eoseg.normalization import Normalization
-from eoseg.gis import polygonize_labels, to_cog
 from eoseg.predict import Predictor, best_class
 from eoseg.tiles import TileStack, TruthSource, eval_truth, image_stack, tile_stack
 from eoseg.weights import load_weights
@@ -184,6 +183,10 @@ def label_raster(cfg: Config, predictor: Predictor, job: Job, out_dir: Path, ran
 
 def _gis_outputs(cfg: Config, job: Job, result: LabeledImage, out_dir: Path) -> None:
     """Cloud-Optimized GeoTIFFs and class polygons of a georeferenced image's finished outputs."""
+    if not (cfg.WRITE_COG or cfg.WRITE_POLYGONS):
+        return
+    from eoseg.gis import polygonize_labels, to_cog  # shapely and pyogrio (the "gis" extra) load only when used
+
     if cfg.WRITE_COG:
         for path in result.outputs.values():
             to_cog(path, path)
