@@ -122,13 +122,14 @@ def label_raster(cfg: Config, predictor: Predictor, job: Job, out_dir: Path, ran
     confusion = np.zeros((cfg.num_classes, cfg.num_classes), dtype=np.int64)
     writers: dict[str, RasterWriter] = {}
     try:
+        # the colour table goes into PNGs too (as their palette); the class names into GeoTIFFs
         writers["labels"] = RasterWriter(out_dir / f"{job.name}_labels{suffix}", info, 1, "uint8",
-                                         palette.colormap() if suffix == ".tif" else None, nodata=ignore)
+                                         palette.colormap(), nodata=ignore, class_names=cfg.CLASS_NAMES)
         if cfg.WRITE_COLOR:
             writers["color"] = RasterWriter(out_dir / f"{job.name}_color{suffix}", info, 3, "uint8")
         if cfg.WRITE_PROBABILITIES:
             writers["probabilities"] = RasterWriter(out_dir / f"{job.name}_probabilities.tif", info, cfg.num_classes,
-                                                    "uint8")
+                                                    "uint8", band_names=cfg.CLASS_NAMES)
         stack = job.stack if job.stack is not None else image_stack(cfg, info)
         with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), stack, ThreadPoolExecutor(max_workers=1) as writer_thread:
             def rows_window(first: int, end: int) -> Window:
@@ -223,8 +224,20 @@ def _preview(cfg: Config, job: Job, result: LabeledImage, out_dir: Path) -> Path
         truth_rgb = cfg.palette.to_color(truth)
         errors = plots.error_map(truth, prediction, cfg.IGNORE_LABEL)
     title = job.name if result.metrics is None else f"{job.name}: OA {100 * result.metrics['overall_accuracy']:.1f}%"
-    return plots.plot_prediction(image, cfg.palette.to_color(prediction), out_dir / f"{job.name}_preview.png",
-                                 truth_rgb, errors, title)
+    palette = cfg.palette
+    # nodata in a colour no class has (and not the ground truth's ignore colour either)
+    nodata = plots.nodata_color(palette.colors, [palette.ignore_color] if palette.ignore_color else [])
+    prediction_rgb = palette.to_color(prediction)
+    prediction_rgb[prediction == cfg.IGNORE_LABEL] = nodata
+    shown = [prediction] if truth_rgb is None else [prediction, truth]
+    present = sorted({int(v) for labels in shown for v in np.unique(labels) if v < cfg.num_classes})
+    legend = [(cfg.CLASS_NAMES[i], tuple(int(c) for c in palette.colors[i])) for i in present]
+    if (prediction == cfg.IGNORE_LABEL).any():
+        legend.append(("no data", nodata))
+    if truth_rgb is not None and (truth == cfg.IGNORE_LABEL).any():
+        legend.append(("not scored (ground truth)", tuple(palette.ignore_color or (0, 0, 0))))
+    return plots.plot_prediction(image, prediction_rgb, out_dir / f"{job.name}_preview.png",
+                                 truth_rgb, errors, title, legend)
 
 
 def distributed_rank() -> tuple[int, int]:
