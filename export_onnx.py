@@ -8,6 +8,14 @@ with any batch size and H, W multiples of 32, and returns the class scores (N, c
 H, W). The file records classes, bands and normalisation like every eoseg weights file, so
 inference.py --weights model.onnx checks it against the config. The export is verified
 by running ONNX Runtime and PyTorch on the same random input.
+
+    python export_onnx.py --deepness --out models/m_qgis.onnx [--resolution-cm 9]
+
+--deepness makes a model for the Deepness QGIS plugin: a fixed WINDOW x WINDOW input, a
+softmax at the end, and the plugin's metadata (class names, resolution, tile size, tile
+overlap from STRIDE, input standardisation) beside eoseg's record. The resolution is the
+training tiles' pixel size when they are at hand and georeferenced, else --resolution-cm.
+inference.py still takes the file (WINDOW must then equal its tile size).
 """
 
 from __future__ import annotations
@@ -18,6 +26,7 @@ import torch
 
 from eoseg.caffe.segnet import PUBLISHED_MEAN_PIXELS
 from eoseg.cli import make_parser, parse, run
+from eoseg.deepness import Softmaxed, check_deepness_inputs, deepness_metadata, training_resolution_cm
 from eoseg.errors import EosegError
 from eoseg.onnx_engine import SIZE_MULTIPLE, OnnxModel, export_onnx
 from eoseg.weights import read_weights
@@ -33,23 +42,44 @@ def main(argv=None):
     parser.add_argument("--caffe-mean", metavar="MEAN",
                         help=f"mean pixel of a .caffemodel, in the network's reversed (BGR) band order: "
                              f"{' or '.join(PUBLISHED_MEAN_PIXELS)} or comma-separated values")
+    parser.add_argument("--deepness", action="store_true",
+                        help="for the Deepness QGIS plugin: fixed WINDOW x WINDOW input, softmax output, its metadata")
+    parser.add_argument("--resolution-cm", metavar="CM", type=float,
+                        help="--deepness: centimetres per pixel of the imagery the model is for "
+                             "(default: the training tiles' pixel size, when they are georeferenced)")
     args, cfg = parse(parser, argv)
     source, out = Path(args.weights or cfg.MODEL_FILE), Path(args.out)
     if out.suffix.lower() != ".onnx":
         raise EosegError(f"{out}: the output must be an .onnx file")
     if source.suffix.lower() == ".onnx":
         raise EosegError(f"{source} is already an ONNX file")
+    if args.resolution_cm is not None and not (args.deepness and args.resolution_cm > 0):
+        raise EosegError("--resolution-cm takes a positive number of cm per pixel, with --deepness")
+    if args.deepness and cfg.WINDOW % SIZE_MULTIPLE:
+        raise EosegError(f"--deepness exports WINDOW x WINDOW inputs; set WINDOW to a multiple of {SIZE_MULTIPLE} (it is {cfg.WINDOW})")
     model, record = read_weights(source, cfg, args.caffe_mean)
-    export_onnx(model, out, record)
+    metadata, tile_size = None, None
+    if args.deepness:
+        check_deepness_inputs(cfg, record)
+        resolution = args.resolution_cm or training_resolution_cm(cfg)
+        if resolution is None:
+            raise EosegError("the training tiles are not at hand or not georeferenced in metres, so their resolution "
+                             "is unknown; pass --resolution-cm (e.g. 9 for the ISPRS Vaihingen tiles)")
+        tile_size = cfg.WINDOW
+        metadata = deepness_metadata(cfg, record, tile_size, resolution)
+        model, record = Softmaxed(model).eval(), {**record, "outputs": "probabilities"}
+    export_onnx(model, out, record, metadata, tile_size)
 
-    sample = torch.randn(2, model.in_channels, 2 * SIZE_MULTIPLE, 3 * SIZE_MULTIPLE, generator=torch.Generator().manual_seed(0))
+    height, width = (tile_size, tile_size) if tile_size else (2 * SIZE_MULTIPLE, 3 * SIZE_MULTIPLE)
+    sample = torch.randn(2, model.in_channels, height, width, generator=torch.Generator().manual_seed(0))
     with torch.inference_mode():
         difference = (OnnxModel(out, str(out))(sample) - model(sample)).abs().max().item()
     if difference > TOLERANCE:
         out.unlink()
         raise EosegError(f"{out}: ONNX Runtime and PyTorch disagree by {difference:.3g} (> {TOLERANCE}); export removed")
     cfg.save(out.parent, "config.export_onnx.json")
-    print(f"wrote {out} ({record['model']['num_classes']} classes, {record['model']['in_channels']} bands); "
+    for_deepness = f"; for Deepness: {tile_size} px tiles, {float(metadata['resolution']):g} cm/px" if args.deepness else ""
+    print(f"wrote {out} ({record['model']['num_classes']} classes, {record['model']['in_channels']} bands{for_deepness}); "
           f"ONNX Runtime matches PyTorch within {difference:.2g}")
 
 

@@ -7,9 +7,11 @@
     python inference.py --weights segnet_vaihingen_128x128_fold1_iter_60000.caffemodel DATASET=vaihingen
     python inference.py --engine onnxruntime WRITE_COG=True WRITE_POLYGONS=.gpkg
     torchrun --nproc_per_node=4 inference.py --images scenes/   # images shared out over 4 processes
+    python inference.py --images region/ --shard 3/50            # job 3 of an array of 50 (SLURM, ...)
+    python inference.py --merge-metrics                          # then one report from the 50 shares
 
 Rasters are streamed by blocks of rows (INFER_BLOCK_ROWS), so any size fits in memory.
-For each image: NAME_labels (class ids, palette as colour table, IGNORE_LABEL where the
+For each image: NAME_labels (class ids, palette as colour table, class names for GIS, IGNORE_LABEL where the
 input is nodata), NAME_color (WRITE_COLOR), NAME_probabilities (WRITE_PROBABILITIES) as
 GeoTIFFs with the input's CRS and transform when it is georeferenced (else PNG), and
 NAME_preview.png (WRITE_PREVIEW). Tiles with ground truth (the eroded GT when the dataset
@@ -25,7 +27,8 @@ from __future__ import annotations
 
 from eoseg.cli import make_parser, parse, run
 from eoseg.config import SPLITS
-from eoseg.infer import distributed_rank, leave_process_group, run_inference
+from eoseg.errors import EosegError
+from eoseg.infer import distributed_rank, leave_process_group, merge_shard_reports, parse_shard, run_inference
 from eoseg.metrics import format_table
 
 
@@ -44,12 +47,30 @@ def main(argv=None):
     parser.add_argument("--force", action="store_true",
                         help="label every image again, even those whose completion record shows them done "
                              "with these weights, config and inputs")
+    parser.add_argument("--shard", metavar="K/N",
+                        help="label only the K-th of N shares of the sorted inputs (1 <= K <= N), for job arrays; "
+                             "the report goes to metrics.shard-K-of-N.json")
+    parser.add_argument("--merge-metrics", nargs="*", metavar="DIR",
+                        help="label nothing: gather the shard reports in these folders (default: the output folder) "
+                             "into one metrics.json, metrics.txt and confusion_matrix.png in the output folder")
     args, cfg = parse(parser, argv)
     if args.engine:
         cfg = cfg.replace(INFER_ENGINE=args.engine)
+    out_dir = args.out or cfg.INFER_DIR
+    if args.merge_metrics is not None:
+        if args.shard or args.tiles or args.images:
+            raise EosegError("--merge-metrics labels nothing; give it without --shard, --tiles or --images")
+        merged = merge_shard_reports(cfg, args.merge_metrics or [out_dir], out_dir)
+        if merged.metrics is not None:
+            print(format_table(merged.metrics, f"metrics over {sum(i.metrics is not None for i in merged.images)} "
+                                               f"scored image(s) of {len(merged.images)}"))
+        for name, path in merged.outputs.items():
+            print(f"{name}: {path}")
+        return
+    shard = parse_shard(args.shard) if args.shard else None
     tiles = args.tiles if args.tiles else ([] if args.images else cfg.tile_ids(args.split))
-    summary = run_inference(cfg, args.weights or cfg.MODEL_FILE, args.out or cfg.INFER_DIR, tiles, args.images,
-                            caffe_mean=args.caffe_mean, force=args.force)
+    summary = run_inference(cfg, args.weights or cfg.MODEL_FILE, out_dir, tiles, args.images,
+                            caffe_mean=args.caffe_mean, force=args.force, shard=shard)
     rank = distributed_rank()[0]
     leave_process_group()
     if rank != 0:

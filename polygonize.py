@@ -8,7 +8,9 @@ class_name (CLASS_NAMES of the config), in the raster's CRS. Pixels labelled IGN
 (or the raster's nodata) get no polygon. --min-area drops regions smaller than that many
 square CRS units (square metres in a UTM CRS) and fills holes as small, so a small island
 merges into the region around it; --simplify then simplifies all boundaries by that
-tolerance in CRS units, keeping neighbouring polygons edge to edge.
+tolerance in CRS units, keeping neighbouring polygons edge to edge. A label map without a
+CRS (a PNG, say) is refused: --pixel-coordinates writes its polygons in pixel columns and
+rows (or its transform's units), which no map places anywhere.
 """
 
 from __future__ import annotations
@@ -25,12 +27,16 @@ def main(argv=None):
     parser.add_argument("--out", metavar="FILE", required=True, help=f"output vector file ({', '.join(VECTOR_DRIVERS)})")
     parser.add_argument("--simplify", metavar="T", type=float, default=0.0, help="simplification tolerance in CRS units (default: none)")
     parser.add_argument("--min-area", metavar="A", type=float, default=0.0, help="drop regions and fill holes under A square CRS units (default: none)")
+    parser.add_argument("--pixel-coordinates", action="store_true",
+                        help="accept a label map without CRS; its polygons are then in pixel (column, row) coordinates")
     args, cfg = parse(parser, argv)
     out = Path(args.out)
-    summary = polygonize_labels(args.labels, out, cfg.CLASS_NAMES, [cfg.IGNORE_LABEL], args.simplify, args.min_area)
+    summary = polygonize_labels(args.labels, out, cfg.CLASS_NAMES, [cfg.IGNORE_LABEL], args.simplify, args.min_area,
+                                args.pixel_coordinates)
     cfg.save(out.parent, "config.polygonize.json")
     dropped = f", {summary.dropped} regions under the minimum area dropped" if summary.dropped else ""
-    print(f"wrote {summary.features} polygons to {out} (CRS {summary.crs or 'none: pixel coordinates'}){dropped}")
+    where = f"CRS {summary.crs}" if summary.crs else "no CRS: coordinates are pixel columns and rows, not places on a map"
+    print(f"wrote {summary.features} polygons to {out} ({where}){dropped}")
 
 
 if __name__ == "__main__":

@@ -100,8 +100,13 @@ def write_composite(cfg: Config, tile_id: str, out: str | Path | None = None) ->
             heights = _valid_heights(dsm_src, window(first, end))
             if not np.isnan(heights).all():
                 low, high = min(low, float(np.nanmin(heights))), max(high, float(np.nanmax(heights)))
+    # each band named after its source and scaling, as GIS software lists them
+    band_names = [f"DSM of {dsm_info.path.name}, {low:.2f}..{high:.2f} to 0..255",
+                  f"nDSM of {ndsm_info.path.name}, 0..{float(cfg.COMPOSITE_NDSM_MAX):g} m to 0..255",
+                  f"NDVI of {image.path.name} bands {red_band} (red) and {nir_band} (NIR), -1..1 to 0..255"]
     with open_raster(image.path, "image") as image_src, open_raster(dsm_info.path, "DSM") as dsm_src, \
-            open_raster(ndsm_info.path, "nDSM") as ndsm_src, RasterWriter(out, image, 3, "uint8") as writer:
+            open_raster(ndsm_info.path, "nDSM") as ndsm_src, \
+            RasterWriter(out, image, 3, "uint8", band_names=band_names) as writer:
         for first, end in _row_blocks(image.height, block_rows):
             rows = window(first, end)
             red, nir = image_src.read([red_band, nir_band], window=rows)

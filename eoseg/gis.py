@@ -104,11 +104,13 @@ def label_polygons(labels: np.ndarray, transform, class_names: Sequence[str], ig
 
 
 def polygonize_labels(label_path: str | Path, out: str | Path, class_names: Sequence[str], ignore: Sequence[int] = (),
-                      simplify: float = 0.0, min_area: float = 0.0) -> PolygonSummary:
+                      simplify: float = 0.0, min_area: float = 0.0, pixel_coordinates: bool = False) -> PolygonSummary:
     """Write the class polygons of the label raster ``label_path`` to ``out`` (.gpkg or .geojson), atomically.
 
     Features carry ``class_id`` and ``class_name``; the layer has the raster's CRS. The
-    raster's nodata value, if any, is ignored like ``ignore``.
+    raster's nodata value, if any, is ignored like ``ignore``. A raster without a CRS is
+    refused (its polygons would lie nowhere on a map) unless ``pixel_coordinates``: then
+    they are written in its own coordinates, pixel columns and rows when it has no transform.
     """
     out = Path(out)
     driver = VECTOR_DRIVERS.get(out.suffix.lower())
@@ -124,6 +126,11 @@ def polygonize_labels(label_path: str | Path, out: str | Path, class_names: Sequ
                              f"this one is {src.dtypes[0]}")
         labels = src.read(1)
         transform, crs = src.transform, src.crs
+        if crs is None and not pixel_coordinates:
+            where = ("pixel coordinates (column, row from the top-left corner)" if transform.is_identity
+                     else "the coordinates of its transform, in no known CRS")
+            raise EosegError(f"{label_path} is not georeferenced (no CRS): its polygons would be in {where}; "
+                             "label a georeferenced image, or pass --pixel-coordinates to write them anyway")
         ignored = [*ignore, *([int(src.nodata)] if src.nodata is not None else [])]
     polygons, classes, dropped = label_polygons(labels, transform, class_names, ignored, simplify, min_area)
     names = np.array([class_names[c] for c in classes], dtype=object)

@@ -34,7 +34,6 @@ from eoseg.io import (RasterInfo, RasterWriter, atomic_write_text, exclusive, fi
                       raster_info)
 from eoseg.metrics import confusion_matrix, format_table, metrics_from_confusion
 from eoseg.normalization import Normalization
-from eoseg.gis import polygonize_labels, to_cog
 from eoseg.predict import Predictor, best_class
 from eoseg.tiles import TileStack, TruthSource, eval_truth, image_stack, tile_stack
 from eoseg.weights import load_weights
@@ -47,6 +46,7 @@ PREVIEW_SIDE = 1024  # longest side of the preview panels, in pixels
 GDAL_CACHE_MB = 256
 RECORD_FORMAT = "eoseg-inference-record-1"
 RECORD_SUFFIX = "_record.json"  # NAME_record.json, written after all of NAME's outputs
+SHARD_REPORT = "metrics.shard-{k}-of-{n}.json"  # a --shard K/N run's report, in place of metrics.json
 
 
 @dataclass
@@ -122,13 +122,14 @@ def label_raster(cfg: Config, predictor: Predictor, job: Job, out_dir: Path, ran
     confusion = np.zeros((cfg.num_classes, cfg.num_classes), dtype=np.int64)
     writers: dict[str, RasterWriter] = {}
     try:
+        # the colour table goes into PNGs too (as their palette); the class names into GeoTIFFs
         writers["labels"] = RasterWriter(out_dir / f"{job.name}_labels{suffix}", info, 1, "uint8",
-                                         palette.colormap() if suffix == ".tif" else None, nodata=ignore)
+                                         palette.colormap(), nodata=ignore, class_names=cfg.CLASS_NAMES)
         if cfg.WRITE_COLOR:
             writers["color"] = RasterWriter(out_dir / f"{job.name}_color{suffix}", info, 3, "uint8")
         if cfg.WRITE_PROBABILITIES:
             writers["probabilities"] = RasterWriter(out_dir / f"{job.name}_probabilities.tif", info, cfg.num_classes,
-                                                    "uint8")
+                                                    "uint8", band_names=cfg.CLASS_NAMES)
         stack = job.stack if job.stack is not None else image_stack(cfg, info)
         with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), stack, ThreadPoolExecutor(max_workers=1) as writer_thread:
             def rows_window(first: int, end: int) -> Window:
@@ -184,6 +185,10 @@ def label_raster(cfg: Config, predictor: Predictor, job: Job, out_dir: Path, ran
 
 def _gis_outputs(cfg: Config, job: Job, result: LabeledImage, out_dir: Path) -> None:
     """Cloud-Optimized GeoTIFFs and class polygons of a georeferenced image's finished outputs."""
+    if not (cfg.WRITE_COG or cfg.WRITE_POLYGONS):
+        return
+    from eoseg.gis import polygonize_labels, to_cog  # shapely and pyogrio (the "gis" extra) load only when used
+
     if cfg.WRITE_COG:
         for path in result.outputs.values():
             to_cog(path, path)
@@ -219,8 +224,20 @@ def _preview(cfg: Config, job: Job, result: LabeledImage, out_dir: Path) -> Path
         truth_rgb = cfg.palette.to_color(truth)
         errors = plots.error_map(truth, prediction, cfg.IGNORE_LABEL)
     title = job.name if result.metrics is None else f"{job.name}: OA {100 * result.metrics['overall_accuracy']:.1f}%"
-    return plots.plot_prediction(image, cfg.palette.to_color(prediction), out_dir / f"{job.name}_preview.png",
-                                 truth_rgb, errors, title)
+    palette = cfg.palette
+    # nodata in a colour no class has (and not the ground truth's ignore colour either)
+    nodata = plots.nodata_color(palette.colors, [palette.ignore_color] if palette.ignore_color else [])
+    prediction_rgb = palette.to_color(prediction)
+    prediction_rgb[prediction == cfg.IGNORE_LABEL] = nodata
+    shown = [prediction] if truth_rgb is None else [prediction, truth]
+    present = sorted({int(v) for labels in shown for v in np.unique(labels) if v < cfg.num_classes})
+    legend = [(cfg.CLASS_NAMES[i], tuple(int(c) for c in palette.colors[i])) for i in present]
+    if (prediction == cfg.IGNORE_LABEL).any():
+        legend.append(("no data", nodata))
+    if truth_rgb is not None and (truth == cfg.IGNORE_LABEL).any():
+        legend.append(("not scored (ground truth)", tuple(palette.ignore_color or (0, 0, 0))))
+    return plots.plot_prediction(image, prediction_rgb, out_dir / f"{job.name}_preview.png",
+                                 truth_rgb, errors, title, legend)
 
 
 def distributed_rank() -> tuple[int, int]:
@@ -243,12 +260,15 @@ def _file_state(path: Path) -> dict:
     return {"path": str(path.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
 
 
+def _config_sha256(cfg: Config) -> str:
+    return hashlib.sha256(json.dumps(cfg.to_dict(), sort_keys=True, default=str).encode()).hexdigest()
+
+
 def _made_with(cfg: Config, weights_sha256: str, caffe_mean: str | None, job: Job) -> dict:
     """Everything an image's outputs depend on; a completion record made with anything else is stale."""
-    config = json.dumps(cfg.to_dict(), sort_keys=True, default=str)
     made_with = {
         "format": RECORD_FORMAT,
-        "config_sha256": hashlib.sha256(config.encode()).hexdigest(),
+        "config_sha256": _config_sha256(cfg),
         "weights_sha256": weights_sha256,
         "caffe_mean": caffe_mean,
         "image": _file_state(job.info.path),
@@ -310,13 +330,16 @@ def _label_once(cfg: Config, predictor: Predictor, job: Job, out_dir: Path, made
 
 def run_inference(cfg: Config, weights: str | Path, out_dir: str | Path, tile_ids: list[str] | None = None,
                   image_paths: list[str | Path] | None = None, progress: bool = True,
-                  caffe_mean: str | None = None, force: bool = False) -> InferenceSummary:
+                  caffe_mean: str | None = None, force: bool = False,
+                  shard: tuple[int, int] | None = None) -> InferenceSummary:
     """Label configured tiles (scored when they have ground truth) and/or image files.
 
     ``weights`` is an eoseg checkpoint (.pt), safetensors, ONNX or Caffe (.caffemodel)
     file; the normalisation recorded with them is applied (see eoseg.weights). Images
     whose completion record shows them done with the same weights, config and inputs are
-    kept, unless ``force``.
+    kept, unless ``force``. ``shard`` (K, N): label only the K-th of N shares of the inputs
+    (:func:`shard_of`) and write the report as ``metrics.shard-K-of-N.json``, for
+    :func:`merge_shard_reports` to gather.
     """
     out_dir = Path(out_dir)
     jobs = []
@@ -331,6 +354,8 @@ def run_inference(cfg: Config, weights: str | Path, out_dir: str | Path, tile_id
     names = [job.name for job in jobs]
     if len(set(names)) != len(names):
         raise EosegError(f"two inputs would write the same outputs: {sorted({n for n in names if names.count(n) > 1})}")
+    if shard is not None:
+        jobs = shard_of(jobs, *shard)
 
     rank, world = distributed_rank()
     device = resolve_device(cfg.DEVICE)
@@ -356,6 +381,12 @@ def run_inference(cfg: Config, weights: str | Path, out_dir: str | Path, tile_id
     scored = [r.metrics["confusion_matrix"] for r in summary.images if r.metrics is not None]
     if scored:
         summary.metrics = metrics_from_confusion(np.sum(scored, axis=0), cfg.CLASS_NAMES)
+    if shard is not None:  # the whole run's report comes from merge_shard_reports
+        summary.outputs["metrics"] = out_dir / SHARD_REPORT.format(k=shard[0], n=shard[1])
+        if rank == 0:
+            _write_reports(summary, weights, {"shard": list(shard), "weights_sha256": weights_sha256,
+                                              "config_sha256": _config_sha256(cfg)})
+        return summary
     summary.outputs["metrics"] = out_dir / "metrics.json"
     if summary.metrics is not None:
         summary.outputs["confusion_plot"] = out_dir / "confusion_matrix.png"
@@ -365,8 +396,9 @@ def run_inference(cfg: Config, weights: str | Path, out_dir: str | Path, tile_id
     return summary
 
 
-def _write_reports(summary: InferenceSummary, weights: str | Path) -> None:
+def _write_reports(summary: InferenceSummary, weights: str | Path, extra: dict | None = None) -> None:
     report = {
+        **(extra or {}),
         "weights": str(weights),
         "images": {r.name: {"truth": r.truth_source, "metrics": r.metrics, "rank": r.rank,
                             "outputs": {k: str(v) for k, v in r.outputs.items()}}
@@ -374,6 +406,82 @@ def _write_reports(summary: InferenceSummary, weights: str | Path) -> None:
     }
     if summary.metrics is not None:
         report["overall"] = summary.metrics
+    if "confusion_plot" in summary.outputs:  # a shard's report has no plot or table: the merge draws them
         plots.plot_confusion(summary.metrics, summary.outputs["confusion_plot"])
         atomic_write_text(summary.outputs["metrics_table"], format_table(summary.metrics, "all scored images") + "\n")
     atomic_write_text(summary.outputs["metrics"], json.dumps(report, indent=2) + "\n")
+
+
+# ------------------------------------------------------------ job arrays (--shard K/N)
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"K/N"`` -> (K, N), 1 <= K <= N."""
+    match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text)
+    if not match or not 1 <= int(match[1]) <= int(match[2]):
+        raise EosegError(f"--shard takes K/N with 1 <= K <= N (the K-th of N shares), got {text!r}")
+    return int(match[1]), int(match[2])
+
+
+def shard_of(jobs: list, k: int, n: int) -> list:
+    """The K-th of N shares of ``jobs``: every N-th of them sorted by output name, from the K-th.
+
+    The same inputs give every job of an array the same sorted list, whatever order the
+    shell or the file system lists them in, so the N shares cover each input exactly once.
+    """
+    return sorted(jobs, key=lambda job: job.name)[k - 1::n]
+
+
+
+def merge_shard_reports(cfg: Config, folders: list[str | Path], out_dir: str | Path) -> InferenceSummary:
+    """One report (metrics.json, metrics.txt, confusion_matrix.png in ``out_dir``) from the
+    ``metrics.shard-K-of-N.json`` of every share of a --shard run, found in ``folders``.
+
+    Refuses an incomplete set of shares, shares made with other weights or another config,
+    and an image labelled by two shares.
+    """
+    reports: dict[int, tuple[Path, dict]] = {}
+    counts = set()
+    for folder in map(Path, folders):
+        for path in sorted(folder.glob(SHARD_REPORT.format(k="*", n="*"))):
+            report = json.loads(path.read_text())
+            k, n = report["shard"]
+            counts.add(n)
+            if k in reports and reports[k][0].resolve() != path.resolve():
+                raise EosegError(f"share {k} of {n} has two reports: {reports[k][0]} and {path}")
+            reports[k] = (path, report)
+    if not reports:
+        raise EosegError(f"no shard reports ({SHARD_REPORT.format(k='K', n='N')}) in {', '.join(map(str, folders))}")
+    if len(counts) > 1:
+        raise EosegError(f"shard reports of runs split {' and '.join(map(str, sorted(counts)))} ways; merge one run at a time")
+    n = counts.pop()
+    missing = [k for k in range(1, n + 1) if k not in reports]
+    if missing:
+        raise EosegError(f"shares {', '.join(map(str, missing))} of {n} have no report yet; run them (or wait) before merging")
+    first = reports[1][1]
+    for key, what in (("weights_sha256", "weights"), ("config_sha256", "config")):
+        differing = [k for k, (_, report) in reports.items() if report[key] != first[key]]
+        if differing:
+            raise EosegError(f"shares {', '.join(map(str, differing))} were made with other {what} than share 1; "
+                             "label every share with the same weights and config")
+    if _config_sha256(cfg) != first["config_sha256"]:
+        raise EosegError("the shares were labelled with another config; merge with the config they were made with")
+    summary = InferenceSummary()
+    seen: dict[str, int] = {}
+    for k in sorted(reports):
+        path, report = reports[k]
+        for name, entry in report["images"].items():
+            if name in seen:
+                raise EosegError(f"{name} was labelled by shares {seen[name]} and {k}; merge the reports of one run only")
+            seen[name] = k
+            summary.images.append(LabeledImage(name, {key: Path(v) for key, v in entry["outputs"].items()},
+                                               entry["metrics"], entry["truth"], entry["rank"]))
+    summary.images.sort(key=lambda image: image.name)
+    scored = [image.metrics["confusion_matrix"] for image in summary.images if image.metrics is not None]
+    out_dir = Path(out_dir)
+    summary.outputs["metrics"] = out_dir / "metrics.json"
+    if scored:
+        summary.metrics = metrics_from_confusion(np.sum(scored, axis=0), cfg.CLASS_NAMES)
+        summary.outputs["confusion_plot"] = out_dir / "confusion_matrix.png"
+        summary.outputs["metrics_table"] = out_dir / "metrics.txt"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _write_reports(summary, first["weights"], {"merged_shards": n, "weights_sha256": first["weights_sha256"]})
+    return summary

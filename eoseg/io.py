@@ -12,13 +12,15 @@ import contextlib
 import errno
 import fcntl
 import hashlib
+import json
 import os
 import resource
 import shutil
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
+from xml.sax.saxutils import escape
 
 import numpy as np
 import rasterio
@@ -301,8 +303,17 @@ class RasterWriter:
 
     def __init__(self, path: str | Path, like: RasterInfo | None, count: int, dtype: str,
                  colormap: dict | None = None, nodata: float | None = None, width: int | None = None,
-                 height: int | None = None):
+                 height: int | None = None, band_names: Sequence[str] | None = None,
+                 class_names: Sequence[str] | None = None):
+        """``band_names``: each band's description (GeoTIFF); ``class_names``: what the values
+        0, 1, ... of a one-band label map mean, written into the GeoTIFF's band metadata and,
+        once published, as GDAL category names and attribute table beside it (see
+        :func:`write_class_table`)."""
         self.path = Path(path)
+        if band_names is not None and len(band_names) != count:
+            raise EosegError(f"{self.path}: {len(band_names)} band names for {count} bands")
+        self.class_names = None if class_names is None else [str(name) for name in class_names]
+        self.colormap = colormap
         suffix = self.path.suffix.lower()
         if suffix not in (".tif", ".tiff", ".png"):
             raise EosegError(f"{self.path}: unsupported output format; use .tif or .png")
@@ -323,6 +334,10 @@ class RasterWriter:
                 self._dst = rasterio.open(self._tmp, "w", **profile)
                 if colormap is not None:
                     self._dst.write_colormap(1, colormap)
+                for band, name in enumerate(band_names or (), start=1):
+                    self._dst.set_band_description(band, str(name))
+                if self.class_names is not None:
+                    self._dst.update_tags(1, CLASS_NAMES=json.dumps(self.class_names))
         except BaseException:
             self._remove_temp()
             raise
@@ -345,6 +360,8 @@ class RasterWriter:
                         extra.unlink()
             else:
                 os.replace(self._tmp, self.path)
+                if self.class_names is not None:
+                    write_class_table(self.path, self.class_names, self.colormap)
         finally:
             self._remove_temp()
         return self.path
@@ -384,3 +401,31 @@ def write_raster(
     with RasterWriter(path, like, count, array.dtype.name, colormap, nodata, width=width, height=height) as writer:
         writer.write(array)
     return Path(path)
+
+
+# ---------------------------------------------------------------- class names for GIS software
+def write_class_table(path: str | Path, class_names: Sequence[str], colormap: dict | None = None) -> Path:
+    """Name the values 0..n-1 of the one-band GeoTIFF ``path`` in ``PATH.aux.xml``, atomically.
+
+    GDAL keeps category names and raster attribute tables of GeoTIFFs in that side file
+    (its PAM format): ``gdalinfo`` lists them, QGIS shows the names in the layer's legend
+    (paletted renderer, "classify") and its attribute table. The table has the value, the
+    class name and, with ``colormap``, the class colour.
+    """
+    path = Path(path)
+    categories = "".join(f"      <Category>{escape(name)}</Category>\n" for name in class_names)
+    fields = [("Value", 0, 5), ("Class", 2, 2)]  # (name, GDAL field type, usage): integer min-max, string name
+    if colormap is not None:
+        fields += [("Red", 0, 6), ("Green", 0, 7), ("Blue", 0, 8)]
+    columns = "".join(f'      <FieldDefn index="{i}"><Name>{name}</Name><Type>{kind}</Type><Usage>{usage}</Usage></FieldDefn>\n'
+                      for i, (name, kind, usage) in enumerate(fields))
+    rows = []
+    for value, name in enumerate(class_names):
+        cells = [str(value), escape(name)] + ([str(int(c)) for c in colormap[value][:3]] if colormap is not None else [])
+        rows.append(f'      <Row index="{value}">' + "".join(f"<F>{cell}</F>" for cell in cells) + "</Row>\n")
+    text = ('<PAMDataset>\n  <PAMRasterBand band="1">\n    <CategoryNames>\n' + categories + '    </CategoryNames>\n'
+            '    <GDALRasterAttributeTable tableType="thematic">\n' + columns + "".join(rows) +
+            '    </GDALRasterAttributeTable>\n  </PAMRasterBand>\n</PAMDataset>\n')
+    side = path.with_name(path.name + ".aux.xml")
+    atomic_write_text(side, text)
+    return side

@@ -55,28 +55,39 @@ def _quiet_exporter() -> Iterator[None]:
             logger.setLevel(level)
 
 
-def to_onnx(model: nn.Module) -> onnx.ModelProto:
-    """Export a CPU copy of ``model`` in eval mode, with dynamic batch, height and width."""
+def to_onnx(model: nn.Module, tile_size: int | None = None) -> onnx.ModelProto:
+    """Export a CPU copy of ``model`` in eval mode, with dynamic batch, height and width, or
+    with ``tile_size``: square inputs of that fixed size (a multiple of 32), dynamic batch."""
     model = copy.deepcopy(model).cpu().eval()
-    # batch 2 and a non-square size keep the exporter from specialising any dimension
-    example = torch.zeros(2, model.in_channels, 2 * SIZE_MULTIPLE, 3 * SIZE_MULTIPLE)
     batch = torch.export.Dim("batch", min=1, max=4096)
-    height = SIZE_MULTIPLE * torch.export.Dim("height_blocks", min=1, max=MAX_SIDE // SIZE_MULTIPLE)
-    width = SIZE_MULTIPLE * torch.export.Dim("width_blocks", min=1, max=MAX_SIDE // SIZE_MULTIPLE)
+    if tile_size is None:
+        # batch 2 and a non-square size keep the exporter from specialising any dimension
+        example = torch.zeros(2, model.in_channels, 2 * SIZE_MULTIPLE, 3 * SIZE_MULTIPLE)
+        height = SIZE_MULTIPLE * torch.export.Dim("height_blocks", min=1, max=MAX_SIDE // SIZE_MULTIPLE)
+        width = SIZE_MULTIPLE * torch.export.Dim("width_blocks", min=1, max=MAX_SIDE // SIZE_MULTIPLE)
+        dynamic = {0: batch, 2: height, 3: width}
+    else:
+        if tile_size % SIZE_MULTIPLE or not 0 < tile_size <= MAX_SIDE:
+            raise EosegError(f"the input size must be a multiple of {SIZE_MULTIPLE} px up to {MAX_SIDE}, got {tile_size}")
+        example = torch.zeros(2, model.in_channels, tile_size, tile_size)
+        dynamic = {0: batch}
     try:
         with _quiet_exporter():
             program = torch.onnx.export(model, (example,), dynamo=True, input_names=[INPUT], output_names=[OUTPUT],
-                                        dynamic_shapes=({0: batch, 2: height, 3: width},), verbose=False)
+                                        dynamic_shapes=(dynamic,), verbose=False)
     except Exception as err:  # the exporter raises many types; the message says what failed
         raise EosegError(f"ONNX export failed: {type(err).__name__}: {str(err).splitlines()[0]}") from None
     return program.model_proto
 
 
-def export_onnx(model: nn.Module, path: str | Path, record: dict) -> Path:
-    """Write ``model`` as ONNX to ``path`` atomically, with ``record`` (see eoseg.weights) in its metadata."""
-    proto = to_onnx(model)
-    entry = proto.metadata_props.add()
-    entry.key, entry.value = METADATA_KEY, json.dumps(record)
+def export_onnx(model: nn.Module, path: str | Path, record: dict, metadata: dict[str, str] | None = None,
+                tile_size: int | None = None) -> Path:
+    """Write ``model`` as ONNX to ``path`` atomically, with ``record`` (see eoseg.weights) in its
+    metadata, beside ``metadata``'s keys (e.g. Deepness's); ``tile_size``: a fixed square input."""
+    proto = to_onnx(model, tile_size)
+    for key, value in {**(metadata or {}), METADATA_KEY: json.dumps(record)}.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
     with atomic_path(path) as tmp:
         onnx.save(proto, str(tmp))
     return Path(path)
@@ -85,7 +96,9 @@ def export_onnx(model: nn.Module, path: str | Path, record: dict) -> Path:
 class OnnxModel:
     """An ONNX Runtime session that a Predictor can call like the torch model it replaces."""
 
-    def __init__(self, model: str | Path | bytes, source: str = "ONNX model"):
+    def __init__(self, model: str | Path | bytes, source: str = "ONNX model", probabilities: bool = False):
+        """``probabilities``: the model ends in a softmax (a Deepness export); its outputs are
+        turned into log-probabilities, scores that blend like logits and keep their argmax."""
         available = onnxruntime.get_available_providers()
         providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
         options = onnxruntime.SessionOptions()
@@ -97,6 +110,9 @@ class OnnxModel:
             raise EosegError(f"{source}: cannot be loaded by ONNX Runtime ({str(err).splitlines()[0]})") from None
         self.source = source
         self.providers = self.session.get_providers()
+        self.probabilities = probabilities
+        height, width = self.session.get_inputs()[0].shape[-2:]
+        self.fixed_size = (height, width) if isinstance(height, int) and isinstance(width, int) else None
 
     @classmethod
     def from_module(cls, model: nn.Module) -> "OnnxModel":
@@ -105,12 +121,18 @@ class OnnxModel:
 
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
         height, width = batch.shape[-2:]
+        if self.fixed_size is not None and (height, width) != self.fixed_size:
+            raise EosegError(f"{self.source}: takes {self.fixed_size[0]} x {self.fixed_size[1]} px inputs only, got "
+                             f"{height} x {width}; set WINDOW={self.fixed_size[0]}")
         if height % SIZE_MULTIPLE or width % SIZE_MULTIPLE:
             raise EosegError(f"{self.source}: inputs must be multiples of {SIZE_MULTIPLE} px, got {height} x {width}; "
                              f"set WINDOW to a multiple of {SIZE_MULTIPLE}")
         pixels = batch.detach().to("cpu", torch.float32).numpy()
-        (logits,) = self.session.run([OUTPUT], {INPUT: np.ascontiguousarray(pixels)})
-        return torch.from_numpy(logits).to(batch.device)
+        (scores,) = self.session.run([OUTPUT], {INPUT: np.ascontiguousarray(pixels)})
+        scores = torch.from_numpy(scores)
+        if self.probabilities:
+            scores = torch.log(scores.clamp_min(torch.finfo(torch.float32).tiny))
+        return scores.to(batch.device)
 
     def eval(self) -> "OnnxModel":
         return self
@@ -133,4 +155,7 @@ def load_onnx(path: str | Path, cfg: Config) -> tuple[OnnxModel, dict]:
         raise EosegError(f"{path}: no eoseg record in its metadata; export it with export_onnx.py")
     record = json.loads(metadata[METADATA_KEY])
     check_weights_record(record, cfg, f"weights {path}")
-    return OnnxModel(path, str(path)), record
+    model = OnnxModel(path, str(path), probabilities=record.get("outputs") == "probabilities")
+    if model.fixed_size is not None and model.fixed_size != (cfg.WINDOW, cfg.WINDOW):
+        raise EosegError(f"{path}: takes {model.fixed_size[0]} px windows only; set WINDOW={model.fixed_size[0]}")
+    return model, record

@@ -89,8 +89,9 @@ def plot_confusion(metrics: dict, path: str | Path, title: str = "Confusion matr
 
 def plot_prediction(image: np.ndarray, prediction_rgb: np.ndarray, path: str | Path,
                     truth_rgb: np.ndarray | None = None, errors: np.ndarray | None = None,
-                    title: str = "") -> Path:
-    """Image, prediction, and (when known) ground truth and error map side by side."""
+                    title: str = "", legend: list[tuple[str, tuple[int, int, int]]] | None = None) -> Path:
+    """Image, prediction, and (when known) ground truth and error map side by side, each in a
+    frame; ``legend``: (name, RGB) entries drawn below the panels."""
     panels = [("image", display_rgb(image))]
     if truth_rgb is not None:
         panels.append(("ground truth", truth_rgb))
@@ -101,10 +102,30 @@ def plot_prediction(image: np.ndarray, prediction_rgb: np.ndarray, path: str | P
     for ax, (name, picture) in zip(np.atleast_1d(axes), panels):
         ax.imshow(picture, interpolation="nearest")
         ax.set_title(name)
-        ax.axis("off")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        for spine in ax.spines.values():  # a frame: white or nodata borders of a picture stay visible
+            spine.set(visible=True, color="black", linewidth=1)
+    if legend:
+        from matplotlib.patches import Patch
+
+        handles = [Patch(facecolor=np.asarray(rgb) / 255, edgecolor="black", label=name) for name, rgb in legend]
+        fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 4), frameon=False,
+                   bbox_to_anchor=(0.5, -0.02 - 0.045 * ((len(handles) - 1) // 4)))
     if title:
         fig.suptitle(title)
     return _save(fig, path)
+
+
+# candidates for drawing nodata: the one farthest from every class colour is used
+NODATA_CANDIDATES = ((255, 0, 255), (128, 0, 128), (96, 96, 96), (255, 128, 0), (0, 128, 128), (128, 128, 0))
+
+
+def nodata_color(class_colors: np.ndarray, also_avoid=()) -> tuple[int, int, int]:
+    """A colour for nodata pixels that no class colour (nor ``also_avoid``) comes close to."""
+    taken = np.array([*np.asarray(class_colors).reshape(-1, 3).tolist(), *map(list, also_avoid)], dtype=np.float64)
+    distance = [np.abs(taken - np.array(c)).sum(axis=1).min() if len(taken) else np.inf for c in NODATA_CANDIDATES]
+    return NODATA_CANDIDATES[int(np.argmax(distance))]
 
 
 def error_map(truth: np.ndarray, prediction: np.ndarray, ignore_label: int) -> np.ndarray:

@@ -45,11 +45,13 @@ from eoseg.metrics import confusion_matrix, metrics_from_confusion
 from eoseg.models import first_stream_bands, model_from_config
 from eoseg.models.vgg import init_encoder_from_vgg16_bn, load_state_dict_file
 from eoseg.normalization import Normalization
-from eoseg.plots import plot_training_log
+from eoseg.plots import display_rgb, plot_training_log
 from eoseg.predict import Predictor
+from eoseg.tensorboard import TensorBoardLog
 from eoseg.tiles import read_eval_labels, read_image
 
 VALIDATION_METRICS = ("overall_accuracy", "mean_f1", "mean_iou")
+PREVIEW_SIDE = 512  # px: the crop of the first validation tile shown in TensorBoard at each validation
 BEST_METRIC = "mean_f1"  # one of VALIDATION_METRICS; F1 weighs the small classes (cars) that OA hides
 LOG_FIELDS = ["iteration", "loss", "lr", "patches_per_s", "elapsed_s", *(f"val_{m}" for m in VALIDATION_METRICS)]
 AUTOCAST_DTYPES = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -283,9 +285,13 @@ class TrainingLog:
             writer.writeheader()
             writer.writerows(self.rows)
 
+    tensorboard: TensorBoardLog | None = None  # also gets every row, when set
+
     def add(self, row: dict, plot_now: bool = False) -> None:
         self.rows.append(row)
         self._rewrite()
+        if self.tensorboard is not None:
+            self.tensorboard.add_row(row)
         if plot_now or time.monotonic() - self._last_plot > self.PLOT_INTERVAL_S:
             plot_training_log(self.rows, self.plot_path)
             self._last_plot = time.monotonic()
@@ -346,10 +352,13 @@ class Trainer:
         # collectives run on the GPU with nccl, on the CPU with gloo
         self.collective_device = device if device.type == "cuda" and processes.distributed else torch.device("cpu")
         self.log = None
+        self.tensorboard = None  # TRAIN_DIR/tensorboard/ on the main process, when tensorboard is installed
         if processes.is_main:
             (self.train_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
             cfg.save(self.train_dir)
             self.log = TrainingLog(self.train_dir, self.iteration)
+            self.tensorboard = TensorBoardLog.open(self.train_dir / "tensorboard", self.iteration)
+            self.log.tensorboard = self.tensorboard
             if self.class_weights and cfg.MEDIAN_FREQUENCY_WEIGHTS:
                 print("median-frequency class weights: " + ", ".join(
                     f"{name} {w:.3f}" for name, w in zip(cfg.CLASS_NAMES, self.class_weights)))
@@ -431,9 +440,27 @@ class Trainer:
             self.best = {"iteration": self.iteration, "metric": BEST_METRIC, "value": value}
             if self.processes.is_main:
                 save_checkpoint(self.train_dir / "checkpoints" / BEST_CHECKPOINT, self.cfg, self.model, self.iteration)
+        if self.tensorboard is not None:
+            self.tensorboard.add_validation(self.iteration, metrics, self._validation_preview())
         if self.progress:
             tqdm.write(f"iteration {self.iteration}: validation OA {100 * metrics['overall_accuracy']:.1f}%, "
                        f"mean F1 {100 * metrics['mean_f1']:.1f}%, mean IoU {100 * metrics['mean_iou']:.1f}%")
+
+    def _validation_preview(self) -> np.ndarray | None:
+        """(H, W, 3) uint8: image | ground truth | prediction of the centre of this process's first
+        validation tile, at most PREVIEW_SIDE px a side."""
+        if not self.validation_tiles:
+            return None
+        cfg = self.cfg
+        image, truth = self.validation_tiles[0]
+        _, height, width = image.shape
+        top, left = max(0, (height - PREVIEW_SIDE) // 2), max(0, (width - PREVIEW_SIDE) // 2)
+        image = image[:, top:top + PREVIEW_SIDE, left:left + PREVIEW_SIDE]
+        truth = truth[top:top + PREVIEW_SIDE, left:left + PREVIEW_SIDE]
+        predictor = Predictor(self.model, self.normalization, cfg.WINDOW, cfg.STRIDE, cfg.INFER_BATCH_SIZE, self.device)
+        prediction = predictor.predict(image)
+        self.model.train()  # the predictor switched it to evaluation
+        return np.concatenate([display_rgb(image), cfg.palette.to_color(truth), cfg.palette.to_color(prediction)], axis=1)
 
     def run(self) -> Path:
         """Train up to ITERATIONS; return the path of the final weights (MODEL_FILE)."""
@@ -478,6 +505,8 @@ class Trainer:
                     self.snapshot()
             window_start += time.perf_counter() - pause_start  # validating and saving are not training throughput
         bar.close()
+        if self.tensorboard is not None:
+            self.tensorboard.close()
         if processes.is_main:
             save_checkpoint(cfg.MODEL_FILE, cfg, self.model, self.iteration)
         if processes.distributed:
