@@ -297,3 +297,17 @@ def test_unknown_layers_several_resnets_and_other_files_are_refused(tmp_path):
     (tmp_path / "bad.safetensors").write_bytes(b"not safetensors")
     with pytest.raises(EosegError, match="not a loadable .safetensors"):
         init_encoder_weights(model, tmp_path / "bad.safetensors")
+
+
+def test_one_setting_initialises_vgg_and_resnet_encoders_alike(tmp_path):
+    from .test_fusion_models import fake_vgg_state
+
+    vgg = save(tmp_path, fake_vgg_state(), "vgg16_bn.pth")
+    fusenet = build_model("fusenet", 5, 6, 1.0, stream_bands=3)
+    assert init_encoder_weights(fusenet, vgg) == f"{vgg}: torchvision vgg16_bn layout, 156 tensors loaded into 2 encoder(s)"
+    assert torch.equal(fusenet.aux_conv1_1.weight, adapt_first_layer(fake_vgg_state()["features.0.weight"], 2))
+    resnet = save(tmp_path, fake_resnet_state("resnet18"), "resnet18.pth")
+    with pytest.raises(EosegError, match="missing features.0.weight"):
+        init_encoder_weights(build_model("segnet", 3, 6, 1.0), resnet)
+    with pytest.raises(EosegError, match="no ResNet in torchvision's or timm's layout"):
+        init_encoder_weights(build_model("unetformer", 3, 6, 1.0, encoder="resnet18"), vgg)

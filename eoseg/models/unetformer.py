@@ -172,11 +172,6 @@ class UNetFormer(EncoderDecoderNet):
         self.segmentation_head = nn.Sequential(conv_bn_relu6(channels, channels), nn.Dropout2d(DROPOUT),
                                                conv(channels, num_classes, 1))
         self.aux_head = nn.Sequential(conv_bn_relu6(channels, channels), nn.Dropout(DROPOUT), conv(channels, num_classes, 1))
-        for name, module in self.named_modules():
-            if isinstance(module, nn.Conv2d) and not name.startswith("encoder."):
-                nn.init.kaiming_normal_(module.weight, a=1)
-                if module.bias is not None:
-                    nn.init.zeros_(module.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         size = x.shape[-2:]
