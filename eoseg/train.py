@@ -245,8 +245,8 @@ def load_resume_checkpoint(path: str | Path, cfg: Config) -> dict:
     recorded, expected = payload["model"], model_record(cfg)
     for key, name in (("name", "MODEL"), ("width", "MODEL_WIDTH"), ("encoder", "ENCODER")):
         if recorded.get(key) != expected.get(key):
-            raise EosegError(f"checkpoint {path} holds a model with {name}={recorded[key]!r}, but the config has "
-                             f"{expected[key]!r}; resume with the config it was trained with")
+            raise EosegError(f"checkpoint {path} holds a model with {name}={recorded.get(key)!r}, but the config has "
+                             f"{expected.get(key)!r}; resume with the config it was trained with")
     if recorded.get("stream_bands", first_stream_bands(cfg)) != first_stream_bands(cfg):
         raise EosegError(f"checkpoint {path} feeds {recorded['stream_bands']} bands to its first stream, but the config "
                          f"gives it {first_stream_bands(cfg)} (STREAM_BANDS); resume with the config it was trained with")
