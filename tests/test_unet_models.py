@@ -57,6 +57,38 @@ def test_unetformer_takes_maps_smaller_than_and_not_multiples_of_its_window(size
     assert y.shape == (1, 6, *size) and torch.isfinite(y).all()
 
 
+def reference_window_attention(attention, x: torch.Tensor) -> torch.Tensor:
+    """Window attention pixel by pixel: each pixel attends to the real pixels of its window only."""
+    ws, heads = attention.window, attention.heads
+    channels, height, width = x.shape[1:]
+    q, k, v = attention.qkv(x)[0].reshape(3, heads, channels // heads, height, width)
+    table = attention.relative_position_bias_table
+    out = torch.zeros(heads, channels // heads, height, width)
+    for row in range(height):
+        for col in range(width):
+            top, left = row - row % ws, col - col % ws
+            keys = [(r, c) for r in range(top, min(top + ws, height)) for c in range(left, min(left + ws, width))]
+            rows, cols = zip(*keys)
+            rows, cols = list(rows), list(cols)
+            # relative position (row - r, col - c), each shifted by ws - 1 into 0..2ws-2
+            bias = table[[(row - r + ws - 1) * (2 * ws - 1) + (col - c + ws - 1) for r, c in keys]].T  # heads, keys
+            dots = torch.einsum("hd,hdk->hk", q[:, :, row, col], k[:, :, rows, cols]) * attention.scale + bias
+            out[:, :, row, col] = torch.einsum("hk,hdk->hd", dots.softmax(-1), v[:, :, rows, cols])
+    return out.reshape(1, channels, height, width)
+
+
+@pytest.mark.parametrize("size", [(8, 8), (12, 20), (3, 5)])
+def test_window_attention_reads_the_real_pixels_of_each_window_only(size):
+    """Padded maps: the padding is masked out of the attention, not attended to as zeros."""
+    torch.manual_seed(0)
+    attention = TransformerBlock(16).attn.eval()
+    torch.nn.init.normal_(attention.relative_position_bias_table)
+    x = torch.randn(1, 16, *size)
+    with torch.no_grad():
+        torch.testing.assert_close(attention.window_attention(x), reference_window_attention(attention, x),
+                                   rtol=1e-4, atol=1e-5)
+
+
 def test_unetformer_returns_its_auxiliary_scores_in_training_only():
     model = tiny("unetformer", 4).train()
     final, auxiliary = model(torch.randn(2, 4, 64, 64))

@@ -78,10 +78,10 @@ class GlobalLocalAttention(nn.Module):
         self.register_buffer("relative_position_index", relative[..., 0] * (2 * window - 1) + relative[..., 1],
                              persistent=False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def window_attention(self, x: torch.Tensor) -> torch.Tensor:
+        """Multi-head self-attention within each window of ``window`` x ``window`` pixels (the global branch's core)."""
         batch, channels, height, width = x.shape
         ws, heads = self.window, self.heads
-        local = self.local2(x) + self.local1(x)
         pad_h, pad_w = (ws - height % ws) % ws, (ws - width % ws) % ws
         qkv = self.qkv(F.pad(x, (0, pad_w, 0, pad_h)))
         rows, cols = (height + pad_h) // ws, (width + pad_w) // ws
@@ -96,8 +96,13 @@ class GlobalLocalAttention(nn.Module):
         valid = valid.reshape(1, rows, ws, cols, ws).permute(0, 1, 3, 2, 4).reshape(1, rows * cols, 1, 1, ws * ws)
         dots = dots.reshape(batch, rows * cols, heads, ws * ws, ws * ws).masked_fill(valid == 0, float("-inf"))
         attention = dots.softmax(dim=-1).reshape(batch * rows * cols, heads, ws * ws, ws * ws) @ v
-        attention = (attention.reshape(batch, rows, cols, heads, ws, ws, channels // heads)
-                     .permute(0, 3, 6, 1, 4, 2, 5).reshape(batch, channels, rows * ws, cols * ws))[:, :, :height, :width]
+        return (attention.reshape(batch, rows, cols, heads, ws, ws, channels // heads)
+                .permute(0, 3, 6, 1, 4, 2, 5).reshape(batch, channels, rows * ws, cols * ws))[:, :, :height, :width]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        height, width = x.shape[-2:]
+        local = self.local2(x) + self.local1(x)
+        attention = self.window_attention(x)
         out = (self.attn_x(F.pad(attention, (0, 0, 0, 1), mode="replicate"))
                + self.attn_y(F.pad(attention, (0, 1, 0, 0), mode="replicate")))
         out = self.proj(F.pad(out + local, (0, 1, 0, 1), mode="replicate"))
