@@ -57,10 +57,11 @@ LMDB_DIR = "runs/sample/lmdb"  # where create_lmdb.py writes train.lmdb and test
 SHUFFLE_SEED = 1337  # fixed seed for the order of training records
 
 # ---------------------------------------------------------------- model
-MODEL = "segnet"  # a name of the model registry (eoseg.models.MODELS): "segnet" (all bands stacked: early fusion), "segnet_multiscale" (+ predictions at 1/8, 1/4, 1/2 scale, deep supervision), "fusenet" (optical and auxiliary encoders summed at each block), "segnet_late_fusion" (a SegNet per source, residual correction)
+MODEL = "segnet"  # a name of the model registry (eoseg.models.MODELS): "segnet" (all bands stacked: early fusion), "segnet_multiscale" (+ predictions at 1/8, 1/4, 1/2 scale, deep supervision), "fusenet" (optical and auxiliary encoders summed at each block), "segnet_late_fusion" (a SegNet per source, residual correction), "unet" (U-Net decoder on a ResNet encoder), "unetformer" (UNetFormer: ResNet encoder, global-local transformer decoder, auxiliary head in training)
 STREAM_BANDS = 0  # two-stream models (fusenet, segnet_late_fusion): how many of the stacked bands, from the first, feed the optical stream; the rest feed the auxiliary one (0 = the image's BANDS)
 MODEL_WIDTH = 0.25  # channel multiplier: 1.0 is the published SegNet, smaller is faster on CPU
-VGG16_BN_WEIGHTS = ""  # local torchvision vgg16_bn state dict to initialise the encoder(s) ("" = random); first layers are adapted to other band counts, not reset
+ENCODER = "resnet18"  # unet, unetformer: their ResNet encoder, "resnet18", "resnet34" or "resnet50" (the SegNets' encoder is always VGG16)
+ENCODER_WEIGHTS = ""  # local pretrained state dict (.pth/.pt/.safetensors) to initialise the encoder(s) ("" = random): torchvision's vgg16_bn for the SegNets, torchvision's or timm's resnet18/34/50 (keys may sit under one prefix, e.g. "backbone.") for unet/unetformer; every layer checked, first layers adapted to other band counts, not reset
 
 # ---------------------------------------------------------------- training (training.py)
 TRAIN_SOURCE = "lmdb"  # "lmdb": the packed patches; "tiles": random crops straight from the tiles

@@ -5,7 +5,7 @@
     python training.py --resume                          # carry on from the latest checkpoint of TRAIN_DIR
     python training.py --resume runs/sample/train/checkpoints/iter_0000300.pt ITERATIONS=3000
 
-One GPU, the published recipe (give VGG16_BN_WEIGHTS to start from ImageNet; add
+One GPU, the published recipe (give ENCODER_WEIGHTS to start from ImageNet; add
 PRECISION=bfloat16 CHANNELS_LAST=True for mixed precision on GPUs that have bfloat16):
     python training.py DATASET=vaihingen DEVICE=cuda
 

@@ -20,14 +20,17 @@ from eoseg.config import Config
 from eoseg.errors import EosegError
 from eoseg.io import atomic_path
 from eoseg.metadata import check_compatible, data_signature
-from eoseg.models import MODELS, build_model
+from eoseg.models import MODELS, build_model, uses_encoder
 
 FORMAT = "eoseg-checkpoint-1"
 
 
 def model_record(cfg: Config) -> dict:
     """The model a config asks for, as weights files record it (checked when they are loaded)."""
-    return {"name": cfg.MODEL, "in_channels": cfg.num_bands, "num_classes": cfg.num_classes, "width": float(cfg.MODEL_WIDTH)}
+    record = {"name": cfg.MODEL, "in_channels": cfg.num_bands, "num_classes": cfg.num_classes, "width": float(cfg.MODEL_WIDTH)}
+    if uses_encoder(cfg.MODEL):
+        record["encoder"] = cfg.ENCODER
+    return record
 
 
 def model_record_of(model: nn.Module) -> dict:
@@ -38,13 +41,15 @@ def model_record_of(model: nn.Module) -> dict:
     record = {"name": name, "in_channels": model.in_channels, "num_classes": model.num_classes, "width": float(model.width)}
     if model.two_stream:
         record["stream_bands"] = model.stream_bands
+    if uses_encoder(name):
+        record["encoder"] = model.encoder_name
     return record
 
 
 def build_recorded_model(record: dict) -> nn.Module:
     """The untrained model a weights record describes."""
     return build_model(record["name"], record["in_channels"], record["num_classes"], record["width"],
-                       record.get("stream_bands"))
+                       record.get("stream_bands"), record.get("encoder"))
 
 
 def save_checkpoint(path: str | Path, cfg: Config, model: nn.Module, iteration: int, training_state: dict | None = None) -> Path:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from eoseg.errors import EosegError
+from eoseg.models.resnet import RESNETS
 from eoseg.palette import Palette
 
 DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent.parent / "config.py"
@@ -35,9 +36,14 @@ def _read_names(path: Path) -> dict[str, Any]:
     return {k: v for k, v in namespace.items() if k.isupper() and not k.startswith("_")}
 
 
+RENAMED = {"VGG16_BN_WEIGHTS": "ENCODER_WEIGHTS"}  # config names of earlier versions -> their names now
+
+
 def _unknown(name: str, known: Iterable[str], where: str) -> EosegError:
     close = difflib.get_close_matches(name, list(known), n=1)
     hint = f"; did you mean {close[0]}?" if close else ""
+    if name in RENAMED:
+        hint = f"; it is now called {RENAMED[name]}"
     return EosegError(f"{where}: unknown config name {name}{hint}")
 
 
@@ -215,6 +221,8 @@ class Config:
             raise EosegError(f"STREAM_BANDS must be a whole number of bands >= 0 (0 = the image's BANDS), got {v['STREAM_BANDS']!r}")
         if v["AUX_LOSS_WEIGHT"] < 0:
             raise EosegError(f"AUX_LOSS_WEIGHT must be >= 0, got {v['AUX_LOSS_WEIGHT']!r}")
+        if v["ENCODER"] not in RESNETS:
+            raise EosegError(f"ENCODER must be one of {', '.join(RESNETS)}, got {v['ENCODER']!r}")
         if v["TRAIN_SOURCE"] not in ("lmdb", "tiles"):
             raise EosegError(f"TRAIN_SOURCE must be 'lmdb' or 'tiles', got {v['TRAIN_SOURCE']!r}")
         self.palette  # validates colours and the ignore label

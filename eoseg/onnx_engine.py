@@ -61,8 +61,9 @@ def to_onnx(model: nn.Module, tile_size: int | None = None) -> onnx.ModelProto:
     model = copy.deepcopy(model).cpu().eval()
     batch = torch.export.Dim("batch", min=1, max=4096)
     if tile_size is None:
-        # batch 2 and a non-square size keep the exporter from specialising any dimension
-        example = torch.zeros(2, model.in_channels, 2 * SIZE_MULTIPLE, 3 * SIZE_MULTIPLE)
+        # batch 2 and a non-square size keep the exporter from specialising any dimension; a size this large
+        # also gives UNetFormer several 8x8 attention windows at 1/32 (a count of 1 would be specialised)
+        example = torch.zeros(2, model.in_channels, 9 * SIZE_MULTIPLE, 10 * SIZE_MULTIPLE)
         height = SIZE_MULTIPLE * torch.export.Dim("height_blocks", min=1, max=MAX_SIDE // SIZE_MULTIPLE)
         width = SIZE_MULTIPLE * torch.export.Dim("width_blocks", min=1, max=MAX_SIDE // SIZE_MULTIPLE)
         dynamic = {0: batch, 2: height, 3: width}

@@ -43,7 +43,7 @@ from eoseg.errors import EosegError
 from eoseg.io import atomic_path
 from eoseg.metrics import confusion_matrix, metrics_from_confusion
 from eoseg.models import first_stream_bands, model_from_config
-from eoseg.models.vgg import init_encoder_from_vgg16_bn, load_state_dict_file
+from eoseg.models.encoder_weights import init_encoder_weights
 from eoseg.normalization import Normalization
 from eoseg.plots import display_rgb, plot_training_log
 from eoseg.predict import Predictor
@@ -245,10 +245,10 @@ def load_resume_checkpoint(path: str | Path, cfg: Config) -> dict:
     payload = load_checkpoint(path)
     check_checkpoint(payload, cfg, f"checkpoint {path}")
     recorded, expected = payload["model"], model_record(cfg)
-    for key, name in (("name", "MODEL"), ("width", "MODEL_WIDTH")):
-        if recorded[key] != expected[key]:
-            raise EosegError(f"checkpoint {path} holds a model with {name}={recorded[key]!r}, but the config has "
-                             f"{expected[key]!r}; resume with the config it was trained with")
+    for key, name in (("name", "MODEL"), ("width", "MODEL_WIDTH"), ("encoder", "ENCODER")):
+        if recorded.get(key) != expected.get(key):
+            raise EosegError(f"checkpoint {path} holds a model with {name}={recorded.get(key)!r}, but the config has "
+                             f"{expected.get(key)!r}; resume with the config it was trained with")
     if recorded.get("stream_bands", first_stream_bands(cfg)) != first_stream_bands(cfg):
         raise EosegError(f"checkpoint {path} feeds {recorded['stream_bands']} bands to its first stream, but the config "
                          f"gives it {first_stream_bands(cfg)} (STREAM_BANDS); resume with the config it was trained with")
@@ -313,8 +313,10 @@ class Trainer:
             reuse_freed_memory()
         seed_everything(cfg.SEED)
         self.model = model_from_config(cfg)  # identical on every process: same seed
-        if cfg.VGG16_BN_WEIGHTS and payload is None:
-            init_encoder_from_vgg16_bn(self.model, load_state_dict_file(cfg.VGG16_BN_WEIGHTS), cfg.VGG16_BN_WEIGHTS)
+        if cfg.ENCODER_WEIGHTS and payload is None:
+            loaded = init_encoder_weights(self.model, cfg.ENCODER_WEIGHTS)
+            if processes.is_main:
+                print(loaded)
         self.memory_format = torch.channels_last if cfg.CHANNELS_LAST else torch.contiguous_format
         self.model.to(device, memory_format=self.memory_format)
         self.optimizer, self.scheduler = make_optimizer(cfg, self.model)

@@ -19,7 +19,8 @@ from eoseg.models import MODELS, build_model
 from eoseg.models.fuse import ConvReLU, fold_batchnorm
 from eoseg.models.multiscale import MultiScaleSegNet
 from eoseg.models.segnet import LayeredNet, SegNet
-from eoseg.models.vgg import adapt_first_layer, init_encoder_from_vgg16_bn, vgg16_bn_feature_indices
+from eoseg.models.pretrained import adapt_first_layer
+from eoseg.models.vgg import init_encoder_from_vgg16_bn, vgg16_bn_feature_indices
 from eoseg.train import make_loss, make_optimizer, supervised_loss
 from eoseg.weights import load_weights, save_safetensors, weights_record
 

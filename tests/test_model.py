@@ -9,8 +9,9 @@ import torch
 
 from eoseg.errors import EosegError
 from eoseg.models import MODELS, build_model, model_from_config
+from eoseg.models.pretrained import load_state_dict_file
 from eoseg.models.segnet import SegNet
-from eoseg.models.vgg import init_encoder_from_vgg16_bn, load_state_dict_file, vgg16_bn_feature_indices
+from eoseg.models.vgg import init_encoder_from_vgg16_bn, vgg16_bn_feature_indices
 
 TINY = 0.125
 
@@ -91,8 +92,8 @@ def test_model_from_config():
 
 
 def test_unknown_model_name_refused():
-    with pytest.raises(EosegError, match=r"unknown MODEL 'unet'.*segnet"):
-        build_model("unet", 3, 6, TINY)
+    with pytest.raises(EosegError, match=r"unknown MODEL 'resnet'.*segnet"):
+        build_model("resnet", 3, 6, TINY)
     assert "segnet" in MODELS
 
 

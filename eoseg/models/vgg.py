@@ -9,12 +9,10 @@ buffers of current PyTorch they fall out of step and most of the encoder stays r
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 
-from eoseg.checkpoint import safe_torch_load
 from eoseg.errors import EosegError
+from eoseg.models.pretrained import fit_first_layer
 from eoseg.models.segnet import LayeredNet
 
 CONV_PARAMS = ("weight", "bias")
@@ -32,36 +30,11 @@ def vgg16_bn_feature_indices() -> list[tuple[int, int]]:
     return pairs
 
 
-def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
-    path = Path(path)
-    if not path.is_file():
-        raise EosegError(f"VGG16-BN weights not found: {path}")
-    state = safe_torch_load(path, "VGG16-BN state dict")
-    if not isinstance(state, dict):
-        raise EosegError(f"{path}: expected a state dict, got {type(state).__name__}")
-    return state
-
-
-def adapt_first_layer(weight: torch.Tensor, bands: int) -> torch.Tensor:
-    """RGB first-layer filters (out, 3, k, k) made to read ``bands`` bands.
-
-    With 3 or more bands, band j gets the filter of RGB channel j mod 3, divided by the
-    number of bands that share that channel; with fewer, band j gets the sum of the RGB
-    filters of channels c with c mod ``bands`` = j. Either way the adapted layer's
-    response to the RGB bands repeated cyclically (R, G, B, R, ... or one grey band) is
-    the RGB layer's response: an N-band model starts where the RGB one is, not from noise.
-    """
-    rgb = weight.shape[1]
-    if bands >= rgb:
-        shares = torch.bincount(torch.arange(bands) % rgb, minlength=rgb).to(weight.dtype)
-        return torch.stack([weight[:, j % rgb] / shares[j % rgb] for j in range(bands)], dim=1)
-    return torch.stack([weight[:, j::bands].sum(dim=1) for j in range(bands)], dim=1)
-
-
 def init_encoder_from_vgg16_bn(model: LayeredNet, state: dict[str, torch.Tensor], source: str = "VGG16-BN weights") -> int:
     """Copy the 13 conv + BN layers into each of ``model``'s VGG16 encoders; return the number of tensors copied.
 
-    An encoder whose input is not 3 bands gets its first layer adapted (:func:`adapt_first_layer`).
+    An encoder whose input is not 3 bands gets its first layer adapted
+    (:func:`eoseg.models.pretrained.adapt_first_layer`).
     """
     copies: list[tuple[torch.Tensor, torch.Tensor]] = []
     for module, names in model.vgg_encoders():
@@ -73,8 +46,8 @@ def init_encoder_from_vgg16_bn(model: LayeredNet, state: dict[str, torch.Tensor]
                     if key not in state:
                         raise EosegError(f"{source}: missing {key} (for {module_name}.{tensor_name}); not a torchvision vgg16_bn state dict?")
                     target, value = getattr(layer, tensor_name), state[key]
-                    if position == 0 and tensor_name == "weight" and module_name == name and value.ndim == 4:
-                        value = adapt_first_layer(value, target.shape[1])
+                    if position == 0 and tensor_name == "weight" and module_name == name:
+                        value = fit_first_layer(value, target)
                     if value.shape != target.shape:
                         raise EosegError(
                             f"{source}: {key} has shape {tuple(state[key].shape)} but {module_name}.{tensor_name} "

@@ -1,0 +1,54 @@
+"""Reading pretrained state dicts and fitting their first layer to the model's bands (every encoder's loader uses these)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+
+from eoseg.checkpoint import safe_torch_load
+from eoseg.errors import EosegError
+
+
+def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
+    """Tensors of a local state dict: a torch file (loaded safely) or .safetensors."""
+    path = Path(path)
+    if not path.is_file():
+        raise EosegError(f"encoder weights not found: {path} (ENCODER_WEIGHTS)")
+    if path.suffix.lower() == ".safetensors":
+        try:
+            return load_file(path)
+        except (SafetensorError, OSError) as err:
+            raise EosegError(f"{path}: not a loadable .safetensors file ({err})") from None
+    state = safe_torch_load(path, "encoder state dict")
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]  # checkpoints of training frameworks (TorchGeo/Lightning) nest it
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise EosegError(f"{path}: expected a state dict of tensors, got {type(state).__name__}")
+    return state
+
+
+def adapt_first_layer(weight: torch.Tensor, bands: int) -> torch.Tensor:
+    """First-layer filters (out, C, k, k) made for C bands (RGB, 13 Sentinel-2 bands...) made to read ``bands`` bands.
+
+    With C or more bands, band j gets the filter of channel j mod C, divided by the
+    number of bands that share that channel; with fewer, band j gets the sum of the
+    filters of channels c with c mod ``bands`` = j. Either way the adapted layer's
+    response to the C source bands repeated cyclically (R, G, B, R, ... or one grey band)
+    is the source layer's response: an N-band model starts where the C-band one is, not
+    from noise.
+    """
+    source = weight.shape[1]
+    if bands >= source:
+        shares = torch.bincount(torch.arange(bands) % source, minlength=source).to(weight.dtype)
+        return torch.stack([weight[:, j % source] / shares[j % source] for j in range(bands)], dim=1)
+    return torch.stack([weight[:, j::bands].sum(dim=1) for j in range(bands)], dim=1)
+
+
+def fit_first_layer(value: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """A first convolution's weights adapted to ``target``'s band count when they differ (4-D weights only)."""
+    if value.ndim == 4 and target.ndim == 4 and value.shape[1] != target.shape[1]:
+        return adapt_first_layer(value, target.shape[1])
+    return value
