@@ -25,7 +25,8 @@ from __future__ import annotations
 
 from eoseg.cli import make_parser, parse, run
 from eoseg.config import SPLITS
-from eoseg.infer import distributed_rank, leave_process_group, run_inference
+from eoseg.device import distributed_rank, leave_process_group
+from eoseg.infer import run_inference
 from eoseg.metrics import format_table
 
 

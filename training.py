@@ -28,7 +28,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from eoseg.cli import make_parser, parse, run
-from eoseg.train import BEST_CHECKPOINT, Processes, latest_checkpoint, train
+from eoseg.device import Processes
+from eoseg.train import BEST_CHECKPOINT, latest_checkpoint, train
 
 LATEST = "latest"
 

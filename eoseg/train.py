@@ -17,13 +17,11 @@ plots and checkpoints.
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import os
 import random
 import time
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -39,15 +37,16 @@ from eoseg.allocator import reuse_freed_memory
 from eoseg.checkpoint import check_checkpoint, load_checkpoint, model_record, save_checkpoint
 from eoseg.config import Config
 from eoseg.data import StreamBatchSampler, median_frequency_weights, training_data
+from eoseg.device import Processes, process_group
 from eoseg.errors import EosegError
 from eoseg.io import atomic_path
-from eoseg.metrics import confusion_matrix, metrics_from_confusion
+from eoseg.labelling import make_predictor, score_tile
+from eoseg.metrics import metrics_from_confusion
 from eoseg.models import first_stream_bands, model_from_config
 from eoseg.models.vgg import init_encoder_from_vgg16_bn, load_state_dict_file
 from eoseg.normalization import Normalization
 from eoseg.plots import plot_training_log
-from eoseg.predict import Predictor
-from eoseg.tiles import read_eval_labels, read_image
+from eoseg.tiles import TileStack, TruthSource, eval_truth, tile_stack
 
 VALIDATION_METRICS = ("overall_accuracy", "mean_f1", "mean_iou")
 BEST_METRIC = "mean_f1"  # one of VALIDATION_METRICS; F1 weighs the small classes (cars) that OA hides
@@ -59,66 +58,6 @@ BEST_CHECKPOINT = "best.pt"
 
 def checkpoint_name(iteration: int) -> str:
     return f"iter_{iteration:07d}.pt"
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise EosegError(f"DEVICE={name} but no CUDA GPU is available; use DEVICE=cpu")
-    try:
-        return torch.device(name)
-    except RuntimeError:
-        raise EosegError(f"DEVICE {name!r} is not a device; use 'auto', 'cpu' or 'cuda'") from None
-
-
-# ---------------------------------------------------------------- processes
-@dataclass(frozen=True)
-class Processes:
-    """This process's place in a torchrun job; rank 0 of 1 when started without torchrun."""
-
-    rank: int = 0
-    local_rank: int = 0
-    world_size: int = 1
-
-    @classmethod
-    def from_environment(cls) -> "Processes":
-        """Read the variables torchrun sets for each process it starts."""
-        world_size = int(os.environ.get("WORLD_SIZE", "1"))
-        if world_size == 1:
-            return cls()
-        return cls(int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"]), world_size)
-
-    @property
-    def distributed(self) -> bool:
-        return self.world_size > 1
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-
-@contextlib.contextmanager
-def process_group(device_name: str):
-    """Join the torchrun job this process was started in, if any; yield (Processes, device).
-
-    Each process of a job takes the GPU of its LOCAL_RANK (nccl) or runs on CPU (gloo).
-    """
-    processes = Processes.from_environment()
-    device = resolve_device(device_name)
-    if not processes.distributed:
-        yield processes, device
-        return
-    if device.type == "cuda":
-        if device_name not in ("auto", "cuda"):
-            raise EosegError(f"DEVICE={device_name} under torchrun: use DEVICE=cuda, each process takes the GPU of its LOCAL_RANK")
-        device = torch.device("cuda", processes.local_rank)
-        torch.cuda.set_device(device)
-    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    try:
-        yield processes, device
-    finally:
-        dist.destroy_process_group()
 
 
 # ---------------------------------------------------------------- recipe
@@ -342,7 +281,7 @@ class Trainer:
         self.class_weights = resolve_class_weights(cfg, self.data, self.progress)
         self.criterion = make_loss(cfg, device, self.class_weights)
         self.normalization = Normalization.from_config(cfg)
-        self.validation_tiles = self._load_validation_tiles()
+        self.validation_tiles = self._validation_tiles()
         # collectives run on the GPU with nccl, on the CPU with gloo
         self.collective_device = device if device.type == "cuda" and processes.distributed else torch.device("cpu")
         self.log = None
@@ -355,29 +294,36 @@ class Trainer:
                     f"{name} {w:.3f}" for name, w in zip(cfg.CLASS_NAMES, self.class_weights)))
 
     # ------------------------------------------------------------ validation
-    def _load_validation_tiles(self) -> list[tuple[np.ndarray, np.ndarray]]:
-        """This process's share of the validation tiles with their ground truth, read once."""
+    def _validation_tiles(self) -> list[tuple[TileStack, TruthSource]]:
+        """This process's share of the validation tiles: each one's stacked input and ground truth.
+
+        Read afresh at each validation, block of rows by block, as inference.py reads them."""
         if not self.cfg.VAL_EVERY:
             return []
         tile_ids = [str(t) for t in self.cfg.VAL_IDS] or self.cfg.tile_ids("test")
         if not tile_ids:
             raise EosegError("VAL_EVERY is set but there is no tile to validate on (VAL_IDS and TEST_IDS are empty); set VAL_EVERY=0")
         tiles = []
-        for tile_id in tile_ids[self.processes.rank::self.processes.world_size]:
-            image, info = read_image(self.cfg, tile_id)
-            truth = read_eval_labels(self.cfg, tile_id, info)
+        for tile_id in tile_ids:  # all checked on every process: a bad tile stops the run before it starts
+            stack = tile_stack(self.cfg, tile_id)
+            truth = eval_truth(self.cfg, tile_id, stack.info)
             if truth is None:
                 raise EosegError(f"validation tile {tile_id} has no ground truth; choose VAL_IDS with labels or set VAL_EVERY=0")
-            tiles.append((image, truth[0]))
-        return tiles
+            tiles.append((stack, truth))
+        return tiles[self.processes.rank::self.processes.world_size]
 
     def validate(self) -> dict:
-        """Metrics of the sliding-window predictor on the validation tiles (all processes together)."""
+        """Metrics of the validation tiles labelled as inference.py labels them (all processes together).
+
+        The same labelling core (eoseg.labelling) with the same settings (BLEND, TTA,
+        INFER_AUTOCAST, INFER_OPTIMIZE, INFER_ENGINE, nodata handling): inference.py with these
+        weights reports the same confusion matrix, to the pixel.
+        """
         cfg = self.cfg
         confusion = np.zeros((cfg.num_classes, cfg.num_classes), dtype=np.int64)
-        predictor = Predictor(self.model, self.normalization, cfg.WINDOW, cfg.STRIDE, cfg.INFER_BATCH_SIZE, self.device)
-        for image, truth in self.validation_tiles:
-            confusion += confusion_matrix(truth, predictor.predict(image), cfg.num_classes, cfg.IGNORE_LABEL)
+        predictor = make_predictor(cfg, self.model, self.normalization, self.device)
+        for stack, truth in self.validation_tiles:
+            confusion += score_tile(cfg, predictor, stack, truth)
         self.model.train()  # the predictor switched it to evaluation
         if self.processes.distributed:
             total = torch.from_numpy(confusion).to(self.collective_device)
@@ -430,7 +376,8 @@ class Trainer:
         if self.best is None or value > self.best["value"]:
             self.best = {"iteration": self.iteration, "metric": BEST_METRIC, "value": value}
             if self.processes.is_main:
-                save_checkpoint(self.train_dir / "checkpoints" / BEST_CHECKPOINT, self.cfg, self.model, self.iteration)
+                save_checkpoint(self.train_dir / "checkpoints" / BEST_CHECKPOINT, self.cfg, self.model, self.iteration,
+                                validation=metrics)
         if self.progress:
             tqdm.write(f"iteration {self.iteration}: validation OA {100 * metrics['overall_accuracy']:.1f}%, "
                        f"mean F1 {100 * metrics['mean_f1']:.1f}%, mean IoU {100 * metrics['mean_iou']:.1f}%")

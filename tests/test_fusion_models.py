@@ -21,7 +21,8 @@ from eoseg.models.multiscale import MultiScaleSegNet
 from eoseg.models.segnet import LayeredNet, SegNet
 from eoseg.models.vgg import adapt_first_layer, init_encoder_from_vgg16_bn, vgg16_bn_feature_indices
 from eoseg.train import make_loss, make_optimizer, supervised_loss
-from eoseg.weights import load_weights, save_safetensors, weights_record
+from eoseg.weights import load_weights, save_safetensors
+from eoseg.weights_record import weights_record
 
 TINY = 0.125
 TWO_STREAM = [name for name, cls in MODELS.items() if cls.two_stream]
