@@ -1,13 +1,16 @@
-"""Training SegNet with the method's recipe, resumable to the iteration, on one or many processes.
+"""Training a network, resumable to the iteration, on one or many processes.
 
-The recipe: SGD with momentum and weight decay, the encoder at BASE_LR * ENCODER_LR_FACTOR,
-the learning rate divided by 10 at LR_STEPS, cross-entropy that skips IGNORE_LABEL,
-optionally weighted per class. Data come from eoseg.data, where sample order and
-augmentation are pure functions of the seed and the position in the training stream.
-Every VAL_EVERY iterations the inference predictor labels the validation tiles; the
-weights with the best mean F1 so far are kept as TRAIN_DIR/checkpoints/best.pt.
+The recipe (eoseg.recipe) is the method's by default: SGD with momentum and weight decay,
+the encoder at BASE_LR * ENCODER_LR_FACTOR, the learning rate divided by 10 at LR_STEPS,
+cross-entropy that skips IGNORE_LABEL, optionally weighted per class; OPTIMIZER,
+LR_SCHEDULE and LOSS choose others. Training runs for ITERATIONS steps, or for TRAIN_MINUTES
+of training steps with the schedule laid over that time. Data come from eoseg.data, where
+sample order and augmentation are pure functions of the seed and the position in the
+training stream. Every VAL_EVERY iterations the validation tiles are labelled and scored as
+inference.py labels them (eoseg.labelling); the weights with the best mean F1 so far are
+kept as TRAIN_DIR/checkpoints/best.pt, with the metrics they scored.
 
-A checkpoint holds everything a run depends on (weights, optimizer, scheduler, gradient
+A checkpoint holds everything a run depends on (weights, optimizer, minutes trained, gradient
 scaler, stream position, random states, the effective config and the data signature), so a
 run killed at any moment and resumed from its last checkpoint repeats the same losses
 (bit for bit on CPU with DETERMINISTIC). Under torchrun every process trains a
@@ -21,7 +24,6 @@ import csv
 import os
 import random
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -46,6 +48,7 @@ from eoseg.models import first_stream_bands, model_from_config
 from eoseg.models.vgg import init_encoder_from_vgg16_bn, load_state_dict_file
 from eoseg.normalization import Normalization
 from eoseg.plots import plot_training_log
+from eoseg.recipe import LearningRateSchedule, make_loss, make_optimizer
 from eoseg.tiles import TileStack, TruthSource, eval_truth, tile_stack
 
 VALIDATION_METRICS = ("overall_accuracy", "mean_f1", "mean_iou")
@@ -61,23 +64,6 @@ def checkpoint_name(iteration: int) -> str:
 
 
 # ---------------------------------------------------------------- recipe
-def make_optimizer(cfg: Config, model: nn.Module) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
-    """SGD with the encoder at BASE_LR * ENCODER_LR_FACTOR; LR divided by 10 at each of LR_STEPS."""
-    groups = [
-        {"params": list(model.encoder_parameters()), "lr": cfg.BASE_LR * cfg.ENCODER_LR_FACTOR},
-        {"params": list(model.decoder_parameters()), "lr": cfg.BASE_LR},
-    ]
-    optimizer = torch.optim.SGD(groups, lr=cfg.BASE_LR, momentum=cfg.MOMENTUM, weight_decay=cfg.WEIGHT_DECAY)
-    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(cfg.LR_STEPS), gamma=0.1)
-    return optimizer, scheduler
-
-
-def make_loss(cfg: Config, device: torch.device, class_weights: list[float] | None = None) -> nn.Module:
-    """Cross-entropy that skips IGNORE_LABEL, weighted per class when ``class_weights`` are given."""
-    weights = torch.tensor(class_weights, dtype=torch.float32, device=device) if class_weights else None
-    return nn.CrossEntropyLoss(weight=weights, ignore_index=cfg.IGNORE_LABEL)
-
-
 def supervised_loss(criterion: nn.Module, outputs: torch.Tensor | tuple[torch.Tensor, ...], labels: torch.Tensor,
                     auxiliary_weight: float) -> torch.Tensor:
     """The loss of a network's output; a tuple is (final scores, auxiliary scores...).
@@ -194,7 +180,14 @@ def load_resume_checkpoint(path: str | Path, cfg: Config) -> dict:
     if "sample_position" not in payload["training_state"]:
         raise EosegError(f"{path}: written by an earlier eoseg that did not record the position in the training data; "
                          "it cannot be resumed exactly; start a new run")
-    if payload["iteration"] >= cfg.ITERATIONS:
+    if cfg.TRAIN_MINUTES:
+        if "training_seconds" not in payload["training_state"]:
+            raise EosegError(f"{path}: written by an earlier eoseg that did not record the time trained; it cannot continue "
+                             "a TRAIN_MINUTES budget; resume without TRAIN_MINUTES or start a new run")
+        if payload["training_state"]["training_seconds"] >= 60 * cfg.TRAIN_MINUTES:
+            raise EosegError(f"{path} has trained {payload['training_state']['training_seconds'] / 60:.2f} minutes, not less than "
+                             f"TRAIN_MINUTES={cfg.TRAIN_MINUTES:g}; raise TRAIN_MINUTES to train further")
+    elif payload["iteration"] >= cfg.ITERATIONS:
         raise EosegError(f"{path} is at iteration {payload['iteration']}, not before ITERATIONS={cfg.ITERATIONS}; raise ITERATIONS to train further")
     return payload
 
@@ -250,23 +243,21 @@ class Trainer:
             init_encoder_from_vgg16_bn(self.model, load_state_dict_file(cfg.VGG16_BN_WEIGHTS), cfg.VGG16_BN_WEIGHTS)
         self.memory_format = torch.channels_last if cfg.CHANNELS_LAST else torch.contiguous_format
         self.model.to(device, memory_format=self.memory_format)
-        self.optimizer, self.scheduler = make_optimizer(cfg, self.model)
+        self.optimizer = make_optimizer(cfg, self.model)
+        self.schedule = LearningRateSchedule(cfg, self.optimizer)
         self.autocast_dtype = AUTOCAST_DTYPES[cfg.PRECISION]
         # float16 gradients underflow without loss scaling; bfloat16 has float32's range
         self.scaler = torch.amp.GradScaler(device.type, enabled=cfg.PRECISION == "float16")
-        if self.scaler.is_enabled():
-            # the scaler skips the optimizer step when float16 gradients overflow; the schedule still
-            # counts that iteration, as it should, and torch's warning about it would only alarm
-            warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)` before `optimizer\.step\(\)`")
         self.iteration, sample_position, self.best = 0, 0, None
+        self.training_seconds = 0.0  # time spent in training steps, over all runs of this training (TRAIN_MINUTES)
         if payload is not None:
             state = payload["training_state"]
             self.model.load_state_dict(payload["state_dict"])
             self.optimizer.load_state_dict(state["optimizer"])
-            self.scheduler.load_state_dict(state["scheduler"])
             self.scaler.load_state_dict(state["scaler"])
             restore_random_states(state["random_states"])
             self.iteration, sample_position, self.best = payload["iteration"], state["sample_position"], state["best"]
+            self.training_seconds = state.get("training_seconds", 0.0)  # absent: written before TRAIN_MINUTES; refused under it
         self.start_iteration = self.iteration
         self.network = self.model
         if processes.distributed:
@@ -332,6 +323,21 @@ class Trainer:
         return metrics_from_confusion(confusion, cfg.CLASS_NAMES)
 
     # ------------------------------------------------------------ steps
+    def training_progress(self) -> float:
+        """How far the training has come, 0 to 1: minutes trained / TRAIN_MINUTES, else iterations / ITERATIONS."""
+        if self.cfg.TRAIN_MINUTES:
+            return min(1.0, self.training_seconds / (60 * self.cfg.TRAIN_MINUTES))
+        return self.iteration / self.cfg.ITERATIONS
+
+    def _agreed_seconds(self, seconds: float) -> float:
+        """Under torchrun with TRAIN_MINUTES, rank 0's clock for every process: all must take the same
+        learning rate and stop at the same step."""
+        if not (self.processes.distributed and self.cfg.TRAIN_MINUTES):
+            return seconds
+        shared = torch.tensor([seconds], dtype=torch.float64, device=self.collective_device)
+        dist.broadcast(shared, 0)
+        return shared.item()
+
     def step(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         images = self.normalization.apply(images.to(self.device, non_blocking=True))
         images = images.contiguous(memory_format=self.memory_format)
@@ -342,7 +348,6 @@ class Trainer:
         self.scaler.scale(loss).backward()
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        self.scheduler.step()
         return loss.detach()
 
     def _mean_loss(self, loss_sum: torch.Tensor, steps: int) -> float:
@@ -358,7 +363,7 @@ class Trainer:
     def snapshot(self) -> Path:
         state = {
             "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
+            "training_seconds": self.training_seconds,
             "scaler": self.scaler.state_dict(),
             "sample_position": self.sampler.position_after(self.iteration - self.start_iteration),
             "world_size": self.processes.world_size,
@@ -383,7 +388,7 @@ class Trainer:
                        f"mean F1 {100 * metrics['mean_f1']:.1f}%, mean IoU {100 * metrics['mean_iou']:.1f}%")
 
     def run(self) -> Path:
-        """Train up to ITERATIONS; return the path of the final weights (MODEL_FILE)."""
+        """Train up to ITERATIONS (or for TRAIN_MINUTES); return the path of the final weights (MODEL_FILE)."""
         cfg, processes = self.cfg, self.processes
         loader = DataLoader(
             self.data, batch_sampler=self.sampler, num_workers=cfg.NUM_WORKERS, pin_memory=self.device.type == "cuda",
@@ -391,17 +396,22 @@ class Trainer:
         )
         patches_per_step = cfg.BATCH_SIZE * processes.world_size
         self.model.train()
-        bar = tqdm(total=cfg.ITERATIONS, initial=self.iteration, desc="train", unit="it", disable=not self.progress)
+        bar = tqdm(total=None if cfg.TRAIN_MINUTES else cfg.ITERATIONS, initial=self.iteration, desc="train", unit="it",
+                   disable=not self.progress)
         run_start = window_start = time.perf_counter()
+        trained_before, paused = self.training_seconds, 0.0  # paused: validating and saving, not training
+        self.schedule.apply(self.training_progress())
         loss_sum, window_steps = torch.zeros((), dtype=torch.float64, device=self.device), 0
         batches = iter(loader)
-        while self.iteration < cfg.ITERATIONS:
+        while self.training_progress() < 1:
             images, labels = next(batches)
             loss_sum += self.step(images, labels)
             self.iteration += 1
             window_steps += 1
+            self.training_seconds = self._agreed_seconds(trained_before + time.perf_counter() - run_start - paused)
+            self.schedule.apply(self.training_progress())  # the rate of the next step
             bar.update()
-            final = self.iteration == cfg.ITERATIONS
+            final = self.training_progress() >= 1
             row = {}
             if self.iteration % cfg.LOG_EVERY == 0 or final:
                 mean_loss = self._mean_loss(loss_sum, window_steps)
@@ -423,7 +433,9 @@ class Trainer:
                     self._mean_loss(loss_sum, window_steps)  # never checkpoint weights that diverged
                 if processes.is_main:
                     self.snapshot()
-            window_start += time.perf_counter() - pause_start  # validating and saving are not training throughput
+            pause = time.perf_counter() - pause_start
+            window_start += pause  # validating and saving are not training throughput
+            paused += pause
         bar.close()
         if processes.is_main:
             save_checkpoint(cfg.MODEL_FILE, cfg, self.model, self.iteration)
@@ -433,6 +445,7 @@ class Trainer:
 
 
 def train(cfg: Config, resume: str | Path | None = None, progress: bool = True) -> Path:
-    """Train ``cfg.MODEL`` for ``cfg.ITERATIONS`` steps (under torchrun: this process's part); return the final weights' path."""
+    """Train ``cfg.MODEL`` for ``cfg.ITERATIONS`` steps or ``cfg.TRAIN_MINUTES`` (under torchrun: this process's part);
+    return the final weights' path."""
     with process_group(cfg.DEVICE) as (processes, device):
         return Trainer(cfg, processes, device, resume, progress).run()

@@ -211,7 +211,7 @@ def test_checkpoint_holds_the_whole_training_state(lmdb_cfg):
     train(cfg, progress=False)
     payload = load_checkpoint(Path(cfg.TRAIN_DIR) / "checkpoints" / "iter_0000002.pt")  # weights_only=True
     state = payload["training_state"]
-    assert {"optimizer", "scheduler", "scaler", "sample_position", "random_states", "best", "class_weights"} <= set(state)
+    assert {"optimizer", "training_seconds", "scaler", "sample_position", "random_states", "best", "class_weights"} <= set(state)
     assert state["sample_position"] == 2 * cfg.BATCH_SIZE
     assert set(state["random_states"]) == {"python", "numpy", "torch", "cuda"}
     assert state["best"]["metric"] == "mean_f1" and state["best"]["iteration"] in (1, 2)
@@ -324,3 +324,64 @@ def test_torchrun_two_processes_train_identical_replicas(sample_root, lmdb_dir, 
     assert checkpoint["training_state"]["sample_position"] == 4 * 2 * 4
     assert checkpoint["training_state"]["world_size"] == 2
     assert (tmp_path / "model.pt").is_file() and (tmp_path / "train" / "checkpoints" / "best.pt").is_file()
+
+
+# ---------------------------------------------------------------- time budget (TRAIN_MINUTES)
+BUDGET_MINUTES = 0.05  # 3 s
+
+
+def test_training_for_a_time_budget_lays_the_schedule_over_it(lmdb_cfg):
+    cfg = lmdb_cfg.replace(TRAIN_MINUTES=BUDGET_MINUTES, ITERATIONS=2, LR_SCHEDULE="poly", LOG_EVERY=1, SNAPSHOT_EVERY=1,
+                           VAL_EVERY=0, BASE_LR=0.01)
+    train(cfg, progress=False)
+    checkpoints = sorted((Path(cfg.TRAIN_DIR) / "checkpoints").glob("iter_*.pt"))
+    states = [load_checkpoint(path) for path in checkpoints]
+    final = states[-1]
+    # ITERATIONS does not stop it: the budget does, once spent
+    assert final["training_state"]["training_seconds"] >= 60 * BUDGET_MINUTES
+    assert len(states) == final["iteration"] > cfg.ITERATIONS
+    assert all(s["training_state"]["training_seconds"] < 60 * BUDGET_MINUTES for s in states[:-1])
+    # after each step the optimizer holds the rate of the schedule at (seconds trained / budget)
+    for state in states:
+        progress = min(1.0, state["training_state"]["training_seconds"] / (60 * BUDGET_MINUTES))
+        expected = 0.01 * (1 - progress) ** 0.9
+        assert state["training_state"]["optimizer"]["param_groups"][1]["lr"] == pytest.approx(expected, abs=1e-12)
+    rates = [float(r["lr"]) for r in read_log(cfg.TRAIN_DIR)]
+    assert rates[-1] == 0 and all(a >= b for a, b in zip(rates, rates[1:]))
+
+
+def test_resuming_continues_the_same_budget(lmdb_cfg, tmp_path):
+    cfg = lmdb_cfg.replace(TRAIN_MINUTES=BUDGET_MINUTES, ITERATIONS=2, LR_SCHEDULE="cosine", LOG_EVERY=1, SNAPSHOT_EVERY=1,
+                           VAL_EVERY=0)
+    first = lmdb_cfg.replace(ITERATIONS=2, LOG_EVERY=1, SNAPSHOT_EVERY=1, VAL_EVERY=0)
+    train(first, progress=False)  # two steps, then its budget (set below) nearly spent
+    payload = load_checkpoint(Path(first.TRAIN_DIR) / "checkpoints" / "iter_0000002.pt")
+    payload["training_state"]["training_seconds"] = 60 * BUDGET_MINUTES - 0.001
+    nearly_spent = tmp_path / "nearly_spent.pt"
+    torch.save(payload, nearly_spent)
+    train(cfg, resume=nearly_spent, progress=False)
+    final = load_checkpoint(cfg.MODEL_FILE)
+    assert final["iteration"] == 3  # one step spent what was left of the budget
+    resumed = load_checkpoint(Path(cfg.TRAIN_DIR) / "checkpoints" / "iter_0000003.pt")["training_state"]
+    assert resumed["training_seconds"] >= 60 * BUDGET_MINUTES and resumed["optimizer"]["param_groups"][1]["lr"] == 0
+    with pytest.raises(EosegError, match=r"has trained [0-9.]+ minutes, not less than TRAIN_MINUTES=0.05; raise TRAIN_MINUTES"):
+        train(cfg, resume=Path(cfg.TRAIN_DIR) / "checkpoints" / "iter_0000003.pt", progress=False)
+    del payload["training_state"]["training_seconds"]
+    torch.save(payload, tmp_path / "old.pt")
+    with pytest.raises(EosegError, match="did not record the time trained"):
+        train(cfg, resume=tmp_path / "old.pt", progress=False)
+
+
+@pytest.mark.parametrize("loss,model", [("ce_dice", "segnet"), ("focal", "segnet_multiscale"), ("ohem", "segnet")])
+def test_own_data_recipes_train(tiny_cfg, loss, model):
+    cfg = tiny_cfg.replace(TRAIN_SOURCE="tiles", ITERATIONS=3, LOG_EVERY=1, VAL_EVERY=0, OPTIMIZER="adamw", BASE_LR=0.001,
+                           LR_SCHEDULE="cosine", WARMUP_FRACTION=0.34, LOSS=loss, MODEL=model, MEDIAN_FREQUENCY_WEIGHTS=True)
+    trainer = Trainer(cfg, Processes(), torch.device("cpu"), progress=False)
+    assert type(trainer.optimizer) is torch.optim.AdamW and trainer.criterion.weight is not None
+    weights = trainer.run()
+    rows = read_log(cfg.TRAIN_DIR)
+    assert all(np.isfinite(float(r["loss"])) for r in rows)
+    # warm-up over the first third, then cosine down to 0: the rates of steps 2, 3 and after the last
+    expected = [0.001 / 1.02, 0.001 * 0.5 * (1 + np.cos(np.pi * (2 / 3 - 0.34) / 0.66)), 0]
+    assert [float(r["lr"]) for r in rows] == pytest.approx(expected, rel=5e-3)  # logged to 3 digits
+    assert not torch.equal(load_checkpoint(weights)["state_dict"]["conv1_1.weight"], initial_weights(cfg)["conv1_1.weight"])
