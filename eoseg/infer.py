@@ -1,7 +1,8 @@
 """Labeling tiles and image files by streaming them through the predictor.
 
-Each raster is read, labelled, scored and written block of rows by block of rows, so a
-raster of any height runs in bounded memory. Outputs are published atomically when
+Each raster is read, labelled, scored (eoseg.labelling: the core that training's validation
+shares) and written block of rows by block of rows, so a raster of any height runs in
+bounded memory. Outputs are published atomically when
 complete; then a completion record (NAME_record.json) notes their sizes and hashes and
 what they were made with, so that a rerun skips the images it finds done with the same
 weights, config and inputs and redoes the rest. Under ``torchrun`` the images are shared

@@ -385,3 +385,23 @@ def test_own_data_recipes_train(tiny_cfg, loss, model):
     expected = [0.001 / 1.02, 0.001 * 0.5 * (1 + np.cos(np.pi * (2 / 3 - 0.34) / 0.66)), 0]
     assert [float(r["lr"]) for r in rows] == pytest.approx(expected, rel=5e-3)  # logged to 3 digits
     assert not torch.equal(load_checkpoint(weights)["state_dict"]["conv1_1.weight"], initial_weights(cfg)["conv1_1.weight"])
+
+
+def test_torchrun_processes_share_one_clock_for_the_budget(sample_root, lmdb_dir, tmp_path):
+    """Each process measures its own time; were they to follow their own clocks, their learning rates
+    and last steps would differ (and a process waiting for the others' gradients would hang)."""
+    worker = tmp_path / "worker.py"
+    worker.write_text(DISTRIBUTED_WORKER)
+    arguments = as_arguments(overrides_for(sample_root, lmdb_dir, tmp_path, TRAIN_MINUTES=BUDGET_MINUTES, LR_SCHEDULE="poly",
+                                           LOG_EVERY=1, SNAPSHOT_EVERY=1000, VAL_EVERY=0))
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(worker), str(tmp_path), *arguments],
+        cwd=ROOT, env=script_environment(), capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    first, second = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True)["parameters"] for r in (0, 1))
+    for name, value in first.items():
+        assert torch.equal(value, second[name]), f"{name} differs between the two processes"
+    final = load_checkpoint(tmp_path / "model.pt")
+    steps = [int(r["iteration"]) for r in read_log(tmp_path / "train")]
+    assert final["iteration"] == steps[-1] == len(steps) and float(read_log(tmp_path / "train")[-1]["lr"]) == 0
