@@ -49,7 +49,7 @@ def build_recorded_model(record: dict) -> nn.Module:
 
 def save_checkpoint(path: str | Path, cfg: Config, model: nn.Module, iteration: int, training_state: dict | None = None,
                     validation: dict | None = None) -> Path:
-    """Write weights (plus optimizer/scheduler state etc. when given) to ``path`` atomically.
+    """Write weights (plus the training state: optimizer, minutes trained etc., when given) to ``path`` atomically.
 
     ``validation``: the metrics (eoseg.metrics, with the confusion matrix) these weights scored
     on the validation tiles, recorded with them."""

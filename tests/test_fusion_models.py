@@ -20,7 +20,8 @@ from eoseg.models.fuse import ConvReLU, fold_batchnorm
 from eoseg.models.multiscale import MultiScaleSegNet
 from eoseg.models.segnet import LayeredNet, SegNet
 from eoseg.models.vgg import adapt_first_layer, init_encoder_from_vgg16_bn, vgg16_bn_feature_indices
-from eoseg.train import make_loss, make_optimizer, supervised_loss
+from eoseg.recipe import make_loss, make_optimizer
+from eoseg.train import supervised_loss
 from eoseg.weights import load_weights, save_safetensors
 from eoseg.weights_record import weights_record
 
@@ -319,7 +320,7 @@ def test_a_few_steps_lower_every_fusion_models_loss(tiny_cfg):
     labels = (x[:, 3] > 0.5).long()  # only the auxiliary band tells the classes apart
     for name in [*TWO_STREAM, "segnet_multiscale"]:
         model = tiny(name, 4, 3 if MODELS[name].two_stream else None).train()
-        optimizer, _ = make_optimizer(tiny_cfg.replace(BASE_LR=0.05), model)
+        optimizer = make_optimizer(tiny_cfg.replace(BASE_LR=0.05), model)
         losses = []
         for _ in range(12):
             loss = supervised_loss(criterion, model(x), labels, 1.0)
