@@ -105,6 +105,19 @@ def check_training_config(cfg: Config) -> None:
         raise EosegError("VAL_EVERY, NUM_WORKERS and SEED must not be negative")
 
 
+def training_progress(cfg: Config, iteration: int, training_seconds: float) -> float:
+    """How far a training has come, 0 to 1: seconds trained / TRAIN_MINUTES, else iterations / ITERATIONS."""
+    if cfg.TRAIN_MINUTES:
+        return min(1.0, training_seconds / (60 * cfg.TRAIN_MINUTES))
+    return iteration / cfg.ITERATIONS
+
+
+def training_finished(cfg: Config, checkpoint: str | Path) -> bool:
+    """Whether the training that wrote ``checkpoint`` (in TRAIN_DIR/checkpoints) is over, by ``cfg``."""
+    payload = load_checkpoint(checkpoint)
+    return training_progress(cfg, payload["iteration"], payload["training_state"].get("training_seconds", 0.0)) >= 1
+
+
 # ---------------------------------------------------------------- random state
 def seed_everything(seed: int) -> None:
     random.seed(seed)
@@ -324,10 +337,8 @@ class Trainer:
 
     # ------------------------------------------------------------ steps
     def training_progress(self) -> float:
-        """How far the training has come, 0 to 1: minutes trained / TRAIN_MINUTES, else iterations / ITERATIONS."""
-        if self.cfg.TRAIN_MINUTES:
-            return min(1.0, self.training_seconds / (60 * self.cfg.TRAIN_MINUTES))
-        return self.iteration / self.cfg.ITERATIONS
+        """How far the training has come, 0 to 1 (see :func:`training_progress`)."""
+        return training_progress(self.cfg, self.iteration, self.training_seconds)
 
     def _agreed_seconds(self, seconds: float) -> float:
         """Under torchrun with TRAIN_MINUTES, rank 0's clock for every process: all must take the same
@@ -387,8 +398,9 @@ class Trainer:
             tqdm.write(f"iteration {self.iteration}: validation OA {100 * metrics['overall_accuracy']:.1f}%, "
                        f"mean F1 {100 * metrics['mean_f1']:.1f}%, mean IoU {100 * metrics['mean_iou']:.1f}%")
 
-    def run(self) -> Path:
-        """Train up to ITERATIONS (or for TRAIN_MINUTES); return the path of the final weights (MODEL_FILE)."""
+    def run(self, stop_after: int | None = None) -> Path:
+        """Train up to ITERATIONS (or for TRAIN_MINUTES), or up to iteration ``stop_after`` if that comes first
+        (a pause: the schedule stays laid over the whole training); return the path of the weights (MODEL_FILE)."""
         cfg, processes = self.cfg, self.processes
         loader = DataLoader(
             self.data, batch_sampler=self.sampler, num_workers=cfg.NUM_WORKERS, pin_memory=self.device.type == "cuda",
@@ -403,7 +415,7 @@ class Trainer:
         self.schedule.apply(self.training_progress())
         loss_sum, window_steps = torch.zeros((), dtype=torch.float64, device=self.device), 0
         batches = iter(loader)
-        while self.training_progress() < 1:
+        while self.training_progress() < 1 and (stop_after is None or self.iteration < stop_after):
             images, labels = next(batches)
             loss_sum += self.step(images, labels)
             self.iteration += 1
@@ -411,7 +423,7 @@ class Trainer:
             self.training_seconds = self._agreed_seconds(trained_before + time.perf_counter() - run_start - paused)
             self.schedule.apply(self.training_progress())  # the rate of the next step
             bar.update()
-            final = self.training_progress() >= 1
+            final = self.training_progress() >= 1 or self.iteration == stop_after
             row = {}
             if self.iteration % cfg.LOG_EVERY == 0 or final:
                 mean_loss = self._mean_loss(loss_sum, window_steps)
@@ -444,8 +456,8 @@ class Trainer:
         return Path(cfg.MODEL_FILE)
 
 
-def train(cfg: Config, resume: str | Path | None = None, progress: bool = True) -> Path:
-    """Train ``cfg.MODEL`` for ``cfg.ITERATIONS`` steps or ``cfg.TRAIN_MINUTES`` (under torchrun: this process's part);
-    return the final weights' path."""
+def train(cfg: Config, resume: str | Path | None = None, progress: bool = True, stop_after: int | None = None) -> Path:
+    """Train ``cfg.MODEL`` for ``cfg.ITERATIONS`` steps or ``cfg.TRAIN_MINUTES`` (under torchrun: this process's part),
+    pausing at iteration ``stop_after`` if given (resume from its checkpoint to go on); return the weights' path."""
     with process_group(cfg.DEVICE) as (processes, device):
-        return Trainer(cfg, processes, device, resume, progress).run()
+        return Trainer(cfg, processes, device, resume, progress).run(stop_after)

@@ -24,7 +24,7 @@ from eoseg.lmdb_store import create_lmdb
 from eoseg.models import model_from_config
 from eoseg.normalization import Normalization
 from eoseg.device import Processes
-from eoseg.train import Trainer, random_states, restore_random_states, seed_everything, train
+from eoseg.train import Trainer, random_states, restore_random_states, seed_everything, train, training_finished
 
 from .conftest import ROOT, as_arguments, run_script, tiny_overrides
 
@@ -405,3 +405,20 @@ def test_torchrun_processes_share_one_clock_for_the_budget(sample_root, lmdb_dir
     final = load_checkpoint(tmp_path / "model.pt")
     steps = [int(r["iteration"]) for r in read_log(tmp_path / "train")]
     assert final["iteration"] == steps[-1] == len(steps) and float(read_log(tmp_path / "train")[-1]["lr"]) == 0
+
+
+def test_a_paused_run_keeps_its_schedule_over_the_whole_training(lmdb_cfg, tmp_path):
+    """train(stop_after=...) pauses (notebook 4 trains chunk by chunk): resumed, it repeats the uninterrupted run."""
+    cfg = lmdb_cfg.replace(ITERATIONS=6, LOG_EVERY=1, SNAPSHOT_EVERY=3, VAL_EVERY=0, LR_SCHEDULE="poly")
+    whole = cfg.replace(TRAIN_DIR=str(tmp_path / "whole"), MODEL_FILE=str(tmp_path / "whole.pt"))
+    train(whole, progress=False)
+    train(cfg, progress=False, stop_after=3)
+    paused = Path(cfg.TRAIN_DIR) / "checkpoints" / "iter_0000003.pt"
+    assert [int(r["iteration"]) for r in read_log(cfg.TRAIN_DIR)] == [1, 2, 3] and not training_finished(cfg, paused)
+    train(cfg, resume=paused, progress=False)
+    assert training_finished(cfg, Path(cfg.TRAIN_DIR) / "checkpoints" / "iter_0000006.pt")
+
+    def curve(folder):
+        return [(r["iteration"], r["loss"], r["lr"]) for r in read_log(folder)]
+
+    assert curve(cfg.TRAIN_DIR) == curve(whole.TRAIN_DIR) and float(read_log(cfg.TRAIN_DIR)[-1]["lr"]) == 0
