@@ -75,6 +75,16 @@ LR_STEPS = [400, 520]  # iterations at which the learning rate is divided by 10
 AUX_LOSS_WEIGHT = 1.0  # weight of each auxiliary output's loss (multi-scale predictions, late fusion's streams) beside the final output's
 CLASS_WEIGHTS = []  # per-class loss weights ([] = all equal)
 MEDIAN_FREQUENCY_WEIGHTS = False  # weight the loss by median frequency balancing of the training labels (SegNet's weighting), instead of CLASS_WEIGHTS
+TRAIN_MINUTES = 0.0  # train for this many minutes instead of ITERATIONS steps (0 = off): time of training steps, validation and checkpoints not counted; the LR schedule is laid over the budget; --resume continues the same budget
+OPTIMIZER = "sgd"  # "sgd" (the method: SGD with MOMENTUM) or "adamw" (AdamW); both with WEIGHT_DECAY and the encoder at BASE_LR * ENCODER_LR_FACTOR
+LR_SCHEDULE = "step"  # "step": LR divided by 10 at LR_STEPS (the method; under TRAIN_MINUTES at the same fractions LR_STEPS / ITERATIONS of the budget); "poly" or "cosine": decay to BASE_LR * FINAL_LR_FACTOR over ITERATIONS or TRAIN_MINUTES
+WARMUP_FRACTION = 0.0  # the learning rate ramps up linearly from 0 over this fraction of ITERATIONS or TRAIN_MINUTES, then follows LR_SCHEDULE over the rest (0 = no warm-up)
+POLY_POWER = 0.9  # LR_SCHEDULE="poly": LR = BASE_LR * (1 - progress) ** POLY_POWER (above the final LR)
+FINAL_LR_FACTOR = 0.0  # LR_SCHEDULE "poly" and "cosine": the learning rate at the end, as a fraction of BASE_LR
+LOSS = "ce"  # "ce": cross-entropy (weighted by CLASS_WEIGHTS / MEDIAN_FREQUENCY_WEIGHTS); "ce_dice": that + DICE_WEIGHT x soft Dice; "focal": focal loss (FOCAL_GAMMA, class weights as alpha); "ohem": weighted cross-entropy of the hardest OHEM_FRACTION of pixels. IGNORE_LABEL pixels count in none
+DICE_WEIGHT = 1.0  # LOSS="ce_dice": weight of the soft Dice loss (mean over the classes present in the batch) beside cross-entropy
+FOCAL_GAMMA = 2.0  # LOSS="focal": focusing exponent (0 = cross-entropy)
+OHEM_FRACTION = 0.25  # LOSS="ohem": fraction of the labelled pixels of a batch, the hardest, that the loss keeps
 RANDOM_FLIPS = True  # random flips / 90-degree rotations of each training patch
 SNAPSHOT_EVERY = 300  # write a checkpoint every N iterations (and at the end)
 LOG_EVERY = 10  # append the loss to the CSV log every N iterations

@@ -27,8 +27,9 @@ from __future__ import annotations
 
 from eoseg.cli import make_parser, parse, run
 from eoseg.config import SPLITS
+from eoseg.device import distributed_rank, leave_process_group
 from eoseg.errors import EosegError
-from eoseg.infer import distributed_rank, leave_process_group, merge_shard_reports, parse_shard, run_inference
+from eoseg.infer import merge_shard_reports, parse_shard, run_inference
 from eoseg.metrics import format_table
 
 

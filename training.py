@@ -4,6 +4,7 @@
     python training.py TRAIN_SOURCE=tiles                # random crops straight from the tiles
     python training.py --resume                          # carry on from the latest checkpoint of TRAIN_DIR
     python training.py --resume runs/sample/train/checkpoints/iter_0000300.pt ITERATIONS=3000
+    python training.py TRAIN_MINUTES=30 LR_SCHEDULE=cosine   # 30 minutes of training, the schedule laid over them
 
 One GPU, the published recipe (give ENCODER_WEIGHTS to start from ImageNet; add
 PRECISION=bfloat16 CHANNELS_LAST=True for mixed precision on GPUs that have bfloat16):
@@ -28,7 +29,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from eoseg.cli import make_parser, parse, run
-from eoseg.train import BEST_CHECKPOINT, Processes, latest_checkpoint, train
+from eoseg.device import Processes
+from eoseg.train import BEST_CHECKPOINT, latest_checkpoint, train
 
 LATEST = "latest"
 

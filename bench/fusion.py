@@ -45,7 +45,8 @@ from eoseg.metrics import format_table  # noqa: E402
 from eoseg.models import model_from_config  # noqa: E402
 from eoseg.normalization import Normalization  # noqa: E402
 from eoseg.sample import write_sample_dataset  # noqa: E402
-from eoseg.train import make_loss, make_optimizer, supervised_loss, train  # noqa: E402
+from eoseg.recipe import make_loss, make_optimizer  # noqa: E402
+from eoseg.train import supervised_loss, train  # noqa: E402
 
 FUSION = load_config(overrides=["DATASET=sample_fusion"])  # the preset: IRRG + the sample's nDSM, FuseNet
 VARIANTS = {
@@ -71,7 +72,7 @@ def seconds_per_step(cfg, steps: int = 6) -> float:
     """Time of one training step of ``cfg``'s model on a random batch (after two warm-up steps)."""
     torch.manual_seed(0)
     model = model_from_config(cfg).train()
-    optimizer, _ = make_optimizer(cfg, model)
+    optimizer = make_optimizer(cfg, model)
     criterion = make_loss(cfg, torch.device("cpu"))
     normalization = Normalization.from_config(cfg)
     images = torch.randint(0, 256, (cfg.BATCH_SIZE, cfg.num_bands, cfg.PATCH_SIZE, cfg.PATCH_SIZE), dtype=torch.uint8)

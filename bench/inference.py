@@ -80,12 +80,12 @@ def naive_labels(model, tif: Path, num_classes: int) -> tuple[np.ndarray, int]:
 
 
 def eoseg_labels(model, tif: Path, cfg, compile: bool = False, onnx: bool = False) -> tuple[np.ndarray, int, float]:
-    import rasterio
-    from rasterio.windows import Window
-
     from eoseg.geometry import count_windows
+    from eoseg.io import raster_info
+    from eoseg.labelling import label_rows
     from eoseg.normalization import Normalization
     from eoseg.predict import Predictor
+    from eoseg.tiles import image_stack
 
     warm_up = 0.0
     if onnx:  # exporting is paid once per weights file (export_onnx.py): time it apart
@@ -100,12 +100,12 @@ def eoseg_labels(model, tif: Path, cfg, compile: bool = False, onnx: bool = Fals
         start = time.perf_counter()
         predictor.predict(np.zeros((3, WINDOW, WINDOW * BATCH), dtype=np.uint8))  # one full batch
         warm_up += time.perf_counter() - start
-    with rasterio.open(tif) as src:
-        labels = np.empty((src.height, src.width), dtype=np.uint8)
-        read = lambda a, b: src.read(window=Window(0, a, src.width, b - a))  # noqa: E731
-        for block in predictor.stream(read, src.height, src.width, cfg.INFER_BLOCK_ROWS):
-            labels[block.row:block.row + block.scores.shape[1]] = block.scores.argmax(0).numpy()
-        return labels, count_windows(src.height, src.width, WINDOW, STRIDE), warm_up
+    stack = image_stack(cfg, raster_info(tif, "image"))
+    info = stack.info
+    labels = np.empty((info.height, info.width), dtype=np.uint8)
+    for rows in label_rows(cfg, predictor, stack):  # the labelling core of inference.py and validation
+        labels[rows.row:rows.row + rows.labels.shape[0]] = rows.labels
+    return labels, count_windows(info.height, info.width, WINDOW, STRIDE), warm_up
 
 
 # ---------------------------------------------------------------- child processes
@@ -225,7 +225,8 @@ def memory(args) -> None:
 def label(args) -> None:
     """Label one raster with eoseg's inference path (outputs written) and report its time."""
     from eoseg.checkpoint import save_checkpoint
-    from eoseg.infer import Job, label_raster, make_predictor
+    from eoseg.infer import Job, label_raster
+    from eoseg.labelling import make_predictor
     from eoseg.io import raster_info
     from eoseg.models import model_from_config
     from eoseg.normalization import Normalization

@@ -44,7 +44,8 @@ from eoseg.lmdb_store import write_lmdb  # noqa: E402
 from eoseg.metadata import data_signature  # noqa: E402
 from eoseg.models import build_model  # noqa: E402
 from eoseg.sample import generate_scene  # noqa: E402
-from eoseg.train import Processes, Trainer  # noqa: E402
+from eoseg.device import Processes  # noqa: E402
+from eoseg.train import Trainer  # noqa: E402
 
 PATCH = 256
 SCENE = 1024

@@ -52,8 +52,12 @@ def build_recorded_model(record: dict) -> nn.Module:
                        record.get("stream_bands"), record.get("encoder"))
 
 
-def save_checkpoint(path: str | Path, cfg: Config, model: nn.Module, iteration: int, training_state: dict | None = None) -> Path:
-    """Write weights (plus optimizer/scheduler state etc. when given) to ``path`` atomically."""
+def save_checkpoint(path: str | Path, cfg: Config, model: nn.Module, iteration: int, training_state: dict | None = None,
+                    validation: dict | None = None) -> Path:
+    """Write weights (plus the training state: optimizer, minutes trained etc., when given) to ``path`` atomically.
+
+    ``validation``: the metrics (eoseg.metrics, with the confusion matrix) these weights scored
+    on the validation tiles, recorded with them."""
     payload = {
         "format": FORMAT,
         "model": model_record_of(model),
@@ -64,6 +68,8 @@ def save_checkpoint(path: str | Path, cfg: Config, model: nn.Module, iteration: 
     }
     if training_state is not None:
         payload["training_state"] = training_state
+    if validation is not None:
+        payload["validation"] = validation
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
     return Path(path)

@@ -20,6 +20,9 @@ from eoseg.palette import Palette
 
 DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent.parent / "config.py"
 SPLITS = {"train": "TRAIN_IDS", "test": "TEST_IDS", "official_test": "OFFICIAL_TEST_IDS"}
+OPTIMIZERS = ("sgd", "adamw")
+LR_SCHEDULES = ("step", "poly", "cosine")
+LOSSES = ("ce", "ce_dice", "focal", "ohem")
 
 
 def _read_names(path: Path) -> dict[str, Any]:
@@ -229,6 +232,27 @@ class Config:
         _extra_sources(v)
         if not isinstance(v["COMPOSITE_NDSM_MAX"], (int, float)) or v["COMPOSITE_NDSM_MAX"] <= 0:
             raise EosegError(f"COMPOSITE_NDSM_MAX must be a positive number of metres, got {v['COMPOSITE_NDSM_MAX']!r}")
+        _check_recipe(v)
+
+
+def _check_recipe(v: dict[str, Any]) -> None:
+    """The training recipe's choices and numbers (see config.py: TRAIN_MINUTES to OHEM_FRACTION)."""
+    for name, choices in (("OPTIMIZER", OPTIMIZERS), ("LR_SCHEDULE", LR_SCHEDULES), ("LOSS", LOSSES)):
+        if v[name] not in choices:
+            raise EosegError(f"{name} must be one of {', '.join(map(repr, choices))}, got {v[name]!r}")
+    ranges = {  # name: (lowest, highest, whether the lowest is allowed)
+        "TRAIN_MINUTES": (0.0, float("inf"), True), "WARMUP_FRACTION": (0.0, 1.0, True),
+        "POLY_POWER": (0.0, float("inf"), False), "FINAL_LR_FACTOR": (0.0, 1.0, True),
+        "DICE_WEIGHT": (0.0, float("inf"), True), "FOCAL_GAMMA": (0.0, float("inf"), True),
+        "OHEM_FRACTION": (0.0, 1.0, False),
+    }
+    for name, (low, high, low_allowed) in ranges.items():
+        value = v[name]
+        if not (low <= value if low_allowed else low < value) or value > high or value != value:
+            bound = f"{'>=' if low_allowed else '>'} {low:g}" + (f" and <= {high:g}" if high != float("inf") else "")
+            raise EosegError(f"{name} must be {bound}, got {value!r}")
+    if v["WARMUP_FRACTION"] >= 1:
+        raise EosegError(f"WARMUP_FRACTION must be below 1 (a fraction of the training left to the schedule), got {v['WARMUP_FRACTION']!r}")
 
 
 RASTER_SOURCE_KEYS = ("pattern", "bands", "band_names", "mean", "std")

@@ -1,7 +1,8 @@
 """Labeling tiles and image files by streaming them through the predictor.
 
-Each raster is read, labelled, scored and written block of rows by block of rows, so a
-raster of any height runs in bounded memory. Outputs are published atomically when
+Each raster is read, labelled, scored (eoseg.labelling: the core that training's validation
+shares) and written block of rows by block of rows, so a raster of any height runs in
+bounded memory. Outputs are published atomically when
 complete; then a completion record (NAME_record.json) notes their sizes and hashes and
 what they were made with, so that a rerun skips the images it finds done with the same
 weights, config and inputs and redoes the rest. Under ``torchrun`` the images are shared
@@ -10,10 +11,10 @@ out across ranks; rank 0 gathers the metrics.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import hashlib
 import json
-import os
 import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -24,26 +25,23 @@ import rasterio
 import torch
 import torch.distributed as dist
 from rasterio.enums import Resampling
-from rasterio.windows import Window
 from tqdm import tqdm
 
 from eoseg import plots
 from eoseg.config import Config
+from eoseg.device import Processes, distributed_rank, process_device
 from eoseg.errors import EosegError
 from eoseg.io import (RasterInfo, RasterWriter, atomic_write_text, exclusive, file_sha256, open_raster, output_suffix,
                       raster_info)
-from eoseg.metrics import confusion_matrix, format_table, metrics_from_confusion
-from eoseg.normalization import Normalization
-from eoseg.predict import Predictor, best_class
+from eoseg.metrics import format_table, metrics_from_confusion
+from eoseg.gis import polygonize_labels, to_cog
+from eoseg.labelling import GDAL_CACHE_MB, label_rows, make_predictor
+from eoseg.predict import Predictor
 from eoseg.tiles import TileStack, TruthSource, eval_truth, image_stack, tile_stack
 from eoseg.weights import load_weights
-from eoseg.train import resolve_device
 
 RASTER_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".jp2", ".img", ".vrt")
 PREVIEW_SIDE = 1024  # longest side of the preview panels, in pixels
-# GDAL's block cache defaults to 5% of RAM and fills up with every block of a large
-# raster read or written; one row of tiles per output is all streaming needs
-GDAL_CACHE_MB = 256
 RECORD_FORMAT = "eoseg-inference-record-1"
 RECORD_SUFFIX = "_record.json"  # NAME_record.json, written after all of NAME's outputs
 SHARD_REPORT = "metrics.shard-{k}-of-{n}.json"  # a --shard K/N run's report, in place of metrics.json
@@ -98,22 +96,6 @@ def expand_image_arguments(arguments: list[str | Path]) -> list[Path]:
     return files
 
 
-def make_predictor(cfg: Config, model, normalization: Normalization, device: torch.device) -> Predictor:
-    """The predictor the config describes, around ``model`` (on INFER_ENGINE)."""
-    if cfg.INFER_ENGINE not in ("torch", "onnxruntime"):
-        raise EosegError(f"INFER_ENGINE must be 'torch' or 'onnxruntime', got {cfg.INFER_ENGINE!r}")
-    if cfg.INFER_ENGINE == "onnxruntime" or not isinstance(model, torch.nn.Module):
-        from eoseg.onnx_engine import SIZE_MULTIPLE, OnnxModel  # onnxruntime loads only when it is used
-
-        if cfg.WINDOW % SIZE_MULTIPLE:
-            raise EosegError(f"ONNX models take inputs of multiples of {SIZE_MULTIPLE} px; set WINDOW to one (it is {cfg.WINDOW})")
-        if not isinstance(model, OnnxModel):
-            model = OnnxModel.from_module(model)
-    return Predictor(model, normalization, cfg.WINDOW, cfg.STRIDE, cfg.INFER_BATCH_SIZE, device, blend=cfg.BLEND,
-                     tta=cfg.TTA, autocast=cfg.INFER_AUTOCAST, optimize=cfg.INFER_OPTIMIZE, compile=cfg.INFER_COMPILE,
-                     reuse_memory=cfg.REUSE_FREED_MEMORY)
-
-
 def label_raster(cfg: Config, predictor: Predictor, job: Job, out_dir: Path, rank: int = 0) -> LabeledImage:
     """Stream one raster through ``predictor``; write its outputs; score it if it has ground truth."""
     info, palette = job.info, cfg.palette
@@ -131,40 +113,22 @@ def label_raster(cfg: Config, predictor: Predictor, job: Job, out_dir: Path, ran
             writers["probabilities"] = RasterWriter(out_dir / f"{job.name}_probabilities.tif", info, cfg.num_classes,
                                                     "uint8", band_names=cfg.CLASS_NAMES)
         stack = job.stack if job.stack is not None else image_stack(cfg, info)
-        with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), stack, ThreadPoolExecutor(max_workers=1) as writer_thread:
-            def rows_window(first: int, end: int) -> Window:
-                return Window(0, first, info.width, end - first)
-
-            # nodata of each read, by its first row: every block the predictor hands out starts at a read's first row
-            valid_from: dict[int, np.ndarray] = {}
-
-            def read_rows(first: int, end: int) -> np.ndarray:
-                # in the predictor's read-ahead thread: the only one to touch the open rasters
-                pixels = stack.read(rows_window(first, end))
-                valid_from[first] = stack.valid_mask(pixels, rows_window(first, end))
-                return predictor.normalization.fill_invalid(pixels, valid_from[first])
-
+        with (rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), ThreadPoolExecutor(max_workers=1) as writer_thread,
+              contextlib.closing(label_rows(cfg, predictor, stack, job.truth)) as blocks):
             pending = None
-            for block in predictor.stream(read_rows, info.height, info.width, cfg.INFER_BLOCK_ROWS):
-                rows = block.scores.shape[1]
-                end = block.row + rows
-                labels = best_class(block.scores)
-                valid = valid_from.pop(block.row)[:rows]
-                labels[~valid] = ignore
-                outputs = {"labels": labels}
+            for rows in blocks:
+                outputs = {"labels": rows.labels}
                 if cfg.WRITE_COLOR:
-                    outputs["color"] = np.moveaxis(palette.to_color(labels), -1, 0)
+                    outputs["color"] = np.moveaxis(palette.to_color(rows.labels), -1, 0)
                 if cfg.WRITE_PROBABILITIES:
-                    probabilities = (torch.softmax(block.scores, 0) * 255).round().to(torch.uint8).cpu().numpy()
-                    probabilities[:, ~valid] = 0
+                    probabilities = (torch.softmax(rows.scores, 0) * 255).round().to(torch.uint8).cpu().numpy()
+                    probabilities[:, ~rows.valid] = 0
                     outputs["probabilities"] = probabilities
-                if job.truth is not None:
-                    truth = job.truth.read_rows(palette, block.row, end)
-                    truth[~valid] = ignore  # nodata pixels carry no prediction to score
-                    confusion += confusion_matrix(truth, np.where(valid, labels, 0), cfg.num_classes, ignore)
+                if rows.confusion is not None:
+                    confusion += rows.confusion
                 if pending is not None:
                     pending.result()  # at most one block waits for the disk
-                pending = writer_thread.submit(_write_block, writers, outputs, block.row)
+                pending = writer_thread.submit(_write_block, writers, outputs, rows.row)
             if pending is not None:
                 pending.result()
         outputs = {key: writer.close() for key, writer in writers.items()}
@@ -238,21 +202,6 @@ def _preview(cfg: Config, job: Job, result: LabeledImage, out_dir: Path) -> Path
         legend.append(("not scored (ground truth)", tuple(palette.ignore_color or (0, 0, 0))))
     return plots.plot_prediction(image, prediction_rgb, out_dir / f"{job.name}_preview.png",
                                  truth_rgb, errors, title, legend)
-
-
-def distributed_rank() -> tuple[int, int]:
-    """(rank, world size); joins the torchrun process group when there is one."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    return (dist.get_rank(), world) if world > 1 else (0, 1)
-
-
-def leave_process_group() -> None:
-    """Leave the torchrun process group, if joined: left open, gloo's threads abort the process
-    at exit now and then (SIGABRT)."""
-    if dist.is_initialized():
-        dist.destroy_process_group()
 
 
 def _file_state(path: Path) -> dict:
@@ -358,9 +307,7 @@ def run_inference(cfg: Config, weights: str | Path, out_dir: str | Path, tile_id
         jobs = shard_of(jobs, *shard)
 
     rank, world = distributed_rank()
-    device = resolve_device(cfg.DEVICE)
-    if world > 1 and device.type == "cuda":
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    device = process_device(cfg.DEVICE, Processes.from_environment())
     model, normalization = load_weights(weights, cfg, caffe_mean)
     predictor = make_predictor(cfg, model, normalization, device)
     weights_sha256 = file_sha256(weights)

@@ -32,7 +32,7 @@ from torch import nn
 from eoseg.config import Config
 from eoseg.errors import EosegError
 from eoseg.io import atomic_path
-from eoseg.weights import METADATA_KEY, check_weights_record
+from eoseg.weights_record import METADATA_KEY, check_weights_record
 
 INPUT, OUTPUT = "image", "logits"
 SIZE_MULTIPLE = 32  # 2 ** number of poolings

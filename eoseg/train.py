@@ -1,13 +1,16 @@
-"""Training SegNet with the method's recipe, resumable to the iteration, on one or many processes.
+"""Training a network, resumable to the iteration, on one or many processes.
 
-The recipe: SGD with momentum and weight decay, the encoder at BASE_LR * ENCODER_LR_FACTOR,
-the learning rate divided by 10 at LR_STEPS, cross-entropy that skips IGNORE_LABEL,
-optionally weighted per class. Data come from eoseg.data, where sample order and
-augmentation are pure functions of the seed and the position in the training stream.
-Every VAL_EVERY iterations the inference predictor labels the validation tiles; the
-weights with the best mean F1 so far are kept as TRAIN_DIR/checkpoints/best.pt.
+The recipe (eoseg.recipe) is the method's by default: SGD with momentum and weight decay,
+the encoder at BASE_LR * ENCODER_LR_FACTOR, the learning rate divided by 10 at LR_STEPS,
+cross-entropy that skips IGNORE_LABEL, optionally weighted per class; OPTIMIZER,
+LR_SCHEDULE and LOSS choose others. Training runs for ITERATIONS steps, or for TRAIN_MINUTES
+of training steps with the schedule laid over that time. Data come from eoseg.data, where
+sample order and augmentation are pure functions of the seed and the position in the
+training stream. Every VAL_EVERY iterations the validation tiles are labelled and scored as
+inference.py labels them (eoseg.labelling); the weights with the best mean F1 so far are
+kept as TRAIN_DIR/checkpoints/best.pt, with the metrics they scored.
 
-A checkpoint holds everything a run depends on (weights, optimizer, scheduler, gradient
+A checkpoint holds everything a run depends on (weights, optimizer, minutes trained, gradient
 scaler, stream position, random states, the effective config and the data signature), so a
 run killed at any moment and resumed from its last checkpoint repeats the same losses
 (bit for bit on CPU with DETERMINISTIC). Under torchrun every process trains a
@@ -17,13 +20,10 @@ plots and checkpoints.
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import os
 import random
 import time
-import warnings
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -33,22 +33,25 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
+from rasterio.windows import Window
 from tqdm import tqdm
 
 from eoseg.allocator import reuse_freed_memory
 from eoseg.checkpoint import check_checkpoint, load_checkpoint, model_record, save_checkpoint
 from eoseg.config import Config
 from eoseg.data import StreamBatchSampler, median_frequency_weights, training_data
+from eoseg.device import Processes, process_group
 from eoseg.errors import EosegError
 from eoseg.io import atomic_path
-from eoseg.metrics import confusion_matrix, metrics_from_confusion
+from eoseg.labelling import make_predictor, score_tile
+from eoseg.metrics import metrics_from_confusion
 from eoseg.models import first_stream_bands, model_from_config
 from eoseg.models.encoder_weights import init_encoder_weights
 from eoseg.normalization import Normalization
 from eoseg.plots import display_rgb, plot_training_log
-from eoseg.predict import Predictor
+from eoseg.recipe import LearningRateSchedule, make_loss, make_optimizer
 from eoseg.tensorboard import TensorBoardLog
-from eoseg.tiles import read_eval_labels, read_image
+from eoseg.tiles import TileStack, TruthSource, eval_truth, tile_stack
 
 VALIDATION_METRICS = ("overall_accuracy", "mean_f1", "mean_iou")
 PREVIEW_SIDE = 512  # px: the crop of the first validation tile shown in TensorBoard at each validation
@@ -63,84 +66,7 @@ def checkpoint_name(iteration: int) -> str:
     return f"iter_{iteration:07d}.pt"
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise EosegError(f"DEVICE={name} but no CUDA GPU is available; use DEVICE=cpu")
-    try:
-        return torch.device(name)
-    except RuntimeError:
-        raise EosegError(f"DEVICE {name!r} is not a device; use 'auto', 'cpu' or 'cuda'") from None
-
-
-# ---------------------------------------------------------------- processes
-@dataclass(frozen=True)
-class Processes:
-    """This process's place in a torchrun job; rank 0 of 1 when started without torchrun."""
-
-    rank: int = 0
-    local_rank: int = 0
-    world_size: int = 1
-
-    @classmethod
-    def from_environment(cls) -> "Processes":
-        """Read the variables torchrun sets for each process it starts."""
-        world_size = int(os.environ.get("WORLD_SIZE", "1"))
-        if world_size == 1:
-            return cls()
-        return cls(int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"]), world_size)
-
-    @property
-    def distributed(self) -> bool:
-        return self.world_size > 1
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-
-@contextlib.contextmanager
-def process_group(device_name: str):
-    """Join the torchrun job this process was started in, if any; yield (Processes, device).
-
-    Each process of a job takes the GPU of its LOCAL_RANK (nccl) or runs on CPU (gloo).
-    """
-    processes = Processes.from_environment()
-    device = resolve_device(device_name)
-    if not processes.distributed:
-        yield processes, device
-        return
-    if device.type == "cuda":
-        if device_name not in ("auto", "cuda"):
-            raise EosegError(f"DEVICE={device_name} under torchrun: use DEVICE=cuda, each process takes the GPU of its LOCAL_RANK")
-        device = torch.device("cuda", processes.local_rank)
-        torch.cuda.set_device(device)
-    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    try:
-        yield processes, device
-    finally:
-        dist.destroy_process_group()
-
-
 # ---------------------------------------------------------------- recipe
-def make_optimizer(cfg: Config, model: nn.Module) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
-    """SGD with the encoder at BASE_LR * ENCODER_LR_FACTOR; LR divided by 10 at each of LR_STEPS."""
-    groups = [
-        {"params": list(model.encoder_parameters()), "lr": cfg.BASE_LR * cfg.ENCODER_LR_FACTOR},
-        {"params": list(model.decoder_parameters()), "lr": cfg.BASE_LR},
-    ]
-    optimizer = torch.optim.SGD(groups, lr=cfg.BASE_LR, momentum=cfg.MOMENTUM, weight_decay=cfg.WEIGHT_DECAY)
-    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(cfg.LR_STEPS), gamma=0.1)
-    return optimizer, scheduler
-
-
-def make_loss(cfg: Config, device: torch.device, class_weights: list[float] | None = None) -> nn.Module:
-    """Cross-entropy that skips IGNORE_LABEL, weighted per class when ``class_weights`` are given."""
-    weights = torch.tensor(class_weights, dtype=torch.float32, device=device) if class_weights else None
-    return nn.CrossEntropyLoss(weight=weights, ignore_index=cfg.IGNORE_LABEL)
-
-
 def supervised_loss(criterion: nn.Module, outputs: torch.Tensor | tuple[torch.Tensor, ...], labels: torch.Tensor,
                     auxiliary_weight: float) -> torch.Tensor:
     """The loss of a network's output; a tuple is (final scores, auxiliary scores...).
@@ -180,6 +106,19 @@ def check_training_config(cfg: Config) -> None:
             raise EosegError(f"{name} must be a positive integer, got {getattr(cfg, name)!r}")
     if cfg.VAL_EVERY < 0 or cfg.NUM_WORKERS < 0 or cfg.SEED < 0:
         raise EosegError("VAL_EVERY, NUM_WORKERS and SEED must not be negative")
+
+
+def training_progress(cfg: Config, iteration: int, training_seconds: float) -> float:
+    """How far a training has come, 0 to 1: seconds trained / TRAIN_MINUTES, else iterations / ITERATIONS."""
+    if cfg.TRAIN_MINUTES:
+        return min(1.0, training_seconds / (60 * cfg.TRAIN_MINUTES))
+    return iteration / cfg.ITERATIONS
+
+
+def training_finished(cfg: Config, checkpoint: str | Path) -> bool:
+    """Whether the training that wrote ``checkpoint`` (in TRAIN_DIR/checkpoints) is over, by ``cfg``."""
+    payload = load_checkpoint(checkpoint)
+    return training_progress(cfg, payload["iteration"], payload["training_state"].get("training_seconds", 0.0)) >= 1
 
 
 # ---------------------------------------------------------------- random state
@@ -257,7 +196,14 @@ def load_resume_checkpoint(path: str | Path, cfg: Config) -> dict:
     if "sample_position" not in payload["training_state"]:
         raise EosegError(f"{path}: written by an earlier eoseg that did not record the position in the training data; "
                          "it cannot be resumed exactly; start a new run")
-    if payload["iteration"] >= cfg.ITERATIONS:
+    if cfg.TRAIN_MINUTES:
+        if "training_seconds" not in payload["training_state"]:
+            raise EosegError(f"{path}: written by an earlier eoseg that did not record the time trained; it cannot continue "
+                             "a TRAIN_MINUTES budget; resume without TRAIN_MINUTES or start a new run")
+        if payload["training_state"]["training_seconds"] >= 60 * cfg.TRAIN_MINUTES:
+            raise EosegError(f"{path} has trained {payload['training_state']['training_seconds'] / 60:.2f} minutes, not less than "
+                             f"TRAIN_MINUTES={cfg.TRAIN_MINUTES:g}; raise TRAIN_MINUTES to train further")
+    elif payload["iteration"] >= cfg.ITERATIONS:
         raise EosegError(f"{path} is at iteration {payload['iteration']}, not before ITERATIONS={cfg.ITERATIONS}; raise ITERATIONS to train further")
     return payload
 
@@ -319,23 +265,21 @@ class Trainer:
                 print(loaded)
         self.memory_format = torch.channels_last if cfg.CHANNELS_LAST else torch.contiguous_format
         self.model.to(device, memory_format=self.memory_format)
-        self.optimizer, self.scheduler = make_optimizer(cfg, self.model)
+        self.optimizer = make_optimizer(cfg, self.model)
+        self.schedule = LearningRateSchedule(cfg, self.optimizer)
         self.autocast_dtype = AUTOCAST_DTYPES[cfg.PRECISION]
         # float16 gradients underflow without loss scaling; bfloat16 has float32's range
         self.scaler = torch.amp.GradScaler(device.type, enabled=cfg.PRECISION == "float16")
-        if self.scaler.is_enabled():
-            # the scaler skips the optimizer step when float16 gradients overflow; the schedule still
-            # counts that iteration, as it should, and torch's warning about it would only alarm
-            warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)` before `optimizer\.step\(\)`")
         self.iteration, sample_position, self.best = 0, 0, None
+        self.training_seconds = 0.0  # time spent in training steps, over all runs of this training (TRAIN_MINUTES)
         if payload is not None:
             state = payload["training_state"]
             self.model.load_state_dict(payload["state_dict"])
             self.optimizer.load_state_dict(state["optimizer"])
-            self.scheduler.load_state_dict(state["scheduler"])
             self.scaler.load_state_dict(state["scaler"])
             restore_random_states(state["random_states"])
             self.iteration, sample_position, self.best = payload["iteration"], state["sample_position"], state["best"]
+            self.training_seconds = state.get("training_seconds", 0.0)  # absent: written before TRAIN_MINUTES; refused under it
         self.start_iteration = self.iteration
         self.network = self.model
         if processes.distributed:
@@ -350,7 +294,7 @@ class Trainer:
         self.class_weights = resolve_class_weights(cfg, self.data, self.progress)
         self.criterion = make_loss(cfg, device, self.class_weights)
         self.normalization = Normalization.from_config(cfg)
-        self.validation_tiles = self._load_validation_tiles()
+        self.validation_tiles = self._validation_tiles()
         # collectives run on the GPU with nccl, on the CPU with gloo
         self.collective_device = device if device.type == "cuda" and processes.distributed else torch.device("cpu")
         self.log = None
@@ -366,29 +310,36 @@ class Trainer:
                     f"{name} {w:.3f}" for name, w in zip(cfg.CLASS_NAMES, self.class_weights)))
 
     # ------------------------------------------------------------ validation
-    def _load_validation_tiles(self) -> list[tuple[np.ndarray, np.ndarray]]:
-        """This process's share of the validation tiles with their ground truth, read once."""
+    def _validation_tiles(self) -> list[tuple[TileStack, TruthSource]]:
+        """This process's share of the validation tiles: each one's stacked input and ground truth.
+
+        Read afresh at each validation, block of rows by block, as inference.py reads them."""
         if not self.cfg.VAL_EVERY:
             return []
         tile_ids = [str(t) for t in self.cfg.VAL_IDS] or self.cfg.tile_ids("test")
         if not tile_ids:
             raise EosegError("VAL_EVERY is set but there is no tile to validate on (VAL_IDS and TEST_IDS are empty); set VAL_EVERY=0")
         tiles = []
-        for tile_id in tile_ids[self.processes.rank::self.processes.world_size]:
-            image, info = read_image(self.cfg, tile_id)
-            truth = read_eval_labels(self.cfg, tile_id, info)
+        for tile_id in tile_ids:  # all checked on every process: a bad tile stops the run before it starts
+            stack = tile_stack(self.cfg, tile_id)
+            truth = eval_truth(self.cfg, tile_id, stack.info)
             if truth is None:
                 raise EosegError(f"validation tile {tile_id} has no ground truth; choose VAL_IDS with labels or set VAL_EVERY=0")
-            tiles.append((image, truth[0]))
-        return tiles
+            tiles.append((stack, truth))
+        return tiles[self.processes.rank::self.processes.world_size]
 
     def validate(self) -> dict:
-        """Metrics of the sliding-window predictor on the validation tiles (all processes together)."""
+        """Metrics of the validation tiles labelled as inference.py labels them (all processes together).
+
+        The same labelling core (eoseg.labelling) with the same settings (BLEND, TTA,
+        INFER_AUTOCAST, INFER_OPTIMIZE, INFER_ENGINE, nodata handling): inference.py with these
+        weights reports the same confusion matrix, to the pixel.
+        """
         cfg = self.cfg
         confusion = np.zeros((cfg.num_classes, cfg.num_classes), dtype=np.int64)
-        predictor = Predictor(self.model, self.normalization, cfg.WINDOW, cfg.STRIDE, cfg.INFER_BATCH_SIZE, self.device)
-        for image, truth in self.validation_tiles:
-            confusion += confusion_matrix(truth, predictor.predict(image), cfg.num_classes, cfg.IGNORE_LABEL)
+        predictor = make_predictor(cfg, self.model, self.normalization, self.device)
+        for stack, truth in self.validation_tiles:
+            confusion += score_tile(cfg, predictor, stack, truth)
         self.model.train()  # the predictor switched it to evaluation
         if self.processes.distributed:
             total = torch.from_numpy(confusion).to(self.collective_device)
@@ -397,6 +348,19 @@ class Trainer:
         return metrics_from_confusion(confusion, cfg.CLASS_NAMES)
 
     # ------------------------------------------------------------ steps
+    def training_progress(self) -> float:
+        """How far the training has come, 0 to 1 (see :func:`training_progress`)."""
+        return training_progress(self.cfg, self.iteration, self.training_seconds)
+
+    def _agreed_seconds(self, seconds: float) -> float:
+        """Under torchrun with TRAIN_MINUTES, rank 0's clock for every process: all must take the same
+        learning rate and stop at the same step."""
+        if not (self.processes.distributed and self.cfg.TRAIN_MINUTES):
+            return seconds
+        shared = torch.tensor([seconds], dtype=torch.float64, device=self.collective_device)
+        dist.broadcast(shared, 0)
+        return shared.item()
+
     def step(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         images = self.normalization.apply(images.to(self.device, non_blocking=True))
         images = images.contiguous(memory_format=self.memory_format)
@@ -407,7 +371,6 @@ class Trainer:
         self.scaler.scale(loss).backward()
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        self.scheduler.step()
         return loss.detach()
 
     def _mean_loss(self, loss_sum: torch.Tensor, steps: int) -> float:
@@ -423,7 +386,7 @@ class Trainer:
     def snapshot(self) -> Path:
         state = {
             "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
+            "training_seconds": self.training_seconds,
             "scaler": self.scaler.state_dict(),
             "sample_position": self.sampler.position_after(self.iteration - self.start_iteration),
             "world_size": self.processes.world_size,
@@ -441,7 +404,8 @@ class Trainer:
         if self.best is None or value > self.best["value"]:
             self.best = {"iteration": self.iteration, "metric": BEST_METRIC, "value": value}
             if self.processes.is_main:
-                save_checkpoint(self.train_dir / "checkpoints" / BEST_CHECKPOINT, self.cfg, self.model, self.iteration)
+                save_checkpoint(self.train_dir / "checkpoints" / BEST_CHECKPOINT, self.cfg, self.model, self.iteration,
+                                validation=metrics)
         if self.tensorboard is not None:
             self.tensorboard.add_validation(self.iteration, metrics, self._validation_preview())
         if self.progress:
@@ -454,18 +418,23 @@ class Trainer:
         if not self.validation_tiles:
             return None
         cfg = self.cfg
-        image, truth = self.validation_tiles[0]
-        _, height, width = image.shape
-        top, left = max(0, (height - PREVIEW_SIDE) // 2), max(0, (width - PREVIEW_SIDE) // 2)
-        image = image[:, top:top + PREVIEW_SIDE, left:left + PREVIEW_SIDE]
-        truth = truth[top:top + PREVIEW_SIDE, left:left + PREVIEW_SIDE]
-        predictor = Predictor(self.model, self.normalization, cfg.WINDOW, cfg.STRIDE, cfg.INFER_BATCH_SIZE, self.device)
-        prediction = predictor.predict(image)
+        stack, truth = self.validation_tiles[0]
+        info = stack.info
+        top, left = max(0, (info.height - PREVIEW_SIDE) // 2), max(0, (info.width - PREVIEW_SIDE) // 2)
+        window = Window(left, top, min(PREVIEW_SIDE, info.width), min(PREVIEW_SIDE, info.height))
+        with stack:
+            pixels = stack.read(window)
+            valid = stack.valid_mask(pixels, window)
+        expected = truth.read_rows(cfg.palette, top, top + window.height)[:, left:left + window.width]
+        predictor = make_predictor(cfg, self.model, self.normalization, self.device)
+        prediction = predictor.predict(self.normalization.fill_invalid(pixels, valid))
+        prediction[~valid] = cfg.IGNORE_LABEL
         self.model.train()  # the predictor switched it to evaluation
-        return np.concatenate([display_rgb(image), cfg.palette.to_color(truth), cfg.palette.to_color(prediction)], axis=1)
+        return np.concatenate([display_rgb(pixels), cfg.palette.to_color(expected), cfg.palette.to_color(prediction)], axis=1)
 
-    def run(self) -> Path:
-        """Train up to ITERATIONS; return the path of the final weights (MODEL_FILE)."""
+    def run(self, stop_after: int | None = None) -> Path:
+        """Train up to ITERATIONS (or for TRAIN_MINUTES), or up to iteration ``stop_after`` if that comes first
+        (a pause: the schedule stays laid over the whole training); return the path of the weights (MODEL_FILE)."""
         cfg, processes = self.cfg, self.processes
         loader = DataLoader(
             self.data, batch_sampler=self.sampler, num_workers=cfg.NUM_WORKERS, pin_memory=self.device.type == "cuda",
@@ -473,17 +442,22 @@ class Trainer:
         )
         patches_per_step = cfg.BATCH_SIZE * processes.world_size
         self.model.train()
-        bar = tqdm(total=cfg.ITERATIONS, initial=self.iteration, desc="train", unit="it", disable=not self.progress)
+        bar = tqdm(total=None if cfg.TRAIN_MINUTES else cfg.ITERATIONS, initial=self.iteration, desc="train", unit="it",
+                   disable=not self.progress)
         run_start = window_start = time.perf_counter()
+        trained_before, paused = self.training_seconds, 0.0  # paused: validating and saving, not training
+        self.schedule.apply(self.training_progress())
         loss_sum, window_steps = torch.zeros((), dtype=torch.float64, device=self.device), 0
         batches = iter(loader)
-        while self.iteration < cfg.ITERATIONS:
+        while self.training_progress() < 1 and (stop_after is None or self.iteration < stop_after):
             images, labels = next(batches)
             loss_sum += self.step(images, labels)
             self.iteration += 1
             window_steps += 1
+            self.training_seconds = self._agreed_seconds(trained_before + time.perf_counter() - run_start - paused)
+            self.schedule.apply(self.training_progress())  # the rate of the next step
             bar.update()
-            final = self.iteration == cfg.ITERATIONS
+            final = self.training_progress() >= 1 or self.iteration == stop_after
             row = {}
             if self.iteration % cfg.LOG_EVERY == 0 or final:
                 mean_loss = self._mean_loss(loss_sum, window_steps)
@@ -505,7 +479,9 @@ class Trainer:
                     self._mean_loss(loss_sum, window_steps)  # never checkpoint weights that diverged
                 if processes.is_main:
                     self.snapshot()
-            window_start += time.perf_counter() - pause_start  # validating and saving are not training throughput
+            pause = time.perf_counter() - pause_start
+            window_start += pause  # validating and saving are not training throughput
+            paused += pause
         bar.close()
         if self.tensorboard is not None:
             self.tensorboard.close()
@@ -516,7 +492,8 @@ class Trainer:
         return Path(cfg.MODEL_FILE)
 
 
-def train(cfg: Config, resume: str | Path | None = None, progress: bool = True) -> Path:
-    """Train ``cfg.MODEL`` for ``cfg.ITERATIONS`` steps (under torchrun: this process's part); return the final weights' path."""
+def train(cfg: Config, resume: str | Path | None = None, progress: bool = True, stop_after: int | None = None) -> Path:
+    """Train ``cfg.MODEL`` for ``cfg.ITERATIONS`` steps or ``cfg.TRAIN_MINUTES`` (under torchrun: this process's part),
+    pausing at iteration ``stop_after`` if given (resume from its checkpoint to go on); return the weights' path."""
     with process_group(cfg.DEVICE) as (processes, device):
-        return Trainer(cfg, processes, device, resume, progress).run()
+        return Trainer(cfg, processes, device, resume, progress).run(stop_after)

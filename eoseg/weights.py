@@ -27,37 +27,15 @@ from safetensors.torch import save_file
 from torch import nn
 
 from eoseg.caffe.segnet import caffe_normalization, mean_pixel_for, parse_mean_pixel, read_caffe_segnet
-from eoseg.checkpoint import build_recorded_model, check_checkpoint, load_model, model_record_of
+from eoseg.checkpoint import build_recorded_model, load_model
 from eoseg.config import Config
 from eoseg.errors import EosegError
 from eoseg.io import atomic_path
 from eoseg.metadata import data_signature
 from eoseg.normalization import Normalization
+from eoseg.weights_record import FORMAT, METADATA_KEY, check_weights_record, weights_record
 
-FORMAT = "eoseg-weights-1"
-METADATA_KEY = "eoseg"  # safetensors header / ONNX metadata_props key holding the record as JSON
 SUFFIXES = (".pt", ".pth", ".safetensors", ".caffemodel", ".onnx")
-
-
-def weights_record(model: nn.Module, signature: dict, imposed_normalization: bool, origin: str) -> dict:
-    """The self-description stored in .safetensors and .onnx files.
-
-    ``imposed_normalization``: the weights dictate ``signature["normalization"]`` (Caffe
-    imports); otherwise it is the config's and must match the consumer's.
-    """
-    return {"format": FORMAT, "model": model_record_of(model), "signature": signature,
-            "imposed_normalization": bool(imposed_normalization), "origin": origin}
-
-
-def check_weights_record(record: dict, cfg: Config, source: str) -> None:
-    """Refuse weights made for other classes, bands, palette or (unless imposed) normalisation."""
-    if not isinstance(record, dict) or record.get("format") != FORMAT:
-        raise EosegError(f"{source}: no {FORMAT!r} record; not written by eoseg")
-    signature = record["signature"]
-    if record.get("imposed_normalization"):
-        # applied as recorded, so the config's normalisation is irrelevant to these weights
-        signature = {**signature, "normalization": Normalization.from_config(cfg).record()}
-    check_checkpoint({"model": record["model"], "signature": signature}, cfg, source)
 
 
 def read_weights(path: str | Path, cfg: Config, caffe_mean: str | Sequence[float] | None = None) -> tuple[nn.Module, dict]:

@@ -361,6 +361,18 @@ def test_bad_override(override, fragments):
     assert_one_line_error(run_script("convert_gt.py", "--from-color", override), *fragments)
 
 
+@pytest.mark.parametrize("override,fragments", [
+    ("OPTIMIZER=adam", ["OPTIMIZER must be one of 'sgd', 'adamw'", "got 'adam'"]),
+    ("LR_SCHEDULE=linear", ["LR_SCHEDULE must be one of 'step', 'poly', 'cosine'"]),
+    ("LOSS=dice", ["LOSS must be one of 'ce', 'ce_dice', 'focal', 'ohem'"]),
+    ("TRAIN_MINUTES=-5", ["TRAIN_MINUTES must be >= 0", "got -5.0"]),
+    ("WARMUP_FRACTION=1", ["WARMUP_FRACTION must be below 1"]),
+])
+def test_bad_recipe_refused_before_training(tmp_path, override, fragments):
+    assert_one_line_error(run_script("training.py", f"TRAIN_DIR={tmp_path / 'train'}", override), *fragments)
+    assert not (tmp_path / "train").exists()
+
+
 def test_tile_ids_typed_as_numbers_are_their_text():
     from eoseg.config import load_config
 

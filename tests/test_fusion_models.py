@@ -21,8 +21,10 @@ from eoseg.models.multiscale import MultiScaleSegNet
 from eoseg.models.segnet import LayeredNet, SegNet
 from eoseg.models.pretrained import adapt_first_layer
 from eoseg.models.vgg import init_encoder_from_vgg16_bn, vgg16_bn_feature_indices
-from eoseg.train import make_loss, make_optimizer, supervised_loss
-from eoseg.weights import load_weights, save_safetensors, weights_record
+from eoseg.recipe import make_loss, make_optimizer
+from eoseg.train import supervised_loss
+from eoseg.weights import load_weights, save_safetensors
+from eoseg.weights_record import weights_record
 
 TINY = 0.125
 TWO_STREAM = [name for name, cls in MODELS.items() if cls.two_stream]
@@ -319,7 +321,7 @@ def test_a_few_steps_lower_every_fusion_models_loss(tiny_cfg):
     labels = (x[:, 3] > 0.5).long()  # only the auxiliary band tells the classes apart
     for name in [*TWO_STREAM, "segnet_multiscale"]:
         model = tiny(name, 4, 3 if MODELS[name].two_stream else None).train()
-        optimizer, _ = make_optimizer(tiny_cfg.replace(BASE_LR=0.05), model)
+        optimizer = make_optimizer(tiny_cfg.replace(BASE_LR=0.05), model)
         losses = []
         for _ in range(12):
             loss = supervised_loss(criterion, model(x), labels, 1.0)

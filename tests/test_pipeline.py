@@ -22,7 +22,8 @@ from eoseg.io import read_label, read_raster
 from eoseg.lmdb_store import LmdbPatches, create_lmdb
 from eoseg.metadata import data_signature
 from eoseg.models import model_from_config
-from eoseg.train import make_loss, make_optimizer, train
+from eoseg.recipe import make_loss, make_optimizer
+from eoseg.train import train
 
 from .conftest import TINY_TILE_SIZE
 
@@ -150,7 +151,7 @@ def test_lmdb_refuses_patches_of_another_config(tiny_cfg):
 def test_a_few_steps_lower_the_loss_on_a_fixed_batch(tiny_cfg):
     torch.manual_seed(0)
     model = model_from_config(tiny_cfg)
-    optimizer, _ = make_optimizer(tiny_cfg.replace(BASE_LR=0.05), model)
+    optimizer = make_optimizer(tiny_cfg.replace(BASE_LR=0.05), model)
     criterion = make_loss(tiny_cfg, torch.device("cpu"))
     image = read_raster(tiny_cfg.tile_path("IMAGE_PATTERN", "1"), tiny_cfg.BANDS)[:, :64, :64]
     labels = torch.from_numpy(read_label(tiny_cfg.tile_path("LABEL_PATTERN", "1"))[:64, :64]).long()[None]

@@ -18,8 +18,10 @@ from eoseg.models import MODELS, build_model, model_from_config
 from eoseg.models.fuse import fold_batchnorm
 from eoseg.models.resnet import RESNETS
 from eoseg.models.unetformer import TransformerBlock
-from eoseg.train import load_resume_checkpoint, make_loss, make_optimizer, supervised_loss
-from eoseg.weights import load_weights, save_safetensors, weights_record
+from eoseg.recipe import make_loss, make_optimizer
+from eoseg.train import load_resume_checkpoint, supervised_loss
+from eoseg.weights import load_weights, save_safetensors
+from eoseg.weights_record import weights_record
 
 TINY = 0.125
 NEW_MODELS = ["unet", "unetformer"]
@@ -113,7 +115,7 @@ def test_a_few_steps_lower_the_loss(tiny_cfg):
     labels = (x[:, 3] > 0.5).long()
     for name in NEW_MODELS:
         model = tiny(name, 4).train()
-        optimizer, _ = make_optimizer(tiny_cfg.replace(BASE_LR=0.05), model)
+        optimizer = make_optimizer(tiny_cfg.replace(BASE_LR=0.05), model)
         losses = []
         for _ in range(12):
             loss = supervised_loss(criterion, model(x), labels, 1.0)

@@ -1,0 +1,186 @@
+"""The training recipe: optimizer, learning-rate schedule and loss, as the config chooses them.
+
+The presets keep the method's recipe: SGD with momentum, the learning rate divided by 10 at
+LR_STEPS, cross-entropy. For users' own data: AdamW, a linear warm-up then a polynomial or
+cosine decay, and losses for imbalanced classes (cross-entropy + Dice, focal, OHEM).
+
+The schedule is a function of the training's progress, 0 at the start and 1 at the end:
+iterations done / ITERATIONS, or, under TRAIN_MINUTES, minutes trained / TRAIN_MINUTES; so
+one schedule serves a step count and a time budget alike. Every loss leaves out the pixels
+labelled IGNORE_LABEL, and gives 0 (not NaN) when a batch has none labelled.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from eoseg.config import Config
+
+STEP_DECAY = 0.1  # the method's: the learning rate divided by 10 at each of LR_STEPS
+
+
+def make_optimizer(cfg: Config, model: nn.Module) -> torch.optim.Optimizer:
+    """OPTIMIZER over two parameter groups: the encoder at BASE_LR * ENCODER_LR_FACTOR, the rest at BASE_LR."""
+    groups = [
+        {"params": list(model.encoder_parameters()), "lr": cfg.BASE_LR * cfg.ENCODER_LR_FACTOR},
+        {"params": list(model.decoder_parameters()), "lr": cfg.BASE_LR},
+    ]
+    if cfg.OPTIMIZER == "adamw":
+        return torch.optim.AdamW(groups, lr=cfg.BASE_LR, weight_decay=cfg.WEIGHT_DECAY)
+    return torch.optim.SGD(groups, lr=cfg.BASE_LR, momentum=cfg.MOMENTUM, weight_decay=cfg.WEIGHT_DECAY)
+
+
+class LearningRateSchedule:
+    """Sets each parameter group's learning rate from the training's progress (0..1).
+
+    ``step``: the group's base rate divided by 10 at each of LR_STEPS (at progress
+    step / ITERATIONS; with a step count, exactly at those iterations, as torch's
+    MultiStepLR does). ``poly`` / ``cosine``: from the base rate down to base *
+    FINAL_LR_FACTOR at progress 1. WARMUP_FRACTION > 0: a linear ramp from 0 over that
+    fraction first, the decay over the rest. Holds no state of its own: a resumed run
+    recomputes the rate from its progress.
+    """
+
+    def __init__(self, cfg: Config, optimizer: torch.optim.Optimizer):
+        self.optimizer = optimizer
+        self.base_rates = [group["lr"] for group in optimizer.param_groups]
+        self.kind = cfg.LR_SCHEDULE
+        self.milestones = sorted(step / cfg.ITERATIONS for step in cfg.LR_STEPS)
+        self.warmup = cfg.WARMUP_FRACTION
+        self.power = cfg.POLY_POWER
+        self.final = cfg.FINAL_LR_FACTOR
+
+    def rate(self, base: float, progress: float) -> float:
+        """The learning rate of a group with base rate ``base`` at ``progress``."""
+        progress = min(max(progress, 0.0), 1.0)
+        if self.kind == "step":
+            rate = base
+            for milestone in self.milestones:
+                if milestone <= progress:
+                    rate *= STEP_DECAY  # one multiplication per step, as MultiStepLR: the same floats
+        else:
+            decayed = min(max((progress - self.warmup) / (1 - self.warmup), 0.0), 1.0)
+            if self.kind == "poly":
+                shape = (1 - decayed) ** self.power
+            else:
+                shape = 0.5 * (1 + math.cos(math.pi * decayed))
+            rate = base * (self.final + (1 - self.final) * shape)
+        if self.warmup and progress < self.warmup:
+            rate *= progress / self.warmup
+        return rate
+
+    def apply(self, progress: float) -> None:
+        """Set the rates for the steps taken at ``progress``."""
+        for group, base in zip(self.optimizer.param_groups, self.base_rates):
+            group["lr"] = self.rate(base, progress)
+
+
+# ---------------------------------------------------------------- losses
+def make_loss(cfg: Config, device: torch.device, class_weights: list[float] | None = None) -> nn.Module:
+    """LOSS, weighted per class by ``class_weights`` where the loss takes weights; all skip IGNORE_LABEL."""
+    weights = torch.tensor(class_weights, dtype=torch.float32, device=device) if class_weights else None
+    if cfg.LOSS == "ce_dice":
+        return CrossEntropyDiceLoss(weights, cfg.IGNORE_LABEL, cfg.DICE_WEIGHT)
+    if cfg.LOSS == "focal":
+        return FocalLoss(weights, cfg.IGNORE_LABEL, cfg.FOCAL_GAMMA)
+    if cfg.LOSS == "ohem":
+        return OhemCrossEntropyLoss(weights, cfg.IGNORE_LABEL, cfg.OHEM_FRACTION)
+    return nn.CrossEntropyLoss(weight=weights, ignore_index=cfg.IGNORE_LABEL)
+
+
+class _PixelLoss(nn.Module):
+    """A loss over (N, classes, H, W) scores and (N, H, W) labels, IGNORE_LABEL pixels left out."""
+
+    def __init__(self, weight: torch.Tensor | None, ignore_index: int):
+        super().__init__()
+        self.register_buffer("weight", weight)
+        self.ignore_index = ignore_index
+
+    def _pixels(self, scores: torch.Tensor, labels: torch.Tensor):
+        """Float32 log-probabilities, the labelled pixels, their classes (ignored ones as class 0) and weights."""
+        log_probabilities = F.log_softmax(scores.float(), dim=1)
+        labelled = labels != self.ignore_index
+        classes = torch.where(labelled, labels, torch.zeros_like(labels))
+        weights = labelled.float() if self.weight is None else self.weight[classes] * labelled
+        return log_probabilities, labelled, classes, weights
+
+    @staticmethod
+    def _nothing(scores: torch.Tensor) -> torch.Tensor:
+        return scores.float().sum() * 0.0  # a zero that keeps the graph: backward runs on every process
+
+
+def _pixel_cross_entropy(log_probabilities: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
+    """(N, H, W) -log p(class) of each pixel."""
+    return -log_probabilities.gather(1, classes[:, None])[:, 0]
+
+
+class FocalLoss(_PixelLoss):
+    """Focal loss (Lin et al., 2017): -(1 - p)^gamma log p of each pixel's class, the class weight as alpha,
+    averaged as weighted cross-entropy is (sum of weight x loss / sum of weights); gamma 0 is cross-entropy."""
+
+    def __init__(self, weight: torch.Tensor | None, ignore_index: int, gamma: float):
+        super().__init__(weight, ignore_index)
+        self.gamma = gamma
+
+    def forward(self, scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        log_probabilities, labelled, classes, weights = self._pixels(scores, labels)
+        if not labelled.any():
+            return self._nothing(scores)
+        log_p = -_pixel_cross_entropy(log_probabilities, classes)
+        focal = -((1 - log_p.exp()).clamp_min(0) ** self.gamma) * log_p
+        return (weights * focal).sum() / weights.sum()
+
+
+class OhemCrossEntropyLoss(_PixelLoss):
+    """Online hard example mining: cross-entropy of the ``fraction`` of labelled pixels with the highest
+    (unweighted) cross-entropy in the batch, weighted per class among those kept."""
+
+    def __init__(self, weight: torch.Tensor | None, ignore_index: int, fraction: float):
+        super().__init__(weight, ignore_index)
+        self.fraction = fraction
+
+    def forward(self, scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        log_probabilities, labelled, classes, weights = self._pixels(scores, labels)
+        count = int(labelled.sum())
+        if not count:
+            return self._nothing(scores)
+        losses = _pixel_cross_entropy(log_probabilities, classes)[labelled]
+        kept = torch.topk(losses, max(1, math.ceil(self.fraction * count)), sorted=False).indices
+        kept_weights = weights[labelled][kept]
+        return (kept_weights * losses[kept]).sum() / kept_weights.sum()
+
+
+def soft_dice_loss(scores: torch.Tensor, labels: torch.Tensor, ignore_index: int) -> torch.Tensor:
+    """1 - soft Dice of the softmax probabilities and the one-hot labels, per class over the batch's
+    labelled pixels, averaged over the classes present in the labels (0 when none is)."""
+    probabilities = torch.softmax(scores.float(), dim=1)
+    labelled = labels != ignore_index
+    classes = torch.where(labelled, labels, torch.zeros_like(labels))
+    truth = F.one_hot(classes, scores.shape[1]).permute(0, 3, 1, 2).float() * labelled[:, None]
+    probabilities = probabilities * labelled[:, None]
+    dims = (0, 2, 3)
+    overlap = (probabilities * truth).sum(dims)
+    total = probabilities.sum(dims) + truth.sum(dims)
+    present = truth.sum(dims) > 0
+    if not present.any():
+        return scores.float().sum() * 0.0
+    dice = 2 * overlap[present] / total[present]
+    return (1 - dice).mean()
+
+
+class CrossEntropyDiceLoss(_PixelLoss):
+    """Cross-entropy (weighted per class) + ``dice_weight`` x soft Dice loss."""
+
+    def __init__(self, weight: torch.Tensor | None, ignore_index: int, dice_weight: float):
+        super().__init__(weight, ignore_index)
+        self.dice_weight = dice_weight
+
+    def forward(self, scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        if not (labels != self.ignore_index).any():
+            return self._nothing(scores)
+        cross_entropy = F.cross_entropy(scores.float(), labels, weight=self.weight, ignore_index=self.ignore_index)
+        return cross_entropy + self.dice_weight * soft_dice_loss(scores, labels, self.ignore_index)

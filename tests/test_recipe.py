@@ -1,0 +1,174 @@
+"""eoseg.recipe: optimizers, learning-rate schedules and losses, each against its definition."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from eoseg.config import load_config
+from eoseg.errors import EosegError
+from eoseg.models import model_from_config
+from eoseg.recipe import (CrossEntropyDiceLoss, FocalLoss, LearningRateSchedule, OhemCrossEntropyLoss, make_loss,
+                          make_optimizer, soft_dice_loss)
+
+IGNORE = 255
+CLASSES = 4
+
+
+def batch(seed: int = 0):
+    """Random scores and labels of a (2, 4 classes, 6, 5) batch, a fifth of the pixels ignored."""
+    generator = torch.Generator().manual_seed(seed)
+    scores = torch.randn(2, CLASSES, 6, 5, generator=generator) * 3
+    labels = torch.randint(0, CLASSES, (2, 6, 5), generator=generator)
+    labels[torch.rand(2, 6, 5, generator=generator) < 0.2] = IGNORE
+    return scores, labels
+
+
+WEIGHTS = torch.tensor([0.5, 2.0, 1.0, 3.0])
+
+
+# ---------------------------------------------------------------- losses
+def test_dice_of_a_perfect_prediction_is_zero():
+    scores, labels = batch()
+    perfect = 100 * F.one_hot(torch.where(labels == IGNORE, 0, labels), CLASSES).permute(0, 3, 1, 2).float()
+    assert soft_dice_loss(perfect, labels, IGNORE).item() == pytest.approx(0, abs=1e-6)
+    assert CrossEntropyDiceLoss(None, IGNORE, 1.0)(perfect, labels).item() == pytest.approx(0, abs=1e-6)
+    assert soft_dice_loss(-perfect, labels, IGNORE).item() == pytest.approx(1, abs=1e-6)  # all wrong
+
+
+def test_ce_dice_is_weighted_cross_entropy_plus_weighted_dice():
+    scores, labels = batch()
+    expected = F.cross_entropy(scores, labels, weight=WEIGHTS, ignore_index=IGNORE) + 0.7 * soft_dice_loss(scores, labels, IGNORE)
+    assert CrossEntropyDiceLoss(WEIGHTS, IGNORE, 0.7)(scores, labels).item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+@pytest.mark.parametrize("weight", [None, WEIGHTS])
+def test_focal_with_gamma_zero_is_cross_entropy(weight):
+    scores, labels = batch()
+    cross_entropy = F.cross_entropy(scores, labels, weight=weight, ignore_index=IGNORE)
+    assert FocalLoss(weight, IGNORE, 0.0)(scores, labels).item() == pytest.approx(cross_entropy.item(), rel=1e-6)
+
+
+def test_focal_weighs_down_well_classified_pixels():
+    scores, labels = batch()
+    per_pixel = F.cross_entropy(scores, labels, ignore_index=IGNORE, reduction="none")
+    log_p = -per_pixel[labels != IGNORE]
+    by_hand = (-(1 - log_p.exp()) ** 2 * log_p).mean()
+    assert FocalLoss(None, IGNORE, 2.0)(scores, labels).item() == pytest.approx(by_hand.item(), rel=1e-6)
+    assert by_hand < per_pixel[labels != IGNORE].mean()
+
+
+def test_ohem_keeps_the_hardest_fraction():
+    scores, labels = batch()
+    per_pixel = F.cross_entropy(scores, labels, ignore_index=IGNORE, reduction="none")[labels != IGNORE]
+    kept = math.ceil(0.25 * per_pixel.numel())
+    hardest = per_pixel.sort(descending=True).values[:kept]
+    assert OhemCrossEntropyLoss(None, IGNORE, 0.25)(scores, labels).item() == pytest.approx(hardest.mean().item(), rel=1e-6)
+    # all pixels kept: weighted cross-entropy
+    everything = F.cross_entropy(scores, labels, weight=WEIGHTS, ignore_index=IGNORE)
+    assert OhemCrossEntropyLoss(WEIGHTS, IGNORE, 1.0)(scores, labels).item() == pytest.approx(everything.item(), rel=1e-6)
+
+
+LOSSES = {
+    "ce_dice": lambda: CrossEntropyDiceLoss(WEIGHTS, IGNORE, 1.0),
+    "focal": lambda: FocalLoss(WEIGHTS, IGNORE, 2.0),
+    "ohem": lambda: OhemCrossEntropyLoss(WEIGHTS, IGNORE, 0.3),
+}
+
+
+@pytest.mark.parametrize("name", sorted(LOSSES))
+def test_ignored_pixels_contribute_nothing(name):
+    loss = LOSSES[name]()
+    scores, labels = batch()
+    ignored = labels == IGNORE
+    scores.requires_grad_(True)
+    value = loss(scores, labels)
+    value.backward()
+    assert (scores.grad.permute(0, 2, 3, 1)[ignored] == 0).all() and scores.grad.abs().sum() > 0
+    changed = scores.detach().clone()
+    changed.permute(0, 2, 3, 1)[ignored] = 50.0  # anything at the ignored pixels
+    assert loss(changed, labels).item() == pytest.approx(value.item(), rel=1e-6)
+    # a batch with nothing labelled: zero, not NaN, and backward still runs
+    nothing = scores.detach().clone().requires_grad_(True)
+    zero = loss(nothing, torch.full_like(labels, IGNORE))
+    zero.backward()
+    assert zero.item() == 0 and (nothing.grad == 0).all()
+
+
+def tiny_config(**overrides):
+    return load_config(overrides=[f"{key}={value}" for key, value in {"MODEL_WIDTH": 0.125, **overrides}.items()])
+
+
+def test_make_loss_follows_LOSS():
+    assert type(make_loss(tiny_config(), torch.device("cpu"))) is nn.CrossEntropyLoss  # the method's, as before
+    for name, kind in (("ce_dice", CrossEntropyDiceLoss), ("focal", FocalLoss), ("ohem", OhemCrossEntropyLoss)):
+        loss = make_loss(tiny_config(LOSS=name), torch.device("cpu"), [1.0, 2.0, 1.0, 1.0, 4.0, 1.0])
+        assert type(loss) is kind and loss.ignore_index == 255 and loss.weight.tolist() == [1.0, 2.0, 1.0, 1.0, 4.0, 1.0]
+
+
+# ---------------------------------------------------------------- optimizers
+def test_make_optimizer_follows_OPTIMIZER():
+    model = model_from_config(tiny_config())
+    sgd = make_optimizer(tiny_config(BASE_LR=0.02), model)
+    assert type(sgd) is torch.optim.SGD and [g["lr"] for g in sgd.param_groups] == [0.01, 0.02]
+    assert sgd.param_groups[0]["momentum"] == 0.9 and sgd.param_groups[0]["weight_decay"] == 5e-4
+    adamw = make_optimizer(tiny_config(OPTIMIZER="adamw", BASE_LR=0.001, WEIGHT_DECAY=0.01), model)
+    assert type(adamw) is torch.optim.AdamW and [g["lr"] for g in adamw.param_groups] == [0.0005, 0.001]
+    assert adamw.param_groups[1]["weight_decay"] == 0.01
+
+
+# ---------------------------------------------------------------- schedules
+def schedule(**overrides) -> LearningRateSchedule:
+    cfg = tiny_config(**overrides)
+    return LearningRateSchedule(cfg, make_optimizer(cfg, model_from_config(cfg)))
+
+
+def test_step_schedule_is_the_methods_multistep_decay_to_the_bit():
+    ours = schedule(ITERATIONS=60, LR_STEPS=[20, 35, 50], BASE_LR=0.05)
+    reference_optimizer = make_optimizer(tiny_config(BASE_LR=0.05), model_from_config(tiny_config()))
+    reference = torch.optim.lr_scheduler.MultiStepLR(reference_optimizer, milestones=[20, 35, 50], gamma=0.1)
+    for iteration in range(60):
+        ours.apply(iteration / 60)
+        assert [g["lr"] for g in ours.optimizer.param_groups] == [g["lr"] for g in reference_optimizer.param_groups]
+        reference_optimizer.step()
+        reference.step()
+
+
+@pytest.mark.parametrize("kind", ["poly", "cosine"])
+@pytest.mark.parametrize("final", [0.0, 0.05])
+def test_decays_reach_their_end_value_at_the_end(kind, final):
+    s = schedule(LR_SCHEDULE=kind, FINAL_LR_FACTOR=final)
+    assert s.rate(0.1, 0.0) == pytest.approx(0.1)
+    assert s.rate(0.1, 1.0) == pytest.approx(0.1 * final, abs=1e-12)
+    rates = [s.rate(0.1, p / 100) for p in range(101)]
+    assert all(a >= b for a, b in zip(rates, rates[1:]))  # never rises
+    if kind == "cosine":
+        assert s.rate(0.1, 0.5) == pytest.approx(0.1 * (1 + final) / 2)
+    else:
+        assert s.rate(0.1, 0.5) == pytest.approx(0.1 * (final + (1 - final) * 0.5 ** 0.9))
+
+
+@pytest.mark.parametrize("kind", ["poly", "cosine", "step"])
+def test_warm_up_ramps_linearly_then_the_schedule_follows(kind):
+    s = schedule(LR_SCHEDULE=kind, WARMUP_FRACTION=0.2, ITERATIONS=100, LR_STEPS=[80])
+    assert s.rate(0.1, 0.0) == 0
+    assert s.rate(0.1, 0.05) == pytest.approx(0.025) and s.rate(0.1, 0.1) == pytest.approx(0.05)
+    assert s.rate(0.1, 0.2) == pytest.approx(0.1)  # the peak, where the decay starts
+    assert s.rate(0.1, 0.9) < 0.1 and s.rate(0.1, 1.0) < 0.1
+
+
+def test_recipe_values_are_checked():
+    for override, message in (("OPTIMIZER=adam", "OPTIMIZER must be one of 'sgd', 'adamw'"),
+                              ("LR_SCHEDULE=linear", "LR_SCHEDULE must be one of"),
+                              ("LOSS=dice", "LOSS must be one of 'ce', 'ce_dice', 'focal', 'ohem'"),
+                              ("WARMUP_FRACTION=1.0", "WARMUP_FRACTION must be below 1"),
+                              ("OHEM_FRACTION=0", "OHEM_FRACTION must be > 0 and <= 1"),
+                              ("FINAL_LR_FACTOR=1.5", "FINAL_LR_FACTOR must be >= 0 and <= 1"),
+                              ("TRAIN_MINUTES=-1", "TRAIN_MINUTES must be >= 0"),
+                              ("FOCAL_GAMMA=-0.5", "FOCAL_GAMMA must be >= 0")):
+        with pytest.raises(EosegError, match=message):
+            load_config(overrides=[override])
