@@ -57,7 +57,7 @@ def needs_warp(image: RasterInfo, other: RasterInfo, what: str) -> bool:
         raise EosegError(
             f"{other.path} ({what}) is {other.width} x {other.height} px but the image {image.path} is "
             f"{image.width} x {image.height} px, and without a georeference (CRS and transform) on both "
-            "it cannot be placed on the image's grid; give both a georeference or make them the same size")
+            "it cannot be placed on the image's grid; give both a georeference or make them cover the same grid")
     left, bottom, right, top = bounds(other)
     if other.crs is not None and other.crs != image.crs:
         left, bottom, right, top = transform_bounds(other.crs, image.crs, left, bottom, right, top)
