@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -16,11 +17,13 @@ from rasterio.enums import Resampling
 from rasterio.warp import calculate_default_transform, reproject
 import shapely
 
+from eoseg.checkpoint import save_checkpoint
 from eoseg.config import load_config
 from eoseg.errors import EosegError
 from eoseg.infer import run_inference
 from eoseg.io import raster_info, read_label, read_raster
 from eoseg.labels import LabelValues, label_source, value_counts
+from eoseg.models import model_from_config
 from eoseg.tiles import read_image, read_labels
 from eoseg.train import train
 
@@ -261,3 +264,37 @@ def test_bad_labels_give_one_line(sample_root, tmp_path, case):
     args = as_arguments({**tiny_overrides(tmp_path), "DATA_ROOT": str(data), **extra})
     assert_one_line_error(run_script("extract_images.py", *args), *fragments)
     assert not (tmp_path / "patches").exists()
+
+
+@pytest.mark.faults
+@pytest.mark.parametrize("step", ["training_from_tiles", "scoring", "lmdb_creation"])
+def test_label_values_outside_the_classes_refused_by_every_reader(sample_root, tmp_path, step):
+    """Values 7 and 100 in a 6-class label map: one line naming the file, values and counts, in
+    every step that reads labels (extraction: test_bad_labels_give_one_line)."""
+    data = tmp_path / "data"
+    shutil.copytree(sample_root / "data", data)
+    tile = "4" if step == "scoring" else "1"
+    path = data / LABELS.format(id=tile)
+    with rasterio.open(path, "r+") as dst:
+        labels = dst.read(1)
+        labels[:2, :5], labels[5, :3] = 7, 100
+        dst.write(labels, 1)
+    args = as_arguments({**tiny_overrides(tmp_path), "DATA_ROOT": str(data), "GT_ERODED_PATTERN": "",
+                         "TRAIN_SOURCE": "tiles", "WRITE_PREVIEW": False})
+    fragments = [str(path), "7 x 10 px", "100 x 3 px"]
+    if step == "training_from_tiles":
+        result = run_script("training.py", *args)
+    elif step == "scoring":
+        cfg = load_config(overrides=args)
+        weights = save_checkpoint(tmp_path / "tiny.pt", cfg, model_from_config(cfg), iteration=0)
+        result = run_script("inference.py", "--weights", str(weights), *args)
+    else:
+        shutil.copy(sample_root / "data" / LABELS.format(id=tile), path)  # extraction accepts the tile
+        assert run_script("extract_images.py", *args).returncode == 0
+        patch = sorted((tmp_path / "patches" / "labels" / "train").glob("1_*_orig.npy"))[0]
+        bad = np.load(patch)
+        bad[:2, :5], bad[5, :3] = 7, 100
+        np.save(patch, bad)  # a patch folder from elsewhere, or edited by hand
+        result = run_script("create_lmdb.py", *args)
+        fragments = [str(patch), "7 x 10 px", "100 x 3 px"]
+    assert_one_line_error(result, *fragments)
