@@ -19,6 +19,7 @@ from rasterio.enums import Resampling
 from rasterio.vrt import WarpedVRT
 from rasterio.warp import transform_bounds
 from rasterio.windows import Window
+from tqdm import tqdm
 
 from eoseg.errors import EosegError
 from eoseg.io import RasterInfo, open_raster
@@ -81,8 +82,8 @@ def note_warp(image: RasterInfo, other: RasterInfo, what: str, resampling: str) 
         return
     _NOTED.add(key)
     resolution = f"{abs(other.transform.a):.6g} x {abs(other.transform.e):.6g}"
-    print(f"note: {other.path} ({what}; {other.crs}, {resolution} per px, {other.width} x {other.height} px) is on "
-          f"another grid than its image {image.path}; warped onto the image's grid ({resampling})", file=sys.stderr)
+    tqdm.write(f"note: {other.path} ({what}; {other.crs}, {resolution} per px, {other.width} x {other.height} px) is on "
+          f"another grid than its image {image.path}; warped onto the image's grid ({resampling})", file=sys.stderr)  # on its own line, above any progress bar
 
 
 def check_resampling(name: str, where: str) -> str:

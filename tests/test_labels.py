@@ -298,3 +298,22 @@ def test_label_values_outside_the_classes_refused_by_every_reader(sample_root, t
         result = run_script("create_lmdb.py", *args)
         fragments = [str(patch), "7 x 10 px", "100 x 3 px"]
     assert_one_line_error(result, *fragments)
+
+
+@pytest.mark.faults
+def test_label_raster_on_another_transform_is_warped_and_said_once(sample_root, tmp_path):
+    """A label map shifted by 5 px (another transform, same size) is not used as if aligned:
+    extraction warps it onto the image's grid and says so in one line."""
+    data = tmp_path / "data"
+    shutil.copytree(sample_root / "data", data)
+    path = data / LABELS.format(id="1")
+    labels = read_label(path)
+    with rasterio.open(path, "r+") as dst:
+        dst.transform = dst.transform * rasterio.transform.Affine.translation(5, 0)
+    result = run_script("extract_images.py", *as_arguments({**tiny_overrides(tmp_path), "DATA_ROOT": str(data)}))
+    assert result.returncode == 0, result.stderr
+    notes = [line for line in result.stderr.splitlines() if line.startswith("note: ")]
+    assert len(notes) == 1 and str(path) in notes[0] and "warped onto the image's grid (nearest)" in notes[0]
+    patch = np.load(tmp_path / "patches" / "labels" / "train" / "1_0_0_orig.npy")
+    assert (patch[:, :5] == 255).all()  # the image's first 5 columns have no label
+    np.testing.assert_array_equal(patch[:, 5:], labels[:64, :59])
