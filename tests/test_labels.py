@@ -317,3 +317,19 @@ def test_label_raster_on_another_transform_is_warped_and_said_once(sample_root, 
     patch = np.load(tmp_path / "patches" / "labels" / "train" / "1_0_0_orig.npy")
     assert (patch[:, :5] == 255).all()  # the image's first 5 columns have no label
     np.testing.assert_array_equal(patch[:, 5:], labels[:64, :59])
+
+
+def test_convert_gt_bakes_label_values(sample_root, tmp_path):
+    pattern = raw_labels(sample_root, tmp_path, lambda ids: np.where(ids == BUILDING, 255, 0))
+    source = Path(str(pattern).format(id="1"))
+    args = as_arguments({**BINARY, "LABEL_VALUES": {0: 0, 255: 1}})
+    result = run_script("convert_gt.py", str(source), "--from-values", "--out", str(tmp_path / "out"), *args)
+    assert result.returncode == 0, result.stderr
+    converted = tmp_path / "out" / "1.tif"
+    np.testing.assert_array_equal(read_label(converted), (read_label(source) == 255).astype(np.uint8))
+    assert raster_info(converted).transform == raster_info(source).transform
+    unmapped = as_arguments({**BINARY, "LABEL_VALUES": {0: 0}})
+    assert_one_line_error(run_script("convert_gt.py", str(source), "--from-values", "--out", str(tmp_path / "o2"), *unmapped),
+                          str(source), "label values not in LABEL_VALUES: 255 x")
+    assert run_script("convert_gt.py", str(source), "--from-values", "--unknown-to-ignore", "--out", str(tmp_path / "o3"),
+                      *unmapped).returncode == 0
