@@ -125,6 +125,9 @@ class LabelValues:
     def apply(self, raw: np.ndarray) -> np.ndarray:
         """Class ids (uint8) of the raw values; values without a target become IGNORE_LABEL."""
         raw = np.asarray(raw)
+        if raw.dtype in (np.uint8, np.uint16):  # a lookup table: no sort of the whole raster
+            table = [self.target(v) for v in range(int(raw.max()) + 1 if raw.size else 1)]
+            return np.array([self.ignore_label if t is None else t for t in table], dtype=np.uint8)[raw]
         nan = np.isnan(raw) if np.issubdtype(raw.dtype, np.floating) else None
         if nan is not None:
             raw = np.where(nan, 0, raw)

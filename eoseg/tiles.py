@@ -12,7 +12,7 @@ from rasterio.windows import Window
 from eoseg.config import Config
 from eoseg.errors import EosegError
 from eoseg.grid import needs_warp, open_on_grid
-from eoseg.io import RasterInfo, open_raster, raster_info, valid_mask
+from eoseg.io import RasterInfo, raster_info, valid_mask
 from eoseg.labels import RasterLabels, VectorLabels, label_source
 from eoseg.normalization import Normalization
 from eoseg.palette import Palette
@@ -252,13 +252,14 @@ class TruthSource:
 
     def read_rows(self, palette: Palette, first: int, end: int) -> np.ndarray:
         """(rows, W) uint8 class ids of rows first..end-1."""
-        window = Window(0, first, self.image.width, end - first)
+        info = raster_info(self.path, "ground truth")
+        image = self.image or info  # made without its image: read on its own grid
+        window = Window(0, first, image.width, end - first)
         if self.labels is not None:
             return self.labels.read(window)
-        info = raster_info(self.path, "ground truth")
-        with open_on_grid(info, self.image, "ground truth", "nearest", labels=True) as src:
+        with open_on_grid(info, image, "ground truth", "nearest", labels=True) as src:
             rgb = src.read([1, 2, 3], window=window)
-            covered = src.read_masks(1, window=window) > 0 if needs_warp(self.image, info, "ground truth") else None
+            covered = src.read_masks(1, window=window) > 0 if needs_warp(image, info, "ground truth") else None
         labels = palette.to_labels(np.moveaxis(rgb, 0, -1), source=str(self.path))
         if covered is not None:
             labels[~covered] = palette.ignore_label
