@@ -252,11 +252,11 @@ class TruthSource:
 
     def read_rows(self, palette: Palette, first: int, end: int) -> np.ndarray:
         """(rows, W) uint8 class ids of rows first..end-1."""
+        if self.labels is not None:
+            return self.labels.read(Window(0, first, self.labels.image.width, end - first))
         info = raster_info(self.path, "ground truth")
         image = self.image or info  # made without its image: read on its own grid
         window = Window(0, first, image.width, end - first)
-        if self.labels is not None:
-            return self.labels.read(window)
         with open_on_grid(info, image, "ground truth", "nearest", labels=True) as src:
             rgb = src.read([1, 2, 3], window=window)
             covered = src.read_masks(1, window=window) > 0 if needs_warp(image, info, "ground truth") else None

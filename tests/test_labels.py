@@ -23,6 +23,7 @@ from eoseg.errors import EosegError
 from eoseg.infer import run_inference
 from eoseg.io import raster_info, read_label, read_raster
 from eoseg.labels import LabelValues, label_source, value_counts
+from eoseg.metadata import check_compatible, data_signature
 from eoseg.models import model_from_config
 from eoseg.tiles import read_image, read_labels
 from eoseg.train import train
@@ -186,9 +187,10 @@ def test_polygons_rasterised_on_the_image_grid(sample_root, tmp_path):
     band = label_source(tiny(sample_root, tmp_path, **base, VECTOR_BOUNDARY="ignore_band"), path, image).read()
     assert ((touched != centre) <= (band == 255)).all()  # the band covers every pixel the edge crosses
     assert (band[band != 255] == centre[band != 255]).all()
-    # one file for all tiles: no {id} needed; a few training steps from it
-    weights = train(tiny(sample_root, tmp_path, **base, TRAIN_IDS=["1"], TEST_IDS=["1"]), progress=False)
-    assert weights.is_file()
+    # one file for all tiles: no {id} needed; a few training steps from it, and scoring against it
+    cfg = tiny(sample_root, tmp_path, **base, TRAIN_IDS=["1"], TEST_IDS=["1"], VECTOR_BOUNDARY="ignore_band")
+    summary = run_inference(cfg, train(cfg, progress=False), cfg.INFER_DIR, ["1"], progress=False)
+    assert summary.metrics["pixels"] == int((band != 255).sum())  # the ignore band is not scored
 
 
 SPACENET = SHARED / "geotiff_real"
@@ -333,3 +335,15 @@ def test_convert_gt_bakes_label_values(sample_root, tmp_path):
                           str(source), "label values not in LABEL_VALUES: 255 x")
     assert run_script("convert_gt.py", str(source), "--from-values", "--unknown-to-ignore", "--out", str(tmp_path / "o3"),
                       *unmapped).returncode == 0
+
+
+def test_label_values_recorded_and_checked_in_artifacts(tiny_cfg):
+    binary = tiny_cfg.replace(**BINARY, LABEL_VALUES={0: 0, 255: 1})
+    recorded = data_signature(binary)
+    assert recorded["label_values"] == [[0, 0], [255, 1]]
+    assert json.loads(json.dumps(recorded)) == recorded  # survives JSON as it is
+    check_compatible(recorded, data_signature(binary), "LMDB x")
+    with pytest.raises(EosegError, match=r"LMDB x was made with label_values = \[\[0, 0\], \[255, 1\]\]"):
+        check_compatible(recorded, data_signature(binary.replace(LABEL_VALUES={0: 0, 1: 1})), "LMDB x")
+    older = {k: v for k, v in data_signature(tiny_cfg).items() if k != "label_values"}
+    check_compatible(older, data_signature(tiny_cfg), "an artifact made before LABEL_VALUES existed")
