@@ -108,7 +108,10 @@ def check_dataset(cfg: Config) -> DataReport:
                         target = values.target(value)
                         merge_counts(mapped, {values.ignore_label if target is None else target: pixels})
                 else:
-                    mapped = value_counts(labels.read())
+                    mapped = {}
+                    for first in range(0, info.height, SCAN_ROWS):
+                        window = Window(0, first, info.width, min(SCAN_ROWS, info.height - first))
+                        merge_counts(mapped, value_counts(labels.read(window)))
                 for class_id, pixels in mapped.items():
                     if class_id < cfg.num_classes:
                         report.class_pixels[split][class_id] += pixels
