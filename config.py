@@ -39,10 +39,20 @@ PALETTE = [  # RGB colour of each class in the colour-coded ground truth, same o
 IGNORE_COLOR = [0, 0, 0]  # colour of undefined pixels (black boundaries of the eroded GT)
 IGNORE_LABEL = 255  # their numeric id: excluded from the loss and the metrics
 
+# ---------------------------------------------------------------- label values, vector labels, other grids
+LABEL_VALUES = {}  # raw value of the label rasters (or of VECTOR_CLASS_FIELD) -> class id or "ignore": {0: 0, 255: 1} for 0/255 building masks, {0: "ignore", 1: 0, 2: 1, ...} for codes 1..n with 0 as no-data, {10: 0, 20: 1, ...} for sparse codes; {} = the values are the class ids (IGNORE_LABEL ignored)
+UNKNOWN_LABELS_TO_IGNORE = False  # label values LABEL_VALUES does not name become IGNORE_LABEL instead of an error
+VECTOR_CLASS_FIELD = ""  # vector labels (a LABEL_PATTERN ending .geojson, .gpkg, .shp, .fgb, ...; without {id}: one file for all tiles): the attribute holding each polygon's class value, mapped through LABEL_VALUES ("" = every polygon is VECTOR_POLYGON_CLASS)
+VECTOR_POLYGON_CLASS = 1  # class id of every polygon when VECTOR_CLASS_FIELD is ""
+VECTOR_BACKGROUND_CLASS = 0  # class id of the pixels outside every polygon (IGNORE_LABEL: unlabelled)
+VECTOR_BOUNDARY = "centre"  # which pixels a polygon labels: "centre" (centre inside), "all_touched", "ignore_band" (centre, then IGNORE_LABEL along every edge, like the ISPRS eroded ground truth)
+VECTOR_BOUNDARY_WIDTH = 3.0  # width of that ignore band, in pixels
+GRID_RESAMPLING = "bilinear"  # continuous rasters on another grid than their image (DSM, nDSM, EXTRA_SOURCES without a "resampling" key) are warped onto it with this: "nearest", "bilinear", "cubic", "cubic_spline", "lanczos", "average", "mode"; label rasters always take "nearest"
+
 # ---------------------------------------------------------------- inputs
 NORM_MEAN = [0.0, 0.0, 0.0]  # per band, subtracted from the raw pixel values
 NORM_STD = [255.0, 255.0, 255.0]  # per band, divides after the mean (255 maps uint8 to 0..1 as the method does)
-EXTRA_SOURCES = []  # more inputs stacked after the image's BANDS, in this order; each a dict. A co-registered raster per tile: {"pattern": "ndsm/ndsm_09cm_matching_area{id}.tif", "bands": [1], "band_names": ["nDSM"], "mean": [0.0], "std": [10.0]} (pattern under DATA_ROOT, mean/std per band on the raw scale). A computed band: {"derived": "ndvi"}, NDVI = (nir - red) / (nir + red), 0 where the sum is 0, with optional "red"/"nir" (names of stacked raster bands; default RED_BAND, NIR_BAND), "band_names" (default ["NDVI"]), "mean" ([0.0]), "std" ([1.0])
+EXTRA_SOURCES = []  # more inputs stacked after the image's BANDS, in this order; each a dict. A co-registered raster per tile: {"pattern": "ndsm/ndsm_09cm_matching_area{id}.tif", "bands": [1], "band_names": ["nDSM"], "mean": [0.0], "std": [10.0]} (pattern under DATA_ROOT, mean/std per band on the raw scale; optional "resampling", default GRID_RESAMPLING). A computed band: {"derived": "ndvi"}, NDVI = (nir - red) / (nir + red), 0 where the sum is 0, with optional "red"/"nir" (names of stacked raster bands; default RED_BAND, NIR_BAND), "band_names" (default ["NDVI"]), "mean" ([0.0]), "std" ([1.0])
 RED_BAND = "R"  # name of the red band (in BAND_NAMES, or an extra source's band_names) for NDVI
 NIR_BAND = "IR"  # name of the near-infrared band for NDVI, likewise
 COMPOSITE_NDSM_MAX = 30.0  # make_composite.py: metres of nDSM mapped to 255 (higher is clipped); the DSM is stretched min..max per tile, NDVI -1..1 to 0..255

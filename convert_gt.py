@@ -3,10 +3,13 @@
     python convert_gt.py --from-color                 # every tile of the config: GT_COLOR_PATTERN -> LABEL_PATTERN
     python convert_gt.py a.tif b.tif --from-color --out labels/
     python convert_gt.py pred_labels.tif --to-color --out colored/
+    python convert_gt.py masks/*.tif --from-values --out labels/   # raw values -> class ids by LABEL_VALUES
 
 The palette (PALETTE, IGNORE_COLOR, IGNORE_LABEL) comes from the config. A colour that
 is not in the palette is an error naming the file, colour and pixel count, unless
---unknown-to-ignore maps it to IGNORE_LABEL. GeoTIFF georeference is kept.
+--unknown-to-ignore maps it to IGNORE_LABEL. --from-values maps the raw values of label
+rasters (0/255 masks, codes) to class ids through LABEL_VALUES, as every step does when it
+reads them; a value the map does not name is an error, likewise. GeoTIFF georeference is kept.
 """
 
 from __future__ import annotations
@@ -16,8 +19,9 @@ from pathlib import Path
 from tqdm import tqdm
 
 from eoseg.cli import make_parser, parse, run
-from eoseg.convert import color_file_to_labels, labels_file_to_color
+from eoseg.convert import color_file_to_labels, labels_file_to_color, values_file_to_labels
 from eoseg.errors import EosegError
+from eoseg.labels import LabelValues
 from eoseg.tiles import existing_path
 
 
@@ -27,8 +31,10 @@ def main(argv=None):
     direction = parser.add_mutually_exclusive_group(required=True)
     direction.add_argument("--from-color", action="store_true", help="colour ground truth -> numeric label maps")
     direction.add_argument("--to-color", action="store_true", help="numeric label maps -> colour images")
+    direction.add_argument("--from-values", action="store_true", help="raw label values -> class ids through LABEL_VALUES")
     parser.add_argument("--out", metavar="DIR", help="output folder (required with FILES)")
-    parser.add_argument("--unknown-to-ignore", action="store_true", help="map colours outside the palette to IGNORE_LABEL instead of failing")
+    parser.add_argument("--unknown-to-ignore", action="store_true",
+                        help="map colours outside the palette (label values outside LABEL_VALUES) to IGNORE_LABEL instead of failing")
     args, cfg = parse(parser, argv)
     palette = cfg.palette
 
@@ -43,7 +49,9 @@ def main(argv=None):
         pairs = [(existing_path(cfg, "GT_COLOR_PATTERN", t, "colour ground truth"), cfg.tile_path("LABEL_PATTERN", t)) for t in ids]
         out = pairs[0][1].parent if pairs else Path(cfg.DATA_ROOT)
     else:
-        raise EosegError("--to-color needs the label files to convert")
+        raise EosegError(f"{'--to-color' if args.to_color else '--from-values'} needs the label files to convert")
+    values = LabelValues.from_config(cfg)
+    values.unknown_to_ignore = values.unknown_to_ignore or args.unknown_to_ignore
 
     for source, target in tqdm(pairs, desc="convert", unit="file"):
         if not source.is_file():
@@ -52,10 +60,12 @@ def main(argv=None):
             raise EosegError(f"{source}: output would overwrite the input; choose another --out")
         if args.from_color:
             color_file_to_labels(source, target, palette, args.unknown_to_ignore)
+        elif args.from_values:
+            values_file_to_labels(source, target, palette, values)
         else:
             labels_file_to_color(source, target, palette)
     cfg.save(out, "config.convert_gt.json")
-    print(f"wrote {len(pairs)} {'label maps' if args.from_color else 'colour images'} to {out}")
+    print(f"wrote {len(pairs)} {'colour images' if args.to_color else 'label maps'} to {out}")
 
 
 if __name__ == "__main__":

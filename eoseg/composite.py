@@ -24,7 +24,8 @@ from rasterio.windows import Window
 from eoseg.config import Config
 from eoseg.errors import EosegError
 from eoseg.io import RasterWriter, open_raster, raster_info
-from eoseg.tiles import check_same_grid, existing_path, image_info, ndvi
+from eoseg.grid import needs_warp, open_on_grid
+from eoseg.tiles import existing_path, image_info, ndvi
 
 
 def image_band(cfg: Config, key: str) -> int:
@@ -83,8 +84,8 @@ def write_composite(cfg: Config, tile_id: str, out: str | Path | None = None) ->
     dsm_info = raster_info(existing_path(cfg, "DSM_PATTERN", tile_id, "DSM"), "DSM")
     ndsm_info = raster_info(existing_path(cfg, "NDSM_PATTERN", tile_id, "nDSM",
                                           hint="make one (DSM minus a terrain model), or check NDSM_PATTERN"), "nDSM")
-    check_same_grid(image, dsm_info, "DSM")
-    check_same_grid(image, ndsm_info, "nDSM")
+    needs_warp(image, dsm_info, "DSM")  # refused before anything is written if it cannot be placed on the image
+    needs_warp(image, ndsm_info, "nDSM")
     for path in (image.path, dsm_info.path, ndsm_info.path):
         if out.resolve() == path.resolve():
             raise EosegError(f"{out}: the composite would overwrite its input; set COMPOSITE_PATTERN elsewhere")
@@ -94,7 +95,8 @@ def write_composite(cfg: Config, tile_id: str, out: str | Path | None = None) ->
     def window(first: int, end: int) -> Window:
         return Window(0, first, width, end - first)
 
-    with open_raster(dsm_info.path, "DSM") as dsm_src:  # first pass: the DSM's range
+    resampling = cfg.GRID_RESAMPLING  # for a DSM or nDSM on another grid than the image's
+    with open_on_grid(dsm_info, image, "DSM", resampling) as dsm_src:  # first pass: the DSM's range
         low, high = np.inf, -np.inf
         for first, end in _row_blocks(image.height, block_rows):
             heights = _valid_heights(dsm_src, window(first, end))
@@ -104,8 +106,8 @@ def write_composite(cfg: Config, tile_id: str, out: str | Path | None = None) ->
     band_names = [f"DSM of {dsm_info.path.name}, {low:.2f}..{high:.2f} to 0..255",
                   f"nDSM of {ndsm_info.path.name}, 0..{float(cfg.COMPOSITE_NDSM_MAX):g} m to 0..255",
                   f"NDVI of {image.path.name} bands {red_band} (red) and {nir_band} (NIR), -1..1 to 0..255"]
-    with open_raster(image.path, "image") as image_src, open_raster(dsm_info.path, "DSM") as dsm_src, \
-            open_raster(ndsm_info.path, "nDSM") as ndsm_src, \
+    with open_raster(image.path, "image") as image_src, open_on_grid(dsm_info, image, "DSM", resampling) as dsm_src, \
+            open_on_grid(ndsm_info, image, "nDSM", resampling) as ndsm_src, \
             RasterWriter(out, image, 3, "uint8", band_names=band_names) as writer:
         for first, end in _row_blocks(image.height, block_rows):
             rows = window(first, end)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from eoseg.errors import EosegError
+from eoseg.grid import check_resampling
 from eoseg.models.resnet import RESNETS
 from eoseg.palette import Palette
 
@@ -193,8 +194,13 @@ class Config:
             return None
         try:
             relative = pattern.format(id=tile_id)
+            uses_id = "\0" in pattern.format(id="\0")
         except (KeyError, IndexError, ValueError) as err:
             raise EosegError(f"{where} {pattern!r}: bad pattern ({err}); use {{id}} for the tile id") from None
+        one_file_for_all = where == "LABEL_PATTERN" and Path(pattern).suffix.lower() in VECTOR_SUFFIXES
+        if not uses_id and not one_file_for_all:
+            raise EosegError(f"{where} {pattern!r} has no {{id}}: every tile would read the same file; "
+                             "put {id} where the tile id goes in the file name")
         return Path(self.DATA_ROOT) / relative
 
     def _check(self) -> None:
@@ -232,6 +238,16 @@ class Config:
         _extra_sources(v)
         if not isinstance(v["COMPOSITE_NDSM_MAX"], (int, float)) or v["COMPOSITE_NDSM_MAX"] <= 0:
             raise EosegError(f"COMPOSITE_NDSM_MAX must be a positive number of metres, got {v['COMPOSITE_NDSM_MAX']!r}")
+        label_value_pairs(v)
+        check_resampling(v["GRID_RESAMPLING"], "GRID_RESAMPLING")
+        if v["VECTOR_BOUNDARY"] not in VECTOR_BOUNDARIES:
+            raise EosegError(f"VECTOR_BOUNDARY must be one of {', '.join(map(repr, VECTOR_BOUNDARIES))}, got {v['VECTOR_BOUNDARY']!r}")
+        if v["VECTOR_BOUNDARY_WIDTH"] <= 0:
+            raise EosegError(f"VECTOR_BOUNDARY_WIDTH is the ignore band's width in pixels, > 0; got {v['VECTOR_BOUNDARY_WIDTH']!r}")
+        for name in ("VECTOR_POLYGON_CLASS", "VECTOR_BACKGROUND_CLASS"):
+            if not (0 <= v[name] < len(v["CLASS_NAMES"]) or v[name] == v["IGNORE_LABEL"]):
+                raise EosegError(f"{name} must be a class id 0..{len(v['CLASS_NAMES']) - 1} or IGNORE_LABEL "
+                                 f"{v['IGNORE_LABEL']}, got {v[name]!r}")
         _check_recipe(v)
 
 
@@ -255,7 +271,30 @@ def _check_recipe(v: dict[str, Any]) -> None:
         raise EosegError(f"WARMUP_FRACTION must be below 1 (a fraction of the training left to the schedule), got {v['WARMUP_FRACTION']!r}")
 
 
+VECTOR_BOUNDARIES = ("centre", "all_touched", "ignore_band")
+IGNORE = "ignore"  # the target of LABEL_VALUES that sends a raw value to IGNORE_LABEL
+# vector label files (LABEL_PATTERN), read with pyogrio; without {id}, one file holds every tile's polygons
+VECTOR_SUFFIXES = (".geojson", ".json", ".gpkg", ".shp", ".fgb", ".gml", ".kml", ".sqlite")
+
+
+def label_value_pairs(v: dict[str, Any]) -> list[list]:
+    """LABEL_VALUES checked, as sorted [raw value, class id or "ignore"] pairs: the form recorded in
+    artifacts (JSON keeps lists as they are but turns number keys into text)."""
+    values = v["LABEL_VALUES"]
+    if not isinstance(values, dict):
+        raise EosegError(f"LABEL_VALUES maps raw label values to class ids or 'ignore', e.g. {{0: 0, 255: 1}}; got {values!r}")
+    classes = len(v["CLASS_NAMES"])
+    for raw, target in values.items():
+        if isinstance(raw, bool) or not isinstance(raw, (int, str)):
+            raise EosegError(f"LABEL_VALUES: the raw value {raw!r} must be an integer (or, for a vector class attribute, a text)")
+        if target != IGNORE and (isinstance(target, bool) or not isinstance(target, int) or not 0 <= target < classes):
+            raise EosegError(f"LABEL_VALUES: {raw!r} -> {target!r}; a raw value maps to a class id 0..{classes - 1} "
+                             f"(CLASS_NAMES has {classes} names) or to {IGNORE!r}")
+    return sorted(([raw, target] for raw, target in values.items()), key=lambda pair: (isinstance(pair[0], str), pair[0]))
+
+
 RASTER_SOURCE_KEYS = ("pattern", "bands", "band_names", "mean", "std")
+OPTIONAL_RASTER_SOURCE_KEYS = ("resampling",)  # how a source on another grid is warped onto the image's
 DERIVED_SOURCE_KEYS = ("derived", "red", "nir", "band_names", "mean", "std")
 DERIVED_KINDS = ("ndvi",)
 
@@ -275,7 +314,7 @@ def _extra_sources(v: dict[str, Any]) -> list[dict]:
         if not isinstance(entry, dict):
             raise EosegError(f"{where} must be a dict with a 'pattern' (a raster per tile) or 'derived' (a computed band), got {entry!r}")
         derived = "derived" in entry
-        allowed = DERIVED_SOURCE_KEYS if derived else RASTER_SOURCE_KEYS
+        allowed = DERIVED_SOURCE_KEYS if derived else RASTER_SOURCE_KEYS + OPTIONAL_RASTER_SOURCE_KEYS
         for key in entry:
             if key not in allowed:
                 close = difflib.get_close_matches(str(key), allowed, n=1)
@@ -299,6 +338,8 @@ def _extra_sources(v: dict[str, Any]) -> list[dict]:
                     not isinstance(b, int) or isinstance(b, bool) or b < 1 for b in bands):
                 raise EosegError(f"{where}: 'bands' holds 1-based band numbers, got {bands!r}")
             count = len(bands)
+            entry = {"resampling": v["GRID_RESAMPLING"], **entry}
+            check_resampling(entry["resampling"], f"{where} 'resampling'")
         names = entry["band_names"]
         if not isinstance(names, (list, tuple)) or not all(isinstance(n, str) and n for n in names):
             raise EosegError(f"{where}: 'band_names' must be a list of names, got {names!r}")

@@ -8,6 +8,7 @@ import numpy as np
 
 from eoseg.errors import EosegError
 from eoseg.io import raster_info, read_raster, write_raster
+from eoseg.labels import LabelValues, RasterLabels
 from eoseg.palette import Palette
 
 
@@ -33,3 +34,11 @@ def labels_file_to_color(source: Path, target: Path, palette: Palette) -> Path:
     if labels.size and (labels.min() < 0 or labels.max() > 255):
         raise EosegError(f"{source}: label ids must lie in 0..255")
     return write_raster(target, np.moveaxis(palette.to_color(labels.astype(np.uint8)), -1, 0), info)
+
+
+def values_file_to_labels(source: Path, target: Path, palette: Palette, values: LabelValues) -> Path:
+    """Label raster of raw values -> single-band uint8 class ids through LABEL_VALUES (checked), georeference kept."""
+    info = raster_info(source, "label raster")
+    labels = RasterLabels(info, info, values, "label raster").read()
+    colormap = palette.colormap() if target.suffix.lower() in (".tif", ".tiff") else None
+    return write_raster(target, labels, info, colormap=colormap)

@@ -22,6 +22,7 @@ from eoseg.config import Config
 from eoseg.errors import EosegError
 from eoseg.extract import read_manifest
 from eoseg.io import atomic_directory, write_failure
+from eoseg.labels import check_class_ids
 from eoseg.metadata import CHECKED_FIELDS, check_compatible, data_signature
 
 META_KEY = b"__meta__"
@@ -156,6 +157,13 @@ class LmdbPatches:
             return image.copy(), label.copy()  # the buffer is only valid inside the transaction
 
 
+def _checked_label(cfg: Config, path: Path) -> np.ndarray:
+    """A label patch, refused if it holds ids that are neither a class nor IGNORE_LABEL."""
+    label = np.load(path)
+    check_class_ids(label, cfg.num_classes, cfg.IGNORE_LABEL, str(path))
+    return label
+
+
 def create_lmdb(cfg: Config, patches_dir: str | Path, lmdb_dir: str | Path, force: bool = False, progress: bool = True) -> dict:
     """Pack a patch folder into ``lmdb_dir``/train.lmdb (shuffled) and test.lmdb (in order)."""
     manifest, rows = read_manifest(patches_dir)
@@ -171,7 +179,7 @@ def create_lmdb(cfg: Config, patches_dir: str | Path, lmdb_dir: str | Path, forc
             if split == "train":
                 order = np.random.default_rng(cfg.SHUFFLE_SEED).permutation(len(split_rows))
                 split_rows = [split_rows[i] for i in order]
-            records = ((np.load(patches_dir / r["image"]), np.load(patches_dir / r["label"])) for r in split_rows)
+            records = ((np.load(patches_dir / r["image"]), _checked_label(cfg, patches_dir / r["label"])) for r in split_rows)
             meta = {
                 "signature": signature,
                 "split": split,

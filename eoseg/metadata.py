@@ -6,12 +6,14 @@ compares the record with its own config and refuses a mismatch with a clear mess
 
 from __future__ import annotations
 
-from eoseg.config import Config
+from eoseg.config import Config, label_value_pairs
 from eoseg.errors import EosegError
 from eoseg.normalization import Normalization
 
 # Fields whose disagreement would silently produce garbage.
-CHECKED_FIELDS = ("class_names", "palette", "ignore_label", "band_names", "normalization")
+CHECKED_FIELDS = ("class_names", "palette", "ignore_label", "band_names", "normalization", "label_values")
+# what a record made before a field existed means by its absence
+FIELD_DEFAULTS = {"label_values": []}
 
 
 def data_signature(cfg: Config, patch_size: int | None = None) -> dict:
@@ -23,14 +25,16 @@ def data_signature(cfg: Config, patch_size: int | None = None) -> dict:
         "band_names": list(cfg.stacked_band_names),  # the image's BANDS, then EXTRA_SOURCES
         "normalization": Normalization.from_config(cfg).record(),
         "patch_size": int(patch_size if patch_size is not None else cfg.PATCH_SIZE),
+        "label_values": label_value_pairs(cfg.to_dict()),  # LABEL_VALUES: how raw label values became class ids
     }
 
 
 def check_compatible(recorded: dict, expected: dict, artifact: str, fields=CHECKED_FIELDS) -> None:
     """Refuse ``artifact`` if any of ``fields`` differs between its record and the config."""
     for field in fields:
-        if recorded.get(field) != expected.get(field):
+        made_with = recorded.get(field, FIELD_DEFAULTS.get(field))
+        if made_with != expected.get(field, FIELD_DEFAULTS.get(field)):
             raise EosegError(
-                f"{artifact} was made with {field} = {recorded.get(field)!r}, but the config has "
+                f"{artifact} was made with {field} = {made_with!r}, but the config has "
                 f"{expected.get(field)!r}; use the config it was made with or rebuild it"
             )

@@ -11,7 +11,9 @@ from rasterio.windows import Window
 
 from eoseg.config import Config
 from eoseg.errors import EosegError
-from eoseg.io import RasterInfo, open_raster, raster_info, read_label, valid_mask
+from eoseg.grid import needs_warp, open_on_grid
+from eoseg.io import RasterInfo, raster_info, valid_mask
+from eoseg.labels import RasterLabels, VectorLabels, label_source
 from eoseg.normalization import Normalization
 from eoseg.palette import Palette
 
@@ -59,13 +61,15 @@ class StackSource:
     info: RasterInfo
     bands: tuple[int, ...]
     what: str  # "image", or which extra source: named in errors
+    resampling: str = "nearest"  # how it is warped onto the image's grid if it is on another
 
 
 class TileStack:
     """The stacked input of one tile: the image's BANDS, then every EXTRA_SOURCES entry.
 
-    Raster sources must share the image's size (and, when both are georeferenced, its CRS
-    and transform). ``read(window)`` gives (C_total, h, w): the sources' common dtype when
+    Raster sources on another grid than the image (CRS, resolution, extent) are warped onto
+    the image's grid as they are read (each with its resampling); the image's pixels they do
+    not reach are nodata. ``read(window)`` gives (C_total, h, w): the sources' common dtype when
     they all have one and nothing is derived, else float32. ``valid_mask`` combines every
     source's nodata (mask, NaN; NODATA_ZERO for the image's bands). Use it as a context
     manager to keep the rasters open across many reads; otherwise each read opens them.
@@ -77,7 +81,7 @@ class TileStack:
         self.nodata_zero = bool(cfg.NODATA_ZERO)
         image = sources[0].info
         for source in sources[1:]:
-            check_same_grid(image, source.info, source.what)
+            needs_warp(image, source.info, source.what)  # refuses what cannot be placed on the image's grid
         entries = cfg.extra_sources
         if len(sources) != 1 + sum("pattern" in e for e in entries):
             raise EosegError("a stack needs the image and one raster per raster entry of EXTRA_SOURCES")
@@ -121,7 +125,8 @@ class TileStack:
         self._stack.__exit__(*exc)
 
     def _open_all(self, stack: contextlib.ExitStack) -> list:
-        return [stack.enter_context(open_raster(s.info.path, s.what)) for s in self.sources]
+        image = self.sources[0].info
+        return [stack.enter_context(open_on_grid(s.info, image, s.what, s.resampling)) for s in self.sources]
 
     @contextlib.contextmanager
     def _datasets(self):
@@ -164,22 +169,6 @@ class TileStack:
         return valid
 
 
-def check_same_grid(image: RasterInfo, other: RasterInfo, what: str) -> None:
-    """Refuse a raster ``other`` (``what``, named in errors) that does not cover ``image``'s pixel grid."""
-    if (other.width, other.height) != (image.width, image.height):
-        raise EosegError(
-            f"{other.path} ({what}) is {other.width} x {other.height} px but the image {image.path} is "
-            f"{image.width} x {image.height} px; the sources of a tile must cover the same grid"
-        )
-    if image.georeferenced and other.georeferenced:
-        if image.crs != other.crs:
-            raise EosegError(f"{other.path} ({what}) is in {other.crs} but the image {image.path} is in "
-                             f"{image.crs}; the sources of a tile must cover the same grid")
-        if not other.transform.almost_equals(image.transform, precision=1e-6):
-            raise EosegError(f"{other.path} ({what}) has the transform {tuple(other.transform)[:6]} but the image "
-                             f"{image.path} has {tuple(image.transform)[:6]}; the sources of a tile must cover the same grid")
-
-
 def _extra_what(index: int, entry: dict) -> str:
     return f"EXTRA_SOURCES[{index}] ({', '.join(entry['band_names'])})"
 
@@ -197,7 +186,7 @@ def tile_stack(cfg: Config, tile_id: str) -> TileStack:
         info = raster_info(path, what)
         if max(entry["bands"]) > info.count:
             raise EosegError(f"{path}: {what} has {info.count} bands but its 'bands' asks for {entry['bands']}")
-        sources.append(StackSource(info, tuple(entry["bands"]), what))
+        sources.append(StackSource(info, tuple(entry["bands"]), what, entry["resampling"]))
     return TileStack(cfg, sources)
 
 
@@ -223,15 +212,18 @@ def read_image(cfg: Config, tile_id: str) -> tuple[np.ndarray, RasterInfo]:
     return stack.read(), stack.info
 
 
-def read_labels(cfg: Config, tile_id: str, like: RasterInfo) -> np.ndarray:
-    """The numeric label map of a tile, checked against its image's size."""
+def tile_labels(cfg: Config, tile_id: str, like: RasterInfo) -> RasterLabels | VectorLabels:
+    """The labels of a tile (LABEL_PATTERN: a label raster or vector file) on its image ``like``'s grid."""
     path = existing_path(
         cfg, "LABEL_PATTERN", tile_id, "numeric label map",
         hint="run convert_gt.py to make it from the colour ground truth, or check LABEL_PATTERN",
     )
-    labels = read_label(path)
-    _check_same_size(labels, like, path)
-    return labels
+    return label_source(cfg, path, like)
+
+
+def read_labels(cfg: Config, tile_id: str, like: RasterInfo) -> np.ndarray:
+    """The class ids of a tile on its image ``like``'s grid, checked (see eoseg.labels)."""
+    return tile_labels(cfg, tile_id, like).read()
 
 
 def training_pixels(cfg: Config, stack: TileStack, image: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -249,43 +241,54 @@ def training_pixels(cfg: Config, stack: TileStack, image: np.ndarray, labels: np
 
 @dataclass(frozen=True)
 class TruthSource:
-    """Ground truth of a tile for scoring, readable by rows: colour-coded or numeric."""
+    """Ground truth of a tile for scoring, readable by rows on its image's grid: colour-coded
+    (``labels`` None: read through the palette) or class ids (``labels``: see eoseg.labels)."""
 
     path: Path
     colour: bool
     description: str
+    image: RasterInfo | None = None
+    labels: RasterLabels | VectorLabels | None = None
 
     def read_rows(self, palette: Palette, first: int, end: int) -> np.ndarray:
         """(rows, W) uint8 class ids of rows first..end-1."""
-        with open_raster(self.path, "ground truth") as src:
-            window = Window(0, first, src.width, end - first)
-            if self.colour:
-                rgb = src.read([1, 2, 3], window=window)
-                return palette.to_labels(np.moveaxis(rgb, 0, -1), source=str(self.path))
-            return src.read(1, window=window).astype(np.uint8)
+        if self.labels is not None:
+            return self.labels.read(Window(0, first, self.labels.image.width, end - first))
+        info = raster_info(self.path, "ground truth")
+        image = self.image or info  # made without its image: read on its own grid
+        window = Window(0, first, image.width, end - first)
+        with open_on_grid(info, image, "ground truth", "nearest", labels=True) as src:
+            rgb = src.read([1, 2, 3], window=window)
+            covered = src.read_masks(1, window=window) > 0 if needs_warp(image, info, "ground truth") else None
+        labels = palette.to_labels(np.moveaxis(rgb, 0, -1), source=str(self.path))
+        if covered is not None:
+            labels[~covered] = palette.ignore_label
+        return labels
 
 
 def eval_truth(cfg: Config, tile_id: str, like: RasterInfo) -> TruthSource | None:
-    """Ground truth for scoring: the eroded colour GT if the dataset has it, else the numeric labels.
+    """Ground truth for scoring: the eroded GT (colour or class values) if the dataset has it, else
+    the labels (LABEL_PATTERN: raster or polygons), on ``like``'s grid.
 
-    None when the tile has neither. Its size is checked against the image's.
+    None when the tile has neither. Class values are checked here, over the whole raster
+    (by windows), so that scoring, which reads it by rows, fails before labelling.
     """
     eroded = cfg.tile_path("GT_ERODED_PATTERN", tile_id)
     numeric = cfg.tile_path("LABEL_PATTERN", tile_id)
     if eroded is not None and eroded.is_file():
         info = raster_info(eroded, "eroded ground truth")
-        source = TruthSource(eroded, info.count >= 3, f"eroded ground truth ({eroded})")
+        if info.count >= 3:
+            needs_warp(like, info, "eroded ground truth")
+            return TruthSource(eroded, True, f"eroded ground truth ({eroded})", like)
+        labels = label_source(cfg, eroded, like, "eroded ground truth")
+        description = f"eroded ground truth ({eroded})"
     elif numeric is not None and numeric.is_file():
-        info = raster_info(numeric, "label map")
-        source = TruthSource(numeric, False, f"labels ({numeric})")
+        labels = label_source(cfg, numeric, like)
+        description = f"labels ({numeric})"
     else:
         return None
-    if (info.height, info.width) != (like.height, like.width):
-        raise EosegError(
-            f"{info.path}: label map is {info.width} x {info.height} px but its image "
-            f"{like.path} is {like.width} x {like.height} px; they must cover the same grid"
-        )
-    return source
+    labels.check()
+    return TruthSource(labels.path, False, description, like, labels)
 
 
 def read_eval_labels(cfg: Config, tile_id: str, like: RasterInfo) -> tuple[np.ndarray, str] | None:
@@ -295,10 +298,3 @@ def read_eval_labels(cfg: Config, tile_id: str, like: RasterInfo) -> tuple[np.nd
         return None
     return source.read_rows(cfg.palette, 0, like.height), source.description
 
-
-def _check_same_size(labels: np.ndarray, like: RasterInfo, path: Path) -> None:
-    if labels.shape != (like.height, like.width):
-        raise EosegError(
-            f"{path}: label map is {labels.shape[1]} x {labels.shape[0]} px but its image "
-            f"{like.path} is {like.width} x {like.height} px; they must cover the same grid"
-        )

@@ -11,7 +11,7 @@ import rasterio
 from .conftest import as_arguments, run_script, tiny_overrides
 
 SCRIPTS = ["make_sample.py", "convert_gt.py", "extract_images.py", "create_lmdb.py", "training.py", "inference.py",
-           "make_composite.py"]
+           "make_composite.py", "check_data.py"]
 
 
 @pytest.mark.parametrize("script", SCRIPTS)

@@ -122,19 +122,32 @@ def test_uint8_stays_uint8_only_when_every_source_is(tiny_cfg):
     assert read_image(tiny_cfg.replace(EXTRA_SOURCES=[{"derived": "ndvi"}]), "1")[0].dtype == np.float32
 
 
-def test_sources_of_another_grid_are_refused(tiny_cfg, tmp_path):
+def test_sources_of_another_grid_are_warped_onto_the_image(tiny_cfg, tmp_path):
     source = tiny_cfg.tile_path("NDSM_PATTERN", "1")
     ndsm = read_raster(source)
     root = tmp_path / "other"
     copy_raster(source, root / "small1.tif", ndsm[:, :90, :100], width=100, height=90)
     with rasterio.open(source) as src:
         shifted = src.transform * Affine.translation(5, 0)
+        away = src.transform * Affine.translation(10 * src.width, 0)
     copy_raster(source, root / "shifted1.tif", transform=shifted)
-    for name, message in (("small", "is 100 x 90 px but the image"), ("shifted", "has the transform")):
-        cfg = tiny_cfg.replace(EXTRA_SOURCES=[{**NDSM, "pattern": str(root / (name + "{id}.tif"))}])
-        with pytest.raises(EosegError, match="must cover the same grid") as caught:
-            read_image(cfg, "1")
-        assert message in str(caught.value) and str(root / f"{name}1.tif") in str(caught.value)
+    copy_raster(source, root / "away1.tif", transform=away)
+    nearest = {**NDSM, "resampling": "nearest"}
+    cfg = tiny_cfg.replace(EXTRA_SOURCES=[{**nearest, "pattern": str(root / "small{id}.tif")}])
+    stack = tile_stack(cfg, "1")
+    stacked = stack.read()
+    valid = stack.valid_mask(stacked)
+    np.testing.assert_array_equal(stacked[3, :90, :100], ndsm[0, :90, :100])  # same pixels where it reaches
+    assert valid[:90, :100].all() and not valid[90:].any() and not valid[:, 100:].any()  # nodata beyond
+    cfg = tiny_cfg.replace(EXTRA_SOURCES=[{**nearest, "pattern": str(root / "shifted{id}.tif")}])
+    stack = tile_stack(cfg, "1")
+    stacked = stack.read()
+    np.testing.assert_array_equal(stacked[3, :, 5:], ndsm[0, :, :-5])  # image column 5 is the source's column 0
+    assert not stack.valid_mask(stacked)[:, :5].any()
+    cfg = tiny_cfg.replace(EXTRA_SOURCES=[{**NDSM, "pattern": str(root / "away{id}.tif")}])
+    with pytest.raises(EosegError, match="does not overlap the image") as caught:
+        read_image(cfg, "1")
+    assert str(root / "away1.tif") in str(caught.value)
     with pytest.raises(EosegError, match=r"tile 1: EXTRA_SOURCES\[0\] \(nDSM\) not found"):
         read_image(tiny_cfg.replace(EXTRA_SOURCES=[{**NDSM, "pattern": "nowhere/{id}.tif"}]), "1")
     with pytest.raises(EosegError, match="has 1 bands but its 'bands' asks for"):

@@ -1,0 +1,178 @@
+"""What check_data.py reports on a dataset before anyone trains: images, band statistics,
+label values against LABEL_VALUES, class shares, and every problem found, each in one line.
+
+Tiles are read by windows of SCAN_ROWS rows through the readers every other step uses
+(eoseg.tiles, eoseg.labels), so that what is checked is what training will read.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from rasterio.windows import Window
+
+from eoseg.config import Config
+from eoseg.errors import EosegError
+from eoseg.io import atomic_write_text
+from eoseg.labels import SCAN_ROWS, LabelValues, RasterLabels, merge_counts, value_counts
+from eoseg.plots import class_frequency_figure, save_figure
+from eoseg.tiles import tile_labels, tile_stack
+
+SPLITS = ("train", "test")
+
+
+@dataclass
+class BandStatistics:
+    """Running count, sum, sum of squares, min and max per band over valid pixels."""
+
+    bands: int
+    count: int = 0
+    total: np.ndarray = None
+    squares: np.ndarray = None
+    low: np.ndarray = None
+    high: np.ndarray = None
+
+    def __post_init__(self):
+        self.total, self.squares = np.zeros(self.bands), np.zeros(self.bands)
+        self.low, self.high = np.full(self.bands, np.inf), np.full(self.bands, -np.inf)
+
+    def add(self, pixels: np.ndarray, valid: np.ndarray) -> None:
+        values = pixels[:, valid].astype(np.float64)
+        if not values.size:
+            return
+        self.count += values.shape[1]
+        self.total += values.sum(axis=1)
+        self.squares += (values ** 2).sum(axis=1)
+        self.low, self.high = np.minimum(self.low, values.min(axis=1)), np.maximum(self.high, values.max(axis=1))
+
+    @property
+    def mean(self) -> np.ndarray:
+        return self.total / max(self.count, 1)
+
+    @property
+    def std(self) -> np.ndarray:
+        return np.sqrt(np.maximum(self.squares / max(self.count, 1) - self.mean ** 2, 0))
+
+
+@dataclass
+class DataReport:
+    images: list[dict] = field(default_factory=list)  # tile, split, size, bands, dtype, crs, resolution, nodata
+    band_names: list[str] = field(default_factory=list)
+    statistics: BandStatistics | None = None
+    raw_values: dict = field(default_factory=dict)  # raw label value -> pixels, every tile
+    class_pixels: dict = field(default_factory=dict)  # split -> pixels per class
+    problems: list[str] = field(default_factory=list)
+
+    def problem(self, text: str) -> None:
+        if text not in self.problems:
+            self.problems.append(text)
+
+
+def check_dataset(cfg: Config) -> DataReport:
+    """Read every train and test tile of ``cfg`` by windows and report on them."""
+    values = LabelValues.from_config(cfg)
+    report = DataReport(band_names=cfg.stacked_band_names, statistics=BandStatistics(cfg.num_bands),
+                        class_pixels={split: np.zeros(cfg.num_classes, dtype=np.int64) for split in SPLITS})
+    seen = set()
+    for split in SPLITS:
+        if not cfg.tile_ids(split):
+            report.problem(f"{'TRAIN_IDS' if split == 'train' else 'TEST_IDS'} is empty: no {split} tiles")
+        for tile_id in cfg.tile_ids(split):
+            if (split, tile_id) in seen:
+                continue
+            seen.add((split, tile_id))
+            try:
+                stack = tile_stack(cfg, tile_id)
+                info = stack.info
+                report.images.append({
+                    "tile": tile_id, "split": split, "size": f"{info.width} x {info.height}", "bands": info.count,
+                    "dtype": info.dtype, "crs": str(info.crs) if info.crs else "-",
+                    "resolution": f"{abs(info.transform.a):.4g}" if info.georeferenced else "-",
+                    "nodata": info.nodata})
+                if split == "train":
+                    with stack:
+                        for first in range(0, info.height, SCAN_ROWS):
+                            window = Window(0, first, info.width, min(SCAN_ROWS, info.height - first))
+                            pixels = stack.read(window)
+                            report.statistics.add(pixels, stack.valid_mask(pixels, window))
+                labels = tile_labels(cfg, tile_id, info)
+                if isinstance(labels, RasterLabels):
+                    raw = labels.counts()
+                    merge_counts(report.raw_values, raw)
+                    values.check(raw, str(labels.path))
+                    mapped: dict = {}
+                    for value, pixels in raw.items():
+                        target = values.target(value)
+                        merge_counts(mapped, {values.ignore_label if target is None else target: pixels})
+                else:
+                    mapped = {}
+                    for first in range(0, info.height, SCAN_ROWS):
+                        window = Window(0, first, info.width, min(SCAN_ROWS, info.height - first))
+                        merge_counts(mapped, value_counts(labels.read(window)))
+                for class_id, pixels in mapped.items():
+                    if class_id < cfg.num_classes:
+                        report.class_pixels[split][class_id] += pixels
+            except EosegError as err:
+                report.problem(str(err))
+    train_pixels = report.class_pixels["train"]
+    absent = [name for name, pixels in zip(cfg.CLASS_NAMES, train_pixels) if not pixels]
+    if cfg.tile_ids("train") and absent:
+        report.problem(f"classes absent from the training tiles: {', '.join(absent)}; the network cannot learn them")
+    return report
+
+
+def format_report(cfg: Config, report: DataReport) -> str:
+    """The report as text: tables, the NORM_MEAN / NORM_STD lines, then one line per problem."""
+    lines = ["images:", f"  {'tile':<10} {'split':<6} {'size':<13} {'bands':>5} {'dtype':<8} {'CRS':<14} {'res.':>7} nodata"]
+    for image in report.images:
+        lines.append(f"  {image['tile']:<10} {image['split']:<6} {image['size']:<13} {image['bands']:>5} "
+                     f"{image['dtype']:<8} {image['crs']:<14} {image['resolution']:>7} {image['nodata']}")
+    stats = report.statistics
+    if stats is not None and stats.count:
+        lines += ["", f"bands over the training tiles ({stats.count} valid pixels):",
+                  f"  {'band':<10} {'min':>10} {'max':>10} {'mean':>10} {'std':>10}"]
+        for i, name in enumerate(report.band_names):
+            lines.append(f"  {name:<10} {stats.low[i]:>10.4g} {stats.high[i]:>10.4g} {stats.mean[i]:>10.4g} {stats.std[i]:>10.4g}")
+        lines += ["", "normalisation of the image's BANDS (config lines):", *norm_lines(cfg, report)]
+    values = LabelValues.from_config(cfg)
+    lines += ["", f"label values found ({'LABEL_VALUES' if not values.identity else 'no LABEL_VALUES: values are class ids'}):"]
+    for value, pixels in sorted(report.raw_values.items(), key=lambda item: str(item[0])):
+        target = values.target(value)
+        meaning = ("NOT MAPPED" if target is None else "ignored" if target == values.ignore_label
+                   else f"class {target} ({cfg.CLASS_NAMES[target]})")
+        lines.append(f"  {value!r:>8} {pixels:>12} px -> {meaning}")
+    lines += ["", "class shares of the labelled pixels:", f"  {'class':<24} {'train':>8} {'test':>8}"]
+    shares = {split: 100 * pixels / max(pixels.sum(), 1) for split, pixels in report.class_pixels.items()}
+    for i, name in enumerate(cfg.CLASS_NAMES):
+        lines.append(f"  {name:<24} {shares['train'][i]:>7.2f}% {shares['test'][i]:>7.2f}%")
+    lines += ["", f"problems: {len(report.problems) or 'none'}"]
+    lines += [f"problem: {text}" for text in report.problems]
+    return "\n".join(lines)
+
+
+def norm_lines(cfg: Config, report: DataReport) -> list[str]:
+    """NORM_MEAN and NORM_STD lines of the image's BANDS, measured over the training tiles."""
+    count = len(cfg.BANDS)
+    stats = report.statistics
+    std = [max(float(s), 1e-6) for s in stats.std[:count]]  # a constant band must not divide by 0
+    return [f"NORM_MEAN = {[round(float(m), 4) for m in stats.mean[:count]]}",
+            f"NORM_STD = {[round(s, 4) for s in std]}"]
+
+
+def write_norm(config_file: Path, lines: list[str]) -> None:
+    """Put the NORM_MEAN / NORM_STD ``lines`` into ``config_file``, replacing its own assignments."""
+    text = config_file.read_text() if config_file.is_file() else ""
+    for line in lines:
+        name = line.split(" =", 1)[0]
+        pattern = re.compile(rf"^{name}\s*=.*$", re.MULTILINE)
+        text = pattern.sub(line, text) if pattern.search(text) else text + ("" if text.endswith("\n") or not text else "\n") + line + "\n"
+    atomic_write_text(config_file, text)
+
+
+def plot_class_shares(cfg: Config, report: DataReport, path: Path) -> Path:
+    fig = class_frequency_figure({split: pixels for split, pixels in report.class_pixels.items()},
+                                 cfg.CLASS_NAMES, cfg.palette, "Class shares of the labelled pixels")
+    return save_figure(fig, path)

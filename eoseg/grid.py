@@ -1,0 +1,135 @@
+"""Rasters read on another raster's pixel grid: the same grid as is, another one warped.
+
+A DSM, nDSM, extra source or label raster may come in another CRS, resolution or extent
+than its image. :func:`open_on_grid` opens it so that reads by window of the image's grid
+return its values on that grid (GDAL's warped VRT: windowed, memory stays bounded);
+pixels of the image that it does not cover read as masked (no data). Only a raster that
+does not overlap the image at all is refused.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from typing import Iterator
+
+import numpy as np
+import rasterio
+from rasterio.enums import Resampling
+from rasterio.vrt import WarpedVRT
+from rasterio.warp import transform_bounds
+from rasterio.windows import Window
+from tqdm import tqdm
+
+from eoseg.errors import EosegError
+from eoseg.io import RasterInfo, open_raster
+
+# the resamplings a source may choose (rasterio's names); labels always take "nearest"
+RESAMPLINGS = ("nearest", "bilinear", "cubic", "cubic_spline", "lanczos", "average", "mode")
+CONTINUOUS_RESAMPLING = "bilinear"  # the default for continuous data (DSM, nDSM, extra sources)
+
+_NOTED: set[tuple[str, str]] = set()
+
+
+def bounds(info: RasterInfo) -> tuple[float, float, float, float]:
+    """(left, bottom, right, top) of ``info``'s grid in its CRS."""
+    xs, ys = zip(*(info.transform * corner for corner in ((0, 0), (info.width, 0), (0, info.height), (info.width, info.height))))
+    return min(xs), min(ys), max(xs), max(ys)
+
+
+def same_grid(image: RasterInfo, other: RasterInfo) -> bool:
+    """Whether ``other`` has ``image``'s size and (where both have one) georeference."""
+    if (other.width, other.height) != (image.width, image.height):
+        return False
+    if image.georeferenced and other.georeferenced:
+        return image.crs == other.crs and other.transform.almost_equals(image.transform, precision=1e-6)
+    return True
+
+
+def needs_warp(image: RasterInfo, other: RasterInfo, what: str) -> bool:
+    """Whether ``other`` (``what``, named in errors) must be warped onto ``image``'s grid.
+
+    Refuses what cannot be placed on it: a raster of another size where either lacks a
+    georeference, one in another CRS where either lacks a CRS, and one that does not overlap.
+    """
+    if same_grid(image, other):
+        return False
+    if not (image.georeferenced and other.georeferenced) or (image.crs is None) != (other.crs is None):
+        raise EosegError(
+            f"{other.path} ({what}) is {other.width} x {other.height} px but the image {image.path} is "
+            f"{image.width} x {image.height} px, and without a georeference (CRS and transform) on both "
+            "it cannot be placed on the image's grid; give both a georeference or make them cover the same grid")
+    left, bottom, right, top = bounds(other)
+    if other.crs is not None and other.crs != image.crs:
+        left, bottom, right, top = transform_bounds(other.crs, image.crs, left, bottom, right, top)
+    image_left, image_bottom, image_right, image_top = bounds(image)
+    if not (left < image_right and right > image_left and bottom < image_top and top > image_bottom):
+        raise EosegError(
+            f"{other.path} ({what}) does not overlap the image {image.path}: it covers "
+            f"{_box(left, bottom, right, top)}, the image {_box(image_left, image_bottom, image_right, image_top)} "
+            f"(in {image.crs}); check the file and its CRS")
+    return True
+
+
+def _box(left: float, bottom: float, right: float, top: float) -> str:
+    return f"x {left:.6g}..{right:.6g}, y {bottom:.6g}..{top:.6g}"
+
+
+def note_warp(image: RasterInfo, other: RasterInfo, what: str, resampling: str) -> None:
+    """Say once per process and file that ``other`` is warped onto ``image``'s grid."""
+    key = (str(other.path), str(image.path))
+    if key in _NOTED:
+        return
+    _NOTED.add(key)
+    resolution = f"{abs(other.transform.a):.6g} x {abs(other.transform.e):.6g}"
+    tqdm.write(f"note: {other.path} ({what}; {other.crs}, {resolution} per px, {other.width} x {other.height} px) is on "
+          f"another grid than its image {image.path}; warped onto the image's grid ({resampling})", file=sys.stderr)  # on its own line, above any progress bar
+
+
+def check_resampling(name: str, where: str) -> str:
+    if name not in RESAMPLINGS:
+        raise EosegError(f"{where}: unknown resampling {name!r}; choose one of {', '.join(RESAMPLINGS)}")
+    return name
+
+
+class WarpedReader:
+    """A raster warped onto another grid, read like the raster itself: ``read`` and ``read_masks``
+    by window of the target grid; masks are 0 where it has no data or does not reach (its alpha)."""
+
+    def __init__(self, vrt: WarpedVRT, count: int):
+        self._vrt = vrt
+        self.count = count  # the raster's own bands, the alpha band left out
+        self.width, self.height = vrt.width, vrt.height
+
+    def read(self, indexes=None, window: Window | None = None) -> np.ndarray:
+        return self._vrt.read(list(range(1, self.count + 1)) if indexes is None else indexes, window=window)
+
+    def read_masks(self, indexes=None, window: Window | None = None) -> np.ndarray:
+        alpha = np.where(self._vrt.read(self._vrt.count, window=window) > 0, np.uint8(255), np.uint8(0))
+        if isinstance(indexes, int):
+            return alpha
+        return np.repeat(alpha[None], self.count if indexes is None else len(indexes), axis=0)
+
+
+@contextlib.contextmanager
+def open_on_grid(other: RasterInfo, image: RasterInfo, what: str, resampling: str, labels: bool = False) -> Iterator:
+    """``other`` opened for reads on ``image``'s grid: as is on the same grid, else warped with
+    ``resampling`` (a :class:`WarpedReader`). Masks are 0 where it has no data or does not reach.
+
+    ``labels``: a label raster, whose every value means something (a nodata tag of 0 on a
+    0/255 mask is common and wrong): its nodata tag is ignored, masks say where it reaches.
+    """
+    warp = needs_warp(image, other, what)
+    with open_raster(other.path, what) as src:
+        if not warp:
+            yield src
+            return
+        note_warp(image, other, what, resampling)
+        crs = image.crs if image.crs is not None else other.crs
+        ignore_nodata = dict(src_nodata=None, nodata=None) if labels else {}
+        with WarpedVRT(src, crs=crs, transform=image.transform, width=image.width, height=image.height,
+                       resampling=Resampling[resampling], add_alpha=True, **ignore_nodata) as vrt:
+            try:
+                yield WarpedReader(vrt, src.count)
+            except rasterio.errors.RasterioIOError as err:
+                raise EosegError(f"{other.path}: cannot read this {what} warped onto {image.path}'s grid ({err})") from None

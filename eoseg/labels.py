@@ -1,0 +1,277 @@
+"""Label maps as they come, read as class ids on their image's pixel grid.
+
+Every step that reads labels (extraction, training from tiles, validation, scoring,
+check_data.py) goes through :func:`label_source`, so that all of them agree:
+
+- the raw values of a label raster are mapped through LABEL_VALUES (:class:`LabelValues`);
+  a value it does not name, a fractional value, or a 0/255 mask read as if 255 meant
+  "unlabelled" is an error naming the file, the values and their pixel counts;
+- a label raster on another grid than its image is warped onto the image's grid (nearest
+  neighbour; pixels it does not reach are unlabelled);
+- polygons (GeoJSON, GeoPackage, Shapefile, FlatGeobuf, ...: a file per tile or one for all)
+  are reprojected to the image's CRS and rasterised on its grid (:class:`VectorLabels`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyogrio
+import rasterio.features
+import shapely
+from pyogrio.raw import read as read_vector
+from rasterio.crs import CRS
+from rasterio.transform import Affine
+from rasterio.warp import transform as transform_points
+from rasterio.warp import transform_bounds
+from rasterio.windows import Window
+
+from eoseg.config import IGNORE, VECTOR_SUFFIXES, Config, label_value_pairs
+from eoseg.errors import EosegError
+from eoseg.grid import bounds, needs_warp, open_on_grid
+from eoseg.io import RasterInfo, raster_info
+
+# a label map with at least this share of IGNORE_LABEL pixels and at most one class present is
+# most likely a binary mask whose class value collides with IGNORE_LABEL (255 of a 0/255 mask)
+SUSPICIOUS_IGNORE_SHARE = 0.05
+SCAN_ROWS = 1024  # rows per read when a whole label raster is checked by windows
+LISTED = 4  # values listed in an error, most frequent first
+
+
+def is_vector(path: str | Path) -> bool:
+    return Path(path).suffix.lower() in VECTOR_SUFFIXES
+
+
+def value_counts(raw: np.ndarray) -> dict:
+    """{value: pixel count} of a label array: integral values as int, fractions as float, NaN left out."""
+    raw = np.asarray(raw).ravel()
+    if np.issubdtype(raw.dtype, np.floating):
+        raw = raw[~np.isnan(raw)]
+    if raw.dtype in (np.uint8, np.uint16):
+        counts = np.bincount(raw, minlength=1)
+        found = np.flatnonzero(counts)
+        return {int(v): int(counts[v]) for v in found}
+    values, counts = np.unique(raw, return_counts=True)
+    return {(int(v) if float(v).is_integer() else float(v)): int(c) for v, c in zip(values.tolist(), counts.tolist())}
+
+
+def merge_counts(total: dict, more: dict) -> dict:
+    for value, count in more.items():
+        total[value] = total.get(value, 0) + count
+    return total
+
+
+def describe_counts(counts: dict, unit: str = "px") -> str:
+    """"7 x 120 px, 100 x 3 px and 2 more values", most frequent first."""
+    ordered = sorted(counts.items(), key=lambda item: -item[1])
+    text = ", ".join(f"{value!r} x {count} {unit}" for value, count in ordered[:LISTED])
+    return text + (f" and {len(ordered) - LISTED} more values" if len(ordered) > LISTED else "")
+
+
+class LabelValues:
+    """LABEL_VALUES: raw label values -> class ids, IGNORE_LABEL for "ignore".
+
+    An empty map means the raw values are the class ids 0..n-1, and IGNORE_LABEL unlabelled.
+    """
+
+    def __init__(self, pairs: list[list], num_classes: int, ignore_label: int, unknown_to_ignore: bool = False):
+        self.identity = not pairs
+        self.mapping = {raw: ignore_label if target == IGNORE else int(target) for raw, target in pairs}
+        self.num_classes = num_classes
+        self.ignore_label = ignore_label
+        self.unknown_to_ignore = unknown_to_ignore
+
+    @classmethod
+    def from_config(cls, cfg: Config) -> "LabelValues":
+        return cls(label_value_pairs(cfg.to_dict()), cfg.num_classes, cfg.IGNORE_LABEL, cfg.UNKNOWN_LABELS_TO_IGNORE)
+
+    def target(self, raw) -> int | None:
+        """The class id (or IGNORE_LABEL) of raw value ``raw``; None if the map does not name it."""
+        if self.identity:
+            if isinstance(raw, int) and (0 <= raw < self.num_classes or raw == self.ignore_label):
+                return raw
+            return None
+        return self.mapping.get(raw)
+
+    def check(self, counts: dict, source: str, whole: bool = True) -> None:
+        """Refuse fractional values, values the map does not name (unless UNKNOWN_LABELS_TO_IGNORE) and,
+        for ``whole`` label maps read without a map, a 0/255 mask whose class reads as IGNORE_LABEL."""
+        fractions = {v: c for v, c in counts.items() if isinstance(v, float)}
+        if fractions:
+            raise EosegError(f"{source}: label values must be whole numbers, this raster holds fractions "
+                             f"({describe_counts(fractions)}); is it a label map? (resampled labels must be "
+                             "resampled by nearest neighbour)")
+        unknown = {v: c for v, c in counts.items() if self.target(v) is None}
+        if unknown and not self.unknown_to_ignore:
+            if self.identity:
+                raise EosegError(
+                    f"{source}: label values outside the class ids 0..{self.num_classes - 1} and IGNORE_LABEL "
+                    f"{self.ignore_label}: {describe_counts(unknown)}; map the raw values to classes with LABEL_VALUES "
+                    f"(e.g. {{0: 0, 255: 1}} for a 0/255 mask, {{0: 'ignore', 1: 0, 2: 1, ...}} for codes 1..n)")
+            raise EosegError(f"{source}: label values not in LABEL_VALUES: {describe_counts(unknown)}; add them to "
+                             "LABEL_VALUES (value: class id or 'ignore') or set UNKNOWN_LABELS_TO_IGNORE=True")
+        if whole and self.identity and self.num_classes > 1:
+            total = sum(counts.values())
+            ignored = counts.get(self.ignore_label, 0)
+            present = [v for v in counts if 0 <= v < self.num_classes]
+            if total and ignored / total >= SUSPICIOUS_IGNORE_SHARE and len(present) <= 1:
+                raise EosegError(
+                    f"{source}: {ignored / total:.0%} of the pixels are IGNORE_LABEL {self.ignore_label} (unlabelled) and "
+                    f"only class {present[0] if present else 'none'} of {self.num_classes} occurs: a 0/{self.ignore_label} "
+                    f"mask? map its values with LABEL_VALUES, e.g. {{0: 0, {self.ignore_label}: 1}} (or, if "
+                    f"{self.ignore_label} does mean unlabelled, name it: {{..., {self.ignore_label}: 'ignore'}})")
+
+    def apply(self, raw: np.ndarray) -> np.ndarray:
+        """Class ids (uint8) of the raw values; values without a target become IGNORE_LABEL."""
+        raw = np.asarray(raw)
+        if raw.dtype in (np.uint8, np.uint16):  # a lookup table: no sort of the whole raster
+            table = [self.target(v) for v in range(int(raw.max()) + 1 if raw.size else 1)]
+            return np.array([self.ignore_label if t is None else t for t in table], dtype=np.uint8)[raw]
+        nan = np.isnan(raw) if np.issubdtype(raw.dtype, np.floating) else None
+        if nan is not None:
+            raw = np.where(nan, 0, raw)
+        values, inverse = np.unique(raw, return_inverse=True)
+        targets = [self.target(int(v) if float(v).is_integer() else float(v)) for v in values.tolist()]
+        table = np.array([self.ignore_label if t is None else t for t in targets], dtype=np.uint8)
+        labels = table[inverse].reshape(raw.shape)
+        if nan is not None:
+            labels[nan] = self.ignore_label
+        return labels
+
+
+def check_class_ids(labels: np.ndarray, num_classes: int, ignore_label: int, source: str) -> None:
+    """Refuse class ids that are neither a class nor IGNORE_LABEL (labels already mapped, e.g. patches)."""
+    counts = value_counts(labels)
+    bad = {v: c for v, c in counts.items() if not (0 <= v < num_classes or v == ignore_label)}
+    if bad:
+        raise EosegError(f"{source}: class ids outside 0..{num_classes - 1} and IGNORE_LABEL {ignore_label}: "
+                         f"{describe_counts(bad)}; extract the patches again with this version and config")
+
+
+class RasterLabels:
+    """A label raster read as class ids on ``image``'s grid (warped there by nearest neighbour)."""
+
+    def __init__(self, info: RasterInfo, image: RasterInfo, values: LabelValues, what: str = "label map"):
+        if info.count != 1:
+            raise EosegError(f"{info.path}: a numeric label map has one band, this one has {info.count}; is it colour-coded?")
+        self.info, self.image, self.values, self.what = info, image, values, what
+        self.warped = needs_warp(image, info, what)
+        self.path = info.path
+
+    def _read(self, src, window: Window | None) -> tuple[np.ndarray, np.ndarray | None]:
+        raw = src.read(1, window=window)
+        covered = src.read_masks(1, window=window) > 0 if self.warped else None
+        return raw, covered
+
+    def read(self, window: Window | None = None) -> np.ndarray:
+        """(h, w) uint8 class ids of ``window`` of the image's grid (all of it if None), checked."""
+        with open_on_grid(self.info, self.image, self.what, "nearest", labels=True) as src:
+            raw, covered = self._read(src, window)
+        self.values.check(value_counts(raw if covered is None else raw[covered]), str(self.path), whole=window is None)
+        labels = self.values.apply(raw)
+        if covered is not None:
+            labels[~covered] = self.values.ignore_label
+        return labels
+
+    def counts(self) -> dict:
+        """{raw value: pixels} over the image's grid, read by windows (pixels the raster does not reach left out)."""
+        total: dict = {}
+        with open_on_grid(self.info, self.image, self.what, "nearest", labels=True) as src:
+            for first in range(0, self.image.height, SCAN_ROWS):
+                window = Window(0, first, self.image.width, min(SCAN_ROWS, self.image.height - first))
+                raw, covered = self._read(src, window)
+                merge_counts(total, value_counts(raw if covered is None else raw[covered]))
+        return total
+
+    def check(self) -> None:
+        """Check the whole raster's values by windows (for readers that go on to read it by rows)."""
+        self.values.check(self.counts(), str(self.path))
+
+
+class VectorLabels:
+    """Polygons rasterised on ``image``'s grid: classes from an attribute through LABEL_VALUES, or
+    one fixed class; the rest VECTOR_BACKGROUND_CLASS; edges as VECTOR_BOUNDARY says."""
+
+    def __init__(self, cfg: Config, path: Path, image: RasterInfo, values: LabelValues):
+        self.path, self.image, self.values = path, image, values
+        self.background = int(cfg.VECTOR_BACKGROUND_CLASS)
+        self.boundary = cfg.VECTOR_BOUNDARY
+        self.boundary_width = float(cfg.VECTOR_BOUNDARY_WIDTH)
+        if not image.georeferenced or image.crs is None:
+            raise EosegError(f"{path}: polygons need an image with a CRS to be placed on, and {image.path} has none; "
+                             "give the image a georeference or rasterise the labels yourself")
+        try:
+            info = pyogrio.read_info(path)
+        except Exception as err:  # pyogrio raises its own DataSourceError / DataLayerError and GDAL's
+            raise EosegError(f"{path}: cannot read these vector labels ({str(err).splitlines()[0]})") from None
+        field = cfg.VECTOR_CLASS_FIELD
+        if field and field not in list(info["fields"]):
+            raise EosegError(f"{path}: no attribute {field!r} (VECTOR_CLASS_FIELD) in its features; it has "
+                             f"{', '.join(map(repr, info['fields'])) or 'no attributes'}; set VECTOR_CLASS_FIELD to one "
+                             "of them, or to '' to give every polygon VECTOR_POLYGON_CLASS")
+        crs = CRS.from_user_input(info["crs"]) if info["crs"] else image.crs
+        box = bounds(image)
+        query = transform_bounds(image.crs, crs, *box) if crs != image.crs else box
+        _, _, geometry, fields = read_vector(path, bbox=query, columns=[field] if field else [])
+        shapes = shapely.from_wkb(geometry)
+        keep = ~shapely.is_missing(shapes) & ~shapely.is_empty(shapes)
+        shapes = shapes[keep]
+        if crs != image.crs and len(shapes):
+            shapes = shapely.transform(
+                shapes, lambda xy: np.column_stack(transform_points(crs, image.crs, xy[:, 0], xy[:, 1])))
+        inside = shapely.intersects(shapes, shapely.box(*box)) if len(shapes) else np.zeros(0, dtype=bool)
+        if info["features"] and not inside.any():
+            raise EosegError(f"{path}: none of its {info['features']} features overlaps the image {image.path} "
+                             f"(x {box[0]:.6g}..{box[2]:.6g}, y {box[1]:.6g}..{box[3]:.6g} in {image.crs}); "
+                             f"check the file and its CRS ({crs})")
+        shapes = shapes[inside]
+        if field:
+            raw = [_plain(v) for v in np.asarray(fields[0])[keep][inside].tolist()]
+            classes = [values.target(v) for v in raw]
+            unknown: dict = {}
+            for value, target in zip(raw, classes):
+                if target is None:
+                    unknown[value] = unknown.get(value, 0) + 1
+            if unknown and not values.unknown_to_ignore:
+                raise EosegError(f"{path}: {field} values not in LABEL_VALUES: {describe_counts(unknown, 'polygons')}; "
+                                 "add them to LABEL_VALUES (value: class id or 'ignore') or set UNKNOWN_LABELS_TO_IGNORE=True")
+            classes = [values.ignore_label if t is None else t for t in classes]
+        else:
+            classes = [int(cfg.VECTOR_POLYGON_CLASS)] * len(shapes)
+        self.shapes = list(zip(shapes.tolist(), classes))
+
+    def read(self, window: Window | None = None) -> np.ndarray:
+        """(h, w) uint8 class ids of ``window`` of the image's grid (all of it if None)."""
+        window = window or Window(0, 0, self.image.width, self.image.height)
+        shape = (int(window.height), int(window.width))
+        transform = self.image.transform * Affine.translation(window.col_off, window.row_off)
+        labels = np.full(shape, self.background, dtype=np.uint8)
+        if not self.shapes:
+            return labels
+        rasterio.features.rasterize(self.shapes, out=labels, transform=transform,
+                                    all_touched=self.boundary == "all_touched")
+        if self.boundary == "ignore_band":
+            pixel = (abs(self.image.transform.a) + abs(self.image.transform.e)) / 2
+            edges = shapely.buffer(shapely.boundary([s for s, _ in self.shapes]), self.boundary_width * pixel / 2)
+            rasterio.features.rasterize(((e, self.values.ignore_label) for e in edges.tolist() if not e.is_empty),
+                                        out=labels, transform=transform)
+        return labels
+
+    def check(self) -> None:
+        """Nothing left to check: the attribute values were checked when the polygons were read."""
+
+
+def _plain(value):
+    """An attribute value as LABEL_VALUES names it: whole numbers as int."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def label_source(cfg: Config, path: Path, image: RasterInfo, what: str = "label map") -> RasterLabels | VectorLabels:
+    """The labels at ``path`` (a raster or a vector file) for ``image``, read as class ids on its grid."""
+    values = LabelValues.from_config(cfg)
+    if is_vector(path):
+        return VectorLabels(cfg, path, image, values)
+    return RasterLabels(raster_info(path, what), image, values, what)

@@ -1,0 +1,66 @@
+"""check_data.py and eoseg.datacheck: statistics, class shares and problems, each once."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import rasterio
+
+from eoseg.datacheck import check_dataset
+from eoseg.io import read_label
+from eoseg.tiles import read_image
+
+from .conftest import as_arguments, run_script, tiny_overrides
+
+
+def test_sample_statistics_and_class_shares(tiny_cfg, tmp_path):
+    result = run_script("check_data.py", *as_arguments({**tiny_overrides(tmp_path), "DATA_ROOT": tiny_cfg.DATA_ROOT}),
+                        "--out", str(tmp_path / "check"))
+    assert result.returncode == 0, result.stderr
+    assert "problems: none" in result.stdout and (tmp_path / "check" / "class_shares.png").is_file()
+    # the statistics are those of the training tiles' pixels, computed here independently
+    pixels = np.concatenate([read_image(tiny_cfg, t)[0].reshape(3, -1) for t in tiny_cfg.tile_ids("train")], axis=1)
+    mean, std = pixels.mean(axis=1), pixels.std(axis=1)
+    assert f"NORM_MEAN = {[round(float(m), 4) for m in mean]}" in result.stdout
+    assert f"NORM_STD = {[round(float(s), 4) for s in std]}" in result.stdout
+    report = check_dataset(tiny_cfg)
+    labels = np.concatenate([read_label(tiny_cfg.tile_path("LABEL_PATTERN", t)).ravel() for t in tiny_cfg.tile_ids("train")])
+    np.testing.assert_array_equal(report.class_pixels["train"], np.bincount(labels, minlength=256)[:6])
+    share = 100 * report.class_pixels["test"][1] / report.class_pixels["test"].sum()
+    assert f"{'building':<24}" in result.stdout and f"{share:>7.2f}%" in result.stdout
+
+
+def test_norm_written_into_the_config_file(tiny_cfg, tmp_path):
+    config = tmp_path / "mine.py"
+    config.write_text("NORM_MEAN = [1.0, 2.0, 3.0]\nITERATIONS = 5\n")
+    result = run_script("check_data.py", "--config", str(config), "--write-norm", "--out", str(tmp_path / "check"),
+                        *as_arguments({**tiny_overrides(tmp_path), "DATA_ROOT": tiny_cfg.DATA_ROOT}))
+    assert result.returncode == 0, result.stderr
+    text = config.read_text()
+    assert text.count("NORM_MEAN =") == 1 and text.count("NORM_STD =") == 1 and "ITERATIONS = 5" in text
+    assert [line for line in result.stdout.splitlines() if line.startswith("NORM_MEAN")][0] in text
+
+
+def test_broken_dataset_lists_each_problem_once(sample_root, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(sample_root / "data", data)
+    (data / "top" / "top_mosaic_09cm_area2.tif").unlink()  # a missing image
+    label = data / "labels" / "top_mosaic_09cm_area3.tif"
+    with rasterio.open(label, "r+") as dst:  # values no class has
+        labels = dst.read(1)
+        labels[:4, :4] = 9
+        dst.write(labels, 1)
+    with rasterio.open(data / "labels" / "top_mosaic_09cm_area4.tif", "r+") as dst:  # moved far away
+        dst.transform = dst.transform * rasterio.transform.Affine.translation(0, 50 * dst.height)
+    overrides = {**tiny_overrides(tmp_path), "DATA_ROOT": str(data), "TRAIN_IDS": ["1", "2", "3"], "TEST_IDS": ["4"],
+                 "CLASS_NAMES": ["a", "b", "c", "d", "e", "f", "g"], "PALETTE": [[i, i, i] for i in range(1, 8)]}
+    result = run_script("check_data.py", *as_arguments(overrides), "--out", str(tmp_path / "check"))
+    assert result.returncode == 1
+    problems = [line for line in result.stdout.splitlines() if line.startswith("problem: ")]
+    assert len(problems) == 4, result.stdout
+    assert "top_mosaic_09cm_area2.tif" in problems[0] and "not found" in problems[0]
+    assert "area3.tif" in problems[1] and "9 x 16 px" in problems[1]
+    assert "area4.tif" in problems[2] and "does not overlap" in problems[2]
+    assert problems[3] == "problem: classes absent from the training tiles: g; the network cannot learn them"
+    assert "Traceback" not in result.stderr

@@ -1,0 +1,349 @@
+"""Labels as they come (eoseg.labels, eoseg.grid): value maps, polygons, rasters on other grids."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+import rasterio.features
+import rasterio.warp
+from pyogrio.raw import write as write_vector
+from rasterio.crs import CRS
+from rasterio.enums import Resampling
+from rasterio.warp import calculate_default_transform, reproject
+import shapely
+
+from eoseg.checkpoint import save_checkpoint
+from eoseg.config import load_config
+from eoseg.errors import EosegError
+from eoseg.infer import run_inference
+from eoseg.io import raster_info, read_label, read_raster
+from eoseg.labels import LabelValues, label_source, value_counts
+from eoseg.metadata import check_compatible, data_signature
+from eoseg.models import model_from_config
+from eoseg.tiles import read_image, read_labels
+from eoseg.train import train
+
+from .conftest import SHARED, TINY_SETTINGS, as_arguments, run_script, tiny_overrides
+from .test_scripts import assert_one_line_error
+
+LABELS = "labels/top_mosaic_09cm_area{id}.tif"
+BINARY = {"CLASS_NAMES": ["other", "building"], "PALETTE": [[255, 255, 255], [0, 0, 255]]}
+BUILDING = 1  # the sample's class id of buildings
+
+
+def write_like(path: Path, array: np.ndarray, like: Path, **profile) -> Path:
+    """A GeoTIFF of ``array`` (H, W) on ``like``'s grid (unless ``profile`` says otherwise)."""
+    with rasterio.open(like) as src:
+        meta = dict(driver="GTiff", width=array.shape[1], height=array.shape[0], count=1, dtype=array.dtype.name,
+                    crs=src.crs, transform=src.transform)
+    meta.update(profile)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with rasterio.open(path, "w", **meta) as dst:
+        dst.write(array, 1)
+    return path
+
+
+def raw_labels(sample_root: Path, tmp_path: Path, encode, dtype=np.uint8) -> Path:
+    """The sample's label maps re-encoded by ``encode`` (class ids -> raw values) under tmp_path/raw."""
+    for tile_id in ("1", "2", "3", "4"):
+        source = sample_root / "data" / LABELS.format(id=tile_id)
+        write_like(tmp_path / "raw" / f"{tile_id}.tif", encode(read_label(source)).astype(dtype), source)
+    return tmp_path / "raw" / "{id}.tif"
+
+
+def tiny(sample_root: Path, tmp_path: Path, **extra):
+    overrides = {**tiny_overrides(tmp_path), "DATA_ROOT": str(sample_root / "data"), "GT_ERODED_PATTERN": "",
+                 "WRITE_PREVIEW": False, "TRAIN_SOURCE": "tiles", "ITERATIONS": 2, "LR_STEPS": [], "VAL_EVERY": 0,
+                 **extra}
+    return load_config(overrides=as_arguments(overrides))
+
+
+# ---------------------------------------------------------------- value maps
+def test_value_map_maps_and_refuses_with_counts():
+    values = LabelValues([[0, "ignore"], [1, 0], [2, 1]], num_classes=2, ignore_label=255)
+    raw = np.array([[0, 1, 2], [2, 2, 7]], dtype=np.uint16)
+    with pytest.raises(EosegError, match=r"f\.tif: label values not in LABEL_VALUES: 7 x 1 px"):
+        values.check(value_counts(raw), "f.tif")
+    assert values.apply(raw).tolist() == [[255, 0, 1], [1, 1, 255]]
+    LabelValues([[0, "ignore"], [1, 0], [2, 1]], 2, 255, unknown_to_ignore=True).check(value_counts(raw), "f.tif")
+    sparse = LabelValues([[10, 0], [20, 1], [100, 2]], num_classes=3, ignore_label=255)
+    assert sparse.apply(np.array([100, 10, 20], dtype=np.int32)).tolist() == [2, 0, 1]
+    identity = LabelValues([], num_classes=6, ignore_label=255)
+    with pytest.raises(EosegError, match=r"outside the class ids 0\.\.5 and IGNORE_LABEL 255: 100 x 2 px, 7 x 1 px"):
+        identity.check(value_counts(np.array([0, 7, 100, 100, 255], dtype=np.uint8)), "g.tif")
+    with pytest.raises(EosegError, match=r"fractions \(0\.5 x 1 px\)"):
+        identity.check(value_counts(np.array([0.0, 0.5, 1.0], dtype=np.float32)), "h.tif")
+    identity.check(value_counts(np.array([0.0, 1.0, 2.0], dtype=np.float32)), "whole floats are class ids")
+
+
+def test_binary_mask_read_as_if_255_were_unlabelled_is_refused():
+    mask = np.zeros((10, 10), dtype=np.uint8)
+    mask[:3] = 255  # 30 % buildings, which IGNORE_LABEL 255 would hide
+    with pytest.raises(EosegError, match=r"30% of the pixels are IGNORE_LABEL 255 .* \{0: 0, 255: 1\}"):
+        LabelValues([], 2, 255).check(value_counts(mask), "mask.tif")
+    LabelValues([[0, 0], [255, "ignore"]], 2, 255).check(value_counts(mask), "said so: accepted")
+    LabelValues([[0, 0], [255, 1]], 2, 255).check(value_counts(mask), "mapped: accepted")
+
+
+@pytest.mark.parametrize("case", ["binary_0_255", "nodata_zero", "sparse_codes"])
+def test_raw_label_encodings_train_and_score(sample_root, tmp_path, case):
+    """0/255 building masks, codes 1..n with 0 as no-data, and sparse codes: read through
+    LABEL_VALUES they give the sample's class ids, train a few steps and score."""
+    if case == "binary_0_255":
+        pattern = raw_labels(sample_root, tmp_path, lambda ids: np.where(ids == BUILDING, 255, 0))
+        extra = {**BINARY, "LABEL_VALUES": {0: 0, 255: 1}}
+        expected = lambda ids: (ids == BUILDING).astype(np.uint8)  # noqa: E731
+    elif case == "nodata_zero":
+        pattern = raw_labels(sample_root, tmp_path, lambda ids: np.where(ids == 255, 0, ids.astype(np.int32) + 1))
+        extra = {"LABEL_VALUES": {0: "ignore", **{code: code - 1 for code in range(1, 7)}}}
+        expected = lambda ids: ids  # noqa: E731
+    else:
+        pattern = raw_labels(sample_root, tmp_path, lambda ids: np.where(ids == 255, 0, 10 * (ids.astype(np.int32) + 1)),
+                             dtype=np.uint16)
+        extra = {"LABEL_VALUES": {0: "ignore", **{10 * (c + 1): c for c in range(6)}}}
+        expected = lambda ids: ids  # noqa: E731
+    cfg = tiny(sample_root, tmp_path, LABEL_PATTERN=str(pattern), **extra)
+    _, info = read_image(cfg, "1")
+    truth = read_label(sample_root / "data" / LABELS.format(id="1"))
+    np.testing.assert_array_equal(read_labels(cfg, "1", info), expected(truth))
+    weights = train(cfg, progress=False)
+    summary = run_inference(cfg, weights, cfg.INFER_DIR, ["4"], progress=False)
+    assert summary.metrics["pixels"] == int((expected(read_label(sample_root / "data" / LABELS.format(id="4"))) != 255).sum())
+    unmapped = {key: value for key, value in extra["LABEL_VALUES"].items() if key != max(extra["LABEL_VALUES"])}
+    with pytest.raises(EosegError, match="label values not in LABEL_VALUES"):
+        read_labels(cfg.replace(LABEL_VALUES=unmapped), "1", info)
+
+
+# ---------------------------------------------------------------- rasters on other grids
+def test_dsm_at_half_resolution_in_another_crs_is_warped_onto_the_image(sample_root, tmp_path):
+    """A DSM in EPSG:3857 at half the image's resolution reads, on the image's grid, what an
+    independent reprojection of it gives (same bilinear resampling)."""
+    cfg = tiny(sample_root, tmp_path)
+    image = raster_info(cfg.tile_path("IMAGE_PATTERN", "1"))
+    heights = read_raster(cfg.tile_path("NDSM_PATTERN", "1"))[0].astype(np.float32)
+    other = CRS.from_epsg(3857)
+    transform, width, height = calculate_default_transform(image.crs, other, image.width, image.height,
+                                                           *rasterio.transform.array_bounds(image.height, image.width, image.transform),
+                                                           resolution=None)
+    transform, width, height = transform * transform.scale(2), width // 2, height // 2  # half the resolution
+    coarse = np.full((height, width), np.nan, dtype=np.float32)
+    reproject(heights, coarse, src_transform=image.transform, src_crs=image.crs, dst_transform=transform, dst_crs=other,
+              resampling=Resampling.average, dst_nodata=np.nan)
+    dsm = write_like(tmp_path / "dsm" / "1.tif", coarse, cfg.tile_path("IMAGE_PATTERN", "1"), crs=other,
+                     transform=transform, dtype="float32", nodata=np.nan)
+    source = {"pattern": str(tmp_path / "dsm" / "{id}.tif"), "bands": [1], "band_names": ["DSM"], "mean": [0.0], "std": [10.0]}
+    stacked, _ = read_image(cfg.replace(EXTRA_SOURCES=[source]), "1")
+    expected = np.full((image.height, image.width), np.nan, dtype=np.float32)
+    reproject(read_raster(dsm)[0], expected, src_transform=transform, src_crs=other, src_nodata=np.nan,
+              dst_transform=image.transform, dst_crs=image.crs, dst_nodata=np.nan, resampling=Resampling.bilinear)
+    both = ~np.isnan(expected) & ~np.isnan(stacked[3])
+    assert both.mean() > 0.9
+    np.testing.assert_allclose(stacked[3][both], expected[both], atol=1e-3)
+    # and it is the scene's heights, at the coarser resolution
+    assert np.corrcoef(stacked[3][both], heights[both])[0, 1] > 0.9
+
+
+def test_label_raster_in_another_crs_is_warped_by_nearest(sample_root, tmp_path):
+    cfg = tiny(sample_root, tmp_path)
+    source = cfg.tile_path("LABEL_PATTERN", "1")
+    image = raster_info(cfg.tile_path("IMAGE_PATTERN", "1"))
+    labels = read_label(source)
+    other = CRS.from_epsg(3857)
+    bounds = rasterio.transform.array_bounds(image.height, image.width, image.transform)
+    transform, width, height = calculate_default_transform(image.crs, other, image.width, image.height, *bounds)
+    moved = np.zeros((height, width), dtype=np.uint8)
+    reproject(labels, moved, src_transform=image.transform, src_crs=image.crs, dst_transform=transform,
+              dst_crs=other, resampling=Resampling.nearest)
+    write_like(tmp_path / "moved" / "1.tif", moved, source, crs=other, transform=transform)
+    warped = read_labels(cfg.replace(LABEL_PATTERN=str(tmp_path / "moved" / "{id}.tif")), "1", image)
+    assert set(np.unique(warped)) <= set(np.unique(labels)) | {255}  # nearest: no value made up
+    assert (warped == labels).mean() > 0.95  # there and back again, by nearest neighbour
+
+
+# ---------------------------------------------------------------- polygons
+def test_polygons_rasterised_on_the_image_grid(sample_root, tmp_path):
+    """Buildings of a sample label map as polygons in another CRS, with a class attribute: each
+    boundary mode labels what it says; the labels read back agree with the raster they came from."""
+    cfg = tiny(sample_root, tmp_path)
+    image = raster_info(cfg.tile_path("IMAGE_PATTERN", "1"))
+    labels = read_label(cfg.tile_path("LABEL_PATTERN", "1"))
+    shapes = [(shapely.geometry.shape(geometry), int(value)) for geometry, value in
+              rasterio.features.shapes(labels, mask=labels == BUILDING, transform=image.transform)]
+    lonlat = shapely.transform(np.array([s for s, _ in shapes]), lambda xy: np.column_stack(
+        rasterio.warp.transform(image.crs, "EPSG:4326", xy[:, 0], xy[:, 1])))
+    path = tmp_path / "buildings.gpkg"
+    write_vector(path, shapely.to_wkb(lonlat), [np.array(["roof"] * len(lonlat), dtype=object)], ["kind"], crs="EPSG:4326", geometry_type="Polygon", driver="GPKG")
+    base = dict(**BINARY, LABEL_PATTERN=str(path), VECTOR_CLASS_FIELD="kind", LABEL_VALUES={"roof": 1})
+    centre = label_source(tiny(sample_root, tmp_path, **base), path, image).read()
+    truth = (labels == BUILDING).astype(np.uint8)
+    assert (centre == truth).mean() > 0.99
+    touched = label_source(tiny(sample_root, tmp_path, **base, VECTOR_BOUNDARY="all_touched"), path, image).read()
+    assert touched.sum() >= centre.sum() and (touched >= centre).all()
+    band = label_source(tiny(sample_root, tmp_path, **base, VECTOR_BOUNDARY="ignore_band"), path, image).read()
+    assert ((touched != centre) <= (band == 255)).all()  # the band covers every pixel the edge crosses
+    assert (band[band != 255] == centre[band != 255]).all()
+    # one file for all tiles: no {id} needed; a few training steps from it, and scoring against it
+    cfg = tiny(sample_root, tmp_path, **base, TRAIN_IDS=["1"], TEST_IDS=["1"], VECTOR_BOUNDARY="ignore_band")
+    summary = run_inference(cfg, train(cfg, progress=False), cfg.INFER_DIR, ["1"], progress=False)
+    assert summary.metrics["pixels"] == int((band != 255).sum())  # the ignore band is not scored
+
+
+SPACENET = SHARED / "geotiff_real"
+
+
+@pytest.mark.skipif(not (SPACENET / "geotiff_labels.geojson").is_file(), reason="../shared/data/geotiff_real is absent")
+def test_spacenet_footprints_rasterised_and_trained(tmp_path):
+    """The real SpaceNet footprints (EPSG:32616) on the grid of their panchromatic tile: the
+    rasterised labels equal GDAL's rasterisation of the polygons read independently (json), and
+    a few training steps run from them."""
+    cfg = load_config(overrides=as_arguments({
+        **TINY_SETTINGS, **tiny_overrides(tmp_path), **BINARY, "DATA_ROOT": str(SPACENET),
+        "IMAGE_PATTERN": "sample_{id}.tif", "LABEL_PATTERN": "geotiff_labels.geojson", "GT_ERODED_PATTERN": "",
+        "BANDS": [1], "BAND_NAMES": ["PAN"], "NORM_MEAN": [0.0], "NORM_STD": [1000.0],
+        "TRAIN_IDS": ["geotiff"], "TEST_IDS": ["geotiff"], "TRAIN_SOURCE": "tiles", "ITERATIONS": 2, "LR_STEPS": [],
+        "VAL_EVERY": 0, "WRITE_PREVIEW": False}))
+    image = raster_info(SPACENET / "sample_geotiff.tif")
+    labels = read_labels(cfg, "geotiff", image)
+    features = json.loads((SPACENET / "geotiff_labels.geojson").read_text())["features"]
+    expected = rasterio.features.rasterize([(f["geometry"], 1) for f in features], out_shape=labels.shape,
+                                           transform=image.transform, dtype=np.uint8)
+    np.testing.assert_array_equal(labels, expected)
+    assert 0.01 < labels.mean() < 0.5
+    assert train(cfg, progress=False).is_file()
+
+
+# ---------------------------------------------------------------- bad inputs through the scripts
+@pytest.mark.faults
+@pytest.mark.parametrize("case", ["outside_classes", "unmapped", "fractional", "binary_as_ignore", "no_id",
+                                  "not_overlapping", "no_attribute", "attribute_not_mapped", "polygons_miss"])
+def test_bad_labels_give_one_line(sample_root, tmp_path, case):
+    data = sample_root / "data"
+    source = data / LABELS.format(id="1")
+    labels = read_label(source)
+    extra: dict = {}
+    if case == "outside_classes":
+        bad = labels.copy()
+        bad[:2, :5], bad[5, :3] = 7, 100
+        extra["LABEL_PATTERN"] = str(raw_labels(sample_root, tmp_path, lambda ids: ids))
+        write_like(tmp_path / "raw" / "1.tif", bad, source)
+        fragments = [str(tmp_path / "raw" / "1.tif"), "7 x 10 px", "100 x 3 px"]
+    elif case == "unmapped":
+        extra = {**BINARY, "LABEL_VALUES": {0: 0, 255: 1},
+                 "LABEL_PATTERN": str(raw_labels(sample_root, tmp_path, lambda ids: np.where(ids == BUILDING, 254, 0)))}
+        fragments = ["1.tif", "label values not in LABEL_VALUES: 254 x"]
+    elif case == "fractional":
+        extra["LABEL_PATTERN"] = str(raw_labels(sample_root, tmp_path, lambda ids: ids + 0.5, dtype=np.float32))
+        fragments = ["1.tif", "fractions", "2.5 x"]
+    elif case == "binary_as_ignore":
+        extra = {**BINARY, "LABEL_PATTERN": str(raw_labels(sample_root, tmp_path, lambda ids: np.where(ids == BUILDING, 255, 0)))}
+        fragments = ["1.tif", "are IGNORE_LABEL 255", "LABEL_VALUES"]
+    elif case == "no_id":
+        extra["IMAGE_PATTERN"] = "top/top_mosaic_09cm_area1.tif"
+        fragments = ["IMAGE_PATTERN", "has no {id}"]
+    elif case == "not_overlapping":
+        with rasterio.open(source) as src:
+            away = src.transform * rasterio.transform.Affine.translation(0, 20 * src.height)
+        write_like(tmp_path / "away" / "1.tif", labels, source, transform=away)
+        extra["LABEL_PATTERN"] = str(tmp_path / "away" / "{id}.tif")
+        fragments = [str(tmp_path / "away" / "1.tif"), "does not overlap the image"]
+    else:
+        image = raster_info(data / "top/top_mosaic_09cm_area1.tif")
+        left, bottom, right, top = rasterio.transform.array_bounds(image.height, image.width, image.transform)
+        shift = 0 if case != "polygons_miss" else 10 * (right - left)
+        box = shapely.box(left + shift, bottom, (left + right) / 2 + shift, top)
+        path = tmp_path / "polygons.geojson"
+        write_vector(path, np.array([shapely.to_wkb(box)]), [np.array(["shed"], dtype=object)], ["kind"], crs=str(image.crs), geometry_type="Polygon", driver="GeoJSON")
+        extra = {**BINARY, "LABEL_PATTERN": str(path), "VECTOR_CLASS_FIELD": "class" if case == "no_attribute" else "kind",
+                 "LABEL_VALUES": {"roof": 1}}
+        fragments = {"no_attribute": [str(path), "no attribute 'class'", "'kind'"],
+                     "attribute_not_mapped": [str(path), "kind values not in LABEL_VALUES: 'shed' x 1 polygons"],
+                     "polygons_miss": [str(path), "none of its 1 features overlaps the image"]}[case]
+    args = as_arguments({**tiny_overrides(tmp_path), "DATA_ROOT": str(data), **extra})
+    assert_one_line_error(run_script("extract_images.py", *args), *fragments)
+    assert not (tmp_path / "patches").exists()
+
+
+@pytest.mark.faults
+@pytest.mark.parametrize("step", ["training_from_tiles", "scoring", "lmdb_creation"])
+def test_label_values_outside_the_classes_refused_by_every_reader(sample_root, tmp_path, step):
+    """Values 7 and 100 in a 6-class label map: one line naming the file, values and counts, in
+    every step that reads labels (extraction: test_bad_labels_give_one_line)."""
+    data = tmp_path / "data"
+    shutil.copytree(sample_root / "data", data)
+    tile = "4" if step == "scoring" else "1"
+    path = data / LABELS.format(id=tile)
+    with rasterio.open(path, "r+") as dst:
+        labels = dst.read(1)
+        labels[:2, :5], labels[5, :3] = 7, 100
+        dst.write(labels, 1)
+    args = as_arguments({**tiny_overrides(tmp_path), "DATA_ROOT": str(data), "GT_ERODED_PATTERN": "",
+                         "TRAIN_SOURCE": "tiles", "WRITE_PREVIEW": False})
+    fragments = [str(path), "7 x 10 px", "100 x 3 px"]
+    if step == "training_from_tiles":
+        result = run_script("training.py", *args)
+    elif step == "scoring":
+        cfg = load_config(overrides=args)
+        weights = save_checkpoint(tmp_path / "tiny.pt", cfg, model_from_config(cfg), iteration=0)
+        result = run_script("inference.py", "--weights", str(weights), *args)
+    else:
+        shutil.copy(sample_root / "data" / LABELS.format(id=tile), path)  # extraction accepts the tile
+        assert run_script("extract_images.py", *args).returncode == 0
+        patch = sorted((tmp_path / "patches" / "labels" / "train").glob("1_*_orig.npy"))[0]
+        bad = np.load(patch)
+        bad[:2, :5], bad[5, :3] = 7, 100
+        np.save(patch, bad)  # a patch folder from elsewhere, or edited by hand
+        result = run_script("create_lmdb.py", *args)
+        fragments = [str(patch), "7 x 10 px", "100 x 3 px"]
+    assert_one_line_error(result, *fragments)
+
+
+@pytest.mark.faults
+def test_label_raster_on_another_transform_is_warped_and_said_once(sample_root, tmp_path):
+    """A label map shifted by 5 px (another transform, same size) is not used as if aligned:
+    extraction warps it onto the image's grid and says so in one line."""
+    data = tmp_path / "data"
+    shutil.copytree(sample_root / "data", data)
+    path = data / LABELS.format(id="1")
+    labels = read_label(path)
+    with rasterio.open(path, "r+") as dst:
+        dst.transform = dst.transform * rasterio.transform.Affine.translation(5, 0)
+    result = run_script("extract_images.py", *as_arguments({**tiny_overrides(tmp_path), "DATA_ROOT": str(data)}))
+    assert result.returncode == 0, result.stderr
+    notes = [line for line in result.stderr.splitlines() if line.startswith("note: ")]
+    assert len(notes) == 1 and str(path) in notes[0] and "warped onto the image's grid (nearest)" in notes[0]
+    patch = np.load(tmp_path / "patches" / "labels" / "train" / "1_0_0_orig.npy")
+    assert (patch[:, :5] == 255).all()  # the image's first 5 columns have no label
+    np.testing.assert_array_equal(patch[:, 5:], labels[:64, :59])
+
+
+def test_convert_gt_bakes_label_values(sample_root, tmp_path):
+    pattern = raw_labels(sample_root, tmp_path, lambda ids: np.where(ids == BUILDING, 255, 0))
+    source = Path(str(pattern).format(id="1"))
+    args = as_arguments({**BINARY, "LABEL_VALUES": {0: 0, 255: 1}})
+    result = run_script("convert_gt.py", str(source), "--from-values", "--out", str(tmp_path / "out"), *args)
+    assert result.returncode == 0, result.stderr
+    converted = tmp_path / "out" / "1.tif"
+    np.testing.assert_array_equal(read_label(converted), (read_label(source) == 255).astype(np.uint8))
+    assert raster_info(converted).transform == raster_info(source).transform
+    unmapped = as_arguments({**BINARY, "LABEL_VALUES": {0: 0}})
+    assert_one_line_error(run_script("convert_gt.py", str(source), "--from-values", "--out", str(tmp_path / "o2"), *unmapped),
+                          str(source), "label values not in LABEL_VALUES: 255 x")
+    assert run_script("convert_gt.py", str(source), "--from-values", "--unknown-to-ignore", "--out", str(tmp_path / "o3"),
+                      *unmapped).returncode == 0
+
+
+def test_label_values_recorded_and_checked_in_artifacts(tiny_cfg):
+    binary = tiny_cfg.replace(**BINARY, LABEL_VALUES={0: 0, 255: 1})
+    recorded = data_signature(binary)
+    assert recorded["label_values"] == [[0, 0], [255, 1]]
+    assert json.loads(json.dumps(recorded)) == recorded  # survives JSON as it is
+    check_compatible(recorded, data_signature(binary), "LMDB x")
+    with pytest.raises(EosegError, match=r"LMDB x was made with label_values = \[\[0, 0\], \[255, 1\]\]"):
+        check_compatible(recorded, data_signature(binary.replace(LABEL_VALUES={0: 0, 1: 1})), "LMDB x")
+    older = {k: v for k, v in data_signature(tiny_cfg).items() if k != "label_values"}
+    check_compatible(older, data_signature(tiny_cfg), "an artifact made before LABEL_VALUES existed")
