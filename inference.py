@@ -24,7 +24,7 @@ INFER_COMPILE trade speed and accuracy.
 from __future__ import annotations
 
 from eoseg.cli import make_parser, parse, run
-from eoseg.config import SPLITS
+from eoseg.config import SPLITS, check_tile_ids
 from eoseg.infer import distributed_rank, leave_process_group, run_inference
 from eoseg.metrics import format_table
 
@@ -47,6 +47,7 @@ def main(argv=None):
     args, cfg = parse(parser, argv)
     if args.engine:
         cfg = cfg.replace(INFER_ENGINE=args.engine)
+    check_tile_ids(args.tiles or [], "--tiles")
     tiles = args.tiles if args.tiles else ([] if args.images else cfg.tile_ids(args.split))
     summary = run_inference(cfg, args.weights or cfg.MODEL_FILE, args.out or cfg.INFER_DIR, tiles, args.images,
                             caffe_mean=args.caffe_mean, force=args.force)

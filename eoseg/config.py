@@ -26,6 +26,10 @@ def _read_names(path: Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise EosegError(f"config file not found: {path}")
+    if _is_json_object(path):
+        # run as Python, a JSON file fails on its first "false" or "null" with a NameError
+        raise EosegError(f"{path}: this is JSON; --config takes a Python file assigning config names, "
+                         "e.g. ITERATIONS = 2000 (the config.json eoseg writes records a run; it is not read back)")
     try:
         namespace = runpy.run_path(str(path))
     except SyntaxError as err:
@@ -33,6 +37,13 @@ def _read_names(path: Path) -> dict[str, Any]:
     except Exception as err:  # a user's Python file may raise anything while it runs
         raise EosegError(f"{path}: error while reading the config: {type(err).__name__}: {err}") from None
     return {k: v for k, v in namespace.items() if k.isupper() and not k.startswith("_")}
+
+
+def _is_json_object(path: Path) -> bool:
+    try:
+        return isinstance(json.loads(path.read_text(encoding="utf-8")), dict)
+    except (ValueError, UnicodeDecodeError):
+        return False
 
 
 def _unknown(name: str, known: Iterable[str], where: str) -> EosegError:
@@ -221,6 +232,32 @@ class Config:
         _extra_sources(v)
         if not isinstance(v["COMPOSITE_NDSM_MAX"], (int, float)) or v["COMPOSITE_NDSM_MAX"] <= 0:
             raise EosegError(f"COMPOSITE_NDSM_MAX must be a positive number of metres, got {v['COMPOSITE_NDSM_MAX']!r}")
+        _check_training_numbers(v)
+        for name in (*SPLITS.values(), "VAL_IDS"):
+            check_tile_ids(v[name], name)
+
+
+SEED_LIMIT = 2**32  # numpy's and DataLoader's seeds are unsigned 32-bit
+
+
+def _check_training_numbers(v: dict[str, Any]) -> None:
+    """Numbers that would otherwise fail deep inside torch or numpy, after the run has started."""
+    if not 0 <= v["SEED"] < SEED_LIMIT or not 0 <= v["SHUFFLE_SEED"] < SEED_LIMIT:
+        name = "SEED" if not 0 <= v["SEED"] < SEED_LIMIT else "SHUFFLE_SEED"
+        raise EosegError(f"{name} must be in 0..{SEED_LIMIT - 1} (a 32-bit seed), got {v[name]!r}")
+    for name in ("BASE_LR", "ENCODER_LR_FACTOR", "MOMENTUM", "WEIGHT_DECAY"):
+        if v[name] < 0:
+            raise EosegError(f"{name} must not be negative, got {v[name]!r}")
+    if v["BASE_LR"] == 0:
+        raise EosegError("BASE_LR is 0: the network would never learn; give a positive learning rate")
+
+
+def check_tile_ids(tile_ids: Iterable[str], where: str) -> None:
+    """Tile ids become parts of file names (patches, outputs): refuse what would leave the folder."""
+    for tile_id in tile_ids:
+        if not tile_id or "/" in tile_id or "\\" in tile_id or tile_id in (".", ".."):
+            raise EosegError(f"{where}: tile id {tile_id!r} cannot be part of a file name "
+                             "(empty, '.', '..' or holding '/' or '\\'); use the id that {{id}} stands for in the patterns")
 
 
 RASTER_SOURCE_KEYS = ("pattern", "bands", "band_names", "mean", "std")
