@@ -15,6 +15,7 @@ import hashlib
 import os
 import resource
 import shutil
+import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -166,6 +167,53 @@ def exclusive(path: str | Path) -> Iterator[None]:
         yield
     finally:
         path.unlink(missing_ok=True)  # before releasing: a waiter must not take a file that is about to go
+        handle.close()
+
+
+def check_writable(folder: str | Path, what: str) -> None:
+    """Refuse, before any work, a folder that outputs cannot be written into.
+
+    A probe file is made in ``folder``, or in its nearest existing parent when it does not
+    exist yet (nothing is created): permissions alone would not tell, root ignores them,
+    read-only mounts and immutable folders do not.
+    """
+    folder = Path(folder).absolute()
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise EosegError(f"{what} {folder} cannot be made: {existing} is a file, not a folder; choose another {what}")
+    try:
+        with tempfile.NamedTemporaryFile(dir=existing, prefix=".eoseg-write-probe-"):
+            pass
+    except OSError as err:
+        raise EosegError(f"{what} {folder} cannot be written ({err.strerror or _reason(err)} in {existing}); "
+                         f"choose a writable {what} or fix its permissions") from None
+
+
+@contextlib.contextmanager
+def exclusive_or_refuse(path: str | Path, busy: str) -> Iterator[None]:
+    """Hold the lock file ``path`` for a block; if another process holds it, refuse with ``busy``.
+
+    Like :func:`exclusive`, without waiting: for work that must not run twice at once.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        handle = open(path, "a")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            raise EosegError(busy) from None
+        with contextlib.suppress(FileNotFoundError):
+            if os.stat(path).st_ino == os.fstat(handle.fileno()).st_ino:
+                break
+        handle.close()
+    try:
+        yield
+    finally:
+        path.unlink(missing_ok=True)
         handle.close()
 
 

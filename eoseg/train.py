@@ -21,10 +21,13 @@ import contextlib
 import csv
 import os
 import random
+import shutil
+import sys
 import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -40,7 +43,7 @@ from eoseg.checkpoint import check_checkpoint, load_checkpoint, model_record, sa
 from eoseg.config import Config
 from eoseg.data import StreamBatchSampler, median_frequency_weights, training_data
 from eoseg.errors import EosegError
-from eoseg.io import atomic_path
+from eoseg.io import atomic_path, check_writable, exclusive_or_refuse
 from eoseg.metrics import confusion_matrix, metrics_from_confusion
 from eoseg.models import first_stream_bands, model_from_config
 from eoseg.models.vgg import init_encoder_from_vgg16_bn, load_state_dict_file
@@ -51,7 +54,8 @@ from eoseg.tiles import read_eval_labels, read_image
 
 VALIDATION_METRICS = ("overall_accuracy", "mean_f1", "mean_iou")
 BEST_METRIC = "mean_f1"  # one of VALIDATION_METRICS; F1 weighs the small classes (cars) that OA hides
-LOG_FIELDS = ["iteration", "loss", "lr", "patches_per_s", "elapsed_s", *(f"val_{m}" for m in VALIDATION_METRICS)]
+LOG_FIELDS = ["iteration", "loss", "lr", "patches_per_s", "elapsed_s", *(f"val_{m}" for m in VALIDATION_METRICS),
+              "unlabelled_batches"]  # batches skipped since the previous row: not one labelled pixel
 AUTOCAST_DTYPES = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
 CHECKPOINT_GLOB = "iter_*.pt"
 BEST_CHECKPOINT = "best.pt"
@@ -236,6 +240,53 @@ def latest_checkpoint(cfg: Config) -> Path:
     return found[-1]
 
 
+RUN_OUTPUTS = ("checkpoints", "log.csv", "loss.png", "config.json")  # what a run writes into TRAIN_DIR
+
+
+@contextlib.contextmanager
+def claim_train_dir(cfg: Config, resume: bool, force: bool) -> Iterator[None]:
+    """Hold TRAIN_DIR for one run: refuse a folder holding another run unless ``resume`` or ``force``.
+
+    Checked before the first step: every output location is writable, no other run is
+    writing TRAIN_DIR (a lock beside it, held until the block ends), and a new run does not
+    mix its log and checkpoints with an earlier run's nor replace MODEL_FILE unasked
+    (``force`` removes the earlier run's outputs first).
+    """
+    train_dir, model_file = Path(cfg.TRAIN_DIR), Path(cfg.MODEL_FILE)
+    check_writable(train_dir, "TRAIN_DIR")
+    check_writable(model_file.parent, "folder of MODEL_FILE")
+    warn_about_overlapping_tiles(cfg)
+    lock = train_dir.with_name(f".{train_dir.name}.lock")
+    with exclusive_or_refuse(lock, f"another training run is writing {train_dir} (it holds {lock}); "
+                                   "wait for it to end or choose another TRAIN_DIR"):
+        if not resume:
+            held = sorted(p.name for p in train_dir.iterdir()) if train_dir.is_dir() else []
+            if held and not force:
+                raise EosegError(f"{train_dir} already holds a training run ({', '.join(held[:4])}); pass --resume to "
+                                 "continue it, --force to start over (its log and checkpoints are removed), "
+                                 "or choose another TRAIN_DIR")
+            if model_file.exists() and not force:
+                raise EosegError(f"MODEL_FILE {model_file} already exists; pass --force to replace it when this run "
+                                 "ends, or choose another MODEL_FILE")
+            for name in RUN_OUTPUTS if force else ():
+                earlier = train_dir / name
+                if earlier.is_dir():
+                    shutil.rmtree(earlier)
+                else:
+                    earlier.unlink(missing_ok=True)
+        yield
+
+
+def warn_about_overlapping_tiles(cfg: Config) -> None:
+    """Validation tiles that are also training tiles give scores that flatter the model: say so once."""
+    validation = [str(t) for t in cfg.VAL_IDS] or cfg.tile_ids("test")
+    shared = [t for t in validation if t in set(cfg.tile_ids("train"))]
+    if shared and cfg.VAL_EVERY:
+        names = "VAL_IDS" if cfg.VAL_IDS else "TEST_IDS"
+        print(f"warning: tiles {', '.join(shared)} are in both TRAIN_IDS and {names}: their validation scores "
+              "measure what the model memorised, not how it generalises", file=sys.stderr)
+
+
 def load_resume_checkpoint(path: str | Path, cfg: Config) -> dict:
     """A checkpoint to resume from, refused unless it fits ``cfg`` and holds training state."""
     if not Path(path).is_file():
@@ -329,6 +380,7 @@ class Trainer:
             restore_random_states(state["random_states"])
             self.iteration, sample_position, self.best = payload["iteration"], state["sample_position"], state["best"]
         self.start_iteration = self.iteration
+        self.nonfinite_input_iteration = None  # first iteration whose batch held NaN or infinite pixels
         self.network = self.model
         if processes.distributed:
             self.network = DistributedDataParallel(
@@ -399,14 +451,29 @@ class Trainer:
         self.scheduler.step()
         return loss.detach()
 
+    def _holds_labels(self, labels: torch.Tensor) -> bool:
+        """Whether any process's batch has a labelled pixel; all-ignored batches would make the loss NaN."""
+        labelled = (labels != self.cfg.IGNORE_LABEL).any()  # on the loader's CPU tensor: no device sync
+        if not self.processes.distributed:
+            return bool(labelled)
+        flag = labelled.to(self.collective_device, dtype=torch.int32)
+        dist.all_reduce(flag)
+        return bool(flag.item())
+
+    def _divergence_cause(self) -> str:
+        if self.nonfinite_input_iteration is not None:
+            return (f"the training batch of iteration {self.nonfinite_input_iteration} held NaN or infinite pixels; "
+                    "check the tiles' nodata and NORM_MEAN / NORM_STD")
+        return "the inputs were finite, so the steps were too large: lower BASE_LR (or check NORM_STD scales the inputs to about 0..1)"
+
     def _mean_loss(self, loss_sum: torch.Tensor, steps: int) -> float:
         """Mean loss of the last ``steps`` steps over all processes; stops the run if it is not finite."""
         total = loss_sum.detach().clone().to(self.collective_device)
         if self.processes.distributed:
             dist.all_reduce(total)
-        mean = total.item() / (steps * self.processes.world_size)
+        mean = total.item() / max(steps * self.processes.world_size, 1)
         if not np.isfinite(mean):
-            raise EosegError(f"the loss became {mean} by iteration {self.iteration}; lower BASE_LR or check the inputs' normalisation")
+            raise EosegError(f"the loss became {mean} by iteration {self.iteration}: {self._divergence_cause()}")
         return mean
 
     def snapshot(self) -> Path:
@@ -447,22 +514,36 @@ class Trainer:
         bar = tqdm(total=cfg.ITERATIONS, initial=self.iteration, desc="train", unit="it", disable=not self.progress)
         run_start = window_start = time.perf_counter()
         loss_sum, window_steps = torch.zeros((), dtype=torch.float64, device=self.device), 0
+        unlabelled = 0  # batches skipped in this logging window
         batches = iter(loader)
         while self.iteration < cfg.ITERATIONS:
             images, labels = next(batches)
-            loss_sum += self.step(images, labels)
+            if self.nonfinite_input_iteration is None and images.is_floating_point() and not torch.isfinite(images).all():
+                self.nonfinite_input_iteration = self.iteration + 1
+            if self._holds_labels(labels):
+                loss_sum += self.step(images, labels)
+            else:
+                # counted as an iteration all the same: the stream position and the schedule stay exact on resume
+                self.scheduler.step()
+                unlabelled += 1
             self.iteration += 1
             window_steps += 1
             bar.update()
             final = self.iteration == cfg.ITERATIONS
             row = {}
             if self.iteration % cfg.LOG_EVERY == 0 or final:
-                mean_loss = self._mean_loss(loss_sum, window_steps)
                 now = time.perf_counter()
                 rate = window_steps * patches_per_step / max(now - window_start, 1e-9)
-                bar.set_postfix(loss=f"{mean_loss:.3f}", patches_s=f"{rate:.1f}")
-                row = {"loss": f"{mean_loss:.9g}", "patches_per_s": f"{rate:.2f}", "elapsed_s": f"{now - run_start:.1f}"}
+                row = {"patches_per_s": f"{rate:.2f}", "elapsed_s": f"{now - run_start:.1f}", "unlabelled_batches": unlabelled}
+                if window_steps > unlabelled:  # a window of skipped batches has no loss
+                    mean_loss = self._mean_loss(loss_sum, window_steps - unlabelled)
+                    bar.set_postfix(loss=f"{mean_loss:.3f}", patches_s=f"{rate:.1f}")
+                    row["loss"] = f"{mean_loss:.9g}"
+                if unlabelled and self.progress:
+                    tqdm.write(f"iterations {self.iteration - window_steps + 1}-{self.iteration}: skipped {unlabelled} "
+                               f"batch(es) without a labelled pixel (all IGNORE_LABEL)")
                 loss_sum.zero_()
+                unlabelled = 0
                 window_steps = 0
                 window_start = now
             pause_start = time.perf_counter()
@@ -472,8 +553,8 @@ class Trainer:
                 row.update(iteration=self.iteration, lr=f"{self.optimizer.param_groups[1]['lr']:.3g}")
                 self.log.add(row, plot_now=final or "val_mean_f1" in row)
             if self.iteration % cfg.SNAPSHOT_EVERY == 0 or final:
-                if window_steps:
-                    self._mean_loss(loss_sum, window_steps)  # never checkpoint weights that diverged
+                if window_steps > unlabelled:
+                    self._mean_loss(loss_sum, window_steps - unlabelled)  # never checkpoint weights that diverged
                 if processes.is_main:
                     self.snapshot()
             window_start += time.perf_counter() - pause_start  # validating and saving are not training throughput

@@ -39,3 +39,87 @@ def test_json_given_as_config(tmp_path):
     config.write_text(json.dumps({"config": {"WRITE_COG": False, "VGG16_BN_WEIGHTS": None}}))
     assert_one_line_error(run_script("convert_gt.py", "--from-color", "--config", str(config)),
                           "config.json", "this is JSON", "Python file")
+
+
+# ---------------------------------------------------------------- training never destroys earlier work
+def training_arguments(tmp_path: Path, sample_root: Path, **extra) -> list[str]:
+    return arguments(tmp_path, sample_root / "data", TRAIN_SOURCE="tiles", VAL_EVERY=0, **extra)
+
+
+def test_training_refuses_a_folder_holding_a_run(tmp_path, sample_root):
+    train_dir = tmp_path / "train"
+    (train_dir / "checkpoints").mkdir(parents=True)
+    (train_dir / "log.csv").write_text("iteration,loss\n1,2.0\n")
+    result = run_script("training.py", *training_arguments(tmp_path, sample_root))
+    assert_one_line_error(result, str(train_dir), "already holds a training run", "--resume", "--force")
+    assert (train_dir / "log.csv").read_text() == "iteration,loss\n1,2.0\n"
+    assert not list(tmp_path.glob(".train.*"))  # the lock went with the run
+
+    (tmp_path / "model.pt").write_bytes(b"earlier weights")
+    shutil.rmtree(train_dir)
+    result = run_script("training.py", *training_arguments(tmp_path, sample_root))
+    assert_one_line_error(result, "MODEL_FILE", "model.pt", "already exists", "--force")
+    assert (tmp_path / "model.pt").read_bytes() == b"earlier weights"
+
+
+def test_training_refuses_a_folder_another_run_is_writing(tmp_path, sample_root):
+    from eoseg.io import exclusive_or_refuse
+
+    with exclusive_or_refuse(tmp_path / ".train.lock", "held by the test"):
+        result = run_script("training.py", *training_arguments(tmp_path, sample_root))
+    assert_one_line_error(result, "another training run is writing", str(tmp_path / "train"))
+    assert not (tmp_path / "train").exists()
+
+
+@pytest.fixture
+def immutable_folder(tmp_path):
+    """A folder nobody may write into, not even root (whom permissions do not stop)."""
+    import subprocess
+
+    folder = tmp_path / "locked"
+    folder.mkdir()
+    if subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode != 0:
+        pytest.skip("chattr +i is not available here")
+    yield folder
+    subprocess.run(["chattr", "-i", str(folder)], check=True)
+
+
+def test_unwritable_model_folder_refused_before_training(tmp_path, sample_root, immutable_folder):
+    result = run_script("training.py", *training_arguments(tmp_path, sample_root,
+                                                           MODEL_FILE=str(immutable_folder / "sub" / "model.pt")))
+    assert_one_line_error(result, "folder of MODEL_FILE", "locked", "cannot be written")
+    assert not (tmp_path / "train").exists()
+    blocked = tmp_path / "a_file"
+    blocked.write_text("")
+    result = run_script("training.py", *training_arguments(tmp_path, sample_root, TRAIN_DIR=str(blocked / "train")))
+    assert_one_line_error(result, "TRAIN_DIR", "a_file is a file, not a folder")
+
+
+def test_forced_run_skips_unlabelled_batches_and_replaces_the_earlier_run(tmp_path, sample_root):
+    import csv
+
+    import rasterio
+
+    data = tmp_path / "data"
+    shutil.copytree(sample_root / "data", data)
+    labels = data / "labels" / "top_mosaic_09cm_area2.tif"
+    with rasterio.open(labels, "r+") as dst:  # tile 2 is all nodata: none of its crops has a label
+        dst.write(np.full((dst.height, dst.width), 255, dtype=dst.dtypes[0]), 1)
+    earlier = tmp_path / "train" / "checkpoints" / "iter_0000099.pt"
+    earlier.parent.mkdir(parents=True)
+    earlier.write_bytes(b"an earlier run's checkpoint")
+    (tmp_path / "model.pt").write_bytes(b"earlier weights")
+    result = run_script("training.py", "--force", *arguments(tmp_path, data, TRAIN_SOURCE="tiles", VAL_EVERY=0,
+                                                             TRAIN_IDS=["1", "2"], BATCH_SIZE=1, ITERATIONS=6))
+    assert result.returncode == 0, result.stderr
+    assert not earlier.exists() and (tmp_path / "model.pt").read_bytes() != b"earlier weights"
+    with open(tmp_path / "train" / "log.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    skipped = sum(int(r["unlabelled_batches"]) for r in rows)
+    assert 0 < skipped < 6 and all(np.isfinite(float(r["loss"])) for r in rows if r["loss"])
+    assert "without a labelled pixel" in result.stdout
+
+
+def test_diverging_loss_names_its_cause_on_its_own_line(tmp_path, sample_root):
+    result = run_script("training.py", *training_arguments(tmp_path, sample_root, BASE_LR=1e12, MOMENTUM=0.0))
+    assert_one_line_error(result, "the loss became nan", "lower BASE_LR")
