@@ -26,7 +26,7 @@ from __future__ import annotations
 from eoseg.cli import make_parser, parse, run
 from eoseg.config import SPLITS, check_tile_ids
 from eoseg.infer import distributed_rank, leave_process_group, run_inference
-from eoseg.metrics import format_table
+from eoseg.metrics import NOTHING_SCORED, format_table, percent
 
 
 def main(argv=None):
@@ -61,7 +61,8 @@ def main(argv=None):
               "(their completion records match; --force labels them again)")
     for image in summary.images:
         if image.metrics is not None:
-            print(f"{image.name}: OA {100 * image.metrics['overall_accuracy']:.1f}%  (vs {image.truth_source})")
+            scored = f"OA {percent(image.metrics['overall_accuracy'])}" if image.metrics["pixels"] else NOTHING_SCORED
+            print(f"{image.name}: {scored}  (vs {image.truth_source})")
     if summary.metrics is not None:
         print()
         print(format_table(summary.metrics, f"metrics over {sum(i.metrics is not None for i in summary.images)} scored image(s)"))

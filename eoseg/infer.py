@@ -32,7 +32,7 @@ from eoseg.config import Config
 from eoseg.errors import EosegError
 from eoseg.io import (RasterInfo, RasterWriter, atomic_write_text, exclusive, file_sha256, open_raster, output_suffix,
                       raster_info)
-from eoseg.metrics import confusion_matrix, format_table, metrics_from_confusion
+from eoseg.metrics import confusion_matrix, format_table, metrics_from_confusion, percent
 from eoseg.normalization import Normalization
 from eoseg.gis import polygonize_labels, to_cog
 from eoseg.predict import Predictor, best_class
@@ -218,7 +218,7 @@ def _preview(cfg: Config, job: Job, result: LabeledImage, out_dir: Path) -> Path
         truth = cfg.palette.to_labels(np.moveaxis(truth, 0, -1), source=str(job.truth.path)) if job.truth.colour else truth[0]
         truth_rgb = cfg.palette.to_color(truth)
         errors = plots.error_map(truth, prediction, cfg.IGNORE_LABEL)
-    title = job.name if result.metrics is None else f"{job.name}: OA {100 * result.metrics['overall_accuracy']:.1f}%"
+    title = job.name if result.metrics is None else f"{job.name}: OA {percent(result.metrics['overall_accuracy'])}"
     return plots.plot_prediction(image, cfg.palette.to_color(prediction), out_dir / f"{job.name}_preview.png",
                                  truth_rgb, errors, title)
 

@@ -44,7 +44,7 @@ from eoseg.config import Config
 from eoseg.data import StreamBatchSampler, median_frequency_weights, training_data
 from eoseg.errors import EosegError
 from eoseg.io import atomic_path, check_writable, exclusive_or_refuse
-from eoseg.metrics import confusion_matrix, metrics_from_confusion
+from eoseg.metrics import confusion_matrix, metrics_from_confusion, percent
 from eoseg.models import first_stream_bands, model_from_config
 from eoseg.models.vgg import init_encoder_from_vgg16_bn, load_state_dict_file
 from eoseg.normalization import Normalization
@@ -492,15 +492,15 @@ class Trainer:
 
     def _record_validation(self, row: dict) -> None:
         metrics = self.validate()
-        row.update({f"val_{m}": f"{metrics[m]:.5f}" for m in VALIDATION_METRICS})
+        row.update({f"val_{m}": f"{metrics[m]:.5f}" for m in VALIDATION_METRICS if metrics[m] is not None})
         value = metrics[BEST_METRIC]
-        if self.best is None or value > self.best["value"]:
+        if value is not None and (self.best is None or value > self.best["value"]):
             self.best = {"iteration": self.iteration, "metric": BEST_METRIC, "value": value}
             if self.processes.is_main:
                 save_checkpoint(self.train_dir / "checkpoints" / BEST_CHECKPOINT, self.cfg, self.model, self.iteration)
         if self.progress:
-            tqdm.write(f"iteration {self.iteration}: validation OA {100 * metrics['overall_accuracy']:.1f}%, "
-                       f"mean F1 {100 * metrics['mean_f1']:.1f}%, mean IoU {100 * metrics['mean_iou']:.1f}%")
+            tqdm.write(f"iteration {self.iteration}: validation OA {percent(metrics['overall_accuracy'])}, "
+                       f"mean F1 {percent(metrics['mean_f1'])}, mean IoU {percent(metrics['mean_iou'])}")
 
     def run(self) -> Path:
         """Train up to ITERATIONS; return the path of the final weights (MODEL_FILE)."""

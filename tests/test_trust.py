@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from .conftest import as_arguments, run_script, tiny_overrides
+from .conftest import as_arguments, make_tiny_config, run_script, tiny_overrides
 from .test_scripts import assert_one_line_error
 
 pytestmark = pytest.mark.faults
@@ -20,6 +20,20 @@ pytestmark = pytest.mark.faults
 
 def arguments(root: Path, data: Path, **extra) -> list[str]:
     return as_arguments({**tiny_overrides(root), "DATA_ROOT": str(data), "WRITE_PREVIEW": False, **extra})
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory) -> Path:
+    """Untrained tiny weights for the tiny config."""
+    import torch
+
+    from eoseg.checkpoint import save_checkpoint
+    from eoseg.models import model_from_config
+
+    root = tmp_path_factory.mktemp("weights")
+    cfg = make_tiny_config(root)
+    torch.manual_seed(0)
+    return save_checkpoint(root / "tiny.pt", cfg, model_from_config(cfg), iteration=0)
 
 
 # ---------------------------------------------------------------- configuration
@@ -123,3 +137,20 @@ def test_forced_run_skips_unlabelled_batches_and_replaces_the_earlier_run(tmp_pa
 def test_diverging_loss_names_its_cause_on_its_own_line(tmp_path, sample_root):
     result = run_script("training.py", *training_arguments(tmp_path, sample_root, BASE_LR=1e12, MOMENTUM=0.0))
     assert_one_line_error(result, "the loss became nan", "lower BASE_LR")
+
+
+# ---------------------------------------------------------------- scoring
+def test_all_black_eroded_ground_truth_scores_nothing_as_null(tmp_path, sample_root, weights):
+    import rasterio
+
+    data = tmp_path / "data"
+    shutil.copytree(sample_root / "data", data)
+    eroded = data / "gts_eroded_for_participants" / "top_mosaic_09cm_area4_noBoundary.tif"
+    with rasterio.open(eroded, "r+") as dst:
+        dst.write(np.zeros((dst.count, dst.height, dst.width), dtype=dst.dtypes[0]))
+    result = run_script("inference.py", "--tiles", "4", "--weights", str(weights), *arguments(tmp_path, data))
+    assert result.returncode == 0, result.stderr
+    assert "nothing was scored" in result.stdout and "nan" not in result.stdout.lower()
+    report = json.loads((tmp_path / "inference" / "metrics.json").read_text(),
+                        parse_constant=lambda name: pytest.fail(f"{name} in metrics.json"))
+    assert report["overall"]["pixels"] == 0 and report["overall"]["overall_accuracy"] is None
