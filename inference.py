@@ -23,8 +23,11 @@ INFER_COMPILE trade speed and accuracy.
 
 from __future__ import annotations
 
+import sys
+
 from eoseg.cli import make_parser, parse, run
 from eoseg.config import SPLITS, check_tile_ids
+from eoseg.errors import EosegError
 from eoseg.infer import distributed_rank, leave_process_group, run_inference
 from eoseg.metrics import NOTHING_SCORED, format_table, percent
 
@@ -71,6 +74,11 @@ def main(argv=None):
         print(f"{image.name}: " + ", ".join(str(p) for p in image.outputs.values()))
     for name, path in summary.outputs.items():
         print(f"{name}: {path}")
+    if summary.failed:
+        for why in summary.failed.values():
+            print(f"not labelled: {why}", file=sys.stderr)
+        raise EosegError(f"{len(summary.failed)} of {len(summary.failed) + len(summary.images)} images could not be "
+                         f"labelled (listed above and in {summary.outputs['metrics']}); the others were")
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from eoseg import plots
 from eoseg.config import Config
-from eoseg.errors import EosegError
+from eoseg.errors import DamagedInputError, EosegError
 from eoseg.io import (RasterInfo, RasterWriter, atomic_write_text, exclusive, file_sha256, open_raster, output_suffix,
                       raster_info)
 from eoseg.metrics import confusion_matrix, format_table, metrics_from_confusion, percent
@@ -64,6 +64,7 @@ class InferenceSummary:
     images: list[LabeledImage] = field(default_factory=list)
     metrics: dict | None = None
     outputs: dict[str, Path] = field(default_factory=dict)
+    failed: dict[str, str] = field(default_factory=dict)  # image file -> why it could not be labelled
 
 
 @dataclass(frozen=True)
@@ -84,7 +85,9 @@ def expand_image_arguments(arguments: list[str | Path]) -> list[Path]:
         text = str(argument)
         path = Path(text)
         if path.is_dir():
-            found = sorted(p for p in path.iterdir() if p.suffix.lower() in RASTER_SUFFIXES and p.is_file())
+            # broken links are listed too: reading them reports them instead of skipping them silently
+            found = sorted(p for p in path.iterdir() if p.suffix.lower() in RASTER_SUFFIXES
+                           and (p.is_file() or (p.is_symlink() and not p.exists())))
             if not found:
                 raise EosegError(f"{path}: folder holds no raster files ({', '.join(RASTER_SUFFIXES)})")
             files += found
@@ -96,6 +99,20 @@ def expand_image_arguments(arguments: list[str | Path]) -> list[Path]:
         else:
             files.append(path)
     return files
+
+
+def _refuse_inputs_in_output_folder(images: list[Path], out_dir: Path) -> None:
+    """Outputs written among the inputs would be taken for images by the next run over that folder."""
+    inside = [p for p in images if p.parent.resolve() == out_dir.resolve()]
+    if inside:
+        raise EosegError(f"the output folder {out_dir} holds the input {inside[0].name}: a later run over it would "
+                         "label eoseg's own outputs; write the outputs elsewhere (--out)")
+
+
+def _none_labelled(failed: dict[str, str]) -> EosegError:
+    if len(failed) == 1:
+        return DamagedInputError(next(iter(failed.values())))
+    return DamagedInputError(f"none of the {len(failed)} images could be labelled; the first: {next(iter(failed.values()))}")
 
 
 def make_predictor(cfg: Config, model, normalization: Normalization, device: torch.device) -> Predictor:
@@ -323,11 +340,21 @@ def run_inference(cfg: Config, weights: str | Path, out_dir: str | Path, tile_id
     for tile_id in tile_ids or []:  # cheap checks first: a missing input should not wait for the model
         stack = tile_stack(cfg, tile_id)
         jobs.append(Job(stack.info, stack.info.path.stem, eval_truth(cfg, tile_id, stack.info), stack))
-    for path in expand_image_arguments(image_paths or []):
-        stack = image_stack(cfg, raster_info(path, "image"))
+    listed = expand_image_arguments(image_paths or [])
+    _refuse_inputs_in_output_folder(listed, out_dir)
+    failed: dict[str, str] = {}  # damaged image files: reported, the others labelled
+    for path in listed:
+        try:
+            stack = image_stack(cfg, raster_info(path, "image"))
+        except DamagedInputError as err:
+            failed[str(path)] = str(err)
+            continue
         jobs.append(Job(stack.info, path.stem, stack=stack))
+    if not jobs and failed:
+        raise _none_labelled(failed)
     if not jobs:
         raise EosegError("nothing to label: no tile ids and no image files given")
+    image_jobs = {job.name for job in jobs[len(tile_ids or []):]}
     names = [job.name for job in jobs]
     if len(set(names)) != len(names):
         raise EosegError(f"two inputs would write the same outputs: {sorted({n for n in names if names.count(n) > 1})}")
@@ -345,14 +372,26 @@ def run_inference(cfg: Config, weights: str | Path, out_dir: str | Path, tile_id
     mine = jobs[rank::world]
     # closed on the way out, so that an error is printed on a line of its own
     with tqdm(mine, desc=f"label (rank {rank})" if world > 1 else "label", unit="image", disable=not progress) as bar:
-        results = [_label_once(cfg, predictor, job, out_dir, _made_with(cfg, weights_sha256, caffe_mean, job), rank,
-                               force) for job in bar]
+        results = []
+        for job in bar:
+            try:
+                results.append(_label_once(cfg, predictor, job, out_dir, _made_with(cfg, weights_sha256, caffe_mean, job),
+                                           rank, force))
+            except DamagedInputError as err:
+                if job.name not in image_jobs:  # a configured tile is part of the dataset: fix it first
+                    raise
+                failed[str(job.info.path)] = str(err)
     if world > 1:
         gathered: list = [None] * world
         dist.all_gather_object(gathered, results)
         results = [r for part in gathered for r in part]
+        gathered_failed: list = [None] * world
+        dist.all_gather_object(gathered_failed, failed)
+        failed = {path: why for part in gathered_failed for path, why in part.items()}
+    if not results and failed:
+        raise _none_labelled(failed)
     order = {name: i for i, name in enumerate(names)}
-    summary = InferenceSummary(sorted(results, key=lambda r: order[r.name]))
+    summary = InferenceSummary(sorted(results, key=lambda r: order[r.name]), failed=failed)
     scored = [r.metrics["confusion_matrix"] for r in summary.images if r.metrics is not None]
     if scored:
         summary.metrics = metrics_from_confusion(np.sum(scored, axis=0), cfg.CLASS_NAMES)
@@ -372,6 +411,8 @@ def _write_reports(summary: InferenceSummary, weights: str | Path) -> None:
                             "outputs": {k: str(v) for k, v in r.outputs.items()}}
                    for r in summary.images},
     }
+    if summary.failed:
+        report["failed"] = summary.failed
     if summary.metrics is not None:
         report["overall"] = summary.metrics
         plots.plot_confusion(summary.metrics, summary.outputs["confusion_plot"])

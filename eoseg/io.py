@@ -27,7 +27,7 @@ import rasterio.shutil
 from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 from rasterio.windows import Window
 
-from eoseg.errors import EosegError
+from eoseg.errors import DamagedInputError, EosegError
 
 warnings.filterwarnings("ignore", category=NotGeoreferencedWarning)
 
@@ -271,18 +271,23 @@ class RasterInfo:
 @contextlib.contextmanager
 def open_raster(path: str | Path, what: str = "raster") -> Iterator[rasterio.DatasetReader]:
     path = Path(path)
+    if path.is_symlink() and not path.exists():
+        raise DamagedInputError(f"{path}: broken link (its target {os.readlink(path)} does not exist); fix or remove the link")
     if not path.exists():
         raise EosegError(f"{what} not found: {path}")
     try:
         src = rasterio.open(path)
     except RasterioIOError as err:
-        raise EosegError(f"{path}: cannot open this {what} ({_reason(err)}); "
-                         "is it a complete raster file? replace it with a good copy") from None
+        raise DamagedInputError(f"{path}: cannot open this {what} ({_reason(err)}); "
+                                "is it a complete raster file? replace it with a good copy") from None
+    except UnicodeEncodeError:  # GDAL takes UTF-8 names; a name in another encoding cannot be passed
+        raise DamagedInputError(f"{ascii(str(path))}: the file name is not valid UTF-8, which GDAL cannot open; "
+                                "rename the file") from None
     with src:
         try:
             yield src
         except RasterioIOError as err:  # reads in the block: the header was fine, the data is not
-            raise EosegError(f"{path}: cannot read this {what} ({_reason(err)}); "
+            raise DamagedInputError(f"{path}: cannot read this {what} ({_reason(err)}); "
                              "the file is truncated or corrupt: replace it with a complete copy") from None
 
 

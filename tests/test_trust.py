@@ -154,3 +154,50 @@ def test_all_black_eroded_ground_truth_scores_nothing_as_null(tmp_path, sample_r
     report = json.loads((tmp_path / "inference" / "metrics.json").read_text(),
                         parse_constant=lambda name: pytest.fail(f"{name} in metrics.json"))
     assert report["overall"]["pixels"] == 0 and report["overall"]["overall_accuracy"] is None
+
+
+# ---------------------------------------------------------------- a folder of images with bad files in it
+def write_scene(path: Path, seed: int = 0, size: int = 64) -> Path:
+    import rasterio
+
+    pixels = np.random.default_rng(seed).integers(1, 256, (3, size, size), dtype=np.uint8)
+    with rasterio.open(path, "w", driver="GTiff", width=size, height=size, count=3, dtype="uint8") as dst:
+        dst.write(pixels)
+    return path
+
+
+def test_bad_files_in_an_image_folder_are_reported_and_the_others_labelled(tmp_path, sample_root, weights):
+    import os
+
+    scenes = tmp_path / "scenes"
+    scenes.mkdir()
+    good = [write_scene(scenes / f"good{i}.tif", i) for i in range(2)]
+    cut = write_scene(scenes / "cut.tif", 5, size=256)
+    cut.write_bytes(cut.read_bytes()[: cut.stat().st_size // 2])
+    (scenes / "noise.tif").write_bytes(b"II*\x00" + np.random.default_rng(0).bytes(4000))
+    (scenes / "gone.tif").symlink_to(tmp_path / "nowhere.tif")
+    odd_name = os.path.join(os.fsencode(scenes), b"caf\xe9.tif")  # Latin-1, not UTF-8
+    with open(odd_name, "wb") as handle:
+        handle.write(good[0].read_bytes())
+    out = tmp_path / "out"
+    result = run_script("inference.py", "--images", str(scenes), "--weights", str(weights), "--out", str(out),
+                        *arguments(tmp_path, sample_root / "data"))
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip() and "%|" not in line]
+    assert len(lines) == 5 and lines[-1].startswith("error: 4 of 6 images could not be labelled"), lines
+    for name, why in (("cut.tif", "truncated or corrupt"), ("noise.tif", "cannot open"), ("gone.tif", "broken link"),
+                      ("caf", "not valid UTF-8")):
+        assert sum(line.startswith("not labelled: ") and name in line and why in line for line in lines) == 1, name
+    assert all(list(out.glob(f"good{i}_labels.*")) for i in range(2))
+    report = json.loads((out / "metrics.json").read_text())
+    assert len(report["failed"]) == 4 and set(report["images"]) == {"good0", "good1"}
+
+
+def test_output_folder_holding_the_inputs_refused(tmp_path, sample_root, weights):
+    scenes = tmp_path / "scenes"
+    scenes.mkdir()
+    write_scene(scenes / "a.tif")
+    result = run_script("inference.py", "--images", str(scenes), "--weights", str(weights), "--out", str(scenes),
+                        *arguments(tmp_path, sample_root / "data"))
+    assert_one_line_error(result, str(scenes), "holds the input a.tif", "--out")
+    assert [p.name for p in scenes.iterdir()] == ["a.tif"]
