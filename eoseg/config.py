@@ -233,6 +233,8 @@ class Config:
         if not isinstance(v["COMPOSITE_NDSM_MAX"], (int, float)) or v["COMPOSITE_NDSM_MAX"] <= 0:
             raise EosegError(f"COMPOSITE_NDSM_MAX must be a positive number of metres, got {v['COMPOSITE_NDSM_MAX']!r}")
         _check_training_numbers(v)
+        if v["WRITE_POLYGONS"] not in ("", ".gpkg", ".geojson"):  # checked before any raster is labelled
+            raise EosegError(f"WRITE_POLYGONS must be '', '.gpkg' or '.geojson', got {v['WRITE_POLYGONS']!r}")
         for name in (*SPLITS.values(), "VAL_IDS"):
             check_tile_ids(v[name], name)
 

@@ -161,7 +161,8 @@ def label_raster(cfg: Config, predictor: Predictor, job: Job, out_dir: Path, ran
                 return predictor.normalization.fill_invalid(pixels, valid_from[first])
 
             pending = None
-            for block in predictor.stream(read_rows, info.height, info.width, cfg.INFER_BLOCK_ROWS):
+            for block in predictor.stream(read_rows, info.height, info.width, cfg.INFER_BLOCK_ROWS,
+                                          valid_rows=lambda first, end: valid_from[first]):
                 rows = block.scores.shape[1]
                 end = block.row + rows
                 labels = best_class(block.scores)
@@ -205,8 +206,6 @@ def _gis_outputs(cfg: Config, job: Job, result: LabeledImage, out_dir: Path) -> 
         for path in result.outputs.values():
             to_cog(path, path)
     if cfg.WRITE_POLYGONS:
-        if cfg.WRITE_POLYGONS not in (".gpkg", ".geojson"):
-            raise EosegError(f"WRITE_POLYGONS must be '', '.gpkg' or '.geojson', got {cfg.WRITE_POLYGONS!r}")
         polygons = polygonize_labels(result.outputs["labels"], out_dir / f"{job.name}_classes{cfg.WRITE_POLYGONS}",
                                      cfg.CLASS_NAMES, [cfg.IGNORE_LABEL], cfg.POLYGON_SIMPLIFY, cfg.POLYGON_MIN_AREA)
         result.outputs["polygons"] = polygons.path

@@ -201,3 +201,23 @@ def test_output_folder_holding_the_inputs_refused(tmp_path, sample_root, weights
                         *arguments(tmp_path, sample_root / "data"))
     assert_one_line_error(result, str(scenes), "holds the input a.tif", "--out")
     assert [p.name for p in scenes.iterdir()] == ["a.tif"]
+
+
+def test_bad_polygon_format_refused_before_labelling(tmp_path, sample_root, weights):
+    result = run_script("inference.py", "--tiles", "4", "--weights", str(weights),
+                        *arguments(tmp_path, sample_root / "data", WRITE_POLYGONS=".shp"))
+    assert_one_line_error(result, "WRITE_POLYGONS must be", "'.shp'")
+    assert not (tmp_path / "inference").exists()
+
+
+def test_all_nodata_image_labelled_as_ignore(tmp_path, sample_root, weights):
+    import rasterio
+
+    blank = tmp_path / "blank.tif"
+    with rasterio.open(blank, "w", driver="GTiff", width=96, height=80, count=3, dtype="uint8", nodata=0) as dst:
+        dst.write(np.zeros((3, 80, 96), dtype=np.uint8))
+    result = run_script("inference.py", "--images", str(blank), "--weights", str(weights), "--out", str(tmp_path / "out"),
+                        *arguments(tmp_path, sample_root / "data"))
+    assert result.returncode == 0, result.stderr
+    with rasterio.open(next((tmp_path / "out").glob("blank_labels.*"))) as src:
+        assert (src.read(1) == 255).all()
