@@ -4,7 +4,7 @@
     python inference.py --split official_test    # or train / test
     python inference.py --tiles 5 21
     python inference.py --images scenes/ "more/*.tif" b.png --weights my.pt
-    python inference.py --weights segnet_vaihingen_128x128_fold1_iter_60000.caffemodel DATASET=vaihingen
+    python inference.py --weights segnet_vaihingen_128x128_fold1_iter_60000.caffemodel DATASET=vaihingen --tiles 32 34 37
     python inference.py --engine onnxruntime WRITE_COG=True WRITE_POLYGONS=.gpkg
     torchrun --nproc_per_node=4 inference.py --images scenes/   # images shared out over 4 processes
 
