@@ -95,6 +95,7 @@ def load_checkpoint(path: str | Path) -> dict:
 
 def check_checkpoint(payload: dict, cfg: Config, source: str) -> None:
     """Refuse weights made for other classes, bands, normalisation or model."""
+    check_record_keys(payload, source)
     recorded = payload["model"]
     expected = model_record(cfg)
     for key, label in (("num_classes", "classes"), ("in_channels", "input bands")):
@@ -104,6 +105,19 @@ def check_checkpoint(payload: dict, cfg: Config, source: str) -> None:
                 "use the config it was trained with or retrain"
             )
     check_compatible(payload["signature"], data_signature(cfg), source)
+
+
+RECORDED_MODEL_KEYS = ("name", "in_channels", "num_classes", "width")
+
+
+def check_record_keys(payload: dict, source: str) -> None:
+    """A record missing what the checks and the model builder read is damaged: one line, not a KeyError."""
+    missing = [key for key in ("model", "signature") if not isinstance(payload.get(key), dict)]
+    if "model" not in missing:
+        missing += [f"model.{key}" for key in RECORDED_MODEL_KEYS if key not in payload["model"]]
+    if missing:
+        raise EosegError(f"{source}: its eoseg record lacks {', '.join(missing)}, so it is damaged or was edited; "
+                         "use the original weights or convert them again (convert_weights.py)")
 
 
 def load_model(path: str | Path, cfg: Config) -> tuple[nn.Module, dict]:

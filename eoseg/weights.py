@@ -19,6 +19,7 @@ normalisation is applied while everything else (classes, bands, palette) is stil
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Sequence
 
@@ -27,7 +28,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from eoseg.caffe.segnet import caffe_normalization, mean_pixel_for, parse_mean_pixel, read_caffe_segnet
-from eoseg.checkpoint import build_recorded_model, check_checkpoint, load_model, model_record_of
+from eoseg.checkpoint import build_recorded_model, check_checkpoint, check_record_keys, load_model, model_record_of
 from eoseg.config import Config
 from eoseg.errors import EosegError
 from eoseg.io import atomic_path
@@ -53,6 +54,7 @@ def check_weights_record(record: dict, cfg: Config, source: str) -> None:
     """Refuse weights made for other classes, bands, palette or (unless imposed) normalisation."""
     if not isinstance(record, dict) or record.get("format") != FORMAT:
         raise EosegError(f"{source}: no {FORMAT!r} record; not written by eoseg")
+    check_record_keys(record, source)
     signature = record["signature"]
     if record.get("imposed_normalization"):
         # applied as recorded, so the config's normalisation is irrelevant to these weights
@@ -95,7 +97,15 @@ def read_weights(path: str | Path, cfg: Config, caffe_mean: str | Sequence[float
         model, record = load_onnx(path, cfg)
     else:
         raise EosegError(f"{path}: unknown weights format {path.suffix!r}; use one of {', '.join(SUFFIXES)}")
+    _say_which_model(record["model"], cfg, path)
     return model.eval(), record
+
+
+def _say_which_model(recorded: dict, cfg: Config, path: Path) -> None:
+    """Weights define the network they hold: where the config asks for another, say once which runs."""
+    if (recorded["name"], float(recorded["width"])) != (cfg.MODEL, float(cfg.MODEL_WIDTH)):
+        print(f"note: {path.name} holds MODEL={recorded['name']!r} MODEL_WIDTH={recorded['width']}, which is used; "
+              f"the config's MODEL={cfg.MODEL!r} MODEL_WIDTH={cfg.MODEL_WIDTH} applies to training only", file=sys.stderr)
 
 
 def load_weights(path: str | Path, cfg: Config, caffe_mean: str | Sequence[float] | None = None) -> tuple[nn.Module, Normalization]:

@@ -221,3 +221,28 @@ def test_all_nodata_image_labelled_as_ignore(tmp_path, sample_root, weights):
     assert result.returncode == 0, result.stderr
     with rasterio.open(next((tmp_path / "out").glob("blank_labels.*"))) as src:
         assert (src.read(1) == 255).all()
+
+
+# ---------------------------------------------------------------- weights
+@pytest.mark.parametrize("drop", ["signature", "width"])
+def test_safetensors_record_missing_a_key(tmp_path, sample_root, drop):
+    from eoseg.models import model_from_config
+    from eoseg.weights import save_safetensors, weights_record
+    from eoseg.metadata import data_signature
+
+    cfg = make_tiny_config(tmp_path)
+    model = model_from_config(cfg)
+    record = weights_record(model, data_signature(cfg), False, "test")
+    record.pop(drop, None)
+    record["model"].pop(drop, None)
+    path = save_safetensors(tmp_path / "damaged.safetensors", model, record)
+    result = run_script("inference.py", "--tiles", "4", "--weights", str(path), *arguments(tmp_path, sample_root / "data"))
+    assert_one_line_error(result, "damaged.safetensors", "record lacks", drop)
+
+
+def test_weights_of_another_width_say_which_model_runs(tmp_path, sample_root, weights):
+    result = run_script("inference.py", "--tiles", "4", "--weights", str(weights),
+                        *arguments(tmp_path, sample_root / "data", MODEL_WIDTH=0.5))
+    assert result.returncode == 0, result.stderr
+    notes = [line for line in result.stderr.splitlines() if line.startswith("note: ")]
+    assert len(notes) == 1 and "MODEL_WIDTH=0.125, which is used" in notes[0] and "MODEL_WIDTH=0.5" in notes[0]
