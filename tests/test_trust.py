@@ -246,3 +246,41 @@ def test_weights_of_another_width_say_which_model_runs(tmp_path, sample_root, we
     assert result.returncode == 0, result.stderr
     notes = [line for line in result.stderr.splitlines() if line.startswith("note: ")]
     assert len(notes) == 1 and "MODEL_WIDTH=0.125, which is used" in notes[0] and "MODEL_WIDTH=0.5" in notes[0]
+
+
+# ---------------------------------------------------------------- LMDB
+@pytest.fixture(scope="module")
+def packed(tmp_path_factory, sample_root) -> Path:
+    """Patches and LMDBs of the tiny sample, made by the scripts."""
+    root = tmp_path_factory.mktemp("packed")
+    for script in ("extract_images.py", "create_lmdb.py"):
+        result = run_script(script, *arguments(root, sample_root / "data"))
+        assert result.returncode == 0, result.stderr
+    return root / "lmdb"
+
+
+def damage_lmdb(packed: Path, tmp_path: Path, damage) -> Path:
+    lmdb_dir = tmp_path / "lmdb"
+    shutil.copytree(packed, lmdb_dir)
+    data = lmdb_dir / "train.lmdb" / "data.mdb"
+    content = bytearray(data.read_bytes())
+    data.write_bytes(damage(content))
+    return data
+
+
+@pytest.mark.parametrize("damage,why", [
+    (lambda b: b[: len(b) // 2], "truncated"),
+    (lambda b: b[:16384] + bytes(len(b) - 16384), "damaged LMDB"),  # all but the two meta pages zeroed
+    (lambda b: b[: len(b) // 2] + bytes(4096) + b[len(b) // 2 + 4096:], "damaged LMDB"),  # one page zeroed
+], ids=["truncated", "zeroed", "zeroed_page"])
+def test_damaged_lmdb_named_before_it_kills_training(tmp_path, sample_root, packed, damage, why):
+    data = damage_lmdb(packed, tmp_path, damage)
+    result = run_script("training.py", *arguments(tmp_path, sample_root / "data", VAL_EVERY=0, ITERATIONS=30,
+                                                   LMDB_DIR=str(tmp_path / "lmdb")))
+    assert_one_line_error(result, str(data), why, "create_lmdb.py --force")
+
+
+def test_lmdb_accepts_another_norm_std(tmp_path, sample_root, packed):
+    result = run_script("training.py", *arguments(tmp_path, sample_root / "data", VAL_EVERY=0, ITERATIONS=1,
+                                                   LMDB_DIR=str(packed), NORM_STD=[128.0, 128.0, 128.0]))
+    assert result.returncode == 0, result.stderr
