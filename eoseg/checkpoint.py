@@ -47,12 +47,20 @@ def build_recorded_model(record: dict) -> nn.Module:
                        record.get("stream_bands"))
 
 
-def save_checkpoint(path: str | Path, cfg: Config, model: nn.Module, iteration: int, training_state: dict | None = None) -> Path:
-    """Write weights (plus optimizer/scheduler state etc. when given) to ``path`` atomically."""
+def save_checkpoint(path: str | Path, cfg: Config, model: nn.Module, iteration: int, training_state: dict | None = None,
+                    input_dtype: str | None = None) -> Path:
+    """Write weights (plus optimizer/scheduler state etc. when given) to ``path`` atomically.
+
+    ``input_dtype``: the data type of the training pixels (uint8, uint16...), recorded so that
+    inference can refuse images of another type, whose values the normalisation would misread.
+    """
+    signature = data_signature(cfg)
+    if input_dtype is not None:
+        signature["input_dtype"] = str(input_dtype)
     payload = {
         "format": FORMAT,
         "model": model_record_of(model),
-        "signature": data_signature(cfg),
+        "signature": signature,
         "config": json.dumps(cfg.to_dict(), default=str),
         "iteration": int(iteration),
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},

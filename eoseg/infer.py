@@ -37,7 +37,7 @@ from eoseg.normalization import Normalization
 from eoseg.gis import polygonize_labels, to_cog
 from eoseg.predict import Predictor, best_class
 from eoseg.tiles import TileStack, TruthSource, eval_truth, image_stack, tile_stack
-from eoseg.weights import load_weights
+from eoseg.weights import check_input_dtype, load_weights
 from eoseg.train import resolve_device
 
 RASTER_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".jp2", ".img", ".vrt")
@@ -363,6 +363,8 @@ def run_inference(cfg: Config, weights: str | Path, out_dir: str | Path, tile_id
     if world > 1 and device.type == "cuda":
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
     model, normalization = load_weights(weights, cfg, caffe_mean)
+    for job in jobs:
+        check_input_dtype(normalization, (job.stack.dtype if job.stack is not None else job.info.dtype), job.info.path)
     predictor = make_predictor(cfg, model, normalization, device)
     weights_sha256 = file_sha256(weights)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -389,6 +389,7 @@ class Trainer:
             self.network = torch.compile(self.network)
 
         self.data = training_data(cfg)
+        self.input_dtype = str(self.data[(0, 0)][0].numpy().dtype)  # recorded with the weights
         self.sampler = StreamBatchSampler(len(self.data), cfg.BATCH_SIZE, cfg.SEED, sample_position,
                                           processes.rank, processes.world_size)
         self.class_weights = resolve_class_weights(cfg, self.data, self.progress)
@@ -488,7 +489,7 @@ class Trainer:
             "class_weights": self.class_weights,
         }
         path = self.train_dir / "checkpoints" / checkpoint_name(self.iteration)
-        return save_checkpoint(path, self.cfg, self.model, self.iteration, state)
+        return save_checkpoint(path, self.cfg, self.model, self.iteration, state, self.input_dtype)
 
     def _record_validation(self, row: dict) -> None:
         metrics = self.validate()
@@ -497,7 +498,8 @@ class Trainer:
         if value is not None and (self.best is None or value > self.best["value"]):
             self.best = {"iteration": self.iteration, "metric": BEST_METRIC, "value": value}
             if self.processes.is_main:
-                save_checkpoint(self.train_dir / "checkpoints" / BEST_CHECKPOINT, self.cfg, self.model, self.iteration)
+                save_checkpoint(self.train_dir / "checkpoints" / BEST_CHECKPOINT, self.cfg, self.model, self.iteration,
+                                input_dtype=self.input_dtype)
         if self.progress:
             tqdm.write(f"iteration {self.iteration}: validation OA {percent(metrics['overall_accuracy'])}, "
                        f"mean F1 {percent(metrics['mean_f1'])}, mean IoU {percent(metrics['mean_iou'])}")
@@ -560,7 +562,7 @@ class Trainer:
             window_start += time.perf_counter() - pause_start  # validating and saving are not training throughput
         bar.close()
         if processes.is_main:
-            save_checkpoint(cfg.MODEL_FILE, cfg, self.model, self.iteration)
+            save_checkpoint(cfg.MODEL_FILE, cfg, self.model, self.iteration, input_dtype=self.input_dtype)
         if processes.distributed:
             dist.barrier()  # every process returns once the weights exist
         return Path(cfg.MODEL_FILE)

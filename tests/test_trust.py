@@ -132,6 +132,9 @@ def test_forced_run_skips_unlabelled_batches_and_replaces_the_earlier_run(tmp_pa
     skipped = sum(int(r["unlabelled_batches"]) for r in rows)
     assert 0 < skipped < 6 and all(np.isfinite(float(r["loss"])) for r in rows if r["loss"])
     assert "without a labelled pixel" in result.stdout
+    from eoseg.checkpoint import load_checkpoint
+
+    assert load_checkpoint(tmp_path / "model.pt")["signature"]["input_dtype"] == "uint8"  # what the tiles hold
 
 
 def test_diverging_loss_names_its_cause_on_its_own_line(tmp_path, sample_root):
@@ -284,3 +287,21 @@ def test_lmdb_accepts_another_norm_std(tmp_path, sample_root, packed):
     result = run_script("training.py", *arguments(tmp_path, sample_root / "data", VAL_EVERY=0, ITERATIONS=1,
                                                    LMDB_DIR=str(packed), NORM_STD=[128.0, 128.0, 128.0]))
     assert result.returncode == 0, result.stderr
+
+
+def test_image_of_another_data_type_than_the_training_data_refused(tmp_path, sample_root):
+    import rasterio
+    import torch
+
+    from eoseg.checkpoint import save_checkpoint
+    from eoseg.models import model_from_config
+
+    cfg = make_tiny_config(tmp_path)
+    torch.manual_seed(0)
+    trained_on_uint8 = save_checkpoint(tmp_path / "w8.pt", cfg, model_from_config(cfg), 0, input_dtype="uint8")
+    scene = tmp_path / "scene16.tif"
+    with rasterio.open(scene, "w", driver="GTiff", width=64, height=64, count=3, dtype="uint16") as dst:
+        dst.write((np.random.default_rng(0).integers(0, 4096, (3, 64, 64))).astype(np.uint16))
+    result = run_script("inference.py", "--images", str(scene), "--weights", str(trained_on_uint8),
+                        "--out", str(tmp_path / "out"), *arguments(tmp_path, sample_root / "data"))
+    assert_one_line_error(result, "scene16.tif", "its pixels are uint16", "trained on uint8 data")
