@@ -20,7 +20,7 @@ from eoseg.caffe.segnet import PUBLISHED_MEAN_PIXELS
 from eoseg.cli import make_parser, parse, run
 from eoseg.errors import EosegError
 from eoseg.onnx_engine import SIZE_MULTIPLE, OnnxModel, export_onnx
-from eoseg.weights import read_weights
+from eoseg.weights import config_that_ran, read_weights
 
 # float32 kernels of two runtimes differ by rounding; a wrong graph differs by far more
 TOLERANCE = 1e-3
@@ -48,7 +48,7 @@ def main(argv=None):
     if difference > TOLERANCE:
         out.unlink()
         raise EosegError(f"{out}: ONNX Runtime and PyTorch disagree by {difference:.3g} (> {TOLERANCE}); export removed")
-    cfg.save(out.parent, "config.export_onnx.json")
+    config_that_ran(cfg, record).save_beside(out)
     print(f"wrote {out} ({record['model']['num_classes']} classes, {record['model']['in_channels']} bands); "
           f"ONNX Runtime matches PyTorch within {difference:.2g}")
 

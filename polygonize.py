@@ -28,7 +28,7 @@ def main(argv=None):
     args, cfg = parse(parser, argv)
     out = Path(args.out)
     summary = polygonize_labels(args.labels, out, cfg.CLASS_NAMES, [cfg.IGNORE_LABEL], args.simplify, args.min_area)
-    cfg.save(out.parent, "config.polygonize.json")
+    cfg.replace(POLYGON_SIMPLIFY=args.simplify, POLYGON_MIN_AREA=args.min_area).save_beside(out)
     dropped = f", {summary.dropped} regions under the minimum area dropped" if summary.dropped else ""
     print(f"wrote {summary.features} polygons to {out} (CRS {summary.crs or 'none: pixel coordinates'}){dropped}")
 

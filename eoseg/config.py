@@ -137,6 +137,12 @@ class Config:
                 raise EosegError(f"{key} expects {_kind(self._values[key])}, got {value!r}")
         return Config({**self._values, **changes}, self.sources + [f"replace({', '.join(changes)})"])
 
+    def save_beside(self, output: str | Path) -> Path:
+        """Write the effective config of a single-file output as OUTPUT.config.json: one per output,
+        so that the next output in the folder does not overwrite it."""
+        output = Path(output)
+        return self.save(output.parent, f"{output.name}.config.json")
+
     def save(self, folder: str | Path, name: str = "config.json") -> Path:
         """Write the effective config as JSON into ``folder`` (atomically)."""
         from eoseg.io import atomic_write_text

@@ -103,6 +103,15 @@ def read_weights(path: str | Path, cfg: Config, caffe_mean: str | Sequence[float
     return model.eval(), record
 
 
+def config_that_ran(cfg: Config, record: dict) -> Config:
+    """``cfg`` with the model the weights hold: what an export or conversion of them actually ran."""
+    recorded = record["model"]
+    model = {"MODEL": recorded["name"], "MODEL_WIDTH": float(recorded["width"])}
+    if recorded.get("stream_bands") is not None:
+        model["STREAM_BANDS"] = int(recorded["stream_bands"])
+    return cfg.replace(**model)
+
+
 def _say_which_model(recorded: dict, cfg: Config, path: Path) -> None:
     """Weights define the network they hold: where the config asks for another, say once which runs."""
     if (recorded["name"], float(recorded["width"])) != (cfg.MODEL, float(cfg.MODEL_WIDTH)):

@@ -146,7 +146,7 @@ def test_polygonize_script(tmp_path):
     result = run_script("polygonize.py", str(source), "--out", str(out), "--min-area", "1", "--simplify", "0.5")
     assert result.returncode == 0, result.stderr
     assert "polygons to" in result.stdout and "EPSG:32632" in result.stdout
-    assert sorted(p.name for p in out.parent.iterdir()) == ["classes.gpkg", "config.polygonize.json"]
+    assert sorted(p.name for p in out.parent.iterdir()) == ["classes.gpkg", "classes.gpkg.config.json"]
     help_text = run_script("polygonize.py", "--help")
     assert help_text.returncode == 0 and "--min-area A" in help_text.stdout and "KEY=VALUE" in help_text.stdout
     assert_one_line_error(run_script("polygonize.py", str(tmp_path / "nope.tif"), "--out", str(out)), "label map not found")

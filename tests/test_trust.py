@@ -305,3 +305,14 @@ def test_image_of_another_data_type_than_the_training_data_refused(tmp_path, sam
     result = run_script("inference.py", "--images", str(scene), "--weights", str(trained_on_uint8),
                         "--out", str(tmp_path / "out"), *arguments(tmp_path, sample_root / "data"))
     assert_one_line_error(result, "scene16.tif", "its pixels are uint16", "trained on uint8 data")
+
+
+def test_single_file_outputs_record_what_ran_each_beside_itself(tmp_path, sample_root, weights):
+    out = tmp_path / "converted"
+    for name in ("a", "b"):
+        result = run_script("convert_weights.py", str(weights), "--out", str(out / f"{name}.safetensors"),
+                            *arguments(tmp_path, sample_root / "data", MODEL_WIDTH=0.5))
+        assert result.returncode == 0, result.stderr
+    for name in ("a", "b"):
+        record = json.loads((out / f"{name}.safetensors.config.json").read_text())
+        assert record["config"]["MODEL_WIDTH"] == 0.125  # the weights' model, not the config's 0.5
