@@ -27,7 +27,8 @@ def main(argv=None):
     parser.add_argument("--min-area", metavar="A", type=float, default=0.0, help="drop regions and fill holes under A square CRS units (default: none)")
     args, cfg = parse(parser, argv)
     out = Path(args.out)
-    summary = polygonize_labels(args.labels, out, cfg.CLASS_NAMES, [cfg.IGNORE_LABEL], args.simplify, args.min_area)
+    summary = polygonize_labels(args.labels, out, cfg.CLASS_NAMES, [cfg.IGNORE_LABEL], args.simplify, args.min_area,
+                                block_rows=cfg.INFER_BLOCK_ROWS)  # bounded memory, like labelling
     cfg.replace(POLYGON_SIMPLIFY=args.simplify, POLYGON_MIN_AREA=args.min_area).save_beside(out)
     dropped = f", {summary.dropped} regions under the minimum area dropped" if summary.dropped else ""
     print(f"wrote {summary.features} polygons to {out} (CRS {summary.crs or 'none: pixel coordinates'}){dropped}")

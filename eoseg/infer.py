@@ -207,7 +207,8 @@ def _gis_outputs(cfg: Config, job: Job, result: LabeledImage, out_dir: Path) -> 
             to_cog(path, path)
     if cfg.WRITE_POLYGONS:
         polygons = polygonize_labels(result.outputs["labels"], out_dir / f"{job.name}_classes{cfg.WRITE_POLYGONS}",
-                                     cfg.CLASS_NAMES, [cfg.IGNORE_LABEL], cfg.POLYGON_SIMPLIFY, cfg.POLYGON_MIN_AREA)
+                                     cfg.CLASS_NAMES, [cfg.IGNORE_LABEL], cfg.POLYGON_SIMPLIFY, cfg.POLYGON_MIN_AREA,
+                                     block_rows=cfg.INFER_BLOCK_ROWS)
         result.outputs["polygons"] = polygons.path
 
 
