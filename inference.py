@@ -74,6 +74,8 @@ def main(argv=None):
         print(f"{image.name}: " + ", ".join(str(p) for p in image.outputs.values()))
     for name, path in summary.outputs.items():
         print(f"{name}: {path}")
+    if summary.band_order_warning:
+        print(f"warning: {summary.band_order_warning}", file=sys.stderr)
     if summary.failed:
         for why in summary.failed.values():
             print(f"not labelled: {why}", file=sys.stderr)

@@ -65,6 +65,7 @@ class InferenceSummary:
     metrics: dict | None = None
     outputs: dict[str, Path] = field(default_factory=dict)
     failed: dict[str, str] = field(default_factory=dict)  # image file -> why it could not be labelled
+    band_order_warning: str | None = None  # the first image whose colour interpretation contradicts BAND_NAMES
 
 
 @dataclass(frozen=True)
@@ -107,6 +108,27 @@ def _refuse_inputs_in_output_folder(images: list[Path], out_dir: Path) -> None:
     if inside:
         raise EosegError(f"the output folder {out_dir} holds the input {inside[0].name}: a later run over it would "
                          "label eoseg's own outputs; write the outputs elsewhere (--out)")
+
+
+# what a band name in BAND_NAMES means, in GDAL's colour interpretation words
+_BAND_COLOURS = {"R": "red", "RED": "red", "G": "green", "GREEN": "green", "B": "blue", "BLUE": "blue",
+                 "IR": "near-infrared", "NIR": "near-infrared"}
+
+
+def band_order_warning(cfg: Config, info: RasterInfo) -> str | None:
+    """A line when the image's own colour interpretation (GDAL's) contradicts BAND_NAMES, else None.
+
+    Only colours GDAL can state (red, green, blue) and band names with a known colour count:
+    an IRRG image declared as RGB (as the ISPRS tiles are) gives a warning the user can dismiss,
+    an RGB image given to IRRG weights gives one that saves a wrong map.
+    """
+    stated = [info.colorinterp[band - 1] if band <= len(info.colorinterp) else "undefined" for band in cfg.BANDS]
+    declared = [_BAND_COLOURS.get(name.upper()) for name in cfg.BAND_NAMES]
+    if not any(s in ("red", "green", "blue") and d is not None and s != d for s, d in zip(stated, declared)):
+        return None
+    bands = ", ".join(map(str, cfg.BANDS))
+    return (f"{info.path.name}: GDAL says bands {bands} are {', '.join(stated)}, but the weights were trained on "
+            f"{', '.join(cfg.BAND_NAMES)} (BAND_NAMES); if the bands are in another order, set BANDS to reorder them")
 
 
 def _none_labelled(failed: dict[str, str]) -> EosegError:
@@ -394,6 +416,9 @@ def run_inference(cfg: Config, weights: str | Path, out_dir: str | Path, tile_id
         raise _none_labelled(failed)
     order = {name: i for i, name in enumerate(names)}
     summary = InferenceSummary(sorted(results, key=lambda r: order[r.name]), failed=failed)
+    labelled = {r.name for r in results} & image_jobs
+    summary.band_order_warning = next(filter(None, (band_order_warning(cfg, job.info) for job in jobs
+                                                    if job.name in labelled)), None)
     scored = [r.metrics["confusion_matrix"] for r in summary.images if r.metrics is not None]
     if scored:
         summary.metrics = metrics_from_confusion(np.sum(scored, axis=0), cfg.CLASS_NAMES)

@@ -262,6 +262,7 @@ class RasterInfo:
     crs: object
     transform: object
     nodata: float | None
+    colorinterp: tuple[str, ...] = ()  # GDAL's colour interpretation of each band: "red", "gray", "undefined"...
 
     @property
     def georeferenced(self) -> bool:
@@ -293,7 +294,8 @@ def open_raster(path: str | Path, what: str = "raster") -> Iterator[rasterio.Dat
 
 def raster_info(path: str | Path, what: str = "raster") -> RasterInfo:
     with open_raster(path, what) as src:
-        return RasterInfo(Path(path), src.width, src.height, src.count, src.dtypes[0], src.crs, src.transform, src.nodata)
+        return RasterInfo(Path(path), src.width, src.height, src.count, src.dtypes[0], src.crs, src.transform, src.nodata,
+                          tuple(interp.name for interp in src.colorinterp))
 
 
 def read_raster(

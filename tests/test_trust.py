@@ -187,7 +187,9 @@ def test_bad_files_in_an_image_folder_are_reported_and_the_others_labelled(tmp_p
                         *arguments(tmp_path, sample_root / "data"))
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
     lines = [line for line in result.stderr.splitlines() if line.strip() and "%|" not in line]
-    assert len(lines) == 5 and lines[-1].startswith("error: 4 of 6 images could not be labelled"), lines
+    # rasterio writes 3-band uint8 as RGB: the scenes contradict the weights' IR, R, G, said once
+    assert lines[0].startswith("warning: good0.tif: GDAL says bands 1, 2, 3 are red, green, blue")
+    assert len(lines) == 6 and lines[-1].startswith("error: 4 of 6 images could not be labelled"), lines
     for name, why in (("cut.tif", "truncated or corrupt"), ("noise.tif", "cannot open"), ("gone.tif", "broken link"),
                       ("caf", "not valid UTF-8")):
         assert sum(line.startswith("not labelled: ") and name in line and why in line for line in lines) == 1, name
@@ -316,3 +318,19 @@ def test_single_file_outputs_record_what_ran_each_beside_itself(tmp_path, sample
     for name in ("a", "b"):
         record = json.loads((out / f"{name}.safetensors.config.json").read_text())
         assert record["config"]["MODEL_WIDTH"] == 0.125  # the weights' model, not the config's 0.5
+
+
+def test_rgb_image_given_to_weights_trained_on_irrg_warns_once(tmp_path, sample_root, weights):
+    import rasterio
+
+    scenes = tmp_path / "scenes"
+    scenes.mkdir()
+    for index in range(2):  # declared red, green, blue; the weights' BAND_NAMES are IR, R, G
+        with rasterio.open(scenes / f"rgb{index}.tif", "w", driver="GTiff", width=64, height=64, count=3,
+                           dtype="uint8", photometric="RGB") as dst:
+            dst.write(np.random.default_rng(index).integers(0, 256, (3, 64, 64), dtype=np.uint8))
+    result = run_script("inference.py", "--images", str(scenes), "--weights", str(weights), "--out", str(tmp_path / "out"),
+                        *arguments(tmp_path, sample_root / "data"))
+    assert result.returncode == 0, result.stderr
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning: ")]
+    assert len(warnings) == 1 and "red, green, blue" in warnings[0] and "IR, R, G" in warnings[0]
