@@ -278,13 +278,13 @@ def claim_train_dir(cfg: Config, resume: bool, force: bool) -> Iterator[None]:
 
 
 def warn_about_overlapping_tiles(cfg: Config) -> None:
-    """Validation tiles that are also training tiles give scores that flatter the model: say so once."""
-    validation = [str(t) for t in cfg.VAL_IDS] or cfg.tile_ids("test")
-    shared = [t for t in validation if t in set(cfg.tile_ids("train"))]
-    if shared and cfg.VAL_EVERY:
-        names = "VAL_IDS" if cfg.VAL_IDS else "TEST_IDS"
-        print(f"warning: tiles {', '.join(shared)} are in both TRAIN_IDS and {names}: their validation scores "
-              "measure what the model memorised, not how it generalises", file=sys.stderr)
+    """Held-out tiles that are also training tiles give scores that flatter the model: say so once."""
+    training = set(cfg.tile_ids("train"))
+    for name, tiles in (("TEST_IDS", cfg.tile_ids("test")), ("VAL_IDS", [str(t) for t in cfg.VAL_IDS])):
+        shared = [t for t in tiles if t in training]
+        if shared:
+            print(f"warning: tiles {', '.join(shared)} are in both TRAIN_IDS and {name}: their scores measure what "
+                  "the model memorised, not how it generalises", file=sys.stderr)
 
 
 def load_resume_checkpoint(path: str | Path, cfg: Config) -> dict:
@@ -472,7 +472,7 @@ class Trainer:
         total = loss_sum.detach().clone().to(self.collective_device)
         if self.processes.distributed:
             dist.all_reduce(total)
-        mean = total.item() / max(steps * self.processes.world_size, 1)
+        mean = total.item() / (steps * self.processes.world_size)
         if not np.isfinite(mean):
             raise EosegError(f"the loss became {mean} by iteration {self.iteration}: {self._divergence_cause()}")
         return mean
