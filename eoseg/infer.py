@@ -30,8 +30,8 @@ from tqdm import tqdm
 from eoseg import plots
 from eoseg.config import Config
 from eoseg.errors import DamagedInputError, EosegError
-from eoseg.io import (RasterInfo, RasterWriter, atomic_write_text, exclusive, file_sha256, open_raster, output_suffix,
-                      raster_info)
+from eoseg.io import (RasterInfo, RasterWriter, atomic_write_text, check_writable, exclusive, file_sha256, open_raster,
+                      output_suffix, raster_info)
 from eoseg.metrics import confusion_matrix, format_table, metrics_from_confusion, percent
 from eoseg.normalization import Normalization
 from eoseg.gis import polygonize_labels, to_cog
@@ -364,6 +364,7 @@ def run_inference(cfg: Config, weights: str | Path, out_dir: str | Path, tile_id
         jobs.append(Job(stack.info, stack.info.path.stem, eval_truth(cfg, tile_id, stack.info), stack))
     listed = expand_image_arguments(image_paths or [])
     _refuse_inputs_in_output_folder(listed, out_dir)
+    check_writable(out_dir, "output folder")
     failed: dict[str, str] = {}  # damaged image files: reported, the others labelled
     for path in listed:
         try:

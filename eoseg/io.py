@@ -226,6 +226,7 @@ def atomic_directory(path: str | Path, force: bool = False) -> Iterator[Path]:
     one left behind is removed by the next.
     """
     path = Path(path)
+    check_writable(path.parent, "output folder")  # before any work, not when the first file is written
     path.parent.mkdir(parents=True, exist_ok=True)
     with exclusive(path.with_name(f".{path.name}.lock")):
         if path.exists() and not force:

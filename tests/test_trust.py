@@ -336,3 +336,12 @@ def test_rgb_image_given_to_weights_trained_on_irrg_warns_once(tmp_path, sample_
     assert result.returncode == 0, result.stderr
     warnings = [line for line in result.stderr.splitlines() if line.startswith("warning: ")]
     assert len(warnings) == 1 and "red, green, blue" in warnings[0] and "IR, R, G" in warnings[0]
+
+
+def test_unwritable_output_folders_of_inference_and_extraction(tmp_path, sample_root, weights, immutable_folder):
+    result = run_script("inference.py", "--tiles", "4", "--weights", str(weights), "--out", str(immutable_folder / "out"),
+                        *arguments(tmp_path, sample_root / "data"))
+    assert_one_line_error(result, "output folder", "locked", "cannot be written")
+    result = run_script("extract_images.py", *arguments(tmp_path, sample_root / "data",
+                                                        PATCHES_DIR=str(immutable_folder / "patches")))
+    assert_one_line_error(result, "output folder", "locked", "cannot be written")
