@@ -6,6 +6,7 @@ Each case runs the real script as a user would, with the tiny sample and tiny se
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -37,15 +38,18 @@ def weights(tmp_path_factory) -> Path:
 
 
 # ---------------------------------------------------------------- configuration
-@pytest.mark.parametrize("override,fragments", [
-    ("SEED=4294967296", ["SEED must be in 0..4294967295", "4294967296"]),
-    ("SHUFFLE_SEED=-1", ["SHUFFLE_SEED must be in 0..4294967295"]),
-    ("BASE_LR=-0.01", ["BASE_LR must not be negative", "-0.01"]),
-    ("TEST_IDS=['a/b']", ["TEST_IDS", "'a/b'", "cannot be part of a file name"]),
-    ("TRAIN_IDS=['..']", ["TRAIN_IDS", "'..'", "cannot be part of a file name"]),
-])
-def test_numbers_and_tile_ids_that_would_fail_later(override, fragments):
-    assert_one_line_error(run_script("convert_gt.py", "--from-color", override), *fragments)
+def test_numbers_and_tile_ids_that_would_fail_later():
+    from eoseg.config import load_config
+    from eoseg.errors import EosegError
+
+    assert_one_line_error(run_script("convert_gt.py", "--from-color", "SEED=4294967296", "TEST_IDS=['a/b']"),
+                          "SEED must be in 0..4294967295", "4294967296")
+    for override, message in (("SHUFFLE_SEED=-1", "SHUFFLE_SEED must be in 0..4294967295"),
+                              ("BASE_LR=-0.01", "BASE_LR must not be negative"),
+                              ("TEST_IDS=['a/b']", "TEST_IDS: tile id 'a/b' cannot be part of a file name"),
+                              ("TRAIN_IDS=['..']", "TRAIN_IDS: tile id '..' cannot be part of a file name")):
+        with pytest.raises(EosegError, match=re.escape(message)):
+            load_config(overrides=[override])
 
 
 def test_json_given_as_config(tmp_path):
@@ -217,22 +221,8 @@ def test_bad_polygon_format_refused_before_labelling(tmp_path, sample_root, weig
     assert not (tmp_path / "inference").exists()
 
 
-def test_all_nodata_image_labelled_as_ignore(tmp_path, sample_root, weights):
-    import rasterio
-
-    blank = tmp_path / "blank.tif"
-    with rasterio.open(blank, "w", driver="GTiff", width=96, height=80, count=3, dtype="uint8", nodata=0) as dst:
-        dst.write(np.zeros((3, 80, 96), dtype=np.uint8))
-    result = run_script("inference.py", "--images", str(blank), "--weights", str(weights), "--out", str(tmp_path / "out"),
-                        *arguments(tmp_path, sample_root / "data"))
-    assert result.returncode == 0, result.stderr
-    with rasterio.open(next((tmp_path / "out").glob("blank_labels.*"))) as src:
-        assert (src.read(1) == 255).all()
-
-
 # ---------------------------------------------------------------- weights
-@pytest.mark.parametrize("drop", ["signature", "width"])
-def test_safetensors_record_missing_a_key(tmp_path, sample_root, drop):
+def test_safetensors_record_missing_keys(tmp_path, sample_root):
     from eoseg.models import model_from_config
     from eoseg.weights import save_safetensors, weights_record
     from eoseg.metadata import data_signature
@@ -240,19 +230,10 @@ def test_safetensors_record_missing_a_key(tmp_path, sample_root, drop):
     cfg = make_tiny_config(tmp_path)
     model = model_from_config(cfg)
     record = weights_record(model, data_signature(cfg), False, "test")
-    record.pop(drop, None)
-    record["model"].pop(drop, None)
+    del record["signature"], record["model"]["width"]
     path = save_safetensors(tmp_path / "damaged.safetensors", model, record)
     result = run_script("inference.py", "--tiles", "4", "--weights", str(path), *arguments(tmp_path, sample_root / "data"))
-    assert_one_line_error(result, "damaged.safetensors", "record lacks", drop)
-
-
-def test_weights_of_another_width_say_which_model_runs(tmp_path, sample_root, weights):
-    result = run_script("inference.py", "--tiles", "4", "--weights", str(weights),
-                        *arguments(tmp_path, sample_root / "data", MODEL_WIDTH=0.5))
-    assert result.returncode == 0, result.stderr
-    notes = [line for line in result.stderr.splitlines() if line.startswith("note: ")]
-    assert len(notes) == 1 and "MODEL_WIDTH=0.125, which is used" in notes[0] and "MODEL_WIDTH=0.5" in notes[0]
+    assert_one_line_error(result, "damaged.safetensors", "record lacks signature, model.width")
 
 
 # ---------------------------------------------------------------- LMDB
@@ -277,9 +258,8 @@ def damage_lmdb(packed: Path, tmp_path: Path, damage) -> Path:
 
 @pytest.mark.parametrize("damage,why", [
     (lambda b: b[: len(b) // 2], "truncated"),
-    (lambda b: b[:16384] + bytes(len(b) - 16384), "damaged LMDB"),  # all but the two meta pages zeroed
     (lambda b: b[: len(b) // 2] + bytes(4096) + b[len(b) // 2 + 4096:], "damaged LMDB"),  # one page zeroed
-], ids=["truncated", "zeroed", "zeroed_page"])
+], ids=["truncated", "zeroed_page"])
 def test_damaged_lmdb_named_before_it_kills_training(tmp_path, sample_root, packed, damage, why):
     data = damage_lmdb(packed, tmp_path, damage)
     result = run_script("training.py", *arguments(tmp_path, sample_root / "data", VAL_EVERY=0, ITERATIONS=30,
@@ -317,6 +297,9 @@ def test_single_file_outputs_record_what_ran_each_beside_itself(tmp_path, sample
         result = run_script("convert_weights.py", str(weights), "--out", str(out / f"{name}.safetensors"),
                             *arguments(tmp_path, sample_root / "data", MODEL_WIDTH=0.5))
         assert result.returncode == 0, result.stderr
+        # the weights define the network: said once, naming both
+        notes = [line for line in result.stderr.splitlines() if line.startswith("note: ")]
+        assert len(notes) == 1 and "MODEL_WIDTH=0.125, which is used" in notes[0] and "MODEL_WIDTH=0.5" in notes[0]
     for name in ("a", "b"):
         record = json.loads((out / f"{name}.safetensors.config.json").read_text())
         assert record["config"]["MODEL_WIDTH"] == 0.125  # the weights' model, not the config's 0.5
