@@ -18,7 +18,7 @@ from pathlib import Path
 from eoseg.caffe.segnet import PUBLISHED_MEAN_PIXELS
 from eoseg.cli import make_parser, parse, run
 from eoseg.errors import EosegError
-from eoseg.weights import SUFFIXES, read_weights, save_safetensors
+from eoseg.weights import SUFFIXES, config_that_ran, read_weights, save_safetensors
 
 
 def describe(record: dict) -> str:
@@ -43,7 +43,7 @@ def main(argv=None):
         raise EosegError(f"{out}: the output must be a .safetensors file")
     model, record = read_weights(source, cfg, args.caffe_mean)
     save_safetensors(out, model, record)
-    cfg.save(out.parent, "config.convert_weights.json")
+    config_that_ran(cfg, record).save_beside(out)
     print(f"wrote {out}: {describe(record)}")
 
 

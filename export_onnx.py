@@ -29,7 +29,7 @@ from eoseg.cli import make_parser, parse, run
 from eoseg.deepness import Softmaxed, check_deepness_inputs, deepness_metadata, training_resolution_cm
 from eoseg.errors import EosegError
 from eoseg.onnx_engine import SIZE_MULTIPLE, OnnxModel, export_onnx
-from eoseg.weights import read_weights
+from eoseg.weights import config_that_ran, read_weights
 
 # float32 kernels of two runtimes differ by rounding; a wrong graph differs by far more
 TOLERANCE = 1e-3
@@ -77,7 +77,7 @@ def main(argv=None):
     if difference > TOLERANCE:
         out.unlink()
         raise EosegError(f"{out}: ONNX Runtime and PyTorch disagree by {difference:.3g} (> {TOLERANCE}); export removed")
-    cfg.save(out.parent, "config.export_onnx.json")
+    config_that_ran(cfg, record).save_beside(out)
     for_deepness = f"; for Deepness: {tile_size} px tiles, {float(metadata['resolution']):g} cm/px" if args.deepness else ""
     print(f"wrote {out} ({record['model']['num_classes']} classes, {record['model']['in_channels']} bands{for_deepness}); "
           f"ONNX Runtime matches PyTorch within {difference:.2g}")

@@ -4,7 +4,7 @@
     python inference.py --split official_test    # or train / test
     python inference.py --tiles 5 21
     python inference.py --images scenes/ "more/*.tif" b.png --weights my.pt
-    python inference.py --weights segnet_vaihingen_128x128_fold1_iter_60000.caffemodel DATASET=vaihingen
+    python inference.py --weights segnet_vaihingen_128x128_fold1_iter_60000.caffemodel DATASET=vaihingen --tiles 32 34 37
     python inference.py --engine onnxruntime WRITE_COG=True WRITE_POLYGONS=.gpkg
     torchrun --nproc_per_node=4 inference.py --images scenes/   # images shared out over 4 processes
     python inference.py --images region/ --shard 3/50            # job 3 of an array of 50 (SLURM, ...)
@@ -25,12 +25,14 @@ INFER_COMPILE trade speed and accuracy.
 
 from __future__ import annotations
 
+import sys
+
 from eoseg.cli import make_parser, parse, run
-from eoseg.config import SPLITS
+from eoseg.config import SPLITS, check_tile_ids
 from eoseg.device import distributed_rank, leave_process_group
 from eoseg.errors import EosegError
 from eoseg.infer import merge_shard_reports, parse_shard, run_inference
-from eoseg.metrics import format_table
+from eoseg.metrics import NOTHING_SCORED, format_table, percent
 
 
 def main(argv=None):
@@ -57,6 +59,7 @@ def main(argv=None):
     args, cfg = parse(parser, argv)
     if args.engine:
         cfg = cfg.replace(INFER_ENGINE=args.engine)
+    check_tile_ids(args.tiles or [], "--tiles")
     out_dir = args.out or cfg.INFER_DIR
     if args.merge_metrics is not None:
         if args.shard or args.tiles or args.images:
@@ -82,7 +85,8 @@ def main(argv=None):
               "(their completion records match; --force labels them again)")
     for image in summary.images:
         if image.metrics is not None:
-            print(f"{image.name}: OA {100 * image.metrics['overall_accuracy']:.1f}%  (vs {image.truth_source})")
+            scored = f"OA {percent(image.metrics['overall_accuracy'])}" if image.metrics["pixels"] else NOTHING_SCORED
+            print(f"{image.name}: {scored}  (vs {image.truth_source})")
     if summary.metrics is not None:
         print()
         print(format_table(summary.metrics, f"metrics over {sum(i.metrics is not None for i in summary.images)} scored image(s)"))
@@ -91,6 +95,13 @@ def main(argv=None):
         print(f"{image.name}: " + ", ".join(str(p) for p in image.outputs.values()))
     for name, path in summary.outputs.items():
         print(f"{name}: {path}")
+    if summary.band_order_warning:
+        print(f"warning: {summary.band_order_warning}", file=sys.stderr)
+    if summary.failed:
+        for why in summary.failed.values():
+            print(f"not labelled: {why}", file=sys.stderr)
+        raise EosegError(f"{len(summary.failed)} of {len(summary.failed) + len(summary.images)} images could not be "
+                         f"labelled (listed above and in {summary.outputs['metrics']}); the others were")
 
 
 if __name__ == "__main__":

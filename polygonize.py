@@ -32,8 +32,8 @@ def main(argv=None):
     args, cfg = parse(parser, argv)
     out = Path(args.out)
     summary = polygonize_labels(args.labels, out, cfg.CLASS_NAMES, [cfg.IGNORE_LABEL], args.simplify, args.min_area,
-                                args.pixel_coordinates)
-    cfg.save(out.parent, "config.polygonize.json")
+                                args.pixel_coordinates, block_rows=cfg.INFER_BLOCK_ROWS)  # bounded memory, like labelling
+    cfg.replace(POLYGON_SIMPLIFY=args.simplify, POLYGON_MIN_AREA=args.min_area).save_beside(out)
     dropped = f", {summary.dropped} regions under the minimum area dropped" if summary.dropped else ""
     where = f"CRS {summary.crs}" if summary.crs else "no CRS: coordinates are pixel columns and rows, not places on a map"
     print(f"wrote {summary.features} polygons to {out} ({where}){dropped}")

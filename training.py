@@ -5,6 +5,7 @@
     python training.py --resume                          # carry on from the latest checkpoint of TRAIN_DIR
     python training.py --resume runs/sample/train/checkpoints/iter_0000300.pt ITERATIONS=3000
     python training.py TRAIN_MINUTES=30 LR_SCHEDULE=cosine   # 30 minutes of training, the schedule laid over them
+    python training.py --force                           # start over in a TRAIN_DIR that holds a run
 
 One GPU, the published recipe (give ENCODER_WEIGHTS to start from ImageNet; add
 PRECISION=bfloat16 CHANNELS_LAST=True for mixed precision on GPUs that have bfloat16):
@@ -26,11 +27,12 @@ training state: resuming repeats the losses an uninterrupted run would have had.
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 from eoseg.cli import make_parser, parse, run
 from eoseg.device import Processes
-from eoseg.train import BEST_CHECKPOINT, latest_checkpoint, train
+from eoseg.train import BEST_CHECKPOINT, claim_train_dir, latest_checkpoint, train
 
 LATEST = "latest"
 
@@ -39,10 +41,16 @@ def main(argv=None):
     parser = make_parser(__doc__)
     parser.add_argument("--resume", metavar="CHECKPOINT", nargs="?", const=LATEST,
                         help="continue from a checkpoint (without a path: the latest in TRAIN_DIR/checkpoints)")
+    parser.add_argument("--force", action="store_true",
+                        help="start a new run in a TRAIN_DIR that holds one (its log and checkpoints are removed) "
+                             "and replace MODEL_FILE")
     args, cfg = parse(parser, argv)
-    resume = latest_checkpoint(cfg) if args.resume == LATEST else args.resume
-    weights = train(cfg, resume=resume)
-    if Processes.from_environment().is_main:  # under torchrun, one report
+    main_process = Processes.from_environment().is_main
+    # under torchrun the main process alone writes TRAIN_DIR, so it alone claims it
+    with claim_train_dir(cfg, resume=bool(args.resume), force=args.force) if main_process else contextlib.nullcontext():
+        resume = latest_checkpoint(cfg) if args.resume == LATEST else args.resume
+        weights = train(cfg, resume=resume)
+    if main_process:  # under torchrun, one report
         train_dir = Path(cfg.TRAIN_DIR)
         best = train_dir / "checkpoints" / BEST_CHECKPOINT
         print(f"weights: {weights}" + (f"\nbest:    {best}" if cfg.VAL_EVERY else "")

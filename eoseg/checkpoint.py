@@ -53,15 +53,21 @@ def build_recorded_model(record: dict) -> nn.Module:
 
 
 def save_checkpoint(path: str | Path, cfg: Config, model: nn.Module, iteration: int, training_state: dict | None = None,
-                    validation: dict | None = None) -> Path:
+                    validation: dict | None = None, input_dtype: str | None = None) -> Path:
     """Write weights (plus the training state: optimizer, minutes trained etc., when given) to ``path`` atomically.
 
     ``validation``: the metrics (eoseg.metrics, with the confusion matrix) these weights scored
-    on the validation tiles, recorded with them."""
+    on the validation tiles, recorded with them.
+    ``input_dtype``: the data type of the training pixels (uint8, uint16...), recorded so that
+    inference can refuse images of another type, whose values the normalisation would misread.
+    """
+    signature = data_signature(cfg)
+    if input_dtype is not None:
+        signature["input_dtype"] = str(input_dtype)
     payload = {
         "format": FORMAT,
         "model": model_record_of(model),
-        "signature": data_signature(cfg),
+        "signature": signature,
         "config": json.dumps(cfg.to_dict(), default=str),
         "iteration": int(iteration),
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
@@ -106,6 +112,7 @@ def load_checkpoint(path: str | Path) -> dict:
 
 def check_checkpoint(payload: dict, cfg: Config, source: str) -> None:
     """Refuse weights made for other classes, bands, normalisation or model."""
+    check_record_keys(payload, source)
     recorded = payload["model"]
     expected = model_record(cfg)
     for key, label in (("num_classes", "classes"), ("in_channels", "input bands")):
@@ -115,6 +122,19 @@ def check_checkpoint(payload: dict, cfg: Config, source: str) -> None:
                 "use the config it was trained with or retrain"
             )
     check_compatible(payload["signature"], data_signature(cfg), source)
+
+
+RECORDED_MODEL_KEYS = ("name", "in_channels", "num_classes", "width")
+
+
+def check_record_keys(payload: dict, source: str) -> None:
+    """A record missing what the checks and the model builder read is damaged: one line, not a KeyError."""
+    missing = [key for key in ("model", "signature") if not isinstance(payload.get(key), dict)]
+    if "model" not in missing:
+        missing += [f"model.{key}" for key in RECORDED_MODEL_KEYS if key not in payload["model"]]
+    if missing:
+        raise EosegError(f"{source}: its eoseg record lacks {', '.join(missing)}, so it is damaged or was edited; "
+                         "use the original weights or convert them again (convert_weights.py)")
 
 
 def load_model(path: str | Path, cfg: Config) -> tuple[nn.Module, dict]:

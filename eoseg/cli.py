@@ -7,6 +7,8 @@ import re
 import sys
 from typing import Callable, Sequence
 
+from tqdm import tqdm
+
 from eoseg.config import Config, load_config
 from eoseg.errors import EosegError
 
@@ -51,5 +53,13 @@ def run(main: Callable[[Sequence[str] | None], object], argv: Sequence[str] | No
     except KeyboardInterrupt:
         message, status = "interrupted", 130
     # printed once the traceback is gone: the progress bars it kept alive have closed their line
+    _close_progress_bars()
     print(message, file=sys.stderr)
     sys.exit(status)
+
+
+def _close_progress_bars() -> None:
+    """End the line of every bar a failed step left open (objects still referenced, e.g. by a
+    data loader), so that the error starts a line of its own."""
+    for bar in list(getattr(tqdm, "_instances", ())):
+        bar.close()

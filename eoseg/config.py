@@ -31,6 +31,10 @@ def _read_names(path: Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise EosegError(f"config file not found: {path}")
+    if _is_json_object(path):
+        # run as Python, a JSON file fails on its first "false" or "null" with a NameError
+        raise EosegError(f"{path}: this is JSON; --config takes a Python file assigning config names, "
+                         "e.g. ITERATIONS = 2000 (the config.json eoseg writes records a run; it is not read back)")
     try:
         namespace = runpy.run_path(str(path))
     except SyntaxError as err:
@@ -38,6 +42,13 @@ def _read_names(path: Path) -> dict[str, Any]:
     except Exception as err:  # a user's Python file may raise anything while it runs
         raise EosegError(f"{path}: error while reading the config: {type(err).__name__}: {err}") from None
     return {k: v for k, v in namespace.items() if k.isupper() and not k.startswith("_")}
+
+
+def _is_json_object(path: Path) -> bool:
+    try:
+        return isinstance(json.loads(path.read_text(encoding="utf-8")), dict)
+    except (ValueError, UnicodeDecodeError):
+        return False
 
 
 RENAMED = {"VGG16_BN_WEIGHTS": "ENCODER_WEIGHTS"}  # config names of earlier versions -> their names now
@@ -135,6 +146,12 @@ class Config:
             if not _same_kind(self._values[key], changes[key]):
                 raise EosegError(f"{key} expects {_kind(self._values[key])}, got {value!r}")
         return Config({**self._values, **changes}, self.sources + [f"replace({', '.join(changes)})"])
+
+    def save_beside(self, output: str | Path) -> Path:
+        """Write the effective config of a single-file output as OUTPUT.config.json: one per output,
+        so that the next output in the folder does not overwrite it."""
+        output = Path(output)
+        return self.save(output.parent, f"{output.name}.config.json")
 
     def save(self, folder: str | Path, name: str = "config.json") -> Path:
         """Write the effective config as JSON into ``folder`` (atomically)."""
@@ -248,6 +265,11 @@ class Config:
             if not (0 <= v[name] < len(v["CLASS_NAMES"]) or v[name] == v["IGNORE_LABEL"]):
                 raise EosegError(f"{name} must be a class id 0..{len(v['CLASS_NAMES']) - 1} or IGNORE_LABEL "
                                  f"{v['IGNORE_LABEL']}, got {v[name]!r}")
+        _check_training_numbers(v)
+        if v["WRITE_POLYGONS"] not in ("", ".gpkg", ".geojson"):  # checked before any raster is labelled
+            raise EosegError(f"WRITE_POLYGONS must be '', '.gpkg' or '.geojson', got {v['WRITE_POLYGONS']!r}")
+        for name in (*SPLITS.values(), "VAL_IDS"):
+            check_tile_ids(v[name], name)
         _check_recipe(v)
 
 
@@ -291,6 +313,29 @@ def label_value_pairs(v: dict[str, Any]) -> list[list]:
             raise EosegError(f"LABEL_VALUES: {raw!r} -> {target!r}; a raw value maps to a class id 0..{classes - 1} "
                              f"(CLASS_NAMES has {classes} names) or to {IGNORE!r}")
     return sorted(([raw, target] for raw, target in values.items()), key=lambda pair: (isinstance(pair[0], str), pair[0]))
+
+
+SEED_LIMIT = 2**32  # numpy's and DataLoader's seeds are unsigned 32-bit
+
+
+def _check_training_numbers(v: dict[str, Any]) -> None:
+    """Numbers that would otherwise fail deep inside torch or numpy, after the run has started."""
+    if not 0 <= v["SEED"] < SEED_LIMIT or not 0 <= v["SHUFFLE_SEED"] < SEED_LIMIT:
+        name = "SEED" if not 0 <= v["SEED"] < SEED_LIMIT else "SHUFFLE_SEED"
+        raise EosegError(f"{name} must be in 0..{SEED_LIMIT - 1} (a 32-bit seed), got {v[name]!r}")
+    for name in ("BASE_LR", "ENCODER_LR_FACTOR", "MOMENTUM", "WEIGHT_DECAY"):
+        if v[name] < 0:
+            raise EosegError(f"{name} must not be negative, got {v[name]!r}")
+    if v["BASE_LR"] == 0:
+        raise EosegError("BASE_LR is 0: the network would never learn; give a positive learning rate")
+
+
+def check_tile_ids(tile_ids: Iterable[str], where: str) -> None:
+    """Tile ids become parts of file names (patches, outputs): refuse what would leave the folder."""
+    for tile_id in tile_ids:
+        if not tile_id or "/" in tile_id or "\\" in tile_id or tile_id in (".", ".."):
+            raise EosegError(f"{where}: tile id {tile_id!r} cannot be part of a file name "
+                             "(empty, '.', '..' or holding '/' or '\\'); use the id that {{id}} stands for in the patterns")
 
 
 RASTER_SOURCE_KEYS = ("pattern", "bands", "band_names", "mean", "std")

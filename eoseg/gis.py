@@ -19,8 +19,11 @@ import rasterio
 import rasterio.features
 import rasterio.shutil
 import shapely
+import shapely.affinity
 from pyogrio.raw import write as write_vector
 from rasterio.errors import RasterioError
+from rasterio.transform import Affine
+from rasterio.windows import Window
 from shapely.geometry import Polygon, shape
 
 from eoseg.errors import EosegError
@@ -70,42 +73,68 @@ def _drop_small_holes(polygon: Polygon, min_area: float) -> Polygon:
     return polygon if len(holes) == len(polygon.interiors) else Polygon(polygon.exterior, holes)
 
 
-def label_polygons(labels: np.ndarray, transform, class_names: Sequence[str], ignore: Sequence[int] = (),
-                   simplify: float = 0.0, min_area: float = 0.0) -> tuple[list[Polygon], list[int], int]:
-    """Polygons of the connected regions of each class of ``labels`` (H, W) on the grid ``transform``.
-
-    Pixels whose value is in ``ignore`` belong to no polygon; any other value must be a class id.
-    Regions under ``min_area`` (CRS units squared) are dropped and holes under it filled,
-    so a small island disappears into the region around it. ``simplify`` (CRS units) then
-    simplifies all polygons together, so neighbours keep a shared boundary (no gaps or
-    overlaps). Returns the polygons, their class ids and the number of regions dropped.
-    """
-    valid = np.ones(labels.shape, dtype=bool)
-    for value in ignore:
-        valid &= labels != value
+def _check_class_ids(labels: np.ndarray, valid: np.ndarray, class_names: Sequence[str]) -> None:
     present = np.unique(labels[valid])
     if present.size and (present[0] < 0 or present[-1] >= len(class_names)):
         bad = present[(present < 0) | (present >= len(class_names))]
         raise EosegError(f"the label map holds class ids {bad.tolist()[:5]} but there are {len(class_names)} classes "
                          f"(0..{len(class_names) - 1}); check CLASS_NAMES and IGNORE_LABEL")
-    polygons, classes, dropped = [], [], 0
-    for geometry, value in rasterio.features.shapes(labels, mask=valid, transform=transform, connectivity=4):
-        polygon = shape(geometry)
-        if min_area > 0:
-            if polygon.area < min_area:
-                dropped += 1
-                continue
-            polygon = _drop_small_holes(polygon, min_area)
-        polygons.append(polygon)
-        classes.append(int(value))
-    if simplify > 0 and polygons:
-        polygons = list(shapely.coverage_simplify(np.array(polygons, dtype=object), simplify))
-    return polygons, classes, dropped
+
+
+def block_polygons(src: rasterio.DatasetReader, class_names: Sequence[str], ignore: Sequence[int],
+                   block_rows: int) -> tuple[list[Polygon], list[int]]:
+    """Polygons (in pixel coordinates) of the connected regions of each class of ``src``'s band 1,
+    read ``block_rows`` rows at a time: memory follows the block and the polygons, not the raster.
+
+    A region cut by the seam between two blocks comes out of each block as a part touching the
+    seam; the parts of a class touching seams are merged (their shared edges dissolve), which
+    gives the region a whole-raster pass would give.
+    """
+    finished: list[tuple[Polygon, int]] = []
+    open_parts: dict[int, list[Polygon]] = {}
+    for top in range(0, src.height, block_rows):
+        rows = min(block_rows, src.height - top)
+        labels = src.read(1, window=Window(0, top, src.width, rows))
+        valid = ~np.isin(labels, list(ignore))
+        _check_class_ids(labels, valid, class_names)
+        below = top + rows
+        for geometry, value in rasterio.features.shapes(labels, mask=valid, transform=Affine.translation(0, top),
+                                                        connectivity=4):
+            polygon = shape(geometry)
+            _, min_row, _, max_row = polygon.bounds
+            if (top > 0 and min_row == top) or (below < src.height and max_row == below):
+                open_parts.setdefault(int(value), []).append(polygon)
+            else:
+                finished.append((polygon, int(value)))
+    for value, parts in open_parts.items():
+        merged = shapely.union_all(parts)
+        finished += [(polygon, value) for polygon in getattr(merged, "geoms", [merged])]
+    return [polygon for polygon, _ in finished], [value for _, value in finished]
+
+
+def finish_polygons(polygons: list[Polygon], transform, simplify: float = 0.0,
+                    min_area: float = 0.0) -> tuple[list[Polygon], list[bool]]:
+    """Pixel-space polygons to the CRS of ``transform``; regions under ``min_area`` (CRS units squared)
+    dropped and holes under it filled, so a small island disappears into the region around it;
+    then ``simplify`` (CRS units) simplifies all polygons together, so neighbours keep a shared
+    boundary (no gaps or overlaps). Returns the polygons kept and, per input, whether it was kept.
+    """
+    a, b, c, d, e, f = transform[:6]
+    placed = [shapely.affinity.affine_transform(polygon, (a, b, d, e, c, f)) for polygon in polygons]
+    kept = [min_area <= 0 or polygon.area >= min_area for polygon in placed]
+    placed = [_drop_small_holes(polygon, min_area) if min_area > 0 else polygon
+              for polygon, keep in zip(placed, kept) if keep]
+    if simplify > 0 and placed:
+        placed = list(shapely.coverage_simplify(np.array(placed, dtype=object), simplify))
+    return placed, kept
 
 
 def polygonize_labels(label_path: str | Path, out: str | Path, class_names: Sequence[str], ignore: Sequence[int] = (),
-                      simplify: float = 0.0, min_area: float = 0.0, pixel_coordinates: bool = False) -> PolygonSummary:
+                      simplify: float = 0.0, min_area: float = 0.0, pixel_coordinates: bool = False,
+                      block_rows: int = 1024) -> PolygonSummary:
     """Write the class polygons of the label raster ``label_path`` to ``out`` (.gpkg or .geojson), atomically.
+
+    The raster is read ``block_rows`` rows at a time (see :func:`block_polygons`).
 
     Features carry ``class_id`` and ``class_name``; the layer has the raster's CRS. The
     raster's nodata value, if any, is ignored like ``ignore``. A raster without a CRS is
@@ -124,7 +153,6 @@ def polygonize_labels(label_path: str | Path, out: str | Path, class_names: Sequ
         if src.dtypes[0] not in SHAPES_DTYPES:
             raise EosegError(f"{label_path}: a label map holds integer class ids ({', '.join(SHAPES_DTYPES)}), "
                              f"this one is {src.dtypes[0]}")
-        labels = src.read(1)
         transform, crs = src.transform, src.crs
         if crs is None and not pixel_coordinates:
             where = ("pixel coordinates (column, row from the top-left corner)" if transform.is_identity
@@ -132,7 +160,10 @@ def polygonize_labels(label_path: str | Path, out: str | Path, class_names: Sequ
             raise EosegError(f"{label_path} is not georeferenced (no CRS): its polygons would be in {where}; "
                              "label a georeferenced image, or pass --pixel-coordinates to write them anyway")
         ignored = [*ignore, *([int(src.nodata)] if src.nodata is not None else [])]
-    polygons, classes, dropped = label_polygons(labels, transform, class_names, ignored, simplify, min_area)
+        pixel_polygons, all_classes = block_polygons(src, class_names, ignored, block_rows)
+    polygons, kept = finish_polygons(pixel_polygons, transform, simplify, min_area)
+    classes = [value for value, keep in zip(all_classes, kept) if keep]
+    dropped = len(kept) - len(classes)
     names = np.array([class_names[c] for c in classes], dtype=object)
     crs_text = crs.to_string() if crs is not None else None
     with atomic_path(out) as tmp:

@@ -30,15 +30,14 @@ from tqdm import tqdm
 from eoseg import plots
 from eoseg.config import Config
 from eoseg.device import Processes, distributed_rank, process_device
-from eoseg.errors import EosegError
-from eoseg.io import (RasterInfo, RasterWriter, atomic_write_text, exclusive, file_sha256, open_raster, output_suffix,
-                      raster_info)
-from eoseg.metrics import format_table, metrics_from_confusion
-from eoseg.gis import polygonize_labels, to_cog
+from eoseg.errors import DamagedInputError, EosegError
+from eoseg.io import (RasterInfo, RasterWriter, atomic_write_text, check_writable, exclusive, file_sha256, open_raster,
+                      output_suffix, raster_info)
+from eoseg.metrics import format_table, metrics_from_confusion, percent
 from eoseg.labelling import GDAL_CACHE_MB, label_rows, make_predictor
 from eoseg.predict import Predictor
 from eoseg.tiles import TileStack, TruthSource, eval_truth, image_stack, tile_stack
-from eoseg.weights import load_weights
+from eoseg.weights import check_input_dtype, load_weights
 
 RASTER_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".jp2", ".img", ".vrt")
 PREVIEW_SIDE = 1024  # longest side of the preview panels, in pixels
@@ -62,6 +61,8 @@ class InferenceSummary:
     images: list[LabeledImage] = field(default_factory=list)
     metrics: dict | None = None
     outputs: dict[str, Path] = field(default_factory=dict)
+    failed: dict[str, str] = field(default_factory=dict)  # image file -> why it could not be labelled
+    band_order_warning: str | None = None  # the first image whose colour interpretation contradicts BAND_NAMES
 
 
 @dataclass(frozen=True)
@@ -82,7 +83,9 @@ def expand_image_arguments(arguments: list[str | Path]) -> list[Path]:
         text = str(argument)
         path = Path(text)
         if path.is_dir():
-            found = sorted(p for p in path.iterdir() if p.suffix.lower() in RASTER_SUFFIXES and p.is_file())
+            # broken links are listed too: reading them reports them instead of skipping them silently
+            found = sorted(p for p in path.iterdir() if p.suffix.lower() in RASTER_SUFFIXES
+                           and (p.is_file() or (p.is_symlink() and not p.exists())))
             if not found:
                 raise EosegError(f"{path}: folder holds no raster files ({', '.join(RASTER_SUFFIXES)})")
             files += found
@@ -94,6 +97,41 @@ def expand_image_arguments(arguments: list[str | Path]) -> list[Path]:
         else:
             files.append(path)
     return files
+
+
+def _refuse_inputs_in_output_folder(images: list[Path], out_dir: Path) -> None:
+    """Outputs written among the inputs would be taken for images by the next run over that folder."""
+    inside = [p for p in images if p.parent.resolve() == out_dir.resolve()]
+    if inside:
+        raise EosegError(f"the output folder {out_dir} holds the input {inside[0].name}: a later run over it would "
+                         "label eoseg's own outputs; write the outputs elsewhere (--out)")
+
+
+# what a band name in BAND_NAMES means, in GDAL's colour interpretation words
+_BAND_COLOURS = {"R": "red", "RED": "red", "G": "green", "GREEN": "green", "B": "blue", "BLUE": "blue",
+                 "IR": "near-infrared", "NIR": "near-infrared"}
+
+
+def band_order_warning(cfg: Config, info: RasterInfo) -> str | None:
+    """A line when the image's own colour interpretation (GDAL's) contradicts BAND_NAMES, else None.
+
+    Only colours GDAL can state (red, green, blue) and band names with a known colour count:
+    an IRRG image declared as RGB (as the ISPRS tiles are) gives a warning the user can dismiss,
+    an RGB image given to IRRG weights gives one that saves a wrong map.
+    """
+    stated = [info.colorinterp[band - 1] if band <= len(info.colorinterp) else "undefined" for band in cfg.BANDS]
+    declared = [_BAND_COLOURS.get(name.upper()) for name in cfg.BAND_NAMES]
+    if not any(s in ("red", "green", "blue") and d is not None and s != d for s, d in zip(stated, declared)):
+        return None
+    bands = ", ".join(map(str, cfg.BANDS))
+    return (f"{info.path.name}: GDAL says bands {bands} are {', '.join(stated)}, but the weights were trained on "
+            f"{', '.join(cfg.BAND_NAMES)} (BAND_NAMES); if the bands are in another order, set BANDS to reorder them")
+
+
+def _none_labelled(failed: dict[str, str]) -> EosegError:
+    if len(failed) == 1:
+        return DamagedInputError(next(iter(failed.values())))
+    return DamagedInputError(f"none of the {len(failed)} images could be labelled; the first: {next(iter(failed.values()))}")
 
 
 def label_raster(cfg: Config, predictor: Predictor, job: Job, out_dir: Path, rank: int = 0) -> LabeledImage:
@@ -157,10 +195,9 @@ def _gis_outputs(cfg: Config, job: Job, result: LabeledImage, out_dir: Path) -> 
         for path in result.outputs.values():
             to_cog(path, path)
     if cfg.WRITE_POLYGONS:
-        if cfg.WRITE_POLYGONS not in (".gpkg", ".geojson"):
-            raise EosegError(f"WRITE_POLYGONS must be '', '.gpkg' or '.geojson', got {cfg.WRITE_POLYGONS!r}")
         polygons = polygonize_labels(result.outputs["labels"], out_dir / f"{job.name}_classes{cfg.WRITE_POLYGONS}",
-                                     cfg.CLASS_NAMES, [cfg.IGNORE_LABEL], cfg.POLYGON_SIMPLIFY, cfg.POLYGON_MIN_AREA)
+                                     cfg.CLASS_NAMES, [cfg.IGNORE_LABEL], cfg.POLYGON_SIMPLIFY, cfg.POLYGON_MIN_AREA,
+                                     block_rows=cfg.INFER_BLOCK_ROWS)
         result.outputs["polygons"] = polygons.path
 
 
@@ -187,7 +224,7 @@ def _preview(cfg: Config, job: Job, result: LabeledImage, out_dir: Path) -> Path
         truth = cfg.palette.to_labels(np.moveaxis(truth, 0, -1), source=str(job.truth.path)) if job.truth.colour else truth[0]
         truth_rgb = cfg.palette.to_color(truth)
         errors = plots.error_map(truth, prediction, cfg.IGNORE_LABEL)
-    title = job.name if result.metrics is None else f"{job.name}: OA {100 * result.metrics['overall_accuracy']:.1f}%"
+    title = job.name if result.metrics is None else f"{job.name}: OA {percent(result.metrics['overall_accuracy'])}"
     palette = cfg.palette
     # nodata in a colour no class has (and not the ground truth's ignore colour either)
     nodata = plots.nodata_color(palette.colors, [palette.ignore_color] if palette.ignore_color else [])
@@ -295,11 +332,22 @@ def run_inference(cfg: Config, weights: str | Path, out_dir: str | Path, tile_id
     for tile_id in tile_ids or []:  # cheap checks first: a missing input should not wait for the model
         stack = tile_stack(cfg, tile_id)
         jobs.append(Job(stack.info, stack.info.path.stem, eval_truth(cfg, tile_id, stack.info), stack))
-    for path in expand_image_arguments(image_paths or []):
-        stack = image_stack(cfg, raster_info(path, "image"))
+    listed = expand_image_arguments(image_paths or [])
+    _refuse_inputs_in_output_folder(listed, out_dir)
+    check_writable(out_dir, "output folder")
+    failed: dict[str, str] = {}  # damaged image files: reported, the others labelled
+    for path in listed:
+        try:
+            stack = image_stack(cfg, raster_info(path, "image"))
+        except DamagedInputError as err:
+            failed[str(path)] = str(err)
+            continue
         jobs.append(Job(stack.info, path.stem, stack=stack))
+    if not jobs and failed:
+        raise _none_labelled(failed)
     if not jobs:
         raise EosegError("nothing to label: no tile ids and no image files given")
+    image_jobs = {job.name for job in jobs[len(tile_ids or []):]}
     names = [job.name for job in jobs]
     if len(set(names)) != len(names):
         raise EosegError(f"two inputs would write the same outputs: {sorted({n for n in names if names.count(n) > 1})}")
@@ -309,6 +357,8 @@ def run_inference(cfg: Config, weights: str | Path, out_dir: str | Path, tile_id
     rank, world = distributed_rank()
     device = process_device(cfg.DEVICE, Processes.from_environment())
     model, normalization = load_weights(weights, cfg, caffe_mean)
+    for job in jobs:
+        check_input_dtype(normalization, (job.stack.dtype if job.stack is not None else job.info.dtype), job.info.path)
     predictor = make_predictor(cfg, model, normalization, device)
     weights_sha256 = file_sha256(weights)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -317,14 +367,29 @@ def run_inference(cfg: Config, weights: str | Path, out_dir: str | Path, tile_id
     mine = jobs[rank::world]
     # closed on the way out, so that an error is printed on a line of its own
     with tqdm(mine, desc=f"label (rank {rank})" if world > 1 else "label", unit="image", disable=not progress) as bar:
-        results = [_label_once(cfg, predictor, job, out_dir, _made_with(cfg, weights_sha256, caffe_mean, job), rank,
-                               force) for job in bar]
+        results = []
+        for job in bar:
+            try:
+                results.append(_label_once(cfg, predictor, job, out_dir, _made_with(cfg, weights_sha256, caffe_mean, job),
+                                           rank, force))
+            except DamagedInputError as err:
+                if job.name not in image_jobs:  # a configured tile is part of the dataset: fix it first
+                    raise
+                failed[str(job.info.path)] = str(err)
     if world > 1:
         gathered: list = [None] * world
         dist.all_gather_object(gathered, results)
         results = [r for part in gathered for r in part]
+        gathered_failed: list = [None] * world
+        dist.all_gather_object(gathered_failed, failed)
+        failed = {path: why for part in gathered_failed for path, why in part.items()}
+    if not results and failed:
+        raise _none_labelled(failed)
     order = {name: i for i, name in enumerate(names)}
-    summary = InferenceSummary(sorted(results, key=lambda r: order[r.name]))
+    summary = InferenceSummary(sorted(results, key=lambda r: order[r.name]), failed=failed)
+    labelled = {r.name for r in results} & image_jobs
+    summary.band_order_warning = next(filter(None, (band_order_warning(cfg, job.info) for job in jobs
+                                                    if job.name in labelled)), None)
     scored = [r.metrics["confusion_matrix"] for r in summary.images if r.metrics is not None]
     if scored:
         summary.metrics = metrics_from_confusion(np.sum(scored, axis=0), cfg.CLASS_NAMES)
@@ -351,6 +416,8 @@ def _write_reports(summary: InferenceSummary, weights: str | Path, extra: dict |
                             "outputs": {k: str(v) for k, v in r.outputs.items()}}
                    for r in summary.images},
     }
+    if summary.failed:
+        report["failed"] = summary.failed
     if summary.metrics is not None:
         report["overall"] = summary.metrics
     if "confusion_plot" in summary.outputs:  # a shard's report has no plot or table: the merge draws them

@@ -16,6 +16,7 @@ import json
 import os
 import resource
 import shutil
+import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +29,7 @@ import rasterio.shutil
 from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 from rasterio.windows import Window
 
-from eoseg.errors import EosegError
+from eoseg.errors import DamagedInputError, EosegError
 
 warnings.filterwarnings("ignore", category=NotGeoreferencedWarning)
 
@@ -171,6 +172,53 @@ def exclusive(path: str | Path) -> Iterator[None]:
         handle.close()
 
 
+def check_writable(folder: str | Path, what: str) -> None:
+    """Refuse, before any work, a folder that outputs cannot be written into.
+
+    A probe file is made in ``folder``, or in its nearest existing parent when it does not
+    exist yet (nothing is created): permissions alone would not tell, root ignores them,
+    read-only mounts and immutable folders do not.
+    """
+    folder = Path(folder).absolute()
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise EosegError(f"{what} {folder} cannot be made: {existing} is a file, not a folder; choose another {what}")
+    try:
+        with tempfile.NamedTemporaryFile(dir=existing, prefix=".eoseg-write-probe-"):
+            pass
+    except OSError as err:
+        raise EosegError(f"{what} {folder} cannot be written ({err.strerror or _reason(err)} in {existing}); "
+                         f"choose a writable {what} or fix its permissions") from None
+
+
+@contextlib.contextmanager
+def exclusive_or_refuse(path: str | Path, busy: str) -> Iterator[None]:
+    """Hold the lock file ``path`` for a block; if another process holds it, refuse with ``busy``.
+
+    Like :func:`exclusive`, without waiting: for work that must not run twice at once.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        handle = open(path, "a")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            raise EosegError(busy) from None
+        with contextlib.suppress(FileNotFoundError):
+            if os.stat(path).st_ino == os.fstat(handle.fileno()).st_ino:
+                break
+        handle.close()
+    try:
+        yield
+    finally:
+        path.unlink(missing_ok=True)
+        handle.close()
+
+
 @contextlib.contextmanager
 def atomic_directory(path: str | Path, force: bool = False) -> Iterator[Path]:
     """Build a directory under a temporary name; move it to ``path`` when complete.
@@ -180,6 +228,7 @@ def atomic_directory(path: str | Path, force: bool = False) -> Iterator[Path]:
     one left behind is removed by the next.
     """
     path = Path(path)
+    check_writable(path.parent, "output folder")  # before any work, not when the first file is written
     path.parent.mkdir(parents=True, exist_ok=True)
     with exclusive(path.with_name(f".{path.name}.lock")):
         if path.exists() and not force:
@@ -216,6 +265,7 @@ class RasterInfo:
     crs: object
     transform: object
     nodata: float | None
+    colorinterp: tuple[str, ...] = ()  # GDAL's colour interpretation of each band: "red", "gray", "undefined"...
 
     @property
     def georeferenced(self) -> bool:
@@ -225,24 +275,30 @@ class RasterInfo:
 @contextlib.contextmanager
 def open_raster(path: str | Path, what: str = "raster") -> Iterator[rasterio.DatasetReader]:
     path = Path(path)
+    if path.is_symlink() and not path.exists():
+        raise DamagedInputError(f"{path}: broken link (its target {os.readlink(path)} does not exist); fix or remove the link")
     if not path.exists():
         raise EosegError(f"{what} not found: {path}")
     try:
         src = rasterio.open(path)
     except RasterioIOError as err:
-        raise EosegError(f"{path}: cannot open this {what} ({_reason(err)}); "
-                         "is it a complete raster file? replace it with a good copy") from None
+        raise DamagedInputError(f"{path}: cannot open this {what} ({_reason(err)}); "
+                                "is it a complete raster file? replace it with a good copy") from None
+    except UnicodeEncodeError:  # GDAL takes UTF-8 names; a name in another encoding cannot be passed
+        raise DamagedInputError(f"{ascii(str(path))}: the file name is not valid UTF-8, which GDAL cannot open; "
+                                "rename the file") from None
     with src:
         try:
             yield src
         except RasterioIOError as err:  # reads in the block: the header was fine, the data is not
-            raise EosegError(f"{path}: cannot read this {what} ({_reason(err)}); "
+            raise DamagedInputError(f"{path}: cannot read this {what} ({_reason(err)}); "
                              "the file is truncated or corrupt: replace it with a complete copy") from None
 
 
 def raster_info(path: str | Path, what: str = "raster") -> RasterInfo:
     with open_raster(path, what) as src:
-        return RasterInfo(Path(path), src.width, src.height, src.count, src.dtypes[0], src.crs, src.transform, src.nodata)
+        return RasterInfo(Path(path), src.width, src.height, src.count, src.dtypes[0], src.crs, src.transform, src.nodata,
+                          tuple(interp.name for interp in src.colorinterp))
 
 
 def read_raster(

@@ -80,7 +80,9 @@ def label_rows(cfg: Config, predictor: Predictor, stack: TileStack, truth: Truth
             valid_from[first] = stack.valid_mask(pixels, rows_window(first, end))
             return predictor.normalization.fill_invalid(pixels, valid_from[first])
 
-        for block in predictor.stream(read_rows, info.height, info.width, cfg.INFER_BLOCK_ROWS):
+        # windows over nodata alone are not run through the network
+        for block in predictor.stream(read_rows, info.height, info.width, cfg.INFER_BLOCK_ROWS,
+                                      valid_rows=lambda first, end: valid_from[first]):
             rows = block.scores.shape[1]
             labels = best_class(block.scores)
             valid = valid_from.pop(block.row)[:rows]

@@ -1,9 +1,11 @@
 """Patches packed into LMDB: one record per patch, image and label together.
 
-A record is a small JSON header (shape and dtype of image and label) followed by the
-raw bytes of both arrays. The database's ``__meta__`` key holds the data signature,
-count and patch shape; ``__complete__`` is written in the last transaction, and a
-reader refuses a database without it.
+A record is a small JSON header (shape and dtype of image and label, CRC-32 of the
+bytes) followed by the raw bytes of both arrays. The database's ``__meta__`` key holds
+the data signature, count and patch shape; ``__complete__`` is written in the last
+transaction, and a reader refuses a database without it. A reader also refuses a file
+shorter than its pages (a truncated copy would kill the process with SIGBUS when mapped)
+and names a record whose bytes do not match their checksum.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import struct
+import zlib
 from pathlib import Path
 from typing import Iterable
 
@@ -23,7 +26,7 @@ from eoseg.errors import EosegError
 from eoseg.extract import read_manifest
 from eoseg.io import atomic_directory, write_failure
 from eoseg.labels import check_class_ids
-from eoseg.metadata import CHECKED_FIELDS, check_compatible, data_signature
+from eoseg.metadata import check_stored_data, data_signature
 
 META_KEY = b"__meta__"
 COMPLETE_KEY = b"__complete__"
@@ -36,17 +39,21 @@ def record_key(index: int) -> bytes:
 
 
 def encode_record(image: np.ndarray, label: np.ndarray) -> bytes:
+    payload = np.ascontiguousarray(image).tobytes() + np.ascontiguousarray(label).tobytes()
     header = json.dumps({
         "image": [list(image.shape), image.dtype.str],
         "label": [list(label.shape), label.dtype.str],
+        "crc32": zlib.crc32(payload),
     }).encode()
-    return _HEADER_LEN.pack(len(header)) + header + np.ascontiguousarray(image).tobytes() + np.ascontiguousarray(label).tobytes()
+    return _HEADER_LEN.pack(len(header)) + header + payload
 
 
 def decode_record(buffer: bytes) -> tuple[np.ndarray, np.ndarray]:
     (length,) = _HEADER_LEN.unpack_from(buffer)
     header = json.loads(bytes(buffer[_HEADER_LEN.size:_HEADER_LEN.size + length]))
     offset = _HEADER_LEN.size + length
+    if "crc32" in header and zlib.crc32(buffer[offset:]) != header["crc32"]:
+        raise ValueError("its bytes do not match their checksum")
     arrays = []
     for field in ("image", "label"):
         shape, dtype = header[field]
@@ -117,17 +124,37 @@ def reader_environment(path: Path) -> lmdb.Environment:
         # to open their databases again while they exist: close them first
         for inherited in [k for k in _READERS if k[2] != os.getpid()]:
             _READERS.pop(inherited).close()
-        _READERS[key] = lmdb.open(str(path), readonly=True, lock=False, readahead=False, meminit=False, subdir=True)
+        try:
+            env = lmdb.open(str(path), readonly=True, lock=False, readahead=False, meminit=False, subdir=True)
+        except lmdb.Error as err:
+            raise _damaged(data, f"LMDB cannot open it: {err}") from None
+        # every page the database uses must be in the file: a page past its end is a SIGBUS when read
+        needed = (env.info()["last_pgno"] + 1) * env.stat()["psize"]
+        if stat.st_size < needed:
+            env.close()
+            raise _damaged(data, f"{stat.st_size} bytes where its pages need {needed}; the file is truncated")
+        _READERS[key] = env
     return _READERS[key]
+
+
+def _damaged(data: Path, why: str) -> EosegError:
+    return EosegError(f"{data}: damaged LMDB ({why}); run create_lmdb.py --force to rebuild it")
 
 
 def read_lmdb_meta(path: str | Path) -> dict:
     """The metadata of a complete LMDB; refuses a missing or incomplete database."""
     path = Path(path)
     with reader_environment(path).begin() as txn:
-        if txn.get(COMPLETE_KEY) is None:
+        try:
+            complete, meta = txn.get(COMPLETE_KEY), txn.get(META_KEY)
+        except lmdb.Error as err:
+            raise _damaged(path / "data.mdb", str(err)) from None
+        if complete is None:
             raise EosegError(f"{path}: the LMDB is incomplete (its writer was interrupted); run create_lmdb.py again")
-        return json.loads(txn.get(META_KEY))
+        try:
+            return json.loads(meta)
+        except (ValueError, TypeError):
+            raise _damaged(path / "data.mdb", "its metadata record is unreadable") from None
 
 
 class LmdbPatches:
@@ -141,9 +168,7 @@ class LmdbPatches:
         self.path = Path(path)
         self.meta = read_lmdb_meta(self.path)
         if expected_signature is not None:
-            check_compatible(
-                self.meta["signature"], expected_signature, f"LMDB {self.path}", fields=(*CHECKED_FIELDS, "patch_size")
-            )
+            check_stored_data(self.meta["signature"], expected_signature, f"LMDB {self.path}")
 
     def __len__(self) -> int:
         return int(self.meta["count"])
@@ -152,8 +177,13 @@ class LmdbPatches:
         if not 0 <= index < len(self):
             raise IndexError(index)
         with reader_environment(self.path).begin(buffers=True) as txn:
-            buffer = txn.get(record_key(index))
-            image, label = decode_record(buffer)
+            try:
+                buffer = txn.get(record_key(index))
+                if buffer is None:
+                    raise ValueError("it is missing")
+                image, label = decode_record(buffer)
+            except (lmdb.Error, ValueError, TypeError, KeyError, struct.error) as err:
+                raise _damaged(self.path / "data.mdb", f"record {index}: {err}") from None
             return image.copy(), label.copy()  # the buffer is only valid inside the transaction
 
 
@@ -168,7 +198,7 @@ def create_lmdb(cfg: Config, patches_dir: str | Path, lmdb_dir: str | Path, forc
     """Pack a patch folder into ``lmdb_dir``/train.lmdb (shuffled) and test.lmdb (in order)."""
     manifest, rows = read_manifest(patches_dir)
     signature = data_signature(cfg)
-    check_compatible(manifest["signature"], signature, f"patches in {patches_dir}", fields=(*CHECKED_FIELDS, "patch_size"))
+    check_stored_data(manifest["signature"], signature, f"patches in {patches_dir}")
     patches_dir = Path(patches_dir)
     summary = {}
     with atomic_directory(lmdb_dir, force=force) as tmp:

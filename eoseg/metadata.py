@@ -12,6 +12,7 @@ from eoseg.normalization import Normalization
 
 # Fields whose disagreement would silently produce garbage.
 CHECKED_FIELDS = ("class_names", "palette", "ignore_label", "band_names", "normalization", "label_values")
+STORED_DATA_FIELDS = tuple(field for field in CHECKED_FIELDS if field != "normalization")  # raw pixels: see check_stored_data
 # what a record made before a field existed means by its absence
 FIELD_DEFAULTS = {"label_values": []}
 
@@ -27,6 +28,19 @@ def data_signature(cfg: Config, patch_size: int | None = None) -> dict:
         "patch_size": int(patch_size if patch_size is not None else cfg.PATCH_SIZE),
         "label_values": label_value_pairs(cfg.to_dict()),  # LABEL_VALUES: how raw label values became class ids
     }
+
+
+def check_stored_data(recorded: dict, expected: dict, artifact: str) -> None:
+    """Refuse stored patches (a patch folder, an LMDB) made for another config, in what their pixels depend on.
+
+    They hold raw pixels, so NORM_STD does not matter; NORM_MEAN does, as the value stored
+    for nodata pixels (see :meth:`Normalization.fill_invalid`).
+    """
+    check_compatible(recorded, expected, artifact, fields=(*STORED_DATA_FIELDS, "patch_size"))
+    recorded_mean = (recorded.get("normalization") or {}).get("mean")
+    if recorded_mean != expected["normalization"]["mean"]:
+        raise EosegError(f"{artifact} was made with NORM_MEAN {recorded_mean} (the value of its nodata pixels), but the "
+                         f"config has {expected['normalization']['mean']}; use that NORM_MEAN or rebuild it")
 
 
 def check_compatible(recorded: dict, expected: dict, artifact: str, fields=CHECKED_FIELDS) -> None:

@@ -38,12 +38,13 @@ def metrics_from_confusion(cm: np.ndarray, class_names: list[str]) -> dict:
     expected = (support * predicted).sum() / total**2 if total else float("nan")
     kappa = (overall - expected) / (1 - expected) if total and expected != 1 else float("nan")
     present = support > 0
+    # undefined values (nothing scored: every ground-truth pixel ignored) are None, JSON's null, never NaN
     return {
         "pixels": int(total),
-        "overall_accuracy": float(overall),
-        "kappa": float(kappa),
-        "mean_f1": float(np.mean(f1[present])) if present.any() else float("nan"),
-        "mean_iou": float(np.mean(iou[present])) if present.any() else float("nan"),
+        "overall_accuracy": _clean(overall),
+        "kappa": _clean(kappa),
+        "mean_f1": _clean(np.mean(f1[present])) if present.any() else None,
+        "mean_iou": _clean(np.mean(iou[present])) if present.any() else None,
         "per_class": {
             name: {
                 "f1": _clean(f1[i]), "iou": _clean(iou[i]), "precision": _clean(precision[i]),
@@ -60,19 +61,25 @@ def _clean(value: float) -> float | None:
     return None if np.isnan(value) else float(value)
 
 
+NOTHING_SCORED = "nothing was scored: every ground-truth pixel is IGNORE_LABEL (or outside the classes)"
+
+
 def format_table(metrics: dict, title: str = "") -> str:
     """The metrics as a plain-text table for the terminal."""
     lines = [title] if title else []
     lines.append(f"{'class':<22}{'F1':>8}{'IoU':>8}{'precision':>11}{'recall':>8}{'pixels':>12}")
     for name, row in metrics["per_class"].items():
-        cells = [_percent(row[k]) for k in ("f1", "iou")] + [f"{_percent(row['precision']):>11}", _percent(row["recall"])]
+        cells = [percent(row[k]) for k in ("f1", "iou")] + [f"{percent(row['precision']):>11}", percent(row["recall"])]
         lines.append(f"{name:<22}{cells[0]:>8}{cells[1]:>8}{cells[2]}{cells[3]:>8}{row['support']:>12d}")
     lines.append(
-        f"overall accuracy {_percent(metrics['overall_accuracy'])}   mean F1 {_percent(metrics['mean_f1'])}   "
-        f"mean IoU {_percent(metrics['mean_iou'])}   kappa {metrics['kappa']:.3f}   ({metrics['pixels']} px)"
+        f"overall accuracy {percent(metrics['overall_accuracy'])}   mean F1 {percent(metrics['mean_f1'])}   "
+        f"mean IoU {percent(metrics['mean_iou'])}   kappa {'-' if metrics['kappa'] is None else format(metrics['kappa'], '.3f')}"
+        f"   ({metrics['pixels']} px)"
     )
+    if not metrics["pixels"]:
+        lines.append(NOTHING_SCORED)
     return "\n".join(lines)
 
 
-def _percent(value: float | None) -> str:
+def percent(value: float | None) -> str:
     return "-" if value is None or np.isnan(value) else f"{100 * value:.1f}%"

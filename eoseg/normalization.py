@@ -19,6 +19,8 @@ class Normalization:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     band_order: tuple[int, ...] | None = None
+    # data type of the pixels the weights were trained on (None: not recorded); not part of record()
+    input_dtype: str | None = None
 
     @classmethod
     def from_config(cls, cfg) -> "Normalization":

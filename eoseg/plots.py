@@ -11,6 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from eoseg.io import atomic_path  # noqa: E402
+from eoseg.metrics import percent  # noqa: E402
 
 
 def _save(fig, path: str | Path) -> Path:
@@ -83,7 +84,7 @@ def plot_confusion(metrics: dict, path: str | Path, title: str = "Confusion matr
     ax.set_yticks(range(len(names)), names)
     ax.set_xlabel("predicted")
     ax.set_ylabel("ground truth")
-    ax.set_title(f"{title}\n(% of each ground-truth class; OA {100 * metrics['overall_accuracy']:.1f}%)")
+    ax.set_title(f"{title}\n(% of each ground-truth class; OA {percent(metrics['overall_accuracy'])})")
     return _save(fig, path)
 
 

@@ -31,6 +31,7 @@ from eoseg.normalization import Normalization
 BLENDS = ("uniform", "gaussian")
 AUTOCAST_DTYPES = {"": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 ReadRows = Callable[[int, int], np.ndarray]  # (first row, end row) -> (C, rows, W) raw pixels
+ValidRows = Callable[[int, int], np.ndarray]  # (first row, end row) -> (rows, W) True where the pixels hold data
 
 
 def window_profile(window: int, blend: str) -> torch.Tensor:
@@ -153,11 +154,15 @@ class Predictor:
 
     # ------------------------------------------------------------ streaming
     @torch.inference_mode()
-    def stream(self, read_rows: ReadRows, height: int, width: int, block_rows: int = 512) -> Iterator[Block]:
+    def stream(self, read_rows: ReadRows, height: int, width: int, block_rows: int = 512,
+               valid_rows: ValidRows | None = None) -> Iterator[Block]:
         """Blended scores of a ``height`` x ``width`` raster, block of finished rows after block.
 
         ``read_rows(a, b)`` returns the raw pixels of rows a..b-1, all columns. Each block
-        is yielded once every window touching its rows has been added.
+        is yielded once every window touching its rows has been added. With ``valid_rows``
+        (called right after ``read_rows`` for the same rows), windows without one pixel of
+        data are not run through the network: the scores of nodata pixels are then
+        meaningless, and the caller masks them.
         """
         window, stride = self.window, self.stride
         padded_h, padded_w = max(height, window), max(width, window)
@@ -179,7 +184,8 @@ class Predictor:
                 tensor = torch.nn.functional.pad(tensor[None].float(), (0, pad_w, 0, pad_h), mode=mode)[0]
             if self.device.type == "cuda":
                 tensor = tensor.pin_memory()
-            return tensor, pixels
+            valid = None if valid_rows is None else np.asarray(valid_rows(top, bottom), dtype=bool)
+            return tensor, pixels, valid
 
         # one accumulator for the whole raster, as tall as the tallest group; after each
         # group its finished rows are handed out and the rows still open move to the top
@@ -191,13 +197,15 @@ class Predictor:
         with ThreadPoolExecutor(max_workers=1) as reader:
             upcoming = reader.submit(read_group, groups[0])
             for index, group in enumerate(groups):
-                block, pixels = upcoming.result()
+                block, pixels, valid = upcoming.result()
                 if index + 1 < len(groups):
                     upcoming = reader.submit(read_group, groups[index + 1])
                 if accumulated is None:
                     num_classes = self._num_classes(block.shape[0])
                     accumulated = torch.zeros((num_classes, span, padded_w), dtype=torch.float32, device=self.device)
                 windows = [(r, c) for r in group for c in col_starts]
+                if valid is not None:  # padding counts as no data: a window must hold a real pixel with data
+                    windows = [(r, c) for r, c in windows if valid[r - group[0]:r - group[0] + window, c:c + window].any()]
                 for start in range(0, len(windows), self.batch_size):
                     chunk = windows[start:start + self.batch_size]
                     crops = torch.stack([block[:, r - group[0]:r - group[0] + window, c:c + window] for r, c in chunk])

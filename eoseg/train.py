@@ -20,11 +20,15 @@ plots and checkpoints.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import os
 import random
+import shutil
+import sys
 import time
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -42,9 +46,9 @@ from eoseg.config import Config
 from eoseg.data import StreamBatchSampler, median_frequency_weights, training_data
 from eoseg.device import Processes, process_group
 from eoseg.errors import EosegError
-from eoseg.io import atomic_path
+from eoseg.io import atomic_path, check_writable, exclusive_or_refuse
 from eoseg.labelling import make_predictor, score_tile
-from eoseg.metrics import metrics_from_confusion
+from eoseg.metrics import metrics_from_confusion, percent
 from eoseg.models import first_stream_bands, model_from_config
 from eoseg.models.encoder_weights import init_encoder_weights
 from eoseg.normalization import Normalization
@@ -56,7 +60,8 @@ from eoseg.tiles import TileStack, TruthSource, eval_truth, tile_stack
 VALIDATION_METRICS = ("overall_accuracy", "mean_f1", "mean_iou")
 PREVIEW_SIDE = 512  # px: the crop of the first validation tile shown in TensorBoard at each validation
 BEST_METRIC = "mean_f1"  # one of VALIDATION_METRICS; F1 weighs the small classes (cars) that OA hides
-LOG_FIELDS = ["iteration", "loss", "lr", "patches_per_s", "elapsed_s", *(f"val_{m}" for m in VALIDATION_METRICS)]
+LOG_FIELDS = ["iteration", "loss", "lr", "patches_per_s", "elapsed_s", *(f"val_{m}" for m in VALIDATION_METRICS),
+              "unlabelled_batches"]  # batches skipped since the previous row: not one labelled pixel
 AUTOCAST_DTYPES = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
 CHECKPOINT_GLOB = "iter_*.pt"
 BEST_CHECKPOINT = "best.pt"
@@ -177,6 +182,53 @@ def latest_checkpoint(cfg: Config) -> Path:
     return found[-1]
 
 
+RUN_OUTPUTS = ("checkpoints", "log.csv", "loss.png", "config.json")  # what a run writes into TRAIN_DIR
+
+
+@contextlib.contextmanager
+def claim_train_dir(cfg: Config, resume: bool, force: bool) -> Iterator[None]:
+    """Hold TRAIN_DIR for one run: refuse a folder holding another run unless ``resume`` or ``force``.
+
+    Checked before the first step: every output location is writable, no other run is
+    writing TRAIN_DIR (a lock beside it, held until the block ends), and a new run does not
+    mix its log and checkpoints with an earlier run's nor replace MODEL_FILE unasked
+    (``force`` removes the earlier run's outputs first).
+    """
+    train_dir, model_file = Path(cfg.TRAIN_DIR), Path(cfg.MODEL_FILE)
+    check_writable(train_dir, "TRAIN_DIR")
+    check_writable(model_file.parent, "folder of MODEL_FILE")
+    warn_about_overlapping_tiles(cfg)
+    lock = train_dir.with_name(f".{train_dir.name}.lock")
+    with exclusive_or_refuse(lock, f"another training run is writing {train_dir} (it holds {lock}); "
+                                   "wait for it to end or choose another TRAIN_DIR"):
+        if not resume:
+            held = sorted(p.name for p in train_dir.iterdir()) if train_dir.is_dir() else []
+            if held and not force:
+                raise EosegError(f"{train_dir} already holds a training run ({', '.join(held[:4])}); pass --resume to "
+                                 "continue it, --force to start over (its log and checkpoints are removed), "
+                                 "or choose another TRAIN_DIR")
+            if model_file.exists() and not force:
+                raise EosegError(f"MODEL_FILE {model_file} already exists; pass --force to replace it when this run "
+                                 "ends, or choose another MODEL_FILE")
+            for name in RUN_OUTPUTS if force else ():
+                earlier = train_dir / name
+                if earlier.is_dir():
+                    shutil.rmtree(earlier)
+                else:
+                    earlier.unlink(missing_ok=True)
+        yield
+
+
+def warn_about_overlapping_tiles(cfg: Config) -> None:
+    """Held-out tiles that are also training tiles give scores that flatter the model: say so once."""
+    training = set(cfg.tile_ids("train"))
+    for name, tiles in (("TEST_IDS", cfg.tile_ids("test")), ("VAL_IDS", [str(t) for t in cfg.VAL_IDS])):
+        shared = [t for t in tiles if t in training]
+        if shared:
+            print(f"warning: tiles {', '.join(shared)} are in both TRAIN_IDS and {name}: their scores measure what "
+                  "the model memorised, not how it generalises", file=sys.stderr)
+
+
 def load_resume_checkpoint(path: str | Path, cfg: Config) -> dict:
     """A checkpoint to resume from, refused unless it fits ``cfg`` and holds training state."""
     if not Path(path).is_file():
@@ -281,6 +333,7 @@ class Trainer:
             self.iteration, sample_position, self.best = payload["iteration"], state["sample_position"], state["best"]
             self.training_seconds = state.get("training_seconds", 0.0)  # absent: written before TRAIN_MINUTES; refused under it
         self.start_iteration = self.iteration
+        self.nonfinite_input_iteration = None  # first iteration whose batch held NaN or infinite pixels
         self.network = self.model
         if processes.distributed:
             self.network = DistributedDataParallel(
@@ -289,6 +342,7 @@ class Trainer:
             self.network = torch.compile(self.network)
 
         self.data = training_data(cfg)
+        self.input_dtype = str(self.data[(0, 0)][0].numpy().dtype)  # recorded with the weights
         self.sampler = StreamBatchSampler(len(self.data), cfg.BATCH_SIZE, cfg.SEED, sample_position,
                                           processes.rank, processes.world_size)
         self.class_weights = resolve_class_weights(cfg, self.data, self.progress)
@@ -373,6 +427,21 @@ class Trainer:
         self.scaler.update()
         return loss.detach()
 
+    def _holds_labels(self, labels: torch.Tensor) -> bool:
+        """Whether any process's batch has a labelled pixel; all-ignored batches would make the loss NaN."""
+        labelled = (labels != self.cfg.IGNORE_LABEL).any()  # on the loader's CPU tensor: no device sync
+        if not self.processes.distributed:
+            return bool(labelled)
+        flag = labelled.to(self.collective_device, dtype=torch.int32)
+        dist.all_reduce(flag)
+        return bool(flag.item())
+
+    def _divergence_cause(self) -> str:
+        if self.nonfinite_input_iteration is not None:
+            return (f"the training batch of iteration {self.nonfinite_input_iteration} held NaN or infinite pixels; "
+                    "check the tiles' nodata and NORM_MEAN / NORM_STD")
+        return "the inputs were finite, so the steps were too large: lower BASE_LR (or check NORM_STD scales the inputs to about 0..1)"
+
     def _mean_loss(self, loss_sum: torch.Tensor, steps: int) -> float:
         """Mean loss of the last ``steps`` steps over all processes; stops the run if it is not finite."""
         total = loss_sum.detach().clone().to(self.collective_device)
@@ -380,7 +449,7 @@ class Trainer:
             dist.all_reduce(total)
         mean = total.item() / (steps * self.processes.world_size)
         if not np.isfinite(mean):
-            raise EosegError(f"the loss became {mean} by iteration {self.iteration}; lower BASE_LR or check the inputs' normalisation")
+            raise EosegError(f"the loss became {mean} by iteration {self.iteration}: {self._divergence_cause()}")
         return mean
 
     def snapshot(self) -> Path:
@@ -395,22 +464,22 @@ class Trainer:
             "class_weights": self.class_weights,
         }
         path = self.train_dir / "checkpoints" / checkpoint_name(self.iteration)
-        return save_checkpoint(path, self.cfg, self.model, self.iteration, state)
+        return save_checkpoint(path, self.cfg, self.model, self.iteration, state, input_dtype=self.input_dtype)
 
     def _record_validation(self, row: dict) -> None:
         metrics = self.validate()
-        row.update({f"val_{m}": f"{metrics[m]:.5f}" for m in VALIDATION_METRICS})
+        row.update({f"val_{m}": f"{metrics[m]:.5f}" for m in VALIDATION_METRICS if metrics[m] is not None})
         value = metrics[BEST_METRIC]
-        if self.best is None or value > self.best["value"]:
+        if value is not None and (self.best is None or value > self.best["value"]):
             self.best = {"iteration": self.iteration, "metric": BEST_METRIC, "value": value}
             if self.processes.is_main:
                 save_checkpoint(self.train_dir / "checkpoints" / BEST_CHECKPOINT, self.cfg, self.model, self.iteration,
-                                validation=metrics)
+                                validation=metrics, input_dtype=self.input_dtype)
         if self.tensorboard is not None:
             self.tensorboard.add_validation(self.iteration, metrics, self._validation_preview())
         if self.progress:
-            tqdm.write(f"iteration {self.iteration}: validation OA {100 * metrics['overall_accuracy']:.1f}%, "
-                       f"mean F1 {100 * metrics['mean_f1']:.1f}%, mean IoU {100 * metrics['mean_iou']:.1f}%")
+            tqdm.write(f"iteration {self.iteration}: validation OA {percent(metrics['overall_accuracy'])}, "
+                       f"mean F1 {percent(metrics['mean_f1'])}, mean IoU {percent(metrics['mean_iou'])}")
 
     def _validation_preview(self) -> np.ndarray | None:
         """(H, W, 3) uint8: image | ground truth | prediction of the centre of this process's first
@@ -448,10 +517,16 @@ class Trainer:
         trained_before, paused = self.training_seconds, 0.0  # paused: validating and saving, not training
         self.schedule.apply(self.training_progress())
         loss_sum, window_steps = torch.zeros((), dtype=torch.float64, device=self.device), 0
+        unlabelled = 0  # batches skipped in this logging window
         batches = iter(loader)
         while self.training_progress() < 1 and (stop_after is None or self.iteration < stop_after):
             images, labels = next(batches)
-            loss_sum += self.step(images, labels)
+            if self.nonfinite_input_iteration is None and images.is_floating_point() and not torch.isfinite(images).all():
+                self.nonfinite_input_iteration = self.iteration + 1
+            if self._holds_labels(labels):
+                loss_sum += self.step(images, labels)
+            else:  # counted as an iteration all the same: the stream position and the schedule stay exact on resume
+                unlabelled += 1
             self.iteration += 1
             window_steps += 1
             self.training_seconds = self._agreed_seconds(trained_before + time.perf_counter() - run_start - paused)
@@ -460,12 +535,18 @@ class Trainer:
             final = self.training_progress() >= 1 or self.iteration == stop_after
             row = {}
             if self.iteration % cfg.LOG_EVERY == 0 or final:
-                mean_loss = self._mean_loss(loss_sum, window_steps)
                 now = time.perf_counter()
                 rate = window_steps * patches_per_step / max(now - window_start, 1e-9)
-                bar.set_postfix(loss=f"{mean_loss:.3f}", patches_s=f"{rate:.1f}")
-                row = {"loss": f"{mean_loss:.9g}", "patches_per_s": f"{rate:.2f}", "elapsed_s": f"{now - run_start:.1f}"}
+                row = {"patches_per_s": f"{rate:.2f}", "elapsed_s": f"{now - run_start:.1f}", "unlabelled_batches": unlabelled}
+                if window_steps > unlabelled:  # a window of skipped batches has no loss
+                    mean_loss = self._mean_loss(loss_sum, window_steps - unlabelled)
+                    bar.set_postfix(loss=f"{mean_loss:.3f}", patches_s=f"{rate:.1f}")
+                    row["loss"] = f"{mean_loss:.9g}"
+                if unlabelled and self.progress:
+                    tqdm.write(f"iterations {self.iteration - window_steps + 1}-{self.iteration}: skipped {unlabelled} "
+                               f"batch(es) without a labelled pixel (all IGNORE_LABEL)")
                 loss_sum.zero_()
+                unlabelled = 0
                 window_steps = 0
                 window_start = now
             pause_start = time.perf_counter()
@@ -475,8 +556,8 @@ class Trainer:
                 row.update(iteration=self.iteration, lr=f"{self.optimizer.param_groups[1]['lr']:.3g}")
                 self.log.add(row, plot_now=final or "val_mean_f1" in row)
             if self.iteration % cfg.SNAPSHOT_EVERY == 0 or final:
-                if window_steps:
-                    self._mean_loss(loss_sum, window_steps)  # never checkpoint weights that diverged
+                if window_steps > unlabelled:
+                    self._mean_loss(loss_sum, window_steps - unlabelled)  # never checkpoint weights that diverged
                 if processes.is_main:
                     self.snapshot()
             pause = time.perf_counter() - pause_start
@@ -486,7 +567,7 @@ class Trainer:
         if self.tensorboard is not None:
             self.tensorboard.close()
         if processes.is_main:
-            save_checkpoint(cfg.MODEL_FILE, cfg, self.model, self.iteration)
+            save_checkpoint(cfg.MODEL_FILE, cfg, self.model, self.iteration, input_dtype=self.input_dtype)
         if processes.distributed:
             dist.barrier()  # every process returns once the weights exist
         return Path(cfg.MODEL_FILE)

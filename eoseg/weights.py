@@ -18,12 +18,15 @@ normalisation is applied while everything else (classes, bands, palette) is stil
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import sys
 from pathlib import Path
 from typing import Sequence
 
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
+import numpy as np
 from torch import nn
 
 from eoseg.caffe.segnet import caffe_normalization, mean_pixel_for, parse_mean_pixel, read_caffe_segnet
@@ -73,13 +76,46 @@ def read_weights(path: str | Path, cfg: Config, caffe_mean: str | Sequence[float
         model, record = load_onnx(path, cfg)
     else:
         raise EosegError(f"{path}: unknown weights format {path.suffix!r}; use one of {', '.join(SUFFIXES)}")
+    _say_which_model(record["model"], cfg, path)
     return model.eval(), record
+
+
+def config_that_ran(cfg: Config, record: dict) -> Config:
+    """``cfg`` with the model the weights hold: what an export or conversion of them actually ran."""
+    recorded = record["model"]
+    model = {"MODEL": recorded["name"], "MODEL_WIDTH": float(recorded["width"])}
+    if recorded.get("stream_bands") is not None:
+        model["STREAM_BANDS"] = int(recorded["stream_bands"])
+    if recorded.get("encoder") is not None:
+        model["ENCODER"] = recorded["encoder"]
+    return cfg.replace(**model)
+
+
+def _say_which_model(recorded: dict, cfg: Config, path: Path) -> None:
+    """Weights define the network they hold: where the config asks for another, say once which runs."""
+    if (recorded["name"], float(recorded["width"])) != (cfg.MODEL, float(cfg.MODEL_WIDTH)):
+        print(f"note: {path.name} holds MODEL={recorded['name']!r} MODEL_WIDTH={recorded['width']}, which is used; "
+              f"the config's MODEL={cfg.MODEL!r} MODEL_WIDTH={cfg.MODEL_WIDTH} applies to training only", file=sys.stderr)
 
 
 def load_weights(path: str | Path, cfg: Config, caffe_mean: str | Sequence[float] | None = None) -> tuple[nn.Module, Normalization]:
     """The model in ``path`` and the normalisation its inputs need (see :func:`read_weights`)."""
     model, record = read_weights(path, cfg, caffe_mean)
-    return model, Normalization.from_record(record["signature"]["normalization"])
+    normalization = Normalization.from_record(record["signature"]["normalization"])
+    return model, dataclasses.replace(normalization, input_dtype=record["signature"].get("input_dtype"))
+
+
+def check_input_dtype(normalization: Normalization, dtype: str, image: str | Path) -> None:
+    """Refuse an image whose pixel type differs from the training data's: 16-bit values through a
+    normalisation made for 8-bit ones (or the reverse) give confident, wrong labels."""
+    trained = normalization.input_dtype
+    if trained is None or np.dtype(dtype) == np.dtype(trained):
+        return
+    if np.issubdtype(np.dtype(dtype), np.floating) and np.issubdtype(np.dtype(trained), np.floating):
+        return
+    raise EosegError(f"{image}: its pixels are {dtype}, but the weights were trained on {trained} data, whose value range "
+                     f"the normalisation (NORM_MEAN / NORM_STD) was set for; convert the image to {trained} with the "
+                     f"same scaling as the training data, or train on {dtype} data")
 
 
 def save_safetensors(path: str | Path, model: nn.Module, record: dict) -> Path:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from eoseg.checkpoint import check_checkpoint, model_record_of
+from eoseg.checkpoint import check_checkpoint, check_record_keys, model_record_of
 from eoseg.config import Config
 from eoseg.errors import EosegError
 from eoseg.normalization import Normalization
@@ -31,6 +31,7 @@ def check_weights_record(record: dict, cfg: Config, source: str) -> None:
     """Refuse weights made for other classes, bands, palette or (unless imposed) normalisation."""
     if not isinstance(record, dict) or record.get("format") != FORMAT:
         raise EosegError(f"{source}: no {FORMAT!r} record; not written by eoseg")
+    check_record_keys(record, source)
     signature = record["signature"]
     if record.get("imposed_normalization"):
         # applied as recorded, so the config's normalisation is irrelevant to these weights

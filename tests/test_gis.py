@@ -146,7 +146,27 @@ def test_polygonize_script(tmp_path):
     result = run_script("polygonize.py", str(source), "--out", str(out), "--min-area", "1", "--simplify", "0.5")
     assert result.returncode == 0, result.stderr
     assert "polygons to" in result.stdout and "EPSG:32632" in result.stdout
-    assert sorted(p.name for p in out.parent.iterdir()) == ["classes.gpkg", "config.polygonize.json"]
+    assert sorted(p.name for p in out.parent.iterdir()) == ["classes.gpkg", "classes.gpkg.config.json"]
     help_text = run_script("polygonize.py", "--help")
     assert help_text.returncode == 0 and "--min-area A" in help_text.stdout and "KEY=VALUE" in help_text.stdout
     assert_one_line_error(run_script("polygonize.py", str(tmp_path / "nope.tif"), "--out", str(out)), "label map not found")
+
+
+@pytest.mark.parametrize("block_rows", [1, 7, 32])
+def test_polygons_by_blocks_equal_the_whole_raster_pass(tmp_path, block_rows):
+    labels = scene(seed=2)
+    source = write_labels(tmp_path / "labels.tif", labels)
+    whole = polygonize_labels(source, tmp_path / "whole.gpkg", CLASSES, [IGNORE], block_rows=labels.shape[0])
+    blocks = polygonize_labels(source, tmp_path / "blocks.gpkg", CLASSES, [IGNORE], block_rows=block_rows)
+    assert blocks.features == whole.features
+    for summary in (whole, blocks):
+        assert (rasterized(summary.path, labels.shape, TRANSFORM)[-1] == labels).all()
+
+    def regions(path):
+        _, polygons, class_ids, _, _ = rasterized(path, labels.shape, TRANSFORM)
+        return sorted((int(c), round(p.area, 6), len(p.interiors)) for p, c in zip(polygons, class_ids))
+
+    assert regions(blocks.path) == regions(whole.path)
+    with_min_area = [polygonize_labels(source, tmp_path / f"m{rows}.gpkg", CLASSES, [IGNORE], min_area=4 * PIXEL * PIXEL,
+                                       block_rows=rows) for rows in (labels.shape[0], block_rows)]
+    assert with_min_area[0].dropped == with_min_area[1].dropped > 0

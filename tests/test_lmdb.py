@@ -183,7 +183,7 @@ def written(tmp_path, cfg):
         ([f"PATCH_SIZE={PATCH * 2}"], "patch_size"),
         (["CLASS_NAMES=['a', 'b', 'c', 'd', 'e', 'f']"], "class_names"),
         (["BAND_NAMES=['R', 'G', 'B']"], "band_names"),
-        (["NORM_STD=[1.0, 1.0, 1.0]"], "normalization"),
+        (["NORM_MEAN=[1.0, 1.0, 1.0]"], "NORM_MEAN"),
         (["PALETTE=[[255,255,255],[0,0,255],[0,255,255],[0,255,0],[255,255,0],[255,0,1]]"], "palette"),
         (["IGNORE_LABEL=254"], "ignore_label"),
     ],
@@ -193,8 +193,13 @@ def test_signature_mismatch_refused_naming_field(written, overrides, field):
     with pytest.raises(EosegError) as info:
         LmdbPatches(written, expected_signature=data_signature(other))
     message = str(info.value)
-    assert f"{field} =" in message
+    assert f"{field} =" in message or f"made with {field}" in message
     assert str(written) in message
+
+
+def test_changed_norm_std_accepted_as_the_records_hold_raw_pixels(written):
+    other = load_config(overrides=[f"PATCH_SIZE={PATCH}", "NORM_STD=[1.0, 1.0, 1.0]"])
+    assert len(LmdbPatches(written, expected_signature=data_signature(other))) == 3
 
 
 def test_matching_signature_accepted(written, cfg):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -170,13 +172,12 @@ def test_means_are_over_classes_present_in_ground_truth():
     assert m["mean_iou"] == pytest.approx((4 / 5 + 1 + 1) / 3)
 
 
-def test_empty_confusion_gives_nan_not_crash():
+def test_empty_confusion_gives_none_not_nan():
     m = metrics_from_confusion(np.zeros((3, 3), dtype=np.int64), NAMES)
     assert m["pixels"] == 0
-    assert np.isnan(m["overall_accuracy"])
-    assert np.isnan(m["kappa"])
-    assert np.isnan(m["mean_f1"])
-    format_table(m)  # renders without raising
+    assert m["overall_accuracy"] is None and m["kappa"] is None and m["mean_f1"] is None and m["mean_iou"] is None
+    json.dumps(m, allow_nan=False)  # valid JSON: null, never NaN
+    assert "nothing was scored" in format_table(m)
 
 
 def test_format_table_lists_classes_and_overall_accuracy():

@@ -36,7 +36,7 @@ def exported(tmp_path_factory, cfg):
     result = run_script("export_onnx.py", str(checkpoint), "--out", str(out), *TINY)
     assert result.returncode == 0, result.stderr
     assert "ONNX Runtime matches PyTorch" in result.stdout
-    assert sorted(p.name for p in out.parent.iterdir()) == ["config.export_onnx.json", "model.onnx"]
+    assert sorted(p.name for p in out.parent.iterdir()) == ["model.onnx", "model.onnx.config.json"]
     return model, out
 
 

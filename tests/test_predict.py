@@ -192,3 +192,29 @@ def test_reuse_freed_memory_stops_page_faults_on_reallocation():
         results[mode] = (applied == "True", int(faults))
     assert results["reuse"][0]  # glibc took the setting
     assert results["reuse"][1] * 10 < results["default"][1]
+
+
+def test_windows_without_data_are_not_run_through_the_network(ramp):
+    class Counting(WindowMean):
+        windows = 0
+
+        def forward(self, x):
+            Counting.windows += x.shape[0]
+            return super().forward(x)
+
+    valid = np.zeros(ramp.shape[1:], dtype=bool)
+    valid[:, :40] = True  # data in the first 40 columns only
+    predictor = Predictor(Counting(), RAW, 32, 16, 5, optimize=False)
+
+    def scores(valid_rows):
+        Counting.windows = 0
+        blocks = predictor.stream(lambda a, b: ramp[:, a:b], 70, 150, 40, valid_rows=valid_rows)
+        return torch.cat([b.scores.clone() for b in blocks], dim=1), Counting.windows
+
+    every, all_windows = scores(None)
+    skipping, run = scores(lambda a, b: valid[a:b])
+    # windows starting at columns 0, 16, 32 touch the data; of 9 columns of windows, 6 are skipped
+    assert all_windows == len(list(sliding_windows(70, 150, 32, 16))) and run == all_windows // 9 * 3
+    torch.testing.assert_close(skipping[:, valid], every[:, valid])
+    _, none_run = scores(lambda a, b: np.zeros((b - a, 150), dtype=bool))
+    assert none_run == 0

@@ -137,7 +137,7 @@ def test_convert_weights_script(tmp_path, files):
     result = run_script("convert_weights.py", str(files["caffemodel"]), "--out", str(out), "DATASET=vaihingen", *TINY)
     assert result.returncode == 0, result.stderr
     assert "wrote" in result.stdout and "bands reordered [2, 1, 0], mean [81.29, 81.93, 120.9]" in result.stdout
-    assert sorted(p.name for p in out.parent.iterdir()) == ["config.convert_weights.json", "vaihingen.safetensors"]
+    assert sorted(p.name for p in out.parent.iterdir()) == ["vaihingen.safetensors", "vaihingen.safetensors.config.json"]
     _, normalization = load_weights(out, load_config(overrides=TINY + ["DATASET=vaihingen"]))
     assert normalization.mean == (81.29, 81.93, 120.90)
 
