@@ -221,6 +221,12 @@ class Config:
         _extra_sources(v)
         if not isinstance(v["COMPOSITE_NDSM_MAX"], (int, float)) or v["COMPOSITE_NDSM_MAX"] <= 0:
             raise EosegError(f"COMPOSITE_NDSM_MAX must be a positive number of metres, got {v['COMPOSITE_NDSM_MAX']!r}")
+        from eoseg.precision import check_precision  # torch loads only once a config is checked
+
+        for name in ("PRECISION", "INFER_PRECISION"):
+            check_precision(v[name], name)
+        if v["CHANNELS_LAST"] not in (None, True, False):
+            raise EosegError(f"CHANNELS_LAST must be None (with bfloat16/float16 only), True or False, got {v['CHANNELS_LAST']!r}")
 
 
 RASTER_SOURCE_KEYS = ("pattern", "bands", "band_names", "mean", "std")

@@ -110,7 +110,7 @@ def make_predictor(cfg: Config, model, normalization: Normalization, device: tor
         if not isinstance(model, OnnxModel):
             model = OnnxModel.from_module(model)
     return Predictor(model, normalization, cfg.WINDOW, cfg.STRIDE, cfg.INFER_BATCH_SIZE, device, blend=cfg.BLEND,
-                     tta=cfg.TTA, autocast=cfg.INFER_AUTOCAST, optimize=cfg.INFER_OPTIMIZE, compile=cfg.INFER_COMPILE,
+                     tta=cfg.TTA, precision=cfg.INFER_PRECISION, optimize=cfg.INFER_OPTIMIZE, compile=cfg.INFER_COMPILE,
                      reuse_memory=cfg.REUSE_FREED_MEMORY)
 
 
@@ -243,12 +243,13 @@ def _file_state(path: Path) -> dict:
     return {"path": str(path.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
 
 
-def _made_with(cfg: Config, weights_sha256: str, caffe_mean: str | None, job: Job) -> dict:
+def _made_with(cfg: Config, weights_sha256: str, caffe_mean: str | None, job: Job, precision: str) -> dict:
     """Everything an image's outputs depend on; a completion record made with anything else is stale."""
     config = json.dumps(cfg.to_dict(), sort_keys=True, default=str)
     made_with = {
         "format": RECORD_FORMAT,
         "config_sha256": hashlib.sha256(config.encode()).hexdigest(),
+        "precision": precision,  # what INFER_PRECISION resolved to on this device: "auto" differs across machines
         "weights_sha256": weights_sha256,
         "caffe_mean": caffe_mean,
         "image": _file_state(job.info.path),
@@ -338,6 +339,8 @@ def run_inference(cfg: Config, weights: str | Path, out_dir: str | Path, tile_id
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
     model, normalization = load_weights(weights, cfg, caffe_mean)
     predictor = make_predictor(cfg, model, normalization, device)
+    if rank == 0 and progress:
+        print(f"precision: {predictor.precision} ({predictor.precision_reason})")
     weights_sha256 = file_sha256(weights)
     out_dir.mkdir(parents=True, exist_ok=True)
     if rank == 0:
@@ -345,7 +348,7 @@ def run_inference(cfg: Config, weights: str | Path, out_dir: str | Path, tile_id
     mine = jobs[rank::world]
     # closed on the way out, so that an error is printed on a line of its own
     with tqdm(mine, desc=f"label (rank {rank})" if world > 1 else "label", unit="image", disable=not progress) as bar:
-        results = [_label_once(cfg, predictor, job, out_dir, _made_with(cfg, weights_sha256, caffe_mean, job), rank,
+        results = [_label_once(cfg, predictor, job, out_dir, _made_with(cfg, weights_sha256, caffe_mean, job, predictor.precision), rank,
                                force) for job in bar]
     if world > 1:
         gathered: list = [None] * world
@@ -361,13 +364,14 @@ def run_inference(cfg: Config, weights: str | Path, out_dir: str | Path, tile_id
         summary.outputs["confusion_plot"] = out_dir / "confusion_matrix.png"
         summary.outputs["metrics_table"] = out_dir / "metrics.txt"
     if rank == 0:
-        _write_reports(summary, weights)
+        _write_reports(summary, weights, predictor.precision)
     return summary
 
 
-def _write_reports(summary: InferenceSummary, weights: str | Path) -> None:
+def _write_reports(summary: InferenceSummary, weights: str | Path, precision: str) -> None:
     report = {
         "weights": str(weights),
+        "precision": precision,
         "images": {r.name: {"truth": r.truth_source, "metrics": r.metrics, "rank": r.rank,
                             "outputs": {k: str(v) for k, v in r.outputs.items()}}
                    for r in summary.images},

@@ -46,6 +46,7 @@ from eoseg.models import first_stream_bands, model_from_config
 from eoseg.models.vgg import init_encoder_from_vgg16_bn, load_state_dict_file
 from eoseg.normalization import Normalization
 from eoseg.plots import plot_training_log
+from eoseg.precision import check_precision, resolve_precision
 from eoseg.predict import Predictor
 from eoseg.tiles import read_eval_labels, read_image
 
@@ -171,8 +172,7 @@ def resolve_class_weights(cfg: Config, data, progress: bool) -> list[float] | No
 
 
 def check_training_config(cfg: Config) -> None:
-    if cfg.PRECISION not in AUTOCAST_DTYPES:
-        raise EosegError(f"PRECISION must be one of {', '.join(AUTOCAST_DTYPES)}, got {cfg.PRECISION!r}")
+    check_precision(cfg.PRECISION, "PRECISION")
     for name in ("ITERATIONS", "LOG_EVERY", "SNAPSHOT_EVERY"):
         if not isinstance(getattr(cfg, name), int) or getattr(cfg, name) < 1:
             raise EosegError(f"{name} must be a positive integer, got {getattr(cfg, name)!r}")
@@ -309,12 +309,17 @@ class Trainer:
         self.model = model_from_config(cfg)  # identical on every process: same seed
         if cfg.VGG16_BN_WEIGHTS and payload is None:
             init_encoder_from_vgg16_bn(self.model, load_state_dict_file(cfg.VGG16_BN_WEIGHTS), cfg.VGG16_BN_WEIGHTS)
-        self.memory_format = torch.channels_last if cfg.CHANNELS_LAST else torch.contiguous_format
+        self.precision, precision_reason = resolve_precision(cfg.PRECISION, device)
+        channels_last = self.precision != "float32" if cfg.CHANNELS_LAST is None else cfg.CHANNELS_LAST
+        if self.progress:
+            print(f"precision: {self.precision} ({precision_reason}); memory layout: "
+                  f"{'channels_last' if channels_last else 'contiguous'}")
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.model.to(device, memory_format=self.memory_format)
         self.optimizer, self.scheduler = make_optimizer(cfg, self.model)
-        self.autocast_dtype = AUTOCAST_DTYPES[cfg.PRECISION]
+        self.autocast_dtype = AUTOCAST_DTYPES[self.precision]
         # float16 gradients underflow without loss scaling; bfloat16 has float32's range
-        self.scaler = torch.amp.GradScaler(device.type, enabled=cfg.PRECISION == "float16")
+        self.scaler = torch.amp.GradScaler(device.type, enabled=self.precision == "float16")
         if self.scaler.is_enabled():
             # the scaler skips the optimizer step when float16 gradients overflow; the schedule still
             # counts that iteration, as it should, and torch's warning about it would only alarm
