@@ -5,8 +5,8 @@
     python training.py --resume                          # carry on from the latest checkpoint of TRAIN_DIR
     python training.py --resume runs/sample/train/checkpoints/iter_0000300.pt ITERATIONS=3000
 
-One GPU, the published recipe (give VGG16_BN_WEIGHTS to start from ImageNet; add
-PRECISION=bfloat16 CHANNELS_LAST=True for mixed precision on GPUs that have bfloat16):
+One GPU, the published recipe (give VGG16_BN_WEIGHTS to start from ImageNet; PRECISION="auto"
+trains in bfloat16 mixed precision on GPUs and CPUs that compute it, and says so at start):
     python training.py DATASET=vaihingen DEVICE=cuda
 
 One machine, N GPUs (or N CPU processes with DEVICE=cpu); BATCH_SIZE is per process:

@@ -1,6 +1,6 @@
 """Correctness of the automatic precision (bfloat16 where the hardware has it) against float32.
 
-    python bench/precision.py [--work /tmp/eoseg-precision] [--steps 600] [--full-steps 300] [--full-batch 4]
+    python bench/precision.py [--work /tmp/eoseg-precision] [--steps 600] [--full-steps 200] [--full-batch 4]
 
 Runs the pipeline's own scripts, with every folder under ``--work`` (the repository's
 data/ and runs/ are left alone), on the CPU:
@@ -110,7 +110,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", default="/tmp/eoseg-precision", help="every output goes here")
     parser.add_argument("--steps", type=int, default=600, help="demo training iterations (the demo's ITERATIONS)")
-    parser.add_argument("--full-steps", type=int, default=300, help="full-width SegNet training iterations")
+    parser.add_argument("--full-steps", type=int, default=200, help="full-width SegNet training iterations")
     parser.add_argument("--full-batch", type=int, default=4, help="full-width SegNet batch")
     args = parser.parse_args()
     work = Path(args.work).resolve()
@@ -162,7 +162,7 @@ def main() -> None:
 
     # 4. a full-width SegNet
     full = ["MODEL_WIDTH=1.0", f"ITERATIONS={args.full_steps}", f"BATCH_SIZE={args.full_batch}", "BASE_LR=0.01",
-            "LR_STEPS=[]", "VAL_EVERY=0", f"SNAPSHOT_EVERY={args.full_steps}"]
+            "LR_STEPS=[]", "VAL_EVERY=0", "SNAPSHOT_EVERY=50"]
     folder = train(work, data, "full-auto", [*full, "PRECISION=auto"])
     runs = {p: label(work, data, folder / "model.pt", f"label-full-{p}", ["MODEL_WIDTH=1.0", f"INFER_PRECISION={p}"])
             for p in ("float32", "auto")}
