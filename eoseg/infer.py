@@ -348,8 +348,9 @@ def run_inference(cfg: Config, weights: str | Path, out_dir: str | Path, tile_id
     mine = jobs[rank::world]
     # closed on the way out, so that an error is printed on a line of its own
     with tqdm(mine, desc=f"label (rank {rank})" if world > 1 else "label", unit="image", disable=not progress) as bar:
-        results = [_label_once(cfg, predictor, job, out_dir, _made_with(cfg, weights_sha256, caffe_mean, job, predictor.precision), rank,
-                               force) for job in bar]
+        results = [_label_once(cfg, predictor, job, out_dir,
+                               _made_with(cfg, weights_sha256, caffe_mean, job, predictor.precision), rank, force)
+                   for job in bar]
     if world > 1:
         gathered: list = [None] * world
         dist.all_gather_object(gathered, results)

@@ -81,12 +81,13 @@ class Predictor:
 
     ``model`` is any callable from a normalised (N, C, h, w) float32 batch to (N, classes,
     h, w) scores (a torch module, or an ONNX engine with ``eval``/``to``). For torch
-    modules batch norm is folded (and, on CPU in float32, each convolution fused with its
-    ReLU) and channels_last used when ``optimize``; ``precision`` ("float32", "bfloat16",
-    "float16", or "auto": :func:`eoseg.precision.resolve_precision`) is what the network
-    computes in: bfloat16 with the weights (after folding) and activations in bfloat16, the
-    faster form on CPUs (bench/RESULTS.md); float16 under autocast, where float32 keeps the
-    values that would overflow; the scores are blended in float32 whatever it is; ``compile`` wraps the model in ``torch.compile``; ``reuse_memory``
+    modules batch norm is folded (and, on CPU in float32 or bfloat16, each convolution fused
+    with its ReLU) and channels_last used when ``optimize``; ``precision`` ("float32",
+    "bfloat16", "float16", or "auto": :func:`eoseg.precision.resolve_precision`) is what the
+    network computes in: bfloat16 with the weights (after folding) and activations in
+    bfloat16, the faster form on CPUs (bench/RESULTS.md); float16 under autocast, where
+    float32 keeps the values that would overflow; the scores are blended in float32 whatever
+    it is; ``compile`` wraps the model in ``torch.compile``; ``reuse_memory``
     (CPU) has the process keep freed memory for reuse (:func:`eoseg.allocator.reuse_freed_memory`).
     """
 
