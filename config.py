@@ -102,8 +102,8 @@ VAL_EVERY = 300  # label the validation tiles and log OA, mean F1, mean IoU ever
 VAL_IDS = []  # tiles to validate on ([] = TEST_IDS, as the method does)
 NUM_WORKERS = 0  # DataLoader worker processes per training process
 SEED = 0  # seed of weight initialisation, sample order and augmentation
-PRECISION = "float32"  # "float32", or autocast to "bfloat16" (GPUs, CPUs with bfloat16 units) or "float16" (GPUs; with gradient scaling)
-CHANNELS_LAST = False  # channels-last memory layout: faster with bfloat16/float16, slower with float32 on CPU
+PRECISION = "float32"  # training: "float32"; "auto": "bfloat16" where the device computes it natively (CPUs with amx_bf16 or avx512_bf16, CUDA GPUs of compute capability 8.0+), else "float32"; "bfloat16"; "float16" (GPUs; with gradient scaling). bfloat16 and float16 autocast, with float32 master weights. float32 by default: on an AMX CPU the demo trained in bfloat16 scored 3.5 points of mean F1 below float32 at equal steps (bench/RESULTS.md)
+CHANNELS_LAST = None  # channels-last memory layout in training: None = where PRECISION resolves to bfloat16/float16 (faster there), not in float32 (slower on CPU); True or False to choose
 COMPILE = False  # torch.compile the network: faster steps after minutes of compiling (needs a C++ compiler)
 DETERMINISTIC = False  # deterministic kernels: a resumed run repeats the uninterrupted one's losses (bit for bit on CPU); slower on GPU
 DEVICE = "auto"  # "auto" (cuda if available), "cpu", "cuda", "cuda:1", ... (under torchrun: "auto", "cuda" or "cpu")
@@ -118,7 +118,7 @@ INFER_BATCH_SIZE = 8  # windows per forward pass
 INFER_DIR = "runs/sample/inference"  # label maps, colour maps, metrics and plots
 BLEND = "uniform"  # overlapping windows: "uniform" average (the method) or "gaussian" (centre counts most: no seams)
 TTA = []  # test-time augmentation, averaged: any of "fliplr", "flipud", "rot90", "rot180", "rot270"
-INFER_AUTOCAST = ""  # "" (float32), "bf16" or "fp16": faster, slightly different scores
+INFER_PRECISION = "auto"  # "auto": "bfloat16" where the device computes it natively (as PRECISION), else "float32"; or one of those, or "float16" (GPUs): what the network runs in (bfloat16 weights and activations after batch-norm folding; float16 under autocast), the scores blended in float32
 INFER_OPTIMIZE = True  # fold batch norm into the convolutions and use channels_last (same labels, faster)
 INFER_COMPILE = False  # torch.compile the model (slow start, can pay off on large rasters)
 INFER_BLOCK_ROWS = 512  # rows labelled per block: memory grows with this times the raster width

@@ -19,8 +19,8 @@ has one) are scored: metrics.json, metrics.txt and confusion_matrix.png in INFER
 NAME_record.json, written last, records the outputs' hashes and the weights, config and
 inputs they were made with: a rerun (after an interruption, say) keeps the images it
 finds done that way and labels the others; --force labels them all again.
-Overlapping windows are blended by BLEND; TTA, INFER_AUTOCAST, INFER_OPTIMIZE and
-INFER_COMPILE trade speed and accuracy.
+Overlapping windows are blended by BLEND; TTA, INFER_PRECISION ("auto": bfloat16 where the
+hardware computes it, printed at start), INFER_OPTIMIZE and INFER_COMPILE trade speed and accuracy.
 """
 
 from __future__ import annotations

@@ -7,8 +7,8 @@
     python training.py TRAIN_MINUTES=30 LR_SCHEDULE=cosine   # 30 minutes of training, the schedule laid over them
     python training.py --force                           # start over in a TRAIN_DIR that holds a run
 
-One GPU, the published recipe (give ENCODER_WEIGHTS to start from ImageNet; add
-PRECISION=bfloat16 CHANNELS_LAST=True for mixed precision on GPUs that have bfloat16):
+One GPU, the published recipe (give ENCODER_WEIGHTS to start from ImageNet; PRECISION="auto"
+trains in bfloat16 mixed precision on GPUs and CPUs that compute it, and says so at start):
     python training.py DATASET=vaihingen DEVICE=cuda
 
 One machine, N GPUs (or N CPU processes with DEVICE=cpu); BATCH_SIZE is per process:

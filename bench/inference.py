@@ -1,14 +1,17 @@
 """Inference benchmark: eoseg's streaming predictor against the method's published loop.
 
-    python bench/inference.py compare [--size 1024] [--width 1.0] [--repeat 3]   # throughput, peak RSS, label agreement
+    python bench/inference.py compare [--size 1024] [--width 1.0] [--repeat 3] [--device cpu]   # throughput, peak RSS, label agreement
     python bench/inference.py memory [--size 20000] [--taller 4]    # peak RSS on a huge GeoTIFF, and on one 4x taller
 
 ``compare`` labels one synthetic tile twice with the same weights, window 256, stride
 128, batch 8, on the CPU: (a) the naive reference, a faithful re-implementation of the
 method's PyTorch test loop (whole tile as float32, a float64 H x W x classes score array,
 one copy per patch, the method's window generator), (b) eoseg's Predictor streaming the
-GeoTIFF (uniform blending, no autocast, batch norm folded, convolution + ReLU fused,
-channels_last). Each runs in its own process so that its peak RSS is its own; the variants
+GeoTIFF (uniform blending, batch norm folded, convolution + ReLU fused, channels_last) in
+float32, and (c) the same with INFER_PRECISION=auto (bfloat16 where the device computes
+it natively, eoseg.precision; the variant is left out where auto is float32). The machine
+line names the CPU and its flags (or the GPU); ``--device cuda`` runs every variant on the
+GPU. Each runs in its own process so that its peak RSS is its own; the variants
 alternate ``--repeat`` times and the medians are reported, as timings on shared cores
 vary. ``memory`` writes a synthetic GeoTIFF
 (tiles of the sample generator) and labels it with inference's label_raster and a small
@@ -36,6 +39,7 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 
 from eoseg.config import load_config  # noqa: E402
+from eoseg.precision import describe_hardware, resolve_precision  # noqa: E402
 
 WINDOW, STRIDE, BATCH = 256, 128, 8
 
@@ -61,7 +65,7 @@ def method_grouper(n, iterable):
         yield chunk
 
 
-def naive_labels(model, tif: Path, num_classes: int) -> tuple[np.ndarray, int]:
+def naive_labels(model, tif: Path, num_classes: int, device: str) -> tuple[np.ndarray, int]:
     import rasterio
 
     with rasterio.open(tif) as src:
@@ -71,7 +75,7 @@ def naive_labels(model, tif: Path, num_classes: int) -> tuple[np.ndarray, int]:
     with torch.no_grad():
         for coords in method_grouper(BATCH, method_sliding_window(img, step=STRIDE, window_size=(WINDOW, WINDOW))):
             image_patches = [np.copy(img[x:x + w, y:y + h]).transpose((2, 0, 1)) for x, y, w, h in coords]
-            image_patches = torch.from_numpy(np.asarray(image_patches))
+            image_patches = torch.from_numpy(np.asarray(image_patches)).to(device)
             outs = model(image_patches).data.cpu().numpy()
             for out, (x, y, w, h) in zip(outs, coords):
                 pred[x:x + w, y:y + h] += out.transpose((1, 2, 0))
@@ -79,7 +83,8 @@ def naive_labels(model, tif: Path, num_classes: int) -> tuple[np.ndarray, int]:
     return np.argmax(pred, axis=-1).astype(np.uint8), windows
 
 
-def eoseg_labels(model, tif: Path, cfg, compile: bool = False, onnx: bool = False) -> tuple[np.ndarray, int, float]:
+def eoseg_labels(model, tif: Path, cfg, device: str, precision: str = "float32", compile: bool = False,
+                 onnx: bool = False) -> tuple[np.ndarray, int, float]:
     from eoseg.geometry import count_windows
     from eoseg.io import raster_info
     from eoseg.labelling import label_rows
@@ -94,8 +99,8 @@ def eoseg_labels(model, tif: Path, cfg, compile: bool = False, onnx: bool = Fals
         start = time.perf_counter()
         model = OnnxModel.from_module(model)
         warm_up = time.perf_counter() - start
-    predictor = Predictor(model, Normalization.from_config(cfg), WINDOW, STRIDE, BATCH, "cpu", compile=compile,
-                          reuse_memory=cfg.REUSE_FREED_MEMORY)
+    predictor = Predictor(model, Normalization.from_config(cfg), WINDOW, STRIDE, BATCH, device, precision=precision,
+                          compile=compile, reuse_memory=cfg.REUSE_FREED_MEMORY)
     if compile:  # compiling happens on the first batch: time it apart, it is paid once per process
         start = time.perf_counter()
         predictor.predict(np.zeros((3, WINDOW, WINDOW * BATCH), dtype=np.uint8))  # one full batch
@@ -115,14 +120,16 @@ def child(args) -> None:
 
     cfg = load_config(overrides=[f"MODEL_WIDTH={args.width}"])
     model, _ = load_model(args.weights, cfg)
-    model.eval()
-    torch.set_num_threads(os.cpu_count())
+    model.eval().to(args.device)
+    torch.set_num_threads(args.threads)
     warm_up = 0.0
     start = time.perf_counter()
     if args.variant == "naive":
-        labels, windows = naive_labels(model, Path(args.tif), cfg.num_classes)
+        labels, windows = naive_labels(model, Path(args.tif), cfg.num_classes, args.device)
     else:
-        labels, windows, warm_up = eoseg_labels(model, Path(args.tif), cfg, compile=args.variant == "eoseg-compiled",
+        labels, windows, warm_up = eoseg_labels(model, Path(args.tif), cfg, args.device,
+                                                precision="auto" if args.variant == "eoseg-auto" else "float32",
+                                                compile=args.variant == "eoseg-compiled",
                                                 onnx=args.variant == "eoseg-onnxruntime")
     seconds = time.perf_counter() - start - warm_up
     np.save(args.labels, labels)
@@ -140,9 +147,8 @@ def run_child(arguments: list[str]) -> tuple[dict, float]:
     return json.loads(output.strip().splitlines()[-1]), usage.ru_maxrss / 1024
 
 
-def machine() -> str:
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), platform.processor())
-    return f"{os.cpu_count()} CPU cores ({cpu}), torch {torch.__version__}, Python {platform.python_version()}"
+def machine(device: str = "cpu") -> str:
+    return f"{describe_hardware(device)}, Python {platform.python_version()}"
 
 
 # ---------------------------------------------------------------- commands
@@ -177,17 +183,22 @@ def compare(args) -> None:
     cfg = load_config(overrides=[f"MODEL_WIDTH={args.width}"])
     torch.manual_seed(0)
     weights = save_checkpoint(work / f"segnet_w{args.width}.pt", cfg, model_from_config(cfg), iteration=0)
-    variants = ("naive", "eoseg") + (("eoseg-compiled",) if args.compile else ()) + (("eoseg-onnxruntime",) if args.onnx else ())
+    auto, reason = resolve_precision("auto", args.device, "INFER_PRECISION")
+    variants = (("naive", "eoseg") + (("eoseg-auto",) if auto != "float32" else ())
+                + (("eoseg-compiled",) if args.compile else ()) + (("eoseg-onnxruntime",) if args.onnx else ()))
     load_before = os.getloadavg()[0]
     runs: dict[str, list[dict]] = {variant: [] for variant in variants}
     for _ in range(args.repeat):  # variants alternate, so that a slow spell of the machine hits them alike
         for variant in variants:
             labels = work / f"labels_{variant}.npy"
             timing, rss = run_child(["child", "--variant", variant, "--tif", str(tif), "--weights", str(weights),
-                                     "--width", str(args.width), "--labels", str(labels)])
+                                     "--width", str(args.width), "--labels", str(labels), "--device", args.device,
+                                     "--threads", str(args.threads)])
             runs[variant].append({**timing, "rss": rss, "labels": np.load(labels)})
-    print(f"machine: {machine()}; 1-min load average {load_before:.2f} before, {os.getloadavg()[0]:.2f} after")
-    print(f"tile {args.size} x {args.size}, SegNet width {args.width}, window {WINDOW}, stride {STRIDE}, batch {BATCH}, CPU; "
+    print(f"machine: {machine(args.device)}; 1-min load average {load_before:.2f} before, {os.getloadavg()[0]:.2f} after")
+    print(f"precision auto here: {auto} ({reason})" + ("" if auto != "float32" else ": no eoseg-auto variant, it is eoseg"))
+    print(f"tile {args.size} x {args.size}, SegNet width {args.width}, window {WINDOW}, stride {STRIDE}, batch {BATCH}, "
+          f"{args.device}, {args.threads} threads; "
           f"{args.repeat} run(s) of each variant, alternating; figures are medians")
     print(f"{'':18}{'seconds':>9}{'Mpx/s':>9}{'windows':>9}{'windows/s':>11}{'peak RSS':>11}{'ratio':>8}{'same labels':>13}")
     naive_runs = runs["naive"]
@@ -203,6 +214,10 @@ def compare(args) -> None:
             print(f"{'':18}runs: " + ", ".join(f"{run['seconds']:.1f} s" for run in variant_runs))
         if r["warm_up"]:
             print(f"{'':18}(plus {r['warm_up']:.0f} s of compiling or exporting, paid once, not in the figures above)")
+    if "eoseg-auto" in runs:
+        float32_seconds, auto_seconds = (float(np.median([r["seconds"] for r in runs[v]])) for v in ("eoseg", "eoseg-auto"))
+        same = 100 * float((runs["eoseg-auto"][-1]["labels"] == runs["eoseg"][-1]["labels"]).mean())
+        print(f"eoseg-auto ({auto}) vs eoseg float32: {float32_seconds / auto_seconds:.2f}x faster, {same:.3f}% same labels")
 
 
 def memory(args) -> None:
@@ -253,6 +268,8 @@ def main() -> None:
     p.add_argument("--compile", action="store_true", help="also time eoseg with INFER_COMPILE (torch.compile)")
     p.add_argument("--onnx", action="store_true", help="also time eoseg with INFER_ENGINE=onnxruntime")
     p.add_argument("--repeat", type=int, default=3, help="runs of each variant (alternating); medians are reported")
+    p.add_argument("--device", default="cpu", help="cpu or cuda: where every variant runs")
+    p.add_argument("--threads", type=int, default=os.cpu_count(), help="CPU threads of each variant (default: all cores)")
     p.add_argument("--workdir", default=work)
     p = commands.add_parser("memory", help="peak RSS labeling a huge raster and one --taller times taller")
     p.add_argument("--size", type=int, default=20000)
@@ -260,7 +277,9 @@ def main() -> None:
     p.add_argument("--width", type=float, default=0.0625, help="a small SegNet keeps the run short")
     p.add_argument("--workdir", default=work)
     p = commands.add_parser("child")
-    p.add_argument("--variant", choices=["naive", "eoseg", "eoseg-compiled", "eoseg-onnxruntime"])
+    p.add_argument("--variant", choices=["naive", "eoseg", "eoseg-auto", "eoseg-compiled", "eoseg-onnxruntime"])
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int)
     p.add_argument("--tif")
     p.add_argument("--weights")
     p.add_argument("--width", type=float)

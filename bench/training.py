@@ -1,6 +1,7 @@
 """Training benchmark: eoseg's training loop and data pipeline against a naive reference.
 
     python bench/training.py [--patches 160] [--steps 1] [--batch 10] [--workers 2] [--data-batches 150]
+                             [--widths 1.0 0.25] [--device cpu] [--skip-data]
 
 Makes ``--patches`` 256 x 256 patches from synthetic sample scenes, written both as PNG
 files and as an LMDB, then measures, on the CPU, in patches per second:
@@ -11,9 +12,12 @@ files and as an LMDB, then measures, on the CPU, in patches per second:
   DataLoader workers;
 - training step of the full SegNet (MODEL_WIDTH=1.0) at batch ``--batch``: (a) the naive
   reference loop, single-process PNG loading, float32, the network as built; (b) eoseg's
-  Trainer (LMDB, ``--workers`` workers) in float32, and in bfloat16 autocast with
-  channels_last. Each is timed over ``--steps`` steps after one warm-up step; eoseg's
-  figures are the per-step rates its own training log records.
+  Trainer (LMDB, ``--workers`` workers) in float32, and with PRECISION=auto (bfloat16
+  autocast with channels_last where the device computes bfloat16 natively; left out where
+  auto is float32), for each of ``--widths`` (0.25: the demo's network). Each is timed over
+  ``--steps`` steps after one warm-up step; eoseg's figures are the per-step rates its own
+  training log records. The machine line names the CPU and its flags, or the GPU
+  (``--device cuda``).
 
 Nothing here is a test; keep the machine otherwise idle while it runs.
 """
@@ -22,8 +26,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import os
-import platform
 import sys
 import tempfile
 import time
@@ -43,17 +45,13 @@ from eoseg.data import StreamBatchSampler, training_data  # noqa: E402
 from eoseg.lmdb_store import write_lmdb  # noqa: E402
 from eoseg.metadata import data_signature  # noqa: E402
 from eoseg.models import build_model  # noqa: E402
+from eoseg.precision import describe_hardware, resolve_precision  # noqa: E402
 from eoseg.sample import generate_scene  # noqa: E402
 from eoseg.device import Processes  # noqa: E402
 from eoseg.train import Trainer  # noqa: E402
 
 PATCH = 256
 SCENE = 1024
-
-
-def machine() -> str:
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), platform.processor())
-    return f"{os.cpu_count()} CPUs ({cpu}), torch {torch.__version__}, {torch.get_num_threads()} threads"
 
 
 def make_patches(folder: Path, count: int, cfg) -> None:
@@ -95,9 +93,9 @@ def naive_batches(png: Path, count: int, batch: int, rng: np.random.Generator):
         yield torch.from_numpy(np.stack(images)), torch.from_numpy(np.stack(labels))
 
 
-def naive_training(png: Path, count: int, batch: int, steps: int) -> float:
+def naive_training(png: Path, count: int, batch: int, steps: int, device: torch.device) -> float:
     torch.manual_seed(0)
-    model = build_model("segnet", 3, 6, 1.0).train()
+    model = build_model("segnet", 3, 6, 1.0).train().to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
     criterion = torch.nn.CrossEntropyLoss(ignore_index=255)
     batches = naive_batches(png, count, batch, np.random.default_rng(0))
@@ -105,16 +103,17 @@ def naive_training(png: Path, count: int, batch: int, steps: int) -> float:
         if step == 1:
             start = time.perf_counter()  # after the warm-up step
         images, labels = next(batches)
-        loss = criterion(model(images), labels)
+        loss = criterion(model(images.to(device)), labels.to(device))
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
+    loss.item()  # waits for a GPU to finish
     return steps * batch / (time.perf_counter() - start)
 
 
 # ---------------------------------------------------------------- eoseg
 def eoseg_training(cfg, steps: int) -> float:
-    trainer = Trainer(cfg.replace(ITERATIONS=steps + 1), Processes(), torch.device("cpu"), progress=False)
+    trainer = Trainer(cfg.replace(ITERATIONS=steps + 1), Processes(), torch.device(cfg.DEVICE), progress=False)
     trainer.run()
     with open(Path(cfg.TRAIN_DIR) / "log.csv", newline="") as handle:
         rates = [float(row["patches_per_s"]) for row in csv.DictReader(handle)][1:]  # after the warm-up step
@@ -135,45 +134,63 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=10)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--data-batches", type=int, default=150, help="batches timed per data pipeline")
+    parser.add_argument("--widths", type=float, nargs="+", default=[1.0, 0.25],
+                        help="SegNet widths of eoseg's training steps (1.0: the full SegNet, 0.25: the demo's)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda: where the training steps run")
+    parser.add_argument("--skip-data", action="store_true", help="time the training steps only")
     args = parser.parse_args()
-    print(f"machine: {machine()}")
+    device = torch.device(args.device)
+    auto, reason = resolve_precision("auto", device)
+    print(f"machine: {describe_hardware(device)}")
+    print(f"precision auto here: {auto} ({reason})")
     rows = []
     with tempfile.TemporaryDirectory(prefix="eoseg-bench-") as tmp:
         folder = Path(tmp)
         cfg = load_config(overrides=[
             f"PATCH_SIZE={PATCH}", "MODEL_WIDTH=1.0", f"BATCH_SIZE={args.batch}", f"NUM_WORKERS={args.workers}",
             f"LMDB_DIR={folder / 'lmdb'}", f"TRAIN_DIR={folder / 'train'}", f"MODEL_FILE={folder / 'model.pt'}",
-            "LOG_EVERY=1", "VAL_EVERY=0", "SNAPSHOT_EVERY=100000", "DEVICE=cpu", "LR_STEPS=[]",
+            "LOG_EVERY=1", "VAL_EVERY=0", "SNAPSHOT_EVERY=100000", f"DEVICE={args.device}", "LR_STEPS=[]",
         ])
         started = time.perf_counter()
         make_patches(folder, args.patches, cfg)
         print(f"{args.patches} patches of {PATCH} x {PATCH} written as PNG and LMDB in {time.perf_counter() - started:.0f} s")
 
         png = folder / "png"
-        naive = naive_batches(png, args.patches, args.batch, np.random.default_rng(1))
-        rows.append(("data", "naive: PNG decode, float32, flips, 1 process", data_rate(naive, args.data_batches)))
-        data = training_data(cfg)
-        for workers in (0, args.workers):
-            loader = DataLoader(data, batch_sampler=StreamBatchSampler(len(data), args.batch, seed=0), num_workers=workers)
-            rows.append(("data", f"eoseg: LMDB uint8, flips + rotations, {workers} workers", data_rate(iter(loader), args.data_batches)))
-            del loader
-        for row in rows:
-            print(f"  {row[1]:<58} {row[2]:8.1f} patches/s", flush=True)
+        if not args.skip_data:
+            naive = naive_batches(png, args.patches, args.batch, np.random.default_rng(1))
+            rows.append(("data", "naive: PNG decode, float32, flips, 1 process", data_rate(naive, args.data_batches)))
+            data = training_data(cfg)
+            for workers in (0, args.workers):
+                loader = DataLoader(data, batch_sampler=StreamBatchSampler(len(data), args.batch, seed=0), num_workers=workers)
+                rows.append(("data", f"eoseg: LMDB uint8, flips + rotations, {workers} workers", data_rate(iter(loader), args.data_batches)))
+                del loader
+            for row in rows:
+                print(f"  {row[1]:<58} {row[2]:8.1f} patches/s", flush=True)
 
-        rows.append(("train", "naive: PNG loading in-process, float32", naive_training(png, args.patches, args.batch, args.steps)))
-        print(f"  {rows[-1][1]:<58} {rows[-1][2]:8.2f} patches/s", flush=True)
-        for label, changes in (("float32", {}), ("bfloat16 autocast, channels_last", {"PRECISION": "bfloat16", "CHANNELS_LAST": True})):
-            run_cfg = cfg.replace(TRAIN_DIR=str(folder / f"train-{len(rows)}"), **changes)
-            rows.append(("train", f"eoseg: LMDB, {args.workers} workers, {label}", eoseg_training(run_cfg, args.steps)))
+        if 1.0 in args.widths:
+            rows.append(("train-1.0", "naive: PNG loading in-process, float32",
+                         naive_training(png, args.patches, args.batch, args.steps, device)))
             print(f"  {rows[-1][1]:<58} {rows[-1][2]:8.2f} patches/s", flush=True)
+        precisions = ["float32"] + (["auto"] if auto != "float32" else [])
+        for width in args.widths:
+            for setting in precisions:
+                run_cfg = cfg.replace(TRAIN_DIR=str(folder / f"train-{len(rows)}"), MODEL_WIDTH=width, PRECISION=setting)
+                label = "float32" if setting == "float32" else f"auto: {auto} autocast, channels_last"
+                rows.append((f"train-{width}", f"eoseg: LMDB, {args.workers} workers, {label}", eoseg_training(run_cfg, args.steps)))
+                print(f"  width {width}: {rows[-1][1]:<50} {rows[-1][2]:8.2f} patches/s", flush=True)
 
     print()
-    print("| part | variant | patches/s | vs naive |")
-    print("|---|---|---:|---:|")
-    reference = {part: next(rate for p, _, rate in rows if p == part) for part in ("data", "train")}
-    for part, label, rate in rows:
-        what = "data pipeline alone (256 x 256 x 3)" if part == "data" else f"training step, full SegNet, batch {args.batch}"
-        print(f"| {what} | {label} | {rate:.2f} | {rate / reference[part]:.2f}x |")
+    print("| part | variant | patches/s | vs first row | vs eoseg float32 |")
+    print("|---|---|---:|---:|---:|")
+    parts = dict.fromkeys(part for part, _, _ in rows)
+    for part in parts:
+        part_rows = [(label, rate) for p, label, rate in rows if p == part]
+        float32 = next((rate for label, rate in part_rows if label.startswith("eoseg") and label.endswith("float32")), None)
+        what = ("data pipeline alone (256 x 256 x 3)" if part == "data"
+                else f"training step, SegNet width {part.split('-')[1]}, batch {args.batch}, {PATCH} x {PATCH}, {args.device}")
+        for label, rate in part_rows:
+            versus = f"{rate / float32:.2f}x" if float32 and label.startswith("eoseg") else ""
+            print(f"| {what} | {label} | {rate:.2f} | {rate / part_rows[0][1]:.2f}x | {versus} |")
 
 
 if __name__ == "__main__":

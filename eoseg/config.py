@@ -51,7 +51,7 @@ def _is_json_object(path: Path) -> bool:
         return False
 
 
-RENAMED = {"VGG16_BN_WEIGHTS": "ENCODER_WEIGHTS"}  # config names of earlier versions -> their names now
+RENAMED = {"VGG16_BN_WEIGHTS": "ENCODER_WEIGHTS", "INFER_AUTOCAST": "INFER_PRECISION"}  # config names of earlier versions -> their names now
 
 
 def _unknown(name: str, known: Iterable[str], where: str) -> EosegError:
@@ -270,6 +270,12 @@ class Config:
             raise EosegError(f"WRITE_POLYGONS must be '', '.gpkg' or '.geojson', got {v['WRITE_POLYGONS']!r}")
         for name in (*SPLITS.values(), "VAL_IDS"):
             check_tile_ids(v[name], name)
+        from eoseg.precision import check_precision  # torch loads only once a config is checked
+
+        for name in ("PRECISION", "INFER_PRECISION"):
+            check_precision(v[name], name)
+        if v["CHANNELS_LAST"] not in (None, True, False):
+            raise EosegError(f"CHANNELS_LAST must be None (with bfloat16/float16 only), True or False, got {v['CHANNELS_LAST']!r}")
         _check_recipe(v)
 
 

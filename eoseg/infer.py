@@ -250,11 +250,12 @@ def _config_sha256(cfg: Config) -> str:
     return hashlib.sha256(json.dumps(cfg.to_dict(), sort_keys=True, default=str).encode()).hexdigest()
 
 
-def _made_with(cfg: Config, weights_sha256: str, caffe_mean: str | None, job: Job) -> dict:
+def _made_with(cfg: Config, weights_sha256: str, caffe_mean: str | None, job: Job, precision: str) -> dict:
     """Everything an image's outputs depend on; a completion record made with anything else is stale."""
     made_with = {
         "format": RECORD_FORMAT,
         "config_sha256": _config_sha256(cfg),
+        "precision": precision,  # what INFER_PRECISION resolved to on this device: "auto" differs across machines
         "weights_sha256": weights_sha256,
         "caffe_mean": caffe_mean,
         "image": _file_state(job.info.path),
@@ -360,6 +361,8 @@ def run_inference(cfg: Config, weights: str | Path, out_dir: str | Path, tile_id
     for job in jobs:
         check_input_dtype(normalization, (job.stack.dtype if job.stack is not None else job.info.dtype), job.info.path)
     predictor = make_predictor(cfg, model, normalization, device)
+    if rank == 0 and progress:
+        print(f"precision: {predictor.precision} ({predictor.precision_reason})")
     weights_sha256 = file_sha256(weights)
     out_dir.mkdir(parents=True, exist_ok=True)
     if rank == 0:
@@ -370,7 +373,7 @@ def run_inference(cfg: Config, weights: str | Path, out_dir: str | Path, tile_id
         results = []
         for job in bar:
             try:
-                results.append(_label_once(cfg, predictor, job, out_dir, _made_with(cfg, weights_sha256, caffe_mean, job),
+                results.append(_label_once(cfg, predictor, job, out_dir, _made_with(cfg, weights_sha256, caffe_mean, job, predictor.precision),
                                            rank, force))
             except DamagedInputError as err:
                 if job.name not in image_jobs:  # a configured tile is part of the dataset: fix it first
@@ -396,7 +399,7 @@ def run_inference(cfg: Config, weights: str | Path, out_dir: str | Path, tile_id
     if shard is not None:  # the whole run's report comes from merge_shard_reports
         summary.outputs["metrics"] = out_dir / SHARD_REPORT.format(k=shard[0], n=shard[1])
         if rank == 0:
-            _write_reports(summary, weights, {"shard": list(shard), "weights_sha256": weights_sha256,
+            _write_reports(summary, weights, predictor.precision, {"shard": list(shard), "weights_sha256": weights_sha256,
                                               "config_sha256": _config_sha256(cfg)})
         return summary
     summary.outputs["metrics"] = out_dir / "metrics.json"
@@ -404,14 +407,15 @@ def run_inference(cfg: Config, weights: str | Path, out_dir: str | Path, tile_id
         summary.outputs["confusion_plot"] = out_dir / "confusion_matrix.png"
         summary.outputs["metrics_table"] = out_dir / "metrics.txt"
     if rank == 0:
-        _write_reports(summary, weights)
+        _write_reports(summary, weights, predictor.precision)
     return summary
 
 
-def _write_reports(summary: InferenceSummary, weights: str | Path, extra: dict | None = None) -> None:
+def _write_reports(summary: InferenceSummary, weights: str | Path, precision: str | None, extra: dict | None = None) -> None:
     report = {
         **(extra or {}),
         "weights": str(weights),
+        "precision": precision,
         "images": {r.name: {"truth": r.truth_source, "metrics": r.metrics, "rank": r.rank,
                             "outputs": {k: str(v) for k, v in r.outputs.items()}}
                    for r in summary.images},
@@ -497,5 +501,5 @@ def merge_shard_reports(cfg: Config, folders: list[str | Path], out_dir: str | P
         summary.outputs["confusion_plot"] = out_dir / "confusion_matrix.png"
         summary.outputs["metrics_table"] = out_dir / "metrics.txt"
     out_dir.mkdir(parents=True, exist_ok=True)
-    _write_reports(summary, first["weights"], {"merged_shards": n, "weights_sha256": first["weights_sha256"]})
+    _write_reports(summary, first["weights"], first.get("precision"), {"merged_shards": n, "weights_sha256": first["weights_sha256"]})
     return summary

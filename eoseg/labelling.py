@@ -1,7 +1,7 @@
 """The one way eoseg labels a raster and scores it: inference, validation and benchmarks alike.
 
 :func:`make_predictor` builds the sliding-window predictor the config describes (WINDOW,
-STRIDE, BLEND, TTA, INFER_AUTOCAST, INFER_OPTIMIZE, INFER_COMPILE, INFER_ENGINE).
+STRIDE, BLEND, TTA, INFER_PRECISION, INFER_OPTIMIZE, INFER_COMPILE, INFER_ENGINE).
 :func:`label_rows` streams a tile's stacked input (:class:`eoseg.tiles.TileStack`) through
 it block of rows by block of rows: nodata pixels (every source's mask) take their bands'
 means before the network and IGNORE_LABEL in the labels, and, given ground truth, each block
@@ -45,7 +45,7 @@ def make_predictor(cfg: Config, model, normalization: Normalization, device: tor
         if not isinstance(model, OnnxModel):
             model = OnnxModel.from_module(model)
     return Predictor(model, normalization, cfg.WINDOW, cfg.STRIDE, cfg.INFER_BATCH_SIZE, device, blend=cfg.BLEND,
-                     tta=cfg.TTA, autocast=cfg.INFER_AUTOCAST, optimize=cfg.INFER_OPTIMIZE, compile=cfg.INFER_COMPILE,
+                     tta=cfg.TTA, precision=cfg.INFER_PRECISION, optimize=cfg.INFER_OPTIMIZE, compile=cfg.INFER_COMPILE,
                      reuse_memory=cfg.REUSE_FREED_MEMORY)
 
 

@@ -12,6 +12,7 @@ raster's height. Reading the next block (a background thread) overlaps with comp
 
 from __future__ import annotations
 
+import copy
 import math
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -27,9 +28,9 @@ from eoseg.errors import EosegError
 from eoseg.geometry import axis_starts
 from eoseg.models.fuse import can_fuse_relu, fold_batchnorm
 from eoseg.normalization import Normalization
+from eoseg.precision import DTYPES, resolve_precision
 
 BLENDS = ("uniform", "gaussian")
-AUTOCAST_DTYPES = {"": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 ReadRows = Callable[[int, int], np.ndarray]  # (first row, end row) -> (C, rows, W) raw pixels
 ValidRows = Callable[[int, int], np.ndarray]  # (first row, end row) -> (rows, W) True where the pixels hold data
 
@@ -81,23 +82,34 @@ class Predictor:
 
     ``model`` is any callable from a normalised (N, C, h, w) float32 batch to (N, classes,
     h, w) scores (a torch module, or an ONNX engine with ``eval``/``to``). For torch
-    modules batch norm is folded (and, on CPU in float32, each convolution fused with its
-    ReLU) and channels_last used when ``optimize``; ``autocast`` ("bf16", "fp16") computes
-    in lower precision; ``compile`` wraps the model in ``torch.compile``; ``reuse_memory``
+    modules batch norm is folded (and, on CPU in float32 or bfloat16, each convolution fused
+    with its ReLU) and channels_last used when ``optimize``; ``precision`` ("float32",
+    "bfloat16", "float16", or "auto": :func:`eoseg.precision.resolve_precision`) is what the
+    network computes in: bfloat16 with the weights (after folding) and activations in
+    bfloat16, the faster form on CPUs (bench/RESULTS.md); float16 under autocast, where
+    float32 keeps the values that would overflow; the scores are blended in float32 whatever
+    it is; ``compile`` wraps the model in ``torch.compile``; ``reuse_memory``
     (CPU) has the process keep freed memory for reuse (:func:`eoseg.allocator.reuse_freed_memory`).
     """
 
     def __init__(self, model, normalization: Normalization, window: int, stride: int, batch_size: int,
-                 device: torch.device | str = "cpu", blend: str = "uniform", tta=(), autocast: str = "",
+                 device: torch.device | str = "cpu", blend: str = "uniform", tta=(), precision: str = "float32",
                  optimize: bool = True, compile: bool = False, reuse_memory: bool = False):
         if stride > window:
             raise EosegError(f"STRIDE {stride} is larger than WINDOW {window}: pixels between windows would get no label")
         bad = [name for name in tta if name not in TTA_NAMES]
         if bad:
             raise EosegError(f"TTA may hold {', '.join(TTA_NAMES)}; got {bad}")
-        if autocast not in AUTOCAST_DTYPES:
-            raise EosegError(f"INFER_AUTOCAST must be one of {', '.join(map(repr, AUTOCAST_DTYPES))}, got {autocast!r}")
         self.device = torch.device(device)
+        self.precision, self.precision_reason = resolve_precision(precision, self.device, "INFER_PRECISION")
+        if not isinstance(model, nn.Module) and self.precision != "float32":
+            if precision != "auto":
+                raise EosegError(f"INFER_PRECISION={precision} applies to torch models; this engine runs its model "
+                                 "as exported: set INFER_PRECISION=float32 or auto")
+            self.precision, self.precision_reason = "float32", "INFER_PRECISION=auto: the engine runs its model as exported"
+        # bfloat16 has float32's range: the whole network can run in it
+        self.network_dtype = torch.bfloat16 if self.precision == "bfloat16" and isinstance(model, nn.Module) else None
+        self.autocast = DTYPES[self.precision] if self.precision == "float16" else None
         self.channels_last = False
         if isinstance(model, nn.Module):
             model = model.eval()
@@ -106,9 +118,11 @@ class Predictor:
             if optimize:
                 # our own copy: the memory-format change below must not reach the caller's model;
                 # inductor fuses the ReLUs itself when compiling
-                fuse_relu = can_fuse_relu(self.device) and not autocast and not compile
+                fuse_relu = can_fuse_relu(self.device) and self.autocast is None and not compile
                 model = fold_batchnorm(model, fuse_relu=fuse_relu)
-            model = model.to(self.device)
+            elif self.network_dtype is not None:
+                model = copy.deepcopy(model)  # the dtype change must not reach the caller's model either
+            model = model.to(self.device, dtype=self.network_dtype)
             if optimize:
                 model = model.to(memory_format=torch.channels_last)
                 self.channels_last = True
@@ -126,7 +140,6 @@ class Predictor:
         self.profile = window_profile(window, blend)
         self.weights = None if blend == "uniform" else window_weights(window, blend).to(self.device)
         self.tta = tuple(tta)
-        self.autocast = AUTOCAST_DTYPES[autocast]
         self.compiled = compile
 
     # ------------------------------------------------------------ network
@@ -141,6 +154,8 @@ class Predictor:
         total = None
         for name in variants:
             x = inputs if name is None else transform_batch(name, inputs)
+            if self.network_dtype is not None:
+                x = x.to(self.network_dtype)
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             with torch.autocast(self.device.type, dtype=self.autocast, enabled=self.autocast is not None):

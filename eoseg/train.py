@@ -53,6 +53,7 @@ from eoseg.models import first_stream_bands, model_from_config
 from eoseg.models.encoder_weights import init_encoder_weights
 from eoseg.normalization import Normalization
 from eoseg.plots import display_rgb, plot_training_log
+from eoseg.precision import check_precision, resolve_precision
 from eoseg.recipe import LearningRateSchedule, make_loss, make_optimizer
 from eoseg.tensorboard import TensorBoardLog
 from eoseg.tiles import TileStack, TruthSource, eval_truth, tile_stack
@@ -104,8 +105,7 @@ def resolve_class_weights(cfg: Config, data, progress: bool) -> list[float] | No
 
 
 def check_training_config(cfg: Config) -> None:
-    if cfg.PRECISION not in AUTOCAST_DTYPES:
-        raise EosegError(f"PRECISION must be one of {', '.join(AUTOCAST_DTYPES)}, got {cfg.PRECISION!r}")
+    check_precision(cfg.PRECISION, "PRECISION")
     for name in ("ITERATIONS", "LOG_EVERY", "SNAPSHOT_EVERY"):
         if not isinstance(getattr(cfg, name), int) or getattr(cfg, name) < 1:
             raise EosegError(f"{name} must be a positive integer, got {getattr(cfg, name)!r}")
@@ -315,13 +315,18 @@ class Trainer:
             loaded = init_encoder_weights(self.model, cfg.ENCODER_WEIGHTS)
             if processes.is_main:
                 print(loaded)
-        self.memory_format = torch.channels_last if cfg.CHANNELS_LAST else torch.contiguous_format
+        self.precision, precision_reason = resolve_precision(cfg.PRECISION, device)
+        channels_last = self.precision != "float32" if cfg.CHANNELS_LAST is None else cfg.CHANNELS_LAST
+        if self.progress:
+            print(f"precision: {self.precision} ({precision_reason}); memory layout: "
+                  f"{'channels_last' if channels_last else 'contiguous'}")
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.model.to(device, memory_format=self.memory_format)
         self.optimizer = make_optimizer(cfg, self.model)
         self.schedule = LearningRateSchedule(cfg, self.optimizer)
-        self.autocast_dtype = AUTOCAST_DTYPES[cfg.PRECISION]
+        self.autocast_dtype = AUTOCAST_DTYPES[self.precision]
         # float16 gradients underflow without loss scaling; bfloat16 has float32's range
-        self.scaler = torch.amp.GradScaler(device.type, enabled=cfg.PRECISION == "float16")
+        self.scaler = torch.amp.GradScaler(device.type, enabled=self.precision == "float16")
         self.iteration, sample_position, self.best = 0, 0, None
         self.training_seconds = 0.0  # time spent in training steps, over all runs of this training (TRAIN_MINUTES)
         if payload is not None:
@@ -386,7 +391,7 @@ class Trainer:
         """Metrics of the validation tiles labelled as inference.py labels them (all processes together).
 
         The same labelling core (eoseg.labelling) with the same settings (BLEND, TTA,
-        INFER_AUTOCAST, INFER_OPTIMIZE, INFER_ENGINE, nodata handling): inference.py with these
+        INFER_PRECISION, INFER_OPTIMIZE, INFER_ENGINE, nodata handling): inference.py with these
         weights reports the same confusion matrix, to the pixel.
         """
         cfg = self.cfg

@@ -144,10 +144,10 @@ def test_tta_averages_the_transformed_predictions(tiny_model, image):
     torch.testing.assert_close(both, (plain + flipped) / 2, rtol=1e-4, atol=1e-5)
 
 
-def test_bfloat16_autocast_mostly_agrees(tiny_model, image):
+def test_bfloat16_mostly_agrees(tiny_model, image):
     norm = Normalization((0.0,) * 3, (255.0,) * 3)
     full = Predictor(tiny_model, norm, 32, 16, 4).predict(image)
-    low = Predictor(tiny_model, norm, 32, 16, 4, autocast="bf16").predict(image)
+    low = Predictor(tiny_model, norm, 32, 16, 4, precision="bfloat16").predict(image)
     assert (full == low).mean() > 0.9
 
 
@@ -159,7 +159,7 @@ def test_nan_pixels_do_not_spread(tiny_model):
 
 
 @pytest.mark.parametrize("kwargs,match", [
-    ({"tta": ("flip",)}, "TTA"), ({"autocast": "int8"}, "INFER_AUTOCAST"), ({"blend": "cosine"}, "BLEND"),
+    ({"tta": ("flip",)}, "TTA"), ({"precision": "int8"}, "INFER_PRECISION"), ({"blend": "cosine"}, "BLEND"),
 ])
 def test_bad_settings_refused(kwargs, match):
     with pytest.raises(EosegError, match=match):

@@ -11,7 +11,7 @@ from eoseg.models.segnet import LayeredNet
 
 
 class ConvReLU(nn.Module):
-    """A 3x3 convolution and the ReLU after it as one oneDNN kernel (CPU, float32).
+    """A 3x3 convolution and the ReLU after it as one oneDNN kernel (CPU, float32 or bfloat16).
 
     The ReLU is applied to the convolution's output while it is still in cache, instead
     of in a second pass over memory.
@@ -64,7 +64,7 @@ def fold_batchnorm(model: nn.Module, fuse_relu: bool = False) -> nn.Module:
 
     In eval mode batch norm is an affine map per channel, so it can be merged into the
     convolution's weights and bias: one pass over the data less per layer. With
-    ``fuse_relu`` (CPU, float32 only: see :func:`can_fuse_relu`) each convolution of a
+    ``fuse_relu`` (CPU, not under autocast: see :func:`can_fuse_relu`) each convolution of a
     :class:`LayeredNet` also runs with its ReLU as one kernel. Layers are found in every
     :class:`LayeredNet` the model holds, and as :func:`conv_bn_pairs` elsewhere; a batch
     norm that follows no convolution (a transformer block's pre-normalisation) stays.
