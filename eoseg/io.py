@@ -197,15 +197,17 @@ def check_writable(folder: str | Path, what: str) -> None:
 def exclusive_or_refuse(path: str | Path, busy: str) -> Iterator[None]:
     """Hold the lock file ``path`` for a block; if another process holds it, refuse with ``busy``.
 
-    Like :func:`exclusive`, without waiting: for work that must not run twice at once.
+    Like :func:`exclusive`, without waiting: for work that must not run twice at once. A POSIX
+    record lock, not flock: forked children (DataLoader workers) do not inherit it, so a killed
+    run's lock goes with the run even while its workers linger.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     while True:
         handle = open(path, "a")
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+            fcntl.lockf(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except (BlockingIOError, PermissionError):  # EAGAIN or EACCES, as the system reports a held lock
             handle.close()
             raise EosegError(busy) from None
         with contextlib.suppress(FileNotFoundError):

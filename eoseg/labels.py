@@ -32,8 +32,9 @@ from eoseg.errors import EosegError
 from eoseg.grid import bounds, needs_warp, open_on_grid
 from eoseg.io import RasterInfo, raster_info
 
-# a label map with at least this share of IGNORE_LABEL pixels and at most one class present is
-# most likely a binary mask whose class value collides with IGNORE_LABEL (255 of a 0/255 mask)
+# a label map with at least this share of IGNORE_LABEL pixels and one class present is most likely
+# a binary mask whose class value collides with IGNORE_LABEL (255 of a 0/255 mask); with no class
+# at all it is a tile with nothing labelled, which training skips
 SUSPICIOUS_IGNORE_SHARE = 0.05
 SCAN_ROWS = 1024  # rows per read when a whole label raster is checked by windows
 LISTED = 4  # values listed in an error, most frequent first
@@ -115,10 +116,10 @@ class LabelValues:
             total = sum(counts.values())
             ignored = counts.get(self.ignore_label, 0)
             present = [v for v in counts if 0 <= v < self.num_classes]
-            if total and ignored / total >= SUSPICIOUS_IGNORE_SHARE and len(present) <= 1:
+            if total and ignored / total >= SUSPICIOUS_IGNORE_SHARE and len(present) == 1:
                 raise EosegError(
                     f"{source}: {ignored / total:.0%} of the pixels are IGNORE_LABEL {self.ignore_label} (unlabelled) and "
-                    f"only class {present[0] if present else 'none'} of {self.num_classes} occurs: a 0/{self.ignore_label} "
+                    f"only class {present[0]} of {self.num_classes} occurs: a 0/{self.ignore_label} "
                     f"mask? map its values with LABEL_VALUES, e.g. {{0: 0, {self.ignore_label}: 1}} (or, if "
                     f"{self.ignore_label} does mean unlabelled, name it: {{..., {self.ignore_label}: 'ignore'}})")
 
