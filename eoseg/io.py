@@ -20,7 +20,7 @@ import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import IO, Callable, Iterator, Sequence
 from xml.sax.saxutils import escape
 
 import numpy as np
@@ -151,16 +151,14 @@ def file_sha256(path: str | Path) -> str:
 
 
 @contextlib.contextmanager
-def exclusive(path: str | Path) -> Iterator[None]:
-    """Hold the lock file ``path``: processes writing the same outputs take turns.
+def _lock_file(path: Path, lock: Callable[[IO], None]) -> Iterator[None]:
+    """Hold the lock file ``path``, taken by ``lock(handle)``, for a block; the file is removed on release.
 
-    The lock goes with its process, even a killed one. The file is removed on release, so
-    a waiter may end up holding a file no longer in place: it then tries again.
+    A process that locked a file removed meanwhile (by the holder it waited for) tries again.
     """
-    path = Path(path)
     while True:
         handle = open(path, "a")
-        fcntl.flock(handle, fcntl.LOCK_EX)
+        lock(handle)
         with contextlib.suppress(FileNotFoundError):
             if os.stat(path).st_ino == os.fstat(handle.fileno()).st_ino:
                 break
@@ -170,6 +168,16 @@ def exclusive(path: str | Path) -> Iterator[None]:
     finally:
         path.unlink(missing_ok=True)  # before releasing: a waiter must not take a file that is about to go
         handle.close()
+
+
+@contextlib.contextmanager
+def exclusive(path: str | Path) -> Iterator[None]:
+    """Hold the lock file ``path``: processes writing the same outputs take turns.
+
+    The lock goes with its process, even a killed one.
+    """
+    with _lock_file(Path(path), lambda handle: fcntl.flock(handle, fcntl.LOCK_EX)):
+        yield
 
 
 def check_writable(folder: str | Path, what: str) -> None:
@@ -203,22 +211,16 @@ def exclusive_or_refuse(path: str | Path, busy: str) -> Iterator[None]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    while True:
-        handle = open(path, "a")
+
+    def lock_or_refuse(handle: IO) -> None:
         try:
             fcntl.lockf(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except (BlockingIOError, PermissionError):  # EAGAIN or EACCES, as the system reports a held lock
             handle.close()
             raise EosegError(busy) from None
-        with contextlib.suppress(FileNotFoundError):
-            if os.stat(path).st_ino == os.fstat(handle.fileno()).st_ino:
-                break
-        handle.close()
-    try:
+
+    with _lock_file(path, lock_or_refuse):
         yield
-    finally:
-        path.unlink(missing_ok=True)
-        handle.close()
 
 
 @contextlib.contextmanager
