@@ -9,7 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from eoseg.config import load_config
+# Under pytest-xdist each worker process gets one thread (its subprocesses too): PyTorch's
+# threads spin while they wait, so two workers with two threads each on two cores run many
+# times slower than two with one.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["OMP_NUM_THREADS"] = "1"
+
+from eoseg.config import load_config  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared" / "data"
