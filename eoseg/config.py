@@ -280,7 +280,7 @@ class Config:
 
 
 def _check_recipe(v: dict[str, Any]) -> None:
-    """The training recipe's choices and numbers (see config.py: TRAIN_MINUTES to OHEM_FRACTION)."""
+    """The training recipe's choices and numbers (see config.py: LR_STEPS, TRAIN_MINUTES to OHEM_FRACTION)."""
     for name, choices in (("OPTIMIZER", OPTIMIZERS), ("LR_SCHEDULE", LR_SCHEDULES), ("LOSS", LOSSES)):
         if v[name] not in choices:
             raise EosegError(f"{name} must be one of {', '.join(map(repr, choices))}, got {v[name]!r}")
@@ -295,6 +295,9 @@ def _check_recipe(v: dict[str, Any]) -> None:
         if not (low <= value if low_allowed else low < value) or value > high or value != value:
             bound = f"{'>=' if low_allowed else '>'} {low:g}" + (f" and <= {high:g}" if high != float("inf") else "")
             raise EosegError(f"{name} must be {bound}, got {value!r}")
+    # its default [] says nothing of what the items are, so the type checks of overrides cannot
+    if any(isinstance(step, bool) or not isinstance(step, int) or step < 1 for step in v["LR_STEPS"]):
+        raise EosegError(f"LR_STEPS holds iterations, whole numbers >= 1, got {v['LR_STEPS']!r}")
     if v["WARMUP_FRACTION"] >= 1:
         raise EosegError(f"WARMUP_FRACTION must be below 1 (a fraction of the training left to the schedule), got {v['WARMUP_FRACTION']!r}")
 
