@@ -8,12 +8,13 @@ The effective configuration is written as JSON beside each script's outputs.
 The defaults below are the training recipe for your own data. DATASET picks a preset
 from PRESETS at the end: the preset's names replace the defaults, and --config /
 KEY=VALUE override both. DATASET = "sample" here, so the scripts run without arguments
-on the bundled sample with the demo's recipe. To bring your own data, add a preset (or
-write a --config file) with your folders, tile ids, bands and classes.
+on the bundled sample with the demo's recipe; a --config file that does not name a
+DATASET applies no preset. To bring your own data, write a --config file (or add a
+preset) with your folders, tile ids, bands and classes: it trains with the recipe below.
 """
 
 # ---------------------------------------------------------------- dataset
-DATASET = "sample"  # a key of PRESETS: "sample", "vaihingen", "potsdam" (or your own)
+DATASET = "sample"  # the preset applied over these defaults, a key of PRESETS: "sample", "vaihingen", "potsdam" (or your own); "" = none. A --config file that does not name one applies none: config.py's defaults, the recipe for your own data
 DATA_ROOT = "data/sample"  # folder holding the collections below; patterns are relative to it
 IMAGE_PATTERN = "top/top_mosaic_09cm_area{id}.tif"  # orthophoto of tile {id}
 GT_COLOR_PATTERN = "gts_for_participants/top_mosaic_09cm_area{id}.tif"  # colour-coded ground truth
