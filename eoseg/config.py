@@ -298,7 +298,7 @@ def _check_recipe(v: dict[str, Any]) -> None:
         if not (low <= value if low_allowed else low < value) or value > high or value != value:
             bound = f"{'>=' if low_allowed else '>'} {low:g}" + (f" and <= {high:g}" if high != float("inf") else "")
             raise EosegError(f"{name} must be {bound}, got {value!r}")
-    # its default [] says nothing of what the items are, so the type checks of overrides cannot
+    # files and overrides are type-checked against the default, and LR_STEPS's [] names no item type
     if any(isinstance(step, bool) or not isinstance(step, int) or step < 1 for step in v["LR_STEPS"]):
         raise EosegError(f"LR_STEPS holds iterations, whole numbers >= 1, got {v['LR_STEPS']!r}")
     if v["WARMUP_FRACTION"] >= 1:
