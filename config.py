@@ -5,13 +5,16 @@ Every script reads these names. Override them without editing this file:
     python training.py ITERATIONS=2000 DEVICE=cuda # KEY=VALUE, after the other arguments
 The effective configuration is written as JSON beside each script's outputs.
 
-DATASET picks a preset from PRESETS below: the preset's names replace the defaults,
-and --config / KEY=VALUE override both. To bring your own data, add a preset (or
-write a --config file) with your folders, tile ids, bands and classes.
+The defaults below are the training recipe for your own data. DATASET picks a preset
+from PRESETS at the end: the preset's names replace the defaults, and --config /
+KEY=VALUE override both. DATASET = "sample" here, so the scripts run without arguments
+on the bundled sample with the demo's recipe; a --config file that does not name a
+DATASET applies no preset. To bring your own data, write a --config file (or add a
+preset) with your folders, tile ids, bands and classes: it trains with the recipe below.
 """
 
 # ---------------------------------------------------------------- dataset
-DATASET = "sample"  # a key of PRESETS: "sample", "vaihingen", "potsdam" (or your own)
+DATASET = "sample"  # the preset applied over these defaults, a key of PRESETS: "sample", "vaihingen", "potsdam" (or your own); "" = none. A --config file that does not name one applies none: config.py's defaults, the recipe for your own data
 DATA_ROOT = "data/sample"  # folder holding the collections below; patterns are relative to it
 IMAGE_PATTERN = "top/top_mosaic_09cm_area{id}.tif"  # orthophoto of tile {id}
 GT_COLOR_PATTERN = "gts_for_participants/top_mosaic_09cm_area{id}.tif"  # colour-coded ground truth
@@ -58,8 +61,8 @@ NIR_BAND = "IR"  # name of the near-infrared band for NDVI, likewise
 COMPOSITE_NDSM_MAX = 30.0  # make_composite.py: metres of nDSM mapped to 255 (higher is clipped); the DSM is stretched min..max per tile, NDVI -1..1 to 0..255
 
 # ---------------------------------------------------------------- patches (extract_images.py, create_lmdb.py)
-PATCH_SIZE = 128  # side of the square training patches, in pixels
-TRAIN_STRIDE = 64  # step between training patches (< PATCH_SIZE gives overlap)
+PATCH_SIZE = 256  # side of the square training patches, in pixels
+TRAIN_STRIDE = 128  # step between training patches (< PATCH_SIZE gives overlap)
 FLIPS = True  # also write horizontally and vertically flipped training patches
 ROTATIONS = []  # extra training patches rotated by these angles, any of 90, 180, 270
 PATCHES_DIR = "runs/sample/patches"  # where extract_images.py writes patches and manifest
@@ -67,38 +70,38 @@ LMDB_DIR = "runs/sample/lmdb"  # where create_lmdb.py writes train.lmdb and test
 SHUFFLE_SEED = 1337  # fixed seed for the order of training records
 
 # ---------------------------------------------------------------- model
-MODEL = "segnet"  # a name of the model registry (eoseg.models.MODELS): "segnet" (all bands stacked: early fusion), "segnet_multiscale" (+ predictions at 1/8, 1/4, 1/2 scale, deep supervision), "fusenet" (optical and auxiliary encoders summed at each block), "segnet_late_fusion" (a SegNet per source, residual correction), "unet" (U-Net decoder on a ResNet encoder), "unetformer" (UNetFormer: ResNet encoder, global-local transformer decoder, auxiliary head in training)
+MODEL = "unet"  # a name of the model registry (eoseg.models.MODELS): "segnet" (all bands stacked: early fusion), "segnet_multiscale" (+ predictions at 1/8, 1/4, 1/2 scale, deep supervision), "fusenet" (optical and auxiliary encoders summed at each block), "segnet_late_fusion" (a SegNet per source, residual correction), "unet" (U-Net decoder on a ResNet encoder), "unetformer" (UNetFormer: ResNet encoder, global-local transformer decoder, auxiliary head in training)
 STREAM_BANDS = 0  # two-stream models (fusenet, segnet_late_fusion): how many of the stacked bands, from the first, feed the optical stream; the rest feed the auxiliary one (0 = the image's BANDS)
-MODEL_WIDTH = 0.25  # channel multiplier: 1.0 is the published SegNet, smaller is faster on CPU
+MODEL_WIDTH = 1.0  # channel multiplier: 1.0 is the published network (the width pretrained ENCODER_WEIGHTS fit), smaller is faster on CPU
 ENCODER = "resnet18"  # unet, unetformer: their ResNet encoder, "resnet18", "resnet34" or "resnet50" (the SegNets' encoder is always VGG16)
 ENCODER_WEIGHTS = ""  # local pretrained state dict (.pth/.pt/.safetensors) to initialise the encoder(s) ("" = random): torchvision's vgg16_bn for the SegNets, torchvision's or timm's resnet18/34/50 (keys may sit under one prefix, e.g. "backbone.") for unet/unetformer; every layer checked, first layers adapted to other band counts, not reset
 
 # ---------------------------------------------------------------- training (training.py)
 TRAIN_SOURCE = "lmdb"  # "lmdb": the packed patches; "tiles": random crops straight from the tiles
-BATCH_SIZE = 16  # patches per step and per process (under torchrun the step sees BATCH_SIZE x processes)
-ITERATIONS = 600  # optimisation steps (the sample reaches >90% OA in ~4 min on 2 CPU cores)
-BASE_LR = 0.05  # learning rate of the decoder
-ENCODER_LR_FACTOR = 0.5  # the encoder learns at BASE_LR * this (the method: half)
+BATCH_SIZE = 8  # patches per step and per process (under torchrun the step sees BATCH_SIZE x processes)
+ITERATIONS = 20000  # optimisation steps (unless TRAIN_MINUTES sets a time budget instead)
+BASE_LR = 0.001  # learning rate of the decoder
+ENCODER_LR_FACTOR = 1.0  # the encoder learns at BASE_LR * this (the method: half)
 MOMENTUM = 0.9  # SGD momentum
-WEIGHT_DECAY = 5e-4  # L2 penalty on the weights
-LR_STEPS = [400, 520]  # iterations at which the learning rate is divided by 10
+WEIGHT_DECAY = 0.01  # weight decay: an L2 penalty under SGD, decoupled under AdamW
+LR_STEPS = []  # LR_SCHEDULE="step": iterations at which the learning rate is divided by 10
 AUX_LOSS_WEIGHT = 1.0  # weight of each auxiliary output's loss (multi-scale predictions, late fusion's streams) beside the final output's
 CLASS_WEIGHTS = []  # per-class loss weights ([] = all equal)
 MEDIAN_FREQUENCY_WEIGHTS = False  # weight the loss by median frequency balancing of the training labels (SegNet's weighting), instead of CLASS_WEIGHTS
 TRAIN_MINUTES = 0.0  # train for this many minutes instead of ITERATIONS steps (0 = off): time of training steps, validation and checkpoints not counted; the LR schedule is laid over the budget; --resume continues the same budget
-OPTIMIZER = "sgd"  # "sgd" (the method: SGD with MOMENTUM) or "adamw" (AdamW); both with WEIGHT_DECAY and the encoder at BASE_LR * ENCODER_LR_FACTOR
-LR_SCHEDULE = "step"  # "step": LR divided by 10 at LR_STEPS (the method; under TRAIN_MINUTES at the same fractions LR_STEPS / ITERATIONS of the budget); "poly" or "cosine": decay to BASE_LR * FINAL_LR_FACTOR over ITERATIONS or TRAIN_MINUTES
-WARMUP_FRACTION = 0.0  # the learning rate ramps up linearly from 0 over this fraction of ITERATIONS or TRAIN_MINUTES, then follows LR_SCHEDULE over the rest (0 = no warm-up)
+OPTIMIZER = "adamw"  # "sgd" (the method: SGD with MOMENTUM) or "adamw" (AdamW); both with WEIGHT_DECAY and the encoder at BASE_LR * ENCODER_LR_FACTOR
+LR_SCHEDULE = "poly"  # "step": LR divided by 10 at LR_STEPS (the method; under TRAIN_MINUTES at the same fractions LR_STEPS / ITERATIONS of the budget); "poly" or "cosine": decay to BASE_LR * FINAL_LR_FACTOR over ITERATIONS or TRAIN_MINUTES
+WARMUP_FRACTION = 0.05  # the learning rate ramps up linearly from 0 over this fraction of ITERATIONS or TRAIN_MINUTES, then follows LR_SCHEDULE over the rest (0 = no warm-up)
 POLY_POWER = 0.9  # LR_SCHEDULE="poly": LR = BASE_LR * (1 - progress) ** POLY_POWER (above the final LR)
 FINAL_LR_FACTOR = 0.0  # LR_SCHEDULE "poly" and "cosine": the learning rate at the end, as a fraction of BASE_LR
-LOSS = "ce"  # "ce": cross-entropy (weighted by CLASS_WEIGHTS / MEDIAN_FREQUENCY_WEIGHTS); "ce_dice": that + DICE_WEIGHT x soft Dice; "focal": focal loss (FOCAL_GAMMA, class weights as alpha); "ohem": weighted cross-entropy of the hardest OHEM_FRACTION of pixels. IGNORE_LABEL pixels count in none
+LOSS = "ce_dice"  # "ce": cross-entropy (weighted by CLASS_WEIGHTS / MEDIAN_FREQUENCY_WEIGHTS); "ce_dice": that + DICE_WEIGHT x soft Dice; "focal": focal loss (FOCAL_GAMMA, class weights as alpha); "ohem": weighted cross-entropy of the hardest OHEM_FRACTION of pixels. IGNORE_LABEL pixels count in none
 DICE_WEIGHT = 1.0  # LOSS="ce_dice": weight of the soft Dice loss (mean over the classes present in the batch) beside cross-entropy
 FOCAL_GAMMA = 2.0  # LOSS="focal": focusing exponent (0 = cross-entropy)
 OHEM_FRACTION = 0.25  # LOSS="ohem": fraction of the labelled pixels of a batch, the hardest, that the loss keeps
 RANDOM_FLIPS = True  # random flips / 90-degree rotations of each training patch
-SNAPSHOT_EVERY = 300  # write a checkpoint every N iterations (and at the end)
-LOG_EVERY = 10  # append the loss to the CSV log every N iterations
-VAL_EVERY = 300  # label the validation tiles and log OA, mean F1, mean IoU every N iterations (0 = never); the best by mean F1 is kept as TRAIN_DIR/checkpoints/best.pt
+SNAPSHOT_EVERY = 1000  # write a checkpoint every N iterations (and at the end)
+LOG_EVERY = 50  # append the loss to the CSV log every N iterations
+VAL_EVERY = 1000  # label the validation tiles and log OA, mean F1, mean IoU every N iterations (0 = never); the best by mean F1 is kept as TRAIN_DIR/checkpoints/best.pt
 VAL_IDS = []  # tiles to validate on ([] = TEST_IDS, as the method does)
 NUM_WORKERS = 0  # DataLoader worker processes per training process
 SEED = 0  # seed of weight initialisation, sample order and augmentation
@@ -112,11 +115,11 @@ TRAIN_DIR = "runs/sample/train"  # checkpoints, CSV log, loss plot
 MODEL_FILE = "models/sample_segnet.pt"  # the trained weights training.py writes and inference.py reads
 
 # ---------------------------------------------------------------- inference (inference.py)
-WINDOW = 128  # side of the sliding window
-STRIDE = 64  # step of the sliding window (< WINDOW averages overlapping scores)
+WINDOW = 256  # side of the sliding window
+STRIDE = 128  # step of the sliding window (< WINDOW averages overlapping scores)
 INFER_BATCH_SIZE = 8  # windows per forward pass
 INFER_DIR = "runs/sample/inference"  # label maps, colour maps, metrics and plots
-BLEND = "uniform"  # overlapping windows: "uniform" average (the method) or "gaussian" (centre counts most: no seams)
+BLEND = "gaussian"  # overlapping windows: "uniform" average (the method) or "gaussian" (centre counts most: no seams)
 TTA = []  # test-time augmentation, averaged: any of "fliplr", "flipud", "rot90", "rot180", "rot270"
 INFER_PRECISION = "auto"  # "auto": "bfloat16" where the device computes it natively (as PRECISION), else "float32"; or one of those, or "float16" (GPUs): what the network runs in (bfloat16 weights and activations after batch-norm folding; float16 under autocast), the scores blended in float32
 INFER_OPTIMIZE = True  # fold batch norm into the convolutions and use channels_last (same labels, faster)
@@ -136,6 +139,31 @@ POLYGON_MIN_AREA = 0.0  # drop polygons and holes smaller than this, in CRS unit
 _ISPRS_VAIHINGEN_TEST = ["2", "4", "6", "8", "10", "12", "14", "16", "20", "22", "24", "27", "29", "31", "33", "35", "38"]
 _ISPRS_POTSDAM_TEST = ["2_13", "2_14", "3_13", "3_14", "4_13", "4_14", "4_15", "5_13", "5_14", "5_15", "6_13", "6_14", "6_15", "7_13"]
 
+# The method's choices (Audebert et al.): SegNet, SGD with momentum, the learning rate divided
+# by 10 at LR_STEPS, cross-entropy, overlapping windows averaged uniformly.
+_METHOD_RECIPE = dict(
+    MODEL="segnet", OPTIMIZER="sgd", ENCODER_LR_FACTOR=0.5, WEIGHT_DECAY=5e-4,
+    LR_SCHEDULE="step", WARMUP_FRACTION=0.0, LOSS="ce", BLEND="uniform",
+)
+# The demo's: the method's recipe scaled down for 2 CPU cores (the sample reaches >90% OA in
+# ~4 min there).
+_SAMPLE_RECIPE = dict(
+    _METHOD_RECIPE,
+    PATCH_SIZE=128, TRAIN_STRIDE=64,
+    MODEL_WIDTH=0.25, BATCH_SIZE=16, ITERATIONS=600, BASE_LR=0.05, LR_STEPS=[400, 520],
+    SNAPSHOT_EVERY=300, LOG_EVERY=10, VAL_EVERY=300,
+    WINDOW=128, STRIDE=64,
+)
+# The ISPRS benchmarks': the method's recipe as published, 50 epochs of 10 000 patches
+# (1000 steps of 10), LR / 10 after epochs 25, 35, 45.
+_ISPRS_RECIPE = dict(
+    _METHOD_RECIPE,
+    PATCH_SIZE=256, TRAIN_STRIDE=128, FLIPS=True, ROTATIONS=[90, 180, 270],
+    MODEL_WIDTH=1.0, BATCH_SIZE=10, ITERATIONS=50000, BASE_LR=0.01, LR_STEPS=[25000, 35000, 45000],
+    SNAPSHOT_EVERY=5000, LOG_EVERY=50, VAL_EVERY=5000,
+    WINDOW=256, STRIDE=128, INFER_BATCH_SIZE=10,
+)
+
 _VAIHINGEN = dict(
     DATA_ROOT="data/Vaihingen",
     IMAGE_PATTERN="top/top_mosaic_09cm_area{id}.tif",
@@ -148,21 +176,20 @@ _VAIHINGEN = dict(
     TRAIN_IDS=["1", "3", "23", "26", "7", "11", "13", "28", "17", "32", "34", "37"],
     TEST_IDS=["5", "21", "15", "30"],
     OFFICIAL_TEST_IDS=_ISPRS_VAIHINGEN_TEST,
-    PATCH_SIZE=256, TRAIN_STRIDE=128, FLIPS=True, ROTATIONS=[90, 180, 270],
     PATCHES_DIR="runs/vaihingen/patches", LMDB_DIR="runs/vaihingen/lmdb",
-    # the method's recipe: 50 epochs of 10 000 patches (1000 steps of 10), LR / 10 after epochs 25, 35, 45
-    MODEL_WIDTH=1.0, BATCH_SIZE=10, ITERATIONS=50000, BASE_LR=0.01, LR_STEPS=[25000, 35000, 45000],
-    SNAPSHOT_EVERY=5000, LOG_EVERY=50, VAL_EVERY=5000,
     TRAIN_DIR="runs/vaihingen/train", MODEL_FILE="models/vaihingen_segnet.pt",
-    WINDOW=256, STRIDE=128, INFER_BATCH_SIZE=10, INFER_DIR="runs/vaihingen/inference",
+    INFER_DIR="runs/vaihingen/inference",
+    **_ISPRS_RECIPE,
 )
 
 PRESETS = {
-    # Synthetic urban tiles in the Vaihingen layout, made by make_sample.py (not a benchmark).
-    "sample": {},
+    # Synthetic urban tiles in the Vaihingen layout, made by make_sample.py (not a benchmark):
+    # config.py's folders and tiles, with the demo's recipe: the method's, scaled down for 2 CPU cores.
+    "sample": _SAMPLE_RECIPE,
     # The sample with its nDSM (heights above the ground, metres) as a second input, in FuseNet:
     # an IRRG encoder and an nDSM encoder summed at every block (see bench/fusion.py).
     "sample_fusion": dict(
+        _SAMPLE_RECIPE,
         EXTRA_SOURCES=[{"pattern": NDSM_PATTERN, "bands": [1], "band_names": ["nDSM"], "mean": [0.0], "std": [10.0]}],
         MODEL="fusenet",
         PATCHES_DIR="runs/sample_fusion/patches", LMDB_DIR="runs/sample_fusion/lmdb",
@@ -200,12 +227,9 @@ PRESETS = {
                    "7_11", "7_9", "6_9", "7_7", "4_12", "6_8", "6_12", "6_7", "4_11"],
         TEST_IDS=["4_10", "5_11", "2_11", "3_10", "6_11", "7_12"],
         OFFICIAL_TEST_IDS=_ISPRS_POTSDAM_TEST,
-        PATCH_SIZE=256, TRAIN_STRIDE=128, FLIPS=True, ROTATIONS=[90, 180, 270],
         PATCHES_DIR="runs/potsdam/patches", LMDB_DIR="runs/potsdam/lmdb",
-        # the method's recipe: 50 epochs of 10 000 patches (1000 steps of 10), LR / 10 after epochs 25, 35, 45
-        MODEL_WIDTH=1.0, BATCH_SIZE=10, ITERATIONS=50000, BASE_LR=0.01, LR_STEPS=[25000, 35000, 45000],
-        SNAPSHOT_EVERY=5000, LOG_EVERY=50, VAL_EVERY=5000,
         TRAIN_DIR="runs/potsdam/train", MODEL_FILE="models/potsdam_segnet.pt",
-        WINDOW=256, STRIDE=128, INFER_BATCH_SIZE=10, INFER_DIR="runs/potsdam/inference",
+        INFER_DIR="runs/potsdam/inference",
+        **_ISPRS_RECIPE,
     ),
 }

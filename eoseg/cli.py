@@ -19,6 +19,8 @@ configuration:
   Names come from config.py (and the preset its DATASET names). Override them with
   --config FILE (a Python file assigning some of those names) and with KEY=VALUE
   arguments, e.g. DATASET=vaihingen ITERATIONS=2000 TRAIN_IDS="['1','3']".
+  A --config file that names no DATASET applies no preset: config.py's defaults,
+  the recipe for your own data (without one, DATASET=sample: the demo's).
   The effective configuration is saved as JSON beside the outputs.
 """
 

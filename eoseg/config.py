@@ -1,7 +1,9 @@
 """Loading config.py, --config files and KEY=VALUE overrides into one checked object.
 
 Order of precedence, lowest first: the defaults in config.py, the preset named by
-DATASET, the names of a ``--config`` file, ``KEY=VALUE`` overrides. Unknown names and
+DATASET, the names of a ``--config`` file, ``KEY=VALUE`` overrides. config.py's DATASET
+applies only without a ``--config`` file: a file that names no DATASET gets config.py's
+defaults, the recipe for users' own data, not the sample's preset. Unknown names and
 values of the wrong type are refused with the closest known name suggested.
 """
 
@@ -24,6 +26,7 @@ SPLITS = {"train": "TRAIN_IDS", "test": "TEST_IDS", "official_test": "OFFICIAL_T
 OPTIMIZERS = ("sgd", "adamw")
 LR_SCHEDULES = ("step", "poly", "cosine")
 LOSSES = ("ce", "ce_dice", "focal", "ohem")
+NO_PRESET = ""  # the DATASET that applies no preset, recorded as such in the effective config
 
 
 def _read_names(path: Path) -> dict[str, Any]:
@@ -280,7 +283,7 @@ class Config:
 
 
 def _check_recipe(v: dict[str, Any]) -> None:
-    """The training recipe's choices and numbers (see config.py: TRAIN_MINUTES to OHEM_FRACTION)."""
+    """The training recipe's choices and numbers (see config.py: LR_STEPS, TRAIN_MINUTES to OHEM_FRACTION)."""
     for name, choices in (("OPTIMIZER", OPTIMIZERS), ("LR_SCHEDULE", LR_SCHEDULES), ("LOSS", LOSSES)):
         if v[name] not in choices:
             raise EosegError(f"{name} must be one of {', '.join(map(repr, choices))}, got {v[name]!r}")
@@ -295,6 +298,9 @@ def _check_recipe(v: dict[str, Any]) -> None:
         if not (low <= value if low_allowed else low < value) or value > high or value != value:
             bound = f"{'>=' if low_allowed else '>'} {low:g}" + (f" and <= {high:g}" if high != float("inf") else "")
             raise EosegError(f"{name} must be {bound}, got {value!r}")
+    # files and overrides are type-checked against the default, and LR_STEPS's [] names no item type
+    if any(isinstance(step, bool) or not isinstance(step, int) or step < 1 for step in v["LR_STEPS"]):
+        raise EosegError(f"LR_STEPS holds iterations, whole numbers >= 1, got {v['LR_STEPS']!r}")
     if v["WARMUP_FRACTION"] >= 1:
         raise EosegError(f"WARMUP_FRACTION must be below 1 (a fraction of the training left to the schedule), got {v['WARMUP_FRACTION']!r}")
 
@@ -443,13 +449,17 @@ def load_config(
     if override_values:
         sources.append("overrides: " + " ".join(overrides))
 
-    dataset = override_values.get("DATASET", file_values.get("DATASET", defaults["DATASET"]))
-    if dataset not in presets:
+    # a --config file describes the user's data: without a DATASET of its own it takes no preset
+    default_dataset = NO_PRESET if config_file else defaults["DATASET"]
+    dataset = override_values.get("DATASET", file_values.get("DATASET", default_dataset))
+    if dataset != NO_PRESET and dataset not in presets:
         close = difflib.get_close_matches(str(dataset), list(presets), n=1)
         hint = f"did you mean {close[0]!r}? " if close else ""
-        raise EosegError(f"unknown DATASET {dataset!r}; {hint}presets: {', '.join(presets) or 'none'} (add yours to PRESETS)")
-    for key in presets[dataset]:
+        raise EosegError(f"unknown DATASET {dataset!r}; {hint}presets: {', '.join(presets) or 'none'} "
+                         f"(add yours to PRESETS; {NO_PRESET!r} for none)")
+    preset = presets.get(dataset, {})
+    for key in preset:
         if key not in defaults:
             raise _unknown(key, defaults, f"preset {dataset!r}")
-    values = {**defaults, **presets[dataset], **file_values, **override_values}
+    values = {**defaults, **preset, **file_values, **override_values, "DATASET": dataset}
     return Config(values, sources)

@@ -1,9 +1,10 @@
 """Training a network, resumable to the iteration, on one or many processes.
 
-The recipe (eoseg.recipe) is the method's by default: SGD with momentum and weight decay,
+The recipe (eoseg.recipe) is the method's in the presets: SGD with momentum and weight decay,
 the encoder at BASE_LR * ENCODER_LR_FACTOR, the learning rate divided by 10 at LR_STEPS,
 cross-entropy that skips IGNORE_LABEL, optionally weighted per class; OPTIMIZER,
-LR_SCHEDULE and LOSS choose others. Training runs for ITERATIONS steps, or for TRAIN_MINUTES
+LR_SCHEDULE and LOSS choose others (config.py's defaults, for users' own data: AdamW,
+warm-up and polynomial decay, cross-entropy + Dice). Training runs for ITERATIONS steps, or for TRAIN_MINUTES
 of training steps with the schedule laid over that time. Data come from eoseg.data, where
 sample order and augmentation are pure functions of the seed and the position in the
 training stream. Every VAL_EVERY iterations the validation tiles are labelled and scored as

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ast
 import json
+import runpy
 import textwrap
 from pathlib import Path
 
@@ -122,6 +124,72 @@ def test_file_can_define_its_own_preset(tmp_path):
     assert cfg.DATA_ROOT == "data/mine"
     assert cfg.tile_ids("train") == ["a", "b"]
     assert cfg.tile_path("IMAGE_PATTERN", "a") == Path("data/mine/top/top_mosaic_09cm_areaa.tif")
+
+
+# ---------------------------------------------------------------- the recipe for users' data
+DATA_ONLY = """
+    DATA_ROOT = "data/mycity"
+    IMAGE_PATTERN = "images/{id}.tif"
+    LABEL_PATTERN = "labels/{id}.tif"
+    TRAIN_IDS = ["a1", "a2"]
+    TEST_IDS = ["b1"]
+    BANDS = [1, 2, 3, 4]
+    BAND_NAMES = ["R", "G", "B", "NIR"]
+    CLASS_NAMES = ["background", "building"]
+    PALETTE = [[255, 255, 255], [255, 0, 0]]
+    LABEL_VALUES = {0: 0, 255: 1}
+    TRAIN_MINUTES = 30.0
+    NORM_MEAN = [0.0, 0.0, 0.0, 0.0]
+    NORM_STD = [255.0, 255.0, 255.0, 255.0]
+"""
+
+
+def assigned(source: str) -> dict:
+    """The config names a Python source assigns at its top level, read without eoseg (PRESETS left out)."""
+    return {node.targets[0].id: ast.literal_eval(node.value) for node in ast.parse(textwrap.dedent(source)).body
+            if isinstance(node, ast.Assign) and node.targets[0].id.isupper() and not node.targets[0].id.startswith("_")
+            and node.targets[0].id != "PRESETS"}
+
+
+def test_config_file_naming_only_data_gets_config_py_defaults_not_the_sample_preset(tmp_path):
+    path = write_config(tmp_path, DATA_ONLY)
+    cfg = load_config(path)
+    defaults = {name: value for name, value in assigned(DEFAULT_CONFIG_PATH.read_text()).items()
+                if name not in assigned(DATA_ONLY) and name != "DATASET"}
+    assert {name: cfg.to_dict()[name] for name in defaults} == defaults
+    assert cfg.DATASET == ""  # recorded as applied: no preset
+    assert (cfg.MODEL, cfg.OPTIMIZER, cfg.LR_SCHEDULE, cfg.LOSS) == ("unet", "adamw", "poly", "ce_dice")
+    assert json.loads(cfg.save(tmp_path / "out").read_text())["config"]["DATASET"] == ""
+
+
+def test_without_a_config_file_the_sample_preset_applies():
+    cfg = load_config()
+    assert cfg.DATASET == "sample"
+    sample = runpy.run_path(str(DEFAULT_CONFIG_PATH))["PRESETS"]["sample"]
+    assert {name: cfg.to_dict()[name] for name in sample} == sample
+    # the demo's recipe, as demo.sh and the README's figures use it
+    assert (cfg.MODEL, cfg.MODEL_WIDTH, cfg.OPTIMIZER, cfg.BASE_LR, cfg.PATCH_SIZE, cfg.ITERATIONS) == (
+        "segnet", 0.25, "sgd", 0.05, 128, 600)
+
+
+@pytest.mark.parametrize("dataset", ["sample", "vaihingen"])
+def test_dataset_named_in_a_data_file_applies_its_preset(tmp_path, dataset):
+    path = write_config(tmp_path, DATA_ONLY + f"    DATASET = {dataset!r}\n")
+    cfg = load_config(path)
+    assert cfg.DATASET == dataset
+    assert (cfg.MODEL, cfg.OPTIMIZER, cfg.LR_SCHEDULE, cfg.LOSS) == ("segnet", "sgd", "step", "ce")
+    assert cfg.DATA_ROOT == "data/mycity"  # the file beats the preset
+    # an override names a preset for a file that names none, or none for a file that names one
+    assert load_config(write_config(tmp_path, DATA_ONLY, "data.py"), overrides=[f"DATASET={dataset}"]).MODEL == "segnet"
+    assert load_config(path, overrides=["DATASET="]).MODEL == "unet"
+
+
+@pytest.mark.parametrize("dataset", ["vaihingen", "vaihingen_fusion", "potsdam"])
+def test_isprs_presets_keep_the_methods_recipe(dataset):
+    cfg = load_config(overrides=[f"DATASET={dataset}"])
+    assert (cfg.OPTIMIZER, cfg.LR_SCHEDULE, cfg.WARMUP_FRACTION, cfg.LOSS, cfg.BLEND) == ("sgd", "step", 0.0, "ce", "uniform")
+    assert (cfg.MODEL_WIDTH, cfg.ENCODER_LR_FACTOR, cfg.WEIGHT_DECAY, cfg.BASE_LR) == (1.0, 0.5, 5e-4, 0.01)
+    assert cfg.MODEL == ("fusenet" if dataset.endswith("_fusion") else "segnet")
 
 
 def test_unknown_name_in_file_suggests_closest(tmp_path):

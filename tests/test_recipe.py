@@ -169,6 +169,7 @@ def test_recipe_values_are_checked():
                               ("OHEM_FRACTION=0", "OHEM_FRACTION must be > 0 and <= 1"),
                               ("FINAL_LR_FACTOR=1.5", "FINAL_LR_FACTOR must be >= 0 and <= 1"),
                               ("TRAIN_MINUTES=-1", "TRAIN_MINUTES must be >= 0"),
-                              ("FOCAL_GAMMA=-0.5", "FOCAL_GAMMA must be >= 0")):
+                              ("FOCAL_GAMMA=-0.5", "FOCAL_GAMMA must be >= 0"),
+                              ("LR_STEPS=[400.5]", "LR_STEPS holds iterations, whole numbers >= 1")):
         with pytest.raises(EosegError, match=message):
             load_config(overrides=[override])
