@@ -49,12 +49,14 @@ def plot_training_log(rows: list[dict], path: str | Path) -> Path:
     fig, axes = plt.subplots(2 if with_validation else 1, 1, figsize=(7, 6.5 if with_validation else 4), sharex=True, squeeze=False)
     loss_ax = axes[0, 0]
     loss_ax.plot(*series("loss"), color="tab:blue", label="training loss")
-    loss_ax.set_ylabel("cross-entropy loss")
+    loss_ax.set_ylabel("training loss")
     loss_ax.grid(alpha=0.3)
     lr_ax = loss_ax.twinx()
-    lr_ax.plot(*series("lr"), color="tab:orange", lw=1, label="learning rate")
+    lr_iterations, rates = series("lr")
+    lr_ax.plot(lr_iterations, rates, color="tab:orange", lw=1, label="learning rate")
     lr_ax.set_ylabel("learning rate (decoder)")
-    lr_ax.set_yscale("log")
+    if rates and min(rates) > 0:  # step decay spans decades; warm-up and poly decay touch 0, which no log axis shows
+        lr_ax.set_yscale("log")
     loss_ax.legend(handles=loss_ax.get_lines() + lr_ax.get_lines(), loc="upper right")
     if with_validation:
         val_ax = axes[1, 0]
