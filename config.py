@@ -15,7 +15,7 @@ preset) with your folders, tile ids, bands and classes: it trains with the recip
 
 # ---------------------------------------------------------------- dataset
 DATASET = "sample"  # the preset applied over these defaults, a key of PRESETS: "sample", "vaihingen", "potsdam" (or your own); "" = none. A --config file that does not name one applies none: config.py's defaults, the recipe for your own data
-DATA_ROOT = "data/sample"  # folder holding the collections below; patterns are relative to it
+DATA_ROOT = "data"  # folder holding the collections below; patterns are relative to it
 IMAGE_PATTERN = "top/top_mosaic_09cm_area{id}.tif"  # orthophoto of tile {id}
 GT_COLOR_PATTERN = "gts_for_participants/top_mosaic_09cm_area{id}.tif"  # colour-coded ground truth
 GT_ERODED_PATTERN = "gts_eroded_for_participants/top_mosaic_09cm_area{id}_noBoundary.tif"  # colour GT, boundaries black ("" if none)
@@ -65,8 +65,8 @@ PATCH_SIZE = 256  # side of the square training patches, in pixels
 TRAIN_STRIDE = 128  # step between training patches (< PATCH_SIZE gives overlap)
 FLIPS = True  # also write horizontally and vertically flipped training patches
 ROTATIONS = []  # extra training patches rotated by these angles, any of 90, 180, 270
-PATCHES_DIR = "runs/sample/patches"  # where extract_images.py writes patches and manifest
-LMDB_DIR = "runs/sample/lmdb"  # where create_lmdb.py writes train.lmdb and test.lmdb
+PATCHES_DIR = "runs/patches"  # where extract_images.py writes patches and manifest
+LMDB_DIR = "runs/lmdb"  # where create_lmdb.py writes train.lmdb and test.lmdb
 SHUFFLE_SEED = 1337  # fixed seed for the order of training records
 
 # ---------------------------------------------------------------- model
@@ -111,14 +111,14 @@ COMPILE = False  # torch.compile the network: faster steps after minutes of comp
 DETERMINISTIC = False  # deterministic kernels: a resumed run repeats the uninterrupted one's losses (bit for bit on CPU); slower on GPU
 DEVICE = "auto"  # "auto" (cuda if available), "cpu", "cuda", "cuda:1", ... (under torchrun: "auto", "cuda" or "cpu")
 REUSE_FREED_MEMORY = True  # CPU (training.py, inference.py): keep freed memory for reuse instead of mapping large blocks afresh for each batch: a full SegNet trains and labels 10-25% faster, with a higher peak memory (~40% when labelling)
-TRAIN_DIR = "runs/sample/train"  # checkpoints, CSV log, loss plot
-MODEL_FILE = "models/sample_segnet.pt"  # the trained weights training.py writes and inference.py reads
+TRAIN_DIR = "runs/train"  # checkpoints, CSV log, loss plot
+MODEL_FILE = "models/model.pt"  # the trained weights training.py writes and inference.py reads
 
 # ---------------------------------------------------------------- inference (inference.py)
 WINDOW = 256  # side of the sliding window
 STRIDE = 128  # step of the sliding window (< WINDOW averages overlapping scores)
 INFER_BATCH_SIZE = 8  # windows per forward pass
-INFER_DIR = "runs/sample/inference"  # label maps, colour maps, metrics and plots
+INFER_DIR = "runs/inference"  # label maps, colour maps, metrics and plots
 BLEND = "gaussian"  # overlapping windows: "uniform" average (the method) or "gaussian" (centre counts most: no seams)
 TTA = []  # test-time augmentation, averaged: any of "fliplr", "flipud", "rot90", "rot180", "rot270"
 INFER_PRECISION = "auto"  # "auto": "bfloat16" where the device computes it natively (as PRECISION), else "float32"; or one of those, or "float16" (GPUs): what the network runs in (bfloat16 weights and activations after batch-norm folding; float16 under autocast), the scores blended in float32
@@ -145,9 +145,9 @@ _METHOD_RECIPE = dict(
     MODEL="segnet", OPTIMIZER="sgd", ENCODER_LR_FACTOR=0.5, WEIGHT_DECAY=5e-4,
     LR_SCHEDULE="step", WARMUP_FRACTION=0.0, LOSS="ce", BLEND="uniform",
 )
-# The demo's: the method's recipe scaled down for 2 CPU cores (the sample reaches >90% OA in
-# ~4 min there).
-_SAMPLE_RECIPE = dict(
+# The method's recipe scaled down for 2 CPU cores (the demo's until it took the own-data recipe):
+# bench/fusion.py compares fusion networks with it.
+_SAMPLE_METHOD_RECIPE = dict(
     _METHOD_RECIPE,
     PATCH_SIZE=128, TRAIN_STRIDE=64,
     MODEL_WIDTH=0.25, BATCH_SIZE=16, ITERATIONS=600, BASE_LR=0.05, LR_STEPS=[400, 520],
@@ -183,13 +183,25 @@ _VAIHINGEN = dict(
 )
 
 PRESETS = {
-    # Synthetic urban tiles in the Vaihingen layout, made by make_sample.py (not a benchmark):
-    # config.py's folders and tiles, with the demo's recipe: the method's, scaled down for 2 CPU cores.
-    "sample": _SAMPLE_RECIPE,
+    # The demo: synthetic urban tiles in the Vaihingen layout, made by make_sample.py (not a
+    # benchmark), and the own-data recipe above on them: 128 px patches (the tiles are 512 px),
+    # trained for a time budget, so that the demo takes the same few minutes on every machine
+    # (where the CPU computes bfloat16, that time holds more steps).
+    "sample": dict(
+        DATA_ROOT="data/sample",
+        PATCH_SIZE=128, TRAIN_STRIDE=64, BATCH_SIZE=16, TRAIN_MINUTES=5.0,
+        SNAPSHOT_EVERY=200, LOG_EVERY=10, VAL_EVERY=200,
+        WINDOW=128, STRIDE=64,
+        PATCHES_DIR="runs/sample/patches", LMDB_DIR="runs/sample/lmdb",
+        TRAIN_DIR="runs/sample/train", MODEL_FILE="models/sample_unet.pt",
+        INFER_DIR="runs/sample/inference",
+    ),
     # The sample with its nDSM (heights above the ground, metres) as a second input, in FuseNet:
-    # an IRRG encoder and an nDSM encoder summed at every block (see bench/fusion.py).
+    # an IRRG encoder and an nDSM encoder summed at every block, trained with the method's
+    # recipe scaled down (see bench/fusion.py).
     "sample_fusion": dict(
-        _SAMPLE_RECIPE,
+        _SAMPLE_METHOD_RECIPE,
+        DATA_ROOT="data/sample",
         EXTRA_SOURCES=[{"pattern": NDSM_PATTERN, "bands": [1], "band_names": ["nDSM"], "mean": [0.0], "std": [10.0]}],
         MODEL="fusenet",
         PATCHES_DIR="runs/sample_fusion/patches", LMDB_DIR="runs/sample_fusion/lmdb",

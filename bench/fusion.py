@@ -5,7 +5,7 @@
 Generates the bundled sample (8 tiles of 512 px: IRRG image, ground truth, DSM, nDSM),
 then trains from the same seed and scores on the held-out tiles 7-8 (eroded ground truth):
 
-- ``irrg``: SegNet on IRRG, the demo's model and recipe (MODEL_WIDTH 0.25, --iterations
+- ``irrg``: SegNet on IRRG, the sample_fusion preset's recipe (MODEL_WIDTH 0.25, --iterations
   steps of 16 patches of 128 px);
 - ``early``: SegNet on IRRG + nDSM stacked (early fusion): the same cost per step, so the
   same number of steps;
@@ -50,7 +50,7 @@ from eoseg.train import supervised_loss, train  # noqa: E402
 
 FUSION = load_config(overrides=["DATASET=sample_fusion"])  # the preset: IRRG + the sample's nDSM, FuseNet
 VARIANTS = {
-    "irrg": {"MODEL": "segnet"},
+    "irrg": {"MODEL": "segnet", "EXTRA_SOURCES": []},
     "early": {"MODEL": "segnet", "EXTRA_SOURCES": FUSION.EXTRA_SOURCES},
     "fusenet": {"MODEL": FUSION.MODEL, "EXTRA_SOURCES": FUSION.EXTRA_SOURCES},
 }
@@ -59,7 +59,7 @@ BUILDING, CONFUSED_WITH = "building", ("low vegetation", "impervious surfaces")
 
 def variant_config(work: Path, name: str, iterations: int, lr_steps: list[int]):
     folder = work / name
-    values = {**VARIANTS[name], "DATA_ROOT": str(work / "data"), "ITERATIONS": iterations, "LR_STEPS": lr_steps,
+    values = {"DATASET": "sample_fusion", **VARIANTS[name], "DATA_ROOT": str(work / "data"), "ITERATIONS": iterations, "LR_STEPS": lr_steps,
               "VAL_EVERY": 0, "SNAPSHOT_EVERY": iterations, "DEVICE": "cpu",
               "PATCHES_DIR": str(folder / "patches"), "LMDB_DIR": str(folder / "lmdb"),
               "TRAIN_DIR": str(folder / "train"), "MODEL_FILE": str(folder / "model.pt"),
@@ -111,7 +111,7 @@ def main() -> None:
     parser.add_argument("--workdir", default=str(Path(tempfile.gettempdir()) / "eoseg-fusion"))
     args = parser.parse_args()
     work = Path(args.workdir)
-    base = load_config()
+    base = FUSION
     steps_fraction = [step / base.ITERATIONS for step in base.LR_STEPS]
 
     sample = variant_config(work, "irrg", args.iterations, [])
