@@ -66,7 +66,7 @@ if [ "$QUICK" = 1 ]; then inference=(--size 256 --width 0.0625 --repeat 1 --thre
 timeout 300 "$PY" bench/inference.py compare "${inference[@]}" --device "$DEVICE" --workdir "$WORK/inference" >> "$RESULTS" 2>&1 || status=1
 
 section "training benchmark (bench/training.py)"
-if [ "$QUICK" = 1 ]; then training=(--patches 8 --steps 1 --batch 2 --widths 0.0625 --workers 0 --skip-data); else training=(--patches 160 --steps 20 --batch 10 --widths 1.0 0.25); fi
+if [ "$QUICK" = 1 ]; then training=(--patches 8 --steps 1 --batch 2 --networks segnet:0.0625 --workers 0 --skip-data); else training=(--patches 160 --steps 20 --batch 10 --networks segnet:1.0 demo); fi
 TMPDIR="$WORK" timeout 300 "$PY" bench/training.py "${training[@]}" --device "$DEVICE" >> "$RESULTS" 2>&1 || status=1
 
 section "done"

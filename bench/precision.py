@@ -1,17 +1,18 @@
 """Correctness of the automatic precision (bfloat16 where the hardware has it) against float32.
 
-    python bench/precision.py [--work /tmp/eoseg-precision] [--steps 600] [--full-steps 200] [--full-batch 4]
+    python bench/precision.py [--work /tmp/eoseg-precision] [--steps 700] [--full-steps 200] [--full-batch 4]
 
 Runs the pipeline's own scripts, with every folder under ``--work`` (the repository's
 data/ and runs/ are left alone), on the CPU:
 
 1. the demo's data: the synthetic sample, its label maps, patches and LMDB (demo.sh's steps);
-2. the demo's network trained as the demo does (``--steps`` iterations) twice, with
-   PRECISION=float32 and PRECISION=auto: the loss curves side by side (mean loss per 100
-   iterations) and the final validation mean F1 of each;
+2. the demo's network and recipe (the sample preset's) trained twice for ``--steps``
+   iterations (instead of the demo's time budget: equal steps), with PRECISION=float32 and
+   PRECISION=auto: the loss curves side by side (mean loss per 100 iterations) and the final
+   validation mean F1 of each;
 3. the float32-trained demo weights labelling the test tiles with INFER_PRECISION=float32
    and with INFER_PRECISION=auto: label agreement and the metrics of each;
-4. a full-width SegNet (MODEL_WIDTH=1.0) trained ``--full-steps`` iterations of batch
+4. a full-width SegNet (MODEL_WIDTH=1.0, the method's SGD) trained ``--full-steps`` iterations of batch
    ``--full-batch`` with PRECISION=auto (bfloat16 where the CPU has it: affordable on a
    CPU), then labelling the test tiles in float32 and in auto: label agreement.
 
@@ -37,8 +38,13 @@ import rasterio
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from eoseg.config import load_config  # noqa: E402
 from eoseg.precision import describe_hardware, resolve_precision  # noqa: E402
+from eoseg.recipe import recipe_overrides  # noqa: E402
 
+DEMO = load_config()  # the sample preset: the demo's network and recipe
+# the method's recipe (the ISPRS presets'), on the demo's patches and windows
+METHOD_RECIPE = recipe_overrides(load_config(overrides=["DATASET=vaihingen"]), ("PATCH_SIZE", "WINDOW", "STRIDE"))
 METRICS = ("overall_accuracy", "mean_f1", "mean_iou")
 
 
@@ -109,7 +115,8 @@ def overall(out: Path) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", default="/tmp/eoseg-precision", help="every output goes here")
-    parser.add_argument("--steps", type=int, default=600, help="demo training iterations (the demo's ITERATIONS)")
+    parser.add_argument("--steps", type=int, default=700,
+                        help="demo training iterations (about what the demo's TRAIN_MINUTES hold on an AMX CPU)")
     parser.add_argument("--full-steps", type=int, default=200, help="full-width SegNet training iterations")
     parser.add_argument("--full-batch", type=int, default=4, help="full-width SegNet batch")
     args = parser.parse_args()
@@ -128,11 +135,12 @@ def main() -> None:
         script("create_lmdb.py", "--force", *data)
 
     # 2. the demo's network, trained in float32 and in auto at equal steps
-    demo = [f"ITERATIONS={args.steps}"]
+    demo = ["TRAIN_MINUTES=0", f"ITERATIONS={args.steps}", f"VAL_EVERY={args.steps}"]
     trained = {p: train(work, data, f"demo-{p}", [*demo, f"PRECISION={p}"]) for p in ("float32", "auto")}
     logs = {p: read_log(folder) for p, folder in trained.items()}
     curves = {p: loss_per_window(rows) for p, rows in logs.items()}
-    lines += [f"## The demo's network (MODEL_WIDTH=0.25, batch 16), {args.steps} iterations, PRECISION float32 vs auto ({auto[0]})",
+    lines += [f"## The demo's network ({DEMO.MODEL}, {DEMO.ENCODER}, width {DEMO.MODEL_WIDTH:g}, batch {DEMO.BATCH_SIZE}), "
+              f"{args.steps} iterations, PRECISION float32 vs auto ({auto[0]})",
               "", "| iterations | mean loss, float32 | mean loss, auto | difference |", "|---|---:|---:|---:|"]
     for end, value in curves["float32"].items():
         other = curves["auto"][end]
@@ -161,10 +169,10 @@ def main() -> None:
               + ", ".join(f"{m} {100 * s[m]:.2f}%" for m in METRICS), ""]
 
     # 4. a full-width SegNet
-    full = ["MODEL_WIDTH=1.0", f"ITERATIONS={args.full_steps}", f"BATCH_SIZE={args.full_batch}", "BASE_LR=0.01",
-            "LR_STEPS=[]", "VAL_EVERY=0", "SNAPSHOT_EVERY=50"]
+    full = [*METHOD_RECIPE, "TRAIN_MINUTES=0", "MODEL_WIDTH=1.0", f"ITERATIONS={args.full_steps}",
+            f"BATCH_SIZE={args.full_batch}", "BASE_LR=0.01", "LR_STEPS=[]", "VAL_EVERY=0", "SNAPSHOT_EVERY=50"]
     folder = train(work, data, "full-auto", [*full, "PRECISION=auto"])
-    runs = {p: label(work, data, folder / "model.pt", f"label-full-{p}", ["MODEL_WIDTH=1.0", f"INFER_PRECISION={p}"])
+    runs = {p: label(work, data, folder / "model.pt", f"label-full-{p}", [*METHOD_RECIPE, f"INFER_PRECISION={p}"])
             for p in ("float32", "auto")}
     same, pixels = agreement(runs["float32"], runs["auto"])
     scores = {p: overall(out) for p, out in runs.items()}

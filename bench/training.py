@@ -1,7 +1,7 @@
 """Training benchmark: eoseg's training loop and data pipeline against a naive reference.
 
     python bench/training.py [--patches 160] [--steps 1] [--batch 10] [--workers 2] [--data-batches 150]
-                             [--widths 1.0 0.25] [--device cpu] [--skip-data]
+                             [--networks segnet:1.0 demo] [--device cpu] [--skip-data]
 
 Makes ``--patches`` 256 x 256 patches from synthetic sample scenes, written both as PNG
 files and as an LMDB, then measures, on the CPU, in patches per second:
@@ -10,11 +10,13 @@ files and as an LMDB, then measures, on the CPU, in patches per second:
   with a random flip, as the method's first version fed its network; (b) eoseg's LMDB
   reader (eoseg.data: records of uint8, flips and rotations) with 0 and ``--workers``
   DataLoader workers;
-- training step of the full SegNet (MODEL_WIDTH=1.0) at batch ``--batch``: (a) the naive
-  reference loop, single-process PNG loading, float32, the network as built; (b) eoseg's
-  Trainer (LMDB, ``--workers`` workers) in float32, and with PRECISION=auto (bfloat16
-  autocast with channels_last where the device computes bfloat16 natively; left out where
-  auto is float32), for each of ``--widths`` (0.25: the demo's network). Each is timed over
+- training step at batch ``--batch`` of each of ``--networks``: ``MODEL:WIDTH`` with the
+  method's recipe (``segnet:1.0``: the full SegNet), or ``demo``: the demo's network and
+  recipe (the sample preset's). (a) For the full SegNet, the naive reference loop,
+  single-process PNG loading, float32, the network as built; (b) eoseg's Trainer (LMDB,
+  ``--workers`` workers) in float32, and with PRECISION=auto (bfloat16 autocast with
+  channels_last where the device computes bfloat16 natively; left out where auto is
+  float32). Each is timed over
   ``--steps`` steps after one warm-up step; eoseg's figures are the per-step rates its own
   training log records. The machine line names the CPU and its flags, or the GPU
   (``--device cuda``).
@@ -44,14 +46,32 @@ from eoseg.config import load_config  # noqa: E402
 from eoseg.data import StreamBatchSampler, training_data  # noqa: E402
 from eoseg.lmdb_store import write_lmdb  # noqa: E402
 from eoseg.metadata import data_signature  # noqa: E402
-from eoseg.models import build_model  # noqa: E402
+from eoseg.models import build_model, uses_encoder  # noqa: E402
 from eoseg.precision import describe_hardware, resolve_precision  # noqa: E402
+from eoseg.recipe import recipe_overrides  # noqa: E402
 from eoseg.sample import generate_scene  # noqa: E402
 from eoseg.device import Processes  # noqa: E402
 from eoseg.train import Trainer  # noqa: E402
 
 PATCH = 256
 SCENE = 1024
+FULL_SEGNET = "segnet:1.0"
+BENCH_GEOMETRY = ("PATCH_SIZE", "BATCH_SIZE", "ITERATIONS", "LR_STEPS")  # the benchmark's, whatever the recipe
+
+
+def network_overrides(spec: str) -> list[str]:
+    """A ``--networks`` entry as overrides: "demo" (the sample preset's network and recipe) or
+    MODEL:WIDTH with the method's recipe (the ISPRS presets')."""
+    if spec == "demo":
+        return recipe_overrides(load_config(), BENCH_GEOMETRY)
+    name, _, width = spec.partition(":")
+    method = recipe_overrides(load_config(overrides=["DATASET=vaihingen"]), BENCH_GEOMETRY)
+    return [*method, f"MODEL={name}", f"MODEL_WIDTH={width or 1.0}"]
+
+
+def network_name(cfg) -> str:
+    encoder = f" on {cfg.ENCODER}" if uses_encoder(cfg.MODEL) else ""
+    return f"{cfg.MODEL}{encoder}, width {cfg.MODEL_WIDTH:g}"
 
 
 def make_patches(folder: Path, count: int, cfg) -> None:
@@ -134,8 +154,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=10)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--data-batches", type=int, default=150, help="batches timed per data pipeline")
-    parser.add_argument("--widths", type=float, nargs="+", default=[1.0, 0.25],
-                        help="SegNet widths of eoseg's training steps (1.0: the full SegNet, 0.25: the demo's)")
+    parser.add_argument("--networks", nargs="+", default=[FULL_SEGNET, "demo"],
+                        help="networks of eoseg's training steps: MODEL:WIDTH (the method's recipe) or demo")
     parser.add_argument("--device", default="cpu", help="cpu or cuda: where the training steps run")
     parser.add_argument("--skip-data", action="store_true", help="time the training steps only")
     args = parser.parse_args()
@@ -146,11 +166,10 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory(prefix="eoseg-bench-") as tmp:
         folder = Path(tmp)
-        cfg = load_config(overrides=[
-            f"PATCH_SIZE={PATCH}", "MODEL_WIDTH=1.0", f"BATCH_SIZE={args.batch}", f"NUM_WORKERS={args.workers}",
-            f"LMDB_DIR={folder / 'lmdb'}", f"TRAIN_DIR={folder / 'train'}", f"MODEL_FILE={folder / 'model.pt'}",
-            "LOG_EVERY=1", "VAL_EVERY=0", "SNAPSHOT_EVERY=100000", f"DEVICE={args.device}", "LR_STEPS=[]",
-        ])
+        bench = [f"PATCH_SIZE={PATCH}", f"BATCH_SIZE={args.batch}", f"NUM_WORKERS={args.workers}",
+                 f"LMDB_DIR={folder / 'lmdb'}", f"MODEL_FILE={folder / 'model.pt'}", "TRAIN_MINUTES=0",
+                 "LOG_EVERY=1", "VAL_EVERY=0", "SNAPSHOT_EVERY=100000", f"DEVICE={args.device}", "LR_STEPS=[]"]
+        cfg = load_config(overrides=bench)
         started = time.perf_counter()
         make_patches(folder, args.patches, cfg)
         print(f"{args.patches} patches of {PATCH} x {PATCH} written as PNG and LMDB in {time.perf_counter() - started:.0f} s")
@@ -167,17 +186,18 @@ def main() -> None:
             for row in rows:
                 print(f"  {row[1]:<58} {row[2]:8.1f} patches/s", flush=True)
 
-        if 1.0 in args.widths:
-            rows.append(("train-1.0", "naive: PNG loading in-process, float32",
+        networks = {spec: load_config(overrides=[*network_overrides(spec), *bench]) for spec in args.networks}
+        if FULL_SEGNET in networks:
+            rows.append((network_name(networks[FULL_SEGNET]), "naive: PNG loading in-process, float32",
                          naive_training(png, args.patches, args.batch, args.steps, device)))
             print(f"  {rows[-1][1]:<58} {rows[-1][2]:8.2f} patches/s", flush=True)
         precisions = ["float32"] + (["auto"] if auto != "float32" else [])
-        for width in args.widths:
+        for spec, network in networks.items():
             for setting in precisions:
-                run_cfg = cfg.replace(TRAIN_DIR=str(folder / f"train-{len(rows)}"), MODEL_WIDTH=width, PRECISION=setting)
+                run_cfg = network.replace(TRAIN_DIR=str(folder / f"train-{len(rows)}"), PRECISION=setting)
                 label = "float32" if setting == "float32" else f"auto: {auto} autocast, channels_last"
-                rows.append((f"train-{width}", f"eoseg: LMDB, {args.workers} workers, {label}", eoseg_training(run_cfg, args.steps)))
-                print(f"  width {width}: {rows[-1][1]:<50} {rows[-1][2]:8.2f} patches/s", flush=True)
+                rows.append((network_name(network), f"eoseg: LMDB, {args.workers} workers, {label}", eoseg_training(run_cfg, args.steps)))
+                print(f"  {spec}: {rows[-1][1]:<50} {rows[-1][2]:8.2f} patches/s", flush=True)
 
     print()
     print("| part | variant | patches/s | vs first row | vs eoseg float32 |")
@@ -187,7 +207,7 @@ def main() -> None:
         part_rows = [(label, rate) for p, label, rate in rows if p == part]
         float32 = next((rate for label, rate in part_rows if label.startswith("eoseg") and label.endswith("float32")), None)
         what = ("data pipeline alone (256 x 256 x 3)" if part == "data"
-                else f"training step, SegNet width {part.split('-')[1]}, batch {args.batch}, {PATCH} x {PATCH}, {args.device}")
+                else f"training step, {part}, batch {args.batch}, {PATCH} x {PATCH}, {args.device}")
         for label, rate in part_rows:
             versus = f"{rate / float32:.2f}x" if float32 and label.startswith("eoseg") else ""
             print(f"| {what} | {label} | {rate:.2f} | {rate / part_rows[0][1]:.2f}x | {versus} |")

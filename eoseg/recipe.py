@@ -22,6 +22,19 @@ from eoseg.config import Config
 
 STEP_DECAY = 0.1  # the method's: the learning rate divided by 10 at each of LR_STEPS
 
+# the config names that make a training recipe (the rest of a config is data, folders and outputs)
+RECIPE_NAMES = ("MODEL", "MODEL_WIDTH", "ENCODER", "OPTIMIZER", "BASE_LR", "ENCODER_LR_FACTOR", "MOMENTUM",
+                "WEIGHT_DECAY", "LR_SCHEDULE", "LR_STEPS", "ITERATIONS", "WARMUP_FRACTION", "POLY_POWER",
+                "FINAL_LR_FACTOR", "LOSS", "DICE_WEIGHT", "FOCAL_GAMMA", "OHEM_FRACTION", "CLASS_WEIGHTS",
+                "MEDIAN_FREQUENCY_WEIGHTS", "AUX_LOSS_WEIGHT", "BATCH_SIZE", "PATCH_SIZE", "RANDOM_FLIPS",
+                "WINDOW", "STRIDE", "BLEND", "TTA")
+
+
+def recipe_overrides(cfg: Config, leave_out: tuple[str, ...] = ()) -> list[str]:
+    """``cfg``'s recipe as KEY=VALUE overrides (to train another config's data with it), but ``leave_out``."""
+    return [f"{name}={getattr(cfg, name)!r}" if not isinstance(getattr(cfg, name), str) else f"{name}={getattr(cfg, name)}"
+            for name in RECIPE_NAMES if name not in leave_out]
+
 
 def make_optimizer(cfg: Config, model: nn.Module) -> torch.optim.Optimizer:
     """OPTIMIZER over two parameter groups: the encoder at BASE_LR * ENCODER_LR_FACTOR, the rest at BASE_LR."""
