@@ -6,6 +6,11 @@ in other CRSs, band counts and data types.
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import rasterio
@@ -20,7 +25,7 @@ from eoseg.lmdb_store import create_lmdb
 from eoseg.models import model_from_config
 from eoseg.train import train
 
-from .conftest import SHARED, TINY_SETTINGS, as_arguments
+from .conftest import ROOT, SHARED, TINY_SETTINGS, as_arguments
 
 POTSDAM = SHARED / "isprs_real" / "potsdam_downscaled256"
 GEOTIFFS = SHARED / "geotiff_real"
@@ -78,3 +83,26 @@ def test_georeferenced_rasters_keep_crs_and_transform(tmp_path, name, bands, nor
         assert labels.crs.to_epsg() == color.crs.to_epsg() == epsg
         assert labels.transform == color.transform == src.transform
         assert (labels.width, labels.height) == (src.width, src.height)
+
+
+def test_real_data_benchmark_runs_each_recipe_on_a_spatial_split(tmp_path):
+    """bench/real_data.py end to end, briefly: the WHU cities in two folds, no city in both of a fold's
+    splits, each network with each recipe trained and scored on its held-out cities, the table printed."""
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "real_data.py"), "--minutes", "0.01", "--sets", "whu",
+         "--networks", "segnet", "unet", "--recipes", "method", "eoseg", "--shared", str(SHARED), "--workdir", str(tmp_path)],
+        capture_output=True, text=True, timeout=600, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    assert result.returncode == 0, result.stderr[-2000:]
+    runs = ["segnet, method recipe", "segnet, eoseg recipe", "unet, method recipe", "unet, eoseg recipe (eoseg's default)"]
+    assert all(f"| whu | {run} |" in result.stdout for run in runs), result.stdout
+    report = json.loads((tmp_path / "results.json").read_text())
+    cities = sorted(p.name[:-len("_gt.png")] for p in (SHARED / "buildings_real" / "whu_global_cities").glob("*_gt.png"))
+    for fold in (0, 1):
+        cfg = load_config(tmp_path / "configs" / f"whu_{fold}.py")
+        assert not set(cfg.TRAIN_IDS) & set(cfg.TEST_IDS)
+        assert sorted(cfg.TRAIN_IDS + cfg.TEST_IDS) == cities
+    for run in runs:
+        folds = report["folds"]["whu"][run]
+        # every pixel of the ten cities scored once over the two folds
+        assert sum(sum(map(sum, fold["confusion_matrix"])) for fold in folds) == len(cities) * 512 * 512
+    assert report["pooled"]["whu"][runs[-1]]["class_names"] == ["background", "building"]

@@ -1,0 +1,208 @@
+"""Real data: eoseg's own-data recipe against the method's recipe, at equal CPU time.
+
+    python bench/real_data.py [--minutes 1.25] [--sets vaihingen potsdam whu] [--networks segnet unet unetformer]
+                              [--recipes method eoseg] [--shared ../shared/data] [--workdir DIR] [--seed 0]
+
+Real imagery that no one here made, from ``../shared/data`` (see its README):
+
+- ``vaihingen``: the 512 x 512 crop of ISPRS Vaihingen area 1 (IRRG, 9 cm), eroded labels
+  coded 0 = boundary, 1..6 = the six classes;
+- ``potsdam``: the 512 x 512 crop of ISPRS Potsdam tile 2_10 (RGB, 5 cm), the same coding;
+- ``whu``: ten 512 x 512 RGB samples of the WHU building data set's global cities, each from
+  another city, with black/white building masks.
+
+Split in space, never a test pixel in training, two folds each: an ISPRS crop is cut into its
+left and right halves (512 x 256), one trains and the other is labelled, then the other way
+round; the WHU cities are split in two groups of five (alternating in name order), likewise.
+The confusion matrices of the two folds are summed, so every real pixel is scored once.
+
+Each data set is described by a config file that names only the data (folders, tile ids,
+bands, classes, label values) and the time budget, as a user writes one. Each of
+``--networks`` (full width, from config.py's registry) trains with each of ``--recipes``:
+
+- ``method``: the method's recipe, taken from the ``vaihingen`` preset (SGD 0.01 with
+  momentum, the encoder at half the rate, step decay, cross-entropy, batch 10 of 256 px,
+  uniform blending); with ``segnet``, the method as published;
+- ``eoseg``: what that config file gets, config.py's defaults: eoseg's own-data recipe;
+  with config.py's MODEL (``unet``), eoseg's default as a user gets it.
+
+Every run trains from random crops of the training tiles (TRAIN_SOURCE="tiles", the
+method's sampling) for ``--minutes`` of training-step time (TRAIN_MINUTES: the learning-rate
+schedule laid over the budget), from scratch (no pretrained weights are available offline),
+in the precision PRECISION gives (the same for every run), and is scored on the held-out
+half through inference.py's own path. There is no validation during training (it would pick
+the checkpoint on test pixels). Prints the machine, a table of OA, mean F1, mean IoU and
+per-class F1 for each data set, network and recipe, and writes everything to DIR/results.json.
+
+Training runs on however many threads torch gets: run it on a quiet machine, as other work
+on the same cores slows training by far more than its share and shrinks every budget's steps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from eoseg.config import load_config  # noqa: E402
+from eoseg.convert import color_file_to_labels  # noqa: E402
+from eoseg.errors import EosegError  # noqa: E402
+from eoseg.infer import run_inference  # noqa: E402
+from eoseg.io import read_raster, write_raster  # noqa: E402
+from eoseg.metrics import metrics_from_confusion, percent  # noqa: E402
+from eoseg.precision import describe_hardware, resolve_precision  # noqa: E402
+from eoseg.recipe import recipe_overrides  # noqa: E402
+from eoseg.train import train  # noqa: E402
+
+ISPRS_CLASSES = ["impervious surfaces", "building", "low vegetation", "tree", "car", "clutter"]
+ISPRS_PALETTE = [[255, 255, 255], [0, 0, 255], [0, 255, 255], [0, 255, 0], [255, 255, 0], [255, 0, 0]]
+ISPRS_CROPS = {  # set: (image, labels, band names)
+    "vaihingen": ("isprs_real/vaihingen_area1_crop512_irrg.png", "isprs_real/vaihingen_area1_crop512_labels_noboundary.png",
+                  ["IR", "R", "G"]),
+    "potsdam": ("isprs_real/potsdam_2_10_crop512_rgb.png", "isprs_real/potsdam_2_10_crop512_labels_noboundary.png",
+                ["R", "G", "B"]),
+}
+WHU = "buildings_real/whu_global_cities"
+SETS = (*ISPRS_CROPS, "whu")
+
+METHOD = load_config(overrides=["DATASET=vaihingen"])  # the method's recipe is the ISPRS presets'
+RECIPES = {"method": recipe_overrides(METHOD, ("MODEL",)), "eoseg": []}
+NETWORKS = ("segnet", "unet", "unetformer")
+DEFAULT = ("eoseg", load_config(overrides=["DATASET="]).MODEL)  # what a config naming only its data trains
+
+
+def config_text(values: dict) -> str:
+    """A config file: one ``NAME = value`` line per entry."""
+    return "".join(f"{name} = {value!r}\n" for name, value in values.items())
+
+
+def prepare_isprs(shared: Path, work: Path, name: str) -> list[Path]:
+    """Cut the crop into left and right halves; one data-only config file per fold."""
+    image_file, label_file, band_names = ISPRS_CROPS[name]
+    image, labels = read_raster(shared / image_file), read_raster(shared / label_file)
+    folder = work / "data" / name
+    half = image.shape[2] // 2
+    for side, columns in (("left", slice(0, half)), ("right", slice(half, None))):
+        write_raster(folder / f"{side}.png", image[:, :, columns])
+        write_raster(folder / f"{side}_labels.png", labels[:, :, columns])
+    data = {
+        "DATA_ROOT": str(folder), "IMAGE_PATTERN": "{id}.png", "LABEL_PATTERN": "{id}_labels.png",
+        "GT_COLOR_PATTERN": "", "GT_ERODED_PATTERN": "", "DSM_PATTERN": "", "NDSM_PATTERN": "",
+        "BANDS": [1, 2, 3], "BAND_NAMES": band_names, "CLASS_NAMES": ISPRS_CLASSES, "PALETTE": ISPRS_PALETTE,
+        # the crops' coding: 0 = boundary (ignored), 1..6 = the classes
+        "LABEL_VALUES": {0: "ignore", **{value: value - 1 for value in range(1, 7)}},
+    }
+    return [write_fold_config(work, f"{name}_{i}", {**data, "TRAIN_IDS": [train_side], "TEST_IDS": [test_side]})
+            for i, (train_side, test_side) in enumerate((("left", "right"), ("right", "left")))]
+
+
+def prepare_whu(shared: Path, work: Path) -> list[Path]:
+    """Building masks (black/white RGB) to label maps as convert_gt.py does; cities in two groups."""
+    source = shared / WHU
+    cities = sorted(path.name[:-len("_gt.png")] for path in source.glob("*_gt.png"))
+    data = {
+        "DATA_ROOT": str(source), "IMAGE_PATTERN": "{id}.png", "GT_COLOR_PATTERN": "{id}_gt.png",
+        "LABEL_PATTERN": str(work / "data" / "whu" / "{id}.png"), "GT_ERODED_PATTERN": "", "DSM_PATTERN": "",
+        "NDSM_PATTERN": "", "BANDS": [1, 2, 3], "BAND_NAMES": ["R", "G", "B"],
+        "CLASS_NAMES": ["background", "building"], "PALETTE": [[0, 0, 0], [255, 255, 255]], "IGNORE_COLOR": [],
+    }
+    first = write_fold_config(work, "whu_0", {**data, "TRAIN_IDS": cities[0::2], "TEST_IDS": cities[1::2]})
+    cfg = load_config(first)
+    for city in cities:
+        color_file_to_labels(cfg.tile_path("GT_COLOR_PATTERN", city), cfg.tile_path("LABEL_PATTERN", city), cfg.palette)
+    return [first, write_fold_config(work, "whu_1", {**data, "TRAIN_IDS": cities[1::2], "TEST_IDS": cities[0::2]})]
+
+
+def write_fold_config(work: Path, name: str, values: dict) -> Path:
+    path = work / "configs" / f"{name}.py"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(config_text(values))
+    return path
+
+
+def run(config_file: Path, network: str, recipe: str, minutes: float, seed: int, work: Path) -> dict:
+    """Train ``network`` with ``recipe`` on the fold's training tiles for ``minutes``, label and score its test tiles."""
+    folder = work / "runs" / config_file.stem / f"{network}-{recipe}"
+    values = {"TRAIN_MINUTES": minutes, "TRAIN_SOURCE": "tiles", "VAL_EVERY": 0, "SEED": seed,
+              "DEVICE": "cpu", "LOG_EVERY": 5, "SNAPSHOT_EVERY": 10**6, "TRAIN_DIR": str(folder / "train"),
+              "MODEL_FILE": str(folder / "model.pt"), "INFER_DIR": str(folder / "inference"),
+              "WRITE_COLOR": False, "WRITE_PREVIEW": False}
+    cfg = load_config(config_file, [*RECIPES[recipe], f"MODEL={network}", *(f"{name}={value!r}" if not isinstance(value, str)
+                                                        else f"{name}={value}" for name, value in values.items())])
+    start = time.perf_counter()
+    weights = train(cfg, progress=False)
+    wall_s = time.perf_counter() - start
+    with open(Path(cfg.TRAIN_DIR) / "log.csv", newline="") as handle:
+        last = list(csv.DictReader(handle))[-1]
+    summary = run_inference(cfg, weights, cfg.INFER_DIR, cfg.tile_ids("test"), progress=False, force=True)
+    return {"iterations": int(last["iteration"]), "patches": int(last["iteration"]) * cfg.BATCH_SIZE,
+            "training_wall_s": wall_s, "confusion_matrix": summary.metrics["confusion_matrix"],
+            "class_names": cfg.CLASS_NAMES}
+
+
+def row(name: str, run_name: str, folds: list[dict]) -> tuple[str, dict]:
+    """A table row of the folds' summed confusion matrices."""
+    confusion = np.sum([fold["confusion_matrix"] for fold in folds], axis=0)
+    metrics = metrics_from_confusion(confusion, folds[0]["class_names"])
+    steps = "+".join(str(fold["iterations"]) for fold in folds)
+    per_class = " | ".join(percent(metrics["per_class"][c]["f1"]) if metrics["per_class"][c]["support"] else "-"
+                           for c in metrics["class_names"])
+    building = metrics["per_class"].get("building", {}).get("iou")
+    line = (f"| {name} | {run_name} | {steps} | {percent(metrics['overall_accuracy'])} | "
+            f"{percent(metrics['mean_f1'])} | {percent(metrics['mean_iou'])} | {percent(building)} | {per_class} |")
+    return line, metrics
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--minutes", type=float, default=1.25, help="training time of every run (TRAIN_MINUTES)")
+    parser.add_argument("--sets", nargs="+", choices=SETS, default=list(SETS))
+    parser.add_argument("--networks", nargs="+", choices=NETWORKS, default=list(NETWORKS))
+    parser.add_argument("--recipes", nargs="+", choices=list(RECIPES), default=list(RECIPES))
+    parser.add_argument("--shared", default=str(ROOT.parent / "shared" / "data"), help="the shared real data")
+    parser.add_argument("--workdir", default=str(Path(tempfile.gettempdir()) / "eoseg-real-data"))
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    shared, work = Path(args.shared), Path(args.workdir)
+    if not (shared / WHU).is_dir() or not all((shared / files[0]).is_file() for files in ISPRS_CROPS.values()):
+        raise SystemExit(f"error: the real data is not under {shared}; pass --shared")
+    precision, why = resolve_precision(load_config().PRECISION, "cpu")
+    print(f"machine: {describe_hardware('cpu')}\nPRECISION here: {precision} ({why})", flush=True)
+    results: dict = {}
+    for name in args.sets:
+        folds = prepare_whu(shared, work) if name == "whu" else prepare_isprs(shared, work, name)
+        for network in args.networks:
+            for recipe in args.recipes:
+                run_name = f"{network}, {recipe} recipe" + (" (eoseg's default)" if (recipe, network) == DEFAULT else "")
+                for config_file in folds:
+                    print(f"{config_file.stem}: {run_name}, {args.minutes:g} min ...", flush=True)
+                    results.setdefault(name, {}).setdefault(run_name, []).append(
+                        run(config_file, network, recipe, args.minutes, args.seed, work))
+    print(f"\n{args.minutes:g} min of training per run, two folds per set (steps: fold 1 + fold 2)")
+    pooled: dict = {}
+    for name, by_recipe in results.items():
+        class_names = next(iter(by_recipe.values()))[0]["class_names"]
+        print(f"\n| set | network, recipe | steps | OA | mean F1 | mean IoU | building IoU | {' | '.join(class_names)} (F1) |")
+        print("|---|---|---:|---:|---:|---:|---:|" + "---:|" * len(class_names))
+        for run_name, folds in by_recipe.items():
+            line, pooled.setdefault(name, {})[run_name] = row(name, run_name, folds)
+            print(line)
+    (work / "results.json").write_text(json.dumps({"machine": describe_hardware("cpu"), "minutes": args.minutes,
+                                                   "folds": results, "pooled": pooled}, indent=1) + "\n")
+    print(f"\nresults: {work / 'results.json'}")
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except EosegError as error:
+        raise SystemExit(f"error: {error}") from None
