@@ -1,7 +1,7 @@
 """Convert weights to .safetensors: the method's published Caffe models or eoseg checkpoints.
 
     python convert_weights.py segnet_vaihingen_irrg.caffemodel --out models/vaihingen.safetensors DATASET=vaihingen
-    python convert_weights.py models/sample_segnet.pt --out models/sample_segnet.safetensors
+    python convert_weights.py models/sample_unet.pt --out models/sample_unet.safetensors
     python convert_weights.py other.caffemodel --caffe-mean 92.55,86.55,97.64 --out models/other.safetensors
 
 The output records the model, classes, palette, bands and the normalisation its inputs

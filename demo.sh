@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Set up the environment (first run only) and run the whole pipeline on the bundled
 # synthetic sample: generate -> convert -> extract -> LMDB -> train -> infer.
-# KEY=VALUE arguments are passed to every step, e.g. `bash demo.sh ITERATIONS=200`.
+# KEY=VALUE arguments are passed to every step, e.g. `bash demo.sh TRAIN_MINUTES=2`.
 source "$(dirname "$0")/tools/env.sh"
 start=$SECONDS
 step() { echo; echo "== $1"; shift; python "$@"; }
@@ -9,7 +9,7 @@ step "1/6 generate the synthetic sample tiles"   make_sample.py --force "$@"
 step "2/6 colour ground truth -> label maps"     convert_gt.py --from-color "$@"
 step "3/6 cut training and test patches"         extract_images.py --force "$@"
 step "4/6 pack the patches into LMDB"            create_lmdb.py --force "$@"
-step "5/6 train SegNet"                          training.py --force "$@"
+step "5/6 train the network"                     training.py --force "$@"
 step "6/6 label the held-out tiles and score them" inference.py "$@"
 echo
 echo "demo finished in $((SECONDS - start)) s"

@@ -1,6 +1,6 @@
 """Export weights to ONNX, to run them with ONNX Runtime (CPU, or CUDA where installed).
 
-    python export_onnx.py --out models/sample_segnet.onnx                 # MODEL_FILE of the config
+    python export_onnx.py --out models/sample_unet.onnx                   # MODEL_FILE of the config
     python export_onnx.py models/vaihingen.safetensors --out models/vaihingen.onnx DATASET=vaihingen
 
 The ONNX model takes (N, bands, H, W) float32 inputs, normalised as recorded in the file,

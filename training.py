@@ -1,9 +1,9 @@
-"""Step 4: train SegNet.
+"""Step 4: train the network (MODEL: U-Net on ResNet-18 by default, SegNet in the ISPRS presets).
 
     python training.py [KEY=VALUE ...]                   # from LMDB_DIR/train.lmdb
     python training.py TRAIN_SOURCE=tiles                # random crops straight from the tiles
     python training.py --resume                          # carry on from the latest checkpoint of TRAIN_DIR
-    python training.py --resume runs/sample/train/checkpoints/iter_0000300.pt ITERATIONS=3000
+    python training.py --resume runs/sample/train/checkpoints/iter_0000200.pt TRAIN_MINUTES=10   # a longer budget
     python training.py TRAIN_MINUTES=30 LR_SCHEDULE=cosine   # 30 minutes of training, the schedule laid over them
     python training.py --force                           # start over in a TRAIN_DIR that holds a run
 
