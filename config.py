@@ -2,7 +2,7 @@
 
 Every script reads these names. Override them without editing this file:
     python training.py --config my_run.py          # a Python file assigning some of these names
-    python training.py ITERATIONS=2000 DEVICE=cuda # KEY=VALUE, after the other arguments
+    python training.py TRAIN_MINUTES=30 DEVICE=cuda # KEY=VALUE, after the other arguments
 The effective configuration is written as JSON beside each script's outputs.
 
 The defaults below are the training recipe for your own data. DATASET picks a preset

@@ -107,7 +107,7 @@ def building_confusion(metrics: dict) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--iterations", type=int, default=600, help="training steps of the IRRG-only model (the demo's)")
+    parser.add_argument("--iterations", type=int, default=600, help="training steps of the IRRG-only model (the sample_fusion preset's ITERATIONS)")
     parser.add_argument("--workdir", default=str(Path(tempfile.gettempdir()) / "eoseg-fusion"))
     args = parser.parse_args()
     work = Path(args.workdir)

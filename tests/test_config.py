@@ -167,21 +167,22 @@ def test_without_a_config_file_the_sample_preset_applies():
     assert cfg.DATASET == "sample"
     sample = runpy.run_path(str(DEFAULT_CONFIG_PATH))["PRESETS"]["sample"]
     assert {name: cfg.to_dict()[name] for name in sample} == sample
-    # the demo's recipe, as demo.sh and the README's figures use it
-    assert (cfg.MODEL, cfg.MODEL_WIDTH, cfg.OPTIMIZER, cfg.BASE_LR, cfg.PATCH_SIZE, cfg.ITERATIONS) == (
-        "segnet", 0.25, "sgd", 0.05, 128, 600)
+    # the demo: the own-data recipe on 128 px patches for a 5-minute budget, as demo.sh and the README's figures use it
+    assert (cfg.MODEL, cfg.ENCODER, cfg.OPTIMIZER, cfg.LOSS, cfg.PATCH_SIZE, cfg.BATCH_SIZE, cfg.TRAIN_MINUTES) == (
+        "unet", "resnet18", "adamw", "ce_dice", 128, 16, 5.0)
+    assert cfg.DATA_ROOT == "data/sample" and cfg.MODEL_FILE == "models/sample_unet.pt"
 
 
-@pytest.mark.parametrize("dataset", ["sample", "vaihingen"])
-def test_dataset_named_in_a_data_file_applies_its_preset(tmp_path, dataset):
-    path = write_config(tmp_path, DATA_ONLY + f"    DATASET = {dataset!r}\n")
+@pytest.mark.parametrize("dataset, recipe", [("sample", ("unet", 128, 5.0)), ("vaihingen", ("segnet", 256, 0.0))])
+def test_dataset_named_in_a_data_file_applies_its_preset(tmp_path, dataset, recipe):
+    path = write_config(tmp_path, DATA_ONLY.replace("TRAIN_MINUTES", "# TRAIN_MINUTES") + f"    DATASET = {dataset!r}\n")
     cfg = load_config(path)
     assert cfg.DATASET == dataset
-    assert (cfg.MODEL, cfg.OPTIMIZER, cfg.LR_SCHEDULE, cfg.LOSS) == ("segnet", "sgd", "step", "ce")
+    assert (cfg.MODEL, cfg.PATCH_SIZE, cfg.TRAIN_MINUTES) == recipe
     assert cfg.DATA_ROOT == "data/mycity"  # the file beats the preset
     # an override names a preset for a file that names none, or none for a file that names one
-    assert load_config(write_config(tmp_path, DATA_ONLY, "data.py"), overrides=[f"DATASET={dataset}"]).MODEL == "segnet"
-    assert load_config(path, overrides=["DATASET="]).MODEL == "unet"
+    assert load_config(write_config(tmp_path, DATA_ONLY, "data.py"), overrides=[f"DATASET={dataset}"]).PATCH_SIZE == recipe[1]
+    assert load_config(path, overrides=["DATASET="]).PATCH_SIZE == 256
 
 
 @pytest.mark.parametrize("dataset", ["vaihingen", "vaihingen_fusion", "potsdam"])
