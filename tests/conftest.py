@@ -38,7 +38,8 @@ TINY_SETTINGS = {
     "LOG_EVERY": 2,
     "SNAPSHOT_EVERY": 3,
     "INFER_BATCH_SIZE": 3,
-    "INFER_PRECISION": "float32",  # the same labels on every CPU; tests of bfloat16 ask for it
+    "PRECISION": "float32",  # the same losses and labels on every CPU; tests of bfloat16 ask for it
+    "INFER_PRECISION": "float32",
     "DEVICE": "cpu",
 }
 TINY_TILE_SIZE = 160
