@@ -12,7 +12,7 @@ from eoseg.config import load_config
 from eoseg.errors import EosegError
 from eoseg.models import model_from_config
 
-TINY = ["MODEL_WIDTH=0.125"]
+TINY = ["MODEL=segnet", "MODEL_WIDTH=0.125"]
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +76,7 @@ def test_no_temporary_files_left(saved):
 
 def test_recorded_width_is_used_not_the_configs(saved):
     path, _ = saved
-    wider = load_config(overrides=["MODEL_WIDTH=0.25"])
+    wider = load_config(overrides=["MODEL=segnet", "MODEL_WIDTH=0.25"])
     loaded, _ = load_model(path, wider)
     assert loaded.conv1_1.out_channels == 8  # 64 * 0.125, as recorded
 

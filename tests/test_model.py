@@ -85,7 +85,7 @@ def test_width_scales_channels():
 def test_model_from_config():
     from eoseg.config import load_config
 
-    cfg = load_config(overrides=["MODEL_WIDTH=0.125"])
+    cfg = load_config(overrides=["MODEL=segnet", "MODEL_WIDTH=0.125"])
     model = model_from_config(cfg)
     assert isinstance(model, SegNet)
     assert (model.in_channels, model.num_classes, model.width) == (3, 6, 0.125)

@@ -15,6 +15,8 @@ from eoseg.models import model_from_config
 from eoseg.recipe import (CrossEntropyDiceLoss, FocalLoss, LearningRateSchedule, OhemCrossEntropyLoss, make_loss,
                           make_optimizer, soft_dice_loss)
 
+from .conftest import TINY_SETTINGS, as_arguments
+
 IGNORE = 255
 CLASSES = 4
 
@@ -100,11 +102,12 @@ def test_ignored_pixels_contribute_nothing(name):
 
 
 def tiny_config(**overrides):
-    return load_config(overrides=[f"{key}={value}" for key, value in {"MODEL_WIDTH": 0.125, **overrides}.items()])
+    """The tests' tiny SegNet with the method's recipe (SGD, step decay, cross-entropy), then ``overrides``."""
+    return load_config(overrides=as_arguments({**TINY_SETTINGS, **overrides}))
 
 
 def test_make_loss_follows_LOSS():
-    assert type(make_loss(tiny_config(), torch.device("cpu"))) is nn.CrossEntropyLoss  # the method's, as before
+    assert type(make_loss(tiny_config(LOSS="ce"), torch.device("cpu"))) is nn.CrossEntropyLoss  # the method's
     for name, kind in (("ce_dice", CrossEntropyDiceLoss), ("focal", FocalLoss), ("ohem", OhemCrossEntropyLoss)):
         loss = make_loss(tiny_config(LOSS=name), torch.device("cpu"), [1.0, 2.0, 1.0, 1.0, 4.0, 1.0])
         assert type(loss) is kind and loss.ignore_index == 255 and loss.weight.tolist() == [1.0, 2.0, 1.0, 1.0, 4.0, 1.0]
