@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
-from eoseg.config import load_config  # noqa: E402
+from eoseg.config import load_config, override_arguments  # noqa: E402
 from eoseg.convert import color_file_to_labels  # noqa: E402
 from eoseg.extract import extract_patches  # noqa: E402
 from eoseg.infer import run_inference  # noqa: E402
@@ -64,8 +64,7 @@ def variant_config(work: Path, name: str, iterations: int, lr_steps: list[int]):
               "PATCHES_DIR": str(folder / "patches"), "LMDB_DIR": str(folder / "lmdb"),
               "TRAIN_DIR": str(folder / "train"), "MODEL_FILE": str(folder / "model.pt"),
               "INFER_DIR": str(folder / "inference"), "WRITE_PREVIEW": False, "WRITE_COLOR": False}
-    return load_config(overrides=[f"{key}={value!r}" if not isinstance(value, str) else f"{key}={value}"
-                                  for key, value in values.items()])
+    return load_config(overrides=override_arguments(values))
 
 
 def seconds_per_step(cfg, steps: int = 6) -> float:

@@ -53,7 +53,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from eoseg.config import load_config  # noqa: E402
+from eoseg.config import load_config, override_arguments  # noqa: E402
 from eoseg.convert import color_file_to_labels  # noqa: E402
 from eoseg.errors import EosegError  # noqa: E402
 from eoseg.infer import run_inference  # noqa: E402
@@ -136,8 +136,7 @@ def run(config_file: Path, network: str, recipe: str, minutes: float, seed: int,
               "DEVICE": "cpu", "LOG_EVERY": 5, "SNAPSHOT_EVERY": 10**6, "TRAIN_DIR": str(folder / "train"),
               "MODEL_FILE": str(folder / "model.pt"), "INFER_DIR": str(folder / "inference"),
               "WRITE_COLOR": False, "WRITE_PREVIEW": False}
-    cfg = load_config(config_file, [*RECIPES[recipe], f"MODEL={network}", *(f"{name}={value!r}" if not isinstance(value, str)
-                                                        else f"{name}={value}" for name, value in values.items())])
+    cfg = load_config(config_file, [*RECIPES[recipe], f"MODEL={network}", *override_arguments(values)])
     start = time.perf_counter()
     weights = train(cfg, progress=False)
     wall_s = time.perf_counter() - start

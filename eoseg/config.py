@@ -102,6 +102,11 @@ def _kind(default: Any) -> str:
     return f"{'an' if name[0] in 'aeiou' else 'a'} {name}"
 
 
+def override_arguments(values: dict[str, Any]) -> list[str]:
+    """``{name: value}`` as ``KEY=VALUE`` overrides that :func:`parse_override` reads back: strings plain, the rest as literals."""
+    return [f"{name}={value}" if isinstance(value, str) else f"{name}={value!r}" for name, value in values.items()]
+
+
 def parse_override(text: str, defaults: dict[str, Any]) -> tuple[str, Any]:
     """Parse ``KEY=VALUE``: VALUE as a Python literal, or a plain string where a string is expected."""
     key, _, raw = text.partition("=")

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from eoseg.config import Config
+from eoseg.config import Config, override_arguments
 
 STEP_DECAY = 0.1  # the method's: the learning rate divided by 10 at each of LR_STEPS
 
@@ -32,8 +32,7 @@ RECIPE_NAMES = ("MODEL", "MODEL_WIDTH", "ENCODER", "OPTIMIZER", "BASE_LR", "ENCO
 
 def recipe_overrides(cfg: Config, leave_out: tuple[str, ...] = ()) -> list[str]:
     """``cfg``'s recipe as KEY=VALUE overrides (to train another config's data with it), but ``leave_out``."""
-    return [f"{name}={getattr(cfg, name)!r}" if not isinstance(getattr(cfg, name), str) else f"{name}={getattr(cfg, name)}"
-            for name in RECIPE_NAMES if name not in leave_out]
+    return override_arguments({name: getattr(cfg, name) for name in RECIPE_NAMES if name not in leave_out})
 
 
 def make_optimizer(cfg: Config, model: nn.Module) -> torch.optim.Optimizer:

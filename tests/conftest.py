@@ -15,7 +15,7 @@ import pytest
 if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ["OMP_NUM_THREADS"] = "1"
 
-from eoseg.config import load_config  # noqa: E402
+from eoseg.config import load_config, override_arguments  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared" / "data"
@@ -58,8 +58,7 @@ def tiny_overrides(root: Path) -> dict:
     }
 
 
-def as_arguments(overrides: dict) -> list[str]:
-    return [f"{key}={value!r}" if not isinstance(value, str) else f"{key}={value}" for key, value in overrides.items()]
+as_arguments = override_arguments  # {name: value} -> KEY=VALUE, as the tests have long called it
 
 
 def make_tiny_config(root: Path, **extra):

@@ -183,12 +183,12 @@ def test_deepness_export_errors(exported, tmp_path):
     cfg, checkpoint, _ = exported
     out = tmp_path / "m.onnx"
     assert_one_line_error(run_script("export_onnx.py", str(checkpoint), "--out", str(out), "--resolution-cm", "9",
-                                     "MODEL_WIDTH=0.125"), "--resolution-cm takes a positive number")
+                                     "MODEL=segnet", "MODEL_WIDTH=0.125"), "--resolution-cm takes a positive number")
     # tiles that are not georeferenced in metres: the resolution must be given
-    assert_one_line_error(run_script("export_onnx.py", str(checkpoint), "--deepness", "--out", str(out),
+    assert_one_line_error(run_script("export_onnx.py", str(checkpoint), "--deepness", "--out", str(out), "MODEL=segnet",
                                      "MODEL_WIDTH=0.125", "WINDOW=64", "STRIDE=32", f"DATA_ROOT={tmp_path / 'none'}"),
                           "pass --resolution-cm")
     result = run_script("export_onnx.py", str(checkpoint), "--deepness", "--resolution-cm", "12.5", "--out", str(out),
-                        "MODEL_WIDTH=0.125", "WINDOW=64", "STRIDE=32", f"DATA_ROOT={tmp_path / 'none'}")
+                        "MODEL=segnet", "MODEL_WIDTH=0.125", "WINDOW=64", "STRIDE=32", f"DATA_ROOT={tmp_path / 'none'}")
     assert result.returncode == 0, result.stderr
     assert parse_like_deepness(out)["resolution_cm"] == 12.5

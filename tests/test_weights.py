@@ -21,7 +21,7 @@ from .conftest import run_script
 from .test_checkpoint import _Payload, trained_like_model
 from .test_scripts import assert_one_line_error
 
-TINY = ["MODEL_WIDTH=0.125"]
+TINY = ["MODEL=segnet", "MODEL_WIDTH=0.125"]
 FIVE_CLASSES = [
     "CLASS_NAMES=['impervious surfaces', 'building', 'low vegetation', 'tree', 'car']",
     "PALETTE=[[255, 255, 255], [0, 0, 255], [0, 255, 255], [0, 255, 0], [255, 255, 0]]",
