@@ -19,7 +19,9 @@ files and as an LMDB, then measures, on the CPU, in patches per second:
   float32). Each is timed over
   ``--steps`` steps after one warm-up step; eoseg's figures are the per-step rates its own
   training log records. The machine line names the CPU and its flags, or the GPU
-  (``--device cuda``).
+  (``--device cuda``);
+- the optimizer step alone of each of ``--networks`` (its recipe's SGD or AdamW, gradients
+  given), torch's loop over the tensors against the fused step eoseg uses: median of 10.
 
 Nothing here is a test; keep the machine otherwise idle while it runs.
 """
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import statistics
 import sys
 import tempfile
 import time
@@ -46,9 +49,9 @@ from eoseg.config import load_config  # noqa: E402
 from eoseg.data import StreamBatchSampler, training_data  # noqa: E402
 from eoseg.lmdb_store import write_lmdb  # noqa: E402
 from eoseg.metadata import data_signature  # noqa: E402
-from eoseg.models import build_model, uses_encoder  # noqa: E402
+from eoseg.models import build_model, model_from_config, uses_encoder  # noqa: E402
 from eoseg.precision import describe_hardware, resolve_precision  # noqa: E402
-from eoseg.recipe import recipe_overrides  # noqa: E402
+from eoseg.recipe import make_optimizer, recipe_overrides  # noqa: E402
 from eoseg.sample import generate_scene  # noqa: E402
 from eoseg.device import Processes  # noqa: E402
 from eoseg.train import Trainer  # noqa: E402
@@ -140,6 +143,23 @@ def eoseg_training(cfg, steps: int) -> float:
     return len(rates) * cfg.BATCH_SIZE / sum(cfg.BATCH_SIZE / rate for rate in rates)
 
 
+def optimizer_step_seconds(cfg, device: torch.device, fused: bool, repeats: int = 10) -> float:
+    """Median seconds of one step of ``cfg``'s optimizer over its network, the gradients given."""
+    torch.manual_seed(0)
+    model = model_from_config(cfg).to(device)
+    for parameter in model.parameters():
+        parameter.grad = torch.randn_like(parameter)
+    optimizer = make_optimizer(cfg, model, fused=fused)
+    seconds = []
+    for _ in range(repeats + 2):  # two warm-up steps: the optimizer's state is made in the first
+        start = time.perf_counter()
+        optimizer.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        seconds.append(time.perf_counter() - start)
+    return statistics.median(seconds[2:])
+
+
 def data_rate(batches, count: int) -> float:
     next(batches)  # warm-up: worker start, first reads
     start = time.perf_counter()
@@ -198,6 +218,17 @@ def main() -> None:
                 label = "float32" if setting == "float32" else f"auto: {auto} autocast, channels_last"
                 rows.append((network_name(network), f"eoseg: LMDB, {args.workers} workers, {label}", eoseg_training(run_cfg, args.steps)))
                 print(f"  {spec}: {rows[-1][1]:<50} {rows[-1][2]:8.2f} patches/s", flush=True)
+
+        steps = []
+        for spec, network in networks.items():
+            loop, fused = (optimizer_step_seconds(network, device, fused) for fused in (False, True))
+            steps.append((network_name(network), network.OPTIMIZER, loop, fused))
+
+    print()
+    print("| optimizer step alone | optimizer | loop over tensors | fused (eoseg) | ratio |")
+    print("|---|---|---:|---:|---:|")
+    for name, optimizer, loop, fused in steps:
+        print(f"| {name} | {optimizer} | {loop * 1000:.1f} ms | {fused * 1000:.1f} ms | {loop / fused:.2f}x |")
 
     print()
     print("| part | variant | patches/s | vs first row | vs eoseg float32 |")

@@ -35,15 +35,25 @@ def recipe_overrides(cfg: Config, leave_out: tuple[str, ...] = ()) -> list[str]:
     return override_arguments({name: getattr(cfg, name) for name in RECIPE_NAMES if name not in leave_out})
 
 
-def make_optimizer(cfg: Config, model: nn.Module) -> torch.optim.Optimizer:
-    """OPTIMIZER over two parameter groups: the encoder at BASE_LR * ENCODER_LR_FACTOR, the rest at BASE_LR."""
+FUSED_OPTIMIZER_DEVICES = ("cpu", "cuda")  # where torch has fused AdamW and SGD steps
+
+
+def make_optimizer(cfg: Config, model: nn.Module, fused: bool | None = None) -> torch.optim.Optimizer:
+    """OPTIMIZER over two parameter groups: the encoder at BASE_LR * ENCODER_LR_FACTOR, the rest at BASE_LR.
+
+    ``fused`` (default: where the parameters' device has it) steps all tensors in one kernel
+    instead of a loop of small operations per tensor: the same update in a third of the time
+    on CPU (``bench/training.py``).
+    """
     groups = [
         {"params": list(model.encoder_parameters()), "lr": cfg.BASE_LR * cfg.ENCODER_LR_FACTOR},
         {"params": list(model.decoder_parameters()), "lr": cfg.BASE_LR},
     ]
+    if fused is None:
+        fused = {parameter.device.type for parameter in model.parameters()} <= set(FUSED_OPTIMIZER_DEVICES)
     if cfg.OPTIMIZER == "adamw":
-        return torch.optim.AdamW(groups, lr=cfg.BASE_LR, weight_decay=cfg.WEIGHT_DECAY)
-    return torch.optim.SGD(groups, lr=cfg.BASE_LR, momentum=cfg.MOMENTUM, weight_decay=cfg.WEIGHT_DECAY)
+        return torch.optim.AdamW(groups, lr=cfg.BASE_LR, weight_decay=cfg.WEIGHT_DECAY, fused=fused)
+    return torch.optim.SGD(groups, lr=cfg.BASE_LR, momentum=cfg.MOMENTUM, weight_decay=cfg.WEIGHT_DECAY, fused=fused)
 
 
 class LearningRateSchedule:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
@@ -122,6 +123,27 @@ def test_make_optimizer_follows_OPTIMIZER():
     adamw = make_optimizer(tiny_config(OPTIMIZER="adamw", BASE_LR=0.001, WEIGHT_DECAY=0.01), model)
     assert type(adamw) is torch.optim.AdamW and [g["lr"] for g in adamw.param_groups] == [0.0005, 0.001]
     assert adamw.param_groups[1]["weight_decay"] == 0.01
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adamw"])
+def test_make_optimizer_steps_fused_as_the_plain_loop_steps(optimizer):
+    cfg = tiny_config(OPTIMIZER=optimizer, BASE_LR=0.01, WEIGHT_DECAY=0.01)
+    torch.manual_seed(0)
+    model = model_from_config(cfg)
+    reference, initial = copy.deepcopy(model), copy.deepcopy(model)
+    fused = make_optimizer(cfg, model)
+    assert all(group["fused"] for group in fused.param_groups)  # on CPU
+    plain = make_optimizer(cfg, reference, fused=False)
+    assert not any(group["fused"] for group in plain.param_groups)
+    for step in range(3):
+        for a, b in zip(model.parameters(), reference.parameters()):
+            a.grad = torch.full_like(a, 0.1 * (step + 1)) + torch.sin(torch.arange(a.numel()).reshape(a.shape).float())
+            b.grad = a.grad.clone()
+        fused.step()
+        plain.step()
+    for a, b in zip(model.parameters(), reference.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    assert all(not torch.equal(a, b) for a, b in zip(model.parameters(), initial.parameters()))  # it did step
 
 
 # ---------------------------------------------------------------- schedules
