@@ -14,7 +14,11 @@ data/ and runs/ are left alone), on the CPU:
    and with INFER_PRECISION=auto: label agreement and the metrics of each;
 4. a full-width SegNet (MODEL_WIDTH=1.0, the method's SGD) trained ``--full-steps`` iterations of batch
    ``--full-batch`` with PRECISION=auto (bfloat16 where the CPU has it: affordable on a
-   CPU), then labelling the test tiles in float32 and in auto: label agreement.
+   CPU), then labelling the test tiles in float32 and in auto: label agreement;
+5. the labels' own noise floor: both networks labelling, in float32, the test tiles with one
+   grey level added to every pixel (clipped at the data type's top) against the tiles as
+   they are: how many labels a change far below any sensor's noise moves without a change
+   of precision, beside the share that bfloat16 moves.
 
 It measures agreement, not speed: it may run on a busy machine. A stage whose outputs are
 in ``--work`` already is kept, so an interrupted run resumes; remove ``--work`` to redo it.
@@ -27,6 +31,7 @@ import argparse
 import csv
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -107,6 +112,22 @@ def agreement(first: Path, second: Path) -> tuple[float, int]:
     return same / total, total
 
 
+def brightened_data(work: Path) -> Path:
+    """A copy of the demo's data whose test tiles have one grey level added to every pixel and band."""
+    target = work / "data-plus-one"
+    if not (target / "done").is_file():
+        shutil.rmtree(target, ignore_errors=True)
+        shutil.copytree(work / "data", target)
+        for tile_id in DEMO.TEST_IDS:
+            path = target / DEMO.IMAGE_PATTERN.format(id=tile_id)
+            with rasterio.open(path, "r+") as raster:
+                pixels = raster.read()
+                top = np.iinfo(pixels.dtype).max if pixels.dtype.kind in "ui" else np.inf
+                raster.write(np.minimum(pixels.astype(np.float64) + 1, top).astype(pixels.dtype))
+        (target / "done").write_text("")
+    return target
+
+
 def overall(out: Path) -> dict:
     report = json.loads((out / "metrics.json").read_text())
     return {"precision": report["precision"], **{m: report["overall"][m] for m in METRICS}}
@@ -172,15 +193,26 @@ def main() -> None:
     full = [*METHOD_RECIPE, "TRAIN_MINUTES=0", "MODEL_WIDTH=1.0", f"ITERATIONS={args.full_steps}",
             f"BATCH_SIZE={args.full_batch}", "BASE_LR=0.01", "LR_STEPS=[]", "VAL_EVERY=0", "SNAPSHOT_EVERY=50"]
     folder = train(work, data, "full-auto", [*full, "PRECISION=auto"])
-    runs = {p: label(work, data, folder / "model.pt", f"label-full-{p}", [*METHOD_RECIPE, f"INFER_PRECISION={p}"])
-            for p in ("float32", "auto")}
-    same, pixels = agreement(runs["float32"], runs["auto"])
-    scores = {p: overall(out) for p, out in runs.items()}
+    full_runs = {p: label(work, data, folder / "model.pt", f"label-full-{p}", [*METHOD_RECIPE, f"INFER_PRECISION={p}"])
+                 for p in ("float32", "auto")}
+    same, pixels = agreement(full_runs["float32"], full_runs["auto"])
+    scores = {p: overall(out) for p, out in full_runs.items()}
     lines += [f"## Full SegNet (MODEL_WIDTH=1.0) trained {args.full_steps} iterations of batch {args.full_batch} "
               f"with PRECISION=auto ({auto[0]}), labelling the test tiles", "",
               f"label agreement, INFER_PRECISION auto vs float32: {100 * same:.3f}% of {pixels} pixels; "
               + "; ".join(f"{p} ({s['precision']}): OA {100 * s['overall_accuracy']:.2f}%, mean F1 {100 * s['mean_f1']:.2f}%"
-                          for p, s in scores.items())]
+                          for p, s in scores.items()), ""]
+
+    # 5. the noise floor: float32 labels of the test tiles one grey level brighter
+    brighter = [f"DATA_ROOT={brightened_data(work)}", *data[1:]]
+    lines += ["## The labels' noise floor: float32 labels of the test tiles one grey level brighter", "",
+              "| weights | float32 vs auto | float32 vs float32, tiles +1 grey level |", "|---|---:|---:|"]
+    for name, tag, weights_file, recipe, runs_of in (
+            ("the demo's float32 weights", "demo", weights, [], runs),
+            ("full SegNet", "full", folder / "model.pt", METHOD_RECIPE, full_runs)):
+        shifted = label(work, brighter, weights_file, f"label-{tag}-float32-plus-one", [*recipe, "INFER_PRECISION=float32"])
+        lines.append(f"| {name} | {100 * agreement(runs_of['float32'], runs_of['auto'])[0]:.3f}% "
+                     f"| {100 * agreement(runs_of['float32'], shifted)[0]:.3f}% |")
     text = "\n".join(lines) + "\n"
     (work / "summary.md").write_text(text)
     print()
