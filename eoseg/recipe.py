@@ -42,8 +42,8 @@ def make_optimizer(cfg: Config, model: nn.Module, fused: bool | None = None) -> 
     """OPTIMIZER over two parameter groups: the encoder at BASE_LR * ENCODER_LR_FACTOR, the rest at BASE_LR.
 
     ``fused`` (default: where the parameters' device has it) steps all tensors in one kernel
-    instead of a loop of small operations per tensor: the same update in a third of the time
-    on CPU (``bench/training.py``).
+    instead of a loop of small operations per tensor: the same update, 2.5 to 3.6 times
+    faster on CPU (``bench/training.py``).
     """
     groups = [
         {"params": list(model.encoder_parameters()), "lr": cfg.BASE_LR * cfg.ENCODER_LR_FACTOR},
