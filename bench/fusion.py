@@ -59,7 +59,8 @@ BUILDING, CONFUSED_WITH = "building", ("low vegetation", "impervious surfaces")
 
 def variant_config(work: Path, name: str, iterations: int, lr_steps: list[int]):
     folder = work / name
-    values = {"DATASET": "sample_fusion", **VARIANTS[name], "DATA_ROOT": str(work / "data"), "ITERATIONS": iterations, "LR_STEPS": lr_steps,
+    values = {"DATASET": "sample_fusion", **VARIANTS[name], "DATA_ROOT": str(work / "data"),
+              "ITERATIONS": iterations, "LR_STEPS": lr_steps,
               "VAL_EVERY": 0, "SNAPSHOT_EVERY": iterations, "DEVICE": "cpu",
               "PATCHES_DIR": str(folder / "patches"), "LMDB_DIR": str(folder / "lmdb"),
               "TRAIN_DIR": str(folder / "train"), "MODEL_FILE": str(folder / "model.pt"),
@@ -110,8 +111,7 @@ def main() -> None:
     parser.add_argument("--workdir", default=str(Path(tempfile.gettempdir()) / "eoseg-fusion"))
     args = parser.parse_args()
     work = Path(args.workdir)
-    base = FUSION
-    steps_fraction = [step / base.ITERATIONS for step in base.LR_STEPS]
+    steps_fraction = [step / FUSION.ITERATIONS for step in FUSION.LR_STEPS]
 
     sample = variant_config(work, "irrg", args.iterations, [])
     ids = sample.tile_ids("train") + sample.tile_ids("test")

@@ -63,8 +63,7 @@ from eoseg.precision import describe_hardware, resolve_precision  # noqa: E402
 from eoseg.recipe import recipe_overrides  # noqa: E402
 from eoseg.train import train  # noqa: E402
 
-ISPRS_CLASSES = ["impervious surfaces", "building", "low vegetation", "tree", "car", "clutter"]
-ISPRS_PALETTE = [[255, 255, 255], [0, 0, 255], [0, 255, 255], [0, 255, 0], [255, 255, 0], [255, 0, 0]]
+METHOD = load_config(overrides=["DATASET=vaihingen"])  # the method's recipe, classes and palette: the ISPRS presets'
 ISPRS_CROPS = {  # set: (image, labels, band names)
     "vaihingen": ("isprs_real/vaihingen_area1_crop512_irrg.png", "isprs_real/vaihingen_area1_crop512_labels_noboundary.png",
                   ["IR", "R", "G"]),
@@ -74,7 +73,6 @@ ISPRS_CROPS = {  # set: (image, labels, band names)
 WHU = "buildings_real/whu_global_cities"
 SETS = (*ISPRS_CROPS, "whu")
 
-METHOD = load_config(overrides=["DATASET=vaihingen"])  # the method's recipe is the ISPRS presets'
 RECIPES = {"method": recipe_overrides(METHOD, ("MODEL",)), "eoseg": []}
 NETWORKS = ("segnet", "unet", "unetformer")
 DEFAULT = ("eoseg", load_config(overrides=["DATASET="]).MODEL)  # what a config naming only its data trains
@@ -97,7 +95,7 @@ def prepare_isprs(shared: Path, work: Path, name: str) -> list[Path]:
     data = {
         "DATA_ROOT": str(folder), "IMAGE_PATTERN": "{id}.png", "LABEL_PATTERN": "{id}_labels.png",
         "GT_COLOR_PATTERN": "", "GT_ERODED_PATTERN": "", "DSM_PATTERN": "", "NDSM_PATTERN": "",
-        "BANDS": [1, 2, 3], "BAND_NAMES": band_names, "CLASS_NAMES": ISPRS_CLASSES, "PALETTE": ISPRS_PALETTE,
+        "BANDS": [1, 2, 3], "BAND_NAMES": band_names, "CLASS_NAMES": METHOD.CLASS_NAMES, "PALETTE": METHOD.PALETTE,
         # the crops' coding: 0 = boundary (ignored), 1..6 = the classes
         "LABEL_VALUES": {0: "ignore", **{value: value - 1 for value in range(1, 7)}},
     }

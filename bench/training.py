@@ -220,7 +220,7 @@ def main() -> None:
                 print(f"  {spec}: {rows[-1][1]:<50} {rows[-1][2]:8.2f} patches/s", flush=True)
 
         steps = []
-        for spec, network in networks.items():
+        for network in networks.values():
             loop, fused = (optimizer_step_seconds(network, device, fused) for fused in (False, True))
             steps.append((network_name(network), network.OPTIMIZER, loop, fused))
 
