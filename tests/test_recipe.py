@@ -43,10 +43,36 @@ def test_dice_of_a_perfect_prediction_is_zero():
     assert soft_dice_loss(-perfect, labels, IGNORE).item() == pytest.approx(1, abs=1e-6)  # all wrong
 
 
-def test_ce_dice_is_weighted_cross_entropy_plus_weighted_dice():
+def dice_by_one_hot(scores, labels):
+    """Soft Dice loss written out: softmax and one-hot truth over the labelled pixels, per class."""
+    labelled = (labels != IGNORE)[:, None].float()
+    probabilities = torch.softmax(scores, dim=1) * labelled
+    truth = F.one_hot(torch.where(labels == IGNORE, 0, labels), CLASSES).permute(0, 3, 1, 2).float() * labelled
+    overlap, total = (probabilities * truth).sum((0, 2, 3)), (probabilities + truth).sum((0, 2, 3))
+    present = truth.sum((0, 2, 3)) > 0
+    return (1 - 2 * overlap[present] / total[present]).mean()
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_ce_dice_is_weighted_cross_entropy_plus_weighted_dice_in_value_and_gradient(seed):
+    scores, labels = batch(seed)
+    labels[0, 0] = 3 - labels[0, 0].clamp(max=3)  # any class, no ignored pixel, in the first row
+    labels[1] = torch.where(labels[1] == 2, 1, labels[1])  # a class absent from a batch item
+    by_hand = scores.clone().requires_grad_(True)
+    expected = F.cross_entropy(by_hand, labels, weight=WEIGHTS, ignore_index=IGNORE) + 0.7 * dice_by_one_hot(by_hand, labels)
+    expected.backward()
+    ours = scores.clone().requires_grad_(True)
+    value = CrossEntropyDiceLoss(WEIGHTS, IGNORE, 0.7)(ours, labels)
+    value.backward()
+    assert value.item() == pytest.approx(expected.item(), rel=1e-6)
+    torch.testing.assert_close(ours.grad, by_hand.grad, rtol=1e-5, atol=1e-7)
+    assert soft_dice_loss(scores, labels, IGNORE).item() == pytest.approx(dice_by_one_hot(scores, labels).item(), rel=1e-6)
+
+
+def test_dice_leaves_out_the_classes_absent_from_the_labels():
     scores, labels = batch()
-    expected = F.cross_entropy(scores, labels, weight=WEIGHTS, ignore_index=IGNORE) + 0.7 * soft_dice_loss(scores, labels, IGNORE)
-    assert CrossEntropyDiceLoss(WEIGHTS, IGNORE, 0.7)(scores, labels).item() == pytest.approx(expected.item(), rel=1e-6)
+    labels[labels == 3] = 0
+    assert soft_dice_loss(scores, labels, IGNORE).item() == pytest.approx(dice_by_one_hot(scores, labels).item(), rel=1e-6)
 
 
 @pytest.mark.parametrize("weight", [None, WEIGHTS])
