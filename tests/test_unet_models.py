@@ -136,6 +136,39 @@ def test_encoder_and_decoder_parameters_partition_all():
         assert len(encoder) + len(decoder) == len(list(model.parameters()))
 
 
+def test_unet_decoder_hands_the_upsampling_a_dense_gradient_in_its_layout(monkeypatch):
+    """The upsampled features' gradient, a channel slice of the joined one, arrives dense in their layout."""
+    upsampled_gradients = []
+    interpolate = torch.nn.functional.interpolate
+
+    def recording_interpolate(*args, **kwargs):
+        out = interpolate(*args, **kwargs)
+        out.register_hook(upsampled_gradients.append)
+        return out
+    monkeypatch.setattr(torch.nn.functional, "interpolate", recording_interpolate)
+    block = tiny("unet", 3).decoder[1]
+    skip_channels = block.conv1[0].in_channels // 3
+    for layout in (torch.channels_last, torch.contiguous_format):
+        block.to(memory_format=layout)
+        x = torch.randn(2, 2 * skip_channels, 4, 5).contiguous(memory_format=layout).requires_grad_(True)
+        skip = torch.randn(2, skip_channels, 8, 10).contiguous(memory_format=layout)
+        block(x, skip.shape[-2:], skip).sum().backward()
+        assert upsampled_gradients.pop().is_contiguous(memory_format=layout)
+
+
+def test_unet_gradients_are_the_same_in_both_layouts():
+    model = tiny("unet", 3)
+    x, labels = torch.randn(2, 3, 64, 64), torch.randint(0, 6, (2, 64, 64))
+    gradients = []
+    for layout in (torch.contiguous_format, torch.channels_last):
+        model.zero_grad()
+        model.to(memory_format=layout)
+        torch.nn.functional.cross_entropy(model(x.contiguous(memory_format=layout)), labels).backward()
+        gradients.append([p.grad.clone() for p in model.parameters()])
+    for contiguous, channels_last in zip(*gradients):
+        torch.testing.assert_close(channels_last, contiguous, rtol=1e-4, atol=1e-5)
+
+
 # ---------------------------------------------------------------- inference rewrites, export, records
 @pytest.mark.parametrize("encoder", ["resnet18", "resnet50"])
 @pytest.mark.parametrize("bands", [1, 4, 5])

@@ -26,6 +26,25 @@ def conv_bn_relu(in_channels: int, out_channels: int, kernel: int = 3) -> nn.Seq
                          nn.BatchNorm2d(out_channels), nn.ReLU(inplace=True))
 
 
+class _GradientInLayout(torch.autograd.Function):
+    """The identity; backward hands the gradient on in the memory layout the input had.
+
+    torch.cat's backward gives each input a channel slice of the joined gradient. In the
+    channels_last layout (bfloat16 training) that slice is strided, and the upsampling's backward
+    turned it into the contiguous layout and back, slowly: made dense here once, the demo's
+    U-Net trains 1.13x faster in bfloat16 on a 2-core AMX Xeon (bench/RESULTS.md).
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        ctx.layout = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, gradient: torch.Tensor) -> torch.Tensor:
+        return gradient.contiguous(memory_format=ctx.layout)
+
+
 class DecoderBlock(nn.Module):
     def __init__(self, in_channels: int, skip_channels: int, out_channels: int):
         super().__init__()
@@ -35,6 +54,8 @@ class DecoderBlock(nn.Module):
     def forward(self, x: torch.Tensor, size: torch.Size, skip: torch.Tensor | None) -> torch.Tensor:
         x = F.interpolate(x, size=size, mode="nearest")
         if skip is not None:
+            if x.requires_grad:
+                x = _GradientInLayout.apply(x)
             x = torch.cat([x, skip], dim=1)
         return self.conv2(self.conv1(x))
 
