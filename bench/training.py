@@ -16,9 +16,10 @@ files and as an LMDB, then measures, on the CPU, in patches per second:
   single-process PNG loading, float32, the network as built; (b) eoseg's Trainer (LMDB,
   ``--workers`` workers) in float32, and with PRECISION=auto (bfloat16 autocast with
   channels_last where the device computes bfloat16 natively; left out where auto is
-  float32). Each is timed over
-  ``--steps`` steps after one warm-up step; eoseg's figures are the per-step rates its own
-  training log records. The machine line names the CPU and its flags, or the GPU
+  float32). The naive loop is timed over ``--steps`` steps after one warm-up step; eoseg's
+  two precisions alternate step by step (Trainer.step, ``--steps`` each after a warm-up)
+  and the median step is reported, as timings on shared cores vary by a third from one
+  minute to the next. The machine line names the CPU and its flags, or the GPU
   (``--device cuda``);
 - the optimizer step alone of each of ``--networks`` (its recipe's SGD or AdamW, gradients
   given), torch's loop over the tensors against the fused step eoseg uses: median of 10.
@@ -29,7 +30,6 @@ Nothing here is a test; keep the machine otherwise idle while it runs.
 from __future__ import annotations
 
 import argparse
-import csv
 import statistics
 import sys
 import tempfile
@@ -135,12 +135,23 @@ def naive_training(png: Path, count: int, batch: int, steps: int, device: torch.
 
 
 # ---------------------------------------------------------------- eoseg
-def eoseg_training(cfg, steps: int) -> float:
-    trainer = Trainer(cfg.replace(ITERATIONS=steps + 1), Processes(), torch.device(cfg.DEVICE), progress=False)
-    trainer.run()
-    with open(Path(cfg.TRAIN_DIR) / "log.csv", newline="") as handle:
-        rates = [float(row["patches_per_s"]) for row in csv.DictReader(handle)][1:]  # after the warm-up step
-    return len(rates) * cfg.BATCH_SIZE / sum(cfg.BATCH_SIZE / rate for rate in rates)
+def eoseg_training_rates(cfgs: dict[str, object], steps: int, device: torch.device) -> dict[str, float]:
+    """Patches/s of eoseg's training step (Trainer.step: forward, loss, backward, optimizer step) under
+    each config, batches from its LMDB loader: the median over ``steps`` steps after one warm-up.
+
+    The configs' steps alternate, so that a slow spell of the machine (timings on shared cores vary
+    by a third from one minute to the next) hits them alike."""
+    trainers = {name: Trainer(cfg, Processes(), device, progress=False) for name, cfg in cfgs.items()}
+    batches = {name: iter(DataLoader(trainer.data, batch_sampler=trainer.sampler, num_workers=trainer.cfg.NUM_WORKERS))
+               for name, trainer in trainers.items()}
+    seconds = {name: [] for name in cfgs}
+    for _ in range(steps + 1):
+        for name, trainer in trainers.items():
+            images, labels = next(batches[name])
+            started = time.perf_counter()
+            trainer.step(images, labels).item()  # .item(): waits for a GPU to finish
+            seconds[name].append(time.perf_counter() - started)
+    return {name: cfgs[name].BATCH_SIZE / statistics.median(times[1:]) for name, times in seconds.items()}
 
 
 def optimizer_step_seconds(cfg, device: torch.device, fused: bool, repeats: int = 10) -> float:
@@ -212,12 +223,13 @@ def main() -> None:
                          naive_training(png, args.patches, args.batch, args.steps, device)))
             print(f"  {rows[-1][1]:<58} {rows[-1][2]:8.2f} patches/s", flush=True)
         precisions = ["float32"] + (["auto"] if auto != "float32" else [])
-        for spec, network in networks.items():
-            for setting in precisions:
-                run_cfg = network.replace(TRAIN_DIR=str(folder / f"train-{len(rows)}"), PRECISION=setting)
+        for number, (spec, network) in enumerate(networks.items()):
+            runs = {setting: network.replace(TRAIN_DIR=str(folder / f"train-{number}-{setting}"), PRECISION=setting)
+                    for setting in precisions}
+            for setting, rate in eoseg_training_rates(runs, args.steps, device).items():
                 label = "float32" if setting == "float32" else f"auto: {auto} autocast, channels_last"
-                rows.append((network_name(network), f"eoseg: LMDB, {args.workers} workers, {label}", eoseg_training(run_cfg, args.steps)))
-                print(f"  {spec}: {rows[-1][1]:<50} {rows[-1][2]:8.2f} patches/s", flush=True)
+                rows.append((network_name(network), f"eoseg: LMDB, {args.workers} workers, {label}", rate))
+                print(f"  {spec}: {rows[-1][1]:<50} {rate:8.2f} patches/s", flush=True)
 
         steps = []
         for network in networks.values():
