@@ -136,8 +136,9 @@ def naive_training(png: Path, count: int, batch: int, steps: int, device: torch.
 
 # ---------------------------------------------------------------- eoseg
 def eoseg_training_rates(cfgs: dict[str, object], steps: int, device: torch.device) -> dict[str, float]:
-    """Patches/s of eoseg's training step (Trainer.step: forward, loss, backward, optimizer step) under
-    each config, batches from its LMDB loader: the median over ``steps`` steps after one warm-up.
+    """Patches/s of eoseg's training step (the next batch from its LMDB loader, then Trainer.step:
+    forward, loss, backward, optimizer step) under each config: the median over ``steps`` steps
+    after one warm-up.
 
     The configs' steps alternate, so that a slow spell of the machine (timings on shared cores vary
     by a third from one minute to the next) hits them alike."""
@@ -147,8 +148,8 @@ def eoseg_training_rates(cfgs: dict[str, object], steps: int, device: torch.devi
     seconds = {name: [] for name in cfgs}
     for _ in range(steps + 1):
         for name, trainer in trainers.items():
+            started = time.perf_counter()  # waiting for the batch counts, as in training
             images, labels = next(batches[name])
-            started = time.perf_counter()
             trainer.step(images, labels).item()  # .item(): waits for a GPU to finish
             seconds[name].append(time.perf_counter() - started)
     return {name: cfgs[name].BATCH_SIZE / statistics.median(times[1:]) for name, times in seconds.items()}
