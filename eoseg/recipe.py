@@ -122,9 +122,6 @@ class _PixelLoss(nn.Module):
         self.register_buffer("weight", weight)
         self.ignore_index = ignore_index
 
-    def _pixels(self, scores: torch.Tensor, labels: torch.Tensor):
-        return _pixels(scores, labels, self.ignore_index, self.weight)
-
     @staticmethod
     def _nothing(scores: torch.Tensor) -> torch.Tensor:
         return scores.float().sum() * 0.0  # a zero that keeps the graph: backward runs on every process
@@ -153,7 +150,7 @@ class FocalLoss(_PixelLoss):
         self.gamma = gamma
 
     def forward(self, scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        log_probabilities, labelled, classes, weights = self._pixels(scores, labels)
+        log_probabilities, labelled, classes, weights = _pixels(scores, labels, self.ignore_index, self.weight)
         if not labelled.any():
             return self._nothing(scores)
         log_p = -_pixel_cross_entropy(log_probabilities, classes)
@@ -170,7 +167,7 @@ class OhemCrossEntropyLoss(_PixelLoss):
         self.fraction = fraction
 
     def forward(self, scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        log_probabilities, labelled, classes, weights = self._pixels(scores, labels)
+        log_probabilities, labelled, classes, weights = _pixels(scores, labels, self.ignore_index, self.weight)
         count = int(labelled.sum())
         if not count:
             return self._nothing(scores)
@@ -218,7 +215,7 @@ class CrossEntropyDiceLoss(_PixelLoss):
         self.dice_weight = dice_weight
 
     def forward(self, scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        log_probabilities, labelled, classes, weights = self._pixels(scores, labels)
+        log_probabilities, labelled, classes, weights = _pixels(scores, labels, self.ignore_index, self.weight)
         if not labelled.any():
             return self._nothing(scores)
         cross_entropy = _pixel_cross_entropy(log_probabilities, classes)
