@@ -105,7 +105,7 @@ VAL_EVERY = 1000  # label the validation tiles and log OA, mean F1, mean IoU eve
 VAL_IDS = []  # tiles to validate on ([] = TEST_IDS, as the method does)
 NUM_WORKERS = 0  # DataLoader worker processes per training process
 SEED = 0  # seed of weight initialisation, sample order and augmentation
-PRECISION = "auto"  # training: "auto": "bfloat16" where the device computes it natively (CPUs with amx_bf16 or avx512_bf16, CUDA GPUs of compute capability 8.0+), else "float32"; or "float32"; "bfloat16"; "float16" (GPUs; with gradient scaling). bfloat16 and float16 autocast, with float32 master weights. On an AMX CPU the demo's network trained in bfloat16 ends within 0.2 points of mean F1 of float32 at equal steps, 2.5x sooner (bench/RESULTS.md)
+PRECISION = "auto"  # training: "auto": "bfloat16" where the device computes it natively (CPUs with amx_bf16 or avx512_bf16, CUDA GPUs of compute capability 8.0+), else "float32"; or "float32"; "bfloat16"; "float16" (GPUs; with gradient scaling). bfloat16 and float16 autocast, with float32 master weights. On an AMX CPU the demo's network trained in bfloat16 ends within 0.2 points of mean F1 of float32 at equal steps, 2.2-2.5x sooner (bench/RESULTS.md)
 CHANNELS_LAST = None  # channels-last memory layout in training: None = where PRECISION resolves to bfloat16/float16 (faster there), not in float32 (slower on CPU); True or False to choose
 COMPILE = False  # torch.compile the network: faster steps after minutes of compiling (needs a C++ compiler)
 DETERMINISTIC = False  # deterministic kernels: a resumed run repeats the uninterrupted one's losses (bit for bit on CPU); slower on GPU
