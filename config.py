@@ -39,7 +39,7 @@ PALETTE = [  # RGB colour of each class in the colour-coded ground truth, same o
     [255, 255, 0],  # car: yellow
     [255, 0, 0],  # clutter: red
 ]
-IGNORE_COLOR = [0, 0, 0]  # colour of undefined pixels (black boundaries of the eroded GT)
+IGNORE_COLOR = [0, 0, 0]  # colour of undefined pixels (black boundaries of the eroded GT); None if the ground truth has none (e.g. black/white building masks, where black is a class)
 IGNORE_LABEL = 255  # their numeric id: excluded from the loss and the metrics
 
 # ---------------------------------------------------------------- label values, vector labels, other grids

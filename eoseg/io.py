@@ -320,11 +320,17 @@ def read_raster(
         return src.read(bands, window=window)
 
 
+def not_one_band(path: str | Path, count: int) -> EosegError:
+    """The error for a label raster of ``count`` bands where a numeric label map has one."""
+    return EosegError(f"{path}: a numeric label map has one band, this one has {count}; if it is colour-coded, "
+                      "point GT_COLOR_PATTERN at it and run convert_gt.py --from-color")
+
+
 def read_label(path: str | Path, what: str = "label map") -> np.ndarray:
     """Read a single-band numeric label map as (H, W) uint8."""
     array = read_raster(path, what=what)
     if array.shape[0] != 1:
-        raise EosegError(f"{path}: a numeric label map has one band, this one has {array.shape[0]}; is it colour-coded?")
+        raise not_one_band(path, array.shape[0])
     if array.dtype != np.uint8:
         if array.size and (array.min() < 0 or array.max() > 255):
             raise EosegError(f"{path}: label ids must lie in 0..255")

@@ -30,7 +30,7 @@ from rasterio.windows import Window
 from eoseg.config import IGNORE, VECTOR_SUFFIXES, Config, label_value_pairs
 from eoseg.errors import EosegError
 from eoseg.grid import bounds, needs_warp, open_on_grid
-from eoseg.io import RasterInfo, raster_info
+from eoseg.io import RasterInfo, not_one_band, raster_info
 
 # a label map with at least this share of IGNORE_LABEL pixels and one class present is most likely
 # a binary mask whose class value collides with IGNORE_LABEL (255 of a 0/255 mask); with no class
@@ -155,7 +155,7 @@ class RasterLabels:
 
     def __init__(self, info: RasterInfo, image: RasterInfo, values: LabelValues, what: str = "label map"):
         if info.count != 1:
-            raise EosegError(f"{info.path}: a numeric label map has one band, this one has {info.count}; is it colour-coded?")
+            raise not_one_band(info.path, info.count)
         self.info, self.image, self.values, self.what = info, image, values, what
         self.warped = needs_warp(image, info, what)
         self.path = info.path

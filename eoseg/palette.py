@@ -40,7 +40,8 @@ class Palette:
         if len(set(packed.tolist())) != len(packed):
             raise EosegError("PALETTE has two classes with the same colour")
         if self.ignore_color is not None and pack_rgb(np.array(self.ignore_color)) in packed:
-            raise EosegError(f"IGNORE_COLOR {self.ignore_color} is also a class colour in PALETTE")
+            raise EosegError(f"IGNORE_COLOR {self.ignore_color} is also a class colour in PALETTE; set IGNORE_COLOR "
+                             "to the colour of unlabelled pixels, or None if the ground truth has none")
         self._packed = packed
         self._order = np.argsort(packed)
 

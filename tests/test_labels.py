@@ -220,7 +220,8 @@ def test_spacenet_footprints_rasterised_and_trained(tmp_path):
 # ---------------------------------------------------------------- bad inputs through the scripts
 @pytest.mark.faults
 @pytest.mark.parametrize("case", ["outside_classes", "unmapped", "fractional", "binary_as_ignore", "no_id",
-                                  "not_overlapping", "no_attribute", "attribute_not_mapped", "polygons_miss"])
+                                  "not_overlapping", "colour_coded", "no_attribute", "attribute_not_mapped",
+                                  "polygons_miss"])
 def test_bad_labels_give_one_line(sample_root, tmp_path, case):
     data = sample_root / "data"
     source = data / LABELS.format(id="1")
@@ -251,6 +252,9 @@ def test_bad_labels_give_one_line(sample_root, tmp_path, case):
         write_like(tmp_path / "away" / "1.tif", labels, source, transform=away)
         extra["LABEL_PATTERN"] = str(tmp_path / "away" / "{id}.tif")
         fragments = [str(tmp_path / "away" / "1.tif"), "does not overlap the image"]
+    elif case == "colour_coded":
+        extra["LABEL_PATTERN"] = str(data / "gts_for_participants/top_mosaic_09cm_area{id}.tif")
+        fragments = ["area1.tif", "this one has 3", "point GT_COLOR_PATTERN at it", "convert_gt.py --from-color"]
     else:
         image = raster_info(data / "top/top_mosaic_09cm_area1.tif")
         left, bottom, right, top = rasterio.transform.array_bounds(image.height, image.width, image.transform)

@@ -194,7 +194,7 @@ def test_ignore_label_outside_uint8_refused(ignore_label):
 
 
 def test_ignore_colour_equal_to_class_colour_refused():
-    with pytest.raises(EosegError, match=r"IGNORE_COLOR.*also a class colour"):
+    with pytest.raises(EosegError, match=r"IGNORE_COLOR.*also a class colour.*or None if the ground truth has none"):
         Palette(ISPRS_COLORS, ignore_color=(0, 255, 0))
 
 
