@@ -1,9 +1,10 @@
 """Inference benchmark: eoseg's streaming predictor against the method's published loop.
 
-    python bench/inference.py compare [--size 1024] [--width 1.0] [--repeat 3] [--device cpu]   # throughput, peak RSS, label agreement
+    python bench/inference.py compare [--size 1024] [--width 1.0] [--repeat 3] [--device cpu] [--model segnet]   # throughput, peak RSS, label agreement
     python bench/inference.py memory [--size 20000] [--taller 4]    # peak RSS on a huge GeoTIFF, and on one 4x taller
 
-``compare`` labels one synthetic tile twice with the same weights, window 256, stride
+``compare`` labels one synthetic tile with the same weights (the method's SegNet unless
+``--model`` names another network of the registry; never the config's default), window 256, stride
 128, batch 8, on the CPU: (a) the naive reference, a faithful re-implementation of the
 method's PyTorch test loop (whole tile as float32, a float64 H x W x classes score array,
 one copy per patch, the method's window generator), (b) eoseg's Predictor streaming the
@@ -42,6 +43,11 @@ from eoseg.config import load_config  # noqa: E402
 from eoseg.precision import describe_hardware, resolve_precision  # noqa: E402
 
 WINDOW, STRIDE, BATCH = 256, 128, 8
+
+
+def bench_config(model: str, width: float, *overrides: str):
+    """The benchmark's config: the network named explicitly, as the config's default network is the demo's."""
+    return load_config(overrides=[f"MODEL={model}", f"MODEL_WIDTH={width}", *overrides])
 
 
 # ---------------------------------------------------------------- the naive reference
@@ -118,7 +124,7 @@ def child(args) -> None:
     """Run one variant and print its timings as JSON (the parent reads the peak RSS)."""
     from eoseg.checkpoint import load_model
 
-    cfg = load_config(overrides=[f"MODEL_WIDTH={args.width}"])
+    cfg = bench_config(args.model, args.width)
     model, _ = load_model(args.weights, cfg)
     model.eval().to(args.device)
     torch.set_num_threads(args.threads)
@@ -180,9 +186,10 @@ def compare(args) -> None:
     tif = work / f"compare_{args.size}.tif"
     if not tif.exists():
         write_sample_tif(tif, args.size, args.size)
-    cfg = load_config(overrides=[f"MODEL_WIDTH={args.width}"])
+    cfg = bench_config(args.model, args.width)
     torch.manual_seed(0)
-    weights = save_checkpoint(work / f"segnet_w{args.width}.pt", cfg, model_from_config(cfg), iteration=0)
+    model = model_from_config(cfg)
+    weights = save_checkpoint(work / f"{args.model}_w{args.width}.pt", cfg, model, iteration=0)
     auto, reason = resolve_precision("auto", args.device, "INFER_PRECISION")
     variants = (("naive", "eoseg") + (("eoseg-auto",) if auto != "float32" else ())
                 + (("eoseg-compiled",) if args.compile else ()) + (("eoseg-onnxruntime",) if args.onnx else ()))
@@ -192,12 +199,13 @@ def compare(args) -> None:
         for variant in variants:
             labels = work / f"labels_{variant}.npy"
             timing, rss = run_child(["child", "--variant", variant, "--tif", str(tif), "--weights", str(weights),
-                                     "--width", str(args.width), "--labels", str(labels), "--device", args.device,
+                                     "--model", args.model, "--width", str(args.width), "--labels", str(labels),
+                                     "--device", args.device,
                                      "--threads", str(args.threads)])
             runs[variant].append({**timing, "rss": rss, "labels": np.load(labels)})
     print(f"machine: {machine(args.device)}; 1-min load average {load_before:.2f} before, {os.getloadavg()[0]:.2f} after")
     print(f"precision auto here: {auto} ({reason})" + ("" if auto != "float32" else ": no eoseg-auto variant, it is eoseg"))
-    print(f"tile {args.size} x {args.size}, SegNet width {args.width}, window {WINDOW}, stride {STRIDE}, batch {BATCH}, "
+    print(f"tile {args.size} x {args.size}, network {args.model} ({type(model).__name__}) width {args.width}, window {WINDOW}, stride {STRIDE}, batch {BATCH}, "
           f"{args.device}, {args.threads} threads; "
           f"{args.repeat} run(s) of each variant, alternating; figures are medians")
     print(f"{'':18}{'seconds':>9}{'Mpx/s':>9}{'windows':>9}{'windows/s':>11}{'peak RSS':>11}{'ratio':>8}{'same labels':>13}")
@@ -231,9 +239,10 @@ def memory(args) -> None:
             start = time.perf_counter()
             write_sample_tif(tif, height, args.size)
             print(f"wrote {tif} ({tif.stat().st_size / 2**20:.0f} MiB) in {time.perf_counter() - start:.0f} s")
-        timing, rss = run_child(["label", "--tif", str(tif), "--width", str(args.width), "--out", str(work / "out")])
+        timing, rss = run_child(["label", "--tif", str(tif), "--model", args.model, "--width", str(args.width),
+                                 "--out", str(work / "out")])
         print(f"{args.size} x {height}: peak RSS {rss:.0f} MiB, {timing['seconds']:.0f} s, "
-              f"{timing['pixels'] / timing['seconds'] / 1e6:.2f} Mpx/s (SegNet width {args.width}, window {WINDOW}, "
+              f"{timing['pixels'] / timing['seconds'] / 1e6:.2f} Mpx/s ({args.model} width {args.width}, window {WINDOW}, "
               f"stride {WINDOW}, block rows {timing['block_rows']})")
 
 
@@ -246,8 +255,8 @@ def label(args) -> None:
     from eoseg.models import model_from_config
     from eoseg.normalization import Normalization
 
-    cfg = load_config(overrides=[f"MODEL_WIDTH={args.width}", f"WINDOW={WINDOW}", f"STRIDE={WINDOW}",
-                                 "WRITE_PREVIEW=False", "WRITE_COLOR=False", "DEVICE=cpu"])
+    cfg = bench_config(args.model, args.width, f"WINDOW={WINDOW}", f"STRIDE={WINDOW}",
+                       "WRITE_PREVIEW=False", "WRITE_COLOR=False", "DEVICE=cpu")
     torch.manual_seed(0)
     model = model_from_config(cfg)
     save_checkpoint(Path(args.out) / "weights.pt", cfg, model, iteration=0)  # as a user's run would load it
@@ -288,6 +297,9 @@ def main() -> None:
     p.add_argument("--tif")
     p.add_argument("--width", type=float)
     p.add_argument("--out")
+    for command in commands.choices.values():
+        command.add_argument("--model", default="segnet",
+                             help="the network labelling (a name of eoseg.models.MODELS; default: the method's SegNet)")
     args = parser.parse_args()
     {"compare": compare, "memory": memory, "child": child, "label": label}[args.command](args)
 

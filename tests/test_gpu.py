@@ -119,6 +119,7 @@ def test_gpu_check_runs_here_in_quick_mode(tmp_path):
     for section in ("== machine", "== device tests", "== inference benchmark", "== training benchmark", "== done"):
         assert section in text, section
     assert "machine: " in text and "| training step, segnet, width 0.0625" in text and "naive" in text
+    assert "network segnet (SegNet) width 0.0625" in text  # the method's network, not the config's default
     assert "| segnet, width 0.0625 | sgd | " in text  # the optimizer step, loop against fused
     if not torch.cuda.is_available():
         assert "no CUDA GPU: the device tests skip and the benchmarks run on the CPU" in text
