@@ -118,7 +118,7 @@ class Predictor:
             if optimize:
                 # our own copy: the memory-format change below must not reach the caller's model;
                 # inductor fuses the ReLUs itself when compiling
-                fuse_relu = can_fuse_relu(self.device) and self.autocast is None and not compile
+                fuse_relu = can_fuse_relu(self.device, self.network_dtype or torch.float32) and self.autocast is None and not compile
                 model = fold_batchnorm(model, fuse_relu=fuse_relu)
             elif self.network_dtype is not None:
                 model = copy.deepcopy(model)  # the dtype change must not reach the caller's model either

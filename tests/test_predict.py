@@ -13,7 +13,7 @@ import torch
 from eoseg.errors import EosegError
 from eoseg.geometry import sliding_windows
 from eoseg.models import build_model
-from eoseg.models.fuse import fold_batchnorm
+from eoseg.models.fuse import ConvReLU, fold_batchnorm
 from eoseg.normalization import Normalization
 from eoseg.predict import Predictor, window_weights
 
@@ -149,6 +149,17 @@ def test_bfloat16_mostly_agrees(tiny_model, image):
     full = Predictor(tiny_model, norm, 32, 16, 4).predict(image)
     low = Predictor(tiny_model, norm, 32, 16, 4, precision="bfloat16").predict(image)
     assert (full == low).mean() > 0.9
+
+
+def test_bfloat16_runs_unfused_where_onednn_has_no_bfloat16(tiny_model, image, monkeypatch):
+    """An explicit INFER_PRECISION=bfloat16 on an AVX2-only CPU: oneDNN's fused bfloat16 kernel
+    refuses such a CPU, so the convolutions stay unfused there (and run) instead of failing."""
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)
+    norm = Normalization((0.0,) * 3, (255.0,) * 3)
+    low = Predictor(tiny_model, norm, 32, 16, 4, precision="bfloat16")
+    assert not any(isinstance(module, ConvReLU) for module in low.model.modules())
+    assert any(isinstance(module, ConvReLU) for module in Predictor(tiny_model, norm, 32, 16, 4).model.modules())
+    assert (low.predict(image) == Predictor(tiny_model, norm, 32, 16, 4).predict(image)).mean() > 0.9
 
 
 def test_nan_pixels_do_not_spread(tiny_model):

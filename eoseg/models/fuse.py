@@ -28,9 +28,16 @@ class ConvReLU(nn.Module):
                                                         list(self.dilation), self.groups, "relu", [], "")
 
 
-def can_fuse_relu(device: torch.device) -> bool:
-    """Whether :class:`ConvReLU` runs on ``device``: oneDNN's fused kernels exist on CPU only."""
-    return device.type == "cpu" and torch.backends.mkldnn.is_available()
+def can_fuse_relu(device: torch.device, dtype: torch.dtype = torch.float32) -> bool:
+    """Whether :class:`ConvReLU` runs on ``device`` in ``dtype``.
+
+    oneDNN's fused kernels exist on CPU only, and in bfloat16 only where the CPU has the
+    instructions oneDNN's bfloat16 convolution needs (AVX-512 BW/VL/DQ or AVX-NE-CONVERT): on
+    an AVX2-only CPU the unfused convolution runs bfloat16 instead of failing.
+    """
+    if device.type != "cpu" or not torch.backends.mkldnn.is_available():
+        return False
+    return dtype == torch.float32 or (dtype == torch.bfloat16 and torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
 def folded_conv(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
