@@ -74,9 +74,12 @@ def resolve_precision(setting: str, device: torch.device | str, name: str = "PRE
     """(precision, reason): ``setting`` itself unless it is "auto", which is bfloat16 where
     ``device`` computes it natively and float32 elsewhere."""
     check_precision(setting, name)
-    if setting != "auto":
+    if setting not in ("auto", "bfloat16"):
         return setting, f"{name}={setting}"
     native, why = native_bfloat16(device)
+    if setting == "bfloat16":
+        # the user's choice stands; the note is there because it costs 9-13x on an AVX2 CPU (bench/RESULTS.md)
+        return setting, f"{name}=bfloat16" + ("" if native else f", though {why}: emulated, many times slower than float32")
     return ("bfloat16" if native else "float32"), f"{name}=auto: {why}"
 
 
