@@ -78,6 +78,11 @@ def format_table(metrics: dict, title: str = "") -> str:
     )
     if not metrics["pixels"]:
         lines.append(NOTHING_SCORED)
+    missed = [f"{name} ({row['support']} px)" for name, row in metrics["per_class"].items()
+              if row["support"] and row["precision"] is None]  # no pixel predicted as it
+    if missed:
+        lines.append(f"never predicted, though in the ground truth: {', '.join(missed)}: not learned yet; train longer "
+                     "(ITERATIONS or TRAIN_MINUTES) or weight rare classes (CLASS_WEIGHTS, MEDIAN_FREQUENCY_WEIGHTS)")
     return "\n".join(lines)
 
 

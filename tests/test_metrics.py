@@ -195,6 +195,16 @@ def test_format_table_lists_classes_and_overall_accuracy():
     assert len(class_lines) == 3
 
 
+def test_format_table_names_classes_never_predicted():
+    truth = np.array([0, 0, 1, 1, 2])
+    prediction = np.array([0, 0, 0, 0, 0])  # classes 1 and 2 occur, are never predicted
+    table = format_table(metrics_from_confusion(confusion_matrix(truth, prediction, 3, IGNORE), NAMES))
+    assert table.splitlines()[-1].startswith(f"never predicted, though in the ground truth: {NAMES[1]} (2 px), {NAMES[2]} (1 px): ")
+    everything_found = metrics_from_confusion(confusion_matrix(truth, truth, 3, IGNORE), NAMES)
+    absent_class = metrics_from_confusion(confusion_matrix(truth[:2], prediction[:2], 3, IGNORE), NAMES)
+    assert "never predicted" not in format_table(everything_found) + format_table(absent_class)
+
+
 def test_format_table_shows_undefined_values_as_dash():
     truth = np.array([0, 0, 1, 1])
     m = metrics_from_confusion(confusion_matrix(truth, np.zeros(4, dtype=int), 3, IGNORE), NAMES)
