@@ -205,7 +205,8 @@ def compare(args) -> None:
             runs[variant].append({**timing, "rss": rss, "labels": np.load(labels)})
     print(f"machine: {machine(args.device)}; 1-min load average {load_before:.2f} before, {os.getloadavg()[0]:.2f} after")
     print(f"precision auto here: {auto} ({reason})" + ("" if auto != "float32" else ": no eoseg-auto variant, it is eoseg"))
-    print(f"tile {args.size} x {args.size}, network {args.model} ({type(model).__name__}) width {args.width}, window {WINDOW}, stride {STRIDE}, batch {BATCH}, "
+    print(f"tile {args.size} x {args.size}, network {args.model} ({type(model).__name__}) width {args.width}, "
+          f"window {WINDOW}, stride {STRIDE}, batch {BATCH}, "
           f"{args.device}, {args.threads} threads; "
           f"{args.repeat} run(s) of each variant, alternating; figures are medians")
     print(f"{'':18}{'seconds':>9}{'Mpx/s':>9}{'windows':>9}{'windows/s':>11}{'peak RSS':>11}{'ratio':>8}{'same labels':>13}")

@@ -82,8 +82,8 @@ class Predictor:
 
     ``model`` is any callable from a normalised (N, C, h, w) float32 batch to (N, classes,
     h, w) scores (a torch module, or an ONNX engine with ``eval``/``to``). For torch
-    modules batch norm is folded (and, on CPU in float32 or bfloat16, each convolution fused
-    with its ReLU) and channels_last used when ``optimize``; ``precision`` ("float32",
+    modules batch norm is folded (and, on CPU in float32, or in bfloat16 where oneDNN computes
+    it, each convolution fused with its ReLU) and channels_last used when ``optimize``; ``precision`` ("float32",
     "bfloat16", "float16", or "auto": :func:`eoseg.precision.resolve_precision`) is what the
     network computes in: bfloat16 with the weights (after folding) and activations in
     bfloat16, the faster form on CPUs (bench/RESULTS.md); float16 under autocast, where
@@ -118,7 +118,8 @@ class Predictor:
             if optimize:
                 # our own copy: the memory-format change below must not reach the caller's model;
                 # inductor fuses the ReLUs itself when compiling
-                fuse_relu = can_fuse_relu(self.device, self.network_dtype or torch.float32) and self.autocast is None and not compile
+                fuse_relu = (can_fuse_relu(self.device, self.network_dtype or torch.float32)
+                             and self.autocast is None and not compile)
                 model = fold_batchnorm(model, fuse_relu=fuse_relu)
             elif self.network_dtype is not None:
                 model = copy.deepcopy(model)  # the dtype change must not reach the caller's model either
