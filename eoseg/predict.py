@@ -26,7 +26,7 @@ from eoseg.allocator import reuse_freed_memory
 from eoseg.augment import TTA_NAMES, transform_batch
 from eoseg.errors import EosegError
 from eoseg.geometry import axis_starts
-from eoseg.models.fuse import can_fuse_relu, fold_batchnorm
+from eoseg.models.fuse import can_fuse_relu, fold_batchnorm, split_input_layers
 from eoseg.normalization import Normalization
 from eoseg.precision import DTYPES, resolve_precision
 
@@ -86,8 +86,9 @@ class Predictor:
     it, each convolution fused with its ReLU) and channels_last used when ``optimize``; ``precision`` ("float32",
     "bfloat16", "float16", or "auto": :func:`eoseg.precision.resolve_precision`) is what the
     network computes in: bfloat16 with the weights (after folding) and activations in
-    bfloat16, the faster form on CPUs (bench/RESULTS.md); float16 under autocast, where
-    float32 keeps the values that would overflow; the scores are blended in float32 whatever
+    bfloat16, the faster form on CPUs (bench/RESULTS.md), the layers that read the image
+    split to keep its precision (:class:`eoseg.models.fuse.SplitBfloat16Input`); float16
+    under autocast, where float32 keeps the values that would overflow; the scores are blended in float32 whatever
     it is; ``compile`` wraps the model in ``torch.compile``; ``reuse_memory``
     (CPU) has the process keep freed memory for reuse (:func:`eoseg.allocator.reuse_freed_memory`).
     """
@@ -110,6 +111,7 @@ class Predictor:
         # bfloat16 has float32's range: the whole network can run in it
         self.network_dtype = torch.bfloat16 if self.precision == "bfloat16" and isinstance(model, nn.Module) else None
         self.autocast = DTYPES[self.precision] if self.precision == "float16" else None
+        self.input_dtype = self.network_dtype  # float32 where the network's input layers split it themselves
         self.channels_last = False
         if isinstance(model, nn.Module):
             model = model.eval()
@@ -123,7 +125,9 @@ class Predictor:
                 model = fold_batchnorm(model, fuse_relu=fuse_relu)
             elif self.network_dtype is not None:
                 model = copy.deepcopy(model)  # the dtype change must not reach the caller's model either
-            model = model.to(self.device, dtype=self.network_dtype)
+            model = model.to(self.device)
+            if self.network_dtype is not None:
+                self._to_network_dtype(model, window)
             if optimize:
                 model = model.to(memory_format=torch.channels_last)
                 self.channels_last = True
@@ -144,6 +148,15 @@ class Predictor:
         self.compiled = compile
 
     # ------------------------------------------------------------ network
+    def _to_network_dtype(self, model: nn.Module, window: int) -> None:
+        """Cast ``model`` to the network dtype in place, its input layers split to keep the input's precision."""
+        if hasattr(model, "in_channels"):  # the registry's models: their input layers can be found
+            size = min(window, 64)  # every registry model runs on it, cheaply
+            example = torch.zeros((1, model.in_channels, size, size), device=self.device)
+            if split_input_layers(model, example):
+                self.input_dtype = torch.float32
+        model.to(self.network_dtype)
+
     def _forward(self, batch: torch.Tensor) -> torch.Tensor:
         """Scores of a raw (N, C, w, w) batch, averaged over the TTA variants, float32."""
         count = batch.shape[0]
@@ -155,8 +168,8 @@ class Predictor:
         total = None
         for name in variants:
             x = inputs if name is None else transform_batch(name, inputs)
-            if self.network_dtype is not None:
-                x = x.to(self.network_dtype)
+            if self.input_dtype is not None:
+                x = x.to(self.input_dtype)
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             with torch.autocast(self.device.type, dtype=self.autocast, enabled=self.autocast is not None):

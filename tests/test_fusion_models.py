@@ -15,8 +15,8 @@ from .conftest import TINY_TILE_SIZE, as_arguments, make_tiny_config, run_script
 from eoseg.checkpoint import load_model, save_checkpoint
 from eoseg.errors import EosegError
 from eoseg.io import read_raster
-from eoseg.models import MODELS, build_model
-from eoseg.models.fuse import ConvReLU, fold_batchnorm
+from eoseg.models import MODELS, build_model, uses_encoder
+from eoseg.models.fuse import ConvReLU, SplitBfloat16Input, fold_batchnorm, split_input_layers
 from eoseg.models.multiscale import MultiScaleSegNet
 from eoseg.models.segnet import LayeredNet, SegNet
 from eoseg.models.pretrained import adapt_first_layer
@@ -228,6 +228,24 @@ def test_folding_keeps_every_models_output(name, bands, stream_bands, fuse_relu)
     assert sum(isinstance(m, ConvReLU) for m in folded.modules()) == (layers if fuse_relu else 0)
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
     assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())  # the original is untouched
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_every_models_input_layers_are_found_and_split(name):
+    """bfloat16 labelling splits the convolutions that read the image: one per stream."""
+    two_stream = MODELS[name].two_stream
+    torch.manual_seed(0)
+    model = build_model(name, 4, 6, TINY, 3 if two_stream else None, "resnet18" if uses_encoder(name) else None).eval()
+    x = torch.randn(1, 4, 64, 64)
+    network = fold_batchnorm(model, fuse_relu=True)
+    split = split_input_layers(network, x)
+    assert len(split) == (2 if two_stream else 1)
+    assert all(isinstance(network.get_submodule(layer), SplitBfloat16Input) for layer in split)
+    with torch.no_grad():
+        torch.testing.assert_close(network(x), model(x), rtol=1e-4, atol=1e-4)  # in float32 the split is exact
+        out = network.to(torch.bfloat16)(x)  # the image in float32, as the predictor hands it over
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out.float(), model(x), rtol=0.1, atol=0.1)
 
 
 # ---------------------------------------------------------------- weights files

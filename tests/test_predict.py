@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import subprocess
 import sys
 import textwrap
@@ -13,7 +14,7 @@ import torch
 from eoseg.errors import EosegError
 from eoseg.geometry import sliding_windows
 from eoseg.models import build_model
-from eoseg.models.fuse import ConvReLU, fold_batchnorm
+from eoseg.models.fuse import ConvReLU, SplitBfloat16Input, fold_batchnorm
 from eoseg.normalization import Normalization
 from eoseg.predict import Predictor, window_weights
 
@@ -149,6 +150,44 @@ def test_bfloat16_mostly_agrees(tiny_model, image):
     full = Predictor(tiny_model, norm, 32, 16, 4).predict(image)
     low = Predictor(tiny_model, norm, 32, 16, 4, precision="bfloat16").predict(image)
     assert (full == low).mean() > 0.9
+
+
+@pytest.mark.parametrize("name, bands, stream_bands", [("segnet", 3, None), ("unet", 4, None), ("fusenet", 5, 3)])
+def test_bfloat16_reads_the_input_at_nearly_float32_precision(name, bands, stream_bands):
+    """bfloat16 would round the normalised image to 8 significant bits: the layers that read it,
+    one per stream, get it in float32 and split it and their weights into two bfloat16 parts;
+    their output is then as close to float32's as its rounding to bfloat16 allows."""
+    torch.manual_seed(0)
+    model = build_model(name, bands, 6, 0.125, stream_bands, "resnet18" if name == "unet" else None).eval()
+    norm = Normalization((100.0,) * bands, (30.0,) * bands)
+    low = Predictor(model, norm, 64, 32, 4, precision="bfloat16")
+    split = {n: m for n, m in low.model.named_modules() if isinstance(m, SplitBfloat16Input)}
+    assert len(split) == (2 if stream_bands else 1)
+    assert all(p.dtype == torch.bfloat16 for p in low.model.parameters())
+    folded = fold_batchnorm(model, fuse_relu=True)
+    image = np.random.default_rng(0).integers(0, 256, (bands, 96, 80)).astype(np.float32)
+    for layer_name, module in split.items():
+        band_slice = slice(stream_bands, None) if "aux" in layer_name else slice(0, stream_bands)  # a stream's bands
+        inputs = norm.apply(torch.from_numpy(image[:, :64, :64])[None])[:, band_slice]
+        layer = folded.get_submodule(layer_name)
+        with torch.no_grad():
+            target = layer(inputs).to(torch.bfloat16)  # float32's output, rounded to bfloat16
+            plain = copy.deepcopy(layer).to(torch.bfloat16)(inputs.to(torch.bfloat16))
+            got = module(inputs)
+        active = target != 0  # the ReLU's zeros are equal anyway
+        assert (got == target)[active].float().mean() > 0.9  # the bias's rounding and the dropped low x low product aside
+        assert (plain == target)[active].float().mean() < 0.7
+    full = Predictor(model, norm, 64, 32, 4).scores(image)
+    torch.testing.assert_close(low.scores(image), full, rtol=0.05, atol=0.05)
+
+
+def test_bfloat16_without_known_input_layers_runs_in_bfloat16_throughout():
+    """A network that is not the registry's (no ``in_channels``): its input is cast with it."""
+    conv = torch.nn.Sequential(torch.nn.Conv2d(2, 3, 3, padding=1), torch.nn.ReLU()).eval()
+    low = Predictor(conv, Normalization((0.0,) * 2, (1.0,) * 2), 16, 8, 2, precision="bfloat16")
+    assert low.input_dtype == torch.bfloat16
+    assert not any(isinstance(m, SplitBfloat16Input) for m in low.model.modules())
+    assert low.predict(np.ones((2, 20, 20), np.float32)).shape == (20, 20)
 
 
 def test_bfloat16_runs_unfused_where_onednn_has_no_bfloat16(tiny_model, image, monkeypatch):

@@ -28,6 +28,82 @@ class ConvReLU(nn.Module):
                                                         list(self.dilation), self.groups, "relu", [], "")
 
 
+class SplitBfloat16Input(nn.Module):
+    """A layer that reads the network's input, in bfloat16 at nearly float32's precision.
+
+    bfloat16 keeps 8 significant bits: rounding the normalised image to it moves a pixel by
+    up to a few tenths of a grey level, as much as the sensor's own quantisation step, and
+    that alone changes labels where two classes score almost alike; so does rounding this
+    layer's weights, which see the raw image. The rounding of the features further on
+    matters far less (bench/RESULTS.md). So input and weights are each split into a high and
+    a low bfloat16 part, and one convolution over the bands [high, low, high] with the
+    weights [high, high, low] sums the three products that carry 16 significant bits, in
+    the convolution's float32 accumulator: a few more input bands, at bfloat16's speed
+    (float32 here, and its cast to bfloat16, took 2.4x this layer's time).
+    Built from a float32 layer (a groups-1 :class:`nn.Conv2d` or :class:`ConvReLU`); the
+    cast of the network to bfloat16 then rounds the low parts.
+    """
+
+    def __init__(self, layer: nn.Module):
+        super().__init__()
+        weight = layer.weight.detach()
+        high = weight.to(torch.bfloat16).float()
+        padding_mode = getattr(layer, "padding_mode", "zeros")
+        wide = nn.Conv2d(3 * weight.shape[1], weight.shape[0], tuple(weight.shape[2:]), layer.stride, layer.padding,
+                         layer.dilation, bias=layer.bias is not None, padding_mode=padding_mode)
+        with torch.no_grad():
+            wide.weight.copy_(torch.cat([high, high, weight - high], dim=1))
+            if layer.bias is not None:
+                wide.bias.copy_(layer.bias.detach())
+        self.layer = ConvReLU(wide) if isinstance(layer, ConvReLU) else wide.to(weight.device)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        high = x.to(self.layer.weight.dtype)
+        low = (x - high).to(high.dtype)  # exact in float32: high is x rounded
+        return self.layer(torch.cat([high, low, high], dim=1))
+
+
+def input_layers(model: nn.Module, example: torch.Tensor) -> list[str]:
+    """Names of the convolutions of ``model`` that read its input ``example`` (or a band slice of it).
+
+    Found by running ``example`` once: a two-stream model has one per stream. A convolution
+    that reads a computed copy of the input (resized, normalised inside the network) is
+    not one: then the list is empty, or, should a model read the input both ways, short
+    (every registry model is checked in tests/test_fusion_models.py).
+    """
+    storage = example.untyped_storage().data_ptr()
+    found, hooks = [], []
+    for name, module in model.named_modules():
+        if isinstance(module, (nn.Conv2d, ConvReLU)):
+            def record(module, args, name=name):
+                if args[0].untyped_storage().data_ptr() == storage:
+                    found.append(name)
+            hooks.append(module.register_forward_pre_hook(record))
+    try:
+        with torch.no_grad():
+            model(example)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return found
+
+
+def split_input_layers(model: nn.Module, example: torch.Tensor) -> list[str]:
+    """Replace the input layers of ``model`` (float32, in place) by :class:`SplitBfloat16Input`.
+
+    Returns their names; the caller then casts the model to bfloat16 and hands it its input
+    in float32. None is replaced (an empty list) where :func:`input_layers` finds none or
+    one is grouped: then the input is cast with the network.
+    """
+    names = input_layers(model, example)
+    if not names or any(model.get_submodule(name).groups != 1 for name in names):
+        return []
+    for name in names:
+        parent, _, child = name.rpartition(".")
+        setattr(model.get_submodule(parent), child, SplitBfloat16Input(model.get_submodule(name)))
+    return names
+
+
 def can_fuse_relu(device: torch.device, dtype: torch.dtype = torch.float32) -> bool:
     """Whether :class:`ConvReLU` runs on ``device`` in ``dtype``.
 
