@@ -47,7 +47,7 @@ from eoseg.config import Config
 from eoseg.data import StreamBatchSampler, median_frequency_weights, training_data
 from eoseg.device import Processes, process_group
 from eoseg.errors import EosegError
-from eoseg.io import atomic_path, check_writable, exclusive_or_refuse
+from eoseg.io import atomic_path, atomic_write_text, check_writable, exclusive_or_refuse
 from eoseg.labelling import make_predictor, score_tile
 from eoseg.metrics import metrics_from_confusion, percent
 from eoseg.models import first_stream_bands, model_from_config
@@ -67,6 +67,7 @@ LOG_FIELDS = ["iteration", "loss", "lr", "patches_per_s", "elapsed_s", *(f"val_{
 AUTOCAST_DTYPES = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
 CHECKPOINT_GLOB = "iter_*.pt"
 BEST_CHECKPOINT = "best.pt"
+LATEST_RECORD = "latest"  # in TRAIN_DIR/checkpoints: the name of the checkpoint written last
 
 
 def checkpoint_name(iteration: int) -> str:
@@ -174,9 +175,16 @@ def latest_checkpoint(cfg: Config) -> Path:
     """The checkpoint of TRAIN_DIR/checkpoints written last.
 
     Last written, not highest iteration: checkpoints of an earlier, longer run in the same
-    folder must not be taken for this run's.
+    folder must not be taken for this run's. Training names it in a record beside them,
+    which a copy of the folder keeps where it does not keep the files' times (``cp -r``,
+    ``scp -r``); folders without the record fall back on the times.
     """
     folder = Path(cfg.TRAIN_DIR) / "checkpoints"
+    record = folder / LATEST_RECORD
+    if record.is_file():
+        named = folder / record.read_text().strip()
+        if named.is_file():
+            return named
     found = sorted(folder.glob(CHECKPOINT_GLOB), key=lambda path: (path.stat().st_mtime_ns, path.name))
     if not found:
         raise EosegError(f"no checkpoint to resume from in {folder}; train without --resume first")
@@ -470,7 +478,9 @@ class Trainer:
             "class_weights": self.class_weights,
         }
         path = self.train_dir / "checkpoints" / checkpoint_name(self.iteration)
-        return save_checkpoint(path, self.cfg, self.model, self.iteration, state, input_dtype=self.input_dtype)
+        save_checkpoint(path, self.cfg, self.model, self.iteration, state, input_dtype=self.input_dtype)
+        atomic_write_text(path.parent / LATEST_RECORD, path.name + "\n")
+        return path
 
     def _record_validation(self, row: dict) -> None:
         metrics = self.validate()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -252,6 +253,22 @@ def test_resume_without_checkpoints_is_refused(lmdb_cfg):
 
     with pytest.raises(EosegError, match="no checkpoint to resume from"):
         latest_checkpoint(lmdb_cfg)
+
+
+def test_resume_takes_the_last_written_checkpoint_of_a_copied_folder(lmdb_cfg, tmp_path):
+    """A copy (cp -r, scp -r) gives every file the time it was copied, in whatever order: the
+    record training keeps beside the checkpoints still names the last one written."""
+    from eoseg.train import latest_checkpoint
+
+    train(lmdb_cfg.replace(ITERATIONS=4, SNAPSHOT_EVERY=2, VAL_EVERY=0), progress=False)
+    copied = tmp_path / "copied"
+    shutil.copytree(lmdb_cfg.TRAIN_DIR, copied)
+    checkpoints = copied / "checkpoints"
+    os.utime(checkpoints / "iter_0000002.pt", ns=(2 * 10 ** 18, 2 * 10 ** 18))  # copied last
+    cfg = lmdb_cfg.replace(TRAIN_DIR=str(copied))
+    assert latest_checkpoint(cfg) == checkpoints / "iter_0000004.pt"
+    (checkpoints / "latest").unlink()  # a folder from before the record: the files' times decide
+    assert latest_checkpoint(cfg) == checkpoints / "iter_0000002.pt"
 
 
 # ---------------------------------------------------------------- validation, precision, distributed
