@@ -67,7 +67,7 @@ LOG_FIELDS = ["iteration", "loss", "lr", "patches_per_s", "elapsed_s", *(f"val_{
 AUTOCAST_DTYPES = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
 CHECKPOINT_GLOB = "iter_*.pt"
 BEST_CHECKPOINT = "best.pt"
-LATEST_RECORD = "latest"  # in TRAIN_DIR/checkpoints: the name of the checkpoint written last
+LATEST_RECORD = "latest"  # in TRAIN_DIR/checkpoints: the checkpoint being written, then the one before it
 
 
 def checkpoint_name(iteration: int) -> str:
@@ -181,10 +181,9 @@ def latest_checkpoint(cfg: Config) -> Path:
     """
     folder = Path(cfg.TRAIN_DIR) / "checkpoints"
     record = folder / LATEST_RECORD
-    if record.is_file():
-        named = folder / record.read_text().strip()
-        if named.is_file():
-            return named
+    for name in record.read_text().split() if record.is_file() else []:
+        if (folder / name).is_file():  # the first may not be: the run was killed while writing it
+            return folder / name
     found = sorted(folder.glob(CHECKPOINT_GLOB), key=lambda path: (path.stat().st_mtime_ns, path.name))
     if not found:
         raise EosegError(f"no checkpoint to resume from in {folder}; train without --resume first")
@@ -315,6 +314,7 @@ class Trainer:
         self.progress = progress and processes.is_main
         self.train_dir = Path(cfg.TRAIN_DIR)
         payload = load_resume_checkpoint(resume, cfg) if resume else None
+        self.last_checkpoint = Path(resume) if resume else None  # of this run's lineage: written, or resumed from
         apply_determinism(cfg, device)
         if cfg.REUSE_FREED_MEMORY and device.type == "cpu":
             reuse_freed_memory()
@@ -477,10 +477,16 @@ class Trainer:
             "best": self.best,
             "class_weights": self.class_weights,
         }
-        path = self.train_dir / "checkpoints" / checkpoint_name(self.iteration)
-        save_checkpoint(path, self.cfg, self.model, self.iteration, state, input_dtype=self.input_dtype)
-        atomic_write_text(path.parent / LATEST_RECORD, path.name + "\n")
-        return path
+        folder = self.train_dir / "checkpoints"
+        path = folder / checkpoint_name(self.iteration)
+        previous = self.last_checkpoint
+        kept = [previous.name] if previous is not None and previous.parent.resolve() == folder.resolve() else []
+        # named before it is written, with the one before it: a run killed in between resumes from
+        # that one, and a file of the same name from an earlier, longer run cannot stand in
+        path.unlink(missing_ok=True)
+        atomic_write_text(folder / LATEST_RECORD, "\n".join([path.name, *kept]) + "\n")
+        self.last_checkpoint = save_checkpoint(path, self.cfg, self.model, self.iteration, state, input_dtype=self.input_dtype)
+        return self.last_checkpoint
 
     def _record_validation(self, row: dict) -> None:
         metrics = self.validate()

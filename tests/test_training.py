@@ -266,6 +266,9 @@ def test_resume_takes_the_last_written_checkpoint_of_a_copied_folder(lmdb_cfg, t
     checkpoints = copied / "checkpoints"
     os.utime(checkpoints / "iter_0000002.pt", ns=(2 * 10 ** 18, 2 * 10 ** 18))  # copied last
     cfg = lmdb_cfg.replace(TRAIN_DIR=str(copied))
+    assert (checkpoints / "latest").read_text().split() == ["iter_0000004.pt", "iter_0000002.pt"]
+    assert latest_checkpoint(cfg) == checkpoints / "iter_0000004.pt"
+    (checkpoints / "latest").write_text("iter_0000006.pt\niter_0000004.pt\n")  # killed while writing the next one
     assert latest_checkpoint(cfg) == checkpoints / "iter_0000004.pt"
     (checkpoints / "latest").unlink()  # a folder from before the record: the files' times decide
     assert latest_checkpoint(cfg) == checkpoints / "iter_0000002.pt"
