@@ -479,12 +479,12 @@ class Trainer:
         }
         folder = self.train_dir / "checkpoints"
         path = folder / checkpoint_name(self.iteration)
-        previous = self.last_checkpoint
-        same_folder = previous is not None and previous.parent.resolve() == folder.resolve()
-        kept = [previous.name] if same_folder and previous.name != path.name else []
+        previous = self.last_checkpoint.resolve() if self.last_checkpoint is not None else None
+        rewritten = previous == path.resolve()  # resumed from the iteration it saves again
+        kept = [previous.name] if previous is not None and previous.parent == folder.resolve() and not rewritten else []
         # named before it is written, with the one before it: a run killed in between resumes from
         # that one, and a file of the same name from an earlier, longer run cannot stand in
-        if kept or not same_folder:
+        if not rewritten:
             path.unlink(missing_ok=True)
         atomic_write_text(folder / LATEST_RECORD, "\n".join([path.name, *kept]) + "\n")
         self.last_checkpoint = save_checkpoint(path, self.cfg, self.model, self.iteration, state, input_dtype=self.input_dtype)
