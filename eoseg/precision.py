@@ -22,29 +22,39 @@ CPU_BF16_FLAGS = ("amx_bf16", "avx512_bf16")  # either computes bfloat16 nativel
 CPU_REPORTED_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")  # what the benchmarks name
 
 
-def cpu_flags() -> set[str]:
-    """The CPU's feature flags (Linux's /proc/cpuinfo; elsewhere what torch's cpuinfo detects)."""
+def cpuinfo(path: str = "/proc/cpuinfo") -> dict[str, str]:
+    """The first processor's fields in Linux's /proc/cpuinfo; empty elsewhere."""
+    fields = {}
     try:
-        with open("/proc/cpuinfo") as handle:
+        with open(path) as handle:
             for line in handle:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
+                if not line.strip():  # the first processor's block ends
+                    break
+                key, _, value = line.partition(":")
+                fields[key.strip()] = value.strip()
     except OSError:
         pass
+    return fields
+
+
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags (Linux's /proc/cpuinfo; elsewhere what torch's cpuinfo detects)."""
+    flags = cpuinfo().get("flags")
+    if flags is not None:
+        return set(flags.split())
     detected = {"avx2": torch.cpu._is_avx2_supported(), "avx512f": torch.cpu._is_avx512_supported(),
                 "avx512_bf16": torch.cpu._is_avx512_bf16_supported(), "amx_bf16": torch.cpu._is_amx_tile_supported()}
     return {flag for flag, present in detected.items() if present}
 
 
 def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as handle:
-            for line in handle:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    """The CPU's name, with its family and model numbers where known: they tell apart CPUs that
+    share a name (virtual machines often report a bare "Intel(R) Xeon(R) Processor")."""
+    info = cpuinfo()
+    name = info.get("model name") or platform.processor() or platform.machine()
+    if "cpu family" in info and "model" in info:
+        return f"{name}, family {info['cpu family']} model {info['model']}"
+    return name
 
 
 def native_bfloat16(device: torch.device | str) -> tuple[bool, str]:

@@ -62,6 +62,19 @@ def test_hardware_line_names_the_cpu_and_its_flags(cpu_with):
     assert "avx2 yes" in line and "avx512_bf16 no" in line and "amx_bf16 no" in line and torch.__version__ in line
 
 
+def test_cpu_model_gives_the_family_and_model_numbers(tmp_path, monkeypatch):
+    listing = tmp_path / "cpuinfo"
+    listing.write_text("processor\t: 0\nvendor_id\t: GenuineIntel\ncpu family\t: 6\nmodel\t\t: 207\n"
+                       "model name\t: Intel(R) Xeon(R) Processor\nflags\t\t: fpu avx2 amx_bf16\n\n"
+                       "processor\t: 1\nmodel name\t: another\n")
+    fields = precision.cpuinfo(str(listing))
+    assert fields["model"] == "207" and fields["model name"] == "Intel(R) Xeon(R) Processor"  # the first processor's
+    assert precision.cpuinfo(str(tmp_path / "absent")) == {}
+    monkeypatch.setattr(precision, "cpuinfo", lambda: fields)
+    assert precision.cpu_model() == "Intel(R) Xeon(R) Processor, family 6 model 207"
+    assert precision.cpu_flags() == {"fpu", "avx2", "amx_bf16"}
+
+
 @pytest.mark.parametrize("override,message", [
     ("PRECISION=bf16", "PRECISION must be one of 'auto', 'float32', 'bfloat16', 'float16', got 'bf16'"),
     ("INFER_PRECISION=fp16", "INFER_PRECISION must be one of 'auto', 'float32', 'bfloat16', 'float16', got 'fp16'"),
