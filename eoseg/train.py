@@ -175,9 +175,10 @@ def latest_checkpoint(cfg: Config) -> Path:
     """The checkpoint of TRAIN_DIR/checkpoints written last.
 
     Last written, not highest iteration: checkpoints of an earlier, longer run in the same
-    folder must not be taken for this run's. Training names it in a record beside them,
-    which a copy of the folder keeps where it does not keep the files' times (``cp -r``,
-    ``scp -r``); folders without the record fall back on the times.
+    folder must not be taken for this run's. Training keeps a record beside them (the
+    checkpoint being written, then the one before it), which a copy of the folder keeps where
+    it does not keep the files' times (``cp -r``, ``scp -r``); the first recorded one that
+    exists is taken; folders without the record fall back on the times.
     """
     folder = Path(cfg.TRAIN_DIR) / "checkpoints"
     record = folder / LATEST_RECORD
@@ -479,13 +480,11 @@ class Trainer:
         }
         folder = self.train_dir / "checkpoints"
         path = folder / checkpoint_name(self.iteration)
-        previous = self.last_checkpoint.resolve() if self.last_checkpoint is not None else None
-        rewritten = previous == path.resolve()  # resumed from the iteration it saves again
-        kept = [previous.name] if previous is not None and previous.parent == folder.resolve() and not rewritten else []
+        previous = self.last_checkpoint  # always of an earlier iteration: snapshots follow a step
+        kept = [previous.name] if previous is not None and previous.resolve().parent == folder.resolve() else []
         # named before it is written, with the one before it: a run killed in between resumes from
         # that one, and a file of the same name from an earlier, longer run cannot stand in
-        if not rewritten:
-            path.unlink(missing_ok=True)
+        path.unlink(missing_ok=True)
         atomic_write_text(folder / LATEST_RECORD, "\n".join([path.name, *kept]) + "\n")
         self.last_checkpoint = save_checkpoint(path, self.cfg, self.model, self.iteration, state, input_dtype=self.input_dtype)
         return self.last_checkpoint
