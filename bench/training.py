@@ -155,10 +155,11 @@ def eoseg_training_rates(cfgs: dict[str, object], steps: int, device: torch.devi
     return {name: cfgs[name].BATCH_SIZE / statistics.median(times[1:]) for name, times in seconds.items()}
 
 
-def optimizer_step_seconds(cfg, device: torch.device, fused: bool, repeats: int = 10) -> float:
-    """Median seconds of one step of ``cfg``'s optimizer over its network, the gradients given."""
+def optimizer_step_seconds(cfg, device: torch.device, fused: bool, memory_format: torch.memory_format,
+                           repeats: int = 10) -> float:
+    """Median seconds of one step of ``cfg``'s optimizer over its network held in ``memory_format``, the gradients given."""
     torch.manual_seed(0)
-    model = model_from_config(cfg).to(device)
+    model = model_from_config(cfg).to(device, memory_format=memory_format)
     for parameter in model.parameters():
         parameter.grad = torch.randn_like(parameter)
     optimizer = make_optimizer(cfg, model, fused=fused)
@@ -233,12 +234,15 @@ def main() -> None:
                 print(f"  {spec}: {rows[-1][1]:<50} {rate:8.2f} patches/s", flush=True)
 
         steps = []
+        # the weights' layout as "auto" trains them: the fused CPU step copies channels_last tensors unless told
+        layout, memory_format = (("channels_last", torch.channels_last) if auto != "float32"
+                                 else ("contiguous", torch.contiguous_format))
         for network in networks.values():
-            loop, fused = (optimizer_step_seconds(network, device, fused) for fused in (False, True))
+            loop, fused = (optimizer_step_seconds(network, device, fused, memory_format) for fused in (False, True))
             steps.append((network_name(network), network.OPTIMIZER, loop, fused))
 
     print()
-    print("| optimizer step alone | optimizer | loop over tensors | fused (eoseg) | ratio |")
+    print(f"| optimizer step alone, weights {layout} (as auto trains) | optimizer | loop over tensors | fused (eoseg) | ratio |")
     print("|---|---|---:|---:|---:|")
     for name, optimizer, loop, fused in steps:
         print(f"| {name} | {optimizer} | {loop * 1000:.1f} ms | {fused * 1000:.1f} ms | {loop / fused:.2f}x |")

@@ -38,6 +38,27 @@ def recipe_overrides(cfg: Config, leave_out: tuple[str, ...] = ()) -> list[str]:
 FUSED_OPTIMIZER_DEVICES = ("cpu", "cuda")  # where torch has fused AdamW and SGD steps
 
 
+class ChannelsLastAdamW(torch.optim.AdamW):
+    """AdamW that steps channels_last weights where they lie.
+
+    torch's fused CPU step copies each tensor that is not contiguous into a contiguous one
+    and back: with the channels_last weights of bfloat16 training that doubled the U-Net's
+    optimizer step (bench/RESULTS.md). The update is elementwise, so each such weight, its
+    gradient and its moments are handed to the step as the same permutation, a view that is
+    contiguous in memory: the same elements, updated in place. Torch's own update otherwise.
+    """
+
+    def _init_group(self, group, params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, state_steps):
+        has_complex = super()._init_group(group, params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, state_steps)
+        lists = [params, grads, exp_avgs, exp_avg_sqs] + ([max_exp_avg_sqs] if group["amsgrad"] else [])
+        for i, parameter in enumerate(params):
+            if parameter.dim() == 4 and not parameter.is_contiguous() and parameter.is_contiguous(
+                    memory_format=torch.channels_last):
+                for tensors in lists:
+                    tensors[i] = tensors[i].permute(0, 2, 3, 1)  # (N, H, W, C): contiguous for channels_last
+        return has_complex
+
+
 def make_optimizer(cfg: Config, model: nn.Module, fused: bool | None = None) -> torch.optim.Optimizer:
     """OPTIMIZER over two parameter groups: the encoder at BASE_LR * ENCODER_LR_FACTOR, the rest at BASE_LR.
 
@@ -52,7 +73,7 @@ def make_optimizer(cfg: Config, model: nn.Module, fused: bool | None = None) -> 
     if fused is None:
         fused = {parameter.device.type for parameter in model.parameters()} <= set(FUSED_OPTIMIZER_DEVICES)
     if cfg.OPTIMIZER == "adamw":
-        return torch.optim.AdamW(groups, lr=cfg.BASE_LR, weight_decay=cfg.WEIGHT_DECAY, fused=fused)
+        return ChannelsLastAdamW(groups, lr=cfg.BASE_LR, weight_decay=cfg.WEIGHT_DECAY, fused=fused)
     return torch.optim.SGD(groups, lr=cfg.BASE_LR, momentum=cfg.MOMENTUM, weight_decay=cfg.WEIGHT_DECAY, fused=fused)
 
 

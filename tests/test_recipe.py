@@ -13,8 +13,8 @@ from torch import nn
 from eoseg.config import load_config
 from eoseg.errors import EosegError
 from eoseg.models import model_from_config
-from eoseg.recipe import (CrossEntropyDiceLoss, FocalLoss, LearningRateSchedule, OhemCrossEntropyLoss, make_loss,
-                          make_optimizer, soft_dice_loss)
+from eoseg.recipe import (ChannelsLastAdamW, CrossEntropyDiceLoss, FocalLoss, LearningRateSchedule, OhemCrossEntropyLoss,
+                          make_loss, make_optimizer, soft_dice_loss)
 
 from .conftest import TINY_SETTINGS, as_arguments
 
@@ -147,7 +147,7 @@ def test_make_optimizer_follows_OPTIMIZER():
     assert type(sgd) is torch.optim.SGD and [g["lr"] for g in sgd.param_groups] == [0.01, 0.02]
     assert sgd.param_groups[0]["momentum"] == 0.9 and sgd.param_groups[0]["weight_decay"] == 5e-4
     adamw = make_optimizer(tiny_config(OPTIMIZER="adamw", BASE_LR=0.001, WEIGHT_DECAY=0.01), model)
-    assert type(adamw) is torch.optim.AdamW and [g["lr"] for g in adamw.param_groups] == [0.0005, 0.001]
+    assert type(adamw) is ChannelsLastAdamW and [g["lr"] for g in adamw.param_groups] == [0.0005, 0.001]
     assert adamw.param_groups[1]["weight_decay"] == 0.01
 
 
@@ -170,6 +170,32 @@ def test_make_optimizer_steps_fused_as_the_plain_loop_steps(optimizer):
     for a, b in zip(model.parameters(), reference.parameters()):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
     assert all(not torch.equal(a, b) for a, b in zip(model.parameters(), initial.parameters()))  # it did step
+
+
+@pytest.mark.parametrize("amsgrad", [False, True])
+def test_adamw_steps_channels_last_weights_in_place_as_torch_steps_contiguous_ones(amsgrad):
+    cfg = tiny_config(OPTIMIZER="adamw", BASE_LR=0.01, WEIGHT_DECAY=0.01)
+    torch.manual_seed(0)
+    model = model_from_config(cfg).to(memory_format=torch.channels_last)
+    reference = copy.deepcopy(model).to(memory_format=torch.contiguous_format)
+    assert any(not p.is_contiguous() for p in model.parameters())  # the case at stake
+    ours = make_optimizer(cfg, model)
+    counterpart = {id(a): b for a, b in zip(model.parameters(), reference.parameters())}
+    for group in ours.param_groups:
+        group["amsgrad"] = amsgrad
+    theirs = torch.optim.AdamW([{**group, "params": [counterpart[id(p)] for p in group["params"]]}
+                                for group in ours.param_groups])
+    for step in range(3):
+        for a, b in zip(model.parameters(), reference.parameters()):
+            b.grad = torch.sin(torch.arange(b.numel()).reshape(b.shape).float() * (step + 1))
+            a.grad = b.grad.clone(memory_format=torch.channels_last if a.dim() == 4 else torch.contiguous_format)
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profile:
+            ours.step()
+        theirs.step()
+        assert not [e.name for e in profile.events() if e.name in ("aten::contiguous", "aten::clone")]  # no copies
+    for a, b in zip(model.parameters(), reference.parameters()):
+        assert torch.equal(a, b) and torch.equal(ours.state[a]["exp_avg"], theirs.state[b]["exp_avg"])
+        assert a.is_contiguous(memory_format=torch.channels_last if a.dim() == 4 else torch.contiguous_format)
 
 
 # ---------------------------------------------------------------- schedules

@@ -25,6 +25,7 @@ from eoseg.lmdb_store import create_lmdb
 from eoseg.models import model_from_config
 from eoseg.normalization import Normalization
 from eoseg.device import Processes
+from eoseg.recipe import ChannelsLastAdamW
 from eoseg.train import Trainer, random_states, restore_random_states, seed_everything, train, training_finished
 
 from .conftest import ROOT, as_arguments, run_script, tiny_overrides
@@ -397,7 +398,7 @@ def test_own_data_recipes_train(tiny_cfg, loss, model):
     cfg = tiny_cfg.replace(TRAIN_SOURCE="tiles", ITERATIONS=3, LOG_EVERY=1, VAL_EVERY=0, OPTIMIZER="adamw", BASE_LR=0.001,
                            LR_SCHEDULE="cosine", WARMUP_FRACTION=0.34, LOSS=loss, MODEL=model, MEDIAN_FREQUENCY_WEIGHTS=True)
     trainer = Trainer(cfg, Processes(), torch.device("cpu"), progress=False)
-    assert type(trainer.optimizer) is torch.optim.AdamW and trainer.criterion.weight is not None
+    assert type(trainer.optimizer) is ChannelsLastAdamW and trainer.criterion.weight is not None
     weights = trainer.run()
     rows = read_log(cfg.TRAIN_DIR)
     assert all(np.isfinite(float(r["loss"])) for r in rows)
