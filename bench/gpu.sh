@@ -12,9 +12,33 @@
 # nvidia-smi sees a GPU, the CUDA build of the pinned torch is installed first (set
 # TORCH_INDEX_URL to choose the CUDA version); without network access that fails with one
 # line saying what to install.
+#
+# A GPU machine without network access but with a CUDA torch (as the workplace's device
+# machines have) lacks only the geospatial packages: fetch their wheels on a machine with
+# PyPI access first, into .whl/ (ignored by git; Python 3.12 unless GPU_WHEELS_PYTHON says
+# otherwise), and carry that folder along; this script then installs them for this run:
+#
+#   bash bench/gpu.sh --download-wheels      # here, with PyPI access: about 47 MiB
+#   bash bench/gpu.sh "$OUT/results.txt"     # there, with .whl/ beside bench/
 set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
+WHEELS="${GPU_CHECK_WHEELS:-$ROOT/.whl}"
+# what a CUDA machine with torch lacks, at versions whose wheels fit a 64 MiB transfer (the
+# newest rasterio and pyogrio wheels, each with its own GDAL, take 72 MB together)
+DEVICE_WHEELS=(rasterio==1.4.3 pyogrio==0.10.0 shapely lmdb affine cligj click-plugins)
+if [ "${1:-}" = --download-wheels ]; then
+  version="${GPU_WHEELS_PYTHON:-3.12}"
+  platforms=()
+  for platform in manylinux_2_28_x86_64 manylinux_2_27_x86_64 manylinux_2_24_x86_64 manylinux_2_17_x86_64 manylinux2014_x86_64; do
+    platforms+=(--platform "$platform")
+  done
+  "${PYTHON:-python3}" -m pip download --quiet --no-deps --only-binary=:all: --python-version "$version" \
+    --implementation cp "${platforms[@]}" -d "$WHEELS" "${DEVICE_WHEELS[@]}" \
+    || { echo "error: could not download the wheels for Python $version into $WHEELS" >&2; exit 2; }
+  echo "$(ls "$WHEELS"/*.whl | wc -l) wheels for Python $version in $WHEELS ($(du -sh "$WHEELS" | cut -f1))"
+  exit 0
+fi
 RESULTS="${1:-/tmp/eoseg-gpu/results.txt}"
 WORK="${GPU_CHECK_WORK:-$(dirname "$RESULTS")/work}"
 QUICK="${GPU_CHECK_QUICK:-0}"
@@ -42,9 +66,16 @@ if ! "$PY" -c 'import torch' >/dev/null 2>&1 || { [ "$gpu_seen" = 1 ] && [ -z "$
     fail "$PY has no torch: install the project's requirements (pip install -r requirements-dev.txt) and rerun"
   fi
 fi
-if ! "$PY" -c 'import numpy, rasterio, lmdb, matplotlib, tqdm, safetensors, pytest' >/dev/null 2>&1; then
+needed='import numpy, rasterio, pyogrio, shapely, lmdb, matplotlib, tqdm, safetensors, pytest'
+if ! "$PY" -c "$needed" >/dev/null 2>&1 && compgen -G "$WHEELS/*.whl" >/dev/null; then
+  # for this run only: into the work folder, ahead of the environment's own packages
+  "$PY" -m pip install --quiet --no-index --no-deps --no-compile --target "$WORK/site" "$WHEELS"/*.whl >&2 \
+    || fail "could not install the wheels of $WHEELS (made for another Python?): see bash bench/gpu.sh --download-wheels"
+  export PYTHONPATH="$WORK/site${PYTHONPATH:+:$PYTHONPATH}"
+fi
+if ! "$PY" -c "$needed" >/dev/null 2>&1; then
   timeout 900 "$PY" -m pip install --quiet -r requirements-dev.txt >&2 \
-    || fail "could not install requirements-dev.txt (no network?): install it into $PY's environment and rerun"
+    || fail "could not install requirements-dev.txt (no network?): install it into $PY's environment, or bring wheels (bash bench/gpu.sh --download-wheels), and rerun"
 fi
 
 DEVICE="$("$PY" -c 'import torch; print("cuda" if torch.cuda.is_available() else "cpu")')" || fail "$PY cannot import torch"
@@ -59,7 +90,8 @@ section "machine"
 status=0
 
 section "device tests (pytest -m gpu)"
-"$PY" -m pytest -m gpu -q -p no:cacheprovider tests >> "$RESULTS" 2>&1 || status=1
+# only the modules that hold device tests: the others need packages (notebooks) a GPU machine may lack
+"$PY" -m pytest -m gpu -q -p no:cacheprovider $(grep -l 'pytest.mark.gpu' tests/test_*.py) >> "$RESULTS" 2>&1 || status=1
 
 section "inference benchmark (bench/inference.py compare)"
 if [ "$QUICK" = 1 ]; then inference=(--size 256 --width 0.0625 --repeat 1 --threads 1); else inference=(--size 1024 --width 1.0 --repeat 3); fi
