@@ -393,6 +393,23 @@ def test_resuming_continues_the_same_budget(lmdb_cfg, tmp_path):
         train(cfg, resume=tmp_path / "old.pt", progress=False)
 
 
+def test_bfloat16_adamw_run_resumes_to_the_same_weights(lmdb_cfg, tmp_path):
+    # bfloat16 training holds the weights channels_last, and AdamW steps them through views
+    settings = dict(ITERATIONS=4, LOG_EVERY=1, SNAPSHOT_EVERY=2, VAL_EVERY=0, PRECISION="bfloat16", OPTIMIZER="adamw",
+                    BASE_LR=0.001, LR_SCHEDULE="poly", DETERMINISTIC=True)
+    full = lmdb_cfg.replace(**settings, TRAIN_DIR=str(tmp_path / "full"), MODEL_FILE=str(tmp_path / "full.pt"))
+    train(full, progress=False)
+    cut = lmdb_cfg.replace(**settings, TRAIN_DIR=str(tmp_path / "cut"), MODEL_FILE=str(tmp_path / "cut.pt"))
+    train(cut, progress=False, stop_after=2)
+    train(cut, resume=Path(cut.TRAIN_DIR) / "checkpoints" / "iter_0000002.pt", progress=False)
+    expected, got = load_checkpoint(full.MODEL_FILE), load_checkpoint(cut.MODEL_FILE)
+    assert got["iteration"] == 4
+    for key, value in expected["state_dict"].items():
+        assert torch.equal(got["state_dict"][key], value), key
+    state = load_checkpoint(Path(full.TRAIN_DIR) / "checkpoints" / "iter_0000004.pt")["training_state"]["optimizer"]
+    assert len(state["state"]) == sum(len(group["params"]) for group in state["param_groups"])  # one entry per weight
+
+
 @pytest.mark.parametrize("loss,model", [("ce_dice", "segnet"), ("focal", "segnet_multiscale"), ("ohem", "segnet")])
 def test_own_data_recipes_train(tiny_cfg, loss, model):
     cfg = tiny_cfg.replace(TRAIN_SOURCE="tiles", ITERATIONS=3, LOG_EVERY=1, VAL_EVERY=0, OPTIMIZER="adamw", BASE_LR=0.001,
