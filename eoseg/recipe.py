@@ -46,6 +46,8 @@ class ChannelsLastAdamW(torch.optim.AdamW):
     optimizer step (bench/RESULTS.md). The update is elementwise, so each such weight, its
     gradient and its moments are handed to the step as the same permutation, a view that is
     contiguous in memory: the same elements, updated in place. Torch's own update otherwise.
+    ``_init_group`` is where torch's Adam gathers a group's tensors for the step (torch is
+    pinned; tests/test_recipe.py compares the result with torch's AdamW to the bit).
     """
 
     def _init_group(self, group, params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, state_steps):
