@@ -54,7 +54,7 @@ from eoseg.precision import describe_hardware, resolve_precision  # noqa: E402
 from eoseg.recipe import make_optimizer, recipe_overrides  # noqa: E402
 from eoseg.sample import generate_scene  # noqa: E402
 from eoseg.device import Processes  # noqa: E402
-from eoseg.train import Trainer  # noqa: E402
+from eoseg.train import Trainer, training_memory_format  # noqa: E402
 
 PATCH = 256
 SCENE = 1024
@@ -234,18 +234,18 @@ def main() -> None:
                 print(f"  {spec}: {rows[-1][1]:<50} {rate:8.2f} patches/s", flush=True)
 
         steps = []
-        # the weights' layout as "auto" trains them: the fused CPU step copies channels_last tensors unless told
-        layout, memory_format = (("channels_last", torch.channels_last) if auto != "float32"
-                                 else ("contiguous", torch.contiguous_format))
         for network in networks.values():
+            # the weights' layout as "auto" trains them: the fused CPU step copies channels_last tensors unless told
+            memory_format = training_memory_format(network, auto)
+            layout = "channels_last" if memory_format == torch.channels_last else "contiguous"
             loop, fused = (optimizer_step_seconds(network, device, fused, memory_format) for fused in (False, True))
-            steps.append((network_name(network), network.OPTIMIZER, loop, fused))
+            steps.append((network_name(network), network.OPTIMIZER, layout, loop, fused))
 
     print()
-    print(f"| optimizer step alone, weights {layout} (as auto trains) | optimizer | loop over tensors | fused (eoseg) | ratio |")
-    print("|---|---|---:|---:|---:|")
-    for name, optimizer, loop, fused in steps:
-        print(f"| {name} | {optimizer} | {loop * 1000:.1f} ms | {fused * 1000:.1f} ms | {loop / fused:.2f}x |")
+    print("| optimizer step alone | optimizer | weights (as auto trains them) | loop over tensors | fused (eoseg) | ratio |")
+    print("|---|---|---|---:|---:|---:|")
+    for name, optimizer, layout, loop, fused in steps:
+        print(f"| {name} | {optimizer} | {layout} | {loop * 1000:.1f} ms | {fused * 1000:.1f} ms | {loop / fused:.2f}x |")
 
     print()
     print("| part | variant | patches/s | vs first row | vs eoseg float32 |")

@@ -50,12 +50,12 @@ class SplitBfloat16Input(nn.Module):
         high = weight.to(torch.bfloat16).float()
         padding_mode = getattr(layer, "padding_mode", "zeros")
         wide = nn.Conv2d(3 * weight.shape[1], weight.shape[0], tuple(weight.shape[2:]), layer.stride, layer.padding,
-                         layer.dilation, bias=layer.bias is not None, padding_mode=padding_mode)
+                         layer.dilation, bias=layer.bias is not None, padding_mode=padding_mode, device=weight.device)
         with torch.no_grad():
             wide.weight.copy_(torch.cat([high, high, weight - high], dim=1))
             if layer.bias is not None:
                 wide.bias.copy_(layer.bias.detach())
-        self.layer = ConvReLU(wide) if isinstance(layer, ConvReLU) else wide.to(weight.device)
+        self.layer = ConvReLU(wide) if isinstance(layer, ConvReLU) else wide
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         high = x.to(self.layer.weight.dtype)
