@@ -7,22 +7,40 @@ from pathlib import Path
 import numpy as np
 
 from eoseg.errors import EosegError
-from eoseg.io import raster_info, read_raster, write_raster
+from eoseg.io import expand_colour_table, raster_info, read_raster, write_raster
 from eoseg.labels import LabelValues, RasterLabels
 from eoseg.palette import Palette
 
 
 def color_file_to_labels(source: Path, target: Path, palette: Palette, unknown_to_ignore: bool = False) -> Path:
-    """Colour GT (3+ bands, RGB first) -> single-band uint8 label map with the palette as colour table."""
+    """Colour GT (3+ bands, RGB first, or one band with a colour table) -> single-band uint8 label
+    map with the palette as colour table."""
     info = raster_info(source, "colour ground truth")
-    if info.count < 3:
-        raise EosegError(f"{source}: has {info.count} band(s), a colour ground truth has 3; is it already a numeric label map?")
-    rgb = read_raster(source, [1, 2, 3], what="colour ground truth")
+    if info.colour_table is not None:  # an indexed image: its colours, not its indices, are the classes
+        values = read_raster(source, [1], what="colour ground truth")[0]
+        if holds_class_ids(values, info.colour_table, palette):
+            raise EosegError(f"{source}: already a numeric label map (its colour table gives each value PALETTE's "
+                             "colour of that class id); point LABEL_PATTERN at it")
+        rgb = expand_colour_table(values, info.colour_table, str(source))
+    elif info.count < 3:
+        raise EosegError(f"{source}: has {info.count} band(s) and no colour table, a colour ground truth has 3; "
+                         "is it already a numeric label map?")
+    else:
+        rgb = read_raster(source, [1, 2, 3], what="colour ground truth")
     if rgb.dtype != np.uint8:
         raise EosegError(f"{source}: colour ground truth must be 8-bit, this one is {rgb.dtype}")
     labels = palette.to_labels(np.moveaxis(rgb, 0, -1), unknown_to_ignore, source=str(source))
     colormap = palette.colormap() if target.suffix.lower() in (".tif", ".tiff") else None
     return write_raster(target, labels, info, colormap=colormap)
+
+
+def holds_class_ids(values: np.ndarray, table, palette: Palette) -> bool:
+    """Whether a paletted raster's ``values`` are class ids or IGNORE_LABEL, each coloured in its
+    colour table ``table`` as PALETTE colours that class (a label map eoseg wrote, for one)."""
+    present = np.unique(values).tolist()
+    classes = [value for value in present if value < palette.num_classes]
+    return bool(classes) and all(value == palette.ignore_label for value in present if value not in classes) and all(
+        value < len(table) and table[value] == tuple(map(int, palette.colors[value])) for value in classes)
 
 
 def labels_file_to_color(source: Path, target: Path, palette: Palette) -> Path:
@@ -39,6 +57,6 @@ def labels_file_to_color(source: Path, target: Path, palette: Palette) -> Path:
 def values_file_to_labels(source: Path, target: Path, palette: Palette, values: LabelValues) -> Path:
     """Label raster of raw values -> single-band uint8 class ids through LABEL_VALUES (checked), georeference kept."""
     info = raster_info(source, "label raster")
-    labels = RasterLabels(info, info, values, "label raster").read()
+    labels = RasterLabels(info, info, values, "label raster", palette).read()
     colormap = palette.colormap() if target.suffix.lower() in (".tif", ".tiff") else None
     return write_raster(target, labels, info, colormap=colormap)

@@ -102,7 +102,7 @@ def check_dataset(cfg: Config) -> DataReport:
                 if isinstance(labels, RasterLabels):
                     raw = labels.counts()
                     merge_counts(report.raw_values, raw)
-                    values.check(raw, str(labels.path))
+                    labels.check_values(raw)
                     mapped: dict = {}
                     for value, pixels in raw.items():
                         target = values.target(value)

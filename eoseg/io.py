@@ -26,6 +26,7 @@ from xml.sax.saxutils import escape
 import numpy as np
 import rasterio
 import rasterio.shutil
+from rasterio.enums import ColorInterp
 from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 from rasterio.windows import Window
 
@@ -270,6 +271,7 @@ class RasterInfo:
     transform: object
     nodata: float | None
     colorinterp: tuple[str, ...] = ()  # GDAL's colour interpretation of each band: "red", "gray", "undefined"...
+    colour_table: tuple[tuple[int, int, int] | None, ...] | None = None  # a paletted raster's RGB of each value
 
     @property
     def georeferenced(self) -> bool:
@@ -302,7 +304,32 @@ def open_raster(path: str | Path, what: str = "raster") -> Iterator[rasterio.Dat
 def raster_info(path: str | Path, what: str = "raster") -> RasterInfo:
     with open_raster(path, what) as src:
         return RasterInfo(Path(path), src.width, src.height, src.count, src.dtypes[0], src.crs, src.transform, src.nodata,
-                          tuple(interp.name for interp in src.colorinterp))
+                          tuple(interp.name for interp in src.colorinterp), colour_table(src))
+
+
+def colour_table(src: rasterio.DatasetReader) -> tuple[tuple[int, int, int] | None, ...] | None:
+    """The colour table of a paletted single-band raster (an indexed PNG, a classified GeoTIFF):
+    the RGB of each value from 0 (None for a value it leaves out); None for other rasters."""
+    if src.count != 1 or src.colorinterp[0] != ColorInterp.palette:
+        return None
+    try:
+        table = src.colormap(1)
+    except ValueError:  # "palette" stated, but no table
+        return None
+    return tuple(tuple(table[value][:3]) if value in table else None for value in range(max(table) + 1))
+
+
+def expand_colour_table(values: np.ndarray, table: Sequence[tuple[int, int, int] | None], source: str) -> np.ndarray:
+    """(H, W) values of a paletted raster -> (3, H, W) uint8 RGB through its colour table ``table``."""
+    lookup = np.zeros((max(len(table), int(values.max()) + 1 if values.size else 1), 3), dtype=np.uint8)
+    known = np.zeros(len(lookup), dtype=bool)
+    for value, rgb in enumerate(table):
+        if rgb is not None:
+            lookup[value], known[value] = rgb, True
+    missing = np.unique(values[~known[values]])
+    if missing.size:
+        raise EosegError(f"{source}: values {missing.tolist()[:10]} have no colour in its colour table")
+    return np.moveaxis(lookup[values], -1, 0)
 
 
 def read_raster(

@@ -5,7 +5,8 @@ check_data.py) goes through :func:`label_source`, so that all of them agree:
 
 - the raw values of a label raster are mapped through LABEL_VALUES (:class:`LabelValues`);
   a value it does not name, a fractional value, or a 0/255 mask read as if 255 meant
-  "unlabelled" is an error naming the file, the values and their pixel counts;
+  "unlabelled" is an error naming the file, the values and their pixel counts, and so is a
+  colour table that colours the values as other classes of PALETTE (values or colours?);
 - a label raster on another grid than its image is warped onto the image's grid (nearest
   neighbour; pixels it does not reach are unlabelled);
 - polygons (GeoJSON, GeoPackage, Shapefile, FlatGeobuf, ...: a file per tile or one for all)
@@ -31,6 +32,7 @@ from eoseg.config import IGNORE, VECTOR_SUFFIXES, Config, label_value_pairs
 from eoseg.errors import EosegError
 from eoseg.grid import bounds, needs_warp, open_on_grid
 from eoseg.io import RasterInfo, not_one_band, raster_info
+from eoseg.palette import Palette
 
 # a label map with at least this share of IGNORE_LABEL pixels and one class present is most likely
 # a binary mask whose class value collides with IGNORE_LABEL (255 of a 0/255 mask); with no class
@@ -151,14 +153,41 @@ def check_class_ids(labels: np.ndarray, num_classes: int, ignore_label: int, sou
 
 
 class RasterLabels:
-    """A label raster read as class ids on ``image``'s grid (warped there by nearest neighbour)."""
+    """A label raster read as class ids on ``image``'s grid (warped there by nearest neighbour).
 
-    def __init__(self, info: RasterInfo, image: RasterInfo, values: LabelValues, what: str = "label map"):
+    A paletted raster's colour table must not say otherwise: where it gives every class value
+    present a colour of ``palette`` and one of them another class's, the raster could mean
+    its values or its colours, and unless LABEL_VALUES says what its values mean it is
+    refused (see :meth:`check_values`).
+    """
+
+    def __init__(self, info: RasterInfo, image: RasterInfo, values: LabelValues, what: str = "label map",
+                 palette: Palette | None = None):
         if info.count != 1:
             raise not_one_band(info.path, info.count)
-        self.info, self.image, self.values, self.what = info, image, values, what
+        self.info, self.image, self.values, self.what, self.palette = info, image, values, what, palette
         self.warped = needs_warp(image, info, what)
         self.path = info.path
+
+    def check_values(self, counts: dict, whole: bool = True) -> None:
+        """Refuse what :meth:`LabelValues.check` refuses, and values that the raster's colour table colours as another class."""
+        self.values.check(counts, str(self.path), whole)
+        table, palette = self.info.colour_table, self.palette
+        if table is None or palette is None or not self.values.identity:
+            return
+        owners = {tuple(map(int, colour)): class_id for class_id, colour in enumerate(palette.colors)}
+        classes = {value: self.values.target(value) for value in counts}
+        classes = {value: target for value, target in classes.items() if target is not None and target != self.values.ignore_label}
+        coloured = {value: owners.get(table[value] if 0 <= value < len(table) else None) for value in classes}
+        if not classes or None in coloured.values():
+            return  # a colour that is no class's: the table is for display, the values are what counts
+        for value, target in sorted(classes.items()):
+            if coloured[value] != target:
+                raise EosegError(
+                    f"{self.path}: its colour table gives value {value} the colour {table[value]}, PALETTE's colour of "
+                    f"class {coloured[value]}, but the value reads as class {target}: if the colours are the classes, "
+                    "convert it by colour (GT_COLOR_PATTERN at it, then convert_gt.py --from-color); if the values "
+                    "are, say so in LABEL_VALUES (e.g. {0: 0, 1: 1, ...}) or set PALETTE to its colours")
 
     def _read(self, src, window: Window | None) -> tuple[np.ndarray, np.ndarray | None]:
         raw = src.read(1, window=window)
@@ -169,7 +198,7 @@ class RasterLabels:
         """(h, w) uint8 class ids of ``window`` of the image's grid (all of it if None), checked."""
         with open_on_grid(self.info, self.image, self.what, "nearest", labels=True) as src:
             raw, covered = self._read(src, window)
-        self.values.check(value_counts(raw if covered is None else raw[covered]), str(self.path), whole=window is None)
+        self.check_values(value_counts(raw if covered is None else raw[covered]), whole=window is None)
         labels = self.values.apply(raw)
         if covered is not None:
             labels[~covered] = self.values.ignore_label
@@ -187,7 +216,7 @@ class RasterLabels:
 
     def check(self) -> None:
         """Check the whole raster's values by windows (for readers that go on to read it by rows)."""
-        self.values.check(self.counts(), str(self.path))
+        self.check_values(self.counts())
 
 
 class VectorLabels:
@@ -275,4 +304,4 @@ def label_source(cfg: Config, path: Path, image: RasterInfo, what: str = "label 
     values = LabelValues.from_config(cfg)
     if is_vector(path):
         return VectorLabels(cfg, path, image, values)
-    return RasterLabels(raster_info(path, what), image, values, what)
+    return RasterLabels(raster_info(path, what), image, values, what, cfg.palette)

@@ -90,6 +90,43 @@ def test_binary_mask_read_as_if_255_were_unlabelled_is_refused():
     LabelValues([[0, 0], [255, 1]], 2, 255).check(value_counts(mask), "mapped: accepted")
 
 
+def test_colour_table_that_colours_values_as_other_classes_is_refused(sample_root, tmp_path):
+    """A paletted label raster whose colour table gives its values other classes' PALETTE colours
+    could mean its values or its colours: refused in one line, by check_data.py and extraction
+    alike, unless LABEL_VALUES says what the values mean. A table of colours no class has (for
+    display) and eoseg's own label maps (the palette as table) are read as they are."""
+    source = sample_root / "data" / LABELS.format(id="1")
+    ids = read_label(source)
+    cfg = tiny(sample_root, tmp_path)
+    colours = [tuple(map(int, colour)) for colour in cfg.palette.colors]
+    swapped = {value: colours[value] for value in range(len(colours))}
+    swapped[0], swapped[1] = colours[1], colours[0]  # impervious surfaces and building trade colours
+    greys = {value: (value, value, value) for value in range(256)}
+    for name, table in (("swapped", swapped), ("greys", greys)):
+        path = write_like(tmp_path / name / "1.tif", ids, source)
+        with rasterio.open(path, "r+") as dst:
+            dst.write_colormap(1, {value: (*rgb, 255) for value, rgb in table.items()})
+    assert raster_info(tmp_path / "swapped" / "1.tif").colour_table[:2] == (colours[1], colours[0])
+
+    def labels(folder: str, **extra):
+        tile_cfg = tiny(sample_root, tmp_path, LABEL_PATTERN=str(tmp_path / folder / "{id}.tif"), **extra)
+        return label_source(tile_cfg, tmp_path / folder / "1.tif", raster_info(source))
+
+    with pytest.raises(EosegError, match=r"value 0 the colour \(0, 0, 255\), PALETTE's colour of class 1, but the "
+                                         r"value reads as class 0: .*--from-color.*LABEL_VALUES"):
+        labels("swapped").check()
+    stated = {value: value for value in range(len(colours))}
+    np.testing.assert_array_equal(labels("swapped", LABEL_VALUES=stated).read(), ids)
+    np.testing.assert_array_equal(labels("greys").read(), ids)
+    assert raster_info(source).colour_table is not None
+    label_source(cfg, source, raster_info(source)).check()
+    args = as_arguments({**tiny_overrides(tmp_path), "DATA_ROOT": str(sample_root / "data"), "GT_ERODED_PATTERN": "",
+                         "LABEL_PATTERN": str(tmp_path / "swapped" / "{id}.tif"), "TRAIN_IDS": ["1"], "TEST_IDS": []})
+    assert_one_line_error(run_script("extract_images.py", *args), "swapped/1.tif", "PALETTE's colour of class 1")
+    checked = run_script("check_data.py", *args)
+    assert checked.returncode == 1 and "swapped/1.tif: its colour table gives value 0" in checked.stdout
+
+
 @pytest.mark.parametrize("case", ["binary_0_255", "nodata_zero", "sparse_codes"])
 def test_raw_label_encodings_train_and_score(sample_root, tmp_path, case):
     """0/255 building masks, codes 1..n with 0 as no-data, and sparse codes: read through

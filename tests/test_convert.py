@@ -1,0 +1,58 @@
+"""Colour ground truth <-> label maps (eoseg/convert.py): indexed (paletted) colour ground truth."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+
+from eoseg.convert import color_file_to_labels
+from eoseg.errors import EosegError
+from eoseg.io import expand_colour_table, raster_info, read_label
+
+COLOR_GT = "gts_for_participants/top_mosaic_09cm_area{id}.tif"
+LABELS = "labels/top_mosaic_09cm_area{id}.tif"
+
+
+def write_indexed(path: Path, indices: np.ndarray, table: dict, like: Path) -> Path:
+    """A one-band GeoTIFF of ``indices`` with the colour table ``table`` (value: RGB), on ``like``'s grid."""
+    with rasterio.open(like) as src:
+        profile = dict(driver="GTiff", width=src.width, height=src.height, count=1, dtype="uint8",
+                       crs=src.crs, transform=src.transform)
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(indices, 1)
+        dst.write_colormap(1, {value: (*rgb, 255) for value, rgb in table.items()})
+    return path
+
+
+def test_indexed_colour_ground_truth_is_converted_by_its_colours(sample_root, tiny_cfg, tmp_path):
+    """An indexed image of the ground truth whose index order is not the classes' order: its
+    colours decide, as for the RGB original, and the georeference is kept."""
+    rgb_source = sample_root / "data" / COLOR_GT.format(id=1)
+    expected = read_label(color_file_to_labels(rgb_source, tmp_path / "from_rgb.tif", tiny_cfg.palette))
+    order = [3, 5, 0, 4, 1, 2]  # index k holds the colour of class order[k]
+    indices = np.argsort(order)[expected].astype(np.uint8)
+    table = {index: tuple(map(int, tiny_cfg.palette.colors[class_id])) for index, class_id in enumerate(order)}
+    indexed = write_indexed(tmp_path / "indexed.tif", indices, table, rgb_source)
+    assert not np.array_equal(indices, expected)  # read as class ids it would be wrong
+    converted = color_file_to_labels(indexed, tmp_path / "from_indexed.tif", tiny_cfg.palette)
+    np.testing.assert_array_equal(read_label(converted), expected)
+    assert raster_info(converted).transform == raster_info(rgb_source).transform
+
+
+def test_a_label_map_coloured_by_the_palette_is_not_taken_for_colour_ground_truth(sample_root, tiny_cfg, tmp_path):
+    """eoseg's own label maps carry the palette as colour table: they are label maps already."""
+    labels = sample_root / "data" / LABELS.format(id=1)
+    assert raster_info(labels).colour_table is not None
+    with pytest.raises(EosegError, match="already a numeric label map"):
+        color_file_to_labels(labels, tmp_path / "again.tif", tiny_cfg.palette)
+
+
+def test_values_without_a_colour_are_refused():
+    values = np.array([[0, 1], [2, 1]], dtype=np.uint8)
+    np.testing.assert_array_equal(expand_colour_table(values, [(1, 2, 3), (4, 5, 6), (7, 8, 9)], "gt.png")[:, 1, 0],
+                                  [7, 8, 9])
+    with pytest.raises(EosegError, match=r"gt.png: values \[2\] have no colour"):
+        expand_colour_table(values, [(1, 2, 3), (4, 5, 6), None], "gt.png")
