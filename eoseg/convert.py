@@ -35,12 +35,12 @@ def color_file_to_labels(source: Path, target: Path, palette: Palette, unknown_t
 
 
 def holds_class_ids(values: np.ndarray, table, palette: Palette) -> bool:
-    """Whether a paletted raster's ``values`` are class ids or IGNORE_LABEL, each coloured in its
-    colour table ``table`` as PALETTE colours that class (a label map eoseg wrote, for one)."""
+    """Whether a paletted raster's ``values`` are class ids or IGNORE_LABEL, each class id coloured
+    in its colour table ``table`` as PALETTE colours that class (a label map eoseg wrote, for one)."""
     present = np.unique(values).tolist()
-    classes = [value for value in present if value < palette.num_classes]
-    return bool(classes) and all(value == palette.ignore_label for value in present if value not in classes) and all(
-        value < len(table) and table[value] == tuple(map(int, palette.colors[value])) for value in classes)
+    classes = [value for value in present if value != palette.ignore_label]
+    coloured = palette.classes_coloured(table, classes)
+    return bool(classes) and all(coloured[value] == value for value in classes)
 
 
 def labels_file_to_color(source: Path, target: Path, palette: Palette) -> Path:

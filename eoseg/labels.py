@@ -175,10 +175,9 @@ class RasterLabels:
         table, palette = self.info.colour_table, self.palette
         if table is None or palette is None or not self.values.identity:
             return
-        owners = {tuple(map(int, colour)): class_id for class_id, colour in enumerate(palette.colors)}
         classes = {value: self.values.target(value) for value in counts}
         classes = {value: target for value, target in classes.items() if target is not None and target != self.values.ignore_label}
-        coloured = {value: owners.get(table[value] if 0 <= value < len(table) else None) for value in classes}
+        coloured = palette.classes_coloured(table, classes)
         if not classes or None in coloured.values():
             return  # a colour that is no class's: the table is for display, the values are what counts
         for value, target in sorted(classes.items()):

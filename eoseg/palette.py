@@ -6,6 +6,8 @@ conversion is a single table lookup over packed 24-bit colours, not a loop per c
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import numpy as np
 
 from eoseg.errors import EosegError
@@ -48,6 +50,12 @@ class Palette:
     @property
     def num_classes(self) -> int:
         return len(self.colors)
+
+    def classes_coloured(self, table: Sequence[tuple[int, int, int] | None], values) -> dict[int, int | None]:
+        """For each of ``values`` of a paletted raster, the class whose colour its colour table
+        ``table`` (RGB by value) gives it; None for a colour no class has."""
+        owners = {tuple(map(int, colour)): class_id for class_id, colour in enumerate(self.colors)}
+        return {value: owners.get(table[value]) if 0 <= value < len(table) else None for value in values}
 
     def to_labels(self, rgb: np.ndarray, unknown_to_ignore: bool = False, source: str = "image") -> np.ndarray:
         """Convert an (H, W, 3) colour image into (H, W) uint8 class ids.

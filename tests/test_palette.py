@@ -244,3 +244,9 @@ def test_round_trip_property(case):
     rgb = pal.to_color(labels)
     np.testing.assert_array_equal(rgb, naive_to_color(labels, class_colors, ignore_color))
     np.testing.assert_array_equal(pal.to_labels(rgb), labels)
+
+
+def test_classes_coloured_by_a_colour_table():
+    palette = Palette([[255, 255, 255], [0, 0, 255]], ignore_color=None)
+    table = [(0, 0, 255), (255, 255, 255), (9, 9, 9)]  # value 0 blue, 1 white, 2 a colour no class has
+    assert palette.classes_coloured(table, [0, 1, 2, 3]) == {0: 1, 1: 0, 2: None, 3: None}
