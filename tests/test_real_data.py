@@ -106,3 +106,22 @@ def test_real_data_benchmark_runs_each_recipe_on_a_spatial_split(tmp_path):
         # every pixel of the ten cities scored once over the two folds
         assert sum(sum(map(sum, fold["confusion_matrix"])) for fold in folds) == len(cities) * 512 * 512
     assert report["pooled"]["whu"][runs[-1]]["class_names"] == ["background", "building"]
+
+
+def test_whu_mask_saved_as_an_indexed_png_converts_by_its_colours(tmp_path):
+    """A real WHU building mask, saved as an indexed PNG whose first palette entry is white
+    (building) and second black: GDAL's PNG driver hands over its colour table, and the
+    conversion gives the labels of the RGB mask, where reading the indices would swap the classes."""
+    from PIL import Image
+
+    from eoseg.palette import Palette
+
+    rgb_mask = SHARED / "buildings_real" / "whu_global_cities" / "venice_gt.png"
+    palette = Palette([[0, 0, 0], [255, 255, 255]], ignore_color=None)
+    expected = read_label(color_file_to_labels(rgb_mask, tmp_path / "from_rgb.png", palette))
+    indexed = Image.fromarray((expected == 0).astype(np.uint8), mode="P")  # index 0: building, 1: background
+    indexed.putpalette([255, 255, 255, 0, 0, 0])
+    indexed.save(tmp_path / "venice_indexed.png")
+    converted = color_file_to_labels(tmp_path / "venice_indexed.png", tmp_path / "from_indexed.png", palette)
+    assert 0 < expected.mean() < 1
+    np.testing.assert_array_equal(read_label(converted), expected)
