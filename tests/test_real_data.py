@@ -14,6 +14,7 @@ import sys
 import numpy as np
 import pytest
 import rasterio
+from PIL import Image
 
 from eoseg.checkpoint import save_checkpoint
 from eoseg.config import load_config
@@ -23,6 +24,7 @@ from eoseg.infer import run_inference
 from eoseg.io import read_label, read_raster
 from eoseg.lmdb_store import create_lmdb
 from eoseg.models import model_from_config
+from eoseg.palette import Palette
 from eoseg.train import train
 
 from .conftest import ROOT, SHARED, TINY_SETTINGS, as_arguments
@@ -112,10 +114,6 @@ def test_whu_mask_saved_as_an_indexed_png_converts_by_its_colours(tmp_path):
     """A real WHU building mask, saved as an indexed PNG whose first palette entry is white
     (building) and second black: GDAL's PNG driver hands over its colour table, and the
     conversion gives the labels of the RGB mask, where reading the indices would swap the classes."""
-    from PIL import Image
-
-    from eoseg.palette import Palette
-
     rgb_mask = SHARED / "buildings_real" / "whu_global_cities" / "venice_gt.png"
     palette = Palette([[0, 0, 0], [255, 255, 255]], ignore_color=None)
     expected = read_label(color_file_to_labels(rgb_mask, tmp_path / "from_rgb.png", palette))
