@@ -14,7 +14,8 @@ by running ONNX Runtime and PyTorch on the same random input.
 --deepness makes a model for the Deepness QGIS plugin: a fixed WINDOW x WINDOW input, a
 softmax at the end, and the plugin's metadata (class names, resolution, tile size, tile
 overlap from STRIDE, input standardisation) beside eoseg's record. The resolution is the
-training tiles' pixel size when they are at hand and georeferenced, else --resolution-cm.
+training imagery's pixel size as the weights record it (or the training tiles give it, for
+weights that record none), else --resolution-cm.
 inference.py still takes the file (WINDOW must then equal its tile size).
 """
 
@@ -61,10 +62,11 @@ def main(argv=None):
     metadata, tile_size = None, None
     if args.deepness:
         check_deepness_inputs(cfg, record)
-        resolution = args.resolution_cm or training_resolution_cm(cfg)
+        resolution = args.resolution_cm or training_resolution_cm(cfg, record)
         if resolution is None:
-            raise EosegError("the training tiles are not at hand or not georeferenced in metres, so their resolution "
-                             "is unknown; pass --resolution-cm (e.g. 9 for the ISPRS Vaihingen tiles)")
+            raise EosegError("the weights do not record the training imagery's pixel size, and the training tiles are not "
+                             "at hand, not georeferenced or of several sizes; pass --resolution-cm (e.g. 9 for the "
+                             "ISPRS Vaihingen tiles)")
         tile_size = cfg.WINDOW
         metadata = deepness_metadata(cfg, record, tile_size, resolution)
         model, record = Softmaxed(model).eval(), {**record, "outputs": "probabilities"}

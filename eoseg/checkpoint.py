@@ -53,17 +53,19 @@ def build_recorded_model(record: dict) -> nn.Module:
 
 
 def save_checkpoint(path: str | Path, cfg: Config, model: nn.Module, iteration: int, training_state: dict | None = None,
-                    validation: dict | None = None, input_dtype: str | None = None) -> Path:
+                    validation: dict | None = None, trained_on: dict | None = None) -> Path:
     """Write weights (plus the training state: optimizer, minutes trained etc., when given) to ``path`` atomically.
 
     ``validation``: the metrics (eoseg.metrics, with the confusion matrix) these weights scored
     on the validation tiles, recorded with them.
-    ``input_dtype``: the data type of the training pixels (uint8, uint16...), recorded so that
-    inference can refuse images of another type, whose values the normalisation would misread.
+    ``trained_on``: what the training imagery was, recorded in the signature for inference:
+    ``input_dtype``, the data type of its pixels (uint8, uint16...), so that images of another
+    type, whose values the normalisation would misread, are refused; ``pixel_size_m``, the
+    [smallest, largest] ground size of its pixels, at which other images are labelled
+    (eoseg.grid.labelling_grid).
     """
     signature = data_signature(cfg)
-    if input_dtype is not None:
-        signature["input_dtype"] = str(input_dtype)
+    signature.update({key: value for key, value in (trained_on or {}).items() if value is not None})
     payload = {
         "format": FORMAT,
         "model": model_record_of(model),

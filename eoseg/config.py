@@ -276,6 +276,10 @@ class Config:
         _check_training_numbers(v)
         if v["WRITE_POLYGONS"] not in ("", ".gpkg", ".geojson"):  # checked before any raster is labelled
             raise EosegError(f"WRITE_POLYGONS must be '', '.gpkg' or '.geojson', got {v['WRITE_POLYGONS']!r}")
+        size = v["INFER_PIXEL_SIZE"]
+        if size not in (None, "image") and not (isinstance(size, (int, float)) and not isinstance(size, bool) and size > 0):
+            raise EosegError(f"INFER_PIXEL_SIZE must be None (the weights' pixel size), a pixel size in metres > 0 or "
+                             f"'image', got {size!r}")
         for name in (*SPLITS.values(), "VAL_IDS"):
             check_tile_ids(v[name], name)
         from eoseg.precision import check_precision  # torch loads only once a config is checked

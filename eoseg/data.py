@@ -21,6 +21,7 @@ from tqdm import tqdm
 from eoseg.augment import random_flip_rotate
 from eoseg.config import Config
 from eoseg.errors import EosegError
+from eoseg.grid import pixel_size_range
 from eoseg.lmdb_store import LmdbPatches
 from eoseg.metadata import data_signature
 from eoseg.tiles import read_labels, tile_stack, training_pixels
@@ -86,6 +87,7 @@ class AugmentedPatches(Dataset):
         self.patches = patches
         self.flips = flips
         self.seed = seed
+        self.pixel_size_m = patches.meta.get("pixel_size_m")  # [smallest, largest] m of the tiles, or None
 
     def __len__(self) -> int:
         return len(self.patches)
@@ -109,11 +111,13 @@ class TileCrops(Dataset):
     in proportion to tile area, so that every pixel is equally likely to be seen.
     """
 
-    def __init__(self, tiles: list[tuple[np.ndarray, np.ndarray]], size: int, flips: bool, seed: int):
+    def __init__(self, tiles: list[tuple[np.ndarray, np.ndarray]], size: int, flips: bool, seed: int,
+                 pixel_size_m: list[float] | None = None):
         self.tiles = tiles
         self.size = size
         self.flips = flips
         self.seed = seed
+        self.pixel_size_m = pixel_size_m  # [smallest, largest] m of the tiles, or None
         areas = np.array([labels.size for _, labels in tiles], dtype=np.float64)
         self.tile_probabilities = areas / areas.sum()
         self.epoch_length = max(1, sum((labels.shape[0] // size) * (labels.shape[1] // size) for _, labels in tiles))
@@ -143,17 +147,18 @@ def training_data(cfg: Config) -> AugmentedPatches | TileCrops:
     if cfg.TRAIN_SOURCE == "lmdb":
         patches = LmdbPatches(Path(cfg.LMDB_DIR) / "train.lmdb", expected_signature=data_signature(cfg))
         return AugmentedPatches(patches, cfg.RANDOM_FLIPS, cfg.SEED)
-    tiles = []
+    tiles, infos = [], []
     for tile_id in cfg.tile_ids("train"):
         stack = tile_stack(cfg, tile_id)
         info = stack.info
+        infos.append(info)
         if min(info.height, info.width) < cfg.PATCH_SIZE:
             raise EosegError(f"{info.path}: tile is {info.width} x {info.height} px, smaller than PATCH_SIZE {cfg.PATCH_SIZE}")
         image = stack.read()
         tiles.append(training_pixels(cfg, stack, image, read_labels(cfg, tile_id, info)))
     if not tiles:
         raise EosegError("TRAIN_IDS is empty: nothing to train on")
-    return TileCrops(tiles, cfg.PATCH_SIZE, cfg.RANDOM_FLIPS, cfg.SEED)
+    return TileCrops(tiles, cfg.PATCH_SIZE, cfg.RANDOM_FLIPS, cfg.SEED, pixel_size_range(infos))
 
 
 def median_frequency_weights(label_maps, num_classes: int, ignore_label: int, progress: bool = False) -> list[float]:

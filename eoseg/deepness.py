@@ -28,7 +28,8 @@ from torch import nn
 
 from eoseg.config import Config
 from eoseg.errors import EosegError
-from eoseg.io import open_raster
+from eoseg.grid import PIXEL_SIZE_TOLERANCE, pixel_size_range
+from eoseg.io import raster_info
 from eoseg.tiles import existing_path
 
 MODEL_TYPE = "Segmentor"
@@ -61,26 +62,21 @@ def check_deepness_inputs(cfg: Config, record: dict) -> None:
                          f"on bands 1..{bands} of the image and no other sources")
 
 
-def training_resolution_cm(cfg: Config) -> float | None:
-    """Centimetres per pixel of the training tiles, from their transform; None when they are
-    not at hand or not georeferenced in a projected CRS, or differ."""
-    sizes = set()
-    for tile_id in cfg.tile_ids("train"):
+def training_resolution_cm(cfg: Config, record: dict) -> float | None:
+    """Centimetres per pixel of the training imagery: as the weights ``record`` holds it, else from
+    the training tiles' transforms; None when unknown (tiles not at hand or not georeferenced) or
+    not one size."""
+    sizes = record["signature"].get("pixel_size_m")
+    if sizes is None:
         try:
-            path = existing_path(cfg, "IMAGE_PATTERN", tile_id, "image")
+            infos = [raster_info(existing_path(cfg, "IMAGE_PATTERN", tile_id, "image"), "image")
+                     for tile_id in cfg.tile_ids("train")]
         except EosegError:
             return None
-        with open_raster(path, "image") as src:
-            if src.crs is None or src.crs.is_geographic or src.transform.is_identity:
-                return None
-            metres = src.crs.linear_units_factor[1]
-            x, y = abs(src.transform.a) * metres, abs(src.transform.e) * metres
-        if abs(x - y) > 1e-6 * max(x, y):
-            raise EosegError(f"{path}: pixels are {x} x {y} m, not square; pass --resolution-cm")
-        sizes.add(round(x * 100, 6))
-    if len(sizes) != 1:
+        sizes = pixel_size_range(infos)
+    if sizes is None or sizes[1] > sizes[0] * PIXEL_SIZE_TOLERANCE:
         return None
-    return sizes.pop()
+    return round((sizes[0] + sizes[1]) / 2 * 100, 6)
 
 
 def deepness_metadata(cfg: Config, record: dict, tile_size: int, resolution_cm: float) -> dict[str, str]:

@@ -15,6 +15,7 @@ from eoseg.config import Config
 from eoseg.errors import EosegError
 from eoseg.geometry import sliding_windows
 from eoseg.io import atomic_directory, atomic_write_text
+from eoseg.grid import pixel_size_range
 from eoseg.metadata import data_signature
 from eoseg.tiles import read_labels, tile_stack, training_pixels
 
@@ -35,6 +36,7 @@ def extract_patches(cfg: Config, out_dir: str | Path, force: bool = False, progr
     size = cfg.PATCH_SIZE
     counts: dict[str, int] = {}
     dtype = None
+    train_infos = []
     if not cfg.tile_ids("train"):
         raise EosegError("TRAIN_IDS is empty: there are no tiles to extract training patches from")
     with atomic_directory(out_dir, force=force) as tmp:
@@ -48,6 +50,8 @@ def extract_patches(cfg: Config, out_dir: str | Path, force: bool = False, progr
                 for tile_id in tqdm(tiles, desc=f"extract {split}", unit="tile", disable=not progress):
                     stack = tile_stack(cfg, tile_id)
                     image, info = stack.read(), stack.info
+                    if split == "train":
+                        train_infos.append(info)
                     labels = read_labels(cfg, tile_id, info)
                     if dtype is not None and str(image.dtype) != dtype:
                         raise EosegError(
@@ -81,6 +85,7 @@ def extract_patches(cfg: Config, out_dir: str | Path, force: bool = False, progr
         manifest = {
             "signature": data_signature(cfg),
             "dtype": dtype,
+            "pixel_size_m": pixel_size_range(train_infos),  # of the training tiles: the size inference labels at
             "counts": counts,
             "train_stride": cfg.TRAIN_STRIDE,
             "augmentations": augment.augmentations(cfg.FLIPS, cfg.ROTATIONS),

@@ -5,17 +5,24 @@ than its image. :func:`open_on_grid` opens it so that reads by window of the ima
 return its values on that grid (GDAL's warped VRT: windowed, memory stays bounded);
 pixels of the image that it does not cover read as masked (no data). Only a raster that
 does not overlap the image at all is refused.
+
+A network labels best at the pixel size it was trained on: :func:`labelling_grid` gives the
+grid (the image's extent at that pixel size) an image of another pixel size is labelled on.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import math
 import sys
 from typing import Iterator
 
 import numpy as np
 import rasterio
+from affine import Affine
 from rasterio.enums import Resampling
+from rasterio.errors import CRSError
 from rasterio.vrt import WarpedVRT
 from rasterio.warp import transform_bounds
 from rasterio.windows import Window
@@ -30,11 +37,76 @@ CONTINUOUS_RESAMPLING = "bilinear"  # the default for continuous data (DSM, nDSM
 
 _NOTED: set[tuple[str, str]] = set()
 
+# pixel sizes within this factor of each other count as one: a network labels such an image as it is
+PIXEL_SIZE_TOLERANCE = 1.1
+METRES_PER_DEGREE = 111_320.0  # of latitude, and of longitude at the equator (WGS84, near enough to size pixels)
+
 
 def bounds(info: RasterInfo) -> tuple[float, float, float, float]:
     """(left, bottom, right, top) of ``info``'s grid in its CRS."""
     xs, ys = zip(*(info.transform * corner for corner in ((0, 0), (info.width, 0), (0, info.height), (info.width, info.height))))
     return min(xs), min(ys), max(xs), max(ys)
+
+
+def pixel_size_m(info: RasterInfo) -> tuple[float, float] | None:
+    """(x, y) ground size of ``info``'s pixels in metres; None without a CRS whose unit is known.
+
+    In a geographic CRS a degree is measured at the raster's centre.
+    """
+    if info.crs is None or info.transform.is_identity:
+        return None
+    t = info.transform
+    x, y = math.hypot(t.a, t.d), math.hypot(t.b, t.e)
+    if info.crs.is_geographic:
+        latitude = (t * (info.width / 2, info.height / 2))[1]
+        return x * METRES_PER_DEGREE * math.cos(math.radians(latitude)), y * METRES_PER_DEGREE
+    try:
+        metres = info.crs.linear_units_factor[1]
+    except CRSError:  # a CRS without a linear unit (an engineering CRS, say)
+        return None
+    return x * metres, y * metres
+
+
+def pixel_size_range(infos: list[RasterInfo]) -> list[float] | None:
+    """[smallest, largest] pixel size in metres (the mean of x and y) of rasters; None if one has none."""
+    sizes = [pixel_size_m(info) for info in infos]
+    if not sizes or None in sizes:
+        return None
+    means = [round((x + y) / 2, 9) for x, y in sizes]
+    return [min(means), max(means)]
+
+
+def labelling_grid(image: RasterInfo, trained: list[float] | None, setting: str | float | None) -> RasterInfo | None:
+    """The grid to label ``image`` on where it is not its own: its extent at the pixel size the
+    network was ``trained`` on ([smallest, largest] m), or at ``setting`` m; None: its own grid.
+
+    ``setting``: INFER_PIXEL_SIZE (None: ``trained``; metres; or "image"). Pixel sizes within
+    PIXEL_SIZE_TOLERANCE of the target count as equal. The grid scales the image's transform,
+    so that its pixel (i, j) covers the image's pixels (i * fy .. (i + 1) * fy, j * fx ..).
+    """
+    if setting == "image":
+        return None
+    size = pixel_size_m(image)
+    if size is None:
+        if setting is not None:
+            raise EosegError(f"{image.path}: INFER_PIXEL_SIZE = {setting} m needs a georeferenced image (a CRS and a "
+                             "transform), and this one has none; set INFER_PIXEL_SIZE = \"image\" to label it as it is")
+        return None
+    mean = (size[0] + size[1]) / 2
+    if setting is None:
+        if trained is None:
+            return None
+        low, high = trained
+        if low / PIXEL_SIZE_TOLERANCE <= mean <= high * PIXEL_SIZE_TOLERANCE:
+            return None
+        target = low if mean < low else high
+    else:
+        target = float(setting)
+        if target / PIXEL_SIZE_TOLERANCE <= mean <= target * PIXEL_SIZE_TOLERANCE:
+            return None
+    fx, fy = target / size[0], target / size[1]
+    return dataclasses.replace(image, width=max(1, math.ceil(image.width / fx)), height=max(1, math.ceil(image.height / fy)),
+                               transform=image.transform * Affine.scale(fx, fy))
 
 
 def same_grid(image: RasterInfo, other: RasterInfo) -> bool:

@@ -17,7 +17,7 @@ import hashlib
 import json
 import re
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -34,10 +34,10 @@ from eoseg.errors import DamagedInputError, EosegError
 from eoseg.io import (RasterInfo, RasterWriter, atomic_write_text, check_writable, exclusive, file_sha256, open_raster,
                       output_suffix, raster_info)
 from eoseg.metrics import format_table, metrics_from_confusion, percent
-from eoseg.labelling import GDAL_CACHE_MB, label_rows, make_predictor
+from eoseg.labelling import GDAL_CACHE_MB, label_rows, labelling_stack, make_predictor
 from eoseg.predict import Predictor
 from eoseg.tiles import TileStack, TruthSource, eval_truth, image_stack, tile_stack
-from eoseg.weights import check_input_dtype, load_weights
+from eoseg.weights import check_input_dtype, read_weights, recorded_normalization
 
 RASTER_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".jp2", ".img", ".vrt")
 PREVIEW_SIDE = 1024  # longest side of the preview panels, in pixels
@@ -357,9 +357,12 @@ def run_inference(cfg: Config, weights: str | Path, out_dir: str | Path, tile_id
 
     rank, world = distributed_rank()
     device = process_device(cfg.DEVICE, Processes.from_environment())
-    model, normalization = load_weights(weights, cfg, caffe_mean)
+    model, record = read_weights(weights, cfg, caffe_mean)
+    normalization = recorded_normalization(record)
     for job in jobs:
         check_input_dtype(normalization, (job.stack.dtype if job.stack is not None else job.info.dtype), job.info.path)
+    trained = record["signature"].get("pixel_size_m")
+    jobs = [replace(job, stack=labelling_stack(cfg, job.stack, trained, say=progress and rank == 0)) for job in jobs]
     predictor = make_predictor(cfg, model, normalization, device)
     if rank == 0 and progress:
         print(f"precision: {predictor.precision} ({predictor.precision_reason})")

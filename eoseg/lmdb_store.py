@@ -215,6 +215,7 @@ def create_lmdb(cfg: Config, patches_dir: str | Path, lmdb_dir: str | Path, forc
                 "split": split,
                 "patch_shape": [cfg.num_bands, cfg.PATCH_SIZE, cfg.PATCH_SIZE],
                 "dtype": manifest["dtype"],
+                "pixel_size_m": manifest.get("pixel_size_m"),
                 "shuffle_seed": cfg.SHUFFLE_SEED if split == "train" else None,
                 "source": str(patches_dir),
                 "tiles": sorted({r["tile"] for r in split_rows}),

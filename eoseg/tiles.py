@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
+import copy
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -73,6 +74,7 @@ class TileStack:
     they all have one and nothing is derived, else float32. ``valid_mask`` combines every
     source's nodata (mask, NaN; NODATA_ZERO for the image's bands). Use it as a context
     manager to keep the rasters open across many reads; otherwise each read opens them.
+    :meth:`on_grid` gives the same stack read on another grid (see eoseg.grid.labelling_grid).
     """
 
     def __init__(self, cfg: Config, sources: list[StackSource]):
@@ -100,6 +102,7 @@ class TileStack:
         self.count = position
         dtypes = {np.dtype(s.info.dtype) for s in sources}
         self.dtype = dtypes.pop() if len(dtypes) == 1 and not self._derived else np.dtype(np.float32)
+        self.grid = sources[0].info  # the grid reads are on: the image's, unless on_grid chose another
         self._open: list | None = None
 
     @property
@@ -110,6 +113,16 @@ class TileStack:
     @property
     def paths(self) -> list[Path]:
         return [s.info.path for s in self.sources]
+
+    def on_grid(self, grid: RasterInfo) -> "TileStack":
+        """This stack read on ``grid`` (a scaling of the image's, see eoseg.grid.labelling_grid): the
+        image averaged where the grid's pixels are larger, interpolated bilinearly where smaller."""
+        larger = abs((~self.info.transform * grid.transform).a) > 1
+        moved = copy.copy(self)
+        moved.sources = [replace(self.sources[0], resampling="average" if larger else "bilinear"), *self.sources[1:]]
+        moved.grid = grid
+        moved._open = None
+        return moved
 
     def __enter__(self) -> "TileStack":
         self._stack = contextlib.ExitStack()
@@ -125,8 +138,7 @@ class TileStack:
         self._stack.__exit__(*exc)
 
     def _open_all(self, stack: contextlib.ExitStack) -> list:
-        image = self.sources[0].info
-        return [stack.enter_context(open_on_grid(s.info, image, s.what, s.resampling)) for s in self.sources]
+        return [stack.enter_context(open_on_grid(s.info, self.grid, s.what, s.resampling)) for s in self.sources]
 
     @contextlib.contextmanager
     def _datasets(self):

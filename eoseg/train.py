@@ -48,7 +48,7 @@ from eoseg.data import StreamBatchSampler, median_frequency_weights, training_da
 from eoseg.device import Processes, process_group
 from eoseg.errors import EosegError
 from eoseg.io import atomic_path, atomic_write_text, check_writable, exclusive_or_refuse
-from eoseg.labelling import make_predictor, score_tile
+from eoseg.labelling import labelling_stack, make_predictor, score_tile
 from eoseg.metrics import metrics_from_confusion, percent
 from eoseg.models import first_stream_bands, model_from_config
 from eoseg.models.encoder_weights import init_encoder_weights
@@ -363,7 +363,8 @@ class Trainer:
             self.network = torch.compile(self.network)
 
         self.data = training_data(cfg)
-        self.input_dtype = str(self.data[(0, 0)][0].numpy().dtype)  # recorded with the weights
+        # recorded with the weights
+        self.trained_on = {"input_dtype": str(self.data[(0, 0)][0].numpy().dtype), "pixel_size_m": self.data.pixel_size_m}
         self.sampler = StreamBatchSampler(len(self.data), cfg.BATCH_SIZE, cfg.SEED, sample_position,
                                           processes.rank, processes.world_size)
         self.class_weights = resolve_class_weights(cfg, self.data, self.progress)
@@ -396,7 +397,8 @@ class Trainer:
             raise EosegError("VAL_EVERY is set but there is no tile to validate on (VAL_IDS and TEST_IDS are empty); set VAL_EVERY=0")
         tiles = []
         for tile_id in tile_ids:  # all checked on every process: a bad tile stops the run before it starts
-            stack = tile_stack(self.cfg, tile_id)
+            stack = labelling_stack(self.cfg, tile_stack(self.cfg, tile_id), self.trained_on["pixel_size_m"],
+                                    say=self.processes.is_main)
             truth = eval_truth(self.cfg, tile_id, stack.info)
             if truth is None:
                 raise EosegError(f"validation tile {tile_id} has no ground truth; choose VAL_IDS with labels or set VAL_EVERY=0")
@@ -492,7 +494,7 @@ class Trainer:
         # that one, and a file of the same name from an earlier, longer run cannot stand in
         path.unlink(missing_ok=True)
         atomic_write_text(folder / LATEST_RECORD, "\n".join([path.name, *kept]) + "\n")
-        self.last_checkpoint = save_checkpoint(path, self.cfg, self.model, self.iteration, state, input_dtype=self.input_dtype)
+        self.last_checkpoint = save_checkpoint(path, self.cfg, self.model, self.iteration, state, trained_on=self.trained_on)
         return self.last_checkpoint
 
     def _record_validation(self, row: dict) -> None:
@@ -503,7 +505,7 @@ class Trainer:
             self.best = {"iteration": self.iteration, "metric": BEST_METRIC, "value": value}
             if self.processes.is_main:
                 save_checkpoint(self.train_dir / "checkpoints" / BEST_CHECKPOINT, self.cfg, self.model, self.iteration,
-                                validation=metrics, input_dtype=self.input_dtype)
+                                validation=metrics, trained_on=self.trained_on)
         if self.tensorboard is not None:
             self.tensorboard.add_validation(self.iteration, metrics, self._validation_preview())
         if self.progress:
@@ -596,7 +598,7 @@ class Trainer:
         if self.tensorboard is not None:
             self.tensorboard.close()
         if processes.is_main:
-            save_checkpoint(cfg.MODEL_FILE, cfg, self.model, self.iteration, input_dtype=self.input_dtype)
+            save_checkpoint(cfg.MODEL_FILE, cfg, self.model, self.iteration, trained_on=self.trained_on)
         if processes.distributed:
             dist.barrier()  # every process returns once the weights exist
         return Path(cfg.MODEL_FILE)

@@ -101,8 +101,13 @@ def _say_which_model(recorded: dict, cfg: Config, path: Path) -> None:
 def load_weights(path: str | Path, cfg: Config, caffe_mean: str | Sequence[float] | None = None) -> tuple[nn.Module, Normalization]:
     """The model in ``path`` and the normalisation its inputs need (see :func:`read_weights`)."""
     model, record = read_weights(path, cfg, caffe_mean)
+    return model, recorded_normalization(record)
+
+
+def recorded_normalization(record: dict) -> Normalization:
+    """The normalisation a weights record's inputs need, with the data type it was trained on."""
     normalization = Normalization.from_record(record["signature"]["normalization"])
-    return model, dataclasses.replace(normalization, input_dtype=record["signature"].get("input_dtype"))
+    return dataclasses.replace(normalization, input_dtype=record["signature"].get("input_dtype"))
 
 
 def check_input_dtype(normalization: Normalization, dtype: str, image: str | Path) -> None:

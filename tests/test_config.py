@@ -324,11 +324,20 @@ def test_rotations_must_be_right_angles(rotations):
         ("TRAIN_SOURCE=disk", "TRAIN_SOURCE"),
         ("IGNORE_LABEL=3", "collides"),
         ("IGNORE_COLOR=[255, 0, 0]", "IGNORE_COLOR"),
+        ("INFER_PIXEL_SIZE=0", "INFER_PIXEL_SIZE must be None"),
+        ("INFER_PIXEL_SIZE=model", "INFER_PIXEL_SIZE must be None"),
+        ("INFER_PIXEL_SIZE=True", "INFER_PIXEL_SIZE must be None"),
     ],
 )
 def test_other_inconsistent_settings_refused(override, match):
     with pytest.raises(EosegError, match=match):
         load_config(overrides=[override])
+
+
+def test_infer_pixel_size_takes_metres_or_image():
+    assert load_config(overrides=["INFER_PIXEL_SIZE=0.09"]).INFER_PIXEL_SIZE == 0.09
+    assert load_config(overrides=["INFER_PIXEL_SIZE=image"]).INFER_PIXEL_SIZE == "image"
+    assert load_config(overrides=["INFER_PIXEL_SIZE=None"]).INFER_PIXEL_SIZE is None
 
 
 def test_four_band_config_is_consistent():

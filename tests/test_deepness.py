@@ -192,3 +192,10 @@ def test_deepness_export_errors(exported, tmp_path):
                         "MODEL=segnet", "MODEL_WIDTH=0.125", "WINDOW=64", "STRIDE=32", f"DATA_ROOT={tmp_path / 'none'}")
     assert result.returncode == 0, result.stderr
     assert parse_like_deepness(out)["resolution_cm"] == 12.5
+    # weights that record their training imagery's pixel size need neither the tiles nor the flag
+    recorded = save_checkpoint(tmp_path / "recorded.pt", cfg, trained_like_model(cfg, seed=11), iteration=1,
+                               trained_on={"pixel_size_m": [0.3, 0.3]})
+    result = run_script("export_onnx.py", str(recorded), "--deepness", "--out", str(tmp_path / "recorded.onnx"), "MODEL=segnet",
+                        "MODEL_WIDTH=0.125", "WINDOW=64", "STRIDE=32", f"DATA_ROOT={tmp_path / 'none'}")
+    assert result.returncode == 0, result.stderr
+    assert parse_like_deepness(tmp_path / "recorded.onnx")["resolution_cm"] == 30.0

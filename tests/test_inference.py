@@ -156,3 +156,33 @@ def test_onnxruntime_engine_cog_and_polygons(setup, tmp_path):
     assert {f["properties"]["class_name"] for f in features} <= set(cfg.CLASS_NAMES) and features
     with pytest.raises(EosegError, match="multiples of 32"):
         run_inference(onnx_cfg.replace(WINDOW=48, STRIDE=24), weights, tmp_path / "bad", image_paths=[source], progress=False)
+
+
+def test_an_image_of_another_pixel_size_is_labelled_at_the_training_one(tmp_path, capsys):
+    cfg = make_tiny_config(tmp_path, WRITE_PREVIEW=False)
+    torch.manual_seed(0)
+    model = model_from_config(cfg)
+    weights = {size: save_checkpoint(tmp_path / f"w{size}.pt", cfg, model, iteration=0, trained_on={"pixel_size_m": [size, size]})
+               for size in (0.5, 0.25)}
+    source = write_geotiff(tmp_path / "in.tif", random_image(90, 110))  # 0.5 m pixels
+
+    def labelled(weights_file, out, **settings):
+        """The labels and class probabilities, checked to be on the image's grid."""
+        result = run_inference(cfg.replace(WRITE_PROBABILITIES=True, **settings), weights_file, tmp_path / out,
+                               image_paths=[source]).images[0]
+        with rasterio.open(source) as image:
+            for output in ("labels", "probabilities"):
+                with rasterio.open(result.outputs[output]) as src:
+                    assert (src.width, src.height, src.crs, src.transform) == (image.width, image.height, image.crs, image.transform)
+        return np.concatenate([read_raster(result.outputs["labels"]), read_raster(result.outputs["probabilities"])])
+
+    as_is = labelled(weights[0.5], "same")
+    assert "note:" not in capsys.readouterr().err
+    finer = labelled(weights[0.25], "finer")
+    note = capsys.readouterr().err
+    assert "in.tif has 0.5 x 0.5 m pixels and the weights were trained on 0.25 m: labelled at 0.25 m (220 x 180 px)" in note
+    assert 'INFER_PIXEL_SIZE="image"' in note
+    np.testing.assert_array_equal(labelled(weights[0.25], "image", INFER_PIXEL_SIZE="image"), as_is)
+    assert "note:" not in capsys.readouterr().err
+    assert (finer[1:] != as_is[1:]).mean() > 0.1  # labelled on another grid, the probabilities move
+    np.testing.assert_array_equal(labelled(weights[0.5], "asked", INFER_PIXEL_SIZE=0.25), finer)

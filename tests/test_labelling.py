@@ -10,14 +10,16 @@ import numpy as np
 import pytest
 import rasterio
 import torch
+from rasterio.transform import from_origin
 
 from eoseg.checkpoint import load_checkpoint
 from eoseg.config import load_config
 from eoseg.infer import run_inference
-from eoseg.labelling import label_rows, make_predictor, score_tile
+from eoseg.io import raster_info
+from eoseg.labelling import label_rows, labelling_stack, make_predictor, score_tile
 from eoseg.models import model_from_config
 from eoseg.normalization import Normalization
-from eoseg.tiles import eval_truth, tile_stack
+from eoseg.tiles import eval_truth, image_stack, tile_stack
 from eoseg.train import train
 
 from .conftest import as_arguments, tiny_overrides
@@ -46,8 +48,10 @@ def holed_config(root: Path, out: Path, **extra):
     return load_config(overrides=as_arguments(settings))
 
 
-def test_validation_figures_equal_inference_to_the_pixel(holed_root, tmp_path):
-    cfg = holed_config(holed_root, tmp_path, ITERATIONS=4, LOG_EVERY=2, VAL_EVERY=2, SNAPSHOT_EVERY=2, BASE_LR=0.1)
+@pytest.mark.parametrize("pixel_size", [None, 0.06])  # the training tiles' 0.09 m, or labelled on a finer grid
+def test_validation_figures_equal_inference_to_the_pixel(holed_root, tmp_path, pixel_size):
+    cfg = holed_config(holed_root, tmp_path, ITERATIONS=4, LOG_EVERY=2, VAL_EVERY=2, SNAPSHOT_EVERY=2, BASE_LR=0.1,
+                       INFER_PIXEL_SIZE=pixel_size)
     train(cfg, progress=False)
     best_path = Path(cfg.TRAIN_DIR) / "checkpoints" / "best.pt"
     best = load_checkpoint(best_path)
@@ -62,10 +66,16 @@ def test_validation_figures_equal_inference_to_the_pixel(holed_root, tmp_path):
     truth = eval_truth(cfg, "4", tile_stack(cfg, "4").info).read_rows(cfg.palette, 0, 160)
     labelled = truth != cfg.IGNORE_LABEL
     assert labelled[HOLE].any()
-    labelled[HOLE] = False
-    assert summary.metrics["pixels"] == logged["pixels"] == labelled.sum()
     with rasterio.open(summary.images[0].outputs["labels"]) as src:
-        assert (src.read(1)[HOLE] == cfg.IGNORE_LABEL).all()
+        assert (src.width, src.height, src.transform) == (160, 160, tile_stack(cfg, "4").info.transform)
+        labels = src.read(1)
+    if pixel_size is None:
+        labelled[HOLE] = False
+        assert summary.metrics["pixels"] == logged["pixels"] == labelled.sum()
+        assert (labels[HOLE] == cfg.IGNORE_LABEL).all()
+    else:  # the hole's edge interpolated from the pixels beside it
+        assert (labels[HOLE][2:-2, 2:-2] == cfg.IGNORE_LABEL).all()
+        assert summary.metrics["pixels"] == logged["pixels"] == (labelled & (labels != cfg.IGNORE_LABEL)).sum()
 
 
 def test_label_rows_blocks_cover_the_tile_and_score_what_they_label(holed_root, tmp_path):
@@ -86,3 +96,48 @@ def test_label_rows_blocks_cover_the_tile_and_score_what_they_label(holed_root, 
     np.add.at(by_hand, (truth[scored], labels[scored]), 1)
     np.testing.assert_array_equal(sum(confusion for _, _, confusion in blocks), by_hand)
     np.testing.assert_array_equal(score_tile(cfg, predictor, stack, truth_source), by_hand)
+
+
+class BrightIsClassOne(torch.nn.Module):
+    """Class 1 where the first band is above its mean, else class 0: labels that do not depend on scale."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([-x[:, :1], x[:, :1]], dim=1)
+
+
+@pytest.mark.parametrize("trained", [[0.07, 0.08], [0.5, 0.5]])  # a finer grid (bilinear), a coarser one (average)
+def test_an_image_labelled_on_another_grid_gets_its_labels_on_its_own(tmp_path, trained):
+    cfg = load_config(overrides=as_arguments({**tiny_overrides(tmp_path), "INFER_OPTIMIZE": False, "WINDOW": 32,
+                                              "STRIDE": 16}))
+    rows, cols = 150, 170
+    yy, xx = np.mgrid[:rows, :cols]
+    bright = ((yy // 12 + xx // 12) % 2).astype(bool)
+    image = np.repeat(np.where(bright, 200, 50).astype(np.uint8)[None], 3, axis=0)
+    image[:, 100:130, 40:90] = 0  # declared nodata
+    path = tmp_path / "image.tif"
+    with rasterio.open(path, "w", driver="GTiff", width=cols, height=rows, count=3, dtype="uint8", nodata=0,
+                       crs="EPSG:32632", transform=from_origin(500000, 5400000, 0.2, 0.2)) as dst:
+        dst.write(image)
+    stack = image_stack(cfg, raster_info(path, "image"))
+    on_grid = labelling_stack(cfg, stack, trained)
+    assert on_grid.grid is not stack.grid and on_grid.info == stack.info
+    predictor = make_predictor(cfg, BrightIsClassOne(), Normalization((128.0,) * 3, (64.0,) * 3), torch.device("cpu"))
+    labelled = []
+    for block_rows in (32, 4096):  # streamed by blocks of rows or in one
+        blocks = list(label_rows(cfg.replace(INFER_BLOCK_ROWS=block_rows), predictor, on_grid))
+        assert [b.row for b in blocks] == sorted(b.row for b in blocks) and all(b.labels.shape[0] <= block_rows for b in blocks)
+        labelled.append(np.concatenate([b.labels for b in blocks]))
+        assert all(b.scores.shape == (2, *b.labels.shape) for b in blocks)
+    np.testing.assert_array_equal(labelled[0], labelled[1])
+    labels = labelled[0]
+    assert labels.shape == (rows, cols)
+    hole = np.zeros((rows, cols), dtype=bool)
+    hole[100:130, 40:90] = True
+    near_hole = np.zeros_like(hole)
+    near_hole[97:133, 37:93] = True
+    assert (labels[100 + 3:130 - 3, 40 + 3:90 - 3] == cfg.IGNORE_LABEL).all()
+    # away from the squares' edges and the hole, each pixel keeps its own class
+    edge = (np.abs(yy % 12 - 5.5) > 3.5) | (np.abs(xx % 12 - 5.5) > 3.5)
+    inside = ~edge & ~near_hole
+    np.testing.assert_array_equal(labels[inside], bright[inside].astype(np.uint8))
+    assert (labels[~hole & ~near_hole] != cfg.IGNORE_LABEL).all()

@@ -23,6 +23,7 @@ from eoseg.lmdb_store import LmdbPatches, create_lmdb
 from eoseg.metadata import data_signature
 from eoseg.models import model_from_config
 from eoseg.recipe import make_loss, make_optimizer
+from eoseg.sample import PIXEL_SIZE_M
 from eoseg.train import train
 
 from .conftest import TINY_TILE_SIZE
@@ -183,8 +184,10 @@ def test_training_writes_weights_log_plot_and_resumes(tiny_cfg, source):
     train_dir = Path(cfg.TRAIN_DIR)
     assert (train_dir / "loss.png").stat().st_size > 0
     assert json.loads((train_dir / "config.json").read_text())["config"]["TRAIN_SOURCE"] == source
-    model, _ = load_model(weights, cfg)
+    model, payload = load_model(weights, cfg)
     assert isinstance(model, torch.nn.Module)
+    # the training tiles' pixel size, through the patches and the LMDB or from the tiles: what inference labels at
+    assert payload["signature"]["pixel_size_m"] == pytest.approx([PIXEL_SIZE_M, PIXEL_SIZE_M])
 
 
 def test_resume_beyond_iterations_is_refused(tiny_cfg):

@@ -282,7 +282,7 @@ def test_image_of_another_data_type_than_the_training_data_refused(tmp_path, sam
 
     cfg = make_tiny_config(tmp_path)
     torch.manual_seed(0)
-    trained_on_uint8 = save_checkpoint(tmp_path / "w8.pt", cfg, model_from_config(cfg), 0, input_dtype="uint8")
+    trained_on_uint8 = save_checkpoint(tmp_path / "w8.pt", cfg, model_from_config(cfg), 0, trained_on={"input_dtype": "uint8"})
     scene = tmp_path / "scene16.tif"
     with rasterio.open(scene, "w", driver="GTiff", width=64, height=64, count=3, dtype="uint16") as dst:
         dst.write((np.random.default_rng(0).integers(0, 4096, (3, 64, 64))).astype(np.uint16))
