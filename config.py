@@ -125,7 +125,7 @@ INFER_PRECISION = "auto"  # "auto": "bfloat16" where the device computes it nati
 INFER_OPTIMIZE = True  # fold batch norm into the convolutions and use channels_last (same labels, faster)
 INFER_COMPILE = False  # torch.compile the model (slow start, can pay off on large rasters)
 INFER_BLOCK_ROWS = 512  # rows labelled per block: memory grows with this times the raster width
-INFER_PIXEL_SIZE = None  # the pixel size images are labelled at, where theirs differs by over 10% (the labels are brought back onto the image's grid): None = the training imagery's, as the weights record it; a size in metres (for weights that record none, as Caffe's); or "image": every image at its own
+INFER_PIXEL_SIZE = None  # the pixel size georeferenced images are labelled at where theirs differs by over 10%, the labels brought back onto the image's grid: None = the training imagery's (as the weights record it) for images with finer pixels, coarser ones as they are; a size in metres (for weights that record none, as Caffe's); or "image": every image as it is
 NODATA_ZERO = False  # also treat pixels that are 0 in every band as nodata (besides the raster's own mask)
 WRITE_COLOR = True  # also write NAME_color: the labels in the palette's colours
 WRITE_PROBABILITIES = False  # also write NAME_probabilities: one uint8 band (0-255) per class

@@ -14,9 +14,11 @@ Two folds, the cities split in two groups of five (alternating in name order): a
 record the 0.3 m of their tiles) and labels the other, whose images are resampled to each of
 ``--factors`` times 0.3 m first: averaged (as a coarser sensor integrates) for factors above
 1, bilinear below, the masks by nearest neighbour. Each resampled image is labelled twice
-through inference.py's path: with ``INFER_PIXEL_SIZE = "image"`` (as it is) and with the
-default (at the training pixel size, the labels brought back onto the image's grid), and
-scored against its own mask. The two folds' confusion matrices are summed, so every city is
+through inference.py's path: with ``INFER_PIXEL_SIZE = "image"`` (as it is) and with
+``INFER_PIXEL_SIZE = 0.3`` (at the training pixel size: averaged where the image is finer,
+bilinear where it is coarser, the scores brought back onto the image's grid), and scored
+against its own mask. The last column says which of the two the default
+(``INFER_PIXEL_SIZE = None``) does. The two folds' confusion matrices are summed, so every city is
 scored once. Prints the machine and a table of OA and building F1 and IoU per factor; writes
 DIR/results.json.
 
@@ -45,8 +47,9 @@ sys.path.insert(0, str(ROOT))
 from eoseg.checkpoint import load_checkpoint  # noqa: E402
 from eoseg.config import load_config, override_arguments  # noqa: E402
 from eoseg.errors import EosegError  # noqa: E402
+from eoseg.grid import labelling_grid  # noqa: E402
 from eoseg.infer import run_inference  # noqa: E402
-from eoseg.io import read_raster  # noqa: E402
+from eoseg.io import raster_info, read_raster  # noqa: E402
 from eoseg.metrics import metrics_from_confusion, percent  # noqa: E402
 from eoseg.precision import describe_hardware, resolve_precision  # noqa: E402
 from eoseg.train import train  # noqa: E402
@@ -54,7 +57,7 @@ from eoseg.train import train  # noqa: E402
 WHU = "buildings_real/whu_global_cities"
 PIXEL_SIZE = 0.3  # metres: the WHU global cities' nominal ground sampling
 CRS = "EPSG:32633"
-MODES = {"as is": "image", "at the training pixel size": None}
+MODES = {"as is": "image", "at the training 0.3 m": PIXEL_SIZE}  # name: INFER_PIXEL_SIZE
 
 
 def write_geotiff(path: Path, array: np.ndarray, transform) -> None:
@@ -139,8 +142,9 @@ def main() -> None:
                 confusion[mode][factor] += counts
     print(f"\n{args.minutes:g} min of training per fold ({' + '.join(map(str, steps))} steps); "
           f"both folds' test cities scored, {len(cities)} images per row")
-    print("\n| pixel size | as is: OA | building F1 | building IoU | at the training 0.3 m: OA | building F1 | building IoU |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print("\n| pixel size | as is: OA | building F1 | building IoU | at the training 0.3 m: OA | building F1 | building IoU "
+          "| the default |")
+    print("|---|---:|---:|---:|---:|---:|---:|---|")
     results = {"machine": describe_hardware("cpu"), "minutes": args.minutes, "steps": steps, "rows": []}
     for factor in args.factors:
         cells, row = [], {"factor": factor}
@@ -150,8 +154,10 @@ def main() -> None:
             cells += [percent(metrics["overall_accuracy"]), percent(building["f1"]), percent(building["iou"])]
             row[mode] = {"overall_accuracy": metrics["overall_accuracy"], "building_f1": building["f1"],
                          "building_iou": building["iou"], "confusion_matrix": confusion[mode][factor].tolist()}
+        grid = labelling_grid(raster_info(work / "data" / f"{tile_id(cities[0], factor)}.tif"), [PIXEL_SIZE, PIXEL_SIZE], None)
+        row["default"] = "as is" if grid is None else "at the training 0.3 m"
         results["rows"].append(row)
-        print(f"| {factor * PIXEL_SIZE:.3g} m ({factor:g}x) | " + " | ".join(cells) + " |")
+        print(f"| {factor * PIXEL_SIZE:.3g} m ({factor:g}x) | " + " | ".join(cells) + f" | {row['default']} |")
     (work / "results.json").write_text(json.dumps(results, indent=1) + "\n")
     print(f"\nresults: {work / 'results.json'}")
 

@@ -16,7 +16,8 @@ from rasterio.windows import Window
 
 from eoseg.config import Config
 from eoseg.errors import EosegError
-from eoseg.io import atomic_write_text
+from eoseg.grid import mean_pixel_size_m
+from eoseg.io import RasterInfo, atomic_write_text
 from eoseg.labels import SCAN_ROWS, LabelValues, RasterLabels, merge_counts, value_counts
 from eoseg.plots import class_frequency_figure, save_figure
 from eoseg.tiles import tile_labels, tile_stack
@@ -90,7 +91,7 @@ def check_dataset(cfg: Config) -> DataReport:
                 report.images.append({
                     "tile": tile_id, "split": split, "size": f"{info.width} x {info.height}", "bands": info.count,
                     "dtype": info.dtype, "crs": str(info.crs) if info.crs else "-",
-                    "resolution": f"{abs(info.transform.a):.4g}" if info.georeferenced else "-",
+                    "resolution": resolution_text(info),
                     "nodata": info.nodata})
                 if split == "train":
                     with stack:
@@ -122,6 +123,14 @@ def check_dataset(cfg: Config) -> DataReport:
     if cfg.tile_ids("train") and absent:
         report.problem(f"classes absent from the training tiles: {', '.join(absent)}; the network cannot learn them")
     return report
+
+
+def resolution_text(info: RasterInfo) -> str:
+    """The pixel size in metres, or in the transform's units where the CRS gives none; "-" without a georeference."""
+    size = mean_pixel_size_m(info)
+    if size is not None:
+        return f"{size:.4g} m"
+    return f"{abs(info.transform.a):.4g}" if info.georeferenced else "-"
 
 
 def format_report(cfg: Config, report: DataReport) -> str:

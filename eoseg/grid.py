@@ -67,22 +67,37 @@ def pixel_size_m(info: RasterInfo) -> tuple[float, float] | None:
     return x * metres, y * metres
 
 
+def mean_pixel_size_m(info: RasterInfo) -> float | None:
+    """The mean of ``info``'s pixel width and height in metres (see :func:`pixel_size_m`)."""
+    size = pixel_size_m(info)
+    return None if size is None else round((size[0] + size[1]) / 2, 9)
+
+
 def pixel_size_range(infos: list[RasterInfo]) -> list[float] | None:
-    """[smallest, largest] pixel size in metres (the mean of x and y) of rasters; None if one has none."""
-    sizes = [pixel_size_m(info) for info in infos]
+    """[smallest, largest] mean pixel size in metres of rasters; None if one has none."""
+    sizes = [mean_pixel_size_m(info) for info in infos]
     if not sizes or None in sizes:
         return None
-    means = [round((x + y) / 2, 9) for x, y in sizes]
-    return [min(means), max(means)]
+    return [min(sizes), max(sizes)]
+
+
+def coarser_than_training(image: RasterInfo, trained: list[float] | None) -> bool:
+    """Whether ``image``'s pixels are larger than the largest the network was ``trained`` on, beyond
+    PIXEL_SIZE_TOLERANCE."""
+    size = mean_pixel_size_m(image)
+    return size is not None and trained is not None and size > trained[1] * PIXEL_SIZE_TOLERANCE
 
 
 def labelling_grid(image: RasterInfo, trained: list[float] | None, setting: str | float | None) -> RasterInfo | None:
-    """The grid to label ``image`` on where it is not its own: its extent at the pixel size the
-    network was ``trained`` on ([smallest, largest] m), or at ``setting`` m; None: its own grid.
+    """The grid to label ``image`` on where it is not its own: its extent at ``setting`` m, or, where
+    its pixels are finer than those the network was ``trained`` on ([smallest, largest] m), at
+    the smallest of those; None: its own grid.
 
-    ``setting``: INFER_PIXEL_SIZE (None: ``trained``; metres; or "image"). Pixel sizes within
-    PIXEL_SIZE_TOLERANCE of the target count as equal. The grid scales the image's transform,
-    so that its pixel (i, j) covers the image's pixels (i * fy .. (i + 1) * fy, j * fx ..).
+    ``setting``: INFER_PIXEL_SIZE (None: from ``trained``; metres; or "image"). Pixel sizes within
+    PIXEL_SIZE_TOLERANCE of the target count as equal. An image coarser than the training
+    imagery is labelled as it is: enlarging it adds no detail, and the blurred image it gives
+    labelled worse than the image itself (bench/RESULTS.md). The grid scales the image's
+    transform, so that its pixel (i, j) covers the image's pixels (i * fy .. (i + 1) * fy, j * fx ..).
     """
     if setting == "image":
         return None
@@ -92,14 +107,11 @@ def labelling_grid(image: RasterInfo, trained: list[float] | None, setting: str 
             raise EosegError(f"{image.path}: INFER_PIXEL_SIZE = {setting} m needs a georeferenced image (a CRS and a "
                              "transform), and this one has none; set INFER_PIXEL_SIZE = \"image\" to label it as it is")
         return None
-    mean = (size[0] + size[1]) / 2
+    mean = mean_pixel_size_m(image)
     if setting is None:
-        if trained is None:
+        if trained is None or mean >= trained[0] / PIXEL_SIZE_TOLERANCE:
             return None
-        low, high = trained
-        if low / PIXEL_SIZE_TOLERANCE <= mean <= high * PIXEL_SIZE_TOLERANCE:
-            return None
-        target = low if mean < low else high
+        target = trained[0]
     else:
         target = float(setting)
         if target / PIXEL_SIZE_TOLERANCE <= mean <= target * PIXEL_SIZE_TOLERANCE:
@@ -184,19 +196,22 @@ class WarpedReader:
 
 
 @contextlib.contextmanager
-def open_on_grid(other: RasterInfo, image: RasterInfo, what: str, resampling: str, labels: bool = False) -> Iterator:
+def open_on_grid(other: RasterInfo, image: RasterInfo, what: str, resampling: str, labels: bool = False,
+                 note: bool = True) -> Iterator:
     """``other`` opened for reads on ``image``'s grid: as is on the same grid, else warped with
     ``resampling`` (a :class:`WarpedReader`). Masks are 0 where it has no data or does not reach.
 
     ``labels``: a label raster, whose every value means something (a nodata tag of 0 on a
     0/255 mask is common and wrong): its nodata tag is ignored, masks say where it reaches.
+    ``note``: say once that it is warped (see :func:`note_warp`).
     """
     warp = needs_warp(image, other, what)
     with open_raster(other.path, what) as src:
         if not warp:
             yield src
             return
-        note_warp(image, other, what, resampling)
+        if note:
+            note_warp(image, other, what, resampling)
         crs = image.crs if image.crs is not None else other.crs
         ignore_nodata = dict(src_nodata=None, nodata=None) if labels else {}
         with WarpedVRT(src, crs=crs, transform=image.transform, width=image.width, height=image.height,

@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from eoseg.config import Config
 from eoseg.errors import EosegError
-from eoseg.grid import labelling_grid, pixel_size_m
+from eoseg.grid import coarser_than_training, labelling_grid, pixel_size_m
 from eoseg.io import RasterInfo
 from eoseg.metrics import confusion_matrix
 from eoseg.normalization import Normalization
@@ -59,6 +59,11 @@ def labelling_stack(cfg: Config, stack: TileStack, trained: list[float] | None, 
     ``trained`` on (see eoseg.grid.labelling_grid); ``say``: print a note when that is another grid."""
     grid = labelling_grid(stack.info, trained, cfg.INFER_PIXEL_SIZE)
     if grid is None:
+        if say and cfg.INFER_PIXEL_SIZE is None and coarser_than_training(stack.info, trained):
+            own = pixel_size_m(stack.info)
+            tqdm.write(f"note: {stack.info.path} has {own[0]:.3g} x {own[1]:.3g} m pixels, coarser than the "
+                       f"{trained[1]:.3g} m the weights were trained on: labelled as it is, small objects may be missed "
+                       f"(INFER_PIXEL_SIZE={trained[1]:.3g} labels it enlarged to that size)", file=sys.stderr)
         return stack
     if say:
         own = pixel_size_m(stack.info)

@@ -12,7 +12,7 @@ from rasterio.windows import Window
 
 from eoseg.config import Config
 from eoseg.errors import EosegError
-from eoseg.grid import needs_warp, open_on_grid
+from eoseg.grid import needs_warp, open_on_grid, same_grid
 from eoseg.io import RasterInfo, raster_info, valid_mask
 from eoseg.labels import RasterLabels, VectorLabels, label_source
 from eoseg.normalization import Normalization
@@ -138,7 +138,10 @@ class TileStack:
         self._stack.__exit__(*exc)
 
     def _open_all(self, stack: contextlib.ExitStack) -> list:
-        return [stack.enter_context(open_on_grid(s.info, self.grid, s.what, s.resampling)) for s in self.sources]
+        # a source on the image's grid read on a labelling grid is not worth a note: labelling_stack says why
+        return [stack.enter_context(open_on_grid(s.info, self.grid, s.what, s.resampling,
+                                                 note=not same_grid(self.info, s.info)))
+                for s in self.sources]
 
     @contextlib.contextmanager
     def _datasets(self):

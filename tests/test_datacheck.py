@@ -19,6 +19,7 @@ def test_sample_statistics_and_class_shares(tiny_cfg, tmp_path):
                         "--out", str(tmp_path / "check"))
     assert result.returncode == 0, result.stderr
     assert "problems: none" in result.stdout and (tmp_path / "check" / "class_shares.png").is_file()
+    assert all(image["resolution"] == "0.09 m" for image in check_dataset(tiny_cfg).images)  # the sample's pixels
     # the statistics are those of the training tiles' pixels, computed here independently
     pixels = np.concatenate([read_image(tiny_cfg, t)[0].reshape(3, -1) for t in tiny_cfg.tile_ids("train")], axis=1)
     mean, std = pixels.mean(axis=1), pixels.std(axis=1)

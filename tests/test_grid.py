@@ -10,7 +10,7 @@ from rasterio.crs import CRS
 from rasterio.transform import from_origin
 
 from eoseg.errors import EosegError
-from eoseg.grid import labelling_grid, pixel_size_m, pixel_size_range
+from eoseg.grid import coarser_than_training, labelling_grid, pixel_size_m, pixel_size_range
 from eoseg.io import RasterInfo
 
 
@@ -41,13 +41,17 @@ def test_an_image_is_labelled_at_the_pixel_size_of_training():
     assert labelling_grid(image, [0.2, 0.9], None) is None  # inside the training range
     assert labelling_grid(image, None, None) is None  # weights that record no pixel size
     assert labelling_grid(image, [0.2, 0.2], "image") is None
-    finer = labelling_grid(image, [0.2, 0.3], None)  # finer than every training tile: labelled at the largest
-    assert (finer.width, finer.height) == (500, 334)  # the image's extent, the last pixel past its edge
-    assert finer.transform == pytest.approx(tuple(from_origin(500000, 5400000, 0.3, 0.3)))
+    # coarser than every training tile: labelled as it is, enlarging adds no detail
+    assert labelling_grid(image, [0.2, 0.3], None) is None and coarser_than_training(image, [0.2, 0.3])
+    assert not coarser_than_training(image, [0.2, 0.9]) and not coarser_than_training(image, None)
+    finer = labelling_grid(image, [1.0, 2.0], None)  # finer than every training tile: labelled at the smallest
+    assert (finer.width, finer.height) == (150, 100)
+    assert finer.transform == pytest.approx(tuple(from_origin(500000, 5400000, 1.0, 1.0)))
     assert finer.crs == image.crs
-    coarser = labelling_grid(image, None, 2.0)
-    assert (coarser.width, coarser.height) == (75, 50)
-    assert coarser.transform == pytest.approx(tuple(from_origin(500000, 5400000, 2.0, 2.0)))
+    asked = labelling_grid(image, [1.0, 2.0], 0.3)  # a size asked for wins, larger or smaller
+    assert (asked.width, asked.height) == (500, 334)  # the image's extent, the last pixel past its edge
+    assert asked.transform == pytest.approx(tuple(from_origin(500000, 5400000, 0.3, 0.3)))
+    assert labelling_grid(image, None, 0.52) is None  # within PIXEL_SIZE_TOLERANCE
     assert labelling_grid(info(Affine.identity(), None), [0.2, 0.2], None) is None  # no pixel size: as it is
     with pytest.raises(EosegError, match='INFER_PIXEL_SIZE = 0.1 m needs a georeferenced image.*"image"'):
         labelling_grid(info(Affine.identity(), None), None, 0.1)

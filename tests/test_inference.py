@@ -158,12 +158,12 @@ def test_onnxruntime_engine_cog_and_polygons(setup, tmp_path):
         run_inference(onnx_cfg.replace(WINDOW=48, STRIDE=24), weights, tmp_path / "bad", image_paths=[source], progress=False)
 
 
-def test_an_image_of_another_pixel_size_is_labelled_at_the_training_one(tmp_path, capsys):
+def test_an_image_finer_than_the_training_imagery_is_labelled_at_its_pixel_size(tmp_path, capsys):
     cfg = make_tiny_config(tmp_path, WRITE_PREVIEW=False)
     torch.manual_seed(0)
     model = model_from_config(cfg)
     weights = {size: save_checkpoint(tmp_path / f"w{size}.pt", cfg, model, iteration=0, trained_on={"pixel_size_m": [size, size]})
-               for size in (0.5, 0.25)}
+               for size in (0.5, 1.0, 0.25)}
     source = write_geotiff(tmp_path / "in.tif", random_image(90, 110))  # 0.5 m pixels
 
     def labelled(weights_file, out, **settings):
@@ -178,11 +178,15 @@ def test_an_image_of_another_pixel_size_is_labelled_at_the_training_one(tmp_path
 
     as_is = labelled(weights[0.5], "same")
     assert "note:" not in capsys.readouterr().err
-    finer = labelled(weights[0.25], "finer")
+    coarser_model = labelled(weights[1.0], "finer")
     note = capsys.readouterr().err
-    assert "in.tif has 0.5 x 0.5 m pixels and the weights were trained on 0.25 m: labelled at 0.25 m (220 x 180 px)" in note
-    assert 'INFER_PIXEL_SIZE="image"' in note
-    np.testing.assert_array_equal(labelled(weights[0.25], "image", INFER_PIXEL_SIZE="image"), as_is)
+    assert "in.tif has 0.5 x 0.5 m pixels and the weights were trained on 1 m: labelled at 1 m (55 x 45 px)" in note
+    assert 'INFER_PIXEL_SIZE="image"' in note and "another grid" not in note
+    assert (coarser_model[1:] != as_is[1:]).mean() > 0.1  # labelled on another grid, the probabilities move
+    np.testing.assert_array_equal(labelled(weights[1.0], "image", INFER_PIXEL_SIZE="image"), as_is)
     assert "note:" not in capsys.readouterr().err
-    assert (finer[1:] != as_is[1:]).mean() > 0.1  # labelled on another grid, the probabilities move
-    np.testing.assert_array_equal(labelled(weights[0.5], "asked", INFER_PIXEL_SIZE=0.25), finer)
+    np.testing.assert_array_equal(labelled(weights[0.5], "asked", INFER_PIXEL_SIZE=1.0), coarser_model)
+    # an image coarser than the training imagery is labelled as it is, and a line says so
+    np.testing.assert_array_equal(labelled(weights[0.25], "coarser"), as_is)
+    note = capsys.readouterr().err
+    assert "in.tif has 0.5 x 0.5 m pixels, coarser than the 0.25 m the weights were trained on: labelled as it is" in note

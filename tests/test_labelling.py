@@ -105,10 +105,10 @@ class BrightIsClassOne(torch.nn.Module):
         return torch.cat([-x[:, :1], x[:, :1]], dim=1)
 
 
-@pytest.mark.parametrize("trained", [[0.07, 0.08], [0.5, 0.5]])  # a finer grid (bilinear), a coarser one (average)
-def test_an_image_labelled_on_another_grid_gets_its_labels_on_its_own(tmp_path, trained):
+@pytest.mark.parametrize("pixel_size", [0.075, 0.5])  # a finer grid (bilinear), a coarser one (average)
+def test_an_image_labelled_on_another_grid_gets_its_labels_on_its_own(tmp_path, pixel_size):
     cfg = load_config(overrides=as_arguments({**tiny_overrides(tmp_path), "INFER_OPTIMIZE": False, "WINDOW": 32,
-                                              "STRIDE": 16}))
+                                              "STRIDE": 16, "INFER_PIXEL_SIZE": pixel_size}))
     rows, cols = 150, 170
     yy, xx = np.mgrid[:rows, :cols]
     bright = ((yy // 12 + xx // 12) % 2).astype(bool)
@@ -119,7 +119,7 @@ def test_an_image_labelled_on_another_grid_gets_its_labels_on_its_own(tmp_path, 
                        crs="EPSG:32632", transform=from_origin(500000, 5400000, 0.2, 0.2)) as dst:
         dst.write(image)
     stack = image_stack(cfg, raster_info(path, "image"))
-    on_grid = labelling_stack(cfg, stack, trained)
+    on_grid = labelling_stack(cfg, stack, None)
     assert on_grid.grid is not stack.grid and on_grid.info == stack.info
     predictor = make_predictor(cfg, BrightIsClassOne(), Normalization((128.0,) * 3, (64.0,) * 3), torch.device("cpu"))
     labelled = []
