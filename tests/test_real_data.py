@@ -20,8 +20,9 @@ from eoseg.checkpoint import save_checkpoint
 from eoseg.config import load_config
 from eoseg.convert import color_file_to_labels
 from eoseg.extract import extract_patches
+from eoseg.grid import mean_pixel_size_m
 from eoseg.infer import run_inference
-from eoseg.io import read_label, read_raster
+from eoseg.io import raster_info, read_label, read_raster
 from eoseg.lmdb_store import create_lmdb
 from eoseg.models import model_from_config
 from eoseg.palette import Palette
@@ -65,21 +66,27 @@ def test_potsdam_tiles_through_the_whole_pipeline(tmp_path):
     assert summary.metrics["pixels"] == 256 * 256
 
 
-def _untrained_weights(cfg, path):
-    return save_checkpoint(path, cfg, model_from_config(cfg), iteration=0)
+def _untrained_weights(cfg, path, pixel_size_m=None):
+    return save_checkpoint(path, cfg, model_from_config(cfg), iteration=0, trained_on={"pixel_size_m": pixel_size_m})
 
 
-@pytest.mark.parametrize("name,bands,norm_std,epsg", [
-    ("rmnp-rgb.tif", [1, 2, 3], [255.0] * 3, 4326),          # 3-band uint8, geographic CRS
-    ("sample_geotiff.tif", [1], [1000.0], 32616),            # 1-band uint16 panchromatic, UTM
+@pytest.mark.parametrize("name,bands,norm_std,epsg,pixel_size", [
+    ("rmnp-rgb.tif", [1, 2, 3], [255.0] * 3, 4326, 147.1),  # 3-band uint8, geographic CRS: 127 x 167 m at 40 N
+    ("sample_geotiff.tif", [1], [1000.0], 32616, 0.5),       # 1-band uint16 panchromatic, UTM
 ])
-def test_georeferenced_rasters_keep_crs_and_transform(tmp_path, name, bands, norm_std, epsg):
+@pytest.mark.parametrize("trained_factor", [None, 2.0])  # weights that record no pixel size, or twice the image's
+def test_georeferenced_rasters_keep_crs_and_transform(tmp_path, capsys, name, bands, norm_std, epsg, pixel_size,
+                                                      trained_factor):
     cfg = load_config(overrides=as_arguments({
         **TINY_SETTINGS, "BANDS": bands, "BAND_NAMES": [f"b{b}" for b in bands],
         "NORM_MEAN": [0.0] * len(bands), "NORM_STD": norm_std,
     }))
-    weights = _untrained_weights(cfg, tmp_path / "w.pt")
-    summary = run_inference(cfg, weights, tmp_path / "out", image_paths=[GEOTIFFS / name], progress=False)
+    assert mean_pixel_size_m(raster_info(GEOTIFFS / name)) == pytest.approx(pixel_size, rel=1e-3)
+    trained = None if trained_factor is None else [pixel_size * trained_factor] * 2
+    weights = _untrained_weights(cfg, tmp_path / "w.pt", trained)
+    summary = run_inference(cfg, weights, tmp_path / "out", image_paths=[GEOTIFFS / name])
+    # pixels finer than the training ones: labelled at those, and the outputs still on the image's grid
+    assert ("labelled at" in capsys.readouterr().err) == (trained is not None)
     outputs = summary.images[0].outputs
     with rasterio.open(GEOTIFFS / name) as src, rasterio.open(outputs["labels"]) as labels, rasterio.open(outputs["color"]) as color:
         assert labels.crs.to_epsg() == color.crs.to_epsg() == epsg
