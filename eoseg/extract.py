@@ -14,8 +14,8 @@ from eoseg import augment
 from eoseg.config import Config
 from eoseg.errors import EosegError
 from eoseg.geometry import sliding_windows
-from eoseg.io import atomic_directory, atomic_write_text
 from eoseg.grid import pixel_size_range
+from eoseg.io import atomic_directory, atomic_write_text
 from eoseg.metadata import data_signature
 from eoseg.tiles import read_labels, tile_stack, training_pixels
 
