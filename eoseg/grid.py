@@ -95,8 +95,8 @@ def labelling_grid(image: RasterInfo, trained: list[float] | None, setting: str 
 
     ``setting``: INFER_PIXEL_SIZE (None: from ``trained``; metres; or "image"). Pixel sizes within
     PIXEL_SIZE_TOLERANCE of the target count as equal. An image coarser than the training
-    imagery is labelled as it is: enlarging it adds no detail, and the blurred image it gives
-    labelled worse than the image itself (bench/RESULTS.md). The grid scales the image's
+    imagery is labelled as it is: enlarging it adds no detail, and on real data it helped on
+    one set and hurt on two (bench/RESULTS.md). The grid scales the image's
     transform, so that its pixel (i, j) covers the image's pixels (i * fy .. (i + 1) * fy, j * fx ..).
     """
     if setting == "image":

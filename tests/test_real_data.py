@@ -130,3 +130,19 @@ def test_whu_mask_saved_as_an_indexed_png_converts_by_its_colours(tmp_path):
     converted = color_file_to_labels(tmp_path / "venice_indexed.png", tmp_path / "from_indexed.png", palette)
     assert 0 < expected.mean() < 1
     np.testing.assert_array_equal(read_label(converted), expected)
+
+
+def test_pixel_size_benchmark_labels_each_factor_both_ways(tmp_path):
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "pixel_size.py"), "--sets", "potsdam", "--minutes", "0.01",
+         "--factors", "0.5", "1", "2", "--shared", str(SHARED), "--workdir", str(tmp_path)],
+        capture_output=True, text=True, timeout=600, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = json.loads((tmp_path / "results.json").read_text())["sets"]["potsdam"]["rows"]
+    assert [row["default"] for row in rows] == ["at the training size", "as is", "as is"]
+    for row in rows:
+        # both halves of the crop scored once, at the factor's size (the labels' boundaries left out)
+        scored = [sum(map(sum, row[mode]["confusion_matrix"])) for mode in ("as is", "at the training size")]
+        assert scored[0] == scored[1] and 0 < scored[0] <= (512 / row["factor"]) ** 2
+    same = rows[1]  # at the training size, both ways are the same labelling
+    assert same["as is"]["confusion_matrix"] == same["at the training size"]["confusion_matrix"]
