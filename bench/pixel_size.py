@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -55,9 +54,9 @@ from eoseg.grid import labelling_grid  # noqa: E402
 from eoseg.infer import run_inference  # noqa: E402
 from eoseg.io import raster_info, read_raster  # noqa: E402
 from eoseg.metrics import metrics_from_confusion, percent  # noqa: E402
-from eoseg.precision import describe_hardware, resolve_precision  # noqa: E402
+from eoseg.precision import describe_hardware  # noqa: E402
 from eoseg.train import train  # noqa: E402
-from real_data import ISPRS_CROPS, METHOD, WHU  # noqa: E402  (bench/, beside this file)
+from real_data import WHU, WHU_DATA, add_shared_arguments, isprs_data, isprs_halves, start  # noqa: E402  (bench/, beside this file)
 
 PIXEL_SIZES = {"whu": 0.3, "potsdam": 0.05, "vaihingen": 0.09}  # metres: each set's nominal ground sampling
 CRS = "EPSG:32633"
@@ -90,17 +89,8 @@ def source_tiles(shared: Path, name: str) -> tuple[dict[str, tuple[np.ndarray, n
         cities = sorted(path.name[:-len("_gt.png")] for path in (shared / WHU).glob("*_gt.png"))
         tiles = {city: (read_raster(shared / WHU / f"{city}.png")[:3],
                         (read_raster(shared / WHU / f"{city}_gt.png")[:1] > 127).astype(np.uint8)) for city in cities}
-        data = {"BAND_NAMES": ["R", "G", "B"], "CLASS_NAMES": ["background", "building"],
-                "PALETTE": [[0, 0, 0], [255, 255, 255]]}
-        return tiles, [(cities[0::2], cities[1::2]), (cities[1::2], cities[0::2])], data
-    image_file, label_file, band_names = ISPRS_CROPS[name]
-    image, labels = read_raster(shared / image_file), read_raster(shared / label_file)
-    half = image.shape[2] // 2
-    tiles = {"left": (image[:, :, :half], labels[:, :, :half]), "right": (image[:, :, half:], labels[:, :, half:])}
-    data = {"BAND_NAMES": band_names, "CLASS_NAMES": METHOD.CLASS_NAMES, "PALETTE": METHOD.PALETTE,
-            # the crops' coding: 0 = boundary (ignored), 1..6 = the classes
-            "LABEL_VALUES": {0: "ignore", **{value: value - 1 for value in range(1, 7)}}}
-    return tiles, [(["left"], ["right"]), (["right"], ["left"])], data
+        return tiles, [(cities[0::2], cities[1::2]), (cities[1::2], cities[0::2])], WHU_DATA
+    return isprs_halves(shared, name), [(["left"], ["right"]), (["right"], ["left"])], isprs_data(name)
 
 
 def prepare(shared: Path, work: Path, name: str, factors: list[float]) -> tuple[list[tuple[list, list]], dict]:
@@ -159,15 +149,9 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=3.0, help="training time of each fold (TRAIN_MINUTES)")
     parser.add_argument("--factors", type=float, nargs="+", default=[0.5, 0.75, 1.0, 1.5, 2.0, 3.0],
                         help="pixel sizes to label, as multiples of the training tiles'")
-    parser.add_argument("--shared", default=str(ROOT.parent / "shared" / "data"), help="the shared real data")
-    parser.add_argument("--workdir", default=str(Path(tempfile.gettempdir()) / "eoseg-pixel-size"))
-    parser.add_argument("--seed", type=int, default=0)
+    add_shared_arguments(parser, "eoseg-pixel-size")
     args = parser.parse_args()
-    shared, work = Path(args.shared), Path(args.workdir)
-    if not (shared / WHU).is_dir() or not all((shared / files[0]).is_file() for files in ISPRS_CROPS.values()):
-        raise SystemExit(f"error: the real data is not under {shared}; pass --shared")
-    precision, why = resolve_precision(load_config().PRECISION, "cpu")
-    print(f"machine: {describe_hardware('cpu')}\nPRECISION here: {precision} ({why})", flush=True)
+    shared, work = start(args)
     results = {"machine": describe_hardware("cpu"), "minutes": args.minutes, "sets": {}}
     lines = ["| set | pixel size | as is: OA | mean F1 | building F1 | at the training size: OA | mean F1 | building F1 "
              "| the default |", "|---|---|---:|---:|---:|---:|---:|---:|---|"]

@@ -83,21 +83,51 @@ def config_text(values: dict) -> str:
     return "".join(f"{name} = {value!r}\n" for name, value in values.items())
 
 
+def isprs_halves(shared: Path, name: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """The crop's left and right halves: {side: (image, labels as the file codes them)}."""
+    image_file, label_file, _ = ISPRS_CROPS[name]
+    image, labels = read_raster(shared / image_file), read_raster(shared / label_file)
+    half = image.shape[2] // 2
+    return {"left": (image[:, :, :half], labels[:, :, :half]), "right": (image[:, :, half:], labels[:, :, half:])}
+
+
+def isprs_data(name: str) -> dict:
+    """The config entries that describe a crop's bands, classes and label coding."""
+    return {"BAND_NAMES": ISPRS_CROPS[name][2], "CLASS_NAMES": METHOD.CLASS_NAMES, "PALETTE": METHOD.PALETTE,
+            # the crops' coding: 0 = boundary (ignored), 1..6 = the classes
+            "LABEL_VALUES": {0: "ignore", **{value: value - 1 for value in range(1, 7)}}}
+
+
+WHU_DATA = {"BAND_NAMES": ["R", "G", "B"], "CLASS_NAMES": ["background", "building"], "PALETTE": [[0, 0, 0], [255, 255, 255]]}
+
+
+def add_shared_arguments(parser: argparse.ArgumentParser, workdir: str) -> None:
+    """--shared, --workdir (default: ``workdir`` in the temporary folder) and --seed."""
+    parser.add_argument("--shared", default=str(ROOT.parent / "shared" / "data"), help="the shared real data")
+    parser.add_argument("--workdir", default=str(Path(tempfile.gettempdir()) / workdir))
+    parser.add_argument("--seed", type=int, default=0)
+
+
+def start(args: argparse.Namespace) -> tuple[Path, Path]:
+    """The shared data and work folders, once the data is found; prints the machine."""
+    shared, work = Path(args.shared), Path(args.workdir)
+    if not (shared / WHU).is_dir() or not all((shared / files[0]).is_file() for files in ISPRS_CROPS.values()):
+        raise SystemExit(f"error: the real data is not under {shared}; pass --shared")
+    precision, why = resolve_precision(load_config().PRECISION, "cpu")
+    print(f"machine: {describe_hardware('cpu')}\nPRECISION here: {precision} ({why})", flush=True)
+    return shared, work
+
+
 def prepare_isprs(shared: Path, work: Path, name: str) -> list[Path]:
     """Cut the crop into left and right halves; one data-only config file per fold."""
-    image_file, label_file, band_names = ISPRS_CROPS[name]
-    image, labels = read_raster(shared / image_file), read_raster(shared / label_file)
     folder = work / "data" / name
-    half = image.shape[2] // 2
-    for side, columns in (("left", slice(0, half)), ("right", slice(half, None))):
-        write_raster(folder / f"{side}.png", image[:, :, columns])
-        write_raster(folder / f"{side}_labels.png", labels[:, :, columns])
+    for side, (image, labels) in isprs_halves(shared, name).items():
+        write_raster(folder / f"{side}.png", image)
+        write_raster(folder / f"{side}_labels.png", labels)
     data = {
         "DATA_ROOT": str(folder), "IMAGE_PATTERN": "{id}.png", "LABEL_PATTERN": "{id}_labels.png",
         "GT_COLOR_PATTERN": "", "GT_ERODED_PATTERN": "", "DSM_PATTERN": "", "NDSM_PATTERN": "",
-        "BANDS": [1, 2, 3], "BAND_NAMES": band_names, "CLASS_NAMES": METHOD.CLASS_NAMES, "PALETTE": METHOD.PALETTE,
-        # the crops' coding: 0 = boundary (ignored), 1..6 = the classes
-        "LABEL_VALUES": {0: "ignore", **{value: value - 1 for value in range(1, 7)}},
+        "BANDS": [1, 2, 3], **isprs_data(name),
     }
     return [write_fold_config(work, f"{name}_{i}", {**data, "TRAIN_IDS": [train_side], "TEST_IDS": [test_side]})
             for i, (train_side, test_side) in enumerate((("left", "right"), ("right", "left")))]
@@ -110,8 +140,7 @@ def prepare_whu(shared: Path, work: Path) -> list[Path]:
     data = {
         "DATA_ROOT": str(source), "IMAGE_PATTERN": "{id}.png", "GT_COLOR_PATTERN": "{id}_gt.png",
         "LABEL_PATTERN": str(work / "data" / "whu" / "{id}.png"), "GT_ERODED_PATTERN": "", "DSM_PATTERN": "",
-        "NDSM_PATTERN": "", "BANDS": [1, 2, 3], "BAND_NAMES": ["R", "G", "B"],
-        "CLASS_NAMES": ["background", "building"], "PALETTE": [[0, 0, 0], [255, 255, 255]], "IGNORE_COLOR": [],
+        "NDSM_PATTERN": "", "BANDS": [1, 2, 3], **WHU_DATA, "IGNORE_COLOR": [],
     }
     first = write_fold_config(work, "whu_0", {**data, "TRAIN_IDS": cities[0::2], "TEST_IDS": cities[1::2]})
     cfg = load_config(first)
@@ -165,15 +194,9 @@ def main() -> None:
     parser.add_argument("--sets", nargs="+", choices=SETS, default=list(SETS))
     parser.add_argument("--networks", nargs="+", choices=NETWORKS, default=list(NETWORKS))
     parser.add_argument("--recipes", nargs="+", choices=list(RECIPES), default=list(RECIPES))
-    parser.add_argument("--shared", default=str(ROOT.parent / "shared" / "data"), help="the shared real data")
-    parser.add_argument("--workdir", default=str(Path(tempfile.gettempdir()) / "eoseg-real-data"))
-    parser.add_argument("--seed", type=int, default=0)
+    add_shared_arguments(parser, "eoseg-real-data")
     args = parser.parse_args()
-    shared, work = Path(args.shared), Path(args.workdir)
-    if not (shared / WHU).is_dir() or not all((shared / files[0]).is_file() for files in ISPRS_CROPS.values()):
-        raise SystemExit(f"error: the real data is not under {shared}; pass --shared")
-    precision, why = resolve_precision(load_config().PRECISION, "cpu")
-    print(f"machine: {describe_hardware('cpu')}\nPRECISION here: {precision} ({why})", flush=True)
+    shared, work = start(args)
     results: dict = {}
     for name in args.sets:
         folds = prepare_whu(shared, work) if name == "whu" else prepare_isprs(shared, work, name)
