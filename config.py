@@ -44,6 +44,7 @@ IGNORE_LABEL = 255  # their numeric id: excluded from the loss and the metrics
 
 # ---------------------------------------------------------------- label values, vector labels, other grids
 LABEL_VALUES = {}  # raw value of the label rasters (or of VECTOR_CLASS_FIELD) -> class id or "ignore": {0: 0, 255: 1} for 0/255 building masks, {0: "ignore", 1: 0, 2: 1, ...} for codes 1..n with 0 as no-data, {10: 0, 20: 1, ...} for sparse codes; {} = the values are the class ids (IGNORE_LABEL ignored)
+LABEL_TOLERANCE = 0  # labels saved as JPEG or resampled: a colour of the colour ground truth within this many levels (in each of R, G, B) of one PALETTE colour or IGNORE_COLOR, or a raw label value within this many of one LABEL_VALUES value, reads as it; 0 = exact only. At most half the gap between the two closest of those colours (values), less one: 127 for the ISPRS colours or 0/255 masks
 UNKNOWN_LABELS_TO_IGNORE = False  # label values LABEL_VALUES does not name become IGNORE_LABEL instead of an error
 VECTOR_CLASS_FIELD = ""  # vector labels (a LABEL_PATTERN ending .geojson, .gpkg, .shp, .fgb, ...; without {id}: one file for all tiles): the attribute holding each polygon's class value, mapped through LABEL_VALUES ("" = every polygon is VECTOR_POLYGON_CLASS)
 VECTOR_POLYGON_CLASS = 1  # class id of every polygon when VECTOR_CLASS_FIELD is ""

@@ -9,7 +9,9 @@ The palette (PALETTE, IGNORE_COLOR, IGNORE_LABEL) comes from the config. A colou
 is not in the palette is an error naming the file, colour and pixel count, unless
 --unknown-to-ignore maps it to IGNORE_LABEL. --from-values maps the raw values of label
 rasters (0/255 masks, codes) to class ids through LABEL_VALUES, as every step does when it
-reads them; a value the map does not name is an error, likewise. GeoTIFF georeference is kept.
+reads them; a value the map does not name is an error, likewise. Ground truth saved as JPEG
+or resampled holds colours (values) near the palette's: LABEL_TOLERANCE=N reads one within
+N levels of a single palette colour (LABEL_VALUES value) as it. GeoTIFF georeference is kept.
 """
 
 from __future__ import annotations

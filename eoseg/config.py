@@ -19,7 +19,7 @@ from typing import Any, Iterable
 from eoseg.errors import EosegError
 from eoseg.grid import check_resampling
 from eoseg.models.resnet import RESNETS
-from eoseg.palette import Palette
+from eoseg.palette import Palette, check_value_tolerance
 
 DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent.parent / "config.py"
 SPLITS = {"train": "TRAIN_IDS", "test": "TEST_IDS", "official_test": "OFFICIAL_TEST_IDS"}
@@ -173,7 +173,7 @@ class Config:
     # ------------------------------------------------------------ derived values
     @property
     def palette(self) -> Palette:
-        return Palette(self.PALETTE, self.IGNORE_COLOR or None, self.IGNORE_LABEL)
+        return Palette(self.PALETTE, self.IGNORE_COLOR or None, self.IGNORE_LABEL, self.LABEL_TOLERANCE)
 
     @property
     def num_classes(self) -> int:
@@ -263,7 +263,7 @@ class Config:
         _extra_sources(v)
         if not isinstance(v["COMPOSITE_NDSM_MAX"], (int, float)) or v["COMPOSITE_NDSM_MAX"] <= 0:
             raise EosegError(f"COMPOSITE_NDSM_MAX must be a positive number of metres, got {v['COMPOSITE_NDSM_MAX']!r}")
-        label_value_pairs(v)
+        check_value_tolerance(v["LABEL_TOLERANCE"], [raw for raw, _ in label_value_pairs(v)])
         check_resampling(v["GRID_RESAMPLING"], "GRID_RESAMPLING")
         if v["VECTOR_BOUNDARY"] not in VECTOR_BOUNDARIES:
             raise EosegError(f"VECTOR_BOUNDARY must be one of {', '.join(map(repr, VECTOR_BOUNDARIES))}, got {v['VECTOR_BOUNDARY']!r}")

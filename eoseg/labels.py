@@ -32,7 +32,7 @@ from eoseg.config import IGNORE, VECTOR_SUFFIXES, Config, label_value_pairs
 from eoseg.errors import EosegError
 from eoseg.grid import bounds, needs_warp, open_on_grid
 from eoseg.io import RasterInfo, not_one_band, raster_info
-from eoseg.palette import Palette
+from eoseg.palette import Palette, check_value_tolerance, nearest_reference, tolerance_remedy
 
 # a label map with at least this share of IGNORE_LABEL pixels and one class present is most likely
 # a binary mask whose class value collides with IGNORE_LABEL (255 of a 0/255 mask); with no class
@@ -76,18 +76,22 @@ class LabelValues:
     """LABEL_VALUES: raw label values -> class ids, IGNORE_LABEL for "ignore".
 
     An empty map means the raw values are the class ids 0..n-1, and IGNORE_LABEL unlabelled.
+    A whole raw value within ``tolerance`` of one whole value of the map reads as that one.
     """
 
-    def __init__(self, pairs: list[list], num_classes: int, ignore_label: int, unknown_to_ignore: bool = False):
+    def __init__(self, pairs: list[list], num_classes: int, ignore_label: int, unknown_to_ignore: bool = False,
+                 tolerance: int = 0):
         self.identity = not pairs
         self.mapping = {raw: ignore_label if target == IGNORE else int(target) for raw, target in pairs}
         self.num_classes = num_classes
         self.ignore_label = ignore_label
         self.unknown_to_ignore = unknown_to_ignore
+        self._numbers, self.tolerance = check_value_tolerance(tolerance, self.mapping)
 
     @classmethod
     def from_config(cls, cfg: Config) -> "LabelValues":
-        return cls(label_value_pairs(cfg.to_dict()), cfg.num_classes, cfg.IGNORE_LABEL, cfg.UNKNOWN_LABELS_TO_IGNORE)
+        return cls(label_value_pairs(cfg.to_dict()), cfg.num_classes, cfg.IGNORE_LABEL, cfg.UNKNOWN_LABELS_TO_IGNORE,
+                   cfg.LABEL_TOLERANCE)
 
     def target(self, raw) -> int | None:
         """The class id (or IGNORE_LABEL) of raw value ``raw``; None if the map does not name it."""
@@ -95,7 +99,10 @@ class LabelValues:
             if isinstance(raw, int) and (0 <= raw < self.num_classes or raw == self.ignore_label):
                 return raw
             return None
-        return self.mapping.get(raw)
+        if raw in self.mapping or not self.tolerance or not isinstance(raw, int) or not len(self._numbers):
+            return self.mapping.get(raw)
+        nearest = nearest_reference(np.array([[raw]]), self._numbers, self.tolerance)[0]
+        return None if nearest < 0 else self.mapping[int(self._numbers[nearest, 0])]
 
     def check(self, counts: dict, source: str, whole: bool = True) -> None:
         """Refuse fractional values, values the map does not name (unless UNKNOWN_LABELS_TO_IGNORE) and,
@@ -112,8 +119,13 @@ class LabelValues:
                     f"{source}: label values outside the class ids 0..{self.num_classes - 1} and IGNORE_LABEL "
                     f"{self.ignore_label}: {describe_counts(unknown)}; map the raw values to classes with LABEL_VALUES "
                     f"(e.g. {{0: 0, 255: 1}} for a 0/255 mask, {{0: 'ignore', 1: 0, 2: 1, ...}} for codes 1..n)")
-            raise EosegError(f"{source}: label values not in LABEL_VALUES: {describe_counts(unknown)}; add them to "
-                             "LABEL_VALUES (value: class id or 'ignore') or set UNKNOWN_LABELS_TO_IGNORE=True")
+            whole_numbers = {v: c for v, c in unknown.items() if isinstance(v, int)}  # texts are matched exactly
+            remedy = tolerance_remedy(
+                np.array(list(whole_numbers), dtype=np.int64).reshape(-1, 1), list(whole_numbers.values()), self._numbers,
+                self.tolerance, "LABEL_VALUES values", "value",
+                remedy="add them to LABEL_VALUES (value: class id or 'ignore') or set UNKNOWN_LABELS_TO_IGNORE=True",
+                rest="UNKNOWN_LABELS_TO_IGNORE=True the rest as unlabelled")
+            raise EosegError(f"{source}: label values not in LABEL_VALUES: {describe_counts(unknown)}; {remedy}")
         if whole and self.identity and self.num_classes > 1:
             total = sum(counts.values())
             ignored = counts.get(self.ignore_label, 0)

@@ -12,9 +12,11 @@ from eoseg.normalization import Normalization
 
 # Fields whose disagreement would silently produce garbage.
 CHECKED_FIELDS = ("class_names", "palette", "ignore_label", "band_names", "normalization", "label_values")
-STORED_DATA_FIELDS = tuple(field for field in CHECKED_FIELDS if field != "normalization")  # raw pixels: see check_stored_data
+# raw pixels (see check_stored_data), and labels read with a LABEL_TOLERANCE, which weights need not share:
+# it changes which pixels of blurred ground truth were learned from, not what a label means
+STORED_DATA_FIELDS = (*(field for field in CHECKED_FIELDS if field != "normalization"), "label_tolerance")
 # what a record made before a field existed means by its absence
-FIELD_DEFAULTS = {"label_values": []}
+FIELD_DEFAULTS = {"label_values": [], "label_tolerance": 0}
 
 
 def data_signature(cfg: Config, patch_size: int | None = None) -> dict:
@@ -27,6 +29,7 @@ def data_signature(cfg: Config, patch_size: int | None = None) -> dict:
         "normalization": Normalization.from_config(cfg).record(),
         "patch_size": int(patch_size if patch_size is not None else cfg.PATCH_SIZE),
         "label_values": label_value_pairs(cfg.to_dict()),  # LABEL_VALUES: how raw label values became class ids
+        "label_tolerance": int(cfg.LABEL_TOLERANCE),  # and how near a raw value or colour had to be to count
     }
 
 

@@ -2,6 +2,8 @@
 
 One palette (class colours) and one ignore colour define both directions. The
 conversion is a single table lookup over packed 24-bit colours, not a loop per class.
+Ground truth saved as JPEG or resampled holds colours near the class colours: within
+LABEL_TOLERANCE levels of exactly one of them, such a colour reads as it.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ class Palette:
     eroded ground truth.
     """
 
-    def __init__(self, colors, ignore_color=(0, 0, 0), ignore_label: int = 255):
+    def __init__(self, colors, ignore_color=(0, 0, 0), ignore_label: int = 255, tolerance: int = 0):
         self.colors = np.array([_rgb(c, "PALETTE") for c in colors], dtype=np.uint8).reshape(-1, 3)
         self.ignore_color = None if ignore_color is None else _rgb(ignore_color, "IGNORE_COLOR")
         self.ignore_label = int(ignore_label)
@@ -46,6 +48,10 @@ class Palette:
                              "to the colour of unlabelled pixels, or None if the ground truth has none")
         self._packed = packed
         self._order = np.argsort(packed)
+        # every colour a pixel may carry, with the label it reads as
+        self._references = self.colors if self.ignore_color is None else np.vstack([self.colors, [self.ignore_color]])
+        self._targets = np.append(np.arange(len(self.colors)), self.ignore_label)[:len(self._references)]
+        self.tolerance = check_tolerance(tolerance, self._references, "PALETTE and IGNORE_COLOR colours", _rgb_text)
 
     @property
     def num_classes(self) -> int:
@@ -60,9 +66,10 @@ class Palette:
     def to_labels(self, rgb: np.ndarray, unknown_to_ignore: bool = False, source: str = "image") -> np.ndarray:
         """Convert an (H, W, 3) colour image into (H, W) uint8 class ids.
 
-        A colour that is neither a class colour nor the ignore colour is an error that
-        names ``source``, the colour and its pixel count, unless ``unknown_to_ignore``
-        maps such pixels to the ignore label.
+        A colour within ``tolerance`` levels (in each of R, G, B) of a class colour or the
+        ignore colour reads as it. Any other colour is an error that names ``source``, the
+        colour and its pixel count, unless ``unknown_to_ignore`` maps such pixels to the
+        ignore label.
         """
         if rgb.ndim != 3 or rgb.shape[-1] != 3:
             raise EosegError(
@@ -77,6 +84,12 @@ class Palette:
         unknown = ~found
         if self.ignore_color is not None:
             unknown &= packed != pack_rgb(np.array(self.ignore_color))
+        if unknown.any() and self.tolerance:
+            colours, inverse = np.unique(packed[unknown], return_inverse=True)
+            nearest = nearest_reference(_unpack(colours), self._references, self.tolerance)[inverse]
+            near = nearest >= 0
+            labels[unknown] = np.where(near, self._targets[nearest], self.ignore_label)
+            unknown[unknown] = ~near
         if unknown.any() and not unknown_to_ignore:
             values, counts = np.unique(packed[unknown], return_counts=True)
             worst = np.argsort(counts)[::-1][:3]
@@ -86,7 +99,10 @@ class Palette:
             more = f" and {len(values) - 3} more colours" if len(values) > 3 else ""
             raise EosegError(
                 f"{source}: {int(unknown.sum())} pixels have colours outside the palette "
-                f"({described}{more}); fix PALETTE in the config or pass --unknown-to-ignore"
+                f"({described}{more}); "
+                + tolerance_remedy(_unpack(values), counts, self._references, self.tolerance, "class colours", "colour",
+                                   remedy="fix PALETTE in the config or pass --unknown-to-ignore",
+                                   rest="--unknown-to-ignore the rest as unlabelled")
             )
         return labels
 
@@ -119,6 +135,80 @@ def _rgb(colour, name: str) -> tuple[int, int, int]:
     return tuple(int(c) for c in values)
 
 
+def nearest_reference(points: np.ndarray, references: np.ndarray, tolerance: int) -> np.ndarray:
+    """For each row of ``points`` (N, D), the index of the row of ``references`` (M, D) within
+    ``tolerance`` of it in every component, or -1 where there is none. ``check_tolerance`` makes
+    sure that there is never more than one."""
+    distance = _distances(points, references)
+    nearest = distance.argmin(axis=1)
+    return np.where(distance[np.arange(len(points)), nearest] <= tolerance, nearest, -1)
+
+
+def tolerance_remedy(points: np.ndarray, counts, references: np.ndarray, tolerance: int, what: str, noun: str,
+                     remedy: str, rest: str) -> str:
+    """What to say about ``points`` (with their pixel ``counts``) near none of ``references``: the
+    LABEL_TOLERANCE that would place them all, or the most there can be and how much it places; then ``remedy``."""
+    if not len(points) or not len(references):
+        return remedy
+    distance = _distances(points, references).min(axis=1)
+    needed, most = int(distance.max()), largest_tolerance(references)
+    blurred = f"if they are {what} blurred by compression or resampling, LABEL_TOLERANCE="
+    if tolerance < needed <= most:
+        return f"{blurred}{needed} (at most {most}) reads each as the {noun} it is nearest to (now {tolerance}); else {remedy}"
+    placed, total = int(np.asarray(counts)[distance <= most].sum()), int(np.sum(counts))
+    if tolerance < most and placed:
+        return (f"{blurred}{most} (the most) reads {placed} of these {total} px as the {noun} each is nearest to, and "
+                f"{rest}; else {remedy}")
+    return remedy
+
+
+def largest_tolerance(references: np.ndarray) -> int:
+    """The largest tolerance at which no value can lie near two rows of ``references``."""
+    if len(references) < 2:
+        return np.iinfo(np.int64).max
+    distance = _distances(references, references)
+    np.fill_diagonal(distance, np.iinfo(np.int64).max)
+    return int((distance.min() - 1) // 2)
+
+
+def check_tolerance(tolerance, references: np.ndarray, what: str, describe) -> int:
+    """LABEL_TOLERANCE, refused unless it is a whole number >= 0 that keeps every value near one
+    of ``references`` at most (``what`` and ``describe`` name them in the message)."""
+    if isinstance(tolerance, bool) or not isinstance(tolerance, (int, np.integer)) or tolerance < 0:
+        raise EosegError(f"LABEL_TOLERANCE is a whole number of levels >= 0, got {tolerance!r}")
+    if tolerance > largest_tolerance(references):
+        distance = _distances(references, references)
+        np.fill_diagonal(distance, np.iinfo(np.int64).max)
+        first, second = np.unravel_index(distance.argmin(), distance.shape)
+        raise EosegError(
+            f"LABEL_TOLERANCE {tolerance}: the {what} {describe(references[first])} and {describe(references[second])} "
+            f"differ by {distance[first, second]} levels, so a value could lie within {tolerance} of both; "
+            f"use at most {largest_tolerance(references)}")
+    return int(tolerance)
+
+
+def check_value_tolerance(tolerance, values) -> tuple[np.ndarray, int]:
+    """The whole numbers among LABEL_VALUES's raw ``values`` as an (N, 1) array, and LABEL_TOLERANCE
+    checked against them (texts, vector attribute values, are matched exactly)."""
+    numbers = np.array(sorted(v for v in values if isinstance(v, int)), dtype=np.int64).reshape(-1, 1)
+    return numbers, check_tolerance(tolerance, numbers, "LABEL_VALUES values", lambda value: str(int(value[0])))
+
+
+def _distances(points: np.ndarray, references: np.ndarray) -> np.ndarray:
+    """(N, M) largest component difference between each row of ``points`` and each of ``references``."""
+    points, references = np.asarray(points, dtype=np.int64), np.asarray(references, dtype=np.int64)
+    return np.abs(points[:, None, :] - references[None, :, :]).max(axis=2)
+
+
+def _unpack(packed: np.ndarray) -> np.ndarray:
+    """(N,) packed 0xRRGGBB values -> (N, 3) colours."""
+    packed = np.asarray(packed, dtype=np.int64)
+    return np.stack([packed >> 16, (packed >> 8) & 255, packed & 255], axis=1)
+
+
+def _rgb_text(colour) -> str:
+    return f"({', '.join(str(int(c)) for c in colour)})"
+
+
 def _rgb_of(packed: int) -> str:
-    packed = int(packed)
-    return f"({packed >> 16}, {(packed >> 8) & 255}, {packed & 255})"
+    return _rgb_text(_unpack([packed])[0])

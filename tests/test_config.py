@@ -327,11 +327,14 @@ def test_rotations_must_be_right_angles(rotations):
         ("INFER_PIXEL_SIZE=0", "INFER_PIXEL_SIZE must be None"),
         ("INFER_PIXEL_SIZE=model", "INFER_PIXEL_SIZE must be None"),
         ("INFER_PIXEL_SIZE=True", "INFER_PIXEL_SIZE must be None"),
+        ("LABEL_TOLERANCE=128", r"\(255, 255, 255\) and \(0, 0, 255\) differ by 255 levels.*use at most 127"),
+        ("LABEL_TOLERANCE=-1", "LABEL_TOLERANCE is a whole number of levels >= 0"),
+        ("LABEL_VALUES={0: 'ignore', 1: 0, 3: 1}|LABEL_TOLERANCE=1", "LABEL_VALUES values 0 and 1 differ by 1 levels"),
     ],
 )
 def test_other_inconsistent_settings_refused(override, match):
     with pytest.raises(EosegError, match=match):
-        load_config(overrides=[override])
+        load_config(overrides=override.split("|"))
 
 
 def test_infer_pixel_size_takes_metres_or_image():

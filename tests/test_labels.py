@@ -81,6 +81,55 @@ def test_value_map_maps_and_refuses_with_counts():
     identity.check(value_counts(np.array([0.0, 1.0, 2.0], dtype=np.float32)), "whole floats are class ids")
 
 
+def test_tolerance_reads_values_near_one_of_the_map():
+    mask = LabelValues([[0, 0], [255, 1]], num_classes=2, ignore_label=255, tolerance=127)
+    raw = np.arange(256, dtype=np.uint8)
+    np.testing.assert_array_equal(mask.apply(raw), (raw >= 128).astype(np.uint8))  # a threshold at 128
+    mask.check(value_counts(raw), "all 256 values are placed")
+    codes = LabelValues([[0, "ignore"], [10, 0], [20, 1], ["forest", 1]], 2, 255, tolerance=3)
+    assert [codes.target(v) for v in (2, 3, 4, 7, 13, 17, 24, "forest", "forests")] == [255, 255, None, 0, 0, 1, None, 1, None]
+    with pytest.raises(EosegError, match=r"f\.tif: label values not in LABEL_VALUES: 24 x 1 px; if they are LABEL_VALUES "
+                                         r"values blurred by compression or resampling, LABEL_TOLERANCE=4 \(at most 4\) "
+                                         r"reads each as the value it is nearest to \(now 3\); else add them"):
+        codes.check({10: 5, 24: 1}, "f.tif")
+    with pytest.raises(EosegError, match=r"LABEL_TOLERANCE 5: the LABEL_VALUES values 0 and 10 differ by 10 levels, "
+                                         r"so a value could lie within 5 of both; use at most 4"):
+        LabelValues([[0, "ignore"], [10, 0], [20, 1]], 2, 255, tolerance=5)
+    far = LabelValues([[0, 0], [100, 1]], 2, 255)
+    with pytest.raises(EosegError) as refused:
+        far.check({0: 1, 500: 1}, "g.tif")  # 400 from the nearest value: no tolerance places it
+    assert "LABEL_TOLERANCE" not in str(refused.value)
+
+
+def test_a_jpeg_compressed_mask_trains_through_the_tolerance_it_is_told(sample_root, tmp_path):
+    """A 0/255 building mask saved as JPEG (grey levels along every edge): refused in one line that names
+    LABEL_TOLERANCE, then read as thresholded and recorded in the patches, which refuse another tolerance."""
+    source = sample_root / "data" / LABELS.format(id="1")
+    ids = read_label(source)
+    from PIL import Image
+
+    (tmp_path / "jpeg").mkdir()
+    for tile_id in ("1", "4"):
+        mask = np.where(read_label(sample_root / "data" / LABELS.format(id=tile_id)) == BUILDING, 255, 0).astype(np.uint8)
+        Image.fromarray(mask).save(tmp_path / "jpeg" / f"{tile_id}.jpg", quality=75)
+    blurred = np.asarray(Image.open(tmp_path / "jpeg" / "1.jpg"))
+    assert len(np.unique(blurred)) > 2
+    settings = {**tiny_overrides(tmp_path), **BINARY, "DATA_ROOT": str(sample_root / "data"), "GT_ERODED_PATTERN": "",
+                "IMAGE_PATTERN": "top/top_mosaic_09cm_area{id}.tif", "LABEL_PATTERN": str(tmp_path / "jpeg" / "{id}.jpg"),
+                "LABEL_VALUES": {0: 0, 255: 1}, "TRAIN_IDS": ["1"], "TEST_IDS": ["4"]}
+    refused = run_script("extract_images.py", *as_arguments(settings))
+    assert_one_line_error(refused, "1.jpg: label values not in LABEL_VALUES", "LABEL_TOLERANCE=")
+    settings["LABEL_TOLERANCE"] = 127
+    result = run_script("extract_images.py", *as_arguments(settings))
+    assert result.returncode == 0, result.stderr
+    patch = np.load(tmp_path / "patches" / "labels" / "train" / "1_0_0_orig.npy")
+    np.testing.assert_array_equal(patch, (blurred >= 128)[:patch.shape[0], :patch.shape[1]])
+    assert ((blurred >= 128) == (ids == BUILDING)).mean() > 0.98  # the threshold gives back the mask but for edge pixels
+    settings["LABEL_TOLERANCE"] = 100
+    assert_one_line_error(run_script("create_lmdb.py", *as_arguments(settings)),
+                          "was made with label_tolerance = 127, but the config has 100")
+
+
 def test_binary_mask_read_as_if_255_were_unlabelled_is_refused():
     mask = np.zeros((10, 10), dtype=np.uint8)
     mask[:3] = 255  # 30 % buildings, which IGNORE_LABEL 255 would hide

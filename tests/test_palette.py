@@ -250,3 +250,72 @@ def test_classes_coloured_by_a_colour_table():
     palette = Palette([[255, 255, 255], [0, 0, 255]], ignore_color=None)
     table = [(0, 0, 255), (255, 255, 255), (9, 9, 9)]  # value 0 blue, 1 white, 2 a colour no class has
     assert palette.classes_coloured(table, [0, 1, 2, 3]) == {0: 1, 1: 0, 2: None, 3: None}
+
+
+# ---------------------------------------------------------------- LABEL_TOLERANCE
+def jpeg_round_trip(rgb: np.ndarray, tmp_path, quality: int = 85) -> np.ndarray:
+    """``rgb`` (H, W, 3) saved as a JPEG by Pillow and read back: colours blurred as a compressed ground truth's are."""
+    from PIL import Image
+
+    path = tmp_path / "gt.jpg"
+    Image.fromarray(rgb).save(path, quality=quality)
+    return np.asarray(Image.open(path).convert("RGB"))
+
+
+def blocky_labels(rng, size: int = 96, block: int = 16, classes: int = 6) -> np.ndarray:
+    """Class regions of ``block`` px, as a ground truth's are (not pixel noise, which JPEG destroys)."""
+    coarse = rng.integers(0, classes, size=(size // block, size // block)).astype(np.uint8)
+    return np.kron(coarse, np.ones((block, block), dtype=np.uint8))
+
+
+def test_jpeg_colours_are_refused_with_the_tolerance_that_reads_them(palette, tmp_path):
+    labels = blocky_labels(np.random.default_rng(0))
+    blurred = jpeg_round_trip(palette.to_color(labels), tmp_path)
+    assert not np.array_equal(blurred, palette.to_color(labels))  # the JPEG did move colours
+    with pytest.raises(EosegError) as refused:
+        palette.to_labels(blurred, source="gt.jpg")
+    message = str(refused.value)
+    suggested = int(re.search(r"LABEL_TOLERANCE=(\d+) \(at most 127\) reads each", message).group(1))
+    assert message.startswith("gt.jpg: ") and "\n" not in message
+    tolerant = Palette(ISPRS_COLORS, ignore_color=(0, 0, 0), ignore_label=255, tolerance=suggested)
+    read = tolerant.to_labels(blurred)
+    assert (read == labels).mean() > 0.99  # JPEG blurs the edges between classes only
+    with pytest.raises(EosegError, match="outside the palette"):  # one level less leaves a colour unread
+        Palette(ISPRS_COLORS, (0, 0, 0), 255, tolerance=suggested - 1).to_labels(blurred)
+
+
+def test_tolerance_reads_each_colour_as_the_one_it_is_within_reach_of():
+    palette = Palette([[255, 255, 255], [0, 0, 255]], ignore_color=(0, 0, 0), ignore_label=255, tolerance=20)
+    rgb = np.array([[[235, 255, 240], [10, 0, 236], [20, 20, 20], [21, 0, 0], [128, 128, 128]]], dtype=np.uint8)
+    assert palette.to_labels(rgb, unknown_to_ignore=True).tolist() == [[0, 1, 255, 255, 255]]
+    with pytest.raises(EosegError, match=r"2 pixels have colours outside the palette \(.*\(21, 0, 0\) x 1 px"):
+        palette.to_labels(rgb)
+    exact = np.array([[[255, 255, 255], [0, 0, 255], [0, 0, 0]]], dtype=np.uint8)
+    assert palette.to_labels(exact).tolist() == [[0, 1, 255]]
+
+
+def test_colours_far_from_every_class_colour_suggest_no_tolerance(palette):
+    rgb = np.array([[[128, 0, 128]]], dtype=np.uint8)  # 128 levels from each colour: no tolerance places it
+    with pytest.raises(EosegError) as refused:
+        palette.to_labels(rgb)
+    assert "LABEL_TOLERANCE" not in str(refused.value) and "fix PALETTE" in str(refused.value)
+
+
+@pytest.mark.parametrize("tolerance,match", [
+    (128, r"LABEL_TOLERANCE 128: the PALETTE and IGNORE_COLOR colours \(255, 255, 255\) and \(0, 0, 255\) differ by "
+          r"255 levels, so a value could lie within 128 of both; use at most 127"),
+    (-1, "a whole number of levels >= 0"),
+    (2.5, "a whole number of levels >= 0"),
+    (True, "a whole number of levels >= 0"),
+])
+def test_tolerance_that_could_reach_two_colours_is_refused(tolerance, match):
+    with pytest.raises(EosegError, match=match):
+        Palette(ISPRS_COLORS, (0, 0, 0), 255, tolerance=tolerance)
+    Palette(ISPRS_COLORS, (0, 0, 0), 255, tolerance=127)
+
+
+def test_tolerance_counts_the_ignore_colour_as_one_to_keep_apart():
+    near_black = [[255, 255, 255], [40, 40, 40]]
+    Palette(near_black, ignore_color=None, tolerance=100)
+    with pytest.raises(EosegError, match=r"\(40, 40, 40\) and \(0, 0, 0\) differ by 40 levels.*use at most 19"):
+        Palette(near_black, ignore_color=(0, 0, 0), tolerance=20)

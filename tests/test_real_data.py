@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -28,7 +29,7 @@ from eoseg.models import model_from_config
 from eoseg.palette import Palette
 from eoseg.train import train
 
-from .conftest import ROOT, SHARED, TINY_SETTINGS, as_arguments
+from .conftest import ROOT, SHARED, TINY_SETTINGS, as_arguments, run_script
 
 POTSDAM = SHARED / "isprs_real" / "potsdam_downscaled256"
 GEOTIFFS = SHARED / "geotiff_real"
@@ -130,6 +131,28 @@ def test_whu_mask_saved_as_an_indexed_png_converts_by_its_colours(tmp_path):
     converted = color_file_to_labels(tmp_path / "venice_indexed.png", tmp_path / "from_indexed.png", palette)
     assert 0 < expected.mean() < 1
     np.testing.assert_array_equal(read_label(converted), expected)
+
+
+def test_potsdam_colour_ground_truth_saved_as_jpeg_converts_through_the_tolerance_it_names(tmp_path):
+    """The real Potsdam colour ground truth saved as a JPEG (quality 90, Pillow's chroma subsampling):
+    nearly every pixel moves off its colour. convert_gt.py refuses it in one line that names the
+    tolerance and what it reads; told so, it gives the exact conversion's labels but along class edges."""
+    source = POTSDAM / "top_potsdam_3_11_label_color.png"
+    palette = load_config(overrides=["DATASET=potsdam"]).palette
+    exact = read_label(color_file_to_labels(source, tmp_path / "exact.png", palette))
+    Image.open(source).convert("RGB").save(tmp_path / "gt.jpg", quality=90)
+    args = ["DATASET=potsdam", "--from-color", str(tmp_path / "gt.jpg"), "--out", str(tmp_path / "out")]
+    refused = run_script("convert_gt.py", *args)
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    said = re.search(r"LABEL_TOLERANCE=127 \(the most\) reads (\d+) of these (\d+) px .* and --unknown-to-ignore the rest",
+                     refused.stderr)
+    placed, off = int(said.group(1)), int(said.group(2))
+    assert off > exact.size // 2 and placed > 0.99 * off
+    converted = run_script("convert_gt.py", *args, "LABEL_TOLERANCE=127", "--unknown-to-ignore")
+    assert converted.returncode == 0, converted.stderr
+    read = read_label(tmp_path / "out" / "gt.tif")  # a JPEG source gives a GeoTIFF
+    assert (read == palette.ignore_label).sum() >= off - placed  # and those blurred towards black, IGNORE_COLOR
+    assert (read == exact).mean() > 0.9  # a 1.2 m tile of 5 cm classes: many edges, each blurred by the JPEG
 
 
 def test_pixel_size_benchmark_labels_each_factor_both_ways(tmp_path):
