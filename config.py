@@ -25,7 +25,7 @@ NDSM_PATTERN = "ndsm/ndsm_09cm_matching_area{id}.tif"  # normalised DSM: height 
 COMPOSITE_PATTERN = "composite/composite_area{id}.tif"  # 3-band uint8 composite (DSM, nDSM, NDVI) that make_composite.py writes; stack it with EXTRA_SOURCES
 BANDS = [1, 2, 3]  # 1-based band indices read from each image, in this order
 BAND_NAMES = ["IR", "R", "G"]  # what those bands are; recorded in every artifact
-TRAIN_IDS = ["1", "2", "3", "4", "5", "6"]  # tiles to train on
+TRAIN_IDS = ["1", "2", "3", "4", "5", "6"]  # tiles to train on: tile ids, or globs over the ids of the images IMAGE_PATTERN finds ("austin*", "[0-9]*"; natural order); "!glob" takes the ids it matches out of those before it. Likewise TEST_IDS, OFFICIAL_TEST_IDS, VAL_IDS
 TEST_IDS = ["7", "8"]  # held-out tiles (validation / evaluation)
 OFFICIAL_TEST_IDS = []  # benchmark test tiles without public ground truth ("official_test" split)
 

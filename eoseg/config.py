@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import ast
 import difflib
+import fnmatch
+import glob
 import json
+import re
 import runpy
 from pathlib import Path
 from typing import Any, Iterable
@@ -23,6 +26,7 @@ from eoseg.palette import Palette, check_value_tolerance
 
 DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent.parent / "config.py"
 SPLITS = {"train": "TRAIN_IDS", "test": "TEST_IDS", "official_test": "OFFICIAL_TEST_IDS"}
+ID_LISTS = (*SPLITS.values(), "VAL_IDS")
 OPTIMIZERS = ("sgd", "adamw")
 LR_SCHEDULES = ("step", "poly", "cosine")
 LOSSES = ("ce", "ce_dice", "focal", "ohem")
@@ -167,6 +171,15 @@ class Config:
 
         path = Path(folder) / name
         record = {"sources": self.sources, "config": self._values}
+        found = {}
+        for list_name in ID_LISTS:  # what the globs stood for, where this machine has the images
+            if any(is_id_glob(str(entry)) for entry in self._values[list_name]):
+                try:
+                    found[list_name] = self.ids(list_name)
+                except EosegError:
+                    continue
+        if found:
+            record["tile_ids"] = found
         atomic_write_text(path, json.dumps(record, indent=2, default=str) + "\n")
         return path
 
@@ -207,7 +220,27 @@ class Config:
     def tile_ids(self, split: str) -> list[str]:
         if split not in SPLITS:
             raise EosegError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
-        return [str(t) for t in getattr(self, SPLITS[split])]
+        return self.ids(SPLITS[split])
+
+    def ids(self, name: str) -> list[str]:
+        """The tile ids of the list ``name`` (TRAIN_IDS, ...): an entry holding *, ? or [...] stands for
+        the ids of every image IMAGE_PATTERN finds that it matches, in natural order (2 before 10); an
+        entry "!..." takes the ids it matches out of those listed before it."""
+        found: list[str] = []
+        for entry in map(str, self._values[name]):
+            if entry.startswith("!"):
+                found = [tile_id for tile_id in found if not fnmatch.fnmatchcase(tile_id, entry[1:])]
+                continue
+            for tile_id in self._found_ids(entry, name) if is_id_glob(entry) else [entry]:
+                if tile_id not in found:
+                    found.append(tile_id)
+        return found
+
+    def _found_ids(self, id_glob: str, name: str) -> list[str]:
+        cache = self.__dict__.setdefault("_found", {})
+        if id_glob not in cache:
+            cache[id_glob] = find_tile_ids(self.DATA_ROOT, self.IMAGE_PATTERN, id_glob, name)
+        return cache[id_glob]
 
     def tile_path(self, pattern_name: str, tile_id: str) -> Path | None:
         """Path of tile ``tile_id`` in the collection ``pattern_name`` (None if the pattern is empty)."""
@@ -280,7 +313,7 @@ class Config:
         if size not in (None, "image") and not (isinstance(size, (int, float)) and not isinstance(size, bool) and size > 0):
             raise EosegError(f"INFER_PIXEL_SIZE must be None (the weights' pixel size), a pixel size in metres > 0 or "
                              f"'image', got {size!r}")
-        for name in (*SPLITS.values(), "VAL_IDS"):
+        for name in ID_LISTS:
             check_tile_ids(v[name], name)
         from eoseg.precision import check_precision  # torch loads only once a config is checked
 
@@ -357,6 +390,31 @@ def check_tile_ids(tile_ids: Iterable[str], where: str) -> None:
         if not tile_id or "/" in tile_id or "\\" in tile_id or tile_id in (".", ".."):
             raise EosegError(f"{where}: tile id {tile_id!r} cannot be part of a file name "
                              "(empty, '.', '..' or holding '/' or '\\'); use the id that {{id}} stands for in the patterns")
+
+
+def is_id_glob(entry: str) -> bool:
+    return entry.startswith("!") or any(character in entry for character in "*?[")
+
+
+def find_tile_ids(data_root: str, image_pattern: str, id_glob: str, where: str) -> list[str]:
+    """The ids matching ``id_glob`` of the images that ``image_pattern`` (its {id} standing for one
+    file or folder name) finds under ``data_root``, in natural order; none is an error."""
+    pattern = str(Path(data_root) / image_pattern)
+    parts = pattern.split("{id}")
+    if len(parts) < 2:
+        raise EosegError(f"{where}: {id_glob!r} finds tiles by IMAGE_PATTERN's {{id}}, and {image_pattern!r} has none")
+    searched = id_glob.join(glob.escape(part) for part in parts)
+    named = re.compile("(?P<id>[^/\\\\]+)" + "".join(re.escape(part) + "(?P=id)" for part in parts[1:-1])
+                       + re.escape(parts[-1]))
+    found = set()
+    for path in glob.glob(searched):
+        match = named.fullmatch(path[len(parts[0]):]) if path.startswith(parts[0]) else None
+        if match and fnmatch.fnmatchcase(match["id"], id_glob):
+            found.add(match["id"])
+    if not found:
+        raise EosegError(f"{where}: {id_glob!r} matches no image: nothing at {searched}; check DATA_ROOT and IMAGE_PATTERN")
+    return sorted(found, key=lambda tile_id: [(0, int(t), "") if t.isdigit() else (1, 0, t)
+                                              for t in re.split(r"(\d+)", tile_id) if t])
 
 
 RASTER_SOURCE_KEYS = ("pattern", "bands", "band_names", "mean", "std")

@@ -67,6 +67,7 @@ LOG_FIELDS = ["iteration", "loss", "lr", "patches_per_s", "elapsed_s", *(f"val_{
 AUTOCAST_DTYPES = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
 CHECKPOINT_GLOB = "iter_*.pt"
 BEST_CHECKPOINT = "best.pt"
+LISTED_TILES = 5  # tile ids a warning names before it counts the rest
 LATEST_RECORD = "latest"  # in TRAIN_DIR/checkpoints: the checkpoint being written, then the one before it
 
 
@@ -238,10 +239,11 @@ def claim_train_dir(cfg: Config, resume: bool, force: bool) -> Iterator[None]:
 def warn_about_overlapping_tiles(cfg: Config) -> None:
     """Held-out tiles that are also training tiles give scores that flatter the model: say so once."""
     training = set(cfg.tile_ids("train"))
-    for name, tiles in (("TEST_IDS", cfg.tile_ids("test")), ("VAL_IDS", [str(t) for t in cfg.VAL_IDS])):
-        shared = [t for t in tiles if t in training]
+    for name in ("TEST_IDS", "VAL_IDS"):
+        shared = [t for t in cfg.ids(name) if t in training]
         if shared:
-            print(f"warning: tiles {', '.join(shared)} are in both TRAIN_IDS and {name}: their scores measure what "
+            listed = ", ".join(shared[:LISTED_TILES]) + (f" and {len(shared) - LISTED_TILES} more" if len(shared) > LISTED_TILES else "")
+            print(f"warning: tiles {listed} are in both TRAIN_IDS and {name}: their scores measure what "
                   "the model memorised, not how it generalises", file=sys.stderr)
 
 
@@ -392,7 +394,7 @@ class Trainer:
         Read afresh at each validation, block of rows by block, as inference.py reads them."""
         if not self.cfg.VAL_EVERY:
             return []
-        tile_ids = [str(t) for t in self.cfg.VAL_IDS] or self.cfg.tile_ids("test")
+        tile_ids = self.cfg.ids("VAL_IDS") or self.cfg.tile_ids("test")
         if not tile_ids:
             raise EosegError("VAL_EVERY is set but there is no tile to validate on (VAL_IDS and TEST_IDS are empty); set VAL_EVERY=0")
         tiles = []

@@ -396,6 +396,39 @@ def test_tile_path_bad_pattern_and_empty_pattern():
     assert cfg.tile_path("DSM_PATTERN", "1") is None
 
 
+def touch(root: Path, *names: str) -> None:
+    for name in names:
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(b"")
+
+
+def test_id_globs_find_the_tiles_image_pattern_finds_in_natural_order(tmp_path):
+    touch(tmp_path, *(f"img/austin{i}.tif" for i in (1, 2, 10, 11)), "img/vienna3.tif", "img/vienna3.tif.aux.xml",
+          "img/notes.txt", "labels/austin1.tif")
+    cfg = load_config(overrides=[f"DATA_ROOT={tmp_path}", "IMAGE_PATTERN=img/{id}.tif", "VAL_IDS=['vienna?']",
+                                 "TRAIN_IDS=['austin*', '!austin1?', 'austin11', 'vienna3']", "TEST_IDS=['*[0-9]']"])
+    assert cfg.tile_ids("train") == ["austin1", "austin2", "austin11", "vienna3"]  # listed ids kept, in the list's order
+    assert cfg.tile_ids("test") == ["austin1", "austin2", "austin10", "austin11", "vienna3"]
+    assert cfg.ids("VAL_IDS") == ["vienna3"]
+    record = json.loads(cfg.save(tmp_path / "run").read_text())
+    assert record["tile_ids"] == {"TRAIN_IDS": cfg.tile_ids("train"), "TEST_IDS": cfg.tile_ids("test"), "VAL_IDS": ["vienna3"]}
+    assert record["config"]["TRAIN_IDS"] == ["austin*", "!austin1?", "austin11", "vienna3"]  # as written
+
+
+def test_id_glob_takes_a_folder_named_by_the_id_and_an_id_used_twice(tmp_path):
+    touch(tmp_path, "tiles/t_7/t_7_rgb.tif", "tiles/t_8/t_8_rgb.tif", "tiles/t_9/other_rgb.tif")
+    cfg = load_config(overrides=[f"DATA_ROOT={tmp_path}", "IMAGE_PATTERN=tiles/{id}/{id}_rgb.tif", "TRAIN_IDS=['t_*']"])
+    assert cfg.tile_ids("train") == ["t_7", "t_8"]
+
+
+def test_id_glob_that_finds_nothing_is_one_line_naming_where_it_looked(tmp_path):
+    cfg = load_config(overrides=[f"DATA_ROOT={tmp_path}", "IMAGE_PATTERN=img/{id}.tif", "TRAIN_IDS=['austin*']"])
+    with pytest.raises(EosegError, match=r"TRAIN_IDS: 'austin\*' matches no image: nothing at .*img/austin\*\.tif; "
+                                         r"check DATA_ROOT and IMAGE_PATTERN"):
+        cfg.tile_ids("train")
+    assert "tile_ids" not in json.loads(cfg.save(tmp_path / "run").read_text())  # a config is saved where no image is
+
+
 def test_unknown_split_refused():
     with pytest.raises(EosegError, match="unknown split"):
         load_config().tile_ids("validation")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import shutil
 
 import numpy as np
@@ -65,3 +67,16 @@ def test_broken_dataset_lists_each_problem_once(sample_root, tmp_path):
     assert "area4.tif" in problems[2] and "does not overlap" in problems[2]
     assert problems[3] == "problem: classes absent from the training tiles: g; the network cannot learn them"
     assert "Traceback" not in result.stderr
+
+
+def test_tiles_given_by_globs_are_the_tiles_listed(tiny_cfg, tmp_path):
+    """TRAIN_IDS ["*", "!4"] and TEST_IDS ["[4-9]"] over the sample's tiles 1-4 check what ["1", "2", "3"] and ["4"] do."""
+    listed = run_script("check_data.py", *as_arguments({**tiny_overrides(tmp_path), "DATA_ROOT": tiny_cfg.DATA_ROOT}),
+                        "--out", str(tmp_path / "listed"))
+    globbed = run_script("check_data.py", *as_arguments({**tiny_overrides(tmp_path), "DATA_ROOT": tiny_cfg.DATA_ROOT,
+                                                         "TRAIN_IDS": ["*", "!4"], "TEST_IDS": ["[4-9]"]}),
+                         "--out", str(tmp_path / "globbed"))
+    assert globbed.returncode == 0, globbed.stderr
+    assert globbed.stdout == listed.stdout.replace(str(tmp_path / "listed"), str(tmp_path / "globbed"))
+    record = json.loads((tmp_path / "globbed" / "config.check_data.json").read_text())
+    assert record["tile_ids"] == {"TRAIN_IDS": ["1", "2", "3"], "TEST_IDS": ["4"]}
