@@ -1,7 +1,8 @@
 """Real data: eoseg's own-data recipe against the method's recipe, at equal CPU time.
 
     python bench/real_data.py [--minutes 1.25] [--sets vaihingen potsdam whu] [--networks segnet unet unetformer]
-                              [--recipes method eoseg] [--shared ../shared/data] [--workdir DIR] [--seed 0]
+                              [--recipes method eoseg] [--also KEY=VALUE ...] [--shared ../shared/data]
+                              [--workdir DIR] [--seed 0]
 
 Real imagery that no one here made, from ``../shared/data`` (see its README):
 
@@ -24,7 +25,9 @@ bands, classes, label values) and the time budget, as a user writes one. Each of
   momentum, the encoder at half the rate, step decay, cross-entropy, batch 10 of 256 px,
   uniform blending); with ``segnet``, the method as published;
 - ``eoseg``: what that config file gets, config.py's defaults: eoseg's own-data recipe;
-  with config.py's MODEL (``unet``), eoseg's default as a user gets it.
+  with config.py's MODEL (``unet``), eoseg's default as a user gets it;
+- with ``--also KEY=VALUE ...``, a third: eoseg's recipe with those names changed (e.g.
+  ``--also COLOR_JITTER=0.2``), to measure one change against it in the same run.
 
 Every run trains from random crops of the training tiles (TRAIN_SOURCE="tiles", the
 method's sampling) for ``--minutes`` of training-step time (TRAIN_MINUTES: the learning-rate
@@ -43,6 +46,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import re
 import sys
 import tempfile
 import time
@@ -158,7 +162,7 @@ def write_fold_config(work: Path, name: str, values: dict) -> Path:
 
 def run(config_file: Path, network: str, recipe: str, minutes: float, seed: int, work: Path) -> dict:
     """Train ``network`` with ``recipe`` on the fold's training tiles for ``minutes``, label and score its test tiles."""
-    folder = work / "runs" / config_file.stem / f"{network}-{recipe}"
+    folder = work / "runs" / config_file.stem / re.sub(r"[^\w.-]+", "_", f"{network}-{recipe}")
     values = {"TRAIN_MINUTES": minutes, "TRAIN_SOURCE": "tiles", "VAL_EVERY": 0, "SEED": seed,
               "DEVICE": "cpu", "LOG_EVERY": 5, "SNAPSHOT_EVERY": 10**6, "TRAIN_DIR": str(folder / "train"),
               "MODEL_FILE": str(folder / "model.pt"), "INFER_DIR": str(folder / "inference"),
@@ -194,8 +198,13 @@ def main() -> None:
     parser.add_argument("--sets", nargs="+", choices=SETS, default=list(SETS))
     parser.add_argument("--networks", nargs="+", choices=NETWORKS, default=list(NETWORKS))
     parser.add_argument("--recipes", nargs="+", choices=list(RECIPES), default=list(RECIPES))
+    parser.add_argument("--also", nargs="+", metavar="KEY=VALUE", default=[],
+                        help="also run eoseg's recipe with these names changed")
     add_shared_arguments(parser, "eoseg-real-data")
     args = parser.parse_args()
+    if args.also:
+        RECIPES[f"eoseg + {' '.join(args.also)}"] = args.also
+        args.recipes.append(f"eoseg + {' '.join(args.also)}")
     shared, work = start(args)
     results: dict = {}
     for name in args.sets:

@@ -333,7 +333,7 @@ def _check_recipe(v: dict[str, Any]) -> None:
         "TRAIN_MINUTES": (0.0, float("inf"), True), "WARMUP_FRACTION": (0.0, 1.0, True),
         "POLY_POWER": (0.0, float("inf"), False), "FINAL_LR_FACTOR": (0.0, 1.0, True),
         "DICE_WEIGHT": (0.0, float("inf"), True), "FOCAL_GAMMA": (0.0, float("inf"), True),
-        "OHEM_FRACTION": (0.0, 1.0, False),
+        "OHEM_FRACTION": (0.0, 1.0, False), "COLOR_JITTER": (0.0, 1.0, True),
     }
     for name, (low, high, low_allowed) in ranges.items():
         value = v[name]
@@ -343,6 +343,8 @@ def _check_recipe(v: dict[str, Any]) -> None:
     # files and overrides are type-checked against the default, and LR_STEPS's [] names no item type
     if any(isinstance(step, bool) or not isinstance(step, int) or step < 1 for step in v["LR_STEPS"]):
         raise EosegError(f"LR_STEPS holds iterations, whole numbers >= 1, got {v['LR_STEPS']!r}")
+    if v["COLOR_JITTER"] >= 1:
+        raise EosegError(f"COLOR_JITTER must be below 1 (a band's random factor 1 +- it stays positive), got {v['COLOR_JITTER']!r}")
     if v["WARMUP_FRACTION"] >= 1:
         raise EosegError(f"WARMUP_FRACTION must be below 1 (a fraction of the training left to the schedule), got {v['WARMUP_FRACTION']!r}")
 

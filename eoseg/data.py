@@ -142,6 +142,18 @@ class TileCrops(Dataset):
             yield labels
 
 
+def jitter_bands(images: torch.Tensor, strength: float, bands: int, generator: torch.Generator) -> torch.Tensor:
+    """Normalised (N, C, H, W) ``images`` with each patch's first ``bands`` bands multiplied by a random
+    factor in 1 +- ``strength`` and shifted by a random +- ``strength`` times the band's spread over the
+    batch (so that the shift means the same under any NORM_STD); a draw per patch and band from
+    ``generator`` (on the CPU, so that a resumed run draws the same)."""
+    draws = (torch.rand((2, images.shape[0], bands, 1, 1), generator=generator) * 2 - 1) * strength
+    gain, shift = (draw.to(images.device, images.dtype) for draw in draws)
+    colours = images[:, :bands]
+    jittered = colours * (1 + gain) + shift * colours.std(dim=(0, 2, 3), keepdim=True)
+    return torch.cat([jittered, images[:, bands:]], dim=1) if bands < images.shape[1] else jittered
+
+
 def training_data(cfg: Config) -> AugmentedPatches | TileCrops:
     """The configured training source: LMDB_DIR/train.lmdb, or crops of the training tiles."""
     if cfg.TRAIN_SOURCE == "lmdb":

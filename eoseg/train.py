@@ -44,7 +44,7 @@ from tqdm import tqdm
 from eoseg.allocator import reuse_freed_memory
 from eoseg.checkpoint import check_checkpoint, load_checkpoint, model_record, save_checkpoint
 from eoseg.config import Config
-from eoseg.data import StreamBatchSampler, median_frequency_weights, training_data
+from eoseg.data import StreamBatchSampler, jitter_bands, median_frequency_weights, training_data
 from eoseg.device import Processes, process_group
 from eoseg.errors import EosegError
 from eoseg.io import atomic_path, atomic_write_text, check_writable, exclusive_or_refuse
@@ -442,6 +442,10 @@ class Trainer:
 
     def step(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         images = self.normalization.apply(images.to(self.device, non_blocking=True))
+        if self.cfg.COLOR_JITTER:  # drawn from the seed, the iteration and the process: a resumed run draws the same
+            draws = torch.Generator().manual_seed(
+                (self.cfg.SEED * 1_000_003 + self.iteration) * 1009 + self.processes.rank)
+            images = jitter_bands(images, self.cfg.COLOR_JITTER, len(self.cfg.BANDS), draws)
         images = images.contiguous(memory_format=self.memory_format)
         labels = labels.to(self.device, non_blocking=True).long()
         with torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None):

@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader
 
 from eoseg.checkpoint import load_checkpoint
 from eoseg.config import load_config
-from eoseg.data import StreamBatchSampler, TileCrops, median_frequency_weights, training_data
+from eoseg.data import StreamBatchSampler, TileCrops, jitter_bands, median_frequency_weights, training_data
 from eoseg.errors import EosegError
 from eoseg.extract import extract_patches
 from eoseg.lmdb_store import create_lmdb
@@ -462,3 +462,38 @@ def test_a_paused_run_keeps_its_schedule_over_the_whole_training(lmdb_cfg, tmp_p
         return [(r["iteration"], r["loss"], r["lr"]) for r in read_log(folder)]
 
     assert curve(cfg.TRAIN_DIR) == curve(whole.TRAIN_DIR) and float(read_log(cfg.TRAIN_DIR)[-1]["lr"]) == 0
+
+
+def test_colour_jitter_moves_each_patch_and_band_of_the_image_alone():
+    images = torch.randn(4, 5, 8, 8) * 0.2 + 0.5
+    jittered = jitter_bands(images, 0.3, bands=3, generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(jittered[:, 3:], images[:, 3:])  # EXTRA_SOURCES bands are measurements: kept
+    spread = images[:, :3].std(dim=(0, 2, 3), keepdim=True)
+    # per patch and band, an affine change: a gain in 1 +- 0.3 and a shift in +- 0.3 of the band's spread
+    for patch in range(4):
+        for band in range(3):
+            x, y = images[patch, band].flatten(), jittered[patch, band].flatten()
+            gain = ((y - y.mean()) * (x - x.mean())).sum() / ((x - x.mean()) ** 2).sum()
+            shift = (y - gain * x).mean()
+            assert 0.7 <= gain <= 1.3 and abs(shift) <= 0.3 * spread[0, band] + 1e-5
+            torch.testing.assert_close(y, gain * x + shift)
+    gains = [(jittered[p, b] / images[p, b]).std().item() for p in range(4) for b in range(3)]
+    assert len({round(g, 4) for g in gains}) > 1  # each patch and band draws its own
+    again = jitter_bands(images, 0.3, bands=3, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(again, jittered)
+
+
+def test_colour_jittered_run_resumes_to_the_same_weights(lmdb_cfg, tmp_path):
+    settings = dict(ITERATIONS=4, LOG_EVERY=1, SNAPSHOT_EVERY=2, VAL_EVERY=0, COLOR_JITTER=0.3, DETERMINISTIC=True)
+    full = lmdb_cfg.replace(**settings, TRAIN_DIR=str(tmp_path / "full"), MODEL_FILE=str(tmp_path / "full.pt"))
+    train(full, progress=False)
+    cut = lmdb_cfg.replace(**settings, TRAIN_DIR=str(tmp_path / "cut"), MODEL_FILE=str(tmp_path / "cut.pt"))
+    train(cut, progress=False, stop_after=2)
+    train(cut, resume=Path(cut.TRAIN_DIR) / "checkpoints" / "iter_0000002.pt", progress=False)
+    plain = lmdb_cfg.replace(**{**settings, "COLOR_JITTER": 0.0}, TRAIN_DIR=str(tmp_path / "plain"),
+                             MODEL_FILE=str(tmp_path / "plain.pt"))
+    train(plain, progress=False)
+    expected, got = load_checkpoint(full.MODEL_FILE), load_checkpoint(cut.MODEL_FILE)
+    for key, value in expected["state_dict"].items():
+        assert torch.equal(got["state_dict"][key], value), key
+    assert [r["loss"] for r in read_log(full.TRAIN_DIR)] != [r["loss"] for r in read_log(plain.TRAIN_DIR)]
