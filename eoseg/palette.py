@@ -148,10 +148,11 @@ def tolerance_remedy(points: np.ndarray, counts, references: np.ndarray, toleran
                      remedy: str, rest: str) -> str:
     """What to say about ``points`` (with their pixel ``counts``) near none of ``references``: the
     LABEL_TOLERANCE that would place them all, or the most there can be and how much it places; then ``remedy``."""
-    if not len(points) or not len(references):
+    most = largest_tolerance(references)
+    if not len(points) or most is None:  # with one value to be near, nothing tells blur from another value
         return remedy
     distance = _distances(points, references).min(axis=1)
-    needed, most = int(distance.max()), largest_tolerance(references)
+    needed = int(distance.max())
     blurred = f"if they are {what} blurred by compression or resampling, LABEL_TOLERANCE="
     if tolerance < needed <= most:
         return f"{blurred}{needed} (at most {most}) reads each as the {noun} it is nearest to (now {tolerance}); else {remedy}"
@@ -162,10 +163,10 @@ def tolerance_remedy(points: np.ndarray, counts, references: np.ndarray, toleran
     return remedy
 
 
-def largest_tolerance(references: np.ndarray) -> int:
-    """The largest tolerance at which no value can lie near two rows of ``references``."""
+def largest_tolerance(references: np.ndarray) -> int | None:
+    """The largest tolerance at which no value can lie near two rows of ``references`` (None: any, for one row)."""
     if len(references) < 2:
-        return np.iinfo(np.int64).max
+        return None
     distance = _distances(references, references)
     np.fill_diagonal(distance, np.iinfo(np.int64).max)
     return int((distance.min() - 1) // 2)
@@ -176,14 +177,15 @@ def check_tolerance(tolerance, references: np.ndarray, what: str, describe) -> i
     of ``references`` at most (``what`` and ``describe`` name them in the message)."""
     if isinstance(tolerance, bool) or not isinstance(tolerance, (int, np.integer)) or tolerance < 0:
         raise EosegError(f"LABEL_TOLERANCE is a whole number of levels >= 0, got {tolerance!r}")
-    if tolerance > largest_tolerance(references):
+    most = largest_tolerance(references)
+    if most is not None and tolerance > most:
         distance = _distances(references, references)
         np.fill_diagonal(distance, np.iinfo(np.int64).max)
         first, second = np.unravel_index(distance.argmin(), distance.shape)
         raise EosegError(
             f"LABEL_TOLERANCE {tolerance}: the {what} {describe(references[first])} and {describe(references[second])} "
             f"differ by {distance[first, second]} levels, so a value could lie within {tolerance} of both; "
-            f"use at most {largest_tolerance(references)}")
+            f"use at most {most}")
     return int(tolerance)
 
 

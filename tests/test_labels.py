@@ -99,6 +99,9 @@ def test_tolerance_reads_values_near_one_of_the_map():
     with pytest.raises(EosegError) as refused:
         far.check({0: 1, 500: 1}, "g.tif")  # 400 from the nearest value: no tolerance places it
     assert "LABEL_TOLERANCE" not in str(refused.value)
+    with pytest.raises(EosegError) as refused:
+        LabelValues([[255, 1]], 2, 255).check({0: 5, 255: 3}, "h.tif")  # one value named: 0 is missing, not blurred
+    assert "LABEL_TOLERANCE" not in str(refused.value)
 
 
 def test_a_jpeg_compressed_mask_trains_through_the_tolerance_it_is_told(sample_root, tmp_path):
