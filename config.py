@@ -100,7 +100,7 @@ DICE_WEIGHT = 1.0  # LOSS="ce_dice": weight of the soft Dice loss (mean over the
 FOCAL_GAMMA = 2.0  # LOSS="focal": focusing exponent (0 = cross-entropy)
 OHEM_FRACTION = 0.25  # LOSS="ohem": fraction of the labelled pixels of a batch, the hardest, that the loss keeps
 RANDOM_FLIPS = True  # random flips / 90-degree rotations of each training patch
-COLOR_JITTER = 0.0  # training: each patch's image BANDS (not EXTRA_SOURCES) are each multiplied by a random 1 ± this and shifted by a random ± this times the band's spread, after normalisation: a network less tied to one sensor's, season's or light's colours (0 = off)
+COLOR_JITTER = 0.0  # training: each patch's image BANDS (not EXTRA_SOURCES), after normalisation, are multiplied by one random 1 ± this (light brighter or darker; one gain for every band, so that their ratios stay) and shifted by one random ± this times each band's spread (haze); 0 = off
 SNAPSHOT_EVERY = 1000  # write a checkpoint every N iterations (and at the end)
 LOG_EVERY = 50  # append the loss to the CSV log every N iterations
 VAL_EVERY = 1000  # label the validation tiles and log OA, mean F1, mean IoU every N iterations (0 = never); the best by mean F1 is kept as TRAIN_DIR/checkpoints/best.pt

@@ -143,11 +143,12 @@ class TileCrops(Dataset):
 
 
 def jitter_bands(images: torch.Tensor, strength: float, bands: int, generator: torch.Generator) -> torch.Tensor:
-    """Normalised (N, C, H, W) ``images`` with each patch's first ``bands`` bands multiplied by a random
-    factor in 1 +- ``strength`` and shifted by a random +- ``strength`` times the band's spread over the
-    batch (so that the shift means the same under any NORM_STD); a draw per patch and band from
-    ``generator`` (on the CPU, so that a resumed run draws the same)."""
-    draws = (torch.rand((2, images.shape[0], bands, 1, 1), generator=generator) * 2 - 1) * strength
+    """Normalised (N, C, H, W) ``images`` with each patch's first ``bands`` bands multiplied by one random
+    factor in 1 +- ``strength`` and shifted by one random +- ``strength`` times their spread over the batch
+    (so that the shift means the same under any NORM_STD): brighter, darker, hazier light, the same for
+    every band of a patch, so that the ratios between bands that tell materials apart stay. A draw per
+    patch from ``generator`` (on the CPU, so that a resumed run draws the same)."""
+    draws = (torch.rand((2, images.shape[0], 1, 1, 1), generator=generator) * 2 - 1) * strength
     gain, shift = (draw.to(images.device, images.dtype) for draw in draws)
     colours = images[:, :bands]
     jittered = colours * (1 + gain) + shift * colours.std(dim=(0, 2, 3), keepdim=True)
