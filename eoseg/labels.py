@@ -87,6 +87,7 @@ class LabelValues:
         self.ignore_label = ignore_label
         self.unknown_to_ignore = unknown_to_ignore
         self._numbers, self.tolerance = check_value_tolerance(tolerance, self.mapping)
+        self._near: dict = {}  # raw value -> its target through the tolerance
 
     @classmethod
     def from_config(cls, cfg: Config) -> "LabelValues":
@@ -101,8 +102,10 @@ class LabelValues:
             return None
         if raw in self.mapping or not self.tolerance or not isinstance(raw, int) or not len(self._numbers):
             return self.mapping.get(raw)
-        nearest = nearest_reference(np.array([[raw]]), self._numbers, self.tolerance)[0]
-        return None if nearest < 0 else self.mapping[int(self._numbers[nearest, 0])]
+        if raw not in self._near:  # asked once per value of each block read
+            nearest = nearest_reference(np.array([[raw]]), self._numbers, self.tolerance)[0]
+            self._near[raw] = None if nearest < 0 else self.mapping[int(self._numbers[nearest, 0])]
+        return self._near[raw]
 
     def check(self, counts: dict, source: str, whole: bool = True) -> None:
         """Refuse fractional values, values the map does not name (unless UNKNOWN_LABELS_TO_IGNORE) and,
