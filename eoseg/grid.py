@@ -140,9 +140,10 @@ def needs_warp(image: RasterInfo, other: RasterInfo, what: str) -> bool:
         return False
     if not (image.georeferenced and other.georeferenced) or (image.crs is None) != (other.crs is None):
         raise EosegError(
-            f"{other.path} ({what}) is {other.width} x {other.height} px but the image {image.path} is "
-            f"{image.width} x {image.height} px, and without a georeference (CRS and transform) on both "
-            "it cannot be placed on the image's grid; give both a georeference or make them cover the same grid")
+            f"{other.path} ({what}) is {other.width} x {other.height} px with {_georeference(other)}, the image "
+            f"{image.path} {image.width} x {image.height} px with {_georeference(image)}: without a CRS and a "
+            "transform on both it cannot be placed on the image's grid; give both a georeference or make them "
+            "cover the same grid (the same size, and no georeference on one of them)")
     left, bottom, right, top = bounds(other)
     if other.crs is not None and other.crs != image.crs:
         left, bottom, right, top = transform_bounds(other.crs, image.crs, left, bottom, right, top)
@@ -153,6 +154,12 @@ def needs_warp(image: RasterInfo, other: RasterInfo, what: str) -> bool:
             f"{_box(left, bottom, right, top)}, the image {_box(image_left, image_bottom, image_right, image_top)} "
             f"(in {image.crs}); check the file and its CRS")
     return True
+
+
+def _georeference(info: RasterInfo) -> str:
+    if info.crs is not None:
+        return f"CRS {info.crs}" + ("" if not info.transform.is_identity else " but no transform")
+    return "a transform but no CRS" if not info.transform.is_identity else "no georeference"
 
 
 def _box(left: float, bottom: float, right: float, top: float) -> str:

@@ -10,7 +10,7 @@ from rasterio.crs import CRS
 from rasterio.transform import from_origin
 
 from eoseg.errors import EosegError
-from eoseg.grid import coarser_than_training, labelling_grid, pixel_size_m, pixel_size_range
+from eoseg.grid import coarser_than_training, labelling_grid, needs_warp, pixel_size_m, pixel_size_range
 from eoseg.io import RasterInfo
 
 
@@ -55,3 +55,15 @@ def test_an_image_is_labelled_at_the_pixel_size_of_training():
     assert labelling_grid(info(Affine.identity(), None), [0.2, 0.2], None) is None  # no pixel size: as it is
     with pytest.raises(EosegError, match='INFER_PIXEL_SIZE = 0.1 m needs a georeferenced image.*"image"'):
         labelling_grid(info(Affine.identity(), None), None, 0.1)
+
+
+def test_a_raster_that_cannot_be_placed_on_the_image_grid_is_refused_saying_what_each_has():
+    image = info()
+    assert not needs_warp(image, info(Affine.identity(), None), "labels")  # same size, no georeference: same grid
+    assert needs_warp(image, info(from_origin(500000, 5400000, 1.0, 1.0), width=150, height=100), "labels")
+    # the image's size, but a pixel-offset transform without a CRS (a half cut out of an ungeoreferenced mask)
+    with pytest.raises(EosegError, match=r"\(labels\) is 300 x 200 px with a transform but no CRS, the image "
+                                         r"image.tif 300 x 200 px with CRS EPSG:32632: without a CRS"):
+        needs_warp(image, info(Affine.translation(150, 0), None), "labels")
+    with pytest.raises(EosegError, match=r"\(DSM\) is 150 x 100 px with no georeference, .* cover the same grid"):
+        needs_warp(image, info(Affine.identity(), None, width=150, height=100), "DSM")

@@ -121,7 +121,7 @@ def test_extract_refuses_missing_tile_and_size_mismatch(tiny_cfg, tmp_path):
     with rasterio.open(bad, "w", driver="GTiff", width=100, height=90, count=1, dtype="uint8") as dst:
         dst.write(labels[:90, :100][None])
     cfg = tiny_cfg.replace(LABEL_PATTERN=str(tmp_path / "labels" / "top_mosaic_09cm_area{id}.tif"))
-    with pytest.raises(EosegError, match="is 100 x 90 px but the image .* cover the same grid"):
+    with pytest.raises(EosegError, match="is 100 x 90 px with no georeference, the image .* 160 x 160 px with CRS .* cover the same grid"):
         extract_patches(cfg, tmp_path / "q", progress=False)
 
 
