@@ -149,6 +149,7 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=3.0, help="training time of each fold (TRAIN_MINUTES)")
     parser.add_argument("--factors", type=float, nargs="+", default=[0.5, 0.75, 1.0, 1.5, 2.0, 3.0],
                         help="pixel sizes to label, as multiples of the training tiles'")
+    parser.add_argument("--seed", type=int, default=0, help="SEED of every training run")
     add_shared_arguments(parser, "eoseg-pixel-size")
     args = parser.parse_args()
     shared, work = start(args)

@@ -115,7 +115,36 @@ def test_real_data_benchmark_runs_each_recipe_on_a_spatial_split(tmp_path):
         folds = report["folds"]["whu"][run]
         # every pixel of the ten cities scored once over the two folds
         assert sum(sum(map(sum, fold["confusion_matrix"])) for fold in folds) == len(cities) * 512 * 512
-    assert report["pooled"]["whu"][runs[-1]]["class_names"] == ["background", "building"]
+    assert report["pooled"]["whu"][runs[-1]]["0"]["class_names"] == ["background", "building"]
+
+
+def test_real_data_benchmark_repeats_each_run_per_seed_on_a_step_budget(tmp_path):
+    """--steps, --seeds and two --also variants on the real 16-bit SpaceNet scene: every run takes the
+    steps asked for, each seed scores every pixel once over the two halves, the halves keep the
+    scene's georeference (its mask, which has none, placed on the image's grid)."""
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "real_data.py"), "--steps", "2", "--seeds", "0", "1", "--sets", "spacenet",
+         "--networks", "unet", "--recipes", "eoseg", "--also", "NORM_MEAN=[457.0]", "NORM_STD=[263.0]",
+         "--also", "COLOR_JITTER=0.1", "--shared", str(SHARED), "--workdir", str(tmp_path)],
+        capture_output=True, text=True, timeout=600, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    assert result.returncode == 0, result.stderr[-2000:]
+    variants = ["unet, eoseg recipe (eoseg's default)", "unet, eoseg + NORM_MEAN=[457.0] NORM_STD=[263.0] recipe",
+                "unet, eoseg + COLOR_JITTER=0.1 recipe"]
+    assert all(re.search(rf"\| spacenet \| {re.escape(v)} \| 2\+2, 2\+2 \| [\d.]+% \| [\d.]+% \([\d.]+%-[\d.]+%\) \|", result.stdout)
+               for v in variants), result.stdout
+    report = json.loads((tmp_path / "results.json").read_text())
+    assert report["steps"] == 2 and report["seeds"] == [0, 1]
+    with rasterio.open(SHARED / "geotiff_real" / "sample_geotiff.tif") as scene:
+        pixels, crs = scene.width * scene.height, scene.crs
+    for variant in variants:
+        folds = report["folds"]["spacenet"][variant]
+        assert sorted(fold["seed"] for fold in folds) == [0, 0, 1, 1]
+        for seed in (0, 1):
+            assert sum(sum(map(sum, fold["confusion_matrix"])) for fold in folds if fold["seed"] == seed) == pixels
+        assert set(report["pooled"]["spacenet"][variant]) == {"0", "1"}
+    with rasterio.open(tmp_path / "data" / "spacenet" / "east_labels.tif") as labels, \
+            rasterio.open(tmp_path / "data" / "spacenet" / "east.tif") as image:
+        assert labels.crs == image.crs == crs and labels.transform == image.transform and image.dtypes[0] == "uint16"
 
 
 def test_whu_mask_saved_as_an_indexed_png_converts_by_its_colours(tmp_path):
