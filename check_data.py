@@ -8,7 +8,8 @@ range, mean and standard deviation over the training tiles (printed as NORM_MEAN
 NORM_STD config lines); the label values found against LABEL_VALUES and the classes; the
 share of each class in the training and test tiles (also drawn in OUT/class_shares.png);
 and every problem found: missing files, unmapped label values, rasters that do not
-overlap their image, classes absent from training. Rasters are read by windows. The exit
+overlap their image, classes absent from training, a normalisation that leaves a band far
+from values of order 1. Rasters are read by windows. The exit
 status is 1 when a problem was found.
 """
 

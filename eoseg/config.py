@@ -265,9 +265,15 @@ class Config:
         v = self._values
         if len(v["PALETTE"]) != len(v["CLASS_NAMES"]):
             raise EosegError(f"PALETTE has {len(v['PALETTE'])} colours but CLASS_NAMES has {len(v['CLASS_NAMES'])} names")
-        for name in ("BAND_NAMES", "NORM_MEAN", "NORM_STD"):
-            if len(v[name]) != len(v["BANDS"]):
-                raise EosegError(f"{name} has {len(v[name])} entries but BANDS selects {len(v['BANDS'])} bands")
+        count = len(v["BANDS"])
+        if len(v["BAND_NAMES"]) != count:
+            raise EosegError(f"BAND_NAMES has {len(v['BAND_NAMES'])} entries but BANDS selects {count} bands")
+        for name in ("NORM_MEAN", "NORM_STD"):
+            if len(v[name]) != count:
+                raise EosegError(
+                    f"{name} has {len(v[name])} entries but BANDS selects {count} bands: give one per band, in BANDS' "
+                    f"order (NORM_MEAN = {[0.0] * count} and NORM_STD = {[255.0] * count} map 8-bit values to 0..1; "
+                    "then `python check_data.py --config FILE --write-norm` writes your training tiles' own)")
         if any(s == 0 for s in v["NORM_STD"]):
             raise EosegError("NORM_STD must not contain 0")
         if any(not isinstance(b, int) or b < 1 for b in v["BANDS"]):

@@ -24,6 +24,7 @@ from eoseg.errors import EosegError
 from eoseg.grid import pixel_size_range
 from eoseg.lmdb_store import LmdbPatches
 from eoseg.metadata import data_signature
+from eoseg.normalization import BandStatistics, check_scale
 from eoseg.tiles import read_labels, tile_stack, training_pixels
 
 # The two uses of SEED get separate random streams: a permutation seeded with (seed, epoch)
@@ -160,7 +161,7 @@ def training_data(cfg: Config) -> AugmentedPatches | TileCrops:
     if cfg.TRAIN_SOURCE == "lmdb":
         patches = LmdbPatches(Path(cfg.LMDB_DIR) / "train.lmdb", expected_signature=data_signature(cfg))
         return AugmentedPatches(patches, cfg.RANDOM_FLIPS, cfg.SEED)
-    tiles, infos = [], []
+    tiles, infos, statistics = [], [], BandStatistics(cfg.num_bands)
     for tile_id in cfg.tile_ids("train"):
         stack = tile_stack(cfg, tile_id)
         info = stack.info
@@ -168,9 +169,10 @@ def training_data(cfg: Config) -> AugmentedPatches | TileCrops:
         if min(info.height, info.width) < cfg.PATCH_SIZE:
             raise EosegError(f"{info.path}: tile is {info.width} x {info.height} px, smaller than PATCH_SIZE {cfg.PATCH_SIZE}")
         image = stack.read()
-        tiles.append(training_pixels(cfg, stack, image, read_labels(cfg, tile_id, info)))
+        tiles.append(training_pixels(cfg, stack, image, read_labels(cfg, tile_id, info), statistics))
     if not tiles:
         raise EosegError("TRAIN_IDS is empty: nothing to train on")
+    check_scale(statistics, cfg)
     return TileCrops(tiles, cfg.PATCH_SIZE, cfg.RANDOM_FLIPS, cfg.SEED, pixel_size_range(infos))
 
 

@@ -19,43 +19,11 @@ from eoseg.errors import EosegError
 from eoseg.grid import mean_pixel_size_m
 from eoseg.io import RasterInfo, atomic_write_text
 from eoseg.labels import SCAN_ROWS, LabelValues, RasterLabels, merge_counts, value_counts
+from eoseg.normalization import BandStatistics, scale_problem
 from eoseg.plots import class_frequency_figure, save_figure
 from eoseg.tiles import tile_labels, tile_stack
 
 SPLITS = ("train", "test")
-
-
-@dataclass
-class BandStatistics:
-    """Running count, sum, sum of squares, min and max per band over valid pixels."""
-
-    bands: int
-    count: int = 0
-    total: np.ndarray = None
-    squares: np.ndarray = None
-    low: np.ndarray = None
-    high: np.ndarray = None
-
-    def __post_init__(self):
-        self.total, self.squares = np.zeros(self.bands), np.zeros(self.bands)
-        self.low, self.high = np.full(self.bands, np.inf), np.full(self.bands, -np.inf)
-
-    def add(self, pixels: np.ndarray, valid: np.ndarray) -> None:
-        values = pixels[:, valid].astype(np.float64)
-        if not values.size:
-            return
-        self.count += values.shape[1]
-        self.total += values.sum(axis=1)
-        self.squares += (values ** 2).sum(axis=1)
-        self.low, self.high = np.minimum(self.low, values.min(axis=1)), np.maximum(self.high, values.max(axis=1))
-
-    @property
-    def mean(self) -> np.ndarray:
-        return self.total / max(self.count, 1)
-
-    @property
-    def std(self) -> np.ndarray:
-        return np.sqrt(np.maximum(self.squares / max(self.count, 1) - self.mean ** 2, 0))
 
 
 @dataclass
@@ -118,6 +86,9 @@ def check_dataset(cfg: Config) -> DataReport:
                         report.class_pixels[split][class_id] += pixels
             except EosegError as err:
                 report.problem(str(err))
+    scale = scale_problem(report.statistics, cfg)
+    if scale:
+        report.problem(scale)
     train_pixels = report.class_pixels["train"]
     absent = [name for name, pixels in zip(cfg.CLASS_NAMES, train_pixels) if not pixels]
     if cfg.tile_ids("train") and absent:
@@ -164,11 +135,8 @@ def format_report(cfg: Config, report: DataReport) -> str:
 
 def norm_lines(cfg: Config, report: DataReport) -> list[str]:
     """NORM_MEAN and NORM_STD lines of the image's BANDS, measured over the training tiles."""
-    count = len(cfg.BANDS)
-    stats = report.statistics
-    std = [max(float(s), 1e-6) for s in stats.std[:count]]  # a constant band must not divide by 0
-    return [f"NORM_MEAN = {[round(float(m), 4) for m in stats.mean[:count]]}",
-            f"NORM_STD = {[round(s, 4) for s in std]}"]
+    mean, std = report.statistics.normalization(0, len(cfg.BANDS))
+    return [f"NORM_MEAN = {mean}", f"NORM_STD = {std}"]
 
 
 def write_norm(config_file: Path, lines: list[str]) -> None:

@@ -17,6 +17,7 @@ from eoseg.geometry import sliding_windows
 from eoseg.grid import pixel_size_range
 from eoseg.io import atomic_directory, atomic_write_text
 from eoseg.metadata import data_signature
+from eoseg.normalization import BandStatistics, check_scale
 from eoseg.tiles import read_labels, tile_stack, training_pixels
 
 MANIFEST = "manifest.json"  # written last: its presence marks a complete patch folder
@@ -36,7 +37,7 @@ def extract_patches(cfg: Config, out_dir: str | Path, force: bool = False, progr
     size = cfg.PATCH_SIZE
     counts: dict[str, int] = {}
     dtype = None
-    train_infos = []
+    train_infos, statistics = [], BandStatistics(cfg.num_bands)
     if not cfg.tile_ids("train"):
         raise EosegError("TRAIN_IDS is empty: there are no tiles to extract training patches from")
     with atomic_directory(out_dir, force=force) as tmp:
@@ -64,7 +65,7 @@ def extract_patches(cfg: Config, out_dir: str | Path, force: bool = False, progr
                             f"{info.path}: tile is {info.width} x {info.height} px, smaller than PATCH_SIZE {size}; "
                             "lower PATCH_SIZE or leave the tile out of TRAIN_IDS and TEST_IDS"
                         )
-                    image, labels = training_pixels(cfg, stack, image, labels)
+                    image, labels = training_pixels(cfg, stack, image, labels, statistics if split == "train" else None)
                     for folder in ("images", "labels"):
                         (tmp / folder / split).mkdir(parents=True, exist_ok=True)
                     for row, col in sliding_windows(info.height, info.width, size, stride, allow_gaps=True):
@@ -81,6 +82,8 @@ def extract_patches(cfg: Config, out_dir: str | Path, force: bool = False, progr
                                 "transform": json.dumps(list(transform)[:6]), "source_image": str(info.path),
                             })
                             counts[split] += 1
+                if split == "train":  # before the test tiles: patches of a badly scaled normalisation are refused
+                    check_scale(statistics, cfg)
         cfg.save(tmp)
         manifest = {
             "signature": data_signature(cfg),

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from eoseg.errors import EosegError
+
 
 @dataclass(frozen=True)
 class Normalization:
@@ -62,3 +64,92 @@ class Normalization:
             neutral = np.zeros(len(self.band_order))
             neutral[list(self.band_order)] = self.mean
         return np.where(valid[None], pixels, neutral.astype(pixels.dtype)[:, None, None])
+
+
+@dataclass
+class BandStatistics:
+    """Running count, sum, sum of squares, min and max per band over valid pixels."""
+
+    bands: int
+    count: int = 0
+    total: np.ndarray = None
+    squares: np.ndarray = None
+    low: np.ndarray = None
+    high: np.ndarray = None
+    ROWS = 256
+
+    def __post_init__(self):
+        self.total, self.squares = np.zeros(self.bands), np.zeros(self.bands)
+        self.low, self.high = np.full(self.bands, np.inf), np.full(self.bands, -np.inf)
+
+    def add(self, pixels: np.ndarray, valid: np.ndarray) -> None:
+        """Count the (C, H, W) ``pixels`` where ``valid`` (H, W) is True."""
+        for first in range(0, pixels.shape[1], self.ROWS):  # by blocks: a float64 copy of a whole tile is 8 times its size
+            values = pixels[:, first:first + self.ROWS][:, valid[first:first + self.ROWS]].astype(np.float64)
+            if not values.size:
+                continue
+            self.count += values.shape[1]
+            self.total += values.sum(axis=1)
+            self.squares += (values ** 2).sum(axis=1)
+            self.low, self.high = np.minimum(self.low, values.min(axis=1)), np.maximum(self.high, values.max(axis=1))
+
+    @property
+    def mean(self) -> np.ndarray:
+        return self.total / max(self.count, 1)
+
+    @property
+    def std(self) -> np.ndarray:
+        return np.sqrt(np.maximum(self.squares / max(self.count, 1) - self.mean ** 2, 0))
+
+    def normalization(self, first: int, end: int) -> tuple[list[float], list[float]]:
+        """Mean and std of bands first..end-1 to normalise by, at 6 significant digits (a constant
+        band's std at least 1e-6: it must not divide by 0)."""
+        digits = lambda values: [float(f"{v:.6g}") for v in values[first:end]]  # noqa: E731
+        return digits(self.mean), digits(np.maximum(self.std, 1e-6))
+
+
+# The root mean square of a training band's normalised values must lie in this range. 8-bit
+# values divided by 255 (the method's) give 0..1, a band's own mean and std give 1. Outside it
+# the scale is wrong, e.g. 12-bit imagery divided by 255 (about 5: 4-8 points of mean F1 lost on
+# the real Vaihingen crop) or reflectances of 0..1 divided by 255 (about 0.001: mean F1 12 points
+# apart between two seeds); bench/RESULTS.md, "The normalisation's scale".
+NORMALISED_RMS_RANGE = (0.005, 4.0)
+
+
+def scale_problem(statistics: BandStatistics, cfg) -> str | None:
+    """Why ``cfg``'s normalisation (NORM_MEAN/NORM_STD, each EXTRA_SOURCES entry's mean/std) leaves
+    bands of the training tiles (``statistics`` of every stacked band) far from unit scale, with the
+    values to set instead; None where every band lies in NORMALISED_RMS_RANGE (or nothing was read)."""
+    if not statistics.count:
+        return None
+    mean, std = np.asarray(cfg.stacked_mean), np.asarray(cfg.stacked_std)
+    offset, spread = (statistics.mean - mean) / std, statistics.std / np.abs(std)
+    rms = np.sqrt(offset ** 2 + spread ** 2)
+    low, high = NORMALISED_RMS_RANGE
+    bad = [i for i, value in enumerate(rms) if statistics.std[i] > 0 and not low <= value <= high]
+    if not bad:
+        return None
+    names = cfg.stacked_band_names
+    found = ", ".join(f"{names[i]} into values of mean {offset[i]:.3g} and std {spread[i]:.3g}" for i in bad)
+    image_bands = len(cfg.BANDS)
+    fixes = []
+    if any(i < image_bands for i in bad):
+        means, stds = statistics.normalization(0, image_bands)
+        fixes.append(f"NORM_MEAN = {means} and NORM_STD = {stds} (`python check_data.py --config FILE --write-norm` "
+                     "writes them)")
+    first = image_bands
+    for number, source in enumerate(cfg.extra_sources, 1):
+        end = first + len(source["band_names"])
+        if any(first <= i < end for i in bad):
+            means, stds = statistics.normalization(first, end)
+            fixes.append(f'EXTRA_SOURCES entry {number}\'s "mean": {means} and "std": {stds}')
+        first = end
+    return (f"the normalisation turns the training tiles' {found} (root mean square outside {low:g}..{high:g}; "
+            f"values of order 1 train best); set {'; and '.join(fixes)}")
+
+
+def check_scale(statistics: BandStatistics, cfg) -> None:
+    """Refuse, before training, a normalisation that leaves the training bands far from unit scale."""
+    problem = scale_problem(statistics, cfg)
+    if problem:
+        raise EosegError(problem)

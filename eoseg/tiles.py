@@ -15,7 +15,7 @@ from eoseg.errors import EosegError
 from eoseg.grid import needs_warp, open_on_grid, same_grid
 from eoseg.io import RasterInfo, raster_info, valid_mask
 from eoseg.labels import RasterLabels, VectorLabels, label_source
-from eoseg.normalization import Normalization
+from eoseg.normalization import BandStatistics, Normalization
 from eoseg.palette import Palette
 
 
@@ -241,8 +241,10 @@ def read_labels(cfg: Config, tile_id: str, like: RasterInfo) -> np.ndarray:
     return tile_labels(cfg, tile_id, like).read()
 
 
-def training_pixels(cfg: Config, stack: TileStack, image: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """A tile's stacked input (``stack.read()``) and labels made safe to train on.
+def training_pixels(cfg: Config, stack: TileStack, image: np.ndarray, labels: np.ndarray,
+                    statistics: BandStatistics | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """A tile's stacked input (``stack.read()``) and labels made safe to train on; its valid
+    pixels counted into ``statistics`` where given.
 
     Where any source has no data (see :meth:`TileStack.valid_mask`) the label becomes
     IGNORE_LABEL, so that no loss is computed there, and every band takes the value that
@@ -250,6 +252,8 @@ def training_pixels(cfg: Config, stack: TileStack, image: np.ndarray, labels: np
     would spread through the activations and batch norm's statistics.
     """
     valid = stack.valid_mask(image)
+    if statistics is not None:
+        statistics.add(image, valid)
     labels = np.where(valid, labels, np.uint8(cfg.IGNORE_LABEL))
     return Normalization.from_config(cfg).fill_invalid(image, valid), labels
 

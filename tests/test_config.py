@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import json
+import re
 import runpy
 import textwrap
 from pathlib import Path
@@ -305,6 +306,11 @@ def test_norm_mean_length_must_match_bands():
         load_config(overrides=["NORM_MEAN=[0.0, 0.0]"])
     with pytest.raises(EosegError, match="BAND_NAMES"):
         load_config(overrides=["BANDS=[1, 2, 3, 4]"])
+    # a one-band image under config.py's three-band normalisation: the lines to write, for its one band
+    with pytest.raises(EosegError, match=re.escape("NORM_MEAN = [0.0] and NORM_STD = [255.0] map 8-bit values")):
+        load_config(overrides=["BANDS=[1]", "BAND_NAMES=['PAN']"])
+    cfg = load_config(overrides=["BANDS=[1]", "BAND_NAMES=['PAN']", "NORM_MEAN=[0.0]", "NORM_STD=[255.0]"])
+    assert cfg.stacked_std == [255.0]
 
 
 @pytest.mark.parametrize("rotations", ["[45]", "[90, 45]", "[0]", "[360]"])

@@ -25,8 +25,8 @@ def test_sample_statistics_and_class_shares(tiny_cfg, tmp_path):
     # the statistics are those of the training tiles' pixels, computed here independently
     pixels = np.concatenate([read_image(tiny_cfg, t)[0].reshape(3, -1) for t in tiny_cfg.tile_ids("train")], axis=1)
     mean, std = pixels.mean(axis=1), pixels.std(axis=1)
-    assert f"NORM_MEAN = {[round(float(m), 4) for m in mean]}" in result.stdout
-    assert f"NORM_STD = {[round(float(s), 4) for s in std]}" in result.stdout
+    assert f"NORM_MEAN = {[float(f'{m:.6g}') for m in mean]}" in result.stdout
+    assert f"NORM_STD = {[float(f'{s:.6g}') for s in std]}" in result.stdout
     report = check_dataset(tiny_cfg)
     labels = np.concatenate([read_label(tiny_cfg.tile_path("LABEL_PATTERN", t)).ravel() for t in tiny_cfg.tile_ids("train")])
     np.testing.assert_array_equal(report.class_pixels["train"], np.bincount(labels, minlength=256)[:6])

@@ -1,0 +1,116 @@
+"""eoseg.normalization: band statistics, and the scale check every training path runs."""
+
+from __future__ import annotations
+
+import re
+import shutil
+
+import numpy as np
+import pytest
+import rasterio
+
+from eoseg.errors import EosegError
+from eoseg.normalization import NORMALISED_RMS_RANGE, BandStatistics, check_scale, scale_problem
+
+from .conftest import as_arguments, make_tiny_config, run_script, tiny_overrides
+from .test_scripts import assert_one_line_error
+
+
+def test_band_statistics_by_blocks_are_those_of_the_valid_pixels():
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 4096, size=(2, BandStatistics.ROWS * 2 + 37, 50)).astype(np.uint16)
+    pixels[1] = 7  # a constant band
+    valid = rng.random(pixels.shape[1:]) > 0.3
+    statistics = BandStatistics(2)
+    statistics.add(pixels[:, :100], valid[:100])  # tiles add up
+    statistics.add(pixels[:, 100:], valid[100:])
+    chosen = pixels[:, valid].astype(np.float64)
+    assert statistics.count == valid.sum()
+    np.testing.assert_allclose(statistics.mean, chosen.mean(axis=1))
+    np.testing.assert_allclose(statistics.std, chosen.std(axis=1), atol=1e-6)
+    np.testing.assert_array_equal(statistics.low, chosen.min(axis=1))
+    np.testing.assert_array_equal(statistics.high, chosen.max(axis=1))
+    means, stds = statistics.normalization(0, 2)
+    assert means == [float(f"{chosen[0].mean():.6g}"), 7.0] and stds[1] == 1e-6  # a constant band divides by 1e-6, not 0
+    assert stds[0] == pytest.approx(chosen[0].std(), rel=1e-5)
+
+
+def statistics_of(mean: list[float], std: list[float]) -> BandStatistics:
+    """Statistics of two pixels per band with this mean and std."""
+    mean, std = np.asarray(mean, dtype=np.float64), np.asarray(std, dtype=np.float64)
+    statistics = BandStatistics(len(mean))
+    statistics.add(np.stack([mean - std, mean + std], axis=1)[:, :, None], np.ones((2, 1), dtype=bool))
+    return statistics
+
+
+@pytest.mark.parametrize("mean, std, refused", [
+    ([80.0, 75.0, 74.0], [44.0, 36.0, 36.0], False),  # 8-bit imagery divided by 255, as the method does
+    ([457.0, 75.0, 74.0], [263.0, 36.0, 36.0], False),  # 16-bit panchromatic values of a few hundred: about 2
+    ([1280.0, 75.0, 74.0], [710.0, 36.0, 36.0], True),  # 12-bit imagery divided by 255: about 5.7
+    ([0.31, 75.0, 74.0], [0.17, 36.0, 36.0], True),  # reflectances of 0..1 divided by 255: about 0.001
+    ([0.0, 75.0, 74.0], [0.0, 36.0, 36.0], False),  # a constant band: nothing to scale
+])
+def test_scale_problem_names_the_bands_far_from_unit_scale_and_the_values_to_set(sample_root, tmp_path, mean, std,
+                                                                                 refused):
+    cfg = make_tiny_config(tmp_path)  # NORM_MEAN 0, NORM_STD 255 for IR, R, G
+    statistics = statistics_of(mean, std)
+    problem = scale_problem(statistics, cfg)
+    assert (problem is not None) == refused
+    if refused:
+        rms = np.hypot(mean[0] / 255, std[0] / 255)
+        assert not NORMALISED_RMS_RANGE[0] <= rms <= NORMALISED_RMS_RANGE[1]
+        assert f"IR into values of mean {mean[0] / 255:.3g} and std {std[0] / 255:.3g}" in problem
+        assert " R into" not in problem  # the bands in range are not named
+        # the whole NORM lines of the image's bands, each band its own mean and std
+        assert f"set NORM_MEAN = {[mean[0], 75.0, 74.0]} and NORM_STD = {[std[0], 36.0, 36.0]}" in problem
+        assert "check_data.py --config FILE --write-norm" in problem
+        with pytest.raises(EosegError, match=re.escape(problem)):
+            check_scale(statistics, cfg)
+    else:
+        check_scale(statistics, cfg)
+    assert scale_problem(BandStatistics(3), cfg) is None  # nothing read: nothing to say
+
+
+def test_scale_problem_of_an_extra_source_names_its_entry(sample_root, tmp_path):
+    # elevations above sea level with the mean and std meant for heights above the ground
+    cfg = make_tiny_config(tmp_path, EXTRA_SOURCES=[{"pattern": "dsm/dsm_09cm_matching_area{id}.tif", "bands": [1],
+                                                     "band_names": ["DSM"], "mean": [0.0], "std": [10.0]}])
+    problem = scale_problem(statistics_of([80.0, 75.0, 74.0, 262.0], [44.0, 36.0, 36.0, 3.0]), cfg)
+    assert "DSM into values of mean 26.2 and std 0.3" in problem
+    assert 'set EXTRA_SOURCES entry 1\'s "mean": [262.0] and "std": [3.0]' in problem and "NORM_MEAN" not in problem
+
+
+def sixteen_bit_copy(sample_root, tmp_path, factor: int):
+    """The tiny sample's images as uint16 of ``factor`` times their 8-bit values (e.g. 16: 12-bit imagery)."""
+    data = tmp_path / "data"
+    shutil.copytree(sample_root / "data", data)
+    for path in (data / "top").glob("*.tif"):
+        with rasterio.open(path) as src:
+            pixels, profile = src.read(), src.profile
+        with rasterio.open(path, "w", **{**profile, "dtype": "uint16"}) as dst:
+            dst.write(pixels.astype(np.uint16) * factor)
+    return data
+
+
+def test_twelve_bit_tiles_under_the_8_bit_normalisation_are_refused_until_check_data_writes_theirs(sample_root, tmp_path):
+    """A user's 12-bit imagery with config.py's NORM_STD of 255: extraction and training from the tiles
+    refuse it in one line, before a patch is kept or a step taken; check_data.py lists it as a problem and
+    writes the tiles' own normalisation, with which extraction runs."""
+    data = sixteen_bit_copy(sample_root, tmp_path, 16)
+    overrides = as_arguments({**tiny_overrides(tmp_path), "DATA_ROOT": str(data)})
+    extraction = run_script("extract_images.py", *overrides)
+    assert_one_line_error(extraction, "the normalisation turns the training tiles' IR into values of mean", "set NORM_MEAN = [")
+    assert not [path.name for path in tmp_path.iterdir() if "patches" in path.name]  # nor a temporary folder
+    training = run_script("training.py", *overrides, "TRAIN_SOURCE=tiles")
+    assert_one_line_error(training, "the normalisation turns the training tiles'")
+    assert not (tmp_path / "model.pt").exists()
+    config = tmp_path / "mine.py"
+    config.write_text("# my 12-bit tiles\n")
+    check = run_script("check_data.py", "--config", str(config), "--write-norm", "--out", str(tmp_path / "check"), *overrides)
+    assert check.returncode == 1 and "problem: the normalisation turns the training tiles'" in check.stdout
+    written = dict(line.split(" = ") for line in config.read_text().splitlines() if line.startswith("NORM_"))
+    # the values the refusal named are those check_data.py writes
+    assert f"set NORM_MEAN = {written['NORM_MEAN']} and NORM_STD = {written['NORM_STD']}" in extraction.stderr
+    kept = [item for item in overrides if not item.startswith("NORM_")]
+    assert run_script("extract_images.py", "--config", str(config), *kept).returncode == 0
+    assert (tmp_path / "patches" / "manifest.json").is_file()
