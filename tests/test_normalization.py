@@ -50,8 +50,7 @@ def statistics_of(mean: list[float], std: list[float]) -> BandStatistics:
     ([0.31, 75.0, 74.0], [0.17, 36.0, 36.0], True),  # reflectances of 0..1 divided by 255: about 0.001
     ([0.0, 75.0, 74.0], [0.0, 36.0, 36.0], False),  # a constant band: nothing to scale
 ])
-def test_scale_problem_names_the_bands_far_from_unit_scale_and_the_values_to_set(sample_root, tmp_path, mean, std,
-                                                                                 refused):
+def test_scale_problem_names_the_bands_far_from_unit_scale_and_the_values_to_set(tmp_path, mean, std, refused):
     cfg = make_tiny_config(tmp_path)  # NORM_MEAN 0, NORM_STD 255 for IR, R, G
     statistics = statistics_of(mean, std)
     problem = scale_problem(statistics, cfg)
@@ -71,7 +70,7 @@ def test_scale_problem_names_the_bands_far_from_unit_scale_and_the_values_to_set
     assert scale_problem(BandStatistics(3), cfg) is None  # nothing read: nothing to say
 
 
-def test_scale_problem_of_an_extra_source_names_its_entry(sample_root, tmp_path):
+def test_scale_problem_of_an_extra_source_names_its_entry(tmp_path):
     # elevations above sea level with the mean and std meant for heights above the ground
     cfg = make_tiny_config(tmp_path, EXTRA_SOURCES=[{"pattern": "dsm/dsm_09cm_matching_area{id}.tif", "bands": [1],
                                                      "band_names": ["DSM"], "mean": [0.0], "std": [10.0]}])
