@@ -257,8 +257,11 @@ class Config:
             raise EosegError(f"{where} {pattern!r}: bad pattern ({err}); use {{id}} for the tile id") from None
         one_file_for_all = where == "LABEL_PATTERN" and Path(pattern).suffix.lower() in VECTOR_SUFFIXES
         if not uses_id and not one_file_for_all:
+            path = Path(pattern)
+            suffix = "".join(path.suffixes)
             raise EosegError(f"{where} {pattern!r} has no {{id}}: every tile would read the same file; "
-                             "put {id} where the tile id goes in the file name")
+                             f"put {{id}} where the tile id goes in the file name (for this one file: {where} = "
+                             f"{str(path.with_name('{id}' + suffix))!r} and the id {path.name.removesuffix(suffix)!r})")
         return Path(self.DATA_ROOT) / relative
 
     def _check(self) -> None:

@@ -334,7 +334,7 @@ def test_bad_labels_give_one_line(sample_root, tmp_path, case):
         fragments = ["1.tif", "are IGNORE_LABEL 255", "LABEL_VALUES"]
     elif case == "no_id":
         extra["IMAGE_PATTERN"] = "top/top_mosaic_09cm_area1.tif"
-        fragments = ["IMAGE_PATTERN", "has no {id}"]
+        fragments = ["IMAGE_PATTERN", "has no {id}", "IMAGE_PATTERN = 'top/{id}.tif' and the id 'top_mosaic_09cm_area1'"]
     elif case == "not_overlapping":
         with rasterio.open(source) as src:
             away = src.transform * rasterio.transform.Affine.translation(0, 20 * src.height)
