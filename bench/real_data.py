@@ -33,10 +33,10 @@ bands, classes, label values) and the time budget, as a user writes one. Each of
 
 Every run trains from random crops of the training tiles (TRAIN_SOURCE="tiles", the
 method's sampling) for ``--minutes`` of training-step time (TRAIN_MINUTES: the learning-rate
-schedule laid over the budget), or for ``--steps`` steps (ITERATIONS: every variant sees as many
-patches, whatever else the machine does; a time budget gives each run a few steps more or
-fewer, which moves one fold's mean F1 by up to 11 points), from scratch (no pretrained weights are available offline),
-in the precision PRECISION gives (the same for every run), and is scored on the held-out
+schedule laid over the budget), or for ``--steps`` steps (ITERATIONS: every variant sees as
+many patches, whatever else the machine does; a time budget gives each run a few steps more or
+fewer, which moved one fold's mean F1 by up to 11 points), from scratch (no pretrained weights
+are available offline), in the precision PRECISION gives (the same for every run), and is scored on the held-out
 half through inference.py's own path. There is no validation during training (it would pick
 the checkpoint on test pixels). Each of ``--seeds`` (SEED: initialisation, crops, augmentation)
 repeats every run. Prints the machine, a table of OA, mean F1, mean IoU and per-class F1 for each
