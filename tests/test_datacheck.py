@@ -80,3 +80,10 @@ def test_tiles_given_by_globs_are_the_tiles_listed(tiny_cfg, tmp_path):
     assert globbed.stdout == listed.stdout.replace(str(tmp_path / "listed"), str(tmp_path / "globbed"))
     record = json.loads((tmp_path / "globbed" / "config.check_data.json").read_text())
     assert record["tile_ids"] == {"TRAIN_IDS": ["1", "2", "3"], "TEST_IDS": ["4"]}
+
+
+def test_training_tiles_that_cannot_be_read_say_why_once(tiny_cfg, tmp_path):
+    """No training image found: each missing file is a problem, and no class is said to be absent from
+    labels that were never read."""
+    report = check_dataset(tiny_cfg.replace(TRAIN_IDS=["97", "98"]))
+    assert len(report.problems) == 2 and all("not found" in problem for problem in report.problems), report.problems
