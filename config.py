@@ -28,6 +28,8 @@ BAND_NAMES = ["IR", "R", "G"]  # what those bands are; recorded in every artifac
 TRAIN_IDS = ["1", "2", "3", "4", "5", "6"]  # tiles to train on: tile ids, or globs over the ids of the images IMAGE_PATTERN finds ("austin*", "[0-9]*"; natural order); "!glob" takes the ids it matches out of those before it. Likewise TEST_IDS, OFFICIAL_TEST_IDS, VAL_IDS
 TEST_IDS = ["7", "8"]  # held-out tiles (validation / evaluation)
 OFFICIAL_TEST_IDS = []  # benchmark test tiles without public ground truth ("official_test" split)
+HOLDOUT_BLOCK = 1024  # a tile in TRAIN_IDS and also in TEST_IDS or VAL_IDS (one scene to train and test on) is cut into blocks of this many px, at least 2 x PATCH_SIZE; one in HOLDOUT_EVERY is held out: never trained on, and the only pixels of the tile its test scores count. 0 = no split: such a tile is trained on and scored whole (its scores flatter the model)
+HOLDOUT_EVERY = 4  # 1 block in this many is held out, along diagonals across the scene (4: a quarter; 2: a checkerboard)
 
 # ---------------------------------------------------------------- classes
 CLASS_NAMES = ["impervious surfaces", "building", "low vegetation", "tree", "car", "clutter"]  # class ids 0, 1, ... in this order

@@ -123,7 +123,7 @@ def check_checkpoint(payload: dict, cfg: Config, source: str) -> None:
                 f"{source} was trained for {recorded[key]} {label}, but the config has {expected[key]}; "
                 "use the config it was trained with or retrain"
             )
-    check_compatible(payload["signature"], data_signature(cfg), source)
+    check_compatible(payload["signature"], data_signature(cfg, holdout=False), source)
 
 
 RECORDED_MODEL_KEYS = ("name", "in_channels", "num_classes", "width")

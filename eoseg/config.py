@@ -324,6 +324,11 @@ class Config:
                              f"'image', got {size!r}")
         for name in ID_LISTS:
             check_tile_ids(v[name], name)
+        if v["HOLDOUT_BLOCK"] < 0 or 0 < v["HOLDOUT_BLOCK"] < 2 * v["PATCH_SIZE"]:
+            raise EosegError(f"HOLDOUT_BLOCK must be 0 (no split) or at least 2 x PATCH_SIZE = {2 * v['PATCH_SIZE']} px, "
+                             f"so that training patches fit beside the held-out blocks; got {v['HOLDOUT_BLOCK']!r}")
+        if v["HOLDOUT_EVERY"] < 2:
+            raise EosegError(f"HOLDOUT_EVERY must be 2 or more (1 block in that many is held out), got {v['HOLDOUT_EVERY']!r}")
         from eoseg.precision import check_precision  # torch loads only once a config is checked
 
         for name in ("PRECISION", "INFER_PRECISION"):

@@ -22,6 +22,7 @@ from eoseg.augment import random_flip_rotate
 from eoseg.config import Config
 from eoseg.errors import EosegError
 from eoseg.grid import pixel_size_range
+from eoseg.holdout import tile_split
 from eoseg.lmdb_store import LmdbPatches
 from eoseg.metadata import data_signature
 from eoseg.normalization import BandStatistics, check_scale
@@ -169,7 +170,14 @@ def training_data(cfg: Config) -> AugmentedPatches | TileCrops:
         if min(info.height, info.width) < cfg.PATCH_SIZE:
             raise EosegError(f"{info.path}: tile is {info.width} x {info.height} px, smaller than PATCH_SIZE {cfg.PATCH_SIZE}")
         image = stack.read()
-        tiles.append(training_pixels(cfg, stack, image, read_labels(cfg, tile_id, info), statistics))
+        blocks = tile_split(cfg, tile_id, info.height, info.width)
+        trained_on = None if blocks is None else blocks.mask(0, info.height, held_out=False)
+        image, labels = training_pixels(cfg, stack, image, read_labels(cfg, tile_id, info), statistics, trained_on)
+        if blocks is None:
+            tiles.append((image, labels))
+        else:  # each training piece a tile of its own: no crop reaches into a held-out block
+            tiles += [(image[:, row:row + rows, col:col + cols], labels[row:row + rows, col:col + cols])
+                      for row, col, rows, cols in blocks.pieces(held_out=False)]
     if not tiles:
         raise EosegError("TRAIN_IDS is empty: nothing to train on")
     check_scale(statistics, cfg)

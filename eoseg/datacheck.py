@@ -17,6 +17,7 @@ from rasterio.windows import Window
 from eoseg.config import Config
 from eoseg.errors import EosegError
 from eoseg.grid import mean_pixel_size_m
+from eoseg.holdout import TileSplit, report_overlapping_tiles, tile_split
 from eoseg.io import RasterInfo, atomic_write_text
 from eoseg.labels import SCAN_ROWS, LabelValues, RasterLabels, merge_counts, value_counts
 from eoseg.normalization import BandStatistics, scale_problem
@@ -46,6 +47,7 @@ def check_dataset(cfg: Config) -> DataReport:
     report = DataReport(band_names=cfg.stacked_band_names, statistics=BandStatistics(cfg.num_bands),
                         class_pixels={split: np.zeros(cfg.num_classes, dtype=np.int64) for split in SPLITS})
     seen, training_tiles_read = set(), 0
+    report_overlapping_tiles(cfg)
     for split in SPLITS:
         if not cfg.tile_ids(split):
             report.problem(f"{'TRAIN_IDS' if split == 'train' else 'TEST_IDS'} is empty: no {split} tiles")
@@ -61,26 +63,31 @@ def check_dataset(cfg: Config) -> DataReport:
                     "dtype": info.dtype, "crs": str(info.crs) if info.crs else "-",
                     "resolution": resolution_text(info),
                     "nodata": info.nodata})
+                blocks = tile_split(cfg, tile_id, info.height, info.width)
                 if split == "train":
                     with stack:
                         for first in range(0, info.height, SCAN_ROWS):
                             window = Window(0, first, info.width, min(SCAN_ROWS, info.height - first))
                             pixels = stack.read(window)
-                            report.statistics.add(pixels, stack.valid_mask(pixels, window))
+                            valid = stack.valid_mask(pixels, window)
+                            inside = split_part(blocks, split, first, first + window.height)
+                            report.statistics.add(pixels, valid if inside is None else valid & inside)
                 labels = tile_labels(cfg, tile_id, info)
-                if isinstance(labels, RasterLabels):
+                mapped: dict = {}
+                if isinstance(labels, RasterLabels) and (blocks is None or split == "train"):
                     raw = labels.counts()
                     merge_counts(report.raw_values, raw)
                     labels.check_values(raw)
-                    mapped: dict = {}
                     for value, pixels in raw.items():
                         target = values.target(value)
                         merge_counts(mapped, {values.ignore_label if target is None else target: pixels})
-                else:
+                if blocks is not None or not isinstance(labels, RasterLabels):
                     mapped = {}
                     for first in range(0, info.height, SCAN_ROWS):
                         window = Window(0, first, info.width, min(SCAN_ROWS, info.height - first))
-                        merge_counts(mapped, value_counts(labels.read(window)))
+                        ids = labels.read(window)
+                        inside = split_part(blocks, split, first, first + window.height)
+                        merge_counts(mapped, value_counts(ids if inside is None else ids[inside]))
                 for class_id, pixels in mapped.items():
                     if class_id < cfg.num_classes:
                         report.class_pixels[split][class_id] += pixels
@@ -95,6 +102,12 @@ def check_dataset(cfg: Config) -> DataReport:
     if training_tiles_read and absent:  # where no training tile could be read, its own problems say why
         report.problem(f"classes absent from the training tiles: {', '.join(absent)}; the network cannot learn them")
     return report
+
+
+def split_part(blocks: TileSplit | None, split: str, first: int, end: int) -> np.ndarray | None:
+    """The pixels of rows first..end-1 that ``split`` reads of a tile whose ``blocks`` are split between
+    training and test (see eoseg.holdout); None: all of them."""
+    return None if blocks is None else blocks.mask(first, end, held_out=split != "train")
 
 
 def resolution_text(info: RasterInfo) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 from rasterio.transform import Affine
@@ -15,7 +16,8 @@ from eoseg.config import Config
 from eoseg.errors import EosegError
 from eoseg.geometry import sliding_windows
 from eoseg.grid import pixel_size_range
-from eoseg.io import atomic_directory, atomic_write_text
+from eoseg.holdout import TileSplit, report_overlapping_tiles, tile_split
+from eoseg.io import RasterInfo, atomic_directory, atomic_write_text
 from eoseg.metadata import data_signature
 from eoseg.normalization import BandStatistics, check_scale
 from eoseg.tiles import read_labels, tile_stack, training_pixels
@@ -32,6 +34,17 @@ def split_plan(cfg: Config, split: str) -> tuple[int, list[str]]:
     return cfg.PATCH_SIZE, ["orig"]
 
 
+def patch_corners(info: RasterInfo, blocks: TileSplit | None, split: str, size: int, stride: int) -> Iterator[tuple[int, int]]:
+    """(row, col) of each patch of a tile: over the whole tile, or, of a tile whose blocks are split
+    (``blocks``), over its training pieces (train) or held-out blocks (test) only."""
+    if blocks is None:
+        yield from sliding_windows(info.height, info.width, size, stride, allow_gaps=True)
+        return
+    for top, left, rows, cols in blocks.pieces(held_out=split != "train"):
+        for row, col in sliding_windows(rows, cols, size, stride, allow_gaps=True):
+            yield top + row, left + col
+
+
 def extract_patches(cfg: Config, out_dir: str | Path, force: bool = False, progress: bool = True) -> dict:
     """Write image/label patches of the train and test tiles into ``out_dir``; return the manifest."""
     size = cfg.PATCH_SIZE
@@ -40,6 +53,7 @@ def extract_patches(cfg: Config, out_dir: str | Path, force: bool = False, progr
     train_infos, statistics = [], BandStatistics(cfg.num_bands)
     if not cfg.tile_ids("train"):
         raise EosegError("TRAIN_IDS is empty: there are no tiles to extract training patches from")
+    report_overlapping_tiles(cfg)
     with atomic_directory(out_dir, force=force) as tmp:
         with open(tmp / PATCH_LIST, "w", newline="") as handle:
             writer = csv.DictWriter(handle, PATCH_FIELDS)
@@ -65,10 +79,13 @@ def extract_patches(cfg: Config, out_dir: str | Path, force: bool = False, progr
                             f"{info.path}: tile is {info.width} x {info.height} px, smaller than PATCH_SIZE {size}; "
                             "lower PATCH_SIZE or leave the tile out of TRAIN_IDS and TEST_IDS"
                         )
-                    image, labels = training_pixels(cfg, stack, image, labels, statistics if split == "train" else None)
+                    blocks = tile_split(cfg, tile_id, info.height, info.width)
+                    trained_on = None if blocks is None or split != "train" else blocks.mask(0, info.height, held_out=False)
+                    image, labels = training_pixels(cfg, stack, image, labels, statistics if split == "train" else None,
+                                                    trained_on)
                     for folder in ("images", "labels"):
                         (tmp / folder / split).mkdir(parents=True, exist_ok=True)
-                    for row, col in sliding_windows(info.height, info.width, size, stride, allow_gaps=True):
+                    for row, col in patch_corners(info, blocks, split, size, stride):
                         image_patch = image[:, row:row + size, col:col + size]
                         label_patch = labels[row:row + size, col:col + size]
                         transform = info.transform @ Affine.translation(col, row)

@@ -31,6 +31,7 @@ from eoseg import plots
 from eoseg.config import Config
 from eoseg.device import Processes, distributed_rank, process_device
 from eoseg.errors import DamagedInputError, EosegError
+from eoseg.holdout import check_scored_tiles
 from eoseg.io import (RasterInfo, RasterWriter, atomic_write_text, check_writable, exclusive, file_sha256, open_raster,
                       output_suffix, raster_info)
 from eoseg.metrics import format_table, metrics_from_confusion, percent
@@ -333,6 +334,7 @@ def run_inference(cfg: Config, weights: str | Path, out_dir: str | Path, tile_id
     for tile_id in tile_ids or []:  # cheap checks first: a missing input should not wait for the model
         stack = tile_stack(cfg, tile_id)
         jobs.append(Job(stack.info, stack.info.path.stem, eval_truth(cfg, tile_id, stack.info), stack))
+    scored_tiles = [tile_id for tile_id, job in zip(tile_ids or [], jobs) if job.truth is not None]
     listed = expand_image_arguments(image_paths or [])
     _refuse_inputs_in_output_folder(listed, out_dir)
     check_writable(out_dir, "output folder")
@@ -358,6 +360,7 @@ def run_inference(cfg: Config, weights: str | Path, out_dir: str | Path, tile_id
     rank, world = distributed_rank()
     device = process_device(cfg.DEVICE, Processes.from_environment())
     model, record = read_weights(weights, cfg, caffe_mean)
+    check_scored_tiles(record["signature"].get("holdout"), cfg, scored_tiles, f"weights {weights}")
     normalization = recorded_normalization(record)
     for job in jobs:
         check_input_dtype(normalization, (job.stack.dtype if job.stack is not None else job.info.dtype), job.info.path)

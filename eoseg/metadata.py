@@ -8,20 +8,24 @@ from __future__ import annotations
 
 from eoseg.config import Config, label_value_pairs
 from eoseg.errors import EosegError
+from eoseg.holdout import holdout_record
 from eoseg.normalization import Normalization
 
 # Fields whose disagreement would silently produce garbage.
 CHECKED_FIELDS = ("class_names", "palette", "ignore_label", "band_names", "normalization", "label_values")
 # raw pixels (see check_stored_data), and labels read with a LABEL_TOLERANCE, which weights need not share:
-# it changes which pixels of blurred ground truth were learned from, not what a label means
-STORED_DATA_FIELDS = (*(field for field in CHECKED_FIELDS if field != "normalization"), "label_tolerance")
+# it changes which pixels of blurred ground truth were learned from, not what a label means; and the blocks of
+# tiles held out from training (eoseg.holdout), which weights are checked on where they score such a tile
+STORED_DATA_FIELDS = (*(field for field in CHECKED_FIELDS if field != "normalization"), "label_tolerance", "holdout")
 # what a record made before a field existed means by its absence
-FIELD_DEFAULTS = {"label_values": [], "label_tolerance": 0}
+FIELD_DEFAULTS = {"label_values": [], "label_tolerance": 0, "holdout": None}
 
 
-def data_signature(cfg: Config, patch_size: int | None = None) -> dict:
-    """The data description an artifact made from ``cfg`` carries."""
-    return {
+def data_signature(cfg: Config, patch_size: int | None = None, holdout: bool = True) -> dict:
+    """The data description an artifact made from ``cfg`` carries; with ``holdout``, the tiles whose held-out
+    blocks were left out of training and how (see eoseg.holdout: it reads the tile lists, whose globs look
+    for images), which only artifacts of training data need."""
+    signature = {
         "class_names": list(cfg.CLASS_NAMES),
         "palette": [list(map(int, c)) for c in cfg.PALETTE],
         "ignore_label": int(cfg.IGNORE_LABEL),
@@ -31,6 +35,9 @@ def data_signature(cfg: Config, patch_size: int | None = None) -> dict:
         "label_values": label_value_pairs(cfg.to_dict()),  # LABEL_VALUES: how raw label values became class ids
         "label_tolerance": int(cfg.LABEL_TOLERANCE),  # and how near a raw value or colour had to be to count
     }
+    if holdout:
+        signature["holdout"] = holdout_record(cfg)
+    return signature
 
 
 def check_stored_data(recorded: dict, expected: dict, artifact: str) -> None:

@@ -13,6 +13,7 @@ from rasterio.windows import Window
 from eoseg.config import Config
 from eoseg.errors import EosegError
 from eoseg.grid import needs_warp, open_on_grid, same_grid
+from eoseg.holdout import TileSplit, tile_split
 from eoseg.io import RasterInfo, raster_info, valid_mask
 from eoseg.labels import RasterLabels, VectorLabels, label_source
 from eoseg.normalization import BandStatistics, Normalization
@@ -242,9 +243,10 @@ def read_labels(cfg: Config, tile_id: str, like: RasterInfo) -> np.ndarray:
 
 
 def training_pixels(cfg: Config, stack: TileStack, image: np.ndarray, labels: np.ndarray,
-                    statistics: BandStatistics | None = None) -> tuple[np.ndarray, np.ndarray]:
+                    statistics: BandStatistics | None = None,
+                    trained_on: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """A tile's stacked input (``stack.read()``) and labels made safe to train on; its valid
-    pixels counted into ``statistics`` where given.
+    pixels (those of them ``trained_on`` holds, where given) counted into ``statistics`` where given.
 
     Where any source has no data (see :meth:`TileStack.valid_mask`) the label becomes
     IGNORE_LABEL, so that no loss is computed there, and every band takes the value that
@@ -253,7 +255,7 @@ def training_pixels(cfg: Config, stack: TileStack, image: np.ndarray, labels: np
     """
     valid = stack.valid_mask(image)
     if statistics is not None:
-        statistics.add(image, valid)
+        statistics.add(image, valid if trained_on is None else valid & trained_on)
     labels = np.where(valid, labels, np.uint8(cfg.IGNORE_LABEL))
     return Normalization.from_config(cfg).fill_invalid(image, valid), labels
 
@@ -268,9 +270,16 @@ class TruthSource:
     description: str
     image: RasterInfo | None = None
     labels: RasterLabels | VectorLabels | None = None
+    split: TileSplit | None = None  # a tile also trained on: only its held-out blocks are scored
 
     def read_rows(self, palette: Palette, first: int, end: int) -> np.ndarray:
-        """(rows, W) uint8 class ids of rows first..end-1."""
+        """(rows, W) uint8 class ids of rows first..end-1 (IGNORE_LABEL outside the held-out blocks of a split tile)."""
+        labels = self._read_rows(palette, first, end)
+        if self.split is not None:
+            labels[~self.split.mask(first, end, held_out=True)] = palette.ignore_label
+        return labels
+
+    def _read_rows(self, palette: Palette, first: int, end: int) -> np.ndarray:
         if self.labels is not None:
             return self.labels.read(Window(0, first, self.labels.image.width, end - first))
         info = raster_info(self.path, "ground truth")
@@ -287,27 +296,30 @@ class TruthSource:
 
 def eval_truth(cfg: Config, tile_id: str, like: RasterInfo) -> TruthSource | None:
     """Ground truth for scoring: the eroded GT (colour or class values) if the dataset has it, else
-    the labels (LABEL_PATTERN: raster or polygons), on ``like``'s grid.
+    the labels (LABEL_PATTERN: raster or polygons), on ``like``'s grid; of a tile also trained on,
+    its held-out blocks only (see eoseg.holdout).
 
     None when the tile has neither. Class values are checked here, over the whole raster
     (by windows), so that scoring, which reads it by rows, fails before labelling.
     """
     eroded = cfg.tile_path("GT_ERODED_PATTERN", tile_id)
     numeric = cfg.tile_path("LABEL_PATTERN", tile_id)
+    split = tile_split(cfg, tile_id, like.height, like.width)
+    held_out = "" if split is None else f", {split.describe()}"
     if eroded is not None and eroded.is_file():
         info = raster_info(eroded, "eroded ground truth")
         if info.count >= 3:
             needs_warp(like, info, "eroded ground truth")
-            return TruthSource(eroded, True, f"eroded ground truth ({eroded})", like)
+            return TruthSource(eroded, True, f"eroded ground truth ({eroded}){held_out}", like, split=split)
         labels = label_source(cfg, eroded, like, "eroded ground truth")
-        description = f"eroded ground truth ({eroded})"
+        description = f"eroded ground truth ({eroded}){held_out}"
     elif numeric is not None and numeric.is_file():
         labels = label_source(cfg, numeric, like)
-        description = f"labels ({numeric})"
+        description = f"labels ({numeric}){held_out}"
     else:
         return None
     labels.check()
-    return TruthSource(labels.path, False, description, like, labels)
+    return TruthSource(labels.path, False, description, like, labels, split)
 
 
 def read_eval_labels(cfg: Config, tile_id: str, like: RasterInfo) -> tuple[np.ndarray, str] | None:

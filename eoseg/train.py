@@ -47,6 +47,7 @@ from eoseg.config import Config
 from eoseg.data import StreamBatchSampler, jitter_bands, median_frequency_weights, training_data
 from eoseg.device import Processes, process_group
 from eoseg.errors import EosegError
+from eoseg.holdout import holdout_record, report_overlapping_tiles
 from eoseg.io import atomic_path, atomic_write_text, check_writable, exclusive_or_refuse
 from eoseg.labelling import labelling_stack, make_predictor, score_tile
 from eoseg.metrics import metrics_from_confusion, percent
@@ -67,7 +68,6 @@ LOG_FIELDS = ["iteration", "loss", "lr", "patches_per_s", "elapsed_s", *(f"val_{
 AUTOCAST_DTYPES = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
 CHECKPOINT_GLOB = "iter_*.pt"
 BEST_CHECKPOINT = "best.pt"
-LISTED_TILES = 5  # tile ids a warning names before it counts the rest
 LATEST_RECORD = "latest"  # in TRAIN_DIR/checkpoints: the checkpoint being written, then the one before it
 
 
@@ -214,7 +214,7 @@ def claim_train_dir(cfg: Config, resume: bool, force: bool) -> Iterator[None]:
     train_dir, model_file = Path(cfg.TRAIN_DIR), Path(cfg.MODEL_FILE)
     check_writable(train_dir, "TRAIN_DIR")
     check_writable(model_file.parent, "folder of MODEL_FILE")
-    warn_about_overlapping_tiles(cfg)
+    report_overlapping_tiles(cfg)
     lock = train_dir.with_name(f".{train_dir.name}.lock")
     with exclusive_or_refuse(lock, f"another training run is writing {train_dir} (it holds {lock}); "
                                    "wait for it to end or choose another TRAIN_DIR"):
@@ -236,17 +236,6 @@ def claim_train_dir(cfg: Config, resume: bool, force: bool) -> Iterator[None]:
         yield
 
 
-def warn_about_overlapping_tiles(cfg: Config) -> None:
-    """Held-out tiles that are also training tiles give scores that flatter the model: say so once."""
-    training = set(cfg.tile_ids("train"))
-    for name in ("TEST_IDS", "VAL_IDS"):
-        shared = [t for t in cfg.ids(name) if t in training]
-        if shared:
-            listed = ", ".join(shared[:LISTED_TILES]) + (f" and {len(shared) - LISTED_TILES} more" if len(shared) > LISTED_TILES else "")
-            print(f"warning: tiles {listed} are in both TRAIN_IDS and {name}: their scores measure what "
-                  "the model memorised, not how it generalises", file=sys.stderr)
-
-
 def load_resume_checkpoint(path: str | Path, cfg: Config) -> dict:
     """A checkpoint to resume from, refused unless it fits ``cfg`` and holds training state."""
     if not Path(path).is_file():
@@ -261,6 +250,11 @@ def load_resume_checkpoint(path: str | Path, cfg: Config) -> dict:
     if recorded.get("stream_bands", first_stream_bands(cfg)) != first_stream_bands(cfg):
         raise EosegError(f"checkpoint {path} feeds {recorded['stream_bands']} bands to its first stream, but the config "
                          f"gives it {first_stream_bands(cfg)} (STREAM_BANDS); resume with the config it was trained with")
+    made_with = payload["signature"].get("holdout")
+    if made_with != holdout_record(cfg):
+        raise EosegError(f"checkpoint {path} was trained with tiles held out in blocks as {made_with} (HOLDOUT_BLOCK, "
+                         f"HOLDOUT_EVERY, the tiles in TRAIN_IDS and held out), but the config gives {holdout_record(cfg)}; "
+                         "resume with the config it was trained with")
     if "training_state" not in payload:
         raise EosegError(f"{path}: holds weights only, no training state to resume from; use a checkpoint from {cfg.TRAIN_DIR}/checkpoints")
     if "sample_position" not in payload["training_state"]:

@@ -67,7 +67,7 @@ def read_weights(path: str | Path, cfg: Config, caffe_mean: str | Sequence[float
             mean = parse_mean_pixel(caffe_mean) if isinstance(caffe_mean, str) else tuple(map(float, caffe_mean))
         if len(mean) != model.in_channels:
             raise EosegError(f"{path}: the mean pixel has {len(mean)} values but the network takes {model.in_channels} bands")
-        signature = {**data_signature(cfg), "normalization": caffe_normalization(mean).record()}
+        signature = {**data_signature(cfg, holdout=False), "normalization": caffe_normalization(mean).record()}
         record = weights_record(model, signature, imposed_normalization=True, origin=path.name)
         check_weights_record(record, cfg, source)
     elif suffix == ".onnx":

@@ -277,7 +277,7 @@ def test_polygons_rasterised_on_the_image_grid(sample_root, tmp_path):
     assert ((touched != centre) <= (band == 255)).all()  # the band covers every pixel the edge crosses
     assert (band[band != 255] == centre[band != 255]).all()
     # one file for all tiles: no {id} needed; a few training steps from it, and scoring against it
-    cfg = tiny(sample_root, tmp_path, **base, TRAIN_IDS=["1"], TEST_IDS=["1"], VECTOR_BOUNDARY="ignore_band")
+    cfg = tiny(sample_root, tmp_path, **base, TRAIN_IDS=["1"], TEST_IDS=["1"], HOLDOUT_BLOCK=0, VECTOR_BOUNDARY="ignore_band")
     summary = run_inference(cfg, train(cfg, progress=False), cfg.INFER_DIR, ["1"], progress=False)
     assert summary.metrics["pixels"] == int((band != 255).sum())  # the ignore band is not scored
 
@@ -286,16 +286,17 @@ SPACENET = SHARED / "geotiff_real"
 
 
 @pytest.mark.skipif(not (SPACENET / "geotiff_labels.geojson").is_file(), reason="../shared/data/geotiff_real is absent")
-def test_spacenet_footprints_rasterised_and_trained(tmp_path):
+def test_spacenet_footprints_rasterised_trained_and_scored_on_held_out_blocks(tmp_path):
     """The real SpaceNet footprints (EPSG:32616) on the grid of their panchromatic tile: the
-    rasterised labels equal GDAL's rasterisation of the polygons read independently (json), and
-    a few training steps run from them."""
+    rasterised labels equal GDAL's rasterisation of the polygons read independently (json); the
+    one scene, in both lists, trains a few steps on its training blocks and is scored on its
+    held-out block alone."""
     cfg = load_config(overrides=as_arguments({
         **TINY_SETTINGS, **tiny_overrides(tmp_path), **BINARY, "DATA_ROOT": str(SPACENET),
         "IMAGE_PATTERN": "sample_{id}.tif", "LABEL_PATTERN": "geotiff_labels.geojson", "GT_ERODED_PATTERN": "",
         "BANDS": [1], "BAND_NAMES": ["PAN"], "NORM_MEAN": [0.0], "NORM_STD": [1000.0],
-        "TRAIN_IDS": ["geotiff"], "TEST_IDS": ["geotiff"], "TRAIN_SOURCE": "tiles", "ITERATIONS": 2, "LR_STEPS": [],
-        "VAL_EVERY": 0, "WRITE_PREVIEW": False}))
+        "TRAIN_IDS": ["geotiff"], "TEST_IDS": ["geotiff"], "HOLDOUT_BLOCK": 512, "TRAIN_SOURCE": "tiles",
+        "ITERATIONS": 2, "LR_STEPS": [], "VAL_EVERY": 0, "WRITE_PREVIEW": False}))
     image = raster_info(SPACENET / "sample_geotiff.tif")
     labels = read_labels(cfg, "geotiff", image)
     features = json.loads((SPACENET / "geotiff_labels.geojson").read_text())["features"]
@@ -303,7 +304,9 @@ def test_spacenet_footprints_rasterised_and_trained(tmp_path):
                                            transform=image.transform, dtype=np.uint8)
     np.testing.assert_array_equal(labels, expected)
     assert 0.01 < labels.mean() < 0.5
-    assert train(cfg, progress=False).is_file()
+    summary = run_inference(cfg, train(cfg, progress=False), cfg.INFER_DIR, ["geotiff"], progress=False)
+    assert summary.metrics["pixels"] == 512 * 512  # block (0, 0) of the 900 x 900 px scene
+    assert np.asarray(summary.metrics["confusion_matrix"]).sum(axis=1)[1] == labels[:512, :512].sum()
 
 
 # ---------------------------------------------------------------- bad inputs through the scripts

@@ -128,7 +128,7 @@ def test_forced_run_skips_unlabelled_batches_and_replaces_the_earlier_run(tmp_pa
     earlier.write_bytes(b"an earlier run's checkpoint")
     (tmp_path / "model.pt").write_bytes(b"earlier weights")
     result = run_script("training.py", "--force", *arguments(tmp_path, data, TRAIN_SOURCE="tiles", VAL_EVERY=0,
-                                                             TRAIN_IDS=["1", "2"], TEST_IDS=["2", "4"], BATCH_SIZE=1,
+                                                             TRAIN_IDS=["1", "2"], TEST_IDS=["2", "4"], HOLDOUT_BLOCK=0, BATCH_SIZE=1,
                                                              ITERATIONS=6))
     assert result.returncode == 0, result.stderr
     assert "warning: tiles 2 are in both TRAIN_IDS and TEST_IDS" in result.stderr

@@ -1,0 +1,175 @@
+"""One scene to train and to test on: a tile listed in TRAIN_IDS and in TEST_IDS (or VAL_IDS) is
+cut into square blocks of HOLDOUT_BLOCK px, and one block in HOLDOUT_EVERY is held out.
+
+Block (r, c), counted from the top-left, is held out where (r + c) % HOLDOUT_EVERY == 0: diagonal
+lines across the scene, so that the held-out blocks sample all of it. Training reads the other
+blocks only, as pieces (the runs of training blocks along a row of blocks) at least PATCH_SIZE
+each way, so that no patch or crop holds a held-out pixel, of the image or of its labels; the
+tile's test scores (inference, validation) count the held-out blocks' pixels only. Whole blocks,
+not random pixels: neighbouring pixels look alike, and a test pixel next to a training pixel
+would flatter the scores.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+
+import numpy as np
+
+from eoseg.config import Config
+from eoseg.errors import EosegError
+
+
+@dataclass(frozen=True)
+class TileSplit:
+    """The blocks of one ``height`` x ``width`` px tile: held out or trained on."""
+
+    tile_id: str
+    block: int
+    every: int
+    height: int
+    width: int
+    patch_size: int
+
+    def is_held_out(self, block_row, block_col):
+        """Whether block (``block_row``, ``block_col``) is held out; of arrays of them, elementwise."""
+        return (block_row + block_col) % self.every == 0
+
+    def held_out_blocks(self, first_row: int, end_row: int) -> np.ndarray:
+        """(rows, width) True on the pixels of rows first..end-1 that lie in a held-out block."""
+        return self.is_held_out(np.arange(first_row, end_row)[:, None] // self.block,
+                                np.arange(self.width)[None, :] // self.block)
+
+    def pieces(self, held_out: bool) -> list[tuple[int, int, int, int]]:
+        """(row, col, height, width) of each run of held-out (or training) blocks along a row of blocks,
+        those at least PATCH_SIZE each way: what training (or the test patches) may be cut from."""
+        found = []
+        columns = -(-self.width // self.block)
+        for top in range(0, self.height, self.block):
+            rows = min(self.block, self.height - top)
+            start = None
+            for index in range(columns + 1):
+                inside = index < columns and self.is_held_out(top // self.block, index) == held_out
+                if inside and start is None:
+                    start = index
+                elif not inside and start is not None:
+                    left, right = start * self.block, min(index * self.block, self.width)
+                    if rows >= self.patch_size and right - left >= self.patch_size:
+                        found.append((top, left, rows, right - left))
+                    start = None
+        return found
+
+    def mask(self, first_row: int, end_row: int, held_out: bool) -> np.ndarray:
+        """(rows, width) True on the pixels of rows first..end-1 that the held-out blocks (``held_out``)
+        or the training pieces hold."""
+        if held_out:
+            return self.held_out_blocks(first_row, end_row)
+        inside = np.zeros((end_row - first_row, self.width), dtype=bool)
+        for row, col, rows, cols in self.pieces(held_out=False):
+            top, bottom = max(row, first_row), min(row + rows, end_row)
+            if top < bottom:
+                inside[top - first_row:bottom - first_row, col:col + cols] = True
+        return inside
+
+    def held_out_share(self) -> float:
+        """Fraction of the tile's pixels in held-out blocks."""
+        rows = [min(self.block, self.height - top) for top in range(0, self.height, self.block)]
+        cols = [min(self.block, self.width - left) for left in range(0, self.width, self.block)]
+        held = sum(r * c for i, r in enumerate(rows) for j, c in enumerate(cols) if self.is_held_out(i, j))
+        return held / (self.height * self.width)
+
+    def describe(self) -> str:
+        return (f"its held-out blocks only ({self.held_out_share():.0%} of the tile: 1 block in {self.every} of "
+                f"{self.block} px, HOLDOUT_BLOCK and HOLDOUT_EVERY)")
+
+
+def split_tiles(cfg: Config) -> list[str]:
+    """Tiles in TRAIN_IDS and in TEST_IDS or VAL_IDS, whose blocks are split (none where HOLDOUT_BLOCK is 0)."""
+    if not cfg.HOLDOUT_BLOCK:
+        return []
+    held_out = set(cfg.tile_ids("test")) | set(cfg.ids("VAL_IDS"))
+    return [tile_id for tile_id in cfg.tile_ids("train") if tile_id in held_out]
+
+
+def tile_split(cfg: Config, tile_id: str, height: int, width: int) -> TileSplit | None:
+    """How tile ``tile_id`` (``height`` x ``width`` px) is split, or None where it is not.
+
+    Refused where the split leaves it no piece to train on or no block to test on, with a
+    HOLDOUT_BLOCK that would."""
+    if tile_id not in split_tiles(cfg):
+        return None
+    split = TileSplit(tile_id, cfg.HOLDOUT_BLOCK, cfg.HOLDOUT_EVERY, height, width, cfg.PATCH_SIZE)
+    missing = "training" if not split.pieces(held_out=False) else "held-out" if not split.pieces(held_out=True) else None
+    if missing:
+        block = fitting_block(height, width, cfg.HOLDOUT_EVERY, cfg.PATCH_SIZE)
+        patch = next((p for p in (cfg.PATCH_SIZE // 2, cfg.PATCH_SIZE // 4) if fitting_block(height, width, cfg.HOLDOUT_EVERY, p)),
+                     None)
+        fix = (f"set HOLDOUT_BLOCK={block}" if block else
+               f"lower PATCH_SIZE to {patch} and set HOLDOUT_BLOCK={fitting_block(height, width, cfg.HOLDOUT_EVERY, patch)}"
+               if patch else "leave it out of TRAIN_IDS or of the held-out lists")
+        raise EosegError(f"tile {tile_id} ({width} x {height} px) is in TRAIN_IDS and held out, but blocks of "
+                         f"HOLDOUT_BLOCK={cfg.HOLDOUT_BLOCK} px leave it no {missing} area of PATCH_SIZE "
+                         f"{cfg.PATCH_SIZE}; {fix}")
+    return split
+
+
+def fitting_block(height: int, width: int, every: int, patch_size: int) -> int | None:
+    """The block (at least 2 x ``patch_size``) that leaves a ``height`` x ``width`` px tile both a training
+    piece and a held-out block of ``patch_size``, and holds out the share nearest 1 / ``every`` (of two,
+    the larger); None where none does."""
+    best, best_gap = None, None
+    for block in range(max(height, width), 2 * patch_size - 1, -1):
+        split = TileSplit("", block, every, height, width, patch_size)
+        if split.pieces(held_out=False) and split.pieces(held_out=True):
+            gap = abs(split.held_out_share() - 1 / every)
+            if best_gap is None or gap < best_gap - 1e-9:
+                best, best_gap = block, gap
+    return best
+
+
+def holdout_record(cfg: Config) -> dict | None:
+    """What artifacts record of the split: the block, the share and the tiles it applies to (None: no tile split)."""
+    tiles = split_tiles(cfg)
+    if not tiles:
+        return None
+    return {"block": int(cfg.HOLDOUT_BLOCK), "every": int(cfg.HOLDOUT_EVERY), "tiles": tiles}
+
+
+def check_scored_tiles(recorded: dict | None, cfg: Config, tile_ids: list[str], weights: str) -> None:
+    """Refuse to score a tile whose blocks ``weights`` were trained on under another split than ``cfg``'s:
+    its scores would count pixels the weights learned from."""
+    if not recorded:
+        return
+    mine = holdout_record(cfg) or {}
+    for tile_id in tile_ids:
+        if tile_id not in recorded["tiles"]:
+            continue
+        if tile_id not in mine.get("tiles", ()) or (mine["block"], mine["every"]) != (recorded["block"], recorded["every"]):
+            raise EosegError(
+                f"{weights} were trained on the blocks of tile {tile_id} that HOLDOUT_BLOCK={recorded['block']} and "
+                f"HOLDOUT_EVERY={recorded['every']} leave to training, with the tile in TRAIN_IDS and held out; score it "
+                "with those settings and lists, or its scores count pixels the weights learned from")
+
+
+def report_overlapping_tiles(cfg: Config) -> None:
+    """Say once, on stderr, which tiles are in TRAIN_IDS and held out too: split into blocks, or (HOLDOUT_BLOCK
+    = 0) trained on and scored whole, scores that flatter the model."""
+    training = cfg.tile_ids("train")
+    split = split_tiles(cfg)
+    if split:
+        print(f"note: tiles {listed(split)} are in TRAIN_IDS and held out: 1 block in {cfg.HOLDOUT_EVERY} of "
+              f"{cfg.HOLDOUT_BLOCK} x {cfg.HOLDOUT_BLOCK} px of each is left out of training and alone scored "
+              "(HOLDOUT_BLOCK, HOLDOUT_EVERY)", file=sys.stderr)
+        return
+    for name in ("TEST_IDS", "VAL_IDS"):
+        shared = [t for t in cfg.ids(name) if t in training]
+        if shared:
+            print(f"warning: tiles {listed(shared)} are in both TRAIN_IDS and {name}: their scores measure what the "
+                  "model memorised, not how it generalises (HOLDOUT_BLOCK=1024 would hold out blocks of them)",
+                  file=sys.stderr)
+
+
+def listed(tiles: list[str], most: int = 5) -> str:
+    """The first ``most`` tile ids, then how many more."""
+    return ", ".join(tiles[:most]) + (f" and {len(tiles) - most} more" if len(tiles) > most else "")

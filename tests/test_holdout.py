@@ -1,0 +1,169 @@
+"""One scene to train and test on: its blocks split between training and test (eoseg.holdout)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from eoseg.errors import EosegError
+from eoseg.holdout import TileSplit, check_scored_tiles, holdout_record, split_tiles, tile_split
+
+from .conftest import TINY_TILE_SIZE, as_arguments, run_script, tiny_overrides
+
+
+def covered(split: TileSplit, held_out: bool) -> np.ndarray:
+    """Pixels the pieces of one kind cover, each at most once."""
+    count = np.zeros((split.height, split.width), dtype=int)
+    for row, col, rows, cols in split.pieces(held_out):
+        count[row:row + rows, col:col + cols] += 1
+    assert count.max() <= 1
+    return count.astype(bool)
+
+
+@pytest.mark.parametrize("every", [2, 3, 4])
+def test_training_pieces_and_held_out_blocks_never_meet(every):
+    split = TileSplit("scene", block=100, every=every, height=950, width=730, patch_size=40)
+    held_out = split.mask(0, split.height, held_out=True)
+    training = covered(split, held_out=False)
+    assert not (training & held_out).any()
+    assert np.array_equal(training, split.mask(0, split.height, held_out=False))
+    assert (covered(split, held_out=True) <= held_out).all()
+    # every pixel is held out or trained on, but for slivers too small for a patch
+    assert (training | held_out).mean() > 0.97
+    assert split.held_out_share() == pytest.approx(held_out.mean())
+    assert split.held_out_share() == pytest.approx(1 / every, abs=0.03)
+    for row, col, rows, cols in split.pieces(held_out=False):
+        assert rows >= 40 and cols >= 40
+    # rows of blocks read piecewise give the whole mask
+    parts = [split.mask(first, min(first + 64, split.height), held_out=False) for first in range(0, split.height, 64)]
+    assert np.array_equal(np.concatenate(parts), training)
+
+
+def test_two_makes_a_checkerboard():
+    split = TileSplit("scene", block=10, every=2, height=40, width=40, patch_size=5)
+    blocks = split.mask(0, 40, held_out=True)[::10, ::10]
+    assert np.array_equal(blocks, (np.add.outer(np.arange(4), np.arange(4)) % 2) == 0)
+
+
+def test_only_tiles_in_both_lists_are_split(tiny_cfg):
+    cfg = tiny_cfg.replace(TRAIN_IDS=["1", "2", "3"], TEST_IDS=["3", "4"], VAL_IDS=["2"], PATCH_SIZE=32, HOLDOUT_BLOCK=64)
+    assert split_tiles(cfg) == ["2", "3"]
+    assert holdout_record(cfg) == {"block": 64, "every": 4, "tiles": ["2", "3"]}
+    assert tile_split(cfg, "1", 160, 160) is None and tile_split(cfg, "4", 160, 160) is None
+    assert split_tiles(cfg.replace(HOLDOUT_BLOCK=0)) == [] and holdout_record(cfg.replace(HOLDOUT_BLOCK=0)) is None
+
+
+@pytest.mark.parametrize("name, value, says", [("HOLDOUT_BLOCK", 100, "at least 2 x PATCH_SIZE = 128"),
+                                               ("HOLDOUT_BLOCK", -1, "0 (no split)"),
+                                               ("HOLDOUT_EVERY", 1, "2 or more")])
+def test_settings_that_cannot_split_are_refused(tiny_cfg, name, value, says):
+    with pytest.raises(EosegError, match=r"^" + name) as err:
+        tiny_cfg.replace(**{name: value})
+    assert says in str(err.value)
+
+
+def test_a_tile_too_small_for_its_blocks_names_a_block_that_fits(tiny_cfg):
+    cfg = tiny_cfg.replace(TRAIN_IDS=["1"], TEST_IDS=["1"], PATCH_SIZE=32, HOLDOUT_BLOCK=256)
+    with pytest.raises(EosegError, match="no training area of PATCH_SIZE 32; set HOLDOUT_BLOCK=80"):
+        tile_split(cfg, "1", 160, 160)
+    with pytest.raises(EosegError, match="no training area of PATCH_SIZE 32; set HOLDOUT_BLOCK=64"):
+        tile_split(cfg, "1", 80, 160)  # a quarter held out would be 40 px blocks: the nearest share that fits
+    with pytest.raises(EosegError, match="lower PATCH_SIZE to 32 and set HOLDOUT_BLOCK=80"):
+        tile_split(cfg.replace(PATCH_SIZE=64), "1", 160, 160)
+
+
+def one_scene(tiny_cfg, **extra):
+    """The tiny sample's tile 1 as the only scene, in both lists, cut into blocks of 64 px."""
+    return tiny_cfg.replace(TRAIN_IDS=["1"], TEST_IDS=["1"], PATCH_SIZE=32, TRAIN_STRIDE=16, HOLDOUT_BLOCK=64, **extra)
+
+
+def test_no_training_patch_holds_a_held_out_pixel(tiny_cfg, tmp_path):
+    from eoseg.extract import extract_patches, read_manifest
+
+    cfg = one_scene(tiny_cfg)
+    manifest = extract_patches(cfg, tmp_path / "patches", progress=False)
+    assert manifest["signature"]["holdout"] == {"block": 64, "every": 4, "tiles": ["1"]}
+    _, rows = read_manifest(tmp_path / "patches")
+    split = tile_split(cfg, "1", TINY_TILE_SIZE, TINY_TILE_SIZE)
+    held_out = split.mask(0, TINY_TILE_SIZE, held_out=True)
+    seen = {"train": np.zeros_like(held_out), "test": np.zeros_like(held_out)}
+    for row in rows:
+        top, left = int(row["row"]), int(row["col"])
+        seen[row["split"]][top:top + 32, left:left + 32] = True
+    assert not (seen["train"] & held_out).any() and (seen["test"] <= held_out).all()
+    assert seen["test"].any() and np.array_equal(seen["train"], split.mask(0, TINY_TILE_SIZE, held_out=False))
+
+
+def test_crops_come_from_the_training_pieces_only(tiny_cfg):
+    from eoseg.data import training_data
+    from eoseg.tiles import read_image
+
+    cfg = one_scene(tiny_cfg, TRAIN_SOURCE="tiles")
+    crops = training_data(cfg)
+    image, _ = read_image(cfg, "1")
+    pieces = tile_split(cfg, "1", TINY_TILE_SIZE, TINY_TILE_SIZE).pieces(held_out=False)
+    assert len(crops.tiles) == len(pieces)
+    for (piece, _), (row, col, rows, cols) in zip(crops.tiles, pieces):
+        assert np.array_equal(piece, image[:, row:row + rows, col:col + cols])
+
+
+def test_scores_count_the_held_out_blocks_only(tiny_cfg):
+    from eoseg.tiles import eval_truth, read_labels, tile_stack
+
+    cfg = one_scene(tiny_cfg)
+    info = tile_stack(cfg, "1").info
+    truth = eval_truth(cfg, "1", info)
+    assert "held-out blocks only" in truth.description and "HOLDOUT_BLOCK" in truth.description
+    scored = truth.read_rows(cfg.palette, 0, info.height)
+    held_out = tile_split(cfg, "1", info.height, info.width).mask(0, info.height, held_out=True)
+    assert (scored[~held_out] == cfg.IGNORE_LABEL).all()
+    whole = eval_truth(cfg.replace(TRAIN_IDS=["2"]), "1", info).read_rows(cfg.palette, 0, info.height)
+    assert np.array_equal(scored[held_out], whole[held_out]) and (whole != cfg.IGNORE_LABEL).sum() > (scored != cfg.IGNORE_LABEL).sum()
+    assert read_labels(cfg, "1", info).shape == scored.shape
+
+
+def test_weights_trained_on_a_split_refuse_to_score_its_tile_otherwise(tiny_cfg):
+    cfg = one_scene(tiny_cfg)
+    recorded = holdout_record(cfg)
+    check_scored_tiles(recorded, cfg, ["1"], "weights w.pt")
+    check_scored_tiles(recorded, cfg.replace(HOLDOUT_BLOCK=0, TRAIN_IDS=["2"]), ["4"], "weights w.pt")  # another tile
+    for other in (cfg.replace(HOLDOUT_BLOCK=0), cfg.replace(HOLDOUT_EVERY=2), cfg.replace(TRAIN_IDS=["2"])):
+        with pytest.raises(EosegError, match="weights w.pt were trained on the blocks of tile 1"):
+            check_scored_tiles(recorded, other, ["1"], "weights w.pt")
+
+
+def test_check_data_counts_each_split_on_its_own_blocks(tiny_cfg):
+    from eoseg.datacheck import check_dataset
+    from eoseg.tiles import read_labels, tile_stack
+
+    cfg = one_scene(tiny_cfg)
+    report = check_dataset(cfg)
+    info = tile_stack(cfg, "1").info
+    labels = read_labels(cfg, "1", info)
+    split = tile_split(cfg, "1", info.height, info.width)
+    for name, held_out in (("train", False), ("test", True)):
+        ids = labels[split.mask(0, info.height, held_out)]
+        expected = np.bincount(ids[ids < cfg.num_classes], minlength=cfg.num_classes)
+        assert np.array_equal(report.class_pixels[name], expected), name
+    assert report.statistics.count == split.mask(0, info.height, held_out=False).sum()
+    assert sum(report.raw_values.values()) == info.height * info.width  # each raw value counted once
+
+
+def test_one_scene_trains_and_scores_on_its_own_blocks_end_to_end(sample_root, tmp_path):
+    settings = {**tiny_overrides(tmp_path), "DATA_ROOT": str(sample_root / "data"), "TRAIN_IDS": ["1"], "TEST_IDS": ["1"],
+                "PATCH_SIZE": 32, "HOLDOUT_BLOCK": 64, "TRAIN_SOURCE": "tiles", "VAL_EVERY": 3, "WRITE_PREVIEW": False}
+    trained = run_script("training.py", *as_arguments(settings))
+    assert trained.returncode == 0, trained.stderr
+    assert "note: tiles 1 are in TRAIN_IDS and held out: 1 block in 4 of 64 x 64 px" in trained.stderr
+    labelled = run_script("inference.py", *as_arguments(settings))
+    assert labelled.returncode == 0, labelled.stderr
+    report = json.loads((tmp_path / "inference" / "metrics.json").read_text())
+    (image,) = report["images"].values()
+    assert "held-out blocks only" in image["truth"]
+    counted = np.asarray(image["metrics"]["confusion_matrix"]).sum()
+    assert 0 < counted <= 64 * 64 + 32 * 32  # blocks (0, 0) and (2, 2) of the 160 px tile
+    refused = run_script("inference.py", *as_arguments({**settings, "HOLDOUT_BLOCK": 0}), "--force")
+    assert refused.returncode != 0 and "were trained on the blocks of tile 1" in refused.stderr
+    assert "Traceback" not in refused.stderr
