@@ -36,10 +36,9 @@ class TileSplit:
         """Whether block (``block_row``, ``block_col``) is held out; of arrays of them, elementwise."""
         return (block_row + block_col) % self.every == 0
 
-    def held_out_blocks(self, first_row: int, end_row: int) -> np.ndarray:
-        """(rows, width) True on the pixels of rows first..end-1 that lie in a held-out block."""
-        return self.is_held_out(np.arange(first_row, end_row)[:, None] // self.block,
-                                np.arange(self.width)[None, :] // self.block)
+    def held_out_pixels(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        """(len(rows), len(cols)) True where pixel (row, col) of the tile lies in a held-out block."""
+        return self.is_held_out(np.asarray(rows)[:, None] // self.block, np.asarray(cols)[None, :] // self.block)
 
     def pieces(self, held_out: bool) -> list[tuple[int, int, int, int]]:
         """(row, col, height, width) of each run of held-out (or training) blocks along a row of blocks,
@@ -64,7 +63,7 @@ class TileSplit:
         """(rows, width) True on the pixels of rows first..end-1 that the held-out blocks (``held_out``)
         or the training pieces hold."""
         if held_out:
-            return self.held_out_blocks(first_row, end_row)
+            return self.held_out_pixels(np.arange(first_row, end_row), np.arange(self.width))
         inside = np.zeros((end_row - first_row, self.width), dtype=bool)
         for row, col, rows, cols in self.pieces(held_out=False):
             top, bottom = max(row, first_row), min(row + rows, end_row)

@@ -34,8 +34,9 @@ from eoseg.errors import DamagedInputError, EosegError
 from eoseg.holdout import check_scored_tiles
 from eoseg.io import (RasterInfo, RasterWriter, atomic_write_text, check_writable, exclusive, file_sha256, open_raster,
                       output_suffix, raster_info)
-from eoseg.metrics import format_table, metrics_from_confusion, percent
 from eoseg.labelling import GDAL_CACHE_MB, label_rows, labelling_stack, make_predictor
+from eoseg.labels import SCAN_ROWS
+from eoseg.metrics import format_table, metrics_from_confusion, percent
 from eoseg.predict import Predictor
 from eoseg.tiles import TileStack, TruthSource, eval_truth, image_stack, tile_stack
 from eoseg.weights import check_input_dtype, read_weights, recorded_normalization
@@ -221,8 +222,7 @@ def _preview(cfg: Config, job: Job, result: LabeledImage, out_dir: Path) -> Path
     prediction = decimated(result.outputs["labels"], [1])[0]
     truth_rgb = errors = None
     if job.truth is not None:
-        truth = decimated(job.truth.path, [1, 2, 3] if job.truth.colour else [1])
-        truth = cfg.palette.to_labels(np.moveaxis(truth, 0, -1), source=str(job.truth.path)) if job.truth.colour else truth[0]
+        truth = _decimated_truth(cfg, job.truth, info, shape)
         truth_rgb = cfg.palette.to_color(truth)
         errors = plots.error_map(truth, prediction, cfg.IGNORE_LABEL)
     title = job.name if result.metrics is None else f"{job.name}: OA {percent(result.metrics['overall_accuracy'])}"
@@ -240,6 +240,19 @@ def _preview(cfg: Config, job: Job, result: LabeledImage, out_dir: Path) -> Path
         legend.append(("not scored (ground truth)", tuple(palette.ignore_color or (0, 0, 0))))
     return plots.plot_prediction(image, prediction_rgb, out_dir / f"{job.name}_preview.png",
                                  truth_rgb, errors, title, legend)
+
+
+def _decimated_truth(cfg: Config, truth: TruthSource, info: RasterInfo, shape: tuple[int, int]) -> np.ndarray:
+    """``truth`` as it is scored (class ids on the image's grid: LABEL_VALUES applied, polygons rasterised,
+    only the held-out blocks of a tile also trained on), the pixel nearest each centre of a ``shape`` grid."""
+    rows, cols = (((np.arange(n) + 0.5) * size / n).astype(int) for n, size in zip(shape, (info.height, info.width)))
+    decimated = np.empty(shape, dtype=np.uint8)
+    for first in range(0, info.height, SCAN_ROWS):
+        picked = np.flatnonzero((rows >= first) & (rows < first + SCAN_ROWS))
+        if picked.size:
+            block = truth.read_rows(cfg.palette, first, min(first + SCAN_ROWS, info.height))
+            decimated[picked] = block[rows[picked] - first][:, cols]
+    return decimated
 
 
 def _file_state(path: Path) -> dict:

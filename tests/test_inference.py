@@ -190,3 +190,38 @@ def test_an_image_finer_than_the_training_imagery_is_labelled_at_its_pixel_size(
     np.testing.assert_array_equal(labelled(weights[0.25], "coarser"), as_is)
     note = capsys.readouterr().err
     assert "in.tif has 0.5 x 0.5 m pixels, coarser than the 0.25 m the weights were trained on: labelled as it is" in note
+
+
+def test_preview_draws_the_ground_truth_as_it_is_scored(sample_root, tmp_path, monkeypatch):
+    """A 0/255 building mask (LABEL_VALUES) is drawn in its classes' colours, not its 255 as ignored;
+    of a tile also trained on, only the held-out blocks, the others as not scored."""
+    import shutil
+
+    from eoseg import plots
+    from eoseg.holdout import tile_split
+    from eoseg.io import read_label
+
+    data = tmp_path / "data"
+    shutil.copytree(sample_root / "data", data)
+    mask_path = data / "labels" / "top_mosaic_09cm_area1.tif"
+    buildings = read_label(mask_path) == 1
+    with rasterio.open(mask_path, "r+") as dst:
+        dst.write(np.where(buildings, 255, 0).astype(dst.dtypes[0]), 1)
+    cfg = make_tiny_config(tmp_path, DATA_ROOT=str(data), GT_ERODED_PATTERN="", CLASS_NAMES=["other", "building"],
+                           PALETTE=[[255, 255, 255], [0, 0, 255]], LABEL_VALUES={0: 0, 255: 1}, TRAIN_IDS=["1"],
+                           TEST_IDS=["1"], PATCH_SIZE=32, HOLDOUT_BLOCK=64, WRITE_PREVIEW=True)
+    torch.manual_seed(0)
+    weights = save_checkpoint(tmp_path / "w.pt", cfg, model_from_config(cfg), iteration=0)
+    drawn = {}
+    original = plots.plot_prediction
+
+    def capture(image, prediction_rgb, path, truth_rgb=None, errors=None, title="", legend=None):
+        drawn["truth_rgb"] = truth_rgb
+        return original(image, prediction_rgb, path, truth_rgb, errors, title, legend)
+
+    monkeypatch.setattr(plots, "plot_prediction", capture)
+    result = run_inference(cfg, weights, tmp_path / "out", ["1"], progress=False).images[0]
+    assert result.outputs["preview"].stat().st_size > 0
+    held_out = tile_split(cfg, "1", *buildings.shape).mask(0, buildings.shape[0], held_out=True)
+    expected = cfg.palette.to_color(np.where(held_out, buildings.astype(np.uint8), cfg.IGNORE_LABEL))
+    assert buildings[held_out].any() and np.array_equal(drawn["truth_rgb"], expected)  # full size here (< 1024 px)

@@ -296,7 +296,7 @@ def test_spacenet_footprints_rasterised_trained_and_scored_on_held_out_blocks(tm
         "IMAGE_PATTERN": "sample_{id}.tif", "LABEL_PATTERN": "geotiff_labels.geojson", "GT_ERODED_PATTERN": "",
         "BANDS": [1], "BAND_NAMES": ["PAN"], "NORM_MEAN": [0.0], "NORM_STD": [1000.0],
         "TRAIN_IDS": ["geotiff"], "TEST_IDS": ["geotiff"], "HOLDOUT_BLOCK": 512, "TRAIN_SOURCE": "tiles",
-        "ITERATIONS": 2, "LR_STEPS": [], "VAL_EVERY": 0, "WRITE_PREVIEW": False}))
+        "ITERATIONS": 2, "LR_STEPS": [], "VAL_EVERY": 0, "WRITE_PREVIEW": True}))  # the preview reads the polygons too
     image = raster_info(SPACENET / "sample_geotiff.tif")
     labels = read_labels(cfg, "geotiff", image)
     features = json.loads((SPACENET / "geotiff_labels.geojson").read_text())["features"]
