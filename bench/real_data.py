@@ -12,7 +12,9 @@ Real imagery that no one here made, from ``../shared/data`` (see its README):
 - ``whu``: ten 512 x 512 RGB samples of the WHU building data set's global cities, each from
   another city, with black/white building masks;
 - ``spacenet``: SpaceNet's 900 x 900 panchromatic GeoTIFF (one band, uint16, 0.5 m) with its
-  building footprints as a 0/255 mask on the same grid: real 16-bit imagery.
+  building footprints as polygons (GeoJSON, EPSG:32616), rasterised on each half's grid: real
+  16-bit imagery and real vector labels. (Not ``sample_fp_mask.tif``: that mask has no
+  georeference and its footprints are not this scene's roofs.)
 
 Split in space, never a test pixel in training, two folds each: an ISPRS crop or the SpaceNet
 scene is cut into its left and right halves, one trains and the other is labelled, then the other
@@ -83,7 +85,7 @@ ISPRS_CROPS = {  # set: (image, labels, band names)
                 ["R", "G", "B"]),
 }
 WHU = "buildings_real/whu_global_cities"
-SPACENET = ("geotiff_real/sample_geotiff.tif", "geotiff_real/sample_fp_mask.tif")  # image, 0/255 building mask
+SPACENET = ("geotiff_real/sample_geotiff.tif", "geotiff_real/geotiff_labels.geojson")  # image, building polygons
 SETS = (*ISPRS_CROPS, "whu", "spacenet")
 
 RECIPES = {"method": recipe_overrides(METHOD, ("MODEL",)), "eoseg": []}
@@ -163,28 +165,26 @@ def prepare_whu(shared: Path, work: Path) -> list[Path]:
 
 
 def prepare_spacenet(shared: Path, work: Path) -> list[Path]:
-    """Cut the scene and its mask into west and east halves, each a GeoTIFF with its own transform.
+    """Cut the scene into west and east halves, each a GeoTIFF with its own transform; the footprint
+    polygons, one file for both, are rasterised on each half's grid as every step reads them.
 
     Normalised as config.py normalises 8-bit bands (0 and 255) for its one band, as a user's first
     config would: its values of a few hundred then lie within what eoseg's scale check allows; pass
     ``--also NORM_MEAN=[...] NORM_STD=[...]`` to compare another normalisation."""
     folder = work / "data" / "spacenet"
     folder.mkdir(parents=True, exist_ok=True)
-    with rasterio.open(shared / SPACENET[0]) as image, rasterio.open(shared / SPACENET[1]) as mask:
+    with rasterio.open(shared / SPACENET[0]) as image:
         half = image.width // 2
         for side, window in (("west", Window(0, 0, half, image.height)),
                              ("east", Window(half, 0, image.width - half, image.height))):
-            grid = {"width": window.width, "height": window.height, "crs": image.crs,
-                    "transform": image.window_transform(window)}
-            # the mask has no georeference of its own: it lies on the image's grid (see ../shared's README)
-            for src, suffix in ((image, ""), (mask, "_labels")):
-                with rasterio.open(folder / f"{side}{suffix}.tif", "w", **{**src.profile, **grid}) as dst:
-                    dst.write(src.read(window=window))
+            grid = {"width": window.width, "height": window.height, "transform": image.window_transform(window)}
+            with rasterio.open(folder / f"{side}.tif", "w", **{**image.profile, **grid}) as dst:
+                dst.write(image.read(window=window))
     data = {
-        "DATA_ROOT": str(folder), "IMAGE_PATTERN": "{id}.tif", "LABEL_PATTERN": "{id}_labels.tif",
+        "DATA_ROOT": str(folder), "IMAGE_PATTERN": "{id}.tif", "LABEL_PATTERN": str((shared / SPACENET[1]).resolve()),
         "GT_COLOR_PATTERN": "", "GT_ERODED_PATTERN": "", "DSM_PATTERN": "", "NDSM_PATTERN": "",
         "BANDS": [1], "BAND_NAMES": ["PAN"], "NORM_MEAN": [0.0], "NORM_STD": [255.0], "CLASS_NAMES": WHU_DATA["CLASS_NAMES"],
-        "PALETTE": WHU_DATA["PALETTE"], "IGNORE_COLOR": [], "LABEL_VALUES": {0: 0, 255: 1},
+        "PALETTE": WHU_DATA["PALETTE"], "IGNORE_COLOR": [],
     }
     return [write_fold_config(work, f"spacenet_{i}", {**data, "TRAIN_IDS": [train_side], "TEST_IDS": [test_side]})
             for i, (train_side, test_side) in enumerate((("west", "east"), ("east", "west")))]

@@ -15,6 +15,7 @@ import sys
 import numpy as np
 import pytest
 import rasterio
+import rasterio.features
 from PIL import Image
 
 from eoseg.checkpoint import save_checkpoint
@@ -27,6 +28,7 @@ from eoseg.io import raster_info, read_label, read_raster
 from eoseg.lmdb_store import create_lmdb
 from eoseg.models import model_from_config
 from eoseg.palette import Palette
+from eoseg.tiles import read_labels
 from eoseg.train import train
 
 from .conftest import ROOT, SHARED, TINY_SETTINGS, as_arguments, run_script
@@ -121,7 +123,7 @@ def test_real_data_benchmark_runs_each_recipe_on_a_spatial_split(tmp_path):
 def test_real_data_benchmark_repeats_each_run_per_seed_on_a_step_budget(tmp_path):
     """--steps, --seeds and two --also variants on the real 16-bit SpaceNet scene: every run takes the
     steps asked for, each seed scores every pixel once over the two halves, the halves keep the
-    scene's georeference (its mask, which has none, placed on the image's grid)."""
+    scene's georeference, and the footprint polygons are rasterised on each half's grid."""
     result = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "real_data.py"), "--steps", "2", "--seeds", "0", "1", "--sets", "spacenet",
          "--networks", "unet", "--recipes", "eoseg", "--also", "NORM_MEAN=[457.0]", "NORM_STD=[263.0]",
@@ -135,16 +137,21 @@ def test_real_data_benchmark_repeats_each_run_per_seed_on_a_step_budget(tmp_path
     report = json.loads((tmp_path / "results.json").read_text())
     assert report["steps"] == 2 and report["seeds"] == [0, 1]
     with rasterio.open(SHARED / "geotiff_real" / "sample_geotiff.tif") as scene:
-        pixels, crs = scene.width * scene.height, scene.crs
+        pixels, crs, transform = scene.width * scene.height, scene.crs, scene.transform
     for variant in variants:
         folds = report["folds"]["spacenet"][variant]
         assert sorted(fold["seed"] for fold in folds) == [0, 0, 1, 1]
         for seed in (0, 1):
             assert sum(sum(map(sum, fold["confusion_matrix"])) for fold in folds if fold["seed"] == seed) == pixels
         assert set(report["pooled"]["spacenet"][variant]) == {"0", "1"}
-    with rasterio.open(tmp_path / "data" / "spacenet" / "east_labels.tif") as labels, \
-            rasterio.open(tmp_path / "data" / "spacenet" / "east.tif") as image:
-        assert labels.crs == image.crs == crs and labels.transform == image.transform and image.dtypes[0] == "uint16"
+    with rasterio.open(tmp_path / "data" / "spacenet" / "east.tif") as image:
+        assert image.crs == crs and image.dtypes[0] == "uint16" and image.width == 450
+        east = raster_info(tmp_path / "data" / "spacenet" / "east.tif")
+    features = json.loads((SHARED / "geotiff_real" / "geotiff_labels.geojson").read_text())["features"]
+    buildings = rasterio.features.rasterize([(f["geometry"], 1) for f in features], out_shape=(900, 900),
+                                            transform=transform)
+    cfg = load_config(config_file=tmp_path / "configs" / "spacenet_0.py")
+    np.testing.assert_array_equal(read_labels(cfg, "east", east), buildings[:, 450:])
 
 
 def test_whu_mask_saved_as_an_indexed_png_converts_by_its_colours(tmp_path):
