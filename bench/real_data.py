@@ -31,7 +31,7 @@ bands, classes, label values) and the time budget, as a user writes one. Each of
 - ``eoseg``: what that config file gets, config.py's defaults: eoseg's own-data recipe;
   with config.py's MODEL (``unet``), eoseg's default as a user gets it;
 - each ``--also KEY=VALUE ...`` adds one more: eoseg's recipe with those names changed (e.g.
-  ``--also COLOR_JITTER=0.2``), to measure a change against it in the same run.
+  ``--also COLOR_JITTER=0.0``), to measure a change against it in the same run.
 
 Every run trains from random crops of the training tiles (TRAIN_SOURCE="tiles", the
 method's sampling) for ``--minutes`` of training-step time (TRAIN_MINUTES: the learning-rate

@@ -24,7 +24,8 @@ SHARED = ROOT.parent / "shared" / "data"
 TINY_SETTINGS = {
     # the method's recipe (the sample preset's is the own-data recipe: a U-Net, for minutes)
     "MODEL": "segnet", "OPTIMIZER": "sgd", "BASE_LR": 0.05, "ENCODER_LR_FACTOR": 0.5, "WEIGHT_DECAY": 5e-4,
-    "LR_SCHEDULE": "step", "WARMUP_FRACTION": 0.0, "LOSS": "ce", "BLEND": "uniform", "TRAIN_MINUTES": 0.0,
+    "LR_SCHEDULE": "step", "WARMUP_FRACTION": 0.0, "LOSS": "ce", "COLOR_JITTER": 0.0, "BLEND": "uniform",
+    "TRAIN_MINUTES": 0.0,
     "TRAIN_IDS": ["1", "2", "3"],
     "TEST_IDS": ["4"],
     "PATCH_SIZE": 64,
