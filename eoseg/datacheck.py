@@ -74,15 +74,16 @@ def check_dataset(cfg: Config) -> DataReport:
                             report.statistics.add(pixels, valid if inside is None else valid & inside)
                 labels = tile_labels(cfg, tile_id, info)
                 mapped: dict = {}
-                if isinstance(labels, RasterLabels) and (blocks is None or split == "train"):
+                whole_raster = isinstance(labels, RasterLabels)
+                if whole_raster and (blocks is None or split == "train"):  # a split tile's raw values once
                     raw = labels.counts()
                     merge_counts(report.raw_values, raw)
                     labels.check_values(raw)
-                    for value, pixels in raw.items():
-                        target = values.target(value)
-                        merge_counts(mapped, {values.ignore_label if target is None else target: pixels})
-                if blocks is not None or not isinstance(labels, RasterLabels):
-                    mapped = {}
+                    if blocks is None:
+                        for value, pixels in raw.items():
+                            target = values.target(value)
+                            merge_counts(mapped, {values.ignore_label if target is None else target: pixels})
+                if blocks is not None or not whole_raster:  # class ids by windows, of this split's blocks
                     for first in range(0, info.height, SCAN_ROWS):
                         window = Window(0, first, info.width, min(SCAN_ROWS, info.height - first))
                         ids = labels.read(window)
