@@ -33,7 +33,6 @@ detail that these lack, so that half of the table is only indicative.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -49,14 +48,14 @@ sys.path.insert(0, str(ROOT))
 
 from eoseg.checkpoint import load_checkpoint  # noqa: E402
 from eoseg.config import load_config, override_arguments  # noqa: E402
-from eoseg.errors import EosegError  # noqa: E402
 from eoseg.grid import labelling_grid  # noqa: E402
 from eoseg.infer import run_inference  # noqa: E402
 from eoseg.io import raster_info, read_raster  # noqa: E402
 from eoseg.metrics import metrics_from_confusion, percent  # noqa: E402
 from eoseg.precision import describe_hardware  # noqa: E402
 from eoseg.train import train  # noqa: E402
-from real_data import WHU, WHU_DATA, add_shared_arguments, isprs_data, isprs_halves, start  # noqa: E402  (bench/, beside this file)
+from real_data import (WHU, WHU_DATA, add_shared_arguments, isprs_data, isprs_halves, run_main, start,  # noqa: E402
+                       write_results)  # (bench/, beside this file)
 
 PIXEL_SIZES = {"whu": 0.3, "potsdam": 0.05, "vaihingen": 0.09}  # metres: each set's nominal ground sampling
 CRS = "EPSG:32633"
@@ -178,12 +177,8 @@ def main() -> None:
         results["sets"][name] = {"pixel_size_m": PIXEL_SIZES[name], "steps": run["steps"], "rows": rows}
     print(f"\n{args.minutes:g} min of training per fold; both folds' test tiles scored\n")
     print("\n".join(lines))
-    (work / "results.json").write_text(json.dumps(results, indent=1) + "\n")
-    print(f"\nresults: {work / 'results.json'}")
+    write_results(work, results)
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except EosegError as error:
-        raise SystemExit(f"error: {error}") from None
+    run_main(main)

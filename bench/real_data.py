@@ -122,6 +122,20 @@ def add_shared_arguments(parser: argparse.ArgumentParser, workdir: str) -> None:
     parser.add_argument("--workdir", default=str(Path(tempfile.gettempdir()) / workdir))
 
 
+def write_results(work: Path, results: dict) -> None:
+    """``results`` as DIR/results.json, and where."""
+    (work / "results.json").write_text(json.dumps(results, indent=1) + "\n")
+    print(f"\nresults: {work / 'results.json'}")
+
+
+def run_main(main) -> None:
+    """``main()``, with a refusal printed as one line."""
+    try:
+        main()
+    except EosegError as error:
+        raise SystemExit(f"error: {error}") from None
+
+
 def start(args: argparse.Namespace) -> tuple[Path, Path]:
     """The shared data and work folders, once the data is found; prints the machine."""
     shared, work = Path(args.shared), Path(args.workdir)
@@ -295,13 +309,9 @@ def main() -> None:
         for run_name, folds in by_recipe.items():
             line, pooled.setdefault(name, {})[run_name] = row(name, run_name, folds)
             print(line)
-    (work / "results.json").write_text(json.dumps({"machine": describe_hardware("cpu"), **budget, "seeds": args.seeds,
-                                                   "folds": results, "pooled": pooled}, indent=1) + "\n")
-    print(f"\nresults: {work / 'results.json'}")
+    write_results(work, {"machine": describe_hardware("cpu"), **budget, "seeds": args.seeds, "folds": results,
+                         "pooled": pooled})
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except EosegError as error:
-        raise SystemExit(f"error: {error}") from None
+    run_main(main)
