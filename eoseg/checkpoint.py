@@ -62,7 +62,8 @@ def save_checkpoint(path: str | Path, cfg: Config, model: nn.Module, iteration: 
     ``input_dtype``, the data type of its pixels (uint8, uint16...), so that images of another
     type, whose values the normalisation would misread, are refused; ``pixel_size_m``, the
     [smallest, largest] ground size of its pixels, at which other images are labelled
-    (eoseg.grid.labelling_grid).
+    (eoseg.grid.labelling_grid); ``input_statistics``, each band's mean and std of its values, against
+    which images on another value scale are refused (eoseg.normalization.check_value_scale).
     """
     signature = data_signature(cfg)
     signature.update({key: value for key, value in (trained_on or {}).items() if value is not None})

@@ -322,6 +322,8 @@ class Config:
         if size not in (None, "image") and not (isinstance(size, (int, float)) and not isinstance(size, bool) and size > 0):
             raise EosegError(f"INFER_PIXEL_SIZE must be None (the weights' pixel size), a pixel size in metres > 0 or "
                              f"'image', got {size!r}")
+        if not v["INFER_VALUE_SCALE"] > 0:
+            raise EosegError(f"INFER_VALUE_SCALE multiplies the images' values, > 0 (1 = as they are); got {v['INFER_VALUE_SCALE']!r}")
         for name in ID_LISTS:
             check_tile_ids(v[name], name)
         if v["HOLDOUT_BLOCK"] < 0 or 0 < v["HOLDOUT_BLOCK"] < 2 * v["PATCH_SIZE"]:

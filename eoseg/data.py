@@ -90,6 +90,7 @@ class AugmentedPatches(Dataset):
         self.flips = flips
         self.seed = seed
         self.pixel_size_m = patches.meta.get("pixel_size_m")  # [smallest, largest] m of the tiles, or None
+        self.input_statistics = patches.meta.get("input_statistics")  # their values' mean and std per band, or None
 
     def __len__(self) -> int:
         return len(self.patches)
@@ -114,12 +115,13 @@ class TileCrops(Dataset):
     """
 
     def __init__(self, tiles: list[tuple[np.ndarray, np.ndarray]], size: int, flips: bool, seed: int,
-                 pixel_size_m: list[float] | None = None):
+                 pixel_size_m: list[float] | None = None, input_statistics: dict | None = None):
         self.tiles = tiles
         self.size = size
         self.flips = flips
         self.seed = seed
         self.pixel_size_m = pixel_size_m  # [smallest, largest] m of the tiles, or None
+        self.input_statistics = input_statistics  # their values' mean and std per band, or None
         areas = np.array([labels.size for _, labels in tiles], dtype=np.float64)
         self.tile_probabilities = areas / areas.sum()
         self.epoch_length = max(1, sum((labels.shape[0] // size) * (labels.shape[1] // size) for _, labels in tiles))
@@ -181,7 +183,7 @@ def training_data(cfg: Config) -> AugmentedPatches | TileCrops:
     if not tiles:
         raise EosegError("TRAIN_IDS is empty: nothing to train on")
     check_scale(statistics, cfg)
-    return TileCrops(tiles, cfg.PATCH_SIZE, cfg.RANDOM_FLIPS, cfg.SEED, pixel_size_range(infos))
+    return TileCrops(tiles, cfg.PATCH_SIZE, cfg.RANDOM_FLIPS, cfg.SEED, pixel_size_range(infos), statistics.record())
 
 
 def median_frequency_weights(label_maps, num_classes: int, ignore_label: int, progress: bool = False) -> list[float]:

@@ -20,7 +20,7 @@ from eoseg.grid import mean_pixel_size_m
 from eoseg.holdout import TileSplit, report_overlapping_tiles, tile_split
 from eoseg.io import RasterInfo, atomic_write_text
 from eoseg.labels import SCAN_ROWS, LabelValues, RasterLabels, merge_counts, value_counts
-from eoseg.normalization import BandStatistics, scale_problem
+from eoseg.normalization import VALUE_SCALE_LIMIT, BandStatistics, off_scale, scale_problem, value_scale
 from eoseg.plots import class_frequency_figure, save_figure
 from eoseg.tiles import tile_labels, tile_stack
 
@@ -47,6 +47,7 @@ def check_dataset(cfg: Config) -> DataReport:
     report = DataReport(band_names=cfg.stacked_band_names, statistics=BandStatistics(cfg.num_bands),
                         class_pixels={split: np.zeros(cfg.num_classes, dtype=np.int64) for split in SPLITS})
     seen, training_tiles_read = set(), 0
+    tile_values: dict[str, BandStatistics] = {}  # each tile's values, sampled: their scales compared below
     report_overlapping_tiles(cfg)
     for split in SPLITS:
         if not cfg.tile_ids(split):
@@ -64,6 +65,8 @@ def check_dataset(cfg: Config) -> DataReport:
                     "resolution": resolution_text(info),
                     "nodata": info.nodata})
                 blocks = tile_split(cfg, tile_id, info.height, info.width)
+                if tile_id not in tile_values:
+                    tile_values[tile_id] = stack.sample_statistics()
                 if split == "train":
                     with stack:
                         for first in range(0, info.height, SCAN_ROWS):
@@ -98,6 +101,13 @@ def check_dataset(cfg: Config) -> DataReport:
     scale = scale_problem(report.statistics, cfg)
     if scale:
         report.problem(scale)
+    training_values = report.statistics.record()
+    for tile_id, values in tile_values.items() if training_values else ():
+        ratio = value_scale(training_values, values, len(cfg.BANDS))
+        if ratio is not None and off_scale(ratio, VALUE_SCALE_LIMIT):
+            report.problem(f"tile {tile_id}: its values are {ratio:.2g} times those of the training tiles together: "
+                           "another scale or encoding (12 against 16 bits, reflectance 0..1 against 0..10000), which one "
+                           "normalisation cannot serve; rescale the tiles alike")
     train_pixels = report.class_pixels["train"]
     absent = [name for name, pixels in zip(cfg.CLASS_NAMES, train_pixels) if not pixels]
     if training_tiles_read and absent:  # where no training tile could be read, its own problems say why

@@ -106,6 +106,7 @@ def extract_patches(cfg: Config, out_dir: str | Path, force: bool = False, progr
             "signature": data_signature(cfg),
             "dtype": dtype,
             "pixel_size_m": pixel_size_range(train_infos),  # of the training tiles: the size inference labels at
+            "input_statistics": statistics.record(),  # their values: the scale inference expects (normalization.value_scale)
             "counts": counts,
             "train_stride": cfg.TRAIN_STRIDE,
             "augmentations": augment.augmentations(cfg.FLIPS, cfg.ROTATIONS),

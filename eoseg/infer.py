@@ -16,6 +16,7 @@ import glob
 import hashlib
 import json
 import re
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -37,6 +38,7 @@ from eoseg.io import (RasterInfo, RasterWriter, atomic_write_text, check_writabl
 from eoseg.labelling import GDAL_CACHE_MB, label_rows, labelling_stack, make_predictor
 from eoseg.labels import SCAN_ROWS
 from eoseg.metrics import format_table, metrics_from_confusion, percent
+from eoseg.normalization import check_value_scale
 from eoseg.predict import Predictor
 from eoseg.tiles import TileStack, TruthSource, eval_truth, image_stack, tile_stack
 from eoseg.weights import check_input_dtype, read_weights, recorded_normalization
@@ -375,8 +377,13 @@ def run_inference(cfg: Config, weights: str | Path, out_dir: str | Path, tile_id
     model, record = read_weights(weights, cfg, caffe_mean)
     check_scored_tiles(record["signature"].get("holdout"), cfg, scored_tiles, f"weights {weights}")
     normalization = recorded_normalization(record)
-    for job in jobs:
-        check_input_dtype(normalization, (job.stack.dtype if job.stack is not None else job.info.dtype), job.info.path)
+    values_checked = "input_statistics" in record["signature"] and cfg.INFER_VALUE_CHECK
+    if not (values_checked and cfg.INFER_VALUE_SCALE != 1):  # a declared scale: the value check decides instead
+        for job in jobs:
+            check_input_dtype(normalization, (job.stack.dtype if job.stack is not None else job.info.dtype), job.info.path,
+                              values_checked)
+    jobs = _check_value_scales(cfg, jobs, record["signature"].get("input_statistics"), image_jobs, failed,
+                               say=progress and rank == 0)
     trained = record["signature"].get("pixel_size_m")
     jobs = [replace(job, stack=labelling_stack(cfg, job.stack, trained, say=progress and rank == 0)) for job in jobs]
     predictor = make_predictor(cfg, model, normalization, device)
@@ -428,6 +435,31 @@ def run_inference(cfg: Config, weights: str | Path, out_dir: str | Path, tile_id
     if rank == 0:
         _write_reports(summary, weights, predictor.precision)
     return summary
+
+
+def _check_value_scales(cfg: Config, jobs: list[Job], trained: dict | None, image_jobs: set[str], failed: dict[str, str],
+                        say: bool) -> list[Job]:
+    """``jobs`` whose values are on the scale of those the weights were ``trained`` on (see
+    eoseg.normalization.check_value_scale; a note for those some way off); images given by path that
+    cannot be read are moved to ``failed``, as labelling would."""
+    if trained is None:  # weights from before the record, or Caffe's
+        return jobs
+    checked = []
+    for job in jobs:
+        try:
+            note = check_value_scale(trained, job.stack.sample_statistics(), len(cfg.BANDS), job.info.path,
+                                     cfg.INFER_VALUE_CHECK, factor=cfg.INFER_VALUE_SCALE)
+        except DamagedInputError as err:
+            if job.name not in image_jobs:
+                raise
+            failed[str(job.info.path)] = str(err)
+            continue
+        if note and say:
+            tqdm.write(note, file=sys.stderr)
+        checked.append(job)
+    if not checked and failed:
+        raise _none_labelled(failed)
+    return checked
 
 
 def _write_reports(summary: InferenceSummary, weights: str | Path, precision: str | None, extra: dict | None = None) -> None:

@@ -39,7 +39,8 @@ GDAL_CACHE_MB = 256
 
 
 def make_predictor(cfg: Config, model, normalization: Normalization, device: torch.device) -> Predictor:
-    """The predictor the config describes, around ``model`` (on INFER_ENGINE)."""
+    """The predictor the config describes, around ``model`` (on INFER_ENGINE), its ``normalization`` for
+    images on INFER_VALUE_SCALE."""
     if cfg.INFER_ENGINE not in ("torch", "onnxruntime"):
         raise EosegError(f"INFER_ENGINE must be 'torch' or 'onnxruntime', got {cfg.INFER_ENGINE!r}")
     if cfg.INFER_ENGINE == "onnxruntime" or not isinstance(model, torch.nn.Module):
@@ -49,6 +50,8 @@ def make_predictor(cfg: Config, model, normalization: Normalization, device: tor
             raise EosegError(f"ONNX models take inputs of multiples of {SIZE_MULTIPLE} px; set WINDOW to one (it is {cfg.WINDOW})")
         if not isinstance(model, OnnxModel):
             model = OnnxModel.from_module(model)
+    # INFER_VALUE_SCALE: the images' values brought to the training imagery's scale
+    normalization = normalization.for_values_times(cfg.INFER_VALUE_SCALE, len(cfg.BANDS))
     return Predictor(model, normalization, cfg.WINDOW, cfg.STRIDE, cfg.INFER_BATCH_SIZE, device, blend=cfg.BLEND,
                      tta=cfg.TTA, precision=cfg.INFER_PRECISION, optimize=cfg.INFER_OPTIMIZE, compile=cfg.INFER_COMPILE,
                      reuse_memory=cfg.REUSE_FREED_MEMORY)

@@ -216,6 +216,7 @@ def create_lmdb(cfg: Config, patches_dir: str | Path, lmdb_dir: str | Path, forc
                 "patch_shape": [cfg.num_bands, cfg.PATCH_SIZE, cfg.PATCH_SIZE],
                 "dtype": manifest["dtype"],
                 "pixel_size_m": manifest.get("pixel_size_m"),
+                "input_statistics": manifest.get("input_statistics"),
                 "shuffle_seed": cfg.SHUFFLE_SEED if split == "train" else None,
                 "source": str(patches_dir),
                 "tiles": sorted({r["tile"] for r in split_rows}),

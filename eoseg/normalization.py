@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -40,6 +40,17 @@ class Normalization:
         if self.band_order is not None:
             record["band_order"] = [int(b) for b in self.band_order]
         return record
+
+    def for_values_times(self, factor: float, bands: int) -> "Normalization":
+        """This normalisation of raw values whose first ``bands`` bands (the image's BANDS, not
+        EXTRA_SOURCES) are multiplied by ``factor`` first (INFER_VALUE_SCALE): ``(factor x - m) / s`` is
+        ``(x - m / factor) / (s / factor)``, so those bands' means and stds are divided by ``factor``."""
+        if factor == 1:
+            return self
+        order = self.band_order if self.band_order is not None else range(len(self.mean))
+        divisor = [factor if source < bands else 1.0 for source in order]  # network band k reads input band order[k]
+        return replace(self, mean=tuple(m / d for m, d in zip(self.mean, divisor)),
+                       std=tuple(s / d for s, d in zip(self.std, divisor)))
 
     def apply(self, batch: torch.Tensor) -> torch.Tensor:
         """(N, C, H, W) raw values (any dtype) -> normalised float32."""
@@ -101,6 +112,15 @@ class BandStatistics:
     def std(self) -> np.ndarray:
         return np.sqrt(np.maximum(self.squares / max(self.count, 1) - self.mean ** 2, 0))
 
+    def record(self) -> dict | None:
+        """Each band's mean and std of the raw values counted, at 6 significant digits, as patches,
+        LMDBs and weights record the training imagery's (see :func:`check_value_scale`); None where
+        nothing was counted."""
+        if not self.count:
+            return None
+        digits = lambda values: [float(f"{v:.6g}") for v in values]  # noqa: E731
+        return {"mean": digits(self.mean), "std": digits(self.std)}
+
     def normalization(self, first: int, end: int) -> tuple[list[float], list[float]]:
         """Mean and std of bands first..end-1 to normalise by, at 6 significant digits (a constant
         band's std at least 1e-6: it must not divide by 0)."""
@@ -153,3 +173,59 @@ def check_scale(statistics: BandStatistics, cfg) -> None:
     problem = scale_problem(statistics, cfg)
     if problem:
         raise EosegError(problem)
+
+
+# The values of an image against those the weights were trained on (:func:`value_scale`). Beyond
+# VALUE_SCALE_LIMIT times, or that fraction, they are taken for another scale or encoding (12-bit
+# values against 16-bit stretched ones, reflectances of 0..1 against 0..10000, 12-bit data cast to
+# 8 bits unscaled) that the normalisation turns into inputs the network never saw, and refused;
+# beyond VALUE_SCALE_NOTE a note says so. Colour jitter trains for 0.8..1.2. On the real SpaceNet
+# scene a U-Net lost two thirds of its building F1 at 1/2 and 4 times the values, a quarter at 2
+# times; real test tiles of the ISPRS, WHU and SpaceNet sets lay at 0.72..1.72 times their training
+# tiles (bench/RESULTS.md, "Images on another value scale").
+VALUE_SCALE_NOTE = 1.5
+VALUE_SCALE_LIMIT = 3.0
+
+
+def value_scale(trained: dict, measured: BandStatistics, bands: int) -> float | None:
+    """How many times the values of the first ``bands`` bands (the image's BANDS) ``measured`` counted
+    are those the weights were ``trained`` on (:meth:`BandStatistics.record`): the median over those
+    bands of the ratio of their root mean squares (a band's magnitude, offset and spread together).
+    None where either side has no magnitude to compare."""
+    if not measured.count:
+        return None
+    trained_size = np.hypot(np.asarray(trained["mean"][:bands], dtype=np.float64), trained["std"][:bands])
+    measured_size = np.hypot(measured.mean[:bands], measured.std[:bands])
+    comparable = (trained_size > 0) & (measured_size > 0)
+    if not comparable.any():
+        return None
+    return float(np.exp(np.median(np.log(measured_size[comparable] / trained_size[comparable]))))
+
+
+def off_scale(ratio: float, limit: float) -> bool:
+    """Whether values ``ratio`` times others are ``limit`` times them or more, or that fraction or less."""
+    return not 1 / limit < ratio < limit
+
+
+def check_value_scale(trained: dict | None, measured: BandStatistics, bands: int, what: str, refuse: bool,
+                      against: str = "those the weights were trained on", factor: float = 1.0) -> str | None:
+    """Refuse ``what`` (``refuse``: INFER_VALUE_CHECK) where its values (``measured``, multiplied by
+    ``factor``: INFER_VALUE_SCALE) are VALUE_SCALE_LIMIT times the ``trained`` ones (``against`` says
+    whose) or more, or that fraction or less; a note where they are VALUE_SCALE_NOTE times (or where the
+    refusal is off); None where they are alike or either is unknown."""
+    ratio = None if trained is None else value_scale(trained, measured, bands)
+    if ratio is None:
+        return None
+    ratio *= factor
+    if not off_scale(ratio, VALUE_SCALE_NOTE):
+        return None
+    means = lambda values: ", ".join(f"{v * factor:.4g}" for v in values[:bands])  # noqa: E731
+    scaled = "" if factor == 1 else f" (times INFER_VALUE_SCALE {factor:g})"
+    found = (f"{what}: its values{scaled} are {ratio:.2g} times {against} (band means "
+             f"{means(measured.mean)} against {', '.join(f'{v:.4g}' for v in trained['mean'][:bands])})")
+    if refuse and off_scale(ratio, VALUE_SCALE_LIMIT):
+        raise EosegError(f"{found}: another scale or encoding (12 against 16 bits, reflectance 0..1 against 0..10000) "
+                         f"would make a wrong map; set INFER_VALUE_SCALE={factor / ratio:.3g} to bring them to the "
+                         "training scale (a power of 2 where the encodings differ in bits: 0.0625 for 16-bit values "
+                         "and weights of 12-bit ones), or INFER_VALUE_CHECK=False if they are right as they are")
+    return f"note: {found}: the labels may suffer (another scale or encoding, or much darker or brighter light)"

@@ -184,6 +184,21 @@ class TileStack:
             valid &= ~np.isnan(pixels[[position for position, _, _ in self._derived]]).any(axis=0)
         return valid
 
+    def sample_statistics(self, side: int = 4, size: int = 256) -> BandStatistics:
+        """Each band's statistics over the valid pixels of ``side`` x ``side`` windows of ``size`` px
+        spread evenly over the grid: what the whole raster's values look like, for a few reads."""
+        statistics = BandStatistics(self.count)
+        height, width = self.grid.height, self.grid.width
+        rows = sorted({int(r) for r in np.linspace(0, max(height - size, 0), side)})
+        cols = sorted({int(c) for c in np.linspace(0, max(width - size, 0), side)})
+        with contextlib.nullcontext() if self._open is not None else self:  # each raster opened once
+            for row in rows:
+                for col in cols:
+                    window = Window(col, row, min(size, width - col), min(size, height - row))
+                    pixels = self.read(window)
+                    statistics.add(pixels, self.valid_mask(pixels, window))
+        return statistics
+
 
 def _extra_what(index: int, entry: dict) -> str:
     return f"EXTRA_SOURCES[{index}] ({', '.join(entry['band_names'])})"

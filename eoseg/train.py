@@ -53,7 +53,7 @@ from eoseg.labelling import labelling_stack, make_predictor, score_tile
 from eoseg.metrics import metrics_from_confusion, percent
 from eoseg.models import first_stream_bands, model_from_config
 from eoseg.models.encoder_weights import init_encoder_weights
-from eoseg.normalization import Normalization
+from eoseg.normalization import Normalization, check_value_scale
 from eoseg.plots import display_rgb, plot_training_log
 from eoseg.precision import check_precision, resolve_precision
 from eoseg.recipe import LearningRateSchedule, make_loss, make_optimizer
@@ -360,7 +360,8 @@ class Trainer:
 
         self.data = training_data(cfg)
         # recorded with the weights
-        self.trained_on = {"input_dtype": str(self.data[(0, 0)][0].numpy().dtype), "pixel_size_m": self.data.pixel_size_m}
+        self.trained_on = {"input_dtype": str(self.data[(0, 0)][0].numpy().dtype), "pixel_size_m": self.data.pixel_size_m,
+                           "input_statistics": self.data.input_statistics}
         self.sampler = StreamBatchSampler(len(self.data), cfg.BATCH_SIZE, cfg.SEED, sample_position,
                                           processes.rank, processes.world_size)
         self.class_weights = resolve_class_weights(cfg, self.data, self.progress)
@@ -393,8 +394,13 @@ class Trainer:
             raise EosegError("VAL_EVERY is set but there is no tile to validate on (VAL_IDS and TEST_IDS are empty); set VAL_EVERY=0")
         tiles = []
         for tile_id in tile_ids:  # all checked on every process: a bad tile stops the run before it starts
-            stack = labelling_stack(self.cfg, tile_stack(self.cfg, tile_id), self.trained_on["pixel_size_m"],
-                                    say=self.processes.is_main)
+            stack = tile_stack(self.cfg, tile_id)
+            note = check_value_scale(self.trained_on["input_statistics"], stack.sample_statistics(), len(self.cfg.BANDS),
+                                     f"validation tile {tile_id} ({stack.info.path})", self.cfg.INFER_VALUE_CHECK,
+                                     "those of the training tiles", self.cfg.INFER_VALUE_SCALE)
+            if note and self.processes.is_main:
+                print(note, file=sys.stderr)
+            stack = labelling_stack(self.cfg, stack, self.trained_on["pixel_size_m"], say=self.processes.is_main)
             truth = eval_truth(self.cfg, tile_id, stack.info)
             if truth is None:
                 raise EosegError(f"validation tile {tile_id} has no ground truth; choose VAL_IDS with labels or set VAL_EVERY=0")

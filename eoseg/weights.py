@@ -110,9 +110,10 @@ def recorded_normalization(record: dict) -> Normalization:
     return dataclasses.replace(normalization, input_dtype=record["signature"].get("input_dtype"))
 
 
-def check_input_dtype(normalization: Normalization, dtype: str, image: str | Path) -> None:
+def check_input_dtype(normalization: Normalization, dtype: str, image: str | Path, scalable: bool = False) -> None:
     """Refuse an image whose pixel type differs from the training data's: 16-bit values through a
-    normalisation made for 8-bit ones (or the reverse) give confident, wrong labels."""
+    normalisation made for 8-bit ones (or the reverse) give confident, wrong labels. ``scalable``: the
+    weights record their values, so that INFER_VALUE_SCALE can bring the image's to them (checked)."""
     trained = normalization.input_dtype
     if trained is None or np.dtype(dtype) == np.dtype(trained):
         return
@@ -120,7 +121,9 @@ def check_input_dtype(normalization: Normalization, dtype: str, image: str | Pat
         return
     raise EosegError(f"{image}: its pixels are {dtype}, but the weights were trained on {trained} data, whose value range "
                      f"the normalisation (NORM_MEAN / NORM_STD) was set for; convert the image to {trained} with the "
-                     f"same scaling as the training data, or train on {dtype} data")
+                     f"same scaling as the training data, "
+                     f"{'set INFER_VALUE_SCALE to the factor that brings its values to theirs, ' if scalable else ''}"
+                     f"or train on {dtype} data")
 
 
 def save_safetensors(path: str | Path, model: nn.Module, record: dict) -> Path:

@@ -248,6 +248,49 @@ def test_16_bit_imagery_through_its_declared_normalisation(tmp_path, sample_root
     assert (labels[0] == labels[1]).mean() > 0.999
 
 
+def test_images_on_another_value_scale(tmp_path, sample_root):
+    """Weights trained on 12-bit values refuse the same scene stretched to 16 bits (16 times the values:
+    one data type, so the type check passes) and nothing is written; the refusal names the
+    INFER_VALUE_SCALE that labels it as the 12-bit scene is labelled. At 2.5 times, and with
+    INFER_VALUE_CHECK=False, the scene is labelled with a note naming the factor. The scene cast to
+    8 bits (a sixteenth of the values) is refused for its type, and labelled with INFER_VALUE_SCALE=16."""
+    pixels = random_image(90, 110).astype(np.uint16) * 16  # 12-bit values, as the weights were trained on
+    like = sample_root / "data" / IMAGE.format(id=1)
+    trained = pixels.reshape(3, -1).astype(np.float64)
+    statistics = {"mean": trained.mean(axis=1).tolist(), "std": trained.std(axis=1).tolist()}
+    norm = {"NORM_MEAN": statistics["mean"], "NORM_STD": statistics["std"]}
+    cfg = make_tiny_config(tmp_path, **norm)
+    torch.manual_seed(0)
+    weights = save_checkpoint(tmp_path / "w.pt", cfg, model_from_config(cfg), iteration=0,
+                              trained_on={"input_dtype": "uint16", "input_statistics": statistics})
+
+    def label(name: str, values: np.ndarray, **extra):
+        scene = write_tif(tmp_path / name / "scene.tif", values, like=like)
+        return run_script("inference.py", "--images", str(scene), "--weights", str(weights), "--out",
+                          str(tmp_path / f"out_{name}"), *arguments(tmp_path, sample_root / "data", **norm, **extra))
+
+    result = label("12bit", pixels)
+    assert result.returncode == 0 and "times those" not in result.stderr, result.stderr
+    stretched = pixels * 16
+    result = label("16bit", stretched)
+    assert_one_line_error(result, "scene.tif", "16 times those the weights were trained on", "INFER_VALUE_SCALE=0.0625",
+                          "INFER_VALUE_CHECK=False")
+    assert not (tmp_path / "out_16bit").exists()
+    for name, values, extra, factor in (("brighter", (pixels * 2.5).astype(np.uint16), {}, 2.5),
+                                        ("unchecked", stretched, {"INFER_VALUE_CHECK": False}, 16)):
+        result = label(name, values, **extra)
+        assert result.returncode == 0, result.stderr
+        assert f"its values are {factor:.2g} times those the weights were trained on" in result.stderr
+        assert (tmp_path / f"out_{name}" / "scene_labels.tif").is_file()
+    cast = (pixels // 16).astype(np.uint8)
+    assert_one_line_error(label("8bit", cast), "uint8", "uint16", "INFER_VALUE_SCALE")
+    for name, values, factor in (("16bit", stretched, 0.0625), ("8bit", cast, 16)):
+        result = label(name, values, INFER_VALUE_SCALE=factor)
+        assert result.returncode == 0 and "times those" not in result.stderr, result.stderr
+        np.testing.assert_array_equal(read(tmp_path / f"out_{name}" / "scene_labels.tif"),
+                                      read(tmp_path / "out_12bit" / "scene_labels.tif"))
+
+
 def test_16_bit_tiles_extract_and_pack(tmp_path, sample_root):
     data = copy_dataset(sample_root, tmp_path)
     for tile in "1234":

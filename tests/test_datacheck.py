@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
 
 import shutil
 
 import numpy as np
 import rasterio
 
+from eoseg.config import load_config
 from eoseg.datacheck import check_dataset
 from eoseg.io import read_label
 from eoseg.tiles import read_image
@@ -87,3 +89,16 @@ def test_training_tiles_that_cannot_be_read_say_why_once(tiny_cfg, tmp_path):
     labels that were never read."""
     report = check_dataset(tiny_cfg.replace(TRAIN_IDS=["97", "98"]))
     assert len(report.problems) == 2 and all("not found" in problem for problem in report.problems), report.problems
+
+
+def test_a_tile_on_another_value_scale_is_a_problem(sample_root, tmp_path):
+    """Test tile 4 at an eighth of its values (12-bit data cast to 8 bits unscaled looks so): one
+    normalisation cannot serve it and the training tiles."""
+    data = tmp_path / "data"
+    shutil.copytree(sample_root / "data", data)
+    with rasterio.open(data / "top" / "top_mosaic_09cm_area4.tif", "r+") as dst:
+        dst.write(dst.read() // 8)
+    cfg = load_config(overrides=as_arguments({**tiny_overrides(tmp_path), "DATA_ROOT": str(data)}))
+    problems = check_dataset(cfg).problems
+    assert len(problems) == 1 and re.match(r"tile 4: its values are 0\.1\d times those of the training tiles", problems[0]), problems
+    assert not any("values are" in problem for problem in check_dataset(cfg.replace(TEST_IDS=["3"])).problems)

@@ -8,9 +8,11 @@ import shutil
 import numpy as np
 import pytest
 import rasterio
+import torch
 
 from eoseg.errors import EosegError
-from eoseg.normalization import NORMALISED_RMS_RANGE, BandStatistics, check_scale, scale_problem
+from eoseg.normalization import (NORMALISED_RMS_RANGE, BandStatistics, Normalization, check_scale, check_value_scale,
+                                  scale_problem, value_scale)
 
 from .conftest import as_arguments, make_tiny_config, run_script, tiny_overrides
 from .test_scripts import assert_one_line_error
@@ -113,3 +115,64 @@ def test_twelve_bit_tiles_under_the_8_bit_normalisation_are_refused_until_check_
     kept = [item for item in overrides if not item.startswith("NORM_")]
     assert run_script("extract_images.py", "--config", str(config), *kept).returncode == 0
     assert (tmp_path / "patches" / "manifest.json").is_file()
+
+
+# ---------------------------------------------------------------- the value scale of images against the training imagery's
+def counted(pixels: np.ndarray) -> BandStatistics:
+    statistics = BandStatistics(pixels.shape[0])
+    statistics.add(pixels, np.ones(pixels.shape[1:], dtype=bool))
+    return statistics
+
+
+def test_value_scale_is_the_median_over_the_image_bands_of_their_magnitudes():
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(1, 4096, size=(4, 40, 50)).astype(np.float64)
+    trained = counted(pixels).record()
+    assert trained["mean"] == pytest.approx(pixels.reshape(4, -1).mean(axis=1), rel=1e-5)
+    assert value_scale(trained, counted(pixels * 16), 3) == pytest.approx(16, rel=1e-5)
+    scaled = pixels * np.array([16.0, 16.0, 1.0, 1.0])[:, None, None]  # one band of three off: the median holds
+    assert value_scale(trained, counted(scaled), 3) == pytest.approx(16, rel=1e-5)
+    assert value_scale(trained, counted(pixels * [[[1]], [[1]], [[1]], [[100]]]), 3) == pytest.approx(1, rel=1e-5)  # not an image band
+    assert value_scale(trained, BandStatistics(4), 3) is None  # nothing valid was read
+    assert value_scale({"mean": [0.0] * 4, "std": [0.0] * 4}, counted(pixels), 3) is None  # trained on empty bands
+    assert BandStatistics(2).record() is None
+
+
+@pytest.mark.parametrize("factor, outcome", [(1.0, None), (1.4, None), (0.7, None), (2.5, "note"), (0.4, "note"),
+                                             (3.5, "error"), (0.3, "error"), (16.0, "error"), (1e-4, "error")])
+def test_images_far_off_the_training_scale_are_refused_and_nearer_ones_noted(factor, outcome):
+    pixels = np.random.default_rng(1).integers(1, 4096, size=(3, 30, 30)).astype(np.float64)
+    trained = counted(pixels).record()
+    measured = counted(pixels * factor)
+    if outcome == "error":
+        with pytest.raises(EosegError, match=f"scene.tif: its values are {factor:.2g} times .*INFER_VALUE_CHECK=False"):
+            check_value_scale(trained, measured, 3, "scene.tif", refuse=True)
+        note = check_value_scale(trained, measured, 3, "scene.tif", refuse=False)  # INFER_VALUE_CHECK=False: said, not refused
+        assert note.startswith(f"note: scene.tif: its values are {factor:.2g} times")
+    elif outcome == "note":
+        assert f"its values are {factor:.2g} times" in check_value_scale(trained, measured, 3, "scene.tif", refuse=True)
+    else:
+        assert check_value_scale(trained, measured, 3, "scene.tif", refuse=True) is None
+    assert check_value_scale(None, measured, 3, "scene.tif", refuse=True) is None  # weights that record none
+
+
+def test_values_times_a_factor_give_the_same_network_inputs():
+    """INFER_VALUE_SCALE: the image's bands divided by the factor, through the normalisation for it, are the
+    inputs the original values give; extra bands (here the last) keep theirs, also where a Caffe band order
+    moves the bands."""
+    rng = np.random.default_rng(2)
+    values = torch.from_numpy(rng.uniform(0, 4000, size=(2, 4, 8, 8)).astype(np.float32))
+    smaller = values.clone()
+    smaller[:, :3] /= 16
+    for order in (None, (2, 1, 0, 3)):
+        normalization = Normalization((100.0, 200.0, 300.0, 5.0), (50.0, 60.0, 70.0, 2.0), order)
+        assert normalization.for_values_times(1.0, 3) is normalization
+        torch.testing.assert_close(normalization.for_values_times(16.0, 3).apply(smaller), normalization.apply(values))
+
+
+def test_the_value_check_counts_the_declared_scale():
+    pixels = np.random.default_rng(3).integers(1, 4096, size=(3, 30, 30)).astype(np.float64)
+    trained = counted(pixels).record()
+    assert check_value_scale(trained, counted(pixels * 16), 3, "scene.tif", refuse=True, factor=1 / 16) is None
+    with pytest.raises(EosegError, match=r"its values \(times INFER_VALUE_SCALE 2\) are 32 times .*INFER_VALUE_SCALE=0\.0625"):
+        check_value_scale(trained, counted(pixels * 16), 3, "scene.tif", refuse=True, factor=2)

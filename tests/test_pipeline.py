@@ -188,6 +188,12 @@ def test_training_writes_weights_log_plot_and_resumes(tiny_cfg, source):
     assert isinstance(model, torch.nn.Module)
     # the training tiles' pixel size, through the patches and the LMDB or from the tiles: what inference labels at
     assert payload["signature"]["pixel_size_m"] == pytest.approx([PIXEL_SIZE_M, PIXEL_SIZE_M])
+    # and their values, each band's mean and std: the scale inference expects of an image
+    pixels = np.concatenate([read_raster(cfg.tile_path("IMAGE_PATTERN", tile)).reshape(3, -1)
+                             for tile in cfg.tile_ids("train")], axis=1).astype(np.float64)
+    recorded = payload["signature"]["input_statistics"]
+    assert recorded["mean"] == pytest.approx(pixels.mean(axis=1), rel=1e-5)
+    assert recorded["std"] == pytest.approx(pixels.std(axis=1), rel=1e-5)
 
 
 def test_resume_beyond_iterations_is_refused(tiny_cfg):

@@ -205,3 +205,23 @@ def test_pixel_size_benchmark_labels_each_factor_both_ways(tmp_path):
         assert scored[0] == scored[1] and 0 < scored[0] <= (512 / row["factor"]) ** 2
     same = rows[1]  # at the training size, both ways are the same labelling
     assert same["as is"]["confusion_matrix"] == same["at the training size"]["confusion_matrix"]
+
+
+def test_value_scale_benchmark_scores_each_scale_and_says_what_the_check_does(tmp_path):
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "value_scale.py"), "--steps", "2", "--factors", "1", "16", "--norms", "255",
+         "--natural", "potsdam", "--shared", str(SHARED), "--workdir", str(tmp_path)],
+        capture_output=True, text=True, timeout=600, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    assert result.returncode == 0, result.stderr[-2000:]
+    results = json.loads((tmp_path / "results.json").read_text())
+    # the crop's two halves, each against the other: one city, one sensor, alike
+    assert sorted(results["natural"]["potsdam"]) == ["left", "right"]
+    assert all(0.7 < ratio < 1.4 for ratio in results["natural"]["potsdam"].values())
+    rows = results["norms"]["255"]
+    assert [row["factor"] for row in rows] == [1.0, 16.0]
+    # each fold's ratio: the other half at its own scale passes, 16 times its values (12 against 16 bits) are refused
+    assert [outcome for _, outcome in rows[0]["checks"]] == ["passed", "passed"]
+    assert [outcome for _, outcome in rows[1]["checks"]] == ["refused", "refused"]
+    assert all(12 < ratio < 20 for ratio, _ in rows[1]["checks"])
+    for row in rows:  # both halves of the 900 x 900 scene scored once at each scale, with the check off
+        assert sum(map(sum, row["confusion_matrix"])) == 900 * 900

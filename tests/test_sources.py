@@ -177,6 +177,24 @@ def test_nodata_of_any_source_is_ignored_in_training(tiny_cfg, tmp_path):
     np.testing.assert_array_equal(clean[:, 30:], pixels[:, 30:])
 
 
+def test_sample_statistics_count_the_valid_pixels_of_windows_spread_over_the_stack(tiny_cfg, tmp_path):
+    source = tiny_cfg.tile_path("NDSM_PATTERN", "1")
+    ndsm = read_raster(source)
+    ndsm[0, :10] = -9999
+    copy_raster(source, tmp_path / "ndsm1.tif", ndsm, nodata=-9999)
+    stack = tile_stack(tiny_cfg.replace(EXTRA_SOURCES=[{**NDSM, "pattern": str(tmp_path / "ndsm{id}.tif")}]), "1")
+    pixels = stack.read().reshape(4, -1).astype(np.float64)
+    valid = stack.valid_mask(stack.read()).ravel()
+    whole = stack.sample_statistics(size=max(stack.info.height, stack.info.width))  # one window: the whole tile
+    assert whole.count == valid.sum() < valid.size
+    assert whole.mean == pytest.approx(pixels[:, valid].mean(axis=1)) and whole.std == pytest.approx(pixels[:, valid].std(axis=1))
+    corners = stack.sample_statistics(side=2, size=16)  # the four corner windows
+    windows = [Window(col, row, 16, 16) for row in (0, stack.info.height - 16) for col in (0, stack.info.width - 16)]
+    expected = np.concatenate([stack.read(w)[:, stack.valid_mask(stack.read(w), w)] for w in windows], axis=1)
+    assert corners.count == expected.shape[1] == 2 * 16 * 16 + 2 * 16 * 6  # the top two reach into the nodata rows
+    assert corners.mean == pytest.approx(expected.astype(np.float64).mean(axis=1))
+
+
 def test_nodata_values_do_not_reach_the_network_in_inference(tiny_cfg, tmp_path):
     """An nDSM hole declared nodata gives the same class probabilities around it whatever its nodata value:
     the value never reaches the network (every band of the hole takes its normalisation mean)."""

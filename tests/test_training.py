@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import rasterio
 import torch
 from torch.utils.data import DataLoader
 
@@ -289,6 +290,24 @@ def test_validation_logs_metrics_and_keeps_the_best_checkpoint(lmdb_cfg):
     for name in ("overall_accuracy", "mean_f1", "mean_iou"):
         assert float(best_row[f"val_{name}"]) == pytest.approx(best["validation"][name], abs=5e-6)
     assert (Path(cfg.TRAIN_DIR) / "loss.png").stat().st_size > 0
+
+
+def test_validation_tiles_on_another_value_scale_are_refused_before_training(sample_root, tmp_path, capfd):
+    """A validation tile at an eighth of the training tiles' values stops the run before its first step,
+    naming INFER_VALUE_CHECK; with it off, the run trains and says so."""
+    data = tmp_path / "data"
+    shutil.copytree(sample_root / "data", data)
+    with rasterio.open(data / "top" / "top_mosaic_09cm_area4.tif", "r+") as dst:
+        dst.write(dst.read() // 8)
+    cfg = load_config(overrides=as_arguments({**tiny_overrides(tmp_path), "DATA_ROOT": str(data), "TRAIN_SOURCE": "tiles",
+                                              "ITERATIONS": 1, "VAL_EVERY": 1}))
+    refusal = r"validation tile 4 \(.*area4.tif\): its values are 0\.1\d times those of the training tiles .*INFER_VALUE_CHECK"
+    with pytest.raises(EosegError, match=refusal):
+        train(cfg, progress=False)
+    assert not list(Path(cfg.TRAIN_DIR).glob("checkpoints/*.pt"))
+    train(cfg.replace(INFER_VALUE_CHECK=False), progress=False)
+    assert "note: validation tile 4" in capfd.readouterr().err
+    assert Path(cfg.MODEL_FILE).is_file()
 
 
 # float16 kernels are slow on CPUs (about 50x bfloat16 here): its run is smaller
