@@ -19,7 +19,7 @@ DATA_ROOT = "data"  # folder holding the collections below; patterns are relativ
 IMAGE_PATTERN = "top/top_mosaic_09cm_area{id}.tif"  # orthophoto of tile {id}
 GT_COLOR_PATTERN = "gts_for_participants/top_mosaic_09cm_area{id}.tif"  # colour-coded ground truth
 GT_ERODED_PATTERN = "gts_eroded_for_participants/top_mosaic_09cm_area{id}_noBoundary.tif"  # colour GT, boundaries black ("" if none)
-LABEL_PATTERN = "labels/top_mosaic_09cm_area{id}.tif"  # numeric label maps (written by convert_gt.py)
+LABEL_PATTERN = "labels/top_mosaic_09cm_area{id}.tif"  # numeric label maps (written by convert_gt.py), or polygons; without {id}: one georeferenced file for all tiles
 DSM_PATTERN = "dsm/dsm_09cm_matching_area{id}.tif"  # elevation model ("" if none); not used by the optical SegNet
 NDSM_PATTERN = "ndsm/ndsm_09cm_matching_area{id}.tif"  # normalised DSM: height above the ground in metres, float32 ("" if none); make_sample.py writes it, make_composite.py reads it
 COMPOSITE_PATTERN = "composite/composite_area{id}.tif"  # 3-band uint8 composite (DSM, nDSM, NDVI) that make_composite.py writes; stack it with EXTRA_SOURCES
@@ -49,6 +49,7 @@ LABEL_VALUES = {}  # raw value of the label rasters (or of VECTOR_CLASS_FIELD) -
 LABEL_TOLERANCE = 0  # labels saved as JPEG or resampled: a colour of the colour ground truth within this many levels (in each of R, G, B) of one PALETTE colour or IGNORE_COLOR, or a raw label value within this many of one LABEL_VALUES value, reads as it; 0 = exact only. At most half the gap between the two closest of those colours (values), less one: 127 for the ISPRS colours or 0/255 masks
 UNKNOWN_LABELS_TO_IGNORE = False  # label values LABEL_VALUES does not name become IGNORE_LABEL instead of an error
 VECTOR_CLASS_FIELD = ""  # vector labels (a LABEL_PATTERN ending .geojson, .gpkg, .shp, .fgb, ...; without {id}: one file for all tiles): the attribute holding each polygon's class value, mapped through LABEL_VALUES ("" = every polygon is VECTOR_POLYGON_CLASS)
+VECTOR_LAYER = ""  # the layer of a vector label file (a GeoPackage, ...) that holds the polygons ("" = its only layer; a file with several is refused)
 VECTOR_POLYGON_CLASS = 1  # class id of every polygon when VECTOR_CLASS_FIELD is ""
 VECTOR_BACKGROUND_CLASS = 0  # class id of the pixels outside every polygon (IGNORE_LABEL: unlabelled)
 VECTOR_BOUNDARY = "centre"  # which pixels a polygon labels: "centre" (centre inside), "all_touched", "ignore_band" (centre, then IGNORE_LABEL along every edge, like the ISPRS eroded ground truth)

@@ -49,6 +49,9 @@ def main(argv=None):
     elif args.from_color:
         ids = list(dict.fromkeys(cfg.tile_ids("train") + cfg.tile_ids("test")))
         pairs = [(existing_path(cfg, "GT_COLOR_PATTERN", t, "colour ground truth"), cfg.tile_path("LABEL_PATTERN", t)) for t in ids]
+        if len({target for _, target in pairs}) < len(pairs):
+            raise EosegError(f"LABEL_PATTERN {cfg.LABEL_PATTERN!r} has no {{id}}, and convert_gt.py --from-color writes "
+                             "a label map per tile; put {id} where the tile id goes in the file name")
         out = pairs[0][1].parent if pairs else Path(cfg.DATA_ROOT)
     else:
         raise EosegError(f"{'--to-color' if args.to_color else '--from-values'} needs the label files to convert")

@@ -255,14 +255,31 @@ class Config:
             uses_id = "\0" in pattern.format(id="\0")
         except (KeyError, IndexError, ValueError) as err:
             raise EosegError(f"{where} {pattern!r}: bad pattern ({err}); use {{id}} for the tile id") from None
-        one_file_for_all = where == "LABEL_PATTERN" and Path(pattern).suffix.lower() in VECTOR_SUFFIXES
-        if not uses_id and not one_file_for_all:
-            path = Path(pattern)
-            suffix = "".join(path.suffixes)
-            raise EosegError(f"{where} {pattern!r} has no {{id}}: every tile would read the same file; "
-                             f"put {{id}} where the tile id goes in the file name (for this one file: {where} = "
-                             f"{str(path.with_name('{id}' + suffix))!r} and the id {path.name.removesuffix(suffix)!r})")
-        return Path(self.DATA_ROOT) / relative
+        path = Path(self.DATA_ROOT) / relative
+        if not uses_id:
+            if not where.startswith(SHARED_SOURCES):
+                name = Path(pattern)
+                suffix = "".join(name.suffixes)
+                raise EosegError(f"{where} {pattern!r} has no {{id}}: every tile would read the same file; "
+                                 f"put {{id}} where the tile id goes in the file name (for this one file: {where} = "
+                                 f"{str(name.with_name('{id}' + suffix))!r} and the id {name.name.removesuffix(suffix)!r})")
+            if Path(pattern).suffix.lower() not in VECTOR_SUFFIXES:
+                self._check_shared_raster(path, pattern, where)
+        return path
+
+    def _check_shared_raster(self, path: Path, pattern: str, where: str) -> None:
+        """One raster for every tile (a land-cover map, a DSM mosaic) is read where each tile lies: it needs
+        a georeference, without which each tile would take the whole raster as its own."""
+        checked = self.__dict__.setdefault("_shared_checked", set())
+        if path in checked or not path.is_file():
+            return  # a missing file is reported where it is opened
+        from eoseg.io import raster_info
+
+        if not raster_info(path, where).georeferenced:
+            raise EosegError(f"{where} {pattern!r} has no {{id}}: one raster for every tile is read where each tile "
+                             f"lies, and {path} has no georeference to say where that is; put {{id}} where the tile id "
+                             "goes in the file name (a file per tile), or give the raster its CRS and transform")
+        checked.add(path)
 
     def _check(self) -> None:
         v = self._values
@@ -368,6 +385,9 @@ def _check_recipe(v: dict[str, Any]) -> None:
 VECTOR_BOUNDARIES = ("centre", "all_touched", "ignore_band")
 IGNORE = "ignore"  # the target of LABEL_VALUES that sends a raw value to IGNORE_LABEL
 # vector label files (LABEL_PATTERN), read with pyogrio; without {id}, one file holds every tile's polygons
+# the tiles' sources that may be one file for all tiles (no {id}): polygons, or a georeferenced raster read
+# where each tile lies; images, colour ground truth and what the scripts write hold one tile each
+SHARED_SOURCES = ("LABEL_PATTERN", "DSM_PATTERN", "NDSM_PATTERN", "EXTRA_SOURCES[")
 VECTOR_SUFFIXES = (".geojson", ".json", ".gpkg", ".shp", ".fgb", ".gml", ".kml", ".sqlite")
 
 

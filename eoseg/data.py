@@ -23,10 +23,11 @@ from eoseg.config import Config
 from eoseg.errors import EosegError
 from eoseg.grid import pixel_size_range
 from eoseg.holdout import tile_split
+from eoseg.labels import class_pixels
 from eoseg.lmdb_store import LmdbPatches
 from eoseg.metadata import data_signature
 from eoseg.normalization import BandStatistics, check_scale
-from eoseg.tiles import read_labels, tile_stack, training_pixels
+from eoseg.tiles import check_patch_fits, read_labels, tile_stack, training_pixels
 
 # The two uses of SEED get separate random streams: a permutation seeded with (seed, epoch)
 # must not coincide with the augmentation of some sample.
@@ -91,6 +92,7 @@ class AugmentedPatches(Dataset):
         self.seed = seed
         self.pixel_size_m = patches.meta.get("pixel_size_m")  # [smallest, largest] m of the tiles, or None
         self.input_statistics = patches.meta.get("input_statistics")  # their values' mean and std per band, or None
+        self.class_pixels = patches.meta.get("class_pixels")  # labelled pixels of each class in their tiles, or None
 
     def __len__(self) -> int:
         return len(self.patches)
@@ -115,13 +117,15 @@ class TileCrops(Dataset):
     """
 
     def __init__(self, tiles: list[tuple[np.ndarray, np.ndarray]], size: int, flips: bool, seed: int,
-                 pixel_size_m: list[float] | None = None, input_statistics: dict | None = None):
+                 pixel_size_m: list[float] | None = None, input_statistics: dict | None = None,
+                 class_pixels: list[int] | None = None):
         self.tiles = tiles
         self.size = size
         self.flips = flips
         self.seed = seed
         self.pixel_size_m = pixel_size_m  # [smallest, largest] m of the tiles, or None
         self.input_statistics = input_statistics  # their values' mean and std per band, or None
+        self.class_pixels = class_pixels  # labelled pixels of each class in the tiles, or None
         areas = np.array([labels.size for _, labels in tiles], dtype=np.float64)
         self.tile_probabilities = areas / areas.sum()
         self.epoch_length = max(1, sum((labels.shape[0] // size) * (labels.shape[1] // size) for _, labels in tiles))
@@ -169,8 +173,7 @@ def training_data(cfg: Config) -> AugmentedPatches | TileCrops:
         stack = tile_stack(cfg, tile_id)
         info = stack.info
         infos.append(info)
-        if min(info.height, info.width) < cfg.PATCH_SIZE:
-            raise EosegError(f"{info.path}: tile is {info.width} x {info.height} px, smaller than PATCH_SIZE {cfg.PATCH_SIZE}")
+        check_patch_fits(info, cfg.PATCH_SIZE)
         image = stack.read()
         blocks = tile_split(cfg, tile_id, info.height, info.width)
         trained_on = None if blocks is None else blocks.mask(0, info.height, held_out=False)
@@ -183,7 +186,8 @@ def training_data(cfg: Config) -> AugmentedPatches | TileCrops:
     if not tiles:
         raise EosegError("TRAIN_IDS is empty: nothing to train on")
     check_scale(statistics, cfg)
-    return TileCrops(tiles, cfg.PATCH_SIZE, cfg.RANDOM_FLIPS, cfg.SEED, pixel_size_range(infos), statistics.record())
+    counts = np.sum([class_pixels(labels, cfg.num_classes) for _, labels in tiles], axis=0).tolist()
+    return TileCrops(tiles, cfg.PATCH_SIZE, cfg.RANDOM_FLIPS, cfg.SEED, pixel_size_range(infos), statistics.record(), counts)
 
 
 def median_frequency_weights(label_maps, num_classes: int, ignore_label: int, progress: bool = False) -> list[float]:

@@ -19,10 +19,10 @@ from eoseg.errors import EosegError
 from eoseg.grid import mean_pixel_size_m
 from eoseg.holdout import TileSplit, report_overlapping_tiles, tile_split
 from eoseg.io import RasterInfo, atomic_write_text
-from eoseg.labels import SCAN_ROWS, LabelValues, RasterLabels, merge_counts, value_counts
+from eoseg.labels import SCAN_ROWS, LabelValues, RasterLabels, VectorLabels, merge_counts, value_counts
 from eoseg.normalization import VALUE_SCALE_LIMIT, BandStatistics, off_scale, scale_problem, value_scale
 from eoseg.plots import class_frequency_figure, save_figure
-from eoseg.tiles import tile_labels, tile_stack
+from eoseg.tiles import check_patch_fits, tile_labels, tile_stack
 
 SPLITS = ("train", "test")
 
@@ -33,6 +33,7 @@ class DataReport:
     band_names: list[str] = field(default_factory=list)
     statistics: BandStatistics | None = None
     raw_values: dict = field(default_factory=dict)  # raw label value -> pixels, every tile
+    raw_polygons: dict = field(default_factory=dict)  # VECTOR_CLASS_FIELD value -> polygons, summed over the tiles
     class_pixels: dict = field(default_factory=dict)  # split -> pixels per class
     problems: list[str] = field(default_factory=list)
 
@@ -46,7 +47,7 @@ def check_dataset(cfg: Config) -> DataReport:
     values = LabelValues.from_config(cfg)
     report = DataReport(band_names=cfg.stacked_band_names, statistics=BandStatistics(cfg.num_bands),
                         class_pixels={split: np.zeros(cfg.num_classes, dtype=np.int64) for split in SPLITS})
-    seen, training_tiles_read = set(), 0
+    seen, polygons_counted, training_tiles_read = set(), set(), 0
     tile_values: dict[str, BandStatistics] = {}  # each tile's values, sampled: their scales compared below
     report_overlapping_tiles(cfg)
     for split in SPLITS:
@@ -64,6 +65,11 @@ def check_dataset(cfg: Config) -> DataReport:
                     "dtype": info.dtype, "crs": str(info.crs) if info.crs else "-",
                     "resolution": resolution_text(info),
                     "nodata": info.nodata})
+                if split == "train" or cfg.TRAIN_SOURCE == "lmdb":  # extraction patches the test tiles too
+                    try:
+                        check_patch_fits(info, cfg.PATCH_SIZE)
+                    except EosegError as err:
+                        report.problem(str(err))
                 blocks = tile_split(cfg, tile_id, info.height, info.width)
                 if tile_id not in tile_values:
                     tile_values[tile_id] = stack.sample_statistics()
@@ -76,6 +82,9 @@ def check_dataset(cfg: Config) -> DataReport:
                             inside = split_part(blocks, split, first, first + window.height)
                             report.statistics.add(pixels, valid if inside is None else valid & inside)
                 labels = tile_labels(cfg, tile_id, info)
+                if isinstance(labels, VectorLabels) and tile_id not in polygons_counted:
+                    merge_counts(report.raw_polygons, labels.value_polygons)
+                    polygons_counted.add(tile_id)
                 mapped: dict = {}
                 whole_raster = isinstance(labels, RasterLabels)
                 if whole_raster and (blocks is None or split == "train"):  # a split tile's raw values once
@@ -144,11 +153,13 @@ def format_report(cfg: Config, report: DataReport) -> str:
         lines += ["", "normalisation of the image's BANDS (config lines):", *norm_lines(cfg, report)]
     values = LabelValues.from_config(cfg)
     lines += ["", f"label values found ({'LABEL_VALUES' if not values.identity else 'no LABEL_VALUES: values are class ids'}):"]
-    for value, pixels in sorted(report.raw_values.items(), key=lambda item: str(item[0])):
+    found = [(value, f"{pixels:>12} px") for value, pixels in report.raw_values.items()]
+    found += [(value, f"{polygons:>12} polygons") for value, polygons in report.raw_polygons.items()]
+    for value, amount in sorted(found, key=lambda item: str(item[0])):
         target = values.target(value)
         meaning = ("NOT MAPPED" if target is None else "ignored" if target == values.ignore_label
                    else f"class {target} ({cfg.CLASS_NAMES[target]})")
-        lines.append(f"  {value!r:>8} {pixels:>12} px -> {meaning}")
+        lines.append(f"  {value!r:>8} {amount} -> {meaning}")
     lines += ["", "class shares of the labelled pixels:", f"  {'class':<24} {'train':>8} {'test':>8}"]
     shares = {split: 100 * pixels / max(pixels.sum(), 1) for split, pixels in report.class_pixels.items()}
     for i, name in enumerate(cfg.CLASS_NAMES):

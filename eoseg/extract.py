@@ -18,9 +18,10 @@ from eoseg.geometry import sliding_windows
 from eoseg.grid import pixel_size_range
 from eoseg.holdout import TileSplit, report_overlapping_tiles, tile_split
 from eoseg.io import RasterInfo, atomic_directory, atomic_write_text
+from eoseg.labels import class_pixels
 from eoseg.metadata import data_signature
 from eoseg.normalization import BandStatistics, check_scale
-from eoseg.tiles import read_labels, tile_stack, training_pixels
+from eoseg.tiles import check_patch_fits, read_labels, tile_stack, training_pixels
 
 MANIFEST = "manifest.json"  # written last: its presence marks a complete patch folder
 PATCH_LIST = "patches.csv"
@@ -51,6 +52,7 @@ def extract_patches(cfg: Config, out_dir: str | Path, force: bool = False, progr
     counts: dict[str, int] = {}
     dtype = None
     train_infos, statistics = [], BandStatistics(cfg.num_bands)
+    trained_classes = np.zeros(cfg.num_classes, dtype=np.int64)  # pixels of each class in the training tiles
     if not cfg.tile_ids("train"):
         raise EosegError("TRAIN_IDS is empty: there are no tiles to extract training patches from")
     report_overlapping_tiles(cfg)
@@ -74,15 +76,13 @@ def extract_patches(cfg: Config, out_dir: str | Path, force: bool = False, progr
                             "and NORM_STD cannot fit both: convert the tiles to one data type"
                         )
                     dtype = str(image.dtype)
-                    if info.height < size or info.width < size:
-                        raise EosegError(
-                            f"{info.path}: tile is {info.width} x {info.height} px, smaller than PATCH_SIZE {size}; "
-                            "lower PATCH_SIZE or leave the tile out of TRAIN_IDS and TEST_IDS"
-                        )
+                    check_patch_fits(info, size)
                     blocks = tile_split(cfg, tile_id, info.height, info.width)
                     trained_on = None if blocks is None or split != "train" else blocks.mask(0, info.height, held_out=False)
                     image, labels = training_pixels(cfg, stack, image, labels, statistics if split == "train" else None,
                                                     trained_on)
+                    if split == "train":
+                        trained_classes += class_pixels(labels, cfg.num_classes)
                     for folder in ("images", "labels"):
                         (tmp / folder / split).mkdir(parents=True, exist_ok=True)
                     for row, col in patch_corners(info, blocks, split, size, stride):
@@ -107,6 +107,7 @@ def extract_patches(cfg: Config, out_dir: str | Path, force: bool = False, progr
             "dtype": dtype,
             "pixel_size_m": pixel_size_range(train_infos),  # of the training tiles: the size inference labels at
             "input_statistics": statistics.record(),  # their values: the scale inference expects (normalization.value_scale)
+            "class_pixels": trained_classes.tolist(),  # of the training tiles: a class never labelled is noted in training
             "counts": counts,
             "train_stride": cfg.TRAIN_STRIDE,
             "augmentations": augment.augmentations(cfg.FLIPS, cfg.ROTATIONS),

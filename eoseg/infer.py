@@ -150,7 +150,7 @@ def label_raster(cfg: Config, predictor: Predictor, job: Job, out_dir: Path, ran
         writers["labels"] = RasterWriter(out_dir / f"{job.name}_labels{suffix}", info, 1, "uint8",
                                          palette.colormap(), nodata=ignore, class_names=cfg.CLASS_NAMES)
         if cfg.WRITE_COLOR:
-            writers["color"] = RasterWriter(out_dir / f"{job.name}_color{suffix}", info, 3, "uint8")
+            writers["color"] = RasterWriter(out_dir / f"{job.name}_color{suffix}", info, 3, "uint8", masked=True)
         if cfg.WRITE_PROBABILITIES:
             writers["probabilities"] = RasterWriter(out_dir / f"{job.name}_probabilities.tif", info, cfg.num_classes,
                                                     "uint8", band_names=cfg.CLASS_NAMES)
@@ -170,7 +170,7 @@ def label_raster(cfg: Config, predictor: Predictor, job: Job, out_dir: Path, ran
                     confusion += rows.confusion
                 if pending is not None:
                     pending.result()  # at most one block waits for the disk
-                pending = writer_thread.submit(_write_block, writers, outputs, rows.row)
+                pending = writer_thread.submit(_write_block, writers, outputs, rows.row, rows.valid)
             if pending is not None:
                 pending.result()
         outputs = {key: writer.close() for key, writer in writers.items()}
@@ -205,9 +205,9 @@ def _gis_outputs(cfg: Config, job: Job, result: LabeledImage, out_dir: Path) -> 
         result.outputs["polygons"] = polygons.path
 
 
-def _write_block(writers: dict[str, RasterWriter], outputs: dict[str, np.ndarray], row: int) -> None:
+def _write_block(writers: dict[str, RasterWriter], outputs: dict[str, np.ndarray], row: int, valid: np.ndarray) -> None:
     for key, array in outputs.items():
-        writers[key].write(array, row)
+        writers[key].write(array, row, valid)
 
 
 def _preview(cfg: Config, job: Job, result: LabeledImage, out_dir: Path) -> Path:

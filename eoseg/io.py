@@ -397,12 +397,14 @@ class RasterWriter:
     def __init__(self, path: str | Path, like: RasterInfo | None, count: int, dtype: str,
                  colormap: dict | None = None, nodata: float | None = None, width: int | None = None,
                  height: int | None = None, band_names: Sequence[str] | None = None,
-                 class_names: Sequence[str] | None = None):
+                 class_names: Sequence[str] | None = None, masked: bool = False):
         """``band_names``: each band's description (GeoTIFF); ``class_names``: what the values
         0, 1, ... of a one-band label map mean, written into the GeoTIFF's band metadata and,
         once published, as GDAL category names and attribute table beside it (see
-        :func:`write_class_table`)."""
+        :func:`write_class_table`); ``masked``: blocks come with their valid pixels, kept as the
+        GeoTIFF's internal mask (GIS software shows the rest transparent; not in PNGs)."""
         self.path = Path(path)
+        self.masked = masked and self.path.suffix.lower() != ".png"
         if band_names is not None and len(band_names) != count:
             raise EosegError(f"{self.path}: {len(band_names)} band names for {count} bands")
         self.class_names = None if class_names is None else [str(name) for name in class_names]
@@ -435,12 +437,17 @@ class RasterWriter:
             self._remove_temp()
             raise
 
-    def write(self, array: np.ndarray, row: int = 0) -> None:
-        """Write a (C, h, W) or (h, W) block whose first row is ``row``."""
+    def write(self, array: np.ndarray, row: int = 0, valid: np.ndarray | None = None) -> None:
+        """Write a (C, h, W) or (h, W) block whose first row is ``row``; of a ``masked`` writer, with the
+        (h, W) mask of its ``valid`` pixels."""
         if array.ndim == 2:
             array = array[None]
+        window = Window(0, row, array.shape[2], array.shape[1])
         with _checked_write(self.path, self._tmp):
-            self._dst.write(array, window=Window(0, row, array.shape[2], array.shape[1]))
+            self._dst.write(array, window=window)
+            if self.masked:
+                with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True):  # inside the file: a sidecar would miss the rename
+                    self._dst.write_mask(np.where(valid, 255, 0).astype(np.uint8), window=window)
 
     def close(self) -> Path:
         try:

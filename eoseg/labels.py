@@ -59,6 +59,11 @@ def value_counts(raw: np.ndarray) -> dict:
     return {(int(v) if float(v).is_integer() else float(v)): int(c) for v, c in zip(values.tolist(), counts.tolist())}
 
 
+def class_pixels(labels: np.ndarray, num_classes: int) -> list[int]:
+    """Pixels of each class id in the class-id array ``labels`` (IGNORE_LABEL left out)."""
+    return np.bincount(np.asarray(labels).ravel(), minlength=num_classes)[:num_classes].tolist()
+
+
 def merge_counts(total: dict, more: dict) -> dict:
     for value, count in more.items():
         total[value] = total.get(value, 0) + count
@@ -242,11 +247,15 @@ class VectorLabels:
         self.background = int(cfg.VECTOR_BACKGROUND_CLASS)
         self.boundary = cfg.VECTOR_BOUNDARY
         self.boundary_width = float(cfg.VECTOR_BOUNDARY_WIDTH)
+        self.value_polygons: dict = {}  # VECTOR_CLASS_FIELD value -> polygons on the image
         if not image.georeferenced or image.crs is None:
             raise EosegError(f"{path}: polygons need an image with a CRS to be placed on, and {image.path} has none; "
                              "give the image a georeference or rasterise the labels yourself")
         try:
-            info = pyogrio.read_info(path)
+            layer = _polygon_layer(path, cfg.VECTOR_LAYER)
+            info = pyogrio.read_info(path, layer=layer)
+        except EosegError:
+            raise
         except Exception as err:  # pyogrio raises its own DataSourceError / DataLayerError and GDAL's
             raise EosegError(f"{path}: cannot read these vector labels ({str(err).splitlines()[0]})") from None
         field = cfg.VECTOR_CLASS_FIELD
@@ -257,7 +266,7 @@ class VectorLabels:
         crs = CRS.from_user_input(info["crs"]) if info["crs"] else image.crs
         box = bounds(image)
         query = transform_bounds(image.crs, crs, *box) if crs != image.crs else box
-        _, _, geometry, fields = read_vector(path, bbox=query, columns=[field] if field else [])
+        _, _, geometry, fields = read_vector(path, layer=layer, bbox=query, columns=[field] if field else [])
         shapes = shapely.from_wkb(geometry)
         keep = ~shapely.is_missing(shapes) & ~shapely.is_empty(shapes)
         shapes = shapes[keep]
@@ -281,6 +290,8 @@ class VectorLabels:
                 raise EosegError(f"{path}: {field} values not in LABEL_VALUES: {describe_counts(unknown, 'polygons')}; "
                                  "add them to LABEL_VALUES (value: class id or 'ignore') or set UNKNOWN_LABELS_TO_IGNORE=True")
             classes = [values.ignore_label if t is None else t for t in classes]
+            for value in raw:
+                self.value_polygons[value] = self.value_polygons.get(value, 0) + 1
         else:
             classes = [int(cfg.VECTOR_POLYGON_CLASS)] * len(shapes)
         self.shapes = list(zip(shapes.tolist(), classes))
@@ -304,6 +315,23 @@ class VectorLabels:
 
     def check(self) -> None:
         """Nothing left to check: the attribute values were checked when the polygons were read."""
+
+
+def _polygon_layer(path: Path, wanted: str) -> str:
+    """The layer of ``path`` that holds the labels: ``wanted`` (VECTOR_LAYER), else the file's only layer
+    with geometries; a file with several is refused, as reading one would leave the others' polygons out."""
+    layers = [(str(name), geometry) for name, geometry in pyogrio.list_layers(path)]
+    names = ", ".join(repr(name) for name, _ in layers) or "none"
+    if wanted:
+        if wanted not in [name for name, _ in layers]:
+            raise EosegError(f"{path}: no layer {wanted!r} (VECTOR_LAYER); its layers: {names}")
+        return wanted
+    spatial = [name for name, geometry in layers if geometry is not None]
+    if len(spatial) != 1:
+        raise EosegError(f"{path}: {'no layer' if not spatial else f'{len(spatial)} layers'} with geometries "
+                         f"(its layers: {names}); " + ("set VECTOR_LAYER to the one that holds the labels"
+                                                       if spatial else "labels need polygons"))
+    return spatial[0]
 
 
 def _plain(value):

@@ -27,8 +27,9 @@ def display_rgb(image: np.ndarray) -> np.ndarray:
     bands = bands.astype(np.float32)
     if image.dtype == np.uint8:
         return np.moveaxis(bands, 0, -1).astype(np.uint8)
-    low, high = np.percentile(bands, (2, 98))
-    scaled = np.clip((bands - low) / max(high - low, 1e-6), 0, 1) * 255
+    finite = np.isfinite(bands)  # NaN holes of float rasters are drawn black and left out of the stretch
+    low, high = np.percentile(bands[finite], (2, 98)) if finite.any() else (0.0, 1.0)
+    scaled = np.clip((np.where(finite, bands, low) - low) / max(high - low, 1e-6), 0, 1) * 255
     return np.moveaxis(scaled, 0, -1).astype(np.uint8)
 
 

@@ -15,7 +15,7 @@ from eoseg.errors import EosegError
 from eoseg.grid import needs_warp, open_on_grid, same_grid
 from eoseg.holdout import TileSplit, tile_split
 from eoseg.io import RasterInfo, raster_info, valid_mask
-from eoseg.labels import RasterLabels, VectorLabels, label_source
+from eoseg.labels import RasterLabels, VectorLabels, is_vector, label_source
 from eoseg.normalization import BandStatistics, Normalization
 from eoseg.palette import Palette
 
@@ -38,6 +38,13 @@ def check_bands(cfg: Config, info: RasterInfo) -> RasterInfo:
             "set BANDS, BAND_NAMES, NORM_MEAN and NORM_STD for this data"
         )
     return info
+
+
+def check_patch_fits(info: RasterInfo, patch_size: int) -> None:
+    """Refuse a tile too small for one PATCH_SIZE patch (extraction and training read whole patches)."""
+    if info.height < patch_size or info.width < patch_size:
+        raise EosegError(f"{info.path}: tile is {info.width} x {info.height} px, smaller than PATCH_SIZE {patch_size}; "
+                         "lower PATCH_SIZE or leave the tile out of TRAIN_IDS and TEST_IDS")
 
 
 def image_info(cfg: Config, tile_id: str) -> RasterInfo:
@@ -245,10 +252,12 @@ def read_image(cfg: Config, tile_id: str) -> tuple[np.ndarray, RasterInfo]:
 
 def tile_labels(cfg: Config, tile_id: str, like: RasterInfo) -> RasterLabels | VectorLabels:
     """The labels of a tile (LABEL_PATTERN: a label raster or vector file) on its image ``like``'s grid."""
-    path = existing_path(
-        cfg, "LABEL_PATTERN", tile_id, "numeric label map",
-        hint="run convert_gt.py to make it from the colour ground truth, or check LABEL_PATTERN",
-    )
+    if is_vector(cfg.LABEL_PATTERN):
+        path = existing_path(cfg, "LABEL_PATTERN", tile_id, "vector label file",
+                             hint=f"check DATA_ROOT ({cfg.DATA_ROOT}) and LABEL_PATTERN")
+    else:
+        path = existing_path(cfg, "LABEL_PATTERN", tile_id, "numeric label map",
+                             hint="run convert_gt.py to make it from the colour ground truth, or check LABEL_PATTERN")
     return label_source(cfg, path, like)
 
 

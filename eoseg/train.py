@@ -114,6 +114,16 @@ def resolve_class_weights(cfg: Config, data, progress: bool) -> list[float] | No
     return median_frequency_weights(data.label_maps(), cfg.num_classes, cfg.IGNORE_LABEL, progress)
 
 
+def absent_classes_note(class_names: list[str], class_pixels: list[int] | None) -> str | None:
+    """A line naming the classes no training pixel is labelled with (a LABEL_VALUES that sends a class's
+    values elsewhere, tiles chosen without it), or None; None too for data that do not record it."""
+    absent = [name for name, pixels in zip(class_names, class_pixels or []) if not pixels]
+    if not absent:
+        return None
+    return (f"note: no training pixel is labelled {', '.join(absent)}: the network cannot learn "
+            f"{'it' if len(absent) == 1 else 'them'}; check LABEL_VALUES and TRAIN_IDS (check_data.py lists each class's share)")
+
+
 def check_training_config(cfg: Config) -> None:
     check_precision(cfg.PRECISION, "PRECISION")
     for name in ("ITERATIONS", "LOG_EVERY", "SNAPSHOT_EVERY"):
@@ -359,6 +369,9 @@ class Trainer:
             self.network = torch.compile(self.network)
 
         self.data = training_data(cfg)
+        note = absent_classes_note(cfg.CLASS_NAMES, self.data.class_pixels)
+        if note and processes.is_main:
+            print(note, file=sys.stderr)
         # recorded with the weights
         self.trained_on = {"input_dtype": str(self.data[(0, 0)][0].numpy().dtype), "pixel_size_m": self.data.pixel_size_m,
                            "input_statistics": self.data.input_statistics}
@@ -442,12 +455,12 @@ class Trainer:
 
     def step(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         images = self.normalization.apply(images.to(self.device, non_blocking=True))
-        if self.cfg.COLOR_JITTER:  # drawn from the seed, the iteration and the process: a resumed run draws the same
-            draws = torch.Generator().manual_seed(
-                (self.cfg.SEED * 1_000_003 + self.iteration) * 1009 + self.processes.rank)
+        labels = labels.to(self.device, non_blocking=True).long()
+        # drawn from the seed, the iteration and the process: a resumed run draws the same
+        draws = torch.Generator().manual_seed((self.cfg.SEED * 1_000_003 + self.iteration) * 1009 + self.processes.rank)
+        if self.cfg.COLOR_JITTER:
             images = jitter_bands(images, self.cfg.COLOR_JITTER, len(self.cfg.BANDS), draws)
         images = images.contiguous(memory_format=self.memory_format)
-        labels = labels.to(self.device, non_blocking=True).long()
         with torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None):
             loss = supervised_loss(self.criterion, self.network(images), labels, self.cfg.AUX_LOSS_WEIGHT)
         self.optimizer.zero_grad(set_to_none=True)

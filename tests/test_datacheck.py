@@ -11,7 +11,7 @@ import numpy as np
 import rasterio
 
 from eoseg.config import load_config
-from eoseg.datacheck import check_dataset
+from eoseg.datacheck import check_dataset, format_report
 from eoseg.io import read_label
 from eoseg.tiles import read_image
 
@@ -102,3 +102,46 @@ def test_a_tile_on_another_value_scale_is_a_problem(sample_root, tmp_path):
     problems = check_dataset(cfg).problems
     assert len(problems) == 1 and re.match(r"tile 4: its values are 0\.1\d times those of the training tiles", problems[0]), problems
     assert not any("values are" in problem for problem in check_dataset(cfg.replace(TEST_IDS=["3"])).problems)
+
+
+def test_a_tile_smaller_than_a_patch_is_a_problem(tiny_cfg):
+    """Extraction patches the train and test tiles and refuses one smaller than PATCH_SIZE; training from
+    the tiles crops the training tiles alone: check_data says so first, in the refusal's words."""
+    too_large = max(tiny_cfg.PATCH_SIZE, 161)  # the tiny sample's tiles are 160 px a side
+    problems = check_dataset(tiny_cfg.replace(PATCH_SIZE=too_large, TRAIN_IDS=["1"], TEST_IDS=["4"])).problems
+    assert [p.split(": ", 1)[1] for p in problems] == [
+        f"tile is 160 x 160 px, smaller than PATCH_SIZE {too_large}; lower PATCH_SIZE or leave the tile out of "
+        "TRAIN_IDS and TEST_IDS"] * 2, problems
+    assert [p.split(": ")[0][-9:] for p in problems] == ["area1.tif", "area4.tif"]
+    from_tiles = check_dataset(tiny_cfg.replace(PATCH_SIZE=too_large, TRAIN_IDS=["1"], TEST_IDS=["4"], TRAIN_SOURCE="tiles"))
+    assert len(from_tiles.problems) == 1 and "area1.tif" in from_tiles.problems[0]
+    assert check_dataset(tiny_cfg.replace(TRAIN_IDS=["1"], TEST_IDS=["4"])).problems == []
+
+
+def test_the_class_attribute_values_of_polygons_are_listed(sample_root, tmp_path):
+    """Polygons of the sample's buildings and trees, one file for all tiles, a string class attribute:
+    check_data lists each value with its polygons and what LABEL_VALUES makes of it."""
+    import pyogrio.raw
+    import rasterio.features
+    import shapely
+
+    cfg = load_config(overrides=as_arguments({**tiny_overrides(tmp_path), "DATA_ROOT": str(sample_root / "data")}))
+    shapes, kinds = [], []
+    for tile in ("1", "4"):
+        with rasterio.open(cfg.tile_path("LABEL_PATTERN", tile)) as src:
+            labels, transform, crs = src.read(1), src.transform, src.crs
+        for class_id, kind in ((1, "roof"), (3, "tree")):
+            found = [shapely.geometry.shape(g) for g, _ in rasterio.features.shapes(labels, labels == class_id, transform=transform)]
+            shapes += found
+            kinds += [kind] * len(found)
+    path = tmp_path / "survey.gpkg"
+    pyogrio.raw.write(path, shapely.to_wkb(np.array(shapes)), [np.array(kinds, dtype=object)], ["kind"], crs=str(crs),
+                      geometry_type="Polygon", driver="GPKG")
+    cfg = cfg.replace(LABEL_PATTERN=str(path), VECTOR_CLASS_FIELD="kind", LABEL_VALUES={"roof": 1, "tree": 0},
+                      CLASS_NAMES=["tree", "building"], PALETTE=[[0, 255, 0], [0, 0, 255]], GT_ERODED_PATTERN="",
+                      VECTOR_BACKGROUND_CLASS=255, TRAIN_IDS=["1"], TEST_IDS=["4"])
+    report = check_dataset(cfg)
+    assert report.raw_polygons == {"roof": kinds.count("roof"), "tree": kinds.count("tree")} and not report.raw_values
+    text = format_report(cfg, report)
+    assert f"    'roof' {kinds.count('roof'):>12} polygons -> class 1 (building)" in text
+    assert f"    'tree' {kinds.count('tree'):>12} polygons -> class 0 (tree)" in text

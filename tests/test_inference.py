@@ -56,6 +56,9 @@ def test_nodata_is_propagated(setup, tmp_path):
         assert dst.nodata == cfg.IGNORE_LABEL
     color = read_raster(result.outputs["color"])
     assert (color[:, 20:60, 30:90] == np.array(cfg.IGNORE_COLOR)[:, None, None]).all()
+    with rasterio.open(result.outputs["color"]) as dst:  # and transparent in GIS software, whatever the palette
+        assert dst.count == 3 and np.array_equal(dst.dataset_mask() == 0, labels == cfg.IGNORE_LABEL)
+    assert not list(tmp_path.glob("out/*.msk"))
 
 
 def test_zero_pixels_are_nodata_only_when_asked(setup, tmp_path):

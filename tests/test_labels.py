@@ -25,7 +25,7 @@ from eoseg.io import raster_info, read_label, read_raster
 from eoseg.labels import LabelValues, label_source, value_counts
 from eoseg.metadata import check_compatible, data_signature
 from eoseg.models import model_from_config
-from eoseg.tiles import read_image, read_labels
+from eoseg.tiles import read_image, read_labels, tile_labels
 from eoseg.train import train
 
 from .conftest import SHARED, TINY_SETTINGS, as_arguments, run_script, tiny_overrides
@@ -254,6 +254,39 @@ def test_label_raster_in_another_crs_is_warped_by_nearest(sample_root, tmp_path)
     assert (warped == labels).mean() > 0.95  # there and back again, by nearest neighbour
 
 
+def test_one_label_raster_for_all_tiles_is_read_where_each_tile_lies(sample_root, tmp_path):
+    """A land-cover map covering several tiles (LABEL_PATTERN without {id}): each tile reads its own part,
+    as its own label file says. Without a georeference it cannot say where a tile lies: refused, as is a
+    pattern without {id} for what holds one tile (the images) or what convert_gt.py writes per tile."""
+    cfg = tiny(sample_root, tmp_path)
+    source = cfg.tile_path("LABEL_PATTERN", "1")
+    first = raster_info(source)  # the map's grid starts at tile 1's; the tiles lie 25 m apart, off its pixels
+    mosaic = np.full((first.height, 994), 255, dtype=np.uint8)
+    for tile in ("1", "2", "4"):
+        with rasterio.open(cfg.tile_path("LABEL_PATTERN", tile)) as src:
+            reproject(src.read(1), mosaic, src_transform=src.transform, src_crs=src.crs, dst_transform=first.transform,
+                      dst_crs=first.crs, resampling=Resampling.nearest, init_dest_nodata=False)
+    shared = write_like(tmp_path / "landcover.tif", mosaic, source)
+    one_map = cfg.replace(LABEL_PATTERN=str(shared))
+    for tile, agreement in (("1", 1.0), ("2", 0.95), ("4", 0.95)):
+        image = raster_info(cfg.tile_path("IMAGE_PATTERN", tile))
+        labels, own = read_labels(one_map, tile, image), read_label(cfg.tile_path("LABEL_PATTERN", tile))
+        assert (labels == own).mean() >= agreement  # its own part: there and back by nearest neighbour
+        assert tile == "1" or (labels == read_labels(one_map, "1", first)).mean() < 0.5  # not tile 1's part
+    plain = tmp_path / "landcover.png"
+    with rasterio.open(plain, "w", driver="PNG", width=mosaic.shape[1], height=mosaic.shape[0], count=1, dtype="uint8") as dst:
+        dst.write(mosaic, 1)
+    with pytest.raises(EosegError, match="LABEL_PATTERN '.*landcover.png' has no {id}: one raster for every tile is read "
+                                         "where each tile lies, and .*landcover.png has no georeference"):
+        read_labels(cfg.replace(LABEL_PATTERN=str(plain)), "1", image)
+    with pytest.raises(EosegError, match="IMAGE_PATTERN .* has no {id}: every tile would read the same file"):
+        cfg.replace(IMAGE_PATTERN=str(cfg.tile_path("IMAGE_PATTERN", "1"))).tile_path("IMAGE_PATTERN", "1")
+    converted = run_script("convert_gt.py", "--from-color", *as_arguments({
+        **tiny_overrides(tmp_path), "DATA_ROOT": str(sample_root / "data"), "LABEL_PATTERN": str(tmp_path / "all.tif")}))
+    assert converted.returncode != 0 and "has no {id}, and convert_gt.py --from-color writes a label map per tile" in converted.stderr
+    assert not (tmp_path / "all.tif").exists()
+
+
 # ---------------------------------------------------------------- polygons
 def test_polygons_rasterised_on_the_image_grid(sample_root, tmp_path):
     """Buildings of a sample label map as polygons in another CRS, with a class attribute: each
@@ -280,6 +313,31 @@ def test_polygons_rasterised_on_the_image_grid(sample_root, tmp_path):
     cfg = tiny(sample_root, tmp_path, **base, TRAIN_IDS=["1"], TEST_IDS=["1"], HOLDOUT_BLOCK=0, VECTOR_BOUNDARY="ignore_band")
     summary = run_inference(cfg, train(cfg, progress=False), cfg.INFER_DIR, ["1"], progress=False)
     assert summary.metrics["pixels"] == int((band != 255).sum())  # the ignore band is not scored
+
+
+def test_a_file_of_several_polygon_layers_needs_vector_layer(sample_root, tmp_path):
+    """A GeoPackage with roads in its first layer and the buildings in its second: reading the first alone
+    would label every building background, so the file is refused until VECTOR_LAYER names one."""
+    cfg = tiny(sample_root, tmp_path)
+    image = raster_info(cfg.tile_path("IMAGE_PATTERN", "1"))
+    labels = read_label(cfg.tile_path("LABEL_PATTERN", "1"))
+    path = tmp_path / "survey.gpkg"
+    for layer, class_id in (("roads", 0), ("buildings", BUILDING)):
+        shapes = [shapely.geometry.shape(geometry) for geometry, _ in
+                  rasterio.features.shapes(labels, mask=labels == class_id, transform=image.transform)]
+        write_vector(path, shapely.to_wkb(np.array(shapes)), [], [], crs=str(image.crs), geometry_type="Polygon",
+                     driver="GPKG", layer=layer, append=path.exists())
+    base = dict(**BINARY, LABEL_PATTERN=str(path))
+    with pytest.raises(EosegError, match=r"survey.gpkg: 2 layers with geometries \(its layers: 'roads', 'buildings'\); "
+                                         "set VECTOR_LAYER"):
+        label_source(tiny(sample_root, tmp_path, **base), path, image)
+    with pytest.raises(EosegError, match="no layer 'houses' \\(VECTOR_LAYER\\); its layers: 'roads', 'buildings'"):
+        label_source(tiny(sample_root, tmp_path, **base, VECTOR_LAYER="houses"), path, image)
+    buildings = label_source(tiny(sample_root, tmp_path, **base, VECTOR_LAYER="buildings"), path, image).read()
+    assert (buildings == (labels == BUILDING)).mean() > 0.99
+    missing = tiny(sample_root, tmp_path, **base).replace(LABEL_PATTERN=str(tmp_path / "surveys.gpkg"))
+    with pytest.raises(EosegError, match="tile 1: vector label file not found at .*surveys.gpkg; check DATA_ROOT"):
+        tile_labels(missing, "1", image)  # not "run convert_gt.py": polygons are not converted
 
 
 SPACENET = SHARED / "geotiff_real"

@@ -22,6 +22,7 @@ from eoseg.config import load_config
 from eoseg.data import StreamBatchSampler, TileCrops, jitter_bands, median_frequency_weights, training_data
 from eoseg.errors import EosegError
 from eoseg.extract import extract_patches
+from eoseg.io import read_label
 from eoseg.lmdb_store import create_lmdb
 from eoseg.models import model_from_config
 from eoseg.normalization import Normalization
@@ -522,3 +523,21 @@ def test_colour_jittered_run_resumes_to_the_same_weights(lmdb_cfg, tmp_path):
     for key, value in expected["state_dict"].items():
         assert torch.equal(got["state_dict"][key], value), key
     assert [r["loss"] for r in read_log(full.TRAIN_DIR)] != [r["loss"] for r in read_log(plain.TRAIN_DIR)]
+
+
+def test_training_data_count_each_class_and_a_class_never_labelled_is_noted(lmdb_cfg, tmp_path, capsys):
+    """The LMDB records its training tiles' pixels of each class (extraction counts them), training from the
+    tiles counts the same; a LABEL_VALUES that sends building's value elsewhere leaves building unlearnable,
+    and training says so before its first step."""
+    expected = np.sum([np.bincount(read_label(lmdb_cfg.tile_path("LABEL_PATTERN", tile)).ravel(), minlength=256)[:6]
+                       for tile in lmdb_cfg.tile_ids("train")], axis=0).tolist()
+    assert training_data(lmdb_cfg).class_pixels == expected
+    assert training_data(lmdb_cfg.replace(TRAIN_SOURCE="tiles")).class_pixels == expected
+    assert all(expected[:5])  # the sample's five main classes are there: no note
+    building_as_road = {0: 0, 1: 0, 2: 2, 3: 3, 4: 4, 5: 5}
+    train(lmdb_cfg.replace(TRAIN_SOURCE="tiles", LABEL_VALUES=building_as_road, ITERATIONS=1, VAL_EVERY=0), progress=False)
+    notes = [line for line in capsys.readouterr().err.splitlines() if line.startswith("note: no training pixel")]
+    absent = ["building"] + (["clutter"] if not expected[5] else [])
+    assert notes == [f"note: no training pixel is labelled {', '.join(absent)}: the network cannot learn "
+                     f"{'it' if len(absent) == 1 else 'them'}; check LABEL_VALUES and TRAIN_IDS (check_data.py lists "
+                     "each class's share)"]

@@ -1,0 +1,23 @@
+"""eoseg.plots: what the previews draw of an image."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+
+from eoseg.plots import display_rgb
+
+
+def test_display_rgb_stretches_other_types_and_draws_nan_holes_black():
+    eight_bits = np.arange(3 * 4 * 5, dtype=np.uint8).reshape(3, 4, 5)
+    np.testing.assert_array_equal(display_rgb(eight_bits), np.moveaxis(eight_bits, 0, -1))
+    reflectance = np.linspace(0.0, 0.5, 3 * 40 * 50, dtype=np.float32).reshape(3, 40, 50)
+    with_holes = reflectance.copy()
+    with_holes[:, :10] = np.nan
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "invalid value encountered in cast"
+        shown, holed = display_rgb(reflectance), display_rgb(with_holes)
+    assert shown.dtype == np.uint8 and shown.min() == 0 and shown.max() == 255
+    assert (holed[:10] == 0).all() and holed[10:].max() == 255  # the stretch is of the pixels that hold data
+    assert (display_rgb(np.full((1, 3, 3), np.nan, np.float32)) == 0).all()
