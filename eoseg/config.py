@@ -367,6 +367,7 @@ def _check_recipe(v: dict[str, Any]) -> None:
         "POLY_POWER": (0.0, float("inf"), False), "FINAL_LR_FACTOR": (0.0, 1.0, True),
         "DICE_WEIGHT": (0.0, float("inf"), True), "FOCAL_GAMMA": (0.0, float("inf"), True),
         "OHEM_FRACTION": (0.0, 1.0, False), "COLOR_JITTER": (0.0, 1.0, True),
+        "RANDOM_SCALE": (0.0, 3.0, True),
     }
     for name, (low, high, low_allowed) in ranges.items():
         value = v[name]

@@ -10,11 +10,13 @@ and the processes of a distributed run read disjoint shards of one stream.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch.utils.data import Dataset, Sampler
 from tqdm import tqdm
 
@@ -161,6 +163,39 @@ def jitter_bands(images: torch.Tensor, strength: float, bands: int, generator: t
     colours = images[:, :bands]
     jittered = colours * (1 + gain) + shift * colours.std(dim=(0, 2, 3), keepdim=True)
     return torch.cat([jittered, images[:, bands:]], dim=1) if bands < images.shape[1] else jittered
+
+
+def rescale_patches(images: torch.Tensor, labels: torch.Tensor, strength: float, ignore_label: int,
+                    generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each of the (N, C, H, W) ``images`` and its (N, H, W) ``labels`` zoomed by one random factor between
+    1 / (1 + ``strength``) and 1 + ``strength`` (uniform in its logarithm, so that halving and doubling are as
+    likely), then cut back to H x W at a random place: zoomed in, a random H x W crop; zoomed out, placed at
+    a random place on a background of 0 (the normalised mean) labelled ``ignore_label``. Objects seen at other
+    sizes, as another pixel size or city shows them. Image bilinear with antialiasing (what a coarser
+    sensor would record), every band alike; labels nearest. Draws from ``generator`` (on the CPU)."""
+    count, _, height, width = images.shape
+    factors = torch.exp((torch.rand(count, generator=generator) * 2 - 1) * math.log1p(strength)).tolist()
+    places = torch.rand((count, 2), generator=generator).tolist()
+    zoomed_images = torch.zeros_like(images)
+    zoomed_labels = torch.full_like(labels, ignore_label)
+    for i, (factor, (along_y, along_x)) in enumerate(zip(factors, places)):
+        size = (max(1, round(height * factor)), max(1, round(width * factor)))
+        image = F.interpolate(images[i:i + 1], size=size, mode="bilinear", align_corners=False, antialias=True)
+        label = F.interpolate(labels[i:i + 1, None].float(), size=size, mode="nearest-exact")[0, 0].to(labels.dtype)
+        (source_y, target_y, rows), (source_x, target_x, columns) = (
+            _overlap(zoomed, side, place) for zoomed, side, place in zip(size, (height, width), (along_y, along_x)))
+        zoomed_images[i, :, target_y:target_y + rows, target_x:target_x + columns] = \
+            image[0, :, source_y:source_y + rows, source_x:source_x + columns]
+        zoomed_labels[i, target_y:target_y + rows, target_x:target_x + columns] = \
+            label[source_y:source_y + rows, source_x:source_x + columns]
+    return zoomed_images, zoomed_labels
+
+
+def _overlap(zoomed: int, side: int, place: float) -> tuple[int, int, int]:
+    """(start in the zoomed patch, start in the output, length) along one axis, the offset at ``place`` (0..1)
+    of the slack between the two sides."""
+    offset = min(int(place * (abs(zoomed - side) + 1)), abs(zoomed - side))
+    return (offset, 0, side) if zoomed >= side else (0, offset, zoomed)
 
 
 def training_data(cfg: Config) -> AugmentedPatches | TileCrops:

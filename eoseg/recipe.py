@@ -27,7 +27,7 @@ RECIPE_NAMES = ("MODEL", "MODEL_WIDTH", "ENCODER", "OPTIMIZER", "BASE_LR", "ENCO
                 "WEIGHT_DECAY", "LR_SCHEDULE", "LR_STEPS", "ITERATIONS", "WARMUP_FRACTION", "POLY_POWER",
                 "FINAL_LR_FACTOR", "LOSS", "DICE_WEIGHT", "FOCAL_GAMMA", "OHEM_FRACTION", "CLASS_WEIGHTS",
                 "MEDIAN_FREQUENCY_WEIGHTS", "AUX_LOSS_WEIGHT", "BATCH_SIZE", "PATCH_SIZE", "RANDOM_FLIPS", "COLOR_JITTER",
-                "WINDOW", "STRIDE", "BLEND", "TTA")
+                "RANDOM_SCALE", "WINDOW", "STRIDE", "BLEND", "TTA")
 
 
 def recipe_overrides(cfg: Config, leave_out: tuple[str, ...] = ()) -> list[str]:

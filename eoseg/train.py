@@ -44,7 +44,7 @@ from tqdm import tqdm
 from eoseg.allocator import reuse_freed_memory
 from eoseg.checkpoint import check_checkpoint, load_checkpoint, model_record, save_checkpoint
 from eoseg.config import Config
-from eoseg.data import StreamBatchSampler, jitter_bands, median_frequency_weights, training_data
+from eoseg.data import StreamBatchSampler, jitter_bands, median_frequency_weights, rescale_patches, training_data
 from eoseg.device import Processes, process_group
 from eoseg.errors import EosegError
 from eoseg.holdout import holdout_record, report_overlapping_tiles
@@ -460,6 +460,8 @@ class Trainer:
         draws = torch.Generator().manual_seed((self.cfg.SEED * 1_000_003 + self.iteration) * 1009 + self.processes.rank)
         if self.cfg.COLOR_JITTER:
             images = jitter_bands(images, self.cfg.COLOR_JITTER, len(self.cfg.BANDS), draws)
+        if self.cfg.RANDOM_SCALE:
+            images, labels = rescale_patches(images, labels, self.cfg.RANDOM_SCALE, self.cfg.IGNORE_LABEL, draws)
         images = images.contiguous(memory_format=self.memory_format)
         with torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None):
             loss = supervised_loss(self.criterion, self.network(images), labels, self.cfg.AUX_LOSS_WEIGHT)

@@ -247,6 +247,7 @@ def test_recipe_values_are_checked():
                               ("FINAL_LR_FACTOR=1.5", "FINAL_LR_FACTOR must be >= 0 and <= 1"),
                               ("TRAIN_MINUTES=-1", "TRAIN_MINUTES must be >= 0"),
                               ("FOCAL_GAMMA=-0.5", "FOCAL_GAMMA must be >= 0"),
+                              ("RANDOM_SCALE=-0.25", "RANDOM_SCALE must be >= 0 and <= 3"),
                               ("LR_STEPS=[400.5]", "LR_STEPS holds iterations, whole numbers >= 1")):
         with pytest.raises(EosegError, match=message):
             load_config(overrides=[override])

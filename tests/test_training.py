@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader
 
 from eoseg.checkpoint import load_checkpoint
 from eoseg.config import load_config
-from eoseg.data import StreamBatchSampler, TileCrops, jitter_bands, median_frequency_weights, training_data
+from eoseg.data import StreamBatchSampler, TileCrops, jitter_bands, median_frequency_weights, rescale_patches, training_data
 from eoseg.errors import EosegError
 from eoseg.extract import extract_patches
 from eoseg.io import read_label
@@ -37,6 +37,7 @@ FIVE_CLASSES = {
     "PALETTE": [[255, 255, 255], [0, 0, 255], [0, 255, 255], [0, 255, 0], [255, 255, 0]],
 }
 FOUR_BANDS = {"BANDS": [1, 2, 3, 4], "BAND_NAMES": ["IR", "R", "G", "DSM"], "NORM_MEAN": [0.0] * 4, "NORM_STD": [255.0] * 4}
+IGNORE_LABEL = 255  # config.py's
 
 
 @pytest.fixture(scope="module")
@@ -509,14 +510,58 @@ def test_colour_jitter_changes_each_patch_alike_in_every_image_band_and_leaves_t
     assert torch.equal(again, jittered)
 
 
-def test_colour_jittered_run_resumes_to_the_same_weights(lmdb_cfg, tmp_path):
-    settings = dict(ITERATIONS=4, LOG_EVERY=1, SNAPSHOT_EVERY=2, VAL_EVERY=0, COLOR_JITTER=0.3, DETERMINISTIC=True)
+def _square_patches(count: int, side: int = 64, square: int = 32):
+    """``count`` patches holding one centred ``square`` of class 1 on class 0, in the image's three bands and
+    in the labels alike."""
+    labels = torch.zeros((count, side, side), dtype=torch.long)
+    start = (side - square) // 2
+    labels[:, start:start + square, start:start + square] = 1
+    return labels[:, None].float().repeat(1, 3, 1, 1), labels
+
+
+def _centre(mask: torch.Tensor) -> tuple[float, float]:
+    rows, columns = torch.nonzero(mask, as_tuple=True)
+    return rows.float().mean().item(), columns.float().mean().item()
+
+
+def test_random_scale_zooms_image_and_labels_together_both_ways_and_pads_with_unlabelled_pixels():
+    images, labels = _square_patches(24)
+    zoomed, zoomed_labels = rescale_patches(images, labels, 0.5, IGNORE_LABEL, torch.Generator().manual_seed(4))
+    assert zoomed.shape == images.shape and zoomed_labels.shape == labels.shape and zoomed_labels.dtype == labels.dtype
+    sides = []
+    for image, label in zip(zoomed, zoomed_labels):
+        square = label == 1
+        assert set(label.unique().tolist()) <= {0, 1, IGNORE_LABEL}
+        # the image's square lies where the labels' does: same centre, same size, in every band
+        for band in image:
+            assert _centre(band > 0.5) == pytest.approx(_centre(square), abs=0.6)
+            assert abs(int((band > 0.5).sum()) - int(square.sum())) <= 2 * square.sum() ** 0.5 + 2
+        side = square.sum().item() ** 0.5
+        assert 32 / 1.5 - 1 <= side <= 32 * 1.5 + 1
+        sides.append(side)
+        unlabelled = label == IGNORE_LABEL
+        if side < 32:  # zoomed out: what the patch no longer covers is unlabelled, at the normalised mean
+            labelled_rows = (~unlabelled).any(dim=1).sum().item()
+            assert labelled_rows == pytest.approx(64 * side / 32, abs=1.5)
+            assert torch.all(image[:, unlabelled] == 0)
+        else:
+            assert not unlabelled.any()
+    assert min(sides) < 28 and max(sides) > 36  # zoomed out and in
+    again = rescale_patches(images, labels, 0.5, IGNORE_LABEL, torch.Generator().manual_seed(4))
+    assert torch.equal(again[0], zoomed) and torch.equal(again[1], zoomed_labels)
+    same = rescale_patches(images, labels, 0.0, IGNORE_LABEL, torch.Generator().manual_seed(4))
+    assert torch.equal(same[0], images) and torch.equal(same[1], labels)
+
+
+def test_augmented_run_resumes_to_the_same_weights(lmdb_cfg, tmp_path):
+    settings = dict(ITERATIONS=4, LOG_EVERY=1, SNAPSHOT_EVERY=2, VAL_EVERY=0, COLOR_JITTER=0.3, RANDOM_SCALE=0.5,
+                    DETERMINISTIC=True)
     full = lmdb_cfg.replace(**settings, TRAIN_DIR=str(tmp_path / "full"), MODEL_FILE=str(tmp_path / "full.pt"))
     train(full, progress=False)
     cut = lmdb_cfg.replace(**settings, TRAIN_DIR=str(tmp_path / "cut"), MODEL_FILE=str(tmp_path / "cut.pt"))
     train(cut, progress=False, stop_after=2)
     train(cut, resume=Path(cut.TRAIN_DIR) / "checkpoints" / "iter_0000002.pt", progress=False)
-    plain = lmdb_cfg.replace(**{**settings, "COLOR_JITTER": 0.0}, TRAIN_DIR=str(tmp_path / "plain"),
+    plain = lmdb_cfg.replace(**{**settings, "COLOR_JITTER": 0.0, "RANDOM_SCALE": 0.0}, TRAIN_DIR=str(tmp_path / "plain"),
                              MODEL_FILE=str(tmp_path / "plain.pt"))
     train(plain, progress=False)
     expected, got = load_checkpoint(full.MODEL_FILE), load_checkpoint(cut.MODEL_FILE)
