@@ -385,10 +385,10 @@ def _check_recipe(v: dict[str, Any]) -> None:
 
 VECTOR_BOUNDARIES = ("centre", "all_touched", "ignore_band")
 IGNORE = "ignore"  # the target of LABEL_VALUES that sends a raw value to IGNORE_LABEL
-# vector label files (LABEL_PATTERN), read with pyogrio; without {id}, one file holds every tile's polygons
 # the tiles' sources that may be one file for all tiles (no {id}): polygons, or a georeferenced raster read
 # where each tile lies; images, colour ground truth and what the scripts write hold one tile each
 SHARED_SOURCES = ("LABEL_PATTERN", "DSM_PATTERN", "NDSM_PATTERN", "EXTRA_SOURCES[")
+# vector label files (LABEL_PATTERN), read with pyogrio; without {id}, one file holds every tile's polygons
 VECTOR_SUFFIXES = (".geojson", ".json", ".gpkg", ".shp", ".fgb", ".gml", ".kml", ".sqlite")
 
 

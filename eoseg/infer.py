@@ -153,7 +153,7 @@ def label_raster(cfg: Config, predictor: Predictor, job: Job, out_dir: Path, ran
             writers["color"] = RasterWriter(out_dir / f"{job.name}_color{suffix}", info, 3, "uint8", masked=True)
         if cfg.WRITE_PROBABILITIES:
             writers["probabilities"] = RasterWriter(out_dir / f"{job.name}_probabilities.tif", info, cfg.num_classes,
-                                                    "uint8", band_names=cfg.CLASS_NAMES)
+                                                    "uint8", band_names=cfg.CLASS_NAMES, masked=True, colour=False)
         stack = job.stack if job.stack is not None else image_stack(cfg, info)
         with (rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), ThreadPoolExecutor(max_workers=1) as writer_thread,
               contextlib.closing(label_rows(cfg, predictor, stack, job.truth)) as blocks):
@@ -299,6 +299,23 @@ def _reuse(record_path: Path, made_with: dict, out_dir: Path, rank: int) -> Labe
     return LabeledImage(record["name"], outputs, record["metrics"], record["truth_source"], rank, reused=True)
 
 
+def _refuse_other_runs_results(out_dir: Path, weights_sha256: str, config_sha256: str) -> None:
+    """Refuse an output folder holding results made with other weights or another config: relabelling would
+    overwrite them, and the folder would mix two runs' maps under one config.json and metrics.json."""
+    others = []
+    for record_path in sorted(out_dir.glob(f"*{RECORD_SUFFIX}")):
+        try:
+            made_with = json.loads(record_path.read_text())["made_with"]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # not a record of ours
+        if (made_with.get("weights_sha256"), made_with.get("config_sha256")) != (weights_sha256, config_sha256):
+            others.append(record_path.name.removesuffix(RECORD_SUFFIX))
+    if others:
+        listed = ", ".join(others[:4]) + (f" and {len(others) - 4} more" if len(others) > 4 else "")
+        raise EosegError(f"{out_dir} holds results made with other weights or another config ({listed}); label into "
+                         "another --out, or pass --force to label this run's images again there")
+
+
 def _write_record(record_path: Path, made_with: dict, result: LabeledImage) -> None:
     outputs = {key: {"file": path.name, "size": path.stat().st_size, "sha256": file_sha256(path)}
                for key, path in result.outputs.items()}
@@ -390,6 +407,8 @@ def run_inference(cfg: Config, weights: str | Path, out_dir: str | Path, tile_id
     if rank == 0 and progress:
         print(f"precision: {predictor.precision} ({predictor.precision_reason})")
     weights_sha256 = file_sha256(weights)
+    if not force:
+        _refuse_other_runs_results(out_dir, weights_sha256, _config_sha256(cfg))
     out_dir.mkdir(parents=True, exist_ok=True)
     if rank == 0:
         cfg.save(out_dir)

@@ -397,12 +397,14 @@ class RasterWriter:
     def __init__(self, path: str | Path, like: RasterInfo | None, count: int, dtype: str,
                  colormap: dict | None = None, nodata: float | None = None, width: int | None = None,
                  height: int | None = None, band_names: Sequence[str] | None = None,
-                 class_names: Sequence[str] | None = None, masked: bool = False):
+                 class_names: Sequence[str] | None = None, masked: bool = False, colour: bool | None = None):
         """``band_names``: each band's description (GeoTIFF); ``class_names``: what the values
         0, 1, ... of a one-band label map mean, written into the GeoTIFF's band metadata and,
         once published, as GDAL category names and attribute table beside it (see
         :func:`write_class_table`); ``masked``: blocks come with their valid pixels, kept as the
-        GeoTIFF's internal mask (GIS software shows the rest transparent; not in PNGs)."""
+        GeoTIFF's internal mask (GIS software shows the rest transparent; not in PNGs); ``colour``: whether
+        the bands are red, green and blue (None: three uint8 bands are), else each band is a grey level of its
+        own (without it GDAL takes a fourth uint8 band for alpha, and masks pixels by it)."""
         self.path = Path(path)
         self.masked = masked and self.path.suffix.lower() != ".png"
         if band_names is not None and len(band_names) != count:
@@ -416,8 +418,8 @@ class RasterWriter:
         height = like.height if height is None else height
         profile = dict(driver="GTiff", count=count, width=width, height=height, dtype=dtype, compress="deflate",
                        tiled=True, blockxsize=256, blockysize=256, BIGTIFF="IF_SAFER")
-        if count == 3 and dtype == "uint8":
-            profile["photometric"] = "RGB"
+        colour = count == 3 and dtype == "uint8" if colour is None else colour
+        profile["photometric"] = "RGB" if colour else "MINISBLACK"
         if suffix != ".png" and like is not None and like.georeferenced:
             profile.update(crs=like.crs, transform=like.transform)
         if nodata is not None and suffix != ".png":

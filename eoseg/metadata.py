@@ -15,10 +15,14 @@ from eoseg.normalization import Normalization
 CHECKED_FIELDS = ("class_names", "palette", "ignore_label", "band_names", "normalization", "label_values")
 # raw pixels (see check_stored_data), and labels read with a LABEL_TOLERANCE, which weights need not share:
 # it changes which pixels of blurred ground truth were learned from, not what a label means; and the blocks of
-# tiles held out from training (eoseg.holdout), which weights are checked on where they score such a tile
-STORED_DATA_FIELDS = (*(field for field in CHECKED_FIELDS if field != "normalization"), "label_tolerance", "holdout")
+# tiles held out from training (eoseg.holdout), which weights are checked on where they score such a tile;
+# which bands of the rasters were read (weights go by band names: another file may hold them elsewhere); and
+# the tiles trained on (a tile moved to TEST_IDS must not keep its patches in training)
+STORED_DATA_FIELDS = (*(field for field in CHECKED_FIELDS if field != "normalization"), "label_tolerance", "holdout",
+                      "bands", "train_tiles")
 # what a record made before a field existed means by its absence
 FIELD_DEFAULTS = {"label_values": [], "label_tolerance": 0, "holdout": None}
+LATER_FIELDS = ("bands", "train_tiles")  # added later: absent from an older record, not compared
 
 
 def data_signature(cfg: Config, patch_size: int | None = None, holdout: bool = True) -> dict:
@@ -34,9 +38,11 @@ def data_signature(cfg: Config, patch_size: int | None = None, holdout: bool = T
         "patch_size": int(patch_size if patch_size is not None else cfg.PATCH_SIZE),
         "label_values": label_value_pairs(cfg.to_dict()),  # LABEL_VALUES: how raw label values became class ids
         "label_tolerance": int(cfg.LABEL_TOLERANCE),  # and how near a raw value or colour had to be to count
+        "bands": [int(band) for band in cfg.BANDS],  # which bands of the image files those are
     }
     if holdout:
         signature["holdout"] = holdout_record(cfg)
+        signature["train_tiles"] = list(cfg.tile_ids("train"))
     return signature
 
 
@@ -56,6 +62,8 @@ def check_stored_data(recorded: dict, expected: dict, artifact: str) -> None:
 def check_compatible(recorded: dict, expected: dict, artifact: str, fields=CHECKED_FIELDS) -> None:
     """Refuse ``artifact`` if any of ``fields`` differs between its record and the config."""
     for field in fields:
+        if field in LATER_FIELDS and field not in recorded:
+            continue
         made_with = recorded.get(field, FIELD_DEFAULTS.get(field))
         if made_with != expected.get(field, FIELD_DEFAULTS.get(field)):
             raise EosegError(

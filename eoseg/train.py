@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import json
 import os
 import random
 import shutil
@@ -56,7 +57,7 @@ from eoseg.models.encoder_weights import init_encoder_weights
 from eoseg.normalization import Normalization, check_value_scale
 from eoseg.plots import display_rgb, plot_training_log
 from eoseg.precision import check_precision, resolve_precision
-from eoseg.recipe import LearningRateSchedule, make_loss, make_optimizer
+from eoseg.recipe import RECIPE_NAMES, LearningRateSchedule, make_loss, make_optimizer
 from eoseg.tensorboard import TensorBoardLog
 from eoseg.tiles import TileStack, TruthSource, eval_truth, tile_stack
 
@@ -246,6 +247,26 @@ def claim_train_dir(cfg: Config, resume: bool, force: bool) -> Iterator[None]:
         yield
 
 
+# what a resumed run shares with the run it continues, so that it repeats its losses: the recipe (but ITERATIONS,
+# which may grow to train further, and the labelling's WINDOW to TTA), the tiles, the sampling and the precision;
+# the model, the data's signature and the blocks held out are checked on their own
+RESUMED_SETTINGS = (*(name for name in RECIPE_NAMES if name not in ("MODEL", "MODEL_WIDTH", "ENCODER", "ITERATIONS",
+                                                                    "WINDOW", "STRIDE", "BLEND", "TTA")),
+                    "TRAIN_IDS", "TRAIN_SOURCE", "SEED", "PRECISION")
+
+
+def check_resumed_settings(recorded_config: str | None, cfg: Config, path: str | Path) -> None:
+    """Refuse to resume under other RESUMED_SETTINGS than the checkpoint's run had (its config, as JSON)."""
+    if recorded_config is None:
+        return
+    recorded, current = json.loads(recorded_config), json.loads(json.dumps(cfg.to_dict(), default=str))
+    changed = [name for name in RESUMED_SETTINGS if name in recorded and recorded[name] != current[name]]
+    if changed:
+        raise EosegError(f"checkpoint {path} was trained with {', '.join(f'{n}={recorded[n]!r}' for n in changed)}, but the "
+                         f"config has {', '.join(f'{n}={current[n]!r}' for n in changed)}; a resumed run continues the "
+                         "same training: resume with its settings, or start a new run (--force, or another TRAIN_DIR)")
+
+
 def load_resume_checkpoint(path: str | Path, cfg: Config) -> dict:
     """A checkpoint to resume from, refused unless it fits ``cfg`` and holds training state."""
     if not Path(path).is_file():
@@ -265,6 +286,7 @@ def load_resume_checkpoint(path: str | Path, cfg: Config) -> dict:
         raise EosegError(f"checkpoint {path} was trained with tiles held out in blocks as {made_with} (HOLDOUT_BLOCK, "
                          f"HOLDOUT_EVERY, the tiles in TRAIN_IDS and held out), but the config gives {holdout_record(cfg)}; "
                          "resume with the config it was trained with")
+    check_resumed_settings(payload.get("config"), cfg, path)
     if "training_state" not in payload:
         raise EosegError(f"{path}: holds weights only, no training state to resume from; use a checkpoint from {cfg.TRAIN_DIR}/checkpoints")
     if "sample_position" not in payload["training_state"]:

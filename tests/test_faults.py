@@ -329,12 +329,17 @@ def test_completion_records_redo_what_changed(tmp_path, weights):
     with rasterio.open(scenes[0], "r+") as dst:  # a new version of an input
         dst.write(np.full((3, 64, 64), 7, np.uint8))
     assert redone() == ["scene0"]
-    assert redone(run_cfg=cfg.replace(BLEND="gaussian")) == ["scene0", "scene1", "scene2"]
+    # another config or other weights would overwrite the results, and leave the folder mixing two runs
+    with pytest.raises(EosegError, match=r"out holds results made with other weights or another config "
+                                         r"\(scene0, scene1, scene2\); label into another --out, or pass --force"):
+        redone(run_cfg=cfg.replace(BLEND="gaussian"))
+    assert redone(run_cfg=cfg.replace(BLEND="gaussian"), force=True) == ["scene0", "scene1", "scene2"]
     torch.manual_seed(1)
     other = save_checkpoint(tmp_path / "other.pt", cfg, model_from_config(cfg), iteration=0)
-    assert redone(run_weights=other) == ["scene0", "scene1", "scene2"]
-    assert redone(run_weights=other) == []
-    assert redone(run_weights=other, force=True) == ["scene0", "scene1", "scene2"]
+    with pytest.raises(EosegError, match="other weights or another config"):
+        redone(run_weights=other, run_cfg=cfg.replace(BLEND="gaussian"))
+    assert redone(run_weights=other, run_cfg=cfg.replace(BLEND="gaussian"), force=True) == ["scene0", "scene1", "scene2"]
+    assert redone(run_weights=other, run_cfg=cfg.replace(BLEND="gaussian")) == []
 
 
 # ---------------------------------------------------------------- two processes at once

@@ -12,15 +12,18 @@ import pytest
 import rasterio
 import torch
 from rasterio.crs import CRS
+from rasterio.enums import ColorInterp
 from rasterio.transform import from_origin
 
 from eoseg.checkpoint import save_checkpoint
 from eoseg.errors import EosegError
 from eoseg.infer import expand_image_arguments, run_inference
-from eoseg.io import read_raster
+from eoseg.io import RasterWriter, read_raster, write_raster
 from eoseg.models import model_from_config
 
 from .conftest import ROOT, as_arguments, make_tiny_config
+
+GREY = {ColorInterp.gray, ColorInterp.undefined}  # what GDAL says of bands that are not colours
 
 
 @pytest.fixture
@@ -87,13 +90,32 @@ def test_outputs_equal_across_block_heights_and_batches(setup, tmp_path):
 
 def test_probabilities_are_one_uint8_band_per_class(setup, tmp_path):
     cfg, weights = setup
-    source = write_geotiff(tmp_path / "in.tif", random_image())
+    image = random_image()
+    image[:, 20:60, 30:90] = 0
+    source = write_geotiff(tmp_path / "in.tif", image, nodata=0)
     result = run_inference(cfg.replace(WRITE_PROBABILITIES=True), weights, tmp_path / "o", image_paths=[source], progress=False).images[0]
+    labels = read_raster(result.outputs["labels"])[0]
+    valid = labels != cfg.IGNORE_LABEL
     with rasterio.open(result.outputs["probabilities"]) as dst:
         assert dst.count == cfg.num_classes and dst.dtypes[0] == "uint8" and dst.crs.to_epsg() == 32632
+        # each band a class, none taken for colour or alpha; nodata masked, every labelled pixel kept
+        assert set(dst.colorinterp) <= GREY and np.array_equal(dst.dataset_mask() > 0, valid)
         probabilities = dst.read().astype(int)
-    assert np.abs(probabilities.sum(axis=0) - 255).max() <= cfg.num_classes
-    assert np.array_equal(probabilities.argmax(0), read_raster(result.outputs["labels"])[0])
+    assert np.abs(probabilities[:, valid].sum(axis=0) - 255).max() <= cfg.num_classes
+    assert np.array_equal(probabilities.argmax(0)[valid], labels[valid])
+
+
+@pytest.mark.parametrize("bands", [3, 4])
+def test_bands_that_are_not_colours_are_written_as_grey_levels(tmp_path, bands):
+    """Four uint8 bands would otherwise be red, green, blue and alpha, and three red, green and blue."""
+    path = write_raster(tmp_path / "x.tif", np.full((bands, 8, 8), 7, np.uint8)) if bands == 4 else None
+    with RasterWriter(tmp_path / "p.tif", None, bands, "uint8", width=8, height=8, colour=False) as writer:
+        writer.write(np.zeros((bands, 8, 8), np.uint8))
+    with rasterio.open(tmp_path / "p.tif") as dst:
+        assert set(dst.colorinterp) <= GREY and dst.dataset_mask().all()
+    if path is not None:  # and what is not said to be colour is not colour
+        with rasterio.open(path) as dst:
+            assert ColorInterp.alpha not in dst.colorinterp
 
 
 def test_folders_and_globs_expand(tmp_path):

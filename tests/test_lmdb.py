@@ -186,6 +186,8 @@ def written(tmp_path, cfg):
         (["NORM_MEAN=[1.0, 1.0, 1.0]"], "NORM_MEAN"),
         (["PALETTE=[[255,255,255],[0,0,255],[0,255,255],[0,255,0],[255,255,0],[255,0,1]]"], "palette"),
         (["IGNORE_LABEL=254"], "ignore_label"),
+        (["BANDS=[3, 2, 1]"], "bands"),  # the same band names, read from other bands of the files
+        (["TRAIN_IDS=['1']"], "train_tiles"),  # a training tile moved out: its patches must not stay
     ],
 )
 def test_signature_mismatch_refused_naming_field(written, overrides, field):
@@ -195,6 +197,14 @@ def test_signature_mismatch_refused_naming_field(written, overrides, field):
     message = str(info.value)
     assert f"{field} =" in message or f"made with {field}" in message
     assert str(written) in message
+
+
+def test_a_record_made_before_bands_and_tiles_were_recorded_is_read(tmp_path, cfg):
+    meta = meta_for(cfg)
+    meta["signature"] = {key: value for key, value in meta["signature"].items() if key not in ("bands", "train_tiles")}
+    write_lmdb(tmp_path / "old.lmdb", make_records(3), 3, meta, progress=False)
+    other = load_config(overrides=[f"PATCH_SIZE={PATCH}", "BANDS=[3, 2, 1]"])
+    assert len(LmdbPatches(tmp_path / "old.lmdb", expected_signature=data_signature(other))) == 3
 
 
 def test_changed_norm_std_accepted_as_the_records_hold_raw_pixels(written):

@@ -395,7 +395,7 @@ def test_training_for_a_time_budget_lays_the_schedule_over_it(lmdb_cfg):
 def test_resuming_continues_the_same_budget(lmdb_cfg, tmp_path):
     cfg = lmdb_cfg.replace(TRAIN_MINUTES=BUDGET_MINUTES, ITERATIONS=2, LR_SCHEDULE="cosine", LOG_EVERY=1, SNAPSHOT_EVERY=1,
                            VAL_EVERY=0)
-    first = lmdb_cfg.replace(ITERATIONS=2, LOG_EVERY=1, SNAPSHOT_EVERY=1, VAL_EVERY=0)
+    first = cfg.replace(TRAIN_MINUTES=0.0)
     train(first, progress=False)  # two steps, then its budget (set below) nearly spent
     payload = load_checkpoint(Path(first.TRAIN_DIR) / "checkpoints" / "iter_0000002.pt")
     payload["training_state"]["training_seconds"] = 60 * BUDGET_MINUTES - 0.001
@@ -586,3 +586,18 @@ def test_training_data_count_each_class_and_a_class_never_labelled_is_noted(lmdb
     assert notes == [f"note: no training pixel is labelled {', '.join(absent)}: the network cannot learn "
                      f"{'it' if len(absent) == 1 else 'them'}; check LABEL_VALUES and TRAIN_IDS (check_data.py lists "
                      "each class's share)"]
+
+
+def test_resuming_under_another_recipe_is_refused_naming_what_changed(lmdb_cfg, tmp_path):
+    """Another optimizer's state does not fit (torch fails deep inside), another learning rate or seed would
+    silently make a run neither the old nor a new one; training further (a higher ITERATIONS) is what resuming is for."""
+    cfg = lmdb_cfg.replace(ITERATIONS=3, LOG_EVERY=1, SNAPSHOT_EVERY=1, VAL_EVERY=0, OPTIMIZER="sgd")
+    train(cfg, progress=False, stop_after=1)
+    checkpoint = Path(cfg.TRAIN_DIR) / "checkpoints" / "iter_0000001.pt"
+    with pytest.raises(EosegError, match=r"iter_0000001.pt was trained with OPTIMIZER='sgd', BASE_LR=0.05, but the config "
+                                         r"has OPTIMIZER='adamw', BASE_LR=0.1; a resumed run continues the same training"):
+        train(cfg.replace(OPTIMIZER="adamw", BASE_LR=0.1), resume=checkpoint, progress=False)
+    with pytest.raises(EosegError, match="trained with SEED=0, but the config has SEED=5"):
+        train(cfg.replace(SEED=5), resume=checkpoint, progress=False)
+    train(cfg.replace(ITERATIONS=4), resume=checkpoint, progress=False)
+    assert int(read_log(cfg.TRAIN_DIR)[-1]["iteration"]) == 4
