@@ -104,7 +104,7 @@ FOCAL_GAMMA = 2.0  # LOSS="focal": focusing exponent (0 = cross-entropy)
 OHEM_FRACTION = 0.25  # LOSS="ohem": fraction of the labelled pixels of a batch, the hardest, that the loss keeps
 RANDOM_FLIPS = True  # random flips / 90-degree rotations of each training patch
 COLOR_JITTER = 0.2  # training: each patch's image BANDS (not EXTRA_SOURCES), after normalisation, are multiplied by one random 1 ± this (light brighter or darker; one gain for every band, so that their ratios stay) and shifted by one random ± this times each band's spread (haze); 0 = off (the method's recipe). 0.2 scored 2.1-4.2 points of mean F1 above 0 in each of two seeds on the real Vaihingen and Potsdam crops and the WHU cities (bench/RESULTS.md)
-RANDOM_SCALE = 0.0  # training: each patch zoomed by a random factor between 1 / (1 + this) and 1 + this (0.25: 0.8 to 1.25; image bilinear, labels nearest), then cropped, or padded with unlabelled pixels, back to PATCH_SIZE: objects at other sizes, as other pixel sizes or cities show them; 0 = off (the method)
+RANDOM_SCALE = 0.0  # training: each patch zoomed by a random factor between 1 / (1 + this) and 1 + this (0.25: 0.8 to 1.25; image bilinear, labels nearest), then cropped, or padded with unlabelled pixels, back to PATCH_SIZE: objects at other sizes, as other pixel sizes or cities show them; 0 = off (the method). 0.5 cost 1.8-2.1 points of mean F1 across the WHU cities at 250 steps (bench/RESULTS.md)
 SNAPSHOT_EVERY = 1000  # write a checkpoint every N iterations (and at the end)
 LOG_EVERY = 50  # append the loss to the CSV log every N iterations
 VAL_EVERY = 1000  # label the validation tiles and log OA, mean F1, mean IoU every N iterations (0 = never); the best by mean F1 is kept as TRAIN_DIR/checkpoints/best.pt

@@ -328,6 +328,10 @@ class Config:
             raise EosegError(f"VECTOR_BOUNDARY must be one of {', '.join(map(repr, VECTOR_BOUNDARIES))}, got {v['VECTOR_BOUNDARY']!r}")
         if v["VECTOR_BOUNDARY_WIDTH"] <= 0:
             raise EosegError(f"VECTOR_BOUNDARY_WIDTH is the ignore band's width in pixels, > 0; got {v['VECTOR_BOUNDARY_WIDTH']!r}")
+        for name in ("VECTOR_CLASS_FIELD", "VECTOR_LAYER"):
+            if v[name] and Path(v["LABEL_PATTERN"]).suffix.lower() not in VECTOR_SUFFIXES:
+                raise EosegError(f"{name} is set ({v[name]!r}) but LABEL_PATTERN {v['LABEL_PATTERN']!r} is not a vector file "
+                                 f"({', '.join(VECTOR_SUFFIXES)}); point LABEL_PATTERN at the polygons, or set {name} = \"\"")
         for name in ("VECTOR_POLYGON_CLASS", "VECTOR_BACKGROUND_CLASS"):
             if not (0 <= v[name] < len(v["CLASS_NAMES"]) or v[name] == v["IGNORE_LABEL"]):
                 raise EosegError(f"{name} must be a class id 0..{len(v['CLASS_NAMES']) - 1} or IGNORE_LABEL "

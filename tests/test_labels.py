@@ -335,6 +335,8 @@ def test_a_file_of_several_polygon_layers_needs_vector_layer(sample_root, tmp_pa
         label_source(tiny(sample_root, tmp_path, **base, VECTOR_LAYER="houses"), path, image)
     buildings = label_source(tiny(sample_root, tmp_path, **base, VECTOR_LAYER="buildings"), path, image).read()
     assert (buildings == (labels == BUILDING)).mean() > 0.99
+    with pytest.raises(EosegError, match="VECTOR_LAYER is set \\('buildings'\\) but LABEL_PATTERN '.*{id}.tif' is not a vector file"):
+        tiny(sample_root, tmp_path, VECTOR_LAYER="buildings")  # a raster's labels: the layer would be ignored
     missing = tiny(sample_root, tmp_path, **base).replace(LABEL_PATTERN=str(tmp_path / "surveys.gpkg"))
     with pytest.raises(EosegError, match="tile 1: vector label file not found at .*surveys.gpkg; check DATA_ROOT"):
         tile_labels(missing, "1", image)  # not "run convert_gt.py": polygons are not converted
