@@ -15,6 +15,7 @@ check_data.py) goes through :func:`label_source`, so that all of them agree:
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -281,17 +282,12 @@ class VectorLabels:
         shapes = shapes[inside]
         if field:
             raw = [_plain(v) for v in np.asarray(fields[0])[keep][inside].tolist()]
-            classes = [values.target(v) for v in raw]
-            unknown: dict = {}
-            for value, target in zip(raw, classes):
-                if target is None:
-                    unknown[value] = unknown.get(value, 0) + 1
+            self.value_polygons = dict(Counter(raw))
+            unknown = {value: count for value, count in self.value_polygons.items() if values.target(value) is None}
             if unknown and not values.unknown_to_ignore:
                 raise EosegError(f"{path}: {field} values not in LABEL_VALUES: {describe_counts(unknown, 'polygons')}; "
                                  "add them to LABEL_VALUES (value: class id or 'ignore') or set UNKNOWN_LABELS_TO_IGNORE=True")
-            classes = [values.ignore_label if t is None else t for t in classes]
-            for value in raw:
-                self.value_polygons[value] = self.value_polygons.get(value, 0) + 1
+            classes = [values.ignore_label if (t := values.target(v)) is None else t for v in raw]
         else:
             classes = [int(cfg.VECTOR_POLYGON_CLASS)] * len(shapes)
         self.shapes = list(zip(shapes.tolist(), classes))
