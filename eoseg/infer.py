@@ -45,7 +45,7 @@ from eoseg.weights import check_input_dtype, read_weights, recorded_normalizatio
 
 RASTER_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".jp2", ".img", ".vrt")
 PREVIEW_SIDE = 1024  # longest side of the preview panels, in pixels
-RECORD_FORMAT = "eoseg-inference-record-1"
+RECORD_FORMAT = "eoseg-inference-record-2"  # 2: config_sha256 of the labelling settings only
 RECORD_SUFFIX = "_record.json"  # NAME_record.json, written after all of NAME's outputs
 SHARD_REPORT = "metrics.shard-{k}-of-{n}.json"  # a --shard K/N run's report, in place of metrics.json
 
@@ -262,8 +262,27 @@ def _file_state(path: Path) -> dict:
     return {"path": str(path.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
 
 
+# Settings labelling does not read (training's, the patches') or that change only its speed and memory: results
+# made under other values of these are this run's too. Every other setting, and any added later, counts.
+NOT_LABELLING_SETTINGS = frozenset({
+    "TRAIN_SOURCE", "BATCH_SIZE", "ITERATIONS", "BASE_LR", "ENCODER_LR_FACTOR", "MOMENTUM", "WEIGHT_DECAY", "LR_STEPS",
+    "AUX_LOSS_WEIGHT", "CLASS_WEIGHTS", "MEDIAN_FREQUENCY_WEIGHTS", "TRAIN_MINUTES", "OPTIMIZER", "LR_SCHEDULE",
+    "WARMUP_FRACTION", "POLY_POWER", "FINAL_LR_FACTOR", "LOSS", "DICE_WEIGHT", "FOCAL_GAMMA", "OHEM_FRACTION",
+    "RANDOM_FLIPS", "COLOR_JITTER", "RANDOM_SCALE", "SNAPSHOT_EVERY", "LOG_EVERY", "VAL_EVERY", "VAL_IDS", "SEED",
+    "PRECISION", "CHANNELS_LAST", "COMPILE", "DETERMINISTIC", "TRAIN_DIR", "MODEL_FILE", "ENCODER_WEIGHTS",
+    "PATCHES_DIR", "LMDB_DIR", "TRAIN_STRIDE", "FLIPS", "ROTATIONS", "SHUFFLE_SEED", "COMPOSITE_NDSM_MAX",
+    "NUM_WORKERS", "DEVICE", "REUSE_FREED_MEMORY", "INFER_BATCH_SIZE", "INFER_BLOCK_ROWS", "INFER_COMPILE", "INFER_DIR",
+})
+
+
+def labelling_settings(values: dict) -> dict:
+    """The settings of a config (as ``Config.to_dict`` or a saved config.json holds them) that its labels depend on."""
+    return {name: value for name, value in json.loads(json.dumps(values, default=str)).items()
+            if name not in NOT_LABELLING_SETTINGS}
+
+
 def _config_sha256(cfg: Config) -> str:
-    return hashlib.sha256(json.dumps(cfg.to_dict(), sort_keys=True, default=str).encode()).hexdigest()
+    return hashlib.sha256(json.dumps(labelling_settings(cfg.to_dict()), sort_keys=True).encode()).hexdigest()
 
 
 def _made_with(cfg: Config, weights_sha256: str, caffe_mean: str | None, job: Job, precision: str) -> dict:
@@ -299,10 +318,11 @@ def _reuse(record_path: Path, made_with: dict, out_dir: Path, rank: int) -> Labe
     return LabeledImage(record["name"], outputs, record["metrics"], record["truth_source"], rank, reused=True)
 
 
-def _refuse_other_runs_results(out_dir: Path, weights_sha256: str, config_sha256: str) -> None:
+def _refuse_other_runs_results(out_dir: Path, weights_sha256: str, cfg: Config) -> None:
     """Refuse an output folder holding results made with other weights or another config: relabelling would
     overwrite them, and the folder would mix two runs' maps under one config.json and metrics.json."""
-    others = []
+    config_sha256 = _config_sha256(cfg)
+    others, other_weights, other_configs = [], False, set()
     for record_path in sorted(out_dir.glob(f"*{RECORD_SUFFIX}")):
         try:
             made_with = json.loads(record_path.read_text())["made_with"]
@@ -310,10 +330,29 @@ def _refuse_other_runs_results(out_dir: Path, weights_sha256: str, config_sha256
             continue  # not a record of ours
         if (made_with.get("weights_sha256"), made_with.get("config_sha256")) != (weights_sha256, config_sha256):
             others.append(record_path.name.removesuffix(RECORD_SUFFIX))
+            other_weights |= made_with.get("weights_sha256") != weights_sha256
+            if made_with.get("config_sha256") != config_sha256:
+                other_configs.add(made_with.get("config_sha256"))
     if others:
         listed = ", ".join(others[:4]) + (f" and {len(others) - 4} more" if len(others) > 4 else "")
-        raise EosegError(f"{out_dir} holds results made with other weights or another config ({listed}); label into "
-                         "another --out, or pass --force to label this run's images again there")
+        made_with = ["other weights"] if other_weights else []
+        if other_configs:
+            made_with.append("another config" + _changed_settings(out_dir, cfg, other_configs))
+        raise EosegError(f"{out_dir} holds results made with {' and '.join(made_with)}: {listed}; label into another "
+                         "--out, or pass --force to label this run's images again there")
+
+
+def _changed_settings(out_dir: Path, cfg: Config, other_configs: set) -> str:
+    """' (NAME=old, now new; ...)' when the folder's config.json is the one its other results were made with, else ''."""
+    try:
+        saved = labelling_settings(json.loads((out_dir / "config.json").read_text())["config"])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return ""
+    if other_configs != {hashlib.sha256(json.dumps(saved, sort_keys=True).encode()).hexdigest()}:
+        return ""
+    current = labelling_settings(cfg.to_dict())
+    changed = [name for name in sorted(saved.keys() | current.keys()) if saved.get(name) != current.get(name)]
+    return " (" + "; ".join(f"{name}={saved.get(name)!r}, now {current.get(name)!r}" for name in changed) + ")"
 
 
 def _write_record(record_path: Path, made_with: dict, result: LabeledImage) -> None:
@@ -408,7 +447,7 @@ def run_inference(cfg: Config, weights: str | Path, out_dir: str | Path, tile_id
         print(f"precision: {predictor.precision} ({predictor.precision_reason})")
     weights_sha256 = file_sha256(weights)
     if not force:
-        _refuse_other_runs_results(out_dir, weights_sha256, _config_sha256(cfg))
+        _refuse_other_runs_results(out_dir, weights_sha256, cfg)
     out_dir.mkdir(parents=True, exist_ok=True)
     if rank == 0:
         cfg.save(out_dir)

@@ -329,15 +329,22 @@ def test_completion_records_redo_what_changed(tmp_path, weights):
     with rasterio.open(scenes[0], "r+") as dst:  # a new version of an input
         dst.write(np.full((3, 64, 64), 7, np.uint8))
     assert redone() == ["scene0"]
+    # settings that labelling does not read, or that change only its speed, keep the results
+    assert redone(run_cfg=cfg.replace(BASE_LR=0.5, INFER_BATCH_SIZE=3, INFER_BLOCK_ROWS=16)) == []
     # another config or other weights would overwrite the results, and leave the folder mixing two runs
-    with pytest.raises(EosegError, match=r"out holds results made with other weights or another config "
-                                         r"\(scene0, scene1, scene2\); label into another --out, or pass --force"):
-        redone(run_cfg=cfg.replace(BLEND="gaussian"))
+    with pytest.raises(EosegError, match=r"out holds results made with another config \(BLEND='uniform', now "
+                                         r"'gaussian'; TTA=\[\], now \['fliplr'\]\): scene0, scene1, scene2; label into "
+                                         r"another --out, or pass --force"):
+        redone(run_cfg=cfg.replace(BLEND="gaussian", TTA=["fliplr"]))
+    with pytest.raises(EosegError, match=r"another config \(WRITE_COLOR=True, now False\)"):  # what it writes counts
+        redone(run_cfg=cfg.replace(WRITE_COLOR=False))
     assert redone(run_cfg=cfg.replace(BLEND="gaussian"), force=True) == ["scene0", "scene1", "scene2"]
     torch.manual_seed(1)
     other = save_checkpoint(tmp_path / "other.pt", cfg, model_from_config(cfg), iteration=0)
-    with pytest.raises(EosegError, match="other weights or another config"):
+    with pytest.raises(EosegError, match="out holds results made with other weights: scene0"):
         redone(run_weights=other, run_cfg=cfg.replace(BLEND="gaussian"))
+    with pytest.raises(EosegError, match=r"made with other weights and another config \(BLEND='gaussian', now 'uniform'\)"):
+        redone(run_weights=other)
     assert redone(run_weights=other, run_cfg=cfg.replace(BLEND="gaussian"), force=True) == ["scene0", "scene1", "scene2"]
     assert redone(run_weights=other, run_cfg=cfg.replace(BLEND="gaussian")) == []
 

@@ -17,7 +17,8 @@ from rasterio.transform import from_origin
 
 from eoseg.checkpoint import save_checkpoint
 from eoseg.errors import EosegError
-from eoseg.infer import expand_image_arguments, run_inference
+from eoseg.config import Config
+from eoseg.infer import NOT_LABELLING_SETTINGS, expand_image_arguments, run_inference
 from eoseg.io import RasterWriter, read_raster, write_raster
 from eoseg.models import model_from_config
 
@@ -86,6 +87,27 @@ def test_outputs_equal_across_block_heights_and_batches(setup, tmp_path):
     for labels, probabilities in outputs[1:]:
         assert (labels == outputs[0][0]).mean() > 0.999
         assert np.abs(probabilities.astype(int) - outputs[0][1]).max() <= 1
+
+
+def test_labelling_reads_none_of_the_settings_its_records_leave_out(sample_root, tmp_path, monkeypatch):
+    """A completion record keeps results across other values of NOT_LABELLING_SETTINGS: labelling must not read
+    them, but for those that change only its speed and memory."""
+    cfg = make_tiny_config(tmp_path, DATA_ROOT=str(sample_root / "data"), WRITE_PROBABILITIES=True)
+    torch.manual_seed(0)
+    weights = save_checkpoint(tmp_path / "w.pt", cfg, model_from_config(cfg), iteration=0)
+    read = set()
+    reading = Config.__getattr__
+
+    def recorded(self, name):
+        read.add(name)
+        return reading(self, name)
+
+    monkeypatch.setattr(Config, "__getattr__", recorded)
+    image = write_geotiff(tmp_path / "in.tif", random_image(90, 100))
+    run_inference(cfg, weights, tmp_path / "out", tile_ids=cfg.tile_ids("test"), image_paths=[image], progress=False)
+    speed_and_memory = {"DEVICE", "REUSE_FREED_MEMORY", "INFER_BATCH_SIZE", "INFER_BLOCK_ROWS", "INFER_COMPILE"}
+    assert {"WINDOW", "BLEND", "INFER_BATCH_SIZE"} <= read  # what is recorded is what labelling reads
+    assert read & NOT_LABELLING_SETTINGS <= speed_and_memory
 
 
 def test_probabilities_are_one_uint8_band_per_class(setup, tmp_path):
