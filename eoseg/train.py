@@ -248,23 +248,34 @@ def claim_train_dir(cfg: Config, resume: bool, force: bool) -> Iterator[None]:
 
 
 # what a resumed run shares with the run it continues, so that it repeats its losses: the recipe (but ITERATIONS,
-# which may grow to train further, and the labelling's WINDOW to TTA), the tiles, the sampling and the precision;
-# the model, the data's signature and the blocks held out are checked on their own
+# which may grow to train further, and the labelling's WINDOW to TTA), the tiles, the sampling and the precision
+# (checked as it resolved, where the checkpoint records that: see check_resumed_precision); the model, the data's
+# signature and the blocks held out are checked on their own
 RESUMED_SETTINGS = (*(name for name in RECIPE_NAMES if name not in ("MODEL", "MODEL_WIDTH", "ENCODER", "ITERATIONS",
                                                                     "WINDOW", "STRIDE", "BLEND", "TTA")),
                     "TRAIN_IDS", "TRAIN_SOURCE", "SEED", "PRECISION")
 
 
-def check_resumed_settings(recorded_config: str | None, cfg: Config, path: str | Path) -> None:
-    """Refuse to resume under other RESUMED_SETTINGS than the checkpoint's run had (its config, as JSON)."""
+def check_resumed_settings(recorded_config: str | None, cfg: Config, path: str | Path,
+                           leave_out: tuple[str, ...] = ()) -> None:
+    """Refuse to resume under other RESUMED_SETTINGS (but ``leave_out``) than the checkpoint's run had (its config, as JSON)."""
     if recorded_config is None:
         return
     recorded, current = json.loads(recorded_config), json.loads(json.dumps(cfg.to_dict(), default=str))
-    changed = [name for name in RESUMED_SETTINGS if name in recorded and recorded[name] != current[name]]
+    changed = [name for name in RESUMED_SETTINGS
+               if name not in leave_out and name in recorded and recorded[name] != current[name]]
     if changed:
         raise EosegError(f"checkpoint {path} was trained with {', '.join(f'{n}={recorded[n]!r}' for n in changed)}, but the "
                          f"config has {', '.join(f'{n}={current[n]!r}' for n in changed)}; a resumed run continues the "
                          "same training: resume with its settings, or start a new run (--force, or another TRAIN_DIR)")
+
+
+def check_resumed_precision(recorded: str | None, precision: str, reason: str, cfg: Config, path: str | Path) -> None:
+    """Refuse to resume a run trained in another precision than PRECISION resolves to here (None: not recorded)."""
+    if recorded is not None and recorded != precision:
+        raise EosegError(f"checkpoint {path} was trained in {recorded}, but PRECISION={cfg.PRECISION!r} is {precision} "
+                         f"here ({reason}); resume with PRECISION=\"{recorded}\" to continue the same training, or start "
+                         "a new run (--force, or another TRAIN_DIR)")
 
 
 def load_resume_checkpoint(path: str | Path, cfg: Config) -> dict:
@@ -286,9 +297,11 @@ def load_resume_checkpoint(path: str | Path, cfg: Config) -> dict:
         raise EosegError(f"checkpoint {path} was trained with tiles held out in blocks as {made_with} (HOLDOUT_BLOCK, "
                          f"HOLDOUT_EVERY, the tiles in TRAIN_IDS and held out), but the config gives {holdout_record(cfg)}; "
                          "resume with the config it was trained with")
-    check_resumed_settings(payload.get("config"), cfg, path)
     if "training_state" not in payload:
         raise EosegError(f"{path}: holds weights only, no training state to resume from; use a checkpoint from {cfg.TRAIN_DIR}/checkpoints")
+    # "auto" and the precision it resolves to are the same setting: the resolved one is compared, once resolved
+    check_resumed_settings(payload.get("config"), cfg, path,
+                           leave_out=("PRECISION",) if "precision" in payload["training_state"] else ())
     if "sample_position" not in payload["training_state"]:
         raise EosegError(f"{path}: written by an earlier eoseg that did not record the position in the training data; "
                          "it cannot be resumed exactly; start a new run")
@@ -361,6 +374,8 @@ class Trainer:
             if processes.is_main:
                 print(loaded)
         self.precision, precision_reason = resolve_precision(cfg.PRECISION, device)
+        if payload is not None:
+            check_resumed_precision(payload["training_state"].get("precision"), self.precision, precision_reason, cfg, resume)
         self.memory_format = training_memory_format(cfg, self.precision)
         if self.progress:
             print(f"precision: {self.precision} ({precision_reason}); memory layout: "
@@ -522,6 +537,7 @@ class Trainer:
         state = {
             "optimizer": self.optimizer.state_dict(),
             "training_seconds": self.training_seconds,
+            "precision": self.precision,  # as PRECISION resolved on this device
             "scaler": self.scaler.state_dict(),
             "sample_position": self.sampler.position_after(self.iteration - self.start_iteration),
             "world_size": self.processes.world_size,

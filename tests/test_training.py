@@ -601,3 +601,18 @@ def test_resuming_under_another_recipe_is_refused_naming_what_changed(lmdb_cfg, 
         train(cfg.replace(SEED=5), resume=checkpoint, progress=False)
     train(cfg.replace(ITERATIONS=4), resume=checkpoint, progress=False)
     assert int(read_log(cfg.TRAIN_DIR)[-1]["iteration"]) == 4
+
+
+def test_resuming_compares_the_precision_as_it_resolved(lmdb_cfg, monkeypatch):
+    """PRECISION="auto" is the precision it resolves to: the same training where that matches the checkpoint's,
+    refused where it does not (another machine), whatever the two configs spell."""
+    cfg = lmdb_cfg.replace(ITERATIONS=3, LOG_EVERY=1, SNAPSHOT_EVERY=1, VAL_EVERY=0, PRECISION="float32")
+    train(cfg, progress=False, stop_after=1)
+    checkpoint = Path(cfg.TRAIN_DIR) / "checkpoints" / "iter_0000001.pt"
+    monkeypatch.setattr("eoseg.train.resolve_precision", lambda setting, device: ("bfloat16", "PRECISION=auto: a test"))
+    with pytest.raises(EosegError, match=r"iter_0000001.pt was trained in float32, but PRECISION='auto' is bfloat16 here "
+                                         r"\(PRECISION=auto: a test\); resume with PRECISION=\"float32\""):
+        train(cfg.replace(PRECISION="auto"), resume=checkpoint, progress=False)
+    monkeypatch.setattr("eoseg.train.resolve_precision", lambda setting, device: ("float32", "PRECISION=auto: a test"))
+    train(cfg.replace(PRECISION="auto"), resume=checkpoint, progress=False)
+    assert int(read_log(cfg.TRAIN_DIR)[-1]["iteration"]) == 3
