@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 from rasterio.windows import Window
 
-from eoseg.config import Config
+from eoseg.config import Config, find_tile_ids
 from eoseg.errors import EosegError
 from eoseg.grid import needs_warp, open_on_grid, same_grid
 from eoseg.holdout import TileSplit, tile_split
@@ -25,9 +25,23 @@ def existing_path(cfg: Config, pattern_name: str, tile_id: str, what: str, hint:
     if path is None:
         raise EosegError(f"tile {tile_id}: no {what} configured ({pattern_name} is empty)")
     if not path.is_file():
-        hint = hint or f"check DATA_ROOT ({cfg.DATA_ROOT}) and {pattern_name}"
+        hint = hint or (_image_ids_hint(cfg, tile_id) if pattern_name == "IMAGE_PATTERN" else "") \
+            or f"check DATA_ROOT ({cfg.DATA_ROOT}) and {pattern_name}"
         raise EosegError(f"tile {tile_id}: {what} not found at {path}; {hint}")
     return path
+
+
+def _image_ids_hint(cfg: Config, tile_id: str) -> str:
+    """What the ids of the images IMAGE_PATTERN does find look like, when it finds some: "1" against "001"."""
+    try:
+        found = find_tile_ids(cfg.DATA_ROOT, cfg.IMAGE_PATTERN, "*", "IMAGE_PATTERN")
+    except EosegError:
+        return ""
+    alike = [other for other in found if other.lstrip("0").lower() == tile_id.lstrip("0").lower()]
+    if alike:
+        return f"IMAGE_PATTERN finds an image of id {alike[0]!r}: an id is the text {{id}} stands for in the file name"
+    listed = ", ".join(found[:5]) + (f" and {len(found) - 5} more" if len(found) > 5 else "")
+    return f"IMAGE_PATTERN finds images of ids {listed} under DATA_ROOT ({cfg.DATA_ROOT})"
 
 
 def check_bands(cfg: Config, info: RasterInfo) -> RasterInfo:

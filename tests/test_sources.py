@@ -22,7 +22,7 @@ from eoseg.metadata import data_signature
 from eoseg.models import model_from_config
 from eoseg.normalization import Normalization
 from eoseg.sample import BUILDING, IMPERVIOUS, LOW_VEG, generate_scene, generate_scene_with_ndsm
-from eoseg.tiles import ndvi, read_image, tile_stack, training_pixels
+from eoseg.tiles import image_info, ndvi, read_image, tile_stack, training_pixels
 from eoseg.train import train
 
 from .conftest import TINY_TILE_SIZE, as_arguments, run_script, tiny_overrides
@@ -41,6 +41,20 @@ def copy_raster(source, target, array=None, **changes):
     with rasterio.open(target, "w", **profile) as dst:
         dst.write(data)
     return target
+
+
+# ---------------------------------------------------------------- finding the images
+def test_an_id_without_an_image_names_the_ids_there_are(tiny_cfg, tmp_path):
+    for name in ("001", "002", "010"):
+        copy_raster(tiny_cfg.tile_path("IMAGE_PATTERN", "1"), tmp_path / "padded" / f"{name}.tif")
+    cfg = tiny_cfg.replace(DATA_ROOT=str(tmp_path / "padded"), IMAGE_PATTERN="{id}.tif")
+    with pytest.raises(EosegError, match=r"tile 1: image not found at .*padded/1.tif; IMAGE_PATTERN finds an image of id "
+                                         r"'001': an id is the text \{id\} stands for in the file name"):
+        image_info(cfg, "1")
+    with pytest.raises(EosegError, match=r"tile 7: image not found at .*; IMAGE_PATTERN finds images of ids 001, 002, "
+                                         r"010 under DATA_ROOT"):
+        image_info(cfg, "7")
+    assert image_info(cfg, "010").path.name == "010.tif"
 
 
 # ---------------------------------------------------------------- NDVI
