@@ -252,11 +252,10 @@ class Config:
             return None
         try:
             relative = pattern.format(id=tile_id)
-            uses_id = "\0" in pattern.format(id="\0")
         except (KeyError, IndexError, ValueError) as err:
             raise EosegError(f"{where} {pattern!r}: bad pattern ({err}); use {{id}} for the tile id") from None
         path = Path(self.DATA_ROOT) / relative
-        if not uses_id:
+        if not uses_tile_id(pattern):
             if not where.startswith(SHARED_SOURCES):
                 name = Path(pattern)
                 suffix = "".join(name.suffixes)
@@ -391,6 +390,14 @@ VECTOR_BOUNDARIES = ("centre", "all_touched", "ignore_band")
 IGNORE = "ignore"  # the target of LABEL_VALUES that sends a raw value to IGNORE_LABEL
 # the tiles' sources that may be one file for all tiles (no {id}): polygons, or a georeferenced raster read
 # where each tile lies; images, colour ground truth and what the scripts write hold one tile each
+def uses_tile_id(pattern: str) -> bool:
+    """Whether a file pattern names one file per tile ({id}), not one file for all."""
+    try:
+        return "\0" in pattern.format(id="\0")
+    except (KeyError, IndexError, ValueError):
+        return True  # a bad pattern: pattern_path says what is wrong with it
+
+
 SHARED_SOURCES = ("LABEL_PATTERN", "DSM_PATTERN", "NDSM_PATTERN", "EXTRA_SOURCES[")
 # vector label files (LABEL_PATTERN), read with pyogrio; without {id}, one file holds every tile's polygons
 VECTOR_SUFFIXES = (".geojson", ".json", ".gpkg", ".shp", ".fgb", ".gml", ".kml", ".sqlite")

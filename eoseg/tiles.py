@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 from rasterio.windows import Window
 
-from eoseg.config import Config, find_tile_ids
+from eoseg.config import Config, find_tile_ids, uses_tile_id
 from eoseg.errors import EosegError
 from eoseg.grid import needs_warp, open_on_grid, same_grid
 from eoseg.holdout import TileSplit, tile_split
@@ -228,34 +228,40 @@ def _extra_what(index: int, entry: dict) -> str:
 def tile_stack(cfg: Config, tile_id: str) -> TileStack:
     """The stacked input of configured tile ``tile_id``: its image and every extra source."""
     sources = [StackSource(image_info(cfg, tile_id), tuple(cfg.BANDS), "image")]
-    for index, entry in enumerate(cfg.extra_sources):
-        if "pattern" not in entry:
-            continue
-        what = _extra_what(index, entry)
-        path = cfg.pattern_path(entry["pattern"], tile_id, f"EXTRA_SOURCES[{index}] pattern")
-        if not path.is_file():
-            raise EosegError(f"tile {tile_id}: {what} not found at {path}; check DATA_ROOT ({cfg.DATA_ROOT}) and its pattern")
-        info = raster_info(path, what)
-        if max(entry["bands"]) > info.count:
-            raise EosegError(f"{path}: {what} has {info.count} bands but its 'bands' asks for {entry['bands']}")
-        sources.append(StackSource(info, tuple(entry["bands"]), what, entry["resampling"]))
+    sources += [_extra_source(cfg, index, entry, tile_id) for index, entry in enumerate(cfg.extra_sources)
+                if "pattern" in entry]
     return TileStack(cfg, sources)
 
 
-def image_stack(cfg: Config, info: RasterInfo) -> TileStack:
-    """The stacked input of an image file outside the configured tiles: its BANDS and derived bands.
+def _extra_source(cfg: Config, index: int, entry: dict, tile_id: str) -> StackSource:
+    what = _extra_what(index, entry)
+    path = cfg.pattern_path(entry["pattern"], tile_id, f"EXTRA_SOURCES[{index}] pattern")
+    if not path.is_file():
+        raise EosegError(f"tile {tile_id}: {what} not found at {path}; check DATA_ROOT ({cfg.DATA_ROOT}) and its pattern")
+    info = raster_info(path, what)
+    if max(entry["bands"]) > info.count:
+        raise EosegError(f"{path}: {what} has {info.count} bands but its 'bands' asks for {entry['bands']}")
+    return StackSource(info, tuple(entry["bands"]), what, entry["resampling"])
 
-    Raster extra sources cannot be found for such a file: refused.
+
+def image_stack(cfg: Config, info: RasterInfo) -> TileStack:
+    """The stacked input of an image file outside the configured tiles: its BANDS, the raster extra sources
+    that are one georeferenced file for every tile (read where the image lies), and derived bands.
+
+    A raster extra source found by tile id cannot be found for such a file: refused.
     """
-    rasters = [e for e in cfg.extra_sources if "pattern" in e]
-    if rasters:
+    by_id = [_extra_what(i, e) for i, e in enumerate(cfg.extra_sources) if uses_tile_id(e.get("pattern", ""))]
+    if by_id:
         raise EosegError(
-            f"{info.path}: EXTRA_SOURCES stacks {', '.join(_extra_what(i, e) for i, e in enumerate(cfg.extra_sources) if 'pattern' in e)} "
-            "from the configured tiles, which an image file given by path has no id for; label configured tiles with "
-            "--tiles, or give rasters that hold all bands and select them with BANDS"
+            f"{info.path}: EXTRA_SOURCES stacks {', '.join(by_id)} from the configured tiles, which an image file given "
+            "by path has no id for; label configured tiles with --tiles, or give rasters that hold all bands and select "
+            "them with BANDS"
         )
     check_bands(cfg, info)
-    return TileStack(cfg, [StackSource(info, tuple(cfg.BANDS), "image")])
+    sources = [StackSource(info, tuple(cfg.BANDS), "image")]
+    sources += [_extra_source(cfg, index, entry, info.path.stem) for index, entry in enumerate(cfg.extra_sources)
+                if "pattern" in entry]
+    return TileStack(cfg, sources)
 
 
 def read_image(cfg: Config, tile_id: str) -> tuple[np.ndarray, RasterInfo]:

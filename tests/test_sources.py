@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -22,7 +23,7 @@ from eoseg.metadata import data_signature
 from eoseg.models import model_from_config
 from eoseg.normalization import Normalization
 from eoseg.sample import BUILDING, IMPERVIOUS, LOW_VEG, generate_scene, generate_scene_with_ndsm
-from eoseg.tiles import image_info, ndvi, read_image, tile_stack, training_pixels
+from eoseg.tiles import image_info, image_stack, ndvi, read_image, tile_stack, training_pixels
 from eoseg.train import train
 
 from .conftest import TINY_TILE_SIZE, as_arguments, run_script, tiny_overrides
@@ -124,6 +125,29 @@ def test_stack_of_three_sources_in_order(tiny_cfg):
         part = stack.read(Window(10, 20, 30, 40))
         assert stack.valid_mask(part, Window(10, 20, 30, 40)).all()
     np.testing.assert_array_equal(part, stacked[:, 20:60, 10:40])
+
+
+def test_one_raster_for_every_tile_is_read_where_each_tile_and_image_lies(tiny_cfg, tmp_path):
+    """An extra source without {id} (a city's DSM mosaic) is read where each tile lies, and where an image file
+    given by path lies; one found by tile id has nothing to offer such a file: refused."""
+    first, last = (raster_info(tiny_cfg.tile_path("IMAGE_PATTERN", tile_id), "image") for tile_id in ("1", "4"))
+    pixel = first.transform.a
+    width = round((last.transform.c - first.transform.c) / pixel) + last.width + 20
+    x_centres = (np.arange(width) + 0.5) * pixel  # metres east of tile 1: a plane, warped bilinearly, stays exact
+    mosaic = np.broadcast_to(x_centres.astype(np.float32), (first.height, width))
+    path = write_raster(tmp_path / "data" / "eastings.tif", mosaic, replace(first, width=width, count=1, dtype="float32"))
+    eastings = {"pattern": str(path), "bands": [1], "band_names": ["E"], "mean": [0.0], "std": [1.0]}
+    cfg = tiny_cfg.replace(EXTRA_SOURCES=[eastings])
+    scene = copy_raster(tiny_cfg.tile_path("IMAGE_PATTERN", "4"), tmp_path / "scenes" / "scene.tif")
+    for stack in (tile_stack(cfg, "4"), image_stack(cfg, raster_info(scene, "image"))):
+        with stack:
+            read = stack.read()
+        expected = last.transform.c - first.transform.c + (np.arange(last.width) + 0.5) * pixel
+        np.testing.assert_allclose(read[3][:, 1:-1], np.broadcast_to(expected, read[3].shape)[:, 1:-1], atol=1e-3 * pixel)
+        np.testing.assert_array_equal(read[:3], read_raster(scene, cfg.BANDS))
+    with pytest.raises(EosegError, match=r"scene.tif: EXTRA_SOURCES stacks EXTRA_SOURCES\[0\] \(nDSM\) from the configured "
+                                         r"tiles, which an image file given by path has no id for"):
+        image_stack(tiny_cfg.replace(EXTRA_SOURCES=[NDSM, eastings]), raster_info(scene, "image"))
 
 
 def test_uint8_stays_uint8_only_when_every_source_is(tiny_cfg):
