@@ -14,8 +14,11 @@ import difflib
 import fnmatch
 import glob
 import json
+import os
 import re
 import runpy
+import sys
+import types
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -42,13 +45,27 @@ def _read_names(path: Path) -> dict[str, Any]:
         # run as Python, a JSON file fails on its first "false" or "null" with a NameError
         raise EosegError(f"{path}: this is JSON; --config takes a Python file assigning config names, "
                          "e.g. ITERATIONS = 2000 (the config.json eoseg writes records a run; it is not read back)")
+    folder = str(path.resolve().parent)
+    modules = set(sys.modules)
+    sys.path.insert(0, folder)  # a config may import another beside it (a base config and experiments on it)
     try:
         namespace = runpy.run_path(str(path))
     except SyntaxError as err:
         raise EosegError(f"{path}, line {err.lineno}: syntax error: {err.msg}") from None
     except Exception as err:  # a user's Python file may raise anything while it runs
         raise EosegError(f"{path}: error while reading the config: {type(err).__name__}: {err}") from None
-    return {k: v for k, v in namespace.items() if k.isupper() and not k.startswith("_")}
+    finally:
+        sys.path.remove(folder)
+        for name in set(sys.modules) - modules:  # the next config's folder may hold another file of that name
+            if str(getattr(sys.modules[name], "__file__", None) or "").startswith(folder + os.sep):
+                del sys.modules[name]
+    return {k: v for k, v in namespace.items() if not k.startswith("_") and not isinstance(v, types.ModuleType)
+            and not callable(v)}
+
+
+def _upper_case(names: dict[str, Any]) -> dict[str, Any]:
+    """The UPPER_CASE names of a config file, which are the config's (the rest are the file's own helpers)."""
+    return {key: value for key, value in names.items() if key.isupper()}
 
 
 def _is_json_object(path: Path) -> bool:
@@ -84,9 +101,14 @@ def _coerce(default: Any, value: Any) -> Any:
     return value
 
 
-def _same_kind(default: Any, value: Any) -> bool:
-    if default is None or value is None:
+NULLABLE_NAMES = ("IGNORE_COLOR",)  # names with another default that also take None (see config.py)
+
+
+def _same_kind(default: Any, value: Any, name: str = "") -> bool:
+    if default is None:
         return True
+    if value is None:
+        return name in NULLABLE_NAMES
     if isinstance(default, bool) or isinstance(value, bool):
         return isinstance(default, bool) and isinstance(value, bool)
     if isinstance(default, float):
@@ -127,7 +149,7 @@ def parse_override(text: str, defaults: dict[str, Any]) -> tuple[str, Any]:
     elif isinstance(default, bool) and raw.lower() in ("true", "false"):
         value = raw.lower() == "true"
     value = _coerce(default, value)
-    if not _same_kind(default, value):
+    if not _same_kind(default, value, key):
         raise EosegError(f"override {text!r}: {key} expects {_kind(default)} (default {default!r}), got {value!r}")
     return key, value
 
@@ -155,7 +177,7 @@ class Config:
             if key not in self._values:
                 raise _unknown(key, self._values, "replace()")
             changes[key] = _coerce(self._values[key], value)
-            if not _same_kind(self._values[key], changes[key]):
+            if not _same_kind(self._values[key], changes[key], key):
                 raise EosegError(f"{key} expects {_kind(self._values[key])}, got {value!r}")
         return Config({**self._values, **changes}, self.sources + [f"replace({', '.join(changes)})"])
 
@@ -284,6 +306,14 @@ class Config:
         v = self._values
         if len(v["PALETTE"]) != len(v["CLASS_NAMES"]):
             raise EosegError(f"PALETTE has {len(v['PALETTE'])} colours but CLASS_NAMES has {len(v['CLASS_NAMES'])} names")
+        if len(v["CLASS_NAMES"]) < 2:
+            raise EosegError(f"CLASS_NAMES has {len(v['CLASS_NAMES'])} class: a network tells classes apart, and the pixels "
+                             "of no interest are a class too, e.g. CLASS_NAMES = ['background', 'building']")
+        twice = sorted({name for name in v["CLASS_NAMES"] if v["CLASS_NAMES"].count(name) > 1})
+        if twice:
+            raise EosegError(f"CLASS_NAMES names {', '.join(map(repr, twice))} more than once: each class needs a name of "
+                             "its own (maps, metrics and legends go by them); to merge classes, map their values to one "
+                             "class in LABEL_VALUES")
         count = len(v["BANDS"])
         if len(v["BAND_NAMES"]) != count:
             raise EosegError(f"BAND_NAMES has {len(v['BAND_NAMES'])} entries but BANDS selects {count} bands")
@@ -331,7 +361,8 @@ class Config:
             if v[name] and Path(v["LABEL_PATTERN"]).suffix.lower() not in VECTOR_SUFFIXES:
                 raise EosegError(f"{name} is set ({v[name]!r}) but LABEL_PATTERN {v['LABEL_PATTERN']!r} is not a vector file "
                                  f"({', '.join(VECTOR_SUFFIXES)}); point LABEL_PATTERN at the polygons, or set {name} = \"\"")
-        for name in ("VECTOR_POLYGON_CLASS", "VECTOR_BACKGROUND_CLASS"):
+        vector_labels = Path(v["LABEL_PATTERN"]).suffix.lower() in VECTOR_SUFFIXES
+        for name in ("VECTOR_POLYGON_CLASS", "VECTOR_BACKGROUND_CLASS") if vector_labels else ():
             if not (0 <= v[name] < len(v["CLASS_NAMES"]) or v[name] == v["IGNORE_LABEL"]):
                 raise EosegError(f"{name} must be a class id 0..{len(v['CLASS_NAMES']) - 1} or IGNORE_LABEL "
                                  f"{v['IGNORE_LABEL']}, got {v[name]!r}")
@@ -351,7 +382,17 @@ class Config:
                              f"so that training patches fit beside the held-out blocks; got {v['HOLDOUT_BLOCK']!r}")
         if v["HOLDOUT_EVERY"] < 2:
             raise EosegError(f"HOLDOUT_EVERY must be 2 or more (1 block in that many is held out), got {v['HOLDOUT_EVERY']!r}")
+        from eoseg.augment import TTA_NAMES
         from eoseg.precision import check_precision  # torch loads only once a config is checked
+        from eoseg.predict import BLENDS
+
+        if v["BLEND"] not in BLENDS:
+            raise EosegError(f"BLEND must be one of {', '.join(map(repr, BLENDS))}, got {v['BLEND']!r}")
+        bad = [name for name in v["TTA"] if name not in TTA_NAMES]
+        if bad:
+            raise EosegError(f"TTA may hold {', '.join(map(repr, TTA_NAMES))}; got {bad}")
+        if v["INFER_ENGINE"] not in INFER_ENGINES:
+            raise EosegError(f"INFER_ENGINE must be one of {', '.join(map(repr, INFER_ENGINES))}, got {v['INFER_ENGINE']!r}")
 
         for name in ("PRECISION", "INFER_PRECISION"):
             check_precision(v[name], name)
@@ -398,6 +439,7 @@ def uses_tile_id(pattern: str) -> bool:
         return True  # a bad pattern: pattern_path says what is wrong with it
 
 
+INFER_ENGINES = ("torch", "onnxruntime")
 SHARED_SOURCES = ("LABEL_PATTERN", "DSM_PATTERN", "NDSM_PATTERN", "EXTRA_SOURCES[")
 # vector label files (LABEL_PATTERN), read with pyogrio; without {id}, one file holds every tile's polygons
 VECTOR_SUFFIXES = (".geojson", ".json", ".gpkg", ".shp", ".fgb", ".gml", ".kml", ".sqlite")
@@ -548,18 +590,23 @@ def load_config(
     base: str | Path = DEFAULT_CONFIG_PATH,
 ) -> Config:
     """Build the effective config from config.py, its preset, a --config file and overrides."""
-    defaults = _read_names(Path(base))
+    defaults = _upper_case(_read_names(Path(base)))
     presets = dict(defaults.pop("PRESETS", {}))
     sources = [str(base)]
     file_values: dict[str, Any] = {}
     if config_file:
         file_values = _read_names(Path(config_file))
+        for key in file_values:
+            if not key.isupper() and key.upper() in defaults:  # silently not a config name otherwise
+                raise EosegError(f"{config_file}: {key} is not a config name: config names are upper case "
+                                 f"({key.upper()})")
+        file_values = _upper_case(file_values)
         presets.update(file_values.pop("PRESETS", {}))
         for key, value in file_values.items():
             if key not in defaults:
                 raise _unknown(key, defaults, str(config_file))
             file_values[key] = _coerce(defaults[key], value)
-            if not _same_kind(defaults[key], file_values[key]):
+            if not _same_kind(defaults[key], file_values[key], key):
                 raise EosegError(f"{config_file}: {key} expects {_kind(defaults[key])}, got {value!r}")
         sources.append(str(config_file))
     override_values = dict(parse_override(item, defaults) for item in overrides)

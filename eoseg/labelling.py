@@ -41,8 +41,6 @@ GDAL_CACHE_MB = 256
 def make_predictor(cfg: Config, model, normalization: Normalization, device: torch.device) -> Predictor:
     """The predictor the config describes, around ``model`` (on INFER_ENGINE), its ``normalization`` for
     images on INFER_VALUE_SCALE."""
-    if cfg.INFER_ENGINE not in ("torch", "onnxruntime"):
-        raise EosegError(f"INFER_ENGINE must be 'torch' or 'onnxruntime', got {cfg.INFER_ENGINE!r}")
     if cfg.INFER_ENGINE == "onnxruntime" or not isinstance(model, torch.nn.Module):
         from eoseg.onnx_engine import SIZE_MULTIPLE, OnnxModel  # onnxruntime loads only when it is used
 

@@ -217,6 +217,37 @@ def test_lowercase_and_private_names_in_file_are_ignored(tmp_path):
     assert load_config(path).ITERATIONS == 30
 
 
+@pytest.mark.parametrize("name", ["Patch_Size", "iterations", "model_width"])
+def test_a_config_name_in_another_case_is_refused_not_ignored(tmp_path, name):
+    path = write_config(tmp_path, f"{name} = 32\n")
+    with pytest.raises(EosegError, match=rf"my_run.py: {name} is not a config name: config names are upper case "
+                                         rf"\({name.upper()}\)"):
+        load_config(path)
+
+
+def test_a_config_file_imports_another_beside_it(tmp_path):
+    """A base config for one's data and experiments on it, each importing the base."""
+    write_config(tmp_path, "DATA_ROOT = 'my_data'\nPATCH_SIZE = 64\n", name="my_base.py")
+    (tmp_path / "experiments").mkdir()
+    experiment = write_config(tmp_path / "experiments", "from my_base import *\nPATCH_SIZE = 32\n", name="small.py")
+    write_config(tmp_path / "experiments", "DATA_ROOT = 'other'\n", name="my_base.py")
+    write_config(tmp_path, "from my_base import *\nITERATIONS = 7\n", name="long.py")
+    cfg = load_config(tmp_path / "long.py")
+    assert (cfg.DATA_ROOT, cfg.PATCH_SIZE, cfg.ITERATIONS) == ("my_data", 64, 7)
+    cfg = load_config(experiment)  # its own folder's my_base, not the one imported before
+    assert (cfg.DATA_ROOT, cfg.PATCH_SIZE) == ("other", 32)
+
+
+@pytest.mark.parametrize("setting", ["BANDS=None", "TRAIN_IDS=None", "CLASS_NAMES=None", "NORM_STD=None", "WINDOW=None"])
+def test_none_is_refused_where_the_name_takes_no_none(tmp_path, setting):
+    name = setting.split("=")[0]
+    with pytest.raises(EosegError, match=rf"override '{setting}': {name} expects a"):
+        load_config(overrides=[setting])
+    with pytest.raises(EosegError, match=rf"{name} expects a"):
+        load_config(write_config(tmp_path, f"{name} = None\n"))
+    assert load_config(overrides=["IGNORE_COLOR=None"]).IGNORE_COLOR is None  # the one that takes it
+
+
 @pytest.mark.parametrize(
     "override,name",
     [
@@ -336,11 +367,25 @@ def test_rotations_must_be_right_angles(rotations):
         ("LABEL_TOLERANCE=128", r"\(255, 255, 255\) and \(0, 0, 255\) differ by 255 levels.*use at most 127"),
         ("LABEL_TOLERANCE=-1", "LABEL_TOLERANCE is a whole number of levels >= 0"),
         ("LABEL_VALUES={0: 'ignore', 1: 0, 3: 1}|LABEL_TOLERANCE=1", "LABEL_VALUES values 0 and 1 differ by 1 levels"),
+        ("CLASS_NAMES=['building']|PALETTE=[[255, 255, 255]]", r"CLASS_NAMES has 1 class: .*the pixels of no interest are "
+                                                              r"a class too, e.g. CLASS_NAMES = \['background', 'building'\]"),
+        ("CLASS_NAMES=['a', 'tree', 'b', 'c', 'tree', 'd']", r"CLASS_NAMES names 'tree' more than once: each class needs a "
+                                                            r"name of its own .*map their values to one class in LABEL_VALUES"),
+        ("BLEND=gauss", "BLEND must be one of 'uniform', 'gaussian', got 'gauss'"),
+        ("TTA=['flip']", r"TTA may hold 'fliplr', .*; got \['flip'\]"),
+        ("INFER_ENGINE=onnx", "INFER_ENGINE must be one of 'torch', 'onnxruntime', got 'onnx'"),
+        ("LABEL_PATTERN=polygons.gpkg|VECTOR_POLYGON_CLASS=6", "VECTOR_POLYGON_CLASS must be a class id 0..5"),
     ],
 )
 def test_other_inconsistent_settings_refused(override, match):
     with pytest.raises(EosegError, match=match):
         load_config(overrides=override.split("|"))
+
+
+def test_vector_settings_are_not_checked_for_raster_labels():
+    cfg = load_config(overrides=["CLASS_NAMES=['background', 'building']", "PALETTE=[[0, 0, 0], [255, 255, 255]]",
+                                 "IGNORE_COLOR=None"])
+    assert cfg.VECTOR_POLYGON_CLASS == 1 and load_config(overrides=["VECTOR_POLYGON_CLASS=9"]).VECTOR_POLYGON_CLASS == 9
 
 
 def test_infer_pixel_size_takes_metres_or_image():
