@@ -129,6 +129,12 @@ class LabelValues:
                     f"{self.ignore_label}: {describe_counts(unknown)}; map the raw values to classes with LABEL_VALUES "
                     f"(e.g. {{0: 0, 255: 1}} for a 0/255 mask, {{0: 'ignore', 1: 0, 2: 1, ...}} for codes 1..n)")
             whole_numbers = {v: c for v, c in unknown.items() if isinstance(v, int)}  # texts are matched exactly
+            as_text = sorted(v for v in whole_numbers if str(v) in self.mapping)
+            if as_text:
+                raise EosegError(f"{source}: label values not in LABEL_VALUES: {describe_counts(unknown)}; LABEL_VALUES "
+                                 f"names {', '.join(repr(str(v)) for v in as_text)} as text, which matches a polygon "
+                                 f"attribute, and a raster's values are numbers: write {{{as_text[0]}: ...}}, not "
+                                 f"{{'{as_text[0]}': ...}}")
             remedy = tolerance_remedy(
                 np.array(list(whole_numbers), dtype=np.int64).reshape(-1, 1), list(whole_numbers.values()), self._numbers,
                 self.tolerance, "LABEL_VALUES values", "value",
@@ -191,23 +197,39 @@ class RasterLabels:
         self.path = info.path
 
     def check_values(self, counts: dict, whole: bool = True) -> None:
-        """Refuse what :meth:`LabelValues.check` refuses, and values that the raster's colour table colours as another class."""
+        """Refuse values that the raster's colour table colours as another class than they read as (or as
+        unlabelled), then what :meth:`LabelValues.check` refuses."""
+        if self.info.colour_table is not None and self.palette is not None:
+            self._check_colour_table(counts)
         self.values.check(counts, str(self.path), whole)
+
+    def _check_colour_table(self, counts: dict) -> None:
+        """Where the colour table gives every value present that reads as a class PALETTE's colour of a class or
+        IGNORE_COLOR, the colours say what the values are: refuse a value that reads as something else, unless
+        LABEL_VALUES says what the values mean; but not a LABEL_VALUES for raw codes over a map of class ids."""
         table, palette = self.info.colour_table, self.palette
-        if table is None or palette is None or not self.values.identity:
-            return
         classes = {value: self.values.target(value) for value in counts}
         classes = {value: target for value, target in classes.items() if target is not None and target != self.values.ignore_label}
         coloured = palette.classes_coloured(table, classes)
         if not classes or None in coloured.values():
             return  # a colour that is no class's: the table is for display, the values are what counts
-        for value, target in sorted(classes.items()):
-            if coloured[value] != target:
-                raise EosegError(
-                    f"{self.path}: its colour table gives value {value} the colour {table[value]}, PALETTE's colour of "
-                    f"class {coloured[value]}, but the value reads as class {target}: if the colours are the classes, "
-                    "convert it by colour (GT_COLOR_PATTERN at it, then convert_gt.py --from-color); if the values "
-                    "are, say so in LABEL_VALUES (e.g. {0: 0, 1: 1, ...}) or set PALETTE to its colours")
+        wrong = {value: target for value, target in sorted(classes.items()) if coloured[value] != target}
+        if not wrong:
+            return
+        value, target = next(iter(wrong.items()))
+        colour = f"PALETTE's colour of class {coloured[value]}" if coloured[value] != palette.ignore_label else "IGNORE_COLOR"
+        if not self.values.identity:
+            if not all(coloured[v] == v for v in classes):
+                return  # LABEL_VALUES says what the values mean, whatever their colours
+            raise EosegError(
+                f"{self.path}: its colour table gives each value PALETTE's colour of that class id: it holds class ids (a "
+                f"label map eoseg wrote, for one), but LABEL_VALUES reads value {value} as class {target}; read it with "
+                "LABEL_VALUES = {} (LABEL_VALUES is for raw codes, which convert_gt.py --from-values turns into class ids)")
+        raise EosegError(
+            f"{self.path}: its colour table gives value {value} the colour {table[value]}, {colour}, but the value reads "
+            f"as class {target}: if the colours are the classes, convert it by colour (GT_COLOR_PATTERN at it, then "
+            "convert_gt.py --from-color); if the values are, say so in LABEL_VALUES (e.g. {0: 0, 1: 1, ...}) or set "
+            "PALETTE to its colours")
 
     def _read(self, src, window: Window | None) -> tuple[np.ndarray, np.ndarray | None]:
         raw = src.read(1, window=window)

@@ -59,8 +59,10 @@ class Palette:
 
     def classes_coloured(self, table: Sequence[tuple[int, int, int] | None], values) -> dict[int, int | None]:
         """For each of ``values`` of a paletted raster, the class whose colour its colour table
-        ``table`` (RGB by value) gives it; None for a colour no class has."""
+        ``table`` (RGB by value) gives it, IGNORE_LABEL for IGNORE_COLOR; None for a colour no class has."""
         owners = {tuple(map(int, colour)): class_id for class_id, colour in enumerate(self.colors)}
+        if self.ignore_color is not None:
+            owners[tuple(self.ignore_color)] = self.ignore_label
         return {value: owners.get(table[value]) if 0 <= value < len(table) else None for value in values}
 
     def to_labels(self, rgb: np.ndarray, unknown_to_ignore: bool = False, source: str = "image") -> np.ndarray:

@@ -79,6 +79,11 @@ def test_value_map_maps_and_refuses_with_counts():
     with pytest.raises(EosegError, match=r"fractions \(0\.5 x 1 px\)"):
         identity.check(value_counts(np.array([0.0, 0.5, 1.0], dtype=np.float32)), "h.tif")
     identity.check(value_counts(np.array([0.0, 1.0, 2.0], dtype=np.float32)), "whole floats are class ids")
+    as_text = LabelValues([["0", 0], ["255", 1]], num_classes=2, ignore_label=200)
+    with pytest.raises(EosegError, match=r"m\.tif: label values not in LABEL_VALUES: .*; LABEL_VALUES names '0', '255' as "
+                                         r"text, which matches a polygon attribute, and a raster's values are numbers: "
+                                         r"write \{0: \.\.\.\}, not \{'0': \.\.\.\}"):
+        as_text.check({0: 9, 255: 3}, "m.tif")
 
 
 def test_tolerance_reads_values_near_one_of_the_map():
@@ -169,6 +174,19 @@ def test_colour_table_that_colours_values_as_other_classes_is_refused(sample_roo
         labels("swapped").check()
     stated = {value: value for value in range(len(colours))}
     np.testing.assert_array_equal(labels("swapped", LABEL_VALUES=stated).read(), ids)
+    # eoseg's own map of class ids read through LABEL_VALUES for raw codes 1..n: every class shifted by one
+    codes = {0: "ignore", **{value + 1: value for value in range(len(colours))}}
+    with pytest.raises(EosegError, match=r"1.tif: its colour table gives each value PALETTE's colour of that class id: it "
+                                         r"holds class ids .*LABEL_VALUES reads value 1 as class 0; read it with "
+                                         r"LABEL_VALUES = \{\}"):
+        label_source(tiny(sample_root, tmp_path, LABEL_VALUES=codes), source, raster_info(source)).check()
+    # a colour-coded eroded ground truth saved as an indexed image: black boundaries at index 0, classes from 1
+    indexed = write_like(tmp_path / "indexed" / "1.tif", np.where(ids == 5, 0, ids + 1).astype(np.uint8), source)
+    with rasterio.open(indexed, "r+") as dst:
+        dst.write_colormap(1, {0: (0, 0, 0, 255), **{value + 1: (*rgb, 255) for value, rgb in enumerate(colours)}})
+    with pytest.raises(EosegError, match=r"value 0 the colour \(0, 0, 0\), IGNORE_COLOR, but the value reads as class 0: "
+                                         r"if the colours are the classes, convert it by colour"):
+        labels("indexed").check()
     np.testing.assert_array_equal(labels("greys").read(), ids)
     assert raster_info(source).colour_table is not None
     label_source(cfg, source, raster_info(source)).check()
