@@ -9,7 +9,9 @@ The palette (PALETTE, IGNORE_COLOR, IGNORE_LABEL) comes from the config. A colou
 is not in the palette is an error naming the file, colour and pixel count, unless
 --unknown-to-ignore maps it to IGNORE_LABEL. --from-values maps the raw values of label
 rasters (0/255 masks, codes) to class ids through LABEL_VALUES, as every step does when it
-reads them; a value the map does not name is an error, likewise. Ground truth saved as JPEG
+reads them; a value the map does not name is an error, likewise; --to-color reads them so too
+(a map of class ids, eoseg's own, as it is) and leaves unlabelled pixels transparent, as
+--from-color reads transparent pixels as unlabelled. Ground truth saved as JPEG
 or resampled holds colours (values) near the palette's: LABEL_TOLERANCE=N reads one within
 N levels of a single palette colour (LABEL_VALUES value) as it. GeoTIFF georeference is kept.
 """
@@ -68,7 +70,7 @@ def main(argv=None):
         elif args.from_values:
             values_file_to_labels(source, target, palette, values)
         else:
-            labels_file_to_color(source, target, palette)
+            labels_file_to_color(source, target, palette, values)
     cfg.save(out, "config.convert_gt.json")
     print(f"wrote {len(pairs)} {'colour images' if args.to_color else 'label maps'} to {out}")
 

@@ -7,15 +7,16 @@ from pathlib import Path
 import numpy as np
 
 from eoseg.errors import EosegError
-from eoseg.io import expand_colour_table, raster_info, read_raster, write_raster
+from eoseg.io import RasterWriter, colour_unlabelled, expand_colour_table, open_raster, raster_info, read_raster, write_raster
 from eoseg.labels import LabelValues, RasterLabels
 from eoseg.palette import Palette
 
 
 def color_file_to_labels(source: Path, target: Path, palette: Palette, unknown_to_ignore: bool = False) -> Path:
     """Colour GT (3+ bands, RGB first, or one band with a colour table) -> single-band uint8 label
-    map with the palette as colour table."""
+    map with the palette as colour table. Pixels its alpha band or mask marks empty are unlabelled."""
     info = raster_info(source, "colour ground truth")
+    empty = None
     if info.colour_table is not None:  # an indexed image: its colours, not its indices, are the classes
         values = read_raster(source, [1], what="colour ground truth")[0]
         if holds_class_ids(values, info.colour_table, palette):
@@ -26,10 +27,15 @@ def color_file_to_labels(source: Path, target: Path, palette: Palette, unknown_t
         raise EosegError(f"{source}: has {info.count} band(s) and no colour table, a colour ground truth has 3; "
                          "is it already a numeric label map?")
     else:
-        rgb = read_raster(source, [1, 2, 3], what="colour ground truth")
+        with open_raster(source, "colour ground truth") as src:
+            rgb, empty = src.read([1, 2, 3]), colour_unlabelled(src)
     if rgb.dtype != np.uint8:
         raise EosegError(f"{source}: colour ground truth must be 8-bit, this one is {rgb.dtype}")
+    if empty is not None:  # whatever colour lies beneath a transparent pixel, it is unlabelled
+        rgb[:, empty] = palette.colors[0][:, None]
     labels = palette.to_labels(np.moveaxis(rgb, 0, -1), unknown_to_ignore, source=str(source))
+    if empty is not None:
+        labels[empty] = palette.ignore_label
     colormap = palette.colormap() if target.suffix.lower() in (".tif", ".tiff") else None
     return write_raster(target, labels, info, colormap=colormap)
 
@@ -43,15 +49,21 @@ def holds_class_ids(values: np.ndarray, table, palette: Palette) -> bool:
     return bool(classes) and all(coloured[value] == value for value in classes)
 
 
-def labels_file_to_color(source: Path, target: Path, palette: Palette) -> Path:
-    """Single-band label map -> 3-band colour image in the palette."""
+def labels_file_to_color(source: Path, target: Path, palette: Palette, values: LabelValues) -> Path:
+    """Single-band label map -> 3-band colour image in the palette, its unlabelled pixels masked (GeoTIFF).
+
+    A map whose colour table says it holds class ids (eoseg's) is coloured as it is; others are read through
+    LABEL_VALUES, as every step reads label rasters."""
     info = raster_info(source, "label map")
     if info.count != 1:
         raise EosegError(f"{source}: has {info.count} bands, a numeric label map has 1; is it already colour-coded?")
-    labels = read_raster(source, [1], what="label map")[0]
-    if labels.size and (labels.min() < 0 or labels.max() > 255):
-        raise EosegError(f"{source}: label ids must lie in 0..255")
-    return write_raster(target, np.moveaxis(palette.to_color(labels.astype(np.uint8)), -1, 0), info)
+    if info.colour_table is not None and holds_class_ids(read_raster(source, [1], what="label map")[0],
+                                                          info.colour_table, palette):
+        values = LabelValues([], palette.num_classes, palette.ignore_label)
+    labels = RasterLabels(info, info, values, "label map", palette).read()
+    with RasterWriter(target, info, 3, "uint8", masked=True, colour=True) as writer:
+        writer.write(np.moveaxis(palette.to_color(labels), -1, 0), valid=labels != palette.ignore_label)
+    return target
 
 
 def values_file_to_labels(source: Path, target: Path, palette: Palette, values: LabelValues) -> Path:

@@ -37,7 +37,7 @@ from eoseg.io import (RasterInfo, RasterWriter, atomic_write_text, check_writabl
                       output_suffix, raster_info)
 from eoseg.labelling import GDAL_CACHE_MB, label_rows, labelling_stack, make_predictor
 from eoseg.labels import SCAN_ROWS
-from eoseg.metrics import format_table, metrics_from_confusion, percent
+from eoseg.metrics import UNSCORED, format_table, metrics_from_confusion, percent
 from eoseg.normalization import check_value_scale
 from eoseg.predict import Predictor
 from eoseg.tiles import TileStack, TruthSource, eval_truth, image_stack, tile_stack
@@ -144,6 +144,7 @@ def label_raster(cfg: Config, predictor: Predictor, job: Job, out_dir: Path, ran
     suffix = output_suffix(info)
     ignore = cfg.IGNORE_LABEL
     confusion = np.zeros((cfg.num_classes, cfg.num_classes), dtype=np.int64)
+    unscored = 0
     writers: dict[str, RasterWriter] = {}
     try:
         # the colour table goes into PNGs too (as their palette); the class names into GeoTIFFs
@@ -168,6 +169,7 @@ def label_raster(cfg: Config, predictor: Predictor, job: Job, out_dir: Path, ran
                     outputs["probabilities"] = probabilities
                 if rows.confusion is not None:
                     confusion += rows.confusion
+                    unscored += rows.unscored
                 if pending is not None:
                     pending.result()  # at most one block waits for the disk
                 pending = writer_thread.submit(_write_block, writers, outputs, rows.row, rows.valid)
@@ -182,7 +184,7 @@ def label_raster(cfg: Config, predictor: Predictor, job: Job, out_dir: Path, ran
     if suffix == ".tif":
         _gis_outputs(cfg, job, result, out_dir)
     if job.truth is not None:
-        result.metrics = metrics_from_confusion(confusion, cfg.CLASS_NAMES)
+        result.metrics = {**metrics_from_confusion(confusion, cfg.CLASS_NAMES), UNSCORED: unscored}
         result.truth_source = job.truth.description
     if cfg.WRITE_PREVIEW:
         result.outputs["preview"] = _preview(cfg, job, result, out_dir)
@@ -477,9 +479,7 @@ def run_inference(cfg: Config, weights: str | Path, out_dir: str | Path, tile_id
     labelled = {r.name for r in results} & image_jobs
     summary.band_order_warning = next(filter(None, (band_order_warning(cfg, job.info) for job in jobs
                                                     if job.name in labelled)), None)
-    scored = [r.metrics["confusion_matrix"] for r in summary.images if r.metrics is not None]
-    if scored:
-        summary.metrics = metrics_from_confusion(np.sum(scored, axis=0), cfg.CLASS_NAMES)
+    summary.metrics = overall_metrics(summary.images, cfg.CLASS_NAMES)
     if shard is not None:  # the whole run's report comes from merge_shard_reports
         summary.outputs["metrics"] = out_dir / SHARD_REPORT.format(k=shard[0], n=shard[1])
         if rank == 0:
@@ -518,6 +518,15 @@ def _check_value_scales(cfg: Config, jobs: list[Job], trained: dict | None, imag
     if not checked and failed:
         raise _none_labelled(failed)
     return checked
+
+
+def overall_metrics(images: list[LabeledImage], class_names: list[str]) -> dict | None:
+    """The metrics of all scored ``images`` together (their confusion matrices summed), or None if none is scored."""
+    scored = [image.metrics for image in images if image.metrics is not None]
+    if not scored:
+        return None
+    return {**metrics_from_confusion(np.sum([m["confusion_matrix"] for m in scored], axis=0), class_names),
+            UNSCORED: sum(m.get(UNSCORED, 0) for m in scored)}
 
 
 def _write_reports(summary: InferenceSummary, weights: str | Path, precision: str | None, extra: dict | None = None) -> None:
@@ -602,11 +611,10 @@ def merge_shard_reports(cfg: Config, folders: list[str | Path], out_dir: str | P
             summary.images.append(LabeledImage(name, {key: Path(v) for key, v in entry["outputs"].items()},
                                                entry["metrics"], entry["truth"], entry["rank"]))
     summary.images.sort(key=lambda image: image.name)
-    scored = [image.metrics["confusion_matrix"] for image in summary.images if image.metrics is not None]
+    summary.metrics = overall_metrics(summary.images, cfg.CLASS_NAMES)
     out_dir = Path(out_dir)
     summary.outputs["metrics"] = out_dir / "metrics.json"
-    if scored:
-        summary.metrics = metrics_from_confusion(np.sum(scored, axis=0), cfg.CLASS_NAMES)
+    if summary.metrics is not None:
         summary.outputs["confusion_plot"] = out_dir / "confusion_matrix.png"
         summary.outputs["metrics_table"] = out_dir / "metrics.txt"
     out_dir.mkdir(parents=True, exist_ok=True)

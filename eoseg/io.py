@@ -26,7 +26,7 @@ from xml.sax.saxutils import escape
 import numpy as np
 import rasterio
 import rasterio.shutil
-from rasterio.enums import ColorInterp
+from rasterio.enums import ColorInterp, MaskFlags
 from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 from rasterio.windows import Window
 
@@ -345,6 +345,16 @@ def read_raster(
                 f"{path}: {what} has {src.count} bands but the config asks for bands {bands}; check BANDS"
             )
         return src.read(bands, window=window)
+
+
+def colour_unlabelled(src, window: Window | None = None) -> np.ndarray | None:
+    """Pixels of a colour-coded image (an open dataset) that its alpha band or internal mask marks empty, or None
+    if it has neither. A nodata value is not read so: it is per band, and would blank every class colour with a
+    channel at that value."""
+    flags = src.mask_flag_enums[0]
+    if MaskFlags.alpha in flags or (MaskFlags.per_dataset in flags and MaskFlags.nodata not in flags):
+        return src.read_masks(1, window=window) == 0
+    return None
 
 
 def not_one_band(path: str | Path, count: int) -> EosegError:

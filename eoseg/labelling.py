@@ -85,6 +85,7 @@ class LabeledRows:
     valid: np.ndarray  # (rows, W) True where every source holds data
     scores: torch.Tensor  # (classes, rows, W) blended scores: a view, valid until the next block is asked for
     confusion: np.ndarray | None  # (classes, classes) counts of these rows against the ground truth, if any
+    unscored: int = 0  # labelled ground-truth pixels where the input holds no data: no prediction to score
 
 
 def label_rows(cfg: Config, predictor: Predictor, stack: TileStack, truth: TruthSource | None = None) -> Iterator[LabeledRows]:
@@ -103,12 +104,13 @@ def label_rows(cfg: Config, predictor: Predictor, stack: TileStack, truth: Truth
             rows = scores.shape[1]
             labels = best_class(scores)
             labels[~valid] = ignore
-            confusion = None
+            confusion, unscored = None, 0
             if truth is not None:
                 expected = truth.read_rows(cfg.palette, row, row + rows)
+                unscored = int(np.count_nonzero((expected != ignore) & ~valid))
                 expected[~valid] = ignore  # nodata pixels carry no prediction to score
                 confusion = confusion_matrix(expected, np.where(valid, labels, 0), cfg.num_classes, ignore)
-            yield LabeledRows(row, labels, valid, scores, confusion)
+            yield LabeledRows(row, labels, valid, scores, confusion, unscored)
 
 
 def _scored_rows(cfg: Config, predictor: Predictor, stack: TileStack) -> Iterator[tuple[int, torch.Tensor, np.ndarray]]:

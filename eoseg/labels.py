@@ -219,7 +219,7 @@ class RasterLabels:
         value, target = next(iter(wrong.items()))
         colour = f"PALETTE's colour of class {coloured[value]}" if coloured[value] != palette.ignore_label else "IGNORE_COLOR"
         if not self.values.identity:
-            if not all(coloured[v] == v for v in classes):
+            if not all(coloured[v] == v != palette.ignore_label for v in classes):
                 return  # LABEL_VALUES says what the values mean, whatever their colours
             raise EosegError(
                 f"{self.path}: its colour table gives each value PALETTE's colour of that class id: it holds class ids (a "

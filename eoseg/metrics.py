@@ -64,18 +64,25 @@ def _clean(value: float) -> float | None:
 NOTHING_SCORED = "nothing was scored: every ground-truth pixel is IGNORE_LABEL (or outside the classes)"
 
 
+UNSCORED = "unscored_no_image_data_px"  # labelled ground-truth pixels where the image holds no data, left out
+
+
 def format_table(metrics: dict, title: str = "") -> str:
     """The metrics as a plain-text table for the terminal."""
     lines = [title] if title else []
-    lines.append(f"{'class':<22}{'F1':>8}{'IoU':>8}{'precision':>11}{'recall':>8}{'pixels':>12}")
+    width = max(22, *(len(name) + 2 for name in metrics["per_class"]))
+    lines.append(f"{'class':<{width}}{'F1':>8}{'IoU':>8}{'precision':>11}{'recall':>8}{'pixels':>12}")
     for name, row in metrics["per_class"].items():
         cells = [percent(row[k]) for k in ("f1", "iou")] + [f"{percent(row['precision']):>11}", percent(row["recall"])]
-        lines.append(f"{name:<22}{cells[0]:>8}{cells[1]:>8}{cells[2]}{cells[3]:>8}{row['support']:>12d}")
+        lines.append(f"{name:<{width}}{cells[0]:>8}{cells[1]:>8}{cells[2]}{cells[3]:>8}{row['support']:>12d}")
     lines.append(
         f"overall accuracy {percent(metrics['overall_accuracy'])}   mean F1 {percent(metrics['mean_f1'])}   "
         f"mean IoU {percent(metrics['mean_iou'])}   kappa {'-' if metrics['kappa'] is None else format(metrics['kappa'], '.3f')}"
         f"   ({metrics['pixels']} px)"
     )
+    if metrics.get(UNSCORED):
+        lines.append(f"not scored: {metrics[UNSCORED]} px of ground truth where the image holds no data (nodata, NaN "
+                     "or beyond its edge): no label was predicted there")
     if not metrics["pixels"]:
         lines.append(NOTHING_SCORED)
     missed = [f"{name} ({row['support']} px)" for name, row in metrics["per_class"].items()

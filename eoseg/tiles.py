@@ -14,7 +14,7 @@ from eoseg.config import Config, find_tile_ids, uses_tile_id
 from eoseg.errors import EosegError
 from eoseg.grid import needs_warp, open_on_grid, same_grid
 from eoseg.holdout import TileSplit, tile_split
-from eoseg.io import RasterInfo, raster_info, valid_mask
+from eoseg.io import RasterInfo, colour_unlabelled, raster_info, valid_mask
 from eoseg.labels import RasterLabels, VectorLabels, is_vector, label_source
 from eoseg.normalization import BandStatistics, Normalization
 from eoseg.palette import Palette
@@ -331,10 +331,14 @@ class TruthSource:
         window = Window(0, first, image.width, end - first)
         with open_on_grid(info, image, "ground truth", "nearest", labels=True) as src:
             rgb = src.read([1, 2, 3], window=window)
-            covered = src.read_masks(1, window=window) > 0 if needs_warp(image, info, "ground truth") else None
+            # pixels the ground truth does not reach, or that its alpha band or mask leaves empty: unlabelled
+            empty = src.read_masks(1, window=window) == 0 if needs_warp(image, info, "ground truth") \
+                else colour_unlabelled(src, window)
+        if empty is not None:
+            rgb[:, empty] = palette.colors[0][:, None]  # whatever colour lies beneath
         labels = palette.to_labels(np.moveaxis(rgb, 0, -1), source=str(self.path))
-        if covered is not None:
-            labels[~covered] = palette.ignore_label
+        if empty is not None:
+            labels[empty] = palette.ignore_label
         return labels
 
 

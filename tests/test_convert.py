@@ -8,9 +8,11 @@ import numpy as np
 import pytest
 import rasterio
 
-from eoseg.convert import color_file_to_labels
+from eoseg.convert import color_file_to_labels, labels_file_to_color
 from eoseg.errors import EosegError
-from eoseg.io import expand_colour_table, raster_info, read_label
+from eoseg.io import expand_colour_table, raster_info, read_label, read_raster, write_raster
+from eoseg.labels import LabelValues
+from eoseg.tiles import TruthSource
 
 COLOR_GT = "gts_for_participants/top_mosaic_09cm_area{id}.tif"
 LABELS = "labels/top_mosaic_09cm_area{id}.tif"
@@ -56,3 +58,46 @@ def test_values_without_a_colour_are_refused():
                                   [7, 8, 9])
     with pytest.raises(EosegError, match=r"gt.png: values \[2\] have no colour"):
         expand_colour_table(values, [(1, 2, 3), (4, 5, 6), None], "gt.png")
+
+
+def test_transparent_pixels_of_colour_ground_truth_are_unlabelled(sample_root, tiny_cfg, tmp_path):
+    """An RGBA colour ground truth (a PNG from a drawing tool): its transparent pixels carry no class,
+    whatever colour lies beneath, when converted and when scored against."""
+    rgb_source = sample_root / "data" / COLOR_GT.format(id=1)
+    rgb = read_raster(rgb_source)
+    alpha = np.full(rgb.shape[1:], 255, np.uint8)
+    alpha[:40] = 0
+    rgb[:, :40] = 255  # white beneath: a class colour (impervious surfaces)
+    rgba = tmp_path / "rgba.tif"
+    with rasterio.open(rgb_source) as src:
+        profile = {**src.profile, "count": 4, "photometric": "RGB", "alpha": "YES"}
+    with rasterio.open(rgba, "w", **profile) as dst:
+        dst.write(np.concatenate([rgb, alpha[None]]))
+    expected = read_label(color_file_to_labels(rgb_source, tmp_path / "from_rgb.tif", tiny_cfg.palette))
+    expected[:40] = tiny_cfg.IGNORE_LABEL
+    np.testing.assert_array_equal(read_label(color_file_to_labels(rgba, tmp_path / "from_rgba.tif", tiny_cfg.palette)),
+                                  expected)
+    truth = TruthSource(rgba, True, "colour ground truth").read_rows(tiny_cfg.palette, 0, rgb.shape[1])
+    np.testing.assert_array_equal(truth, expected)
+
+
+def test_to_color_reads_raw_codes_through_label_values_and_masks_the_unlabelled(sample_root, tiny_cfg, tmp_path):
+    """Codes 10, 20, ... with 0 for no data (WorldCover's way): coloured as the classes LABEL_VALUES makes of them,
+    the no-data pixels masked (black is a class colour where IGNORE_COLOR is None); eoseg's own maps of class ids
+    are coloured as they are, and a colour image made so converts back to the same labels."""
+    labels_path = sample_root / "data" / LABELS.format(id=1)
+    ids = read_label(labels_path)
+    codes = np.where(ids == tiny_cfg.IGNORE_LABEL, 0, (ids.astype(np.uint16) + 1) * 10).astype(np.uint16)
+    codes[:8] = 0
+    coded = write_raster(tmp_path / "codes.tif", codes, raster_info(labels_path))
+    cfg = tiny_cfg.replace(IGNORE_COLOR=None, LABEL_VALUES={0: "ignore", **{(k + 1) * 10: k for k in range(6)}})
+    values = LabelValues.from_config(cfg)
+    colour = labels_file_to_color(coded, tmp_path / "codes_color.tif", cfg.palette, values)
+    expected = np.where(codes == 0, tiny_cfg.IGNORE_LABEL, ids)
+    with rasterio.open(colour) as src:
+        np.testing.assert_array_equal(src.read_masks(1) == 0, expected == tiny_cfg.IGNORE_LABEL)
+        np.testing.assert_array_equal(src.read()[:, 8:], np.moveaxis(cfg.palette.to_color(expected), -1, 0)[:, 8:])
+    back = color_file_to_labels(colour, tmp_path / "back.tif", cfg.palette)
+    np.testing.assert_array_equal(read_label(back), expected)
+    own = labels_file_to_color(back, tmp_path / "own_color.tif", cfg.palette, values)  # class ids, coloured as they are
+    np.testing.assert_array_equal(read_raster(own), read_raster(colour))

@@ -17,6 +17,7 @@ from eoseg.config import load_config
 from eoseg.infer import run_inference
 from eoseg.io import raster_info
 from eoseg.labelling import label_rows, labelling_stack, make_predictor, score_tile
+from eoseg.metrics import UNSCORED
 from eoseg.models import model_from_config
 from eoseg.normalization import Normalization
 from eoseg.tiles import eval_truth, image_stack, tile_stack
@@ -70,6 +71,9 @@ def test_validation_figures_equal_inference_to_the_pixel(holed_root, tmp_path, p
         assert (src.width, src.height, src.transform) == (160, 160, tile_stack(cfg, "4").info.transform)
         labels = src.read(1)
     if pixel_size is None:
+        assert summary.metrics[UNSCORED] == summary.images[0].metrics[UNSCORED] == labelled[HOLE].sum()
+        assert f"not scored: {labelled[HOLE].sum()} px of ground truth where the image holds no data" in \
+            (tmp_path / "inference" / "metrics.txt").read_text()
         labelled[HOLE] = False
         assert summary.metrics["pixels"] == logged["pixels"] == labelled.sum()
         assert (labels[HOLE] == cfg.IGNORE_LABEL).all()
@@ -85,7 +89,10 @@ def test_label_rows_blocks_cover_the_tile_and_score_what_they_label(holed_root, 
     predictor = make_predictor(cfg, model, Normalization.from_config(cfg), torch.device("cpu"))
     stack = tile_stack(cfg, "4")
     truth_source = eval_truth(cfg, "4", stack.info)
-    blocks = list((rows.row, rows.labels.copy(), rows.confusion) for rows in label_rows(cfg, predictor, stack, truth_source))
+    blocks, unscored = [], 0
+    for rows in label_rows(cfg, predictor, stack, truth_source):
+        blocks.append((rows.row, rows.labels.copy(), rows.confusion))
+        unscored += rows.unscored
     assert len(blocks) > 1 and [row for row, _, _ in blocks][0] == 0
     labels = np.concatenate([labels for _, labels, _ in blocks])
     assert labels.shape == (160, 160) and (labels[HOLE] == cfg.IGNORE_LABEL).all()
@@ -95,6 +102,7 @@ def test_label_rows_blocks_cover_the_tile_and_score_what_they_label(holed_root, 
     by_hand = np.zeros((6, 6), dtype=np.int64)
     np.add.at(by_hand, (truth[scored], labels[scored]), 1)
     np.testing.assert_array_equal(sum(confusion for _, _, confusion in blocks), by_hand)
+    assert unscored == ((truth != cfg.IGNORE_LABEL) & (labels == cfg.IGNORE_LABEL)).sum() > 0
     np.testing.assert_array_equal(score_tile(cfg, predictor, stack, truth_source), by_hand)
 
 

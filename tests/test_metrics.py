@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from eoseg.metrics import confusion_matrix, format_table, metrics_from_confusion
+from eoseg.metrics import UNSCORED, confusion_matrix, format_table, metrics_from_confusion
 
 NAMES = ["road", "building", "tree"]
 IGNORE = 255
@@ -212,3 +212,12 @@ def test_format_table_shows_undefined_values_as_dash():
     tree_line = next(line for line in table.splitlines() if line.startswith("tree"))
     assert "-" in tree_line
     assert "nan" not in table.lower()
+
+
+def test_the_table_fits_long_class_names_and_says_what_was_not_scored():
+    names = ["impervious surfaces and roads", "b"]
+    metrics = {**metrics_from_confusion(np.array([[5, 1], [0, 4]]), names), UNSCORED: 12}
+    lines = format_table(metrics).splitlines()
+    assert lines[1].startswith("impervious surfaces and roads  ") and len({len(line) for line in lines[:3]}) == 1
+    assert "not scored: 12 px of ground truth where the image holds no data" in lines[-1]
+    assert "not scored" not in format_table(metrics_from_confusion(np.array([[5, 1], [0, 4]]), names))

@@ -19,6 +19,7 @@ from eoseg.extract import extract_patches, read_manifest
 from eoseg.geometry import count_windows
 from eoseg.infer import run_inference
 from eoseg.io import read_label, read_raster
+from eoseg.labels import LabelValues
 from eoseg.lmdb_store import LmdbPatches, create_lmdb
 from eoseg.metadata import data_signature
 from eoseg.models import model_from_config
@@ -33,7 +34,7 @@ from .conftest import TINY_TILE_SIZE
 def test_convert_round_trip_keeps_georeference(tiny_cfg, tmp_path):
     source = tiny_cfg.tile_path("GT_COLOR_PATTERN", "1")
     labels_path = color_file_to_labels(source, tmp_path / "labels.tif", tiny_cfg.palette)
-    color_path = labels_file_to_color(labels_path, tmp_path / "color.tif", tiny_cfg.palette)
+    color_path = labels_file_to_color(labels_path, tmp_path / "color.tif", tiny_cfg.palette, LabelValues.from_config(tiny_cfg))
     assert np.array_equal(read_raster(color_path), read_raster(source))
     labels = read_label(labels_path)
     assert set(np.unique(labels)) <= set(range(tiny_cfg.num_classes))
