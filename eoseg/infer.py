@@ -357,6 +357,18 @@ def _changed_settings(out_dir: Path, cfg: Config, other_configs: set) -> str:
     return " (" + "; ".join(f"{name}={saved.get(name)!r}, now {current.get(name)!r}" for name in changed) + ")"
 
 
+def _refuse_another_images_outputs(record_path: Path, made_with: dict) -> None:
+    """Refuse to replace the outputs of another image file of the same name (every drone project's
+    odm_orthophoto.tif): a changed image of the same path is relabelled, another file is not."""
+    try:
+        earlier = json.loads(record_path.read_text())["made_with"]["image"]["path"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return
+    if earlier != made_with["image"]["path"]:
+        raise EosegError(f"{record_path.parent} holds the outputs of {earlier}, which {made_with['image']['path']} would "
+                         "replace (the same name); label it into another --out, or pass --force to replace them")
+
+
 def _write_record(record_path: Path, made_with: dict, result: LabeledImage) -> None:
     outputs = {key: {"file": path.name, "size": path.stat().st_size, "sha256": file_sha256(path)}
                for key, path in result.outputs.items()}
@@ -375,6 +387,7 @@ def _label_once(cfg: Config, predictor: Predictor, job: Job, out_dir: Path, made
     record_path = out_dir / f"{job.name}{RECORD_SUFFIX}"
     with exclusive(out_dir / f".{job.name}.lock"):
         if not force:
+            _refuse_another_images_outputs(record_path, made_with)
             reused = _reuse(record_path, made_with, out_dir, rank)
             if reused is not None:
                 return reused
@@ -426,7 +439,9 @@ def run_inference(cfg: Config, weights: str | Path, out_dir: str | Path, tile_id
     image_jobs = {job.name for job in jobs[len(tile_ids or []):]}
     names = [job.name for job in jobs]
     if len(set(names)) != len(names):
-        raise EosegError(f"two inputs would write the same outputs: {sorted({n for n in names if names.count(n) > 1})}")
+        twice = sorted({str(job.info.path) for job in jobs if names.count(job.name) > 1})
+        raise EosegError(f"inputs of the same name would write the same outputs: {', '.join(twice)}; label them into "
+                         "different --out folders")
     if shard is not None:
         jobs = shard_of(jobs, *shard)
 

@@ -8,6 +8,7 @@ shows the step at work); the outcome does not depend on where the kill lands.
 from __future__ import annotations
 
 import errno
+import json
 import os
 import random
 import re
@@ -347,6 +348,28 @@ def test_completion_records_redo_what_changed(tmp_path, weights):
         redone(run_weights=other)
     assert redone(run_weights=other, run_cfg=cfg.replace(BLEND="gaussian"), force=True) == ["scene0", "scene1", "scene2"]
     assert redone(run_weights=other, run_cfg=cfg.replace(BLEND="gaussian")) == []
+
+
+def test_another_image_of_the_same_name_does_not_replace_the_outputs(tmp_path, weights):
+    """Drone projects all name their mosaic odm_orthophoto.tif: two in one --out would replace each other."""
+    first, second = (write_scenes(tmp_path / project, count=2, size=64)[index] for index, project in enumerate("ab"))
+    second = second.rename(second.with_name(first.name))
+    cfg = make_tiny_config(tmp_path, WRITE_PREVIEW=False)
+    out = tmp_path / "out"
+    with pytest.raises(EosegError, match=r"inputs of the same name would write the same outputs: .*a/scene0.tif, "
+                                         r".*b/scene0.tif; label them into different --out folders"):
+        run_inference(cfg, weights, out, image_paths=[first, second], progress=False)
+    run_inference(cfg, weights, out, image_paths=[first], progress=False)
+
+    def made_from() -> str:
+        return json.loads((out / f"scene0{RECORD_SUFFIX}").read_text())["made_with"]["image"]["path"]
+
+    with pytest.raises(EosegError, match=r"out holds the outputs of .*a/scene0.tif, which .*b/scene0.tif would replace "
+                                         r"\(the same name\); label it into another --out, or pass --force"):
+        run_inference(cfg, weights, out, image_paths=[second], progress=False)
+    assert made_from() == str(first.resolve())
+    replaced = run_inference(cfg, weights, out, image_paths=[second], progress=False, force=True).images[0]
+    assert not replaced.reused and made_from() == str(second.resolve())
 
 
 # ---------------------------------------------------------------- two processes at once
