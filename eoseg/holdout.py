@@ -135,11 +135,15 @@ def holdout_record(cfg: Config) -> dict | None:
     return {"block": int(cfg.HOLDOUT_BLOCK), "every": int(cfg.HOLDOUT_EVERY), "tiles": tiles}
 
 
-def check_scored_tiles(recorded: dict | None, cfg: Config, tile_ids: list[str], weights: str) -> None:
-    """Refuse to score a tile whose blocks ``weights`` were trained on under another split than ``cfg``'s:
-    its scores would count pixels the weights learned from."""
-    if not recorded:
-        return
+def check_scored_tiles(signature: dict, cfg: Config, tile_ids: list[str], weights: str) -> None:
+    """Refuse to score a tile whose blocks ``weights`` (their data ``signature``) were trained on under another
+    split than ``cfg``'s: its scores would count pixels the weights learned from. A tile they were trained on
+    whole is scored with a warning on stderr (training and scoring one tile, with HOLDOUT_BLOCK = 0, is allowed)."""
+    recorded = signature.get("holdout") or {"tiles": []}
+    memorised = [t for t in tile_ids if t in signature.get("train_tiles", ()) and t not in recorded["tiles"]]
+    if memorised:
+        print(f"warning: {weights} were trained on tiles {listed(memorised)} (as they record): their scores measure "
+              "what the model memorised, not how it generalises", file=sys.stderr)
     mine = holdout_record(cfg) or {}
     for tile_id in tile_ids:
         if tile_id not in recorded["tiles"]:

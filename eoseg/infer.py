@@ -448,7 +448,7 @@ def run_inference(cfg: Config, weights: str | Path, out_dir: str | Path, tile_id
     rank, world = distributed_rank()
     device = process_device(cfg.DEVICE, Processes.from_environment())
     model, record = read_weights(weights, cfg, caffe_mean)
-    check_scored_tiles(record["signature"].get("holdout"), cfg, scored_tiles, f"weights {weights}")
+    check_scored_tiles(record["signature"], cfg, scored_tiles, f"weights {weights}")
     normalization = recorded_normalization(record)
     values_checked = "input_statistics" in record["signature"] and cfg.INFER_VALUE_CHECK
     if not (values_checked and cfg.INFER_VALUE_SCALE != 1):  # a declared scale: the value check decides instead

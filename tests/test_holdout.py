@@ -9,6 +9,7 @@ import pytest
 
 from eoseg.errors import EosegError
 from eoseg.holdout import TileSplit, check_scored_tiles, holdout_record, split_tiles, tile_split
+from eoseg.metadata import data_signature
 
 from .conftest import TINY_TILE_SIZE, as_arguments, run_script, tiny_overrides
 
@@ -124,14 +125,27 @@ def test_scores_count_the_held_out_blocks_only(tiny_cfg):
     assert read_labels(cfg, "1", info).shape == scored.shape
 
 
-def test_weights_trained_on_a_split_refuse_to_score_its_tile_otherwise(tiny_cfg):
+def test_weights_trained_on_a_split_refuse_to_score_its_tile_otherwise(tiny_cfg, capsys):
     cfg = one_scene(tiny_cfg)
-    recorded = holdout_record(cfg)
+    recorded = data_signature(cfg)
     check_scored_tiles(recorded, cfg, ["1"], "weights w.pt")
     check_scored_tiles(recorded, cfg.replace(HOLDOUT_BLOCK=0, TRAIN_IDS=["2"]), ["4"], "weights w.pt")  # another tile
+    assert capsys.readouterr().err == ""
     for other in (cfg.replace(HOLDOUT_BLOCK=0), cfg.replace(HOLDOUT_EVERY=2), cfg.replace(TRAIN_IDS=["2"])):
         with pytest.raises(EosegError, match="weights w.pt were trained on the blocks of tile 1"):
             check_scored_tiles(recorded, other, ["1"], "weights w.pt")
+
+
+def test_scoring_a_tile_the_weights_were_trained_on_whole_is_said(tiny_cfg, capsys):
+    """Weights record their training tiles: a config that moved one to TEST_IDS scores what they memorised."""
+    recorded = data_signature(tiny_cfg)
+    assert recorded["train_tiles"] == ["1", "2", "3"]
+    check_scored_tiles(recorded, tiny_cfg.replace(TRAIN_IDS=["2", "3"], TEST_IDS=["1", "4"]), ["1", "4"], "weights w.pt")
+    assert capsys.readouterr().err == ("warning: weights w.pt were trained on tiles 1 (as they record): their scores measure "
+                                       "what the model memorised, not how it generalises\n")
+    check_scored_tiles({**recorded, "train_tiles": ["2"]}, tiny_cfg, ["1", "4"], "weights w.pt")
+    check_scored_tiles({key: value for key, value in recorded.items() if key != "train_tiles"}, tiny_cfg, ["1"], "old.pt")
+    assert capsys.readouterr().err == ""
 
 
 def test_check_data_counts_each_split_on_its_own_blocks(tiny_cfg):
