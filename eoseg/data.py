@@ -29,7 +29,7 @@ from eoseg.labels import class_pixels
 from eoseg.lmdb_store import LmdbPatches
 from eoseg.metadata import data_signature
 from eoseg.normalization import BandStatistics, check_scale
-from eoseg.tiles import check_patch_fits, read_labels, tile_stack, training_pixels
+from eoseg.tiles import check_patch_fits, check_same_dtype, read_labels, tile_stack, training_pixels
 
 # The two uses of SEED get separate random streams: a permutation seeded with (seed, epoch)
 # must not coincide with the augmentation of some sample.
@@ -202,14 +202,17 @@ def training_data(cfg: Config) -> AugmentedPatches | TileCrops:
     """The configured training source: LMDB_DIR/train.lmdb, or crops of the training tiles."""
     if cfg.TRAIN_SOURCE == "lmdb":
         patches = LmdbPatches(Path(cfg.LMDB_DIR) / "train.lmdb", expected_signature=data_signature(cfg))
+        if patches.meta.get("input_statistics"):  # it holds raw pixels: NORM_STD may have changed since
+            check_scale(BandStatistics.from_record(patches.meta["input_statistics"]), cfg)
         return AugmentedPatches(patches, cfg.RANDOM_FLIPS, cfg.SEED)
-    tiles, infos, statistics = [], [], BandStatistics(cfg.num_bands)
+    tiles, infos, statistics, dtype = [], [], BandStatistics(cfg.num_bands), None
     for tile_id in cfg.tile_ids("train"):
         stack = tile_stack(cfg, tile_id)
         info = stack.info
         infos.append(info)
         check_patch_fits(info, cfg.PATCH_SIZE)
         image = stack.read()
+        dtype = check_same_dtype(image, info, dtype)
         blocks = tile_split(cfg, tile_id, info.height, info.width)
         trained_on = None if blocks is None else blocks.mask(0, info.height, held_out=False)
         image, labels = training_pixels(cfg, stack, image, read_labels(cfg, tile_id, info), statistics, trained_on)

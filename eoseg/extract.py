@@ -21,7 +21,7 @@ from eoseg.io import RasterInfo, atomic_directory, atomic_write_text
 from eoseg.labels import class_pixels
 from eoseg.metadata import data_signature
 from eoseg.normalization import BandStatistics, check_scale
-from eoseg.tiles import check_patch_fits, read_labels, tile_stack, training_pixels
+from eoseg.tiles import check_patch_fits, check_same_dtype, read_labels, tile_stack, training_pixels
 
 MANIFEST = "manifest.json"  # written last: its presence marks a complete patch folder
 PATCH_LIST = "patches.csv"
@@ -70,12 +70,7 @@ def extract_patches(cfg: Config, out_dir: str | Path, force: bool = False, progr
                     if split == "train":
                         train_infos.append(info)
                     labels = read_labels(cfg, tile_id, info)
-                    if dtype is not None and str(image.dtype) != dtype:
-                        raise EosegError(
-                            f"{info.path}: image is {image.dtype} but the tiles before it are {dtype}; one NORM_MEAN "
-                            "and NORM_STD cannot fit both: convert the tiles to one data type"
-                        )
-                    dtype = str(image.dtype)
+                    dtype = check_same_dtype(image, info, dtype)
                     check_patch_fits(info, size)
                     blocks = tile_split(cfg, tile_id, info.height, info.width)
                     trained_on = None if blocks is None or split != "train" else blocks.mask(0, info.height, held_out=False)

@@ -206,7 +206,7 @@ class RasterLabels:
     def _check_colour_table(self, counts: dict) -> None:
         """Where the colour table gives every value present that reads as a class PALETTE's colour of a class or
         IGNORE_COLOR, the colours say what the values are: refuse a value that reads as something else, unless
-        LABEL_VALUES says what the values mean; but not a LABEL_VALUES for raw codes over a map of class ids."""
+        LABEL_VALUES says what the values mean; but refuse a LABEL_VALUES for raw codes over a map of class ids."""
         table, palette = self.info.colour_table, self.palette
         classes = {value: self.values.target(value) for value in counts}
         classes = {value: target for value, target in classes.items() if target is not None and target != self.values.ignore_label}
@@ -219,8 +219,10 @@ class RasterLabels:
         value, target = next(iter(wrong.items()))
         colour = f"PALETTE's colour of class {coloured[value]}" if coloured[value] != palette.ignore_label else "IGNORE_COLOR"
         if not self.values.identity:
-            if not all(coloured[v] == v != palette.ignore_label for v in classes):
-                return  # LABEL_VALUES says what the values mean, whatever their colours
+            # LABEL_VALUES says what the values mean, whatever their colours, and may merge classes of a map of
+            # class ids; one that reads no class id of such a map as itself is for raw codes, not for this map
+            if not all(coloured[v] == v != palette.ignore_label for v in classes) or any(t == v for v, t in classes.items()):
+                return
             raise EosegError(
                 f"{self.path}: its colour table gives each value PALETTE's colour of that class id: it holds class ids (a "
                 f"label map eoseg wrote, for one), but LABEL_VALUES reads value {value} as class {target}; read it with "

@@ -121,6 +121,14 @@ class BandStatistics:
         digits = lambda values: [float(f"{v:.6g}") for v in values]  # noqa: E731
         return {"mean": digits(self.mean), "std": digits(self.std)}
 
+    @classmethod
+    def from_record(cls, record: dict) -> "BandStatistics":
+        """Statistics with the mean and std of a :meth:`record` (what an LMDB holds of its training tiles)."""
+        mean, std = np.asarray(record["mean"], dtype=np.float64), np.asarray(record["std"], dtype=np.float64)
+        statistics = cls(len(mean), count=1)
+        statistics.total, statistics.squares = mean, std ** 2 + mean ** 2
+        return statistics
+
     def normalization(self, first: int, end: int) -> tuple[list[float], list[float]]:
         """Mean and std of bands first..end-1 to normalise by, at 6 significant digits (a constant
         band's std at least 1e-6: it must not divide by 0)."""

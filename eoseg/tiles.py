@@ -44,6 +44,14 @@ def _image_ids_hint(cfg: Config, tile_id: str) -> str:
     return f"IMAGE_PATTERN finds images of ids {listed} under DATA_ROOT ({cfg.DATA_ROOT})"
 
 
+def check_same_dtype(image: np.ndarray, info: RasterInfo, earlier: str | None) -> str:
+    """The data type of a training tile's stacked ``image``, refused unless it is that of the ``earlier`` tiles."""
+    if earlier is not None and str(image.dtype) != earlier:
+        raise EosegError(f"{info.path}: image is {image.dtype} but the tiles before it are {earlier}; one "
+                         "NORM_MEAN and NORM_STD cannot fit both: convert the tiles to one data type")
+    return str(image.dtype)
+
+
 def check_bands(cfg: Config, info: RasterInfo) -> RasterInfo:
     """``info`` of an image that has every band BANDS asks for."""
     if max(cfg.BANDS) > info.count:

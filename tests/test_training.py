@@ -138,6 +138,26 @@ def test_tile_crops_are_uint8_views_of_the_tiles_with_their_labels(tiny_cfg):
     assert torch.equal(data[(0, 5)][0], image) and not torch.equal(data[(1, 5)][0], image)
 
 
+def test_tiles_of_another_data_type_are_refused_as_extraction_refuses_them(tiny_cfg, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(Path(tiny_cfg.DATA_ROOT), data)
+    path = data / Path(tiny_cfg.IMAGE_PATTERN.format(id="2"))
+    with rasterio.open(path) as src:
+        profile, pixels = src.profile, src.read()
+    with rasterio.open(path, "w", **{**profile, "dtype": "uint16"}) as dst:
+        dst.write(pixels.astype(np.uint16) * 16)
+    with pytest.raises(EosegError, match=r"area2.tif: image is uint16 but the tiles before it are uint8; one NORM_MEAN and "
+                                         r"NORM_STD cannot fit both"):
+        training_data(tiny_cfg.replace(DATA_ROOT=str(data), TRAIN_SOURCE="tiles"))
+
+
+def test_an_lmdb_is_refused_under_a_normalisation_far_from_unit_scale(lmdb_cfg):
+    """It holds raw pixels, so a NORM_STD changed since is not a mismatch of the data: checked as tiles are."""
+    training_data(lmdb_cfg)
+    with pytest.raises(EosegError, match=r"NORM_MEAN = \[.*\] and NORM_STD = \[.*\]"):
+        training_data(lmdb_cfg.replace(NORM_STD=[1.0, 1.0, 1.0]))
+
+
 def test_median_frequency_weights_by_hand():
     maps = [np.array([[0, 0], [0, 1]], np.uint8), np.array([[0, 2], [2, 255]], np.uint8)]
     weights = median_frequency_weights(maps, num_classes=4, ignore_label=255)
