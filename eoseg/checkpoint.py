@@ -19,7 +19,7 @@ from torch import nn
 from eoseg.config import Config
 from eoseg.errors import EosegError
 from eoseg.io import atomic_path
-from eoseg.metadata import check_compatible, data_signature
+from eoseg.metadata import WEIGHTS_FIELDS, check_compatible, data_signature
 from eoseg.models import MODELS, build_model, uses_encoder
 
 FORMAT = "eoseg-checkpoint-1"
@@ -124,7 +124,7 @@ def check_checkpoint(payload: dict, cfg: Config, source: str) -> None:
                 f"{source} was trained for {recorded[key]} {label}, but the config has {expected[key]}; "
                 "use the config it was trained with or retrain"
             )
-    check_compatible(payload["signature"], data_signature(cfg, holdout=False), source)
+    check_compatible(payload["signature"], data_signature(cfg, holdout=False), source, fields=WEIGHTS_FIELDS)
 
 
 RECORDED_MODEL_KEYS = ("name", "in_channels", "num_classes", "width")

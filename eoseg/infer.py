@@ -29,7 +29,7 @@ from rasterio.enums import Resampling
 from tqdm import tqdm
 
 from eoseg import plots
-from eoseg.config import Config
+from eoseg.config import Config, label_value_pairs
 from eoseg.device import Processes, distributed_rank, process_device
 from eoseg.errors import DamagedInputError, EosegError
 from eoseg.holdout import check_scored_tiles
@@ -449,6 +449,10 @@ def run_inference(cfg: Config, weights: str | Path, out_dir: str | Path, tile_id
     device = process_device(cfg.DEVICE, Processes.from_environment())
     model, record = read_weights(weights, cfg, caffe_mean)
     check_scored_tiles(record["signature"], cfg, scored_tiles, f"weights {weights}")
+    trained_values = record["signature"].get("label_values")
+    if scored_tiles and trained_values is not None and trained_values != label_value_pairs(cfg.to_dict()) and rank == 0:
+        print(f"note: the weights were trained on labels read with LABEL_VALUES {dict(map(tuple, trained_values))}, "
+              f"and the ground truth is read with {cfg.LABEL_VALUES}: it must be encoded so", file=sys.stderr)
     normalization = recorded_normalization(record)
     values_checked = "input_statistics" in record["signature"] and cfg.INFER_VALUE_CHECK
     if not (values_checked and cfg.INFER_VALUE_SCALE != 1):  # a declared scale: the value check decides instead

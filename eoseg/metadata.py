@@ -13,6 +13,9 @@ from eoseg.normalization import Normalization
 
 # Fields whose disagreement would silently produce garbage.
 CHECKED_FIELDS = ("class_names", "palette", "ignore_label", "band_names", "normalization", "label_values")
+# what weights mean: their classes, bands and normalisation; not how a config's ground truth is encoded
+# (LABEL_VALUES) or coloured (PALETTE): another city's masks may be 0/1 where training's were 0/255
+WEIGHTS_FIELDS = tuple(field for field in CHECKED_FIELDS if field not in ("palette", "label_values"))
 # raw pixels (see check_stored_data), and labels read with a LABEL_TOLERANCE, which weights need not share:
 # it changes which pixels of blurred ground truth were learned from, not what a label means; and the blocks of
 # tiles held out from training (eoseg.holdout), which weights are checked on where they score such a tile;

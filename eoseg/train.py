@@ -248,12 +248,13 @@ def claim_train_dir(cfg: Config, resume: bool, force: bool) -> Iterator[None]:
 
 
 # what a resumed run shares with the run it continues, so that it repeats its losses: the recipe (but ITERATIONS,
-# which may grow to train further, and the labelling's WINDOW to TTA), the tiles, the sampling and the precision
+# which may grow to train further, and the labelling's WINDOW to TTA), the tiles and how their labels are read,
+# the sampling and the precision
 # (checked as it resolved, where the checkpoint records that: see check_resumed_precision); the model, the data's
 # signature and the blocks held out are checked on their own
 RESUMED_SETTINGS = (*(name for name in RECIPE_NAMES if name not in ("MODEL", "MODEL_WIDTH", "ENCODER", "ITERATIONS",
                                                                     "WINDOW", "STRIDE", "BLEND", "TTA")),
-                    "TRAIN_IDS", "TRAIN_SOURCE", "SEED", "PRECISION")
+                    "TRAIN_IDS", "TRAIN_SOURCE", "SEED", "PRECISION", "LABEL_VALUES", "LABEL_TOLERANCE")
 
 
 def check_resumed_settings(recorded_config: str | None, cfg: Config, path: str | Path,
@@ -266,7 +267,7 @@ def check_resumed_settings(recorded_config: str | None, cfg: Config, path: str |
                if name not in leave_out and name in recorded and recorded[name] != current[name]]
     if changed:
         raise EosegError(f"checkpoint {path} was trained with {', '.join(f'{n}={recorded[n]!r}' for n in changed)}, but the "
-                         f"config has {', '.join(f'{n}={current[n]!r}' for n in changed)}; a resumed run continues the "
+                         f"config has {', '.join(f'{n}={getattr(cfg, n)!r}' for n in changed)}; a resumed run continues the "
                          "same training: resume with its settings, or start a new run (--force, or another TRAIN_DIR)")
 
 

@@ -110,6 +110,25 @@ def test_labelling_reads_none_of_the_settings_its_records_leave_out(sample_root,
     assert read & NOT_LABELLING_SETTINGS <= speed_and_memory
 
 
+def test_weights_score_ground_truth_of_another_encoding_and_palette(sample_root, tmp_path, capsys):
+    """LABEL_VALUES and PALETTE say how a config's ground truth is encoded and drawn, not what the weights mean:
+    weights trained on labels read through a map score another city's class ids, with a note saying so."""
+    cfg = make_tiny_config(tmp_path, DATA_ROOT=str(sample_root / "data"), WRITE_PREVIEW=False)
+    trained = cfg.replace(LABEL_VALUES={value: value for value in range(6)},
+                          PALETTE=cfg.PALETTE[1:] + cfg.PALETTE[:1])
+    torch.manual_seed(0)
+    weights = save_checkpoint(tmp_path / "w.pt", trained, model_from_config(trained), iteration=0)
+    summary = run_inference(cfg, weights, tmp_path / "out", tile_ids=["4"], progress=False)
+    assert summary.metrics["pixels"] > 0
+    assert "note: the weights were trained on labels read with LABEL_VALUES {0: 0, 1: 1, 2: 2, 3: 3, 4: 4, 5: 5}, and " \
+           "the ground truth is read with {}: it must be encoded so" in capsys.readouterr().err
+    run_inference(trained, weights, tmp_path / "same", tile_ids=["4"], progress=False)
+    assert "note: the weights were trained" not in capsys.readouterr().err
+    with pytest.raises(EosegError, match="was made with class_names"):  # what they mean still counts
+        run_inference(cfg.replace(CLASS_NAMES=["a", "b", "c", "d", "e", "f"]), weights, tmp_path / "other", ["4"],
+                      progress=False)
+
+
 def test_probabilities_are_one_uint8_band_per_class(setup, tmp_path):
     cfg, weights = setup
     image = random_image()

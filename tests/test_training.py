@@ -619,6 +619,8 @@ def test_resuming_under_another_recipe_is_refused_naming_what_changed(lmdb_cfg, 
         train(cfg.replace(OPTIMIZER="adamw", BASE_LR=0.1), resume=checkpoint, progress=False)
     with pytest.raises(EosegError, match="trained with SEED=0, but the config has SEED=5"):
         train(cfg.replace(SEED=5), resume=checkpoint, progress=False)
+    with pytest.raises(EosegError, match=r"trained with LABEL_VALUES=\{\}, but the config has LABEL_VALUES=\{0: 0"):
+        train(cfg.replace(LABEL_VALUES={value: value for value in range(6)}), resume=checkpoint, progress=False)
     train(cfg.replace(ITERATIONS=4), resume=checkpoint, progress=False)
     assert int(read_log(cfg.TRAIN_DIR)[-1]["iteration"]) == 4
 
