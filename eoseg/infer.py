@@ -434,6 +434,9 @@ def run_inference(cfg: Config, weights: str | Path, out_dir: str | Path, tile_id
         jobs.append(Job(stack.info, path.stem, stack=stack))
     if not jobs and failed:
         raise _none_labelled(failed)
+    for job in jobs:
+        if job.info.unplaced and progress and distributed_rank()[0] == 0:
+            print(f"note: {job.info.unplaced}; its outputs are not georeferenced", file=sys.stderr)
     if not jobs:
         raise EosegError("nothing to label: no tile ids and no image files given")
     image_jobs = {job.name for job in jobs[len(tile_ids or []):]}

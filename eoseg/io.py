@@ -272,10 +272,21 @@ class RasterInfo:
     nodata: float | None
     colorinterp: tuple[str, ...] = ()  # GDAL's colour interpretation of each band: "red", "gray", "undefined"...
     colour_table: tuple[tuple[int, int, int] | None, ...] | None = None  # a paletted raster's RGB of each value
+    descriptions: tuple[str | None, ...] = ()  # each band's description (its name in the file), if any
+    ground_control: bool = False  # ground control points or RPCs, which place it only once warped by them
 
     @property
     def georeferenced(self) -> bool:
         return self.crs is not None or not self.transform.is_identity
+
+    @property
+    def unplaced(self) -> str:
+        """Why a raster with ground control points or RPCs and no geotransform is not placed, and what to do;
+        "" for others."""
+        if not self.transform.is_identity or not self.ground_control:
+            return ""
+        return (f"{self.path.name} has ground control points or RPCs but no geotransform, which eoseg reads: warp it by "
+                "them first (gdalwarp -tps, or -rpc, with -t_srs)")
 
 
 @contextlib.contextmanager
@@ -304,7 +315,8 @@ def open_raster(path: str | Path, what: str = "raster") -> Iterator[rasterio.Dat
 def raster_info(path: str | Path, what: str = "raster") -> RasterInfo:
     with open_raster(path, what) as src:
         return RasterInfo(Path(path), src.width, src.height, src.count, src.dtypes[0], src.crs, src.transform, src.nodata,
-                          tuple(interp.name for interp in src.colorinterp), colour_table(src))
+                          tuple(interp.name for interp in src.colorinterp), colour_table(src), tuple(src.descriptions),
+                          bool(src.gcps[0]) or src.rpcs is not None)
 
 
 def colour_table(src: rasterio.DatasetReader) -> tuple[tuple[int, int, int] | None, ...] | None:

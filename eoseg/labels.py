@@ -275,7 +275,7 @@ class VectorLabels:
         self.value_polygons: dict = {}  # VECTOR_CLASS_FIELD value -> polygons on the image
         if not image.georeferenced or image.crs is None:
             raise EosegError(f"{path}: polygons need an image with a CRS to be placed on, and {image.path} has none; "
-                             "give the image a georeference or rasterise the labels yourself")
+                             + (image.unplaced or "give the image a georeference or rasterise the labels yourself"))
         try:
             layer = _polygon_layer(path, cfg.VECTOR_LAYER)
             info = pyogrio.read_info(path, layer=layer)

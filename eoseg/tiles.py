@@ -53,12 +53,20 @@ def check_same_dtype(image: np.ndarray, info: RasterInfo, earlier: str | None) -
 
 
 def check_bands(cfg: Config, info: RasterInfo) -> RasterInfo:
-    """``info`` of an image that has every band BANDS asks for."""
+    """``info`` of an image that has every band BANDS asks for, and does not name them otherwise than BAND_NAMES."""
     if max(cfg.BANDS) > info.count:
         raise EosegError(
             f"{info.path}: the image has {info.count} bands but BANDS asks for {cfg.BANDS}; "
             "set BANDS, BAND_NAMES, NORM_MEAN and NORM_STD for this data"
         )
+    # a file naming every one of BAND_NAMES once, but not at BANDS, holds them in another order
+    named = [(description or "").upper() for description in info.descriptions]
+    found = [named.index(name.upper()) + 1 for name in cfg.BAND_NAMES if named.count(name.upper()) == 1]
+    if len(found) == len(cfg.BANDS) and found != list(cfg.BANDS):
+        raise EosegError(
+            f"{info.path}: the file names bands {cfg.BANDS} {[info.descriptions[b - 1] for b in cfg.BANDS]}, but "
+            f"BAND_NAMES says {cfg.BAND_NAMES}: set BANDS = {found} to read them in that order (or BAND_NAMES to "
+            "what the bands are)")
     return info
 
 

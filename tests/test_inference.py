@@ -13,6 +13,7 @@ import rasterio
 import torch
 from rasterio.crs import CRS
 from rasterio.enums import ColorInterp
+from rasterio.control import GroundControlPoint
 from rasterio.transform import from_origin
 
 from eoseg.checkpoint import save_checkpoint
@@ -127,6 +128,21 @@ def test_weights_score_ground_truth_of_another_encoding_and_palette(sample_root,
     with pytest.raises(EosegError, match="was made with class_names"):  # what they mean still counts
         run_inference(cfg.replace(CLASS_NAMES=["a", "b", "c", "d", "e", "f"]), weights, tmp_path / "other", ["4"],
                       progress=False)
+
+
+def test_an_image_placed_by_ground_control_points_only_is_said_to_be_unplaced(setup, tmp_path, capsys):
+    cfg, weights = setup
+    path = tmp_path / "gcps.tif"
+    with rasterio.open(path, "w", driver="GTiff", width=100, height=90, count=3, dtype="uint8") as dst:
+        dst.write(random_image(90, 100))
+        dst.gcps = ([GroundControlPoint(row, col, 500000 + col, 5400000 - row) for row, col in ((0, 0), (0, 99), (89, 0))],
+                    CRS.from_epsg(32632))
+    result = run_inference(cfg, weights, tmp_path / "out", image_paths=[path], progress=True).images[0]
+    assert "note: gcps.tif has ground control points or RPCs but no geotransform, which eoseg reads: warp it by them " \
+           "first (gdalwarp -tps, or -rpc, with -t_srs); its outputs are not georeferenced" in capsys.readouterr().err
+    assert result.outputs["labels"].suffix == ".png"
+    run_inference(cfg, weights, tmp_path / "plain", image_paths=[write_geotiff(tmp_path / "in.tif", random_image())])
+    assert "ground control" not in capsys.readouterr().err
 
 
 def test_probabilities_are_one_uint8_band_per_class(setup, tmp_path):

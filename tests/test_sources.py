@@ -58,6 +58,23 @@ def test_an_id_without_an_image_names_the_ids_there_are(tiny_cfg, tmp_path):
     assert image_info(cfg, "010").path.name == "010.tif"
 
 
+def test_bands_the_file_names_in_another_order_than_band_names_are_refused(tiny_cfg, tmp_path):
+    """A file whose band descriptions name every one of BAND_NAMES, elsewhere than BANDS reads them."""
+    source = tiny_cfg.tile_path("IMAGE_PATTERN", "1")
+    named = copy_raster(source, tmp_path / "named" / "1.tif", read_raster(source)[::-1])
+    with rasterio.open(named, "r+") as dst:
+        for band, name in enumerate(("g", "r", "ir"), start=1):
+            dst.set_band_description(band, name)
+    cfg = tiny_cfg.replace(DATA_ROOT=str(tmp_path / "named"), IMAGE_PATTERN="{id}.tif")
+    with pytest.raises(EosegError, match=r"1.tif: the file names bands \[1, 2, 3\] \['g', 'r', 'ir'\], but BAND_NAMES says "
+                                         r"\['IR', 'R', 'G'\]: set BANDS = \[3, 2, 1\] to read them in that order"):
+        image_info(cfg, "1")
+    np.testing.assert_array_equal(read_image(cfg.replace(BANDS=[3, 2, 1]), "1")[0], read_raster(source))
+    with rasterio.open(named, "r+") as dst:
+        dst.set_band_description(1, "green")  # names that are not BAND_NAMES' say nothing about them
+    image_info(cfg, "1")
+
+
 # ---------------------------------------------------------------- NDVI
 def test_ndvi_values():
     red = np.array([0, 10, 30, 200, 50], dtype=np.uint8)
