@@ -145,7 +145,7 @@ def parse_override(text: str, defaults: dict[str, Any]) -> tuple[str, Any]:
     except (ValueError, SyntaxError):
         value = raw
     if isinstance(default, str):
-        value = raw
+        value = value if isinstance(value, str) else raw  # quoted as in Python ('"data/x"'), or as it is
     elif isinstance(default, bool) and raw.lower() in ("true", "false"):
         value = raw.lower() == "true"
     value = _coerce(default, value)
@@ -253,10 +253,22 @@ class Config:
             if entry.startswith("!"):
                 found = [tile_id for tile_id in found if not fnmatch.fnmatchcase(tile_id, entry[1:])]
                 continue
-            for tile_id in self._found_ids(entry, name) if is_id_glob(entry) else [entry]:
+            for tile_id in self._found_ids(entry, name) if is_id_glob(entry) and not self._literal_id(entry, name) else [entry]:
                 if tile_id not in found:
                     found.append(tile_id)
         return found
+
+    def _literal_id(self, entry: str, name: str) -> bool:
+        """Whether an entry with glob characters is an image's id as it is ("scene[5]"); refused if it would match
+        other images' ids as a pattern too."""
+        if not self.IMAGE_PATTERN or not self.tile_path("IMAGE_PATTERN", entry).is_file():
+            return False
+        try:
+            matched = self._found_ids(entry, name)
+        except EosegError:  # it matches no other id
+            return True
+        raise EosegError(f"{name} entry {entry!r} is an image's id and a pattern matching the ids {', '.join(matched[:5])}; "
+                         f"write {glob.escape(entry)!r} for the id alone, or its ids in full")
 
     def _found_ids(self, id_glob: str, name: str) -> list[str]:
         cache = self.__dict__.setdefault("_found", {})

@@ -155,7 +155,7 @@ def format_report(cfg: Config, report: DataReport) -> str:
     lines += ["", f"label values found ({'LABEL_VALUES' if not values.identity else 'no LABEL_VALUES: values are class ids'}):"]
     found = [(value, f"{pixels:>12} px") for value, pixels in report.raw_values.items()]
     found += [(value, f"{polygons:>12} polygons") for value, polygons in report.raw_polygons.items()]
-    for value, amount in sorted(found, key=lambda item: str(item[0])):
+    for value, amount in sorted(found, key=lambda item: (isinstance(item[0], str), item[0])):  # numbers in order, then texts
         target = values.target(value)
         meaning = ("NOT MAPPED" if target is None else "ignored" if target == values.ignore_label
                    else f"class {target} ({cfg.CLASS_NAMES[target]})")

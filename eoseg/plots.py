@@ -71,10 +71,15 @@ def plot_training_log(rows: list[dict], path: str | Path) -> Path:
     return _save(fig, path)
 
 
+def plain_text(names) -> list[str]:
+    """Class names as matplotlib draws them as written: "cost $ / $ m2" is no formula."""
+    return [str(name).replace("$", r"\$") for name in names]
+
+
 def plot_confusion(metrics: dict, path: str | Path, title: str = "Confusion matrix") -> Path:
     """Row-normalised confusion matrix with percentages."""
     cm = np.asarray(metrics["confusion_matrix"], dtype=np.float64)
-    names = metrics["class_names"]
+    names = plain_text(metrics["class_names"])
     rows = cm.sum(axis=1, keepdims=True)
     normalised = np.divide(cm, rows, out=np.zeros_like(cm), where=rows > 0)
     fig, ax = plt.subplots(figsize=(1.1 * len(names) + 2.5, 1.0 * len(names) + 2))
@@ -113,7 +118,8 @@ def plot_prediction(image: np.ndarray, prediction_rgb: np.ndarray, path: str | P
     if legend:
         from matplotlib.patches import Patch
 
-        handles = [Patch(facecolor=np.asarray(rgb) / 255, edgecolor="black", label=name) for name, rgb in legend]
+        handles = [Patch(facecolor=np.asarray(rgb) / 255, edgecolor="black", label=name)
+                   for name, rgb in zip(plain_text([name for name, _ in legend]), [rgb for _, rgb in legend])]
         fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 4), frameon=False,
                    bbox_to_anchor=(0.5, -0.02 - 0.045 * ((len(handles) - 1) // 4)))
     if title:
@@ -163,7 +169,7 @@ def _class_legend(ax, class_names, palette) -> None:
     from matplotlib.patches import Patch
 
     handles = [Patch(facecolor=np.asarray(palette.colors[i]) / 255, edgecolor="black", label=name)
-               for i, name in enumerate(class_names)]
+               for i, name in enumerate(plain_text(class_names))]
     ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.02, 1), frameon=False)
 
 
@@ -187,7 +193,7 @@ def tile_figure(image: np.ndarray, truth_rgb: np.ndarray, labels: np.ndarray, cl
                            interpolation="nearest")
     axes[2].set_title(f"numeric labels (ids 0-{n - 1}; black: {palette.ignore_label})")
     bar = fig.colorbar(shown, ax=axes[2], ticks=range(n), fraction=0.046, pad=0.04)
-    bar.ax.set_yticklabels([f"{i} {name}" for i, name in enumerate(class_names)])
+    bar.ax.set_yticklabels([f"{i} {name}" for i, name in enumerate(plain_text(class_names))])
     for ax in axes:
         ax.axis("off")
     if title:
@@ -234,7 +240,7 @@ def class_frequency_figure(counts: dict, class_names, palette, title: str = "Cla
         bars = ax.bar(x, shares, width, color=np.asarray(palette.colors[:n]) / 255, edgecolor="black",
                       hatch=["", "//", "..", "xx"][s % 4], label=split)
         ax.bar_label(bars, [f"{v:.1f}" for v in shares], fontsize=7, padding=1)
-    ax.set_xticks(range(n), class_names, rotation=25, ha="right")
+    ax.set_xticks(range(n), plain_text(class_names), rotation=25, ha="right")
     ax.set_ylabel("% of labelled pixels")
     ax.grid(axis="y", alpha=0.3)
     if len(splits) > 1:

@@ -297,6 +297,8 @@ def test_string_override_kept_verbatim():
     cfg = load_config(overrides=["DEVICE=cuda:1", "MODEL_FILE=models/a=b.pt"])
     assert cfg.DEVICE == "cuda:1"
     assert cfg.MODEL_FILE == "models/a=b.pt"  # only the first '=' splits
+    assert load_config(overrides=["DATA_ROOT=\"/data/my city\"", "INFER_DIR='out'"]).to_dict()["DATA_ROOT"] == "/data/my city"
+    assert load_config(overrides=["INFER_DIR='out'"]).INFER_DIR == "out"  # quoted as in Python: the quotes are not the name
 
 
 def test_list_override():
@@ -464,6 +466,19 @@ def test_id_globs_find_the_tiles_image_pattern_finds_in_natural_order(tmp_path):
     record = json.loads(cfg.save(tmp_path / "run").read_text())
     assert record["tile_ids"] == {"TRAIN_IDS": cfg.tile_ids("train"), "TEST_IDS": cfg.tile_ids("test"), "VAL_IDS": ["vienna3"]}
     assert record["config"]["TRAIN_IDS"] == ["austin*", "!austin1?", "austin11", "vienna3"]  # as written
+
+
+def test_an_id_with_glob_characters_is_the_image_of_that_name(tmp_path):
+    touch(tmp_path, "img/scene[5].tif", "img/scene6.tif")
+    settings = [f"DATA_ROOT={tmp_path}", "IMAGE_PATTERN=img/{id}.tif"]
+    assert load_config(overrides=[*settings, "TEST_IDS=['scene[5]']"]).tile_ids("test") == ["scene[5]"]
+    assert load_config(overrides=[*settings, "TEST_IDS=['scene[56]']"]).tile_ids("test") == ["scene6"]  # a pattern
+    touch(tmp_path, "img/scene5.tif")
+    cfg = load_config(overrides=[*settings, "TEST_IDS=['scene[5]']"])
+    with pytest.raises(EosegError, match=r"TEST_IDS entry 'scene\[5\]' is an image's id and a pattern matching the ids "
+                                         r"scene5; write 'scene\[\[\]5\]' for the id alone"):
+        cfg.tile_ids("test")
+    assert load_config(overrides=[*settings, "TEST_IDS=['scene[[]5]']"]).tile_ids("test") == ["scene[5]"]
 
 
 def test_id_glob_takes_a_folder_named_by_the_id_and_an_id_used_twice(tmp_path):

@@ -145,3 +145,11 @@ def test_the_class_attribute_values_of_polygons_are_listed(sample_root, tmp_path
     text = format_report(cfg, report)
     assert f"    'roof' {kinds.count('roof'):>12} polygons -> class 1 (building)" in text
     assert f"    'tree' {kinds.count('tree'):>12} polygons -> class 0 (tree)" in text
+
+
+def test_label_values_are_listed_in_numeric_order(tiny_cfg):
+    cfg = tiny_cfg.replace(LABEL_VALUES={3: 0, 20: 1, 100: 2, 9: 3, 10: 4, 11: 5})
+    report = check_dataset(tiny_cfg)
+    report.raw_values = {100: 5, 20: 3, 3: 1, 9: 2}
+    listed = [line.split()[0] for line in format_report(cfg, report).splitlines() if line.endswith(")") and " px -> " in line]
+    assert listed == ["3", "9", "20", "100"]

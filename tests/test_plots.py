@@ -6,7 +6,7 @@ import warnings
 
 import numpy as np
 
-from eoseg.plots import display_rgb
+from eoseg.plots import display_rgb, plain_text
 
 
 def test_display_rgb_stretches_other_types_and_draws_nan_holes_black():
@@ -21,3 +21,7 @@ def test_display_rgb_stretches_other_types_and_draws_nan_holes_black():
     assert shown.dtype == np.uint8 and shown.min() == 0 and shown.max() == 255
     assert (holed[:10] == 0).all() and holed[10:].max() == 255  # the stretch is of the pixels that hold data
     assert (display_rgb(np.full((1, 3, 3), np.nan, np.float32)) == 0).all()
+
+
+def test_class_names_are_drawn_as_written_not_as_formulas():
+    assert plain_text(["cost $ / $ m2", "tree"]) == [r"cost \$ / \$ m2", "tree"]
