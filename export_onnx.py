@@ -17,6 +17,8 @@ overlap from STRIDE, input standardisation) beside eoseg's record. The resolutio
 training imagery's pixel size as the weights record it (or the training tiles give it, for
 weights that record none), else --resolution-cm.
 inference.py still takes the file (WINDOW must then equal its tile size).
+
+An existing --out file is replaced only with --force, and only by an export that passed the check.
 """
 
 from __future__ import annotations
@@ -29,7 +31,8 @@ from eoseg.caffe.segnet import PUBLISHED_MEAN_PIXELS
 from eoseg.cli import make_parser, parse, run
 from eoseg.deepness import Softmaxed, check_deepness_inputs, deepness_metadata, training_resolution_cm
 from eoseg.errors import EosegError
-from eoseg.onnx_engine import SIZE_MULTIPLE, OnnxModel, export_onnx
+from eoseg.io import atomic_path
+from eoseg.onnx_engine import SIZE_MULTIPLE, OnnxModel, onnx_with_record
 from eoseg.weights import config_that_ran, read_weights
 
 # float32 kernels of two runtimes differ by rounding; a wrong graph differs by far more
@@ -48,10 +51,13 @@ def main(argv=None):
     parser.add_argument("--resolution-cm", metavar="CM", type=float,
                         help="--deepness: centimetres per pixel of the imagery the model is for "
                              "(default: the training tiles' pixel size, when they are georeferenced)")
+    parser.add_argument("--force", action="store_true", help="replace an existing --out file")
     args, cfg = parse(parser, argv)
     source, out = Path(args.weights or cfg.MODEL_FILE), Path(args.out)
     if out.suffix.lower() != ".onnx":
         raise EosegError(f"{out}: the output must be an .onnx file")
+    if out.exists() and not args.force:
+        raise EosegError(f"{out} already exists; pass --force to replace it")
     if source.suffix.lower() == ".onnx":
         raise EosegError(f"{source} is already an ONNX file")
     if args.resolution_cm is not None and not (args.deepness and args.resolution_cm > 0):
@@ -70,15 +76,16 @@ def main(argv=None):
         tile_size = cfg.WINDOW
         metadata = deepness_metadata(cfg, record, tile_size, resolution)
         model, record = Softmaxed(model).eval(), {**record, "outputs": "probabilities"}
-    export_onnx(model, out, record, metadata, tile_size)
+    exported = onnx_with_record(model, record, metadata, tile_size)
 
     height, width = (tile_size, tile_size) if tile_size else (2 * SIZE_MULTIPLE, 3 * SIZE_MULTIPLE)
     sample = torch.randn(2, model.in_channels, height, width, generator=torch.Generator().manual_seed(0))
     with torch.inference_mode():
-        difference = (OnnxModel(out, str(out))(sample) - model(sample)).abs().max().item()
-    if difference > TOLERANCE:
-        out.unlink()
-        raise EosegError(f"{out}: ONNX Runtime and PyTorch disagree by {difference:.3g} (> {TOLERANCE}); export removed")
+        difference = (OnnxModel(exported, str(out))(sample) - model(sample)).abs().max().item()
+    if difference > TOLERANCE:  # checked before writing: a failed export leaves an existing file as it was
+        raise EosegError(f"{out}: ONNX Runtime and PyTorch disagree by {difference:.3g} (> {TOLERANCE}); not written")
+    with atomic_path(out) as tmp:
+        tmp.write_bytes(exported)
     config_that_ran(cfg, record).save_beside(out)
     for_deepness = f"; for Deepness: {tile_size} px tiles, {float(metadata['resolution']):g} cm/px" if args.deepness else ""
     print(f"wrote {out} ({record['model']['num_classes']} classes, {record['model']['in_channels']} bands{for_deepness}); "

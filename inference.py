@@ -21,9 +21,10 @@ inputs they were made with: a rerun (after an interruption, say) keeps the image
 finds done that way and labels the others; --force labels them all again.
 Overlapping windows are blended by BLEND; TTA, INFER_PRECISION ("auto": bfloat16 where the
 hardware computes it, printed at start), INFER_OPTIMIZE and INFER_COMPILE trade speed and accuracy.
-A georeferenced image whose pixels differ in size (by over 10%) from the training imagery's,
-as the weights record it, is labelled at the training pixel size and its labels brought back
-onto its own grid; INFER_PIXEL_SIZE sets that size in metres, or "image" labels it as it is.
+A georeferenced image whose pixels are finer (by over 10%) than the training imagery's, as
+the weights record it, is labelled at the training pixel size and its labels brought back
+onto its own grid (coarser ones are labelled as they are); INFER_PIXEL_SIZE sets that size in
+metres for finer and coarser images alike, or "image" labels every image as it is.
 """
 
 from __future__ import annotations

@@ -4,21 +4,31 @@
     python polygonize.py labels.tif --out labels.geojson --simplify 0.2 --min-area 1.0
 
 Each connected region of a class becomes a polygon with attributes class_id and
-class_name (CLASS_NAMES of the config), in the raster's CRS. Pixels labelled IGNORE_LABEL
-(or the raster's nodata) get no polygon. --min-area drops regions smaller than that many
-square CRS units (square metres in a UTM CRS) and fills holes as small, so a small island
-merges into the region around it; --simplify then simplifies all boundaries by that
-tolerance in CRS units, keeping neighbouring polygons edge to edge. A label map without a
+class_name, in the raster's CRS. The class names are those the label map records (as
+inference.py writes them), else CLASS_NAMES of the config; a config given with --config,
+CLASS_NAMES= or DATASET= whose CLASS_NAMES differ from the recorded ones is refused.
+Pixels labelled IGNORE_LABEL (or the raster's nodata) get no polygon. --min-area drops
+regions smaller than that many square CRS units (square metres in a UTM CRS) and fills
+holes as small, so a small island merges into the region around it; --simplify then
+simplifies all boundaries by that tolerance in CRS units, keeping neighbouring polygons
+edge to edge. A label map without a
 CRS (a PNG, say) is refused: --pixel-coordinates writes its polygons in pixel columns and
-rows (or its transform's units), which no map places anywhere.
+rows (or its transform's units), which no map places anywhere. In a CRS in degrees
+--simplify and --min-area are refused (they would be degrees). An existing --out file is
+replaced only with --force.
 """
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from eoseg.cli import make_parser, parse, run
-from eoseg.gis import VECTOR_DRIVERS, polygonize_labels
+from eoseg.errors import EosegError
+from eoseg.gis import VECTOR_DRIVERS, polygonize_labels, recorded_class_names
+
+# overrides that choose the class names (a DATASET brings its preset's)
+CLASS_NAME_OVERRIDES = ("CLASS_NAMES=", "DATASET=")
 
 
 def main(argv=None):
@@ -29,14 +39,26 @@ def main(argv=None):
     parser.add_argument("--min-area", metavar="A", type=float, default=0.0, help="drop regions and fill holes under A square CRS units (default: none)")
     parser.add_argument("--pixel-coordinates", action="store_true",
                         help="accept a label map without CRS; its polygons are then in pixel (column, row) coordinates")
+    parser.add_argument("--force", action="store_true", help="replace an existing --out file")
+    argv = sys.argv[1:] if argv is None else list(argv)
     args, cfg = parse(parser, argv)
     out = Path(args.out)
-    summary = polygonize_labels(args.labels, out, cfg.CLASS_NAMES, [cfg.IGNORE_LABEL], args.simplify, args.min_area,
+    if out.exists() and not args.force:
+        raise EosegError(f"{out} already exists; pass --force to replace it")
+    recorded = recorded_class_names(args.labels)
+    configured = args.config is not None or any(arg.startswith(CLASS_NAME_OVERRIDES) for arg in argv)
+    if recorded is not None and configured and recorded != list(cfg.CLASS_NAMES):
+        raise EosegError(f"{args.labels} records the class names {recorded}, the config gives CLASS_NAMES "
+                         f"{list(cfg.CLASS_NAMES)}; set CLASS_NAMES to the label map's, or leave out --config, CLASS_NAMES= and "
+                         "DATASET= to take the label map's")
+    class_names = recorded if recorded is not None else cfg.CLASS_NAMES
+    summary = polygonize_labels(args.labels, out, class_names, [cfg.IGNORE_LABEL], args.simplify, args.min_area,
                                 args.pixel_coordinates, block_rows=cfg.INFER_BLOCK_ROWS)  # bounded memory, like labelling
     cfg.replace(POLYGON_SIMPLIFY=args.simplify, POLYGON_MIN_AREA=args.min_area).save_beside(out)
     dropped = f", {summary.dropped} regions under the minimum area dropped" if summary.dropped else ""
     where = f"CRS {summary.crs}" if summary.crs else "no CRS: coordinates are pixel columns and rows, not places on a map"
-    print(f"wrote {summary.features} polygons to {out} ({where}){dropped}")
+    names = "as the label map records them" if recorded is not None else "CLASS_NAMES of the config: the label map records none"
+    print(f"wrote {summary.features} polygons to {out} ({where}; class names {names}){dropped}")
 
 
 if __name__ == "__main__":

@@ -63,7 +63,8 @@ def save_checkpoint(path: str | Path, cfg: Config, model: nn.Module, iteration: 
     type, whose values the normalisation would misread, are refused; ``pixel_size_m``, the
     [smallest, largest] ground size of its pixels, at which other images are labelled
     (eoseg.grid.labelling_grid); ``input_statistics``, each band's mean and std of its values, against
-    which images on another value scale are refused (eoseg.normalization.check_value_scale).
+    which images on another value scale are refused (eoseg.normalization.check_value_scale);
+    ``class_pixels``, its labelled pixels of each class, so that scores can tell a class never trained on.
     """
     signature = data_signature(cfg)
     signature.update({key: value for key, value in (trained_on or {}).items() if value is not None})

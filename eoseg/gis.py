@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -21,6 +22,7 @@ import rasterio.shutil
 import shapely
 import shapely.affinity
 from pyogrio.raw import write as write_vector
+from rasterio.crs import CRS
 from rasterio.errors import RasterioError
 from rasterio.transform import Affine
 from rasterio.windows import Window
@@ -66,6 +68,33 @@ class PolygonSummary:
     features: int
     dropped: int  # regions smaller than the minimum area
     crs: str | None
+
+
+def check_polygon_units(crs: CRS | None, simplify: float, min_area: float, where: str) -> None:
+    """Refuse a simplification tolerance or minimum area for the polygons of ``where`` when its ``crs``
+    is in degrees: both are in CRS units, and a minimum area of 1 would be a square degree, dropping every polygon."""
+    if crs is not None and crs.is_geographic and (simplify or min_area):
+        raise EosegError(f"{where}: its CRS {crs} is in degrees, and POLYGON_SIMPLIFY ({simplify:g}) and POLYGON_MIN_AREA "
+                         f"({min_area:g}) (polygonize.py --simplify, --min-area) are in CRS units: degrees and square "
+                         "degrees (one is ~10,000 km2); set them to 0, or reproject the image to a CRS in metres "
+                         "(its UTM zone, say)")
+
+
+def recorded_class_names(label_path: str | Path) -> list[str] | None:
+    """The class names of the values 0, 1, ... that a label map written by eoseg records (its band 1's
+    CLASS_NAMES tag); None for one without."""
+    with open_raster(label_path, "label map") as src:
+        text = src.tags(1).get("CLASS_NAMES")
+    if text is None:
+        return None
+    try:
+        names = json.loads(text)
+    except json.JSONDecodeError:
+        names = None
+    if not (isinstance(names, list) and names and all(isinstance(name, str) for name in names)):
+        raise EosegError(f"{label_path}: its CLASS_NAMES tag is not a JSON list of names ({text[:80]!r}); fix or remove "
+                         "the tag (without it the config's CLASS_NAMES name the classes)")
+    return names
 
 
 def _drop_small_holes(polygon: Polygon, min_area: float) -> Polygon:
@@ -154,6 +183,7 @@ def polygonize_labels(label_path: str | Path, out: str | Path, class_names: Sequ
             raise EosegError(f"{label_path}: a label map holds integer class ids ({', '.join(SHAPES_DTYPES)}), "
                              f"this one is {src.dtypes[0]}")
         transform, crs = src.transform, src.crs
+        check_polygon_units(crs, simplify, min_area, str(label_path))
         if crs is None and not pixel_coordinates:
             where = ("pixel coordinates (column, row from the top-left corner)" if transform.is_identity
                      else "the coordinates of its transform, in no known CRS")

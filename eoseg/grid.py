@@ -22,9 +22,8 @@ import numpy as np
 import rasterio
 from affine import Affine
 from rasterio.enums import Resampling
-from rasterio.errors import CRSError
 from rasterio.vrt import WarpedVRT
-from rasterio.warp import transform_bounds
+from rasterio.warp import transform, transform_bounds
 from rasterio.windows import Window
 from tqdm import tqdm
 
@@ -39,7 +38,14 @@ _NOTED: set[tuple[str, str]] = set()
 
 # pixel sizes within this factor of each other count as one: a network labels such an image as it is
 PIXEL_SIZE_TOLERANCE = 1.1
-METRES_PER_DEGREE = 111_320.0  # of latitude, and of longitude at the equator (WGS84, near enough to size pixels)
+# ground pixel sizes carry the reprojection's rounding (~1e-9): a labelling grid grows no pixel for less than this
+GRID_ROUNDING = 1e-6
+# a projected CRS whose unit is within this share of the ground length (UTM's scale factor: 0.9996 to 1.001; national
+# grids alike) gives its pixel size as its transform states it, 0.09 m and not 0.090036; Web Mercator's do not
+NOMINAL_SCALE = 0.01
+# the WGS84 ellipsoid, whose radii of curvature give a degree's length in metres at a latitude
+WGS84_SEMI_MAJOR_AXIS_M = 6_378_137.0
+WGS84_ECCENTRICITY_SQUARED = 6.69437999014e-3
 
 
 def bounds(info: RasterInfo) -> tuple[float, float, float, float]:
@@ -48,23 +54,52 @@ def bounds(info: RasterInfo) -> tuple[float, float, float, float]:
     return min(xs), min(ys), max(xs), max(ys)
 
 
-def pixel_size_m(info: RasterInfo) -> tuple[float, float] | None:
-    """(x, y) ground size of ``info``'s pixels in metres; None without a CRS whose unit is known.
+def metres_per_degree(latitude: float) -> tuple[float, float]:
+    """(longitude, latitude) metres per degree at ``latitude`` on the WGS84 ellipsoid."""
+    curvature = 1 - WGS84_ECCENTRICITY_SQUARED * math.sin(math.radians(latitude)) ** 2
+    prime_vertical = WGS84_SEMI_MAJOR_AXIS_M / math.sqrt(curvature)
+    meridian = WGS84_SEMI_MAJOR_AXIS_M * (1 - WGS84_ECCENTRICITY_SQUARED) / curvature ** 1.5
+    return math.radians(prime_vertical * math.cos(math.radians(latitude))), math.radians(meridian)
 
-    In a geographic CRS a degree is measured at the raster's centre.
+
+def pixel_size_m(info: RasterInfo) -> tuple[float, float] | None:
+    """(x, y) ground size of ``info``'s pixels in metres; None without a CRS placed on the Earth
+    (no CRS, or an engineering one).
+
+    Measured on the ground at the raster's centre, whatever the CRS: the centre pixel's corners
+    are taken to longitude and latitude. A CRS unit is no ground length: a Web Mercator metre
+    spans cos(latitude) ground metres (0.66 at 49 degrees north), a degree of longitude 111 km
+    times cos(latitude). A UTM metre spans 1.0004 to 0.999 (one over its scale factor): within
+    NOMINAL_SCALE, the size the transform states is kept.
     """
-    if info.crs is None or info.transform.is_identity:
+    if info.crs is None or info.transform.is_identity or not (info.crs.is_geographic or info.crs.is_projected):
         return None
-    t = info.transform
-    x, y = math.hypot(t.a, t.d), math.hypot(t.b, t.e)
-    if info.crs.is_geographic:
-        latitude = (t * (info.width / 2, info.height / 2))[1]
-        return x * METRES_PER_DEGREE * math.cos(math.radians(latitude)), y * METRES_PER_DEGREE
+    column, row = info.width / 2, info.height / 2
+    xs, ys = zip(*(info.transform * corner for corner in ((column, row), (column + 1, row), (column, row + 1))))
     try:
-        metres = info.crs.linear_units_factor[1]
-    except CRSError:  # a CRS without a linear unit (an engineering CRS, say)
-        return None
-    return x * metres, y * metres
+        longitudes, latitudes = transform(info.crs, "EPSG:4326", xs, ys)
+    except Exception as err:  # GDAL's errors (a point outside the projection's domain), which rasterio does not export
+        raise _off_the_earth(info, xs[0], ys[0], str(err)) from None
+    if not all(map(math.isfinite, longitudes + latitudes)) or abs(latitudes[0]) >= 90:
+        raise _off_the_earth(info, xs[0], ys[0], "it has no longitude and latitude")
+    metres_east, metres_north = metres_per_degree(latitudes[0])
+
+    def ground_length(corner: int) -> float:
+        east = (longitudes[corner] - longitudes[0] + 180) % 360 - 180  # across the antimeridian too
+        return math.hypot(east * metres_east, (latitudes[corner] - latitudes[0]) * metres_north)
+
+    ground = ground_length(1), ground_length(2)
+    if info.crs.is_projected:  # a map grid's own metres where they are ground metres to within NOMINAL_SCALE
+        t, unit = info.transform, info.crs.linear_units_factor[1]
+        nominal = math.hypot(t.a, t.d) * unit, math.hypot(t.b, t.e) * unit
+        if all(abs(n / g - 1) <= NOMINAL_SCALE for n, g in zip(nominal, ground)):
+            return nominal
+    return ground
+
+
+def _off_the_earth(info: RasterInfo, x: float, y: float, why: str) -> EosegError:
+    return EosegError(f"{info.path}: the centre of its grid ({x:.6g}, {y:.6g} in {info.crs}) lies nowhere on the Earth "
+                      f"({why}); check its CRS and transform")
 
 
 def mean_pixel_size_m(info: RasterInfo) -> float | None:
@@ -117,7 +152,8 @@ def labelling_grid(image: RasterInfo, trained: list[float] | None, setting: str 
         if target / PIXEL_SIZE_TOLERANCE <= mean <= target * PIXEL_SIZE_TOLERANCE:
             return None
     fx, fy = target / size[0], target / size[1]
-    return dataclasses.replace(image, width=max(1, math.ceil(image.width / fx)), height=max(1, math.ceil(image.height / fy)),
+    width, height = (max(1, math.ceil(side / factor - GRID_ROUNDING)) for side, factor in ((image.width, fx), (image.height, fy)))
+    return dataclasses.replace(image, width=width, height=height,
                                transform=image.transform * Affine.scale(fx, fy))
 
 

@@ -37,7 +37,7 @@ from eoseg.io import (RasterInfo, RasterWriter, atomic_write_text, check_writabl
                       output_suffix, raster_info)
 from eoseg.labelling import GDAL_CACHE_MB, label_rows, labelling_stack, make_predictor
 from eoseg.labels import SCAN_ROWS
-from eoseg.metrics import UNSCORED, format_table, metrics_from_confusion, percent
+from eoseg.metrics import NOT_TRAINED, UNSCORED, format_table, metrics_from_confusion, percent
 from eoseg.normalization import check_value_scale
 from eoseg.predict import Predictor
 from eoseg.tiles import TileStack, TruthSource, eval_truth, image_stack, tile_stack
@@ -437,6 +437,10 @@ def run_inference(cfg: Config, weights: str | Path, out_dir: str | Path, tile_id
     for job in jobs:
         if job.info.unplaced and progress and distributed_rank()[0] == 0:
             print(f"note: {job.info.unplaced}; its outputs are not georeferenced", file=sys.stderr)
+        if cfg.WRITE_POLYGONS:  # before any image is labelled
+            from eoseg.gis import check_polygon_units
+
+            check_polygon_units(job.info.crs, cfg.POLYGON_SIMPLIFY, cfg.POLYGON_MIN_AREA, str(job.info.path))
     if not jobs:
         raise EosegError("nothing to label: no tile ids and no image files given")
     image_jobs = {job.name for job in jobs[len(tile_ids or []):]}
@@ -496,6 +500,10 @@ def run_inference(cfg: Config, weights: str | Path, out_dir: str | Path, tile_id
         failed = {path: why for part in gathered_failed for path, why in part.items()}
     if not results and failed:
         raise _none_labelled(failed)
+    untrained = [name for name, pixels in zip(cfg.CLASS_NAMES, record["signature"].get("class_pixels") or []) if not pixels]
+    for result in results:
+        if result.metrics is not None:
+            result.metrics[NOT_TRAINED] = untrained
     order = {name: i for i, name in enumerate(names)}
     summary = InferenceSummary(sorted(results, key=lambda r: order[r.name]), failed=failed)
     labelled = {r.name for r in results} & image_jobs
@@ -548,7 +556,7 @@ def overall_metrics(images: list[LabeledImage], class_names: list[str]) -> dict 
     if not scored:
         return None
     return {**metrics_from_confusion(np.sum([m["confusion_matrix"] for m in scored], axis=0), class_names),
-            UNSCORED: sum(m.get(UNSCORED, 0) for m in scored)}
+            UNSCORED: sum(m.get(UNSCORED, 0) for m in scored), NOT_TRAINED: scored[0].get(NOT_TRAINED, [])}
 
 
 def _write_reports(summary: InferenceSummary, weights: str | Path, precision: str | None, extra: dict | None = None) -> None:

@@ -65,6 +65,7 @@ NOTHING_SCORED = "nothing was scored: every ground-truth pixel is IGNORE_LABEL (
 
 
 UNSCORED = "unscored_no_image_data_px"  # labelled ground-truth pixels where the image holds no data, left out
+NOT_TRAINED = "classes_not_in_training"  # the classes no training pixel of the weights was labelled with
 
 
 def format_table(metrics: dict, title: str = "") -> str:
@@ -85,10 +86,15 @@ def format_table(metrics: dict, title: str = "") -> str:
                      "or beyond its edge): no label was predicted there")
     if not metrics["pixels"]:
         lines.append(NOTHING_SCORED)
-    missed = [f"{name} ({row['support']} px)" for name, row in metrics["per_class"].items()
-              if row["support"] and row["precision"] is None]  # no pixel predicted as it
-    if missed:
-        lines.append(f"never predicted, though in the ground truth: {', '.join(missed)}: not learned yet; train longer "
+    missed = {name: row["support"] for name, row in metrics["per_class"].items()
+              if row["support"] and row["precision"] is None}  # no pixel predicted as it
+    untrained = [f"{name} ({pixels} px)" for name, pixels in missed.items() if name in metrics.get(NOT_TRAINED, ())]
+    unlearned = [f"{name} ({pixels} px)" for name, pixels in missed.items() if name not in metrics.get(NOT_TRAINED, ())]
+    if untrained:
+        lines.append(f"never predicted, though in the ground truth: {', '.join(untrained)}: no training pixel was "
+                     "labelled so; add training tiles that hold it (check LABEL_VALUES and TRAIN_IDS)")
+    if unlearned:
+        lines.append(f"never predicted, though in the ground truth: {', '.join(unlearned)}: not learned yet; train longer "
                      "(ITERATIONS or TRAIN_MINUTES) or weight rare classes (CLASS_WEIGHTS, MEDIAN_FREQUENCY_WEIGHTS)")
     return "\n".join(lines)
 

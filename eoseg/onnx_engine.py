@@ -1,6 +1,6 @@
 """Running a network with ONNX Runtime instead of PyTorch.
 
-:func:`export_onnx` writes a model as ONNX with dynamic batch, height and width (height
+:func:`onnx_with_record` gives a model as ONNX with dynamic batch, height and width (height
 and width multiples of 32: SegNet pools five times by 2), with the eoseg weights record
 (classes, bands, normalisation) in the file's metadata, so that an .onnx file is checked
 against the config like any other weights file. It uses torch's ``torch.export``-based
@@ -31,7 +31,6 @@ from torch import nn
 
 from eoseg.config import Config
 from eoseg.errors import EosegError
-from eoseg.io import atomic_path
 from eoseg.weights_record import METADATA_KEY, check_weights_record
 
 INPUT, OUTPUT = "image", "logits"
@@ -81,17 +80,16 @@ def to_onnx(model: nn.Module, tile_size: int | None = None) -> onnx.ModelProto:
     return program.model_proto
 
 
-def export_onnx(model: nn.Module, path: str | Path, record: dict, metadata: dict[str, str] | None = None,
-                tile_size: int | None = None) -> Path:
-    """Write ``model`` as ONNX to ``path`` atomically, with ``record`` (see eoseg.weights) in its
-    metadata, beside ``metadata``'s keys (e.g. Deepness's); ``tile_size``: a fixed square input."""
+def onnx_with_record(model: nn.Module, record: dict, metadata: dict[str, str] | None = None,
+                     tile_size: int | None = None) -> bytes:
+    """``model`` as the bytes of an ONNX file, with ``record`` (see eoseg.weights) in its metadata,
+    beside ``metadata``'s keys (e.g. Deepness's); ``tile_size``: a fixed square input. In memory,
+    so that it can be checked before it is written."""
     proto = to_onnx(model, tile_size)
     for key, value in {**(metadata or {}), METADATA_KEY: json.dumps(record)}.items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
-    with atomic_path(path) as tmp:
-        onnx.save(proto, str(tmp))
-    return Path(path)
+    return proto.SerializeToString()
 
 
 class OnnxModel:

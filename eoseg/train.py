@@ -412,7 +412,7 @@ class Trainer:
             print(note, file=sys.stderr)
         # recorded with the weights
         self.trained_on = {"input_dtype": str(self.data[(0, 0)][0].numpy().dtype), "pixel_size_m": self.data.pixel_size_m,
-                           "input_statistics": self.data.input_statistics}
+                           "input_statistics": self.data.input_statistics, "class_pixels": self.data.class_pixels}
         self.sampler = StreamBatchSampler(len(self.data), cfg.BATCH_SIZE, cfg.SEED, sample_position,
                                           processes.rank, processes.world_size)
         self.class_weights = resolve_class_weights(cfg, self.data, self.progress)

@@ -157,5 +157,5 @@ def test_polygonize_refuses_a_label_map_without_crs_unless_told(tmp_path):
     result = run_script("polygonize.py", str(source), "--out", str(out), "--pixel-coordinates")
     assert result.returncode == 0, result.stderr
     assert "no CRS: coordinates are pixel columns and rows" in result.stdout and out.is_file()
-    georeferenced = run_script("polygonize.py", str(write_labels(tmp_path / "g.tif", scene())), "--out", str(out))
+    georeferenced = run_script("polygonize.py", str(write_labels(tmp_path / "g.tif", scene())), "--out", str(out), "--force")
     assert georeferenced.returncode == 0 and "CRS EPSG:32632" in georeferenced.stdout

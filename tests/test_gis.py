@@ -10,8 +10,10 @@ import shapely
 from pyogrio.raw import read as read_vector
 from rasterio.transform import from_origin
 
+import polygonize as polygonize_script
 from eoseg.errors import EosegError
 from eoseg.gis import polygonize_labels, to_cog
+from eoseg.io import RasterInfo, RasterWriter
 
 from .conftest import SHARED, run_script
 from .test_scripts import assert_one_line_error
@@ -149,7 +151,57 @@ def test_polygonize_script(tmp_path):
     assert sorted(p.name for p in out.parent.iterdir()) == ["classes.gpkg", "classes.gpkg.config.json"]
     help_text = run_script("polygonize.py", "--help")
     assert help_text.returncode == 0 and "--min-area A" in help_text.stdout and "KEY=VALUE" in help_text.stdout
-    assert_one_line_error(run_script("polygonize.py", str(tmp_path / "nope.tif"), "--out", str(out)), "label map not found")
+    assert_one_line_error(run_script("polygonize.py", str(tmp_path / "nope.tif"), "--out", str(tmp_path / "nope.gpkg")),
+                          "label map not found")
+    # an existing output is replaced only with --force
+    out.write_bytes(b"earlier polygons")
+    assert_one_line_error(run_script("polygonize.py", str(source), "--out", str(out)),
+                          f"{out} already exists; pass --force to replace it")
+    assert out.read_bytes() == b"earlier polygons"
+    assert run_script("polygonize.py", str(source), "--out", str(out), "--force").returncode == 0
+    assert len(read_vector(out)[2]) > 100
+
+
+def test_polygon_filters_in_a_crs_in_degrees_are_refused(tmp_path):
+    # CRS units are degrees: a minimum area of 1 would be a square degree, and drop every polygon
+    source = write_labels(tmp_path / "labels.tif", scene(), crs="EPSG:4326", transform=from_origin(8.4, 49.0, 1e-5, 1e-5))
+    for filters in ({"min_area": 1.0}, {"simplify": 0.5}):
+        with pytest.raises(EosegError, match=r"labels.tif: its CRS EPSG:4326 is in degrees, and POLYGON_SIMPLIFY .* are in "
+                                             r"CRS units: .*; set them to 0, or reproject the image to a CRS in metres"):
+            polygonize_labels(source, tmp_path / "classes.gpkg", CLASSES, [IGNORE], **filters)
+    assert not (tmp_path / "classes.gpkg").exists()
+    assert polygonize_labels(source, tmp_path / "classes.gpkg", CLASSES, [IGNORE]).features > 100  # exact edges: fine
+    assert_one_line_error(run_script("polygonize.py", str(source), "--out", str(tmp_path / "m.gpkg"), "--min-area", "1"),
+                          "is in degrees", "set them to 0")
+
+
+def test_polygons_take_the_class_names_the_label_map_records(tmp_path, capsys):
+    labels = (scene() % 2).astype(np.uint8)
+    named = ["background", "building"]
+    like = RasterInfo(tmp_path / "like.tif", labels.shape[1], labels.shape[0], 1, "uint8", rasterio.crs.CRS.from_epsg(32632),
+                      TRANSFORM, None)
+    with RasterWriter(tmp_path / "labels.tif", like, 1, "uint8", class_names=named) as writer:  # as inference.py writes it
+        writer.write(labels)
+    source = tmp_path / "labels.tif"
+    polygonize_script.main([str(source), "--out", str(tmp_path / "classes.gpkg")])  # config.py's ISPRS CLASS_NAMES
+    assert "class names as the label map records them" in capsys.readouterr().out
+    _, _, class_ids, class_names, burnt = rasterized(tmp_path / "classes.gpkg", labels.shape, TRANSFORM)
+    assert list(class_names) == [named[i] for i in class_ids] and set(class_names) == set(named)
+    assert (burnt == labels).all()
+    # a config that names them too must agree
+    config = tmp_path / "buildings.py"
+    config.write_text(f"CLASS_NAMES = {named!r}\nPALETTE = [[255, 255, 255], [255, 0, 0]]\n")
+    polygonize_script.main([str(source), "--out", str(tmp_path / "agreed.gpkg"), "--config", str(config)])
+    config.write_text("CLASS_NAMES = ['ground', 'roof']\nPALETTE = [[255, 255, 255], [255, 0, 0]]\n")
+    result = run_script("polygonize.py", str(source), "--out", str(tmp_path / "other.gpkg"), "--config", str(config))
+    assert_one_line_error(result, "records the class names ['background', 'building'], the config gives CLASS_NAMES "
+                                  "['ground', 'roof']; set CLASS_NAMES to the label map's")
+    with pytest.raises(EosegError, match=r"the config gives CLASS_NAMES \['impervious surfaces'"):
+        polygonize_script.main([str(source), "--out", str(tmp_path / "preset.gpkg"), "DATASET=vaihingen"])
+    # a label map that records none is named by the config
+    polygonize_script.main([str(write_labels(tmp_path / "plain.tif", labels)), "--out", str(tmp_path / "plain.gpkg")])
+    assert "CLASS_NAMES of the config: the label map records none" in capsys.readouterr().out
+    assert set(rasterized(tmp_path / "plain.gpkg", labels.shape, TRANSFORM)[3]) == set(CLASSES[:2])
 
 
 @pytest.mark.parametrize("block_rows", [1, 7, 32])

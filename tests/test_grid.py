@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,7 @@ from rasterio.crs import CRS
 from rasterio.transform import from_origin
 
 from eoseg.errors import EosegError
-from eoseg.grid import coarser_than_training, labelling_grid, needs_warp, pixel_size_m, pixel_size_range
+from eoseg.grid import coarser_than_training, labelling_grid, mean_pixel_size_m, needs_warp, pixel_size_m, pixel_size_range
 from eoseg.io import RasterInfo
 
 
@@ -18,24 +19,51 @@ def info(transform=from_origin(500000, 5400000, 0.5, 0.5), crs=CRS.from_epsg(326
     return RasterInfo(Path("image.tif"), width, height, 3, "uint8", crs, transform, None)
 
 
-def test_pixel_size_in_metres_whatever_the_crs_unit():
-    assert pixel_size_m(info()) == pytest.approx((0.5, 0.5))
+def test_pixel_size_in_metres_on_the_ground_whatever_the_crs():
+    # UTM: a CRS metre is 1 / 0.9996 ground metres near the central meridian (its scale factor), near enough to
+    # keep the size the transform states (NOMINAL_SCALE)
+    assert pixel_size_m(info()) == (0.5, 0.5)
     feet = info(from_origin(980000, 200000, 1.0, 1.0), CRS.from_epsg(2263))  # New York state plane, US feet
-    assert pixel_size_m(feet) == pytest.approx((0.3048006, 0.3048006))
+    assert pixel_size_m(feet) == pytest.approx((0.3048006, 0.3048006), rel=1e-5)
     # degrees: a degree of longitude at 60 degrees north is half one at the equator
     degrees = info(from_origin(10.0, 60.0 + 100e-5, 1e-5, 1e-5), CRS.from_epsg(4326))
     x, y = pixel_size_m(degrees)
-    assert y == pytest.approx(1.1132) and x == pytest.approx(y / 2, rel=1e-3)
+    assert y == pytest.approx(1.1141, rel=1e-4) and x == pytest.approx(0.5580, rel=1e-4)  # the WGS84 ellipsoid's
     rotated = info(Affine.rotation(30) * Affine.scale(0.2, -0.2))
-    assert pixel_size_m(rotated) == pytest.approx((0.2, 0.2))
+    assert pixel_size_m(rotated) == pytest.approx((0.2, 0.2))  # 500 km off the central meridian
     assert pixel_size_m(info(Affine.identity(), None)) is None
-    assert pixel_size_range([info(), info(from_origin(0, 0, 0.3, 0.3))]) == pytest.approx([0.3, 0.5])
+    engineering = CRS.from_wkt('LOCAL_CS["site",LOCAL_DATUM["site",0],UNIT["metre",1],AXIS["X",EAST],AXIS["Y",NORTH]]')
+    assert pixel_size_m(info(crs=engineering)) is None  # nowhere on the Earth: no ground to measure
+    assert pixel_size_range([info(), info(from_origin(500000, 5400000, 0.3, 0.3))]) == pytest.approx([0.3, 0.5])
     assert pixel_size_range([info(), info(Affine.identity(), None)]) is None
     assert pixel_size_range([]) is None
 
 
+def test_web_mercator_pixels_are_measured_on_the_ground():
+    # 0.09 m on the ground at 49 degrees north is 0.09 / cos(49) = 0.137 Web Mercator metres
+    latitude, crs_metres = 49.0, 0.09 / math.cos(math.radians(49.0))
+    y = 6378137.0 * math.log(math.tan(math.radians(45 + latitude / 2)))
+    mercator = info(from_origin(935000.0, y + 100 * crs_metres, crs_metres, crs_metres), CRS.from_epsg(3857))
+    # nearly: Web Mercator projects ellipsoid coordinates as if on a sphere, its scale is not quite 1 / cos(latitude)
+    assert mean_pixel_size_m(mercator) == pytest.approx(0.09, rel=3e-3)
+    further_south = info(crs=CRS.from_epsg(3857))  # 0.5 CRS metres at 43.58 degrees north
+    assert mean_pixel_size_m(further_south) == pytest.approx(0.5 * math.cos(math.radians(43.58)), rel=1e-3)
+    # trained on 0.09 m: labelled as it is, not brought to 0.09 m as if its pixels were 0.137 m
+    assert labelling_grid(mercator, [0.09, 0.09], None) is None
+    coarser = labelling_grid(mercator, [0.18, 0.18], None)  # and at 0.18 m: 2 by 2 of its pixels in one
+    assert coarser.transform.e == pytest.approx(-2 * crs_metres, rel=3e-3)
+
+
+def test_a_grid_that_lies_nowhere_on_the_earth_is_refused():
+    with pytest.raises(EosegError, match=r"image.tif: the centre of its grid \(1e\+09, 1e\+09 in EPSG:32632\) lies nowhere "
+                                         "on the Earth .*; check its CRS and transform"):
+        pixel_size_m(info(from_origin(1e9, 1e9, 0.5, 0.5)))
+
+
 def test_an_image_is_labelled_at_the_pixel_size_of_training():
     image = info()  # 0.5 m, 300 x 200 px
+    ground = mean_pixel_size_m(image)  # 0.5 m: UTM metres are ground metres to within NOMINAL_SCALE
+    assert ground == 0.5
     assert labelling_grid(image, [0.5, 0.5], None) is None
     assert labelling_grid(image, [0.47, 0.47], None) is None  # within PIXEL_SIZE_TOLERANCE
     assert labelling_grid(image, [0.2, 0.9], None) is None  # inside the training range
@@ -44,11 +72,11 @@ def test_an_image_is_labelled_at_the_pixel_size_of_training():
     # coarser than every training tile: labelled as it is, enlarging adds no detail
     assert labelling_grid(image, [0.2, 0.3], None) is None and coarser_than_training(image, [0.2, 0.3])
     assert not coarser_than_training(image, [0.2, 0.9]) and not coarser_than_training(image, None)
-    finer = labelling_grid(image, [1.0, 2.0], None)  # finer than every training tile: labelled at the smallest
-    assert (finer.width, finer.height) == (150, 100)
+    finer = labelling_grid(image, [2 * ground, 4 * ground], None)  # finer than every training tile: labelled at the smallest
+    assert (finer.width, finer.height) == (150, 100)  # the measure's rounding adds no row or column
     assert finer.transform == pytest.approx(tuple(from_origin(500000, 5400000, 1.0, 1.0)))
     assert finer.crs == image.crs
-    asked = labelling_grid(image, [1.0, 2.0], 0.3)  # a size asked for wins, larger or smaller
+    asked = labelling_grid(image, [1.0, 2.0], 0.6 * ground)  # a size asked for wins, larger or smaller
     assert (asked.width, asked.height) == (500, 334)  # the image's extent, the last pixel past its edge
     assert asked.transform == pytest.approx(tuple(from_origin(500000, 5400000, 0.3, 0.3)))
     assert labelling_grid(image, None, 0.52) is None  # within PIXEL_SIZE_TOLERANCE

@@ -145,6 +145,18 @@ def test_an_image_placed_by_ground_control_points_only_is_said_to_be_unplaced(se
     assert "ground control" not in capsys.readouterr().err
 
 
+def test_polygon_filters_in_degrees_are_refused_before_labelling(setup, tmp_path):
+    cfg, weights = setup
+    image = tmp_path / "wgs84.tif"
+    with rasterio.open(image, "w", driver="GTiff", width=100, height=90, count=3, dtype="uint8", crs=CRS.from_epsg(4326),
+                       transform=from_origin(8.4, 49.0, 1e-5, 1e-5)) as dst:
+        dst.write(random_image(90, 100))
+    with pytest.raises(EosegError, match="wgs84.tif: its CRS EPSG:4326 is in degrees"):
+        run_inference(cfg.replace(WRITE_POLYGONS=".gpkg", POLYGON_MIN_AREA=1.0), weights, tmp_path / "out",
+                      image_paths=[image], progress=False)
+    assert not (tmp_path / "out").exists()
+
+
 def test_probabilities_are_one_uint8_band_per_class(setup, tmp_path):
     cfg, weights = setup
     image = random_image()

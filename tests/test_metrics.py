@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from eoseg.metrics import UNSCORED, confusion_matrix, format_table, metrics_from_confusion
+from eoseg.metrics import NOT_TRAINED, UNSCORED, confusion_matrix, format_table, metrics_from_confusion
 
 NAMES = ["road", "building", "tree"]
 IGNORE = 255
@@ -221,3 +221,12 @@ def test_the_table_fits_long_class_names_and_says_what_was_not_scored():
     assert lines[1].startswith("impervious surfaces and roads  ") and len({len(line) for line in lines[:3]}) == 1
     assert "not scored: 12 px of ground truth where the image holds no data" in lines[-1]
     assert "not scored" not in format_table(metrics_from_confusion(np.array([[5, 1], [0, 4]]), names))
+
+
+def test_a_class_never_predicted_is_told_apart_from_one_never_trained_on():
+    names = ["road", "building", "tree"]
+    metrics = metrics_from_confusion(np.array([[5, 0, 1], [3, 0, 0], [1, 0, 4]]), names)
+    assert "building (3 px): not learned yet; train longer" in format_table(metrics)
+    table = format_table({**metrics, NOT_TRAINED: ["building"]})
+    assert "building (3 px): no training pixel was labelled so; add training tiles that hold it" in table
+    assert "not learned yet" not in table

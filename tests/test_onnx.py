@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pytest
 import torch
@@ -78,6 +80,22 @@ def test_exported_file_is_checked_against_the_config(exported):
     ])
     with pytest.raises(EosegError, match="trained for 6 classes, but the config has 5"):
         load_weights(exported[1], five)
+
+
+def test_an_existing_export_is_replaced_only_with_force_and_a_passed_check(tmp_path, exported, monkeypatch, capsys):
+    checkpoint = exported[1].parent.parent / "model.pt"
+    out = shutil.copy(exported[1], tmp_path / "model.onnx")
+    before = out.read_bytes()
+    assert_one_line_error(run_script("export_onnx.py", str(checkpoint), "--out", str(out), *TINY),
+                          f"{out} already exists; pass --force to replace it")
+    with monkeypatch.context() as failing:  # an export ONNX Runtime disagrees with leaves the file as it was
+        failing.setattr(export_onnx_script, "TOLERANCE", -1.0)
+        with pytest.raises(EosegError, match="ONNX Runtime and PyTorch disagree by .*; not written"):
+            export_onnx_script.main([str(checkpoint), "--out", str(out), "--force", *TINY])
+    assert out.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"]
+    export_onnx_script.main([str(checkpoint), "--out", str(out), "--force", *TINY])
+    assert "ONNX Runtime matches PyTorch" in capsys.readouterr().out
+    assert isinstance(load_weights(out, load_config(overrides=TINY))[0], OnnxModel)
 
 
 def test_export_script_errors_are_one_line(tmp_path, exported):

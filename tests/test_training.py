@@ -600,7 +600,9 @@ def test_training_data_count_each_class_and_a_class_never_labelled_is_noted(lmdb
     assert training_data(lmdb_cfg.replace(TRAIN_SOURCE="tiles")).class_pixels == expected
     assert all(expected[:5])  # the sample's five main classes are there: no note
     building_as_road = {0: 0, 1: 0, 2: 2, 3: 3, 4: 4, 5: 5}
-    train(lmdb_cfg.replace(TRAIN_SOURCE="tiles", LABEL_VALUES=building_as_road, ITERATIONS=1, VAL_EVERY=0), progress=False)
+    cfg = lmdb_cfg.replace(TRAIN_SOURCE="tiles", LABEL_VALUES=building_as_road, ITERATIONS=1, VAL_EVERY=0)
+    train(cfg, progress=False)
+    assert load_checkpoint(cfg.MODEL_FILE)["signature"]["class_pixels"][1] == 0  # for inference to say so
     notes = [line for line in capsys.readouterr().err.splitlines() if line.startswith("note: no training pixel")]
     absent = ["building"] + (["clutter"] if not expected[5] else [])
     assert notes == [f"note: no training pixel is labelled {', '.join(absent)}: the network cannot learn "
