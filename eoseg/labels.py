@@ -135,10 +135,13 @@ class LabelValues:
                                  f"names {', '.join(repr(str(v)) for v in as_text)} as text, which matches a polygon "
                                  f"attribute, and a raster's values are numbers: write {{{as_text[0]}: ...}}, not "
                                  f"{{'{as_text[0]}': ...}}")
+            remedy = "add them to LABEL_VALUES (value: class id or 'ignore') or set UNKNOWN_LABELS_TO_IGNORE=True"
+            if 2 * sum(unknown.values()) > sum(counts.values()):  # blur touches edges; this is another encoding
+                raise EosegError(f"{source}: most pixels hold label values not in LABEL_VALUES: {describe_counts(unknown)}; "
+                                 f"the labels are encoded otherwise than LABEL_VALUES says: {remedy}")
             remedy = tolerance_remedy(
                 np.array(list(whole_numbers), dtype=np.int64).reshape(-1, 1), list(whole_numbers.values()), self._numbers,
-                self.tolerance, "LABEL_VALUES values", "value",
-                remedy="add them to LABEL_VALUES (value: class id or 'ignore') or set UNKNOWN_LABELS_TO_IGNORE=True",
+                self.tolerance, "LABEL_VALUES values", "value", remedy=remedy,
                 rest="UNKNOWN_LABELS_TO_IGNORE=True the rest as unlabelled")
             raise EosegError(f"{source}: label values not in LABEL_VALUES: {describe_counts(unknown)}; {remedy}")
         if whole and self.identity and self.num_classes > 1:

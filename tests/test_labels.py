@@ -100,6 +100,9 @@ def test_tolerance_reads_values_near_one_of_the_map():
     with pytest.raises(EosegError, match=r"LABEL_TOLERANCE 5: the LABEL_VALUES values 0 and 10 differ by 10 levels, "
                                          r"so a value could lie within 5 of both; use at most 4"):
         LabelValues([[0, "ignore"], [10, 0], [20, 1]], 2, 255, tolerance=5)
+    with pytest.raises(EosegError, match=r"g\.tif: most pixels hold label values not in LABEL_VALUES: 14 x 9 px, 25 x 6 px; "
+                                         r"the labels are encoded otherwise than LABEL_VALUES says: add them"):
+        codes.check({10: 5, 14: 9, 25: 6}, "g.tif")  # within reach of a tolerance, but most pixels: not blur
     far = LabelValues([[0, 0], [100, 1]], 2, 255)
     with pytest.raises(EosegError) as refused:
         far.check({0: 1, 500: 1}, "g.tif")  # 400 from the nearest value: no tolerance places it
