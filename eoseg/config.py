@@ -191,8 +191,12 @@ class Config:
         """Write the effective config as JSON into ``folder`` (atomically)."""
         from eoseg.io import atomic_write_text
 
+        from eoseg import __version__
+
         path = Path(folder) / name
-        record = {"sources": self.sources, "config": self._values}
+        # relative paths (DATA_ROOT, the _DIRs) are taken from the folder a script ran in
+        record = {"sources": self.sources, "config": self._values, "working_directory": os.getcwd(),
+                  "eoseg_version": __version__}
         found = {}
         for list_name in ID_LISTS:  # what the globs stood for, where this machine has the images
             if any(is_id_glob(str(entry)) for entry in self._values[list_name]):

@@ -241,7 +241,10 @@ def _preview(cfg: Config, job: Job, result: LabeledImage, out_dir: Path) -> Path
     if (prediction == cfg.IGNORE_LABEL).any():
         legend.append(("no data", nodata))
     if truth_rgb is not None and (truth == cfg.IGNORE_LABEL).any():
-        legend.append(("not scored (ground truth)", tuple(palette.ignore_color or (0, 0, 0))))
+        # IGNORE_COLOR; without one (black a class, as in building masks), a colour no class has either
+        unscored = tuple(palette.ignore_color) if palette.ignore_color else plots.nodata_color(palette.colors, [nodata])
+        truth_rgb[truth == cfg.IGNORE_LABEL] = unscored
+        legend.append(("not scored (ground truth)", unscored))
     return plots.plot_prediction(image, prediction_rgb, out_dir / f"{job.name}_preview.png",
                                  truth_rgb, errors, title, legend)
 

@@ -27,8 +27,13 @@ def existing_path(cfg: Config, pattern_name: str, tile_id: str, what: str, hint:
     if not path.is_file():
         hint = hint or (_image_ids_hint(cfg, tile_id) if pattern_name == "IMAGE_PATTERN" else "") \
             or f"check DATA_ROOT ({cfg.DATA_ROOT}) and {pattern_name}"
-        raise EosegError(f"tile {tile_id}: {what} not found at {path}; {hint}")
+        raise EosegError(f"tile {tile_id}: {what} not found at {path}{relative_to_here(path)}; {hint}")
     return path
+
+
+def relative_to_here(path: Path) -> str:
+    """" (in FOLDER)" for a relative path: relative paths are taken from the folder a script runs in."""
+    return "" if path.is_absolute() else f" (in {Path.cwd()})"
 
 
 def _image_ids_hint(cfg: Config, tile_id: str) -> str:
@@ -253,7 +258,8 @@ def _extra_source(cfg: Config, index: int, entry: dict, tile_id: str) -> StackSo
     what = _extra_what(index, entry)
     path = cfg.pattern_path(entry["pattern"], tile_id, f"EXTRA_SOURCES[{index}] pattern")
     if not path.is_file():
-        raise EosegError(f"tile {tile_id}: {what} not found at {path}; check DATA_ROOT ({cfg.DATA_ROOT}) and its pattern")
+        raise EosegError(f"tile {tile_id}: {what} not found at {path}{relative_to_here(path)}; check DATA_ROOT "
+                         f"({cfg.DATA_ROOT}) and its pattern")
     info = raster_info(path, what)
     if max(entry["bands"]) > info.count:
         raise EosegError(f"{path}: {what} has {info.count} bands but its 'bands' asks for {entry['bands']}")

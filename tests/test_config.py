@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import json
+import os
 import re
 import runpy
 import textwrap
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+import eoseg
 from eoseg.config import DEFAULT_CONFIG_PATH, load_config
 from eoseg.errors import EosegError
 
@@ -428,6 +430,8 @@ def test_save_writes_json_that_loads_back(tmp_path):
     assert record["config"]["ITERATIONS"] == 42
     assert record["config"]["OFFICIAL_TEST_IDS"] == VAIHINGEN_OFFICIAL_TEST
     assert record["sources"] == cfg.sources
+    assert record["working_directory"] == os.getcwd()  # what relative paths were taken from
+    assert record["eoseg_version"] == eoseg.__version__
     # no temporary file left behind
     assert [p.name for p in path.parent.iterdir()] == ["config.json"]
 

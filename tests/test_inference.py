@@ -319,3 +319,8 @@ def test_preview_draws_the_ground_truth_as_it_is_scored(sample_root, tmp_path, m
     held_out = tile_split(cfg, "1", *buildings.shape).mask(0, buildings.shape[0], held_out=True)
     expected = cfg.palette.to_color(np.where(held_out, buildings.astype(np.uint8), cfg.IGNORE_LABEL))
     assert buildings[held_out].any() and np.array_equal(drawn["truth_rgb"], expected)  # full size here (< 1024 px)
+    # black a class and no IGNORE_COLOR (building masks): the pixels not scored in a colour no class has
+    masks = cfg.replace(IGNORE_COLOR=None, PALETTE=[[0, 0, 0], [0, 0, 255]])
+    run_inference(masks, weights, tmp_path / "masks", ["1"], progress=False)
+    unscored = {tuple(colour) for colour in drawn["truth_rgb"][~held_out].reshape(-1, 3).tolist()}
+    assert len(unscored) == 1 and unscored.isdisjoint({(0, 0, 0), (0, 0, 255)})

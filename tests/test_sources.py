@@ -45,7 +45,7 @@ def copy_raster(source, target, array=None, **changes):
 
 
 # ---------------------------------------------------------------- finding the images
-def test_an_id_without_an_image_names_the_ids_there_are(tiny_cfg, tmp_path):
+def test_an_id_without_an_image_names_the_ids_there_are(tiny_cfg, tmp_path, monkeypatch):
     for name in ("001", "002", "010"):
         copy_raster(tiny_cfg.tile_path("IMAGE_PATTERN", "1"), tmp_path / "padded" / f"{name}.tif")
     cfg = tiny_cfg.replace(DATA_ROOT=str(tmp_path / "padded"), IMAGE_PATTERN="{id}.tif")
@@ -56,6 +56,10 @@ def test_an_id_without_an_image_names_the_ids_there_are(tiny_cfg, tmp_path):
                                          r"010 under DATA_ROOT"):
         image_info(cfg, "7")
     assert image_info(cfg, "010").path.name == "010.tif"
+    with pytest.raises(EosegError, match=rf"tile 7: image not found at padded/7.tif \(in {tmp_path}\); IMAGE_PATTERN finds"):
+        with monkeypatch.context() as patch:
+            patch.chdir(tmp_path)
+            image_info(cfg.replace(DATA_ROOT="padded"), "7")
 
 
 def test_bands_the_file_names_in_another_order_than_band_names_are_refused(tiny_cfg, tmp_path):
