@@ -360,16 +360,17 @@ def _changed_settings(out_dir: Path, cfg: Config, other_configs: set) -> str:
     return " (" + "; ".join(f"{name}={saved.get(name)!r}, now {current.get(name)!r}" for name in changed) + ")"
 
 
-def _refuse_another_images_outputs(record_path: Path, made_with: dict) -> None:
+def _refuse_another_images_outputs(out_dir: Path, jobs: list[Job]) -> None:
     """Refuse to replace the outputs of another image file of the same name (every drone project's
     odm_orthophoto.tif): a changed image of the same path is relabelled, another file is not."""
-    try:
-        earlier = json.loads(record_path.read_text())["made_with"]["image"]["path"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return
-    if earlier != made_with["image"]["path"]:
-        raise EosegError(f"{record_path.parent} holds the outputs of {earlier}, which {made_with['image']['path']} would "
-                         "replace (the same name); label it into another --out, or pass --force to replace them")
+    for job in jobs:
+        try:
+            earlier = json.loads((out_dir / f"{job.name}{RECORD_SUFFIX}").read_text())["made_with"]["image"]["path"]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if earlier != str(job.info.path.resolve()):
+            raise EosegError(f"{out_dir} holds the outputs of {earlier}, which {job.info.path.resolve()} would replace (the "
+                             "same name); label it into another --out, or pass --force to replace them")
 
 
 def _write_record(record_path: Path, made_with: dict, result: LabeledImage) -> None:
@@ -390,7 +391,6 @@ def _label_once(cfg: Config, predictor: Predictor, job: Job, out_dir: Path, made
     record_path = out_dir / f"{job.name}{RECORD_SUFFIX}"
     with exclusive(out_dir / f".{job.name}.lock"):
         if not force:
-            _refuse_another_images_outputs(record_path, made_with)
             reused = _reuse(record_path, made_with, out_dir, rank)
             if reused is not None:
                 return reused
@@ -479,6 +479,7 @@ def run_inference(cfg: Config, weights: str | Path, out_dir: str | Path, tile_id
     weights_sha256 = file_sha256(weights)
     if not force:
         _refuse_other_runs_results(out_dir, weights_sha256, cfg)
+        _refuse_another_images_outputs(out_dir, jobs)
     out_dir.mkdir(parents=True, exist_ok=True)
     if rank == 0:
         cfg.save(out_dir)
