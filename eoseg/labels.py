@@ -136,7 +136,7 @@ class LabelValues:
                                  f"attribute, and a raster's values are numbers: write {{{as_text[0]}: ...}}, not "
                                  f"{{'{as_text[0]}': ...}}")
             remedy = "add them to LABEL_VALUES (value: class id or 'ignore') or set UNKNOWN_LABELS_TO_IGNORE=True"
-            if 2 * sum(unknown.values()) > sum(counts.values()):  # blur touches edges; this is another encoding
+            if whole and 2 * sum(unknown.values()) > sum(counts.values()):  # blur touches edges: another encoding
                 raise EosegError(f"{source}: most pixels hold label values not in LABEL_VALUES: {describe_counts(unknown)}; "
                                  f"the labels are encoded otherwise than LABEL_VALUES says: {remedy}")
             remedy = tolerance_remedy(
