@@ -39,6 +39,10 @@ def make_parser(description: str) -> argparse.ArgumentParser:
 def parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, Config]:
     """Parse options; arguments shaped KEY=VALUE (upper-case KEY) are config overrides."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    # the usage line names the script's own arguments (LABELS, FILE ...) once they are all added
+    arguments = [action for action in parser._actions if not action.option_strings]
+    parser.usage = " ".join(["%(prog)s [options]", *(parser._get_formatter()._format_args(action, action.dest.upper())
+                                                       for action in arguments), "[KEY=VALUE ...]"])
     overrides = [a for a in argv if _OVERRIDE.match(a)]
     rest = [a for a in argv if not _OVERRIDE.match(a)]
     args = parser.parse_args(rest)

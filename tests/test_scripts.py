@@ -11,7 +11,10 @@ import rasterio
 from .conftest import as_arguments, run_script, tiny_overrides
 
 SCRIPTS = ["make_sample.py", "convert_gt.py", "extract_images.py", "create_lmdb.py", "training.py", "inference.py",
-           "make_composite.py", "check_data.py"]
+           "make_composite.py", "check_data.py", "polygonize.py", "export_onnx.py", "convert_weights.py"]
+# what the usage line says the script takes besides options and KEY=VALUEs
+ARGUMENTS = {"convert_gt.py": " [FILE ...] ", "polygonize.py": " LABELS ", "export_onnx.py": " [WEIGHTS] ",
+             "convert_weights.py": " WEIGHTS "}
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
@@ -19,6 +22,8 @@ def test_help(script):
     result = run_script(script, "--help")
     assert result.returncode == 0, result.stderr
     assert "--config FILE" in result.stdout and "KEY=VALUE" in result.stdout
+    usage = result.stdout.splitlines()[0]
+    assert usage == f"usage: {script} [options]{ARGUMENTS.get(script, ' ')}[KEY=VALUE ...]"
 
 
 def assert_one_line_error(result, *fragments):
