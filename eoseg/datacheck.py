@@ -7,7 +7,7 @@ Tiles are read by windows of SCAN_ROWS rows through the readers every other step
 
 from __future__ import annotations
 
-import re
+import ast
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -176,12 +176,24 @@ def norm_lines(cfg: Config, report: DataReport) -> list[str]:
 
 
 def write_norm(config_file: Path, lines: list[str]) -> None:
-    """Put the NORM_MEAN / NORM_STD ``lines`` into ``config_file``, replacing its own assignments."""
+    """Put the NORM_MEAN / NORM_STD ``lines`` into ``config_file``, replacing its own assignments whole (an
+    assignment over several lines too) or appending them."""
     text = config_file.read_text() if config_file.is_file() else ""
     for line in lines:
         name = line.split(" =", 1)[0]
-        pattern = re.compile(rf"^{name}\s*=.*$", re.MULTILINE)
-        text = pattern.sub(line, text) if pattern.search(text) else text + ("" if text.endswith("\n") or not text else "\n") + line + "\n"
+        try:
+            tree = ast.parse(text, str(config_file))
+        except SyntaxError as err:
+            raise EosegError(f"{config_file}, line {err.lineno}: syntax error: {err.msg}; it was left as it is") from None
+        assigned = [node for node in tree.body if isinstance(node, ast.Assign)
+                    and any(isinstance(target, ast.Name) and target.id == name for target in node.targets)]
+        rows = text.splitlines(keepends=True)
+        if not assigned:
+            text += ("" if text.endswith("\n") or not text else "\n") + line + "\n"
+            continue
+        for node in reversed(assigned):  # every assignment of it, the last first: earlier line numbers stay valid
+            rows[node.lineno - 1:node.end_lineno] = [line + "\n"] if node is assigned[-1] else []
+        text = "".join(rows)
     atomic_write_text(config_file, text)
 
 

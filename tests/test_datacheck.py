@@ -8,10 +8,12 @@ import re
 import shutil
 
 import numpy as np
+import pytest
 import rasterio
 
 from eoseg.config import load_config
-from eoseg.datacheck import check_dataset, format_report
+from eoseg.datacheck import check_dataset, format_report, write_norm
+from eoseg.errors import EosegError
 from eoseg.io import read_label
 from eoseg.tiles import read_image
 
@@ -45,6 +47,19 @@ def test_norm_written_into_the_config_file(tiny_cfg, tmp_path):
     text = config.read_text()
     assert text.count("NORM_MEAN =") == 1 and text.count("NORM_STD =") == 1 and "ITERATIONS = 5" in text
     assert [line for line in result.stdout.splitlines() if line.startswith("NORM_MEAN")][0] in text
+
+
+def test_norm_written_over_assignments_of_several_lines(tmp_path):
+    """The whole assignment is replaced: a list over several lines, with comments, kept its tail (a syntax error)."""
+    config = tmp_path / "mine.py"
+    config.write_text("ITERATIONS = 5\nNORM_MEAN = [\n    0.0,  # R\n    0.0,  # G\n]\nNORM_STD = (\n    [3000.0] * 2\n)\n"
+                      "NORM_MEAN = [1.0, 1.0]  # again\nBATCH_SIZE = 4\n")
+    write_norm(config, ["NORM_MEAN = [10.0, 20.0]", "NORM_STD = [1.5, 2.5]"])
+    assert config.read_text() == "ITERATIONS = 5\nNORM_STD = [1.5, 2.5]\nNORM_MEAN = [10.0, 20.0]\nBATCH_SIZE = 4\n"
+    config.write_text("NORM_MEAN = [\n")
+    with pytest.raises(EosegError, match="mine.py, line 1: syntax error: .*; it was left as it is"):
+        write_norm(config, ["NORM_MEAN = [10.0, 20.0]"])
+    assert config.read_text() == "NORM_MEAN = [\n"
 
 
 def test_broken_dataset_lists_each_problem_once(sample_root, tmp_path):
