@@ -50,7 +50,8 @@ def holds_class_ids(values: np.ndarray, table, palette: Palette) -> bool:
 
 
 def labels_file_to_color(source: Path, target: Path, palette: Palette, values: LabelValues) -> Path:
-    """Single-band label map -> 3-band colour image in the palette, its unlabelled pixels masked (GeoTIFF).
+    """Single-band label map -> colour image in the palette, its unlabelled pixels masked (a GeoTIFF's mask, a
+    PNG's alpha band).
 
     A map whose colour table says it holds class ids (eoseg's) is coloured as it is; others are read through
     LABEL_VALUES, as every step reads label rasters."""
@@ -61,8 +62,11 @@ def labels_file_to_color(source: Path, target: Path, palette: Palette, values: L
                                                           info.colour_table, palette):
         values = LabelValues([], palette.num_classes, palette.ignore_label)
     labels = RasterLabels(info, info, values, "label map", palette).read()
+    rgb, valid = np.moveaxis(palette.to_color(labels), -1, 0), labels != palette.ignore_label
+    if target.suffix.lower() == ".png":  # a PNG holds no mask: an alpha band instead
+        return write_raster(target, np.concatenate([rgb, np.where(valid, 255, 0).astype(np.uint8)[None]]), info)
     with RasterWriter(target, info, 3, "uint8", masked=True, colour=True) as writer:
-        writer.write(np.moveaxis(palette.to_color(labels), -1, 0), valid=labels != palette.ignore_label)
+        writer.write(rgb, valid=valid)
     return target
 
 

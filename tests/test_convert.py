@@ -101,3 +101,5 @@ def test_to_color_reads_raw_codes_through_label_values_and_masks_the_unlabelled(
     np.testing.assert_array_equal(read_label(back), expected)
     own = labels_file_to_color(back, tmp_path / "own_color.tif", cfg.palette, values)  # class ids, coloured as they are
     np.testing.assert_array_equal(read_raster(own), read_raster(colour))
+    png = labels_file_to_color(coded, tmp_path / "codes_color.png", cfg.palette, values)  # unlabelled: transparent
+    np.testing.assert_array_equal(read_label(color_file_to_labels(png, tmp_path / "back_png.tif", cfg.palette)), expected)
