@@ -424,6 +424,13 @@ def run_inference(cfg: Config, weights: str | Path, out_dir: str | Path, tile_id
         stack = tile_stack(cfg, tile_id)
         jobs.append(Job(stack.info, stack.info.path.stem, eval_truth(cfg, tile_id, stack.info), stack))
     scored_tiles = [tile_id for tile_id, job in zip(tile_ids or [], jobs) if job.truth is not None]
+    unscored = [tile_id for tile_id in tile_ids or [] if tile_id not in scored_tiles]
+    if unscored and progress and distributed_rank()[0] == 0:
+        looked = " or ".join(str(cfg.tile_path(name, unscored[0])) for name in ("GT_ERODED_PATTERN", "LABEL_PATTERN")
+                             if cfg.tile_path(name, unscored[0]) is not None)
+        print(f"note: tiles {', '.join(unscored[:5])}{' ...' if len(unscored) > 5 else ''} have no ground truth (for "
+              f"{unscored[0]}: nothing at {looked or 'no GT_ERODED_PATTERN or LABEL_PATTERN'}): labelled, not scored",
+              file=sys.stderr)
     listed = expand_image_arguments(image_paths or [])
     _refuse_inputs_in_output_folder(listed, out_dir)
     check_writable(out_dir, "output folder")

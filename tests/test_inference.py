@@ -157,6 +157,17 @@ def test_polygon_filters_in_degrees_are_refused_before_labelling(setup, tmp_path
     assert not (tmp_path / "out").exists()
 
 
+def test_a_tile_without_ground_truth_is_said_to_be_unscored(sample_root, tmp_path, capsys):
+    cfg = make_tiny_config(tmp_path, DATA_ROOT=str(sample_root / "data"), WRITE_PREVIEW=False, GT_ERODED_PATTERN="",
+                           LABEL_PATTERN="labelz/{id}.tif")  # a typo
+    torch.manual_seed(0)
+    weights = save_checkpoint(tmp_path / "w.pt", cfg, model_from_config(cfg), iteration=0)
+    summary = run_inference(cfg, weights, tmp_path / "out", tile_ids=["4"], progress=True)
+    assert summary.metrics is None
+    assert f"note: tiles 4 have no ground truth (for 4: nothing at {sample_root / 'data' / 'labelz' / '4.tif'}): " \
+           "labelled, not scored" in capsys.readouterr().err
+
+
 def test_probabilities_are_one_uint8_band_per_class(setup, tmp_path):
     cfg, weights = setup
     image = random_image()
