@@ -525,7 +525,7 @@ def run_inference(cfg: Config, weights: str | Path, out_dir: str | Path, tile_id
         summary.outputs["metrics"] = out_dir / SHARD_REPORT.format(k=shard[0], n=shard[1])
         if rank == 0:
             _write_reports(summary, weights, predictor.precision, {"shard": list(shard), "weights_sha256": weights_sha256,
-                                              "config_sha256": _config_sha256(cfg)})
+                                              "config_sha256": _config_sha256(cfg), "inputs": _inputs_record(names)})
         return summary
     summary.outputs["metrics"] = out_dir / "metrics.json"
     if summary.metrics is not None:
@@ -559,6 +559,12 @@ def _check_value_scales(cfg: Config, jobs: list[Job], trained: dict | None, imag
     if not checked and failed:
         raise _none_labelled(failed)
     return checked
+
+
+def _inputs_record(names: list[str]) -> dict:
+    """What a --shard run's share was cut from: the count and hash of every input's name, so that shares of
+    different lists (a glob expanded while files still arrived) are not merged as one run."""
+    return {"count": len(names), "sha256": hashlib.sha256(json.dumps(sorted(names)).encode()).hexdigest()}
 
 
 def overall_metrics(images: list[LabeledImage], class_names: list[str]) -> dict | None:
@@ -639,6 +645,12 @@ def merge_shard_reports(cfg: Config, folders: list[str | Path], out_dir: str | P
         if differing:
             raise EosegError(f"shares {', '.join(map(str, differing))} were made with other {what} than share 1; "
                              "label every share with the same weights and config")
+    differing = [k for k, (_, report) in reports.items() if report.get("inputs") != first.get("inputs")]
+    if differing:
+        counts = sorted({(report.get("inputs") or {}).get("count") for _, report in reports.values()}, key=str)
+        raise EosegError(f"shares {', '.join(map(str, differing))} were cut from another list of inputs than share 1 "
+                         f"({' and '.join(map(str, counts))} inputs): the merge would miss some; give every share the "
+                         "same --tiles and --images, expanded once")
     if _config_sha256(cfg) != first["config_sha256"]:
         raise EosegError("the shares were labelled with another config; merge with the config they were made with")
     summary = InferenceSummary()

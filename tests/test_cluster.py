@@ -80,6 +80,10 @@ def test_merging_refuses_missing_or_foreign_shares(tiny_cfg, weights, tmp_path):
     with pytest.raises(EosegError, match="shares 2 were made with other config than share 1"):
         merge_shard_reports(cfg, [tmp_path / "a", tmp_path / "b"], tmp_path / "out")
     run_inference(cfg, weights, tmp_path / "c", TILES[:2], progress=False, shard=(2, 2))
+    run_inference(cfg, weights, tmp_path / "d", TILES[:3], progress=False, shard=(2, 2))  # a longer list: its share 2
+    with pytest.raises(EosegError, match=r"shares 2 were cut from another list of inputs than share 1 \(2 and 3 inputs\): "
+                                         r"the merge would miss some"):
+        merge_shard_reports(cfg, [tmp_path / "a", tmp_path / "d"], tmp_path / "out")
     with pytest.raises(EosegError, match="labelled with another config"):
         merge_shard_reports(cfg.replace(BLEND="gaussian"), [tmp_path / "a", tmp_path / "c"], tmp_path / "out")
     with pytest.raises(EosegError, match="labels nothing"):
