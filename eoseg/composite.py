@@ -9,7 +9,8 @@ three 8-bit bands are the DSM, the nDSM and the NDVI. :func:`write_composite` ma
 - band 3, NDVI of the image's RED_BAND and NIR_BAND (see :func:`eoseg.tiles.ndvi`):
   -1..1 to 0..255.
 
-Pixels without data (masked or NaN) in the DSM or nDSM become 0 in that band. The output
+Pixels without data (masked or NaN) in the DSM or nDSM are 0 in that band and masked in the output (its
+internal mask), so that stacking it leaves them unlabelled as the DSM or nDSM itself would. The output
 keeps the image's CRS and transform, is read and written by blocks of rows (memory
 bounded by INFER_BLOCK_ROWS times the width) and published atomically.
 """
@@ -108,13 +109,14 @@ def write_composite(cfg: Config, tile_id: str, out: str | Path | None = None) ->
                   f"NDVI of {image.path.name} bands {red_band} (red) and {nir_band} (NIR), -1..1 to 0..255"]
     with open_raster(image.path, "image") as image_src, open_on_grid(dsm_info, image, "DSM", resampling) as dsm_src, \
             open_on_grid(ndsm_info, image, "nDSM", resampling) as ndsm_src, \
-            RasterWriter(out, image, 3, "uint8", band_names=band_names) as writer:
+            RasterWriter(out, image, 3, "uint8", band_names=band_names, masked=True) as writer:
         for first, end in _row_blocks(image.height, block_rows):
             rows = window(first, end)
             red, nir = image_src.read([red_band, nir_band], window=rows)
+            dsm, ndsm = _valid_heights(dsm_src, rows), _valid_heights(ndsm_src, rows)
             writer.write(np.stack([
-                scale_dsm(_valid_heights(dsm_src, rows), low, high),
-                scale_ndsm(_valid_heights(ndsm_src, rows), float(cfg.COMPOSITE_NDSM_MAX)),
+                scale_dsm(dsm, low, high),
+                scale_ndsm(ndsm, float(cfg.COMPOSITE_NDSM_MAX)),
                 scale_ndvi(ndvi(red, nir)),
-            ]), first)
+            ]), first, valid=~(np.isnan(dsm) | np.isnan(ndsm)))
     return out

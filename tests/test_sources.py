@@ -324,6 +324,28 @@ def test_composite_of_the_sample(tiny_cfg):
     np.testing.assert_array_equal(read_raster(again), composite)
 
 
+def test_composite_masks_the_pixels_without_heights(tiny_cfg, tmp_path):
+    """A void of the nDSM (nodata) is masked in the composite: stacked, it leaves those pixels unlabelled as the
+    nDSM itself would, instead of reading as 0 m above the ground."""
+    source = tiny_cfg.tile_path("NDSM_PATTERN", "1")
+    ndsm = read_raster(source)
+    ndsm[0, 40:80, 50:90] = -9999
+    copy_raster(source, tmp_path / "ndsm" / "1.tif", ndsm, nodata=-9999)
+    cfg = tiny_cfg.replace(NDSM_PATTERN=str(tmp_path / "ndsm" / "{id}.tif"),
+                           COMPOSITE_PATTERN=str(tmp_path / "composite" / "{id}.tif"))
+    out = write_composite(cfg, "1")
+    with rasterio.open(out) as src:
+        void = src.read_masks(1) == 0
+    expected = np.zeros_like(void)
+    expected[40:80, 50:90] = True
+    np.testing.assert_array_equal(void, expected)
+    stacked = cfg.replace(EXTRA_SOURCES=[{"pattern": str(tmp_path / "composite" / "{id}.tif"), "bands": [1, 2, 3],
+                                          "band_names": ["DSM", "nDSM", "NDVI"], "mean": [0.0] * 3, "std": [255.0] * 3}])
+    stack = tile_stack(stacked, "1")
+    with stack:
+        np.testing.assert_array_equal(stack.valid_mask(stack.read()), ~expected)
+
+
 def test_composite_script(tmp_path, sample_root):
     args = as_arguments({**tiny_overrides(tmp_path), "DATA_ROOT": str(sample_root / "data"),
                          "COMPOSITE_PATTERN": str(tmp_path / "composite" / "c{id}.tif")})
