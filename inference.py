@@ -77,6 +77,9 @@ def main(argv=None):
         return
     shard = parse_shard(args.shard) if args.shard else None
     tiles = args.tiles if args.tiles else ([] if args.images else cfg.tile_ids(args.split))
+    if not tiles and not args.images:
+        raise EosegError(f"--split {args.split} labels the tiles of {SPLITS[args.split]}, and it is empty; list them there, "
+                         "or give --tiles or --images")
     summary = run_inference(cfg, args.weights or cfg.MODEL_FILE, out_dir, tiles, args.images,
                             caffe_mean=args.caffe_mean, force=args.force, shard=shard)
     rank = distributed_rank()[0]

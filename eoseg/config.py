@@ -325,7 +325,8 @@ class Config:
         if len(v["CLASS_NAMES"]) < 2:
             raise EosegError(f"CLASS_NAMES has {len(v['CLASS_NAMES'])} class: a network tells classes apart, and the pixels "
                              "of no interest are a class too, e.g. CLASS_NAMES = ['background', 'building']")
-        twice = sorted({name for name in v["CLASS_NAMES"] if v["CLASS_NAMES"].count(name) > 1})
+        alike = [" ".join(str(name).split()).casefold() for name in v["CLASS_NAMES"]]  # "Water " is "water" to a reader
+        twice = sorted({name for name, key in zip(v["CLASS_NAMES"], alike) if alike.count(key) > 1})
         if twice:
             raise EosegError(f"CLASS_NAMES names {', '.join(map(repr, twice))} more than once: each class needs a name of "
                              "its own (maps, metrics and legends go by them); to merge classes, map their values to one "

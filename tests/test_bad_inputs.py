@@ -370,6 +370,12 @@ def test_missing_or_empty_patches_folder(tmp_path, sample_root, make):
     assert_left_nothing(tmp_path / "lmdb")
 
 
+def test_an_empty_split_says_which_list_is_empty(tmp_path, sample_root, weights):
+    result = run_script("inference.py", "--split", "official_test", "--weights", str(weights["tiny"]),
+                        *arguments(tmp_path, sample_root / "data"))
+    assert_one_line_error(result, "--split official_test labels the tiles of OFFICIAL_TEST_IDS, and it is empty")
+
+
 def test_tile_id_without_a_file(tmp_path, sample_root, weights):
     result = run_script("inference.py", "--tiles", "4", "42", "--weights", str(weights["tiny"]),
                         *arguments(tmp_path, sample_root / "data"))

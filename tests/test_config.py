@@ -375,6 +375,7 @@ def test_rotations_must_be_right_angles(rotations):
                                                               r"a class too, e.g. CLASS_NAMES = \['background', 'building'\]"),
         ("CLASS_NAMES=['a', 'tree', 'b', 'c', 'tree', 'd']", r"CLASS_NAMES names 'tree' more than once: each class needs a "
                                                             r"name of its own .*map their values to one class in LABEL_VALUES"),
+        ("CLASS_NAMES=['water', 'b', 'c', 'd', 'e', 'Water ']", r"CLASS_NAMES names 'Water ', 'water' more than once"),
         ("BLEND=gauss", "BLEND must be one of 'uniform', 'gaussian', got 'gauss'"),
         ("TTA=['flip']", r"TTA may hold 'fliplr', .*; got \['flip'\]"),
         ("INFER_ENGINE=onnx", "INFER_ENGINE must be one of 'torch', 'onnxruntime', got 'onnx'"),
