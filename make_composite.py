@@ -1,6 +1,6 @@
 """Make the method's composite per tile: DSM, nDSM and NDVI as a 3-band 8-bit GeoTIFF.
 
-    python make_composite.py                    # TRAIN_IDS, TEST_IDS, and OFFICIAL_TEST_IDS found
+    python make_composite.py                    # TRAIN_IDS, TEST_IDS, VAL_IDS, and OFFICIAL_TEST_IDS found
     python make_composite.py --ids 2 4 DATASET=vaihingen
 
 Reads the DSM (DSM_PATTERN), the nDSM (NDSM_PATTERN) and the image's RED_BAND and
@@ -25,11 +25,12 @@ CONFIG_NAME = "config.make_composite.json"
 
 def main(argv=None):
     parser = make_parser(__doc__)
-    parser.add_argument("--ids", nargs="+", metavar="ID", help="tiles to make composites of (default: TRAIN_IDS, TEST_IDS and the OFFICIAL_TEST_IDS whose images exist)")
+    parser.add_argument("--ids", nargs="+", metavar="ID", help="tiles to make composites of (default: TRAIN_IDS, TEST_IDS, VAL_IDS and the OFFICIAL_TEST_IDS whose images exist)")
     args, cfg = parse(parser, argv)
     # inference.py --split official_test needs composites too: of the official test tiles at hand
     official = [t for t in cfg.tile_ids("official_test") if cfg.tile_path("IMAGE_PATTERN", t).is_file()]
-    tile_ids = [str(t) for t in args.ids] if args.ids else list(dict.fromkeys(cfg.tile_ids("train") + cfg.tile_ids("test") + official))
+    configured = cfg.tile_ids("train") + cfg.tile_ids("test") + cfg.ids("VAL_IDS") + official
+    tile_ids = [str(t) for t in args.ids] if args.ids else list(dict.fromkeys(configured))
     if not tile_ids:
         raise EosegError("no tiles: TRAIN_IDS, TEST_IDS and OFFICIAL_TEST_IDS are empty and no --ids given")
     if not cfg.COMPOSITE_PATTERN:
