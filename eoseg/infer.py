@@ -40,7 +40,7 @@ from eoseg.labels import SCAN_ROWS
 from eoseg.metrics import NOT_TRAINED, UNSCORED, format_table, metrics_from_confusion, percent
 from eoseg.normalization import check_value_scale
 from eoseg.predict import Predictor
-from eoseg.tiles import TileStack, TruthSource, eval_truth, image_stack, tile_stack
+from eoseg.tiles import BAND_KINDS, TileStack, TruthSource, eval_truth, image_stack, tile_stack
 from eoseg.weights import check_input_dtype, read_weights, recorded_normalization
 
 RASTER_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".jp2", ".img", ".vrt")
@@ -112,10 +112,6 @@ def _refuse_inputs_in_output_folder(images: list[Path], out_dir: Path) -> None:
 
 
 # what a band name in BAND_NAMES means, in GDAL's colour interpretation words
-_BAND_COLOURS = {"R": "red", "RED": "red", "G": "green", "GREEN": "green", "B": "blue", "BLUE": "blue",
-                 "IR": "near-infrared", "NIR": "near-infrared"}
-
-
 def band_order_warning(cfg: Config, info: RasterInfo) -> str | None:
     """A line when the image's own colour interpretation (GDAL's) contradicts BAND_NAMES, else None.
 
@@ -124,7 +120,7 @@ def band_order_warning(cfg: Config, info: RasterInfo) -> str | None:
     an RGB image given to IRRG weights gives one that saves a wrong map.
     """
     stated = [info.colorinterp[band - 1] if band <= len(info.colorinterp) else "undefined" for band in cfg.BANDS]
-    declared = [_BAND_COLOURS.get(name.upper()) for name in cfg.BAND_NAMES]
+    declared = [BAND_KINDS.get(name.upper()) for name in cfg.BAND_NAMES]
     if not any(s in ("red", "green", "blue") and d is not None and s != d for s, d in zip(stated, declared)):
         return None
     bands = ", ".join(map(str, cfg.BANDS))

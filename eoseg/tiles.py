@@ -49,6 +49,17 @@ def _image_ids_hint(cfg: Config, tile_id: str) -> str:
     return f"IMAGE_PATTERN finds images of ids {listed} under DATA_ROOT ({cfg.DATA_ROOT})"
 
 
+# what common band names name, as GDAL and the data's makers spell them
+BAND_KINDS = {"R": "red", "RED": "red", "G": "green", "GREEN": "green", "B": "blue", "BLUE": "blue",
+              "IR": "near-infrared", "NIR": "near-infrared", "NEAR-INFRARED": "near-infrared",
+              "NEAR INFRARED": "near-infrared", "NEARINFRARED": "near-infrared"}
+
+
+def band_kind(name: str) -> str:
+    """A band name as what it names (BAND_KINDS), or upper-cased: "Red" and "R" alike."""
+    return BAND_KINDS.get(name.strip().upper(), name.strip().upper())
+
+
 def check_same_dtype(image: np.ndarray, info: RasterInfo, earlier: str | None) -> str:
     """The data type of a training tile's stacked ``image``, refused unless it is that of the ``earlier`` tiles."""
     if earlier is not None and str(image.dtype) != earlier:
@@ -64,9 +75,10 @@ def check_bands(cfg: Config, info: RasterInfo) -> RasterInfo:
             f"{info.path}: the image has {info.count} bands but BANDS asks for {cfg.BANDS}; "
             "set BANDS, BAND_NAMES, NORM_MEAN and NORM_STD for this data"
         )
-    # a file naming every one of BAND_NAMES once, but not at BANDS, holds them in another order
-    named = [(description or "").upper() for description in info.descriptions]
-    found = [named.index(name.upper()) + 1 for name in cfg.BAND_NAMES if named.count(name.upper()) == 1]
+    # a file naming every one of BAND_NAMES once (as it is, or as what it names: "Red" for "R"), but not at BANDS,
+    # holds them in another order
+    named = [band_kind(description or "") for description in info.descriptions]
+    found = [named.index(band_kind(name)) + 1 for name in cfg.BAND_NAMES if named.count(band_kind(name)) == 1]
     if len(found) == len(cfg.BANDS) and found != list(cfg.BANDS):
         raise EosegError(
             f"{info.path}: the file names bands {cfg.BANDS} {[info.descriptions[b - 1] for b in cfg.BANDS]}, but "

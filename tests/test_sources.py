@@ -74,8 +74,13 @@ def test_bands_the_file_names_in_another_order_than_band_names_are_refused(tiny_
                                          r"\['IR', 'R', 'G'\]: set BANDS = \[3, 2, 1\] to read them in that order"):
         image_info(cfg, "1")
     np.testing.assert_array_equal(read_image(cfg.replace(BANDS=[3, 2, 1]), "1")[0], read_raster(source))
+    with rasterio.open(named, "r+") as dst:  # as GDAL spells them: the same bands
+        for band, name in enumerate(("Green", "Red", "Near-Infrared"), start=1):
+            dst.set_band_description(band, name)
+    with pytest.raises(EosegError, match=r"set BANDS = \[3, 2, 1\]"):
+        image_info(cfg, "1")
     with rasterio.open(named, "r+") as dst:
-        dst.set_band_description(1, "green")  # names that are not BAND_NAMES' say nothing about them
+        dst.set_band_description(1, "swir")  # names that are not BAND_NAMES' say nothing about them
     image_info(cfg, "1")
 
 
