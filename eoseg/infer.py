@@ -521,7 +521,8 @@ def run_inference(cfg: Config, weights: str | Path, out_dir: str | Path, tile_id
         summary.outputs["metrics"] = out_dir / SHARD_REPORT.format(k=shard[0], n=shard[1])
         if rank == 0:
             _write_reports(summary, weights, predictor.precision, {"shard": list(shard), "weights_sha256": weights_sha256,
-                                              "config_sha256": _config_sha256(cfg), "inputs": _inputs_record(names)})
+                                              "config_sha256": _config_sha256(cfg), "inputs": _inputs_record(names),
+                                              "labelling_settings": labelling_settings(cfg.to_dict())})
         return summary
     summary.outputs["metrics"] = out_dir / "metrics.json"
     if summary.metrics is not None:
@@ -555,6 +556,16 @@ def _check_value_scales(cfg: Config, jobs: list[Job], trained: dict | None, imag
     if not checked and failed:
         raise _none_labelled(failed)
     return checked
+
+
+def _settings_apart(first: dict, other: dict, k: int) -> str:
+    """' (NAME=... in share 1, ... in share K; ...)' of two shard reports that record their labelling settings, else ''."""
+    mine, theirs = first.get("labelling_settings"), other.get("labelling_settings")
+    if not (mine and theirs):
+        return ""
+    changed = [name for name in sorted(mine.keys() | theirs.keys()) if mine.get(name) != theirs.get(name)]
+    return " (" + "; ".join(f"{name}={mine.get(name)!r} in share 1, {theirs.get(name)!r} in share {k}"
+                            for name in changed) + ")"
 
 
 def _inputs_record(names: list[str]) -> dict:
@@ -639,7 +650,8 @@ def merge_shard_reports(cfg: Config, folders: list[str | Path], out_dir: str | P
     for key, what in (("weights_sha256", "weights"), ("config_sha256", "config")):
         differing = [k for k, (_, report) in reports.items() if report[key] != first[key]]
         if differing:
-            raise EosegError(f"shares {', '.join(map(str, differing))} were made with other {what} than share 1; "
+            apart = _settings_apart(first, reports[differing[0]][1], differing[0]) if key == "config_sha256" else ""
+            raise EosegError(f"shares {', '.join(map(str, differing))} were made with other {what} than share 1{apart}; "
                              "label every share with the same weights and config")
     differing = [k for k, (_, report) in reports.items() if report.get("inputs") != first.get("inputs")]
     if differing:

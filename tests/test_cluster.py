@@ -77,7 +77,8 @@ def test_merging_refuses_missing_or_foreign_shares(tiny_cfg, weights, tmp_path):
     with pytest.raises(EosegError, match="no shard reports"):
         merge_shard_reports(cfg, [tmp_path / "out"], tmp_path / "out")
     run_inference(cfg.replace(BLEND="gaussian"), weights, tmp_path / "b", TILES[:2], progress=False, shard=(2, 2))
-    with pytest.raises(EosegError, match="shares 2 were made with other config than share 1"):
+    with pytest.raises(EosegError, match=r"shares 2 were made with other config than share 1 \(BLEND='uniform' in share "
+                                         r"1, 'gaussian' in share 2\)"):
         merge_shard_reports(cfg, [tmp_path / "a", tmp_path / "b"], tmp_path / "out")
     run_inference(cfg, weights, tmp_path / "c", TILES[:2], progress=False, shard=(2, 2))
     run_inference(cfg, weights, tmp_path / "d", TILES[:3], progress=False, shard=(2, 2))  # a longer list: its share 2
