@@ -159,3 +159,17 @@ def test_notebooks_run_in_order_on_the_tiny_sample(tmp_path, monkeypatch):
     assert [executed[name][1] for name in ORDER] == expected_images
     assert "overall accuracy" in executed["5_inference.ipynb"][0] and "mean F1" in executed["5_inference.ipynb"][0]
     assert f"{TILE_SIZE} x {TILE_SIZE} px" in executed["1_convert_ground_truth.ipynb"][0]
+
+
+def test_the_conversion_notebook_on_numeric_labels_only(sample_root, tmp_path, monkeypatch):
+    """Own data without colour ground truth (GT_COLOR_PATTERN ""): nothing to convert, the labels shown in the palette."""
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    overrides = as_arguments({**tiny_overrides(tmp_path), "DATA_ROOT": str(sample_root / "data"), "GT_COLOR_PATTERN": ""})
+    nb = nbformat.read(NOTEBOOKS / ORDER[0], as_version=4)
+    cell = parameters_cell(nb, ORDER[0])
+    injected = {"OVERRIDES": overrides, "CONFIG_FILE": None, "SAMPLE_SIZE": TILE_SIZE}
+    cell.source = "\n".join(f"{key} = {injected[key]!r}" for key in assigned_names(cell.source))
+    execute(nb, ORDER[0], tmp_path / "executed")
+    text, images = outputs_of(nb)
+    assert "GT_COLOR_PATTERN is empty: the labels (LABEL_PATTERN) are numeric already, nothing to convert" in text
+    assert images == 1
