@@ -22,7 +22,7 @@ from eoseg.io import RasterInfo, atomic_write_text
 from eoseg.labels import SCAN_ROWS, LabelValues, RasterLabels, VectorLabels, merge_counts, value_counts
 from eoseg.normalization import VALUE_SCALE_LIMIT, BandStatistics, off_scale, scale_problem, value_scale
 from eoseg.plots import class_frequency_figure, save_figure
-from eoseg.tiles import check_patch_fits, tile_labels, tile_stack
+from eoseg.tiles import check_patch_fits, eval_truth, tile_labels, tile_stack
 
 SPLITS = ("train", "test")
 
@@ -43,7 +43,8 @@ class DataReport:
 
 
 def check_dataset(cfg: Config) -> DataReport:
-    """Read every train and test tile of ``cfg`` by windows and report on them."""
+    """Read every train and test tile of ``cfg`` by windows and report on them; of VAL_IDS's others, what
+    training needs of them (an image that opens, ground truth, values on the training tiles' scale)."""
     values = LabelValues.from_config(cfg)
     report = DataReport(band_names=cfg.stacked_band_names, statistics=BandStatistics(cfg.num_bands),
                         class_pixels={split: np.zeros(cfg.num_classes, dtype=np.int64) for split in SPLITS})
@@ -107,6 +108,16 @@ def check_dataset(cfg: Config) -> DataReport:
                 training_tiles_read += split == "train"
             except EosegError as err:
                 report.problem(str(err))
+    checked = set(cfg.tile_ids("train")) | set(cfg.tile_ids("test"))
+    for tile_id in (t for t in cfg.ids("VAL_IDS") if t not in checked):  # training validates on them: open, labelled
+        try:
+            stack = tile_stack(cfg, tile_id)
+            if eval_truth(cfg, tile_id, stack.info) is None:
+                report.problem(f"validation tile {tile_id} (VAL_IDS) has no ground truth; choose VAL_IDS with labels")
+            else:
+                tile_values.setdefault(tile_id, stack.sample_statistics())
+        except EosegError as err:
+            report.problem(str(err))
     scale = scale_problem(report.statistics, cfg)
     if scale:
         report.problem(scale)

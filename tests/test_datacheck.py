@@ -6,6 +6,7 @@ import json
 import re
 
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -168,3 +169,15 @@ def test_label_values_are_listed_in_numeric_order(tiny_cfg):
     report.raw_values = {100: 5, 20: 3, 3: 1, 9: 2}
     listed = [line.split()[0] for line in format_report(cfg, report).splitlines() if line.endswith(")") and " px -> " in line]
     assert listed == ["3", "9", "20", "100"]
+
+
+def test_validation_tiles_beyond_train_and_test_are_checked(tiny_cfg, tmp_path):
+    """Training validates on VAL_IDS: check_data says what it would refuse there (a missing tile, no ground truth)."""
+    assert not check_dataset(tiny_cfg.replace(VAL_IDS=["4"])).problems
+    problems = check_dataset(tiny_cfg.replace(VAL_IDS=["9"])).problems
+    assert len(problems) == 1 and problems[0].startswith("tile 9: image not found at")
+    data = tmp_path / "data"
+    shutil.copytree(Path(tiny_cfg.DATA_ROOT), data)
+    shutil.copy(data / "top" / "top_mosaic_09cm_area4.tif", data / "top" / "top_mosaic_09cm_area5.tif")
+    problems = check_dataset(tiny_cfg.replace(DATA_ROOT=str(data), GT_ERODED_PATTERN="", VAL_IDS=["5"])).problems
+    assert problems == ["validation tile 5 (VAL_IDS) has no ground truth; choose VAL_IDS with labels"]
