@@ -257,7 +257,8 @@ class Config:
             if entry.startswith("!"):
                 found = [tile_id for tile_id in found if not fnmatch.fnmatchcase(tile_id, entry[1:])]
                 continue
-            for tile_id in self._found_ids(entry, name) if is_id_glob(entry) and not self._literal_id(entry, name) else [entry]:
+            as_pattern = is_id_glob(entry) and not self._literal_id(entry, name)
+            for tile_id in self._found_ids(entry, name) if as_pattern else [entry]:
                 if tile_id not in found:
                     found.append(tile_id)
         return found

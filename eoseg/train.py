@@ -248,10 +248,9 @@ def claim_train_dir(cfg: Config, resume: bool, force: bool) -> Iterator[None]:
 
 
 # what a resumed run shares with the run it continues, so that it repeats its losses: the recipe (but ITERATIONS,
-# which may grow to train further, and the labelling's WINDOW to TTA), the tiles and how their labels are read,
-# the sampling and the precision
-# (checked as it resolved, where the checkpoint records that: see check_resumed_precision); the model, the data's
-# signature and the blocks held out are checked on their own
+# which may grow to train further, and the labelling's WINDOW to TTA), the tiles and how their labels are read, the
+# sampling and the precision (compared as it resolved where the checkpoint records that: check_resumed_precision);
+# the model, the data's signature and the blocks held out are checked on their own
 RESUMED_SETTINGS = (*(name for name in RECIPE_NAMES if name not in ("MODEL", "MODEL_WIDTH", "ENCODER", "ITERATIONS",
                                                                     "WINDOW", "STRIDE", "BLEND", "TTA")),
                     "TRAIN_IDS", "TRAIN_SOURCE", "SEED", "PRECISION", "LABEL_VALUES", "LABEL_TOLERANCE")
