@@ -31,11 +31,7 @@ def color_file_to_labels(source: Path, target: Path, palette: Palette, unknown_t
             rgb, empty = src.read([1, 2, 3]), colour_unlabelled(src)
     if rgb.dtype != np.uint8:
         raise EosegError(f"{source}: colour ground truth must be 8-bit, this one is {rgb.dtype}")
-    if empty is not None:  # whatever colour lies beneath a transparent pixel, it is unlabelled
-        rgb[:, empty] = palette.colors[0][:, None]
-    labels = palette.to_labels(np.moveaxis(rgb, 0, -1), unknown_to_ignore, source=str(source))
-    if empty is not None:
-        labels[empty] = palette.ignore_label
+    labels = palette.to_labels(np.moveaxis(rgb, 0, -1), unknown_to_ignore, source=str(source), empty=empty)
     colormap = palette.colormap() if target.suffix.lower() in (".tif", ".tiff") else None
     return write_raster(target, labels, info, colormap=colormap)
 

@@ -352,8 +352,13 @@ def _changed_settings(out_dir: Path, cfg: Config, other_configs: set) -> str:
     if other_configs != {hashlib.sha256(json.dumps(saved, sort_keys=True).encode()).hexdigest()}:
         return ""
     current = labelling_settings(cfg.to_dict())
-    changed = [name for name in sorted(saved.keys() | current.keys()) if saved.get(name) != current.get(name)]
-    return " (" + "; ".join(f"{name}={saved.get(name)!r}, now {current.get(name)!r}" for name in changed) + ")"
+    return " (" + "; ".join(f"{name}={saved.get(name)!r}, now {current.get(name)!r}"
+                            for name in _differing(saved, current)) + ")"
+
+
+def _differing(settings: dict, others: dict) -> list[str]:
+    """The names whose values differ between two sets of labelling settings, in order."""
+    return [name for name in sorted(settings.keys() | others.keys()) if settings.get(name) != others.get(name)]
 
 
 def _refuse_another_images_outputs(out_dir: Path, jobs: list[Job]) -> None:
@@ -563,9 +568,8 @@ def _settings_apart(first: dict, other: dict, k: int) -> str:
     mine, theirs = first.get("labelling_settings"), other.get("labelling_settings")
     if not (mine and theirs):
         return ""
-    changed = [name for name in sorted(mine.keys() | theirs.keys()) if mine.get(name) != theirs.get(name)]
     return " (" + "; ".join(f"{name}={mine.get(name)!r} in share 1, {theirs.get(name)!r} in share {k}"
-                            for name in changed) + ")"
+                            for name in _differing(mine, theirs)) + ")"
 
 
 def _inputs_record(names: list[str]) -> dict:

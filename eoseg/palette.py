@@ -65,13 +65,15 @@ class Palette:
             owners[tuple(self.ignore_color)] = self.ignore_label
         return {value: owners.get(table[value]) if 0 <= value < len(table) else None for value in values}
 
-    def to_labels(self, rgb: np.ndarray, unknown_to_ignore: bool = False, source: str = "image") -> np.ndarray:
+    def to_labels(self, rgb: np.ndarray, unknown_to_ignore: bool = False, source: str = "image",
+                  empty: np.ndarray | None = None) -> np.ndarray:
         """Convert an (H, W, 3) colour image into (H, W) uint8 class ids.
 
         A colour within ``tolerance`` levels (in each of R, G, B) of a class colour or the
         ignore colour reads as it. Any other colour is an error that names ``source``, the
         colour and its pixel count, unless ``unknown_to_ignore`` maps such pixels to the
-        ignore label.
+        ignore label. Pixels ``empty`` marks (transparent, beyond the image) are the ignore
+        label, whatever colour they hold.
         """
         if rgb.ndim != 3 or rgb.shape[-1] != 3:
             raise EosegError(
@@ -86,6 +88,9 @@ class Palette:
         unknown = ~found
         if self.ignore_color is not None:
             unknown &= packed != pack_rgb(np.array(self.ignore_color))
+        if empty is not None:
+            labels[empty] = self.ignore_label
+            unknown &= ~empty
         if unknown.any() and self.tolerance:
             colours, inverse = np.unique(packed[unknown], return_inverse=True)
             nearest = nearest_reference(_unpack(colours), self._references, self.tolerance)[inverse]

@@ -368,12 +368,7 @@ class TruthSource:
             # pixels the ground truth does not reach, or that its alpha band or mask leaves empty: unlabelled
             empty = src.read_masks(1, window=window) == 0 if needs_warp(image, info, "ground truth") \
                 else colour_unlabelled(src, window)
-        if empty is not None:
-            rgb[:, empty] = palette.colors[0][:, None]  # whatever colour lies beneath
-        labels = palette.to_labels(np.moveaxis(rgb, 0, -1), source=str(self.path))
-        if empty is not None:
-            labels[empty] = palette.ignore_label
-        return labels
+        return palette.to_labels(np.moveaxis(rgb, 0, -1), source=str(self.path), empty=empty)
 
 
 def eval_truth(cfg: Config, tile_id: str, like: RasterInfo) -> TruthSource | None:
