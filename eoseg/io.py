@@ -295,6 +295,9 @@ def open_raster(path: str | Path, what: str = "raster") -> Iterator[rasterio.Dat
     if path.is_symlink() and not path.exists():
         raise DamagedInputError(f"{path}: broken link (its target {os.readlink(path)} does not exist); fix or remove the link")
     if not path.exists():
+        if path.parts[1:2] and path.parts[1].startswith("vsi"):
+            raise EosegError(f"{what} {path}: GDAL virtual paths (/vsizip/, /vsicurl/, ...) are not read; extract or "
+                             "download the file and give its path on disk")
         raise EosegError(f"{what} not found: {path}")
     try:
         src = rasterio.open(path)

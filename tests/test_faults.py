@@ -32,7 +32,7 @@ from eoseg.checkpoint import save_checkpoint
 from eoseg.errors import EosegError
 from eoseg.extract import extract_patches, read_manifest
 from eoseg.infer import RECORD_SUFFIX, run_inference
-from eoseg.io import RasterWriter, atomic_path, atomic_write_text, exclusive
+from eoseg.io import RasterWriter, atomic_path, atomic_write_text, exclusive, open_raster
 from eoseg.lmdb_store import LmdbPatches, create_lmdb, read_lmdb_meta
 from eoseg.models import model_from_config
 
@@ -229,6 +229,16 @@ def test_other_write_failures_are_not_called_a_full_disk(tmp_path):
         with atomic_path(tmp_path / "x.txt") as tmp:
             raise PermissionError(errno.EACCES, "denied", str(tmp))
     assert not list(tmp_path.iterdir())
+
+
+def test_gdal_virtual_path_refused_as_such(tmp_path):
+    """/vsizip/ paths are not files on disk: say so, rather than "not found" beside a zip that exists."""
+    with pytest.raises(EosegError, match=r"image /vsizip/.*GDAL virtual paths .* are not read; extract"):
+        with open_raster(f"/vsizip/{tmp_path}/scenes.zip/a.tif", "image"):
+            pass
+    with pytest.raises(EosegError, match=r"^image not found: "):
+        with open_raster(tmp_path / "vsizip" / "a.tif", "image"):
+            pass
 
 
 # ---------------------------------------------------------------- SIGKILL at random points
