@@ -177,7 +177,8 @@ def _on_image_grid(blocks: Iterator[tuple[int, torch.Tensor, np.ndarray]], grid:
             yield next_row, image_scores, image_valid
             next_row = end
         if next_row < image.height:
-            drop = min(row_below[next_row], row_nearest[next_row]) - kept_first
+            # on a grid over 2x finer, the next image row may read grid rows past those received yet
+            drop = min(min(row_below[next_row], row_nearest[next_row]) - kept_first, kept.shape[1])
             kept, kept_valid, kept_first = kept[:, drop:], kept_valid[drop:], kept_first + drop
 
 

@@ -10,13 +10,14 @@ import numpy as np
 import pytest
 import rasterio
 import torch
+from affine import Affine
 from rasterio.transform import from_origin
 
 from eoseg.checkpoint import load_checkpoint
 from eoseg.config import load_config
 from eoseg.infer import run_inference
-from eoseg.io import raster_info
-from eoseg.labelling import label_rows, labelling_stack, make_predictor, score_tile
+from eoseg.io import RasterInfo, raster_info
+from eoseg.labelling import _on_image_grid, _resampling_indices, label_rows, labelling_stack, make_predictor, score_tile
 from eoseg.metrics import UNSCORED
 from eoseg.models import model_from_config
 from eoseg.normalization import Normalization
@@ -149,3 +150,22 @@ def test_an_image_labelled_on_another_grid_gets_its_labels_on_its_own(tmp_path, 
     inside = ~edge & ~near_hole
     np.testing.assert_array_equal(labels[inside], bright[inside].astype(np.uint8))
     assert (labels[~hole & ~near_hole] != cfg.IGNORE_LABEL).all()
+
+
+@pytest.mark.parametrize("factor", [0.1, 0.4, 0.45, 2.0])  # grid pixels of 1/10 .. 2 image pixels
+@pytest.mark.parametrize("grid_block_rows", [7, 64, 96])
+def test_scores_brought_back_to_the_image_grid_read_the_right_grid_rows(factor, grid_block_rows):
+    """Each image row gets the bilinear mix of the grid rows around its centre, however the grid's rows arrive."""
+    image = RasterInfo(Path("image.tif"), 60, 90, 1, "uint8", None, Affine(0.3, 0, 500000, 0, -0.3, 5000000), None)
+    grid_height, grid_width = int(np.ceil(90 / factor - 1e-6)), int(np.ceil(60 / factor - 1e-6))
+    grid = RasterInfo(Path("grid"), grid_width, grid_height, 1, "uint8", None, image.transform * Affine.scale(factor), None)
+    row_index = torch.arange(grid_height, dtype=torch.float32)[None, :, None].expand(1, grid_height, grid_width)
+    valid = np.ones((grid_height, grid_width), dtype=bool)
+    blocks = ((row, row_index[:, row:row + grid_block_rows].clone(), valid[row:row + grid_block_rows])
+              for row in range(0, grid_height, grid_block_rows))
+    out = list(_on_image_grid(blocks, grid, image, 16))
+    starts = [row for row, _, _ in out]
+    assert starts == list(np.cumsum([0] + [s.shape[1] for _, s, _ in out])[:-1]) and max(s.shape[1] for _, s, _ in out) <= 16
+    below, above, weight, _ = _resampling_indices(90, factor, grid_height)
+    scores = torch.cat([s for _, s, _ in out], dim=1)[0]
+    np.testing.assert_allclose(scores.numpy(), np.repeat((below * (1 - weight) + above * weight)[:, None], 60, 1), atol=1e-4)
