@@ -40,6 +40,8 @@ _NOTED: set[tuple[str, str]] = set()
 PIXEL_SIZE_TOLERANCE = 1.1
 # ground pixel sizes carry the reprojection's rounding (~1e-9): a labelling grid grows no pixel for less than this
 GRID_ROUNDING = 1e-6
+# rasters whose corners lie within this many pixels of the image's are on its grid (transforms written as text)
+SAME_GRID_PX = 1e-3
 # a projected CRS whose unit is within this share of the ground length (UTM's scale factor: 0.9996 to 1.001; national
 # grids alike) gives its pixel size as its transform states it, 0.09 m and not 0.090036; Web Mercator's do not
 NOMINAL_SCALE = 0.01
@@ -158,11 +160,16 @@ def labelling_grid(image: RasterInfo, trained: list[float] | None, setting: str 
 
 
 def same_grid(image: RasterInfo, other: RasterInfo) -> bool:
-    """Whether ``other`` has ``image``'s size and (where both have one) georeference."""
+    """Whether ``other`` has ``image``'s size and (where both have one) georeference: its corners within
+    SAME_GRID_PX of the image's pixels (in map units no tolerance fits both metres and degrees)."""
     if (other.width, other.height) != (image.width, image.height):
         return False
     if image.georeferenced and other.georeferenced:
-        return image.crs == other.crs and other.transform.almost_equals(image.transform, precision=1e-6)
+        if image.crs != other.crs:
+            return False
+        in_image_pixels = ~image.transform * other.transform
+        corners = [(0, 0), (other.width, 0), (0, other.height), (other.width, other.height)]
+        return all(math.dist(in_image_pixels * corner, corner) <= SAME_GRID_PX for corner in corners)
     return True
 
 

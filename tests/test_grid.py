@@ -11,7 +11,8 @@ from rasterio.crs import CRS
 from rasterio.transform import from_origin
 
 from eoseg.errors import EosegError
-from eoseg.grid import coarser_than_training, labelling_grid, mean_pixel_size_m, needs_warp, pixel_size_m, pixel_size_range
+from eoseg.grid import (coarser_than_training, labelling_grid, mean_pixel_size_m, needs_warp, pixel_size_m, pixel_size_range,
+                        same_grid)
 from eoseg.io import RasterInfo
 
 
@@ -95,3 +96,15 @@ def test_a_raster_that_cannot_be_placed_on_the_image_grid_is_refused_saying_what
         needs_warp(image, info(Affine.translation(150, 0), None), "labels")
     with pytest.raises(EosegError, match=r"\(DSM\) is 150 x 100 px with no georeference, .* cover the same grid"):
         needs_warp(image, info(Affine.identity(), None, width=150, height=100), "DSM")
+
+
+@pytest.mark.parametrize("pixel", [0.5, 2.7e-7])  # 0.5 m in UTM; 3 cm in degrees, where 1e-6 is several pixels
+def test_a_raster_a_few_pixels_off_the_image_grid_is_not_on_it(pixel):
+    crs = CRS.from_epsg(32632 if pixel > 1e-3 else 4326)
+    x, y = (500000, 5400000) if pixel > 1e-3 else (8.5, 47.3)
+    image = info(from_origin(x, y, pixel, pixel), crs)
+    assert same_grid(image, info(from_origin(x + 1e-5 * pixel, y, pixel, pixel), crs))  # rounding of a written transform
+    for other in (from_origin(x + 3 * pixel, y, pixel, pixel), from_origin(x, y, pixel * 1.07, pixel),
+                  from_origin(x, y, pixel * (1 + 1e-4), pixel)):  # shifted; 7% larger pixels; 0.03 px off at the far edge
+        assert not same_grid(image, info(other, crs))
+        assert needs_warp(image, info(other, crs), "labels")
