@@ -394,12 +394,12 @@ def valid_mask(src: rasterio.DatasetReader, bands: list[int], pixels: np.ndarray
                window: Window | None = None) -> np.ndarray:
     """(rows, cols) True where ``pixels``, ``bands`` of ``src`` read in ``window``, hold data.
 
-    No data: masked in every band by the raster (its nodata value, mask band or alpha), NaN
-    in any band, and with ``nodata_zero`` 0 in every band.
+    No data: masked in every band by the raster (its nodata value, mask band or alpha), NaN or
+    infinity in any band, and with ``nodata_zero`` 0 in every band.
     """
     valid = src.read_masks(bands, window=window).any(axis=0)
     if np.issubdtype(pixels.dtype, np.floating):
-        valid &= ~np.isnan(pixels).any(axis=0)
+        valid &= np.isfinite(pixels).all(axis=0)
     if nodata_zero:
         valid &= pixels.any(axis=0)
     return valid

@@ -206,7 +206,8 @@ class Predictor:
             pixels = np.asarray(read_rows(top, bottom))
             tensor = torch.from_numpy(np.ascontiguousarray(pixels))
             if tensor.is_floating_point():
-                tensor = torch.nan_to_num(tensor, nan=0.0)  # one NaN would spread through every window touching it
+                # one NaN or infinity would spread through every window touching it
+                tensor = torch.nan_to_num(tensor, nan=0.0, posinf=0.0, neginf=0.0)
             if bottom - top < window or width < window:  # a raster smaller than one window: pad by reflection
                 pad_w, pad_h = padded_w - width, group[-1] + window - bottom
                 mode = "reflect" if pad_h < bottom - top and pad_w < width else "replicate"

@@ -235,7 +235,7 @@ class TileStack:
                 mask = valid_mask(src, list(source.bands), part, self.nodata_zero and index == 0, window)
                 valid = mask if valid is None else valid & mask
         if self._derived:
-            valid &= ~np.isnan(pixels[[position for position, _, _ in self._derived]]).any(axis=0)
+            valid &= np.isfinite(pixels[[position for position, _, _ in self._derived]]).all(axis=0)
         return valid
 
     def sample_statistics(self, side: int = 4, size: int = 256) -> BandStatistics:

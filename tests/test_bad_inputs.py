@@ -307,10 +307,11 @@ def test_16_bit_tiles_extract_and_pack(tmp_path, sample_root):
     assert patches.meta["signature"]["normalization"]["std"] == [10000.0] * 3
 
 
-def test_nan_and_nodata_pixels_in_inference(tmp_path, sample_root, weights):
+def test_nan_infinite_and_nodata_pixels_in_inference(tmp_path, sample_root, weights):
     like = sample_root / "data" / IMAGE.format(id=1)
     floats = (random_image(80, 100) / 255).astype(np.float32)
-    floats[:, 10:20, 30:50] = np.nan
+    floats[:, 10:20, 30:40] = np.nan
+    floats[1, 10:20, 40:50] = np.inf  # infinity in one band is no data either, not a pixel 3.4e38 bright
     masked = random_image(80, 100)
     masked[:, 50:70, 5:25] = 0
     write_tif(tmp_path / "scenes" / "floats.tif", floats, like=like)

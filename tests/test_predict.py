@@ -202,9 +202,10 @@ def test_bfloat16_runs_unfused_where_onednn_has_no_bfloat16(tiny_model, image, m
     assert (low.predict(image) == full.predict(image)).mean() > 0.9
 
 
-def test_nan_pixels_do_not_spread(tiny_model):
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_nan_or_infinite_pixels_do_not_spread(tiny_model, bad):
     image = np.random.default_rng(2).random((3, 64, 64)).astype(np.float32)
-    image[:, 10, 10] = np.nan
+    image[:, 10, 10] = bad
     scores = Predictor(tiny_model, Normalization((0.0,) * 3, (1.0,) * 3), 32, 16, 4).scores(image)
     assert torch.isfinite(scores).all()
 
