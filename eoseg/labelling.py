@@ -182,10 +182,17 @@ def _on_image_grid(blocks: Iterator[tuple[int, torch.Tensor, np.ndarray]], grid:
             kept, kept_valid, kept_first = kept[:, drop:], kept_valid[drop:], kept_first + drop
 
 
-def score_tile(cfg: Config, predictor: Predictor, stack: TileStack, truth: TruthSource) -> np.ndarray:
-    """(classes, classes) confusion matrix of ``predictor``'s labels of ``stack`` against ``truth``; nothing written."""
+def score_tile(cfg: Config, predictor: Predictor, stack: TileStack, truth: TruthSource,
+               crop: Window | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """(classes, classes) confusion matrix of ``predictor``'s labels of ``stack`` against ``truth``, and the
+    labels of ``crop`` (in the image's pixels; None without one); nothing written."""
     confusion = np.zeros((cfg.num_classes, cfg.num_classes), dtype=np.int64)
+    kept = []
     with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), contextlib.closing(label_rows(cfg, predictor, stack, truth)) as blocks:
         for rows in blocks:
             confusion += rows.confusion
-    return confusion
+            if crop is not None:
+                first, end = max(crop.row_off, rows.row), min(crop.row_off + crop.height, rows.row + len(rows.labels))
+                if first < end:
+                    kept.append(rows.labels[first - rows.row:end - rows.row, crop.col_off:crop.col_off + crop.width])
+    return confusion, np.concatenate(kept) if crop is not None else None

@@ -49,7 +49,7 @@ from eoseg.data import StreamBatchSampler, jitter_bands, median_frequency_weight
 from eoseg.device import Processes, process_group
 from eoseg.errors import EosegError
 from eoseg.holdout import holdout_record, report_overlapping_tiles
-from eoseg.io import atomic_path, atomic_write_text, check_writable, exclusive_or_refuse
+from eoseg.io import RasterInfo, atomic_path, atomic_write_text, check_writable, exclusive_or_refuse
 from eoseg.labelling import labelling_stack, make_predictor, score_tile
 from eoseg.metrics import metrics_from_confusion, percent
 from eoseg.models import first_stream_bands, model_from_config
@@ -77,6 +77,12 @@ def training_memory_format(cfg: Config, precision: str) -> torch.memory_format:
     channels_last in mixed precision (faster there) and contiguous in float32 (slower on CPU)."""
     channels_last = precision != "float32" if cfg.CHANNELS_LAST is None else cfg.CHANNELS_LAST
     return torch.channels_last if channels_last else torch.contiguous_format
+
+
+def _centre_crop(info: RasterInfo) -> Window:
+    """The centre of a raster, at most PREVIEW_SIDE px a side: the validation preview's window."""
+    top, left = max(0, (info.height - PREVIEW_SIDE) // 2), max(0, (info.width - PREVIEW_SIDE) // 2)
+    return Window(left, top, min(PREVIEW_SIDE, info.width), min(PREVIEW_SIDE, info.height))
 
 
 def checkpoint_name(iteration: int) -> str:
@@ -457,24 +463,36 @@ class Trainer:
             tiles.append((stack, truth))
         return tiles[self.processes.rank::self.processes.world_size]
 
-    def validate(self) -> dict:
-        """Metrics of the validation tiles labelled as inference.py labels them (all processes together).
+    def validate(self, preview: bool = False) -> tuple[dict, np.ndarray | None]:
+        """Metrics of the validation tiles labelled as inference.py labels them (all processes together),
+        and with ``preview`` the (H, W, 3) uint8 image | ground truth | prediction of the centre of this
+        process's first validation tile, at most PREVIEW_SIDE px a side, from the same labelling.
 
         The same labelling core (eoseg.labelling) with the same settings (BLEND, TTA,
-        INFER_PRECISION, INFER_OPTIMIZE, INFER_ENGINE, nodata handling): inference.py with these
-        weights reports the same confusion matrix, to the pixel.
+        INFER_PRECISION, INFER_OPTIMIZE, INFER_ENGINE, nodata handling, INFER_PIXEL_SIZE):
+        inference.py with these weights reports the same confusion matrix, to the pixel.
         """
         cfg = self.cfg
         confusion = np.zeros((cfg.num_classes, cfg.num_classes), dtype=np.int64)
         predictor = make_predictor(cfg, self.model, self.normalization, self.device)
-        for stack, truth in self.validation_tiles:
-            confusion += score_tile(cfg, predictor, stack, truth)
+        panels = None
+        for index, (stack, truth) in enumerate(self.validation_tiles):
+            crop = _centre_crop(stack.info) if preview and index == 0 else None
+            tile_confusion, labels = score_tile(cfg, predictor, stack, truth, crop)
+            confusion += tile_confusion
+            if labels is not None:
+                with stack.on_grid(stack.info) as own_grid:  # the image as it is, whichever grid labelled it
+                    pixels = own_grid.read(crop)
+                expected = truth.read_rows(cfg.palette, crop.row_off, crop.row_off + crop.height)
+                expected = expected[:, crop.col_off:crop.col_off + crop.width]
+                panels = np.concatenate([display_rgb(pixels), cfg.palette.to_color(expected), cfg.palette.to_color(labels)],
+                                        axis=1)
         self.model.train()  # the predictor switched it to evaluation
         if self.processes.distributed:
             total = torch.from_numpy(confusion).to(self.collective_device)
             dist.all_reduce(total)
             confusion = total.cpu().numpy()
-        return metrics_from_confusion(confusion, cfg.CLASS_NAMES)
+        return metrics_from_confusion(confusion, cfg.CLASS_NAMES), panels
 
     # ------------------------------------------------------------ steps
     def training_progress(self) -> float:
@@ -557,7 +575,7 @@ class Trainer:
         return self.last_checkpoint
 
     def _record_validation(self, row: dict) -> None:
-        metrics = self.validate()
+        metrics, preview = self.validate(preview=self.tensorboard is not None)
         row.update({f"val_{m}": f"{metrics[m]:.5f}" for m in VALIDATION_METRICS if metrics[m] is not None})
         value = metrics[BEST_METRIC]
         if value is not None and (self.best is None or value > self.best["value"]):
@@ -566,30 +584,10 @@ class Trainer:
                 save_checkpoint(self.train_dir / "checkpoints" / BEST_CHECKPOINT, self.cfg, self.model, self.iteration,
                                 validation=metrics, trained_on=self.trained_on)
         if self.tensorboard is not None:
-            self.tensorboard.add_validation(self.iteration, metrics, self._validation_preview())
+            self.tensorboard.add_validation(self.iteration, metrics, preview)
         if self.progress:
             tqdm.write(f"iteration {self.iteration}: validation OA {percent(metrics['overall_accuracy'])}, "
                        f"mean F1 {percent(metrics['mean_f1'])}, mean IoU {percent(metrics['mean_iou'])}")
-
-    def _validation_preview(self) -> np.ndarray | None:
-        """(H, W, 3) uint8: image | ground truth | prediction of the centre of this process's first
-        validation tile, at most PREVIEW_SIDE px a side."""
-        if not self.validation_tiles:
-            return None
-        cfg = self.cfg
-        stack, truth = self.validation_tiles[0]
-        info = stack.info
-        top, left = max(0, (info.height - PREVIEW_SIDE) // 2), max(0, (info.width - PREVIEW_SIDE) // 2)
-        window = Window(left, top, min(PREVIEW_SIDE, info.width), min(PREVIEW_SIDE, info.height))
-        with stack:
-            pixels = stack.read(window)
-            valid = stack.valid_mask(pixels, window)
-        expected = truth.read_rows(cfg.palette, top, top + window.height)[:, left:left + window.width]
-        predictor = make_predictor(cfg, self.model, self.normalization, self.device)
-        prediction = predictor.predict(self.normalization.fill_invalid(pixels, valid))
-        prediction[~valid] = cfg.IGNORE_LABEL
-        self.model.train()  # the predictor switched it to evaluation
-        return np.concatenate([display_rgb(pixels), cfg.palette.to_color(expected), cfg.palette.to_color(prediction)], axis=1)
 
     def run(self, stop_after: int | None = None) -> Path:
         """Train up to ITERATIONS (or for TRAIN_MINUTES), or up to iteration ``stop_after`` if that comes first

@@ -12,6 +12,7 @@ import rasterio
 import torch
 from affine import Affine
 from rasterio.transform import from_origin
+from rasterio.windows import Window
 
 from eoseg.checkpoint import load_checkpoint
 from eoseg.config import load_config
@@ -104,7 +105,13 @@ def test_label_rows_blocks_cover_the_tile_and_score_what_they_label(holed_root, 
     np.add.at(by_hand, (truth[scored], labels[scored]), 1)
     np.testing.assert_array_equal(sum(confusion for _, _, confusion in blocks), by_hand)
     assert unscored == ((truth != cfg.IGNORE_LABEL) & (labels == cfg.IGNORE_LABEL)).sum() > 0
-    np.testing.assert_array_equal(score_tile(cfg, predictor, stack, truth_source), by_hand)
+    confusion, none = score_tile(cfg, predictor, stack, truth_source)
+    np.testing.assert_array_equal(confusion, by_hand)
+    assert none is None
+    crop = Window(30, 50, 70, 100)  # across blocks of 64 rows
+    confusion, kept = score_tile(cfg, predictor, stack, truth_source, crop)
+    np.testing.assert_array_equal(confusion, by_hand)
+    np.testing.assert_array_equal(kept, labels[50:150, 30:100])
 
 
 class BrightIsClassOne(torch.nn.Module):

@@ -15,9 +15,9 @@ from eoseg.train import train
 from .conftest import TINY_TILE_SIZE, as_arguments, tiny_overrides
 
 
-def tiny_training(sample_root, out):
+def tiny_training(sample_root, out, **extra):
     overrides = {**tiny_overrides(out), "DATA_ROOT": str(sample_root / "data"), "TRAIN_SOURCE": "tiles",
-                 "ITERATIONS": 4, "LOG_EVERY": 2, "VAL_EVERY": 2, "SNAPSHOT_EVERY": 4}
+                 "ITERATIONS": 4, "LOG_EVERY": 2, "VAL_EVERY": 2, "SNAPSHOT_EVERY": 4, **extra}
     return load_config(overrides=as_arguments(overrides))
 
 
@@ -26,9 +26,11 @@ def log_rows(cfg) -> list[dict]:
         return list(csv.DictReader(handle))
 
 
-def test_training_writes_scalars_and_a_validation_preview(sample_root, tmp_path):
+# the sample's 0.09 m, or validation labelled on a grid twice as coarse: the preview stays on the image's
+@pytest.mark.parametrize("pixel_size", ["image", 0.18])
+def test_training_writes_scalars_and_a_validation_preview(sample_root, tmp_path, pixel_size):
     event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
-    cfg = tiny_training(sample_root, tmp_path)
+    cfg = tiny_training(sample_root, tmp_path, INFER_PIXEL_SIZE=pixel_size)
     train(cfg, progress=False)
     events = event_accumulator.EventAccumulator(f"{cfg.TRAIN_DIR}/tensorboard", size_guidance={"images": 0, "scalars": 0})
     events.Reload()
