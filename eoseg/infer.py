@@ -36,7 +36,7 @@ from eoseg.holdout import check_scored_tiles
 from eoseg.io import (RasterInfo, RasterWriter, atomic_write_text, check_writable, exclusive, file_sha256, open_raster,
                       output_suffix, raster_info)
 from eoseg.labelling import GDAL_CACHE_MB, label_rows, labelling_stack, make_predictor
-from eoseg.labels import SCAN_ROWS
+from eoseg.labels import SCAN_ROWS, is_vector
 from eoseg.metrics import NOT_TRAINED, UNSCORED, format_table, metrics_from_confusion, percent
 from eoseg.normalization import check_value_scale
 from eoseg.predict import Predictor
@@ -45,7 +45,7 @@ from eoseg.weights import check_input_dtype, read_weights, recorded_normalizatio
 
 RASTER_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".jp2", ".img", ".vrt")
 PREVIEW_SIDE = 1024  # longest side of the preview panels, in pixels
-RECORD_FORMAT = "eoseg-inference-record-2"  # 2: config_sha256 of the labelling settings only
+RECORD_FORMAT = "eoseg-inference-record-3"  # 2: config_sha256 of the labelling settings only; 3: files read with each input
 RECORD_SUFFIX = "_record.json"  # NAME_record.json, written after all of NAME's outputs
 SHARD_REPORT = "metrics.shard-{k}-of-{n}.json"  # a --shard K/N run's report, in place of metrics.json
 
@@ -259,8 +259,19 @@ def _decimated_truth(cfg: Config, truth: TruthSource, info: RasterInfo, shape: t
 
 
 def _file_state(path: Path) -> dict:
-    stat = path.stat()
-    return {"path": str(path.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    """Size and time of ``path`` and of every file read with it: a VRT's sources, world files, .aux.xml, .msk, .ovr,
+    a shapefile's .dbf/.prj (a changed georeference or mosaic tile makes an earlier labelling stale)."""
+    if is_vector(path):
+        read_with = sorted(p for p in path.parent.glob(f"{glob.escape(path.stem)}.*") if p != path)
+    else:
+        with open_raster(path) as src:
+            read_with = sorted({Path(name).resolve() for name in src.files} - {path.resolve()})
+
+    def state(file: Path) -> dict:
+        stat = file.stat()
+        return {"path": str(file.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+    return {**state(path), "read_with": [state(file) for file in read_with]}
 
 
 # Settings labelling does not read (training's, the patches') or that change only its speed and memory: results

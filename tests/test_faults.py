@@ -360,6 +360,41 @@ def test_completion_records_redo_what_changed(tmp_path, weights):
     assert redone(run_weights=other, run_cfg=cfg.replace(BLEND="gaussian")) == []
 
 
+def test_completion_records_redo_an_input_whose_companion_files_changed(tmp_path, weights):
+    """GDAL reads a VRT's tiles and a PNG's world file with the named file: a new one makes its labels stale."""
+    tiles = write_scenes(tmp_path / "scenes", count=2, size=32)
+    sources = {band: "".join(
+        f'<SimpleSource><SourceFilename relativeToVRT="1">scenes/{tile.name}</SourceFilename><SourceBand>{band}'
+        f'</SourceBand><DstRect xOff="{32 * index}" yOff="0" xSize="32" ySize="32"/></SimpleSource>'
+        for index, tile in enumerate(tiles)) for band in (1, 2, 3)}
+    mosaic = tmp_path / "mosaic.vrt"
+    mosaic.write_text(f'<VRTDataset rasterXSize="64" rasterYSize="32"><SRS>EPSG:32632</SRS>'
+                      f'<GeoTransform>500000, 0.5, 0, 5400000, 0, -0.5</GeoTransform>'
+                      + "".join(f'<VRTRasterBand dataType="Byte" band="{band}">{sources[band]}</VRTRasterBand>'
+                                for band in (1, 2, 3)) + "</VRTDataset>")
+    plain = tmp_path / "plain.png"
+    with rasterio.open(plain, "w", driver="PNG", width=32, height=32, count=3, dtype="uint8") as dst:
+        dst.write(np.random.default_rng(5).integers(1, 256, (3, 32, 32), dtype=np.uint8))
+    world_file = tmp_path / "plain.pgw"
+    world_file.write_text("0.5\n0\n0\n-0.5\n500000.25\n5400000.25\n")
+    cfg = make_tiny_config(tmp_path, WRITE_PREVIEW=False)
+    out = tmp_path / "out"
+
+    def redone() -> list[str]:
+        summary = run_inference(cfg, weights, out, image_paths=[mosaic, plain], progress=False)
+        return [image.name for image in summary.images if not image.reused]
+
+    assert redone() == ["mosaic", "plain"]
+    assert redone() == []
+    with rasterio.open(tiles[1], "r+") as dst:  # one tile of the mosaic made anew
+        dst.write(np.full((3, 32, 32), 7, np.uint8))
+    assert redone() == ["mosaic"]
+    world_file.write_text("0.5\n0\n0\n-0.5\n503000.25\n5400000.25\n")  # the image placed 3 km further east
+    assert redone() == ["plain"]
+    with rasterio.open(out / "plain_labels.tif") as labels:
+        assert labels.transform.c == 503000.0
+
+
 def test_another_image_of_the_same_name_does_not_replace_the_outputs(tmp_path, weights):
     """Drone projects all name their mosaic odm_orthophoto.tif: two in one --out would replace each other."""
     first, second = (write_scenes(tmp_path / project, count=2, size=64)[index] for index, project in enumerate("ab"))
