@@ -233,6 +233,7 @@ class WarpedReader:
     def __init__(self, vrt: WarpedVRT, count: int):
         self._vrt = vrt
         self.count = count  # the raster's own bands, the alpha band left out
+        self.nodatavals = (None,) * count  # no per-band nodata: the warp's alpha is the one mask
         self.width, self.height = vrt.width, vrt.height
 
     def read(self, indexes=None, window: Window | None = None) -> np.ndarray:

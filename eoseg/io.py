@@ -390,14 +390,25 @@ def read_label(path: str | Path, what: str = "label map") -> np.ndarray:
     return array[0]
 
 
+def partial_nodata_is_no_data(src: rasterio.DatasetReader, bands: list[int]) -> bool:
+    """Whether a pixel at the nodata value in only some of ``bands`` has no data: yes in a float raster or
+    where a nodata value is negative (-9999 in the band another sensor did not cover); no for integer
+    images' 0 or 255, which a dark or bright pixel holds in one band (GDAL's own rule: data while any
+    band has some)."""
+    return any(value is not None and (np.issubdtype(np.dtype(src.dtypes[band - 1]), np.floating) or value < 0)
+               for band, value in ((band, src.nodatavals[band - 1]) for band in bands))
+
+
 def valid_mask(src: rasterio.DatasetReader, bands: list[int], pixels: np.ndarray, nodata_zero: bool,
                window: Window | None = None) -> np.ndarray:
     """(rows, cols) True where ``pixels``, ``bands`` of ``src`` read in ``window``, hold data.
 
-    No data: masked in every band by the raster (its nodata value, mask band or alpha), NaN or
-    infinity in any band, and with ``nodata_zero`` 0 in every band.
+    No data: masked by the raster (its nodata value, mask band or alpha) in every band, or in any band
+    where a band's nodata value is no pixel value (see :func:`partial_nodata_is_no_data`); NaN or
+    infinity in any band; and with ``nodata_zero`` 0 in every band.
     """
-    valid = src.read_masks(bands, window=window).any(axis=0)
+    masks = src.read_masks(bands, window=window)
+    valid = masks.all(axis=0) if partial_nodata_is_no_data(src, bands) else masks.any(axis=0)
     if np.issubdtype(pixels.dtype, np.floating):
         valid &= np.isfinite(pixels).all(axis=0)
     if nodata_zero:

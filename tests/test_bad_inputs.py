@@ -312,14 +312,20 @@ def test_nan_infinite_and_nodata_pixels_in_inference(tmp_path, sample_root, weig
     floats = (random_image(80, 100) / 255).astype(np.float32)
     floats[:, 10:20, 30:40] = np.nan
     floats[1, 10:20, 40:50] = np.inf  # infinity in one band is no data either, not a pixel 3.4e38 bright
+    # -9999 in one band: the band another sensor did not cover there
+    one_band = (random_image(80, 100) / 255).astype(np.float32)
+    one_band[0, 30:45, 60:90] = -9999.0
     masked = random_image(80, 100)
     masked[:, 50:70, 5:25] = 0
+    masked[1, 5:15, 60:80] = 0  # a dark pixel holds 0 in one band of an 8-bit image: data, as GDAL has it
     write_tif(tmp_path / "scenes" / "floats.tif", floats, like=like)
+    write_tif(tmp_path / "scenes" / "one_band.tif", one_band, nodata=-9999.0, like=like)
     write_tif(tmp_path / "scenes" / "masked.tif", masked, nodata=0, like=like)
     result = run_script("inference.py", "--images", str(tmp_path / "scenes"), "--weights", str(weights["tiny"]),
                         "--out", str(tmp_path / "out"), *arguments(tmp_path, sample_root / "data"))
     assert result.returncode == 0, result.stderr
-    for name, (rows, cols) in (("floats", (slice(10, 20), slice(30, 50))), ("masked", (slice(50, 70), slice(5, 25)))):
+    for name, (rows, cols) in (("floats", (slice(10, 20), slice(30, 50))), ("masked", (slice(50, 70), slice(5, 25))),
+                               ("one_band", (slice(30, 45), slice(60, 90)))):
         labels = read(tmp_path / "out" / f"{name}_labels.tif")[0]
         inside = np.zeros(labels.shape, bool)
         inside[rows, cols] = True
