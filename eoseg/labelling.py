@@ -91,17 +91,24 @@ class LabeledRows:
 def label_rows(cfg: Config, predictor: Predictor, stack: TileStack, truth: TruthSource | None = None) -> Iterator[LabeledRows]:
     """Label ``stack`` block of rows (INFER_BLOCK_ROWS) after block; score each against ``truth`` if given.
 
-    The rows are the image's, whichever grid the stack is read on (see :meth:`TileStack.on_grid`).
+    The rows are the image's, whichever grid the stack is read on (see :meth:`TileStack.on_grid`),
+    and so is the nodata, to the pixel.
     Opens the stack's rasters for as long as the iteration runs; close the iterator (or
     exhaust it) to release them.
     """
     info, ignore = stack.info, cfg.IGNORE_LABEL
-    with stack:
+    with contextlib.ExitStack() as opened:
+        opened.enter_context(stack)
         blocks = _scored_rows(cfg, predictor, stack)
+        own_grid = None
         if stack.grid is not info:
             blocks = _on_image_grid(blocks, stack.grid, info, cfg.INFER_BLOCK_ROWS)
+            own_grid = opened.enter_context(stack.on_grid(info))  # where the image itself has data, to the pixel
         for row, scores, valid in blocks:
             rows = scores.shape[1]
+            if own_grid is not None:
+                window = Window(0, row, info.width, rows)
+                valid = valid & own_grid.valid_mask(own_grid.read(window), window)
             labels = best_class(scores)
             labels[~valid] = ignore
             confusion, unscored = None, 0

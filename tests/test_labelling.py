@@ -129,7 +129,7 @@ def test_an_image_labelled_on_another_grid_gets_its_labels_on_its_own(tmp_path, 
     yy, xx = np.mgrid[:rows, :cols]
     bright = ((yy // 12 + xx // 12) % 2).astype(bool)
     image = np.repeat(np.where(bright, 200, 50).astype(np.uint8)[None], 3, axis=0)
-    image[:, 100:130, 40:90] = 0  # declared nodata
+    image[:, 101:127, 43:89] = 0  # declared nodata, edges off the grids' pixels
     path = tmp_path / "image.tif"
     with rasterio.open(path, "w", driver="GTiff", width=cols, height=rows, count=3, dtype="uint8", nodata=0,
                        crs="EPSG:32632", transform=from_origin(500000, 5400000, 0.2, 0.2)) as dst:
@@ -148,10 +148,10 @@ def test_an_image_labelled_on_another_grid_gets_its_labels_on_its_own(tmp_path, 
     labels = labelled[0]
     assert labels.shape == (rows, cols)
     hole = np.zeros((rows, cols), dtype=bool)
-    hole[100:130, 40:90] = True
+    hole[101:127, 43:89] = True
     near_hole = np.zeros_like(hole)
-    near_hole[97:133, 37:93] = True
-    assert (labels[100 + 3:130 - 3, 40 + 3:90 - 3] == cfg.IGNORE_LABEL).all()
+    near_hole[98:130, 40:92] = True
+    assert (labels[hole] == cfg.IGNORE_LABEL).all()  # to the pixel, whichever grid labelled it
     # away from the squares' edges and the hole, each pixel keeps its own class
     edge = (np.abs(yy % 12 - 5.5) > 3.5) | (np.abs(xx % 12 - 5.5) > 3.5)
     inside = ~edge & ~near_hole
