@@ -75,6 +75,12 @@ def check_bands(cfg: Config, info: RasterInfo) -> RasterInfo:
             f"{info.path}: the image has {info.count} bands but BANDS asks for {cfg.BANDS}; "
             "set BANDS, BAND_NAMES, NORM_MEAN and NORM_STD for this data"
         )
+    alpha = [band for band in cfg.BANDS if info.colorinterp[band - 1:band] == ("alpha",)]
+    if alpha:
+        raise EosegError(
+            f"{info.path}: band {alpha[0]} is its alpha band (transparency, which eoseg reads as the image's nodata "
+            f"mask), but BANDS {cfg.BANDS} reads it as data: leave it out of BANDS (if it does hold data, retag it: "
+            f"gdal_edit.py -colorinterp_{alpha[0]} undefined)")
     # a file naming every one of BAND_NAMES once (as it is, or as what it names: "Red" for "R"), but not at BANDS,
     # holds them in another order
     named = [band_kind(description or "") for description in info.descriptions]

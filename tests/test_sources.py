@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import rasterio
 import torch
+from rasterio.enums import ColorInterp
 from rasterio.transform import Affine
 from rasterio.windows import Window
 
@@ -82,6 +83,21 @@ def test_bands_the_file_names_in_another_order_than_band_names_are_refused(tiny_
     with rasterio.open(named, "r+") as dst:
         dst.set_band_description(1, "swir")  # names that are not BAND_NAMES' say nothing about them
     image_info(cfg, "1")
+
+
+def test_an_alpha_band_read_as_data_is_refused(tiny_cfg, tmp_path):
+    """The 4th band of an RGBA file is its transparency (read as its nodata mask), not a 4th band of data."""
+    source = tiny_cfg.tile_path("IMAGE_PATTERN", "1")
+    pixels = read_raster(source)
+    rgba = copy_raster(source, tmp_path / "rgba" / "1.tif", np.concatenate([pixels, np.full_like(pixels[:1], 255)]), count=4)
+    with rasterio.open(rgba, "r+") as dst:
+        dst.colorinterp = [ColorInterp.red, ColorInterp.green, ColorInterp.blue, ColorInterp.alpha]
+    cfg = tiny_cfg.replace(DATA_ROOT=str(tmp_path / "rgba"), IMAGE_PATTERN="{id}.tif", BANDS=[1, 2, 3, 4],
+                           BAND_NAMES=["R", "G", "B", "N"], NORM_MEAN=[0.0] * 4, NORM_STD=[1.0] * 4)
+    with pytest.raises(EosegError, match=r"1.tif: band 4 is its alpha band .* BANDS \[1, 2, 3, 4\] reads it as data: "
+                                         r"leave it out of BANDS .*gdal_edit.py -colorinterp_4 undefined"):
+        image_info(cfg, "1")
+    image_info(cfg.replace(BANDS=[1, 2, 3], BAND_NAMES=["R", "G", "B"], NORM_MEAN=[0.0] * 3, NORM_STD=[1.0] * 3), "1")
 
 
 # ---------------------------------------------------------------- NDVI
