@@ -215,6 +215,18 @@ def off_scale(ratio: float, limit: float) -> bool:
     return not 1 / limit < ratio < limit
 
 
+def values_of_type(trained: dict, measured: BandStatistics, bands: int, dtype: str) -> bool:
+    """Whether the values ``measured`` (an image of another data type) are those of ``dtype`` data like the
+    ``trained`` ones: within that type's range and on their scale (8-bit values stored as float32)."""
+    ratio = value_scale(trained, measured, bands)
+    if ratio is None or off_scale(ratio, VALUE_SCALE_NOTE):
+        return False
+    if np.issubdtype(np.dtype(dtype), np.integer):
+        limits = np.iinfo(np.dtype(dtype))
+        return bool((measured.low[:bands] >= limits.min).all() and (measured.high[:bands] <= limits.max).all())
+    return True
+
+
 def check_value_scale(trained: dict | None, measured: BandStatistics, bands: int, what: str, refuse: bool,
                       against: str = "those the weights were trained on", factor: float = 1.0) -> str | None:
     """Refuse ``what`` (``refuse``: INFER_VALUE_CHECK) where its values (``measured``, multiplied by

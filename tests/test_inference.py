@@ -335,3 +335,29 @@ def test_preview_draws_the_ground_truth_as_it_is_scored(sample_root, tmp_path, m
     run_inference(masks, weights, tmp_path / "masks", ["1"], progress=False)
     unscored = {tuple(colour) for colour in drawn["truth_rgb"][~held_out].reshape(-1, 3).tolist()}
     assert len(unscored) == 1 and unscored.isdisjoint({(0, 0, 0), (0, 0, 255)})
+
+
+def test_an_image_of_another_data_type_holding_the_training_values_is_labelled_as_it_is(tmp_path, capsys):
+    """8-bit values stored as float32 (or uint16) are the training data's: labelled, with a note; other values are not."""
+    from eoseg.normalization import BandStatistics
+
+    cfg = make_tiny_config(tmp_path, WRITE_PREVIEW=False)
+    pixels = random_image(90, 110)
+    statistics = BandStatistics(3)
+    statistics.add(pixels, np.ones(pixels.shape[1:], dtype=bool))
+    torch.manual_seed(0)
+    weights = save_checkpoint(tmp_path / "w.pt", cfg, model_from_config(cfg), iteration=0,
+                              trained_on={"input_dtype": "uint8", "input_statistics": statistics.record()})
+
+    def labelled(array, name):
+        result = run_inference(cfg, weights, tmp_path / name, image_paths=[write_geotiff(tmp_path / f"{name}.tif", array)])
+        return read_raster(result.images[0].outputs["labels"])
+
+    as_uint8 = labelled(pixels, "uint8")
+    assert "note:" not in capsys.readouterr().err
+    np.testing.assert_array_equal(labelled(pixels.astype(np.float32), "float32"), as_uint8)
+    assert "float32.tif: its pixels are float32, the training data's uint8; its values lie in uint8's range" in \
+        capsys.readouterr().err
+    brighter = pixels.astype(np.uint16) + 40  # on the training scale (1.2 times), but past 8 bits: other data
+    with pytest.raises(EosegError, match=r"uint16.tif: its pixels are uint16, but the weights were trained on uint8"):
+        labelled(brighter, "uint16")
