@@ -59,8 +59,6 @@ def labels_file_to_color(source: Path, target: Path, palette: Palette, values: L
         values = LabelValues([], palette.num_classes, palette.ignore_label)
     labels = RasterLabels(info, info, values, "label map", palette).read()
     rgb, valid = np.moveaxis(palette.to_color(labels), -1, 0), labels != palette.ignore_label
-    if target.suffix.lower() == ".png":  # a PNG holds no mask: an alpha band instead
-        return write_raster(target, np.concatenate([rgb, np.where(valid, 255, 0).astype(np.uint8)[None]]), info)
     with RasterWriter(target, info, 3, "uint8", masked=True, colour=True) as writer:
         writer.write(rgb, valid=valid)
     return target

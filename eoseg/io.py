@@ -438,11 +438,13 @@ class RasterWriter:
         0, 1, ... of a one-band label map mean, written into the GeoTIFF's band metadata and,
         once published, as GDAL category names and attribute table beside it (see
         :func:`write_class_table`); ``masked``: blocks come with their valid pixels, kept as the
-        GeoTIFF's internal mask (GIS software shows the rest transparent; not in PNGs); ``colour``: whether
+        GeoTIFF's internal mask or a PNG's alpha band (GIS software shows the rest transparent; a PNG's
+        ``nodata`` is its transparent palette entry); ``colour``: whether
         the bands are red, green and blue (None: three uint8 bands are), else each band is a grey level of its
         own (without it GDAL takes a fourth uint8 band for alpha, and masks pixels by it)."""
         self.path = Path(path)
-        self.masked = masked and self.path.suffix.lower() != ".png"
+        png = self.path.suffix.lower() == ".png"
+        self.masked, self.alpha = masked and not png, masked and png  # a PNG holds no mask: an alpha band instead
         if band_names is not None and len(band_names) != count:
             raise EosegError(f"{self.path}: {len(band_names)} band names for {count} bands")
         self.class_names = None if class_names is None else [str(name) for name in class_names]
@@ -452,13 +454,15 @@ class RasterWriter:
             raise EosegError(f"{self.path}: unsupported output format; use .tif or .png")
         width = like.width if width is None else width
         height = like.height if height is None else height
-        profile = dict(driver="GTiff", count=count, width=width, height=height, dtype=dtype, compress="deflate",
-                       tiled=True, blockxsize=256, blockysize=256, BIGTIFF="IF_SAFER")
+        profile = dict(driver="GTiff", count=count + self.alpha, width=width, height=height, dtype=dtype,
+                       compress="deflate", tiled=True, blockxsize=256, blockysize=256, BIGTIFF="IF_SAFER")
         colour = count == 3 and dtype == "uint8" if colour is None else colour
         profile["photometric"] = "RGB" if colour else "MINISBLACK"
-        if suffix != ".png" and like is not None and like.georeferenced:
+        if self.alpha:
+            profile["alpha"] = "YES"
+        if not png and like is not None and like.georeferenced:
             profile.update(crs=like.crs, transform=like.transform)
-        if nodata is not None and suffix != ".png":
+        if nodata is not None:
             profile["nodata"] = nodata
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._tmp = self.path.with_name(f".{self.path.stem}.tmp-{os.getpid()}.tif")
@@ -482,7 +486,9 @@ class RasterWriter:
             array = array[None]
         window = Window(0, row, array.shape[2], array.shape[1])
         with _checked_write(self.path, self._tmp):
-            self._dst.write(array, window=window)
+            self._dst.write(array, indexes=list(range(1, array.shape[0] + 1)), window=window)
+            if self.alpha:
+                self._dst.write(np.where(valid, 255, 0).astype(np.uint8), self._dst.count, window=window)
             if self.masked:
                 with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True):  # inside the file: a sidecar would miss the rename
                     self._dst.write_mask(np.where(valid, 255, 0).astype(np.uint8), window=window)

@@ -361,3 +361,22 @@ def test_an_image_of_another_data_type_holding_the_training_values_is_labelled_a
     brighter = pixels.astype(np.uint16) + 40  # on the training scale (1.2 times), but past 8 bits: other data
     with pytest.raises(EosegError, match=r"uint16.tif: its pixels are uint16, but the weights were trained on uint8"):
         labelled(brighter, "uint16")
+
+
+def test_png_outputs_show_nodata_transparent(setup, tmp_path):
+    """A plain image's nodata (here its alpha collar) is transparent in its PNG outputs, as masked in GeoTIFFs."""
+    from PIL import Image
+
+    cfg, weights = setup
+    alpha = np.full((90, 100), 255, np.uint8)
+    alpha[:, :20] = 0
+    path = tmp_path / "plain.png"
+    with rasterio.open(path, "w", driver="PNG", width=100, height=90, count=4, dtype="uint8") as dst:
+        dst.write(np.concatenate([random_image(90, 100), alpha[None]]))
+    outputs = run_inference(cfg.replace(WRITE_COLOR=True), weights, tmp_path / "out", image_paths=[path]).images[0].outputs
+    labels = Image.open(outputs["labels"])
+    assert labels.mode == "P" and labels.info["transparency"] == cfg.IGNORE_LABEL
+    assert (np.asarray(labels)[:, :20] == cfg.IGNORE_LABEL).all() and (np.asarray(labels)[:, 20:] < 6).all()
+    colour = np.asarray(Image.open(outputs["color"]))
+    assert colour.shape == (90, 100, 4)
+    np.testing.assert_array_equal(colour[..., 3], alpha)
