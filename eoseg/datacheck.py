@@ -18,7 +18,7 @@ from eoseg.config import Config
 from eoseg.errors import EosegError
 from eoseg.grid import mean_pixel_size_m
 from eoseg.holdout import TileSplit, report_overlapping_tiles, tile_split
-from eoseg.io import RasterInfo, atomic_write_text
+from eoseg.io import RasterInfo, atomic_write_text, nodata_kind
 from eoseg.labels import SCAN_ROWS, LabelValues, RasterLabels, VectorLabels, merge_counts, value_counts
 from eoseg.normalization import VALUE_SCALE_LIMIT, BandStatistics, off_scale, scale_problem, value_scale
 from eoseg.plots import class_frequency_figure, save_figure
@@ -29,7 +29,7 @@ SPLITS = ("train", "test")
 
 @dataclass
 class DataReport:
-    images: list[dict] = field(default_factory=list)  # tile, split, size, bands, dtype, crs, resolution, nodata
+    images: list[dict] = field(default_factory=list)  # tile, split, size, bands, dtype, crs, resolution, nodata (kind)
     band_names: list[str] = field(default_factory=list)
     statistics: BandStatistics | None = None
     raw_values: dict = field(default_factory=dict)  # raw label value -> pixels, every tile
@@ -65,7 +65,7 @@ def check_dataset(cfg: Config) -> DataReport:
                     "tile": tile_id, "split": split, "size": f"{info.width} x {info.height}", "bands": info.count,
                     "dtype": info.dtype, "crs": str(info.crs) if info.crs else "-",
                     "resolution": resolution_text(info),
-                    "nodata": info.nodata})
+                    "nodata": nodata_kind(info.path, cfg.BANDS)})
                 if split == "train" or cfg.TRAIN_SOURCE == "lmdb":  # extraction patches the test tiles too
                     try:
                         check_patch_fits(info, cfg.PATCH_SIZE)

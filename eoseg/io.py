@@ -390,6 +390,18 @@ def read_label(path: str | Path, what: str = "label map") -> np.ndarray:
     return array[0]
 
 
+def nodata_kind(path: str | Path, bands: Sequence[int]) -> str:
+    """How the raster at ``path`` marks its pixels without data in ``bands``, as check_data.py lists it: its
+    nodata value, "alpha" (an alpha band), "mask" (a mask band) or "-" (none: every pixel is data)."""
+    with open_raster(path, "image") as src:
+        flags = set().union(*(src.mask_flag_enums[band - 1] for band in bands))
+        if src.nodata is not None:
+            return f"{src.nodata:g}"
+    if MaskFlags.alpha in flags:
+        return "alpha"
+    return "mask" if MaskFlags.per_dataset in flags else "-"
+
+
 def partial_nodata_is_no_data(src: rasterio.DatasetReader, bands: list[int]) -> bool:
     """Whether a pixel at the nodata value in only some of ``bands`` has no data: yes in a float raster or
     where a nodata value is negative (-9999 in the band another sensor did not cover); no for integer

@@ -181,3 +181,26 @@ def test_validation_tiles_beyond_train_and_test_are_checked(tiny_cfg, tmp_path):
     shutil.copy(data / "top" / "top_mosaic_09cm_area4.tif", data / "top" / "top_mosaic_09cm_area5.tif")
     problems = check_dataset(tiny_cfg.replace(DATA_ROOT=str(data), GT_ERODED_PATTERN="", VAL_IDS=["5"])).problems
     assert problems == ["validation tile 5 (VAL_IDS) has no ground truth; choose VAL_IDS with labels"]
+
+
+def test_how_each_image_marks_its_nodata_is_listed(tiny_cfg, tmp_path):
+    """A nodata value, an alpha band, an internal mask or none: check_data's nodata column says which."""
+    import rasterio
+
+    from eoseg.io import nodata_kind
+
+    pixels = np.random.default_rng(0).integers(1, 256, (3, 16, 16), dtype=np.uint8)
+    profile = dict(driver="GTiff", width=16, height=16, dtype="uint8")
+    with rasterio.open(tmp_path / "value.tif", "w", count=3, nodata=0, **profile) as dst:
+        dst.write(pixels)
+    with rasterio.open(tmp_path / "alpha.tif", "w", count=4, photometric="RGB", alpha="YES", **profile) as dst:
+        dst.write(np.concatenate([pixels, pixels[:1]]))
+    with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True), \
+            rasterio.open(tmp_path / "mask.tif", "w", count=3, **profile) as dst:
+        dst.write(pixels)
+        dst.write_mask(np.full((16, 16), 255, np.uint8))
+    with rasterio.open(tmp_path / "none.tif", "w", count=3, **profile) as dst:
+        dst.write(pixels)
+    assert [nodata_kind(tmp_path / f"{name}.tif", [1, 2, 3]) for name in ("value", "alpha", "mask", "none")] == \
+        ["0", "alpha", "mask", "-"]
+    assert {image["nodata"] for image in check_dataset(tiny_cfg).images} == {"-"}
