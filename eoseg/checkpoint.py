@@ -87,21 +87,24 @@ def save_checkpoint(path: str | Path, cfg: Config, model: nn.Module, iteration: 
 
 def safe_torch_load(path: Path, what: str) -> object:
     """``torch.load`` restricted to tensors and plain values; a refusal becomes a clear EosegError."""
+    if path.is_file() and path.stat().st_size == 0:
+        raise EosegError(f"{path}: not a loadable {what}: the file is empty (an interrupted copy or a full disk?)")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         # keep torch's line naming what was refused, not its advice to disable the protection
         lines = [line.strip() for line in re.sub(r"\x1b\[[0-9;]*m", "", str(err)).splitlines()]
         boilerplate = ("Weights only load failed", "Please file an issue", "Check the documentation")
-        reason = " ".join(line for line in lines if line and not line.startswith(boilerplate)) or lines[0]
+        reason = " ".join(line for line in lines if line and not line.startswith(boilerplate)) or type(err).__name__
         reason = reason.split(" Please use")[0]
         if "GLOBAL" in reason:
             raise EosegError(f"{path}: refused to load this {what}: it would build Python objects beyond tensors, "
                              f"which could run code ({reason})") from None
         raise EosegError(f"{path}: not a loadable {what}; truncated or not a torch file ({reason})") from None
     except Exception as err:  # truncated or foreign files
+        detail = str(err).strip().splitlines()
         raise EosegError(f"{path}: not a loadable {what}; truncated or not a torch file "
-                         f"({type(err).__name__}: {str(err).splitlines()[0]})") from None
+                         f"({type(err).__name__}{': ' + detail[0] if detail else ''})") from None
 
 
 def load_checkpoint(path: str | Path) -> dict:

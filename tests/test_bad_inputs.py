@@ -450,3 +450,12 @@ def test_truncated_weights(tmp_path, sample_root, weights):
     cut = truncate(shutil.copy(weights["tiny"], tmp_path / "cut.pt"))
     result = run_script("inference.py", "--weights", str(cut), *arguments(tmp_path, sample_root / "data"))
     assert_one_line_error(result, "cut.pt", "truncated or not a torch file")
+
+
+@pytest.mark.parametrize("content", [b"", b"\x80\x02"])  # empty (a copy interrupted at once); a pickle's first bytes
+def test_empty_or_nearly_empty_weights(tmp_path, sample_root, content):
+    """torch raises EOFError('') for these, whose empty message the error line must not trip on."""
+    stub = tmp_path / "stub.pt"
+    stub.write_bytes(content)
+    result = run_script("inference.py", "--weights", str(stub), *arguments(tmp_path, sample_root / "data"))
+    assert_one_line_error(result, "stub.pt", "not a loadable weights file", "empty" if not content else "EOFError")
