@@ -8,7 +8,8 @@ The output records the model, classes, palette, bands and the normalisation its 
 need, and is checked against the config wherever it is used (inference.py --weights).
 A .caffemodel needs the config it is meant for (CLASS_NAMES, BANDS...) and the mean pixel
 it was trained with: by default the published one for DATASET=vaihingen; otherwise give
---caffe-mean. A .safetensors file holds no code: it is tensors and a JSON header.
+--caffe-mean. A .safetensors file holds no code: it is tensors and a JSON header. An
+existing --out file is replaced only with --force.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ def main(argv=None):
     parser = make_parser(__doc__)
     parser.add_argument("weights", metavar="WEIGHTS", help=f"weights to convert ({', '.join(s for s in SUFFIXES if s != '.onnx')})")
     parser.add_argument("--out", metavar="FILE", required=True, help="output .safetensors file")
+    parser.add_argument("--force", action="store_true", help="replace an existing --out file")
     parser.add_argument("--caffe-mean", metavar="MEAN",
                         help=f"mean pixel of a .caffemodel, in the network's reversed (BGR) band order: "
                              f"{' or '.join(PUBLISHED_MEAN_PIXELS)} or comma-separated values")
@@ -41,6 +43,8 @@ def main(argv=None):
         raise EosegError(f"{source}: an ONNX file cannot be converted back; convert the weights it was exported from")
     if out.suffix.lower() != ".safetensors":
         raise EosegError(f"{out}: the output must be a .safetensors file")
+    if out.exists() and not args.force:
+        raise EosegError(f"{out} already exists; pass --force to replace it")
     model, record = read_weights(source, cfg, args.caffe_mean)
     save_safetensors(out, model, record)
     config_that_ran(cfg, record).save_beside(out)

@@ -140,10 +140,16 @@ def test_convert_weights_script(tmp_path, files):
     assert sorted(p.name for p in out.parent.iterdir()) == ["vaihingen.safetensors", "vaihingen.safetensors.config.json"]
     _, normalization = load_weights(out, load_config(overrides=TINY + ["DATASET=vaihingen"]))
     assert normalization.mean == (81.29, 81.93, 120.90)
+    beside = out.with_name(out.name + ".config.json")  # safetensors' own 0600 gone: the permissions of every output
+    assert out.stat().st_mode & 0o777 == beside.stat().st_mode & 0o777
+    written = out.read_bytes()
+    assert_one_line_error(run_script("convert_weights.py", str(files["pt"]), "--out", str(out), *TINY),
+                          "already exists; pass --force to replace it")
+    assert out.read_bytes() == written
 
     help_text = run_script("convert_weights.py", "--help")
     assert help_text.returncode == 0 and "--caffe-mean" in help_text.stdout and "KEY=VALUE" in help_text.stdout
-    assert_one_line_error(run_script("convert_weights.py", str(files["caffemodel"]), "--out", str(out), *TINY),
+    assert_one_line_error(run_script("convert_weights.py", str(files["caffemodel"]), "--out", str(out), "--force", *TINY),
                           "do not record the mean pixel")
     assert_one_line_error(run_script("convert_weights.py", str(files["pt"]), "--out", str(tmp_path / "w.pt"), *TINY),
                           "must be a .safetensors file")
