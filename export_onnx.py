@@ -15,7 +15,7 @@ by running ONNX Runtime and PyTorch on the same random input.
 softmax at the end, and the plugin's metadata (class names, resolution, tile size, tile
 overlap from STRIDE, input standardisation) beside eoseg's record. The resolution is the
 training imagery's pixel size as the weights record it (or the training tiles give it, for
-weights that record none), else --resolution-cm.
+weights that record none), else --resolution-cm, which may not say otherwise.
 inference.py still takes the file (WINDOW must then equal its tile size).
 
 An existing --out file is replaced only with --force, and only by an export that passed the check.
@@ -37,6 +37,7 @@ from eoseg.weights import config_that_ran, read_weights
 
 # float32 kernels of two runtimes differ by rounding; a wrong graph differs by far more
 TOLERANCE = 1e-3
+RESOLUTION_TOLERANCE = 0.01  # --resolution-cm within 1% of the training imagery's pixel size says the same
 
 
 def main(argv=None):
@@ -68,7 +69,12 @@ def main(argv=None):
     metadata, tile_size = None, None
     if args.deepness:
         check_deepness_inputs(cfg, record)
-        resolution = args.resolution_cm or training_resolution_cm(cfg, record)
+        trained = training_resolution_cm(cfg, record)
+        if args.resolution_cm and trained and abs(args.resolution_cm / trained - 1) > RESOLUTION_TOLERANCE:
+            raise EosegError(f"the weights were trained on {trained:g} cm pixels, but --resolution-cm {args.resolution_cm:g} "
+                             f"would have Deepness resample the imagery to {args.resolution_cm:g} cm for them; leave "
+                             "--resolution-cm out (it is for weights and tiles that give no pixel size)")
+        resolution = args.resolution_cm or trained
         if resolution is None:
             raise EosegError("the weights do not record the training imagery's pixel size, and the training tiles are not "
                              "at hand, not georeferenced or of several sizes; pass --resolution-cm (e.g. 9 for the "

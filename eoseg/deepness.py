@@ -53,6 +53,10 @@ def check_deepness_inputs(cfg: Config, record: dict) -> None:
     """Refuse weights whose inputs the plugin cannot give them."""
     normalization = record["signature"]["normalization"]
     bands = len(normalization["mean"])
+    trained_dtype = record["signature"].get("input_dtype")
+    if trained_dtype not in (None, "uint8"):
+        raise EosegError(f"these weights were trained on {trained_dtype} imagery, and Deepness feeds 8-bit values "
+                         "(divided by 255): export weights trained on uint8 imagery")
     if normalization.get("band_order") is not None:
         raise EosegError("these weights reorder the image's bands (Caffe weights); Deepness feeds a layer's bands "
                          "in order, so convert them to eoseg weights trained on that order first")

@@ -199,3 +199,16 @@ def test_deepness_export_errors(exported, tmp_path):
                         "MODEL_WIDTH=0.125", "WINDOW=64", "STRIDE=32", f"DATA_ROOT={tmp_path / 'none'}")
     assert result.returncode == 0, result.stderr
     assert parse_like_deepness(tmp_path / "recorded.onnx")["resolution_cm"] == 30.0
+    # a flag that says otherwise than the record would have the plugin resample the imagery to another scale
+    assert_one_line_error(run_script("export_onnx.py", str(recorded), "--deepness", "--resolution-cm", "9", "--out",
+                                     str(tmp_path / "flag.onnx"), "MODEL=segnet", "MODEL_WIDTH=0.125", "WINDOW=64",
+                                     "STRIDE=32"), "trained on 30 cm pixels, but --resolution-cm 9", "leave --resolution-cm out")
+    result = run_script("export_onnx.py", str(recorded), "--deepness", "--resolution-cm", "30", "--out",
+                        str(tmp_path / "same.onnx"), "MODEL=segnet", "MODEL_WIDTH=0.125", "WINDOW=64", "STRIDE=32")
+    assert result.returncode == 0, result.stderr
+    # the plugin feeds 8-bit values: weights of 16-bit imagery would see values 257 times too small
+    sixteen_bit = save_checkpoint(tmp_path / "uint16.pt", cfg, trained_like_model(cfg, seed=11), iteration=1,
+                                  trained_on={"pixel_size_m": [0.3, 0.3], "input_dtype": "uint16"})
+    assert_one_line_error(run_script("export_onnx.py", str(sixteen_bit), "--deepness", "--out", str(tmp_path / "u16.onnx"),
+                                     "MODEL=segnet", "MODEL_WIDTH=0.125", "WINDOW=64", "STRIDE=32"),
+                          "trained on uint16 imagery, and Deepness feeds 8-bit values")
