@@ -239,6 +239,18 @@ class Config:
         return [float(m) for m in self.NORM_STD] + [float(m) for s in self.extra_sources for m in s["std"]]
 
     @property
+    def source_bands(self) -> list[tuple[str, slice]]:
+        """Each raster extra source's band names and its bands' positions in the stacked input (derived
+        bands, computed from the image's, left out)."""
+        first, placed = len(self.BANDS), []
+        for source in self.extra_sources:
+            count = len(source["band_names"])
+            if "derived" not in source:
+                placed.append((", ".join(source["band_names"]), slice(first, first + count)))
+            first += count
+        return placed
+
+    @property
     def num_bands(self) -> int:
         """Bands of the stacked input: the image's BANDS plus every extra source's."""
         return len(self.stacked_band_names)

@@ -568,7 +568,7 @@ def _check_value_scales(cfg: Config, jobs: list[Job], trained: dict | None, imag
     for job in jobs:
         try:
             note = check_value_scale(trained, job.stack.sample_statistics(), len(cfg.BANDS), job.info.path,
-                                     cfg.INFER_VALUE_CHECK, factor=cfg.INFER_VALUE_SCALE)
+                                     cfg.INFER_VALUE_CHECK, factor=cfg.INFER_VALUE_SCALE, sources=cfg.source_bands)
         except DamagedInputError as err:
             if job.name not in image_jobs:
                 raise

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -195,15 +196,22 @@ VALUE_SCALE_NOTE = 1.5
 VALUE_SCALE_LIMIT = 3.0
 
 
-def value_scale(trained: dict, measured: BandStatistics, bands: int) -> float | None:
-    """How many times the values of the first ``bands`` bands (the image's BANDS) ``measured`` counted
-    are those the weights were ``trained`` on (:meth:`BandStatistics.record`): the median over those
-    bands of the ratio of their root mean squares (a band's magnitude, offset and spread together).
-    None where either side has no magnitude to compare."""
+# an extra source's values (heights, another sensor's bands) follow the scene more than an image's do (a flat
+# village's nDSM against a city's): a note from VALUE_SCALE_LIMIT, refused only this many times off (a DSM given
+# for an nDSM: 60 times; centimetres for metres: 100)
+SOURCE_SCALE_LIMIT = 10.0
+
+
+def value_scale(trained: dict, measured: BandStatistics, bands: int | slice) -> float | None:
+    """How many times the values of the first ``bands`` bands (the image's BANDS; or the stacked bands
+    of a slice) ``measured`` counted are those the weights were ``trained`` on
+    (:meth:`BandStatistics.record`): the median over those bands of the ratio of their root mean squares
+    (a band's magnitude, offset and spread together). None where either side has no magnitude to compare."""
     if not measured.count:
         return None
-    trained_size = np.hypot(np.asarray(trained["mean"][:bands], dtype=np.float64), trained["std"][:bands])
-    measured_size = np.hypot(measured.mean[:bands], measured.std[:bands])
+    bands = slice(0, bands) if isinstance(bands, int) else bands
+    trained_size = np.hypot(np.asarray(trained["mean"][bands], dtype=np.float64), trained["std"][bands])
+    measured_size = np.hypot(measured.mean[bands], measured.std[bands])
     comparable = (trained_size > 0) & (measured_size > 0)
     if not comparable.any():
         return None
@@ -228,12 +236,38 @@ def values_of_type(trained: dict, measured: BandStatistics, bands: int, dtype: s
 
 
 def check_value_scale(trained: dict | None, measured: BandStatistics, bands: int, what: str, refuse: bool,
-                      against: str = "those the weights were trained on", factor: float = 1.0) -> str | None:
+                      against: str = "those the weights were trained on", factor: float = 1.0,
+                      sources: Sequence[tuple[str, slice]] = ()) -> str | None:
     """Refuse ``what`` (``refuse``: INFER_VALUE_CHECK) where its values (``measured``, multiplied by
     ``factor``: INFER_VALUE_SCALE) are VALUE_SCALE_LIMIT times the ``trained`` ones (``against`` says
     whose) or more, or that fraction or less; a note where they are VALUE_SCALE_NOTE times (or where the
-    refusal is off); None where they are alike or either is unknown."""
-    ratio = None if trained is None else value_scale(trained, measured, bands)
+    refusal is off); None where they are alike or either is unknown. Each extra source of ``sources``
+    (its name, its stacked bands) is held to SOURCE_SCALE_LIMIT after it (see there)."""
+    if trained is None:
+        return None
+    notes = [note for note in (_check_source_scale(trained, measured, name, positions, what, refuse, against)
+                               for name, positions in sources) if note]
+    image_note = _check_image_scale(trained, measured, bands, what, refuse, against, factor)
+    return "\n".join(notes + [image_note] if image_note else notes) or None
+
+
+def _check_source_scale(trained: dict, measured: BandStatistics, name: str, positions: slice, what: str, refuse: bool,
+                        against: str) -> str | None:
+    ratio = value_scale(trained, measured, positions)
+    if ratio is None or not off_scale(ratio, VALUE_SCALE_LIMIT):
+        return None
+    found = (f"{what}: its {name} values are {ratio:.2g} times {against} (means "
+             f"{', '.join(f'{v:.4g}' for v in measured.mean[positions])} against "
+             f"{', '.join(f'{v:.4g}' for v in trained['mean'][positions])})")
+    if refuse and off_scale(ratio, SOURCE_SCALE_LIMIT):
+        raise EosegError(f"{found}: another raster (a DSM for an nDSM) or another unit would make a wrong map; check "
+                         "its pattern and unit, or set INFER_VALUE_CHECK=False if they are right as they are")
+    return f"note: {found}: the labels may suffer (another raster or unit, or a very different scene)"
+
+
+def _check_image_scale(trained: dict, measured: BandStatistics, bands: int, what: str, refuse: bool, against: str,
+                       factor: float) -> str | None:
+    ratio = value_scale(trained, measured, bands)
     if ratio is None:
         return None
     ratio *= factor

@@ -176,3 +176,30 @@ def test_the_value_check_counts_the_declared_scale():
     assert check_value_scale(trained, counted(pixels * 16), 3, "scene.tif", refuse=True, factor=1 / 16) is None
     with pytest.raises(EosegError, match=r"its values \(times INFER_VALUE_SCALE 2\) are 32 times .*INFER_VALUE_SCALE=0\.0625"):
         check_value_scale(trained, counted(pixels * 16), 3, "scene.tif", refuse=True, factor=2)
+
+
+@pytest.mark.parametrize("factor, outcome", [(1.0, None), (0.4, None), (4.0, "note"), (0.2, "note"), (60.0, "error"),
+                                             (0.01, "error")])
+def test_an_extra_source_far_off_its_training_values_is_refused(factor, outcome):
+    """A DSM given for an nDSM (60 times), centimetres for metres: refused; a flatter scene's heights (a fifth): noted."""
+    rng = np.random.default_rng(4)
+    pixels = np.concatenate([rng.integers(1, 256, size=(3, 30, 30)), rng.uniform(0, 10, size=(1, 30, 30))]).astype(np.float64)
+    trained = counted(pixels).record()
+    measured = counted(pixels * np.array([1, 1, 1, factor])[:, None, None])
+    sources = [("nDSM", slice(3, 4))]
+    if outcome == "error":
+        with pytest.raises(EosegError, match=f"scene.tif: its nDSM values are {factor:.2g} times .*a DSM for an nDSM"):
+            check_value_scale(trained, measured, 3, "scene.tif", refuse=True, sources=sources)
+    note = check_value_scale(trained, measured, 3, "scene.tif", refuse=outcome != "error", sources=sources)
+    assert (note is None) == (outcome is None)
+    if note:
+        assert note.startswith(f"note: scene.tif: its nDSM values are {factor:.2g} times") and "\n" not in note
+    assert check_value_scale(trained, measured, 3, "scene.tif", refuse=True) is None  # the image's own bands alike
+
+
+def test_source_bands_place_each_raster_source_in_the_stacked_input(tiny_cfg):
+    cfg = tiny_cfg.replace(EXTRA_SOURCES=[
+        {"pattern": "dsm_{id}.tif", "bands": [1], "band_names": ["DSM"], "mean": [0.0], "std": [1.0]},
+        {"derived": "ndvi"},
+        {"pattern": "sar_{id}.tif", "bands": [1, 2], "band_names": ["VV", "VH"], "mean": [0.0] * 2, "std": [1.0] * 2}])
+    assert cfg.source_bands == [("DSM", slice(3, 4)), ("VV, VH", slice(5, 7))]
