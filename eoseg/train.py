@@ -54,6 +54,7 @@ from eoseg.labelling import labelling_stack, make_predictor, score_tile
 from eoseg.metrics import metrics_from_confusion, percent
 from eoseg.models import first_stream_bands, model_from_config
 from eoseg.models.encoder_weights import init_encoder_weights
+from eoseg.models.pretrained import recorded_train_tiles
 from eoseg.normalization import Normalization, check_value_scale
 from eoseg.plots import display_rgb, plot_training_log
 from eoseg.precision import check_precision, resolve_precision
@@ -417,7 +418,10 @@ class Trainer:
             print(note, file=sys.stderr)
         # recorded with the weights
         self.trained_on = {"input_dtype": str(self.data[(0, 0)][0].numpy().dtype), "pixel_size_m": self.data.pixel_size_m,
-                           "input_statistics": self.data.input_statistics, "class_pixels": self.data.class_pixels}
+                           "input_statistics": self.data.input_statistics, "class_pixels": self.data.class_pixels,
+                           "encoder_train_tiles": (payload["signature"].get("encoder_train_tiles") if payload is not None
+                                                   else recorded_train_tiles(cfg.ENCODER_WEIGHTS) if cfg.ENCODER_WEIGHTS
+                                                   else None) or None}
         self.sampler = StreamBatchSampler(len(self.data), cfg.BATCH_SIZE, cfg.SEED, sample_position,
                                           processes.rank, processes.world_size)
         self.class_weights = resolve_class_weights(cfg, self.data, self.progress)

@@ -16,6 +16,7 @@ from eoseg.config import load_config
 from eoseg.errors import EosegError
 from eoseg.models import MODELS, build_model, model_from_config
 from eoseg.models.fuse import fold_batchnorm
+from eoseg.models.pretrained import recorded_train_tiles
 from eoseg.models.resnet import RESNETS
 from eoseg.models.unetformer import TransformerBlock
 from eoseg.recipe import make_loss, make_optimizer
@@ -261,6 +262,25 @@ def test_training_starts_from_a_torchvision_resnet_file(sample_root, tmp_path):
     assert trained.returncode == 0, trained.stderr
     assert f"{path}: torchvision/timm resnet18 layout without prefix" in trained.stdout
     assert "first layer adapted from 3 to 4 bands" in trained.stdout
+
+
+def test_weights_started_from_eoseg_weights_record_the_tiles_those_saw(sample_root, tmp_path, capsys):
+    """Fine-tuned from weights trained on tile 4, a model scoring tile 4 is warned of it, as the weights were."""
+    overrides = {**tiny_overrides(tmp_path), "DATA_ROOT": str(sample_root / "data"), "MODEL": "unet", "MODEL_WIDTH": 1.0,
+                 "TRAIN_SOURCE": "tiles", "ITERATIONS": 1, "SNAPSHOT_EVERY": 1, "VAL_EVERY": 0, "WRITE_PREVIEW": False}
+    earlier_cfg = make_tiny_config(tmp_path, **{**overrides, "TRAIN_IDS": ["4"]})
+    earlier = save_checkpoint(tmp_path / "earlier.pt", earlier_cfg, model_from_config(earlier_cfg), iteration=1)
+    trained = run_script("training.py", *as_arguments({**overrides, "ENCODER_WEIGHTS": str(earlier)}))
+    assert trained.returncode == 0, trained.stderr
+    assert "tensors loaded into the encoder" in trained.stdout
+    _, payload = load_model(tmp_path / "model.pt", make_tiny_config(tmp_path, **overrides))
+    assert payload["signature"]["encoder_train_tiles"] == ["4"] and "4" not in payload["signature"]["train_tiles"]
+    labelled = run_script("inference.py", "--tiles", "4", *as_arguments(overrides))
+    assert labelled.returncode == 0, labelled.stderr
+    assert "started from ENCODER_WEIGHTS trained on tiles 4 (as they record)" in labelled.stderr
+    plain = tmp_path / "resnet18.pth"
+    torch.save(fake_resnet_state("resnet18"), plain)
+    assert recorded_train_tiles(plain) == []  # a published state dict records no tiles
 
 
 @pytest.mark.faults

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 
 from eoseg.checkpoint import safe_torch_load
 from eoseg.errors import EosegError
+from eoseg.weights_record import METADATA_KEY
 
 
 def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
@@ -28,6 +30,25 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise EosegError(f"{path}: expected a state dict of tensors, got {type(state).__name__}")
     return state
+
+
+def recorded_train_tiles(path: str | Path) -> list[str]:
+    """The tiles that eoseg weights at ``path`` (a checkpoint or .safetensors taken as ENCODER_WEIGHTS) were
+    trained on, those their own encoder had seen included, as they record them: a model started from them
+    has seen those tiles too. [] for other state dicts."""
+    path = Path(path)
+    if path.suffix.lower() == ".safetensors":
+        try:
+            with safe_open(str(path), framework="pt") as file:
+                record = json.loads((file.metadata() or {}).get(METADATA_KEY, "{}"))
+        except (SafetensorError, OSError, ValueError):
+            return []
+    else:
+        record = safe_torch_load(path, "encoder state dict")
+    signature = record.get("signature") if isinstance(record, dict) else None
+    if not isinstance(signature, dict):
+        return []
+    return sorted({*signature.get("train_tiles", ()), *signature.get("encoder_train_tiles", ())})
 
 
 def adapt_first_layer(weight: torch.Tensor, bands: int) -> torch.Tensor:
