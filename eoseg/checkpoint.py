@@ -23,6 +23,7 @@ from eoseg.metadata import WEIGHTS_FIELDS, check_compatible, data_signature
 from eoseg.models import MODELS, build_model, uses_encoder
 
 FORMAT = "eoseg-checkpoint-1"
+FORMAT_FAMILY = "eoseg-checkpoint-"  # another number: written by another eoseg version
 
 
 def model_record(cfg: Config) -> dict:
@@ -112,6 +113,9 @@ def load_checkpoint(path: str | Path) -> dict:
     if not path.is_file():
         raise EosegError(f"weights file not found: {path}; train a model first (training.py) or pass --weights")
     payload = safe_torch_load(path, "weights file")
+    if isinstance(payload, dict) and str(payload.get("format")).startswith(FORMAT_FAMILY) and payload["format"] != FORMAT:
+        raise EosegError(f"{path}: eoseg weights of format {payload['format']!r}, which this eoseg (reading {FORMAT!r}) "
+                         "does not know: use the eoseg version that wrote them, or a newer one")
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise EosegError(f"{path}: not an eoseg weights file (no {FORMAT!r} record)")
     return payload

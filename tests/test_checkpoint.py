@@ -149,6 +149,12 @@ def test_not_an_eoseg_file_refused(tmp_path, cfg):
     torch.save(model_from_config(cfg).state_dict(), plain)
     with pytest.raises(EosegError, match="not an eoseg weights file"):
         load_model(plain, cfg)
+    newer = tmp_path / "newer.pt"
+    torch.save({**load_checkpoint(save_checkpoint(tmp_path / "w.pt", cfg, model_from_config(cfg), 0)),
+                "format": "eoseg-checkpoint-2"}, newer)
+    with pytest.raises(EosegError, match=r"newer.pt: eoseg weights of format 'eoseg-checkpoint-2', which this eoseg "
+                                         r"\(reading 'eoseg-checkpoint-1'\) does not know"):
+        load_model(newer, cfg)
     garbage = tmp_path / "garbage.pt"
     garbage.write_bytes(b"\x00" * 100)
     with pytest.raises(EosegError, match="not a loadable"):

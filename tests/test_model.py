@@ -272,6 +272,19 @@ def test_load_state_dict_file_errors(tmp_path):
     torch.save(torch.zeros(3), tensor_only)
     with pytest.raises(EosegError, match="expected a state dict"):
         load_state_dict_file(tensor_only)
+    weights = {"conv1.weight": torch.ones(2, 3, 1, 1)}
+    beside_optimizer = tmp_path / "checkpoint.pth"  # as many training scripts save them
+    torch.save({"model": weights, "optimizer": {"state": {}, "param_groups": []}, "epoch": 3}, beside_optimizer)
+    assert list(load_state_dict_file(beside_optimizer)) == ["conv1.weight"]
+    two = tmp_path / "two.pth"  # e.g. a teacher and a student: which one is meant?
+    torch.save({"model": weights, "state_dict": weights}, two)
+    with pytest.raises(EosegError, match=r"holds several state dicts, under 'state_dict', 'model'"):
+        load_state_dict_file(two)
+    neither = tmp_path / "neither.pth"
+    torch.save({"epoch": 3, "args": [1, 2]}, neither)
+    with pytest.raises(EosegError, match=r"expected a state dict of tensors \(or one under 'state_dict', .*\), got a dict of "
+                                         r"'epoch', 'args'"):
+        load_state_dict_file(neither)
 
 
 class _Payload:

@@ -14,6 +14,9 @@ from eoseg.errors import EosegError
 from eoseg.weights_record import METADATA_KEY
 
 
+NESTING_KEYS = ("state_dict", "model", "model_state_dict", "net", "network")  # where checkpoints keep their weights
+
+
 def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
     """Tensors of a local state dict: a torch file (loaded safely) or .safetensors."""
     path = Path(path)
@@ -25,11 +28,25 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
         except (SafetensorError, OSError) as err:
             raise EosegError(f"{path}: not a loadable .safetensors file ({err})") from None
     state = safe_torch_load(path, "encoder state dict")
-    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-        state = state["state_dict"]  # checkpoints of training frameworks (TorchGeo/Lightning) nest it
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise EosegError(f"{path}: expected a state dict of tensors, got {type(state).__name__}")
+    if isinstance(state, dict) and not _tensors(state):
+        # checkpoints of training frameworks nest it (TorchGeo/Lightning, eoseg: state_dict; others beside an optimizer)
+        nested = [key for key in NESTING_KEYS if _tensors(state.get(key))]
+        if len(nested) > 1:
+            raise EosegError(f"{path}: holds several state dicts, under {', '.join(map(repr, nested))}; save the one "
+                             "to start from alone")
+        if nested:
+            state = state[nested[0]]
+    if not _tensors(state):
+        found = (f"a dict of {', '.join(map(repr, list(state)[:5]))}{' ...' if len(state) > 5 else ''}"
+                 if isinstance(state, dict) else type(state).__name__)
+        raise EosegError(f"{path}: expected a state dict of tensors (or one under "
+                         f"{', '.join(map(repr, NESTING_KEYS))}), got {found}")
     return state
+
+
+def _tensors(state) -> bool:
+    """Whether ``state`` is a state dict: a non-empty dict of tensors."""
+    return isinstance(state, dict) and bool(state) and all(isinstance(v, torch.Tensor) for v in state.values())
 
 
 def recorded_train_tiles(path: str | Path) -> list[str]:
