@@ -145,6 +145,8 @@ def load_onnx(path: str | Path, cfg: Config) -> tuple[OnnxModel, dict]:
     path = Path(path)
     if not path.is_file():
         raise EosegError(f"weights file not found: {path}")
+    if path.stat().st_size == 0:  # protobuf reads no bytes as an empty model
+        raise EosegError(f"{path}: not a readable ONNX file: the file is empty (an interrupted copy or a full disk?)")
     try:
         proto = onnx.load(str(path), load_external_data=False)
     except Exception as err:  # protobuf decode errors

@@ -109,3 +109,6 @@ def test_export_script_errors_are_one_line(tmp_path, exported):
     not_onnx.write_bytes(b"\x00garbage")
     with pytest.raises(EosegError, match="not a readable ONNX file"):
         load_weights(not_onnx, load_config(overrides=TINY))
+    not_onnx.write_bytes(b"")  # protobuf reads an empty model from it, which has no record either
+    with pytest.raises(EosegError, match="not a readable ONNX file: the file is empty"):
+        load_weights(not_onnx, load_config(overrides=TINY))
