@@ -78,6 +78,7 @@ MODEL = "unet"  # a name of the model registry (eoseg.models.MODELS): "segnet" (
 STREAM_BANDS = 0  # two-stream models (fusenet, segnet_late_fusion): how many of the stacked bands, from the first, feed the optical stream; the rest feed the auxiliary one (0 = the image's BANDS)
 MODEL_WIDTH = 1.0  # channel multiplier: 1.0 is the published network (the width pretrained ENCODER_WEIGHTS fit), smaller is faster on CPU
 ENCODER = "resnet18"  # unet, unetformer: their ResNet encoder, "resnet18", "resnet34" or "resnet50" (the SegNets' encoder is always VGG16)
+INIT_WEIGHTS = ""  # eoseg weights (.pt/.safetensors) to start the whole network from: fine-tuning a trained model on your tiles, with its classes, bands and normalisation and the config's MODEL, MODEL_WIDTH and ENCODER; a new run (schedule and optimizer start afresh); "" = none
 ENCODER_WEIGHTS = ""  # local pretrained state dict (.pth/.pt/.safetensors) to initialise the encoder(s) ("" = random): torchvision's vgg16_bn for the SegNets, torchvision's or timm's resnet18/34/50 (keys may sit under one prefix, e.g. "backbone.") for unet/unetformer; every layer checked, first layers adapted to other band counts, not reset
 
 # ---------------------------------------------------------------- training (training.py)

@@ -144,9 +144,10 @@ def check_scored_tiles(signature: dict, cfg: Config, tile_ids: list[str], weight
     if memorised:
         print(f"warning: {weights} were trained on tiles {listed(memorised)} (as they record): their scores measure "
               "what the model memorised, not how it generalises", file=sys.stderr)
-    inherited = [t for t in tile_ids if t in signature.get("encoder_train_tiles", ()) and t not in memorised]
+    inherited = [t for t in tile_ids if t in signature.get("inherited_train_tiles", ()) and t not in memorised]
     if inherited:
-        print(f"warning: {weights} started from ENCODER_WEIGHTS trained on tiles {listed(inherited)} (as they record): "
+        print(f"warning: {weights} started from weights (ENCODER_WEIGHTS or INIT_WEIGHTS) trained on tiles "
+              f"{listed(inherited)} (as they record): "
               "if those were these images, their scores measure what the model memorised, not how it generalises",
               file=sys.stderr)
     mine = holdout_record(cfg) or {}

@@ -60,7 +60,8 @@ from eoseg.plots import display_rgb, plot_training_log
 from eoseg.precision import check_precision, resolve_precision
 from eoseg.recipe import RECIPE_NAMES, LearningRateSchedule, make_loss, make_optimizer
 from eoseg.tensorboard import TensorBoardLog
-from eoseg.tiles import TileStack, TruthSource, eval_truth, tile_stack
+from eoseg.tiles import TileStack, TruthSource, eval_truth, relative_to_here, tile_stack
+from eoseg.weights import read_weights
 
 VALIDATION_METRICS = ("overall_accuracy", "mean_f1", "mean_iou")
 PREVIEW_SIDE = 512  # px: the crop of the first validation tile shown in TensorBoard at each validation
@@ -134,6 +135,13 @@ def absent_classes_note(class_names: list[str], class_pixels: list[int] | None) 
 
 def check_training_config(cfg: Config) -> None:
     check_precision(cfg.PRECISION, "PRECISION")
+    if cfg.INIT_WEIGHTS and cfg.ENCODER_WEIGHTS:
+        raise EosegError("INIT_WEIGHTS starts the whole network and ENCODER_WEIGHTS its encoder: set one of them")
+    if Path(cfg.INIT_WEIGHTS).suffix.lower() in (".onnx", ".caffemodel"):
+        raise EosegError(f"INIT_WEIGHTS {cfg.INIT_WEIGHTS}: training starts from eoseg weights (.pt or .safetensors); an "
+                         ".onnx file cannot be trained, and a .caffemodel imposes its own normalisation")
+    if cfg.INIT_WEIGHTS and not Path(cfg.INIT_WEIGHTS).is_file():
+        raise EosegError(f"INIT_WEIGHTS not found: {cfg.INIT_WEIGHTS}{relative_to_here(Path(cfg.INIT_WEIGHTS))}")
     for name in ("ITERATIONS", "LOG_EVERY", "SNAPSHOT_EVERY"):
         if not isinstance(getattr(cfg, name), int) or getattr(cfg, name) < 1:
             raise EosegError(f"{name} must be a positive integer, got {getattr(cfg, name)!r}")
@@ -380,6 +388,10 @@ class Trainer:
             loaded = init_encoder_weights(self.model, cfg.ENCODER_WEIGHTS)
             if processes.is_main:
                 print(loaded)
+        if cfg.INIT_WEIGHTS and payload is None:
+            self.model.load_state_dict(read_weights(cfg.INIT_WEIGHTS, cfg, for_training=True)[0].state_dict())
+            if processes.is_main:
+                print(f"{cfg.INIT_WEIGHTS}: the whole network starts from these weights (fine-tuning)")
         self.precision, precision_reason = resolve_precision(cfg.PRECISION, device)
         if payload is not None:
             check_resumed_precision(payload["training_state"].get("precision"), self.precision, precision_reason, cfg, resume)
@@ -419,9 +431,9 @@ class Trainer:
         # recorded with the weights
         self.trained_on = {"input_dtype": str(self.data[(0, 0)][0].numpy().dtype), "pixel_size_m": self.data.pixel_size_m,
                            "input_statistics": self.data.input_statistics, "class_pixels": self.data.class_pixels,
-                           "encoder_train_tiles": (payload["signature"].get("encoder_train_tiles") if payload is not None
-                                                   else recorded_train_tiles(cfg.ENCODER_WEIGHTS) if cfg.ENCODER_WEIGHTS
-                                                   else None) or None}
+                           "inherited_train_tiles": (payload["signature"].get("inherited_train_tiles") if payload is not None
+                                                     else recorded_train_tiles(cfg.ENCODER_WEIGHTS or cfg.INIT_WEIGHTS)
+                                                     if cfg.ENCODER_WEIGHTS or cfg.INIT_WEIGHTS else None) or None}
         self.sampler = StreamBatchSampler(len(self.data), cfg.BATCH_SIZE, cfg.SEED, sample_position,
                                           processes.rank, processes.world_size)
         self.class_weights = resolve_class_weights(cfg, self.data, self.progress)

@@ -42,12 +42,15 @@ from eoseg.weights_record import FORMAT, METADATA_KEY, check_weights_record, wei
 SUFFIXES = (".pt", ".pth", ".safetensors", ".caffemodel", ".onnx")
 
 
-def read_weights(path: str | Path, cfg: Config, caffe_mean: str | Sequence[float] | None = None) -> tuple[nn.Module, dict]:
+def read_weights(path: str | Path, cfg: Config, caffe_mean: str | Sequence[float] | None = None,
+                 for_training: bool = False) -> tuple[nn.Module, dict]:
     """The model in ``path`` (on CPU, in eval mode) and its record, checked against ``cfg``.
 
     ``caffe_mean`` (.caffemodel only): the mean pixel the Caffe weights were trained with,
     a name of :data:`eoseg.caffe.segnet.PUBLISHED_MEAN_PIXELS` or values in the network's
     (reversed) band order; by default the published one for the config's DATASET.
+    ``for_training``: weights to train on from (INIT_WEIGHTS), which must hold the config's network
+    (elsewhere the weights' own network runs, with a note).
     """
     path = Path(path)
     suffix = path.suffix.lower()
@@ -77,7 +80,10 @@ def read_weights(path: str | Path, cfg: Config, caffe_mean: str | Sequence[float
         model, record = load_onnx(path, cfg)
     else:
         raise EosegError(f"{path}: unknown weights format {path.suffix!r}; use one of {', '.join(SUFFIXES)}")
-    _say_which_model(record["model"], cfg, path)
+    if for_training:
+        _check_same_model(record, cfg, path)
+    else:
+        _say_which_model(record["model"], cfg, path)
     return model.eval(), record
 
 
@@ -97,6 +103,23 @@ def _say_which_model(recorded: dict, cfg: Config, path: Path) -> None:
     if (recorded["name"], float(recorded["width"])) != (cfg.MODEL, float(cfg.MODEL_WIDTH)):
         print(f"note: {path.name} holds MODEL={recorded['name']!r} MODEL_WIDTH={recorded['width']}, which is used; "
               f"the config's MODEL={cfg.MODEL!r} MODEL_WIDTH={cfg.MODEL_WIDTH} applies to training only", file=sys.stderr)
+
+
+def _check_same_model(record: dict, cfg: Config, path: Path) -> None:
+    """Refuse weights to train on from (INIT_WEIGHTS) that hold another network than the config's, or impose
+    a normalisation (Caffe's band order and mean) that training, which normalises by the config, would not apply."""
+    recorded = record["model"]
+    held = {"MODEL": recorded["name"], "MODEL_WIDTH": float(recorded["width"]), "ENCODER": recorded.get("encoder")}
+    wanted = {"MODEL": cfg.MODEL, "MODEL_WIDTH": float(cfg.MODEL_WIDTH),
+              "ENCODER": cfg.ENCODER if recorded.get("encoder") is not None else None}
+    if held != wanted:
+        settings = " ".join(f"{name}={value!r}" for name, value in held.items() if value is not None)
+        raise EosegError(f"INIT_WEIGHTS {path} hold {settings}, not the config's network: set those to fine-tune "
+                         "them, or start the encoder alone from them with ENCODER_WEIGHTS")
+    if record.get("imposed_normalization"):
+        raise EosegError(f"INIT_WEIGHTS {path} impose their own normalisation (converted Caffe weights: band order and "
+                         "mean pixel), which training, normalising by NORM_MEAN and NORM_STD, does not apply; start from "
+                         "ENCODER_WEIGHTS (torchvision's vgg16_bn) instead")
 
 
 def load_weights(path: str | Path, cfg: Config, caffe_mean: str | Sequence[float] | None = None) -> tuple[nn.Module, Normalization]:

@@ -144,9 +144,9 @@ def test_scoring_a_tile_the_weights_were_trained_on_whole_is_said(tiny_cfg, caps
     assert capsys.readouterr().err == ("warning: weights w.pt were trained on tiles 1 (as they record): their scores measure "
                                        "what the model memorised, not how it generalises\n")
     # started from an encoder trained on tile 4 (same id; whether the same image, the weights cannot tell)
-    check_scored_tiles({**recorded, "encoder_train_tiles": ["1", "4"]}, tiny_cfg, ["4"], "weights w.pt")
-    assert capsys.readouterr().err == ("warning: weights w.pt started from ENCODER_WEIGHTS trained on tiles 4 (as they "
-                                       "record): if those were these images, their scores measure what the model "
+    check_scored_tiles({**recorded, "inherited_train_tiles": ["1", "4"]}, tiny_cfg, ["4"], "weights w.pt")
+    assert capsys.readouterr().err == ("warning: weights w.pt started from weights (ENCODER_WEIGHTS or INIT_WEIGHTS) "
+                                       "trained on tiles 4 (as they record): if those were these images, their scores measure what the model "
                                        "memorised, not how it generalises\n")
     check_scored_tiles({**recorded, "train_tiles": ["2"]}, tiny_cfg, ["1", "4"], "weights w.pt")
     check_scored_tiles({key: value for key, value in recorded.items() if key != "train_tiles"}, tiny_cfg, ["1"], "old.pt")

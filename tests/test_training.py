@@ -272,6 +272,28 @@ def test_resume_refusal_is_one_line_from_the_script(sample_root, lmdb_dir, tmp_p
     assert not Path(tmp_path / "train").exists()  # refused before anything was written
 
 
+def test_fine_tuning_starts_the_whole_network_from_init_weights(lmdb_cfg, six_class_checkpoint):
+    """A new run (its own schedule, from step 0) from every layer of trained weights; other networks are refused."""
+    cfg = lmdb_cfg.replace(ITERATIONS=1, VAL_EVERY=0, BASE_LR=1e-12, INIT_WEIGHTS=str(six_class_checkpoint))
+    train(cfg, progress=False)
+    tuned = load_checkpoint(cfg.MODEL_FILE)
+    start, fresh = load_checkpoint(six_class_checkpoint)["state_dict"], initial_weights(cfg)
+    parameters = [name for name, value in start.items() if value.is_floating_point() and "running_" not in name]
+    for name in parameters:  # one step at a vanishing rate: where the weights started
+        torch.testing.assert_close(tuned["state_dict"][name], start[name], rtol=0, atol=1e-6)
+    assert any(not torch.allclose(start[name], fresh[name]) for name in parameters)
+    assert tuned["iteration"] == 1
+    for other, expected in (({"MODEL_WIDTH": 0.25}, r"INIT_WEIGHTS .* hold MODEL='segnet' MODEL_WIDTH=0.125, not the "
+                                                    r"config's network"),
+                            (FIVE_CLASSES, "trained for 6 classes, but the config has 5"),
+                            ({"ENCODER_WEIGHTS": str(six_class_checkpoint)}, "set one of them"),
+                            ({"INIT_WEIGHTS": "model.onnx"}, "an .onnx file cannot be trained"),
+                            ({"INIT_WEIGHTS": "absent.pt"}, "INIT_WEIGHTS not found: absent.pt")):
+        with pytest.raises(EosegError, match=expected):
+            train(cfg.replace(TRAIN_DIR=f"{cfg.TRAIN_DIR}_other", MODEL_FILE=f"{cfg.MODEL_FILE}_other.pt", **other),
+                  progress=False)
+
+
 def test_resume_without_checkpoints_is_refused(lmdb_cfg):
     from eoseg.train import latest_checkpoint
 

@@ -274,10 +274,10 @@ def test_weights_started_from_eoseg_weights_record_the_tiles_those_saw(sample_ro
     assert trained.returncode == 0, trained.stderr
     assert "tensors loaded into the encoder" in trained.stdout
     _, payload = load_model(tmp_path / "model.pt", make_tiny_config(tmp_path, **overrides))
-    assert payload["signature"]["encoder_train_tiles"] == ["4"] and "4" not in payload["signature"]["train_tiles"]
+    assert payload["signature"]["inherited_train_tiles"] == ["4"] and "4" not in payload["signature"]["train_tiles"]
     labelled = run_script("inference.py", "--tiles", "4", *as_arguments(overrides))
     assert labelled.returncode == 0, labelled.stderr
-    assert "started from ENCODER_WEIGHTS trained on tiles 4 (as they record)" in labelled.stderr
+    assert "started from weights (ENCODER_WEIGHTS or INIT_WEIGHTS) trained on tiles 4 (as they record)" in labelled.stderr
     plain = tmp_path / "resnet18.pth"
     torch.save(fake_resnet_state("resnet18"), plain)
     assert recorded_train_tiles(plain) == []  # a published state dict records no tiles

@@ -65,7 +65,7 @@ def recorded_train_tiles(path: str | Path) -> list[str]:
     signature = record.get("signature") if isinstance(record, dict) else None
     if not isinstance(signature, dict):
         return []
-    return sorted({*signature.get("train_tiles", ()), *signature.get("encoder_train_tiles", ())})
+    return sorted({*signature.get("train_tiles", ()), *signature.get("inherited_train_tiles", ())})
 
 
 def adapt_first_layer(weight: torch.Tensor, bands: int) -> torch.Tensor:
