@@ -22,7 +22,7 @@ from eoseg.io import RasterInfo, atomic_write_text, nodata_kind
 from eoseg.labels import SCAN_ROWS, LabelValues, RasterLabels, VectorLabels, merge_counts, value_counts
 from eoseg.normalization import VALUE_SCALE_LIMIT, BandStatistics, off_scale, scale_problem, value_scale
 from eoseg.plots import class_frequency_figure, save_figure
-from eoseg.tiles import check_patch_fits, eval_truth, tile_labels, tile_stack
+from eoseg.tiles import check_patch_fits, eroded_fallback, eval_truth, tile_labels, tile_stack
 
 SPLITS = ("train", "test")
 
@@ -128,6 +128,9 @@ def check_dataset(cfg: Config) -> DataReport:
             report.problem(f"tile {tile_id}: its values are {ratio:.2g} times those of the training tiles together: "
                            "another scale or encoding (12 against 16 bits, reflectance 0..1 against 0..10000), which one "
                            "normalisation cannot serve; rescale the tiles alike")
+    fallback = eroded_fallback(cfg, list(dict.fromkeys(cfg.tile_ids("test") + cfg.ids("VAL_IDS"))))
+    if fallback:
+        report.problem(fallback)
     train_pixels = report.class_pixels["train"]
     absent = [name for name, pixels in zip(cfg.CLASS_NAMES, train_pixels) if not pixels]
     if training_tiles_read and absent:  # where no training tile could be read, its own problems say why

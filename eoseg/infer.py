@@ -40,7 +40,7 @@ from eoseg.labels import SCAN_ROWS, is_vector
 from eoseg.metrics import NOT_TRAINED, UNSCORED, format_table, metrics_from_confusion, percent
 from eoseg.normalization import check_value_scale, values_of_type
 from eoseg.predict import Predictor
-from eoseg.tiles import BAND_KINDS, TileStack, TruthSource, eval_truth, image_stack, tile_stack
+from eoseg.tiles import BAND_KINDS, TileStack, TruthSource, eroded_fallback, eval_truth, image_stack, tile_stack
 from eoseg.weights import check_input_dtype, read_weights, recorded_normalization
 
 RASTER_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".jp2", ".img", ".vrt")
@@ -437,6 +437,9 @@ def run_inference(cfg: Config, weights: str | Path, out_dir: str | Path, tile_id
         jobs.append(Job(stack.info, stack.info.path.stem, eval_truth(cfg, tile_id, stack.info), stack))
     scored_tiles = [tile_id for tile_id, job in zip(tile_ids or [], jobs) if job.truth is not None]
     unscored = [tile_id for tile_id in tile_ids or [] if tile_id not in scored_tiles]
+    fallback = eroded_fallback(cfg, scored_tiles)
+    if fallback and progress and distributed_rank()[0] == 0:
+        print(f"note: {fallback}", file=sys.stderr)
     if unscored and progress and distributed_rank()[0] == 0:
         looked = " or ".join(str(cfg.tile_path(name, unscored[0])) for name in ("GT_ERODED_PATTERN", "LABEL_PATTERN")
                              if cfg.tile_path(name, unscored[0]) is not None)

@@ -405,6 +405,22 @@ def eval_truth(cfg: Config, tile_id: str, like: RasterInfo) -> TruthSource | Non
     return TruthSource(labels.path, False, description, like, labels, split)
 
 
+def eroded_fallback(cfg: Config, tile_ids: list[str]) -> str | None:
+    """What to say of ``tile_ids`` that GT_ERODED_PATTERN, set, finds no file for but that have labels: they are
+    scored against the full labels, another protocol than the eroded one (a typo, or a tile missing from the
+    eroded set, would go unseen in the summed figures); None where there are none."""
+    fallen = [tile_id for tile_id in tile_ids
+              if (eroded := cfg.tile_path("GT_ERODED_PATTERN", tile_id)) is not None and not eroded.is_file()
+              and (labels := cfg.tile_path("LABEL_PATTERN", tile_id)) is not None and labels.is_file()]
+    if not fallen:
+        return None
+    every = " (every one of them)" if len(fallen) == len(tile_ids) else f" ({len(fallen)} of {len(tile_ids)})"
+    return (f"GT_ERODED_PATTERN finds no eroded ground truth for tiles {', '.join(fallen[:5])}"
+            f"{' ...' if len(fallen) > 5 else ''}{every}, e.g. nothing at {cfg.tile_path('GT_ERODED_PATTERN', fallen[0])}"
+            f"{relative_to_here(cfg.tile_path('GT_ERODED_PATTERN', fallen[0]))}: they are scored against the full "
+            "labels (LABEL_PATTERN), not the eroded ones; check the pattern, or set it to \"\" to score all on the labels")
+
+
 def read_eval_labels(cfg: Config, tile_id: str, like: RasterInfo) -> tuple[np.ndarray, str] | None:
     """The whole ground truth for scoring (see :func:`eval_truth`) and its description, or None."""
     source = eval_truth(cfg, tile_id, like)

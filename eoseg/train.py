@@ -60,7 +60,7 @@ from eoseg.plots import display_rgb, plot_training_log
 from eoseg.precision import check_precision, resolve_precision
 from eoseg.recipe import RECIPE_NAMES, LearningRateSchedule, make_loss, make_optimizer
 from eoseg.tensorboard import TensorBoardLog
-from eoseg.tiles import TileStack, TruthSource, eval_truth, relative_to_here, tile_stack
+from eoseg.tiles import TileStack, TruthSource, eroded_fallback, eval_truth, relative_to_here, tile_stack
 from eoseg.weights import read_weights
 
 VALIDATION_METRICS = ("overall_accuracy", "mean_f1", "mean_iou")
@@ -477,6 +477,9 @@ class Trainer:
             if truth is None:
                 raise EosegError(f"validation tile {tile_id} has no ground truth; choose VAL_IDS with labels or set VAL_EVERY=0")
             tiles.append((stack, truth))
+        fallback = eroded_fallback(self.cfg, tile_ids)
+        if fallback and self.processes.is_main:
+            print(f"note: {fallback}", file=sys.stderr)
         return tiles[self.processes.rank::self.processes.world_size]
 
     def validate(self, preview: bool = False) -> tuple[dict, np.ndarray | None]:

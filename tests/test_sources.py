@@ -433,3 +433,17 @@ def test_five_band_weights_refused_by_a_three_band_config(tiny_cfg, tmp_path):
         load_model(weights, other)
     with pytest.raises(EosegError, match="trained for 5 input bands"):
         run_inference(three, weights, tmp_path / "out", ["4"], progress=False)
+
+
+def test_tiles_without_eroded_ground_truth_are_said_to_be_scored_on_the_labels(tiny_cfg, tmp_path):
+    """A typo in GT_ERODED_PATTERN, or a tile missing from the eroded set, scores on the full labels: said."""
+    from eoseg.datacheck import check_dataset
+    from eoseg.tiles import eroded_fallback
+
+    assert eroded_fallback(tiny_cfg, ["4"]) is None
+    typo = tiny_cfg.replace(GT_ERODED_PATTERN=tiny_cfg.GT_ERODED_PATTERN.replace("_noBoundary", "_no_Boundary"))
+    note = eroded_fallback(typo, ["4"])
+    assert note.startswith("GT_ERODED_PATTERN finds no eroded ground truth for tiles 4 (every one of them), e.g. "
+                           "nothing at ") and "scored against the full labels (LABEL_PATTERN)" in note
+    assert note in check_dataset(typo).problems
+    assert eroded_fallback(tiny_cfg.replace(GT_ERODED_PATTERN=""), ["4"]) is None  # no eroded set: nothing to say
