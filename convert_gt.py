@@ -23,7 +23,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from eoseg.cli import make_parser, parse, run
-from eoseg.convert import color_file_to_labels, labels_file_to_color, values_file_to_labels
+from eoseg.convert import color_file_to_labels, labels_file_to_color, record_conversion, values_file_to_labels
 from eoseg.errors import EosegError
 from eoseg.labels import LabelValues
 from eoseg.tiles import existing_path
@@ -67,6 +67,8 @@ def main(argv=None):
             raise EosegError(f"{source}: output would overwrite the input; choose another --out")
         if args.from_color:
             color_file_to_labels(source, target, palette, args.unknown_to_ignore)
+            if not args.files:  # the configured tiles' label maps, which every step checks against their source
+                record_conversion(source, target)
         elif args.from_values:
             values_file_to_labels(source, target, palette, values)
         else:

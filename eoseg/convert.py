@@ -2,14 +2,55 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 
 from eoseg.errors import EosegError
-from eoseg.io import RasterWriter, colour_unlabelled, expand_colour_table, open_raster, raster_info, read_raster, write_raster
+from eoseg.io import (RasterWriter, atomic_write_text, colour_unlabelled, expand_colour_table, file_sha256, open_raster,
+                      raster_info, read_raster, write_raster)
 from eoseg.labels import LabelValues, RasterLabels
 from eoseg.palette import Palette
+
+
+# beside the label maps convert_gt.py --from-color made for the configured tiles: each one's colour source as it was
+CONVERSION_RECORD = ".eoseg-conversions.json"
+_unchanged: dict[tuple, bool] = {}  # (label map, its source's state now, as converted) -> whether the source is the one
+
+
+def _state(path: Path) -> dict:
+    stat = path.stat()
+    return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+
+def record_conversion(source: Path, target: Path) -> None:
+    """Note in ``target``'s folder that ``target`` was converted from ``source`` as it is now."""
+    record_path = target.parent / CONVERSION_RECORD
+    try:
+        record = json.loads(record_path.read_text())
+    except (OSError, ValueError):
+        record = {}
+    record[target.name] = {"source": str(source.resolve()), **_state(source), "sha256": file_sha256(source)}
+    atomic_write_text(record_path, json.dumps(record, indent=1, sort_keys=True) + "\n")
+
+
+def check_converted_from(labels: Path, source: Path) -> None:
+    """Refuse a label map convert_gt.py made from ``source`` (the colour ground truth the config names for it)
+    when that file has changed since: its labels would be the old ones. Copies (new times, same bytes) pass."""
+    try:
+        entry = json.loads((labels.parent / CONVERSION_RECORD).read_text())[labels.name]
+    except (OSError, ValueError, KeyError, TypeError):
+        return  # not made by convert_gt.py, or before it kept the record
+    if not source.is_file():
+        return
+    key = (str(labels), str(source), *_state(source).values(), entry.get("sha256"))
+    if key not in _unchanged:
+        same_state = {"size": entry.get("size"), "mtime_ns": entry.get("mtime_ns")} == _state(source)
+        _unchanged[key] = same_state or (entry.get("size") == source.stat().st_size and file_sha256(source) == entry.get("sha256"))
+    if not _unchanged[key]:
+        raise EosegError(f"{labels} was converted from {source}, which has changed since: its labels are the old ones; "
+                         "run convert_gt.py --from-color again")
 
 
 def color_file_to_labels(source: Path, target: Path, palette: Palette, unknown_to_ignore: bool = False) -> Path:

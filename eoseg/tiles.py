@@ -11,6 +11,7 @@ import numpy as np
 from rasterio.windows import Window
 
 from eoseg.config import Config, find_tile_ids, uses_tile_id
+from eoseg.convert import check_converted_from
 from eoseg.errors import EosegError
 from eoseg.grid import needs_warp, open_on_grid, same_grid
 from eoseg.holdout import TileSplit, tile_split
@@ -318,7 +319,15 @@ def tile_labels(cfg: Config, tile_id: str, like: RasterInfo) -> RasterLabels | V
     else:
         path = existing_path(cfg, "LABEL_PATTERN", tile_id, "numeric label map",
                              hint="run convert_gt.py to make it from the colour ground truth, or check LABEL_PATTERN")
+        _check_converted(cfg, tile_id, path)
     return label_source(cfg, path, like)
+
+
+def _check_converted(cfg: Config, tile_id: str, labels: Path) -> None:
+    """Refuse a tile's label map made from a colour ground truth that has changed since (see eoseg.convert)."""
+    source = cfg.tile_path("GT_COLOR_PATTERN", tile_id)
+    if source is not None:
+        check_converted_from(labels, source)
 
 
 def read_labels(cfg: Config, tile_id: str, like: RasterInfo) -> np.ndarray:
@@ -397,6 +406,8 @@ def eval_truth(cfg: Config, tile_id: str, like: RasterInfo) -> TruthSource | Non
         labels = label_source(cfg, eroded, like, "eroded ground truth")
         description = f"eroded ground truth ({eroded}){held_out}"
     elif numeric is not None and numeric.is_file():
+        if not is_vector(numeric):
+            _check_converted(cfg, tile_id, numeric)
         labels = label_source(cfg, numeric, like)
         description = f"labels ({numeric}){held_out}"
     else:

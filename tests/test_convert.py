@@ -103,3 +103,34 @@ def test_to_color_reads_raw_codes_through_label_values_and_masks_the_unlabelled(
     np.testing.assert_array_equal(read_raster(own), read_raster(colour))
     png = labels_file_to_color(coded, tmp_path / "codes_color.png", cfg.palette, values)  # unlabelled: transparent
     np.testing.assert_array_equal(read_label(color_file_to_labels(png, tmp_path / "back_png.tif", cfg.palette)), expected)
+
+
+def test_label_maps_of_a_changed_colour_ground_truth_are_refused(tiny_cfg, tmp_path):
+    """convert_gt.py records each configured tile's colour source; a source edited since makes its labels stale."""
+    import shutil
+
+    from eoseg.convert import check_converted_from, record_conversion
+    from eoseg.tiles import read_labels, image_info
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_cfg.DATA_ROOT, data)
+    cfg = tiny_cfg.replace(DATA_ROOT=str(data))
+    source, labels = cfg.tile_path("GT_COLOR_PATTERN", "1"), cfg.tile_path("LABEL_PATTERN", "1")
+    color_file_to_labels(source, labels, cfg.palette)
+    record_conversion(source, labels)
+    read_labels(cfg, "1", image_info(cfg, "1"))
+    copied = tmp_path / "copied.tif"  # the same bytes at another time (cp without -p): still the source converted
+    shutil.copyfile(source, copied)
+    shutil.copyfile(copied, source)
+    read_labels(cfg, "1", image_info(cfg, "1"))
+    with rasterio.open(source, "r+") as dst:  # a building recoloured as a tree, the labels not converted again
+        rgb = dst.read()
+        rgb[:, :10, :10] = np.array([0, 255, 0], np.uint8)[:, None, None]
+        dst.write(rgb)
+    with pytest.raises(EosegError, match=r"was converted from .*, which has changed since: its labels are the old ones; "
+                                         r"run convert_gt.py --from-color again"):
+        read_labels(cfg, "1", image_info(cfg, "1"))
+    check_converted_from(cfg.tile_path("LABEL_PATTERN", "2"), cfg.tile_path("GT_COLOR_PATTERN", "2"))  # no record: taken
+    color_file_to_labels(source, labels, cfg.palette)
+    record_conversion(source, labels)
+    read_labels(cfg, "1", image_info(cfg, "1"))
