@@ -158,6 +158,8 @@ def format_report(cfg: Config, report: DataReport) -> str:
     for image in report.images:
         lines.append(f"  {image['tile']:<10} {image['split']:<6} {image['size']:<13} {image['bands']:>5} "
                      f"{image['dtype']:<8} {image['crs']:<14} {image['resolution']:>7} {image['nodata']}")
+    if not report.images:
+        lines.append("  none could be read: see the problems below")
     stats = report.statistics
     if stats is not None and stats.count:
         lines += ["", f"bands over the training tiles ({stats.count} valid pixels):",
@@ -176,8 +178,12 @@ def format_report(cfg: Config, report: DataReport) -> str:
         lines.append(f"  {value!r:>8} {amount} -> {meaning}")
     lines += ["", "class shares of the labelled pixels:", f"  {'class':<24} {'train':>8} {'test':>8}"]
     shares = {split: 100 * pixels / max(pixels.sum(), 1) for split, pixels in report.class_pixels.items()}
+    counted = {split: pixels.sum() > 0 for split, pixels in report.class_pixels.items()}
     for i, name in enumerate(cfg.CLASS_NAMES):
-        lines.append(f"  {name:<24} {shares['train'][i]:>7.2f}% {shares['test'][i]:>7.2f}%")
+        lines.append(f"  {name:<24} " + " ".join(f"{shares[split][i]:>7.2f}%" if counted[split] else f"{'-':>8}"
+                                                for split in ("train", "test")))
+    if not any(counted.values()):
+        lines.append("  no labelled pixel could be read: see the problems below")
     lines += ["", f"problems: {len(report.problems) or 'none'}"]
     lines += [f"problem: {text}" for text in report.problems]
     return "\n".join(lines)

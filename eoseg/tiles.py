@@ -79,9 +79,11 @@ def check_bands(cfg: Config, info: RasterInfo) -> RasterInfo:
     alpha = [band for band in cfg.BANDS if info.colorinterp[band - 1:band] == ("alpha",)]
     if alpha:
         raise EosegError(
-            f"{info.path}: band {alpha[0]} is its alpha band (transparency, which eoseg reads as the image's nodata "
-            f"mask), but BANDS {cfg.BANDS} reads it as data: leave it out of BANDS (if it does hold data, retag it: "
-            f"gdal_edit.py -colorinterp_{alpha[0]} undefined)")
+            f"{info.path}: band {alpha[0]} is tagged as its alpha band (transparency, which GDAL reads as the image's "
+            f"nodata mask), but BANDS {cfg.BANDS} reads it as data: if it holds data (near-infrared in a file tagged "
+            f"so), retag it: gdal_edit.py -colorinterp_{alpha[0]} undefined FILE (or, leaving the file as it is, "
+            f"gdal_translate -of VRT -colorinterp_{alpha[0]} undefined FILE FILE.vrt and read the .vrt); if it is "
+            "transparency, leave it out of BANDS")
     # a file naming every one of BAND_NAMES once (as it is, or as what it names: "Red" for "R"), but not at BANDS,
     # holds them in another order
     named = [band_kind(description or "") for description in info.descriptions]

@@ -204,3 +204,12 @@ def test_how_each_image_marks_its_nodata_is_listed(tiny_cfg, tmp_path):
     assert [nodata_kind(tmp_path / f"{name}.tif", [1, 2, 3]) for name in ("value", "alpha", "mask", "none")] == \
         ["0", "alpha", "mask", "-"]
     assert {image["nodata"] for image in check_dataset(tiny_cfg).images} == {"-"}
+
+
+def test_a_report_of_tiles_that_could_not_be_read_says_so(tiny_cfg):
+    """Not an empty table and 0.00% for every class, which read as empty data rather than checks that stopped."""
+    cfg = tiny_cfg.replace(IMAGE_PATTERN="elsewhere/{id}.tif")
+    text = format_report(cfg, check_dataset(cfg))
+    assert "  none could be read: see the problems below" in text
+    assert "  no labelled pixel could be read: see the problems below" in text and "0.00%" not in text
+    assert "none could be read" not in format_report(tiny_cfg, check_dataset(tiny_cfg))

@@ -94,8 +94,9 @@ def test_an_alpha_band_read_as_data_is_refused(tiny_cfg, tmp_path):
         dst.colorinterp = [ColorInterp.red, ColorInterp.green, ColorInterp.blue, ColorInterp.alpha]
     cfg = tiny_cfg.replace(DATA_ROOT=str(tmp_path / "rgba"), IMAGE_PATTERN="{id}.tif", BANDS=[1, 2, 3, 4],
                            BAND_NAMES=["R", "G", "B", "N"], NORM_MEAN=[0.0] * 4, NORM_STD=[1.0] * 4)
-    with pytest.raises(EosegError, match=r"1.tif: band 4 is its alpha band .* BANDS \[1, 2, 3, 4\] reads it as data: "
-                                         r"leave it out of BANDS .*gdal_edit.py -colorinterp_4 undefined"):
+    with pytest.raises(EosegError, match=r"1.tif: band 4 is tagged as its alpha band .* BANDS \[1, 2, 3, 4\] reads it as "
+                                         r"data: if it holds data .*gdal_edit.py -colorinterp_4 undefined FILE .*leave it "
+                                         r"out of BANDS"):
         image_info(cfg, "1")
     image_info(cfg.replace(BANDS=[1, 2, 3], BAND_NAMES=["R", "G", "B"], NORM_MEAN=[0.0] * 3, NORM_STD=[1.0] * 3), "1")
 
