@@ -232,9 +232,10 @@ class RasterLabels:
                 "LABEL_VALUES = {} (LABEL_VALUES is for raw codes, which convert_gt.py --from-values turns into class ids)")
         raise EosegError(
             f"{self.path}: its colour table gives value {value} the colour {table[value]}, {colour}, but the value reads "
-            f"as class {target}: if the colours are the classes, convert it by colour (GT_COLOR_PATTERN at it, then "
-            "convert_gt.py --from-color); if the values are, say so in LABEL_VALUES (e.g. {0: 0, 1: 1, ...}) or set "
-            "PALETTE to its colours")
+            f"as class {target}: made by convert_gt.py under another PALETTE? convert its colour ground truth again "
+            "(convert_gt.py --from-color); if the colours are the classes, convert it by colour (GT_COLOR_PATTERN at "
+            "it, then convert_gt.py --from-color); if the values are, say so in LABEL_VALUES (e.g. {0: 0, 1: 1, ...}) "
+            "or set PALETTE to its colours")
 
     def _read(self, src, window: Window | None) -> tuple[np.ndarray, np.ndarray | None]:
         raw = src.read(1, window=window)
