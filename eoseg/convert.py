@@ -15,7 +15,7 @@ from eoseg.palette import Palette
 
 
 # beside the label maps convert_gt.py --from-color made for the configured tiles: each one's colour source as it was
-CONVERSION_RECORD = ".eoseg-conversions.json"
+CONVERSION_RECORD = "conversions.convert_gt.json"
 _unchanged: dict[tuple, bool] = {}  # (label map, its source's state now, as converted) -> whether the source is the one
 
 
