@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import errno
+import os
 import re
+import signal
 import sys
+from pathlib import Path
 from typing import Callable, Sequence
 
 from tqdm import tqdm
@@ -13,6 +17,33 @@ from eoseg.config import Config, load_config
 from eoseg.errors import EosegError
 
 _OVERRIDE = re.compile(r"^[A-Z][A-Z0-9_]*=")
+# file-system refusals a user's paths cause (a read-only or full disk, a file where a folder goes, a name too long):
+# one line naming the path, not a traceback
+PATH_ERRORS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EISDIR, errno.ENAMETOOLONG, errno.ENOSPC,
+               errno.EDQUOT, errno.EEXIST, errno.ENOENT}
+NOT_A_TERMINAL_BAR_SECONDS = "30"  # progress bars redrawn into a log file: every 30 s, not 10 times a second
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (timeout, a batch scheduler): stops a script as Ctrl-C does, its temporary files removed."""
+
+
+def _terminated(signum, frame):
+    raise Terminated
+
+
+def _interrupted_while_starting(signum, frame):
+    print("interrupted", file=sys.stderr)
+    os._exit(130)
+
+
+def _main_is_a_script() -> bool:
+    main_file = getattr(sys.modules.get("__main__"), "__file__", None)
+    return main_file is not None and Path(main_file).resolve().parent == Path(__file__).resolve().parent.parent
+
+
+if _main_is_a_script():  # Ctrl-C while torch loads, before run() can catch it: one line, not a traceback
+    signal.signal(signal.SIGINT, _interrupted_while_starting)
 
 EPILOG = """\
 configuration:
@@ -50,14 +81,28 @@ def parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None) ->
 
 
 def run(main: Callable[[Sequence[str] | None], object], argv: Sequence[str] | None = None) -> None:
-    """Run a script's ``main``: user errors become one line on stderr and exit status 2."""
+    """Run a script's ``main``: user errors become one line on stderr and exit status 2; Ctrl-C and SIGTERM
+    stop it with its temporary outputs removed; output piped into a program that stops reading ends quietly."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _terminated)
+    if not sys.stderr.isatty():
+        os.environ.setdefault("TQDM_MININTERVAL", NOT_A_TERMINAL_BAR_SECONDS)
     try:
         main(argv)
         return
     except EosegError as err:
         message, status = f"error: {err}", 2
+    except Terminated:
+        message, status = "terminated", 143
     except KeyboardInterrupt:
         message, status = "interrupted", 130
+    except BrokenPipeError:  # `script | head`: the reader has gone, and so has anything more to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(1)
+    except OSError as err:
+        if err.errno not in PATH_ERRORS or err.filename is None:
+            raise
+        message, status = f"error: {err.filename}: {err.strerror}", 2
     # printed once the traceback is gone: the progress bars it kept alive have closed their line
     _close_progress_bars()
     print(message, file=sys.stderr)

@@ -87,3 +87,65 @@ def test_bad_config_names_are_one_line(tmp_path):
     config = tmp_path / "broken.py"
     config.write_text("ITERATIONS = (\n")
     assert_one_line_error(run_script("training.py", "--config", str(config)), "broken.py", "syntax error")
+
+
+@pytest.fixture
+def own_handlers():
+    """run() installs SIGINT and SIGTERM handlers for a script's process: put this process's back."""
+    import signal
+
+    saved = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
+    yield
+    for number, handler in saved.items():
+        signal.signal(number, handler)
+
+
+def test_sigterm_stops_a_script_as_ctrl_c_does(own_handlers, capsys):
+    """timeout and batch schedulers send SIGTERM: a one-line stop, with the cleanup a KeyboardInterrupt gets."""
+    import os
+    import signal
+    import time
+
+    from eoseg.cli import run
+
+    cleaned = []
+
+    def main(argv):
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)  # the signal arrives here
+        finally:
+            cleaned.append(True)
+
+    with pytest.raises(SystemExit) as stopped:
+        run(main, [])
+    assert stopped.value.code == 143 and cleaned == [True] and capsys.readouterr().err == "terminated\n"
+
+
+@pytest.mark.parametrize("error, line", [
+    (PermissionError(13, "Permission denied", "/data/out/x.tif"), "error: /data/out/x.tif: Permission denied"),
+    (OSError(36, "File name too long", "/data/" + "y" * 300), "error: /data/" + "y" * 300 + ": File name too long"),
+    (NotADirectoryError(20, "Not a directory", "/data/afile/c1.tif"), "error: /data/afile/c1.tif: Not a directory"),
+])
+def test_a_path_the_file_system_refuses_is_one_line(own_handlers, capsys, error, line):
+    from eoseg.cli import run
+
+    def main(argv):
+        raise error
+
+    with pytest.raises(SystemExit) as stopped:
+        run(main, [])
+    assert stopped.value.code == 2 and capsys.readouterr().err == line + "\n"
+
+
+def test_output_piped_into_a_reader_that_stops_ends_quietly(tmp_path, sample_root):
+    import shlex
+    import subprocess
+    import sys
+
+    from .conftest import ROOT
+
+    args = shlex.join(as_arguments({**tiny_overrides(tmp_path), "DATA_ROOT": str(sample_root / "data")}))
+    result = subprocess.run(f"{sys.executable} {ROOT / 'check_data.py'} --out {tmp_path / 'check'} {args} | head -1",
+                            shell=True, capture_output=True, text=True, cwd=ROOT)
+    assert result.stdout.strip() == "images:" and "Traceback" not in result.stderr and "BrokenPipe" not in result.stderr
