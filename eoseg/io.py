@@ -104,6 +104,10 @@ def _checked_write(path: Path, written: Path) -> Iterator[None]:
     except Exception as err:
         if _disk_full(err, written):
             raise _full_disk_error(path) from None
+        if isinstance(err, RasterioIOError):  # said here: an input read around the block would take it for its own
+            reason = _reason(err).replace(str(written), str(path))
+            raise EosegError(f"{path}: cannot write this output ({reason}); check that its folder "
+                             "is writable and its name not too long") from None
         raise
     if _no_room_left(written):
         raise _full_disk_error(path)

@@ -379,6 +379,27 @@ def test_composite_script(tmp_path, sample_root):
     assert_one_line_error(run_script("make_composite.py", "--ids", "2", *args, "NIR_BAND=NIR"), "NIR_BAND 'NIR'")
 
 
+def test_a_composite_that_cannot_be_written_is_not_blamed_on_its_inputs(tiny_cfg, tmp_path, monkeypatch):
+    """The output is written while the inputs are open for reading: its error is the output's."""
+    import eoseg.io
+
+    open_for_real = rasterio.open
+
+    def refuse_writing(path, mode="r", **kwargs):
+        if mode == "w":
+            raise rasterio.errors.RasterioIOError(f"Attempt to create new tiff file '{path}' failed: Permission denied")
+        return open_for_real(path, mode, **kwargs)
+
+    monkeypatch.setattr(eoseg.io.rasterio, "open", refuse_writing)
+    out = tmp_path / "composite" / "1.tif"
+    with pytest.raises(EosegError) as refused:
+        write_composite(tiny_cfg, "1", out)
+    message = str(refused.value)
+    assert message.startswith(f"{out}: cannot write this output") and "Permission denied" in message
+    assert "nDSM" not in message and "DSM" not in message and ".tmp-" not in message
+    assert not any((tmp_path / "composite").iterdir())
+
+
 # ---------------------------------------------------------------- the pipeline with an nDSM
 def test_extract_lmdb_train_and_infer_with_an_ndsm(tiny_cfg, tmp_path):
     cfg = tiny_cfg.replace(EXTRA_SOURCES=[NDSM], MODEL_WIDTH=0.0625, ITERATIONS=2, SNAPSHOT_EVERY=2, VAL_EVERY=2,
