@@ -221,6 +221,9 @@ def latest_checkpoint(cfg: Config) -> Path:
             return folder / name
     found = sorted(folder.glob(CHECKPOINT_GLOB), key=lambda path: (path.stat().st_mtime_ns, path.name))
     if not found:
+        if any((Path(cfg.TRAIN_DIR) / name).exists() for name in RUN_OUTPUTS):
+            raise EosegError(f"no checkpoint to resume from in {folder}: the run in {cfg.TRAIN_DIR} stopped before its "
+                             "first checkpoint (SNAPSHOT_EVERY); start it over with --force")
         raise EosegError(f"no checkpoint to resume from in {folder}; train without --resume first")
     return found[-1]
 
@@ -247,6 +250,9 @@ def claim_train_dir(cfg: Config, resume: bool, force: bool) -> Iterator[None]:
         if not resume:
             held = sorted(p.name for p in train_dir.iterdir()) if train_dir.is_dir() else []
             if held and not force:
+                if not any((train_dir / "checkpoints").glob(CHECKPOINT_GLOB)):
+                    raise EosegError(f"{train_dir} holds a training run that stopped before its first checkpoint "
+                                     f"({', '.join(held[:4])}); pass --force to start over, or choose another TRAIN_DIR")
                 raise EosegError(f"{train_dir} already holds a training run ({', '.join(held[:4])}); pass --resume to "
                                  "continue it, --force to start over (its log and checkpoints are removed), "
                                  "or choose another TRAIN_DIR")
@@ -320,14 +326,16 @@ def load_resume_checkpoint(path: str | Path, cfg: Config) -> dict:
     if "sample_position" not in payload["training_state"]:
         raise EosegError(f"{path}: written by an earlier eoseg that did not record the position in the training data; "
                          "it cannot be resumed exactly; start a new run")
+    # a run killed after its last checkpoint, before MODEL_FILE: resuming it trains no further and writes MODEL_FILE
+    finishing = not Path(cfg.MODEL_FILE).exists()
     if cfg.TRAIN_MINUTES:
         if "training_seconds" not in payload["training_state"]:
             raise EosegError(f"{path}: written by an earlier eoseg that did not record the time trained; it cannot continue "
                              "a TRAIN_MINUTES budget; resume without TRAIN_MINUTES or start a new run")
-        if payload["training_state"]["training_seconds"] >= 60 * cfg.TRAIN_MINUTES:
+        if payload["training_state"]["training_seconds"] >= 60 * cfg.TRAIN_MINUTES and not finishing:
             raise EosegError(f"{path} has trained {payload['training_state']['training_seconds'] / 60:.2f} minutes, not less than "
                              f"TRAIN_MINUTES={cfg.TRAIN_MINUTES:g}; raise TRAIN_MINUTES to train further")
-    elif payload["iteration"] >= cfg.ITERATIONS:
+    elif payload["iteration"] >= cfg.ITERATIONS and not finishing:
         raise EosegError(f"{path} is at iteration {payload['iteration']}, not before ITERATIONS={cfg.ITERATIONS}; raise ITERATIONS to train further")
     return payload
 

@@ -301,6 +301,22 @@ def test_resume_without_checkpoints_is_refused(lmdb_cfg):
         latest_checkpoint(lmdb_cfg)
 
 
+def test_a_run_killed_after_its_last_checkpoint_resumes_to_its_weights(lmdb_cfg):
+    """Killed between the final checkpoint and MODEL_FILE: --resume trains no further and writes MODEL_FILE."""
+    from eoseg.train import latest_checkpoint
+
+    cfg = lmdb_cfg.replace(ITERATIONS=2, SNAPSHOT_EVERY=2, VAL_EVERY=0)
+    train(cfg, progress=False)
+    written = load_checkpoint(cfg.MODEL_FILE)["state_dict"]
+    Path(cfg.MODEL_FILE).unlink()
+    log = (Path(cfg.TRAIN_DIR) / "log.csv").read_text()
+    train(cfg, resume=latest_checkpoint(cfg), progress=False)
+    again = load_checkpoint(cfg.MODEL_FILE)
+    assert again["iteration"] == 2 and (Path(cfg.TRAIN_DIR) / "log.csv").read_text() == log
+    for key, value in written.items():
+        assert torch.equal(again["state_dict"][key], value), key
+
+
 def test_resume_takes_the_last_written_checkpoint_of_a_copied_folder(lmdb_cfg, tmp_path):
     """A copy (cp -r, scp -r) gives every file the time it was copied, in whatever order: the
     record training keeps beside the checkpoints still names the last one written."""

@@ -64,9 +64,23 @@ def training_arguments(tmp_path: Path, sample_root: Path, **extra) -> list[str]:
     return arguments(tmp_path, sample_root / "data", TRAIN_SOURCE="tiles", VAL_EVERY=0, **extra)
 
 
+def test_a_run_stopped_before_its_first_checkpoint_is_started_over_with_force(tmp_path, sample_root):
+    """Neither a plain run nor --resume can take such a folder: both must point at --force, not at each other."""
+    train_dir = tmp_path / "train"
+    train_dir.mkdir()
+    (train_dir / "config.json").write_text("{}")
+    (train_dir / "log.csv").write_text("iteration,loss\n")
+    for extra in ((), ("--resume",)):
+        result = run_script("training.py", *extra, *training_arguments(tmp_path, sample_root))
+        assert_one_line_error(result, str(train_dir), "stopped before its first checkpoint", "--force")
+        assert "--resume" not in result.stderr
+    assert (train_dir / "log.csv").read_text() == "iteration,loss\n"
+
+
 def test_training_refuses_a_folder_holding_a_run(tmp_path, sample_root):
     train_dir = tmp_path / "train"
     (train_dir / "checkpoints").mkdir(parents=True)
+    (train_dir / "checkpoints" / "iter_0000001.pt").write_bytes(b"a checkpoint")
     (train_dir / "log.csv").write_text("iteration,loss\n1,2.0\n")
     result = run_script("training.py", *training_arguments(tmp_path, sample_root))
     assert_one_line_error(result, str(train_dir), "already holds a training run", "--resume", "--force")
