@@ -514,6 +514,9 @@ def run_inference(cfg: Config, weights: str | Path, out_dir: str | Path, tile_id
     if rank == 0:
         cfg.save(out_dir)
     mine = jobs[rank::world]
+    if force:  # their records stand for the replaced run: an interrupted forced run must be continued without --force
+        for job in mine:
+            (out_dir / f"{job.name}{RECORD_SUFFIX}").unlink(missing_ok=True)
     # closed on the way out, so that an error is printed on a line of its own
     with tqdm(mine, desc=f"label (rank {rank})" if world > 1 else "label", unit="image", disable=not progress) as bar:
         results = []

@@ -360,6 +360,36 @@ def test_completion_records_redo_what_changed(tmp_path, weights):
     assert redone(run_weights=other, run_cfg=cfg.replace(BLEND="gaussian")) == []
 
 
+def test_an_interrupted_forced_run_is_continued_without_force(tmp_path, weights, monkeypatch):
+    """--force with new settings, stopped after one image: the images it had not reached are not counted as
+    another run's results, so the plain rerun goes on where it stopped."""
+    import eoseg.infer
+
+    scenes = write_scenes(tmp_path / "scenes", count=3, size=64)
+    cfg = make_tiny_config(tmp_path, WRITE_PREVIEW=False)
+    out = tmp_path / "out"
+    run_inference(cfg, weights, out, image_paths=scenes, progress=False)
+    changed = cfg.replace(BLEND="gaussian")
+    label_for_real, labelled = eoseg.infer.label_raster, []
+
+    def stopped_after_one(*args, **kwargs):
+        if labelled:
+            raise KeyboardInterrupt
+        labelled.append(label_for_real(*args, **kwargs))
+        return labelled[-1]
+
+    monkeypatch.setattr(eoseg.infer, "label_raster", stopped_after_one)
+    with pytest.raises(KeyboardInterrupt):
+        run_inference(changed, weights, out, image_paths=scenes, progress=False, force=True)
+    monkeypatch.undo()
+    summary = run_inference(changed, weights, out, image_paths=scenes, progress=False)
+    assert [image.name for image in summary.images if not image.reused] == ["scene1", "scene2"]
+    reference = run_inference(changed, weights, tmp_path / "reference", image_paths=scenes, progress=False)
+    for image in reference.images:
+        for key, path in image.outputs.items():
+            assert np.array_equal(read(out / path.name), read(path)), (image.name, key)
+
+
 def test_completion_records_redo_an_input_whose_companion_files_changed(tmp_path, weights):
     """GDAL reads a VRT's tiles and a PNG's world file with the named file: a new one makes its labels stale."""
     tiles = write_scenes(tmp_path / "scenes", count=2, size=32)
