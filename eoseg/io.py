@@ -206,6 +206,23 @@ def check_writable(folder: str | Path, what: str) -> None:
                          f"choose a writable {what} or fix its permissions") from None
 
 
+def check_output_file(path: str | Path, what: str) -> None:
+    """Refuse, before any work, an output file that could not be written when the work is done: its folder not
+    writable (:func:`check_writable`), a folder in its place, or a name too long for the file system (with the
+    temporary name it is written under first)."""
+    path = Path(path).absolute()
+    check_writable(path.parent, f"folder of {what}")
+    if path.is_dir():
+        raise EosegError(f"{what} {path} is a folder; give a file name")
+    existing = path.parent
+    while not existing.exists():
+        existing = existing.parent
+    longest = os.pathconf(existing, "PC_NAME_MAX")
+    if len(os.fsencode(_temp_name(path).name)) > longest:
+        raise EosegError(f"{what} {path}: its name is too long for the file system ({len(os.fsencode(path.name))} bytes; "
+                         f"with the temporary name it is first written under, over {longest}); choose a shorter name")
+
+
 @contextlib.contextmanager
 def exclusive_or_refuse(path: str | Path, busy: str) -> Iterator[None]:
     """Hold the lock file ``path`` for a block; if another process holds it, refuse with ``busy``.
@@ -232,15 +249,19 @@ def exclusive_or_refuse(path: str | Path, busy: str) -> Iterator[None]:
 def atomic_directory(path: str | Path, force: bool = False) -> Iterator[Path]:
     """Build a directory under a temporary name; move it to ``path`` when complete.
 
-    An existing ``path`` is refused unless ``force``, in which case it is replaced only
-    once the new one is complete. One process at a time builds ``path``; what a killed
+    An existing ``path`` (but an empty folder) is refused unless ``force``, in which case it is
+    replaced only once the new one is complete; a link is followed, a file refused. One process at a time builds ``path``; what a killed
     one left behind is removed by the next.
     """
     path = Path(path)
+    if path.is_symlink():  # replaced where it leads: the link stays, and so does the storage it was made to reach
+        path = path.resolve()
+    if path.exists() and not path.is_dir():
+        raise EosegError(f"{path} is a file, not a folder; remove it or choose another path")
     check_writable(path.parent, "output folder")  # before any work, not when the first file is written
     path.parent.mkdir(parents=True, exist_ok=True)
     with exclusive(path.with_name(f".{path.name}.lock")):
-        if path.exists() and not force:
+        if path.exists() and any(path.iterdir()) and not force:  # an empty one (made for the result) holds nothing to lose
             raise EosegError(f"{path} already exists; pass --force to replace it")
         tmp, old = path.with_name(f".{path.name}.tmp"), path.with_name(f".{path.name}.old")
         for leftover in (tmp, old):  # a killed builder's: no one else holds the lock

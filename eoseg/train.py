@@ -49,7 +49,7 @@ from eoseg.data import StreamBatchSampler, jitter_bands, median_frequency_weight
 from eoseg.device import Processes, process_group
 from eoseg.errors import EosegError
 from eoseg.holdout import holdout_record, report_overlapping_tiles
-from eoseg.io import RasterInfo, atomic_path, atomic_write_text, check_writable, exclusive_or_refuse
+from eoseg.io import RasterInfo, atomic_path, atomic_write_text, check_output_file, check_writable, exclusive_or_refuse
 from eoseg.labelling import labelling_stack, make_predictor, score_tile
 from eoseg.metrics import metrics_from_confusion, percent
 from eoseg.models import first_stream_bands, model_from_config
@@ -242,7 +242,7 @@ def claim_train_dir(cfg: Config, resume: bool, force: bool) -> Iterator[None]:
     """
     train_dir, model_file = Path(cfg.TRAIN_DIR), Path(cfg.MODEL_FILE)
     check_writable(train_dir, "TRAIN_DIR")
-    check_writable(model_file.parent, "folder of MODEL_FILE")
+    check_output_file(model_file, "MODEL_FILE")
     report_overlapping_tiles(cfg)
     lock = train_dir.with_name(f".{train_dir.name}.lock")
     with exclusive_or_refuse(lock, f"another training run is writing {train_dir} (it holds {lock}); "

@@ -94,6 +94,29 @@ def test_extract_refuses_existing_folder_unless_forced(tiny_cfg):
     assert {r["augmentation"] for r in read_manifest(tiny_cfg.PATCHES_DIR)[1]} == {"orig"}
 
 
+def test_forced_extraction_into_a_linked_folder_replaces_it_where_the_link_leads(tiny_cfg, tmp_path):
+    """PATCHES_DIR a link to other storage: --force rebuilds there and keeps the link."""
+    storage, link = tmp_path / "storage" / "patches", tmp_path / "linked"
+    storage.mkdir(parents=True)
+    link.symlink_to(storage)
+    extract_patches(tiny_cfg, link, progress=False)
+    extract_patches(tiny_cfg.replace(FLIPS=False), link, force=True, progress=False)
+    assert link.is_symlink() and link.resolve() == storage.resolve()
+    assert {r["augmentation"] for r in read_manifest(storage)[1]} == {"orig"}
+    assert sorted(p.name for p in storage.parent.iterdir()) == ["patches"]
+
+
+def test_a_file_where_the_patches_go_is_refused_before_the_work(tiny_cfg, tmp_path, monkeypatch):
+    import eoseg.extract
+
+    in_the_way = tmp_path / "patches"
+    in_the_way.write_text("not ours")
+    monkeypatch.setattr(eoseg.extract, "tile_stack", lambda *args: pytest.fail("the work began"))
+    with pytest.raises(EosegError, match=f"{in_the_way} is a file, not a folder"):
+        extract_patches(tiny_cfg, in_the_way, force=True, progress=False)
+    assert in_the_way.read_text() == "not ours"
+
+
 def test_interrupted_extraction_leaves_nothing_accepted(tiny_cfg, monkeypatch):
     calls = {"n": 0}
     real_save = np.save

@@ -77,6 +77,15 @@ def test_a_run_stopped_before_its_first_checkpoint_is_started_over_with_force(tm
     assert (train_dir / "log.csv").read_text() == "iteration,loss\n"
 
 
+@pytest.mark.parametrize("model_file,expected", [("folder", "is a folder; give a file name"),
+                                                   ("m" * 245 + ".pt", "its name is too long for the file system")])
+def test_a_model_file_that_could_not_be_written_is_refused_before_training(tmp_path, sample_root, model_file, expected):
+    (tmp_path / "folder").mkdir()
+    result = run_script("training.py", *training_arguments(tmp_path, sample_root, MODEL_FILE=str(tmp_path / model_file)))
+    assert_one_line_error(result, "MODEL_FILE", expected)
+    assert not (tmp_path / "train").exists()
+
+
 def test_training_refuses_a_folder_holding_a_run(tmp_path, sample_root):
     train_dir = tmp_path / "train"
     (train_dir / "checkpoints").mkdir(parents=True)
