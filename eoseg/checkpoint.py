@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import json
 import pickle
-import re
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from eoseg.config import Config
-from eoseg.errors import EosegError
+from eoseg.errors import EosegError, plain_text
 from eoseg.io import atomic_path
 from eoseg.metadata import WEIGHTS_FIELDS, check_compatible, data_signature
 from eoseg.models import MODELS, build_model, uses_encoder
@@ -94,7 +93,7 @@ def safe_torch_load(path: Path, what: str) -> object:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         # keep torch's line naming what was refused, not its advice to disable the protection
-        lines = [line.strip() for line in re.sub(r"\x1b\[[0-9;]*m", "", str(err)).splitlines()]
+        lines = [line.strip() for line in plain_text(str(err)).splitlines()]
         boilerplate = ("Weights only load failed", "Please file an issue", "Check the documentation")
         reason = " ".join(line for line in lines if line and not line.startswith(boilerplate)) or type(err).__name__
         reason = reason.split(" Please use")[0]

@@ -40,7 +40,7 @@ _FULL_DISK_ERRNOS = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
 LOW_SPACE = 1 << 20  # bytes: a disk with less free counts as full
 
 
-def _causes(error: BaseException) -> Iterator[BaseException]:
+def causes(error: BaseException) -> Iterator[BaseException]:
     """``error`` and the exceptions it was raised from or while handling."""
     seen = set()
     while error is not None and id(error) not in seen:
@@ -72,7 +72,7 @@ def _disk_full(error: BaseException, written: Path) -> bool:
     Python says so with ENOSPC, EFBIG or EDQUOT, but GDAL, numpy, LMDB and torch often lose the
     errno on the way (LMDB even reports EIO): then the disk and the file size limit are asked.
     """
-    for link in _causes(error):
+    for link in causes(error):
         if getattr(link, "errno", None) in _FULL_DISK_ERRNOS or any(os.strerror(e) in str(link) for e in _FULL_DISK_ERRNOS):
             return True
     return _no_room_left(written)
@@ -115,7 +115,7 @@ def _checked_write(path: Path, written: Path) -> Iterator[None]:
 
 def _reason(error: BaseException) -> str:
     """The most telling line of an error: GDAL's own message rather than rasterio's "see previous"."""
-    for link in _causes(error):
+    for link in causes(error):
         if not str(link).startswith(("Read failed. See previous", "Write failed. See previous")):
             return str(link).splitlines()[0] if str(link) else type(link).__name__
     return str(error)

@@ -30,7 +30,8 @@ import torch
 from torch import nn
 
 from eoseg.config import Config
-from eoseg.errors import EosegError
+from eoseg.errors import EosegError, plain_text
+from eoseg.io import causes
 from eoseg.weights_record import METADATA_KEY, check_weights_record
 
 INPUT, OUTPUT = "image", "logits"
@@ -76,7 +77,9 @@ def to_onnx(model: nn.Module, tile_size: int | None = None) -> onnx.ModelProto:
             program = torch.onnx.export(model, (example,), dynamo=True, input_names=[INPUT], output_names=[OUTPUT],
                                         dynamic_shapes=(dynamic,), verbose=False)
     except Exception as err:  # the exporter raises many types; the message says what failed
-        raise EosegError(f"ONNX export failed: {type(err).__name__}: {str(err).splitlines()[0]}") from None
+        if any(isinstance(link, KeyboardInterrupt) for link in causes(err)):  # it wraps a Ctrl-C as well
+            raise KeyboardInterrupt from None
+        raise EosegError(f"ONNX export failed: {type(err).__name__}: {plain_text(str(err)).splitlines()[0]}") from None
     return program.model_proto
 
 

@@ -112,3 +112,31 @@ def test_export_script_errors_are_one_line(tmp_path, exported):
     not_onnx.write_bytes(b"")  # protobuf reads an empty model from it, which has no record either
     with pytest.raises(EosegError, match="not a readable ONNX file: the file is empty"):
         load_weights(not_onnx, load_config(overrides=TINY))
+
+
+class ExportFailed(Exception):
+    """As the exporter reports a failure: its own type, its message coloured for a terminal."""
+
+
+def test_an_export_stopped_by_ctrl_c_is_an_interruption_not_a_failure(cfg, monkeypatch):
+    """The exporter wraps whatever stops it, Ctrl-C included, in its own error."""
+    import eoseg.onnx_engine
+
+    def interrupted(*args, **kwargs):
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt as err:
+            raise ExportFailed("Failed to export the model with torch.export. \x1b[96mThis is step 1/3\x1b[0m") from err
+
+    model = trained_like_model(cfg)
+    monkeypatch.setattr(eoseg.onnx_engine.torch.onnx, "export", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        eoseg.onnx_engine.to_onnx(model)
+
+    def failed(*args, **kwargs):
+        raise ExportFailed("Failed to export the model with torch.export. \x1b[96mThis is step 1/3\x1b[0m of exporting")
+
+    monkeypatch.setattr(eoseg.onnx_engine.torch.onnx, "export", failed)
+    with pytest.raises(EosegError, match=r"^ONNX export failed: ExportFailed: Failed to export the model with "
+                                         r"torch.export. This is step 1/3 of exporting$"):
+        eoseg.onnx_engine.to_onnx(model)
