@@ -8,6 +8,8 @@ Tiles are read by windows of SCAN_ROWS rows through the readers every other step
 from __future__ import annotations
 
 import ast
+import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,7 +20,7 @@ from eoseg.config import Config
 from eoseg.errors import EosegError
 from eoseg.grid import mean_pixel_size_m
 from eoseg.holdout import TileSplit, report_overlapping_tiles, tile_split
-from eoseg.io import RasterInfo, atomic_write_text, nodata_kind
+from eoseg.io import RasterInfo, atomic_path, nodata_kind
 from eoseg.labels import SCAN_ROWS, LabelValues, RasterLabels, VectorLabels, merge_counts, value_counts
 from eoseg.normalization import VALUE_SCALE_LIMIT, BandStatistics, off_scale, scale_problem, value_scale
 from eoseg.plots import class_frequency_figure, save_figure
@@ -214,7 +216,12 @@ def write_norm(config_file: Path, lines: list[str]) -> None:
         for node in reversed(assigned):  # every assignment of it, the last first: earlier line numbers stay valid
             rows[node.lineno - 1:node.end_lineno] = [line + "\n"] if node is assigned[-1] else []
         text = "".join(rows)
-    atomic_write_text(config_file, text)
+    target = config_file.resolve()  # a linked config is changed where it lies: the link stays a link
+    mode = stat.S_IMODE(target.stat().st_mode) if target.exists() else None
+    with atomic_path(target) as written:
+        written.write_text(text)
+        if mode is not None:  # the new file takes the old one's permissions, not the umask's
+            os.chmod(written, mode)
 
 
 def plot_class_shares(cfg: Config, report: DataReport, path: Path) -> Path:

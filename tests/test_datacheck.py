@@ -63,6 +63,18 @@ def test_norm_written_over_assignments_of_several_lines(tmp_path):
     assert config.read_text() == "NORM_MEAN = [\n"
 
 
+def test_norm_written_into_a_linked_config_keeps_the_link_and_the_permissions(tmp_path):
+    shared = tmp_path / "configs" / "city.py"
+    shared.parent.mkdir()
+    shared.write_text("ITERATIONS = 5\n")
+    shared.chmod(0o640)
+    link = tmp_path / "mine.py"
+    link.symlink_to(shared)
+    write_norm(link, ["NORM_MEAN = [10.0, 20.0]"])
+    assert link.is_symlink() and shared.read_text() == "ITERATIONS = 5\nNORM_MEAN = [10.0, 20.0]\n"
+    assert shared.stat().st_mode & 0o777 == 0o640
+
+
 def test_broken_dataset_lists_each_problem_once(sample_root, tmp_path):
     data = tmp_path / "data"
     shutil.copytree(sample_root / "data", data)
