@@ -236,7 +236,7 @@ def claim_train_dir(cfg: Config, resume: bool, force: bool) -> Iterator[None]:
     """Hold TRAIN_DIR for one run: refuse a folder holding another run unless ``resume`` or ``force``.
 
     Checked before the first step: every output location is writable, no other run is
-    writing TRAIN_DIR (a lock beside it, held until the block ends), and a new run does not
+    writing TRAIN_DIR or MODEL_FILE (a lock beside each, held until the block ends), and a new run does not
     mix its log and checkpoints with an earlier run's nor replace MODEL_FILE unasked
     (``force`` removes the earlier run's outputs first).
     """
@@ -256,16 +256,21 @@ def claim_train_dir(cfg: Config, resume: bool, force: bool) -> Iterator[None]:
                 raise EosegError(f"{train_dir} already holds a training run ({', '.join(held[:4])}); pass --resume to "
                                  "continue it, --force to start over (its log and checkpoints are removed), "
                                  "or choose another TRAIN_DIR")
-            if model_file.exists() and not force:
-                raise EosegError(f"MODEL_FILE {model_file} already exists; pass --force to replace it when this run "
-                                 "ends, or choose another MODEL_FILE")
-            for name in RUN_OUTPUTS if force else ():
-                earlier = train_dir / name
-                if earlier.is_dir():
-                    shutil.rmtree(earlier)
-                else:
-                    earlier.unlink(missing_ok=True)
-        yield
+        # runs of two TRAIN_DIRs may share a MODEL_FILE: the one ending last would replace the other's weights
+        model_lock = model_file.with_name(f".{model_file.name}.lock")
+        with exclusive_or_refuse(model_lock, f"another training run will write MODEL_FILE {model_file} (it holds "
+                                             f"{model_lock}); wait for it to end or choose another MODEL_FILE"):
+            if not resume:
+                if model_file.exists() and not force:
+                    raise EosegError(f"MODEL_FILE {model_file} already exists; pass --force to replace it when this run "
+                                     "ends, or choose another MODEL_FILE")
+                for name in RUN_OUTPUTS if force else ():
+                    earlier = train_dir / name
+                    if earlier.is_dir():
+                        shutil.rmtree(earlier)
+                    else:
+                        earlier.unlink(missing_ok=True)
+            yield
 
 
 # what a resumed run shares with the run it continues, so that it repeats its losses: the recipe (but ITERATIONS,

@@ -112,6 +112,16 @@ def test_training_refuses_a_folder_another_run_is_writing(tmp_path, sample_root)
     assert not (tmp_path / "train").exists()
 
 
+def test_training_refuses_a_model_file_another_run_will_write(tmp_path, sample_root):
+    """Two TRAIN_DIRs, one MODEL_FILE: the run ending last would silently replace the other's weights."""
+    from eoseg.io import exclusive_or_refuse
+
+    with exclusive_or_refuse(tmp_path / ".model.pt.lock", "held by the test"):
+        result = run_script("training.py", *training_arguments(tmp_path, sample_root, TRAIN_DIR=str(tmp_path / "other")))
+    assert_one_line_error(result, "another training run will write MODEL_FILE", str(tmp_path / "model.pt"))
+    assert not (tmp_path / "other").exists() and not list(tmp_path.glob(".other.*"))
+
+
 @pytest.fixture
 def immutable_folder(tmp_path):
     """A folder nobody may write into, not even root (whom permissions do not stop)."""
