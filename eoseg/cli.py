@@ -13,7 +13,7 @@ from typing import Callable, Sequence
 
 from tqdm import tqdm
 
-from eoseg.config import Config, load_config
+from eoseg.config import Config, config_names, load_config
 from eoseg.errors import EosegError
 
 _OVERRIDE = re.compile(r"^[A-Z][A-Z0-9_]*=")
@@ -76,6 +76,13 @@ def parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None) ->
                                                        for action in arguments), "[KEY=VALUE ...]"])
     overrides = [a for a in argv if _OVERRIDE.match(a)]
     rest = [a for a in argv if not _OVERRIDE.match(a)]
+    for argument in rest:  # argparse would call it an unrecognized argument
+        key, equals, value = argument.partition("=")
+        if equals and key.isidentifier() and not key.isupper() and key.upper() in config_names():
+            raise EosegError(f"{argument!r}: config names are upper case, as in config.py: {key.upper()}={value}")
+    if sum(a == "--config" or a.startswith("--config=") for a in rest) > 1:  # argparse would take the last one alone
+        raise EosegError("--config is given more than once; give one file (it may import another: "
+                         "from base import *)")
     args = parser.parse_args(rest)
     return args, load_config(args.config, overrides)
 

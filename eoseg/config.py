@@ -68,6 +68,11 @@ def _upper_case(names: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in names.items() if key.isupper()}
 
 
+def config_names() -> set[str]:
+    """The names config.py defines: those a --config file or an override may set."""
+    return set(_upper_case(_read_names(DEFAULT_CONFIG_PATH)))
+
+
 def _is_json_object(path: Path) -> bool:
     try:
         return isinstance(json.loads(path.read_text(encoding="utf-8")), dict)
@@ -150,7 +155,11 @@ def parse_override(text: str, defaults: dict[str, Any]) -> tuple[str, Any]:
         value = raw.lower() == "true"
     value = _coerce(default, value)
     if not _same_kind(default, value, key):
-        raise EosegError(f"override {text!r}: {key} expects {_kind(default)} (default {default!r}), got {value!r}")
+        example = ""
+        if isinstance(default, list) and not isinstance(value, (list, tuple)):  # one item typed as a list of one
+            item = str(value) if default and all(isinstance(entry, str) for entry in default) else value
+            example = f"; a list is written in brackets, quoted for the shell: {key}=\"{[item]!r}\""
+        raise EosegError(f"override {text!r}: {key} expects {_kind(default)} (default {default!r}), got {value!r}{example}")
     return key, value
 
 

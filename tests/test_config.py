@@ -309,6 +309,13 @@ def test_list_override():
     assert cfg.tile_ids("train") == ["1", "3"]
 
 
+def test_one_item_for_a_list_is_refused_with_the_list_to_write():
+    with pytest.raises(EosegError, match=r"""TRAIN_IDS expects a list of str .*, got 1; a list is written in brackets, """
+                                         r"""quoted for the shell: TRAIN_IDS="\['1'\]"$"""):
+        load_config(overrides=["TRAIN_IDS=1"])
+    assert load_config(overrides=["TRAIN_IDS=['1']"]).tile_ids("train") == ["1"]  # what the message says works
+
+
 def test_syntax_error_names_file_and_line(tmp_path):
     path = write_config(tmp_path, "ITERATIONS = 5\nBATCH_SIZE = (\nDEVICE = 'cpu'\n")
     with pytest.raises(EosegError) as info:

@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 import rasterio
 
+from eoseg.errors import EosegError
+
 from .conftest import as_arguments, run_script, tiny_overrides
 
 SCRIPTS = ["make_sample.py", "convert_gt.py", "extract_images.py", "create_lmdb.py", "training.py", "inference.py",
@@ -87,6 +89,19 @@ def test_bad_config_names_are_one_line(tmp_path):
     config = tmp_path / "broken.py"
     config.write_text("ITERATIONS = (\n")
     assert_one_line_error(run_script("training.py", "--config", str(config)), "broken.py", "syntax error")
+
+
+def test_overrides_argparse_would_misread_are_one_line():
+    """A lower-case override is no unrecognized argument; a second --config does not silently replace the first."""
+    from eoseg.cli import make_parser, parse
+
+    with pytest.raises(EosegError, match=r"^'iterations=5': config names are upper case, as in config.py: ITERATIONS=5$"):
+        parse(make_parser("test"), ["iterations=5"])
+    with pytest.raises(EosegError, match="--config is given more than once"):
+        parse(make_parser("test"), ["--config", "a.py", "--config=b.py"])
+    parser = make_parser("test")
+    parser.add_argument("images", nargs="*")
+    assert parse(parser, ["photo=1.tif"])[0].images == ["photo=1.tif"]  # not a config name: a file
 
 
 @pytest.fixture
