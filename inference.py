@@ -30,6 +30,7 @@ metres for finer and coarser images alike, or "image" labels every image as it i
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 from eoseg.cli import make_parser, parse, run
 from eoseg.config import SPLITS, check_tile_ids
@@ -62,6 +63,9 @@ def main(argv=None):
                              "into one metrics.json, metrics.txt and confusion_matrix.png in the output folder")
     args, cfg = parse(parser, argv)
     if args.engine:
+        if args.engine == "torch" and Path(args.weights or cfg.MODEL_FILE).suffix.lower() == ".onnx":
+            raise EosegError(f"--engine torch: {args.weights or cfg.MODEL_FILE} is an ONNX file, which onnxruntime runs; "
+                             "give the .pt or .safetensors weights it was exported from, or leave out --engine")
         cfg = cfg.replace(INFER_ENGINE=args.engine)
     check_tile_ids(args.tiles or [], "--tiles")
     out_dir = args.out or cfg.INFER_DIR

@@ -105,6 +105,11 @@ def test_export_script_errors_are_one_line(tmp_path, exported):
                           "weights file not found")
     with pytest.raises(EosegError, match="already an ONNX file"):
         export_onnx_script.main([str(exported[1]), "--out", str(tmp_path / "m.onnx")])
+    import inference as inference_script
+
+    with pytest.raises(EosegError, match="--engine torch: .* is an ONNX file, which onnxruntime runs"):
+        inference_script.main(["--engine", "torch", "--weights", str(exported[1]), "--out", str(tmp_path / "labels")])
+    assert not (tmp_path / "labels").exists()
     not_onnx = tmp_path / "garbage.onnx"
     not_onnx.write_bytes(b"\x00garbage")
     with pytest.raises(EosegError, match="not a readable ONNX file"):
