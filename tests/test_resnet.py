@@ -209,7 +209,7 @@ def test_torchvision_resnet_file_initialises_the_encoder(resnet18_file, model_na
     model = build_model(model_name, bands, 6, 1.0, encoder="resnet18")
     decoder_before = {k: v.clone() for k, v in model.state_dict().items() if not k.startswith("encoder.")}
     message = init_encoder_weights(model, resnet18_file)
-    assert "torchvision/timm resnet18 layout without prefix" in message and "fc not used" in message
+    assert "resnet18 weights (torchvision's layer names) without prefix" in message and "fc not used" in message
     assert ("adapted from 3 to" in message) == (bands != 3)
     loaded = model.encoder.state_dict()
     for key, value in state.items():
@@ -229,7 +229,7 @@ def test_timm_file_with_a_prefix_and_13_bands_in_safetensors(tmp_path):
     save_file(state, path)
     model = build_model("unet", 13, 6, 1.0, encoder="resnet50")
     message = init_encoder_weights(model, path)
-    assert "resnet50 layout under prefix 'backbone.'" in message and "adapted" not in message
+    assert "resnet50 weights (torchvision's layer names) under prefix 'backbone.'" in message and "adapted" not in message
     assert torch.equal(model.encoder.conv1.weight, state["backbone.conv1.weight"])
     assert torch.equal(model.encoder.layer4[2].bn3.running_var, state["backbone.layer4.2.bn3.running_var"])
     four_bands = build_model("unetformer", 4, 6, 1.0, encoder="resnet50")

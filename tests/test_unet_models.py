@@ -260,7 +260,7 @@ def test_training_starts_from_a_torchvision_resnet_file(sample_root, tmp_path):
                  "VAL_EVERY": 0, "ENCODER_WEIGHTS": str(path)}
     trained = run_script("training.py", *as_arguments(overrides))
     assert trained.returncode == 0, trained.stderr
-    assert f"{path}: torchvision/timm resnet18 layout without prefix" in trained.stdout
+    assert f"{path}: resnet18 weights (torchvision's layer names) without prefix" in trained.stdout
     assert "first layer adapted from 3 to 4 bands" in trained.stdout
 
 

@@ -93,7 +93,7 @@ def init_resnet_encoder(model: EncoderDecoderNet, state: dict[str, torch.Tensor]
     bands = state[prefix + "conv1.weight"].shape[1]
     adapted = f", first layer adapted from {bands} to {model.in_channels} bands" if bands != model.in_channels else ""
     where = f"under prefix {prefix!r}" if prefix else "without prefix"
-    return (f"{source}: torchvision/timm {found} layout {where}, {len(copies)} tensors loaded into the encoder{adapted}"
+    return (f"{source}: {found} weights (torchvision's layer names) {where}, {len(copies)} tensors loaded into the encoder{adapted}"
             + (" (classifier fc not used)" if prefix + "fc.weight" in state else ""))
 
 
