@@ -24,7 +24,7 @@ from rasterio.windows import Window
 
 from eoseg.config import Config
 from eoseg.errors import EosegError
-from eoseg.io import RasterWriter, open_raster, raster_info
+from eoseg.io import RasterInfo, RasterWriter, apply_scaling, open_raster, raster_info
 from eoseg.grid import needs_warp, open_on_grid
 from eoseg.tiles import existing_path, image_info, ndvi
 
@@ -61,9 +61,10 @@ def scale_ndvi(index: np.ndarray) -> np.ndarray:
     return _to_uint8((np.asarray(index, dtype=np.float32) + 1) / 2)
 
 
-def _valid_heights(src, window: Window) -> np.ndarray:
-    """Band 1 of ``src`` in ``window`` as float32, NaN where it holds no data."""
-    heights = src.read(1, window=window).astype(np.float32)
+def _valid_heights(src, window: Window, info: RasterInfo) -> np.ndarray:
+    """Band 1 of ``src`` (the raster ``info`` describes) in ``window`` as float32 heights (its GDAL scale and
+    offset applied: heights stored in cm as integers are metres here), NaN where it holds no data."""
+    heights = apply_scaling(src.read([1], window=window), info.stored_scaling([1]))[0].astype(np.float32)
     heights[src.read_masks(1, window=window) == 0] = np.nan
     return heights
 
@@ -100,7 +101,7 @@ def write_composite(cfg: Config, tile_id: str, out: str | Path | None = None) ->
     with open_on_grid(dsm_info, image, "DSM", resampling) as dsm_src:  # first pass: the DSM's range
         low, high = np.inf, -np.inf
         for first, end in _row_blocks(image.height, block_rows):
-            heights = _valid_heights(dsm_src, window(first, end))
+            heights = _valid_heights(dsm_src, window(first, end), dsm_info)
             if not np.isnan(heights).all():
                 low, high = min(low, float(np.nanmin(heights))), max(high, float(np.nanmax(heights)))
     # each band named after its source and scaling, as GIS software lists them
@@ -112,8 +113,9 @@ def write_composite(cfg: Config, tile_id: str, out: str | Path | None = None) ->
             RasterWriter(out, image, 3, "uint8", band_names=band_names, masked=True) as writer:
         for first, end in _row_blocks(image.height, block_rows):
             rows = window(first, end)
-            red, nir = image_src.read([red_band, nir_band], window=rows)
-            dsm, ndsm = _valid_heights(dsm_src, rows), _valid_heights(ndsm_src, rows)
+            red, nir = apply_scaling(image_src.read([red_band, nir_band], window=rows),
+                                     image.stored_scaling([red_band, nir_band]))
+            dsm, ndsm = _valid_heights(dsm_src, rows, dsm_info), _valid_heights(ndsm_src, rows, ndsm_info)
             writer.write(np.stack([
                 scale_dsm(dsm, low, high),
                 scale_ndsm(ndsm, float(cfg.COMPOSITE_NDSM_MAX)),

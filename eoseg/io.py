@@ -299,6 +299,18 @@ class RasterInfo:
     colour_table: tuple[tuple[int, int, int] | None, ...] | None = None  # a paletted raster's RGB of each value
     descriptions: tuple[str | None, ...] = ()  # each band's description (its name in the file), if any
     ground_control: bool = False  # ground control points or RPCs, which place it only once warped by them
+    scales: tuple[float, ...] = ()  # each band's GDAL scale and offset: its values are stored * scale + offset
+    offsets: tuple[float, ...] = ()
+
+    def stored_scaling(self, bands: Sequence[int]) -> tuple[np.ndarray, np.ndarray] | None:
+        """(scale, offset) of ``bands`` (1-based), each shaped (bands, 1, 1), where any band's stored values are not
+        its values (a GDAL scale other than 1 or offset other than 0: heights in cm as int16, reflectance as
+        uint16); None where they all are."""
+        scales = np.array([self.scales[band - 1] if self.scales else 1.0 for band in bands], dtype=np.float64)
+        offsets = np.array([self.offsets[band - 1] if self.offsets else 0.0 for band in bands], dtype=np.float64)
+        if (scales == 1).all() and (offsets == 0).all():
+            return None
+        return scales[:, None, None], offsets[:, None, None]
 
     @property
     def georeferenced(self) -> bool:
@@ -344,7 +356,8 @@ def raster_info(path: str | Path, what: str = "raster") -> RasterInfo:
     with open_raster(path, what) as src:
         return RasterInfo(Path(path), src.width, src.height, src.count, src.dtypes[0], src.crs, src.transform, src.nodata,
                           tuple(interp.name for interp in src.colorinterp), colour_table(src), tuple(src.descriptions),
-                          bool(src.gcps[0]) or src.rpcs is not None)
+                          bool(src.gcps[0]) or src.rpcs is not None,
+                          tuple(float(value) for value in src.scales), tuple(float(value) for value in src.offsets))
 
 
 def colour_table(src: rasterio.DatasetReader) -> tuple[tuple[int, int, int] | None, ...] | None:
@@ -451,6 +464,14 @@ def valid_mask(src: rasterio.DatasetReader, bands: list[int], pixels: np.ndarray
     if nodata_zero:
         valid &= pixels.any(axis=0)
     return valid
+
+
+def apply_scaling(pixels: np.ndarray, scaling: tuple[np.ndarray, np.ndarray] | None) -> np.ndarray:
+    """Stored values -> the values they stand for (see :meth:`RasterInfo.stored_scaling`), as float32."""
+    if scaling is None:
+        return pixels
+    scale, offset = scaling
+    return (pixels * scale + offset).astype(np.float32)
 
 
 def output_suffix(info: RasterInfo) -> str:

@@ -15,7 +15,7 @@ from eoseg.convert import check_converted_from
 from eoseg.errors import EosegError
 from eoseg.grid import needs_warp, open_on_grid, same_grid
 from eoseg.holdout import TileSplit, tile_split
-from eoseg.io import RasterInfo, colour_unlabelled, raster_info, valid_mask
+from eoseg.io import RasterInfo, apply_scaling, colour_unlabelled, raster_info, valid_mask
 from eoseg.labels import RasterLabels, VectorLabels, is_vector, label_source
 from eoseg.normalization import BandStatistics, Normalization
 from eoseg.palette import Palette
@@ -132,6 +132,10 @@ class StackSource:
 class TileStack:
     """The stacked input of one tile: the image's BANDS, then every EXTRA_SOURCES entry.
 
+    Bands whose stored values the file scales (a GDAL scale or offset) are read as the values they
+    stand for, in float32: tiles and images that store them otherwise (another scale, or plain
+    values) then feed the network alike.
+
     Raster sources on another grid than the image (CRS, resolution, extent) are warped onto
     the image's grid as they are read (each with its resampling); the image's pixels they do
     not reach are nodata. ``read(window)`` gives (C_total, h, w): the sources' common dtype when
@@ -164,7 +168,10 @@ class TileStack:
                 self._derived.append((position, raster_names.index(entry["red"]), raster_names.index(entry["nir"])))
                 position += 1
         self.count = position
-        dtypes = {np.dtype(s.info.dtype) for s in sources}
+        # rasters whose stored values are scaled (GDAL scale/offset) are read as the values they stand for
+        self._scaling = [s.info.stored_scaling(s.bands) for s in sources]
+        dtypes = {np.dtype(np.float32) if scaling is not None else np.dtype(s.info.dtype)
+                  for s, scaling in zip(sources, self._scaling)}
         self.dtype = dtypes.pop() if len(dtypes) == 1 and not self._derived else np.dtype(np.float32)
         self.grid = sources[0].info  # the grid reads are on: the image's, unless on_grid chose another
         self._open: list | None = None
@@ -220,7 +227,8 @@ class TileStack:
     def read(self, window: Window | None = None) -> np.ndarray:
         """(C_total, h, w) raw values of ``window`` (whole tile if None), in ``self.dtype``."""
         with self._datasets() as datasets:
-            parts = [src.read(list(s.bands), window=window) for src, s in zip(datasets, self.sources)]
+            parts = [apply_scaling(src.read(list(s.bands), window=window), scaling)
+                     for src, s, scaling in zip(datasets, self.sources, self._scaling)]
         if len(parts) == 1 and not self._derived:
             return parts[0]
         raster = np.concatenate([p.astype(self.dtype, copy=False) for p in parts], axis=0)
@@ -241,7 +249,12 @@ class TileStack:
             for index, (src, source) in enumerate(zip(datasets, self.sources)):
                 part = raster[first:first + len(source.bands)]
                 first += len(source.bands)
-                mask = valid_mask(src, list(source.bands), part, self.nodata_zero and index == 0, window)
+                nodata_zero = self.nodata_zero and index == 0
+                if nodata_zero and self._scaling[0] is not None:  # NODATA_ZERO means a stored 0
+                    scale, offset = self._scaling[0]
+                    part = (part - offset) / scale  # float32 rounding leaves a stored integer near, not at, itself
+                    part = np.rint(part) if np.issubdtype(np.dtype(source.info.dtype), np.integer) else part
+                mask = valid_mask(src, list(source.bands), part, nodata_zero, window)
                 valid = mask if valid is None else valid & mask
         if self._derived:
             valid &= np.isfinite(pixels[[position for position, _, _ in self._derived]]).all(axis=0)

@@ -323,6 +323,53 @@ def test_sample_writes_ndsm_beside_the_dsm(tiny_cfg):
     assert read_raster(path).min() >= 0
 
 
+def scaled_copy(source, target, scale, offset, dtype, bands=None):
+    """``source`` stored as GDAL does scaled values: ``dtype`` integers that stand for stored * scale + offset."""
+    values = read_raster(source).astype(np.float64)
+    stored = np.rint((values - offset) / scale).astype(dtype)
+    copy_raster(source, target, stored, dtype=dtype)
+    with rasterio.open(target, "r+") as dst:
+        dst.scales, dst.offsets = [scale] * dst.count, [offset] * dst.count
+    return target
+
+
+def test_scaled_stored_values_are_read_as_the_values_they_stand_for(tiny_cfg, tmp_path):
+    """An image stored as scaled integers (GDAL scale and offset) feeds the network the values it stands for,
+    as one storing them plainly does; NODATA_ZERO still means a stored 0."""
+    plain = tiny_cfg.tile_path("IMAGE_PATTERN", "1")
+    scaled = scaled_copy(plain, tmp_path / "scaled" / "1.tif", scale=0.5, offset=-10.0, dtype="uint16")
+    cfg = tiny_cfg.replace(DATA_ROOT=str(tmp_path / "scaled"), IMAGE_PATTERN="{id}.tif")
+    expected, stack = read_raster(plain), tile_stack(cfg, "1")
+    assert stack.dtype == np.float32
+    with stack:
+        pixels = stack.read()
+        np.testing.assert_array_equal(pixels, expected.astype(np.float32))
+        np.testing.assert_array_equal(stack.valid_mask(pixels), np.ones(pixels.shape[1:], bool))
+    stored = read_raster(scaled)
+    stored[:, :5] = 0
+    copy_raster(scaled, tmp_path / "zeros" / "1.tif", stored)
+    with rasterio.open(tmp_path / "zeros" / "1.tif", "r+") as dst:
+        dst.scales, dst.offsets = [0.5] * 3, [-10.0] * 3
+    zeros = tile_stack(cfg.replace(DATA_ROOT=str(tmp_path / "zeros"), NODATA_ZERO=True), "1")
+    with zeros:
+        valid = zeros.valid_mask(zeros.read())
+    assert not valid[:5].any() and valid[5:].all()
+
+
+def test_composite_of_heights_stored_in_centimetres(tiny_cfg, tmp_path):
+    """A DSM and nDSM stored as int16 centimetres (scale 0.01) give the composite of their heights in metres."""
+    cm = tiny_cfg.replace(DSM_PATTERN=str(tmp_path / "dsm" / "{id}.tif"), NDSM_PATTERN=str(tmp_path / "ndsm" / "{id}.tif"))
+    for name in ("DSM_PATTERN", "NDSM_PATTERN"):
+        source = tiny_cfg.tile_path(name, "1")
+        heights = read_raster(source)
+        copy_raster(source, tmp_path / "metres" / name / "1.tif", np.round(heights, 2).astype(np.float32))
+        scaled_copy(tmp_path / "metres" / name / "1.tif", cm.tile_path(name, "1"), scale=0.01, offset=0.0, dtype="int16")
+    metres = tiny_cfg.replace(DSM_PATTERN=str(tmp_path / "metres" / "DSM_PATTERN" / "{id}.tif"),
+                              NDSM_PATTERN=str(tmp_path / "metres" / "NDSM_PATTERN" / "{id}.tif"))
+    expected = read_raster(write_composite(metres, "1", tmp_path / "from_metres.tif"))
+    np.testing.assert_array_equal(read_raster(write_composite(cm, "1", tmp_path / "from_cm.tif")), expected)
+
+
 # ---------------------------------------------------------------- composite
 def test_composite_of_the_sample(tiny_cfg):
     out = write_composite(tiny_cfg, "1")
