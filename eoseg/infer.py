@@ -40,7 +40,8 @@ from eoseg.labels import SCAN_ROWS, is_vector
 from eoseg.metrics import NOT_TRAINED, UNSCORED, format_table, metrics_from_confusion, percent
 from eoseg.normalization import check_value_scale, values_of_type
 from eoseg.predict import Predictor
-from eoseg.tiles import BAND_KINDS, TileStack, TruthSource, eroded_fallback, eval_truth, image_stack, tile_stack
+from eoseg.tiles import (BAND_KINDS, TileStack, TruthSource, eroded_fallback, eval_truth, image_stack, tile_stack,
+                          untagged_alpha)
 from eoseg.weights import check_input_dtype, read_weights, recorded_normalization
 
 RASTER_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".jp2", ".img", ".vrt")
@@ -462,6 +463,9 @@ def run_inference(cfg: Config, weights: str | Path, out_dir: str | Path, tile_id
     for job in jobs:
         if job.info.unplaced and progress and distributed_rank()[0] == 0:
             print(f"note: {job.info.unplaced}; its outputs are not georeferenced", file=sys.stderr)
+        alpha = untagged_alpha(job.info, cfg.BANDS) if progress and distributed_rank()[0] == 0 else ""
+        if alpha:
+            print(f"note: {alpha}", file=sys.stderr)
         if cfg.WRITE_POLYGONS:  # before any image is labelled
             from eoseg.gis import check_polygon_units
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
+from rasterio.enums import MaskFlags
 from rasterio.windows import Window
 
 from eoseg.config import Config, find_tile_ids, uses_tile_id
@@ -15,7 +16,7 @@ from eoseg.convert import check_converted_from
 from eoseg.errors import EosegError
 from eoseg.grid import needs_warp, open_on_grid, same_grid
 from eoseg.holdout import TileSplit, tile_split
-from eoseg.io import RasterInfo, apply_scaling, colour_unlabelled, raster_info, valid_mask
+from eoseg.io import RasterInfo, apply_scaling, colour_unlabelled, open_raster, raster_info, valid_mask
 from eoseg.labels import RasterLabels, VectorLabels, is_vector, label_source
 from eoseg.normalization import BandStatistics, Normalization
 from eoseg.palette import Palette
@@ -94,6 +95,32 @@ def check_bands(cfg: Config, info: RasterInfo) -> RasterInfo:
             f"BAND_NAMES says {cfg.BAND_NAMES}: set BANDS = {found} to read them in that order (or BAND_NAMES to "
             "what the bands are)")
     return info
+
+
+ALPHA_CHECK_SIDE = 512  # the band read at most this many pixels a side (from an overview where the file has one)
+
+
+def untagged_alpha(info: RasterInfo, bands) -> str:
+    """Why a band of ``info`` left out of ``bands`` looks like transparency GDAL does not read as such: uint8
+    holding 0 and 255 and nothing else, not tagged alpha, in a file with no mask or nodata value of its own (its
+    transparent pixels are then labelled as data); "" where none does."""
+    if info.dtype != "uint8" or info.nodata is not None:
+        return ""
+    candidates = [band for band in range(1, info.count + 1) if band not in bands and info.colorinterp[band - 1] != "alpha"]
+    if not candidates:
+        return ""
+    scale = max(1.0, max(info.width, info.height) / ALPHA_CHECK_SIDE)
+    shape = (max(1, round(info.height / scale)), max(1, round(info.width / scale)))
+    with open_raster(info.path, "image") as src:
+        if any(flags != [MaskFlags.all_valid] for flags in src.mask_flag_enums):
+            return ""  # a mask or alpha band GDAL reads already marks the empty pixels
+        for band in candidates:
+            values = np.unique(src.read(band, out_shape=shape))
+            if values.tolist() == [0, 255]:
+                return (f"{info.path}: band {band} holds only 0 and 255, as an alpha band does, but is not tagged as one: "
+                        f"if it is transparency, its empty pixels are labelled as data; tag it (gdal_edit.py "
+                        f"-colorinterp_{band} alpha FILE)")
+    return ""
 
 
 def check_patch_fits(info: RasterInfo, patch_size: int) -> None:

@@ -101,6 +101,35 @@ def test_an_alpha_band_read_as_data_is_refused(tiny_cfg, tmp_path):
     image_info(cfg.replace(BANDS=[1, 2, 3], BAND_NAMES=["R", "G", "B"], NORM_MEAN=[0.0] * 3, NORM_STD=[1.0] * 3), "1")
 
 
+def test_a_band_that_looks_like_untagged_transparency_is_pointed_out(tiny_cfg, tmp_path):
+    """RGBA written without saying the 4th band is alpha (ExtraSamples unspecified): GDAL masks nothing, so
+    the transparent pixels would be labelled as data; check_data and inference say so."""
+    from eoseg.datacheck import check_dataset
+    from eoseg.tiles import untagged_alpha
+
+    source = tiny_cfg.tile_path("IMAGE_PATTERN", "1")
+    pixels = read_raster(source)
+    alpha = np.full_like(pixels[:1], 255)
+    alpha[:, :, :20] = 0
+    rgba = copy_raster(source, tmp_path / "rgba" / "1.tif", np.concatenate([pixels, alpha]), count=4)
+    with rasterio.open(rgba, "r+") as dst:  # ExtraSamples "unspecified"
+        dst.colorinterp = [ColorInterp.red, ColorInterp.green, ColorInterp.blue, ColorInterp.undefined]
+    info = raster_info(rgba)
+    assert untagged_alpha(info, [1, 2, 3]) == (f"{rgba}: band 4 holds only 0 and 255, as an alpha band does, but is not "
+                                               "tagged as one: if it is transparency, its empty pixels are labelled as "
+                                               "data; tag it (gdal_edit.py -colorinterp_4 alpha FILE)")
+    cfg = tiny_cfg.replace(DATA_ROOT=str(tmp_path / "rgba"), IMAGE_PATTERN="{id}.tif", TRAIN_IDS=["1"], TEST_IDS=[])
+    assert untagged_alpha(info, [1, 2, 3]) in check_dataset(cfg).problems
+    # tagged, GDAL reads it as the mask; a band of data (near-infrared) holds other values
+    with rasterio.open(rgba, "r+") as dst:
+        dst.colorinterp = [ColorInterp.red, ColorInterp.green, ColorInterp.blue, ColorInterp.alpha]
+    assert untagged_alpha(raster_info(rgba), [1, 2, 3]) == ""
+    nir = copy_raster(source, tmp_path / "rgbn" / "1.tif", np.concatenate([pixels, pixels[:1]]), count=4)
+    with rasterio.open(nir, "r+") as dst:
+        dst.colorinterp = [ColorInterp.red, ColorInterp.green, ColorInterp.blue, ColorInterp.undefined]
+    assert raster_info(nir).colorinterp[3] == "undefined" and untagged_alpha(raster_info(nir), [1, 2, 3]) == ""
+
+
 # ---------------------------------------------------------------- NDVI
 def test_ndvi_values():
     red = np.array([0, 10, 30, 200, 50], dtype=np.uint8)
