@@ -72,8 +72,12 @@ def parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None) ->
     argv = list(sys.argv[1:] if argv is None else argv)
     # the usage line names the script's own arguments (LABELS, FILE ...) once they are all added
     arguments = [action for action in parser._actions if not action.option_strings]
-    parser.usage = " ".join(["%(prog)s [options]", *(parser._get_formatter()._format_args(action, action.dest.upper())
-                                                       for action in arguments), "[KEY=VALUE ...]"])
+    required = [f"{action.option_strings[-1]} {action.metavar or action.dest.upper()}" for action in parser._actions
+                if action.option_strings and action.required]  # else hidden in [options]
+    required += ["(" + " | ".join(action.option_strings[-1] for action in group._group_actions) + ")"
+                 for group in parser._mutually_exclusive_groups if group.required]
+    parser.usage = " ".join(["%(prog)s [options]", *required, *(parser._get_formatter()._format_args(action, action.dest.upper())
+                                                                 for action in arguments), "[KEY=VALUE ...]"])
     overrides = [a for a in argv if _OVERRIDE.match(a)]
     rest = [a for a in argv if not _OVERRIDE.match(a)]
     for argument in rest:  # argparse would call it an unrecognized argument

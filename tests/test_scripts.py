@@ -15,8 +15,8 @@ from .conftest import as_arguments, run_script, tiny_overrides
 SCRIPTS = ["make_sample.py", "convert_gt.py", "extract_images.py", "create_lmdb.py", "training.py", "inference.py",
            "make_composite.py", "check_data.py", "polygonize.py", "export_onnx.py", "convert_weights.py"]
 # what the usage line says the script takes besides options and KEY=VALUEs
-ARGUMENTS = {"convert_gt.py": " [FILE ...] ", "polygonize.py": " LABELS ", "export_onnx.py": " [WEIGHTS] ",
-             "convert_weights.py": " WEIGHTS "}
+ARGUMENTS = {"convert_gt.py": " (--from-color | --to-color | --from-values) [FILE ...] ", "polygonize.py": " --out FILE LABELS ",
+             "export_onnx.py": " --out FILE [WEIGHTS] ", "convert_weights.py": " --out FILE WEIGHTS "}
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
