@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import functools
 import os
 import re
 import signal
@@ -21,7 +22,7 @@ _OVERRIDE = re.compile(r"^[A-Z][A-Z0-9_]*=")
 # one line naming the path, not a traceback
 PATH_ERRORS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EISDIR, errno.ENAMETOOLONG, errno.ENOSPC,
                errno.EDQUOT, errno.EEXIST, errno.ENOENT}
-NOT_A_TERMINAL_BAR_SECONDS = "30"  # progress bars redrawn into a log file: every 30 s, not 10 times a second
+NOT_A_TERMINAL_BAR_SECONDS = 30.0  # progress bars redrawn into a log file: every 30 s, not 10 times a second
 
 
 class Terminated(KeyboardInterrupt):
@@ -91,13 +92,22 @@ def parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None) ->
     return args, load_config(args.config, overrides)
 
 
+def _slow_progress_bars() -> None:
+    """Redraw progress bars every NOT_A_TERMINAL_BAR_SECONDS, unless TQDM_MININTERVAL says otherwise: tqdm reads
+    that variable once, when imported, so the default is set on its class."""
+    constructor = tqdm.__dict__["__init__"]
+    if "TQDM_MININTERVAL" in os.environ or getattr(constructor, "keywords", {}).get("mininterval"):
+        return
+    tqdm.__init__ = functools.partialmethod(constructor, mininterval=NOT_A_TERMINAL_BAR_SECONDS)
+
+
 def run(main: Callable[[Sequence[str] | None], object], argv: Sequence[str] | None = None) -> None:
     """Run a script's ``main``: user errors become one line on stderr and exit status 2; Ctrl-C and SIGTERM
     stop it with its temporary outputs removed; output piped into a program that stops reading ends quietly."""
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _terminated)
     if not sys.stderr.isatty():
-        os.environ.setdefault("TQDM_MININTERVAL", NOT_A_TERMINAL_BAR_SECONDS)
+        _slow_progress_bars()
     try:
         main(argv)
         return

@@ -115,6 +115,24 @@ def own_handlers():
         signal.signal(number, handler)
 
 
+def test_progress_bars_into_a_log_file_are_redrawn_every_30_seconds(own_handlers, monkeypatch):
+    """tqdm reads TQDM_MININTERVAL when imported, long before a script knows where stderr goes."""
+    from tqdm import tqdm
+
+    from eoseg.cli import run
+
+    monkeypatch.setattr(tqdm, "__init__", tqdm.__dict__["__init__"])  # put back after the test
+    monkeypatch.delenv("TQDM_MININTERVAL", raising=False)
+    intervals = []
+
+    def main(argv):
+        with tqdm(range(2), disable=False) as bar, tqdm(range(2), mininterval=2) as chosen:
+            intervals.extend([bar.mininterval, chosen.mininterval])
+
+    run(main, [])  # pytest's stderr is no terminal
+    assert intervals == [30.0, 2]
+
+
 def test_sigterm_stops_a_script_as_ctrl_c_does(own_handlers, capsys):
     """timeout and batch schedulers send SIGTERM: a one-line stop, with the cleanup a KeyboardInterrupt gets."""
     import os
