@@ -34,14 +34,14 @@ from eoseg.device import Processes, distributed_rank, process_device
 from eoseg.errors import DamagedInputError, EosegError
 from eoseg.holdout import check_scored_tiles
 from eoseg.io import (RasterInfo, RasterWriter, atomic_write_text, check_writable, exclusive, file_sha256, open_raster,
-                      output_suffix, raster_info)
+                      output_suffix, raster_info, read_as_note)
 from eoseg.labelling import GDAL_CACHE_MB, label_rows, labelling_stack, make_predictor
 from eoseg.labels import SCAN_ROWS, is_vector
 from eoseg.metrics import NOT_TRAINED, UNSCORED, format_table, metrics_from_confusion, percent
 from eoseg.normalization import check_value_scale, values_of_type
 from eoseg.predict import Predictor
-from eoseg.tiles import (BAND_KINDS, TileStack, TruthSource, eroded_fallback, eval_truth, image_stack, tile_stack,
-                          untagged_alpha)
+from eoseg.tiles import (BAND_KINDS, TileStack, TruthSource, alpha_band_problem, eroded_fallback, eval_truth,
+                          image_stack, tile_stack)
 from eoseg.weights import check_input_dtype, read_weights, recorded_normalization
 
 RASTER_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".jp2", ".img", ".vrt")
@@ -394,6 +394,19 @@ def _write_record(record_path: Path, made_with: dict, result: LabeledImage) -> N
     atomic_write_text(record_path, json.dumps(record, indent=2) + "\n")
 
 
+def _remove_recorded_outputs(record_path: Path, out_dir: Path) -> None:
+    """Remove the completion record ``record_path`` and the outputs it lists."""
+    try:
+        listed = [entry["file"] for entry in json.loads(record_path.read_text())["outputs"].values()]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        listed = []  # no record, or not one of ours: nothing it vouches for
+    for name in listed:
+        if Path(name).name == name:  # a file of this folder, as records name them; with its class names beside it
+            for path in (out_dir / name, out_dir / f"{name}.aux.xml"):
+                path.unlink(missing_ok=True)
+    record_path.unlink(missing_ok=True)
+
+
 def _label_once(cfg: Config, predictor: Predictor, job: Job, out_dir: Path, made_with: dict, rank: int = 0,
                force: bool = False) -> LabeledImage:
     """Label ``job`` unless its completion record shows it done with ``made_with`` (or ``force``).
@@ -463,7 +476,7 @@ def run_inference(cfg: Config, weights: str | Path, out_dir: str | Path, tile_id
     for job in jobs:
         if job.info.unplaced and progress and distributed_rank()[0] == 0:
             print(f"note: {job.info.unplaced}; its outputs are not georeferenced", file=sys.stderr)
-        alpha = untagged_alpha(job.info, cfg.BANDS) if progress and distributed_rank()[0] == 0 else ""
+        alpha = alpha_band_problem(job.info, cfg.BANDS) if progress and distributed_rank()[0] == 0 else ""
         if alpha:
             print(f"note: {alpha}", file=sys.stderr)
         if cfg.WRITE_POLYGONS:  # before any image is labelled
@@ -502,7 +515,7 @@ def run_inference(cfg: Config, weights: str | Path, out_dir: str | Path, tile_id
                           f"its values lie in {normalization.input_dtype}'s range and on the training scale: labelled as "
                           "they are", file=sys.stderr)
                 continue
-            check_input_dtype(normalization, dtype, job.info.path, values_checked)
+            check_input_dtype(normalization, dtype, job.info.path, values_checked, read_as_note(job.info))
     jobs = _check_value_scales(cfg, jobs, record["signature"].get("input_statistics"), image_jobs, failed,
                                say=progress and rank == 0)
     trained = record["signature"].get("pixel_size_m")
@@ -518,9 +531,10 @@ def run_inference(cfg: Config, weights: str | Path, out_dir: str | Path, tile_id
     if rank == 0:
         cfg.save(out_dir)
     mine = jobs[rank::world]
-    if force:  # their records stand for the replaced run: an interrupted forced run must be continued without --force
-        for job in mine:
-            (out_dir / f"{job.name}{RECORD_SUFFIX}").unlink(missing_ok=True)
+    if force:  # the replaced run's records and maps of these images go first: an interrupted forced run is continued
+        for job in mine:  # without --force, and an image that then fails leaves no earlier map looking current
+            with exclusive(out_dir / f".{job.name}.lock"):
+                _remove_recorded_outputs(out_dir / f"{job.name}{RECORD_SUFFIX}", out_dir)
     # closed on the way out, so that an error is printed on a line of its own
     with tqdm(mine, desc=f"label (rank {rank})" if world > 1 else "label", unit="image", disable=not progress) as bar:
         results = []
