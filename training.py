@@ -28,10 +28,12 @@ training state: resuming repeats the losses an uninterrupted run would have had.
 from __future__ import annotations
 
 import contextlib
+import sys
 from pathlib import Path
 
 from eoseg.cli import make_parser, parse, run
 from eoseg.device import Processes
+from eoseg.errors import EosegError
 from eoseg.train import BEST_CHECKPOINT, claim_train_dir, latest_checkpoint, train
 
 LATEST = "latest"
@@ -45,6 +47,8 @@ def main(argv=None):
                         help="start a new run in a TRAIN_DIR that holds one (its log and checkpoints are removed) "
                              "and replace MODEL_FILE")
     args, cfg = parse(parser, argv)
+    if args.resume and args.force:
+        raise EosegError("--resume continues a run and --force starts a new one: give one of them")
     main_process = Processes.from_environment().is_main
     # under torchrun the main process alone writes TRAIN_DIR, so it alone claims it
     with claim_train_dir(cfg, resume=bool(args.resume), force=args.force) if main_process else contextlib.nullcontext():
@@ -53,8 +57,11 @@ def main(argv=None):
     if main_process:  # under torchrun, one report
         train_dir = Path(cfg.TRAIN_DIR)
         best = train_dir / "checkpoints" / BEST_CHECKPOINT
-        print(f"weights: {weights}" + (f"\nbest:    {best}" if cfg.VAL_EVERY else "")
+        print(f"weights: {weights}" + (f"\nbest:    {best}" if best.is_file() else "")
               + f"\nlog:     {train_dir / 'log.csv'}\nplot:    {train_dir / 'loss.png'}")
+        if cfg.VAL_EVERY and not best.is_file():
+            print("warning: validation scored no pixel (its tiles hold no data, or no labels where they do), so there "
+                  "is no best checkpoint", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -125,10 +125,15 @@ def resolve_class_weights(cfg: Config, data, progress: bool) -> list[float] | No
 
 def absent_classes_note(class_names: list[str], class_pixels: list[int] | None) -> str | None:
     """A line naming the classes no training pixel is labelled with (a LABEL_VALUES that sends a class's
-    values elsewhere, tiles chosen without it), or None; None too for data that do not record it."""
+    values elsewhere, tiles chosen without it), or None; None too for data that do not record it. Refused
+    when no pixel is labelled at all."""
     absent = [name for name, pixels in zip(class_names, class_pixels or []) if not pixels]
     if not absent:
         return None
+    if len(absent) == len(class_names):  # the network would be saved as trained without a single step
+        raise EosegError("no training pixel is labelled: the training tiles' labels are all IGNORE_LABEL, or lie where the "
+                         "images hold no data; check LABEL_VALUES, the label maps and TRAIN_IDS (check_data.py lists each "
+                         "class's share)")
     return (f"note: no training pixel is labelled {', '.join(absent)}: the network cannot learn "
             f"{'it' if len(absent) == 1 else 'them'}; check LABEL_VALUES and TRAIN_IDS (check_data.py lists each class's share)")
 
@@ -248,7 +253,8 @@ def claim_train_dir(cfg: Config, resume: bool, force: bool) -> Iterator[None]:
     with exclusive_or_refuse(lock, f"another training run is writing {train_dir} (it holds {lock}); "
                                    "wait for it to end or choose another TRAIN_DIR"):
         if not resume:
-            held = sorted(p.name for p in train_dir.iterdir()) if train_dir.is_dir() else []
+            # a lock file a killed run left (MODEL_FILE's, when it lies in TRAIN_DIR) is no run
+            held = sorted(p.name for p in train_dir.iterdir() if not p.name.endswith(".lock")) if train_dir.is_dir() else []
             if held and not force:
                 if not any((train_dir / "checkpoints").glob(CHECKPOINT_GLOB)):
                     raise EosegError(f"{train_dir} holds a training run that stopped before its first checkpoint "
@@ -304,6 +310,16 @@ def check_resumed_precision(recorded: str | None, precision: str, reason: str, c
                          "a new run (--force, or another TRAIN_DIR)")
 
 
+def _holds_weights_of(model_file: str | Path, payload: dict) -> bool:
+    """Whether ``model_file`` holds the weights of the checkpoint ``payload``."""
+    try:
+        written = load_checkpoint(model_file)["state_dict"]
+    except (EosegError, KeyError, TypeError):
+        return False
+    weights = payload["state_dict"]
+    return written.keys() == weights.keys() and all(torch.equal(written[key], weights[key]) for key in weights)
+
+
 def load_resume_checkpoint(path: str | Path, cfg: Config) -> dict:
     """A checkpoint to resume from, refused unless it fits ``cfg`` and holds training state."""
     if not Path(path).is_file():
@@ -332,7 +348,7 @@ def load_resume_checkpoint(path: str | Path, cfg: Config) -> dict:
         raise EosegError(f"{path}: written by an earlier eoseg that did not record the position in the training data; "
                          "it cannot be resumed exactly; start a new run")
     # a run killed after its last checkpoint, before MODEL_FILE: resuming it trains no further and writes MODEL_FILE
-    finishing = not Path(cfg.MODEL_FILE).exists()
+    finishing = payload["training_state"].get("finished", False) and not _holds_weights_of(cfg.MODEL_FILE, payload)
     if cfg.TRAIN_MINUTES:
         if "training_seconds" not in payload["training_state"]:
             raise EosegError(f"{path}: written by an earlier eoseg that did not record the time trained; it cannot continue "
@@ -594,6 +610,7 @@ class Trainer:
             "random_states": random_states(),
             "best": self.best,
             "class_weights": self.class_weights,
+            "finished": self.training_progress() >= 1,  # the run's last checkpoint: its weights are MODEL_FILE's
         }
         folder = self.train_dir / "checkpoints"
         path = folder / checkpoint_name(self.iteration)
@@ -630,6 +647,8 @@ class Trainer:
             generator=torch.Generator().manual_seed(cfg.SEED),  # keeps the process-wide torch RNG untouched
         )
         patches_per_step = cfg.BATCH_SIZE * processes.world_size
+        if self.training_progress() >= 1 and self.progress and processes.is_main:
+            print(f"{self.last_checkpoint} ended its run: nothing left to train; its weights go to MODEL_FILE {cfg.MODEL_FILE}")
         self.model.train()
         bar = tqdm(total=None if cfg.TRAIN_MINUTES else cfg.ITERATIONS, initial=self.iteration, desc="train", unit="it",
                    disable=not self.progress)

@@ -17,7 +17,7 @@ import rasterio
 import torch
 from torch.utils.data import DataLoader
 
-from eoseg.checkpoint import load_checkpoint
+from eoseg.checkpoint import load_checkpoint, save_checkpoint
 from eoseg.config import load_config
 from eoseg.data import StreamBatchSampler, TileCrops, jitter_bands, median_frequency_weights, rescale_patches, training_data
 from eoseg.errors import EosegError
@@ -315,6 +315,20 @@ def test_a_run_killed_after_its_last_checkpoint_resumes_to_its_weights(lmdb_cfg)
     assert again["iteration"] == 2 and (Path(cfg.TRAIN_DIR) / "log.csv").read_text() == log
     for key, value in written.items():
         assert torch.equal(again["state_dict"][key], value), key
+    with pytest.raises(EosegError, match="is at iteration 2, not before ITERATIONS=2; raise ITERATIONS"):
+        train(cfg, resume=latest_checkpoint(cfg), progress=False)  # nothing left to do
+    # MODEL_FILE holding another run's weights (a forced run killed before replacing them) is replaced too
+    Path(cfg.MODEL_FILE).unlink()
+    save_checkpoint(cfg.MODEL_FILE, cfg, model_from_config(cfg), iteration=0)
+    train(cfg, resume=latest_checkpoint(cfg), progress=False)
+    assert all(torch.equal(load_checkpoint(cfg.MODEL_FILE)["state_dict"][key], value) for key, value in written.items())
+    # a checkpoint of a run that had further to go is no end of a run, whatever ITERATIONS says now
+    longer = cfg.replace(ITERATIONS=4, TRAIN_DIR=f"{cfg.TRAIN_DIR}_longer", MODEL_FILE=f"{cfg.MODEL_FILE}_longer.pt")
+    train(longer, stop_after=2, progress=False)
+    Path(longer.MODEL_FILE).unlink()
+    with pytest.raises(EosegError, match="is at iteration 2, not before ITERATIONS=2"):
+        train(longer.replace(ITERATIONS=2), resume=Path(longer.TRAIN_DIR) / "checkpoints" / "iter_0000002.pt",
+              progress=False)
 
 
 def test_resume_takes_the_last_written_checkpoint_of_a_copied_folder(lmdb_cfg, tmp_path):
@@ -646,6 +660,12 @@ def test_training_data_count_each_class_and_a_class_never_labelled_is_noted(lmdb
     assert notes == [f"note: no training pixel is labelled {', '.join(absent)}: the network cannot learn "
                      f"{'it' if len(absent) == 1 else 'them'}; check LABEL_VALUES and TRAIN_IDS (check_data.py lists "
                      "each class's share)"]
+    # no class labelled at all: an untrained network is not saved as trained
+    nothing = cfg.replace(LABEL_VALUES={value: "ignore" for value in range(6)}, MODEL_FILE=str(tmp_path / "none.pt"),
+                          TRAIN_DIR=str(tmp_path / "none"))
+    with pytest.raises(EosegError, match="no training pixel is labelled: the training tiles' labels are all IGNORE_LABEL"):
+        train(nothing, progress=False)
+    assert not Path(nothing.MODEL_FILE).exists()
 
 
 def test_resuming_under_another_recipe_is_refused_naming_what_changed(lmdb_cfg, tmp_path):
