@@ -52,6 +52,22 @@ def test_a_label_map_coloured_by_the_palette_is_not_taken_for_colour_ground_trut
         color_file_to_labels(labels, tmp_path / "again.tif", tiny_cfg.palette)
 
 
+def test_class_ids_saved_in_three_bands_are_not_read_as_colours(sample_root, tiny_cfg, tmp_path):
+    """Grey levels 1..n are class ids copied into R, G and B: read as colours under a tolerance, they would all go
+    to IGNORE_COLOR (black), every label lost."""
+    ids = read_label(sample_root / "data" / LABELS.format(id=1))
+    grey = write_raster(tmp_path / "grey.tif", np.stack([ids + 1] * 3).astype(np.uint8))
+    for palette in (tiny_cfg.palette, tiny_cfg.replace(LABEL_TOLERANCE=3).palette):
+        with pytest.raises(EosegError, match=r"grey.tif: every pixel is grey, of levels 1, 2, 3, .*: class ids saved in "
+                                             r"all three bands, not class colours; .*gdal_translate -b 1"):
+            color_file_to_labels(grey, tmp_path / "labels.tif", palette)
+    assert not (tmp_path / "labels.tif").exists()
+    # colour ground truth of grey classes (white impervious surfaces, black unlabelled) is colour ground truth
+    white_and_black = write_raster(tmp_path / "wb.tif", np.stack([np.where(ids == 0, 255, 0)] * 3).astype(np.uint8))
+    assert set(np.unique(read_label(color_file_to_labels(white_and_black, tmp_path / "wb_labels.tif",
+                                                         tiny_cfg.palette)))) <= {0, 255}
+
+
 def test_values_without_a_colour_are_refused():
     values = np.array([[0, 1], [2, 1]], dtype=np.uint8)
     np.testing.assert_array_equal(expand_colour_table(values, [(1, 2, 3), (4, 5, 6), (7, 8, 9)], "gt.png")[:, 1, 0],
