@@ -7,6 +7,7 @@ import errno
 import functools
 import os
 import re
+import select
 import signal
 import sys
 from pathlib import Path
@@ -63,6 +64,7 @@ def make_parser(description: str) -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
         usage="%(prog)s [options] [KEY=VALUE ...]",
+        allow_abbrev=False,  # a shortened option would slip past the checks on the options as written
     )
     parser.add_argument("--config", metavar="FILE", help="Python file whose names override config.py")
     return parser
@@ -117,7 +119,10 @@ def run(main: Callable[[Sequence[str] | None], object], argv: Sequence[str] | No
         message, status = "terminated", 143
     except KeyboardInterrupt:
         message, status = "interrupted", 130
-    except BrokenPipeError:  # `script | head`: the reader has gone, and so has anything more to say
+    except BrokenPipeError:
+        if not _output_reader_gone():
+            raise  # another pipe (a worker's, a process group's): a fault, not the reader of the output going away
+        # `script | head`: the reader has gone, and so has anything more to say
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         sys.exit(1)
     except OSError as err:
@@ -128,6 +133,16 @@ def run(main: Callable[[Sequence[str] | None], object], argv: Sequence[str] | No
     _close_progress_bars()
     print(message, file=sys.stderr)
     sys.exit(status)
+
+
+def _output_reader_gone() -> bool:
+    """Whether stdout is a pipe whose reader has closed it (the system flags its end with an error)."""
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & (select.POLLERR | select.POLLHUP) for _, events in poller.poll(0))
+    except (AttributeError, OSError, ValueError):  # no poll, or stdout no file
+        return False
 
 
 def _close_progress_bars() -> None:

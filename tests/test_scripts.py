@@ -99,6 +99,8 @@ def test_overrides_argparse_would_misread_are_one_line():
         parse(make_parser("test"), ["iterations=5"])
     with pytest.raises(EosegError, match="--config is given more than once"):
         parse(make_parser("test"), ["--config", "a.py", "--config=b.py"])
+    with pytest.raises(SystemExit):  # not taken for --config: argparse's usage error
+        parse(make_parser("test"), ["--conf", "a.py", "--config", "b.py"])
     parser = make_parser("test")
     parser.add_argument("images", nargs="*")
     assert parse(parser, ["photo=1.tif"])[0].images == ["photo=1.tif"]  # not a config name: a file
@@ -182,3 +184,18 @@ def test_output_piped_into_a_reader_that_stops_ends_quietly(tmp_path, sample_roo
     result = subprocess.run(f"{sys.executable} {ROOT / 'check_data.py'} --out {tmp_path / 'check'} {args} | head -1",
                             shell=True, capture_output=True, text=True, cwd=ROOT)
     assert result.stdout.strip() == "images:" and "Traceback" not in result.stderr and "BrokenPipe" not in result.stderr
+
+
+def test_a_broken_pipe_of_the_work_itself_is_no_quiet_exit(own_handlers):
+    """Only the output's reader going away ends a script quietly: a worker's pipe breaking is a fault, shown."""
+    import multiprocessing
+
+    from eoseg.cli import run
+
+    def main(argv):
+        reader, writer = multiprocessing.Pipe(duplex=False)
+        reader.close()
+        writer.send("labels")
+
+    with pytest.raises(BrokenPipeError):
+        run(main, [])
