@@ -24,7 +24,7 @@ from eoseg.io import RasterInfo, atomic_path, nodata_kind
 from eoseg.labels import SCAN_ROWS, LabelValues, RasterLabels, VectorLabels, merge_counts, value_counts
 from eoseg.normalization import VALUE_SCALE_LIMIT, BandStatistics, off_scale, scale_problem, value_scale
 from eoseg.plots import class_frequency_figure, save_figure
-from eoseg.tiles import check_patch_fits, eroded_fallback, eval_truth, tile_labels, tile_stack, untagged_alpha
+from eoseg.tiles import alpha_band_problem, check_patch_fits, eroded_fallback, eval_truth, tile_labels, tile_stack
 
 SPLITS = ("train", "test")
 
@@ -68,7 +68,7 @@ def check_dataset(cfg: Config) -> DataReport:
                     "dtype": info.dtype, "crs": str(info.crs) if info.crs else "-",
                     "resolution": resolution_text(info),
                     "nodata": nodata_kind(info.path, cfg.BANDS)})
-                if alpha := untagged_alpha(info, cfg.BANDS):
+                if alpha := alpha_band_problem(info, cfg.BANDS):
                     report.problem(alpha)
                 if split == "train" or cfg.TRAIN_SOURCE == "lmdb":  # extraction patches the test tiles too
                     try:

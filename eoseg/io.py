@@ -258,6 +258,9 @@ def atomic_directory(path: str | Path, force: bool = False) -> Iterator[Path]:
         path = path.resolve()
     if path.exists() and not path.is_dir():
         raise EosegError(f"{path} is a file, not a folder; remove it or choose another path")
+    if os.path.ismount(path):  # built beside it, on the disk it hides, then refused the rename
+        raise EosegError(f"{path} is a mount point, which a finished folder cannot be renamed onto; give a folder "
+                         f"inside it ({path / path.name})")
     check_writable(path.parent, "output folder")  # before any work, not when the first file is written
     path.parent.mkdir(parents=True, exist_ok=True)
     with exclusive(path.with_name(f".{path.name}.lock")):
@@ -466,12 +469,19 @@ def valid_mask(src: rasterio.DatasetReader, bands: list[int], pixels: np.ndarray
     return valid
 
 
+def read_as_note(info: RasterInfo) -> str:
+    """' (its DTYPE values scaled by the file's GDAL scale/offset)' for a raster read so, else ''."""
+    if info.stored_scaling(range(1, info.count + 1)) is None:
+        return ""
+    return f" (its stored {info.dtype} values scaled by the file's GDAL scale/offset)"
+
+
 def apply_scaling(pixels: np.ndarray, scaling: tuple[np.ndarray, np.ndarray] | None) -> np.ndarray:
     """Stored values -> the values they stand for (see :meth:`RasterInfo.stored_scaling`), as float32."""
     if scaling is None:
         return pixels
     scale, offset = scaling
-    return (pixels * scale + offset).astype(np.float32)
+    return pixels.astype(np.float32) * scale.astype(np.float32) + offset.astype(np.float32)
 
 
 def output_suffix(info: RasterInfo) -> str:

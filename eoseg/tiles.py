@@ -16,7 +16,8 @@ from eoseg.convert import check_converted_from
 from eoseg.errors import EosegError
 from eoseg.grid import needs_warp, open_on_grid, same_grid
 from eoseg.holdout import TileSplit, tile_split
-from eoseg.io import RasterInfo, apply_scaling, colour_unlabelled, open_raster, raster_info, valid_mask
+from eoseg.io import (RasterInfo, apply_scaling, colour_unlabelled, open_raster, raster_info, read_as_note,
+                      valid_mask)
 from eoseg.labels import RasterLabels, VectorLabels, is_vector, label_source
 from eoseg.normalization import BandStatistics, Normalization
 from eoseg.palette import Palette
@@ -65,8 +66,9 @@ def band_kind(name: str) -> str:
 def check_same_dtype(image: np.ndarray, info: RasterInfo, earlier: str | None) -> str:
     """The data type of a training tile's stacked ``image``, refused unless it is that of the ``earlier`` tiles."""
     if earlier is not None and str(image.dtype) != earlier:
-        raise EosegError(f"{info.path}: image is {image.dtype} but the tiles before it are {earlier}; one "
-                         "NORM_MEAN and NORM_STD cannot fit both: convert the tiles to one data type")
+        raise EosegError(f"{info.path}: image is {image.dtype}{read_as_note(info)} but the tiles before it are {earlier}; "
+                         "one NORM_MEAN and NORM_STD cannot fit both: convert the tiles to one data type (a file's GDAL "
+                         "scale/offset makes it float32 values)")
     return str(image.dtype)
 
 
@@ -97,26 +99,37 @@ def check_bands(cfg: Config, info: RasterInfo) -> RasterInfo:
     return info
 
 
-ALPHA_CHECK_SIDE = 512  # the band read at most this many pixels a side (from an overview where the file has one)
+ALPHA_SAMPLE_WINDOWS, ALPHA_SAMPLE_SIZE = 3, 256  # windows a side, and their size, read to judge a band
+DATA_IN_ALPHA_SHARE = 0.1  # of the pixels sampled, more than this between 0 and 255: data, not feathered edges
 
 
-def untagged_alpha(info: RasterInfo, bands) -> str:
-    """Why a band of ``info`` left out of ``bands`` looks like transparency GDAL does not read as such: uint8
-    holding 0 and 255 and nothing else, not tagged alpha, in a file with no mask or nodata value of its own (its
-    transparent pixels are then labelled as data); "" where none does."""
+def alpha_band_problem(info: RasterInfo, bands) -> str:
+    """Why a band of ``info`` left out of ``bands`` is misread as to transparency, or "": uint8 holding 0 and 255
+    and nothing else but not tagged alpha, in a file with no mask or nodata value (its empty pixels are labelled as
+    data); or tagged alpha but holding other values as data does (near-infrared: pixels where it is 0 are dropped
+    as nodata). Judged on a few windows spread over the raster."""
     if info.dtype != "uint8" or info.nodata is not None:
         return ""
-    candidates = [band for band in range(1, info.count + 1) if band not in bands and info.colorinterp[band - 1] != "alpha"]
-    if not candidates:
+    left_out = [band for band in range(1, info.count + 1) if band not in bands]
+    if not left_out:
         return ""
-    scale = max(1.0, max(info.width, info.height) / ALPHA_CHECK_SIDE)
-    shape = (max(1, round(info.height / scale)), max(1, round(info.width / scale)))
+    rows = sorted({int(r) for r in np.linspace(0, max(info.height - ALPHA_SAMPLE_SIZE, 0), ALPHA_SAMPLE_WINDOWS)})
+    cols = sorted({int(c) for c in np.linspace(0, max(info.width - ALPHA_SAMPLE_SIZE, 0), ALPHA_SAMPLE_WINDOWS)})
     with open_raster(info.path, "image") as src:
-        if any(flags != [MaskFlags.all_valid] for flags in src.mask_flag_enums):
-            return ""  # a mask or alpha band GDAL reads already marks the empty pixels
-        for band in candidates:
-            values = np.unique(src.read(band, out_shape=shape))
-            if values.tolist() == [0, 255]:
+        masked = any(flags != [MaskFlags.all_valid] for flags in src.mask_flag_enums)
+        for band in left_out:
+            tagged = info.colorinterp[band - 1] == "alpha"
+            if masked and not tagged:
+                continue  # a mask or an alpha band GDAL reads already marks the empty pixels
+            values = np.concatenate([src.read(band, window=Window(col, row, min(ALPHA_SAMPLE_SIZE, info.width - col),
+                                                                  min(ALPHA_SAMPLE_SIZE, info.height - row))).ravel()
+                                     for row in rows for col in cols])
+            between = np.mean((values > 0) & (values < 255))
+            if tagged and between > DATA_IN_ALPHA_SHARE:
+                return (f"{info.path}: band {band} is tagged as its alpha band, so GDAL reads the pixels where it is 0 as "
+                        f"nodata, but {between:.0%} of it lies between 0 and 255, as data does (near-infrared?): if it is "
+                        f"data, retag it (gdal_edit.py -colorinterp_{band} undefined FILE)")
+            if not tagged and between == 0 and (values == 0).any() and (values == 255).any():
                 return (f"{info.path}: band {band} holds only 0 and 255, as an alpha band does, but is not tagged as one: "
                         f"if it is transparency, its empty pixels are labelled as data; tag it (gdal_edit.py "
                         f"-colorinterp_{band} alpha FILE)")
@@ -277,10 +290,8 @@ class TileStack:
                 part = raster[first:first + len(source.bands)]
                 first += len(source.bands)
                 nodata_zero = self.nodata_zero and index == 0
-                if nodata_zero and self._scaling[0] is not None:  # NODATA_ZERO means a stored 0
-                    scale, offset = self._scaling[0]
-                    part = (part - offset) / scale  # float32 rounding leaves a stored integer near, not at, itself
-                    part = np.rint(part) if np.issubdtype(np.dtype(source.info.dtype), np.integer) else part
+                if nodata_zero and self._scaling[0] is not None:  # NODATA_ZERO means a stored 0: what it is read as
+                    part = part - apply_scaling(np.zeros((len(source.bands), 1, 1), np.float32), self._scaling[0])
                 mask = valid_mask(src, list(source.bands), part, nodata_zero, window)
                 valid = mask if valid is None else valid & mask
         if self._derived:

@@ -134,16 +134,18 @@ def recorded_normalization(record: dict) -> Normalization:
     return dataclasses.replace(normalization, input_dtype=record["signature"].get("input_dtype"))
 
 
-def check_input_dtype(normalization: Normalization, dtype: str, image: str | Path, scalable: bool = False) -> None:
+def check_input_dtype(normalization: Normalization, dtype: str, image: str | Path, scalable: bool = False,
+                      read_as: str = "") -> None:
     """Refuse an image whose pixel type differs from the training data's: 16-bit values through a
     normalisation made for 8-bit ones (or the reverse) give confident, wrong labels. ``scalable``: the
-    weights record their values, so that INFER_VALUE_SCALE can bring the image's to them (checked)."""
+    weights record their values, so that INFER_VALUE_SCALE can bring the image's to them (checked); ``read_as``: how
+    its pixels came to be ``dtype`` (see eoseg.io.read_as_note)."""
     trained = normalization.input_dtype
     if trained is None or np.dtype(dtype) == np.dtype(trained):
         return
     if np.issubdtype(np.dtype(dtype), np.floating) and np.issubdtype(np.dtype(trained), np.floating):
         return
-    raise EosegError(f"{image}: its pixels are {dtype}, but the weights were trained on {trained} data, whose value range "
+    raise EosegError(f"{image}: its pixels are {dtype}{read_as}, but the weights were trained on {trained} data, whose value range "
                      f"the normalisation (NORM_MEAN / NORM_STD) was set for; convert the image to {trained} with the "
                      f"same scaling as the training data, "
                      f"{'set INFER_VALUE_SCALE to the factor that brings its values to theirs, ' if scalable else ''}"

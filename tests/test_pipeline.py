@@ -106,6 +106,24 @@ def test_forced_extraction_into_a_linked_folder_replaces_it_where_the_link_leads
     assert sorted(p.name for p in storage.parent.iterdir()) == ["patches"]
 
 
+def test_a_mount_point_where_the_patches_go_is_refused_before_the_work(tiny_cfg, tmp_path, monkeypatch):
+    """The folder is built beside PATCHES_DIR and renamed onto it: a mount point (a disk of its own, or a link to one)
+    would be written on the disk it hides, then refuse the rename."""
+    import os
+
+    import eoseg.extract
+
+    volume, link = tmp_path / "volume", tmp_path / "linked"
+    volume.mkdir()
+    link.symlink_to(volume)
+    monkeypatch.setattr(os.path, "ismount", lambda path: Path(path) == volume)
+    monkeypatch.setattr(eoseg.extract, "tile_stack", lambda *args: pytest.fail("the work began"))
+    for given in (volume, link):
+        with pytest.raises(EosegError, match=f"{volume} is a mount point, .*; give a folder inside it "
+                                             f"\\({volume / 'volume'}\\)"):
+            extract_patches(tiny_cfg, given, force=True, progress=False)
+
+
 def test_a_file_where_the_patches_go_is_refused_before_the_work(tiny_cfg, tmp_path, monkeypatch):
     import eoseg.extract
 

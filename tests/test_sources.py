@@ -24,7 +24,7 @@ from eoseg.metadata import data_signature
 from eoseg.models import model_from_config
 from eoseg.normalization import Normalization
 from eoseg.sample import BUILDING, IMPERVIOUS, LOW_VEG, generate_scene, generate_scene_with_ndsm
-from eoseg.tiles import image_info, image_stack, ndvi, read_image, tile_stack, training_pixels
+from eoseg.tiles import check_same_dtype, image_info, image_stack, ndvi, read_image, tile_stack, training_pixels
 from eoseg.train import train
 
 from .conftest import TINY_TILE_SIZE, as_arguments, run_script, tiny_overrides
@@ -101,11 +101,12 @@ def test_an_alpha_band_read_as_data_is_refused(tiny_cfg, tmp_path):
     image_info(cfg.replace(BANDS=[1, 2, 3], BAND_NAMES=["R", "G", "B"], NORM_MEAN=[0.0] * 3, NORM_STD=[1.0] * 3), "1")
 
 
-def test_a_band_that_looks_like_untagged_transparency_is_pointed_out(tiny_cfg, tmp_path):
+def test_a_band_misread_as_to_transparency_is_pointed_out(tiny_cfg, tmp_path):
     """RGBA written without saying the 4th band is alpha (ExtraSamples unspecified): GDAL masks nothing, so
-    the transparent pixels would be labelled as data; check_data and inference say so."""
+    the transparent pixels would be labelled as data; RGB + near-infrared tagged alpha: its dark pixels would be
+    nodata. check_data and inference say so."""
     from eoseg.datacheck import check_dataset
-    from eoseg.tiles import untagged_alpha
+    from eoseg.tiles import alpha_band_problem
 
     source = tiny_cfg.tile_path("IMAGE_PATTERN", "1")
     pixels = read_raster(source)
@@ -115,19 +116,25 @@ def test_a_band_that_looks_like_untagged_transparency_is_pointed_out(tiny_cfg, t
     with rasterio.open(rgba, "r+") as dst:  # ExtraSamples "unspecified"
         dst.colorinterp = [ColorInterp.red, ColorInterp.green, ColorInterp.blue, ColorInterp.undefined]
     info = raster_info(rgba)
-    assert untagged_alpha(info, [1, 2, 3]) == (f"{rgba}: band 4 holds only 0 and 255, as an alpha band does, but is not "
+    assert alpha_band_problem(info, [1, 2, 3]) == (f"{rgba}: band 4 holds only 0 and 255, as an alpha band does, but is not "
                                                "tagged as one: if it is transparency, its empty pixels are labelled as "
                                                "data; tag it (gdal_edit.py -colorinterp_4 alpha FILE)")
     cfg = tiny_cfg.replace(DATA_ROOT=str(tmp_path / "rgba"), IMAGE_PATTERN="{id}.tif", TRAIN_IDS=["1"], TEST_IDS=[])
-    assert untagged_alpha(info, [1, 2, 3]) in check_dataset(cfg).problems
+    assert alpha_band_problem(info, [1, 2, 3]) in check_dataset(cfg).problems
     # tagged, GDAL reads it as the mask; a band of data (near-infrared) holds other values
     with rasterio.open(rgba, "r+") as dst:
         dst.colorinterp = [ColorInterp.red, ColorInterp.green, ColorInterp.blue, ColorInterp.alpha]
-    assert untagged_alpha(raster_info(rgba), [1, 2, 3]) == ""
+    assert alpha_band_problem(raster_info(rgba), [1, 2, 3]) == ""
     nir = copy_raster(source, tmp_path / "rgbn" / "1.tif", np.concatenate([pixels, pixels[:1]]), count=4)
     with rasterio.open(nir, "r+") as dst:
         dst.colorinterp = [ColorInterp.red, ColorInterp.green, ColorInterp.blue, ColorInterp.undefined]
-    assert raster_info(nir).colorinterp[3] == "undefined" and untagged_alpha(raster_info(nir), [1, 2, 3]) == ""
+    assert raster_info(nir).colorinterp[3] == "undefined" and alpha_band_problem(raster_info(nir), [1, 2, 3]) == ""
+    # near-infrared tagged alpha (GDAL's default for a fourth band of an RGB file): its dark pixels would be nodata
+    with rasterio.open(nir, "r+") as dst:
+        dst.colorinterp = [ColorInterp.red, ColorInterp.green, ColorInterp.blue, ColorInterp.alpha]
+    assert alpha_band_problem(raster_info(nir), [1, 2, 3]).startswith(
+        f"{nir}: band 4 is tagged as its alpha band, so GDAL reads the pixels where it is 0 as nodata, but ")
+    assert "retag it (gdal_edit.py -colorinterp_4 undefined FILE)" in alpha_band_problem(raster_info(nir), [1, 2, 3])
 
 
 # ---------------------------------------------------------------- NDVI
@@ -374,6 +381,9 @@ def test_scaled_stored_values_are_read_as_the_values_they_stand_for(tiny_cfg, tm
         pixels = stack.read()
         np.testing.assert_array_equal(pixels, expected.astype(np.float32))
         np.testing.assert_array_equal(stack.valid_mask(pixels), np.ones(pixels.shape[1:], bool))
+    with pytest.raises(EosegError, match=r"image is float32 \(its stored uint16 values scaled by the file's GDAL "
+                                         r"scale/offset\) but the tiles before it are uint8"):
+        check_same_dtype(pixels, raster_info(scaled), "uint8")
     stored = read_raster(scaled)
     stored[:, :5] = 0
     copy_raster(scaled, tmp_path / "zeros" / "1.tif", stored)
