@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import sys
 from pathlib import Path
 from typing import Iterator
 
@@ -53,6 +54,7 @@ def extract_patches(cfg: Config, out_dir: str | Path, force: bool = False, progr
     dtype = None
     train_infos, statistics = [], BandStatistics(cfg.num_bands)
     trained_classes = np.zeros(cfg.num_classes, dtype=np.int64)  # pixels of each class in the training tiles
+    too_small: list[str] = []  # test tiles smaller than a patch
     if not cfg.tile_ids("train"):
         raise EosegError("TRAIN_IDS is empty: there are no tiles to extract training patches from")
     report_overlapping_tiles(cfg)
@@ -66,12 +68,16 @@ def extract_patches(cfg: Config, out_dir: str | Path, force: bool = False, progr
                 tiles = cfg.tile_ids(split)
                 for tile_id in tqdm(tiles, desc=f"extract {split}", unit="tile", disable=not progress):
                     stack = tile_stack(cfg, tile_id)
-                    image, info = stack.read(), stack.info
+                    info = stack.info
+                    if split == "test" and (info.height < size or info.width < size):
+                        too_small.append(tile_id)  # no patch of it fits; inference labels it whole all the same
+                        continue
+                    check_patch_fits(info, size)
+                    image = stack.read()
                     if split == "train":
                         train_infos.append(info)
                     labels = read_labels(cfg, tile_id, info)
                     dtype = check_same_dtype(image, info, dtype)
-                    check_patch_fits(info, size)
                     blocks = tile_split(cfg, tile_id, info.height, info.width)
                     trained_on = None if blocks is None or split != "train" else blocks.mask(0, info.height, held_out=False)
                     image, labels = training_pixels(cfg, stack, image, labels, statistics if split == "train" else None,
@@ -110,6 +116,9 @@ def extract_patches(cfg: Config, out_dir: str | Path, force: bool = False, progr
             "patch_list": PATCH_LIST,
         }
         atomic_write_text(tmp / MANIFEST, json.dumps(manifest, indent=2) + "\n")
+    if too_small and progress:
+        print(f"note: test tiles {', '.join(too_small)} are smaller than PATCH_SIZE {size}: no test patch of them "
+              "(inference labels and scores them whole)", file=sys.stderr)
     return manifest
 
 

@@ -137,10 +137,10 @@ def alpha_band_problem(info: RasterInfo, bands) -> str:
 
 
 def check_patch_fits(info: RasterInfo, patch_size: int) -> None:
-    """Refuse a tile too small for one PATCH_SIZE patch (extraction and training read whole patches)."""
+    """Refuse a training tile too small for one PATCH_SIZE patch (extraction and training read whole patches)."""
     if info.height < patch_size or info.width < patch_size:
         raise EosegError(f"{info.path}: tile is {info.width} x {info.height} px, smaller than PATCH_SIZE {patch_size}; "
-                         "lower PATCH_SIZE or leave the tile out of TRAIN_IDS and TEST_IDS")
+                         "lower PATCH_SIZE or leave the tile out of TRAIN_IDS")
 
 
 def image_info(cfg: Config, tile_id: str) -> RasterInfo:

@@ -171,6 +171,22 @@ def test_tile_smaller_than_patch_refused_by_extraction(tmp_path, sample_root):
     assert_left_nothing(tmp_path / "patches")
 
 
+def test_test_tile_smaller_than_patch_left_out_of_test_patches(tmp_path, sample_root, capsys):
+    """Nothing trains on test patches, and inference labels the tile whole: it is no reason to stop extraction."""
+    from eoseg.config import load_config
+    from eoseg.extract import extract_patches, read_manifest
+
+    data = copy_dataset(sample_root, tmp_path)
+    write_tif(data / IMAGE.format(id=4), random_image(40, 50))
+    write_tif(data / LABELS.format(id=4), np.zeros((1, 40, 50), np.uint8))
+    cfg = load_config(overrides=arguments(tmp_path, data, TRAIN_IDS=["1", "2"], TEST_IDS=["3", "4"]))
+    manifest = extract_patches(cfg, cfg.PATCHES_DIR, progress=True)
+    assert manifest["counts"]["test"] > 0
+    _, rows = read_manifest(cfg.PATCHES_DIR)
+    assert {row["tile"] for row in rows if row["split"] == "test"} == {"3"}
+    assert "note: test tiles 4 are smaller than PATCH_SIZE 64: no test patch of them" in capsys.readouterr().err
+
+
 def test_image_smaller_than_window_padded_by_inference(tmp_path, sample_root, weights):
     source = write_tif(tmp_path / "small.tif", random_image(20, 30), like=sample_root / "data" / IMAGE.format(id=1))
     result = run_script("inference.py", "--images", str(source), "--weights", str(weights["tiny"]),
