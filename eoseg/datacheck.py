@@ -24,7 +24,8 @@ from eoseg.io import RasterInfo, atomic_path, nodata_kind
 from eoseg.labels import SCAN_ROWS, LabelValues, RasterLabels, VectorLabels, merge_counts, value_counts
 from eoseg.normalization import VALUE_SCALE_LIMIT, BandStatistics, off_scale, scale_problem, value_scale
 from eoseg.plots import class_frequency_figure, save_figure
-from eoseg.tiles import alpha_band_problem, check_patch_fits, eroded_fallback, eval_truth, tile_labels, tile_stack
+from eoseg.tiles import (alpha_band_problem, check_patch_fits, check_same_dtype, eroded_fallback, eval_truth,
+                         tile_labels, tile_stack)
 
 SPLITS = ("train", "test")
 
@@ -51,6 +52,7 @@ def check_dataset(cfg: Config) -> DataReport:
     report = DataReport(band_names=cfg.stacked_band_names, statistics=BandStatistics(cfg.num_bands),
                         class_pixels={split: np.zeros(cfg.num_classes, dtype=np.int64) for split in SPLITS})
     seen, polygons_counted, training_tiles_read = set(), set(), 0
+    stacked_dtype = None  # of the tiles before: one data type for all
     tile_values: dict[str, BandStatistics] = {}  # each tile's values, sampled: their scales compared below
     report_overlapping_tiles(cfg)
     for split in SPLITS:
@@ -70,6 +72,10 @@ def check_dataset(cfg: Config) -> DataReport:
                     "nodata": nodata_kind(info.path, cfg.BANDS)})
                 if alpha := alpha_band_problem(info, cfg.BANDS):
                     report.problem(alpha)
+                try:  # extraction patches the train and test tiles into one data type
+                    stacked_dtype = check_same_dtype(stack.dtype, info, stacked_dtype)
+                except EosegError as err:
+                    report.problem(str(err))
                 if split == "train":  # test tiles are labelled whole: one smaller than a patch is left out of test patches
                     try:
                         check_patch_fits(info, cfg.PATCH_SIZE)

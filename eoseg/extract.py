@@ -77,7 +77,7 @@ def extract_patches(cfg: Config, out_dir: str | Path, force: bool = False, progr
                     if split == "train":
                         train_infos.append(info)
                     labels = read_labels(cfg, tile_id, info)
-                    dtype = check_same_dtype(image, info, dtype)
+                    dtype = check_same_dtype(image.dtype, info, dtype)
                     blocks = tile_split(cfg, tile_id, info.height, info.width)
                     trained_on = None if blocks is None or split != "train" else blocks.mask(0, info.height, held_out=False)
                     image, labels = training_pixels(cfg, stack, image, labels, statistics if split == "train" else None,

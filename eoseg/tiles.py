@@ -63,13 +63,13 @@ def band_kind(name: str) -> str:
     return BAND_KINDS.get(name.strip().upper(), name.strip().upper())
 
 
-def check_same_dtype(image: np.ndarray, info: RasterInfo, earlier: str | None) -> str:
-    """The data type of a training tile's stacked ``image``, refused unless it is that of the ``earlier`` tiles."""
-    if earlier is not None and str(image.dtype) != earlier:
-        raise EosegError(f"{info.path}: image is {image.dtype}{read_as_note(info)} but the tiles before it are {earlier}; "
+def check_same_dtype(dtype, info: RasterInfo, earlier: str | None) -> str:
+    """The data type of a training tile's stacked pixels, refused unless it is that of the ``earlier`` tiles."""
+    if earlier is not None and str(dtype) != earlier:
+        raise EosegError(f"{info.path}: image is {dtype}{read_as_note(info)} but the tiles before it are {earlier}; "
                          "one NORM_MEAN and NORM_STD cannot fit both: convert the tiles to one data type (a file's GDAL "
                          "scale/offset makes it float32 values)")
-    return str(image.dtype)
+    return str(dtype)
 
 
 def check_bands(cfg: Config, info: RasterInfo) -> RasterInfo:

@@ -146,6 +146,19 @@ def test_a_tile_smaller_than_a_patch_is_a_problem(tiny_cfg):
     assert check_dataset(tiny_cfg.replace(TRAIN_IDS=["1"], TEST_IDS=["4"])).problems == []
 
 
+def test_tiles_of_another_data_type_are_a_problem(tiny_cfg, tmp_path):
+    """Extraction refuses tiles of two data types (one normalisation cannot fit both): check_data says so first."""
+    data = tmp_path / "data"
+    shutil.copytree(tiny_cfg.DATA_ROOT, data)
+    image = data / tiny_cfg.IMAGE_PATTERN.format(id="2")
+    with rasterio.open(image) as src:
+        profile, pixels = {**src.profile, "dtype": "uint16"}, src.read().astype(np.uint16) * 257
+    with rasterio.open(image, "w", **profile) as dst:
+        dst.write(pixels)
+    problems = check_dataset(tiny_cfg.replace(DATA_ROOT=str(data))).problems
+    assert any(re.match(rf"{re.escape(str(image))}: image is uint16 but the tiles before it are uint8", p) for p in problems)
+
+
 def test_the_class_attribute_values_of_polygons_are_listed(sample_root, tmp_path):
     """Polygons of the sample's buildings and trees, one file for all tiles, a string class attribute:
     check_data lists each value with its polygons and what LABEL_VALUES makes of it."""

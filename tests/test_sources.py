@@ -383,7 +383,7 @@ def test_scaled_stored_values_are_read_as_the_values_they_stand_for(tiny_cfg, tm
         np.testing.assert_array_equal(stack.valid_mask(pixels), np.ones(pixels.shape[1:], bool))
     with pytest.raises(EosegError, match=r"image is float32 \(its stored uint16 values scaled by the file's GDAL "
                                          r"scale/offset\) but the tiles before it are uint8"):
-        check_same_dtype(pixels, raster_info(scaled), "uint8")
+        check_same_dtype(pixels.dtype, raster_info(scaled), "uint8")
     stored = read_raster(scaled)
     stored[:, :5] = 0
     copy_raster(scaled, tmp_path / "zeros" / "1.tif", stored)
