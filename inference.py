@@ -37,7 +37,7 @@ from eoseg.config import SPLITS, check_tile_ids
 from eoseg.device import distributed_rank, leave_process_group
 from eoseg.errors import EosegError
 from eoseg.infer import merge_shard_reports, parse_shard, run_inference
-from eoseg.metrics import NOTHING_SCORED, format_table, percent
+from eoseg.metrics import format_table, nothing_scored, percent
 
 
 def main(argv=None):
@@ -96,7 +96,7 @@ def main(argv=None):
               "(their completion records match; --force labels them again)")
     for image in summary.images:
         if image.metrics is not None:
-            scored = f"OA {percent(image.metrics['overall_accuracy'])}" if image.metrics["pixels"] else NOTHING_SCORED
+            scored = f"OA {percent(image.metrics['overall_accuracy'])}" if image.metrics["pixels"] else nothing_scored(image.metrics)
             print(f"{image.name}: {scored}  (vs {image.truth_source})")
     if summary.metrics is not None:
         print()

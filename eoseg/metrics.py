@@ -61,11 +61,15 @@ def _clean(value: float) -> float | None:
     return None if np.isnan(value) else float(value)
 
 
-NOTHING_SCORED = "nothing was scored: every ground-truth pixel is IGNORE_LABEL (or outside the classes)"
-
-
 UNSCORED = "unscored_no_image_data_px"  # labelled ground-truth pixels where the image holds no data, left out
 NOT_TRAINED = "classes_not_in_training"  # the classes no training pixel of the weights was labelled with
+
+
+def nothing_scored(metrics: dict) -> str:
+    """Why metrics that scored no pixel scored none."""
+    if metrics.get(UNSCORED):
+        return "nothing was scored: the image holds no data wherever the ground truth is labelled"
+    return "nothing was scored: every ground-truth pixel is IGNORE_LABEL (or outside the classes)"
 
 
 def format_table(metrics: dict, title: str = "") -> str:
@@ -85,7 +89,7 @@ def format_table(metrics: dict, title: str = "") -> str:
         lines.append(f"not scored: {metrics[UNSCORED]} px of ground truth where the image holds no data (nodata, NaN "
                      "or beyond its edge): no label was predicted there")
     if not metrics["pixels"]:
-        lines.append(NOTHING_SCORED)
+        lines.append(nothing_scored(metrics))
     missed = {name: row["support"] for name, row in metrics["per_class"].items()
               if row["support"] and row["precision"] is None}  # no pixel predicted as it
     untrained = [f"{name} ({pixels} px)" for name, pixels in missed.items() if name in metrics.get(NOT_TRAINED, ())]

@@ -177,7 +177,9 @@ def test_empty_confusion_gives_none_not_nan():
     assert m["pixels"] == 0
     assert m["overall_accuracy"] is None and m["kappa"] is None and m["mean_f1"] is None and m["mean_iou"] is None
     json.dumps(m, allow_nan=False)  # valid JSON: null, never NaN
-    assert "nothing was scored" in format_table(m)
+    assert "nothing was scored: every ground-truth pixel is IGNORE_LABEL" in format_table(m)
+    # labels there are, but the image holds no data under any of them: the image is the cause
+    assert "nothing was scored: the image holds no data wherever the ground truth is labelled" in format_table({**m, UNSCORED: 10})
 
 
 def test_format_table_lists_classes_and_overall_accuracy():
