@@ -84,14 +84,6 @@ def check_dataset(cfg: Config) -> DataReport:
                 blocks = tile_split(cfg, tile_id, info.height, info.width)
                 if tile_id not in tile_values:
                     tile_values[tile_id] = stack.sample_statistics()
-                if split == "train":
-                    with stack:
-                        for first in range(0, info.height, SCAN_ROWS):
-                            window = Window(0, first, info.width, min(SCAN_ROWS, info.height - first))
-                            pixels = stack.read(window)
-                            valid = stack.valid_mask(pixels, window)
-                            inside = split_part(blocks, split, first, first + window.height)
-                            report.statistics.add(pixels, valid if inside is None else valid & inside)
                 labels = tile_labels(cfg, tile_id, info)
                 if isinstance(labels, VectorLabels) and tile_id not in polygons_counted:
                     merge_counts(report.raw_polygons, labels.value_polygons)
@@ -102,11 +94,21 @@ def check_dataset(cfg: Config) -> DataReport:
                     raw = labels.counts()
                     merge_counts(report.raw_values, raw)
                     labels.check_values(raw)
-                    if blocks is None:
+                    if blocks is None and split != "train":
                         for value, pixels in raw.items():
                             target = values.target(value)
                             merge_counts(mapped, {values.ignore_label if target is None else target: pixels})
-                if blocks is not None or not whole_raster:  # class ids by windows, of this split's blocks
+                if split == "train":  # what training learns from: labels where the image holds data, of the trained part
+                    with stack:
+                        for first in range(0, info.height, SCAN_ROWS):
+                            window = Window(0, first, info.width, min(SCAN_ROWS, info.height - first))
+                            pixels = stack.read(window)
+                            valid = stack.valid_mask(pixels, window)
+                            inside = split_part(blocks, split, first, first + window.height)
+                            kept = valid if inside is None else valid & inside
+                            report.statistics.add(pixels, kept)
+                            merge_counts(mapped, value_counts(labels.read(window)[kept]))
+                elif blocks is not None or not whole_raster:  # class ids by windows, of this split's blocks
                     for first in range(0, info.height, SCAN_ROWS):
                         window = Window(0, first, info.width, min(SCAN_ROWS, info.height - first))
                         ids = labels.read(window)

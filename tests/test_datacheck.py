@@ -159,6 +159,26 @@ def test_tiles_of_another_data_type_are_a_problem(tiny_cfg, tmp_path):
     assert any(re.match(rf"{re.escape(str(image))}: image is uint16 but the tiles before it are uint8", p) for p in problems)
 
 
+def test_training_class_shares_count_the_pixels_training_learns_from(tiny_cfg, tmp_path):
+    """Labels where the image holds no data are no training pixels: check_data counts the classes as extraction
+    does, so a class lying under nodata is seen missing before training says so."""
+    from eoseg.extract import extract_patches
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_cfg.DATA_ROOT, data)
+    cfg = tiny_cfg.replace(DATA_ROOT=str(data), TRAIN_IDS=["1"], TEST_IDS=["4"])
+    image = data / cfg.IMAGE_PATTERN.format(id="1")
+    building = read_label(cfg.tile_path("LABEL_PATTERN", "1")) == 1
+    with rasterio.open(image) as src:
+        profile, pixels = {**src.profile, "nodata": 0}, src.read()
+    pixels[:, building] = 0
+    with rasterio.open(image, "w", **profile) as dst:
+        dst.write(pixels)
+    shares = check_dataset(cfg).class_pixels["train"].tolist()
+    assert shares[1] == 0 and sum(shares) > 0
+    assert shares == extract_patches(cfg, cfg.PATCHES_DIR, progress=False)["class_pixels"]
+
+
 def test_the_class_attribute_values_of_polygons_are_listed(sample_root, tmp_path):
     """Polygons of the sample's buildings and trees, one file for all tiles, a string class attribute:
     check_data lists each value with its polygons and what LABEL_VALUES makes of it."""
