@@ -23,6 +23,11 @@ WEIGHTS_FIELDS = tuple(field for field in CHECKED_FIELDS if field not in ("palet
 # the tiles trained on (a tile moved to TEST_IDS must not keep its patches in training)
 STORED_DATA_FIELDS = (*(field for field in CHECKED_FIELDS if field != "normalization"), "label_tolerance", "holdout",
                       "bands", "train_tiles")
+# the settings that decide which pixels and labels stored patches hold, beyond the fields above: where the tiles
+# and labels are read from (relative to DATA_ROOT, which may move with a copy of the data), how nodata and labels
+# are read, and how the training tiles are cut and augmented
+MADE_FROM_SETTINGS = ("IMAGE_PATTERN", "LABEL_PATTERN", "VECTOR_CLASS_FIELD", "VECTOR_POLYGON_CLASS",
+                      "UNKNOWN_LABELS_TO_IGNORE", "NODATA_ZERO", "TRAIN_STRIDE", "FLIPS", "ROTATIONS")
 # what a record made before a field existed means by its absence
 FIELD_DEFAULTS = {"label_values": [], "label_tolerance": 0, "holdout": None}
 LATER_FIELDS = ("bands", "train_tiles")  # added later: absent from an older record, not compared
@@ -46,6 +51,8 @@ def data_signature(cfg: Config, patch_size: int | None = None, holdout: bool = T
     if holdout:
         signature["holdout"] = holdout_record(cfg)
         signature["train_tiles"] = list(cfg.tile_ids("train"))
+        signature["made_from"] = {**{name: cfg.to_dict()[name] for name in MADE_FROM_SETTINGS},
+                                  "EXTRA_SOURCES patterns": [entry.get("pattern") for entry in cfg.extra_sources]}
     return signature
 
 
@@ -56,6 +63,13 @@ def check_stored_data(recorded: dict, expected: dict, artifact: str) -> None:
     for nodata pixels (see :meth:`Normalization.fill_invalid`).
     """
     check_compatible(recorded, expected, artifact, fields=(*STORED_DATA_FIELDS, "patch_size"))
+    made_from, now = recorded.get("made_from"), expected.get("made_from")
+    if made_from is not None and now is not None and made_from != now:  # absent: made before it was recorded
+        changed = [name for name in now if made_from.get(name) != now[name]]
+        raise EosegError(f"{artifact} was made with " + ", ".join(f"{name}={made_from.get(name)!r}" for name in changed)
+                         + ", but the config has " + ", ".join(f"{name}={now[name]!r}" for name in changed)
+                         + "; its patches hold the pixels and labels those read: rebuild it (extract_images.py and "
+                         "create_lmdb.py with --force), or use the settings it was made with")
     recorded_mean = (recorded.get("normalization") or {}).get("mean")
     if recorded_mean != expected["normalization"]["mean"]:
         raise EosegError(f"{artifact} was made with NORM_MEAN {recorded_mean} (the value of its nodata pixels), but the "

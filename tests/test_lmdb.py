@@ -188,6 +188,11 @@ def written(tmp_path, cfg):
         (["IGNORE_LABEL=254"], "ignore_label"),
         (["BANDS=[3, 2, 1]"], "bands"),  # the same band names, read from other bands of the files
         (["TRAIN_IDS=['1']"], "train_tiles"),  # a training tile moved out: its patches must not stay
+        # where the labels are read from, how nodata is read, how the tiles were cut and augmented: other pixels
+        (["LABEL_PATTERN=labels_v2/{id}.tif"], "LABEL_PATTERN"),
+        (["NODATA_ZERO=True"], "NODATA_ZERO"),
+        (["FLIPS=False"], "FLIPS"),
+        (["TRAIN_STRIDE=32"], "TRAIN_STRIDE"),
     ],
 )
 def test_signature_mismatch_refused_naming_field(written, overrides, field):
@@ -197,6 +202,12 @@ def test_signature_mismatch_refused_naming_field(written, overrides, field):
     message = str(info.value)
     assert f"{field} =" in message or f"made with {field}" in message
     assert str(written) in message
+
+
+def test_a_copy_of_the_data_elsewhere_reads_the_same_patches(written):
+    """DATA_ROOT is not recorded: a dataset copied to another disk stands for the same tiles."""
+    other = load_config(overrides=[f"PATCH_SIZE={PATCH}", "DATA_ROOT=/mnt/fast/vaihingen"])
+    assert len(LmdbPatches(written, expected_signature=data_signature(other))) == 3
 
 
 def test_a_record_made_before_bands_and_tiles_were_recorded_is_read(tmp_path, cfg):
