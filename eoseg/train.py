@@ -454,6 +454,11 @@ class Trainer:
             self.network = torch.compile(self.network)
 
         self.data = training_data(cfg)
+        recorded_records = payload["training_state"].get("training_records") if payload is not None else None
+        if recorded_records is not None and recorded_records != len(self.data):  # its stream position means other patches
+            raise EosegError(f"{resume}: its run trained on {recorded_records} patches, and the training data holds "
+                             f"{len(self.data)} now (rebuilt?); a resumed run continues on the same data: rebuild it as "
+                             "it was, or start a new run (--force, or another TRAIN_DIR)")
         note = absent_classes_note(cfg.CLASS_NAMES, self.data.class_pixels)
         if note and processes.is_main:
             print(note, file=sys.stderr)
@@ -611,6 +616,7 @@ class Trainer:
             "best": self.best,
             "class_weights": self.class_weights,
             "finished": self.training_progress() >= 1,  # the run's last checkpoint: its weights are MODEL_FILE's
+            "training_records": len(self.data),
         }
         folder = self.train_dir / "checkpoints"
         path = folder / checkpoint_name(self.iteration)

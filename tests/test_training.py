@@ -322,6 +322,13 @@ def test_a_run_killed_after_its_last_checkpoint_resumes_to_its_weights(lmdb_cfg)
     save_checkpoint(cfg.MODEL_FILE, cfg, model_from_config(cfg), iteration=0)
     train(cfg, resume=latest_checkpoint(cfg), progress=False)
     assert all(torch.equal(load_checkpoint(cfg.MODEL_FILE)["state_dict"][key], value) for key, value in written.items())
+    # the training data rebuilt with other patches: the stream position of the checkpoint means other patches
+    payload = load_checkpoint(latest_checkpoint(cfg))
+    payload["training_state"]["training_records"] += 1
+    torch.save(payload, Path(cfg.TRAIN_DIR) / "rebuilt.pt")
+    with pytest.raises(EosegError, match=r"rebuilt.pt: its run trained on \d+ patches, and the training data holds \d+ "
+                                         r"now \(rebuilt\?\)"):
+        train(cfg.replace(ITERATIONS=3), resume=Path(cfg.TRAIN_DIR) / "rebuilt.pt", progress=False)
     # a checkpoint of a run that had further to go is no end of a run, whatever ITERATIONS says now
     longer = cfg.replace(ITERATIONS=4, TRAIN_DIR=f"{cfg.TRAIN_DIR}_longer", MODEL_FILE=f"{cfg.MODEL_FILE}_longer.pt")
     train(longer, stop_after=2, progress=False)
