@@ -135,7 +135,7 @@ INFER_BLOCK_ROWS = 512  # rows labelled per block: memory grows with this times 
 INFER_PIXEL_SIZE = None  # the pixel size georeferenced images are labelled at where theirs differs by over 10%, the labels brought back onto the image's grid: None = the training imagery's (as the weights record it) for images with finer pixels, coarser ones as they are; a size in metres (for weights that record none, as Caffe's); or "image": every image as it is
 INFER_VALUE_CHECK = True  # refuse an image whose values are 3 times those the weights were trained on or more, or a third or less (another scale or encoding: 12 against 16 bits, reflectance 0..1 against 0..10000); a note from 1.5 times (or two thirds); False: label it anyway, with the note
 INFER_VALUE_SCALE = 1.0  # multiply the images' BANDS values by this before the normalisation (inference, validation): 0.0625 labels 16-bit imagery with weights trained on 12-bit values of the same kind; checked as INFER_VALUE_CHECK says, and then images of another data type are taken too
-NODATA_ZERO = False  # also treat pixels that are 0 in every band as nodata (besides the raster's own mask)
+NODATA_ZERO = False  # also treat pixels that are 0 in every band as nodata (besides the raster's own mask); in training and labelling alike (patches record it)
 WRITE_COLOR = True  # also write NAME_color: the labels in the palette's colours
 WRITE_PROBABILITIES = False  # also write NAME_probabilities: one uint8 band (0-255) per class
 WRITE_PREVIEW = True  # also write NAME_preview.png: image, ground truth, prediction, errors (downsampled)

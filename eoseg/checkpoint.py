@@ -67,6 +67,7 @@ def save_checkpoint(path: str | Path, cfg: Config, model: nn.Module, iteration: 
     ``class_pixels``, its labelled pixels of each class, so that scores can tell a class never trained on.
     """
     signature = data_signature(cfg)
+    del signature["made_from"]  # how stored patches were cut: nothing weights are checked by, and it holds local paths
     signature.update({key: value for key, value in (trained_on or {}).items() if value is not None})
     payload = {
         "format": FORMAT,

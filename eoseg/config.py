@@ -378,9 +378,7 @@ class Config:
             raise EosegError(f"CLASS_WEIGHTS has {len(v['CLASS_WEIGHTS'])} entries for {len(v['CLASS_NAMES'])} classes")
         if not all(isinstance(w, (int, float)) and not isinstance(w, bool) for w in v["CLASS_WEIGHTS"]):
             raise EosegError(f"CLASS_WEIGHTS holds one number per class, got {v['CLASS_WEIGHTS']!r}")
-        if any(not w > 0 for w in v["CLASS_WEIGHTS"]):  # a batch of 0-weight pixels alone has a loss of 0 / 0
-            raise EosegError(f"CLASS_WEIGHTS must be positive, got {v['CLASS_WEIGHTS']!r}; to leave a class out of "
-                             "training, map its label values to \"ignore\" in LABEL_VALUES")
+
         if v["STREAM_BANDS"] < 0:
             raise EosegError(f"STREAM_BANDS must be a whole number of bands >= 0 (0 = the image's BANDS), got {v['STREAM_BANDS']!r}")
         if v["AUX_LOSS_WEIGHT"] < 0:

@@ -84,15 +84,18 @@ def color_file_to_labels(source: Path, target: Path, palette: Palette, unknown_t
 
 def grey_class_ids(rgb: np.ndarray, palette: Palette) -> list[int]:
     """The levels of a (3, H, W) image whose every pixel is grey and whose levels that are no colour of PALETTE or
-    IGNORE_COLOR lie in 1..number of classes, as class ids copied into three bands do; [] for others."""
+    IGNORE_COLOR lie in 1..number of classes and cover most of it, as class ids copied into three bands do (not a
+    few near-black pixels of compressed colour ground truth); [] for others."""
     if not ((rgb[0] == rgb[1]) & (rgb[1] == rgb[2])).all():
         return []
-    levels = np.unique(rgb[0]).tolist()
+    levels, counts = np.unique(rgb[0], return_counts=True)
     colours = {tuple(map(int, colour)) for colour in palette.colors}
     if palette.ignore_color is not None:
         colours.add(tuple(map(int, palette.ignore_color)))
-    unknown = [level for level in levels if (level,) * 3 not in colours]
-    return levels if unknown and 1 <= min(unknown) and max(unknown) <= palette.num_classes else []
+    unknown = [(int(level), int(count)) for level, count in zip(levels, counts) if (int(level),) * 3 not in colours]
+    if not unknown or not all(1 <= level <= palette.num_classes for level, _ in unknown):
+        return []
+    return levels.tolist() if 2 * sum(count for _, count in unknown) > rgb[0].size else []
 
 
 def holds_class_ids(values: np.ndarray, table, palette: Palette) -> bool:

@@ -212,7 +212,7 @@ def training_data(cfg: Config) -> AugmentedPatches | TileCrops:
         infos.append(info)
         check_patch_fits(info, cfg.PATCH_SIZE)
         image = stack.read()
-        dtype = check_same_dtype(image.dtype, info, dtype)
+        dtype = check_same_dtype(image.dtype, info, dtype, cfg.BANDS)
         blocks = tile_split(cfg, tile_id, info.height, info.width)
         trained_on = None if blocks is None else blocks.mask(0, info.height, held_out=False)
         image, labels = training_pixels(cfg, stack, image, read_labels(cfg, tile_id, info), statistics, trained_on)

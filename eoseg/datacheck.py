@@ -25,7 +25,7 @@ from eoseg.labels import SCAN_ROWS, LabelValues, RasterLabels, VectorLabels, mer
 from eoseg.normalization import VALUE_SCALE_LIMIT, BandStatistics, off_scale, scale_problem, value_scale
 from eoseg.plots import class_frequency_figure, save_figure
 from eoseg.tiles import (alpha_band_problem, check_patch_fits, check_same_dtype, eroded_fallback, eval_truth,
-                         tile_labels, tile_stack)
+                         fits_patch, tile_labels, tile_stack)
 
 SPLITS = ("train", "test")
 
@@ -39,10 +39,15 @@ class DataReport:
     raw_polygons: dict = field(default_factory=dict)  # VECTOR_CLASS_FIELD value -> polygons, summed over the tiles
     class_pixels: dict = field(default_factory=dict)  # split -> pixels per class
     problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # what may be wrong, which only the user can tell
 
     def problem(self, text: str) -> None:
         if text not in self.problems:
             self.problems.append(text)
+
+    def note(self, text: str) -> None:
+        if text not in self.notes:
+            self.notes.append(text)
 
 
 def check_dataset(cfg: Config) -> DataReport:
@@ -71,11 +76,13 @@ def check_dataset(cfg: Config) -> DataReport:
                     "resolution": resolution_text(info),
                     "nodata": nodata_kind(info.path, cfg.BANDS)})
                 if alpha := alpha_band_problem(info, cfg.BANDS):
-                    report.problem(alpha)
-                try:  # extraction patches the train and test tiles into one data type
-                    stacked_dtype = check_same_dtype(stack.dtype, info, stacked_dtype)
-                except EosegError as err:
-                    report.problem(str(err))
+                    report.note(alpha)
+                # extraction patches the train tiles, and the test tiles a patch fits, into one data type
+                if split == "train" or (cfg.TRAIN_SOURCE == "lmdb" and fits_patch(info, cfg.PATCH_SIZE)):
+                    try:
+                        stacked_dtype = check_same_dtype(stack.dtype, info, stacked_dtype, cfg.BANDS)
+                    except EosegError as err:
+                        report.problem(str(err))
                 if split == "train":  # test tiles are labelled whole: one smaller than a patch is left out of test patches
                     try:
                         check_patch_fits(info, cfg.PATCH_SIZE)
@@ -198,6 +205,7 @@ def format_report(cfg: Config, report: DataReport) -> str:
         lines.append("  no labelled pixel could be read: see the problems below")
     lines += ["", f"problems: {len(report.problems) or 'none'}"]
     lines += [f"problem: {text}" for text in report.problems]
+    lines += [f"note: {text}" for text in report.notes]
     return "\n".join(lines)
 
 

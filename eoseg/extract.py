@@ -22,7 +22,7 @@ from eoseg.io import RasterInfo, atomic_directory, atomic_write_text
 from eoseg.labels import class_pixels
 from eoseg.metadata import data_signature
 from eoseg.normalization import BandStatistics, check_scale
-from eoseg.tiles import check_patch_fits, check_same_dtype, read_labels, tile_stack, training_pixels
+from eoseg.tiles import check_patch_fits, check_same_dtype, fits_patch, read_labels, tile_stack, training_pixels
 
 MANIFEST = "manifest.json"  # written last: its presence marks a complete patch folder
 PATCH_LIST = "patches.csv"
@@ -69,7 +69,7 @@ def extract_patches(cfg: Config, out_dir: str | Path, force: bool = False, progr
                 for tile_id in tqdm(tiles, desc=f"extract {split}", unit="tile", disable=not progress):
                     stack = tile_stack(cfg, tile_id)
                     info = stack.info
-                    if split == "test" and (info.height < size or info.width < size):
+                    if split == "test" and not fits_patch(info, size):
                         too_small.append(tile_id)  # no patch of it fits; inference labels it whole all the same
                         continue
                     check_patch_fits(info, size)
@@ -77,7 +77,7 @@ def extract_patches(cfg: Config, out_dir: str | Path, force: bool = False, progr
                     if split == "train":
                         train_infos.append(info)
                     labels = read_labels(cfg, tile_id, info)
-                    dtype = check_same_dtype(image.dtype, info, dtype)
+                    dtype = check_same_dtype(image.dtype, info, dtype, cfg.BANDS)
                     blocks = tile_split(cfg, tile_id, info.height, info.width)
                     trained_on = None if blocks is None or split != "train" else blocks.mask(0, info.height, held_out=False)
                     image, labels = training_pixels(cfg, stack, image, labels, statistics if split == "train" else None,
@@ -112,7 +112,7 @@ def extract_patches(cfg: Config, out_dir: str | Path, force: bool = False, progr
             "counts": counts,
             "train_stride": cfg.TRAIN_STRIDE,
             "augmentations": augment.augmentations(cfg.FLIPS, cfg.ROTATIONS),
-            "tiles": {split: cfg.tile_ids(split) for split in ("train", "test")},
+            "tiles": {split: [tile for tile in cfg.tile_ids(split) if tile not in too_small] for split in ("train", "test")},
             "patch_list": PATCH_LIST,
         }
         atomic_write_text(tmp / MANIFEST, json.dumps(manifest, indent=2) + "\n")

@@ -515,7 +515,7 @@ def run_inference(cfg: Config, weights: str | Path, out_dir: str | Path, tile_id
                           f"its values lie in {normalization.input_dtype}'s range and on the training scale: labelled as "
                           "they are", file=sys.stderr)
                 continue
-            check_input_dtype(normalization, dtype, job.info.path, values_checked, read_as_note(job.info))
+            check_input_dtype(normalization, dtype, job.info.path, values_checked, read_as_note(job.info, cfg.BANDS))
     jobs = _check_value_scales(cfg, jobs, record["signature"].get("input_statistics"), image_jobs, failed,
                                say=progress and rank == 0)
     trained = record["signature"].get("pixel_size_m")

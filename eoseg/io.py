@@ -469,9 +469,10 @@ def valid_mask(src: rasterio.DatasetReader, bands: list[int], pixels: np.ndarray
     return valid
 
 
-def read_as_note(info: RasterInfo) -> str:
-    """' (its DTYPE values scaled by the file's GDAL scale/offset)' for a raster read so, else ''."""
-    if info.stored_scaling(range(1, info.count + 1)) is None:
+def read_as_note(info: RasterInfo, bands: Sequence[int]) -> str:
+    """' (its stored DTYPE values scaled by the file's GDAL scale/offset)' for a raster whose ``bands`` are read so,
+    else ''."""
+    if info.stored_scaling(bands) is None:
         return ""
     return f" (its stored {info.dtype} values scaled by the file's GDAL scale/offset)"
 

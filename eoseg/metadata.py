@@ -6,6 +6,8 @@ compares the record with its own config and refuses a mismatch with a clear mess
 
 from __future__ import annotations
 
+import json
+
 from eoseg.config import Config, label_value_pairs
 from eoseg.errors import EosegError
 from eoseg.holdout import holdout_record
@@ -26,8 +28,10 @@ STORED_DATA_FIELDS = (*(field for field in CHECKED_FIELDS if field != "normaliza
 # the settings that decide which pixels and labels stored patches hold, beyond the fields above: where the tiles
 # and labels are read from (relative to DATA_ROOT, which may move with a copy of the data), how nodata and labels
 # are read, and how the training tiles are cut and augmented
-MADE_FROM_SETTINGS = ("IMAGE_PATTERN", "LABEL_PATTERN", "VECTOR_CLASS_FIELD", "VECTOR_POLYGON_CLASS",
-                      "UNKNOWN_LABELS_TO_IGNORE", "NODATA_ZERO", "TRAIN_STRIDE", "FLIPS", "ROTATIONS")
+MADE_FROM_SETTINGS = ("IMAGE_PATTERN", "LABEL_PATTERN", "VECTOR_CLASS_FIELD", "VECTOR_LAYER", "VECTOR_POLYGON_CLASS",
+                      "VECTOR_BACKGROUND_CLASS", "VECTOR_BOUNDARY", "VECTOR_BOUNDARY_WIDTH", "UNKNOWN_LABELS_TO_IGNORE",
+                      "NODATA_ZERO", "GRID_RESAMPLING", "TRAIN_STRIDE", "FLIPS", "ROTATIONS")
+EXTRA_SOURCE_KEYS = ("pattern", "bands", "resampling", "red", "nir")  # what an EXTRA_SOURCES entry reads
 # what a record made before a field existed means by its absence
 FIELD_DEFAULTS = {"label_values": [], "label_tolerance": 0, "holdout": None}
 LATER_FIELDS = ("bands", "train_tiles")  # added later: absent from an older record, not compared
@@ -51,8 +55,10 @@ def data_signature(cfg: Config, patch_size: int | None = None, holdout: bool = T
     if holdout:
         signature["holdout"] = holdout_record(cfg)
         signature["train_tiles"] = list(cfg.tile_ids("train"))
-        signature["made_from"] = {**{name: cfg.to_dict()[name] for name in MADE_FROM_SETTINGS},
-                                  "EXTRA_SOURCES patterns": [entry.get("pattern") for entry in cfg.extra_sources]}
+        made_from = {**{name: cfg.to_dict()[name] for name in MADE_FROM_SETTINGS},
+                     "EXTRA_SOURCES": [{key: entry[key] for key in EXTRA_SOURCE_KEYS if key in entry}
+                                       for entry in cfg.extra_sources]}
+        signature["made_from"] = json.loads(json.dumps(made_from))  # as it reads back from a record: lists, not tuples
     return signature
 
 

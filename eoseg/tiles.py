@@ -6,6 +6,7 @@ import contextlib
 import copy
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 from rasterio.enums import MaskFlags
@@ -63,12 +64,14 @@ def band_kind(name: str) -> str:
     return BAND_KINDS.get(name.strip().upper(), name.strip().upper())
 
 
-def check_same_dtype(dtype, info: RasterInfo, earlier: str | None) -> str:
-    """The data type of a training tile's stacked pixels, refused unless it is that of the ``earlier`` tiles."""
+def check_same_dtype(dtype, info: RasterInfo, earlier: str | None, bands: Sequence[int]) -> str:
+    """The data type of a training tile's stacked pixels (``bands`` of the image ``info``), refused unless it is
+    that of the ``earlier`` tiles."""
     if earlier is not None and str(dtype) != earlier:
-        raise EosegError(f"{info.path}: image is {dtype}{read_as_note(info)} but the tiles before it are {earlier}; "
-                         "one NORM_MEAN and NORM_STD cannot fit both: convert the tiles to one data type (a file's GDAL "
-                         "scale/offset makes it float32 values)")
+        scaled = read_as_note(info, bands)
+        raise EosegError(f"{info.path}: image is {dtype}{scaled} but the tiles before it are {earlier}; one NORM_MEAN "
+                         "and NORM_STD cannot fit both: convert the tiles to one data type"
+                         + (" (or give every tile's file the same scale and offset)" if scaled else ""))
     return str(dtype)
 
 
@@ -136,9 +139,14 @@ def alpha_band_problem(info: RasterInfo, bands) -> str:
     return ""
 
 
+def fits_patch(info: RasterInfo, patch_size: int) -> bool:
+    """Whether a tile holds one PATCH_SIZE patch."""
+    return info.height >= patch_size and info.width >= patch_size
+
+
 def check_patch_fits(info: RasterInfo, patch_size: int) -> None:
     """Refuse a training tile too small for one PATCH_SIZE patch (extraction and training read whole patches)."""
-    if info.height < patch_size or info.width < patch_size:
+    if not fits_patch(info, patch_size):
         raise EosegError(f"{info.path}: tile is {info.width} x {info.height} px, smaller than PATCH_SIZE {patch_size}; "
                          "lower PATCH_SIZE or leave the tile out of TRAIN_IDS")
 

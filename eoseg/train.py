@@ -140,6 +140,9 @@ def absent_classes_note(class_names: list[str], class_pixels: list[int] | None) 
 
 def check_training_config(cfg: Config) -> None:
     check_precision(cfg.PRECISION, "PRECISION")
+    if any(not weight > 0 for weight in cfg.CLASS_WEIGHTS):  # a batch of 0-weight pixels alone has a loss of 0 / 0
+        raise EosegError(f"CLASS_WEIGHTS must be positive, got {list(cfg.CLASS_WEIGHTS)!r}; to learn a class little, "
+                         "give it a small weight (0.01)")
     if cfg.INIT_WEIGHTS and cfg.ENCODER_WEIGHTS:
         raise EosegError("INIT_WEIGHTS starts the whole network and ENCODER_WEIGHTS its encoder: set one of them")
     if Path(cfg.INIT_WEIGHTS).suffix.lower() in (".onnx", ".caffemodel"):

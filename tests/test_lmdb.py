@@ -204,6 +204,13 @@ def test_signature_mismatch_refused_naming_field(written, overrides, field):
     assert str(written) in message
 
 
+def test_settings_typed_as_tuples_match_their_record(tmp_path):
+    """A record reads back from JSON with lists: ROTATIONS typed (90, 180) is what it recorded."""
+    cfg = load_config(overrides=[f"PATCH_SIZE={PATCH}", "ROTATIONS=(90, 180)"])
+    write_lmdb(tmp_path / "rotated.lmdb", make_records(3), 3, meta_for(cfg), progress=False)
+    assert len(LmdbPatches(tmp_path / "rotated.lmdb", expected_signature=data_signature(cfg))) == 3
+
+
 def test_a_copy_of_the_data_elsewhere_reads_the_same_patches(written):
     """DATA_ROOT is not recorded: a dataset copied to another disk stands for the same tiles."""
     other = load_config(overrides=[f"PATCH_SIZE={PATCH}", "DATA_ROOT=/mnt/fast/vaihingen"])

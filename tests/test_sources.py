@@ -120,7 +120,7 @@ def test_a_band_misread_as_to_transparency_is_pointed_out(tiny_cfg, tmp_path):
                                                "tagged as one: if it is transparency, its empty pixels are labelled as "
                                                "data; tag it (gdal_edit.py -colorinterp_4 alpha FILE)")
     cfg = tiny_cfg.replace(DATA_ROOT=str(tmp_path / "rgba"), IMAGE_PATTERN="{id}.tif", TRAIN_IDS=["1"], TEST_IDS=[])
-    assert alpha_band_problem(info, [1, 2, 3]) in check_dataset(cfg).problems
+    assert alpha_band_problem(info, [1, 2, 3]) in check_dataset(cfg).notes  # a mask band of data would look alike
     # tagged, GDAL reads it as the mask; a band of data (near-infrared) holds other values
     with rasterio.open(rgba, "r+") as dst:
         dst.colorinterp = [ColorInterp.red, ColorInterp.green, ColorInterp.blue, ColorInterp.alpha]
@@ -383,7 +383,7 @@ def test_scaled_stored_values_are_read_as_the_values_they_stand_for(tiny_cfg, tm
         np.testing.assert_array_equal(stack.valid_mask(pixels), np.ones(pixels.shape[1:], bool))
     with pytest.raises(EosegError, match=r"image is float32 \(its stored uint16 values scaled by the file's GDAL "
                                          r"scale/offset\) but the tiles before it are uint8"):
-        check_same_dtype(pixels.dtype, raster_info(scaled), "uint8")
+        check_same_dtype(pixels.dtype, raster_info(scaled), "uint8", [1, 2, 3])
     stored = read_raster(scaled)
     stored[:, :5] = 0
     copy_raster(scaled, tmp_path / "zeros" / "1.tif", stored)

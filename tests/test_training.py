@@ -294,6 +294,16 @@ def test_fine_tuning_starts_the_whole_network_from_init_weights(lmdb_cfg, six_cl
                   progress=False)
 
 
+@pytest.mark.parametrize("weights", [[0.0, 1.0, 1.0, 1.0, 1.0, 1.0], [-1.0, 1.0, 1.0, 1.0, 1.0, 1.0]])
+def test_class_weights_that_are_not_positive_are_refused_by_training(lmdb_cfg, weights):
+    """A batch of 0-weight pixels alone has a loss of 0/0 (reported as a divergence); the config still serves the
+    steps that do not train (inference, check_data)."""
+    cfg = lmdb_cfg.replace(CLASS_WEIGHTS=weights)
+    with pytest.raises(EosegError, match=r"CLASS_WEIGHTS must be positive, .*give it a small weight"):
+        train(cfg, progress=False)
+    assert not Path(cfg.TRAIN_DIR).exists()
+
+
 def test_resume_without_checkpoints_is_refused(lmdb_cfg):
     from eoseg.train import latest_checkpoint
 
