@@ -21,7 +21,7 @@ from typing import Iterator
 import numpy as np
 import rasterio
 from affine import Affine
-from rasterio.enums import Resampling
+from rasterio.enums import MaskFlags, Resampling
 from rasterio.vrt import WarpedVRT
 from rasterio.warp import transform, transform_bounds
 from rasterio.windows import Window
@@ -265,8 +265,10 @@ def open_on_grid(other: RasterInfo, image: RasterInfo, what: str, resampling: st
             note_warp(image, other, what, resampling)
         crs = image.crs if image.crs is not None else other.crs
         ignore_nodata = dict(src_nodata=None, nodata=None) if labels else {}
+        # an alpha band of its own (an RGBA orthophoto) is warped as the VRT's alpha, its last band; GDAL adds none then
+        own_alpha = any(MaskFlags.alpha in flags for flags in src.mask_flag_enums)
         with WarpedVRT(src, crs=crs, transform=image.transform, width=image.width, height=image.height,
-                       resampling=Resampling[resampling], add_alpha=True, **ignore_nodata) as vrt:
+                       resampling=Resampling[resampling], add_alpha=not own_alpha, **ignore_nodata) as vrt:
             try:
                 yield WarpedReader(vrt, src.count)
             except rasterio.errors.RasterioIOError as err:

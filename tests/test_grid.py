@@ -108,3 +108,26 @@ def test_a_raster_a_few_pixels_off_the_image_grid_is_not_on_it(pixel):
                   from_origin(x, y, pixel * (1 + 1e-4), pixel)):  # shifted; 7% larger pixels; 0.03 px off at the far edge
         assert not same_grid(image, info(other, crs))
         assert needs_warp(image, info(other, crs), "labels")
+
+
+def test_a_raster_with_an_alpha_band_of_its_own_is_warped_with_it(tmp_path):
+    """An RGBA orthophoto finer than its labelling grid: GDAL warps its alpha as the mask (it refused to add one)."""
+    import numpy as np
+    import rasterio
+
+    from eoseg.grid import open_on_grid
+    from eoseg.io import raster_info
+
+    crs, pixels = CRS.from_epsg(32632), np.random.default_rng(0).integers(1, 255, (3, 64, 64), dtype=np.uint8)
+    with rasterio.open(tmp_path / "grid.tif", "w", driver="GTiff", width=64, height=64, count=3, dtype="uint8", crs=crs,
+                       transform=from_origin(500000, 5400000, 0.1, 0.1)) as dst:
+        dst.write(pixels)
+    alpha = np.full((1, 128, 128), 255, np.uint8)
+    alpha[:, :, :40] = 0  # transparent: the first 20 columns of the coarser grid
+    with rasterio.open(tmp_path / "rgba.tif", "w", driver="GTiff", width=128, height=128, count=4, dtype="uint8", crs=crs,
+                       transform=from_origin(500000, 5400000, 0.05, 0.05), photometric="RGB", alpha="YES") as dst:
+        dst.write(np.concatenate([pixels.repeat(2, 1).repeat(2, 2), alpha]))
+    with open_on_grid(raster_info(tmp_path / "rgba.tif"), raster_info(tmp_path / "grid.tif"), "image", "average") as src:
+        np.testing.assert_array_equal(src.read([1, 2, 3])[:, :, 20:], pixels[:, :, 20:])
+        empty = src.read_masks(1) == 0
+    assert empty[:, :20].all() and not empty[:, 20:].any()
