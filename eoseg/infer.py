@@ -82,7 +82,7 @@ class Job:
 
 
 def expand_image_arguments(arguments: list[str | Path]) -> list[Path]:
-    """Files as given, folders as the rasters they hold, glob patterns as their matches."""
+    """Files as given, folders as the rasters they hold, glob patterns as their matches; each file once."""
     files: list[Path] = []
     for argument in arguments:
         text = str(argument)
@@ -94,14 +94,17 @@ def expand_image_arguments(arguments: list[str | Path]) -> list[Path]:
             if not found:
                 raise EosegError(f"{path}: folder holds no raster files ({', '.join(RASTER_SUFFIXES)})")
             files += found
-        elif any(ch in text for ch in "*?["):
+        elif any(ch in text for ch in "*?[") and not path.is_file():  # "ortho [2].tif" is a name, not a pattern
             found = sorted(Path(p) for p in glob.glob(text, recursive=True) if Path(p).is_file())
             if not found:
                 raise EosegError(f"no file matches {text!r}")
             files += found
         else:
             files.append(path)
-    return files
+    unique = {}  # overlapping patterns list a file twice: labelled once
+    for file in files:
+        unique.setdefault(file.resolve() if file.exists() else file, file)
+    return list(unique.values())
 
 
 def _refuse_inputs_in_output_folder(images: list[Path], out_dir: Path) -> None:

@@ -205,6 +205,11 @@ def test_folders_and_globs_expand(tmp_path):
     assert [p.name for p in expand_image_arguments([str(tmp_path / "*.tif")])] == ["a.tif", "b.tif"]
     with pytest.raises(EosegError, match="no file matches"):
         expand_image_arguments([str(tmp_path / "*.jp2")])
+    # overlapping patterns list a file once; a file named like a pattern is that file
+    assert [p.name for p in expand_image_arguments([str(tmp_path / "*.tif"), str(tmp_path / "a*")])] == ["a.tif", "b.tif"]
+    for name in ("ortho 2.tif", "ortho [2].tif"):
+        (tmp_path / name).write_bytes(b"")
+    assert [p.name for p in expand_image_arguments([str(tmp_path / "ortho [2].tif")])] == ["ortho [2].tif"]
 
 
 def test_an_interrupted_image_leaves_no_output(setup, tmp_path, monkeypatch):
