@@ -477,14 +477,22 @@ def run_inference(cfg: Config, weights: str | Path, out_dir: str | Path, tile_id
     if not jobs and failed:
         raise _none_labelled(failed)
     for job in jobs:
-        if job.info.unplaced and progress and distributed_rank()[0] == 0:
+        say = progress and distributed_rank()[0] == 0
+        if job.info.unplaced and say:
             print(f"note: {job.info.unplaced}; its outputs are not georeferenced", file=sys.stderr)
-        alpha = alpha_band_problem(job.info, cfg.BANDS) if progress and distributed_rank()[0] == 0 else ""
+        elif job.info.georeferenced and job.info.crs is None and say:  # a world file: GDAL reads no .prj beside it
+            print(f"note: {job.info.path.name} is placed (a world file) but has no CRS: its pixel size is not compared "
+                  "with the training imagery's and its outputs carry no CRS; give it one (gdal_translate -a_srs)",
+                  file=sys.stderr)
+        alpha = alpha_band_problem(job.info, cfg.BANDS) if say else ""
         if alpha:
             print(f"note: {alpha}", file=sys.stderr)
         if cfg.WRITE_POLYGONS:  # before any image is labelled
             from eoseg.gis import check_polygon_units
 
+            if job.info.crs is None:
+                raise EosegError(f"{job.info.path}: WRITE_POLYGONS writes map polygons, and the image has no CRS to place "
+                                 "them in; give it one (gdal_translate -a_srs), or set WRITE_POLYGONS=\"\"")
             check_polygon_units(job.info.crs, cfg.POLYGON_SIMPLIFY, cfg.POLYGON_MIN_AREA, str(job.info.path))
     if not jobs:
         raise EosegError("nothing to label: no tile ids and no image files given")

@@ -317,16 +317,22 @@ class RasterInfo:
 
     @property
     def georeferenced(self) -> bool:
-        return self.crs is not None or not self.transform.is_identity
+        """Placed on the ground: a geotransform (a CRS alone places no pixel)."""
+        return not self.transform.is_identity
 
     @property
     def unplaced(self) -> str:
-        """Why a raster with ground control points or RPCs and no geotransform is not placed, and what to do;
+        """Why a raster with ground control points, RPCs or a CRS but no geotransform is not placed, and what to do;
         "" for others."""
-        if not self.transform.is_identity or not self.ground_control:
+        if not self.transform.is_identity:
             return ""
-        return (f"{self.path.name} has ground control points or RPCs but no geotransform, which eoseg reads: warp it by "
-                "them first (gdalwarp -tps, or -rpc, with -t_srs)")
+        if self.ground_control:
+            return (f"{self.path.name} has ground control points or RPCs but no geotransform, which eoseg reads: warp it "
+                    "by them first (gdalwarp -tps, or -rpc, with -t_srs)")
+        if self.crs is not None:
+            return (f"{self.path.name} has a CRS but no geotransform, which places no pixel: give it one (gdal_edit.py "
+                    "-a_ullr ULX ULY LRX LRY FILE, or a world file)")
+        return ""
 
 
 @contextlib.contextmanager

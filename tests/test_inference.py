@@ -385,3 +385,32 @@ def test_png_outputs_show_nodata_transparent(setup, tmp_path):
     colour = np.asarray(Image.open(outputs["color"]))
     assert colour.shape == (90, 100, 4)
     np.testing.assert_array_equal(colour[..., 3], alpha)
+
+
+def test_an_image_with_a_crs_but_no_transform_is_not_taken_for_placed(setup, tmp_path, capsys):
+    """gdal_translate -a_srs on a plain image: its outputs would carry the CRS at pixel coordinates (near the
+    projection's origin, mirrored); it is labelled as the plain image it is, and said so."""
+    cfg, weights = setup
+    path = tmp_path / "crs_only.tif"
+    with rasterio.open(path, "w", driver="GTiff", width=64, height=64, count=3, dtype="uint8",
+                       crs=CRS.from_epsg(32632)) as dst:
+        dst.write(random_image(64, 64))
+    from eoseg.io import raster_info
+
+    info = raster_info(path)
+    assert not info.georeferenced and "has a CRS but no geotransform, which places no pixel" in info.unplaced
+    labelled = run_inference(cfg, weights, tmp_path / "out", image_paths=[path], progress=True).images[0]
+    assert labelled.outputs["labels"].suffix == ".png"
+    assert "crs_only.tif has a CRS but no geotransform" in capsys.readouterr().err
+
+
+def test_polygons_of_an_image_without_a_crs_are_refused_before_labelling(setup, tmp_path):
+    """A PNG placed by a world file has no CRS (GDAL reads no .prj beside it): polygons could not be placed."""
+    cfg, weights = setup
+    path = tmp_path / "placed.png"
+    with rasterio.open(path, "w", driver="PNG", width=64, height=64, count=3, dtype="uint8") as dst:
+        dst.write(random_image(64, 64))
+    (tmp_path / "placed.pgw").write_text("0.5\n0\n0\n-0.5\n500000.25\n5399999.75\n")
+    with pytest.raises(EosegError, match=r"placed.png: WRITE_POLYGONS writes map polygons, and the image has no CRS"):
+        run_inference(cfg.replace(WRITE_POLYGONS=".gpkg"), weights, tmp_path / "out", image_paths=[path], progress=False)
+    assert not (tmp_path / "out").exists()
