@@ -82,6 +82,9 @@ def check_bands(cfg: Config, info: RasterInfo) -> RasterInfo:
             f"{info.path}: the image has {info.count} bands but BANDS asks for {cfg.BANDS}; "
             "set BANDS, BAND_NAMES, NORM_MEAN and NORM_STD for this data"
         )
+    if info.colour_table is not None:
+        raise EosegError(f"{info.path}: a paletted image, whose values are indices into its colour table, not brightness: "
+                         "expand it first (gdal_translate -expand rgb FILE out.tif, or -expand gray for a grey one)")
     alpha = [band for band in cfg.BANDS if info.colorinterp[band - 1:band] == ("alpha",)]
     if alpha:
         raise EosegError(

@@ -101,6 +101,20 @@ def test_an_alpha_band_read_as_data_is_refused(tiny_cfg, tmp_path):
     image_info(cfg.replace(BANDS=[1, 2, 3], BAND_NAMES=["R", "G", "B"], NORM_MEAN=[0.0] * 3, NORM_STD=[1.0] * 3), "1")
 
 
+def test_a_paletted_image_is_refused_with_the_line_that_expands_it(tiny_cfg, tmp_path):
+    """Its values are indices into a colour table: read as brightness they mean nothing."""
+    from eoseg.tiles import image_stack
+
+    source = tiny_cfg.tile_path("IMAGE_PATTERN", "1")
+    grey = read_raster(source)[:1]
+    paletted = copy_raster(source, tmp_path / "paletted.tif", grey, count=1, photometric="palette")
+    with rasterio.open(paletted, "r+") as dst:
+        dst.write_colormap(1, {value: (value, value, value, 255) for value in range(256)})
+    cfg = tiny_cfg.replace(BANDS=[1], BAND_NAMES=["grey"], NORM_MEAN=[0.0], NORM_STD=[255.0])
+    with pytest.raises(EosegError, match=r"paletted.tif: a paletted image, .*gdal_translate -expand rgb"):
+        image_stack(cfg, raster_info(paletted))
+
+
 def test_a_band_misread_as_to_transparency_is_pointed_out(tiny_cfg, tmp_path):
     """RGBA written without saying the 4th band is alpha (ExtraSamples unspecified): GDAL masks nothing, so
     the transparent pixels would be labelled as data; RGB + near-infrared tagged alpha: its dark pixels would be
