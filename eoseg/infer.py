@@ -592,6 +592,9 @@ def run_inference(cfg: Config, weights: str | Path, out_dir: str | Path, tile_id
     return summary
 
 
+UNMASKED_ZEROS = 0.2  # of an image's sampled pixels 0 in every band without a nodata tag: said, not assumed nodata
+
+
 def _check_value_scales(cfg: Config, jobs: list[Job], trained: dict | None, image_jobs: set[str], failed: dict[str, str],
                         say: bool) -> list[Job]:
     """``jobs`` whose values are on the scale of those the weights were ``trained`` on (see
@@ -602,6 +605,10 @@ def _check_value_scales(cfg: Config, jobs: list[Job], trained: dict | None, imag
     checked = []
     for job in jobs:
         try:
+            zeros = 0.0 if cfg.NODATA_ZERO else job.stack.unmasked_zero_share()
+            # zeros without a nodata tag (a collar, a mosaic's gaps) lower the values and are labelled as land
+            collar = (f"; {zeros:.0%} of its sampled pixels are 0 in every band with no nodata tag: if they hold no data, "
+                      "set NODATA_ZERO=True (or tag them: gdal_edit.py -a_nodata 0 FILE)") if zeros > UNMASKED_ZEROS else ""
             note = check_value_scale(trained, job.stack.sample_statistics(), len(cfg.BANDS), job.info.path,
                                      cfg.INFER_VALUE_CHECK, factor=cfg.INFER_VALUE_SCALE, sources=cfg.source_bands)
         except DamagedInputError as err:
@@ -609,6 +616,12 @@ def _check_value_scales(cfg: Config, jobs: list[Job], trained: dict | None, imag
                 raise
             failed[str(job.info.path)] = str(err)
             continue
+        except EosegError as err:  # the refusal of its value scale: the zeros may be why
+            raise EosegError(f"{err}{collar}") from None
+        if note:
+            note += collar
+        elif collar:
+            note = f"note: {job.info.path}: labelled as it is" + collar
         if note and say:
             tqdm.write(note, file=sys.stderr)
         checked.append(job)

@@ -309,20 +309,34 @@ class TileStack:
             valid &= np.isfinite(pixels[[position for position, _, _ in self._derived]]).all(axis=0)
         return valid
 
+    def _sample_windows(self, side: int = 4, size: int = 256) -> list[Window]:
+        """``side`` x ``side`` windows of ``size`` px spread evenly over the grid."""
+        height, width = self.grid.height, self.grid.width
+        rows = sorted({int(r) for r in np.linspace(0, max(height - size, 0), side)})
+        cols = sorted({int(c) for c in np.linspace(0, max(width - size, 0), side)})
+        return [Window(col, row, min(size, width - col), min(size, height - row)) for row in rows for col in cols]
+
     def sample_statistics(self, side: int = 4, size: int = 256) -> BandStatistics:
         """Each band's statistics over the valid pixels of ``side`` x ``side`` windows of ``size`` px
         spread evenly over the grid: what the whole raster's values look like, for a few reads."""
         statistics = BandStatistics(self.count)
-        height, width = self.grid.height, self.grid.width
-        rows = sorted({int(r) for r in np.linspace(0, max(height - size, 0), side)})
-        cols = sorted({int(c) for c in np.linspace(0, max(width - size, 0), side)})
         with contextlib.nullcontext() if self._open is not None else self:  # each raster opened once
-            for row in rows:
-                for col in cols:
-                    window = Window(col, row, min(size, width - col), min(size, height - row))
-                    pixels = self.read(window)
-                    statistics.add(pixels, self.valid_mask(pixels, window))
+            for window in self._sample_windows(side, size):
+                pixels = self.read(window)
+                statistics.add(pixels, self.valid_mask(pixels, window))
         return statistics
+
+    def unmasked_zero_share(self) -> float:
+        """The share of the valid pixels of the sample windows whose image bands are 0 in every band: a collar
+        or mosaic gap without a nodata tag, unless NODATA_ZERO masks them."""
+        zeros = valid = 0
+        with contextlib.nullcontext() if self._open is not None else self:
+            for window in self._sample_windows():
+                pixels = self.read(window)
+                kept = self.valid_mask(pixels, window)
+                zeros += int((~pixels[:len(self.sources[0].bands)].any(axis=0) & kept).sum())
+                valid += int(kept.sum())
+        return zeros / valid if valid else 0.0
 
 
 def _extra_what(index: int, entry: dict) -> str:

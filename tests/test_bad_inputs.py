@@ -475,3 +475,31 @@ def test_empty_or_nearly_empty_weights(tmp_path, sample_root, content):
     stub.write_bytes(content)
     result = run_script("inference.py", "--weights", str(stub), *arguments(tmp_path, sample_root / "data"))
     assert_one_line_error(result, "stub.pt", "not a loadable weights file", "empty" if not content else "EOFError")
+
+
+def test_a_zero_collar_without_a_nodata_tag_is_named_as_the_cause(tmp_path, sample_root):
+    """A scene in a black collar (no nodata tag) reads as darker values: the refusal names NODATA_ZERO, not only a
+    value scale that would label the collar as land; a smaller collar is noted; with NODATA_ZERO nothing is said."""
+    pixels = random_image(64, 64).astype(np.uint16) * 16
+    like = sample_root / "data" / IMAGE.format(id=1)
+    trained = pixels.reshape(3, -1).astype(np.float64)
+    statistics = {"mean": trained.mean(axis=1).tolist(), "std": trained.std(axis=1).tolist()}
+    norm = {"NORM_MEAN": statistics["mean"], "NORM_STD": statistics["std"]}
+    cfg = make_tiny_config(tmp_path, **norm)
+    torch.manual_seed(0)
+    weights = save_checkpoint(tmp_path / "w.pt", cfg, model_from_config(cfg), iteration=0,
+                              trained_on={"input_dtype": "uint16", "input_statistics": statistics})
+
+    def label(name: str, side: int, **extra):
+        collared = np.zeros((3, side, side), np.uint16)
+        collared[:, :64, :64] = pixels
+        scene = write_tif(tmp_path / name / "scene.tif", collared, like=like)
+        return run_script("inference.py", "--images", str(scene), "--weights", str(weights), "--out",
+                          str(tmp_path / f"out_{name}"), *arguments(tmp_path, sample_root / "data", **norm, **extra))
+
+    assert_one_line_error(label("wide", 256), "times those the weights were trained on", "are 0 in every band with no "
+                          "nodata tag", "NODATA_ZERO=True")
+    result = label("narrow", 80)
+    assert result.returncode == 0 and "are 0 in every band with no nodata tag" in result.stderr, result.stderr
+    result = label("masked", 256, NODATA_ZERO=True)
+    assert result.returncode == 0 and "nodata tag" not in result.stderr, result.stderr
