@@ -38,7 +38,7 @@ from eoseg.io import (RasterInfo, RasterWriter, atomic_write_text, check_writabl
 from eoseg.labelling import GDAL_CACHE_MB, label_rows, labelling_stack, make_predictor
 from eoseg.labels import SCAN_ROWS, is_vector
 from eoseg.metrics import NOT_TRAINED, UNSCORED, format_table, metrics_from_confusion, percent
-from eoseg.normalization import check_value_scale, values_of_type
+from eoseg.normalization import check_value_scale, value_scale, values_of_type
 from eoseg.predict import Predictor
 from eoseg.tiles import (BAND_KINDS, TileStack, TruthSource, alpha_band_problem, eroded_fallback, eval_truth,
                           image_stack, tile_stack)
@@ -518,15 +518,18 @@ def run_inference(cfg: Config, weights: str | Path, out_dir: str | Path, tile_id
     if not (values_checked and cfg.INFER_VALUE_SCALE != 1):  # a declared scale: the value check decides instead
         for job in jobs:
             dtype = job.stack.dtype if job.stack is not None else job.info.dtype
-            if (values_checked and np.dtype(dtype) != np.dtype(normalization.input_dtype)
-                    and values_of_type(record["signature"]["input_statistics"], job.stack.sample_statistics(),
-                                       len(cfg.BANDS), normalization.input_dtype)):
-                if rank == 0:
-                    print(f"note: {job.info.path}: its pixels are {dtype}, the training data's {normalization.input_dtype}; "
-                          f"its values lie in {normalization.input_dtype}'s range and on the training scale: labelled as "
-                          "they are", file=sys.stderr)
-                continue
-            check_input_dtype(normalization, dtype, job.info.path, values_checked, read_as_note(job.info, cfg.BANDS))
+            factor = None  # measured: what brings its values to the training data's
+            if values_checked and np.dtype(dtype) != np.dtype(normalization.input_dtype):
+                trained_values, measured = record["signature"]["input_statistics"], job.stack.sample_statistics()
+                if values_of_type(trained_values, measured, len(cfg.BANDS), normalization.input_dtype):
+                    if rank == 0:
+                        print(f"note: {job.info.path}: its pixels are {dtype}, the training data's "
+                              f"{normalization.input_dtype}; its values lie in {normalization.input_dtype}'s range and on "
+                              "the training scale: labelled as they are", file=sys.stderr)
+                    continue
+                ratio = value_scale(trained_values, measured, len(cfg.BANDS))
+                factor = None if ratio is None else 1 / ratio
+            check_input_dtype(normalization, dtype, job.info.path, values_checked, read_as_note(job.info, cfg.BANDS), factor)
     jobs = _check_value_scales(cfg, jobs, record["signature"].get("input_statistics"), image_jobs, failed,
                                say=progress and rank == 0)
     trained = record["signature"].get("pixel_size_m")

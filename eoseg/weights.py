@@ -135,11 +135,11 @@ def recorded_normalization(record: dict) -> Normalization:
 
 
 def check_input_dtype(normalization: Normalization, dtype: str, image: str | Path, scalable: bool = False,
-                      read_as: str = "") -> None:
+                      read_as: str = "", factor: float | None = None) -> None:
     """Refuse an image whose pixel type differs from the training data's: 16-bit values through a
     normalisation made for 8-bit ones (or the reverse) give confident, wrong labels. ``scalable``: the
-    weights record their values, so that INFER_VALUE_SCALE can bring the image's to them (checked); ``read_as``: how
-    its pixels came to be ``dtype`` (see eoseg.io.read_as_note)."""
+    weights record their values, so that INFER_VALUE_SCALE can bring the image's to them (checked), by ``factor``
+    where it was measured; ``read_as``: how its pixels came to be ``dtype`` (see eoseg.io.read_as_note)."""
     trained = normalization.input_dtype
     if trained is None or np.dtype(dtype) == np.dtype(trained):
         return
@@ -148,8 +148,10 @@ def check_input_dtype(normalization: Normalization, dtype: str, image: str | Pat
     raise EosegError(f"{image}: its pixels are {dtype}{read_as}, but the weights were trained on {trained} data, whose value range "
                      f"the normalisation (NORM_MEAN / NORM_STD) was set for; convert the image to {trained} with the "
                      f"same scaling as the training data, "
-                     f"{'set INFER_VALUE_SCALE to the factor that brings its values to theirs, ' if scalable else ''}"
-                     f"or train on {dtype} data")
+                     + (f"set INFER_VALUE_SCALE={factor:.4g} (measured on its values) to bring them to theirs, "
+                        if scalable and factor is not None else
+                        "set INFER_VALUE_SCALE to the factor that brings its values to theirs, " if scalable else "")
+                     + f"or train on {dtype} data")
 
 
 def save_safetensors(path: str | Path, model: nn.Module, record: dict) -> Path:

@@ -9,6 +9,7 @@ NaN and nodata pixels, a tile smaller than the window) are checked to work.
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -299,7 +300,10 @@ def test_images_on_another_value_scale(tmp_path, sample_root):
         assert f"its values are {factor:.2g} times those the weights were trained on" in result.stderr
         assert (tmp_path / f"out_{name}" / "scene_labels.tif").is_file()
     cast = (pixels // 16).astype(np.uint8)
-    assert_one_line_error(label("8bit", cast), "uint8", "uint16", "INFER_VALUE_SCALE")
+    refused = label("8bit", cast)
+    assert_one_line_error(refused, "uint8", "uint16", "INFER_VALUE_SCALE")
+    measured = float(re.search(r"INFER_VALUE_SCALE=([0-9.]+) \(measured on its values\)", refused.stderr).group(1))
+    assert 15 < measured < 17.5  # the values were divided by 16
     for name, values, factor in (("16bit", stretched, 0.0625), ("8bit", cast, 16)):
         result = label(name, values, INFER_VALUE_SCALE=factor)
         assert result.returncode == 0 and "times those" not in result.stderr, result.stderr
