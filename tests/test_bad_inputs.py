@@ -265,6 +265,19 @@ def test_16_bit_imagery_through_its_declared_normalisation(tmp_path, sample_root
     assert (labels[0] == labels[1]).mean() > 0.999
 
 
+def weights_trained_on(pixels: np.ndarray, tmp_path: Path) -> tuple[Path, dict]:
+    """Untrained tiny weights that record ``pixels`` (uint16) as their training values, and the normalisation
+    settings fitted to them."""
+    trained = pixels.reshape(3, -1).astype(np.float64)
+    statistics = {"mean": trained.mean(axis=1).tolist(), "std": trained.std(axis=1).tolist()}
+    norm = {"NORM_MEAN": statistics["mean"], "NORM_STD": statistics["std"]}
+    cfg = make_tiny_config(tmp_path, **norm)
+    torch.manual_seed(0)
+    weights = save_checkpoint(tmp_path / "w.pt", cfg, model_from_config(cfg), iteration=0,
+                              trained_on={"input_dtype": "uint16", "input_statistics": statistics})
+    return weights, norm
+
+
 def test_images_on_another_value_scale(tmp_path, sample_root):
     """Weights trained on 12-bit values refuse the same scene stretched to 16 bits (16 times the values:
     one data type, so the type check passes) and nothing is written; the refusal names the
@@ -273,13 +286,7 @@ def test_images_on_another_value_scale(tmp_path, sample_root):
     8 bits (a sixteenth of the values) is refused for its type, and labelled with INFER_VALUE_SCALE=16."""
     pixels = random_image(90, 110).astype(np.uint16) * 16  # 12-bit values, as the weights were trained on
     like = sample_root / "data" / IMAGE.format(id=1)
-    trained = pixels.reshape(3, -1).astype(np.float64)
-    statistics = {"mean": trained.mean(axis=1).tolist(), "std": trained.std(axis=1).tolist()}
-    norm = {"NORM_MEAN": statistics["mean"], "NORM_STD": statistics["std"]}
-    cfg = make_tiny_config(tmp_path, **norm)
-    torch.manual_seed(0)
-    weights = save_checkpoint(tmp_path / "w.pt", cfg, model_from_config(cfg), iteration=0,
-                              trained_on={"input_dtype": "uint16", "input_statistics": statistics})
+    weights, norm = weights_trained_on(pixels, tmp_path)
 
     def label(name: str, values: np.ndarray, **extra):
         scene = write_tif(tmp_path / name / "scene.tif", values, like=like)
@@ -486,13 +493,7 @@ def test_a_zero_collar_without_a_nodata_tag_is_named_as_the_cause(tmp_path, samp
     value scale that would label the collar as land; a smaller collar is noted; with NODATA_ZERO nothing is said."""
     pixels = random_image(64, 64).astype(np.uint16) * 16
     like = sample_root / "data" / IMAGE.format(id=1)
-    trained = pixels.reshape(3, -1).astype(np.float64)
-    statistics = {"mean": trained.mean(axis=1).tolist(), "std": trained.std(axis=1).tolist()}
-    norm = {"NORM_MEAN": statistics["mean"], "NORM_STD": statistics["std"]}
-    cfg = make_tiny_config(tmp_path, **norm)
-    torch.manual_seed(0)
-    weights = save_checkpoint(tmp_path / "w.pt", cfg, model_from_config(cfg), iteration=0,
-                              trained_on={"input_dtype": "uint16", "input_statistics": statistics})
+    weights, norm = weights_trained_on(pixels, tmp_path)
 
     def label(name: str, side: int, **extra):
         collared = np.zeros((3, side, side), np.uint16)
