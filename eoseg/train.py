@@ -688,7 +688,7 @@ class Trainer:
                 row = {"patches_per_s": f"{rate:.2f}", "elapsed_s": f"{now - run_start:.1f}", "unlabelled_batches": unlabelled}
                 if window_steps > unlabelled:  # a window of skipped batches has no loss
                     mean_loss = self._mean_loss(loss_sum, window_steps - unlabelled)
-                    bar.set_postfix(loss=f"{mean_loss:.3f}", patches_s=f"{rate:.1f}")
+                    bar.set_postfix(loss=f"{mean_loss:.3f}", patches_s=f"{rate:.1f}", refresh=False)  # drawn at the bar's pace
                     row["loss"] = f"{mean_loss:.9g}"
                 if unlabelled and self.progress:
                     tqdm.write(f"iterations {self.iteration - window_steps + 1}-{self.iteration}: skipped {unlabelled} "
