@@ -354,9 +354,16 @@ def open_raster(path: str | Path, what: str = "raster") -> Iterator[rasterio.Dat
         raise DamagedInputError(f"{ascii(str(path))}: the file name is not valid UTF-8, which GDAL cannot open; "
                                 "rename the file") from None
     with src:
+        missing = [name for name in src.files[1:] if not name.startswith("/vsi") and not Path(name).exists()]
+        if missing and src.driver == "VRT":  # GDAL then reads zeros for the whole mosaic, as valid pixels
+            raise DamagedInputError(f"{path}: this VRT lists {len(missing)} file(s) that do not exist ({missing[0]}"
+                                    f"{', ...' if len(missing) > 1 else ''}); put them back or rebuild the VRT")
         try:
             yield src
         except RasterioIOError as err:  # reads in the block: the header was fine, the data is not
+            if src.driver == "VRT":  # a mosaic of other files: one of them is what failed
+                raise DamagedInputError(f"{path}: cannot read this {what} ({_reason(err)}); a VRT reads the files it "
+                                        "lists: check that each is complete") from None
             raise DamagedInputError(f"{path}: cannot read this {what} ({_reason(err)}); "
                              "the file is truncated or corrupt: replace it with a complete copy") from None
 

@@ -425,6 +425,12 @@ def test_completion_records_redo_an_input_whose_companion_files_changed(tmp_path
     assert redone() == ["plain"]
     with rasterio.open(out / "plain_labels.tif") as labels:
         assert labels.transform.c == 503000.0
+    # a tile of the mosaic gone: GDAL would read zeros for the whole mosaic, as valid pixels; it is not labelled
+    tiles[0].unlink()
+    summary = run_inference(cfg, weights, tmp_path / "gone", image_paths=[mosaic, plain], progress=False)
+    assert [image.name for image in summary.images] == ["plain"]
+    assert summary.failed[str(mosaic)] == (f"{mosaic}: this VRT lists 1 file(s) that do not exist ({tiles[0]}); put them "
+                                           "back or rebuild the VRT")
 
 
 def test_another_image_of_the_same_name_does_not_replace_the_outputs(tmp_path, weights):
