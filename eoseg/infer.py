@@ -608,12 +608,12 @@ def _check_value_scales(cfg: Config, jobs: list[Job], trained: dict | None, imag
     checked = []
     for job in jobs:
         try:
-            zeros = 0.0 if cfg.NODATA_ZERO else job.stack.unmasked_zero_share()
+            measured, zeros = job.stack.sample()
             # zeros without a nodata tag (a collar, a mosaic's gaps) lower the values and are labelled as land
             collar = (f"; {zeros:.0%} of its sampled pixels are 0 in every band with no nodata tag: if they hold no data, "
                       "set NODATA_ZERO=True (or tag them: gdal_edit.py -a_nodata 0 FILE)") if zeros > UNMASKED_ZEROS else ""
-            note = check_value_scale(trained, job.stack.sample_statistics(), len(cfg.BANDS), job.info.path,
-                                     cfg.INFER_VALUE_CHECK, factor=cfg.INFER_VALUE_SCALE, sources=cfg.source_bands)
+            note = check_value_scale(trained, measured, len(cfg.BANDS), job.info.path, cfg.INFER_VALUE_CHECK,
+                                     factor=cfg.INFER_VALUE_SCALE, sources=cfg.source_bands)
         except DamagedInputError as err:
             if job.name not in image_jobs:
                 raise

@@ -316,27 +316,22 @@ class TileStack:
         cols = sorted({int(c) for c in np.linspace(0, max(width - size, 0), side)})
         return [Window(col, row, min(size, width - col), min(size, height - row)) for row in rows for col in cols]
 
-    def sample_statistics(self, side: int = 4, size: int = 256) -> BandStatistics:
-        """Each band's statistics over the valid pixels of ``side`` x ``side`` windows of ``size`` px
-        spread evenly over the grid: what the whole raster's values look like, for a few reads."""
-        statistics = BandStatistics(self.count)
+    def sample(self, side: int = 4, size: int = 256) -> tuple[BandStatistics, float]:
+        """Each band's statistics over the valid pixels of ``side`` x ``side`` windows of ``size`` px spread evenly
+        over the grid (what the whole raster's values look like, for a few reads), and the share of those pixels that
+        are 0 in every image band: a collar or mosaic gap without a nodata tag, unless NODATA_ZERO masks them."""
+        statistics, zeros = BandStatistics(self.count), 0
         with contextlib.nullcontext() if self._open is not None else self:  # each raster opened once
             for window in self._sample_windows(side, size):
                 pixels = self.read(window)
-                statistics.add(pixels, self.valid_mask(pixels, window))
-        return statistics
+                valid = self.valid_mask(pixels, window)
+                statistics.add(pixels, valid)
+                zeros += int((~pixels[:len(self.sources[0].bands)].any(axis=0) & valid).sum())
+        return statistics, zeros / statistics.count if statistics.count else 0.0
 
-    def unmasked_zero_share(self) -> float:
-        """The share of the valid pixels of the sample windows whose image bands are 0 in every band: a collar
-        or mosaic gap without a nodata tag, unless NODATA_ZERO masks them."""
-        zeros = valid = 0
-        with contextlib.nullcontext() if self._open is not None else self:
-            for window in self._sample_windows():
-                pixels = self.read(window)
-                kept = self.valid_mask(pixels, window)
-                zeros += int((~pixels[:len(self.sources[0].bands)].any(axis=0) & kept).sum())
-                valid += int(kept.sum())
-        return zeros / valid if valid else 0.0
+    def sample_statistics(self, side: int = 4, size: int = 256) -> BandStatistics:
+        """The statistics of :meth:`sample`."""
+        return self.sample(side, size)[0]
 
 
 def _extra_what(index: int, entry: dict) -> str:
