@@ -105,6 +105,14 @@ def check_bands(cfg: Config, info: RasterInfo) -> RasterInfo:
     return info
 
 
+def spread_windows(height: int, width: int, side: int, size: int) -> list[Window]:
+    """``side`` x ``side`` windows of ``size`` px spread evenly over a ``height`` x ``width`` raster: a few reads
+    that show what the whole of it holds."""
+    rows = sorted({int(r) for r in np.linspace(0, max(height - size, 0), side)})
+    cols = sorted({int(c) for c in np.linspace(0, max(width - size, 0), side)})
+    return [Window(col, row, min(size, width - col), min(size, height - row)) for row in rows for col in cols]
+
+
 ALPHA_SAMPLE_WINDOWS, ALPHA_SAMPLE_SIZE = 3, 256  # windows a side, and their size, read to judge a band
 DATA_IN_ALPHA_SHARE = 0.1  # of the pixels sampled, more than this between 0 and 255: data, not feathered edges
 
@@ -119,17 +127,14 @@ def alpha_band_problem(info: RasterInfo, bands) -> str:
     left_out = [band for band in range(1, info.count + 1) if band not in bands]
     if not left_out:
         return ""
-    rows = sorted({int(r) for r in np.linspace(0, max(info.height - ALPHA_SAMPLE_SIZE, 0), ALPHA_SAMPLE_WINDOWS)})
-    cols = sorted({int(c) for c in np.linspace(0, max(info.width - ALPHA_SAMPLE_SIZE, 0), ALPHA_SAMPLE_WINDOWS)})
+    windows = spread_windows(info.height, info.width, ALPHA_SAMPLE_WINDOWS, ALPHA_SAMPLE_SIZE)
     with open_raster(info.path, "image") as src:
         masked = any(flags != [MaskFlags.all_valid] for flags in src.mask_flag_enums)
         for band in left_out:
             tagged = info.colorinterp[band - 1] == "alpha"
             if masked and not tagged:
                 continue  # a mask or an alpha band GDAL reads already marks the empty pixels
-            values = np.concatenate([src.read(band, window=Window(col, row, min(ALPHA_SAMPLE_SIZE, info.width - col),
-                                                                  min(ALPHA_SAMPLE_SIZE, info.height - row))).ravel()
-                                     for row in rows for col in cols])
+            values = np.concatenate([src.read(band, window=window).ravel() for window in windows])
             between = np.mean((values > 0) & (values < 255))
             if tagged and between > DATA_IN_ALPHA_SHARE:
                 return (f"{info.path}: band {band} is tagged as its alpha band, so GDAL reads the pixels where it is 0 as "
@@ -309,20 +314,13 @@ class TileStack:
             valid &= np.isfinite(pixels[[position for position, _, _ in self._derived]]).all(axis=0)
         return valid
 
-    def _sample_windows(self, side: int = 4, size: int = 256) -> list[Window]:
-        """``side`` x ``side`` windows of ``size`` px spread evenly over the grid."""
-        height, width = self.grid.height, self.grid.width
-        rows = sorted({int(r) for r in np.linspace(0, max(height - size, 0), side)})
-        cols = sorted({int(c) for c in np.linspace(0, max(width - size, 0), side)})
-        return [Window(col, row, min(size, width - col), min(size, height - row)) for row in rows for col in cols]
-
     def sample(self, side: int = 4, size: int = 256) -> tuple[BandStatistics, float]:
         """Each band's statistics over the valid pixels of ``side`` x ``side`` windows of ``size`` px spread evenly
         over the grid (what the whole raster's values look like, for a few reads), and the share of those pixels that
         are 0 in every image band: a collar or mosaic gap without a nodata tag, unless NODATA_ZERO masks them."""
         statistics, zeros = BandStatistics(self.count), 0
         with contextlib.nullcontext() if self._open is not None else self:  # each raster opened once
-            for window in self._sample_windows(side, size):
+            for window in spread_windows(self.grid.height, self.grid.width, side, size):
                 pixels = self.read(window)
                 valid = self.valid_mask(pixels, window)
                 statistics.add(pixels, valid)
