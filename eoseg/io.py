@@ -185,6 +185,13 @@ def exclusive(path: str | Path) -> Iterator[None]:
         yield
 
 
+def _nearest_existing(path: Path) -> Path:
+    """``path`` itself or its nearest parent that exists: where a new file under ``path`` would be made."""
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
 def check_writable(folder: str | Path, what: str) -> None:
     """Refuse, before any work, a folder that outputs cannot be written into.
 
@@ -193,9 +200,7 @@ def check_writable(folder: str | Path, what: str) -> None:
     read-only mounts and immutable folders do not.
     """
     folder = Path(folder).absolute()
-    existing = folder
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
+    existing = _nearest_existing(folder)
     if not existing.is_dir():
         raise EosegError(f"{what} {folder} cannot be made: {existing} is a file, not a folder; choose another {what}")
     try:
@@ -214,10 +219,7 @@ def check_output_file(path: str | Path, what: str) -> None:
     check_writable(path.parent, f"folder of {what}")
     if path.is_dir():
         raise EosegError(f"{what} {path} is a folder; give a file name")
-    existing = path.parent
-    while not existing.exists():
-        existing = existing.parent
-    longest = os.pathconf(existing, "PC_NAME_MAX")
+    longest = os.pathconf(_nearest_existing(path.parent), "PC_NAME_MAX")
     if len(os.fsencode(_temp_name(path).name)) > longest:
         raise EosegError(f"{what} {path}: its name is too long for the file system ({len(os.fsencode(path.name))} bytes; "
                          f"with the temporary name it is first written under, over {longest}); choose a shorter name")
