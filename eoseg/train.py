@@ -123,10 +123,10 @@ def resolve_class_weights(cfg: Config, data, progress: bool) -> list[float] | No
     return median_frequency_weights(data.label_maps(), cfg.num_classes, cfg.IGNORE_LABEL, progress)
 
 
-def absent_classes_note(class_names: list[str], class_pixels: list[int] | None) -> str | None:
-    """A line naming the classes no training pixel is labelled with (a LABEL_VALUES that sends a class's
-    values elsewhere, tiles chosen without it), or None; None too for data that do not record it. Refused
-    when no pixel is labelled at all."""
+def check_labelled_classes(class_names: list[str], class_pixels: list[int] | None) -> str | None:
+    """Refuse training data with no labelled pixel at all; otherwise a note naming the classes no training pixel is
+    labelled with (a LABEL_VALUES that sends a class's values elsewhere, tiles chosen without it), or None; None too
+    for data that do not record it."""
     absent = [name for name, pixels in zip(class_names, class_pixels or []) if not pixels]
     if not absent:
         return None
@@ -462,7 +462,7 @@ class Trainer:
             raise EosegError(f"{resume}: its run trained on {recorded_records} patches, and the training data holds "
                              f"{len(self.data)} now (rebuilt?); a resumed run continues on the same data: rebuild it as "
                              "it was, or start a new run (--force, or another TRAIN_DIR)")
-        note = absent_classes_note(cfg.CLASS_NAMES, self.data.class_pixels)
+        note = check_labelled_classes(cfg.CLASS_NAMES, self.data.class_pixels)
         if note and processes.is_main:
             print(note, file=sys.stderr)
         # recorded with the weights
