@@ -22,7 +22,7 @@ from eoseg.checkpoint import save_checkpoint
 from eoseg.models import model_from_config
 
 from .conftest import as_arguments, make_tiny_config, run_script, tiny_overrides
-from .test_scripts import assert_one_line_error
+from .test_cli import assert_one_line_error
 
 pytestmark = pytest.mark.faults
 

@@ -20,8 +20,8 @@ from eoseg.models import model_from_config
 
 from .conftest import make_tiny_config, run_script
 from .test_gis import scene, write_labels
-from .test_inference import random_image, write_geotiff
-from .test_scripts import assert_one_line_error
+from .test_infer import random_image, write_geotiff
+from .test_cli import assert_one_line_error
 
 
 def gdal_library():

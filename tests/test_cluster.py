@@ -18,8 +18,8 @@ from eoseg.infer import Job, merge_shard_reports, parse_shard, run_inference, sh
 from eoseg.models import model_from_config
 
 from .conftest import ROOT, as_arguments, run_script
-from .test_inference import random_image, write_geotiff
-from .test_scripts import assert_one_line_error
+from .test_infer import random_image, write_geotiff
+from .test_cli import assert_one_line_error
 
 TILES = ["1", "2", "3", "4"]
 

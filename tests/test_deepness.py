@@ -25,7 +25,7 @@ from eoseg.weights import load_weights
 
 from .conftest import as_arguments, run_script, tiny_overrides
 from .test_checkpoint import trained_like_model
-from .test_scripts import assert_one_line_error
+from .test_cli import assert_one_line_error
 
 TEST_TILE = "4"
 

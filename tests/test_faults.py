@@ -37,7 +37,7 @@ from eoseg.lmdb_store import LmdbPatches, create_lmdb, read_lmdb_meta
 from eoseg.models import model_from_config
 
 from .conftest import ROOT, as_arguments, make_tiny_config, run_script, tiny_overrides
-from .test_scripts import assert_one_line_error
+from .test_cli import assert_one_line_error
 
 pytestmark = pytest.mark.faults
 

@@ -16,7 +16,7 @@ from eoseg.gis import polygonize_labels, to_cog
 from eoseg.io import RasterInfo, RasterWriter
 
 from .conftest import SHARED, run_script
-from .test_scripts import assert_one_line_error
+from .test_cli import assert_one_line_error
 
 CLASSES = ["impervious surfaces", "building", "low vegetation", "tree", "car", "clutter"]
 IGNORE = 255

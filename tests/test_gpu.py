@@ -21,7 +21,7 @@ from eoseg.train import Processes, Trainer
 
 from .conftest import ROOT, as_arguments
 from .test_checkpoint import trained_like_model
-from .test_training import DISTRIBUTED_WORKER, initial_weights, lmdb_dir, overrides_for, read_log, script_environment  # noqa: F401
+from .test_train import DISTRIBUTED_WORKER, initial_weights, lmdb_dir, overrides_for, read_log, script_environment  # noqa: F401
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU on this machine")
 TINY = ["MODEL_WIDTH=0.125"]

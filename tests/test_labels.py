@@ -29,7 +29,7 @@ from eoseg.tiles import read_image, read_labels, tile_labels
 from eoseg.train import train
 
 from .conftest import SHARED, TINY_SETTINGS, as_arguments, run_script, tiny_overrides
-from .test_scripts import assert_one_line_error
+from .test_cli import assert_one_line_error
 
 LABELS = "labels/top_mosaic_09cm_area{id}.tif"
 BINARY = {"CLASS_NAMES": ["other", "building"], "PALETTE": [[255, 255, 255], [0, 0, 255]]}

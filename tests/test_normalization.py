@@ -15,7 +15,7 @@ from eoseg.normalization import (NORMALISED_RMS_RANGE, BandStatistics, Normaliza
                                   scale_problem, value_scale)
 
 from .conftest import as_arguments, make_tiny_config, run_script, tiny_overrides
-from .test_scripts import assert_one_line_error
+from .test_cli import assert_one_line_error
 
 
 def test_band_statistics_by_blocks_are_those_of_the_valid_pixels():

@@ -28,7 +28,7 @@ from eoseg.tiles import check_same_dtype, image_info, image_stack, ndvi, read_im
 from eoseg.train import train
 
 from .conftest import TINY_TILE_SIZE, as_arguments, run_script, tiny_overrides
-from .test_scripts import assert_one_line_error
+from .test_cli import assert_one_line_error
 
 NDSM = {"pattern": "ndsm/ndsm_09cm_matching_area{id}.tif", "bands": [1], "band_names": ["nDSM"], "mean": [0.0], "std": [10.0]}
 DSM = {"pattern": "dsm/dsm_09cm_matching_area{id}.tif", "bands": [1], "band_names": ["DSM"], "mean": [255.0], "std": [5.0]}

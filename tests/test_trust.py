@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from .conftest import as_arguments, make_tiny_config, run_script, tiny_overrides
-from .test_scripts import assert_one_line_error
+from .test_cli import assert_one_line_error
 
 pytestmark = pytest.mark.faults
 

@@ -19,7 +19,7 @@ from eoseg.weights import load_weights, read_weights, save_safetensors
 
 from .conftest import run_script
 from .test_checkpoint import _Payload, trained_like_model
-from .test_scripts import assert_one_line_error
+from .test_cli import assert_one_line_error
 
 TINY = ["MODEL=segnet", "MODEL_WIDTH=0.125"]
 FIVE_CLASSES = [

@@ -18,7 +18,7 @@ from eoseg.weights import load_weights
 
 from .conftest import run_script
 from .test_checkpoint import trained_like_model
-from .test_scripts import assert_one_line_error
+from .test_cli import assert_one_line_error
 
 TINY = ["MODEL_WIDTH=0.125"]
 
