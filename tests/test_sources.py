@@ -1,163 +1,28 @@
-"""Inputs beyond the image's bands: extra rasters per tile, derived NDVI, the composite, the sample's nDSM."""
+"""Extra inputs through the config, inference and the scripts: EXTRA_SOURCES settings, the composite script, the sample's nDSM."""
 
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 
 import numpy as np
 import pytest
-import rasterio
 import torch
-from rasterio.enums import ColorInterp
-from rasterio.transform import Affine
-from rasterio.windows import Window
 
 from eoseg.checkpoint import load_model, save_checkpoint
-from eoseg.composite import write_composite
 from eoseg.errors import EosegError
 from eoseg.extract import extract_patches, read_manifest
 from eoseg.infer import run_inference
-from eoseg.io import raster_info, read_label, read_raster, write_raster
+from eoseg.io import raster_info, read_raster
 from eoseg.lmdb_store import LmdbPatches, create_lmdb
 from eoseg.metadata import data_signature
 from eoseg.models import model_from_config
 from eoseg.normalization import Normalization
 from eoseg.sample import BUILDING, IMPERVIOUS, LOW_VEG, generate_scene, generate_scene_with_ndsm
-from eoseg.tiles import check_same_dtype, image_info, image_stack, ndvi, read_image, tile_stack, training_pixels
 from eoseg.train import train
 
 from .conftest import TINY_TILE_SIZE, as_arguments, run_script, tiny_overrides
 from .test_cli import assert_one_line_error
-
-NDSM = {"pattern": "ndsm/ndsm_09cm_matching_area{id}.tif", "bands": [1], "band_names": ["nDSM"], "mean": [0.0], "std": [10.0]}
-DSM = {"pattern": "dsm/dsm_09cm_matching_area{id}.tif", "bands": [1], "band_names": ["DSM"], "mean": [255.0], "std": [5.0]}
-
-
-def copy_raster(source, target, array=None, **changes):
-    """``source`` rewritten at ``target``, optionally with other pixels or profile entries."""
-    with rasterio.open(source) as src:
-        profile = {**src.profile, **changes}
-        data = src.read() if array is None else array
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with rasterio.open(target, "w", **profile) as dst:
-        dst.write(data)
-    return target
-
-
-# ---------------------------------------------------------------- finding the images
-def test_an_id_without_an_image_names_the_ids_there_are(tiny_cfg, tmp_path, monkeypatch):
-    for name in ("001", "002", "010"):
-        copy_raster(tiny_cfg.tile_path("IMAGE_PATTERN", "1"), tmp_path / "padded" / f"{name}.tif")
-    cfg = tiny_cfg.replace(DATA_ROOT=str(tmp_path / "padded"), IMAGE_PATTERN="{id}.tif")
-    with pytest.raises(EosegError, match=r"tile 1: image not found at .*padded/1.tif; IMAGE_PATTERN finds an image of id "
-                                         r"'001': an id is the text \{id\} stands for in the file name"):
-        image_info(cfg, "1")
-    with pytest.raises(EosegError, match=r"tile 7: image not found at .*; IMAGE_PATTERN finds images of ids 001, 002, "
-                                         r"010 under DATA_ROOT"):
-        image_info(cfg, "7")
-    assert image_info(cfg, "010").path.name == "010.tif"
-    with pytest.raises(EosegError, match=rf"tile 7: image not found at padded/7.tif \(in {tmp_path}\); IMAGE_PATTERN finds"):
-        with monkeypatch.context() as patch:
-            patch.chdir(tmp_path)
-            image_info(cfg.replace(DATA_ROOT="padded"), "7")
-
-
-def test_bands_the_file_names_in_another_order_than_band_names_are_refused(tiny_cfg, tmp_path):
-    """A file whose band descriptions name every one of BAND_NAMES, elsewhere than BANDS reads them."""
-    source = tiny_cfg.tile_path("IMAGE_PATTERN", "1")
-    named = copy_raster(source, tmp_path / "named" / "1.tif", read_raster(source)[::-1])
-    with rasterio.open(named, "r+") as dst:
-        for band, name in enumerate(("g", "r", "ir"), start=1):
-            dst.set_band_description(band, name)
-    cfg = tiny_cfg.replace(DATA_ROOT=str(tmp_path / "named"), IMAGE_PATTERN="{id}.tif")
-    with pytest.raises(EosegError, match=r"1.tif: the file names bands \[1, 2, 3\] \['g', 'r', 'ir'\], but BAND_NAMES says "
-                                         r"\['IR', 'R', 'G'\]: set BANDS = \[3, 2, 1\] to read them in that order"):
-        image_info(cfg, "1")
-    np.testing.assert_array_equal(read_image(cfg.replace(BANDS=[3, 2, 1]), "1")[0], read_raster(source))
-    with rasterio.open(named, "r+") as dst:  # as GDAL spells them: the same bands
-        for band, name in enumerate(("Green", "Red", "Near-Infrared"), start=1):
-            dst.set_band_description(band, name)
-    with pytest.raises(EosegError, match=r"set BANDS = \[3, 2, 1\]"):
-        image_info(cfg, "1")
-    with rasterio.open(named, "r+") as dst:
-        dst.set_band_description(1, "swir")  # names that are not BAND_NAMES' say nothing about them
-    image_info(cfg, "1")
-
-
-def test_an_alpha_band_read_as_data_is_refused(tiny_cfg, tmp_path):
-    """The 4th band of an RGBA file is its transparency (read as its nodata mask), not a 4th band of data."""
-    source = tiny_cfg.tile_path("IMAGE_PATTERN", "1")
-    pixels = read_raster(source)
-    rgba = copy_raster(source, tmp_path / "rgba" / "1.tif", np.concatenate([pixels, np.full_like(pixels[:1], 255)]), count=4)
-    with rasterio.open(rgba, "r+") as dst:
-        dst.colorinterp = [ColorInterp.red, ColorInterp.green, ColorInterp.blue, ColorInterp.alpha]
-    cfg = tiny_cfg.replace(DATA_ROOT=str(tmp_path / "rgba"), IMAGE_PATTERN="{id}.tif", BANDS=[1, 2, 3, 4],
-                           BAND_NAMES=["R", "G", "B", "N"], NORM_MEAN=[0.0] * 4, NORM_STD=[1.0] * 4)
-    with pytest.raises(EosegError, match=r"1.tif: band 4 is tagged as its alpha band .* BANDS \[1, 2, 3, 4\] reads it as "
-                                         r"data: if it holds data .*gdal_edit.py -colorinterp_4 undefined FILE .*leave it "
-                                         r"out of BANDS"):
-        image_info(cfg, "1")
-    image_info(cfg.replace(BANDS=[1, 2, 3], BAND_NAMES=["R", "G", "B"], NORM_MEAN=[0.0] * 3, NORM_STD=[1.0] * 3), "1")
-
-
-def test_a_paletted_image_is_refused_with_the_line_that_expands_it(tiny_cfg, tmp_path):
-    """Its values are indices into a colour table: read as brightness they mean nothing."""
-    from eoseg.tiles import image_stack
-
-    source = tiny_cfg.tile_path("IMAGE_PATTERN", "1")
-    grey = read_raster(source)[:1]
-    paletted = copy_raster(source, tmp_path / "paletted.tif", grey, count=1, photometric="palette")
-    with rasterio.open(paletted, "r+") as dst:
-        dst.write_colormap(1, {value: (value, value, value, 255) for value in range(256)})
-    cfg = tiny_cfg.replace(BANDS=[1], BAND_NAMES=["grey"], NORM_MEAN=[0.0], NORM_STD=[255.0])
-    with pytest.raises(EosegError, match=r"paletted.tif: a paletted image, .*gdal_translate -expand rgb"):
-        image_stack(cfg, raster_info(paletted))
-
-
-def test_a_band_misread_as_to_transparency_is_pointed_out(tiny_cfg, tmp_path):
-    """RGBA written without saying the 4th band is alpha (ExtraSamples unspecified): GDAL masks nothing, so
-    the transparent pixels would be labelled as data; RGB + near-infrared tagged alpha: its dark pixels would be
-    nodata. check_data and inference say so."""
-    from eoseg.datacheck import check_dataset
-    from eoseg.tiles import alpha_band_problem
-
-    source = tiny_cfg.tile_path("IMAGE_PATTERN", "1")
-    pixels = read_raster(source)
-    alpha = np.full_like(pixels[:1], 255)
-    alpha[:, :, :20] = 0
-    rgba = copy_raster(source, tmp_path / "rgba" / "1.tif", np.concatenate([pixels, alpha]), count=4)
-    with rasterio.open(rgba, "r+") as dst:  # ExtraSamples "unspecified"
-        dst.colorinterp = [ColorInterp.red, ColorInterp.green, ColorInterp.blue, ColorInterp.undefined]
-    info = raster_info(rgba)
-    assert alpha_band_problem(info, [1, 2, 3]) == (f"{rgba}: band 4 holds only 0 and 255, as an alpha band does, but is not "
-                                               "tagged as one: if it is transparency, its empty pixels are labelled as "
-                                               "data; tag it (gdal_edit.py -colorinterp_4 alpha FILE)")
-    cfg = tiny_cfg.replace(DATA_ROOT=str(tmp_path / "rgba"), IMAGE_PATTERN="{id}.tif", TRAIN_IDS=["1"], TEST_IDS=[])
-    assert alpha_band_problem(info, [1, 2, 3]) in check_dataset(cfg).notes  # a mask band of data would look alike
-    # tagged, GDAL reads it as the mask; a band of data (near-infrared) holds other values
-    with rasterio.open(rgba, "r+") as dst:
-        dst.colorinterp = [ColorInterp.red, ColorInterp.green, ColorInterp.blue, ColorInterp.alpha]
-    assert alpha_band_problem(raster_info(rgba), [1, 2, 3]) == ""
-    nir = copy_raster(source, tmp_path / "rgbn" / "1.tif", np.concatenate([pixels, pixels[:1]]), count=4)
-    with rasterio.open(nir, "r+") as dst:
-        dst.colorinterp = [ColorInterp.red, ColorInterp.green, ColorInterp.blue, ColorInterp.undefined]
-    assert raster_info(nir).colorinterp[3] == "undefined" and alpha_band_problem(raster_info(nir), [1, 2, 3]) == ""
-    # near-infrared tagged alpha (GDAL's default for a fourth band of an RGB file): its dark pixels would be nodata
-    with rasterio.open(nir, "r+") as dst:
-        dst.colorinterp = [ColorInterp.red, ColorInterp.green, ColorInterp.blue, ColorInterp.alpha]
-    assert alpha_band_problem(raster_info(nir), [1, 2, 3]).startswith(
-        f"{nir}: band 4 is tagged as its alpha band, so GDAL reads the pixels where it is 0 as nodata, but ")
-    assert "retag it (gdal_edit.py -colorinterp_4 undefined FILE)" in alpha_band_problem(raster_info(nir), [1, 2, 3])
-
-
-# ---------------------------------------------------------------- NDVI
-def test_ndvi_values():
-    red = np.array([0, 10, 30, 200, 50], dtype=np.uint8)
-    nir = np.array([0, 30, 10, 200, 0], dtype=np.uint8)
-    index = ndvi(red, nir)
-    assert index.dtype == np.float32
-    np.testing.assert_allclose(index, [0.0, 0.5, -0.5, 0.0, -1.0])  # 0 where the sum is 0; no uint8 overflow
+from .test_tiles import NDSM, copy_raster
 
 
 # ---------------------------------------------------------------- config
@@ -199,133 +64,7 @@ def test_ndvi_needs_nir_among_the_bands(tiny_cfg):
     assert cfg.num_bands == 5
 
 
-# ---------------------------------------------------------------- stacking
-def test_stack_of_three_sources_in_order(tiny_cfg):
-    cfg = tiny_cfg.replace(EXTRA_SOURCES=[NDSM, {"derived": "ndvi"}, DSM])
-    stacked, info = read_image(cfg, "1")
-    image = read_raster(cfg.tile_path("IMAGE_PATTERN", "1"), cfg.BANDS)
-    ndsm = read_raster(cfg.tile_path("NDSM_PATTERN", "1"))[0]
-    dsm = read_raster(cfg.tile_path("DSM_PATTERN", "1"))[0]
-    assert stacked.shape == (6, TINY_TILE_SIZE, TINY_TILE_SIZE) and stacked.dtype == np.float32
-    assert info.path == cfg.tile_path("IMAGE_PATTERN", "1")
-    np.testing.assert_array_equal(stacked[:3], image)
-    np.testing.assert_array_equal(stacked[3], ndsm)
-    np.testing.assert_array_equal(stacked[4], ndvi(image[1], image[0]))  # red "R" is band 2, nir "IR" band 1
-    np.testing.assert_array_equal(stacked[5], dsm)
-    # a window of the stack is the window of every source
-    stack = tile_stack(cfg, "1")
-    with stack:
-        part = stack.read(Window(10, 20, 30, 40))
-        assert stack.valid_mask(part, Window(10, 20, 30, 40)).all()
-    np.testing.assert_array_equal(part, stacked[:, 20:60, 10:40])
-
-
-def test_one_raster_for_every_tile_is_read_where_each_tile_and_image_lies(tiny_cfg, tmp_path):
-    """An extra source without {id} (a city's DSM mosaic) is read where each tile lies, and where an image file
-    given by path lies; one found by tile id has nothing to offer such a file: refused."""
-    first, last = (raster_info(tiny_cfg.tile_path("IMAGE_PATTERN", tile_id), "image") for tile_id in ("1", "4"))
-    pixel = first.transform.a
-    width = round((last.transform.c - first.transform.c) / pixel) + last.width + 20
-    x_centres = (np.arange(width) + 0.5) * pixel  # metres east of tile 1: a plane, warped bilinearly, stays exact
-    mosaic = np.broadcast_to(x_centres.astype(np.float32), (first.height, width))
-    path = write_raster(tmp_path / "data" / "eastings.tif", mosaic, replace(first, width=width, count=1, dtype="float32"))
-    eastings = {"pattern": str(path), "bands": [1], "band_names": ["E"], "mean": [0.0], "std": [1.0]}
-    cfg = tiny_cfg.replace(EXTRA_SOURCES=[eastings])
-    scene = copy_raster(tiny_cfg.tile_path("IMAGE_PATTERN", "4"), tmp_path / "scenes" / "scene.tif")
-    for stack in (tile_stack(cfg, "4"), image_stack(cfg, raster_info(scene, "image"))):
-        with stack:
-            read = stack.read()
-        expected = last.transform.c - first.transform.c + (np.arange(last.width) + 0.5) * pixel
-        np.testing.assert_allclose(read[3][:, 1:-1], np.broadcast_to(expected, read[3].shape)[:, 1:-1], atol=1e-3 * pixel)
-        np.testing.assert_array_equal(read[:3], read_raster(scene, cfg.BANDS))
-    with pytest.raises(EosegError, match=r"scene.tif: EXTRA_SOURCES stacks EXTRA_SOURCES\[0\] \(nDSM\) from the configured "
-                                         r"tiles, which an image file given by path has no id for"):
-        image_stack(tiny_cfg.replace(EXTRA_SOURCES=[NDSM, eastings]), raster_info(scene, "image"))
-
-
-def test_uint8_stays_uint8_only_when_every_source_is(tiny_cfg):
-    colour = {"pattern": "gts_for_participants/top_mosaic_09cm_area{id}.tif", "bands": [3, 1], "band_names": ["b", "r"],
-              "mean": [0.0, 0.0], "std": [255.0, 255.0]}
-    stacked, _ = read_image(tiny_cfg.replace(EXTRA_SOURCES=[colour]), "1")
-    assert stacked.dtype == np.uint8 and stacked.shape[0] == 5
-    np.testing.assert_array_equal(stacked[3:], read_raster(tiny_cfg.tile_path("GT_COLOR_PATTERN", "1"), [3, 1]))
-    assert read_image(tiny_cfg, "1")[0].dtype == np.uint8
-    assert read_image(tiny_cfg.replace(EXTRA_SOURCES=[{"derived": "ndvi"}]), "1")[0].dtype == np.float32
-
-
-def test_sources_of_another_grid_are_warped_onto_the_image(tiny_cfg, tmp_path):
-    source = tiny_cfg.tile_path("NDSM_PATTERN", "1")
-    ndsm = read_raster(source)
-    root = tmp_path / "other"
-    copy_raster(source, root / "small1.tif", ndsm[:, :90, :100], width=100, height=90)
-    with rasterio.open(source) as src:
-        shifted = src.transform * Affine.translation(5, 0)
-        away = src.transform * Affine.translation(10 * src.width, 0)
-    copy_raster(source, root / "shifted1.tif", transform=shifted)
-    copy_raster(source, root / "away1.tif", transform=away)
-    nearest = {**NDSM, "resampling": "nearest"}
-    cfg = tiny_cfg.replace(EXTRA_SOURCES=[{**nearest, "pattern": str(root / "small{id}.tif")}])
-    stack = tile_stack(cfg, "1")
-    stacked = stack.read()
-    valid = stack.valid_mask(stacked)
-    np.testing.assert_array_equal(stacked[3, :90, :100], ndsm[0, :90, :100])  # same pixels where it reaches
-    assert valid[:90, :100].all() and not valid[90:].any() and not valid[:, 100:].any()  # nodata beyond
-    cfg = tiny_cfg.replace(EXTRA_SOURCES=[{**nearest, "pattern": str(root / "shifted{id}.tif")}])
-    stack = tile_stack(cfg, "1")
-    stacked = stack.read()
-    np.testing.assert_array_equal(stacked[3, :, 5:], ndsm[0, :, :-5])  # image column 5 is the source's column 0
-    assert not stack.valid_mask(stacked)[:, :5].any()
-    cfg = tiny_cfg.replace(EXTRA_SOURCES=[{**NDSM, "pattern": str(root / "away{id}.tif")}])
-    with pytest.raises(EosegError, match="does not overlap the image") as caught:
-        read_image(cfg, "1")
-    assert str(root / "away1.tif") in str(caught.value)
-    with pytest.raises(EosegError, match=r"tile 1: EXTRA_SOURCES\[0\] \(nDSM\) not found"):
-        read_image(tiny_cfg.replace(EXTRA_SOURCES=[{**NDSM, "pattern": "nowhere/{id}.tif"}]), "1")
-    with pytest.raises(EosegError, match="has 1 bands but its 'bands' asks for"):
-        read_image(tiny_cfg.replace(EXTRA_SOURCES=[{**NDSM, "bands": [2], "band_names": ["x"]}]), "1")
-
-
-def test_nodata_of_any_source_is_ignored_in_training(tiny_cfg, tmp_path):
-    source = tiny_cfg.tile_path("NDSM_PATTERN", "1")
-    ndsm = read_raster(source)
-    ndsm[0, :10] = np.nan  # NaN rows
-    ndsm[0, 20:30] = -9999  # nodata rows
-    copy_raster(source, tmp_path / "ndsm1.tif", ndsm, nodata=-9999)
-    cfg = tiny_cfg.replace(EXTRA_SOURCES=[{**NDSM, "pattern": str(tmp_path / "ndsm{id}.tif")}])
-    stack = tile_stack(cfg, "1")
-    with stack:
-        pixels = stack.read()
-        valid = stack.valid_mask(pixels)
-    assert not valid[:10].any() and not valid[20:30].any() and valid[10:20].all() and valid[30:].all()
-    labels = read_label(cfg.tile_path("LABEL_PATTERN", "1"))
-    clean, safe_labels = training_pixels(cfg, stack, pixels, labels)
-    assert not np.isnan(clean).any()
-    assert (safe_labels[:10] == cfg.IGNORE_LABEL).all() and (safe_labels[20:30] == cfg.IGNORE_LABEL).all()
-    np.testing.assert_array_equal(safe_labels[30:], labels[30:])
-    # no nodata value reaches the network: every band of those pixels normalises to 0
-    normalised = Normalization.from_config(cfg).apply(torch.from_numpy(clean)[None])[0]
-    assert (normalised[:, :10] == 0).all() and (normalised[:, 20:30] == 0).all()
-    np.testing.assert_array_equal(clean[:, 30:], pixels[:, 30:])
-
-
-def test_sample_statistics_count_the_valid_pixels_of_windows_spread_over_the_stack(tiny_cfg, tmp_path):
-    source = tiny_cfg.tile_path("NDSM_PATTERN", "1")
-    ndsm = read_raster(source)
-    ndsm[0, :10] = -9999
-    copy_raster(source, tmp_path / "ndsm1.tif", ndsm, nodata=-9999)
-    stack = tile_stack(tiny_cfg.replace(EXTRA_SOURCES=[{**NDSM, "pattern": str(tmp_path / "ndsm{id}.tif")}]), "1")
-    pixels = stack.read().reshape(4, -1).astype(np.float64)
-    valid = stack.valid_mask(stack.read()).ravel()
-    whole = stack.sample_statistics(size=max(stack.info.height, stack.info.width))  # one window: the whole tile
-    assert whole.count == valid.sum() < valid.size
-    assert whole.mean == pytest.approx(pixels[:, valid].mean(axis=1)) and whole.std == pytest.approx(pixels[:, valid].std(axis=1))
-    corners = stack.sample_statistics(side=2, size=16)  # the four corner windows
-    windows = [Window(col, row, 16, 16) for row in (0, stack.info.height - 16) for col in (0, stack.info.width - 16)]
-    expected = np.concatenate([stack.read(w)[:, stack.valid_mask(stack.read(w), w)] for w in windows], axis=1)
-    assert corners.count == expected.shape[1] == 2 * 16 * 16 + 2 * 16 * 6  # the top two reach into the nodata rows
-    assert corners.mean == pytest.approx(expected.astype(np.float64).mean(axis=1))
-
-
+# ---------------------------------------------------------------- nodata of a source in inference
 def test_nodata_values_do_not_reach_the_network_in_inference(tiny_cfg, tmp_path):
     """An nDSM hole declared nodata gives the same class probabilities around it whatever its nodata value:
     the value never reaches the network (every band of the hole takes its normalisation mean)."""
@@ -373,101 +112,7 @@ def test_sample_writes_ndsm_beside_the_dsm(tiny_cfg):
     assert read_raster(path).min() >= 0
 
 
-def scaled_copy(source, target, scale, offset, dtype, bands=None):
-    """``source`` stored as GDAL does scaled values: ``dtype`` integers that stand for stored * scale + offset."""
-    values = read_raster(source).astype(np.float64)
-    stored = np.rint((values - offset) / scale).astype(dtype)
-    copy_raster(source, target, stored, dtype=dtype)
-    with rasterio.open(target, "r+") as dst:
-        dst.scales, dst.offsets = [scale] * dst.count, [offset] * dst.count
-    return target
-
-
-def test_scaled_stored_values_are_read_as_the_values_they_stand_for(tiny_cfg, tmp_path):
-    """An image stored as scaled integers (GDAL scale and offset) feeds the network the values it stands for,
-    as one storing them plainly does; NODATA_ZERO still means a stored 0."""
-    plain = tiny_cfg.tile_path("IMAGE_PATTERN", "1")
-    scaled = scaled_copy(plain, tmp_path / "scaled" / "1.tif", scale=0.5, offset=-10.0, dtype="uint16")
-    cfg = tiny_cfg.replace(DATA_ROOT=str(tmp_path / "scaled"), IMAGE_PATTERN="{id}.tif")
-    expected, stack = read_raster(plain), tile_stack(cfg, "1")
-    assert stack.dtype == np.float32
-    with stack:
-        pixels = stack.read()
-        np.testing.assert_array_equal(pixels, expected.astype(np.float32))
-        np.testing.assert_array_equal(stack.valid_mask(pixels), np.ones(pixels.shape[1:], bool))
-    with pytest.raises(EosegError, match=r"image is float32 \(its stored uint16 values scaled by the file's GDAL "
-                                         r"scale/offset\) but the tiles before it are uint8"):
-        check_same_dtype(pixels.dtype, raster_info(scaled), "uint8", [1, 2, 3])
-    stored = read_raster(scaled)
-    stored[:, :5] = 0
-    copy_raster(scaled, tmp_path / "zeros" / "1.tif", stored)
-    with rasterio.open(tmp_path / "zeros" / "1.tif", "r+") as dst:
-        dst.scales, dst.offsets = [0.5] * 3, [-10.0] * 3
-    zeros = tile_stack(cfg.replace(DATA_ROOT=str(tmp_path / "zeros"), NODATA_ZERO=True), "1")
-    with zeros:
-        valid = zeros.valid_mask(zeros.read())
-    assert not valid[:5].any() and valid[5:].all()
-
-
-def test_composite_of_heights_stored_in_centimetres(tiny_cfg, tmp_path):
-    """A DSM and nDSM stored as int16 centimetres (scale 0.01) give the composite of their heights in metres."""
-    cm = tiny_cfg.replace(DSM_PATTERN=str(tmp_path / "dsm" / "{id}.tif"), NDSM_PATTERN=str(tmp_path / "ndsm" / "{id}.tif"))
-    for name in ("DSM_PATTERN", "NDSM_PATTERN"):
-        source = tiny_cfg.tile_path(name, "1")
-        heights = read_raster(source)
-        copy_raster(source, tmp_path / "metres" / name / "1.tif", np.round(heights, 2).astype(np.float32))
-        scaled_copy(tmp_path / "metres" / name / "1.tif", cm.tile_path(name, "1"), scale=0.01, offset=0.0, dtype="int16")
-    metres = tiny_cfg.replace(DSM_PATTERN=str(tmp_path / "metres" / "DSM_PATTERN" / "{id}.tif"),
-                              NDSM_PATTERN=str(tmp_path / "metres" / "NDSM_PATTERN" / "{id}.tif"))
-    expected = read_raster(write_composite(metres, "1", tmp_path / "from_metres.tif"))
-    np.testing.assert_array_equal(read_raster(write_composite(cm, "1", tmp_path / "from_cm.tif")), expected)
-
-
 # ---------------------------------------------------------------- composite
-def test_composite_of_the_sample(tiny_cfg):
-    out = write_composite(tiny_cfg, "1")
-    assert out == tiny_cfg.tile_path("COMPOSITE_PATTERN", "1")
-    info, image_info = raster_info(out), raster_info(tiny_cfg.tile_path("IMAGE_PATTERN", "1"))
-    assert info.count == 3 and info.dtype == "uint8"
-    assert info.crs == image_info.crs and info.transform == image_info.transform
-    composite = read_raster(out)
-    dsm = read_raster(tiny_cfg.tile_path("DSM_PATTERN", "1"))[0]
-    ndsm = read_raster(tiny_cfg.tile_path("NDSM_PATTERN", "1"))[0]
-    image = read_raster(tiny_cfg.tile_path("IMAGE_PATTERN", "1"))
-    assert composite[0].min() == 0 and composite[0].max() == 255  # min-max per tile
-    assert composite[0].flat[dsm.argmin()] == 0 and composite[0].flat[dsm.argmax()] == 255
-    np.testing.assert_array_equal(composite[1], np.round(np.clip(ndsm / 30.0, 0, 1) * 255).astype(np.uint8))
-    expected_ndvi = np.round((ndvi(image[1], image[0]) + 1) / 2 * 255).astype(np.uint8)
-    np.testing.assert_array_equal(composite[2], expected_ndvi)
-    labels = read_label(tiny_cfg.tile_path("LABEL_PATTERN", "1"))
-    assert composite[2][labels == LOW_VEG].mean() > composite[2][labels == IMPERVIOUS].mean() + 20  # vegetation is green
-    # small row blocks give the same file contents
-    again = write_composite(tiny_cfg.replace(INFER_BLOCK_ROWS=7), "1", tiny_cfg.PATCHES_DIR + "/c.tif")
-    np.testing.assert_array_equal(read_raster(again), composite)
-
-
-def test_composite_masks_the_pixels_without_heights(tiny_cfg, tmp_path):
-    """A void of the nDSM (nodata) is masked in the composite: stacked, it leaves those pixels unlabelled as the
-    nDSM itself would, instead of reading as 0 m above the ground."""
-    source = tiny_cfg.tile_path("NDSM_PATTERN", "1")
-    ndsm = read_raster(source)
-    ndsm[0, 40:80, 50:90] = -9999
-    copy_raster(source, tmp_path / "ndsm" / "1.tif", ndsm, nodata=-9999)
-    cfg = tiny_cfg.replace(NDSM_PATTERN=str(tmp_path / "ndsm" / "{id}.tif"),
-                           COMPOSITE_PATTERN=str(tmp_path / "composite" / "{id}.tif"))
-    out = write_composite(cfg, "1")
-    with rasterio.open(out) as src:
-        void = src.read_masks(1) == 0
-    expected = np.zeros_like(void)
-    expected[40:80, 50:90] = True
-    np.testing.assert_array_equal(void, expected)
-    stacked = cfg.replace(EXTRA_SOURCES=[{"pattern": str(tmp_path / "composite" / "{id}.tif"), "bands": [1, 2, 3],
-                                          "band_names": ["DSM", "nDSM", "NDVI"], "mean": [0.0] * 3, "std": [255.0] * 3}])
-    stack = tile_stack(stacked, "1")
-    with stack:
-        np.testing.assert_array_equal(stack.valid_mask(stack.read()), ~expected)
-
-
 def test_composite_script(tmp_path, sample_root):
     args = as_arguments({**tiny_overrides(tmp_path), "DATA_ROOT": str(sample_root / "data"),
                          "COMPOSITE_PATTERN": str(tmp_path / "composite" / "c{id}.tif")})
@@ -477,27 +122,6 @@ def test_composite_script(tmp_path, sample_root):
     assert json.loads((tmp_path / "composite" / "config.make_composite.json").read_text())["config"]["COMPOSITE_NDSM_MAX"] == 30.0
     assert_one_line_error(run_script("make_composite.py", "--ids", "2", *args, "NDSM_PATTERN="), "no nDSM configured")
     assert_one_line_error(run_script("make_composite.py", "--ids", "2", *args, "NIR_BAND=NIR"), "NIR_BAND 'NIR'")
-
-
-def test_a_composite_that_cannot_be_written_is_not_blamed_on_its_inputs(tiny_cfg, tmp_path, monkeypatch):
-    """The output is written while the inputs are open for reading: its error is the output's."""
-    import eoseg.io
-
-    open_for_real = rasterio.open
-
-    def refuse_writing(path, mode="r", **kwargs):
-        if mode == "w":
-            raise rasterio.errors.RasterioIOError(f"Attempt to create new tiff file '{path}' failed: Permission denied")
-        return open_for_real(path, mode, **kwargs)
-
-    monkeypatch.setattr(eoseg.io.rasterio, "open", refuse_writing)
-    out = tmp_path / "composite" / "1.tif"
-    with pytest.raises(EosegError) as refused:
-        write_composite(tiny_cfg, "1", out)
-    message = str(refused.value)
-    assert message.startswith(f"{out}: cannot write this output") and "Permission denied" in message
-    assert "nDSM" not in message and "DSM" not in message and ".tmp-" not in message
-    assert not any((tmp_path / "composite").iterdir())
 
 
 # ---------------------------------------------------------------- the pipeline with an nDSM
@@ -557,15 +181,3 @@ def test_five_band_weights_refused_by_a_three_band_config(tiny_cfg, tmp_path):
         run_inference(three, weights, tmp_path / "out", ["4"], progress=False)
 
 
-def test_tiles_without_eroded_ground_truth_are_said_to_be_scored_on_the_labels(tiny_cfg, tmp_path):
-    """A typo in GT_ERODED_PATTERN, or a tile missing from the eroded set, scores on the full labels: said."""
-    from eoseg.datacheck import check_dataset
-    from eoseg.tiles import eroded_fallback
-
-    assert eroded_fallback(tiny_cfg, ["4"]) is None
-    typo = tiny_cfg.replace(GT_ERODED_PATTERN=tiny_cfg.GT_ERODED_PATTERN.replace("_noBoundary", "_no_Boundary"))
-    note = eroded_fallback(typo, ["4"])
-    assert note.startswith("GT_ERODED_PATTERN finds no eroded ground truth for tiles 4 (every one of them), e.g. "
-                           "nothing at ") and "scored against the full labels (LABEL_PATTERN)" in note
-    assert note in check_dataset(typo).problems
-    assert eroded_fallback(tiny_cfg.replace(GT_ERODED_PATTERN=""), ["4"]) is None  # no eroded set: nothing to say
