@@ -11,12 +11,10 @@ import pytest
 import rasterio
 import torch
 
-from eoseg import augment
 from eoseg.checkpoint import load_checkpoint, load_model
 from eoseg.convert import color_file_to_labels, labels_file_to_color
 from eoseg.errors import EosegError
 from eoseg.extract import extract_patches, read_manifest
-from eoseg.geometry import count_windows
 from eoseg.infer import run_inference
 from eoseg.io import read_label, read_raster
 from eoseg.labels import LabelValues
@@ -55,116 +53,6 @@ def test_eroded_ground_truth_boundaries_become_ignore(tiny_cfg, tmp_path):
 def test_convert_refuses_numeric_label_map_as_colour(tiny_cfg, tmp_path):
     with pytest.raises(EosegError, match="already a numeric label map"):
         color_file_to_labels(tiny_cfg.tile_path("LABEL_PATTERN", "1"), tmp_path / "x.tif", tiny_cfg.palette)
-
-
-# ---------------------------------------------------------------- extract
-def test_extract_counts_augmentations_and_manifest(tiny_cfg):
-    cfg = tiny_cfg.replace(FLIPS=True, ROTATIONS=[90])
-    manifest = extract_patches(cfg, cfg.PATCHES_DIR, progress=False)
-    per_tile_train = count_windows(TINY_TILE_SIZE, TINY_TILE_SIZE, cfg.PATCH_SIZE, cfg.TRAIN_STRIDE)
-    per_tile_test = count_windows(TINY_TILE_SIZE, TINY_TILE_SIZE, cfg.PATCH_SIZE, cfg.PATCH_SIZE)
-    assert manifest["counts"] == {"train": 3 * per_tile_train * 4, "test": 1 * per_tile_test}
-    read_back, rows = read_manifest(cfg.PATCHES_DIR)
-    assert read_back == manifest and len(rows) == sum(manifest["counts"].values())
-    assert {r["augmentation"] for r in rows if r["split"] == "train"} == {"orig", "fliplr", "flipud", "rot90"}
-    assert {r["augmentation"] for r in rows if r["split"] == "test"} == {"orig"}
-
-    # an augmented patch is the transformed original, for image and label alike
-    row = next(r for r in rows if r["augmentation"] == "rot90")
-    original = next(r for r in rows if r["augmentation"] == "orig" and (r["tile"], r["row"], r["col"]) == (row["tile"], row["row"], row["col"]))
-    root = cfg.PATCHES_DIR
-    for key in ("image", "label"):
-        rotated = np.load(f"{root}/{row[key]}")
-        assert np.array_equal(rotated, augment.apply("rot90", np.load(f"{root}/{original[key]}")))
-
-    # the patch is the tile's pixels at the recorded position, and its transform is the window's
-    image = read_raster(cfg.tile_path("IMAGE_PATTERN", original["tile"]), cfg.BANDS)
-    r, c = int(original["row"]), int(original["col"])
-    assert np.array_equal(np.load(f"{root}/{original['image']}"), image[:, r:r + 64, c:c + 64])
-    with rasterio.open(cfg.tile_path("IMAGE_PATTERN", original["tile"])) as src:
-        assert json.loads(original["transform"]) == pytest.approx(list(src.window_transform(((r, r + 64), (c, c + 64))))[:6])
-    assert json.loads(Path(root, "config.json").read_text())["config"]["PATCH_SIZE"] == 64
-
-
-def test_extract_refuses_existing_folder_unless_forced(tiny_cfg):
-    extract_patches(tiny_cfg, tiny_cfg.PATCHES_DIR, progress=False)
-    with pytest.raises(EosegError, match="--force"):
-        extract_patches(tiny_cfg, tiny_cfg.PATCHES_DIR, progress=False)
-    extract_patches(tiny_cfg.replace(FLIPS=False), tiny_cfg.PATCHES_DIR, force=True, progress=False)
-    assert {r["augmentation"] for r in read_manifest(tiny_cfg.PATCHES_DIR)[1]} == {"orig"}
-
-
-def test_forced_extraction_into_a_linked_folder_replaces_it_where_the_link_leads(tiny_cfg, tmp_path):
-    """PATCHES_DIR a link to other storage: --force rebuilds there and keeps the link."""
-    storage, link = tmp_path / "storage" / "patches", tmp_path / "linked"
-    storage.mkdir(parents=True)
-    link.symlink_to(storage)
-    extract_patches(tiny_cfg, link, progress=False)
-    extract_patches(tiny_cfg.replace(FLIPS=False), link, force=True, progress=False)
-    assert link.is_symlink() and link.resolve() == storage.resolve()
-    assert {r["augmentation"] for r in read_manifest(storage)[1]} == {"orig"}
-    assert sorted(p.name for p in storage.parent.iterdir()) == ["patches"]
-
-
-def test_a_mount_point_where_the_patches_go_is_refused_before_the_work(tiny_cfg, tmp_path, monkeypatch):
-    """The folder is built beside PATCHES_DIR and renamed onto it: a mount point (a disk of its own, or a link to one)
-    would be written on the disk it hides, then refuse the rename."""
-    import os
-
-    import eoseg.extract
-
-    volume, link = tmp_path / "volume", tmp_path / "linked"
-    volume.mkdir()
-    link.symlink_to(volume)
-    monkeypatch.setattr(os.path, "ismount", lambda path: Path(path) == volume)
-    monkeypatch.setattr(eoseg.extract, "tile_stack", lambda *args: pytest.fail("the work began"))
-    for given in (volume, link):
-        with pytest.raises(EosegError, match=f"{volume} is a mount point, .*; give a folder inside it "
-                                             f"\\({volume / 'volume'}\\)"):
-            extract_patches(tiny_cfg, given, force=True, progress=False)
-
-
-def test_a_file_where_the_patches_go_is_refused_before_the_work(tiny_cfg, tmp_path, monkeypatch):
-    import eoseg.extract
-
-    in_the_way = tmp_path / "patches"
-    in_the_way.write_text("not ours")
-    monkeypatch.setattr(eoseg.extract, "tile_stack", lambda *args: pytest.fail("the work began"))
-    with pytest.raises(EosegError, match=f"{in_the_way} is a file, not a folder"):
-        extract_patches(tiny_cfg, in_the_way, force=True, progress=False)
-    assert in_the_way.read_text() == "not ours"
-
-
-def test_interrupted_extraction_leaves_nothing_accepted(tiny_cfg, monkeypatch):
-    calls = {"n": 0}
-    real_save = np.save
-
-    def failing_save(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] > 10:
-            raise KeyboardInterrupt
-        real_save(*args, **kwargs)
-
-    monkeypatch.setattr(np, "save", failing_save)
-    with pytest.raises(KeyboardInterrupt):
-        extract_patches(tiny_cfg, tiny_cfg.PATCHES_DIR, progress=False)
-    monkeypatch.undo()
-    with pytest.raises(EosegError, match="run extract_images.py"):
-        read_manifest(tiny_cfg.PATCHES_DIR)
-
-
-def test_extract_refuses_missing_tile_and_size_mismatch(tiny_cfg, tmp_path):
-    with pytest.raises(EosegError, match="tile 99: image not found"):
-        extract_patches(tiny_cfg.replace(TRAIN_IDS=["99"]), tmp_path / "p", progress=False)
-    # a label map of another size than its image
-    labels = read_label(tiny_cfg.tile_path("LABEL_PATTERN", "1"))
-    bad = tmp_path / "labels" / "top_mosaic_09cm_area1.tif"
-    bad.parent.mkdir()
-    with rasterio.open(bad, "w", driver="GTiff", width=100, height=90, count=1, dtype="uint8") as dst:
-        dst.write(labels[:90, :100][None])
-    cfg = tiny_cfg.replace(LABEL_PATTERN=str(tmp_path / "labels" / "top_mosaic_09cm_area{id}.tif"))
-    with pytest.raises(EosegError, match="is 100 x 90 px with no georeference, the image .* 160 x 160 px with CRS .* cover the same grid"):
-        extract_patches(cfg, tmp_path / "q", progress=False)
 
 
 # ---------------------------------------------------------------- LMDB
