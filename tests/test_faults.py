@@ -16,7 +16,6 @@ import resource
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -32,7 +31,7 @@ from eoseg.checkpoint import save_checkpoint
 from eoseg.errors import EosegError
 from eoseg.extract import extract_patches, read_manifest
 from eoseg.infer import RECORD_SUFFIX, run_inference
-from eoseg.io import RasterWriter, atomic_path, atomic_write_text, exclusive, open_raster
+from eoseg.io import RasterWriter, atomic_path, atomic_write_text
 from eoseg.lmdb_store import LmdbPatches, create_lmdb, read_lmdb_meta
 from eoseg.models import model_from_config
 
@@ -229,16 +228,6 @@ def test_other_write_failures_are_not_called_a_full_disk(tmp_path):
         with atomic_path(tmp_path / "x.txt") as tmp:
             raise PermissionError(errno.EACCES, "denied", str(tmp))
     assert not list(tmp_path.iterdir())
-
-
-def test_gdal_virtual_path_refused_as_such(tmp_path):
-    """/vsizip/ paths are not files on disk: say so, rather than "not found" beside a zip that exists."""
-    with pytest.raises(EosegError, match=r"image /vsizip/.*GDAL virtual paths .* are not read; extract"):
-        with open_raster(f"/vsizip/{tmp_path}/scenes.zip/a.tif", "image"):
-            pass
-    with pytest.raises(EosegError, match=r"^image not found: "):
-        with open_raster(tmp_path / "vsizip" / "a.tif", "image"):
-            pass
 
 
 # ---------------------------------------------------------------- SIGKILL at random points
@@ -474,23 +463,3 @@ def test_two_inference_processes_share_an_output_folder(tmp_path, sample_root, w
     again = run_inference(cfg, weights, out, image_paths=scenes, progress=False)
     assert all(image.reused for image in again.images)  # the same config: every record matches its outputs
     assert not leftovers(out)
-
-
-def test_an_exclusive_lock_makes_a_second_holder_wait(tmp_path):
-    lock = tmp_path / ".x.lock"
-    order = []
-    second_tries = threading.Event()
-
-    def second():
-        second_tries.set()
-        with exclusive(lock):
-            order.append("second")
-
-    with exclusive(lock):
-        thread = threading.Thread(target=second)
-        thread.start()
-        second_tries.wait()
-        time.sleep(0.2)  # time enough for the second to take the lock, were it free
-        order.append("first")
-    thread.join()
-    assert order == ["first", "second"] and not lock.exists()
