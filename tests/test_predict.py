@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import copy
-import subprocess
-import sys
-import textwrap
 
 import numpy as np
 import pytest
@@ -18,7 +15,6 @@ from eoseg.models.fuse import ConvReLU, SplitBfloat16Input, fold_batchnorm
 from eoseg.normalization import Normalization
 from eoseg.predict import Predictor, window_weights
 
-from .conftest import ROOT
 
 RAW = Normalization((0.0,), (1.0,))
 
@@ -218,32 +214,6 @@ def test_bad_settings_refused(kwargs, match):
         Predictor(WindowMean(), RAW, 32, 16, 4, **kwargs)
     with pytest.raises(EosegError, match="STRIDE"):
         Predictor(WindowMean(), RAW, 32, 40, 4)
-
-
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator")
-def test_reuse_freed_memory_stops_page_faults_on_reallocation():
-    """In a fresh process (the setting is process-wide): freed large blocks are reused, not mapped afresh."""
-    probe = textwrap.dedent("""
-        import resource, sys
-        import numpy as np
-        from eoseg.allocator import reuse_freed_memory
-        applied = reuse_freed_memory() if sys.argv[1] == "reuse" else False
-        def allocate():
-            block = np.ones(2**24, dtype=np.float32)  # 64 MB, above glibc's mmap threshold
-            del block
-        allocate()
-        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-        for _ in range(3):
-            allocate()
-        print(applied, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
-    """)
-    results = {}
-    for mode in ("default", "reuse"):
-        output = subprocess.run([sys.executable, "-c", probe, mode], capture_output=True, text=True, cwd=ROOT, check=True)
-        applied, faults = output.stdout.split()
-        results[mode] = (applied == "True", int(faults))
-    assert results["reuse"][0]  # glibc took the setting
-    assert results["reuse"][1] * 10 < results["default"][1]
 
 
 def test_windows_without_data_are_not_run_through_the_network(ramp):
