@@ -14,14 +14,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from rasterio.windows import Window
 
 from eoseg.config import Config
 from eoseg.errors import EosegError
 from eoseg.grid import mean_pixel_size_m
 from eoseg.holdout import TileSplit, report_overlapping_tiles, tile_split
 from eoseg.io import RasterInfo, atomic_path, nodata_kind
-from eoseg.labels import SCAN_ROWS, LabelValues, RasterLabels, VectorLabels, merge_counts, value_counts
+from eoseg.labels import LabelValues, RasterLabels, VectorLabels, merge_counts, row_windows, value_counts
 from eoseg.normalization import VALUE_SCALE_LIMIT, BandStatistics, off_scale, scale_problem, value_scale
 from eoseg.plots import class_frequency_figure, save_figure
 from eoseg.tiles import (alpha_band_problem, check_patch_fits, check_same_dtype, eroded_fallback, eval_truth,
@@ -107,19 +106,17 @@ def check_dataset(cfg: Config) -> DataReport:
                             merge_counts(mapped, {values.ignore_label if target is None else target: pixels})
                 if split == "train":  # what training learns from: labels where the image holds data, of the trained part
                     with stack:
-                        for first in range(0, info.height, SCAN_ROWS):
-                            window = Window(0, first, info.width, min(SCAN_ROWS, info.height - first))
+                        for window in row_windows(info.height, info.width):
                             pixels = stack.read(window)
                             valid = stack.valid_mask(pixels, window)
-                            inside = split_part(blocks, split, first, first + window.height)
+                            inside = split_part(blocks, split, window.row_off, window.row_off + window.height)
                             kept = valid if inside is None else valid & inside
                             report.statistics.add(pixels, kept)
                             merge_counts(mapped, value_counts(labels.read(window)[kept]))
                 elif blocks is not None or not whole_raster:  # class ids by windows, of this split's blocks
-                    for first in range(0, info.height, SCAN_ROWS):
-                        window = Window(0, first, info.width, min(SCAN_ROWS, info.height - first))
+                    for window in row_windows(info.height, info.width):
                         ids = labels.read(window)
-                        inside = split_part(blocks, split, first, first + window.height)
+                        inside = split_part(blocks, split, window.row_off, window.row_off + window.height)
                         merge_counts(mapped, value_counts(ids if inside is None else ids[inside]))
                 for class_id, pixels in mapped.items():
                     if class_id < cfg.num_classes:

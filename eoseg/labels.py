@@ -16,6 +16,7 @@ check_data.py) goes through :func:`label_source`, so that all of them agree:
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +41,12 @@ from eoseg.palette import Palette, check_value_tolerance, nearest_reference, tol
 # at all it is a tile with nothing labelled, which training skips
 SUSPICIOUS_IGNORE_SHARE = 0.05
 SCAN_ROWS = 1024  # rows per read when a whole label raster is checked by windows
+
+
+def row_windows(height: int, width: int, rows: int = SCAN_ROWS) -> Iterator[Window]:
+    """Full-width windows of ``rows`` rows, top to bottom: a whole raster read in bounded memory."""
+    for first in range(0, height, rows):
+        yield Window(0, first, width, min(rows, height - first))
 LISTED = 4  # values listed in an error, most frequent first
 
 
@@ -256,8 +263,7 @@ class RasterLabels:
         """{raw value: pixels} over the image's grid, read by windows (pixels the raster does not reach left out)."""
         total: dict = {}
         with open_on_grid(self.info, self.image, self.what, "nearest", labels=True) as src:
-            for first in range(0, self.image.height, SCAN_ROWS):
-                window = Window(0, first, self.image.width, min(SCAN_ROWS, self.image.height - first))
+            for window in row_windows(self.image.height, self.image.width):
                 raw, covered = self._read(src, window)
                 merge_counts(total, value_counts(raw if covered is None else raw[covered]))
         return total

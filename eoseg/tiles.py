@@ -6,7 +6,7 @@ import contextlib
 import copy
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 from rasterio.enums import MaskFlags
@@ -19,7 +19,7 @@ from eoseg.grid import needs_warp, open_on_grid, same_grid
 from eoseg.holdout import TileSplit, tile_split
 from eoseg.io import (RasterInfo, apply_scaling, colour_unlabelled, open_raster, raster_info, read_as_note,
                       valid_mask)
-from eoseg.labels import RasterLabels, VectorLabels, is_vector, label_source
+from eoseg.labels import RasterLabels, VectorLabels, is_vector, label_source, row_windows
 from eoseg.normalization import BandStatistics, Normalization
 from eoseg.palette import Palette
 
@@ -103,6 +103,9 @@ def check_bands(cfg: Config, info: RasterInfo) -> RasterInfo:
             f"BAND_NAMES says {cfg.BAND_NAMES}: set BANDS = {found} to read them in that order (or BAND_NAMES to "
             "what the bands are)")
     return info
+
+
+MIN_SAMPLED_PIXELS = 4096  # valid pixels a sample of a raster needs; with fewer, the whole raster is read
 
 
 def spread_windows(height: int, width: int, side: int, size: int) -> list[Window]:
@@ -318,14 +321,21 @@ class TileStack:
         """Each band's statistics over the valid pixels of ``side`` x ``side`` windows of ``size`` px spread evenly
         over the grid (what the whole raster's values look like, for a few reads), and the share of those pixels that
         are 0 in every image band: a collar or mosaic gap without a nodata tag, unless NODATA_ZERO masks them."""
-        statistics, zeros = BandStatistics(self.count), 0
         with contextlib.nullcontext() if self._open is not None else self:  # each raster opened once
-            for window in spread_windows(self.grid.height, self.grid.width, side, size):
-                pixels = self.read(window)
-                valid = self.valid_mask(pixels, window)
-                statistics.add(pixels, valid)
-                zeros += int((~pixels[:len(self.sources[0].bands)].any(axis=0) & valid).sum())
+            statistics, zeros = self._statistics(spread_windows(self.grid.height, self.grid.width, side, size))
+            if statistics.count < MIN_SAMPLED_PIXELS:  # its data in a small part of a large frame: the windows missed it
+                statistics, zeros = self._statistics(row_windows(self.grid.height, self.grid.width, size))
         return statistics, zeros / statistics.count if statistics.count else 0.0
+
+    def _statistics(self, windows: Iterable[Window]) -> tuple[BandStatistics, int]:
+        """Each band's statistics over the valid pixels of ``windows``, and how many of them are 0 in every image band."""
+        statistics, zeros = BandStatistics(self.count), 0
+        for window in windows:
+            pixels = self.read(window)
+            valid = self.valid_mask(pixels, window)
+            statistics.add(pixels, valid)
+            zeros += int((~pixels[:len(self.sources[0].bands)].any(axis=0) & valid).sum())
+        return statistics, zeros
 
     def sample_statistics(self, side: int = 4, size: int = 256) -> BandStatistics:
         """The statistics of :meth:`sample`."""

@@ -368,6 +368,29 @@ def test_an_image_of_another_data_type_holding_the_training_values_is_labelled_a
         labelled(brighter, "uint16")
 
 
+def test_the_value_scale_is_checked_on_data_the_sampled_windows_miss(tmp_path):
+    """Reflectance 0..1 against weights of 0..255 values, in a small part of a large nodata frame that lies
+    between the windows the check reads first: the whole raster is read, and the image refused."""
+    from eoseg.normalization import BandStatistics
+    from eoseg.tiles import spread_windows
+
+    cfg = make_tiny_config(tmp_path, WRITE_PREVIEW=False)
+    pixels = random_image(90, 110)
+    statistics = BandStatistics(3)
+    statistics.add(pixels, np.ones(pixels.shape[1:], dtype=bool))
+    weights = save_checkpoint(tmp_path / "w.pt", cfg, model_from_config(cfg), iteration=0,
+                              trained_on={"input_dtype": "float32", "input_statistics": statistics.record()})
+    frame = np.full((3, 2000, 2000), -9999, np.float32)
+    frame[:, 300:390, 300:410] = pixels / 255
+    sampled = np.zeros(frame.shape[1:], bool)
+    for window in spread_windows(2000, 2000, 4, 256):
+        sampled[window.toslices()] = True
+    assert not sampled[300:390, 300:410].any()  # the data lies where the first windows do not reach
+    scene = write_geotiff(tmp_path / "scene.tif", frame, nodata=-9999)
+    with pytest.raises(EosegError, match=r"scene.tif: its values are 0.0039 times those the weights were trained on"):
+        run_inference(cfg, weights, tmp_path / "out", image_paths=[scene])
+
+
 def test_png_outputs_show_nodata_transparent(setup, tmp_path):
     """A plain image's nodata (here its alpha collar) is transparent in its PNG outputs, as masked in GeoTIFFs."""
     from PIL import Image
