@@ -306,6 +306,7 @@ class RasterInfo:
     ground_control: bool = False  # ground control points or RPCs, which place it only once warped by them
     scales: tuple[float, ...] = ()  # each band's GDAL scale and offset: its values are stored * scale + offset
     offsets: tuple[float, ...] = ()
+    dtypes: tuple[str, ...] = ()  # each band's data type (``dtype`` is the first's): a VRT can stack bands of several
 
     def stored_scaling(self, bands: Sequence[int]) -> tuple[np.ndarray, np.ndarray] | None:
         """(scale, offset) of ``bands`` (1-based), each shaped (bands, 1, 1), where any band's stored values are not
@@ -375,7 +376,8 @@ def raster_info(path: str | Path, what: str = "raster") -> RasterInfo:
         return RasterInfo(Path(path), src.width, src.height, src.count, src.dtypes[0], src.crs, src.transform, src.nodata,
                           tuple(interp.name for interp in src.colorinterp), colour_table(src), tuple(src.descriptions),
                           bool(src.gcps[0]) or src.rpcs is not None,
-                          tuple(float(value) for value in src.scales), tuple(float(value) for value in src.offsets))
+                          tuple(float(value) for value in src.scales), tuple(float(value) for value in src.offsets),
+                          tuple(src.dtypes))
 
 
 def colour_table(src: rasterio.DatasetReader) -> tuple[tuple[int, int, int] | None, ...] | None:

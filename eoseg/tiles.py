@@ -82,6 +82,15 @@ def check_bands(cfg: Config, info: RasterInfo) -> RasterInfo:
             f"{info.path}: the image has {info.count} bands but BANDS asks for {cfg.BANDS}; "
             "set BANDS, BAND_NAMES, NORM_MEAN and NORM_STD for this data"
         )
+    types = {band: info.dtypes[band - 1] for band in cfg.BANDS} if info.dtypes else {}
+    if len(set(types.values())) > 1:  # GDAL reads a window's bands as one array, of one type
+        listed = ", ".join(f"band {band} {dtype}" for band, dtype in types.items())
+        common = np.result_type(*types.values()).name
+        gdal_type = "Byte" if common == "uint8" else common.replace("uint", "UInt").replace("int", "Int").replace("float", "Float")
+        raise EosegError(f"{info.path}: BANDS {cfg.BANDS} are of several data types ({listed}); give them one: "
+                         f"gdal_translate -of VRT -ot {gdal_type} FILE FILE_one_type.vrt, and read that")
+    if types:
+        info = replace(info, dtype=types[cfg.BANDS[0]])
     if info.colour_table is not None:
         raise EosegError(f"{info.path}: a paletted image, whose values are indices into its colour table, not brightness: "
                          "expand it first (gdal_translate -expand rgb FILE out.tif, or -expand gray for a grey one)")

@@ -242,6 +242,27 @@ def test_tiles_of_mixed_data_types_refused(tmp_path, sample_root):
     assert_left_nothing(tmp_path / "patches")
 
 
+def test_bands_of_several_data_types_in_one_image_refused(tmp_path, sample_root):
+    """A VRT stacking a uint8 RGB and a uint16 near-infrared, the usual way to add NIR: refused in one line naming
+    each band's type and the gdal_translate line that gives them one (GDAL reads a window's bands as one array)."""
+    data = copy_dataset(sample_root, tmp_path)
+    image = data / IMAGE.format(id=3)
+    nir = write_tif(tmp_path / "nir.tif", read(image)[:1].astype(np.uint16) * 16, like=image)
+    sources = [(image, 1, "Byte"), (image, 2, "Byte"), (image, 3, "Byte"), (nir, 1, "UInt16")]
+    with rasterio.open(image) as src:
+        width, height, transform, crs = src.width, src.height, src.transform, src.crs.to_wkt()
+    bands = "".join(f'<VRTRasterBand dataType="{kind}" band="{index}"><SimpleSource><SourceFilename>{path}'
+                    f'</SourceFilename><SourceBand>{band}</SourceBand></SimpleSource></VRTRasterBand>'
+                    for index, (path, band, kind) in enumerate(sources, 1))
+    (data / "top" / "stacked3.vrt").write_text(
+        f'<VRTDataset rasterXSize="{width}" rasterYSize="{height}"><SRS>{crs.replace("<", "&lt;")}</SRS><GeoTransform>'
+        f'{", ".join(str(value) for value in transform.to_gdal())}</GeoTransform>{bands}</VRTDataset>')
+    result = run_script("extract_images.py", *arguments(tmp_path, data, IMAGE_PATTERN="top/stacked{id}.vrt",
+                                                          TRAIN_IDS=["3"], TEST_IDS=[], **FOUR_BANDS))
+    assert_one_line_error(result, "stacked3.vrt", "band 3 uint8, band 4 uint16", "gdal_translate -of VRT -ot UInt16")
+    assert_left_nothing(tmp_path / "patches")
+
+
 def test_16_bit_imagery_through_its_declared_normalisation(tmp_path, sample_root):
     """Decided: any data type works through NORM_MEAN/NORM_STD, given on its raw scale.
 
