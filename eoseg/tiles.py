@@ -56,7 +56,8 @@ def _image_ids_hint(cfg: Config, tile_id: str) -> str:
 # what common band names name, as GDAL and the data's makers spell them
 BAND_KINDS = {"R": "red", "RED": "red", "G": "green", "GREEN": "green", "B": "blue", "BLUE": "blue",
               "IR": "near-infrared", "NIR": "near-infrared", "NEAR-INFRARED": "near-infrared",
-              "NEAR INFRARED": "near-infrared", "NEARINFRARED": "near-infrared"}
+              "NEAR INFRARED": "near-infrared", "NEARINFRARED": "near-infrared", "NEAR_INFRARED": "near-infrared",
+              "NEAR-IR": "near-infrared", "NEAR IR": "near-infrared", "NEAR_IR": "near-infrared"}
 
 
 def band_kind(name: str) -> str:
@@ -102,15 +103,23 @@ def check_bands(cfg: Config, info: RasterInfo) -> RasterInfo:
             f"so), retag it: gdal_edit.py -colorinterp_{alpha[0]} undefined FILE (or, leaving the file as it is, "
             f"gdal_translate -of VRT -colorinterp_{alpha[0]} undefined FILE FILE.vrt and read the .vrt); if it is "
             "transparency, leave it out of BANDS")
-    # a file naming every one of BAND_NAMES once (as it is, or as what it names: "Red" for "R"), but not at BANDS,
-    # holds them in another order
+    # the file holds the bands in another order where it names every one of BAND_NAMES once (as it is, or as what
+    # it names: "Red" for "R") but not at BANDS, or names one of BANDS as another colour than BAND_NAMES does there
     named = [band_kind(description or "") for description in info.descriptions]
-    found = [named.index(band_kind(name)) + 1 for name in cfg.BAND_NAMES if named.count(band_kind(name)) == 1]
-    if len(found) == len(cfg.BANDS) and found != list(cfg.BANDS):
+    wanted = [band_kind(name) for name in cfg.BAND_NAMES]
+    found = {name: named.index(kind) + 1 for name, kind in zip(cfg.BAND_NAMES, wanted) if named.count(kind) == 1}
+    known = set(BAND_KINDS.values())
+    clash = any(named[band - 1] in known and kind in known and named[band - 1] != kind
+                for band, kind in zip(cfg.BANDS, wanted) if band <= len(named))
+    if clash or (len(found) == len(cfg.BANDS) and list(found.values()) != list(cfg.BANDS)):
+        if len(found) == len(cfg.BANDS):
+            remedy = f"set BANDS = {list(found.values())} to read them in that order"
+        else:
+            remedy = "set BANDS to the bands that hold them, in that order" + (
+                f": the file names {', '.join(f'{name} band {band}' for name, band in found.items())}" if found else "")
         raise EosegError(
             f"{info.path}: the file names bands {cfg.BANDS} {[info.descriptions[b - 1] for b in cfg.BANDS]}, but "
-            f"BAND_NAMES says {cfg.BAND_NAMES}: set BANDS = {found} to read them in that order (or BAND_NAMES to "
-            "what the bands are)")
+            f"BAND_NAMES says {cfg.BAND_NAMES}: {remedy} (or BAND_NAMES to what the bands are)")
     return info
 
 

@@ -70,8 +70,15 @@ def test_bands_the_file_names_in_another_order_than_band_names_are_refused(tiny_
             dst.set_band_description(band, name)
     with pytest.raises(EosegError, match=r"set BANDS = \[3, 2, 1\]"):
         image_info(cfg, "1")
+    with rasterio.open(named, "r+") as dst:  # one band named as another colour than BAND_NAMES says: refused alone
+        for band, name in enumerate(("Green", "Red", ""), start=1):
+            dst.set_band_description(band, name)
+    with pytest.raises(EosegError, match=r"\['Green', 'Red', None\], but BAND_NAMES says \['IR', 'R', 'G'\]: set BANDS to "
+                                         r"the bands that hold them, in that order: the file names R band 2, G band 1"):
+        image_info(cfg, "1")
     with rasterio.open(named, "r+") as dst:
-        dst.set_band_description(1, "swir")  # names that are not BAND_NAMES' say nothing about them
+        for band, name in enumerate(("swir", "Red", "Green"), start=1):  # names that are not BAND_NAMES' say nothing
+            dst.set_band_description(band, name)
     image_info(cfg, "1")
 
 
