@@ -9,7 +9,7 @@ three 8-bit bands are the DSM, the nDSM and the NDVI. :func:`write_composite` ma
 - band 3, NDVI of the image's RED_BAND and NIR_BAND (see :func:`eoseg.tiles.ndvi`):
   -1..1 to 0..255.
 
-Pixels without data (masked or NaN) in the DSM or nDSM are 0 in that band and masked in the output (its
+Pixels without data (masked, NaN or infinite) in the DSM or nDSM are 0 in that band and masked in the output (its
 internal mask), so that stacking it leaves them unlabelled as the DSM or nDSM itself would. The output
 keeps the image's CRS and transform, is read and written by blocks of rows (memory
 bounded by INFER_BLOCK_ROWS times the width) and published atomically.
@@ -26,7 +26,13 @@ from eoseg.config import Config
 from eoseg.errors import EosegError
 from eoseg.io import RasterInfo, RasterWriter, apply_scaling, open_raster, raster_info
 from eoseg.grid import needs_warp, open_on_grid
+from eoseg.labels import row_windows
 from eoseg.tiles import existing_path, image_info, ndvi
+
+
+# DSM values no ground reaches, in metres or feet (the Dead Sea's shore -430 m, Everest 29 032 ft), but the usual fill
+# values do (-9999, -32768, 32767, float32's extremes)
+FILL_HEIGHT_BELOW, FILL_HEIGHT_ABOVE = -9999.0, 32767.0
 
 
 def image_band(cfg: Config, key: str) -> int:
@@ -65,13 +71,8 @@ def _valid_heights(src, window: Window, info: RasterInfo) -> np.ndarray:
     """Band 1 of ``src`` (the raster ``info`` describes) in ``window`` as float32 heights (its GDAL scale and
     offset applied: heights stored in cm as integers are metres here), NaN where it holds no data."""
     heights = apply_scaling(src.read([1], window=window), info.stored_scaling([1]))[0].astype(np.float32)
-    heights[src.read_masks(1, window=window) == 0] = np.nan
+    heights[(src.read_masks(1, window=window) == 0) | ~np.isfinite(heights)] = np.nan  # infinity is no height either
     return heights
-
-
-def _row_blocks(height: int, block_rows: int):
-    for first in range(0, height, block_rows):
-        yield first, min(height, first + block_rows)
 
 
 def write_composite(cfg: Config, tile_id: str, out: str | Path | None = None) -> Path:
@@ -92,18 +93,17 @@ def write_composite(cfg: Config, tile_id: str, out: str | Path | None = None) ->
         if out.resolve() == path.resolve():
             raise EosegError(f"{out}: the composite would overwrite its input; set COMPOSITE_PATTERN elsewhere")
     block_rows = max(1, int(cfg.INFER_BLOCK_ROWS))
-    width = image.width
-
-    def window(first: int, end: int) -> Window:
-        return Window(0, first, width, end - first)
-
     resampling = cfg.GRID_RESAMPLING  # for a DSM or nDSM on another grid than the image's
     with open_on_grid(dsm_info, image, "DSM", resampling) as dsm_src:  # first pass: the DSM's range
         low, high = np.inf, -np.inf
-        for first, end in _row_blocks(image.height, block_rows):
-            heights = _valid_heights(dsm_src, window(first, end), dsm_info)
+        for rows in row_windows(image.height, image.width, block_rows):
+            heights = _valid_heights(dsm_src, rows, dsm_info)
             if not np.isnan(heights).all():
                 low, high = min(low, float(np.nanmin(heights))), max(high, float(np.nanmax(heights)))
+    for height in (low, high) if low <= high else ():  # a DSM without a valid pixel is flat: all 0
+        if not FILL_HEIGHT_BELOW < height < FILL_HEIGHT_ABOVE:  # stretched over, it would squeeze the real heights
+            raise EosegError(f"{dsm_info.path}: the DSM holds {height:g}, no height on Earth: a nodata value without a "
+                             f"tag? tag it (gdal_edit.py -a_nodata {height:g} FILE), or mask those pixels")
     # each band named after its source and scaling, as GIS software lists them
     band_names = [f"DSM of {dsm_info.path.name}, {low:.2f}..{high:.2f} to 0..255",
                   f"nDSM of {ndsm_info.path.name}, 0..{float(cfg.COMPOSITE_NDSM_MAX):g} m to 0..255",
@@ -111,8 +111,7 @@ def write_composite(cfg: Config, tile_id: str, out: str | Path | None = None) ->
     with open_raster(image.path, "image") as image_src, open_on_grid(dsm_info, image, "DSM", resampling) as dsm_src, \
             open_on_grid(ndsm_info, image, "nDSM", resampling) as ndsm_src, \
             RasterWriter(out, image, 3, "uint8", band_names=band_names, masked=True) as writer:
-        for first, end in _row_blocks(image.height, block_rows):
-            rows = window(first, end)
+        for rows in row_windows(image.height, image.width, block_rows):
             red, nir = apply_scaling(image_src.read([red_band, nir_band], window=rows),
                                      image.stored_scaling([red_band, nir_band]))
             dsm, ndsm = _valid_heights(dsm_src, rows, dsm_info), _valid_heights(ndsm_src, rows, ndsm_info)
@@ -120,5 +119,5 @@ def write_composite(cfg: Config, tile_id: str, out: str | Path | None = None) ->
                 scale_dsm(dsm, low, high),
                 scale_ndsm(ndsm, float(cfg.COMPOSITE_NDSM_MAX)),
                 scale_ndvi(ndvi(red, nir)),
-            ]), first, valid=~(np.isnan(dsm) | np.isnan(ndsm)))
+            ]), rows.row_off, valid=~(np.isnan(dsm) | np.isnan(ndsm)))
     return out

@@ -108,6 +108,29 @@ def test_composite_masks_the_pixels_without_heights(tiny_cfg, tmp_path):
         np.testing.assert_array_equal(stack.valid_mask(stack.read()), ~expected)
 
 
+def test_infinite_heights_are_masked_and_untagged_fill_values_refused(tiny_cfg, tmp_path):
+    """Infinity in a DSM is no height: masked as NaN is, instead of stretching the band to all 0. A fill value without
+    a nodata tag (-9999) would squeeze every real height into a few grey levels: refused, naming the tag to set."""
+    source = tiny_cfg.tile_path("DSM_PATTERN", "1")
+    heights = read_raster(source).astype(np.float32)
+    cfg = tiny_cfg.replace(DSM_PATTERN=str(tmp_path / "dsm" / "{id}.tif"),
+                           COMPOSITE_PATTERN=str(tmp_path / "composite" / "{id}.tif"))
+    with_infinity = heights.copy()
+    with_infinity[0, :10, :10] = np.inf
+    with_infinity[0, -10:, -10:] = -np.inf
+    copy_raster(source, tmp_path / "dsm" / "1.tif", with_infinity)
+    with rasterio.open(write_composite(cfg, "1")) as src:
+        dsm, void = src.read(1), src.read_masks(1) == 0
+    assert void[:10, :10].all() and void[-10:, -10:].all() and void.sum() == 200
+    assert dsm[~void].min() == 0 and dsm[~void].max() == 255  # stretched over the finite heights
+    with_fill = heights.copy()
+    with_fill[0, :10, :10] = -9999
+    copy_raster(source, tmp_path / "dsm" / "1.tif", with_fill)
+    with pytest.raises(EosegError, match=r"1.tif: the DSM holds -9999, no height on Earth: .*gdal_edit.py -a_nodata -9999"):
+        write_composite(cfg.replace(COMPOSITE_PATTERN=str(tmp_path / "filled" / "{id}.tif")), "1")
+    assert not (tmp_path / "filled").exists() or not any((tmp_path / "filled").iterdir())
+
+
 def test_a_composite_that_cannot_be_written_is_not_blamed_on_its_inputs(tiny_cfg, tmp_path, monkeypatch):
     """The output is written while the inputs are open for reading: its error is the output's."""
     import eoseg.io
