@@ -24,7 +24,7 @@ from eoseg.labels import LabelValues, RasterLabels, VectorLabels, merge_counts, 
 from eoseg.normalization import VALUE_SCALE_LIMIT, BandStatistics, off_scale, scale_problem, value_scale
 from eoseg.plots import class_frequency_figure, save_figure
 from eoseg.tiles import (alpha_band_problem, check_patch_fits, check_same_dtype, eroded_fallback, eval_truth,
-                         fits_patch, tile_labels, tile_stack)
+                         fits_patch, tile_labels, tile_stack, unmasked_zeros_note)
 
 SPLITS = ("train", "test")
 
@@ -89,7 +89,10 @@ def check_dataset(cfg: Config) -> DataReport:
                         report.problem(str(err))
                 blocks = tile_split(cfg, tile_id, info.height, info.width)
                 if tile_id not in tile_values:
-                    tile_values[tile_id] = stack.sample_statistics()
+                    tile_values[tile_id], zeros = stack.sample()
+                    collar = unmasked_zeros_note(zeros)
+                    if collar:  # learned or scored as land, and counted into the statistics --write-norm writes
+                        report.note(f"tile {tile_id}: {collar}")
                 labels = tile_labels(cfg, tile_id, info)
                 if isinstance(labels, VectorLabels) and tile_id not in polygons_counted:
                     merge_counts(report.raw_polygons, labels.value_polygons)

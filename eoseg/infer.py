@@ -41,7 +41,7 @@ from eoseg.metrics import NOT_TRAINED, UNSCORED, format_table, metrics_from_conf
 from eoseg.normalization import check_value_scale, value_scale, values_of_type
 from eoseg.predict import Predictor
 from eoseg.tiles import (BAND_KINDS, TileStack, TruthSource, alpha_band_problem, eroded_fallback, eval_truth,
-                          image_stack, tile_stack)
+                          image_stack, tile_stack, unmasked_zeros_note)
 from eoseg.weights import check_input_dtype, read_weights, recorded_normalization
 
 RASTER_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".jp2", ".img", ".vrt")
@@ -595,9 +595,6 @@ def run_inference(cfg: Config, weights: str | Path, out_dir: str | Path, tile_id
     return summary
 
 
-UNMASKED_ZEROS = 0.2  # of an image's sampled pixels 0 in every band without a nodata tag: said, not assumed nodata
-
-
 def _check_value_scales(cfg: Config, jobs: list[Job], trained: dict | None, image_jobs: set[str], failed: dict[str, str],
                         say: bool) -> list[Job]:
     """``jobs`` whose values are on the scale of those the weights were ``trained`` on (see
@@ -609,9 +606,8 @@ def _check_value_scales(cfg: Config, jobs: list[Job], trained: dict | None, imag
     for job in jobs:
         try:
             measured, zeros = job.stack.sample()
-            # zeros without a nodata tag (a collar, a mosaic's gaps) lower the values and are labelled as land
-            collar = (f"; {zeros:.0%} of its sampled pixels are 0 in every band with no nodata tag: if they hold no data, "
-                      "set NODATA_ZERO=True (or tag them: gdal_edit.py -a_nodata 0 FILE)") if zeros > UNMASKED_ZEROS else ""
+            collar = unmasked_zeros_note(zeros)
+            collar = f"; {collar}" if collar else ""
             note = check_value_scale(trained, measured, len(cfg.BANDS), job.info.path, cfg.INFER_VALUE_CHECK,
                                      factor=cfg.INFER_VALUE_SCALE, sources=cfg.source_bands)
         except DamagedInputError as err:

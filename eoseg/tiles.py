@@ -123,6 +123,19 @@ def check_bands(cfg: Config, info: RasterInfo) -> RasterInfo:
     return info
 
 
+UNMASKED_ZEROS = 0.2  # of a raster's sampled pixels 0 in every band without a nodata tag: said, not assumed nodata
+
+
+def unmasked_zeros_note(zeros: float) -> str:
+    """What a share ``zeros`` of sampled pixels 0 in every image band (:meth:`TileStack.sample`) may mean, and what to
+    set, as the end of a line; "" for a share that says nothing. Zeros without a nodata tag (a collar, a mosaic's gaps)
+    lower the values and are labelled, or learned, as land."""
+    if zeros <= UNMASKED_ZEROS:
+        return ""
+    return (f"{zeros:.0%} of its sampled pixels are 0 in every band with no nodata tag: if they hold no data, "
+            "set NODATA_ZERO=True (or tag them: gdal_edit.py -a_nodata 0 FILE)")
+
+
 MIN_SAMPLED_PIXELS = 4096  # valid pixels a sample of a raster needs; with fewer, the whole raster is read
 
 

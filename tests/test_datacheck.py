@@ -179,6 +179,27 @@ def test_training_class_shares_count_the_pixels_training_learns_from(tiny_cfg, t
     assert shares == extract_patches(cfg, cfg.PATCHES_DIR, progress=False)["class_pixels"]
 
 
+def test_a_zero_collar_without_a_nodata_tag_is_a_note(tiny_cfg, tmp_path):
+    """Half a training tile 0 in every band with no nodata tag: check_data says so, with NODATA_ZERO (its zeros would be
+    learned as land, and counted into the statistics --write-norm writes); tagged, it says nothing."""
+    data = tmp_path / "data"
+    shutil.copytree(tiny_cfg.DATA_ROOT, data)
+    cfg = tiny_cfg.replace(DATA_ROOT=str(data))
+    image = data / cfg.IMAGE_PATTERN.format(id="2")
+    with rasterio.open(image) as src:
+        profile, pixels = src.profile, src.read()
+    pixels[:, :, : pixels.shape[2] // 2] = 0
+    with rasterio.open(image, "w", **profile) as dst:
+        dst.write(pixels)
+    notes = check_dataset(cfg).notes
+    assert [note for note in notes if "sampled pixels are 0" in note] == \
+        ["tile 2: 50% of its sampled pixels are 0 in every band with no nodata tag: if they hold no data, set "
+         "NODATA_ZERO=True (or tag them: gdal_edit.py -a_nodata 0 FILE)"]
+    with rasterio.open(image, "r+") as dst:
+        dst.nodata = 0
+    assert not [note for note in check_dataset(cfg).notes if "sampled pixels are 0" in note]
+
+
 def test_the_class_attribute_values_of_polygons_are_listed(sample_root, tmp_path):
     """Polygons of the sample's buildings and trees, one file for all tiles, a string class attribute:
     check_data lists each value with its polygons and what LABEL_VALUES makes of it."""
