@@ -609,7 +609,7 @@ def _check_value_scales(cfg: Config, jobs: list[Job], trained: dict | None, imag
             collar = unmasked_zeros_note(zeros)
             collar = f"; {collar}" if collar else ""
             note = check_value_scale(trained, measured, len(cfg.BANDS), job.info.path, cfg.INFER_VALUE_CHECK,
-                                     factor=cfg.INFER_VALUE_SCALE, sources=cfg.source_bands)
+                                     factor=cfg.INFER_VALUE_SCALE, sources=cfg.source_bands, band_names=cfg.BAND_NAMES)
         except DamagedInputError as err:
             if job.name not in image_jobs:
                 raise

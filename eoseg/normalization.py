@@ -218,6 +218,15 @@ def value_scale(trained: dict, measured: BandStatistics, bands: int | slice) -> 
     return float(np.exp(np.median(np.log(measured_size[comparable] / trained_size[comparable]))))
 
 
+def band_scales(trained: dict, measured: BandStatistics, bands: int) -> np.ndarray:
+    """Each of the first ``bands`` bands' ratio of root mean squares, ``measured`` against ``trained`` (as in
+    :func:`value_scale`, band by band); NaN where either has no magnitude."""
+    trained_size = np.hypot(np.asarray(trained["mean"][:bands], dtype=np.float64), trained["std"][:bands])
+    measured_size = np.hypot(measured.mean[:bands], measured.std[:bands])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where((trained_size > 0) & (measured_size > 0), measured_size / trained_size, np.nan)
+
+
 def off_scale(ratio: float, limit: float) -> bool:
     """Whether values ``ratio`` times others are ``limit`` times them or more, or that fraction or less."""
     return not 1 / limit < ratio < limit
@@ -237,18 +246,38 @@ def values_of_type(trained: dict, measured: BandStatistics, bands: int, dtype: s
 
 def check_value_scale(trained: dict | None, measured: BandStatistics, bands: int, what: str, refuse: bool,
                       against: str = "those the weights were trained on", factor: float = 1.0,
-                      sources: Sequence[tuple[str, slice]] = ()) -> str | None:
+                      sources: Sequence[tuple[str, slice]] = (), band_names: Sequence[str] = ()) -> str | None:
     """Refuse ``what`` (``refuse``: INFER_VALUE_CHECK) where its values (``measured``, multiplied by
     ``factor``: INFER_VALUE_SCALE) are VALUE_SCALE_LIMIT times the ``trained`` ones (``against`` says
     whose) or more, or that fraction or less; a note where they are VALUE_SCALE_NOTE times (or where the
-    refusal is off); None where they are alike or either is unknown. Each extra source of ``sources``
-    (its name, its stacked bands) is held to SOURCE_SCALE_LIMIT after it (see there)."""
+    refusal is off), or where one band (of ``band_names``) is VALUE_SCALE_LIMIT times off the others; None
+    where they are alike or either is unknown. Each extra source of ``sources`` (its name, its stacked bands)
+    is held to SOURCE_SCALE_LIMIT after it (see there)."""
     if trained is None:
         return None
     notes = [note for note in (_check_source_scale(trained, measured, name, positions, what, refuse, against)
                                for name, positions in sources) if note]
-    image_note = _check_image_scale(trained, measured, bands, what, refuse, against, factor)
-    return "\n".join(notes + [image_note] if image_note else notes) or None
+    notes += [note for note in (_check_image_scale(trained, measured, bands, what, refuse, against, factor),
+                                _check_band_scales(trained, measured, bands, what, against, band_names)) if note]
+    return "\n".join(notes) or None
+
+
+def _check_band_scales(trained: dict, measured: BandStatistics, bands: int, what: str, against: str,
+                       band_names: Sequence[str]) -> str | None:
+    """A note naming the bands whose values are VALUE_SCALE_LIMIT times off the others' against ``trained`` (the
+    median over bands the image's check takes does not see one band alone: a band from another product, or stretched
+    on its own). Not refused: a scene of open water has its own near-infrared."""
+    ratio = value_scale(trained, measured, bands)
+    if ratio is None:
+        return None
+    relative = band_scales(trained, measured, bands) / ratio
+    odd = [index for index, value in enumerate(relative) if np.isfinite(value) and off_scale(value, VALUE_SCALE_LIMIT)]
+    if not odd:
+        return None
+    named = ", ".join(f"{band_names[index] if index < len(band_names) else f'band {index + 1}'} {relative[index]:.2g} times"
+                      for index in odd)
+    return (f"note: {what}: against {against}, its bands do not scale alike: {named} as much as the others (a band "
+            "from another product, or stretched on its own?); the labels may suffer")
 
 
 def _check_source_scale(trained: dict, measured: BandStatistics, name: str, positions: slice, what: str, refuse: bool,

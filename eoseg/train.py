@@ -506,7 +506,8 @@ class Trainer:
             stack = tile_stack(self.cfg, tile_id)
             note = check_value_scale(self.trained_on["input_statistics"], stack.sample_statistics(), len(self.cfg.BANDS),
                                      f"validation tile {tile_id} ({stack.info.path})", self.cfg.INFER_VALUE_CHECK,
-                                     "those of the training tiles", self.cfg.INFER_VALUE_SCALE, self.cfg.source_bands)
+                                     "those of the training tiles", self.cfg.INFER_VALUE_SCALE, self.cfg.source_bands,
+                                     self.cfg.BAND_NAMES)
             if note and self.processes.is_main:
                 print(note, file=sys.stderr)
             stack = labelling_stack(self.cfg, stack, self.trained_on["pixel_size_m"], say=self.processes.is_main)

@@ -156,6 +156,22 @@ def test_images_far_off_the_training_scale_are_refused_and_nearer_ones_noted(fac
     assert check_value_scale(None, measured, 3, "scene.tif", refuse=True) is None  # weights that record none
 
 
+def test_one_band_off_the_others_scale_is_noted_by_name():
+    """The median over bands does not see one band alone on another scale (near-infrared from another product):
+    a note names it; bands scaled alike, on or off the training scale, give no such note."""
+    pixels = np.random.default_rng(4).integers(1, 4096, size=(4, 30, 30)).astype(np.float64)
+    trained = counted(pixels).record()
+    names = ["R", "G", "B", "NIR"]
+    note = check_value_scale(trained, counted(pixels / [[[1]], [[1]], [[1]], [[16]]]), 4, "scene.tif", refuse=True,
+                             band_names=names)
+    assert note == ("note: scene.tif: against those the weights were trained on, its bands do not scale alike: NIR "
+                    "0.062 times as much as the others (a band from another product, or stretched on its own?); the "
+                    "labels may suffer")
+    for factor in (1.0, 2.0):
+        assert "do not scale alike" not in (check_value_scale(trained, counted(pixels * factor), 4, "scene.tif",
+                                                               refuse=True, band_names=names) or "")
+
+
 def test_values_times_a_factor_give_the_same_network_inputs():
     """INFER_VALUE_SCALE: the image's bands divided by the factor, through the normalisation for it, are the
     inputs the original values give; extra bands (here the last) keep theirs, also where a Caffe band order
