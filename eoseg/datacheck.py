@@ -24,7 +24,7 @@ from eoseg.labels import LabelValues, RasterLabels, VectorLabels, merge_counts, 
 from eoseg.normalization import VALUE_SCALE_LIMIT, BandStatistics, off_scale, scale_problem, value_scale
 from eoseg.plots import class_frequency_figure, save_figure
 from eoseg.tiles import (alpha_band_problem, check_patch_fits, check_same_dtype, eroded_fallback, eval_truth,
-                         fits_patch, tile_labels, tile_stack, unmasked_zeros_note)
+                         fits_patch, spread_windows, tile_labels, tile_stack, unmasked_zeros_note)
 
 SPLITS = ("train", "test")
 
@@ -58,6 +58,7 @@ def check_dataset(cfg: Config) -> DataReport:
     seen, polygons_counted, training_tiles_read = set(), set(), 0
     stacked_dtype = None  # of the tiles before: one data type for all
     tile_values: dict[str, BandStatistics] = {}  # each tile's values, sampled: their scales compared below
+    class_pixels, class_in_blocks = np.zeros(cfg.num_classes, np.int64), np.zeros(cfg.num_classes, np.int64)
     report_overlapping_tiles(cfg)
     for split in SPLITS:
         if not cfg.tile_ids(split):
@@ -94,6 +95,10 @@ def check_dataset(cfg: Config) -> DataReport:
                     if collar:  # learned or scored as land, and counted into the statistics --write-norm writes
                         report.note(f"tile {tile_id}: {collar}")
                 labels = tile_labels(cfg, tile_id, info)
+                for window in spread_windows(info.height, info.width, 4, 256):  # whether a class lies in thin lines
+                    pixels, in_blocks = count_block_pixels(labels.read(window), cfg.num_classes)
+                    class_pixels += pixels
+                    class_in_blocks += in_blocks
                 if isinstance(labels, VectorLabels) and tile_id not in polygons_counted:
                     merge_counts(report.raw_polygons, labels.value_polygons)
                     polygons_counted.add(tile_id)
@@ -125,6 +130,8 @@ def check_dataset(cfg: Config) -> DataReport:
                     if class_id < cfg.num_classes:
                         report.class_pixels[split][class_id] += pixels
                 training_tiles_read += split == "train"
+                if split == "test":  # what scoring reads, checked whole (the eroded ground truth, where there is one)
+                    eval_truth(cfg, tile_id, info)
             except EosegError as err:
                 report.problem(str(err))
     checked = set(cfg.tile_ids("train")) | set(cfg.tile_ids("test"))
@@ -150,11 +157,53 @@ def check_dataset(cfg: Config) -> DataReport:
     fallback = eroded_fallback(cfg, list(dict.fromkeys(cfg.tile_ids("test") + cfg.ids("VAL_IDS"))))
     if fallback:
         report.problem(fallback)
+    thin = thin_class_note(cfg, class_pixels, class_in_blocks)
+    if thin:
+        report.note(thin)
     train_pixels = report.class_pixels["train"]
     absent = [name for name, pixels in zip(cfg.CLASS_NAMES, train_pixels) if not pixels]
     if training_tiles_read and absent:  # where no training tile could be read, its own problems say why
         report.problem(f"classes absent from the training tiles: {', '.join(absent)}; the network cannot learn them")
     return report
+
+
+THIN_SIDE = 5  # a pixel is in a block of its class when the THIN_SIDE x THIN_SIDE px around it all are
+THIN_SHARE = 0.3  # a class with fewer of its pixels in blocks lies in thin lines (ISPRS boundaries: 13-23%; classes,
+                  # cars too: 46% and more, on real 5-9 cm crops)
+
+
+def count_block_pixels(ids: np.ndarray, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """Of (H, W) class ids: each class's pixels (away from the edges), and how many of them lie in a THIN_SIDE x
+    THIN_SIDE block of their class."""
+    margin = THIN_SIDE // 2
+    centre = ids[margin:ids.shape[0] - margin, margin:ids.shape[1] - margin]
+    uniform = np.ones(centre.shape, dtype=bool)
+    for row in range(THIN_SIDE):
+        for col in range(THIN_SIDE):
+            uniform &= ids[row:row + centre.shape[0], col:col + centre.shape[1]] == centre
+    classes = centre < num_classes
+    return (np.bincount(centre[classes], minlength=num_classes)[:num_classes],
+            np.bincount(centre[classes & uniform], minlength=num_classes)[:num_classes])
+
+
+def thin_class_note(cfg: Config, pixels: np.ndarray, in_blocks: np.ndarray) -> str | None:
+    """A note naming a class whose labels (``pixels``, ``in_blocks`` of them: :func:`count_block_pixels`) lie in thin
+    lines where the others lie in areas: the boundaries of an eroded ground truth (ISPRS: 0 for boundaries, 1..6 for
+    the classes) read as a class, which shifts every class by one. A note: a class can be thin (roads at 10 m)."""
+    share = np.divide(in_blocks, pixels, out=np.ones(len(pixels)), where=pixels > 0)
+    present = pixels >= max(1000, 0.005 * pixels.sum())
+    thin = [c for c in range(len(pixels)) if present[c] and share[c] < THIN_SHARE]
+    areas = [c for c in range(len(pixels)) if present[c] and share[c] >= THIN_SHARE]
+    if len(thin) != 1 or not areas:
+        return None
+    c = thin[0]
+    values = LabelValues.from_config(cfg)
+    shifted = ("; with ids 0 for boundaries and 1.. for the classes, LABEL_VALUES = {0: 'ignore', "
+               + ", ".join(f"{v}: {v - 1}" for v in range(1, cfg.num_classes + 1)) + "}") if values.identity and c == 0 else ""
+    return (f"class {c} ({cfg.CLASS_NAMES[c]}) lies in thin lines: {share[c]:.0%} of its pixels lie in {THIN_SIDE} x "
+            f"{THIN_SIDE} px blocks of it, against {min(share[a] for a in areas):.0%} or more for the other classes; if "
+            f"those are the boundaries of an eroded ground truth, read their label value as 'ignore' in LABEL_VALUES"
+            f"{shifted}")
 
 
 def split_part(blocks: TileSplit | None, split: str, first: int, end: int) -> np.ndarray | None:

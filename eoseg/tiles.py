@@ -476,6 +476,13 @@ class TruthSource:
     image: RasterInfo | None = None
     labels: RasterLabels | VectorLabels | None = None
     split: TileSplit | None = None  # a tile also trained on: only its held-out blocks are scored
+    unknown_to_ignore: bool = False  # colours PALETTE does not name are unlabelled (UNKNOWN_LABELS_TO_IGNORE)
+
+    def check(self, palette: Palette) -> None:
+        """Read the whole ground truth by rows: colours it cannot read as classes are refused before labelling."""
+        height = (self.image or raster_info(self.path, "ground truth")).height
+        for window in row_windows(height, 1):
+            self._read_rows(palette, window.row_off, window.row_off + window.height)
 
     def read_rows(self, palette: Palette, first: int, end: int) -> np.ndarray:
         """(rows, W) uint8 class ids of rows first..end-1 (IGNORE_LABEL outside the held-out blocks of a split tile)."""
@@ -495,7 +502,7 @@ class TruthSource:
             # pixels the ground truth does not reach, or that its alpha band or mask leaves empty: unlabelled
             empty = src.read_masks(1, window=window) == 0 if needs_warp(image, info, "ground truth") \
                 else colour_unlabelled(src, window)
-        return palette.to_labels(np.moveaxis(rgb, 0, -1), source=str(self.path), empty=empty)
+        return palette.to_labels(np.moveaxis(rgb, 0, -1), self.unknown_to_ignore, source=str(self.path), empty=empty)
 
 
 def eval_truth(cfg: Config, tile_id: str, like: RasterInfo) -> TruthSource | None:
@@ -503,7 +510,7 @@ def eval_truth(cfg: Config, tile_id: str, like: RasterInfo) -> TruthSource | Non
     the labels (LABEL_PATTERN: raster or polygons), on ``like``'s grid; of a tile also trained on,
     its held-out blocks only (see eoseg.holdout).
 
-    None when the tile has neither. Class values are checked here, over the whole raster
+    None when the tile has neither. Class values and colours are checked here, over the whole raster
     (by windows), so that scoring, which reads it by rows, fails before labelling.
     """
     eroded = cfg.tile_path("GT_ERODED_PATTERN", tile_id)
@@ -514,7 +521,10 @@ def eval_truth(cfg: Config, tile_id: str, like: RasterInfo) -> TruthSource | Non
         info = raster_info(eroded, "eroded ground truth")
         if info.count >= 3:
             needs_warp(like, info, "eroded ground truth")
-            return TruthSource(eroded, True, f"eroded ground truth ({eroded}){held_out}", like, split=split)
+            truth = TruthSource(eroded, True, f"eroded ground truth ({eroded}){held_out}", like, split=split,
+                                unknown_to_ignore=cfg.UNKNOWN_LABELS_TO_IGNORE)
+            truth.check(cfg.palette)
+            return truth
         labels = label_source(cfg, eroded, like, "eroded ground truth")
         description = f"eroded ground truth ({eroded}){held_out}"
     elif numeric is not None and numeric.is_file():

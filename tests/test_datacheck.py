@@ -200,6 +200,30 @@ def test_a_zero_collar_without_a_nodata_tag_is_a_note(tiny_cfg, tmp_path):
     assert not [note for note in check_dataset(cfg).notes if "sampled pixels are 0" in note]
 
 
+def test_a_class_in_thin_lines_among_areas_is_named_with_the_label_values_it_may_need(tiny_cfg):
+    """ISPRS ids (0 boundaries, 1..6 classes) read as class ids shift every class by one: the boundaries, thin lines
+    between areas, are named with the LABEL_VALUES that reads them as unlabelled. Areas alone, or several thin
+    classes (coarse pixels), give no note; nor does the sample."""
+    from eoseg.datacheck import count_block_pixels, thin_class_note
+
+    ids = np.repeat(np.repeat(np.random.default_rng(0).integers(1, 6, (8, 8)), 32, axis=0), 32, axis=1).astype(np.uint8)
+    edges = np.zeros(ids.shape, bool)
+    edges[:, 1:] |= ids[:, 1:] != ids[:, :-1]
+    edges[1:, :] |= ids[1:, :] != ids[:-1, :]
+    boundaries = ids.copy()
+    for shift in (-1, 0, 1):  # 3 px wide, as the ISPRS eroded ground truth's
+        boundaries[np.roll(edges, shift, axis=0) | np.roll(edges, shift, axis=1)] = 0
+    pixels, in_blocks = count_block_pixels(boundaries, 6)
+    assert pixels.sum() == 252 * 252 and in_blocks[0] == 0 and (in_blocks[1:] > 0.5 * pixels[1:]).all()
+    note = thin_class_note(tiny_cfg, pixels, in_blocks)
+    assert note.startswith("class 0 (impervious surfaces) lies in thin lines: 0% of its pixels lie in 5 x 5 px blocks")
+    assert note.endswith("LABEL_VALUES = {0: 'ignore', 1: 0, 2: 1, 3: 2, 4: 3, 5: 4, 6: 5}")
+    assert thin_class_note(tiny_cfg, *count_block_pixels(ids, 6)) is None
+    coarse = np.random.default_rng(1).integers(0, 6, (256, 256)).astype(np.uint8)  # every class in specks
+    assert thin_class_note(tiny_cfg, *count_block_pixels(coarse, 6)) is None
+    assert not [note for note in check_dataset(tiny_cfg).notes if "thin lines" in note]
+
+
 def test_the_class_attribute_values_of_polygons_are_listed(sample_root, tmp_path):
     """Polygons of the sample's buildings and trees, one file for all tiles, a string class attribute:
     check_data lists each value with its polygons and what LABEL_VALUES makes of it."""
