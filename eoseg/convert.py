@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 
 from eoseg.errors import EosegError
-from eoseg.io import (RasterWriter, atomic_write_text, colour_unlabelled, expand_colour_table, file_sha256, open_raster,
-                      raster_info, read_raster, write_raster)
+from eoseg.io import (ColourTable, RasterWriter, atomic_write_text, colour_unlabelled, expand_colour_table, file_sha256,
+                      open_raster, raster_info, read_raster, write_raster)
 from eoseg.labels import LabelValues, RasterLabels
 from eoseg.palette import Palette
 
@@ -55,15 +55,16 @@ def check_converted_from(labels: Path, source: Path) -> None:
 
 def color_file_to_labels(source: Path, target: Path, palette: Palette, unknown_to_ignore: bool = False) -> Path:
     """Colour GT (3+ bands, RGB first, or one band with a colour table) -> single-band uint8 label
-    map with the palette as colour table. Pixels its alpha band or mask marks empty are unlabelled."""
+    map with the palette as colour table. Pixels its alpha band or mask marks empty, or of a transparent entry of its
+    colour table, are unlabelled."""
     info = raster_info(source, "colour ground truth")
-    empty = None
-    if info.colour_table is not None:  # an indexed image: its colours, not its indices, are the classes
+    table = info.colour_table
+    if table is not None:  # an indexed image: its colours, not its indices, are the classes
         values = read_raster(source, [1], what="colour ground truth")[0]
-        if holds_class_ids(values, info.colour_table, palette):
+        if holds_class_ids(values, table, palette):
             raise EosegError(f"{source}: already a numeric label map (its colour table gives each value PALETTE's "
                              "colour of that class id); point LABEL_PATTERN at it")
-        rgb = expand_colour_table(values, info.colour_table, str(source))
+        rgb, empty = expand_colour_table(values, table, str(source)), table.transparent_pixels(values)
     elif info.count < 3:
         raise EosegError(f"{source}: has {info.count} band(s) and no colour table, a colour ground truth has 3; "
                          "is it already a numeric label map?")
@@ -98,11 +99,13 @@ def grey_class_ids(rgb: np.ndarray, palette: Palette) -> list[int]:
     return levels.tolist() if 2 * sum(count for _, count in unknown) > rgb[0].size else []
 
 
-def holds_class_ids(values: np.ndarray, table, palette: Palette) -> bool:
+def holds_class_ids(values: np.ndarray, table: ColourTable, palette: Palette) -> bool:
     """Whether a paletted raster's ``values`` are class ids or IGNORE_LABEL, each class id coloured
     in its colour table ``table`` as PALETTE colours that class (a label map eoseg wrote, for one)."""
     present = np.unique(values).tolist()
     classes = [value for value in present if value != palette.ignore_label]
+    if table.transparent.intersection(classes):  # "not drawn", whatever colour lies beneath: no class id's colour
+        return False
     coloured = palette.classes_coloured(table, classes)
     return bool(classes) and all(coloured[value] == value for value in classes)
 

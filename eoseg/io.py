@@ -380,16 +380,32 @@ def raster_info(path: str | Path, what: str = "raster") -> RasterInfo:
                           tuple(src.dtypes))
 
 
-def colour_table(src: rasterio.DatasetReader) -> tuple[tuple[int, int, int] | None, ...] | None:
-    """The colour table of a paletted single-band raster (an indexed PNG, a classified GeoTIFF):
-    the RGB of each value from 0 (None for a value it leaves out); None for other rasters."""
+class ColourTable(tuple):
+    """A paletted raster's colour table: a tuple of the RGB of each value from 0 (None for a value it leaves out), and
+    in ``transparent`` the values whose entry is fully transparent (alpha 0: "not drawn" in a drawing tool's PNG, whose
+    colour beneath means nothing), kept apart so that readers of the colours see RGB."""
+
+    def __new__(cls, colours, transparent=frozenset()):
+        table = super().__new__(cls, colours)
+        table.transparent = frozenset(transparent)
+        return table
+
+    def transparent_pixels(self, values: np.ndarray) -> np.ndarray | None:
+        """Where ``values`` of the raster are of a transparent entry; None if no entry is."""
+        return np.isin(values, sorted(self.transparent)) if self.transparent else None
+
+
+def colour_table(src: rasterio.DatasetReader) -> ColourTable | None:
+    """The colour table of a paletted single-band raster (an indexed PNG, a classified GeoTIFF); None for other
+    rasters."""
     if src.count != 1 or src.colorinterp[0] != ColorInterp.palette:
         return None
     try:
         table = src.colormap(1)
     except ValueError:  # "palette" stated, but no table
         return None
-    return tuple(tuple(table[value][:3]) if value in table else None for value in range(max(table) + 1))
+    return ColourTable((tuple(table[value][:3]) if value in table else None for value in range(max(table) + 1)),
+                       (value for value, rgba in table.items() if rgba[3] == 0))
 
 
 def expand_colour_table(values: np.ndarray, table: Sequence[tuple[int, int, int] | None], source: str) -> np.ndarray:

@@ -12,6 +12,7 @@ from eoseg.convert import color_file_to_labels, labels_file_to_color
 from eoseg.errors import EosegError
 from eoseg.io import expand_colour_table, raster_info, read_label, read_raster, write_raster
 from eoseg.labels import LabelValues
+from eoseg.palette import Palette
 from eoseg.tiles import TruthSource
 
 COLOR_GT = "gts_for_participants/top_mosaic_09cm_area{id}.tif"
@@ -71,6 +72,23 @@ def test_class_ids_saved_in_three_bands_are_not_read_as_colours(sample_root, tin
     noisy[:, :2, :2] = 2
     with pytest.raises(EosegError, match="colours outside the palette"):
         color_file_to_labels(write_raster(tmp_path / "noisy.tif", noisy), tmp_path / "noisy_labels.tif", tiny_cfg.palette)
+
+
+def test_transparent_entries_of_an_indexed_colour_ground_truth_are_unlabelled(tmp_path):
+    """An indexed PNG from a drawing tool: index 0 fully transparent (tRNS), "not drawn", black beneath, where black
+    is a class (a building mask's background). Its pixels carry no class; nor is a table whose other entry gives
+    class 1 its colour taken for a map of class ids (black at 0 would make it look like one)."""
+    from PIL import Image
+
+    palette = Palette([[0, 0, 0], [255, 255, 255]], ignore_color=None)
+    indices = np.array([[0, 0, 1, 2], [0, 1, 2, 2]], np.uint8)
+    for name, colours, expected in (("three", [0, 0, 0, 0, 0, 0, 255, 255, 255], [[255, 255, 0, 1], [255, 0, 1, 1]]),
+                                    ("two", [0, 0, 0, 255, 255, 255], [[255, 255, 1, 1], [255, 1, 1, 1]])):
+        image = Image.fromarray(np.minimum(indices, len(colours) // 3 - 1), "P")
+        image.putpalette(colours)
+        image.save(tmp_path / f"{name}.png", transparency=0)
+        labels = color_file_to_labels(tmp_path / f"{name}.png", tmp_path / f"{name}_labels.png", palette)
+        np.testing.assert_array_equal(read_label(labels), expected)
 
 
 def test_values_without_a_colour_are_refused():
