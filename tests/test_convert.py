@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
+from rasterio.enums import ColorInterp
 
 from eoseg.convert import color_file_to_labels, labels_file_to_color
 from eoseg.errors import EosegError
@@ -89,6 +90,27 @@ def test_transparent_entries_of_an_indexed_colour_ground_truth_are_unlabelled(tm
         image.save(tmp_path / f"{name}.png", transparency=0)
         labels = color_file_to_labels(tmp_path / f"{name}.png", tmp_path / f"{name}_labels.png", palette)
         np.testing.assert_array_equal(read_label(labels), expected)
+
+
+def test_an_untagged_alpha_band_of_colour_ground_truth_is_refused(tmp_path):
+    """A fourth band of 0 and 255 only that is not tagged alpha (as many exporters write it) is transparency GDAL does
+    not read: its transparent pixels, black beneath, would be read as the black class. Refused with the retagging,
+    which then reads them as unlabelled."""
+    palette = Palette([[0, 0, 0], [255, 255, 255]], ignore_color=None)
+    rgba = np.zeros((4, 4, 4), np.uint8)
+    rgba[:3, 2:, 2:] = 255
+    rgba[3, :, 1:] = 255  # column 0 not drawn
+    path = tmp_path / "gt.tif"
+    with rasterio.open(path, "w", driver="GTiff", width=4, height=4, count=4, dtype="uint8", photometric="RGB") as dst:
+        dst.write(rgba)
+    assert raster_info(path).colorinterp[3] == "undefined"
+    with pytest.raises(EosegError, match=r"gt.tif: band 4 holds only 0 and 255, as an alpha band does, but is not tagged "
+                                         r"as one: .*\(gdal_edit.py -colorinterp_4 alpha FILE\)$"):
+        color_file_to_labels(path, tmp_path / "labels.tif", palette)
+    with rasterio.open(path, "r+") as dst:
+        dst.colorinterp = [ColorInterp.red, ColorInterp.green, ColorInterp.blue, ColorInterp.alpha]
+    expected = [[255, 0, 0, 0], [255, 0, 0, 0], [255, 0, 1, 1], [255, 0, 1, 1]]
+    np.testing.assert_array_equal(read_label(color_file_to_labels(path, tmp_path / "labels.tif", palette)), expected)
 
 
 def test_values_without_a_colour_are_refused():
