@@ -77,30 +77,9 @@ def color_file_to_labels(source: Path, target: Path, palette: Palette, unknown_t
             rgb, empty = src.read([1, 2, 3]), colour_unlabelled(src)
     if rgb.dtype != np.uint8:
         raise EosegError(f"{source}: colour ground truth must be 8-bit, this one is {rgb.dtype}")
-    levels = grey_class_ids(rgb, palette)
-    if levels:  # read as colours, near-black levels would go to IGNORE_COLOR under a tolerance: every label lost
-        raise EosegError(f"{source}: every pixel is grey, of levels {', '.join(map(str, levels))}: class ids saved in all "
-                         f"three bands, not class colours; take its first band as the label map (gdal_translate -b 1 "
-                         f"{source} ids.tif) and point LABEL_PATTERN at it, with LABEL_VALUES for what the levels mean")
     labels = palette.to_labels(np.moveaxis(rgb, 0, -1), unknown_to_ignore, source=str(source), empty=empty)
     colormap = palette.colormap() if target.suffix.lower() in (".tif", ".tiff") else None
     return write_raster(target, labels, info, colormap=colormap)
-
-
-def grey_class_ids(rgb: np.ndarray, palette: Palette) -> list[int]:
-    """The levels of a (3, H, W) image whose every pixel is grey and whose levels that are no colour of PALETTE or
-    IGNORE_COLOR lie in 1..number of classes and cover most of it, as class ids copied into three bands do (not a
-    few near-black pixels of compressed colour ground truth); [] for others."""
-    if not ((rgb[0] == rgb[1]) & (rgb[1] == rgb[2])).all():
-        return []
-    levels, counts = np.unique(rgb[0], return_counts=True)
-    colours = {tuple(map(int, colour)) for colour in palette.colors}
-    if palette.ignore_color is not None:
-        colours.add(tuple(map(int, palette.ignore_color)))
-    unknown = [(int(level), int(count)) for level, count in zip(levels, counts) if (int(level),) * 3 not in colours]
-    if not unknown or not all(1 <= level <= palette.num_classes for level, _ in unknown):
-        return []
-    return levels.tolist() if 2 * sum(count for _, count in unknown) > rgb[0].size else []
 
 
 def holds_class_ids(values: np.ndarray, table: ColourTable, palette: Palette) -> bool:

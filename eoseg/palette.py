@@ -73,7 +73,8 @@ class Palette:
         ignore colour reads as it. Any other colour is an error that names ``source``, the
         colour and its pixel count, unless ``unknown_to_ignore`` maps such pixels to the
         ignore label. Pixels ``empty`` marks (transparent, beyond the image) are the ignore
-        label, whatever colour they hold.
+        label, whatever colour they hold. Class ids saved in three grey bands are refused, with or without
+        a tolerance.
         """
         if rgb.ndim != 3 or rgb.shape[-1] != 3:
             raise EosegError(
@@ -91,6 +92,8 @@ class Palette:
         if empty is not None:
             labels[empty] = self.ignore_label
             unknown &= ~empty
+        if unknown.any():  # before the tolerance, which would read class ids 1, 2, ... as black
+            self._refuse_class_ids_in_three_bands(rgb, packed[unknown], empty, source)
         if unknown.any() and self.tolerance:
             colours, inverse = np.unique(packed[unknown], return_inverse=True)
             nearest = nearest_reference(_unpack(colours), self._references, self.tolerance)[inverse]
@@ -112,6 +115,26 @@ class Palette:
                                    rest="--unknown-to-ignore the rest as unlabelled")
             )
         return labels
+
+    def _refuse_class_ids_in_three_bands(self, rgb: np.ndarray, unknown: np.ndarray, empty: np.ndarray | None,
+                                         source: str) -> None:
+        """Refuse an (H, W, 3) image whose pixels (but ``empty`` ones) are all grey and whose ``unknown`` colours
+        (packed, no colour of PALETTE or IGNORE_COLOR) are all exact levels 1..number of classes: class ids copied
+        into three bands, however few pixels the ids other than 0 cover (a 0/1 building mask). As colours they are
+        unknown, and LABEL_TOLERANCE would read them as black (class 0 or IGNORE_COLOR), every object lost. JPEG
+        blur scatters levels beyond the class ids, so compressed grey ground truth is not taken for this."""
+        colours = np.unique(unknown)
+        levels = colours & 255
+        if not ((colours == levels * 0x010101).all() and 1 <= levels.min() and levels.max() <= self.num_classes):
+            return
+        grey = (rgb[..., 0] == rgb[..., 1]) & (rgb[..., 1] == rgb[..., 2])
+        if not (grey if empty is None else grey | empty).all():
+            return
+        present = np.unique(rgb[..., 0] if empty is None else rgb[..., 0][~empty])
+        raise EosegError(f"{source}: every pixel is grey, of levels {', '.join(map(str, present.tolist()))}: class ids "
+                         f"saved in all three bands, not class colours; take its first band as the label map "
+                         f"(gdal_translate -b 1 {source} ids.tif) and point LABEL_PATTERN (GT_ERODED_PATTERN for eroded "
+                         f"ground truth) at it, with LABEL_VALUES for what the levels mean")
 
     def to_color(self, labels: np.ndarray) -> np.ndarray:
         """Convert (H, W) class ids into an (H, W, 3) uint8 colour image.

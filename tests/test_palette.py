@@ -136,7 +136,7 @@ def test_unknown_colour_error_names_source_colour_and_count(palette):
 
 def test_unknown_colours_beyond_three_are_summarised(palette):
     rgb = np.zeros((1, 5, 3), dtype=np.uint8)
-    rgb[0] = [[1, 1, 1], [2, 2, 2], [3, 3, 3], [4, 4, 4], [5, 5, 5]]
+    rgb[0] = [[1, 1, 2], [2, 2, 3], [3, 3, 4], [4, 4, 5], [5, 5, 6]]  # not grey (grey would be class ids)
     with pytest.raises(EosegError, match="2 more colours"):
         palette.to_labels(rgb)
 
@@ -250,6 +250,30 @@ def test_classes_coloured_by_a_colour_table():
     palette = Palette([[255, 255, 255], [0, 0, 255]], ignore_color=None)
     table = [(0, 0, 255), (255, 255, 255), (9, 9, 9)]  # value 0 blue, 1 white, 2 a colour no class has
     assert palette.classes_coloured(table, [0, 1, 2, 3]) == {0: 1, 1: 0, 2: None, 3: None}
+
+
+def test_class_ids_saved_in_three_bands_are_refused_however_few_and_without_a_tolerance():
+    """A 0/1 building mask copied into R, G and B, buildings on 4% of it: refused with the gdal_translate -b 1 hint,
+    never with a LABEL_TOLERANCE, which would read every building (level 1) as black, the background. Transparent
+    pixels of any colour do not hide it; JPEG blur, whose scattered levels reach beyond the class ids, keeps the
+    tolerance advice."""
+    mask = np.zeros((5, 5), np.uint8)
+    mask[0, 0] = 1
+    rgb = np.stack([mask] * 3, axis=-1)
+    empty = np.zeros((5, 5), bool)
+    rgb[4, 4], empty[4, 4] = (9, 200, 3), True
+    for tolerance in (0, 1, 127):
+        with pytest.raises(EosegError) as refused:
+            Palette([[0, 0, 0], [255, 255, 255]], ignore_color=None, tolerance=tolerance).to_labels(
+                rgb, source="gt.png", empty=empty)
+        assert re.fullmatch(r"gt.png: every pixel is grey, of levels 0, 1: class ids saved in all three bands, not class "
+                            r"colours; take its first band as the label map \(gdal_translate -b 1 gt.png ids.tif\) .*",
+                            str(refused.value))
+        assert "LABEL_TOLERANCE" not in str(refused.value)
+    blurred = rgb.copy()
+    blurred[1, 1] = 254
+    with pytest.raises(EosegError, match=r"outside the palette .*LABEL_TOLERANCE=1 \(at most 127\) reads each"):
+        Palette([[0, 0, 0], [255, 255, 255]], ignore_color=None).to_labels(blurred, source="gt.jpg", empty=empty)
 
 
 # ---------------------------------------------------------------- LABEL_TOLERANCE
