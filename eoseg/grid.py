@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
+import re
 import sys
 from typing import Iterator
 
@@ -34,7 +35,7 @@ from eoseg.io import RasterInfo, open_raster
 RESAMPLINGS = ("nearest", "bilinear", "cubic", "cubic_spline", "lanczos", "average", "mode")
 CONTINUOUS_RESAMPLING = "bilinear"  # the default for continuous data (DSM, nDSM, extra sources)
 
-_NOTED: set[tuple[str, str]] = set()
+_NOTED: set[tuple] = set()
 
 # pixel sizes within this factor of each other count as one: a network labels such an image as it is
 PIXEL_SIZE_TOLERANCE = 1.1
@@ -48,6 +49,47 @@ NOMINAL_SCALE = 0.01
 # the WGS84 ellipsoid, whose radii of curvature give a degree's length in metres at a latitude
 WGS84_SEMI_MAJOR_AXIS_M = 6_378_137.0
 WGS84_ECCENTRICITY_SQUARED = 6.69437999014e-3
+
+
+def note_once(key: tuple, text: str) -> None:
+    """Say ``text`` once per process for ``key`` (a file, or a file and its image), on its own line above any progress bar."""
+    if key in _NOTED:
+        return
+    _NOTED.add(key)
+    tqdm.write(f"note: {text}", file=sys.stderr)
+
+
+def pixel_sides(transform: Affine) -> tuple[float, float]:
+    """(width, height) of a pixel of ``transform`` in its CRS units, its columns' and rows' steps: on a rotated or
+    sheared grid ``a`` and ``e`` alone are the cosines' share (0 at 90 degrees)."""
+    return math.hypot(transform.a, transform.d), math.hypot(transform.b, transform.e)
+
+
+def is_engineering(crs) -> bool:
+    """Whether ``crs`` is an engineering (local, LOCAL_CS) CRS: a site grid, placed nowhere on the Earth."""
+    return crs is not None and not (crs.is_geographic or crs.is_projected)
+
+
+def _engineering_frame(crs) -> tuple[float, tuple[str, ...]]:
+    """An engineering CRS's unit (in metres) and axis directions: all that its coordinates mean (GDAL drops the
+    datum's name from a GeoTIFF, a GeoPackage keeps it)."""
+    return crs.units_factor[1], tuple(re.findall(r'AXIS\["[^"]*",(\w+)\]', crs.to_wkt()))
+
+
+def same_crs(a, b) -> bool:
+    """Whether the CRSs ``a`` and ``b`` (None: none) are one: equal, or both engineering with the same unit and axes
+    (the datum's and axes' names aside)."""
+    if a is None or b is None:
+        return a is None and b is None
+    return a == b or (is_engineering(a) and is_engineering(b) and _engineering_frame(a) == _engineering_frame(b))
+
+
+def check_relatable(crs, where: str, other_crs, other_where: str) -> None:
+    """Refuse to relate ``crs`` (of ``where``) and ``other_crs`` where one is engineering and they are not one CRS:
+    no coordinate operation joins a site grid to another CRS (PROJ fails with a multi-line dump)."""
+    if not same_crs(crs, other_crs) and (is_engineering(crs) or is_engineering(other_crs)):
+        raise EosegError(f"{where} is in {crs} and {other_where} in {other_crs}: an engineering (local) CRS cannot be "
+                         "related to another CRS; give both the same CRS (gdal_edit.py -a_srs, ogr2ogr -a_srs)")
 
 
 def bounds(info: RasterInfo) -> tuple[float, float, float, float]:
@@ -92,8 +134,8 @@ def pixel_size_m(info: RasterInfo) -> tuple[float, float] | None:
 
     ground = ground_length(1), ground_length(2)
     if info.crs.is_projected:  # a map grid's own metres where they are ground metres to within NOMINAL_SCALE
-        t, unit = info.transform, info.crs.linear_units_factor[1]
-        nominal = math.hypot(t.a, t.d) * unit, math.hypot(t.b, t.e) * unit
+        unit = info.crs.linear_units_factor[1]
+        nominal = tuple(side * unit for side in pixel_sides(info.transform))
         if all(abs(n / g - 1) <= NOMINAL_SCALE for n, g in zip(nominal, ground)):
             return nominal
     return ground
@@ -165,7 +207,7 @@ def same_grid(image: RasterInfo, other: RasterInfo) -> bool:
     if (other.width, other.height) != (image.width, image.height):
         return False
     if image.georeferenced and other.georeferenced:
-        if image.crs != other.crs:
+        if not same_crs(image.crs, other.crs):
             return False
         in_image_pixels = ~image.transform * other.transform
         corners = [(0, 0), (other.width, 0), (0, other.height), (other.width, other.height)]
@@ -176,19 +218,28 @@ def same_grid(image: RasterInfo, other: RasterInfo) -> bool:
 def needs_warp(image: RasterInfo, other: RasterInfo, what: str) -> bool:
     """Whether ``other`` (``what``, named in errors) must be warped onto ``image``'s grid.
 
-    Refuses what cannot be placed on it: a raster of another size where either lacks a
-    georeference, one in another CRS where either lacks a CRS, and one that does not overlap.
+    Refuses what cannot be placed on it: a raster placed by ground control points or RPCs against one
+    placed by a geotransform (paired pixel for pixel, its GCPs would be ignored), a raster of another
+    size where either lacks a georeference, one in another CRS where either lacks a CRS or one is an
+    engineering CRS, and one that does not overlap.
     """
+    for gcps, placed in ((other, image), (image, other)):
+        if gcps.ground_control and not gcps.georeferenced and placed.georeferenced:
+            raise EosegError(
+                f"{other.path} ({what}) and its image {image.path}: {gcps.path} is placed by ground control points or "
+                f"RPCs and {placed.path} by a geotransform, which do not pair pixel for pixel; {gcps.unplaced}")
     if same_grid(image, other):
         return False
     if not (image.georeferenced and other.georeferenced) or (image.crs is None) != (other.crs is None):
+        remedy = other.unplaced or image.unplaced or (
+            "give both a georeference or make them cover the same grid (the same size, and no georeference on one of them)")
         raise EosegError(
             f"{other.path} ({what}) is {other.width} x {other.height} px with {_georeference(other)}, the image "
             f"{image.path} {image.width} x {image.height} px with {_georeference(image)}: without a CRS and a "
-            "transform on both it cannot be placed on the image's grid; give both a georeference or make them "
-            "cover the same grid (the same size, and no georeference on one of them)")
+            f"transform on both it cannot be placed on the image's grid; {remedy}")
     left, bottom, right, top = bounds(other)
-    if other.crs is not None and other.crs != image.crs:
+    if not same_crs(other.crs, image.crs):
+        check_relatable(other.crs, f"{other.path} ({what})", image.crs, f"its image {image.path}")
         left, bottom, right, top = transform_bounds(other.crs, image.crs, left, bottom, right, top)
     image_left, image_bottom, image_right, image_top = bounds(image)
     if not (left < image_right and right > image_left and bottom < image_top and top > image_bottom):
@@ -200,6 +251,8 @@ def needs_warp(image: RasterInfo, other: RasterInfo, what: str) -> bool:
 
 
 def _georeference(info: RasterInfo) -> str:
+    if info.ground_control and not info.georeferenced:
+        return "ground control points or RPCs but no geotransform"
     if info.crs is not None:
         return f"CRS {info.crs}" + ("" if not info.transform.is_identity else " but no transform")
     return "a transform but no CRS" if not info.transform.is_identity else "no georeference"
@@ -211,13 +264,10 @@ def _box(left: float, bottom: float, right: float, top: float) -> str:
 
 def note_warp(image: RasterInfo, other: RasterInfo, what: str, resampling: str) -> None:
     """Say once per process and file that ``other`` is warped onto ``image``'s grid."""
-    key = (str(other.path), str(image.path))
-    if key in _NOTED:
-        return
-    _NOTED.add(key)
-    resolution = f"{abs(other.transform.a):.6g} x {abs(other.transform.e):.6g}"
-    tqdm.write(f"note: {other.path} ({what}; {other.crs}, {resolution} per px, {other.width} x {other.height} px) is on "
-          f"another grid than its image {image.path}; warped onto the image's grid ({resampling})", file=sys.stderr)  # on its own line, above any progress bar
+    width, height = pixel_sides(other.transform)
+    note_once((str(other.path), str(image.path)),
+              f"{other.path} ({what}; {other.crs}, {width:.6g} x {height:.6g} per px, {other.width} x {other.height} px) "
+              f"is on another grid than its image {image.path}; warped onto the image's grid ({resampling})")
 
 
 def check_resampling(name: str, where: str) -> str:
@@ -264,10 +314,12 @@ def open_on_grid(other: RasterInfo, image: RasterInfo, what: str, resampling: st
         if note:
             note_warp(image, other, what, resampling)
         crs = image.crs if image.crs is not None else other.crs
+        # one CRS written two ways (engineering CRSs that differ in names only): no transformation between them exists
+        source_crs = crs if same_crs(other.crs, image.crs) else other.crs
         ignore_nodata = dict(src_nodata=None, nodata=None) if labels else {}
         # an alpha band of its own (an RGBA orthophoto) is warped as the VRT's alpha, its last band; GDAL adds none then
         own_alpha = any(MaskFlags.alpha in flags for flags in src.mask_flag_enums)
-        with WarpedVRT(src, crs=crs, transform=image.transform, width=image.width, height=image.height,
+        with WarpedVRT(src, src_crs=source_crs, crs=crs, transform=image.transform, width=image.width, height=image.height,
                        resampling=Resampling[resampling], add_alpha=not own_alpha, **ignore_nodata) as vrt:
             try:
                 yield WarpedReader(vrt, src.count)

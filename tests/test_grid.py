@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -11,8 +12,8 @@ from rasterio.crs import CRS
 from rasterio.transform import from_origin
 
 from eoseg.errors import EosegError
-from eoseg.grid import (coarser_than_training, labelling_grid, mean_pixel_size_m, needs_warp, pixel_size_m, pixel_size_range,
-                        same_grid)
+from eoseg.grid import (coarser_than_training, labelling_grid, mean_pixel_size_m, needs_warp, note_warp, pixel_sides,
+                        pixel_size_m, pixel_size_range, same_crs, same_grid)
 from eoseg.io import RasterInfo
 
 
@@ -131,3 +132,53 @@ def test_a_raster_with_an_alpha_band_of_its_own_is_warped_with_it(tmp_path):
         np.testing.assert_array_equal(src.read([1, 2, 3])[:, :, 20:], pixels[:, :, 20:])
         empty = src.read_masks(1) == 0
     assert empty[:, :20].all() and not empty[:, 20:].any()
+
+
+def test_pixel_sides_of_rotated_grids():
+    """|a| and |e| of a turned transform are a cosine's share of its pixel's sides, 0 at 90 degrees."""
+    assert pixel_sides(from_origin(500000, 5400000, 0.5, 0.25)) == (0.5, 0.25)
+    for degrees in (30, 45, 90, 180):
+        assert pixel_sides(Affine.rotation(degrees) * Affine.scale(0.7, -0.4)) == pytest.approx((0.7, 0.4))
+
+
+def test_a_rotated_raster_warped_is_noted_with_its_pixel_size(capsys):
+    image, rotated = info(), info(Affine.translation(500000, 5400000) * Affine.rotation(45) * Affine.scale(0.7, -0.7))
+    rotated = dataclasses.replace(rotated, path=Path("rotated.tif"))
+    note_warp(image, rotated, "labels", "nearest")
+    assert "0.7 x 0.7 per px" in capsys.readouterr().err  # not 0.494975 x 0.494975
+
+
+SITE = 'LOCAL_CS["site grid",LOCAL_DATUM["site",32767],UNIT["metre",1],AXIS["Easting",EAST],AXIS["Northing",NORTH]]'
+
+
+def test_engineering_crs_against_another_is_refused_in_one_line():
+    """No coordinate operation joins a site grid (LOCAL_CS) to another CRS: PROJ's error was a traceback with a
+    multi-line dump. Two site grids of one unit and axes are one, whatever their datums' names (a GeoTIFF drops it)."""
+    site = CRS.from_wkt(SITE)
+    unnamed = CRS.from_wkt('LOCAL_CS["Unknown",UNIT["metre",1],AXIS["Easting",EAST],AXIS["Northing",NORTH]]')
+    feet = CRS.from_wkt(SITE.replace('UNIT["metre",1]', 'UNIT["foot",0.3048]'))
+    assert site != unnamed and same_crs(site, unnamed) and not same_crs(site, feet)
+    assert not same_crs(site, CRS.from_epsg(32632)) and not same_crs(None, site) and same_crs(None, None)
+    image = info(crs=site)
+    assert not needs_warp(image, info(crs=unnamed), "labels")  # the same grid
+    assert needs_warp(image, info(from_origin(500000, 5400000, 1.0, 1.0), unnamed, 150, 100), "labels")
+    for other, named in ((CRS.from_epsg(32632), "EPSG:32632"), (feet, r"LOCAL_CS\[.*foot")):
+        with pytest.raises(EosegError, match=rf"image.tif \(labels\) is in {named}.* and its image image.tif in LOCAL_CS\[.*: "
+                                             r"an engineering \(local\) CRS cannot be related to another CRS; give both"):
+            needs_warp(image, info(from_origin(500000, 5400000, 1.0, 1.0), other, 150, 100), "labels")
+    with pytest.raises(EosegError, match=r"is in LOCAL_CS\[.* and its image image.tif in EPSG:32632: an engineering"):
+        needs_warp(info(crs=CRS.from_epsg(32632)), image, "labels")
+
+
+@pytest.mark.parametrize("size", [(300, 200), (150, 100)])
+def test_a_raster_placed_by_ground_control_points_is_not_paired_with_a_placed_one(size):
+    """A label raster with GCPs and no geotransform, of the image's size, was read pixel for pixel (its GCPs,
+    which may place it elsewhere, ignored); of another size it was said to have "no georeference"."""
+    image = info()
+    gcps = dataclasses.replace(info(Affine.identity(), None, *size), path=Path("gcps.tif"), ground_control=True)
+    for label, placed in ((gcps, image), (image, gcps)):
+        with pytest.raises(EosegError, match=r"gcps.tif is placed by ground control points or RPCs and image.tif by a "
+                                             r"geotransform, which do not pair pixel for pixel; gcps.tif has ground control "
+                                             r"points or RPCs but no geotransform, which eoseg reads: warp it by them first"):
+            needs_warp(placed, label, "labels")
+    assert not needs_warp(info(Affine.identity(), None), dataclasses.replace(gcps, width=300, height=200), "labels")
