@@ -32,7 +32,7 @@ from rasterio.windows import Window
 
 from eoseg.config import IGNORE, VECTOR_SUFFIXES, Config, label_value_pairs
 from eoseg.errors import EosegError
-from eoseg.grid import bounds, needs_warp, open_on_grid
+from eoseg.grid import bounds, check_relatable, needs_warp, note_once, open_on_grid, pixel_sides, same_crs
 from eoseg.io import RasterInfo, not_one_band, raster_info
 from eoseg.palette import Palette, check_value_tolerance, nearest_reference, tolerance_remedy
 
@@ -120,6 +120,15 @@ class LabelValues:
             self._near[raw] = None if nearest < 0 else self.mapping[int(self._numbers[nearest, 0])]
         return self._near[raw]
 
+    def named_as_text(self, values) -> list[int]:
+        """The whole numbers of ``values`` that the map names only as text ('1' for 1)."""
+        return sorted(v for v in values if isinstance(v, int) and self.target(v) is None and self.target(str(v)) is not None)
+
+    def named_as_number(self, values) -> list[str]:
+        """The texts of ``values`` that the map names only as numbers (1 for '1')."""
+        return sorted(v for v in values if isinstance(v, str) and v.strip().lstrip("-").isdigit()
+                      and self.target(v) is None and self.target(int(v)) is not None)
+
     def check(self, counts: dict, source: str, whole: bool = True) -> None:
         """Refuse fractional values, values the map does not name (unless UNKNOWN_LABELS_TO_IGNORE) and,
         for ``whole`` label maps read without a map, a 0/255 mask whose class reads as IGNORE_LABEL."""
@@ -136,7 +145,7 @@ class LabelValues:
                     f"{self.ignore_label}: {describe_counts(unknown)}; map the raw values to classes with LABEL_VALUES "
                     f"(e.g. {{0: 0, 255: 1}} for a 0/255 mask, {{0: 'ignore', 1: 0, 2: 1, ...}} for codes 1..n)")
             whole_numbers = {v: c for v, c in unknown.items() if isinstance(v, int)}  # texts are matched exactly
-            as_text = sorted(v for v in whole_numbers if str(v) in self.mapping)
+            as_text = self.named_as_text(whole_numbers)
             if as_text:
                 raise EosegError(f"{source}: label values not in LABEL_VALUES: {describe_counts(unknown)}; LABEL_VALUES "
                                  f"names {', '.join(repr(str(v)) for v in as_text)} as text, which matches a polygon "
@@ -253,6 +262,8 @@ class RasterLabels:
         """(h, w) uint8 class ids of ``window`` of the image's grid (all of it if None), checked."""
         with open_on_grid(self.info, self.image, self.what, "nearest", labels=True) as src:
             raw, covered = self._read(src, window)
+        if window is None and covered is not None and not covered.any():
+            raise self._covers_nothing()
         self.check_values(value_counts(raw if covered is None else raw[covered]), whole=window is None)
         labels = self.values.apply(raw)
         if covered is not None:
@@ -262,11 +273,21 @@ class RasterLabels:
     def counts(self) -> dict:
         """{raw value: pixels} over the image's grid, read by windows (pixels the raster does not reach left out)."""
         total: dict = {}
+        reached = not self.warped
         with open_on_grid(self.info, self.image, self.what, "nearest", labels=True) as src:
             for window in row_windows(self.image.height, self.image.width):
                 raw, covered = self._read(src, window)
                 merge_counts(total, value_counts(raw if covered is None else raw[covered]))
+                reached = reached or covered.any()
+        if not reached:
+            raise self._covers_nothing()
         return total
+
+    def _covers_nothing(self) -> EosegError:
+        """A warped raster that reaches none of the image's pixels: the overlap of their bounding boxes that
+        :func:`needs_warp` checks is not one of pixels where either grid is rotated."""
+        return EosegError(f"{self.path} ({self.what}) covers none of the pixels of its image {self.image.path}: only "
+                          "their bounding boxes overlap (a rotated grid); check the file and its CRS")
 
     def check(self) -> None:
         """Check the whole raster's values by windows (for readers that go on to read it by rows)."""
@@ -299,46 +320,65 @@ class VectorLabels:
                              f"{', '.join(map(repr, info['fields'])) or 'no attributes'}; set VECTOR_CLASS_FIELD to one "
                              "of them, or to '' to give every polygon VECTOR_POLYGON_CLASS")
         crs = CRS.from_user_input(info["crs"]) if info["crs"] else image.crs
+        check_relatable(crs, str(path), image.crs, f"its image {image.path}")
         box = bounds(image)
-        query = transform_bounds(image.crs, crs, *box) if crs != image.crs else box
+        reproject = not same_crs(crs, image.crs)
+        query = transform_bounds(image.crs, crs, *box) if reproject else box
         _, _, geometry, fields = read_vector(path, layer=layer, bbox=query, columns=[field] if field else [])
-        shapes = shapely.from_wkb(geometry)
-        keep = ~shapely.is_missing(shapes) & ~shapely.is_empty(shapes)
-        shapes = shapes[keep]
-        if crs != image.crs and len(shapes):
+        shapes, feature, others = polygon_parts(shapely.from_wkb(geometry))
+        if others:
+            note_once(("points or lines", str(path), str(image.path)),
+                      f"{path}: {others} points or lines over the image {image.path} left out: they cover no area, and "
+                      "only polygons label pixels")
+        if reproject and len(shapes):
             shapes = shapely.transform(
                 shapes, lambda xy: np.column_stack(transform_points(crs, image.crs, xy[:, 0], xy[:, 1])))
         inside = shapely.intersects(shapes, shapely.box(*box)) if len(shapes) else np.zeros(0, dtype=bool)
         if info["features"] and not inside.any():
-            raise EosegError(f"{path}: none of its {info['features']} features overlaps the image {image.path} "
-                             f"(x {box[0]:.6g}..{box[2]:.6g}, y {box[1]:.6g}..{box[3]:.6g} in {image.crs}); "
-                             f"check the file and its CRS ({crs})")
-        shapes = shapes[inside]
+            declared = crs if info["crs"] else f"none declared (no .prj, say): taken to be the image's, {crs}"
+            raise EosegError(f"{path}: none of its {info['features']} features overlaps the image "
+                             f"{image.path} (x {box[0]:.6g}..{box[2]:.6g}, y {box[1]:.6g}..{box[3]:.6g} in {image.crs}); "
+                             f"check the file and its CRS ({declared})")
+        shapes, feature = shapes[inside], feature[inside]
         if field:
-            raw = [_plain(v) for v in np.asarray(fields[0])[keep][inside].tolist()]
-            self.value_polygons = dict(Counter(raw))
+            feature_values = [_plain(v) for v in np.asarray(fields[0]).tolist()]
+            raw = [feature_values[i] for i in feature]
+            self.value_polygons = dict(Counter(feature_values[i] for i in np.unique(feature)))
             unknown = {value: count for value, count in self.value_polygons.items() if values.target(value) is None}
             if unknown and not values.unknown_to_ignore:
-                raise EosegError(f"{path}: {field} values not in LABEL_VALUES: {describe_counts(unknown, 'polygons')}; "
-                                 "add them to LABEL_VALUES (value: class id or 'ignore') or set UNKNOWN_LABELS_TO_IGNORE=True")
-            classes = [values.ignore_label if (t := values.target(v)) is None else t for v in raw]
+                raise EosegError(f"{path}: {field} values not in LABEL_VALUES: {_unknown_attributes(unknown, values)}")
+            classes = np.array([values.ignore_label if (t := values.target(v)) is None else t for v in raw], dtype=np.int64)
         else:
-            classes = [int(cfg.VECTOR_POLYGON_CLASS)] * len(shapes)
-        self.shapes = list(zip(shapes.tolist(), classes))
+            classes = np.full(len(shapes), int(cfg.VECTOR_POLYGON_CLASS), dtype=np.int64)
+        self.polygons = shapes
+        self.class_polygons = {int(c): shapes[classes == c] for c in np.unique(classes)}
+        overlaps, pixels = _overlaps(shapes, classes, box, abs(image.transform.determinant))
+        if overlaps:
+            note_once(("overlaps", str(path), str(image.path)),
+                      f"{path}: {overlaps} pairs of polygons of different classes overlap over the image {image.path} "
+                      f"(about {pixels:.0f} px): those pixels are left unlabelled (IGNORE_LABEL), not given to either "
+                      "class by the file's order")
 
     def read(self, window: Window | None = None) -> np.ndarray:
-        """(h, w) uint8 class ids of ``window`` of the image's grid (all of it if None)."""
+        """(h, w) uint8 class ids of ``window`` of the image's grid (all of it if None): each class's polygons
+        rasterised on their own, so that pixels two classes claim become IGNORE_LABEL whatever the file's order."""
         window = window or Window(0, 0, self.image.width, self.image.height)
         shape = (int(window.height), int(window.width))
         transform = self.image.transform * Affine.translation(window.col_off, window.row_off)
         labels = np.full(shape, self.background, dtype=np.uint8)
-        if not self.shapes:
+        if not len(self.polygons):
             return labels
-        rasterio.features.rasterize(self.shapes, out=labels, transform=transform,
-                                    all_touched=self.boundary == "all_touched")
+        claims = np.zeros(shape, dtype=np.uint16)  # how many classes claim each pixel
+        for class_id, polygons in self.class_polygons.items():
+            claimed = rasterio.features.rasterize(polygons.tolist(), out_shape=shape, transform=transform, fill=0,
+                                                  default_value=1, dtype=np.uint8,
+                                                  all_touched=self.boundary == "all_touched").view(bool)
+            labels[claimed] = class_id
+            claims += claimed
+        labels[claims > 1] = self.values.ignore_label
         if self.boundary == "ignore_band":
-            pixel = (abs(self.image.transform.a) + abs(self.image.transform.e)) / 2
-            edges = shapely.buffer(shapely.boundary([s for s, _ in self.shapes]), self.boundary_width * pixel / 2)
+            pixel = sum(pixel_sides(self.image.transform)) / 2
+            edges = shapely.buffer(shapely.boundary(self.polygons), self.boundary_width * pixel / 2)
             rasterio.features.rasterize(((e, self.values.ignore_label) for e in edges.tolist() if not e.is_empty),
                                         out=labels, transform=transform)
         return labels
@@ -365,10 +405,64 @@ def _polygon_layer(path: Path, wanted: str) -> str:
 
 
 def _plain(value):
-    """An attribute value as LABEL_VALUES names it: whole numbers as int."""
+    """An attribute value as LABEL_VALUES names it: whole numbers as int, a null (None, or NaN of a number field) None."""
     if isinstance(value, float) and value.is_integer():
         return int(value)
+    if isinstance(value, float) and value != value:
+        return None
     return value
+
+
+def _unknown_attributes(unknown: dict, values: LabelValues) -> str:
+    """The attribute values LABEL_VALUES does not name, {value: polygons}, and what to do: nulls can be no key."""
+    named = {value: count for value, count in unknown.items() if value is not None}
+    listed = [describe_counts(named, "polygons")] if named else []
+    if None in unknown:
+        listed.append(f"null (no value) x {unknown[None]} polygons")
+    remedies = []
+    as_text, as_number = values.named_as_text(named), values.named_as_number(named)
+    if as_text:
+        remedies.append(f"LABEL_VALUES names '{as_text[0]}' as text and the attribute holds numbers: write "
+                        f"{{{as_text[0]}: ...}}, not {{'{as_text[0]}': ...}}")
+    if as_number and values.identity:
+        remedies.append(f"the class ids are numbers and the attribute holds text: map its values with LABEL_VALUES "
+                        f"(e.g. {{'{as_number[0]}': {as_number[0]}, ...}})")
+    elif as_number:
+        remedies.append(f"LABEL_VALUES names {as_number[0]} as a number and the attribute holds text: write "
+                        f"{{'{as_number[0]}': ...}}, not {{{as_number[0]}: ...}}")
+    if None in unknown:
+        remedies.append("fill the attribute of the polygons without a value, or set UNKNOWN_LABELS_TO_IGNORE=True to "
+                        "leave them unlabelled")
+    if named and not (as_text or as_number):
+        remedies.append("add them to LABEL_VALUES (value: class id or 'ignore') or set UNKNOWN_LABELS_TO_IGNORE=True")
+    return f"{', '.join(listed)}; {'; '.join(remedies)}"
+
+
+def polygon_parts(shapes: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    """The polygons of the geometries ``shapes`` (multi-part geometries and collections exploded), the index of
+    the geometry each comes from, and how many points and lines were left out; missing and empty ones give none."""
+    feature = np.arange(len(shapes))
+    while len(shapes) and (shapely.get_type_id(shapes) >= 4).any():  # Multi* (4..6) and GeometryCollection (7)
+        shapes, part_of = shapely.get_parts(shapes, return_index=True)
+        feature = feature[part_of]
+    present = ~shapely.is_missing(shapes) & ~shapely.is_empty(shapes)
+    polygon = present & (shapely.get_type_id(shapes) == 3)
+    return shapes[polygon], feature[polygon], int((present & ~polygon).sum())
+
+
+def _overlaps(polygons: np.ndarray, classes: np.ndarray, box: tuple, pixel_area: float) -> tuple[int, float]:
+    """How many pairs of ``polygons`` of different ``classes`` share area within ``box``, and about how many pixels
+    of ``pixel_area`` it covers (shared by several pairs, counted in each); found through a spatial index, not
+    by testing every pair."""
+    if len(np.unique(classes)) < 2:
+        return 0, 0.0
+    first, second = shapely.STRtree(polygons).query(polygons, predicate="intersects")
+    pair = (first < second) & (classes[first] != classes[second])
+    first, second = first[pair], second[pair]
+    # invalid polygons (a bowtie) are rasterised as drawn; their overlaps are measured on their valid twins
+    shared = shapely.intersection(shapely.make_valid(polygons[first]), shapely.make_valid(polygons[second]))
+    area = shapely.area(shapely.intersection(shared, shapely.box(*box)))
+    return int((area > 0).sum()), float(area.sum() / pixel_area)
 
 
 def label_source(cfg: Config, path: Path, image: RasterInfo, what: str = "label map") -> RasterLabels | VectorLabels:

@@ -525,3 +525,138 @@ def test_label_values_recorded_and_checked_in_artifacts(tiny_cfg):
         check_compatible(recorded, data_signature(binary.replace(LABEL_VALUES={0: 0, 1: 1})), "LMDB x")
     older = {k: v for k, v in data_signature(tiny_cfg).items() if k != "label_values"}
     check_compatible(older, data_signature(tiny_cfg), "an artifact made before LABEL_VALUES existed")
+
+
+# ---------------------------------------------------------------- polygons and label rasters on tiny synthetic grids
+UTM = CRS.from_epsg(32632)
+SITE = 'LOCAL_CS["site grid",LOCAL_DATUM["site",32767],UNIT["metre",1],AXIS["Easting",EAST],AXIS["Northing",NORTH]]'
+NORTH_UP = rasterio.transform.from_origin(500000, 5400040, 1.0, 1.0)  # 40 x 40 px of 1 m
+
+
+def small_image(path: Path, transform=NORTH_UP, crs=UTM, size: int = 40):
+    """A 3-band image of ``size`` x ``size`` px on ``transform`` in ``crs``, as read back."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with rasterio.open(path, "w", driver="GTiff", width=size, height=size, count=3, dtype="uint8", crs=crs,
+                       transform=transform) as dst:
+        dst.write(np.zeros((3, size, size), dtype=np.uint8))
+    return raster_info(path)
+
+
+def polygon_file(path: Path, geometries: list, classes: list | None = None, crs=UTM, driver="GeoJSON") -> Path:
+    """A vector file of ``geometries`` (shapely, any type) with the attribute cls = ``classes`` (None: null)."""
+    text = classes is not None and any(isinstance(c, str) for c in classes)
+    fields = [] if classes is None else [np.array(classes, dtype=object) if text else
+                                         np.array([np.nan if c is None else c for c in classes], dtype=np.float64)]
+    write_vector(path, shapely.to_wkb(np.array(geometries, dtype=object)), fields, ["cls"] if classes is not None else [],
+                 crs=str(crs), geometry_type="Unknown", driver=driver)
+    return path
+
+
+def vector_config(**settings):
+    return load_config(overrides=as_arguments({"CLASS_NAMES": ["background", "building", "tree"],
+                                               "PALETTE": [[0, 0, 0], [255, 0, 0], [0, 255, 0]], "IGNORE_COLOR": None, "LABEL_PATTERN": "labels.gpkg", **settings}))
+
+
+def map_box(left: float, top: float, right: float, bottom: float):
+    """A box given by its pixel columns and rows on NORTH_UP."""
+    return shapely.box(500000 + left, 5400040 - bottom, 500000 + right, 5400040 - top)
+
+
+def test_overlapping_polygons_of_different_classes_are_unlabelled_whatever_their_order(tmp_path, capsys):
+    """A tree polygon over part of a building: the shared pixels belong to neither class (file order used to decide,
+    so a land-use polygon written after the buildings on it deleted them); the note counts them."""
+    image = small_image(tmp_path / "image.tif")
+    building, tree = map_box(5, 5, 25, 25), map_box(15, 15, 35, 35)
+    cfg = vector_config(VECTOR_CLASS_FIELD="cls")
+    for order, (geometries, classes) in enumerate((([building, tree], [1, 2]), ([tree, building], [2, 1]))):
+        labels = label_source(cfg, polygon_file(tmp_path / f"order{order}.geojson", geometries, classes), image).read()
+        assert (labels[15:25, 15:25] == 255).all()
+        assert (labels[5:15, 5:15] == 1).all() and (labels[25:35, 25:35] == 2).all()
+        assert (labels == 255).sum() == 100
+    notes = capsys.readouterr().err
+    assert "1 pairs of polygons of different classes overlap over the image" in notes and "(about 100 px)" in notes
+    # two polygons of one class overlapping are that class
+    same = label_source(cfg, polygon_file(tmp_path / "same.geojson", [building, tree], [1, 1]), image).read()
+    assert (same[15:25, 15:25] == 1).all() and "overlap" not in capsys.readouterr().err
+
+
+def test_points_lines_and_collections_in_a_polygon_file_label_only_their_polygons(tmp_path, capsys):
+    """A point and a line used to be burnt as their class; a GeometryCollection (a polygon and a line, as clips in
+    QGIS make) crashed VECTOR_BOUNDARY="ignore_band". Now only polygonal parts label pixels, and a note counts
+    the rest."""
+    image = small_image(tmp_path / "image.tif")
+    collection = shapely.GeometryCollection([map_box(5, 5, 15, 15), shapely.LineString([(500020, 5400020), (500030, 5400030)])])
+    geometries = [map_box(20, 20, 35, 35), collection, shapely.Point(500030.5, 5400009.5),
+                  shapely.LineString([(500000.5, 5400037.5), (500039.5, 5400037.5)])]
+    path = polygon_file(tmp_path / "mixed.geojson", geometries, [1, 1, 2, 2])
+    labels = label_source(vector_config(VECTOR_CLASS_FIELD="cls", VECTOR_BOUNDARY="ignore_band", VECTOR_BOUNDARY_WIDTH=2),
+                          path, image).read()
+    assert not (labels == 2).any()
+    assert (labels[7:13, 7:13] == 1).all() and (labels[22:33, 22:33] == 1).all()
+    assert (labels[5, 5:15] == 255).all()  # the collection's polygon has its band too
+    assert "mixed.geojson: 3 points or lines over the image" in capsys.readouterr().err
+    source = label_source(vector_config(VECTOR_CLASS_FIELD="cls"), path, image)
+    assert source.value_polygons == {1: 2}  # features with a polygon, not their parts
+
+
+def test_vector_attribute_errors_name_nulls_and_text_against_numbers(tmp_path):
+    image = small_image(tmp_path / "image.tif")
+    boxes = [map_box(5, 5, 15, 15), map_box(20, 20, 35, 35)]
+    with pytest.raises(EosegError, match=r"cls values not in LABEL_VALUES: null \(no value\) x 1 polygons; fill the "
+                                         "attribute .*or set UNKNOWN_LABELS_TO_IGNORE=True"):
+        label_source(vector_config(VECTOR_CLASS_FIELD="cls"), polygon_file(tmp_path / "null.geojson", boxes, [1, None]), image)
+    numbers = polygon_file(tmp_path / "numbers.geojson", boxes, [1, 2])
+    with pytest.raises(EosegError, match=r"LABEL_VALUES names '1' as text and the attribute holds numbers: write \{1: \.\.\.\}"):
+        label_source(vector_config(VECTOR_CLASS_FIELD="cls", LABEL_VALUES={"1": 1, "2": 2}), numbers, image)
+    texts = polygon_file(tmp_path / "texts.geojson", boxes, ["1", "2"])
+    with pytest.raises(EosegError, match=r"LABEL_VALUES names 1 as a number and the attribute holds text: write \{'1': \.\.\.\}"):
+        label_source(vector_config(VECTOR_CLASS_FIELD="cls", LABEL_VALUES={1: 1, 2: 2}), texts, image)
+    ignored = label_source(vector_config(VECTOR_CLASS_FIELD="cls", UNKNOWN_LABELS_TO_IGNORE=True),
+                           polygon_file(tmp_path / "null2.geojson", boxes, [1, None]), image).read()
+    assert (ignored[22:33, 22:33] == 255).all() and (ignored[7:13, 7:13] == 1).all()
+
+
+@pytest.mark.parametrize("degrees", [45, 90])
+def test_ignore_band_is_as_wide_on_a_rotated_grid(tmp_path, degrees):
+    """The band's width came from |a| and |e| of the transform: 1/sqrt(2) of it at 45 degrees, none at 90."""
+    square = shapely.box(500010, 5400010, 500030, 5400030)
+    cfg = vector_config(VECTOR_BOUNDARY="ignore_band", VECTOR_BOUNDARY_WIDTH=4)
+    centre = rasterio.transform.Affine.translation(500020, 5400020)
+    bands = []
+    for name, rotation in (("north", 0), ("rotated", degrees)):
+        transform = centre * rasterio.transform.Affine.rotation(rotation) * rasterio.transform.Affine(0.5, 0, -20, 0, -0.5, 20)
+        image = small_image(tmp_path / f"{name}.tif", transform, size=80)
+        path = polygon_file(tmp_path / f"{name}.geojson", [square])
+        bands.append(int((label_source(cfg, path, image).read() == 255).sum()))
+    # 80 m of edge, 2 m wide: ~640 px of 0.25 m2 (pixel centres on a turned grid sample it a few % otherwise)
+    assert bands[1] == pytest.approx(bands[0], rel=0.1)
+
+
+def test_vector_labels_in_an_engineering_crs(tmp_path):
+    """A site grid (LOCAL_CS) in a GeoTIFF and a GeoPackage: GDAL drops the datum's name from the GeoTIFF, the
+    GeoPackage keeps it; the same grid all the same, read without reprojecting (which PROJ cannot do). Against
+    UTM: one line naming both, not PROJ's traceback."""
+    image = small_image(tmp_path / "site.tif", crs=CRS.from_wkt(SITE))
+    assert "site" not in str(image.crs).split("UNIT")[0].replace("site grid", "")  # its datum's name is gone
+    building = map_box(5, 5, 15, 15)
+    site = polygon_file(tmp_path / "site.gpkg", [building], crs=CRS.from_wkt(SITE), driver="GPKG")
+    labels = label_source(vector_config(), site, image).read()
+    assert (labels[5:15, 5:15] == 1).all() and labels.sum() == 100
+    utm = polygon_file(tmp_path / "utm.gpkg", [building], crs=UTM, driver="GPKG")
+    with pytest.raises(EosegError, match=r"utm.gpkg is in EPSG:32632 and its image .*site.tif in LOCAL_CS\[.*: an "
+                                         r"engineering \(local\) CRS cannot be related to another CRS; give both the same CRS"):
+        label_source(vector_config(), utm, image)
+
+
+def test_rotated_label_raster_covering_no_image_pixel_is_refused(tmp_path):
+    """Their bounding boxes overlap, their pixels do not: all-unlabelled patches used to come out, exit 0."""
+    image = small_image(tmp_path / "image.tif")
+    # a 40 x 4 px strip rotated 45 degrees that crosses the image's bounding box corner but none of its pixels
+    strip = rasterio.transform.Affine.translation(500040 + 4, 5400040 + 4) * rasterio.transform.Affine.rotation(-45) \
+        * rasterio.transform.Affine(1, 0, -20, 0, -1, 0)
+    path = write_like(tmp_path / "strip.tif", np.ones((4, 40), dtype=np.uint8), tmp_path / "image.tif", transform=strip)
+    labels = label_source(vector_config(), path, image)
+    for read in (labels.read, labels.check):
+        with pytest.raises(EosegError, match="strip.tif \\(label map\\) covers none of the pixels of its image .*image.tif: "
+                                             "only their bounding boxes overlap"):
+            read()
