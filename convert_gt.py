@@ -38,7 +38,8 @@ def main(argv=None):
     direction.add_argument("--from-values", action="store_true", help="raw label values -> class ids through LABEL_VALUES")
     parser.add_argument("--out", metavar="DIR", help="output folder (required with FILES)")
     parser.add_argument("--unknown-to-ignore", action="store_true",
-                        help="map colours outside the palette (label values outside LABEL_VALUES) to IGNORE_LABEL instead of failing")
+                        help="map colours outside the palette (label values outside LABEL_VALUES) to IGNORE_LABEL instead of "
+                             "failing, as UNKNOWN_LABELS_TO_IGNORE=True does")
     args, cfg = parse(parser, argv)
     palette = cfg.palette
 
@@ -66,7 +67,7 @@ def main(argv=None):
         if source.resolve() == target.resolve():
             raise EosegError(f"{source}: output would overwrite the input; choose another --out")
         if args.from_color:
-            color_file_to_labels(source, target, palette, args.unknown_to_ignore)
+            color_file_to_labels(source, target, palette, values.unknown_to_ignore)
             if not args.files:  # the configured tiles' label maps, which every step checks against their source
                 record_conversion(source, target)
         elif args.from_values:

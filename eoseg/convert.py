@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 
 from eoseg.errors import EosegError
-from eoseg.io import (ColourTable, RasterWriter, atomic_write_text, colour_unlabelled, expand_colour_table, file_sha256,
-                      open_raster, raster_info, read_raster, write_raster)
+from eoseg.io import (ColourTable, RasterWriter, atomic_write_text, check_colour_alpha, colour_unlabelled,
+                      expand_colour_table, file_sha256, open_raster, raster_info, read_raster, write_raster)
 from eoseg.labels import LabelValues, RasterLabels
 from eoseg.palette import Palette
 
@@ -69,10 +69,7 @@ def color_file_to_labels(source: Path, target: Path, palette: Palette, unknown_t
         raise EosegError(f"{source}: has {info.count} band(s) and no colour table, a colour ground truth has 3; "
                          "is it already a numeric label map?")
     else:
-        if "alpha" not in info.colorinterp:  # a tagged alpha band is read as transparency (colour_unlabelled)
-            from eoseg.tiles import alpha_band_problem  # here: eoseg.tiles imports this module
-            if problem := alpha_band_problem(info, [1, 2, 3]):  # untagged, its empty pixels would be read as classes
-                raise EosegError(problem)
+        check_colour_alpha(info)
         with open_raster(source, "colour ground truth") as src:
             rgb, empty = src.read([1, 2, 3]), colour_unlabelled(src)
     if rgb.dtype != np.uint8:

@@ -19,12 +19,12 @@ from eoseg.config import Config
 from eoseg.errors import EosegError
 from eoseg.grid import mean_pixel_size_m
 from eoseg.holdout import TileSplit, report_overlapping_tiles, tile_split
-from eoseg.io import RasterInfo, atomic_path, nodata_kind
+from eoseg.io import RasterInfo, alpha_band_problem, atomic_path, nodata_kind, spread_windows
 from eoseg.labels import LabelValues, RasterLabels, VectorLabels, merge_counts, row_windows, value_counts
 from eoseg.normalization import VALUE_SCALE_LIMIT, BandStatistics, off_scale, scale_problem, value_scale
 from eoseg.plots import class_frequency_figure, save_figure
-from eoseg.tiles import (alpha_band_problem, check_patch_fits, check_same_dtype, eroded_fallback, eval_truth,
-                         fits_patch, spread_windows, tile_labels, tile_stack, unmasked_zeros_note)
+from eoseg.tiles import (check_patch_fits, check_same_dtype, eroded_fallback, eval_truth, fits_patch, tile_labels,
+                         tile_stack, unmasked_zeros_note)
 
 SPLITS = ("train", "test")
 

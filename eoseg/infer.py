@@ -33,14 +33,14 @@ from eoseg.config import Config, label_value_pairs
 from eoseg.device import Processes, distributed_rank, process_device
 from eoseg.errors import DamagedInputError, EosegError
 from eoseg.holdout import check_scored_tiles
-from eoseg.io import (RasterInfo, RasterWriter, atomic_write_text, check_writable, exclusive, file_sha256, open_raster,
-                      output_suffix, raster_info, read_as_note)
+from eoseg.io import (RasterInfo, RasterWriter, alpha_band_problem, atomic_write_text, check_writable, exclusive,
+                      file_sha256, open_raster, output_suffix, raster_info, read_as_note)
 from eoseg.labelling import GDAL_CACHE_MB, label_rows, labelling_stack, make_predictor
 from eoseg.labels import SCAN_ROWS, is_vector
 from eoseg.metrics import NOT_TRAINED, UNSCORED, format_table, metrics_from_confusion, percent
 from eoseg.normalization import check_value_scale, value_scale, values_of_type
 from eoseg.predict import Predictor
-from eoseg.tiles import (BAND_KINDS, TileStack, TruthSource, alpha_band_problem, eroded_fallback, eval_truth,
+from eoseg.tiles import (BAND_KINDS, TileStack, TruthSource, eroded_fallback, eval_truth,
                           image_stack, tile_stack, unmasked_zeros_note)
 from eoseg.weights import check_input_dtype, read_weights, recorded_normalization
 

@@ -464,6 +464,55 @@ def read_label(path: str | Path, what: str = "label map") -> np.ndarray:
     return array[0]
 
 
+def spread_windows(height: int, width: int, side: int, size: int) -> list[Window]:
+    """``side`` x ``side`` windows of ``size`` px spread evenly over a ``height`` x ``width`` raster: a few reads
+    that show what the whole of it holds."""
+    rows = sorted({int(r) for r in np.linspace(0, max(height - size, 0), side)})
+    cols = sorted({int(c) for c in np.linspace(0, max(width - size, 0), side)})
+    return [Window(col, row, min(size, width - col), min(size, height - row)) for row in rows for col in cols]
+
+
+ALPHA_SAMPLE_WINDOWS, ALPHA_SAMPLE_SIZE = 3, 256  # windows a side, and their size, read to judge a band
+DATA_IN_ALPHA_SHARE = 0.1  # of the pixels sampled, more than this between 0 and 255: data, not feathered edges
+
+
+def alpha_band_problem(info: RasterInfo, bands) -> str:
+    """Why a band of ``info`` left out of ``bands`` is misread as to transparency, or "": uint8 holding 0 and 255
+    and nothing else but not tagged alpha, in a file with no mask or nodata value (its empty pixels are labelled as
+    data); or tagged alpha but holding other values as data does (near-infrared: pixels where it is 0 are dropped
+    as nodata). Judged on a few windows spread over the raster."""
+    if info.dtype != "uint8" or info.nodata is not None:
+        return ""
+    left_out = [band for band in range(1, info.count + 1) if band not in bands]
+    if not left_out:
+        return ""
+    windows = spread_windows(info.height, info.width, ALPHA_SAMPLE_WINDOWS, ALPHA_SAMPLE_SIZE)
+    with open_raster(info.path, "image") as src:
+        masked = any(flags != [MaskFlags.all_valid] for flags in src.mask_flag_enums)
+        for band in left_out:
+            tagged = info.colorinterp[band - 1] == "alpha"
+            if masked and not tagged:
+                continue  # a mask or an alpha band GDAL reads already marks the empty pixels
+            values = np.concatenate([src.read(band, window=window).ravel() for window in windows])
+            between = np.mean((values > 0) & (values < 255))
+            if tagged and between > DATA_IN_ALPHA_SHARE:
+                return (f"{info.path}: band {band} is tagged as its alpha band, so GDAL reads the pixels where it is 0 as "
+                        f"nodata, but {between:.0%} of it lies between 0 and 255, as data does (near-infrared?): if it is "
+                        f"data, retag it (gdal_edit.py -colorinterp_{band} undefined FILE)")
+            if not tagged and between == 0 and (values == 0).any() and (values == 255).any():
+                return (f"{info.path}: band {band} holds only 0 and 255, as an alpha band does, but is not tagged as one: "
+                        f"if it is transparency, its empty pixels are labelled as data; tag it (gdal_edit.py "
+                        f"-colorinterp_{band} alpha FILE)")
+    return ""
+
+
+def check_colour_alpha(info: RasterInfo) -> None:
+    """Refuse a colour ground truth whose band beyond R, G, B holds transparency without being tagged alpha: its empty
+    pixels would be read as the classes of their colours (a tagged one is read as transparency)."""
+    if "alpha" not in info.colorinterp and (problem := alpha_band_problem(info, [1, 2, 3])):
+        raise EosegError(problem)
+
+
 def nodata_kind(path: str | Path, bands: Sequence[int]) -> str:
     """How the raster at ``path`` marks its pixels without data in ``bands``, as check_data.py lists it: its
     nodata value, "alpha" (an alpha band), "mask" (a mask band) or "-" (none: every pixel is data)."""

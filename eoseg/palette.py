@@ -111,8 +111,9 @@ class Palette:
                 f"{source}: {int(unknown.sum())} pixels have colours outside the palette "
                 f"({described}{more}); "
                 + tolerance_remedy(_unpack(values), counts, self._references, self.tolerance, "class colours", "colour",
-                                   remedy="fix PALETTE in the config or pass --unknown-to-ignore",
-                                   rest="--unknown-to-ignore the rest as unlabelled")
+                                   remedy="fix PALETTE in the config, or set UNKNOWN_LABELS_TO_IGNORE=True (convert_gt.py: "
+                                          "or --unknown-to-ignore) to read them as unlabelled",
+                                   rest="UNKNOWN_LABELS_TO_IGNORE=True (or --unknown-to-ignore) the rest as unlabelled")
             )
         return labels
 

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
-from rasterio.enums import MaskFlags
 from rasterio.windows import Window
 
 from eoseg.config import Config, find_tile_ids, uses_tile_id
@@ -17,8 +16,8 @@ from eoseg.convert import check_converted_from
 from eoseg.errors import EosegError
 from eoseg.grid import needs_warp, open_on_grid, same_grid
 from eoseg.holdout import TileSplit, tile_split
-from eoseg.io import (RasterInfo, apply_scaling, colour_unlabelled, open_raster, raster_info, read_as_note,
-                      valid_mask)
+from eoseg.io import (RasterInfo, apply_scaling, check_colour_alpha, colour_unlabelled, open_raster, raster_info,
+                      read_as_note, spread_windows, valid_mask)
 from eoseg.labels import RasterLabels, VectorLabels, is_vector, label_source, row_windows
 from eoseg.normalization import BandStatistics, Normalization
 from eoseg.palette import Palette
@@ -137,48 +136,6 @@ def unmasked_zeros_note(zeros: float) -> str:
 
 
 MIN_SAMPLED_PIXELS = 4096  # valid pixels a sample of a raster needs; with fewer, the whole raster is read
-
-
-def spread_windows(height: int, width: int, side: int, size: int) -> list[Window]:
-    """``side`` x ``side`` windows of ``size`` px spread evenly over a ``height`` x ``width`` raster: a few reads
-    that show what the whole of it holds."""
-    rows = sorted({int(r) for r in np.linspace(0, max(height - size, 0), side)})
-    cols = sorted({int(c) for c in np.linspace(0, max(width - size, 0), side)})
-    return [Window(col, row, min(size, width - col), min(size, height - row)) for row in rows for col in cols]
-
-
-ALPHA_SAMPLE_WINDOWS, ALPHA_SAMPLE_SIZE = 3, 256  # windows a side, and their size, read to judge a band
-DATA_IN_ALPHA_SHARE = 0.1  # of the pixels sampled, more than this between 0 and 255: data, not feathered edges
-
-
-def alpha_band_problem(info: RasterInfo, bands) -> str:
-    """Why a band of ``info`` left out of ``bands`` is misread as to transparency, or "": uint8 holding 0 and 255
-    and nothing else but not tagged alpha, in a file with no mask or nodata value (its empty pixels are labelled as
-    data); or tagged alpha but holding other values as data does (near-infrared: pixels where it is 0 are dropped
-    as nodata). Judged on a few windows spread over the raster."""
-    if info.dtype != "uint8" or info.nodata is not None:
-        return ""
-    left_out = [band for band in range(1, info.count + 1) if band not in bands]
-    if not left_out:
-        return ""
-    windows = spread_windows(info.height, info.width, ALPHA_SAMPLE_WINDOWS, ALPHA_SAMPLE_SIZE)
-    with open_raster(info.path, "image") as src:
-        masked = any(flags != [MaskFlags.all_valid] for flags in src.mask_flag_enums)
-        for band in left_out:
-            tagged = info.colorinterp[band - 1] == "alpha"
-            if masked and not tagged:
-                continue  # a mask or an alpha band GDAL reads already marks the empty pixels
-            values = np.concatenate([src.read(band, window=window).ravel() for window in windows])
-            between = np.mean((values > 0) & (values < 255))
-            if tagged and between > DATA_IN_ALPHA_SHARE:
-                return (f"{info.path}: band {band} is tagged as its alpha band, so GDAL reads the pixels where it is 0 as "
-                        f"nodata, but {between:.0%} of it lies between 0 and 255, as data does (near-infrared?): if it is "
-                        f"data, retag it (gdal_edit.py -colorinterp_{band} undefined FILE)")
-            if not tagged and between == 0 and (values == 0).any() and (values == 255).any():
-                return (f"{info.path}: band {band} holds only 0 and 255, as an alpha band does, but is not tagged as one: "
-                        f"if it is transparency, its empty pixels are labelled as data; tag it (gdal_edit.py "
-                        f"-colorinterp_{band} alpha FILE)")
-    return ""
 
 
 def fits_patch(info: RasterInfo, patch_size: int) -> bool:
@@ -521,6 +478,7 @@ def eval_truth(cfg: Config, tile_id: str, like: RasterInfo) -> TruthSource | Non
         info = raster_info(eroded, "eroded ground truth")
         if info.count >= 3:
             needs_warp(like, info, "eroded ground truth")
+            check_colour_alpha(info)
             truth = TruthSource(eroded, True, f"eroded ground truth ({eroded}){held_out}", like, split=split,
                                 unknown_to_ignore=cfg.UNKNOWN_LABELS_TO_IGNORE)
             truth.check(cfg.palette)

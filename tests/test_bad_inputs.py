@@ -204,8 +204,38 @@ def test_colours_outside_the_palette(tmp_path, sample_root):
     source = write_tif(tmp_path / "gt.tif", colours)
     result = run_script("convert_gt.py", str(source), "--from-color", "--out", str(tmp_path / "labels"),
                         *arguments(tmp_path, sample_root / "data"))
-    assert_one_line_error(result, "gt.tif", "15 pixels", "(12, 34, 56)", "--unknown-to-ignore")
+    assert_one_line_error(result, "gt.tif", "15 pixels", "(12, 34, 56)", "UNKNOWN_LABELS_TO_IGNORE=True",
+                          "--unknown-to-ignore")
     assert not (tmp_path / "labels").exists()
+    result = run_script("convert_gt.py", str(source), "--from-color", "--out", str(tmp_path / "labels"),
+                        *arguments(tmp_path, sample_root / "data", UNKNOWN_LABELS_TO_IGNORE=True))  # as the flag does
+    assert result.returncode == 0, result.stderr
+    assert (read(tmp_path / "labels" / "gt.tif")[0, :3, :5] == 255).all()
+
+
+def test_colours_outside_the_palette_in_the_eroded_ground_truth_scored(tmp_path, sample_root, weights):
+    """A stray colour in a test tile's colour eroded ground truth: check_data says so, and inference refuses it
+    before labelling, not after; UNKNOWN_LABELS_TO_IGNORE=True reads it as unlabelled in both."""
+    from eoseg.config import load_config
+    from eoseg.datacheck import check_dataset
+
+    data = copy_dataset(sample_root, tmp_path)
+    eroded = data / ERODED_GT.format(id=4)
+    colours = read(eroded)
+    colours[:, :3, :5] = np.array([12, 34, 56], np.uint8)[:, None, None]
+    write_tif(eroded, colours, like=eroded)
+    problem = f"{eroded}: 15 pixels have colours outside the palette ((12, 34, 56) x 15 px)"
+    for unknown_to_ignore in (False, True):
+        cfg = load_config(overrides=arguments(tmp_path, data, UNKNOWN_LABELS_TO_IGNORE=unknown_to_ignore))
+        assert any(text.startswith(problem) for text in check_dataset(cfg).problems) is not unknown_to_ignore
+        out = tmp_path / f"out_{unknown_to_ignore}"
+        result = run_script("inference.py", "--tiles", "4", "--weights", str(weights["tiny"]), "--out", str(out),
+                            *arguments(tmp_path, data, UNKNOWN_LABELS_TO_IGNORE=unknown_to_ignore))
+        if unknown_to_ignore:
+            assert result.returncode == 0, result.stderr
+        else:
+            assert_one_line_error(result, problem, "UNKNOWN_LABELS_TO_IGNORE=True")
+            assert not out.exists()  # refused before labelling
 
 
 def test_numeric_labels_given_as_colour_ground_truth(tmp_path, sample_root):

@@ -372,7 +372,7 @@ def test_the_value_scale_is_checked_on_data_the_sampled_windows_miss(tmp_path):
     """Reflectance 0..1 against weights of 0..255 values, in a small part of a large nodata frame that lies
     between the windows the check reads first: the whole raster is read, and the image refused."""
     from eoseg.normalization import BandStatistics
-    from eoseg.tiles import spread_windows
+    from eoseg.io import spread_windows
 
     cfg = make_tiny_config(tmp_path, WRITE_PREVIEW=False)
     pixels = random_image(90, 110)

@@ -15,14 +15,16 @@ import numpy as np
 import pytest
 import rasterio
 from rasterio.crs import CRS
+from rasterio.enums import ColorInterp
 from rasterio.transform import from_origin
 
 from eoseg.errors import EosegError
-from eoseg.io import (RasterWriter, atomic_directory, atomic_path, atomic_write_text, causes, check_output_file,
+from eoseg.io import (RasterWriter, alpha_band_problem, atomic_directory, atomic_path, atomic_write_text, causes, check_output_file,
                       check_writable, exclusive, exclusive_or_refuse, expand_colour_table, file_sha256, nodata_kind, open_raster, raster_info,
                       read_label, read_raster, valid_mask, write_class_table, write_failure, write_raster)
 
 from .conftest import ROOT
+from .test_tiles import copy_raster
 
 
 def write_tif(path, pixels, **profile):
@@ -288,3 +290,38 @@ def test_class_table_names_each_value_for_gis_software(tmp_path):
     assert [c.text for c in band.find("CategoryNames")] == ["road & path", "tree"]
     rows = [[f.text for f in row.findall("F")] for row in band.find("GDALRasterAttributeTable").findall("Row")]
     assert rows == [["0", "road & path", "255", "255", "255"], ["1", "tree", "0", "255", "0"]]
+
+
+def test_a_band_misread_as_to_transparency_is_pointed_out(tiny_cfg, tmp_path):
+    """RGBA written without saying the 4th band is alpha (ExtraSamples unspecified): GDAL masks nothing, so
+    the transparent pixels would be labelled as data; RGB + near-infrared tagged alpha: its dark pixels would be
+    nodata. check_data and inference say so."""
+    from eoseg.datacheck import check_dataset
+
+    source = tiny_cfg.tile_path("IMAGE_PATTERN", "1")
+    pixels = read_raster(source)
+    alpha = np.full_like(pixels[:1], 255)
+    alpha[:, :, :20] = 0
+    rgba = copy_raster(source, tmp_path / "rgba" / "1.tif", np.concatenate([pixels, alpha]), count=4)
+    with rasterio.open(rgba, "r+") as dst:  # ExtraSamples "unspecified"
+        dst.colorinterp = [ColorInterp.red, ColorInterp.green, ColorInterp.blue, ColorInterp.undefined]
+    info = raster_info(rgba)
+    assert alpha_band_problem(info, [1, 2, 3]) == (f"{rgba}: band 4 holds only 0 and 255, as an alpha band does, but is not "
+                                               "tagged as one: if it is transparency, its empty pixels are labelled as "
+                                               "data; tag it (gdal_edit.py -colorinterp_4 alpha FILE)")
+    cfg = tiny_cfg.replace(DATA_ROOT=str(tmp_path / "rgba"), IMAGE_PATTERN="{id}.tif", TRAIN_IDS=["1"], TEST_IDS=[])
+    assert alpha_band_problem(info, [1, 2, 3]) in check_dataset(cfg).notes  # a mask band of data would look alike
+    # tagged, GDAL reads it as the mask; a band of data (near-infrared) holds other values
+    with rasterio.open(rgba, "r+") as dst:
+        dst.colorinterp = [ColorInterp.red, ColorInterp.green, ColorInterp.blue, ColorInterp.alpha]
+    assert alpha_band_problem(raster_info(rgba), [1, 2, 3]) == ""
+    nir = copy_raster(source, tmp_path / "rgbn" / "1.tif", np.concatenate([pixels, pixels[:1]]), count=4)
+    with rasterio.open(nir, "r+") as dst:
+        dst.colorinterp = [ColorInterp.red, ColorInterp.green, ColorInterp.blue, ColorInterp.undefined]
+    assert raster_info(nir).colorinterp[3] == "undefined" and alpha_band_problem(raster_info(nir), [1, 2, 3]) == ""
+    # near-infrared tagged alpha (GDAL's default for a fourth band of an RGB file): its dark pixels would be nodata
+    with rasterio.open(nir, "r+") as dst:
+        dst.colorinterp = [ColorInterp.red, ColorInterp.green, ColorInterp.blue, ColorInterp.alpha]
+    assert alpha_band_problem(raster_info(nir), [1, 2, 3]).startswith(
+        f"{nir}: band 4 is tagged as its alpha band, so GDAL reads the pixels where it is 0 as nodata, but ")
+    assert "retag it (gdal_edit.py -colorinterp_4 undefined FILE)" in alpha_band_problem(raster_info(nir), [1, 2, 3])

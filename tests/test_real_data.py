@@ -180,8 +180,8 @@ def test_potsdam_colour_ground_truth_saved_as_jpeg_converts_through_the_toleranc
     args = ["DATASET=potsdam", "--from-color", str(tmp_path / "gt.jpg"), "--out", str(tmp_path / "out")]
     refused = run_script("convert_gt.py", *args)
     assert refused.returncode == 2 and "Traceback" not in refused.stderr
-    said = re.search(r"LABEL_TOLERANCE=127 \(the most\) reads (\d+) of these (\d+) px .* and --unknown-to-ignore the rest",
-                     refused.stderr)
+    said = re.search(r"LABEL_TOLERANCE=127 \(the most\) reads (\d+) of these (\d+) px .* and "
+                     r"UNKNOWN_LABELS_TO_IGNORE=True \(or --unknown-to-ignore\) the rest", refused.stderr)
     placed, off = int(said.group(1)), int(said.group(2))
     assert off > exact.size // 2 and placed > 0.99 * off
     converted = run_script("convert_gt.py", *args, "LABEL_TOLERANCE=127", "--unknown-to-ignore")

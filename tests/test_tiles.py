@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,7 +16,7 @@ from rasterio.windows import Window
 from eoseg.errors import EosegError
 from eoseg.io import raster_info, read_label, read_raster, write_raster
 from eoseg.normalization import Normalization
-from eoseg.tiles import (alpha_band_problem, check_same_dtype, eroded_fallback, image_info, image_stack, ndvi, read_image,
+from eoseg.tiles import (check_same_dtype, eroded_fallback, image_info, image_stack, ndvi, read_image,
                          tile_stack, training_pixels)
 
 from .conftest import TINY_TILE_SIZE
@@ -108,41 +109,6 @@ def test_a_paletted_image_is_refused_with_the_line_that_expands_it(tiny_cfg, tmp
     cfg = tiny_cfg.replace(BANDS=[1], BAND_NAMES=["grey"], NORM_MEAN=[0.0], NORM_STD=[255.0])
     with pytest.raises(EosegError, match=r"paletted.tif: a paletted image, .*gdal_translate -expand rgb"):
         image_stack(cfg, raster_info(paletted))
-
-
-def test_a_band_misread_as_to_transparency_is_pointed_out(tiny_cfg, tmp_path):
-    """RGBA written without saying the 4th band is alpha (ExtraSamples unspecified): GDAL masks nothing, so
-    the transparent pixels would be labelled as data; RGB + near-infrared tagged alpha: its dark pixels would be
-    nodata. check_data and inference say so."""
-    from eoseg.datacheck import check_dataset
-
-    source = tiny_cfg.tile_path("IMAGE_PATTERN", "1")
-    pixels = read_raster(source)
-    alpha = np.full_like(pixels[:1], 255)
-    alpha[:, :, :20] = 0
-    rgba = copy_raster(source, tmp_path / "rgba" / "1.tif", np.concatenate([pixels, alpha]), count=4)
-    with rasterio.open(rgba, "r+") as dst:  # ExtraSamples "unspecified"
-        dst.colorinterp = [ColorInterp.red, ColorInterp.green, ColorInterp.blue, ColorInterp.undefined]
-    info = raster_info(rgba)
-    assert alpha_band_problem(info, [1, 2, 3]) == (f"{rgba}: band 4 holds only 0 and 255, as an alpha band does, but is not "
-                                               "tagged as one: if it is transparency, its empty pixels are labelled as "
-                                               "data; tag it (gdal_edit.py -colorinterp_4 alpha FILE)")
-    cfg = tiny_cfg.replace(DATA_ROOT=str(tmp_path / "rgba"), IMAGE_PATTERN="{id}.tif", TRAIN_IDS=["1"], TEST_IDS=[])
-    assert alpha_band_problem(info, [1, 2, 3]) in check_dataset(cfg).notes  # a mask band of data would look alike
-    # tagged, GDAL reads it as the mask; a band of data (near-infrared) holds other values
-    with rasterio.open(rgba, "r+") as dst:
-        dst.colorinterp = [ColorInterp.red, ColorInterp.green, ColorInterp.blue, ColorInterp.alpha]
-    assert alpha_band_problem(raster_info(rgba), [1, 2, 3]) == ""
-    nir = copy_raster(source, tmp_path / "rgbn" / "1.tif", np.concatenate([pixels, pixels[:1]]), count=4)
-    with rasterio.open(nir, "r+") as dst:
-        dst.colorinterp = [ColorInterp.red, ColorInterp.green, ColorInterp.blue, ColorInterp.undefined]
-    assert raster_info(nir).colorinterp[3] == "undefined" and alpha_band_problem(raster_info(nir), [1, 2, 3]) == ""
-    # near-infrared tagged alpha (GDAL's default for a fourth band of an RGB file): its dark pixels would be nodata
-    with rasterio.open(nir, "r+") as dst:
-        dst.colorinterp = [ColorInterp.red, ColorInterp.green, ColorInterp.blue, ColorInterp.alpha]
-    assert alpha_band_problem(raster_info(nir), [1, 2, 3]).startswith(
-        f"{nir}: band 4 is tagged as its alpha band, so GDAL reads the pixels where it is 0 as nodata, but ")
-    assert "retag it (gdal_edit.py -colorinterp_4 undefined FILE)" in alpha_band_problem(raster_info(nir), [1, 2, 3])
 
 
 # ---------------------------------------------------------------- NDVI
@@ -331,3 +297,26 @@ def test_tiles_without_eroded_ground_truth_are_said_to_be_scored_on_the_labels(t
                            "nothing at ") and "scored against the full labels (LABEL_PATTERN)" in note
     assert note in check_dataset(typo).problems
     assert eroded_fallback(tiny_cfg.replace(GT_ERODED_PATTERN=""), ["4"]) is None  # no eroded set: nothing to say
+
+
+def test_colour_eroded_truth_with_an_untagged_alpha_band_is_refused_before_scoring(tiny_cfg, tmp_path):
+    """A fourth band of 0 and 255 not tagged alpha: its transparent pixels would be scored as the classes of their
+    colours; refused with the line that tags it, as convert_gt.py refuses such a colour ground truth."""
+    from eoseg.tiles import eval_truth
+
+    source = tiny_cfg.tile_path("GT_ERODED_PATTERN", "4")
+    colours = read_raster(source)
+    alpha = np.full_like(colours[:1], 255)
+    alpha[:, :, :20] = 0
+    target = tmp_path / "eroded" / source.name
+    copy_raster(source, target, np.concatenate([colours, alpha]), count=4)
+    with rasterio.open(target, "r+") as dst:
+        dst.colorinterp = [ColorInterp.red, ColorInterp.green, ColorInterp.blue, ColorInterp.undefined]
+    cfg = tiny_cfg.replace(GT_ERODED_PATTERN=str(tmp_path / "eroded" / Path(tiny_cfg.GT_ERODED_PATTERN).name))
+    info = image_info(cfg, "4")
+    with pytest.raises(EosegError, match=r"band 4 holds only 0 and 255.*gdal_edit.py -colorinterp_4 alpha FILE"):
+        eval_truth(cfg, "4", info)
+    with rasterio.open(target, "r+") as dst:
+        dst.colorinterp = [ColorInterp.red, ColorInterp.green, ColorInterp.blue, ColorInterp.alpha]
+    scored = eval_truth(cfg, "4", info).read_rows(cfg.palette, 0, info.height)
+    assert (scored[:, :20] == 255).all()
