@@ -13,7 +13,9 @@ holes as small, so a small island merges into the region around it; --simplify t
 simplifies all boundaries by that tolerance in CRS units, keeping neighbouring polygons
 edge to edge. A label map without a
 CRS (a PNG, say) is refused: --pixel-coordinates writes its polygons in pixel columns and
-rows (or its transform's units), which no map places anywhere. In a CRS in degrees
+rows (or its transform's units), which no map places anywhere. The polygons carry the raster's
+exact CRS; GeoJSON records a CRS only as an authority code, so a .geojson of a CRS no code
+equals (a custom projection, a site grid, a datum shift) is refused: write .gpkg. In a CRS in degrees
 --simplify and --min-area are refused (they would be degrees). An existing --out file is
 replaced only with --force.
 """

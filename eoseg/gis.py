@@ -67,7 +67,7 @@ class PolygonSummary:
     path: Path
     features: int
     dropped: int  # regions smaller than the minimum area
-    crs: str | None
+    crs: str | None  # as written: an authority code equal to the raster's CRS, else its WKT
 
 
 def check_polygon_units(crs: CRS | None, simplify: float, min_area: float, where: str) -> None:
@@ -78,6 +78,26 @@ def check_polygon_units(crs: CRS | None, simplify: float, min_area: float, where
                          f"({min_area:g}) (polygonize.py --simplify, --min-area) are in CRS units: degrees and square "
                          "degrees (one is ~10,000 km2); set them to 0, or reproject the image to a CRS in metres "
                          "(its UTM zone, say)")
+
+
+def vector_crs(crs: CRS) -> str:
+    """``crs`` as a vector file is given it: its authority code where that code's CRS equals it, else its WKT.
+    rasterio's ``to_string`` gives any code that matches to 70% (a UTM zone for UTM with a datum shift, TOWGS84,
+    which moves the polygons ~100 m)."""
+    authority = crs.to_authority()
+    if authority is not None and CRS.from_user_input(":".join(authority)) == crs:
+        return ":".join(authority)
+    return crs.to_wkt()
+
+
+def check_polygon_crs(crs: CRS | None, suffix: str, where: str) -> None:
+    """Refuse GeoJSON polygons (``suffix`` .geojson, .json) of ``where`` in a CRS that no authority code equals:
+    GDAL's GeoJSON writer records a CRS only as a code and drops WKT without a word, so readers would take the
+    coordinates for WGS84 degrees."""
+    if crs is not None and VECTOR_DRIVERS.get(suffix.lower()) == "GeoJSON" and vector_crs(crs) == crs.to_wkt():
+        raise EosegError(f"{where}: its CRS {crs} has no authority code (EPSG:...) equal to it, and GeoJSON records a CRS "
+                         "only as such a code (readers would place the polygons in WGS84 degrees); write a GeoPackage "
+                         "(.gpkg) instead, or reproject the image to a CRS with an EPSG code")
 
 
 def recorded_class_names(label_path: str | Path) -> list[str] | None:
@@ -165,7 +185,8 @@ def polygonize_labels(label_path: str | Path, out: str | Path, class_names: Sequ
 
     The raster is read ``block_rows`` rows at a time (see :func:`block_polygons`).
 
-    Features carry ``class_id`` and ``class_name``; the layer has the raster's CRS. The
+    Features carry ``class_id`` and ``class_name``; the layer has the raster's exact CRS (see :func:`vector_crs`;
+    GeoJSON of a CRS without an equal code is refused, see :func:`check_polygon_crs`). The
     raster's nodata value, if any, is ignored like ``ignore``. A raster without a CRS is
     refused (its polygons would lie nowhere on a map) unless ``pixel_coordinates``: then
     they are written in its own coordinates, pixel columns and rows when it has no transform.
@@ -184,6 +205,7 @@ def polygonize_labels(label_path: str | Path, out: str | Path, class_names: Sequ
                              f"this one is {src.dtypes[0]}")
         transform, crs = src.transform, src.crs
         check_polygon_units(crs, simplify, min_area, str(label_path))
+        check_polygon_crs(crs, out.suffix, str(label_path))
         if crs is None and not pixel_coordinates:
             where = ("pixel coordinates (column, row from the top-left corner)" if transform.is_identity
                      else "the coordinates of its transform, in no known CRS")
@@ -195,7 +217,7 @@ def polygonize_labels(label_path: str | Path, out: str | Path, class_names: Sequ
     classes = [value for value, keep in zip(all_classes, kept) if keep]
     dropped = len(kept) - len(classes)
     names = np.array([class_names[c] for c in classes], dtype=object)
-    crs_text = crs.to_string() if crs is not None else None
+    crs_text = vector_crs(crs) if crs is not None else None
     with atomic_path(out) as tmp:
         write_vector(tmp, shapely.to_wkb(polygons), [np.array(classes, dtype=np.int32), names],
                       ["class_id", "class_name"], layer=out.stem, driver=driver, geometry_type="Polygon", crs=crs_text)

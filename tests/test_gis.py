@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pyogrio
 import pytest
 import rasterio
 import rasterio.features
@@ -222,3 +223,35 @@ def test_polygons_by_blocks_equal_the_whole_raster_pass(tmp_path, block_rows):
     with_min_area = [polygonize_labels(source, tmp_path / f"m{rows}.gpkg", CLASSES, [IGNORE], min_area=4 * PIXEL * PIXEL,
                                        block_rows=rows) for rows in (labels.shape[0], block_rows)]
     assert with_min_area[0].dropped == with_min_area[1].dropped > 0
+
+
+SHIFTED_DATUM = "+proj=utm +zone=32 +ellps=WGS84 +towgs84=100,100,100 +units=m +no_defs"  # ~85 m from EPSG:32632
+
+
+def test_polygons_carry_the_label_maps_exact_crs(tmp_path):
+    """A UTM zone on a shifted datum (TOWGS84) was written as EPSG:32632, the nearest code, which drops the shift: a
+    GIS reprojecting on the fly showed the polygons ~85 m off the label map."""
+    source = write_labels(tmp_path / "labels.tif", scene(60, 60), crs=SHIFTED_DATUM)
+    with rasterio.open(source) as src:
+        crs = src.crs
+    summary = polygonize_labels(source, tmp_path / "classes.gpkg", CLASSES, [IGNORE])
+    assert summary.crs != "EPSG:32632" and rasterio.crs.CRS.from_user_input(summary.crs) == crs
+    written = rasterio.crs.CRS.from_user_input(pyogrio.read_info(tmp_path / "classes.gpkg")["crs"])
+    assert written == crs and written != rasterio.crs.CRS.from_epsg(32632)
+    # a CRS that its code equals is written as the code (GeoJSON records nothing else)
+    plain = polygonize_labels(write_labels(tmp_path / "utm.tif", scene(60, 60)), tmp_path / "utm.geojson", CLASSES, [IGNORE])
+    assert plain.crs == "EPSG:32632" and pyogrio.read_info(tmp_path / "utm.geojson")["crs"] == "EPSG:32632"
+
+
+@pytest.mark.parametrize("crs", [SHIFTED_DATUM, 'LOCAL_CS["site",UNIT["metre",1],AXIS["X",EAST],AXIS["Y",NORTH]]'])
+def test_geojson_polygons_of_a_crs_without_an_equal_code_are_refused(tmp_path, crs):
+    """GDAL's GeoJSON writer records a CRS only as a code and dropped these without a word: readers took the
+    coordinates for WGS84 degrees. A GeoPackage keeps them."""
+    source = write_labels(tmp_path / "labels.tif", scene(60, 60), crs=crs)
+    with pytest.raises(EosegError, match=r"labels.tif: its CRS .* has no authority code \(EPSG:...\) equal to it, and "
+                                         r"GeoJSON records a CRS only as such a code .*; write a GeoPackage \(.gpkg\) instead"):
+        polygonize_labels(source, tmp_path / "classes.geojson", CLASSES, [IGNORE])
+    assert not (tmp_path / "classes.geojson").exists()
+    assert_one_line_error(run_script("polygonize.py", str(source), "--out", str(tmp_path / "c.geojson")),
+                          "has no authority code", ".gpkg")
+    assert polygonize_labels(source, tmp_path / "classes.gpkg", CLASSES, [IGNORE]).features > 10
