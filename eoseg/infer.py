@@ -488,12 +488,15 @@ def run_inference(cfg: Config, weights: str | Path, out_dir: str | Path, tile_id
         if alpha:
             print(f"note: {alpha}", file=sys.stderr)
         if cfg.WRITE_POLYGONS:  # before any image is labelled
-            from eoseg.gis import check_polygon_units
+            from eoseg.gis import check_polygon_crs, check_polygon_units
 
-            if job.info.crs is None:
-                raise EosegError(f"{job.info.path}: WRITE_POLYGONS writes map polygons, and the image has no CRS to place "
-                                 "them in; give it one (gdal_translate -a_srs), or set WRITE_POLYGONS=\"\"")
+            if job.info.crs is None or not job.info.georeferenced:
+                # GCPs or RPCs place no output pixel: a CRS assigned to such an image would not help
+                remedy = job.info.unplaced or "give it a CRS (gdal_translate -a_srs)"
+                raise EosegError(f"{job.info.path}: WRITE_POLYGONS writes map polygons, and the image has no CRS or no "
+                                 f"geotransform to place them with; {remedy}, or set WRITE_POLYGONS=\"\"")
             check_polygon_units(job.info.crs, cfg.POLYGON_SIMPLIFY, cfg.POLYGON_MIN_AREA, str(job.info.path))
+            check_polygon_crs(job.info.crs, cfg.WRITE_POLYGONS, f"{job.info.path} (WRITE_POLYGONS={cfg.WRITE_POLYGONS})")
     if not jobs:
         raise EosegError("nothing to label: no tile ids and no image files given")
     image_jobs = {job.name for job in jobs[len(tile_ids or []):]}

@@ -437,3 +437,26 @@ def test_polygons_of_an_image_without_a_crs_are_refused_before_labelling(setup, 
     with pytest.raises(EosegError, match=r"placed.png: WRITE_POLYGONS writes map polygons, and the image has no CRS"):
         run_inference(cfg.replace(WRITE_POLYGONS=".gpkg"), weights, tmp_path / "out", image_paths=[path], progress=False)
     assert not (tmp_path / "out").exists()
+
+
+def test_polygons_an_image_cannot_carry_are_refused_before_labelling(setup, tmp_path):
+    """An image placed by GCPs was told to get a CRS (gdal_translate -a_srs), which leaves it unplaced; a .geojson in a
+    CRS without an equal EPSG code was written without its CRS (readers took the metres for degrees)."""
+    cfg, weights = setup
+    path = tmp_path / "gcps.tif"
+    with rasterio.open(path, "w", driver="GTiff", width=100, height=90, count=3, dtype="uint8") as dst:
+        dst.write(random_image(90, 100))
+        dst.gcps = ([GroundControlPoint(row, col, 500000 + col, 5400000 - row) for row, col in ((0, 0), (0, 99), (89, 0))],
+                    CRS.from_epsg(32632))
+    with pytest.raises(EosegError, match=r"gcps.tif: WRITE_POLYGONS writes map polygons, and the image has no CRS or no "
+                                         r"geotransform to place them with; gcps.tif has ground control points .*gdalwarp -tps"):
+        run_inference(cfg.replace(WRITE_POLYGONS=".gpkg"), weights, tmp_path / "out", image_paths=[path], progress=False)
+    custom = tmp_path / "custom.tif"
+    with rasterio.open(custom, "w", driver="GTiff", width=100, height=90, count=3, dtype="uint8",
+                       crs=CRS.from_proj4("+proj=tmerc +lon_0=9.3 +k=1 +x_0=20000 +ellps=GRS80 +units=m"),
+                       transform=from_origin(20000, 5400000, 0.5, 0.5)) as dst:
+        dst.write(random_image(90, 100))
+    with pytest.raises(EosegError, match=r"custom.tif \(WRITE_POLYGONS=.geojson\): its CRS .* has no authority code .* write "
+                                         r"a GeoPackage \(.gpkg\) instead"):
+        run_inference(cfg.replace(WRITE_POLYGONS=".geojson"), weights, tmp_path / "out", image_paths=[custom], progress=False)
+    assert not (tmp_path / "out").exists()
