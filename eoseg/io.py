@@ -301,7 +301,7 @@ class RasterInfo:
     transform: object
     nodata: float | None
     colorinterp: tuple[str, ...] = ()  # GDAL's colour interpretation of each band: "red", "gray", "undefined"...
-    colour_table: tuple[tuple[int, int, int] | None, ...] | None = None  # a paletted raster's RGB of each value
+    colour_table: ColourTable | None = None  # a paletted raster's RGB of each value, and which are transparent
     descriptions: tuple[str | None, ...] = ()  # each band's description (its name in the file), if any
     ground_control: bool = False  # ground control points or RPCs, which place it only once warped by them
     scales: tuple[float, ...] = ()  # each band's GDAL scale and offset: its values are stored * scale + offset

@@ -112,7 +112,9 @@ def coloured_images(draw):
     with_ignore = draw(st.booleans())
     ignore_color = colours[0] if with_ignore else None
     classes = colours[1:]
-    others = draw(st.lists(colour.filter(lambda c: c not in colours), max_size=4, unique=True))
+    # grey levels 1..number of classes would be class ids saved in three bands, refused before any colour (test_palette)
+    class_id_grey = lambda c: c[0] == c[1] == c[2] and 1 <= c[0] < len(colours)  # noqa: E731
+    others = draw(st.lists(colour.filter(lambda c: c not in colours and not class_id_grey(c)), max_size=4, unique=True))
     choices = classes + ([ignore_color] if with_ignore else []) + others
     h, w = draw(st.integers(1, 10)), draw(st.integers(1, 10))
     picks = draw(st.lists(st.integers(0, len(choices) - 1), min_size=h * w, max_size=h * w))
