@@ -17,7 +17,7 @@ import numpy as np
 
 from eoseg.config import Config
 from eoseg.errors import EosegError
-from eoseg.grid import mean_pixel_size_m
+from eoseg.grid import mean_pixel_size_m, pixel_sides
 from eoseg.holdout import TileSplit, report_overlapping_tiles, tile_split
 from eoseg.io import RasterInfo, alpha_band_problem, atomic_path, nodata_kind, spread_windows
 from eoseg.labels import LabelValues, RasterLabels, VectorLabels, merge_counts, row_windows, value_counts
@@ -217,7 +217,7 @@ def resolution_text(info: RasterInfo) -> str:
     size = mean_pixel_size_m(info)
     if size is not None:
         return f"{size:.4g} m"
-    return f"{abs(info.transform.a):.4g}" if info.georeferenced else "-"
+    return f"{sum(pixel_sides(info.transform)) / 2:.4g}" if info.georeferenced else "-"
 
 
 def format_report(cfg: Config, report: DataReport) -> str:

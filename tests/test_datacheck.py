@@ -303,3 +303,17 @@ def test_a_report_of_tiles_that_could_not_be_read_says_so(tiny_cfg):
     assert "  none could be read: see the problems below" in text
     assert "  no labelled pixel could be read: see the problems below" in text and "0.00%" not in text
     assert "none could be read" not in format_report(tiny_cfg, check_dataset(tiny_cfg))
+
+
+def test_the_resolution_of_a_grid_without_metres_is_its_pixel_side_however_it_is_turned():
+    """A local grid (no CRS to give metres) rotated 90 degrees: its transform's a and e are 0, its pixels 0.7 wide."""
+    from pathlib import Path
+
+    from rasterio.transform import Affine
+
+    from eoseg.datacheck import resolution_text
+    from eoseg.io import RasterInfo
+
+    turned = RasterInfo(Path("turned.tif"), 10, 10, 1, "uint8", None, Affine(0, 0.7, 100, 0.7, 0, 200), None)
+    assert resolution_text(turned) == "0.7"
+    assert resolution_text(RasterInfo(Path("plain.png"), 10, 10, 1, "uint8", None, Affine.identity(), None)) == "-"
