@@ -21,10 +21,11 @@ from typing import Iterator
 
 import numpy as np
 import rasterio
+import shapely
 from affine import Affine
 from rasterio.enums import MaskFlags, Resampling
 from rasterio.vrt import WarpedVRT
-from rasterio.warp import transform, transform_bounds
+from rasterio.warp import transform
 from rasterio.windows import Window
 from tqdm import tqdm
 
@@ -237,17 +238,32 @@ def needs_warp(image: RasterInfo, other: RasterInfo, what: str) -> bool:
             f"{other.path} ({what}) is {other.width} x {other.height} px with {_georeference(other)}, the image "
             f"{image.path} {image.width} x {image.height} px with {_georeference(image)}: without a CRS and a "
             f"transform on both it cannot be placed on the image's grid; {remedy}")
-    left, bottom, right, top = bounds(other)
     if not same_crs(other.crs, image.crs):
         check_relatable(other.crs, f"{other.path} ({what})", image.crs, f"its image {image.path}")
-        left, bottom, right, top = transform_bounds(other.crs, image.crs, left, bottom, right, top)
+    placed = footprint(other, image.crs)
+    left, bottom, right, top = placed.bounds
     image_left, image_bottom, image_right, image_top = bounds(image)
-    if not (left < image_right and right > image_left and bottom < image_top and top > image_bottom):
+    if not placed.intersection(footprint(image, image.crs)).area > 0:  # not their bounding boxes: rotated grids
         raise EosegError(
             f"{other.path} ({what}) does not overlap the image {image.path}: it covers "
             f"{_box(left, bottom, right, top)}, the image {_box(image_left, image_bottom, image_right, image_top)} "
             f"(in {image.crs}); check the file and its CRS")
     return True
+
+
+FOOTPRINT_EDGE_POINTS = 21  # points along each edge of a footprint, which bends when reprojected
+
+
+def footprint(info: RasterInfo, crs) -> shapely.Polygon:
+    """The area ``info``'s pixels cover, as a polygon in ``crs`` (its edges sampled, so that a reprojection bends them
+    as it bends the grid)."""
+    steps = np.linspace(0, 1, FOOTPRINT_EDGE_POINTS)[:-1]
+    cols = np.concatenate([steps, np.ones_like(steps), 1 - steps, np.zeros_like(steps)]) * info.width
+    rows = np.concatenate([np.zeros_like(steps), steps, np.ones_like(steps), 1 - steps]) * info.height
+    xs, ys = info.transform * (cols, rows)
+    if not same_crs(info.crs, crs):
+        xs, ys = transform(info.crs, crs, xs, ys)
+    return shapely.make_valid(shapely.Polygon(np.column_stack([xs, ys])))
 
 
 def _georeference(info: RasterInfo) -> str:

@@ -649,14 +649,21 @@ def test_vector_labels_in_an_engineering_crs(tmp_path):
 
 
 def test_rotated_label_raster_covering_no_image_pixel_is_refused(tmp_path):
-    """Their bounding boxes overlap, their pixels do not: all-unlabelled patches used to come out, exit 0."""
+    """Their bounding boxes overlap, their pixels do not: all-unlabelled patches used to come out, exit 0. Refused
+    on their footprints before any read; where the footprints meet on less than a pixel's centre, when read."""
     image = small_image(tmp_path / "image.tif")
-    # a 40 x 4 px strip rotated 45 degrees that crosses the image's bounding box corner but none of its pixels
-    strip = rasterio.transform.Affine.translation(500040 + 4, 5400040 + 4) * rasterio.transform.Affine.rotation(-45) \
-        * rasterio.transform.Affine(1, 0, -20, 0, -1, 0)
-    path = write_like(tmp_path / "strip.tif", np.ones((4, 40), dtype=np.uint8), tmp_path / "image.tif", transform=strip)
-    labels = label_source(vector_config(), path, image)
+
+    def strip(name: str, beyond_corner: float) -> Path:
+        """A 40 x 4 px strip rotated 45 degrees beyond the image's top right corner, its outer edge this far out in x and y
+        (it reaches 4 px towards the corner)."""
+        placed = rasterio.transform.Affine.translation(500040 + beyond_corner, 5400040 + beyond_corner) \
+            * rasterio.transform.Affine.rotation(-45) * rasterio.transform.Affine(1, 0, -20, 0, -1, 0)
+        return write_like(tmp_path / name, np.ones((4, 40), dtype=np.uint8), tmp_path / "image.tif", transform=placed)
+
+    with pytest.raises(EosegError, match=r"apart.tif \(label map\) does not overlap the image .*image.tif"):
+        label_source(vector_config(), strip("apart.tif", 4), image)
+    labels = label_source(vector_config(), strip("sliver.tif", 2.6), image)  # over the corner, not its pixel's centre
     for read in (labels.read, labels.check):
-        with pytest.raises(EosegError, match="strip.tif \\(label map\\) covers none of the pixels of its image .*image.tif: "
+        with pytest.raises(EosegError, match="sliver.tif \\(label map\\) covers none of the pixels of its image .*image.tif: "
                                              "only their bounding boxes overlap"):
             read()
