@@ -21,7 +21,7 @@ from eoseg.grid import mean_pixel_size_m, pixel_sides
 from eoseg.holdout import TileSplit, report_overlapping_tiles, tile_split
 from eoseg.io import RasterInfo, alpha_band_problem, atomic_path, nodata_kind, spread_windows
 from eoseg.labels import LabelValues, RasterLabels, VectorLabels, merge_counts, row_windows, value_counts
-from eoseg.normalization import VALUE_SCALE_LIMIT, BandStatistics, off_scale, scale_problem, value_scale
+from eoseg.normalization import VALUE_SCALE_LIMIT, VALUE_SCALE_NOTE, BandStatistics, off_scale, scale_problem, value_scale
 from eoseg.plots import class_frequency_figure, save_figure
 from eoseg.tiles import (check_patch_fits, check_same_dtype, eroded_fallback, eval_truth, fits_patch, tile_labels,
                          tile_stack, unmasked_zeros_note)
@@ -154,6 +154,9 @@ def check_dataset(cfg: Config) -> DataReport:
             report.problem(f"tile {tile_id}: its values are {ratio:.2g} times those of the training tiles together: "
                            "another scale or encoding (12 against 16 bits, reflectance 0..1 against 0..10000), which one "
                            "normalisation cannot serve; rescale the tiles alike")
+        elif ratio is not None and off_scale(ratio, VALUE_SCALE_NOTE):  # as training's validation and labelling say
+            report.note(f"tile {tile_id}: its values are {ratio:.2g} times those of the training tiles together: its labels "
+                        "may suffer (much darker or brighter light, another sensor setting)")
     fallback = eroded_fallback(cfg, list(dict.fromkeys(cfg.tile_ids("test") + cfg.ids("VAL_IDS"))))
     if fallback:
         report.problem(fallback)

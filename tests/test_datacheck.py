@@ -130,6 +130,11 @@ def test_a_tile_on_another_value_scale_is_a_problem(sample_root, tmp_path):
     problems = check_dataset(cfg).problems
     assert len(problems) == 1 and re.match(r"tile 4: its values are 0\.1\d times those of the training tiles", problems[0]), problems
     assert not any("values are" in problem for problem in check_dataset(cfg.replace(TEST_IDS=["3"])).problems)
+    with rasterio.open(data / "top" / "top_mosaic_09cm_area4.tif", "r+") as dst:  # half as bright: a note, not a problem
+        dst.write(dst.read() * 4)
+    report = check_dataset(cfg)
+    assert not report.problems and [note for note in report.notes if re.match(
+        r"tile 4: its values are 0\.[4-6]\d times those of the training tiles together: its labels may suffer", note)]
 
 
 def test_a_tile_smaller_than_a_patch_is_a_problem(tiny_cfg):
