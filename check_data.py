@@ -27,11 +27,11 @@ def main(argv=None):
     parser = make_parser(__doc__)
     parser.add_argument("--out", metavar="DIR", help="where the bar chart and the config go (default: beside PATCHES_DIR, check_data/)")
     parser.add_argument("--write-norm", action="store_true", help="write the measured NORM_MEAN / NORM_STD into the --config file")
-    args, cfg = parse(parser, argv)
+    args, cfg = parse(parser, argv, norm_to_measure=lambda args: args.write_norm)
     if args.write_norm and not args.config:
         raise EosegError("--write-norm writes into the --config file: give one (--config mine.py)")
     out = Path(args.out) if args.out else Path(cfg.PATCHES_DIR).parent / "check_data"
-    report = check_dataset(cfg)
+    report = check_dataset(cfg, norm_to_write=args.write_norm)
     print(format_report(cfg, report))
     out.mkdir(parents=True, exist_ok=True)
     print(f"\nwrote {plot_class_shares(cfg, report, out / 'class_shares.png')}")

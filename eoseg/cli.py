@@ -70,8 +70,10 @@ def make_parser(description: str) -> argparse.ArgumentParser:
     return parser
 
 
-def parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, Config]:
-    """Parse options; arguments shaped KEY=VALUE (upper-case KEY) are config overrides."""
+def parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None,
+          norm_to_measure: Callable[[argparse.Namespace], bool] = lambda args: False) -> tuple[argparse.Namespace, Config]:
+    """Parse options; arguments shaped KEY=VALUE (upper-case KEY) are config overrides. ``norm_to_measure``: whether
+    the options ask for the normalisation to be measured (see :func:`eoseg.config.load_config`)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     # the usage line names the script's own arguments (LABELS, FILE ...) once they are all added
     arguments = [action for action in parser._actions if not action.option_strings]
@@ -91,7 +93,7 @@ def parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None) ->
         raise EosegError("--config is given more than once; give one file (it may import another: "
                          "from base import *)")
     args = parser.parse_args(rest)
-    return args, load_config(args.config, overrides)
+    return args, load_config(args.config, overrides, norm_to_measure=norm_to_measure(args))
 
 
 def _slow_progress_bars() -> None:

@@ -628,8 +628,11 @@ def load_config(
     config_file: str | Path | None = None,
     overrides: Iterable[str] = (),
     base: str | Path = DEFAULT_CONFIG_PATH,
+    norm_to_measure: bool = False,
 ) -> Config:
-    """Build the effective config from config.py, its preset, a --config file and overrides."""
+    """Build the effective config from config.py, its preset, a --config file and overrides; ``norm_to_measure``
+    (check_data.py --write-norm, which measures them): NORM_MEAN / NORM_STD of another length than BANDS are
+    neutral placeholders (0 and 1 per band) instead of an error."""
     defaults = _upper_case(_read_names(Path(base)))
     presets = dict(defaults.pop("PRESETS", {}))
     sources = [str(base)]
@@ -666,4 +669,7 @@ def load_config(
         if key not in defaults:
             raise _unknown(key, defaults, f"preset {dataset!r}")
     values = {**defaults, **preset, **file_values, **override_values, "DATASET": dataset}
+    if norm_to_measure and isinstance(values["BANDS"], list) and \
+            any(len(values[name]) != len(values["BANDS"]) for name in ("NORM_MEAN", "NORM_STD")):
+        values.update(NORM_MEAN=[0.0] * len(values["BANDS"]), NORM_STD=[1.0] * len(values["BANDS"]))
     return Config(values, sources)

@@ -49,9 +49,10 @@ class DataReport:
             self.notes.append(text)
 
 
-def check_dataset(cfg: Config) -> DataReport:
+def check_dataset(cfg: Config, norm_to_write: bool = False) -> DataReport:
     """Read every train and test tile of ``cfg`` by windows and report on them; of VAL_IDS's others, what
-    training needs of them (an image that opens, ground truth, values on the training tiles' scale)."""
+    training needs of them (an image that opens, ground truth, values on the training tiles' scale). With
+    ``norm_to_write`` (replaced by what is measured), the image's NORM_MEAN / NORM_STD are not judged."""
     values = LabelValues.from_config(cfg)
     report = DataReport(band_names=cfg.stacked_band_names, statistics=BandStatistics(cfg.num_bands),
                         class_pixels={split: np.zeros(cfg.num_classes, dtype=np.int64) for split in SPLITS})
@@ -144,7 +145,11 @@ def check_dataset(cfg: Config) -> DataReport:
                 tile_values.setdefault(tile_id, stack.sample_statistics())
         except EosegError as err:
             report.problem(str(err))
-    scale = scale_problem(report.statistics, cfg)
+    judged = cfg
+    if norm_to_write and report.statistics.count:  # judged as it will be written
+        means, stds = report.statistics.normalization(0, len(cfg.BANDS))
+        judged = cfg.replace(NORM_MEAN=means, NORM_STD=stds)
+    scale = scale_problem(report.statistics, judged)
     if scale:
         report.problem(scale)
     training_values = report.statistics.record()

@@ -50,6 +50,23 @@ def test_norm_written_into_the_config_file(tiny_cfg, tmp_path):
     assert [line for line in result.stdout.splitlines() if line.startswith("NORM_MEAN")][0] in text
 
 
+def test_norm_of_another_band_count_is_measured_and_written(tiny_cfg, tmp_path):
+    """A config whose NORM_MEAN / NORM_STD do not fit BANDS (another sensor's, 12-bit ones for 8-bit data) is refused
+    by every step but the one that measures them: --write-norm measures and writes them, without a scale problem."""
+    config = tmp_path / "mine.py"
+    config.write_text("NORM_MEAN = [0.0]\nNORM_STD = [4095.0]\n")
+    arguments = as_arguments({**tiny_overrides(tmp_path), "DATA_ROOT": tiny_cfg.DATA_ROOT})
+    for key in ("NORM_MEAN", "NORM_STD"):
+        arguments = [a for a in arguments if not a.startswith(f"{key}=")]
+    refused = run_script("check_data.py", "--config", str(config), "--out", str(tmp_path / "check"), *arguments)
+    assert refused.returncode == 2 and "NORM_MEAN has 1 entries but BANDS selects 3 bands" in refused.stderr
+    result = run_script("check_data.py", "--config", str(config), "--write-norm", "--out", str(tmp_path / "check"),
+                        *arguments)
+    assert result.returncode == 0 and "problems: none" in result.stdout, result.stdout + result.stderr
+    written = load_config(config, arguments)
+    assert len(written.NORM_MEAN) == len(written.NORM_STD) == 3 and 10 < written.NORM_STD[0] < 100  # 8-bit spreads
+
+
 def test_norm_written_over_assignments_of_several_lines(tmp_path):
     """The whole assignment is replaced: a list over several lines, with comments, kept its tail (a syntax error)."""
     config = tmp_path / "mine.py"
