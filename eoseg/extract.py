@@ -53,7 +53,7 @@ def extract_patches(cfg: Config, out_dir: str | Path, force: bool = False, progr
     counts: dict[str, int] = {}
     dtype = None
     train_infos, statistics = [], BandStatistics(cfg.num_bands)
-    trained_classes = np.zeros(cfg.num_classes, dtype=np.int64)  # pixels of each class in the training tiles
+    trained_classes = np.zeros(cfg.num_classes, dtype=np.int64)  # pixels of each class in the training patches
     too_small: list[str] = []  # test tiles smaller than a patch
     if not cfg.tile_ids("train"):
         raise EosegError("TRAIN_IDS is empty: there are no tiles to extract training patches from")
@@ -82,11 +82,11 @@ def extract_patches(cfg: Config, out_dir: str | Path, force: bool = False, progr
                     trained_on = None if blocks is None or split != "train" else blocks.mask(0, info.height, held_out=False)
                     image, labels = training_pixels(cfg, stack, image, labels, statistics if split == "train" else None,
                                                     trained_on)
-                    if split == "train":
-                        trained_classes += class_pixels(labels, cfg.num_classes)
                     for folder in ("images", "labels"):
                         (tmp / folder / split).mkdir(parents=True, exist_ok=True)
+                    covered = np.zeros(labels.shape, dtype=bool)  # by the patches: what training sees of the tile
                     for row, col in patch_corners(info, blocks, split, size, stride):
+                        covered[row:row + size, col:col + size] = True
                         image_patch = image[:, row:row + size, col:col + size]
                         label_patch = labels[row:row + size, col:col + size]
                         transform = info.transform @ Affine.translation(col, row)
@@ -100,6 +100,8 @@ def extract_patches(cfg: Config, out_dir: str | Path, force: bool = False, progr
                                 "transform": json.dumps(list(transform)[:6]), "source_image": str(info.path),
                             })
                             counts[split] += 1
+                    if split == "train":  # not held-out blocks, nor the gaps a stride beyond PATCH_SIZE leaves
+                        trained_classes += class_pixels(labels[covered], cfg.num_classes)
                 if split == "train":  # before the test tiles: patches of a badly scaled normalisation are refused
                     check_scale(statistics, cfg)
         cfg.save(tmp)
@@ -108,7 +110,7 @@ def extract_patches(cfg: Config, out_dir: str | Path, force: bool = False, progr
             "dtype": dtype,
             "pixel_size_m": pixel_size_range(train_infos),  # of the training tiles: the size inference labels at
             "input_statistics": statistics.record(),  # their values: the scale inference expects (normalization.value_scale)
-            "class_pixels": trained_classes.tolist(),  # of the training tiles: a class never labelled is noted in training
+            "class_pixels": trained_classes.tolist(),  # of the training patches: a class never labelled is noted in training
             "counts": counts,
             "train_stride": cfg.TRAIN_STRIDE,
             "augmentations": augment.augmentations(cfg.FLIPS, cfg.ROTATIONS),

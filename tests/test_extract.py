@@ -67,6 +67,25 @@ def test_extract_counts_augmentations_and_manifest(tiny_cfg):
     assert json.loads(Path(root, "config.json").read_text())["config"]["PATCH_SIZE"] == 64
 
 
+def test_the_classes_recorded_as_trained_on_are_those_of_the_patches(tiny_cfg):
+    """A stride beyond PATCH_SIZE leaves gaps no patch holds (as held-out blocks are): the class counts training
+    reads (a class never labelled is noted) are of the pixels the patches hold, not of the whole tiles."""
+    cfg = tiny_cfg.replace(PATCH_SIZE=64, TRAIN_STRIDE=96, FLIPS=False)
+    manifest = extract_patches(cfg, cfg.PATCHES_DIR, progress=False)
+    _, rows = read_manifest(cfg.PATCHES_DIR)
+    expected = np.zeros(cfg.num_classes, dtype=np.int64)
+    whole = np.zeros(cfg.num_classes, dtype=np.int64)
+    for tile in cfg.tile_ids("train"):
+        labels = read_label(cfg.tile_path("LABEL_PATTERN", tile))
+        covered = np.zeros(labels.shape, dtype=bool)
+        for row in (r for r in rows if r["split"] == "train" and r["tile"] == tile):
+            covered[int(row["row"]):int(row["row"]) + 64, int(row["col"]):int(row["col"]) + 64] = True
+        assert not covered.all()  # the gaps
+        expected += np.bincount(labels[covered], minlength=256)[:cfg.num_classes]
+        whole += np.bincount(labels.ravel(), minlength=256)[:cfg.num_classes]
+    assert manifest["class_pixels"] == expected.tolist() != whole.tolist()
+
+
 def test_extract_refuses_existing_folder_unless_forced(tiny_cfg):
     extract_patches(tiny_cfg, tiny_cfg.PATCHES_DIR, progress=False)
     with pytest.raises(EosegError, match="--force"):
