@@ -9,20 +9,14 @@ import numpy as np
 
 from eoseg.errors import EosegError
 from eoseg.io import (ColourTable, RasterWriter, atomic_write_text, check_colour_alpha, colour_unlabelled,
-                      expand_colour_table, file_sha256, open_raster, raster_info, read_raster, write_raster)
+                      expand_colour_table, file_record, open_raster, raster_info, read_raster, unchanged_since,
+                      write_raster)
 from eoseg.labels import LabelValues, RasterLabels
 from eoseg.palette import Palette
 
 
 # beside the label maps convert_gt.py --from-color made for the configured tiles: each one's colour source as it was
 CONVERSION_RECORD = "conversions.convert_gt.json"
-_unchanged: dict[tuple, bool] = {}  # (label map, its source's state now, as converted) -> whether the source is the one
-
-
-def _state(path: Path) -> dict:
-    stat = path.stat()
-    return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
-
 
 def record_conversion(source: Path, target: Path) -> None:
     """Note in ``target``'s folder that ``target`` was converted from ``source`` as it is now."""
@@ -31,7 +25,7 @@ def record_conversion(source: Path, target: Path) -> None:
         record = json.loads(record_path.read_text())
     except (OSError, ValueError):
         record = {}
-    record[target.name] = {"source": str(source.resolve()), **_state(source), "sha256": file_sha256(source)}
+    record[target.name] = {"source": str(source.resolve()), **file_record(source)}
     atomic_write_text(record_path, json.dumps(record, indent=1, sort_keys=True) + "\n")
 
 
@@ -44,11 +38,7 @@ def check_converted_from(labels: Path, source: Path) -> None:
         return  # not made by convert_gt.py, or before it kept the record
     if not source.is_file():
         return
-    key = (str(labels), str(source), *_state(source).values(), entry.get("sha256"))
-    if key not in _unchanged:
-        same_state = {"size": entry.get("size"), "mtime_ns": entry.get("mtime_ns")} == _state(source)
-        _unchanged[key] = same_state or (entry.get("size") == source.stat().st_size and file_sha256(source) == entry.get("sha256"))
-    if not _unchanged[key]:
+    if not unchanged_since(source, entry):
         raise EosegError(f"{labels} was converted from {source}, which has changed since: its labels are the old ones; "
                          "run convert_gt.py --from-color again")
 

@@ -20,9 +20,9 @@ from eoseg.grid import pixel_size_range
 from eoseg.holdout import TileSplit, report_overlapping_tiles, tile_split
 from eoseg.io import RasterInfo, atomic_directory, atomic_write_text
 from eoseg.labels import class_pixels
-from eoseg.metadata import data_signature
+from eoseg.metadata import data_signature, source_files_record
 from eoseg.normalization import BandStatistics, check_scale
-from eoseg.tiles import check_patch_fits, check_same_dtype, fits_patch, read_labels, tile_stack, training_pixels
+from eoseg.tiles import check_patch_fits, check_same_dtype, fits_patch, tile_labels, tile_stack, training_pixels
 
 MANIFEST = "manifest.json"  # written last: its presence marks a complete patch folder
 PATCH_LIST = "patches.csv"
@@ -55,6 +55,7 @@ def extract_patches(cfg: Config, out_dir: str | Path, force: bool = False, progr
     train_infos, statistics = [], BandStatistics(cfg.num_bands)
     trained_classes = np.zeros(cfg.num_classes, dtype=np.int64)  # pixels of each class in the training patches
     too_small: list[str] = []  # test tiles smaller than a patch
+    source_files: list[Path] = []  # the files the patches are cut from
     if not cfg.tile_ids("train"):
         raise EosegError("TRAIN_IDS is empty: there are no tiles to extract training patches from")
     report_overlapping_tiles(cfg)
@@ -76,7 +77,9 @@ def extract_patches(cfg: Config, out_dir: str | Path, force: bool = False, progr
                     image = stack.read()
                     if split == "train":
                         train_infos.append(info)
-                    labels = read_labels(cfg, tile_id, info)
+                    label_file = tile_labels(cfg, tile_id, info)
+                    labels = label_file.read()
+                    source_files += [source.info.path for source in stack.sources] + [label_file.path]
                     dtype = check_same_dtype(image.dtype, info, dtype, cfg.BANDS)
                     blocks = tile_split(cfg, tile_id, info.height, info.width)
                     trained_on = None if blocks is None or split != "train" else blocks.mask(0, info.height, held_out=False)
@@ -116,6 +119,7 @@ def extract_patches(cfg: Config, out_dir: str | Path, force: bool = False, progr
             "augmentations": augment.augmentations(cfg.FLIPS, cfg.ROTATIONS),
             "tiles": {split: [tile for tile in cfg.tile_ids(split) if tile not in too_small] for split in ("train", "test")},
             "patch_list": PATCH_LIST,
+            "sources": source_files_record(cfg.DATA_ROOT, source_files),  # changed since: the patches are stale
         }
         atomic_write_text(tmp / MANIFEST, json.dumps(manifest, indent=2) + "\n")
     if too_small and progress:

@@ -155,6 +155,26 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+def file_record(path: str | Path) -> dict:
+    """What tells later whether ``path`` is the file it is now: its size, modification time and SHA-256."""
+    stat = Path(path).stat()
+    return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": file_sha256(path)}
+
+
+_unchanged: dict[tuple, bool] = {}  # (path, its size and time now, the record) -> whether it is the recorded file
+
+
+def unchanged_since(path: str | Path, record: dict) -> bool:
+    """Whether ``path`` is the file :func:`file_record` described: the same size and time, or, for a copy (a new
+    time), the same bytes. Hashed once per process and state."""
+    stat = Path(path).stat()
+    key = (str(path), stat.st_size, stat.st_mtime_ns, record.get("size"), record.get("mtime_ns"), record.get("sha256"))
+    if key not in _unchanged:
+        _unchanged[key] = (stat.st_size == record.get("size") and
+                           (stat.st_mtime_ns == record.get("mtime_ns") or file_sha256(path) == record.get("sha256")))
+    return _unchanged[key]
+
+
 @contextlib.contextmanager
 def _lock_file(path: Path, lock: Callable[[IO], None]) -> Iterator[None]:
     """Hold the lock file ``path``, taken by ``lock(handle)``, for a block; the file is removed on release.

@@ -26,7 +26,7 @@ from eoseg.errors import EosegError
 from eoseg.extract import read_manifest
 from eoseg.io import atomic_directory, write_failure
 from eoseg.labels import check_class_ids
-from eoseg.metadata import check_stored_data, data_signature
+from eoseg.metadata import check_source_files, check_stored_data, data_signature
 
 META_KEY = b"__meta__"
 COMPLETE_KEY = b"__complete__"
@@ -199,6 +199,7 @@ def create_lmdb(cfg: Config, patches_dir: str | Path, lmdb_dir: str | Path, forc
     manifest, rows = read_manifest(patches_dir)
     signature = data_signature(cfg)
     check_stored_data(manifest["signature"], signature, f"patches in {patches_dir}")
+    check_source_files(manifest.get("sources"), cfg.DATA_ROOT, f"patches in {patches_dir}")
     patches_dir = Path(patches_dir)
     summary = {}
     with atomic_directory(lmdb_dir, force=force) as tmp:
@@ -221,6 +222,7 @@ def create_lmdb(cfg: Config, patches_dir: str | Path, lmdb_dir: str | Path, forc
                 "shuffle_seed": cfg.SHUFFLE_SEED if split == "train" else None,
                 "source": str(patches_dir),
                 "tiles": sorted({r["tile"] for r in split_rows}),
+                "sources": manifest.get("sources"),
             }
             write_lmdb(tmp / f"{split}.lmdb", records, len(split_rows), meta, progress)
             summary[split] = len(split_rows)

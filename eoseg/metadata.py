@@ -7,9 +7,11 @@ compares the record with its own config and refuses a mismatch with a clear mess
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from eoseg.config import Config, label_value_pairs
 from eoseg.errors import EosegError
+from eoseg.io import file_record, unchanged_since
 from eoseg.holdout import holdout_record
 from eoseg.normalization import Normalization
 
@@ -93,3 +95,26 @@ def check_compatible(recorded: dict, expected: dict, artifact: str, fields=CHECK
                 f"{artifact} was made with {field} = {made_with!r}, but the config has "
                 f"{expected.get(field)!r}; use the config it was made with or rebuild it"
             )
+
+
+def source_files_record(data_root: str | Path, paths) -> dict:
+    """{path: :func:`eoseg.io.file_record`} of the files stored patches are cut from (images, extra sources, labels),
+    each path relative to ``data_root`` where it lies under it, so that a copy of the data moved with DATA_ROOT
+    still matches."""
+    root = Path(data_root).absolute()
+    record = {}
+    for path in dict.fromkeys(Path(p).absolute() for p in paths):
+        key = path.relative_to(root).as_posix() if path.is_relative_to(root) else str(path)
+        record[key] = file_record(path)
+    return record
+
+
+def check_source_files(recorded: dict | None, data_root: str | Path, artifact: str) -> None:
+    """Refuse ``artifact`` (stored patches) where a file it was cut from has changed since (labels corrected in
+    place): its patches hold the old pixels and labels. A file not there is passed over: an LMDB is trained on
+    where the tiles are not."""
+    for key, record in (recorded or {}).items():  # absent: made before the record
+        path = Path(key) if Path(key).is_absolute() else Path(data_root) / key
+        if path.is_file() and not unchanged_since(path, record):
+            raise EosegError(f"{artifact} was cut from {path}, which has changed since: its patches hold the old pixels "
+                             "or labels; rebuild them (extract_images.py --force, then create_lmdb.py --force)")

@@ -14,6 +14,7 @@ from eoseg.errors import EosegError
 from eoseg.lmdb_store import (
     COMPLETE_KEY,
     LmdbPatches,
+    create_lmdb,
     decode_record,
     encode_record,
     read_lmdb_meta,
@@ -279,3 +280,33 @@ def test_same_lmdb_opened_twice_in_one_process(written):
     np.testing.assert_array_equal(second[1][0], first[1][0])
     clone = pickle.loads(pickle.dumps(first))
     np.testing.assert_array_equal(clone[2][0], first[2][0])
+
+
+def test_patches_cut_from_files_changed_since_are_refused(tiny_cfg, tmp_path):
+    """Labels corrected in place after extraction: packing the old patches, or training on an LMDB of them, is
+    refused, naming the file; a copy of the data (new times, same bytes) under another DATA_ROOT is not."""
+    import os
+    import shutil
+
+    import rasterio
+
+    from eoseg.data import training_data
+    from eoseg.extract import extract_patches
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_cfg.DATA_ROOT, data)
+    cfg = tiny_cfg.replace(DATA_ROOT=str(data), TRAIN_IDS=["1", "2"], TEST_IDS=["4"])
+    extract_patches(cfg, cfg.PATCHES_DIR, progress=False)
+    create_lmdb(cfg, cfg.PATCHES_DIR, cfg.LMDB_DIR, progress=False)
+    copy = tmp_path / "copy"
+    shutil.copytree(data, copy, copy_function=shutil.copyfile)  # new modification times
+    assert os.stat(copy / cfg.LABEL_PATTERN.format(id="2")).st_mtime_ns != os.stat(data / cfg.LABEL_PATTERN.format(id="2")).st_mtime_ns
+    assert len(training_data(cfg.replace(DATA_ROOT=str(copy)))) > 0
+    labels = data / cfg.LABEL_PATTERN.format(id="2")
+    with rasterio.open(labels, "r+") as dst:  # corrected in place
+        dst.write(np.ones_like(dst.read()))
+    changed = rf"was cut from {labels}, which has changed since: its patches hold the old pixels or labels; rebuild them"
+    with pytest.raises(EosegError, match=rf"LMDB .*train.lmdb {changed}"):
+        training_data(cfg)
+    with pytest.raises(EosegError, match=rf"patches in .* {changed}"):
+        create_lmdb(cfg, cfg.PATCHES_DIR, tmp_path / "again", progress=False)
