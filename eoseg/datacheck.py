@@ -17,7 +17,7 @@ import numpy as np
 
 from eoseg.config import Config
 from eoseg.errors import EosegError
-from eoseg.grid import mean_pixel_size_m, pixel_sides
+from eoseg.grid import PIXEL_SIZE_TOLERANCE, mean_pixel_size_m, pixel_sides, pixel_size_range
 from eoseg.holdout import TileSplit, report_overlapping_tiles, tile_split
 from eoseg.io import RasterInfo, alpha_band_problem, atomic_path, nodata_kind, spread_windows
 from eoseg.labels import LabelValues, RasterLabels, VectorLabels, merge_counts, row_windows, value_counts
@@ -60,6 +60,7 @@ def check_dataset(cfg: Config, norm_to_write: bool = False) -> DataReport:
     stacked_dtype = None  # of the tiles before: one data type for all
     tile_values: dict[str, BandStatistics] = {}  # each tile's values, sampled: their scales compared below
     class_pixels, class_in_blocks = np.zeros(cfg.num_classes, np.int64), np.zeros(cfg.num_classes, np.int64)
+    training_infos: list[RasterInfo] = []
     report_overlapping_tiles(cfg)
     for split in SPLITS:
         if not cfg.tile_ids(split):
@@ -131,6 +132,8 @@ def check_dataset(cfg: Config, norm_to_write: bool = False) -> DataReport:
                     if class_id < cfg.num_classes:
                         report.class_pixels[split][class_id] += pixels
                 training_tiles_read += split == "train"
+                if split == "train":
+                    training_infos.append(info)
                 if split == "test":  # what scoring reads, checked whole (the eroded ground truth, where there is one)
                     eval_truth(cfg, tile_id, info)
             except EosegError as err:
@@ -165,6 +168,11 @@ def check_dataset(cfg: Config, norm_to_write: bool = False) -> DataReport:
     fallback = eroded_fallback(cfg, list(dict.fromkeys(cfg.tile_ids("test") + cfg.ids("VAL_IDS"))))
     if fallback:
         report.problem(fallback)
+    sizes = pixel_size_range(training_infos)
+    if sizes and sizes[1] > sizes[0] * PIXEL_SIZE_TOLERANCE:
+        report.note(f"the training tiles have pixels of {sizes[0]:.3g} to {sizes[1]:.3g} m: the network learns objects at "
+                    f"each of those sizes, and inference labels finer images at {sizes[0]:.3g} m (INFER_PIXEL_SIZE); "
+                    "resample the tiles to one pixel size if that is not meant")
     thin = thin_class_note(cfg, class_pixels, class_in_blocks)
     if thin:
         report.note(thin)

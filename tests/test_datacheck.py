@@ -339,3 +339,20 @@ def test_the_resolution_of_a_grid_without_metres_is_its_pixel_side_however_it_is
     turned = RasterInfo(Path("turned.tif"), 10, 10, 1, "uint8", None, Affine(0, 0.7, 100, 0.7, 0, 200), None)
     assert resolution_text(turned) == "0.7"
     assert resolution_text(RasterInfo(Path("plain.png"), 10, 10, 1, "uint8", None, Affine.identity(), None)) == "-"
+
+
+def test_training_tiles_of_several_pixel_sizes_are_a_note(tiny_cfg, tmp_path):
+    """0.09 m and 0.15 m tiles in one training set: the network learns objects at both sizes, and inference labels
+    finer images at the smaller one; said, as nothing else says it."""
+    from rasterio.transform import Affine
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_cfg.DATA_ROOT, data)
+    cfg = tiny_cfg.replace(DATA_ROOT=str(data))
+    assert not [note for note in check_dataset(cfg).notes if "pixels of" in note]
+    for pattern in (cfg.IMAGE_PATTERN, cfg.LABEL_PATTERN):
+        with rasterio.open(data / pattern.format(id="2"), "r+") as dst:
+            dst.transform = dst.transform * Affine.scale(0.15 / 0.09)
+    assert [note for note in check_dataset(cfg).notes if note.startswith(
+        "the training tiles have pixels of 0.09 to 0.15 m: the network learns objects at each of those sizes, and "
+        "inference labels finer images at 0.09 m")]
