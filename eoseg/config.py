@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from eoseg.errors import EosegError
-from eoseg.grid import check_resampling
+from eoseg.grid import check_resampling, note_once
 from eoseg.models.resnet import RESNETS
 from eoseg.palette import Palette, check_value_tolerance
 
@@ -539,14 +539,26 @@ def find_tile_ids(data_root: str, image_pattern: str, id_glob: str, where: str) 
     named = re.compile("(?P<id>[^/\\\\]+)" + "".join(re.escape(part) + "(?P=id)" for part in parts[1:-1])
                        + re.escape(parts[-1]))
     found = set()
-    for path in glob.glob(searched):
+    exact = glob.glob(searched)
+    for path in exact:
         match = named.fullmatch(path[len(parts[0]):]) if path.startswith(parts[0]) else None
         if match and fnmatch.fnmatchcase(match["id"], id_glob):
             found.add(match["id"])
+    other_case = sorted(set(glob.glob(id_glob.join(_any_case(part) for part in parts))) - set(exact))
+    if other_case:  # Linux matches names exactly: "UP1.TIF" beside "a1.tif" would be left out without a word
+        note_once(("other case", pattern, id_glob),
+                  f"IMAGE_PATTERN {image_pattern!r} leaves out {', '.join(map(os.path.basename, other_case[:3]))}"
+                  f"{f' and {len(other_case) - 3} more' if len(other_case) > 3 else ''}, named so but for the case of "
+                  "their letters: rename them to be read")
     if not found:
         raise EosegError(f"{where}: {id_glob!r} matches no image: nothing at {searched}; check DATA_ROOT and IMAGE_PATTERN")
     return sorted(found, key=lambda tile_id: [(0, int(t), "") if t.isdigit() else (1, 0, t)
                                               for t in re.split(r"(\d+)", tile_id) if t])
+
+
+def _any_case(text: str) -> str:
+    """A glob matching ``text`` whatever the case of its letters."""
+    return "".join(f"[{c.lower()}{c.upper()}]" if c.lower() != c.upper() else glob.escape(c) for c in text)
 
 
 RASTER_SOURCE_KEYS = ("pattern", "bands", "band_names", "mean", "std")

@@ -40,7 +40,13 @@ def relative_to_here(path: Path) -> str:
 
 
 def _image_ids_hint(cfg: Config, tile_id: str) -> str:
-    """What the ids of the images IMAGE_PATTERN does find look like, when it finds some: "1" against "001"."""
+    """What the ids of the images IMAGE_PATTERN does find look like, when it finds some: "1" against "001"; or the
+    image named so but for the case of its letters ("UP1.TIF" for "UP1.tif")."""
+    expected = cfg.tile_path("IMAGE_PATTERN", tile_id)
+    if expected.parent.is_dir():
+        other_case = [entry.name for entry in expected.parent.iterdir() if entry.name.lower() == expected.name.lower()]
+        if other_case:
+            return f"{expected.parent / other_case[0]} is named so but for the case of its letters: rename it"
     try:
         found = find_tile_ids(cfg.DATA_ROOT, cfg.IMAGE_PATTERN, "*", "IMAGE_PATTERN")
     except EosegError:

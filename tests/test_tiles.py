@@ -54,6 +54,20 @@ def test_an_id_without_an_image_names_the_ids_there_are(tiny_cfg, tmp_path, monk
             image_info(cfg.replace(DATA_ROOT="padded"), "7")
 
 
+def test_images_named_but_for_the_case_of_their_letters_are_pointed_out(tiny_cfg, tmp_path, capsys):
+    """UP1.TIF beside a1.tif under IMAGE_PATTERN "{id}.tif": Linux names are exact, so a glob of ids left it out
+    without a word, and the id named alone was said to have no image; both now name the file to rename."""
+    for name in ("a1.tif", "UP1.TIF"):
+        copy_raster(tiny_cfg.tile_path("IMAGE_PATTERN", "1"), tmp_path / "mixed" / name)
+    cfg = tiny_cfg.replace(DATA_ROOT=str(tmp_path / "mixed"), IMAGE_PATTERN="{id}.tif", TRAIN_IDS=["*"], TEST_IDS=[])
+    assert cfg.tile_ids("train") == ["a1"]
+    assert "IMAGE_PATTERN '{id}.tif' leaves out UP1.TIF, named so but for the case of their letters: rename them" in \
+        capsys.readouterr().err
+    with pytest.raises(EosegError, match=r"tile UP1: image not found at .*mixed/UP1.tif; .*mixed/UP1.TIF is named so but "
+                                         r"for the case of its letters: rename it"):
+        image_info(cfg, "UP1")
+
+
 def test_bands_the_file_names_in_another_order_than_band_names_are_refused(tiny_cfg, tmp_path):
     """A file whose band descriptions name every one of BAND_NAMES, elsewhere than BANDS reads them."""
     source = tiny_cfg.tile_path("IMAGE_PATTERN", "1")
