@@ -122,6 +122,9 @@ def extract_patches(cfg: Config, out_dir: str | Path, force: bool = False, progr
             "sources": source_files_record(cfg.DATA_ROOT, source_files),  # changed since: the patches are stale
         }
         atomic_write_text(tmp / MANIFEST, json.dumps(manifest, indent=2) + "\n")
+    if not trained_classes.any():  # training refuses them: said now, before packing and training
+        print("note: no training patch holds a labelled pixel (all IGNORE_LABEL, or where the images hold no data): "
+              "training will refuse them; check LABEL_VALUES, the label maps and TRAIN_IDS", file=sys.stderr)
     if too_small and progress:
         print(f"note: test tiles {', '.join(too_small)} are smaller than PATCH_SIZE {size}: no test patch of them "
               "(inference labels and scores them whole)", file=sys.stderr)

@@ -163,3 +163,14 @@ def test_extract_refuses_missing_tile_and_size_mismatch(tiny_cfg, tmp_path):
     cfg = tiny_cfg.replace(LABEL_PATTERN=str(tmp_path / "labels" / "top_mosaic_09cm_area{id}.tif"))
     with pytest.raises(EosegError, match="is 100 x 90 px with no georeference, the image .* 160 x 160 px with CRS .* cover the same grid"):
         extract_patches(cfg, tmp_path / "q", progress=False)
+
+
+def test_patches_without_a_labelled_pixel_are_said_at_extraction(tiny_cfg, capsys):
+    """Every training label read as IGNORE_LABEL (a LABEL_VALUES that sends them all there): training refuses such
+    patches, and extraction says so first, instead of 'wrote N patches' alone."""
+    cfg = tiny_cfg.replace(LABEL_VALUES={value: "ignore" for value in range(6)})
+    manifest = extract_patches(cfg, cfg.PATCHES_DIR, progress=False)
+    assert manifest["class_pixels"] == [0] * cfg.num_classes
+    assert "note: no training patch holds a labelled pixel" in capsys.readouterr().err
+    extract_patches(tiny_cfg, Path(tiny_cfg.PATCHES_DIR).parent / "labelled", progress=False)
+    assert "no training patch holds" not in capsys.readouterr().err
