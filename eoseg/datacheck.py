@@ -20,7 +20,7 @@ from eoseg.errors import EosegError
 from eoseg.grid import PIXEL_SIZE_TOLERANCE, mean_pixel_size_m, pixel_sides, pixel_size_range
 from eoseg.holdout import TileSplit, report_overlapping_tiles, tile_split
 from eoseg.io import RasterInfo, alpha_band_problem, atomic_path, nodata_kind, spread_windows
-from eoseg.labels import LabelValues, RasterLabels, VectorLabels, merge_counts, row_windows, value_counts
+from eoseg.labels import LabelValues, RasterLabels, VectorLabels, is_vector, merge_counts, row_windows, value_counts
 from eoseg.normalization import VALUE_SCALE_LIMIT, VALUE_SCALE_NOTE, BandStatistics, off_scale, scale_problem, value_scale
 from eoseg.plots import class_frequency_figure, save_figure
 from eoseg.tiles import (check_patch_fits, check_same_dtype, eroded_fallback, eval_truth, fits_patch, tile_labels,
@@ -238,10 +238,13 @@ def resolution_text(info: RasterInfo) -> str:
 
 def format_report(cfg: Config, report: DataReport) -> str:
     """The report as text: tables, the NORM_MEAN / NORM_STD lines, then one line per problem."""
-    lines = ["images:", f"  {'tile':<10} {'split':<6} {'size':<13} {'bands':>5} {'dtype':<8} {'CRS':<14} {'res.':>7} nodata"]
+    tile = max([10, *(len(image["tile"]) for image in report.images)])  # a long id (los_angeles) widens its column
+    crs = max([14, *(len(image["crs"]) for image in report.images)])
+    lines = ["images:", f"  {'tile':<{tile}} {'split':<6} {'size':<13} {'bands':>5} {'dtype':<8} {'CRS':<{crs}} {'res.':>7} "
+                        "nodata"]
     for image in report.images:
-        lines.append(f"  {image['tile']:<10} {image['split']:<6} {image['size']:<13} {image['bands']:>5} "
-                     f"{image['dtype']:<8} {image['crs']:<14} {image['resolution']:>7} {image['nodata']}")
+        lines.append(f"  {image['tile']:<{tile}} {image['split']:<6} {image['size']:<13} {image['bands']:>5} "
+                     f"{image['dtype']:<8} {image['crs']:<{crs}} {image['resolution']:>7} {image['nodata']}")
     if not report.images:
         lines.append("  none could be read: see the problems below")
     stats = report.statistics
@@ -252,7 +255,14 @@ def format_report(cfg: Config, report: DataReport) -> str:
             lines.append(f"  {name:<10} {stats.low[i]:>10.4g} {stats.high[i]:>10.4g} {stats.mean[i]:>10.4g} {stats.std[i]:>10.4g}")
         lines += ["", "normalisation of the image's BANDS (config lines):", *norm_lines(cfg, report)]
     values = LabelValues.from_config(cfg)
-    lines += ["", f"label values found ({'LABEL_VALUES' if not values.identity else 'no LABEL_VALUES: values are class ids'}):"]
+    if is_vector(cfg.LABEL_PATTERN) and not cfg.VECTOR_CLASS_FIELD:  # no values: every polygon is one class
+        meaning = lambda class_id: ("ignored" if class_id == values.ignore_label  # noqa: E731
+                                    else f"class {class_id} ({cfg.CLASS_NAMES[class_id]})")
+        lines += ["", "labels: polygons without a class attribute (VECTOR_CLASS_FIELD is empty):",
+                  f"  inside a polygon -> {meaning(cfg.VECTOR_POLYGON_CLASS)} (VECTOR_POLYGON_CLASS)",
+                  f"  outside them     -> {meaning(cfg.VECTOR_BACKGROUND_CLASS)} (VECTOR_BACKGROUND_CLASS)"]
+    else:
+        lines += ["", f"label values found ({'LABEL_VALUES' if not values.identity else 'no LABEL_VALUES: values are class ids'}):"]
     found = [(value, f"{pixels:>12} px") for value, pixels in report.raw_values.items()]
     found += [(value, f"{polygons:>12} polygons") for value, polygons in report.raw_polygons.items()]
     for value, amount in sorted(found, key=lambda item: (isinstance(item[0], str), item[0])):  # numbers in order, then texts

@@ -65,7 +65,7 @@ def plot_training_log(rows: list[dict], path: str | Path) -> Path:
             val_ax.plot(iterations, [100 * v for v in values], marker="o", ms=3, label=label)
         val_ax.set_ylabel("validation (%)")
         val_ax.grid(alpha=0.3)
-        val_ax.legend(loc="lower right")
+        val_ax.legend(loc="best")  # a short run's single point lies at the right edge
     axes[-1, 0].set_xlabel("iteration")
     fig.suptitle("Training")
     return _save(fig, path)

@@ -356,3 +356,29 @@ def test_training_tiles_of_several_pixel_sizes_are_a_note(tiny_cfg, tmp_path):
     assert [note for note in check_dataset(cfg).notes if note.startswith(
         "the training tiles have pixels of 0.09 to 0.15 m: the network learns objects at each of those sizes, and "
         "inference labels finer images at 0.09 m")]
+
+
+def test_polygons_without_a_class_attribute_are_described_not_an_empty_list(tiny_cfg):
+    """Vector labels without VECTOR_CLASS_FIELD have no values to list: the report says what polygons and the rest
+    read as, instead of an empty 'label values found' under 'values are class ids'."""
+    from eoseg.datacheck import DataReport
+
+    cfg = tiny_cfg.replace(LABEL_PATTERN="footprints.geojson", VECTOR_CLASS_FIELD="", VECTOR_POLYGON_CLASS=1,
+                           VECTOR_BACKGROUND_CLASS=0)
+    report = DataReport(class_pixels={split: np.zeros(cfg.num_classes, dtype=np.int64) for split in ("train", "test")})
+    text = format_report(cfg, report)
+    assert "label values found" not in text
+    assert ("labels: polygons without a class attribute (VECTOR_CLASS_FIELD is empty):\n"
+            "  inside a polygon -> class 1 (building) (VECTOR_POLYGON_CLASS)\n"
+            "  outside them     -> class 0 (impervious surfaces) (VECTOR_BACKGROUND_CLASS)") in text
+
+
+def test_the_image_table_widens_for_long_tile_ids():
+    from eoseg.config import load_config
+    from eoseg.datacheck import DataReport
+
+    report = DataReport(class_pixels={split: np.zeros(6, dtype=np.int64) for split in ("train", "test")})
+    report.images = [{"tile": tile, "split": "train", "size": "512 x 512", "bands": 3, "dtype": "uint8", "crs": "-",
+                      "resolution": "-", "nodata": "-"} for tile in ("cairo", "los_angeles_downtown")]
+    rows = format_report(load_config(), report).splitlines()[1:4]
+    assert len({row.index("split" if i == 0 else "train") for i, row in enumerate(rows)}) == 1, rows
