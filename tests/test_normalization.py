@@ -95,8 +95,8 @@ def sixteen_bit_copy(sample_root, tmp_path, factor: int):
 
 def test_twelve_bit_tiles_under_the_8_bit_normalisation_are_refused_until_check_data_writes_theirs(sample_root, tmp_path):
     """A user's 12-bit imagery with config.py's NORM_STD of 255: extraction and training from the tiles
-    refuse it in one line, before a patch is kept or a step taken; check_data.py lists it as a problem and
-    writes the tiles' own normalisation, with which extraction runs."""
+    refuse it in one line, before a patch is kept or a step taken; check_data.py lists it as a problem, and with
+    --write-norm writes the tiles' own normalisation, with which extraction runs."""
     data = sixteen_bit_copy(sample_root, tmp_path, 16)
     overrides = as_arguments({**tiny_overrides(tmp_path), "DATA_ROOT": str(data)})
     extraction = run_script("extract_images.py", *overrides)
@@ -107,8 +107,11 @@ def test_twelve_bit_tiles_under_the_8_bit_normalisation_are_refused_until_check_
     assert not (tmp_path / "model.pt").exists()
     config = tmp_path / "mine.py"
     config.write_text("# my 12-bit tiles\n")
-    check = run_script("check_data.py", "--config", str(config), "--write-norm", "--out", str(tmp_path / "check"), *overrides)
+    check = run_script("check_data.py", "--config", str(config), "--out", str(tmp_path / "check"), *overrides)
     assert check.returncode == 1 and "problem: the normalisation turns the training tiles'" in check.stdout
+    # measured and written, the normalisation is judged as written: no problem left
+    check = run_script("check_data.py", "--config", str(config), "--write-norm", "--out", str(tmp_path / "check"), *overrides)
+    assert check.returncode == 0 and "normalisation turns" not in check.stdout and "wrote NORM_MEAN" in check.stdout
     written = dict(line.split(" = ") for line in config.read_text().splitlines() if line.startswith("NORM_"))
     # the values the refusal named are those check_data.py writes
     assert f"set NORM_MEAN = {written['NORM_MEAN']} and NORM_STD = {written['NORM_STD']}" in extraction.stderr
