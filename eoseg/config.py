@@ -393,6 +393,8 @@ class Config:
             raise EosegError(f"COMPOSITE_NDSM_MAX must be a positive number of metres, got {v['COMPOSITE_NDSM_MAX']!r}")
         check_value_tolerance(v["LABEL_TOLERANCE"], [raw for raw, _ in label_value_pairs(v)])
         check_resampling(v["GRID_RESAMPLING"], "GRID_RESAMPLING")
+        if v["VECTOR_OVERLAP"] not in VECTOR_OVERLAPS:
+            raise EosegError(f"VECTOR_OVERLAP must be one of {', '.join(map(repr, VECTOR_OVERLAPS))}, got {v['VECTOR_OVERLAP']!r}")
         if v["VECTOR_BOUNDARY"] not in VECTOR_BOUNDARIES:
             raise EosegError(f"VECTOR_BOUNDARY must be one of {', '.join(map(repr, VECTOR_BOUNDARIES))}, got {v['VECTOR_BOUNDARY']!r}")
         if v["VECTOR_BOUNDARY_WIDTH"] <= 0:
@@ -468,6 +470,7 @@ def _check_recipe(v: dict[str, Any]) -> None:
 
 
 VECTOR_BOUNDARIES = ("centre", "all_touched", "ignore_band")
+VECTOR_OVERLAPS = ("ignore", "smallest", "last")
 IGNORE = "ignore"  # the target of LABEL_VALUES that sends a raw value to IGNORE_LABEL
 # the tiles' sources that may be one file for all tiles (no {id}): polygons, or a georeferenced raster read
 # where each tile lies; images, colour ground truth and what the scripts write hold one tile each

@@ -303,6 +303,7 @@ class VectorLabels:
         self.background = int(cfg.VECTOR_BACKGROUND_CLASS)
         self.boundary = cfg.VECTOR_BOUNDARY
         self.boundary_width = float(cfg.VECTOR_BOUNDARY_WIDTH)
+        self.overlap = cfg.VECTOR_OVERLAP
         self.value_polygons: dict = {}  # VECTOR_CLASS_FIELD value -> polygons on the image
         if not image.georeferenced or image.crs is None:
             raise EosegError(f"{path}: polygons need an image with a CRS to be placed on, and {image.path} has none; "
@@ -350,32 +351,42 @@ class VectorLabels:
             classes = np.array([values.ignore_label if (t := values.target(v)) is None else t for v in raw], dtype=np.int64)
         else:
             classes = np.full(len(shapes), int(cfg.VECTOR_POLYGON_CLASS), dtype=np.int64)
-        self.polygons = shapes
-        self.class_polygons = {int(c): shapes[classes == c] for c in np.unique(classes)}
+        # in the order they are drawn: a later polygon over an earlier one (VECTOR_OVERLAP "last", or "smallest" with
+        # the largest first)
+        order = np.argsort(-shapely.area(shapes), kind="stable") if self.overlap == "smallest" else np.arange(len(shapes))
+        self.polygons, self.classes = shapes[order], classes[order]
         overlaps, pixels = _overlaps(shapes, classes, box, abs(image.transform.determinant))
         if overlaps:
-            note_once(("overlaps", str(path), str(image.path)),
+            given = {"ignore": "are left unlabelled (IGNORE_LABEL), not given to either class by the file's order",
+                     "smallest": "take the class of the smaller polygon", "last": "take the class of the polygon "
+                     "later in the file"}[self.overlap]
+            note_once(("overlaps", str(path), str(image.path), self.overlap),
                       f"{path}: {overlaps} pairs of polygons of different classes overlap over the image {image.path} "
-                      f"(about {pixels:.0f} px): those pixels are left unlabelled (IGNORE_LABEL), not given to either "
-                      "class by the file's order")
+                      f"(about {pixels:.0f} px): those pixels {given} (VECTOR_OVERLAP={self.overlap!r})")
 
     def read(self, window: Window | None = None) -> np.ndarray:
-        """(h, w) uint8 class ids of ``window`` of the image's grid (all of it if None): each class's polygons
-        rasterised on their own, so that pixels two classes claim become IGNORE_LABEL whatever the file's order."""
+        """(h, w) uint8 class ids of ``window`` of the image's grid (all of it if None). Pixels polygons of different
+        classes share, as VECTOR_OVERLAP says: "ignore", each class's polygons rasterised on their own, those pixels
+        IGNORE_LABEL whatever the file's order; else the polygons drawn in their order, a later one on top."""
         window = window or Window(0, 0, self.image.width, self.image.height)
         shape = (int(window.height), int(window.width))
         transform = self.image.transform * Affine.translation(window.col_off, window.row_off)
         labels = np.full(shape, self.background, dtype=np.uint8)
         if not len(self.polygons):
             return labels
-        claims = np.zeros(shape, dtype=np.uint16)  # how many classes claim each pixel
-        for class_id, polygons in self.class_polygons.items():
-            claimed = rasterio.features.rasterize(polygons.tolist(), out_shape=shape, transform=transform, fill=0,
-                                                  default_value=1, dtype=np.uint8,
-                                                  all_touched=self.boundary == "all_touched").view(bool)
-            labels[claimed] = class_id
-            claims += claimed
-        labels[claims > 1] = self.values.ignore_label
+        all_touched = self.boundary == "all_touched"
+        if self.overlap == "ignore":
+            claims = np.zeros(shape, dtype=np.uint16)  # how many classes claim each pixel
+            for class_id in np.unique(self.classes):
+                claimed = rasterio.features.rasterize(self.polygons[self.classes == class_id].tolist(), out_shape=shape,
+                                                      transform=transform, fill=0, default_value=1, dtype=np.uint8,
+                                                      all_touched=all_touched).view(bool)
+                labels[claimed] = class_id
+                claims += claimed
+            labels[claims > 1] = self.values.ignore_label
+        else:
+            rasterio.features.rasterize(zip(self.polygons.tolist(), self.classes.tolist()), out=labels,
+                                        transform=transform, all_touched=all_touched)
         if self.boundary == "ignore_band":
             pixel = sum(pixel_sides(self.image.transform)) / 2
             edges = shapely.buffer(shapely.boundary(self.polygons), self.boundary_width * pixel / 2)

@@ -31,7 +31,7 @@ STORED_DATA_FIELDS = (*(field for field in CHECKED_FIELDS if field != "normaliza
 # and labels are read from (relative to DATA_ROOT, which may move with a copy of the data), how nodata and labels
 # are read, and how the training tiles are cut and augmented
 MADE_FROM_SETTINGS = ("IMAGE_PATTERN", "LABEL_PATTERN", "VECTOR_CLASS_FIELD", "VECTOR_LAYER", "VECTOR_POLYGON_CLASS",
-                      "VECTOR_BACKGROUND_CLASS", "VECTOR_BOUNDARY", "VECTOR_BOUNDARY_WIDTH", "UNKNOWN_LABELS_TO_IGNORE",
+                      "VECTOR_BACKGROUND_CLASS", "VECTOR_BOUNDARY", "VECTOR_BOUNDARY_WIDTH", "VECTOR_OVERLAP", "UNKNOWN_LABELS_TO_IGNORE",
                       "NODATA_ZERO", "GRID_RESAMPLING", "TRAIN_STRIDE", "FLIPS", "ROTATIONS")
 EXTRA_SOURCE_KEYS = ("pattern", "bands", "resampling", "red", "nir")  # what an EXTRA_SOURCES entry reads
 # what a record made before a field existed means by its absence

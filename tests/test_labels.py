@@ -580,6 +580,24 @@ def test_overlapping_polygons_of_different_classes_are_unlabelled_whatever_their
     assert (same[15:25, 15:25] == 1).all() and "overlap" not in capsys.readouterr().err
 
 
+def test_overlapping_polygons_take_the_smaller_ones_or_the_later_ones_class_where_asked(tmp_path, capsys):
+    """VECTOR_OVERLAP "smallest": a building inside a land-use polygon keeps its class in either file order;
+    "last": the polygon later in the file is on top, as a GIS draws them."""
+    image = small_image(tmp_path / "image.tif")
+    land_use, building = map_box(0, 0, 40, 40), map_box(10, 10, 20, 20)
+    for order, (geometries, classes) in enumerate((([land_use, building], [2, 1]), ([building, land_use], [1, 2]))):
+        path = polygon_file(tmp_path / f"order{order}.geojson", geometries, classes)
+        smallest = label_source(vector_config(VECTOR_CLASS_FIELD="cls", VECTOR_OVERLAP="smallest"), path, image).read()
+        assert (smallest[10:20, 10:20] == 1).all() and (smallest == 2).sum() == 40 * 40 - 100
+        last = label_source(vector_config(VECTOR_CLASS_FIELD="cls", VECTOR_OVERLAP="last"), path, image).read()
+        assert (last[10:20, 10:20] == classes[-1]).all()
+    notes = capsys.readouterr().err
+    assert "those pixels take the class of the smaller polygon (VECTOR_OVERLAP='smallest')" in notes
+    assert "those pixels take the class of the polygon later in the file (VECTOR_OVERLAP='last')" in notes
+    with pytest.raises(EosegError, match="VECTOR_OVERLAP must be one of 'ignore', 'smallest', 'last', got 'first'"):
+        vector_config(VECTOR_OVERLAP="first")
+
+
 def test_points_lines_and_collections_in_a_polygon_file_label_only_their_polygons(tmp_path, capsys):
     """A point and a line used to be burnt as their class; a GeometryCollection (a polygon and a line, as clips in
     QGIS make) crashed VECTOR_BOUNDARY="ignore_band". Now only polygonal parts label pixels, and a note counts
