@@ -130,13 +130,18 @@ def test_weights_score_ground_truth_of_another_encoding_and_palette(sample_root,
                       progress=False)
 
 
-def test_an_image_placed_by_ground_control_points_only_is_said_to_be_unplaced(setup, tmp_path, capsys):
-    cfg, weights = setup
-    path = tmp_path / "gcps.tif"
+def image_placed_by_gcps(path):
+    """A 100 x 90 px image placed by three ground control points alone (no geotransform)."""
     with rasterio.open(path, "w", driver="GTiff", width=100, height=90, count=3, dtype="uint8") as dst:
         dst.write(random_image(90, 100))
         dst.gcps = ([GroundControlPoint(row, col, 500000 + col, 5400000 - row) for row, col in ((0, 0), (0, 99), (89, 0))],
                     CRS.from_epsg(32632))
+    return path
+
+
+def test_an_image_placed_by_ground_control_points_only_is_said_to_be_unplaced(setup, tmp_path, capsys):
+    cfg, weights = setup
+    path = image_placed_by_gcps(tmp_path / "gcps.tif")
     result = run_inference(cfg, weights, tmp_path / "out", image_paths=[path], progress=True).images[0]
     assert "note: gcps.tif has ground control points or RPCs but no geotransform, which eoseg reads: warp it by them " \
            "first (gdalwarp -tps, or -rpc, with -t_srs); its outputs are not georeferenced" in capsys.readouterr().err
@@ -443,11 +448,7 @@ def test_polygons_an_image_cannot_carry_are_refused_before_labelling(setup, tmp_
     """An image placed by GCPs was told to get a CRS (gdal_translate -a_srs), which leaves it unplaced; a .geojson in a
     CRS without an equal EPSG code was written without its CRS (readers took the metres for degrees)."""
     cfg, weights = setup
-    path = tmp_path / "gcps.tif"
-    with rasterio.open(path, "w", driver="GTiff", width=100, height=90, count=3, dtype="uint8") as dst:
-        dst.write(random_image(90, 100))
-        dst.gcps = ([GroundControlPoint(row, col, 500000 + col, 5400000 - row) for row, col in ((0, 0), (0, 99), (89, 0))],
-                    CRS.from_epsg(32632))
+    path = image_placed_by_gcps(tmp_path / "gcps.tif")
     with pytest.raises(EosegError, match=r"gcps.tif: WRITE_POLYGONS writes map polygons, and the image has no CRS or no "
                                          r"geotransform to place them with; gcps.tif has ground control points .*gdalwarp -tps"):
         run_inference(cfg.replace(WRITE_POLYGONS=".gpkg"), weights, tmp_path / "out", image_paths=[path], progress=False)
