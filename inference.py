@@ -78,6 +78,7 @@ def main(argv=None):
                                                f"scored image(s) of {len(merged.images)}"))
         for name, path in merged.outputs.items():
             print(f"{name}: {path}")
+        refuse_failed(merged)
         return
     shard = parse_shard(args.shard) if args.shard else None
     tiles = args.tiles if args.tiles else ([] if args.images else cfg.tile_ids(args.split))
@@ -108,6 +109,12 @@ def main(argv=None):
         print(f"{name}: {path}")
     if summary.band_order_warning:
         print(f"warning: {summary.band_order_warning}", file=sys.stderr)
+    refuse_failed(summary)
+
+
+def refuse_failed(summary) -> None:
+    """List the images that could not be labelled, and end with an error saying how many: a run with holes is not
+    passed off as complete."""
     if summary.failed:
         for why in summary.failed.values():
             print(f"not labelled: {why}", file=sys.stderr)

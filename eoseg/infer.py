@@ -744,6 +744,7 @@ def merge_shard_reports(cfg: Config, folders: list[str | Path], out_dir: str | P
             seen[name] = k
             summary.images.append(LabeledImage(name, {key: Path(v) for key, v in entry["outputs"].items()},
                                                entry["metrics"], entry["truth"], entry["rank"]))
+        summary.failed.update(report.get("failed") or {})  # damaged images a share could not label: still so
     summary.images.sort(key=lambda image: image.name)
     summary.metrics = overall_metrics(summary.images, cfg.CLASS_NAMES)
     out_dir = Path(out_dir)

@@ -123,6 +123,28 @@ def test_torchrun_two_nodes_over_localhost_label_each_image_once(tiny_cfg, weigh
 
 
 @pytest.mark.faults
+def test_an_image_a_share_could_not_label_stays_failed_in_the_merged_report(tiny_cfg, weights, tmp_path):
+    """A truncated image among the inputs of two shares (the other its tile 4): the merge reports it as a single run would, and the script
+    ends with the error that says how many could not be labelled, not with exit 0."""
+    cfg = tiny_cfg.replace(WRITE_PREVIEW=False)
+    images = tmp_path / "images"
+    images.mkdir()
+    for name in ("a0", "a1", "a2"):
+        write_geotiff(images / f"{name}.tif", random_image())
+    damaged = images / "a1.tif"
+    damaged.write_bytes(damaged.read_bytes()[:3000])
+    shared = tmp_path / "shards"
+    for k in (1, 2):
+        run_inference(cfg, weights, shared, ["4"], image_paths=[images], progress=False, shard=(k, 2))
+    result = run_script("inference.py", "--merge-metrics", str(shared), "--out", str(tmp_path / "merged"),
+                        *as_arguments(cfg.to_dict()))
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert lines[0].startswith(f"not labelled: {damaged}") and lines[-1].startswith("error: 1 of 4 images could not be labelled")
+    merged = json.loads((tmp_path / "merged" / "metrics.json").read_text())
+    assert list(merged["failed"]) == [str(damaged)] and len(merged["images"]) == 3 and "a1" not in merged["images"]
+
+
 def test_bad_shard_and_premature_merge_are_one_line_errors(tmp_path):
     assert_one_line_error(run_script("inference.py", "--images", str(tmp_path), "--shard", "4/3"), "--shard takes K/N")
     assert_one_line_error(run_script("inference.py", "--merge-metrics", "--out", str(tmp_path)), "no shard reports")
