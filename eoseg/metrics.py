@@ -67,6 +67,9 @@ NOT_TRAINED = "classes_not_in_training"  # the classes no training pixel of the 
 
 def nothing_scored(metrics: dict) -> str:
     """Why metrics that scored no pixel scored none."""
+    absent = [name for name, row in metrics["per_class"].items() if not row["support"]]
+    if absent and metrics["pixels"]:
+        lines.append(f"not in the ground truth, so not in the means: {', '.join(absent)}")
     if metrics.get(UNSCORED):
         return "nothing was scored: the image holds no data wherever the ground truth is labelled"
     return "nothing was scored: every ground-truth pixel is IGNORE_LABEL (or outside the classes)"
@@ -78,13 +81,18 @@ def format_table(metrics: dict, title: str = "") -> str:
     width = max(22, *(len(name) + 2 for name in metrics["per_class"]))
     lines.append(f"{'class':<{width}}{'F1':>8}{'IoU':>8}{'precision':>11}{'recall':>8}{'pixels':>12}")
     for name, row in metrics["per_class"].items():
-        cells = [percent(row[k]) for k in ("f1", "iou")] + [f"{percent(row['precision']):>11}", percent(row["recall"])]
+        # a class absent from the ground truth has no F1 or IoU the means could count (its precision still says much)
+        cells = [percent(None if not row["support"] else row[k]) for k in ("f1", "iou")] + \
+            [f"{percent(row['precision']):>11}", percent(row["recall"])]
         lines.append(f"{name:<{width}}{cells[0]:>8}{cells[1]:>8}{cells[2]}{cells[3]:>8}{row['support']:>12d}")
     lines.append(
         f"overall accuracy {percent(metrics['overall_accuracy'])}   mean F1 {percent(metrics['mean_f1'])}   "
         f"mean IoU {percent(metrics['mean_iou'])}   kappa {'-' if metrics['kappa'] is None else format(metrics['kappa'], '.3f')}"
         f"   ({metrics['pixels']} px)"
     )
+    absent = [name for name, row in metrics["per_class"].items() if not row["support"]]
+    if absent and metrics["pixels"]:
+        lines.append(f"not in the ground truth, so not in the means: {', '.join(absent)}")
     if metrics.get(UNSCORED):
         lines.append(f"not scored: {metrics[UNSCORED]} px of ground truth where the image holds no data (nodata, NaN "
                      "or beyond its edge): no label was predicted there")

@@ -85,8 +85,8 @@ def plot_confusion(metrics: dict, path: str | Path, title: str = "Confusion matr
     fig, ax = plt.subplots(figsize=(1.1 * len(names) + 2.5, 1.0 * len(names) + 2))
     ax.imshow(normalised, cmap="Blues", vmin=0, vmax=1)
     for i in range(len(names)):
-        for j in range(len(names)):
-            ax.text(j, i, f"{100 * normalised[i, j]:.0f}", ha="center", va="center",
+        for j in range(len(names)):  # "-" across a class the ground truth does not hold: no share of it to show
+            ax.text(j, i, f"{100 * normalised[i, j]:.0f}" if rows[i, 0] else "-", ha="center", va="center",
                     color="white" if normalised[i, j] > 0.5 else "black", fontsize=9)
     ax.set_xticks(range(len(names)), names, rotation=35, ha="right")
     ax.set_yticks(range(len(names)), names)

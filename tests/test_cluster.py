@@ -140,7 +140,8 @@ def test_an_image_a_share_could_not_label_stays_failed_in_the_merged_report(tiny
                         *as_arguments(cfg.to_dict()))
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
-    assert lines[0].startswith(f"not labelled: {damaged}") and lines[-1].startswith("error: 1 of 4 images could not be labelled")
+    assert lines[0].startswith(f"not labelled: {damaged}")
+    assert lines[-1].startswith("error: 1 of 4 images could not be labelled")
     merged = json.loads((tmp_path / "merged" / "metrics.json").read_text())
     assert list(merged["failed"]) == [str(damaged)] and len(merged["images"]) == 3 and "a1" not in merged["images"]
 

@@ -170,6 +170,10 @@ def test_means_are_over_classes_present_in_ground_truth():
     assert m["mean_f1"] == pytest.approx((8 / 9 + 1 + 1) / 3)
     # road IoU = 4/(5+4-4) = 4/5
     assert m["mean_iou"] == pytest.approx((4 / 5 + 1 + 1) / 3)
+    # the table shows no F1 or IoU of car (a reader averaging the column would count a 0) and says why
+    table = format_table(m).splitlines()
+    assert next(line for line in table if line.startswith("car")).split()[1:3] == ["-", "-"]
+    assert "not in the ground truth, so not in the means: car" in table
 
 
 def test_empty_confusion_gives_none_not_nan():

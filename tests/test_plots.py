@@ -25,3 +25,24 @@ def test_display_rgb_stretches_other_types_and_draws_nan_holes_black():
 
 def test_class_names_are_drawn_as_written_not_as_formulas():
     assert plain_text(["cost $ / $ m2", "tree"]) == [r"cost \$ / \$ m2", "tree"]
+
+
+def test_the_confusion_plot_shows_no_shares_across_a_class_the_ground_truth_lacks(tmp_path, monkeypatch):
+    """A row of 0 0 0 would read as a class never recognised: a class without ground truth is drawn "-"."""
+    import matplotlib.axes
+
+    from eoseg.metrics import metrics_from_confusion
+    from eoseg.plots import plot_confusion
+
+    drawn = []
+    original = matplotlib.axes.Axes.text
+    def text(ax, x, y, s, **options):
+        drawn.append((y, x, s))
+        return original(ax, x, y, s, **options)
+
+    monkeypatch.setattr(matplotlib.axes.Axes, "text", text)
+    metrics = metrics_from_confusion(np.array([[50, 10, 0], [5, 30, 5], [0, 0, 0]]), ["a", "b", "c"])
+    assert plot_confusion(metrics, tmp_path / "confusion.png").is_file()
+    cells = {(row, col): text for row, col, text in drawn}
+    assert [cells[(2, col)] for col in range(3)] == ["-", "-", "-"] and cells[(0, 0)] == "83"
+
