@@ -417,7 +417,7 @@ class Trainer:
         seed_everything(cfg.SEED)
         self.model = model_from_config(cfg)  # identical on every process: same seed
         if cfg.ENCODER_WEIGHTS and payload is None:
-            loaded = init_encoder_weights(self.model, cfg.ENCODER_WEIGHTS)
+            loaded = init_encoder_weights(self.model, cfg.ENCODER_WEIGHTS, cfg.stacked_band_names)
             if processes.is_main:
                 print(loaded)
         if cfg.INIT_WEIGHTS and payload is None:

@@ -283,6 +283,31 @@ def test_weights_started_from_eoseg_weights_record_the_tiles_those_saw(sample_ro
     assert recorded_train_tiles(plain) == []  # a published state dict records no tiles
 
 
+def test_eoseg_weights_as_encoder_weights_give_each_band_the_filter_of_its_name(tmp_path):
+    """Weights trained on IR, R, G started a G, R, IR config's encoder band by position (G got IR's filter): now by
+    name; a band they do not know starts at 0, and with no name in common the position rule stays, said."""
+    from eoseg.models.encoder_weights import init_encoder_weights
+
+    earlier_cfg = make_tiny_config(tmp_path, MODEL="unet", MODEL_WIDTH=1.0)  # bands IR, R, G
+    torch.manual_seed(0)
+    earlier = save_checkpoint(tmp_path / "earlier.pt", earlier_cfg, model_from_config(earlier_cfg), iteration=1)
+    trained = torch.load(earlier, weights_only=True)["state_dict"]["encoder.conv1.weight"]
+    cases = {("G", "R", "IR"): ([2, 1, 0], "matched by name to G, R, IR"),
+             ("R", "G", "B", "IR"): ([1, 2, None, 0], "matched by name to R, G, B, IR (B new: starting at 0)")}
+    for names, (sources, said) in cases.items():
+        cfg = make_tiny_config(tmp_path, MODEL="unet", MODEL_WIDTH=1.0, BANDS=list(range(1, len(names) + 1)),
+                               BAND_NAMES=list(names), NORM_MEAN=[0.0] * len(names), NORM_STD=[255.0] * len(names))
+        model = model_from_config(cfg)
+        assert said in init_encoder_weights(model, earlier, cfg.stacked_band_names)
+        for band, source in enumerate(sources):
+            expected = torch.zeros_like(trained[:, 0]) if source is None else trained[:, source]
+            assert torch.equal(model.encoder.conv1.weight.data[:, band], expected), (names, band)
+    other = make_tiny_config(tmp_path, MODEL="unet", MODEL_WIDTH=1.0, BAND_NAMES=["B1", "B2", "B3"])
+    said = init_encoder_weights(model_from_config(other), earlier, other.stacked_band_names)
+    assert "trained on bands IR, R, G and the config reads B1, B2, B3, none of the same name: its first layer is " \
+           "matched to them by position" in said
+
+
 @pytest.mark.faults
 @pytest.mark.parametrize("name", NEW_MODELS)
 def test_training_refuses_a_mismatched_encoder_file(name, sample_root, tmp_path):

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from eoseg.errors import EosegError
-from eoseg.models.pretrained import fit_first_layer, load_state_dict_file
+from eoseg.models.pretrained import first_layer_by_band_name, fit_first_layer, load_state_dict_file, recorded_signature
 from eoseg.models.resnet import RESNETS, EncoderDecoderNet
 from eoseg.models.segnet import LayeredNet
 from eoseg.models.vgg import init_encoder_from_vgg16_bn
@@ -61,10 +61,16 @@ def resnet_architecture(state: dict[str, torch.Tensor], prefix: str) -> str:
     return f"a ResNet of {kind} blocks {'-'.join(map(str, depths))} (not {', '.join(RESNETS)})"
 
 
-def init_resnet_encoder(model: EncoderDecoderNet, state: dict[str, torch.Tensor], source: str) -> str:
-    """Copy a torchvision/timm ResNet state dict into ``model.encoder``; return what was found and loaded."""
+def init_resnet_encoder(model: EncoderDecoderNet, state: dict[str, torch.Tensor], source: str,
+                        recorded_bands: list[str] | None = None, band_names: list[str] | None = None) -> str:
+    """Copy a torchvision/timm ResNet state dict into ``model.encoder``; return what was found and loaded. Of eoseg
+    weights, which record the bands they were trained on (``recorded_bands``), the first layer's bands are matched to
+    the config's ``band_names`` by name."""
     encoder = model.encoder
     prefix = resnet_prefix(state, source)
+    state = dict(state)
+    state[prefix + "conv1.weight"], matched = first_layer_by_band_name(state[prefix + "conv1.weight"], recorded_bands,
+                                                                       band_names)
     found = resnet_architecture(state, prefix)
     if found != encoder.name:
         hint = f"; set ENCODER={found}" if found in RESNETS else ""
@@ -93,15 +99,18 @@ def init_resnet_encoder(model: EncoderDecoderNet, state: dict[str, torch.Tensor]
     bands = state[prefix + "conv1.weight"].shape[1]
     adapted = f", first layer adapted from {bands} to {model.in_channels} bands" if bands != model.in_channels else ""
     where = f"under prefix {prefix!r}" if prefix else "without prefix"
-    return (f"{source}: {found} weights (torchvision's layer names) {where}, {len(copies)} tensors loaded into the encoder{adapted}"
-            + (" (classifier fc not used)" if prefix + "fc.weight" in state else ""))
+    layout = "eoseg weights" if recorded_bands else "torchvision's layer names"
+    return (f"{source}: {found} weights ({layout}) {where}, {len(copies)} tensors loaded into the encoder{adapted}"
+            + (" (classifier fc not used)" if prefix + "fc.weight" in state else "") + matched)
 
 
-def init_encoder_weights(model: nn.Module, path: str | Path) -> str:
-    """Initialise every encoder of ``model`` from the state dict at ``path``; return one line saying what was loaded."""
+def init_encoder_weights(model: nn.Module, path: str | Path, band_names: list[str] | None = None) -> str:
+    """Initialise every encoder of ``model`` from the state dict at ``path``; return one line saying what was loaded.
+    ``band_names``: the config's (stacked) bands, which eoseg weights' recorded ones are matched to."""
     state, source = load_state_dict_file(path), str(path)
     if isinstance(model, EncoderDecoderNet):
-        return init_resnet_encoder(model, state, source)
+        recorded = (recorded_signature(path) or {}).get("band_names")
+        return init_resnet_encoder(model, state, source, recorded, band_names)
     if isinstance(model, LayeredNet):
         copied = init_encoder_from_vgg16_bn(model, state, source)
         return f"{source}: torchvision vgg16_bn layout, {copied} tensors loaded into {len(model.vgg_encoders())} encoder(s)"

@@ -49,23 +49,50 @@ def _tensors(state) -> bool:
     return isinstance(state, dict) and bool(state) and all(isinstance(v, torch.Tensor) for v in state.values())
 
 
-def recorded_train_tiles(path: str | Path) -> list[str]:
-    """The tiles that eoseg weights at ``path`` (a checkpoint or .safetensors taken as ENCODER_WEIGHTS) were
-    trained on, those their own encoder had seen included, as they record them: a model started from them
-    has seen those tiles too. [] for other state dicts."""
+def recorded_signature(path: str | Path) -> dict | None:
+    """The data signature eoseg weights at ``path`` (a checkpoint or .safetensors taken as ENCODER_WEIGHTS) record
+    (classes, bands, normalisation, tiles); None for other state dicts."""
     path = Path(path)
     if path.suffix.lower() == ".safetensors":
         try:
             with safe_open(str(path), framework="pt") as file:
                 record = json.loads((file.metadata() or {}).get(METADATA_KEY, "{}"))
         except (SafetensorError, OSError, ValueError):
-            return []
+            return None
     else:
         record = safe_torch_load(path, "encoder state dict")
     signature = record.get("signature") if isinstance(record, dict) else None
-    if not isinstance(signature, dict):
-        return []
+    return signature if isinstance(signature, dict) else None
+
+
+def recorded_train_tiles(path: str | Path) -> list[str]:
+    """The tiles that eoseg weights at ``path`` were trained on, those their own encoder had seen included, as they
+    record them: a model started from them has seen those tiles too. [] for other state dicts."""
+    signature = recorded_signature(path) or {}
     return sorted({*signature.get("train_tiles", ()), *signature.get("inherited_train_tiles", ())})
+
+
+def first_layer_by_band_name(weight: torch.Tensor, recorded: list[str] | None, band_names: list[str]) -> tuple[torch.Tensor, str]:
+    """First-layer filters (out, C, k, k) of eoseg weights trained on the bands ``recorded`` names, matched to the
+    config's ``band_names`` by name, and what was done, to say: each band the weights know takes its filter, a band
+    they do not know starts at 0 (it adds nothing until trained), a band they know that the config lacks is dropped.
+    Without a name in common the filters are left to :func:`fit_first_layer`, which matches them by position."""
+    recorded = list(recorded or [])
+    if not recorded or not band_names or recorded == list(band_names) or len(recorded) != weight.shape[1]:
+        return weight, ""
+    known = [name for name in band_names if name in recorded]
+    if not known:
+        return weight, (f"; it was trained on bands {', '.join(recorded)} and the config reads {', '.join(band_names)}, "
+                        "none of the same name: its first layer is matched to them by position")
+    matched = weight.new_zeros((weight.shape[0], len(band_names), *weight.shape[2:]))
+    for position, name in enumerate(band_names):
+        if name in recorded:
+            matched[:, position] = weight[:, recorded.index(name)]
+    new = [name for name in band_names if name not in recorded]
+    dropped = [name for name in recorded if name not in band_names]
+    return matched, (f"; its first layer's bands matched by name to {', '.join(band_names)}"
+                     + (f" ({', '.join(new)} new: starting at 0)" if new else "")
+                     + (f" ({', '.join(dropped)} left out)" if dropped else ""))
 
 
 def adapt_first_layer(weight: torch.Tensor, bands: int) -> torch.Tensor:
