@@ -30,7 +30,8 @@ from safetensors.torch import save_file
 import numpy as np
 from torch import nn
 
-from eoseg.caffe.segnet import caffe_normalization, mean_pixel_for, parse_mean_pixel, read_caffe_segnet
+from eoseg.caffe.segnet import (PUBLISHED_MEAN_BANDS, caffe_normalization, mean_pixel_for, parse_mean_pixel,
+                                published_mean_name, read_caffe_segnet)
 from eoseg.checkpoint import build_recorded_model, load_model
 from eoseg.config import Config
 from eoseg.errors import EosegError
@@ -38,6 +39,7 @@ from eoseg.io import atomic_path
 from eoseg.metadata import data_signature
 from eoseg.normalization import Normalization
 from eoseg.weights_record import FORMAT, METADATA_KEY, check_weights_record, weights_record
+from eoseg.tiles import band_kind
 
 SUFFIXES = (".pt", ".pth", ".safetensors", ".caffemodel", ".onnx")
 
@@ -71,6 +73,13 @@ def read_weights(path: str | Path, cfg: Config, caffe_mean: str | Sequence[float
             mean = parse_mean_pixel(caffe_mean) if isinstance(caffe_mean, str) else tuple(map(float, caffe_mean))
         if len(mean) != model.in_channels:
             raise EosegError(f"{path}: the mean pixel has {len(mean)} values but the network takes {model.in_channels} bands")
+        published = published_mean_name(caffe_mean, cfg.DATASET)
+        if published and [band_kind(b) for b in PUBLISHED_MEAN_BANDS[published]] != [band_kind(b) for b in cfg.BAND_NAMES]:
+            # a Caffe file records no bands: the mean pixel's are those it was trained on
+            raise EosegError(f"{path}: the mean pixel {published} is that of {', '.join(PUBLISHED_MEAN_BANDS[published])} "
+                             f"imagery, the bands these weights learned, but BAND_NAMES says {', '.join(cfg.BAND_NAMES)}; "
+                             f"label {', '.join(PUBLISHED_MEAN_BANDS[published])} images with them (BANDS and BAND_NAMES "
+                             "in that order), or give your bands' own mean with --caffe-mean")
         signature = {**data_signature(cfg, holdout=False), "normalization": caffe_normalization(mean).record()}
         record = weights_record(model, signature, imposed_normalization=True, origin=path.name)
         check_weights_record(record, cfg, source)

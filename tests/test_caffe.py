@@ -185,6 +185,20 @@ def test_segnet_from_caffe_gives_the_original_outputs_preprocessing_included(tmp
     assert not torch.allclose(unreversed, expected, rtol=1e-2, atol=1e-2)
 
 
+def test_a_published_mean_pixel_is_refused_for_other_bands_than_its_own(tmp_path, segnet, cfg):
+    """A .caffemodel records no bands: the published IR, R, G mean pixel given to an R, G, B config (Potsdam RGB) was
+    taken, and a converted file recorded R, G, B; refused, unless the mean is given as the user's own numbers."""
+    path = write_caffemodel(tmp_path / "segnet.caffemodel", WEIGHTLESS + segnet_to_layers(segnet))
+    rgb = cfg.replace(BAND_NAMES=["R", "G", "B"])
+    for mean in (None, "vaihingen_irrg", "potsdam_irrg"):
+        with pytest.raises(EosegError, match=r"segnet.caffemodel: the mean pixel (vaihingen|potsdam)_irrg is that of IR, R, "
+                                             r"G imagery, the bands these weights learned, but BAND_NAMES says R, G, B"):
+            load_weights(path, rgb, mean)
+    assert load_weights(path, rgb, "90, 90, 90")[1].mean == (90.0, 90.0, 90.0)
+    assert load_weights(path, cfg.replace(BAND_NAMES=["NIR", "Red", "Green"]), "potsdam_irrg")[1].mean == \
+        PUBLISHED_MEAN_PIXELS["potsdam_irrg"]  # the same bands, as GDAL and others spell them
+
+
 def test_batch_norm_statistics_are_unscaled_by_the_stored_factor(segnet):
     layers = segnet_to_layers(segnet, moving_average_factor=999.0)
     bn = next(layer for layer in layers if layer.name == "conv2_1_bn")
@@ -260,8 +274,9 @@ def test_unreadable_files_are_one_clear_error(tmp_path, segnet):
 def test_mean_pixel_sources():
     assert parse_mean_pixel("vaihingen_irrg") == (81.29, 81.93, 120.90)
     assert parse_mean_pixel("1, 2.5,3") == (1.0, 2.5, 3.0)
-    with pytest.raises(EosegError, match="comma-separated numbers"):
-        parse_mean_pixel("vaihingen")
+    for bad in ("vaihingen", "nan,nan,nan", "1,inf,3", ""):
+        with pytest.raises(EosegError, match="comma-separated numbers"):
+            parse_mean_pixel(bad)
     assert mean_pixel_for("vaihingen", "w.caffemodel") == PUBLISHED_MEAN_PIXELS["vaihingen_irrg"]
     with pytest.raises(EosegError, match="do not record the mean pixel.*--caffe-mean"):
         mean_pixel_for("potsdam", "w.caffemodel")

@@ -37,6 +37,8 @@ PUBLISHED_MEAN_PIXELS = {
     # OSM/potsdam_irrg_osm_fusenet.prototxt (G, R, IR).
     "potsdam_irrg": (92.5452277, 86.55175022, 97.63989512),
 }
+# The bands of the imagery each published mean pixel is of, in the image files' order (the mean is given reversed)
+PUBLISHED_MEAN_BANDS = {"vaihingen_irrg": ("IR", "R", "G"), "potsdam_irrg": ("IR", "R", "G")}
 # The mean pixel assumed for Caffe weights when a config's DATASET is one of these presets.
 DATASET_MEAN_PIXELS = {"vaihingen": "vaihingen_irrg"}
 
@@ -50,10 +52,21 @@ def parse_mean_pixel(text: str) -> tuple[float, ...]:
     if text in PUBLISHED_MEAN_PIXELS:
         return PUBLISHED_MEAN_PIXELS[text]
     try:
-        return tuple(float(v) for v in re.split(r"[,\s]+", text.strip()) if v)
+        values = tuple(float(v) for v in re.split(r"[,\s]+", text.strip()) if v)
     except ValueError:
+        values = (math.nan,)
+    if not values or not all(math.isfinite(v) for v in values):
         raise EosegError(f"mean pixel {text!r}: give comma-separated numbers or one of "
-                         f"{', '.join(PUBLISHED_MEAN_PIXELS)}") from None
+                         f"{', '.join(PUBLISHED_MEAN_PIXELS)}")
+    return values
+
+
+def published_mean_name(caffe_mean: str | Sequence[float] | None, dataset: str) -> str | None:
+    """The name of the published mean pixel that Caffe weights are read with (given, or assumed for the preset
+    ``dataset``); None for one given as numbers."""
+    if caffe_mean is None:
+        return DATASET_MEAN_PIXELS.get(dataset)
+    return caffe_mean if isinstance(caffe_mean, str) and caffe_mean in PUBLISHED_MEAN_PIXELS else None
 
 
 def caffe_normalization(mean_pixel: Sequence[float]) -> Normalization:
