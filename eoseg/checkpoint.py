@@ -138,14 +138,30 @@ def check_checkpoint(payload: dict, cfg: Config, source: str) -> None:
 RECORDED_MODEL_KEYS = ("name", "in_channels", "num_classes", "width")
 
 
+MAX_RECORDED_WIDTH = 8.0  # a channel multiplier beyond this builds a network of terabytes: a damaged record
+
+
 def check_record_keys(payload: dict, source: str) -> None:
-    """A record missing what the checks and the model builder read is damaged: one line, not a KeyError."""
+    """A record missing what the checks and the model builder read, or holding values no model is built of (a width
+    as text, NaN or of 1e9, which would allocate terabytes), is damaged: one line, not a KeyError or a traceback."""
     missing = [key for key in ("model", "signature") if not isinstance(payload.get(key), dict)]
     if "model" not in missing:
         missing += [f"model.{key}" for key in RECORDED_MODEL_KEYS if key not in payload["model"]]
     if missing:
         raise EosegError(f"{source}: its eoseg record lacks {', '.join(missing)}, so it is damaged or was edited; "
                          "use the original weights or convert them again (convert_weights.py)")
+    model = payload["model"]
+    counts = ("in_channels", "num_classes")
+    bad = [key for key in counts if not isinstance(model[key], int) or isinstance(model[key], bool) or model[key] < 1]
+    width = model["width"]
+    if not (isinstance(width, (int, float)) and not isinstance(width, bool) and 0 < width <= MAX_RECORDED_WIDTH):
+        bad.append("width")  # NaN fails the comparison too
+    if not isinstance(model["name"], str):
+        bad.append("name")
+    if bad:
+        raise EosegError(f"{source}: its eoseg record holds " + ", ".join(f"model.{key} = {model[key]!r}" for key in bad)
+                         + ", which no model is built of, so it is damaged or was edited; use the original weights or "
+                         "convert them again (convert_weights.py)")
 
 
 def load_model(path: str | Path, cfg: Config) -> tuple[nn.Module, dict]:

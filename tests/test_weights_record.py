@@ -44,6 +44,15 @@ def test_a_damaged_record_is_one_line(record, cfg):
         check_weights_record(damaged, cfg, "m.onnx")
 
 
+@pytest.mark.parametrize("key, value", [("width", "abc"), ("width", float("nan")), ("width", 1e9), ("width", 0),
+                                        ("in_channels", "3"), ("num_classes", 0), ("in_channels", True), ("name", 3)])
+def test_a_record_of_values_no_model_is_built_of_is_one_line(record, cfg, key, value):
+    """An edited header: a width as text or NaN was a traceback, one of 1e9 an attempt to allocate terabytes."""
+    edited = {**record, "model": {**record["model"], key: value}}
+    with pytest.raises(EosegError, match=rf"^m.onnx: its eoseg record holds model.{key} = .*which no model is built of"):
+        check_weights_record(edited, cfg, "m.onnx")
+
+
 def test_weights_of_other_bands_or_classes_are_refused(record, cfg):
     with pytest.raises(EosegError, match="m.onnx was trained for 3 input bands, but the config has 4"):
         check_weights_record(record, cfg.replace(EXTRA_SOURCES=[{"derived": "ndvi"}]), "m.onnx")
