@@ -54,7 +54,7 @@ from eoseg.labelling import labelling_stack, make_predictor, score_tile
 from eoseg.metrics import metrics_from_confusion, percent
 from eoseg.models import first_stream_bands, model_from_config
 from eoseg.models.encoder_weights import init_encoder_weights
-from eoseg.models.pretrained import recorded_train_tiles
+from eoseg.models.pretrained import recorded_signature, recorded_train_tiles
 from eoseg.normalization import Normalization, check_value_scale
 from eoseg.plots import display_rgb, plot_training_log
 from eoseg.precision import check_precision, resolve_precision
@@ -421,6 +421,12 @@ class Trainer:
             if processes.is_main:
                 print(loaded)
         if cfg.INIT_WEIGHTS and payload is None:
+            recorded_classes = (recorded_signature(cfg.INIT_WEIGHTS) or {}).get("class_names")
+            if recorded_classes is not None and list(recorded_classes) != list(cfg.CLASS_NAMES):
+                raise EosegError(f"INIT_WEIGHTS {cfg.INIT_WEIGHTS} was trained for classes {', '.join(recorded_classes)}, "
+                                 f"and the config has {', '.join(cfg.CLASS_NAMES)}: INIT_WEIGHTS starts the whole network, "
+                                 f"its classifier included; for other classes start its encoder alone (ENCODER_WEIGHTS="
+                                 f"{cfg.INIT_WEIGHTS} and INIT_WEIGHTS=\"\")")
             self.model.load_state_dict(read_weights(cfg.INIT_WEIGHTS, cfg, for_training=True)[0].state_dict())
             if processes.is_main:
                 print(f"{cfg.INIT_WEIGHTS}: the whole network starts from these weights (fine-tuning)")

@@ -285,7 +285,9 @@ def test_fine_tuning_starts_the_whole_network_from_init_weights(lmdb_cfg, six_cl
     assert tuned["iteration"] == 1
     for other, expected in (({"MODEL_WIDTH": 0.25}, r"INIT_WEIGHTS .* hold MODEL='segnet' MODEL_WIDTH=0.125, not the "
                                                     r"config's network"),
-                            (FIVE_CLASSES, "trained for 6 classes, but the config has 5"),
+                            (FIVE_CLASSES, r"INIT_WEIGHTS .* was trained for classes .*, and the config has .*: INIT_WEIGHTS "
+                                           r"starts the whole network, its classifier included; for other classes start "
+                                           r"its encoder alone \(ENCODER_WEIGHTS="),
                             ({"ENCODER_WEIGHTS": str(six_class_checkpoint)}, "set one of them"),
                             ({"INIT_WEIGHTS": "model.onnx"}, "an .onnx file cannot be trained"),
                             ({"INIT_WEIGHTS": "absent.pt"}, "INIT_WEIGHTS not found: absent.pt")):
