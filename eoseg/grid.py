@@ -168,12 +168,16 @@ def coarser_than_training(image: RasterInfo, trained: list[float] | None) -> boo
     return size is not None and trained is not None and size > trained[1] * PIXEL_SIZE_TOLERANCE
 
 
+MIN_GRID_CELLS = 2  # an image less than this many labelling-grid cells across is labelled on its own grid
+
+
 def labelling_grid(image: RasterInfo, trained: list[float] | None, setting: str | float | None) -> RasterInfo | None:
     """The grid to label ``image`` on where it is not its own: its extent at ``setting`` m, or, where
     its pixels are finer than those the network was ``trained`` on ([smallest, largest] m), at
     the smallest of those; None: its own grid.
 
-    ``setting``: INFER_PIXEL_SIZE (None: from ``trained``; metres; or "image"). Pixel sizes within
+    ``setting``: INFER_PIXEL_SIZE (None: from ``trained``; metres; or "image"). An image less than MIN_GRID_CELLS
+    cells of that grid across (a strip of 1 px) is labelled on its own grid. Pixel sizes within
     PIXEL_SIZE_TOLERANCE of the target count as equal. An image coarser than the training
     imagery is labelled as it is: enlarging it adds no detail, and on real data it helped on
     one set and hurt on two (bench/RESULTS.md). The grid scales the image's
@@ -197,6 +201,8 @@ def labelling_grid(image: RasterInfo, trained: list[float] | None, setting: str 
         if target / PIXEL_SIZE_TOLERANCE <= mean <= target * PIXEL_SIZE_TOLERANCE:
             return None
     fx, fy = target / size[0], target / size[1]
+    if image.width / fx < MIN_GRID_CELLS or image.height / fy < MIN_GRID_CELLS:
+        return None  # a cell wider than the image's side has its centre beyond it, where it reads as nodata
     width, height = (max(1, math.ceil(side / factor - GRID_ROUNDING)) for side, factor in ((image.width, fx), (image.height, fy)))
     return dataclasses.replace(image, width=width, height=height,
                                transform=image.transform * Affine.scale(fx, fy))

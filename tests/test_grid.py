@@ -182,3 +182,13 @@ def test_a_raster_placed_by_ground_control_points_is_not_paired_with_a_placed_on
                                              r"points or RPCs but no geotransform, which eoseg reads: warp it by them first"):
             needs_warp(placed, label, "labels")
     assert not needs_warp(info(Affine.identity(), None), dataclasses.replace(gcps, width=300, height=200), "labels")
+
+
+def test_an_image_narrower_than_two_cells_of_the_labelling_grid_is_labelled_on_its_own():
+    """A 1 x 300 px strip at 0.5 m labelled at 1.7 m: its one grid row's centre lies beyond the strip and read as
+    nodata, so every pixel came out unlabelled with the run recorded as complete."""
+    for width, height in ((300, 1), (1, 300), (300, 6)):
+        assert labelling_grid(info(width=width, height=height), None, 1.7) is None
+    grid = labelling_grid(info(width=300, height=7), None, 1.7)  # 7 px of 0.5 m: just over two cells of 1.7 m
+    assert (grid.width, grid.height) == (89, 3)
+
