@@ -108,11 +108,26 @@ def expand_image_arguments(arguments: list[str | Path]) -> list[Path]:
 
 
 def _refuse_inputs_in_output_folder(images: list[Path], out_dir: Path) -> None:
-    """Outputs written among the inputs would be taken for images by the next run over that folder."""
+    """Outputs written among the inputs would be taken for images by the next run over that folder; and an earlier
+    run's outputs among the inputs (its folder inside the one a glob searches) would be labelled as images."""
     inside = [p for p in images if p.parent.resolve() == out_dir.resolve()]
     if inside:
         raise EosegError(f"the output folder {out_dir} holds the input {inside[0].name}: a later run over it would "
                          "label eoseg's own outputs; write the outputs elsewhere (--out)")
+    recorded: dict[Path, dict[str, Path]] = {}  # folder -> {output file name: the completion record listing it}
+    for image in images:
+        if image.parent not in recorded:
+            recorded[image.parent] = {}
+            for record_path in sorted(image.parent.glob(f"*{RECORD_SUFFIX}")):
+                try:
+                    outputs = json.loads(record_path.read_text())["outputs"].values()
+                    recorded[image.parent].update({entry["file"]: record_path for entry in outputs})
+                except (OSError, ValueError, KeyError, TypeError, AttributeError):
+                    continue  # not one of ours
+        if image.name in recorded[image.parent]:
+            raise EosegError(f"{image} is an output of an earlier run (listed in {recorded[image.parent][image.name].name}), "
+                             "not an image: leave its folder out of --images (a pattern such as scenes/**/*.tif reaches "
+                             "into it), or write outputs outside the images' folders")
 
 
 # what a band name in BAND_NAMES means, in GDAL's colour interpretation words

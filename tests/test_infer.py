@@ -217,6 +217,20 @@ def test_folders_and_globs_expand(tmp_path):
     assert [p.name for p in expand_image_arguments([str(tmp_path / "ortho [2].tif")])] == ["ortho [2].tif"]
 
 
+def test_an_earlier_runs_outputs_reached_by_a_pattern_are_refused_as_images(setup, tmp_path):
+    """Outputs written to scenes/labels, then scenes/**/*.tif labelled: the labels and colour maps were taken for
+    images (refused for their band count, or labelled where it fits); named as outputs now."""
+    cfg, weights = setup
+    scenes = tmp_path / "scenes"
+    scenes.mkdir()
+    write_geotiff(scenes / "a.tif", random_image(90, 100))
+    run_inference(cfg, weights, scenes / "labels", image_paths=[scenes], progress=False)
+    with pytest.raises(EosegError, match=r"scenes/labels/a_color.tif is an output of an earlier run \(listed in "
+                                         r"a_record.json\), not an image: leave its folder out of --images"):
+        run_inference(cfg, weights, tmp_path / "again", image_paths=[str(scenes / "**" / "*.tif")], progress=False)
+    assert run_inference(cfg, weights, tmp_path / "again", image_paths=[str(scenes / "*.tif")], progress=False).images
+
+
 def test_an_interrupted_image_leaves_no_output(setup, tmp_path, monkeypatch):
     cfg, weights = setup
     source = write_geotiff(tmp_path / "in.tif", random_image(300, 100))
