@@ -134,7 +134,8 @@ def check_dataset(cfg: Config, norm_to_write: bool = False) -> DataReport:
                 training_tiles_read += split == "train"
                 if split == "train":
                     training_infos.append(info)
-                if split == "test":  # what scoring reads, checked whole (the eroded ground truth, where there is one)
+                eroded = cfg.tile_path("GT_ERODED_PATTERN", tile_id)
+                if split == "test" and eroded is not None and eroded.is_file():  # what scoring reads beside the labels
                     eval_truth(cfg, tile_id, info)
             except EosegError as err:
                 report.problem(str(err))
