@@ -443,8 +443,8 @@ class TruthSource:
 
     def check(self, palette: Palette) -> None:
         """Read the whole ground truth by rows: colours it cannot read as classes are refused before labelling."""
-        height = (self.image or raster_info(self.path, "ground truth")).height
-        for window in row_windows(height, 1):
+        grid = self.image or raster_info(self.path, "ground truth")
+        for window in row_windows(grid.height, grid.width):
             self._read_rows(palette, window.row_off, window.row_off + window.height)
 
     def read_rows(self, palette: Palette, first: int, end: int) -> np.ndarray:

@@ -37,14 +37,19 @@ def write_tif(path, pixels, **profile):
 
 
 # ---------------------------------------------------------------- failed writes
-def test_causes_follows_the_chain_once():
+def write_failed(code: int, text: str) -> RuntimeError:
+    """GDAL's write error, raised from the OSError ``code`` beneath it, as a failed write raises it."""
     try:
         try:
-            raise OSError(errno.ENOSPC, "No space left on device")
+            raise OSError(code, text)
         except OSError as inner:
             raise RuntimeError("Write failed. See previous") from inner
     except RuntimeError as outer:
-        chain = list(causes(outer))
+        return outer
+
+
+def test_causes_follows_the_chain_once():
+    chain = list(causes(write_failed(errno.ENOSPC, "No space left on device")))
     assert [type(link) for link in chain] == [RuntimeError, OSError]
     looped = ValueError("a")
     looped.__context__ = looped
@@ -53,13 +58,7 @@ def test_causes_follows_the_chain_once():
 
 def test_a_write_failure_is_a_full_disk_only_when_it_says_so(tmp_path):
     out = tmp_path / "out.tif"
-    try:
-        try:
-            raise OSError(errno.EDQUOT, "Disk quota exceeded")
-        except OSError as inner:
-            raise RuntimeError("Write failed. See previous") from inner
-    except RuntimeError as outer:
-        full = write_failure(outer, out)
+    full = write_failure(write_failed(errno.EDQUOT, "Disk quota exceeded"), out)
     assert str(full) == f"{out}: disk full while writing it; free space and run again"
     other = write_failure(PermissionError(errno.EACCES, "Permission denied"), out)
     assert str(other) == f"{out}: writing failed ([Errno {errno.EACCES}] Permission denied)"
