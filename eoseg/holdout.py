@@ -12,13 +12,17 @@ would flatter the scores.
 
 from __future__ import annotations
 
+import math
 import sys
 from dataclasses import dataclass
 
 import numpy as np
+import shapely
 
 from eoseg.config import Config
 from eoseg.errors import EosegError
+from eoseg.grid import footprint, is_engineering, same_crs
+from eoseg.io import RasterInfo, raster_info
 
 
 @dataclass(frozen=True)
@@ -163,20 +167,73 @@ def check_scored_tiles(signature: dict, cfg: Config, tile_ids: list[str], weight
 
 def report_overlapping_tiles(cfg: Config) -> None:
     """Say once, on stderr, which tiles are in TRAIN_IDS and held out too: split into blocks, or (HOLDOUT_BLOCK
-    = 0) trained on and scored whole, scores that flatter the model."""
+    = 0) trained on and scored whole, scores that flatter the model; and which held-out tiles cover ground that
+    training tiles cover too."""
     training = cfg.tile_ids("train")
     split = split_tiles(cfg)
     if split:
         print(f"note: tiles {listed(split)} are in TRAIN_IDS and held out: 1 block in {cfg.HOLDOUT_EVERY} of "
               f"{cfg.HOLDOUT_BLOCK} x {cfg.HOLDOUT_BLOCK} px of each is left out of training and alone scored "
               "(HOLDOUT_BLOCK, HOLDOUT_EVERY)", file=sys.stderr)
-        return
-    for name in ("TEST_IDS", "VAL_IDS"):
-        shared = [t for t in cfg.ids(name) if t in training]
-        if shared:
-            print(f"warning: tiles {listed(shared)} are in both TRAIN_IDS and {name}: their scores measure what the "
-                  "model memorised, not how it generalises (HOLDOUT_BLOCK=1024 would hold out blocks of them)",
-                  file=sys.stderr)
+    else:
+        for name in ("TEST_IDS", "VAL_IDS"):
+            shared = [t for t in cfg.ids(name) if t in training]
+            if shared:
+                print(f"warning: tiles {listed(shared)} are in both TRAIN_IDS and {name}: their scores measure what the "
+                      "model memorised, not how it generalises (HOLDOUT_BLOCK=1024 would hold out blocks of them)",
+                      file=sys.stderr)
+    for tile_id, (share, covering) in ground_in_training(cfg).items():
+        print(f"warning: held-out tile {tile_id}: {share:.0%} of its ground is in training tiles too (by their "
+              f"georeference: {listed(covering)}): its scores there measure what the model memorised; leave "
+              "those tiles out of TRAIN_IDS (\"!ID\") or this one out of TEST_IDS and VAL_IDS", file=sys.stderr)
+
+
+SHARED_GROUND_SHARE = 0.01  # a held-out tile with more of its area in training tiles is named (not tiles whose edges
+                            # overlap by a few px)
+
+
+def ground_in_training(cfg: Config) -> dict[str, tuple[float, list[str]]]:
+    """Held-out tiles (TEST_IDS, VAL_IDS; not in TRAIN_IDS) over SHARED_GROUND_SHARE of whose area training tiles
+    cover too, by their georeference: tile -> (that share, those training tiles). Tiles not found, unreadable or
+    without a georeference are passed over: other checks name them."""
+    training_ids = cfg.tile_ids("train")
+    held_out = [t for name in ("TEST_IDS", "VAL_IDS") for t in cfg.ids(name) if t not in training_ids]
+    if not held_out or not training_ids or not cfg.IMAGE_PATTERN:
+        return {}
+    training = _placed_images(cfg, training_ids)
+    trees: dict[str | None, tuple[list[str], shapely.STRtree]] = {}  # by CRS: the training footprints in it
+    found = {}
+    for tile_id, info in _placed_images(cfg, list(dict.fromkeys(held_out))).items():
+        key = None if info.crs is None else info.crs.to_wkt()
+        if key not in trees:
+            relatable = {t: other for t, other in training.items()
+                         if same_crs(info.crs, other.crs) or not (info.crs is None or other.crs is None or
+                                                                  is_engineering(info.crs) or is_engineering(other.crs))}
+            trees[key] = (list(relatable), shapely.STRtree([footprint(other, info.crs) for other in relatable.values()]))
+        names, tree = trees[key]
+        area = footprint(info, info.crs)
+        shared = {int(i): shapely.intersection(area, tree.geometries[i]) for i in tree.query(area, predicate="intersects")}
+        shared = {i: piece for i, piece in shared.items() if piece.area > 0}  # not tiles that only touch it
+        share = shapely.union_all(list(shared.values())).area / area.area if shared and area.area > 0 else 0.0
+        if math.isfinite(share) and share > SHARED_GROUND_SHARE:
+            found[tile_id] = (share, [names[i] for i in sorted(shared)])
+    return found
+
+
+def _placed_images(cfg: Config, tile_ids: list[str]) -> dict[str, RasterInfo]:
+    """The images of ``tile_ids`` that exist and carry a geotransform, by id."""
+    placed = {}
+    for tile_id in tile_ids:
+        path = cfg.tile_path("IMAGE_PATTERN", tile_id)
+        if path is None or not path.is_file():
+            continue
+        try:
+            info = raster_info(path, "image")
+        except EosegError:
+            continue
+        if info.georeferenced:
+            placed[tile_id] = info
+    return placed
 
 
 def listed(tiles: list[str], most: int = 5) -> str:

@@ -6,12 +6,16 @@ import json
 
 import numpy as np
 import pytest
+import rasterio
+from affine import Affine
+from rasterio.warp import transform as warp_transform
 
 from eoseg.errors import EosegError
-from eoseg.holdout import TileSplit, check_scored_tiles, holdout_record, split_tiles, tile_split
+from eoseg.holdout import (TileSplit, check_scored_tiles, ground_in_training, holdout_record, report_overlapping_tiles,
+                           split_tiles, tile_split)
 from eoseg.metadata import data_signature
 
-from .conftest import TINY_TILE_SIZE, as_arguments, run_script, tiny_overrides
+from .conftest import TINY_TILE_SIZE, as_arguments, make_tiny_config, run_script, tiny_overrides
 
 
 def covered(split: TileSplit, held_out: bool) -> np.ndarray:
@@ -186,3 +190,35 @@ def test_one_scene_trains_and_scores_on_its_own_blocks_end_to_end(sample_root, t
     refused = run_script("inference.py", *as_arguments({**settings, "HOLDOUT_BLOCK": 0}), "--force")
     assert refused.returncode != 0 and "were trained on the blocks of tile 1" in refused.stderr
     assert "Traceback" not in refused.stderr
+
+
+def write_placed_image(path, left: float, top: float, size: int = 40, crs: str | None = "EPSG:32632", pixel: float = 1.0):
+    """A 3-band uint8 image whose top-left corner is at (``left``, ``top``) in ``crs`` (None: a transform alone)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with rasterio.open(path, "w", driver="GTiff", width=size, height=size, count=3, dtype="uint8", crs=crs,
+                       transform=Affine(pixel, 0, left, 0, -pixel, top)) as dst:
+        dst.write(np.full((3, size, size), 100, dtype=np.uint8))
+
+
+def test_held_out_tiles_on_the_ground_of_training_tiles_are_named(tmp_path, capsys):
+    images = tmp_path / "data" / "images"
+    write_placed_image(images / "train_a.tif", 500000, 5000040)
+    write_placed_image(images / "train_b.tif", 500040, 5000040)
+    write_placed_image(images / "inside.tif", 500030, 5000040)  # 10 x 40 px on train_a, 30 x 40 on train_b
+    write_placed_image(images / "beside.tif", 500080, 5000040)  # touches train_b along an edge: no shared ground
+    write_placed_image(images / "fringe.tif", 499960.2, 5000040)  # a strip of 0.2 px on train_a: under 1%
+    # from the middle of train_a and train_b's lower halves, in the neighbouring UTM zone (its grid turned by about 4
+    # degrees there): half of it on their ground, found across CRSs
+    x, y = warp_transform("EPSG:32632", "EPSG:32631", [500020], [5000020])
+    write_placed_image(images / "other_zone.tif", x[0], y[0], crs="EPSG:32631")
+    write_placed_image(images / "unplaced.tif", 0, 0, crs=None, pixel=0)  # no georeference: passed over
+    cfg = make_tiny_config(tmp_path, IMAGE_PATTERN="images/{id}.tif", TRAIN_IDS=["train_*"],
+                           TEST_IDS=["inside", "beside", "fringe", "unplaced"], VAL_IDS=["other_zone"])
+    found = ground_in_training(cfg)
+    assert sorted(found) == ["inside", "other_zone"]
+    assert found["inside"][0] == pytest.approx(1.0) and found["inside"][1] == ["train_a", "train_b"]
+    assert found["other_zone"][0] == pytest.approx(0.5, abs=0.05) and found["other_zone"][1] == ["train_a", "train_b"]
+    report_overlapping_tiles(cfg)
+    err = capsys.readouterr().err
+    assert "held-out tile inside: 100% of its ground is in training tiles too (by their georeference: train_a, train_b)" in err
+    assert "beside" not in err and "fringe" not in err
