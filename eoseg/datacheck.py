@@ -82,7 +82,7 @@ def check_dataset(cfg: Config, norm_to_write: bool = False) -> DataReport:
                 # extraction patches the train tiles, and the test tiles a patch fits, into one data type
                 if split == "train" or (cfg.TRAIN_SOURCE == "lmdb" and fits_patch(info, cfg.PATCH_SIZE)):
                     try:
-                        stacked_dtype = check_same_dtype(stack.dtype, info, stacked_dtype, cfg.BANDS)
+                        stacked_dtype = check_same_dtype(stack, stacked_dtype)
                     except EosegError as err:
                         report.problem(str(err))
                 if split == "train":  # test tiles are labelled whole: one smaller than a patch is left out of test patches

@@ -70,15 +70,18 @@ def band_kind(name: str) -> str:
     return BAND_KINDS.get(name.strip().upper(), name.strip().upper())
 
 
-def check_same_dtype(dtype, info: RasterInfo, earlier: str | None, bands: Sequence[int]) -> str:
-    """The data type of a training tile's stacked pixels (``bands`` of the image ``info``), refused unless it is
-    that of the ``earlier`` tiles."""
-    if earlier is not None and str(dtype) != earlier:
-        scaled = read_as_note(info, bands)
-        raise EosegError(f"{info.path}: image is {dtype}{scaled} but the tiles before it are {earlier}; one NORM_MEAN "
-                         "and NORM_STD cannot fit both: convert the tiles to one data type"
+def check_same_dtype(stack: "TileStack", earlier: tuple[str, str] | None) -> tuple[str, str]:
+    """The data types a training tile's rasters are read in (:attr:`TileStack.read_dtypes`, not the stack's, which
+    a derived band makes float32 for all) and, for errors, the tile described; refused unless they are those of the
+    ``earlier`` tiles (of the first: that pair)."""
+    read = ", ".join(stack.read_dtypes)
+    described = read + read_as_note(stack.info, stack.sources[0].bands)
+    if earlier is not None and read != earlier[0]:
+        scaled = "GDAL scale/offset" in described + earlier[1]
+        raise EosegError(f"{stack.info.path}: image is {described}, but {earlier[1]} before it; one NORM_MEAN and "
+                         "NORM_STD cannot fit both: convert the tiles to one data type"
                          + (" (or give every tile's file the same scale and offset)" if scaled else ""))
-    return str(dtype)
+    return earlier or (read, f"{stack.info.path.name} is {described}")
 
 
 def check_bands(cfg: Config, info: RasterInfo) -> RasterInfo:
@@ -226,6 +229,8 @@ class TileStack:
         dtypes = {np.dtype(np.float32) if scaling is not None else np.dtype(s.info.dtype)
                   for s, scaling in zip(sources, self._scaling)}
         self.dtype = dtypes.pop() if len(dtypes) == 1 and not self._derived else np.dtype(np.float32)
+        # what each raster is read in, before the stack's conversion: training tiles must agree on these
+        self.read_dtypes = tuple("float32" if scaling is not None else s.info.dtype for s, scaling in zip(sources, self._scaling))
         self.grid = sources[0].info  # the grid reads are on: the image's, unless on_grid chose another
         self._open: list | None = None
 
@@ -324,11 +329,13 @@ class TileStack:
     def _statistics(self, windows: Iterable[Window]) -> tuple[BandStatistics, int]:
         """Each band's statistics over the valid pixels of ``windows``, and how many of them are 0 in every image band."""
         statistics, zeros = BandStatistics(self.count), 0
+        image_bands = len(self.sources[0].bands)
+        stored_zero = apply_scaling(np.zeros((image_bands, 1, 1), np.float32), self._scaling[0])  # what a stored 0 reads as
         for window in windows:
             pixels = self.read(window)
             valid = self.valid_mask(pixels, window)
             statistics.add(pixels, valid)
-            zeros += int((~pixels[:len(self.sources[0].bands)].any(axis=0) & valid).sum())
+            zeros += int(((pixels[:image_bands] == stored_zero).all(axis=0) & valid).sum())
         return statistics, zeros
 
     def sample_statistics(self, side: int = 4, size: int = 256) -> BandStatistics:

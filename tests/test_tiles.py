@@ -285,18 +285,37 @@ def test_scaled_stored_values_are_read_as_the_values_they_stand_for(tiny_cfg, tm
         pixels = stack.read()
         np.testing.assert_array_equal(pixels, expected.astype(np.float32))
         np.testing.assert_array_equal(stack.valid_mask(pixels), np.ones(pixels.shape[1:], bool))
-    with pytest.raises(EosegError, match=r"image is float32 \(its stored uint16 values scaled by the file's GDAL "
-                                         r"scale/offset\) but the tiles before it are uint8"):
-        check_same_dtype(pixels.dtype, raster_info(scaled), "uint8", [1, 2, 3])
+    with pytest.raises(EosegError, match=r"image is float32 \(its stored uint16 values scaled by the file's GDAL scale/offset\), "
+                                         r"but top_mosaic_09cm_area1.tif is uint8 before it; .* same scale and offset"):
+        check_same_dtype(stack, check_same_dtype(tile_stack(tiny_cfg, "1"), None))
     stored = read_raster(scaled)
     stored[:, :5] = 0
     copy_raster(scaled, tmp_path / "zeros" / "1.tif", stored)
     with rasterio.open(tmp_path / "zeros" / "1.tif", "r+") as dst:
         dst.scales, dst.offsets = [0.5] * 3, [-10.0] * 3
-    zeros = tile_stack(cfg.replace(DATA_ROOT=str(tmp_path / "zeros"), NODATA_ZERO=True), "1")
+    untagged_zeros = cfg.replace(DATA_ROOT=str(tmp_path / "zeros"))
+    # a collar of stored zeros (read as -10) is said, as one in a file without a scale is
+    assert tile_stack(untagged_zeros, "1").sample()[1] == pytest.approx(5 / stored.shape[1], abs=0.01)
+    zeros = tile_stack(untagged_zeros.replace(NODATA_ZERO=True), "1")
     with zeros:
         valid = zeros.valid_mask(zeros.read())
     assert not valid[:5].any() and valid[5:].all()
+
+
+def test_tiles_read_in_other_types_are_refused_whatever_a_derived_band_makes_the_stack(tiny_cfg, tmp_path):
+    """NDVI makes every stack float32; a tile read through a GDAL scale (float32) and one without (its stored uint16)
+    still differ by orders of magnitude, and are refused as without NDVI."""
+    plain = tiny_cfg.tile_path("IMAGE_PATTERN", "1")
+    scaled_copy(plain, tmp_path / "data" / "1.tif", scale=0.0001, offset=-0.1, dtype="uint16")
+    untagged = tmp_path / "data" / "2.tif"
+    copy_raster(tmp_path / "data" / "1.tif", untagged, read_raster(tmp_path / "data" / "1.tif"), dtype="uint16")
+    for extra in ([], [{"derived": "ndvi"}]):
+        cfg = tiny_cfg.replace(DATA_ROOT=str(tmp_path / "data"), IMAGE_PATTERN="{id}.tif", EXTRA_SOURCES=extra)
+        first = check_same_dtype(tile_stack(cfg, "1"), None)
+        assert first[0] == "float32"
+        with pytest.raises(EosegError, match=r"2.tif: image is uint16, but 1.tif is float32 \(its stored uint16 values "
+                                             r"scaled by the file's GDAL scale/offset\) before it"):
+            check_same_dtype(tile_stack(cfg, "2"), first)
 
 
 # ---------------------------------------------------------------- the truth tiles are scored on
