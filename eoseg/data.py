@@ -29,7 +29,7 @@ from eoseg.labels import class_pixels
 from eoseg.lmdb_store import LmdbPatches
 from eoseg.metadata import check_source_files, data_signature
 from eoseg.normalization import BandStatistics, check_scale
-from eoseg.tiles import check_patch_fits, check_same_dtype, read_labels, tile_stack, training_pixels
+from eoseg.tiles import check_patch_fits, check_same_dtype, image_bands_record, read_labels, tile_stack, training_pixels
 
 # The two uses of SEED get separate random streams: a permutation seeded with (seed, epoch)
 # must not coincide with the augmentation of some sample.
@@ -94,6 +94,7 @@ class AugmentedPatches(Dataset):
         self.seed = seed
         self.pixel_size_m = patches.meta.get("pixel_size_m")  # [smallest, largest] m of the tiles, or None
         self.input_statistics = patches.meta.get("input_statistics")  # their values' mean and std per band, or None
+        self.image_bands = patches.meta.get("image_bands")  # their files' band names and scalings, or None
         self.class_pixels = patches.meta.get("class_pixels")  # labelled pixels of each class in their tiles, or None
 
     def __len__(self) -> int:
@@ -120,7 +121,7 @@ class TileCrops(Dataset):
 
     def __init__(self, tiles: list[tuple[np.ndarray, np.ndarray]], size: int, flips: bool, seed: int,
                  pixel_size_m: list[float] | None = None, input_statistics: dict | None = None,
-                 class_pixels: list[int] | None = None):
+                 class_pixels: list[int] | None = None, image_bands: dict | None = None):
         self.tiles = tiles
         self.size = size
         self.flips = flips
@@ -128,6 +129,7 @@ class TileCrops(Dataset):
         self.pixel_size_m = pixel_size_m  # [smallest, largest] m of the tiles, or None
         self.input_statistics = input_statistics  # their values' mean and std per band, or None
         self.class_pixels = class_pixels  # labelled pixels of each class in the tiles, or None
+        self.image_bands = image_bands  # their files' band names and scalings (tiles.image_bands_record), or None
         areas = np.array([labels.size for _, labels in tiles], dtype=np.float64)
         self.tile_probabilities = areas / areas.sum()
         self.epoch_length = max(1, sum((labels.shape[0] // size) * (labels.shape[1] // size) for _, labels in tiles))
@@ -226,7 +228,8 @@ def training_data(cfg: Config) -> AugmentedPatches | TileCrops:
         raise EosegError("TRAIN_IDS is empty: nothing to train on")
     check_scale(statistics, cfg)
     counts = np.sum([class_pixels(labels, cfg.num_classes) for _, labels in tiles], axis=0).tolist()
-    return TileCrops(tiles, cfg.PATCH_SIZE, cfg.RANDOM_FLIPS, cfg.SEED, pixel_size_range(infos), statistics.record(), counts)
+    return TileCrops(tiles, cfg.PATCH_SIZE, cfg.RANDOM_FLIPS, cfg.SEED, pixel_size_range(infos), statistics.record(), counts,
+                     image_bands_record(infos, cfg.BANDS))
 
 
 def median_frequency_weights(label_maps, num_classes: int, ignore_label: int, progress: bool = False) -> list[float]:

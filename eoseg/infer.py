@@ -40,7 +40,7 @@ from eoseg.labels import SCAN_ROWS, is_vector
 from eoseg.metrics import NOT_TRAINED, UNSCORED, format_table, metrics_from_confusion, percent
 from eoseg.normalization import check_value_scale, value_scale, values_of_type
 from eoseg.predict import Predictor
-from eoseg.tiles import (BAND_KINDS, TileStack, TruthSource, eroded_fallback, eval_truth,
+from eoseg.tiles import (BAND_KINDS, TileStack, TruthSource, check_band_names, eroded_fallback, eval_truth, scaling_hint,
                           image_stack, tile_stack, unmasked_zeros_note)
 from eoseg.weights import check_input_dtype, read_weights, recorded_normalization
 
@@ -531,6 +531,11 @@ def run_inference(cfg: Config, weights: str | Path, out_dir: str | Path, tile_id
     if scored_tiles and trained_values is not None and trained_values != label_value_pairs(cfg.to_dict()) and rank == 0:
         print(f"note: the weights were trained on labels read with LABEL_VALUES {dict(map(tuple, trained_values))}, "
               f"and the ground truth is read with {cfg.LABEL_VALUES}: it must be encoded so", file=sys.stderr)
+    band_notes = [note for job in jobs if (note := check_band_names(job.info, cfg.BANDS, record["signature"].get("image_bands"),
+                                                                     "the files the weights were trained on"))]
+    if band_notes and rank == 0:
+        print(band_notes[0] + (f" (and {len(band_notes) - 1} more images alike)" if len(band_notes) > 1 else ""),
+              file=sys.stderr)
     normalization = recorded_normalization(record)
     values_checked = "input_statistics" in record["signature"] and cfg.INFER_VALUE_CHECK
     if not (values_checked and cfg.INFER_VALUE_SCALE != 1):  # a declared scale: the value check decides instead
@@ -547,9 +552,12 @@ def run_inference(cfg: Config, weights: str | Path, out_dir: str | Path, tile_id
                     continue
                 ratio = value_scale(trained_values, measured, len(cfg.BANDS))
                 factor = None if ratio is None else 1 / ratio
-            check_input_dtype(normalization, dtype, job.info.path, values_checked, read_as_note(job.info, cfg.BANDS), factor)
-    jobs = _check_value_scales(cfg, jobs, record["signature"].get("input_statistics"), image_jobs, failed,
-                               say=progress and rank == 0)
+            try:
+                check_input_dtype(normalization, dtype, job.info.path, values_checked, read_as_note(job.info, cfg.BANDS), factor)
+            except EosegError as err:  # its GDAL scale and offset, other than the training images', may be why
+                raise EosegError(f"{err}{scaling_hint(job.info, cfg.BANDS, record['signature'].get('image_bands'))}") from None
+    jobs = _check_value_scales(cfg, jobs, record["signature"].get("input_statistics"), record["signature"].get("image_bands"),
+                               image_jobs, failed, say=progress and rank == 0)
     trained = record["signature"].get("pixel_size_m")
     jobs = [replace(job, stack=labelling_stack(cfg, job.stack, trained, say=progress and rank == 0)) for job in jobs]
     predictor = make_predictor(cfg, model, normalization, device)
@@ -613,10 +621,11 @@ def run_inference(cfg: Config, weights: str | Path, out_dir: str | Path, tile_id
     return summary
 
 
-def _check_value_scales(cfg: Config, jobs: list[Job], trained: dict | None, image_jobs: set[str], failed: dict[str, str],
-                        say: bool) -> list[Job]:
+def _check_value_scales(cfg: Config, jobs: list[Job], trained: dict | None, image_bands: dict | None, image_jobs: set[str],
+                        failed: dict[str, str], say: bool) -> list[Job]:
     """``jobs`` whose values are on the scale of those the weights were ``trained`` on (see
-    eoseg.normalization.check_value_scale; a note for those some way off); images given by path that
+    eoseg.normalization.check_value_scale; a note for those some way off, each saying where the image's GDAL scale
+    and offset are not those of the training images, as ``image_bands`` records them); images given by path that
     cannot be read are moved to ``failed``, as labelling would."""
     if trained is None:  # weights from before the record, or Caffe's
         return jobs
@@ -626,6 +635,7 @@ def _check_value_scales(cfg: Config, jobs: list[Job], trained: dict | None, imag
             measured, zeros = job.stack.sample()
             collar = unmasked_zeros_note(zeros)
             collar = f"; {collar}" if collar else ""
+            tags = scaling_hint(job.info, cfg.BANDS, image_bands)
             note = check_value_scale(trained, measured, len(cfg.BANDS), job.info.path, cfg.INFER_VALUE_CHECK,
                                      factor=cfg.INFER_VALUE_SCALE, sources=cfg.source_bands, band_names=cfg.BAND_NAMES)
         except DamagedInputError as err:
@@ -633,12 +643,14 @@ def _check_value_scales(cfg: Config, jobs: list[Job], trained: dict | None, imag
                 raise
             failed[str(job.info.path)] = str(err)
             continue
-        except EosegError as err:  # the refusal of its value scale: the zeros may be why
-            raise EosegError(f"{err}{collar}") from None
+        except EosegError as err:  # the refusal of its value scale: its tags or the zeros may be why
+            raise EosegError(f"{err}{tags}{collar}") from None
         if note:
-            note += collar
+            note += tags + collar
         elif collar:
             note = f"note: {job.info.path}: labelled as it is" + collar
+        elif tags and cfg.INFER_VALUE_SCALE != 1:  # a factor that evens the values out may leave an offset
+            note = f"note: {job.info.path}: labelled with INFER_VALUE_SCALE {cfg.INFER_VALUE_SCALE:g}" + tags
         if note and say:
             tqdm.write(note, file=sys.stderr)
         checked.append(job)

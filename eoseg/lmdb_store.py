@@ -218,6 +218,7 @@ def create_lmdb(cfg: Config, patches_dir: str | Path, lmdb_dir: str | Path, forc
                 "dtype": manifest["dtype"],
                 "pixel_size_m": manifest.get("pixel_size_m"),
                 "input_statistics": manifest.get("input_statistics"),
+                "image_bands": manifest.get("image_bands"),
                 "class_pixels": manifest.get("class_pixels") if split == "train" else None,
                 "shuffle_seed": cfg.SHUFFLE_SEED if split == "train" else None,
                 "source": str(patches_dir),

@@ -131,6 +131,78 @@ def check_bands(cfg: Config, info: RasterInfo) -> RasterInfo:
     return info
 
 
+def named_bands(info: RasterInfo, bands: Sequence[int]) -> list[str | None]:
+    """The descriptions (names in the file) of ``bands`` (1-based) of ``info``; None where a band has none."""
+    return [(info.descriptions[band - 1] or None) if band <= len(info.descriptions) else None for band in bands]
+
+
+def image_bands_record(infos: Sequence[RasterInfo], bands: Sequence[int]) -> dict:
+    """What the training images' files say of their ``bands`` (BANDS), recorded with patches and weights so that
+    an image holding them otherwise is told: each distinct list of the bands' names in the files
+    (:func:`named_bands`), and each distinct GDAL [scales, offsets] they were read through ([]: none). A training
+    image naming, at other positions, the bands an earlier one named at ``bands`` is refused (see
+    :func:`check_band_names`)."""
+    names: list[list[str | None]] = []
+    scalings: list[list] = []
+    first_named = None  # the first training image that names all its bands
+    for info in infos:
+        if first_named is not None:
+            check_band_names(info, bands, {"names": [named_bands(first_named, bands)]}, f"{first_named.path.name} before it")
+        elif all(named_bands(info, bands)):
+            first_named = info
+        if named_bands(info, bands) not in names:
+            names.append(named_bands(info, bands))
+        scaling = info.stored_scaling(bands)
+        pair = [] if scaling is None else [scaling[0].ravel().tolist(), scaling[1].ravel().tolist()]
+        if pair not in scalings:
+            scalings.append(pair)
+    return {"names": names, "scalings": scalings}
+
+
+def scaling_hint(info: RasterInfo, bands: Sequence[int], recorded: dict | None) -> str:
+    """'; ...' where ``info``'s ``bands`` are read through another GDAL scale and offset than every training image's
+    were (``recorded``: :func:`image_bands_record`), for a refusal or note of its values' scale: a file that lost its
+    product's tags (or carries another's) reads on another scale, and where an offset differs no INFER_VALUE_SCALE (a
+    factor) brings it back. "" where a training image was read alike, or where the record says nothing."""
+    scalings = (recorded or {}).get("scalings")
+    if not scalings:
+        return ""
+    scaling = info.stored_scaling(bands)
+    mine = [] if scaling is None else [scaling[0].ravel().tolist(), scaling[1].ravel().tolist()]
+    if mine in scalings:
+        return ""
+    theirs = next((pair for pair in scalings if pair), [])
+    values = lambda numbers: " ".join(f"{v:g}" for v in dict.fromkeys(numbers))  # noqa: E731  one value for all bands alike
+    described = lambda pair: f"scale {values(pair[0])} and offset {values(pair[1])}" if pair else "no scale or offset"  # noqa: E731
+    remedy = (f"gdal_edit.py -scale {values(theirs[0])} -offset {values(theirs[1])} FILE" if theirs
+              else "gdal_edit.py -scale 1 -offset 0 FILE")
+    return (f"; the training images were read through a GDAL {described(theirs)}, this one through {described(mine)}: "
+            f"if it holds their product, tag it as they are ({remedy}); INFER_VALUE_SCALE, a factor, cannot stand for an "
+            "offset")
+
+
+def check_band_names(info: RasterInfo, bands: Sequence[int], recorded: dict | None, whose: str) -> str | None:
+    """Refuse an image whose file names, at other positions than ``bands`` (BANDS), each band that ``whose`` files
+    named there (``recorded``: :func:`image_bands_record`): the same bands in another order, which would be read
+    swapped. A note where it names them otherwise (another product's names, or other bands); None where alike, or
+    where either leaves a band unnamed or the recorded files named them in several ways. Names compare as
+    :func:`band_kind` does ("Red" and "R" alike)."""
+    fully_named = [names for names in (recorded or {}).get("names", []) if all(names)]
+    if len(fully_named) != 1:
+        return None
+    expected, mine = fully_named[0], named_bands(info, bands)
+    if not all(mine) or list(map(band_kind, mine)) == list(map(band_kind, expected)):
+        return None
+    in_file = [band_kind(name or "") for name in info.descriptions]
+    if all(in_file.count(band_kind(name)) == 1 for name in expected):
+        found = [in_file.index(band_kind(name)) + 1 for name in expected]
+        raise EosegError(f"{info.path}: its bands {list(bands)} (BANDS) are named {mine} in the file, but {whose} "
+                         f"named them {expected}, which this file holds as bands {found}: set BANDS = {found} to read "
+                         "them alike, or the two are read with their bands swapped")
+    return (f"note: {info.path}: its bands {list(bands)} (BANDS) are named {mine} in the file, {whose} named them "
+            f"{expected}: if those are other bands, set BANDS to the bands that hold them")
+
+
 UNMASKED_ZEROS = 0.2  # of a raster's sampled pixels 0 in every band without a nodata tag: said, not assumed nodata
 
 

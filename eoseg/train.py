@@ -60,7 +60,7 @@ from eoseg.plots import display_rgb, plot_training_log
 from eoseg.precision import check_precision, resolve_precision
 from eoseg.recipe import RECIPE_NAMES, LearningRateSchedule, make_loss, make_optimizer
 from eoseg.tensorboard import TensorBoardLog
-from eoseg.tiles import TileStack, TruthSource, eroded_fallback, eval_truth, relative_to_here, tile_stack
+from eoseg.tiles import TileStack, TruthSource, check_band_names, eroded_fallback, eval_truth, relative_to_here, tile_stack
 from eoseg.weights import read_weights
 
 VALIDATION_METRICS = ("overall_accuracy", "mean_f1", "mean_iou")
@@ -473,7 +473,8 @@ class Trainer:
             print(note, file=sys.stderr)
         # recorded with the weights
         self.trained_on = {"input_dtype": str(self.data[(0, 0)][0].numpy().dtype), "pixel_size_m": self.data.pixel_size_m,
-                           "input_statistics": self.data.input_statistics, "class_pixels": self.data.class_pixels,
+                           "input_statistics": self.data.input_statistics, "image_bands": self.data.image_bands,
+                           "class_pixels": self.data.class_pixels,
                            "inherited_train_tiles": (payload["signature"].get("inherited_train_tiles") if payload is not None
                                                      else recorded_train_tiles(cfg.ENCODER_WEIGHTS or cfg.INIT_WEIGHTS)
                                                      if cfg.ENCODER_WEIGHTS or cfg.INIT_WEIGHTS else None) or None}
@@ -514,6 +515,9 @@ class Trainer:
                                      f"validation tile {tile_id} ({stack.info.path})", self.cfg.INFER_VALUE_CHECK,
                                      "those of the training tiles", self.cfg.INFER_VALUE_SCALE, self.cfg.source_bands,
                                      self.cfg.BAND_NAMES)
+            if note and self.processes.is_main:
+                print(note, file=sys.stderr)
+            note = check_band_names(stack.info, self.cfg.BANDS, self.trained_on["image_bands"], "the training images")
             if note and self.processes.is_main:
                 print(note, file=sys.stderr)
             stack = labelling_stack(self.cfg, stack, self.trained_on["pixel_size_m"], say=self.processes.is_main)

@@ -475,3 +475,71 @@ def test_polygons_an_image_cannot_carry_are_refused_before_labelling(setup, tmp_
                                          r"a GeoPackage \(.gpkg\) instead"):
         run_inference(cfg.replace(WRITE_POLYGONS=".geojson"), weights, tmp_path / "out", image_paths=[custom], progress=False)
     assert not (tmp_path / "out").exists()
+
+
+def named_geotiff(path, array, names, **tags):
+    """``write_geotiff`` with each band's description (its name in the file) set, and GDAL ``scales``/``offsets``."""
+    write_geotiff(path, array)
+    with rasterio.open(path, "r+") as dst:
+        dst.descriptions = names
+        if tags:
+            dst.scales, dst.offsets = tags["scales"], tags["offsets"]
+    return path
+
+
+def test_an_image_naming_the_training_bands_in_another_order_is_refused(tmp_path, capsys):
+    """Sentinel-2 band codes say nothing of colour: the weights record what the training files named their BANDS,
+    and a file holding those names elsewhere is refused with the BANDS that reads it alike."""
+    from eoseg.io import raster_info
+    from eoseg.tiles import image_bands_record
+
+    cfg = make_tiny_config(tmp_path, WRITE_PREVIEW=False)
+    pixels = random_image(60, 70)
+    training = named_geotiff(tmp_path / "training.tif", pixels, ["B04", "B03", "B02"])
+    record = image_bands_record([raster_info(training)], cfg.BANDS)
+    weights = save_checkpoint(tmp_path / "w.pt", cfg, model_from_config(cfg), iteration=0, trained_on={"image_bands": record})
+    swapped = named_geotiff(tmp_path / "swapped.tif", pixels[::-1].copy(), ["B02", "B03", "B04"])
+    with pytest.raises(EosegError, match=r"swapped.tif: its bands \[1, 2, 3\] \(BANDS\) are named \['B02', 'B03', 'B04'\] "
+                                         r".* set BANDS = \[3, 2, 1\] to read them alike"):
+        run_inference(cfg, weights, tmp_path / "out", image_paths=[swapped])
+    read_alike = run_inference(cfg.replace(BANDS=[3, 2, 1]), weights, tmp_path / "alike", image_paths=[swapped])
+    as_trained = run_inference(cfg, weights, tmp_path / "trained", image_paths=[training])
+    np.testing.assert_array_equal(read_raster(read_alike.images[0].outputs["labels"]),
+                                  read_raster(as_trained.images[0].outputs["labels"]))
+    assert "named" not in capsys.readouterr().err
+    other = named_geotiff(tmp_path / "other.tif", pixels, ["Band 1", "Band 2", "Band 3"])
+    run_inference(cfg, weights, tmp_path / "other", image_paths=[other])
+    assert "other.tif: its bands [1, 2, 3] (BANDS) are named ['Band 1', 'Band 2', 'Band 3'] in the file, the files the " \
+           "weights were trained on named them ['B04', 'B03', 'B02']" in capsys.readouterr().err
+
+
+def test_an_image_missing_the_training_images_offset_is_told_how_to_tag_it(tmp_path, capsys):
+    """Reflectance stored as value * 10000 + 1000 (a GDAL scale of 0.0001 and offset of -0.1) against an image that lost
+    its tags: the refusal says to tag it, since no INFER_VALUE_SCALE undoes the offset; labelled with one, a note says so."""
+    from eoseg.io import raster_info
+    from eoseg.normalization import BandStatistics
+    from eoseg.tiles import image_bands_record
+
+    cfg = make_tiny_config(tmp_path, WRITE_PREVIEW=False, NORM_STD=[0.1, 0.1, 0.1])
+    stored = (random_image(60, 70).astype(np.uint16) * 20 + 1000)
+    tagged = named_geotiff(tmp_path / "tagged.tif", stored, ["B8", "B4", "B3"], scales=[1e-4] * 3, offsets=[-0.1] * 3)
+    values = stored * 1e-4 - 0.1
+    statistics = BandStatistics(3)
+    statistics.add(values, np.ones(values.shape[1:], dtype=bool))
+    weights = save_checkpoint(tmp_path / "w.pt", cfg, model_from_config(cfg), iteration=0, trained_on={
+        "input_dtype": "float32", "input_statistics": statistics.record(),
+        "image_bands": image_bands_record([raster_info(tagged)], cfg.BANDS)})
+    run_inference(cfg, weights, tmp_path / "tagged", image_paths=[tagged])
+    assert "note:" not in capsys.readouterr().err
+    untagged = named_geotiff(tmp_path / "untagged.tif", stored, ["B8", "B4", "B3"])
+    hint = ("the training images were read through a GDAL scale 0.0001 and offset -0.1, this one through no scale or "
+            "offset: if it holds their product, tag it as they are (gdal_edit.py -scale 0.0001 -offset -0.1 FILE)")
+    with pytest.raises(EosegError) as refused:
+        run_inference(cfg, weights, tmp_path / "untagged", image_paths=[untagged])
+    assert "INFER_VALUE_SCALE" in str(refused.value) and hint in str(refused.value)
+    as_float = named_geotiff(tmp_path / "float.tif", stored.astype(np.float32), ["B8", "B4", "B3"])
+    with pytest.raises(EosegError) as refused:  # of the training data's type: refused by its values' scale
+        run_inference(cfg, weights, tmp_path / "float", image_paths=[as_float])
+    assert "times those the weights were trained on" in str(refused.value) and hint in str(refused.value)
+    run_inference(cfg.replace(INFER_VALUE_SCALE=0.0001), weights, tmp_path / "scaled", image_paths=[as_float])
+    assert "float.tif: labelled with INFER_VALUE_SCALE 0.0001; " + hint in capsys.readouterr().err

@@ -16,7 +16,7 @@ from eoseg.convert import color_file_to_labels, labels_file_to_color
 from eoseg.errors import EosegError
 from eoseg.extract import extract_patches, read_manifest
 from eoseg.infer import run_inference
-from eoseg.io import read_label, read_raster
+from eoseg.io import raster_info, read_label, read_raster
 from eoseg.labels import LabelValues
 from eoseg.lmdb_store import LmdbPatches, create_lmdb
 from eoseg.metadata import data_signature
@@ -124,6 +124,9 @@ def test_training_writes_weights_log_plot_and_resumes(tiny_cfg, source):
     recorded = payload["signature"]["input_statistics"]
     assert recorded["mean"] == pytest.approx(pixels.mean(axis=1), rel=1e-5)
     assert recorded["std"] == pytest.approx(pixels.std(axis=1), rel=1e-5)
+    # and what their files name their bands, the order inference expects of an image's
+    names = [list(raster_info(cfg.tile_path("IMAGE_PATTERN", tile)).descriptions) for tile in cfg.tile_ids("train")]
+    assert payload["signature"]["image_bands"] == {"names": [[name or None for name in names[0]]], "scalings": [[]]}
 
 
 def test_resume_beyond_iterations_is_refused(tiny_cfg):

@@ -16,7 +16,7 @@ from rasterio.windows import Window
 from eoseg.errors import EosegError
 from eoseg.io import raster_info, read_label, read_raster, write_raster
 from eoseg.normalization import Normalization
-from eoseg.tiles import (check_same_dtype, eroded_fallback, image_info, image_stack, ndvi, read_image,
+from eoseg.tiles import (check_same_dtype, eroded_fallback, image_bands_record, image_info, image_stack, ndvi, read_image,
                          tile_stack, training_pixels)
 
 from .conftest import TINY_TILE_SIZE
@@ -353,3 +353,25 @@ def test_colour_eroded_truth_with_an_untagged_alpha_band_is_refused_before_scori
         dst.colorinterp = [ColorInterp.red, ColorInterp.green, ColorInterp.blue, ColorInterp.alpha]
     scored = eval_truth(cfg, "4", info).read_rows(cfg.palette, 0, info.height)
     assert (scored[:, :20] == 255).all()
+
+
+def test_training_images_naming_their_bands_in_another_order_are_refused(tiny_cfg, tmp_path):
+    """Two training files naming the same bands at other positions would be read swapped; their names and GDAL
+    scalings are recorded, each distinct one once."""
+    plain = tiny_cfg.tile_path("IMAGE_PATTERN", "1")
+    files = {}
+    for name, descriptions in (("a", ["B8", "B4", "B3"]), ("b", ["B8", "B4", "B3"]), ("c", ["B4", "B3", "B8"]), ("d", [""] * 3)):
+        files[name] = copy_raster(plain, tmp_path / f"{name}.tif")
+        with rasterio.open(files[name], "r+") as dst:
+            dst.descriptions = descriptions
+    scaled = scaled_copy(plain, tmp_path / "scaled.tif", scale=0.5, offset=-10.0, dtype="uint16")
+    with rasterio.open(scaled, "r+") as dst:
+        dst.descriptions = ["B8", "B4", "B3"]
+    infos = {name: raster_info(path) for name, path in {**files, "scaled": scaled}.items()}
+    record = image_bands_record([infos[name] for name in ("d", "a", "b", "scaled")], [1, 2, 3])
+    assert record == {"names": [[None, None, None], ["B8", "B4", "B3"]], "scalings": [[], [[0.5] * 3, [-10.0] * 3]]}
+    with pytest.raises(EosegError, match=r"c.tif: its bands \[1, 2, 3\] \(BANDS\) are named \['B4', 'B3', 'B8'\] in the "
+                                         r"file, but a.tif before it named them \['B8', 'B4', 'B3'\], which this file "
+                                         r"holds as bands \[3, 1, 2\]: set BANDS = \[3, 1, 2\]"):
+        image_bands_record([infos["d"], infos["a"], infos["c"]], [1, 2, 3])
+    assert image_bands_record([infos["a"], infos["b"]], [2, 3, 1])["names"] == [["B4", "B3", "B8"]]
