@@ -495,8 +495,9 @@ def run_inference(cfg: Config, weights: str | Path, out_dir: str | Path, tile_id
         say = progress and distributed_rank()[0] == 0
         if job.info.unplaced and say:
             print(f"note: {job.info.unplaced}; its outputs are not georeferenced", file=sys.stderr)
-        elif job.info.georeferenced and job.info.crs is None and say:  # a world file: GDAL reads no .prj beside it
-            print(f"note: {job.info.path.name} is placed (a world file) but has no CRS: its pixel size is not compared "
+        # a world file (GDAL reads no .prj beside it), or a GeoTIFF's transform without its CRS
+        elif job.info.georeferenced and job.info.crs is None and say:
+            print(f"note: {job.info.path.name} is placed (a transform) but has no CRS: its pixel size is not compared "
                   "with the training imagery's and its outputs carry no CRS; give it one (gdal_translate -a_srs)",
                   file=sys.stderr)
         alpha = alpha_band_problem(job.info, cfg.BANDS) if say else ""
