@@ -553,6 +553,14 @@ def find_tile_ids(data_root: str, image_pattern: str, id_glob: str, where: str) 
                   f"IMAGE_PATTERN {image_pattern!r} leaves out {', '.join(map(os.path.basename, other_case[:3]))}"
                   f"{f' and {len(other_case) - 3} more' if len(other_case) > 3 else ''}, named so but for the case of "
                   "their letters: rename them to be read")
+    every_id = {match["id"] for path in glob.glob("*".join(glob.escape(part) for part in parts))
+                if path.startswith(parts[0]) and (match := named.fullmatch(path[len(parts[0]):]))}
+    other_case_ids = sorted(tile_id for tile_id in every_id - found if fnmatch.fnmatch(tile_id.lower(), id_glob.lower()))
+    if other_case_ids:  # ids match as globs do, letter case and all: "tile_*" leaves "Tile_10" out
+        note_once(("other case ids", pattern, id_glob),
+                  f"{where}: {id_glob!r} leaves out the ids {', '.join(other_case_ids[:3])}"
+                  f"{f' and {len(other_case_ids) - 3} more' if len(other_case_ids) > 3 else ''}, which it matches but "
+                  "for the case of their letters: list them too if they are meant")
     if not found:
         raise EosegError(f"{where}: {id_glob!r} matches no image: nothing at {searched}; check DATA_ROOT and IMAGE_PATTERN")
     return sorted(found, key=lambda tile_id: [(0, int(t), "") if t.isdigit() else (1, 0, t)

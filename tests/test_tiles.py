@@ -68,6 +68,17 @@ def test_images_named_but_for_the_case_of_their_letters_are_pointed_out(tiny_cfg
         image_info(cfg, "UP1")
 
 
+def test_ids_a_glob_matches_but_for_the_case_of_their_letters_are_pointed_out(tiny_cfg, tmp_path, capsys):
+    for name in ("tile_1", "tile_2", "Tile_10", "other"):
+        copy_raster(tiny_cfg.tile_path("IMAGE_PATTERN", "1"), tmp_path / "ids" / f"{name}.tif")
+    cfg = tiny_cfg.replace(DATA_ROOT=str(tmp_path / "ids"), IMAGE_PATTERN="{id}.tif", TRAIN_IDS=["tile_*"], TEST_IDS=[])
+    assert cfg.tile_ids("train") == ["tile_1", "tile_2"]
+    assert "TRAIN_IDS: 'tile_*' leaves out the ids Tile_10, which it matches but for the case of their letters" in \
+        capsys.readouterr().err
+    assert cfg.replace(TRAIN_IDS=["*_1*"]).tile_ids("train") == ["Tile_10", "tile_1"]
+    assert "leaves out" not in capsys.readouterr().err
+
+
 def test_bands_the_file_names_in_another_order_than_band_names_are_refused(tiny_cfg, tmp_path):
     """A file whose band descriptions name every one of BAND_NAMES, elsewhere than BANDS reads them."""
     source = tiny_cfg.tile_path("IMAGE_PATTERN", "1")
