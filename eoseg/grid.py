@@ -285,11 +285,13 @@ def _box(left: float, bottom: float, right: float, top: float) -> str:
 
 
 def note_warp(image: RasterInfo, other: RasterInfo, what: str, resampling: str) -> None:
-    """Say once per process and file that ``other`` is warped onto ``image``'s grid."""
+    """Say once per process and file that ``other`` is warped onto ``image``'s grid (once, not once per image, for
+    one file serving many: a label raster of all tiles)."""
     width, height = pixel_sides(other.transform)
-    note_once((str(other.path), str(image.path)),
+    note_once(("warped", str(other.path)),
               f"{other.path} ({what}; {other.crs}, {width:.6g} x {height:.6g} per px, {other.width} x {other.height} px) "
-              f"is on another grid than its image {image.path}; warped onto the image's grid ({resampling})")
+              f"is on another grid than its image {image.path}; warped onto the grid of each image it is read for "
+              f"({resampling})")
 
 
 def check_resampling(name: str, where: str) -> str:

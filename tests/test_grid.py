@@ -192,3 +192,12 @@ def test_an_image_narrower_than_two_cells_of_the_labelling_grid_is_labelled_on_i
     grid = labelling_grid(info(width=300, height=7), None, 1.7)  # 7 px of 0.5 m: just over two cells of 1.7 m
     assert (grid.width, grid.height) == (89, 3)
 
+
+
+def test_one_raster_warped_for_many_images_is_noted_once(capsys):
+    """One label raster for all tiles (LABEL_PATTERN without {id}) was noted once per tile: hundreds of lines."""
+    labels = dataclasses.replace(info(from_origin(500000, 5400000, 1.0, 1.0)), path=Path("all_tiles_labels.tif"))
+    for column in range(3):
+        tile = dataclasses.replace(info(from_origin(500000 + 150 * column, 5400000, 0.5, 0.5)), path=Path(f"tile_{column}.tif"))
+        note_warp(tile, labels, "labels", "nearest")
+    assert capsys.readouterr().err.count("all_tiles_labels.tif") == 1

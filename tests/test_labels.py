@@ -493,7 +493,7 @@ def test_label_raster_on_another_transform_is_warped_and_said_once(sample_root, 
     result = run_script("extract_images.py", *as_arguments({**tiny_overrides(tmp_path), "DATA_ROOT": str(data)}))
     assert result.returncode == 0, result.stderr
     notes = [line for line in result.stderr.splitlines() if line.startswith("note: ")]
-    assert len(notes) == 1 and str(path) in notes[0] and "warped onto the image's grid (nearest)" in notes[0]
+    assert len(notes) == 1 and str(path) in notes[0] and "warped onto the grid of each image it is read for (nearest)" in notes[0]
     patch = np.load(tmp_path / "patches" / "labels" / "train" / "1_0_0_orig.npy")
     assert (patch[:, :5] == 255).all()  # the image's first 5 columns have no label
     np.testing.assert_array_equal(patch[:, 5:], labels[:64, :59])
