@@ -67,11 +67,11 @@ def main(argv=None):
         if source.resolve() == target.resolve():
             raise EosegError(f"{source}: output would overwrite the input; choose another --out")
         if args.from_color:
-            color_file_to_labels(source, target, palette, values.unknown_to_ignore)
+            color_file_to_labels(source, target, palette, values.unknown_to_ignore, cfg.CLASS_NAMES)
             if not args.files:  # the configured tiles' label maps, which every step checks against their source
                 record_conversion(source, target)
         elif args.from_values:
-            values_file_to_labels(source, target, palette, values)
+            values_file_to_labels(source, target, palette, values, cfg.CLASS_NAMES)
         else:
             labels_file_to_color(source, target, palette, values)
     cfg.save(out, "config.convert_gt.json")

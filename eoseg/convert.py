@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
 from eoseg.errors import EosegError
-from eoseg.io import (ColourTable, RasterWriter, atomic_write_text, check_colour_alpha, colour_unlabelled,
-                      expand_colour_table, file_record, open_raster, raster_info, read_raster, unchanged_since,
-                      write_raster)
+from eoseg.io import (ColourTable, RasterInfo, RasterWriter, atomic_write_text, check_colour_alpha, colour_unlabelled,
+                      expand_colour_table, file_record, open_raster, raster_info, read_raster, unchanged_since)
 from eoseg.labels import LabelValues, RasterLabels
 from eoseg.palette import Palette
 
@@ -43,10 +43,11 @@ def check_converted_from(labels: Path, source: Path) -> None:
                          "run convert_gt.py --from-color again")
 
 
-def color_file_to_labels(source: Path, target: Path, palette: Palette, unknown_to_ignore: bool = False) -> Path:
+def color_file_to_labels(source: Path, target: Path, palette: Palette, unknown_to_ignore: bool = False,
+                         class_names: Sequence[str] | None = None) -> Path:
     """Colour GT (3+ bands, RGB first, or one band with a colour table) -> single-band uint8 label
-    map with the palette as colour table. Pixels its alpha band or mask marks empty, or of a transparent entry of its
-    colour table, are unlabelled."""
+    map, written as :func:`write_label_map` writes it. Pixels its alpha band or mask marks empty, or of a transparent
+    entry of its colour table, are unlabelled."""
     info = raster_info(source, "colour ground truth")
     table = info.colour_table
     if table is not None:  # an indexed image: its colours, not its indices, are the classes
@@ -65,8 +66,24 @@ def color_file_to_labels(source: Path, target: Path, palette: Palette, unknown_t
     if rgb.dtype != np.uint8:
         raise EosegError(f"{source}: colour ground truth must be 8-bit, this one is {rgb.dtype}")
     labels = palette.to_labels(np.moveaxis(rgb, 0, -1), unknown_to_ignore, source=str(source), empty=empty)
-    colormap = palette.colormap() if target.suffix.lower() in (".tif", ".tiff") else None
-    return write_raster(target, labels, info, colormap=colormap)
+    return write_label_map(target, labels, info, palette, class_names)
+
+
+def label_map_writer(target: Path, like: RasterInfo, palette: Palette, class_names: Sequence[str] | None,
+                     colour_table: bool = True) -> RasterWriter:
+    """The writer of a map of class ids on ``like``'s grid, as inference and convert_gt.py write them: unlabelled pixels
+    (IGNORE_LABEL) are its nodata, ``class_names`` (CLASS_NAMES), where given, name the values, and with
+    ``colour_table`` the palette colours them (see :class:`RasterWriter`)."""
+    return RasterWriter(target, like, 1, "uint8", palette.colormap() if colour_table else None,
+                        nodata=palette.ignore_label, class_names=class_names)
+
+
+def write_label_map(target: Path, labels: np.ndarray, like: RasterInfo, palette: Palette,
+                    class_names: Sequence[str] | None) -> Path:
+    """Class ids ``labels`` -> ``target`` through :func:`label_map_writer`; a colour table in GeoTIFFs only."""
+    with label_map_writer(target, like, palette, class_names, target.suffix.lower() in (".tif", ".tiff")) as writer:
+        writer.write(labels)
+    return target
 
 
 def holds_class_ids(values: np.ndarray, table: ColourTable, palette: Palette) -> bool:
@@ -99,9 +116,10 @@ def labels_file_to_color(source: Path, target: Path, palette: Palette, values: L
     return target
 
 
-def values_file_to_labels(source: Path, target: Path, palette: Palette, values: LabelValues) -> Path:
-    """Label raster of raw values -> single-band uint8 class ids through LABEL_VALUES (checked), georeference kept."""
+def values_file_to_labels(source: Path, target: Path, palette: Palette, values: LabelValues,
+                          class_names: Sequence[str] | None = None) -> Path:
+    """Label raster of raw values -> single-band uint8 class ids through LABEL_VALUES (checked), written as
+    :func:`write_label_map` writes it, georeference kept."""
     info = raster_info(source, "label raster")
     labels = RasterLabels(info, info, values, "label raster", palette).read()
-    colormap = palette.colormap() if target.suffix.lower() in (".tif", ".tiff") else None
-    return write_raster(target, labels, info, colormap=colormap)
+    return write_label_map(target, labels, info, palette, class_names)

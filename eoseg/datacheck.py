@@ -17,14 +17,15 @@ import numpy as np
 
 from eoseg.config import Config
 from eoseg.errors import EosegError
+from eoseg.gis import brief_crs
 from eoseg.grid import PIXEL_SIZE_TOLERANCE, mean_pixel_size_m, pixel_sides, pixel_size_range
 from eoseg.holdout import TileSplit, report_overlapping_tiles, tile_split
 from eoseg.io import RasterInfo, alpha_band_problem, atomic_path, nodata_kind, spread_windows
 from eoseg.labels import LabelValues, RasterLabels, VectorLabels, is_vector, merge_counts, row_windows, value_counts
 from eoseg.normalization import VALUE_SCALE_LIMIT, VALUE_SCALE_NOTE, BandStatistics, off_scale, scale_problem, value_scale
 from eoseg.plots import class_frequency_figure, save_figure
-from eoseg.tiles import (check_patch_fits, check_same_dtype, eroded_fallback, eval_truth, fits_patch, tile_labels,
-                         tile_stack, unmasked_zeros_note)
+from eoseg.tiles import (check_band_names, check_patch_fits, check_same_dtype, eroded_fallback, eval_truth, fits_patch,
+                         image_bands_record, tile_labels, tile_stack, unmasked_zeros_note)
 
 SPLITS = ("train", "test")
 
@@ -61,6 +62,7 @@ def check_dataset(cfg: Config, norm_to_write: bool = False) -> DataReport:
     tile_values: dict[str, BandStatistics] = {}  # each tile's values, sampled: their scales compared below
     class_pixels, class_in_blocks = np.zeros(cfg.num_classes, np.int64), np.zeros(cfg.num_classes, np.int64)
     training_infos: list[RasterInfo] = []
+    scored_infos: dict[str, RasterInfo] = {}  # the test and validation tiles' images
     report_overlapping_tiles(cfg)
     for split in SPLITS:
         if not cfg.tile_ids(split):
@@ -74,7 +76,7 @@ def check_dataset(cfg: Config, norm_to_write: bool = False) -> DataReport:
                 info = stack.info
                 report.images.append({
                     "tile": tile_id, "split": split, "size": f"{info.width} x {info.height}", "bands": info.count,
-                    "dtype": info.dtype, "crs": str(info.crs) if info.crs else "-",
+                    "dtype": info.dtype, "crs": brief_crs(info.crs) if info.crs else "-",
                     "resolution": resolution_text(info),
                     "nodata": nodata_kind(info.path, cfg.BANDS)})
                 if alpha := alpha_band_problem(info, cfg.BANDS):
@@ -134,6 +136,8 @@ def check_dataset(cfg: Config, norm_to_write: bool = False) -> DataReport:
                 training_tiles_read += split == "train"
                 if split == "train":
                     training_infos.append(info)
+                else:
+                    scored_infos[tile_id] = info
                 eroded = cfg.tile_path("GT_ERODED_PATTERN", tile_id)
                 if split == "test" and eroded is not None and eroded.is_file():  # what scoring reads beside the labels
                     eval_truth(cfg, tile_id, info)
@@ -147,8 +151,17 @@ def check_dataset(cfg: Config, norm_to_write: bool = False) -> DataReport:
                 report.problem(f"validation tile {tile_id} (VAL_IDS) has no ground truth; choose VAL_IDS with labels")
             else:
                 tile_values.setdefault(tile_id, stack.sample_statistics())
+                scored_infos[tile_id] = stack.info
         except EosegError as err:
             report.problem(str(err))
+    try:  # the training images name their bands alike, and the others as they do
+        bands_record = image_bands_record(training_infos, cfg.BANDS)
+        for tile_id, info in scored_infos.items():
+            note = check_band_names(info, cfg.BANDS, bands_record, "the training images")
+            if note:
+                report.note(f"tile {tile_id}: {note.removeprefix('note: ')}")
+    except EosegError as err:
+        report.problem(str(err))
     judged = cfg
     if norm_to_write and report.statistics.count:  # judged as it will be written
         means, stds = report.statistics.normalization(0, len(cfg.BANDS))

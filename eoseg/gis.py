@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -33,6 +34,7 @@ from eoseg.io import atomic_path, open_raster
 
 SHAPES_DTYPES = ("uint8", "uint16", "int16", "int32")  # integer types rasterio.features.shapes accepts
 VECTOR_DRIVERS = {".gpkg": "GPKG", ".geojson": "GeoJSON", ".json": "GeoJSON"}
+BRIEF_CRS_LENGTH = 30  # characters of a CRS's name in a table (see brief_crs)
 
 
 # ---------------------------------------------------------------- Cloud-Optimized GeoTIFF
@@ -80,21 +82,41 @@ def check_polygon_units(crs: CRS | None, simplify: float, min_area: float, where
                          "(its UTM zone, say)")
 
 
-def vector_crs(crs: CRS) -> str:
-    """``crs`` as a vector file is given it: its authority code where that code's CRS equals it, else its WKT.
-    rasterio's ``to_string`` gives any code that matches to 70% (a UTM zone for UTM with a datum shift, TOWGS84,
-    which moves the polygons ~100 m)."""
+def equal_authority_code(crs: CRS) -> str | None:
+    """``crs``'s authority code ("EPSG:32632") where that code's CRS equals it, else None. rasterio's ``to_string``
+    gives any code that matches to 70% (a UTM zone for UTM with a datum shift, TOWGS84, ~100 m off)."""
     authority = crs.to_authority()
     if authority is not None and CRS.from_user_input(":".join(authority)) == crs:
         return ":".join(authority)
-    return crs.to_wkt()
+    return None
+
+
+def vector_crs(crs: CRS) -> str:
+    """``crs`` as a vector file is given it: its authority code where that code's CRS equals it, else its WKT."""
+    return equal_authority_code(crs) or crs.to_wkt()
+
+
+def brief_crs(crs: CRS) -> str:
+    """``crs`` in a few words for a table, where its WKT runs to hundreds of characters: its authority code where that
+    code's CRS equals it, else its name, with its projection where the name is "unknown" (as GDAL names the CRS of a
+    PROJ string), cut to BRIEF_CRS_LENGTH characters."""
+    code = equal_authority_code(crs)
+    if code is not None:
+        return code
+    wkt = crs.to_wkt()
+    named = re.match(r'\w+\["([^"]*)"', wkt)  # PROJCS["name", GEOGCS["name", LOCAL_CS["name", ...
+    name = named.group(1) if named else wkt
+    projection = crs.to_dict().get("proj")
+    if name == "unknown" and projection:
+        name = f"unknown ({projection})"
+    return name if len(name) <= BRIEF_CRS_LENGTH else name[:BRIEF_CRS_LENGTH - 3] + "..."
 
 
 def check_polygon_crs(crs: CRS | None, suffix: str, where: str) -> None:
     """Refuse GeoJSON polygons (``suffix`` .geojson, .json) of ``where`` in a CRS that no authority code equals:
     GDAL's GeoJSON writer records a CRS only as a code and drops WKT without a word, so readers would take the
     coordinates for WGS84 degrees."""
-    if crs is not None and VECTOR_DRIVERS.get(suffix.lower()) == "GeoJSON" and vector_crs(crs) == crs.to_wkt():
+    if crs is not None and VECTOR_DRIVERS.get(suffix.lower()) == "GeoJSON" and equal_authority_code(crs) is None:
         raise EosegError(f"{where}: its CRS {crs} has no authority code (EPSG:...) equal to it, and GeoJSON records a CRS "
                          "only as such a code (readers would place the polygons in WGS84 degrees); write a GeoPackage "
                          "(.gpkg) instead, or reproject the image to a CRS with an EPSG code")
@@ -166,7 +188,8 @@ def finish_polygons(polygons: list[Polygon], transform, simplify: float = 0.0,
     """Pixel-space polygons to the CRS of ``transform``; regions under ``min_area`` (CRS units squared)
     dropped and holes under it filled, so a small island disappears into the region around it;
     then ``simplify`` (CRS units) simplifies all polygons together, so neighbours keep a shared
-    boundary (no gaps or overlaps). Returns the polygons kept and, per input, whether it was kept.
+    boundary (no gaps or overlaps). Returns the polygons kept, outer rings counter-clockwise and holes clockwise
+    (RFC 7946's right-hand rule), and, per input, whether it was kept.
     """
     a, b, c, d, e, f = transform[:6]
     placed = [shapely.affinity.affine_transform(polygon, (a, b, d, e, c, f)) for polygon in polygons]
@@ -175,7 +198,8 @@ def finish_polygons(polygons: list[Polygon], transform, simplify: float = 0.0,
               for polygon, keep in zip(placed, kept) if keep]
     if simplify > 0 and placed:
         placed = list(shapely.coverage_simplify(np.array(placed, dtype=object), simplify))
-    return placed, kept
+    # a transform that flips handedness (south-up rows, west-pointing columns) mirrors the rings' orientation too
+    return list(shapely.orient_polygons(np.array(placed, dtype=object), exterior_cw=False)), kept
 
 
 def polygonize_labels(label_path: str | Path, out: str | Path, class_names: Sequence[str], ignore: Sequence[int] = (),

@@ -30,6 +30,7 @@ from tqdm import tqdm
 
 from eoseg import plots
 from eoseg.config import Config, label_value_pairs
+from eoseg.convert import label_map_writer
 from eoseg.device import Processes, distributed_rank, process_device
 from eoseg.errors import DamagedInputError, EosegError
 from eoseg.holdout import check_scored_tiles
@@ -157,14 +158,12 @@ def label_raster(cfg: Config, predictor: Predictor, job: Job, out_dir: Path, ran
     """Stream one raster through ``predictor``; write its outputs; score it if it has ground truth."""
     info, palette = job.info, cfg.palette
     suffix = output_suffix(info)
-    ignore = cfg.IGNORE_LABEL
     confusion = np.zeros((cfg.num_classes, cfg.num_classes), dtype=np.int64)
     unscored = 0
     writers: dict[str, RasterWriter] = {}
     try:
         # the colour table goes into PNGs too (as their palette); the class names into GeoTIFFs
-        writers["labels"] = RasterWriter(out_dir / f"{job.name}_labels{suffix}", info, 1, "uint8",
-                                         palette.colormap(), nodata=ignore, class_names=cfg.CLASS_NAMES)
+        writers["labels"] = label_map_writer(out_dir / f"{job.name}_labels{suffix}", info, palette, cfg.CLASS_NAMES)
         if cfg.WRITE_COLOR:
             writers["color"] = RasterWriter(out_dir / f"{job.name}_color{suffix}", info, 3, "uint8", masked=True)
         if cfg.WRITE_PROBABILITIES:

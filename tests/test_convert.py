@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,7 @@ from rasterio.enums import ColorInterp
 from eoseg.convert import color_file_to_labels, labels_file_to_color
 from eoseg.errors import EosegError
 from eoseg.io import expand_colour_table, raster_info, read_label, read_raster, write_raster
-from eoseg.labels import LabelValues
+from eoseg.labels import LabelValues, RasterLabels
 from eoseg.palette import Palette
 from eoseg.tiles import TruthSource
 
@@ -164,6 +165,31 @@ def test_to_color_reads_raw_codes_through_label_values_and_masks_the_unlabelled(
     np.testing.assert_array_equal(read_raster(own), read_raster(colour))
     png = labels_file_to_color(coded, tmp_path / "codes_color.png", cfg.palette, values)  # unlabelled: transparent
     np.testing.assert_array_equal(read_label(color_file_to_labels(png, tmp_path / "back_png.tif", cfg.palette)), expected)
+
+
+def test_label_maps_record_their_unlabelled_value_and_class_names_as_inferences_do(sample_root, tiny_cfg, tmp_path):
+    """convert_gt.py's label maps told GIS software neither which value is unlabelled nor what the classes are, which
+    inference's label maps record; the pipeline reads them as before (a label raster's nodata tag is not read), and
+    they go through --to-color and back."""
+    from eoseg.convert import values_file_to_labels
+    from eoseg.gis import recorded_class_names
+
+    palette, values, names = tiny_cfg.palette, LabelValues.from_config(tiny_cfg), tiny_cfg.CLASS_NAMES
+    eroded = sample_root / "data" / tiny_cfg.GT_ERODED_PATTERN.format(id=1)  # its boundaries are unlabelled
+    expected = palette.to_labels(np.moveaxis(read_raster(eroded), 0, -1))
+    assert (expected == tiny_cfg.IGNORE_LABEL).any()
+    coded = write_raster(tmp_path / "codes.tif", expected, raster_info(eroded))  # class ids as raw values
+    for labels in (color_file_to_labels(eroded, tmp_path / "labels.tif", palette, class_names=names),
+                   values_file_to_labels(coded, tmp_path / "from_values.tif", palette, values, class_names=names)):
+        with rasterio.open(labels) as src:
+            assert src.nodata == tiny_cfg.IGNORE_LABEL
+        assert recorded_class_names(labels) == names  # the band's CLASS_NAMES tag, which polygonize.py reads
+        categories = ET.parse(f"{labels}.aux.xml").getroot().find("PAMRasterBand").find("CategoryNames")
+        assert [category.text for category in categories] == names
+        info = raster_info(labels)
+        np.testing.assert_array_equal(RasterLabels(info, info, values, "label map", palette).read(), expected)
+        colour = labels_file_to_color(labels, tmp_path / "colour.tif", palette, values)
+        np.testing.assert_array_equal(read_label(color_file_to_labels(colour, tmp_path / "back.tif", palette)), expected)
 
 
 def test_label_maps_of_a_changed_colour_ground_truth_are_refused(tiny_cfg, tmp_path):

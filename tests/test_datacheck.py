@@ -178,7 +178,8 @@ def test_tiles_of_another_data_type_are_a_problem(tiny_cfg, tmp_path):
     with rasterio.open(image, "w", **profile) as dst:
         dst.write(pixels)
     problems = check_dataset(tiny_cfg.replace(DATA_ROOT=str(data))).problems
-    assert any(re.match(rf"{re.escape(str(image))}: image is uint16 but the tiles before it are uint8", p) for p in problems)
+    assert any(re.match(rf"{re.escape(str(image))}: image is uint16, but top_mosaic_09cm_area1.tif is uint8 before it", p)
+               for p in problems)
 
 
 def test_training_class_shares_count_the_pixels_training_learns_from(tiny_cfg, tmp_path):
@@ -382,3 +383,34 @@ def test_the_image_table_widens_for_long_tile_ids():
                       "resolution": "-", "nodata": "-"} for tile in ("cairo", "los_angeles_downtown")]
     rows = format_report(load_config(), report).splitlines()[1:4]
     assert len({row.index("split" if i == 0 else "train") for i, row in enumerate(rows)}) == 1, rows
+
+
+@pytest.mark.parametrize("crs, named", [
+    ("+proj=tmerc +lat_0=0 +lon_0=10.3333 +k=1 +x_0=0 +y_0=-5000000 +ellps=bessel +units=m +no_defs", "unknown (tmerc)"),
+    (rasterio.crs.CRS.from_proj4("+proj=tmerc +lon_0=7 +ellps=WGS84").to_wkt().replace(
+        '"unknown"', '"Stadtvermessung Musterstadt Gauss-Krueger lokal"', 1), "Stadtvermessung Musterstadt..."),
+])
+def test_the_image_table_names_a_crs_without_a_code_briefly(tiny_cfg, tmp_path, crs, named):
+    """A CRS without an EPSG code was printed as its whole WKT, hundreds of characters in every row of the table."""
+    data = tmp_path / "data"
+    shutil.copytree(tiny_cfg.DATA_ROOT, data)
+    cfg = tiny_cfg.replace(DATA_ROOT=str(data), TRAIN_IDS=["1"], TEST_IDS=["4"])
+    assert [image["crs"] for image in check_dataset(cfg).images] == ["EPSG:32632"] * 2  # a code: the code
+    for raster in data.rglob("*.tif"):  # every tile's image, labels and the rest: one grid
+        with rasterio.open(raster, "r+") as dst:
+            dst.crs = rasterio.crs.CRS.from_user_input(crs)
+    rows = format_report(cfg, check_dataset(cfg)).splitlines()[2:4]
+    assert len(rows) == 2 and all(f" {named} " in row and len(row) < 150 for row in rows), rows
+
+
+def test_a_test_tile_naming_the_training_bands_in_another_order_is_a_problem(tiny_cfg, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(tiny_cfg.DATA_ROOT, data)
+    cfg = tiny_cfg.replace(DATA_ROOT=str(data), TRAIN_IDS=["1", "2"], TEST_IDS=["4"])
+    for tile, names in (("1", ["B8", "B4", "B3"]), ("2", ["B8", "B4", "B3"]), ("4", ["B4", "B3", "B8"])):
+        with rasterio.open(cfg.tile_path("IMAGE_PATTERN", tile), "r+") as dst:
+            dst.descriptions = names
+    problems = check_dataset(cfg).problems
+    assert any("area4.tif: its bands [1, 2, 3] (BANDS) are named ['B4', 'B3', 'B8'] in the file, but the training images "
+               "named them ['B8', 'B4', 'B3'], which this file holds as bands [3, 1, 2]: set BANDS = [3, 1, 2]" in p
+               for p in problems), problems

@@ -9,7 +9,7 @@ import rasterio
 import rasterio.features
 import shapely
 from pyogrio.raw import read as read_vector
-from rasterio.transform import from_origin
+from rasterio.transform import Affine, from_origin
 
 import polygonize as polygonize_script
 from eoseg.errors import EosegError
@@ -64,6 +64,22 @@ def test_polygons_reproduce_the_label_map(tmp_path, suffix):
     assert (burnt == labels).all()  # without simplification the polygons follow the pixel edges exactly
     assert [CLASSES[i] for i in class_ids] == list(class_names)
     assert set(class_ids) == set(range(len(CLASSES)))
+
+
+@pytest.mark.parametrize("transform", [TRANSFORM, Affine(PIXEL, 0, 500000.0, 0, PIXEL, 5400000.0),
+                                       Affine(-PIXEL, 0, 500000.0, 0, -PIXEL, 5400000.0)],
+                         ids=["north-up", "south-up", "west-pointing"])
+@pytest.mark.parametrize("suffix", [".gpkg", ".geojson"])
+def test_polygon_rings_follow_the_right_hand_rule_on_any_grid(tmp_path, transform, suffix):
+    """RFC 7946: outer rings counter-clockwise, holes clockwise. A grid whose rows run north or columns west mirrors
+    the rings traced on its pixels: they were written clockwise around, counter-clockwise in holes."""
+    labels = scene(60, 60)
+    source = write_labels(tmp_path / "labels.tif", labels, transform=transform)
+    summary = polygonize_labels(source, tmp_path / f"classes{suffix}", CLASSES, [IGNORE], block_rows=7)  # seams merged too
+    _, polygons, _, _, burnt = rasterized(summary.path, labels.shape, transform)
+    holes = [ring for polygon in polygons for ring in polygon.interiors]
+    assert holes and all(polygon.exterior.is_ccw for polygon in polygons) and not any(ring.is_ccw for ring in holes)
+    assert (burnt == labels).all()
 
 
 def test_min_area_and_simplification(tmp_path):
