@@ -133,6 +133,9 @@ def check_dataset(cfg: Config, norm_to_write: bool = False) -> DataReport:
                 for class_id, pixels in mapped.items():
                     if class_id < cfg.num_classes:
                         report.class_pixels[split][class_id] += pixels
+                if split == "train" and not any(pixels for class_id, pixels in mapped.items() if class_id < cfg.num_classes):
+                    report.note(f"training tile {tile_id}: none of its pixels holds both data and a class (all nodata, or "
+                                "unlabelled where it holds data): it adds nothing to training")
                 training_tiles_read += split == "train"
                 if split == "train":
                     training_infos.append(info)

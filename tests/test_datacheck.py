@@ -414,3 +414,16 @@ def test_a_test_tile_naming_the_training_bands_in_another_order_is_a_problem(tin
     assert any("area4.tif: its bands [1, 2, 3] (BANDS) are named ['B4', 'B3', 'B8'] in the file, but the training images "
                "named them ['B8', 'B4', 'B3'], which this file holds as bands [3, 1, 2]: set BANDS = [3, 1, 2]" in p
                for p in problems), problems
+
+
+def test_a_training_tile_without_a_labelled_data_pixel_is_noted(tiny_cfg, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(tiny_cfg.DATA_ROOT, data)
+    cfg = tiny_cfg.replace(DATA_ROOT=str(data), TRAIN_IDS=["1", "2"], TEST_IDS=["4"])
+    with rasterio.open(cfg.tile_path("IMAGE_PATTERN", "2"), "r+") as dst:
+        dst.nodata = 0
+        dst.write(np.zeros((dst.count, dst.height, dst.width), dtype=dst.dtypes[0]))
+    notes = check_dataset(cfg).notes
+    assert [n for n in notes if "training tile" in n] == [
+        "training tile 2: none of its pixels holds both data and a class (all nodata, or unlabelled where it holds data): "
+        "it adds nothing to training"]
