@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 
 from eoseg.errors import EosegError
 from eoseg.io import (ColourTable, RasterInfo, RasterWriter, atomic_write_text, check_colour_alpha, colour_unlabelled,
-                      expand_colour_table, file_record, open_raster, raster_info, read_raster, unchanged_since)
-from eoseg.labels import LabelValues, RasterLabels
+                      expand_colour_table, file_record, open_raster, raster_info, unchanged_since)
+from eoseg.labels import LabelValues, RasterLabels, row_windows
 from eoseg.palette import Palette
 
 
@@ -46,27 +46,39 @@ def check_converted_from(labels: Path, source: Path) -> None:
 def color_file_to_labels(source: Path, target: Path, palette: Palette, unknown_to_ignore: bool = False,
                          class_names: Sequence[str] | None = None) -> Path:
     """Colour GT (3+ bands, RGB first, or one band with a colour table) -> single-band uint8 label
-    map, written as :func:`write_label_map` writes it. Pixels its alpha band or mask marks empty, or of a transparent
-    entry of its colour table, are unlabelled."""
+    map, written by :func:`label_map_writer`, by rows (memory follows the width, not the raster). Pixels its alpha
+    band or mask marks empty, or of a transparent entry of its colour table, are unlabelled."""
     info = raster_info(source, "colour ground truth")
     table = info.colour_table
-    if table is not None:  # an indexed image: its colours, not its indices, are the classes
-        values = read_raster(source, [1], what="colour ground truth")[0]
-        if holds_class_ids(values, table, palette):
-            raise EosegError(f"{source}: already a numeric label map (its colour table gives each value PALETTE's "
-                             "colour of that class id); point LABEL_PATTERN at it")
-        rgb, empty = expand_colour_table(values, table, str(source)), table.transparent_pixels(values)
-    elif info.count < 3:
+    if table is None and info.count < 3:
         raise EosegError(f"{source}: has {info.count} band(s) and no colour table, a colour ground truth has 3; "
                          "is it already a numeric label map?")
-    else:
+    if table is None:
         check_colour_alpha(info)
-        with open_raster(source, "colour ground truth") as src:
-            rgb, empty = src.read([1, 2, 3]), colour_unlabelled(src)
-    if rgb.dtype != np.uint8:
-        raise EosegError(f"{source}: colour ground truth must be 8-bit, this one is {rgb.dtype}")
-    labels = palette.to_labels(np.moveaxis(rgb, 0, -1), unknown_to_ignore, source=str(source), empty=empty)
-    return write_label_map(target, labels, info, palette, class_names)
+    if info.dtype != "uint8":
+        raise EosegError(f"{source}: colour ground truth must be 8-bit, this one is {info.dtype}")
+    windows = list(row_windows(info.height, info.width))
+    with open_raster(source, "colour ground truth") as src:
+        if table is not None and holds_class_ids(
+                set().union(*(np.unique(src.read(1, window=window)).tolist() for window in windows)), table, palette):
+            raise EosegError(f"{source}: already a numeric label map (its colour table gives each value PALETTE's "
+                             "colour of that class id); point LABEL_PATTERN at it")
+        unknown: dict[int, int] = {}  # colours no class has, over the whole image: refused once all is read
+        tif = target.suffix.lower() in (".tif", ".tiff")
+        with label_map_writer(target, info, palette, class_names, colour_table=tif) as writer:
+            for window in windows:
+                if table is not None:  # an indexed image: its colours, not its indices, are the classes
+                    values = src.read(1, window=window)
+                    rgb, empty = expand_colour_table(values, table, str(source)), table.transparent_pixels(values)
+                else:
+                    rgb, empty = src.read([1, 2, 3], window=window), colour_unlabelled(src, window)
+                labels, found = palette.read_colours(np.moveaxis(rgb, 0, -1), str(source), empty)
+                for colour, pixels in found.items():
+                    unknown[colour] = unknown.get(colour, 0) + pixels
+                writer.write(labels, row=window.row_off)
+            if unknown and not unknown_to_ignore:  # before the writer publishes the map
+                palette.refuse_unknown(unknown, str(source))
+    return target
 
 
 def label_map_writer(target: Path, like: RasterInfo, palette: Palette, class_names: Sequence[str] | None,
@@ -78,19 +90,10 @@ def label_map_writer(target: Path, like: RasterInfo, palette: Palette, class_nam
                         nodata=palette.ignore_label, class_names=class_names)
 
 
-def write_label_map(target: Path, labels: np.ndarray, like: RasterInfo, palette: Palette,
-                    class_names: Sequence[str] | None) -> Path:
-    """Class ids ``labels`` -> ``target`` through :func:`label_map_writer`; a colour table in GeoTIFFs only."""
-    with label_map_writer(target, like, palette, class_names, target.suffix.lower() in (".tif", ".tiff")) as writer:
-        writer.write(labels)
-    return target
-
-
-def holds_class_ids(values: np.ndarray, table: ColourTable, palette: Palette) -> bool:
-    """Whether a paletted raster's ``values`` are class ids or IGNORE_LABEL, each class id coloured
+def holds_class_ids(present: Iterable[int], table: ColourTable, palette: Palette) -> bool:
+    """Whether a paletted raster whose values are ``present`` holds class ids or IGNORE_LABEL, each class id coloured
     in its colour table ``table`` as PALETTE colours that class (a label map eoseg wrote, for one)."""
-    present = np.unique(values).tolist()
-    classes = [value for value in present if value != palette.ignore_label]
+    classes = [value for value in sorted(present) if value != palette.ignore_label]
     if table.transparent.intersection(classes):  # "not drawn", whatever colour lies beneath: no class id's colour
         return False
     coloured = palette.classes_coloured(table, classes)
@@ -99,27 +102,33 @@ def holds_class_ids(values: np.ndarray, table: ColourTable, palette: Palette) ->
 
 def labels_file_to_color(source: Path, target: Path, palette: Palette, values: LabelValues) -> Path:
     """Single-band label map -> colour image in the palette, its unlabelled pixels masked (a GeoTIFF's mask, a
-    PNG's alpha band).
+    PNG's alpha band), by rows.
 
     A map whose colour table says it holds class ids (eoseg's) is coloured as it is; others are read through
     LABEL_VALUES, as every step reads label rasters."""
     info = raster_info(source, "label map")
     if info.count != 1:
         raise EosegError(f"{source}: has {info.count} bands, a numeric label map has 1; is it already colour-coded?")
-    if info.colour_table is not None and holds_class_ids(read_raster(source, [1], what="label map")[0],
-                                                          info.colour_table, palette):
-        values = LabelValues([], palette.num_classes, palette.ignore_label)
-    labels = RasterLabels(info, info, values, "label map", palette).read()
-    rgb, valid = np.moveaxis(palette.to_color(labels), -1, 0), labels != palette.ignore_label
+    labels = RasterLabels(info, info, values, "label map", palette)
+    raw = labels.counts()
+    if info.colour_table is not None and holds_class_ids(raw, info.colour_table, palette):
+        labels = RasterLabels(info, info, LabelValues([], palette.num_classes, palette.ignore_label), "label map", palette)
+    labels.check_values(raw)
     with RasterWriter(target, info, 3, "uint8", masked=True, colour=True) as writer:
-        writer.write(rgb, valid=valid)
+        for window in row_windows(info.height, info.width):
+            ids = labels.read(window)
+            writer.write(np.moveaxis(palette.to_color(ids), -1, 0), row=window.row_off, valid=ids != palette.ignore_label)
     return target
 
 
 def values_file_to_labels(source: Path, target: Path, palette: Palette, values: LabelValues,
                           class_names: Sequence[str] | None = None) -> Path:
-    """Label raster of raw values -> single-band uint8 class ids through LABEL_VALUES (checked), written as
-    :func:`write_label_map` writes it, georeference kept."""
+    """Label raster of raw values -> single-band uint8 class ids through LABEL_VALUES (checked), written by
+    :func:`label_map_writer`, by rows, georeference kept."""
     info = raster_info(source, "label raster")
-    labels = RasterLabels(info, info, values, "label raster", palette).read()
-    return write_label_map(target, labels, info, palette, class_names)
+    labels = RasterLabels(info, info, values, "label raster", palette)
+    labels.check()
+    with label_map_writer(target, info, palette, class_names, target.suffix.lower() in (".tif", ".tiff")) as writer:
+        for window in row_windows(info.height, info.width):
+            writer.write(labels.read(window), row=window.row_off)
+    return target

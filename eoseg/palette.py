@@ -76,6 +76,16 @@ class Palette:
         label, whatever colour they hold. Class ids saved in three grey bands are refused, with or without
         a tolerance.
         """
+        labels, unknown = self.read_colours(rgb, source, empty)
+        if unknown and not unknown_to_ignore:
+            self.refuse_unknown(unknown, source)
+        return labels
+
+    def read_colours(self, rgb: np.ndarray, source: str = "image",
+                     empty: np.ndarray | None = None) -> tuple[np.ndarray, dict[int, int]]:
+        """:meth:`to_labels` of a part of an image read by windows: its class ids, colours no class has read as the
+        ignore label, and those colours (packed) with their pixel counts, for :meth:`refuse_unknown` once the whole
+        image is read."""
         if rgb.ndim != 3 or rgb.shape[-1] != 3:
             raise EosegError(
                 f"{source}: expected a 3-band colour ground truth, got shape {rgb.shape}; "
@@ -100,22 +110,24 @@ class Palette:
             near = nearest >= 0
             labels[unknown] = np.where(near, self._targets[nearest], self.ignore_label)
             unknown[unknown] = ~near
-        if unknown.any() and not unknown_to_ignore:
-            values, counts = np.unique(packed[unknown], return_counts=True)
-            worst = np.argsort(counts)[::-1][:3]
-            described = ", ".join(
-                f"{_rgb_of(values[i])} x {counts[i]} px" for i in worst
-            )
-            more = f" and {len(values) - 3} more colours" if len(values) > 3 else ""
-            raise EosegError(
-                f"{source}: {int(unknown.sum())} pixels have colours outside the palette "
-                f"({described}{more}); "
-                + tolerance_remedy(_unpack(values), counts, self._references, self.tolerance, "class colours", "colour",
-                                   remedy="fix PALETTE in the config, or set UNKNOWN_LABELS_TO_IGNORE=True (convert_gt.py: "
-                                          "or --unknown-to-ignore) to read them as unlabelled",
-                                   rest="UNKNOWN_LABELS_TO_IGNORE=True (or --unknown-to-ignore) the rest as unlabelled")
-            )
-        return labels
+        values, counts = np.unique(packed[unknown], return_counts=True)
+        return labels, dict(zip(values.tolist(), counts.tolist()))
+
+    def refuse_unknown(self, unknown: dict[int, int], source: str) -> None:
+        """Refuse ``source`` for its colours no class has (packed colour -> pixels, :meth:`read_colours`), naming the
+        most frequent and the LABEL_TOLERANCE or setting that reads them."""
+        values, counts = np.array(list(unknown), dtype=np.uint32), np.array(list(unknown.values()))
+        worst = np.argsort(counts)[::-1][:3]
+        described = ", ".join(f"{_rgb_of(values[i])} x {counts[i]} px" for i in worst)
+        more = f" and {len(values) - 3} more colours" if len(values) > 3 else ""
+        raise EosegError(
+            f"{source}: {int(counts.sum())} pixels have colours outside the palette "
+            f"({described}{more}); "
+            + tolerance_remedy(_unpack(values), counts, self._references, self.tolerance, "class colours", "colour",
+                               remedy="fix PALETTE in the config, or set UNKNOWN_LABELS_TO_IGNORE=True (convert_gt.py: "
+                                      "or --unknown-to-ignore) to read them as unlabelled",
+                               rest="UNKNOWN_LABELS_TO_IGNORE=True (or --unknown-to-ignore) the rest as unlabelled")
+        )
 
     def _refuse_class_ids_in_three_bands(self, rgb: np.ndarray, unknown: np.ndarray, empty: np.ndarray | None,
                                          source: str) -> None:

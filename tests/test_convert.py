@@ -13,7 +13,7 @@ from rasterio.enums import ColorInterp
 from eoseg.convert import color_file_to_labels, labels_file_to_color
 from eoseg.errors import EosegError
 from eoseg.io import expand_colour_table, raster_info, read_label, read_raster, write_raster
-from eoseg.labels import LabelValues, RasterLabels
+from eoseg.labels import SCAN_ROWS, LabelValues, RasterLabels
 from eoseg.palette import Palette
 from eoseg.tiles import TruthSource
 
@@ -221,3 +221,24 @@ def test_label_maps_of_a_changed_colour_ground_truth_are_refused(tiny_cfg, tmp_p
     color_file_to_labels(source, labels, cfg.palette)
     record_conversion(source, labels)
     read_labels(cfg, "1", image_info(cfg, "1"))
+
+
+def test_conversions_go_by_rows_and_judge_the_whole_raster(tiny_cfg, tmp_path):
+    """A raster taller than one read of rows (SCAN_ROWS) converts as a whole read would, both ways; its colours
+    outside the palette are counted over all the rows before it is refused, and nothing is written."""
+    palette = tiny_cfg.palette
+    ids = np.random.default_rng(0).integers(0, palette.num_classes, (SCAN_ROWS * 2 + 50, 8)).astype(np.uint8)
+    ids[SCAN_ROWS + 3, :4] = palette.ignore_label
+    rgb = np.moveaxis(palette.to_color(ids), -1, 0)
+    colour = write_raster(tmp_path / "colour.tif", rgb)
+    labels = read_label(color_file_to_labels(colour, tmp_path / "labels.tif", palette))
+    np.testing.assert_array_equal(labels, ids)
+    back = labels_file_to_color(tmp_path / "labels.tif", tmp_path / "back.tif", palette,
+                                LabelValues([], palette.num_classes, palette.ignore_label))
+    np.testing.assert_array_equal(read_raster(back), rgb)
+    rgb[:, 10, :5] = 7  # (7, 7, 7): no class's colour, in the first read and in the last
+    rgb[:, SCAN_ROWS * 2 + 20, :3] = 7
+    odd = write_raster(tmp_path / "odd.tif", rgb)
+    with pytest.raises(EosegError, match=r"odd.tif: 8 pixels have colours outside the palette \(\(7, 7, 7\) x 8 px\)"):
+        color_file_to_labels(odd, tmp_path / "odd_labels.tif", palette)
+    assert not (tmp_path / "odd_labels.tif").exists()
