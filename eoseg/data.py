@@ -29,7 +29,8 @@ from eoseg.labels import class_pixels
 from eoseg.lmdb_store import LmdbPatches
 from eoseg.metadata import check_source_files, data_signature
 from eoseg.normalization import BandStatistics, check_scale
-from eoseg.tiles import check_patch_fits, check_same_dtype, image_bands_record, read_labels, tile_stack, training_pixels
+from eoseg.tiles import (check_patch_fits, check_same_dtype, image_bands_record, read_labels, tile_stack, training_filling,
+                         training_pixels)
 
 # The two uses of SEED get separate random streams: a permutation seeded with (seed, epoch)
 # must not coincide with the augmentation of some sample.
@@ -209,6 +210,7 @@ def training_data(cfg: Config) -> AugmentedPatches | TileCrops:
             check_scale(BandStatistics.from_record(patches.meta["input_statistics"]), cfg)
         return AugmentedPatches(patches, cfg.RANDOM_FLIPS, cfg.SEED)
     tiles, infos, statistics, read_dtypes = [], [], BandStatistics(cfg.num_bands), None
+    filling = training_filling(cfg)
     for tile_id in cfg.tile_ids("train"):
         stack = tile_stack(cfg, tile_id)
         info = stack.info
@@ -218,7 +220,7 @@ def training_data(cfg: Config) -> AugmentedPatches | TileCrops:
         read_dtypes = check_same_dtype(stack, read_dtypes)
         blocks = tile_split(cfg, tile_id, info.height, info.width)
         trained_on = None if blocks is None else blocks.mask(0, info.height, held_out=False)
-        image, labels = training_pixels(cfg, stack, image, read_labels(cfg, tile_id, info), statistics, trained_on)
+        image, labels = training_pixels(cfg, stack, image, read_labels(cfg, tile_id, info), filling, statistics, trained_on)
         if blocks is None:
             tiles.append((image, labels))
         else:  # each training piece a tile of its own: no crop reaches into a held-out block

@@ -23,7 +23,7 @@ from eoseg.labels import class_pixels
 from eoseg.metadata import data_signature, source_files_record
 from eoseg.normalization import BandStatistics, check_scale
 from eoseg.tiles import (check_patch_fits, check_same_dtype, fits_patch, image_bands_record, tile_labels, tile_stack,
-                         training_pixels)
+                         training_filling, training_pixels)
 
 MANIFEST = "manifest.json"  # written last: its presence marks a complete patch folder
 PATCH_LIST = "patches.csv"
@@ -60,6 +60,7 @@ def extract_patches(cfg: Config, out_dir: str | Path, force: bool = False, progr
     if not cfg.tile_ids("train"):
         raise EosegError("TRAIN_IDS is empty: there are no tiles to extract training patches from")
     report_overlapping_tiles(cfg)
+    filling = training_filling(cfg)
     with atomic_directory(out_dir, force=force) as tmp:
         with open(tmp / PATCH_LIST, "w", newline="") as handle:
             writer = csv.DictWriter(handle, PATCH_FIELDS)
@@ -84,7 +85,7 @@ def extract_patches(cfg: Config, out_dir: str | Path, force: bool = False, progr
                     read_dtypes, stack_dtype = check_same_dtype(stack, read_dtypes), image.dtype
                     blocks = tile_split(cfg, tile_id, info.height, info.width)
                     trained_on = None if blocks is None or split != "train" else blocks.mask(0, info.height, held_out=False)
-                    image, labels = training_pixels(cfg, stack, image, labels, statistics if split == "train" else None,
+                    image, labels = training_pixels(cfg, stack, image, labels, filling, statistics if split == "train" else None,
                                                     trained_on)
                     for folder in ("images", "labels"):
                         (tmp / folder / split).mkdir(parents=True, exist_ok=True)

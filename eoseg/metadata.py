@@ -67,8 +67,8 @@ def data_signature(cfg: Config, patch_size: int | None = None, holdout: bool = T
 def check_stored_data(recorded: dict, expected: dict, artifact: str) -> None:
     """Refuse stored patches (a patch folder, an LMDB) made for another config, in what their pixels depend on.
 
-    They hold raw pixels, so NORM_STD does not matter; NORM_MEAN does, as the value stored
-    for nodata pixels (see :meth:`Normalization.fill_invalid`).
+    They hold raw pixels, so the normalisation does not matter (their nodata pixels hold the training tiles' mean,
+    see :func:`eoseg.tiles.training_filling`).
     """
     check_compatible(recorded, expected, artifact, fields=(*STORED_DATA_FIELDS, "patch_size"))
     made_from, now = recorded.get("made_from"), expected.get("made_from")
@@ -78,10 +78,6 @@ def check_stored_data(recorded: dict, expected: dict, artifact: str) -> None:
                          + ", but the config has " + ", ".join(f"{name}={now[name]!r}" for name in changed)
                          + "; its patches hold the pixels and labels those read: rebuild it (extract_images.py and "
                          "create_lmdb.py with --force), or use the settings it was made with")
-    recorded_mean = (recorded.get("normalization") or {}).get("mean")
-    if recorded_mean != expected["normalization"]["mean"]:
-        raise EosegError(f"{artifact} was made with NORM_MEAN {recorded_mean} (the value of its nodata pixels), but the "
-                         f"config has {expected['normalization']['mean']}; use that NORM_MEAN or rebuild it")
 
 
 def check_compatible(recorded: dict, expected: dict, artifact: str, fields=CHECKED_FIELDS) -> None:

@@ -489,22 +489,32 @@ def read_labels(cfg: Config, tile_id: str, like: RasterInfo) -> np.ndarray:
     return tile_labels(cfg, tile_id, like).read()
 
 
-def training_pixels(cfg: Config, stack: TileStack, image: np.ndarray, labels: np.ndarray,
+def training_filling(cfg: Config) -> Normalization:
+    """The normalisation whose :meth:`~Normalization.fill_invalid` gives nodata pixels of training patches and crops
+    the training tiles' mean (sampled: :meth:`TileStack.sample`), as labelling gives them the training imagery's mean
+    that the weights record: one fill in training and labelling."""
+    statistics = BandStatistics(cfg.num_bands)
+    for tile_id in cfg.tile_ids("train"):
+        statistics.merge(tile_stack(cfg, tile_id).sample_statistics())
+    return Normalization.from_config(cfg).filled_with(statistics.record())
+
+
+def training_pixels(cfg: Config, stack: TileStack, image: np.ndarray, labels: np.ndarray, filling: Normalization,
                     statistics: BandStatistics | None = None,
                     trained_on: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """A tile's stacked input (``stack.read()``) and labels made safe to train on; its valid
     pixels (those of them ``trained_on`` holds, where given) counted into ``statistics`` where given.
 
     Where any source has no data (see :meth:`TileStack.valid_mask`) the label becomes
-    IGNORE_LABEL, so that no loss is computed there, and every band takes the value that
-    normalises to 0 (:meth:`Normalization.fill_invalid`): a NaN or a nodata value of -9999
+    IGNORE_LABEL, so that no loss is computed there, and every band takes ``filling``'s fill
+    (:func:`training_filling`, :meth:`Normalization.fill_invalid`): a NaN or a nodata value of -9999
     would spread through the activations and batch norm's statistics.
     """
     valid = stack.valid_mask(image)
     if statistics is not None:
         statistics.add(image, valid if trained_on is None else valid & trained_on)
     labels = np.where(valid, labels, np.uint8(cfg.IGNORE_LABEL))
-    return Normalization.from_config(cfg).fill_invalid(image, valid), labels
+    return filling.fill_invalid(image, valid), labels
 
 
 @dataclass(frozen=True)

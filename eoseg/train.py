@@ -482,7 +482,7 @@ class Trainer:
                                           processes.rank, processes.world_size)
         self.class_weights = resolve_class_weights(cfg, self.data, self.progress)
         self.criterion = make_loss(cfg, device, self.class_weights)
-        self.normalization = Normalization.from_config(cfg)
+        self.normalization = Normalization.from_config(cfg).filled_with(self.data.input_statistics)  # nodata as in training
         self.validation_tiles = self._validation_tiles()
         # collectives run on the GPU with nccl, on the CPU with gloo
         self.collective_device = device if device.type == "cuda" and processes.distributed else torch.device("cpu")

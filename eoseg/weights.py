@@ -140,6 +140,7 @@ def load_weights(path: str | Path, cfg: Config, caffe_mean: str | Sequence[float
 def recorded_normalization(record: dict) -> Normalization:
     """The normalisation a weights record's inputs need, with the data type it was trained on."""
     normalization = Normalization.from_record(record["signature"]["normalization"])
+    normalization = normalization.filled_with(record["signature"].get("input_statistics"))  # nodata as in training
     return dataclasses.replace(normalization, input_dtype=record["signature"].get("input_dtype"))
 
 

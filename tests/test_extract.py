@@ -174,3 +174,37 @@ def test_patches_without_a_labelled_pixel_are_said_at_extraction(tiny_cfg, capsy
     assert "note: no training patch holds a labelled pixel" in capsys.readouterr().err
     extract_patches(tiny_cfg, Path(tiny_cfg.PATCHES_DIR).parent / "labelled", progress=False)
     assert "no training patch holds" not in capsys.readouterr().err
+
+
+def test_nodata_pixels_of_patches_hold_the_training_tiles_mean_as_labelling_gives_them(tiny_cfg, tmp_path):
+    """One fill in training and labelling: the training tiles' mean (sampled), which the weights record; not NORM_MEAN
+    (0 here), a black the network would learn as an object."""
+    import shutil
+    from eoseg.tiles import tile_stack, training_filling
+    from eoseg.weights import recorded_normalization
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_cfg.DATA_ROOT, data)
+    cfg = tiny_cfg.replace(DATA_ROOT=str(data), NODATA_ZERO=True, TEST_IDS=[])
+    path = cfg.tile_path("IMAGE_PATTERN", "1")
+    with rasterio.open(path, "r+") as dst:
+        pixels = dst.read()
+        pixels[:, :20, :30] = 0  # a hole in the first patch
+        dst.write(pixels)
+    fill = training_filling(cfg).fill
+    expected = np.zeros(3)
+    count = 0
+    for tile in cfg.tile_ids("train"):
+        statistics = tile_stack(cfg, tile).sample_statistics()
+        expected, count = expected + statistics.mean * statistics.count, count + statistics.count
+    assert fill == pytest.approx(tuple(expected / count), rel=1e-5) and min(fill) > 20  # recorded at 6 digits
+    extract_patches(cfg, cfg.PATCHES_DIR, progress=False)
+    _, rows = read_manifest(cfg.PATCHES_DIR)
+    first = next(r for r in rows if (r["tile"], r["row"], r["col"], r["augmentation"]) == ("1", "0", "0", "orig"))
+    patch = np.load(Path(cfg.PATCHES_DIR) / first["image"])
+    assert patch[:, :20, :30].reshape(3, -1).T.tolist() == [np.rint(fill).tolist()] * 600
+    assert (np.load(Path(cfg.PATCHES_DIR) / first["label"])[:20, :30] == cfg.IGNORE_LABEL).all()
+    # labelling fills with the mean the weights record of the training imagery
+    statistics = {"mean": [104.5, 75.25, 82.0], "std": [1.0, 1.0, 1.0]}
+    record = {"signature": {"normalization": {"mean": [0.0] * 3, "std": [255.0] * 3}, "input_statistics": statistics}}
+    assert recorded_normalization(record).fill == (104.5, 75.25, 82.0)

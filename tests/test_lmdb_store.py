@@ -184,7 +184,6 @@ def written(tmp_path, cfg):
         ([f"PATCH_SIZE={PATCH * 2}"], "patch_size"),
         (["CLASS_NAMES=['a', 'b', 'c', 'd', 'e', 'f']"], "class_names"),
         (["BAND_NAMES=['R', 'G', 'B']"], "band_names"),
-        (["NORM_MEAN=[1.0, 1.0, 1.0]"], "NORM_MEAN"),
         (["PALETTE=[[255,255,255],[0,0,255],[0,255,255],[0,255,0],[255,255,0],[255,0,1]]"], "palette"),
         (["IGNORE_LABEL=254"], "ignore_label"),
         (["BANDS=[3, 2, 1]"], "bands"),  # the same band names, read from other bands of the files

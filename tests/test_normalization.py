@@ -222,3 +222,20 @@ def test_source_bands_place_each_raster_source_in_the_stacked_input(tiny_cfg):
         {"derived": "ndvi"},
         {"pattern": "sar_{id}.tif", "bands": [1, 2], "band_names": ["VV", "VH"], "mean": [0.0] * 2, "std": [1.0] * 2}])
     assert cfg.source_bands == [("DSM", slice(3, 4)), ("VV, VH", slice(5, 7))]
+
+
+def test_nodata_takes_the_training_imagerys_mean_where_it_is_known():
+    """NORM_MEAN 0 (the method's 1/255) filled holes with black, which the network labelled into the pixels around
+    them; the training imagery's mean is a flat, ordinary colour."""
+    normalization = Normalization((0.0, 0.0, 0.0), (255.0, 255.0, 255.0))
+    pixels = np.full((3, 2, 2), 200, np.uint8)
+    valid = np.array([[True, False], [True, True]])
+    assert normalization.fill_invalid(pixels, valid)[:, 0, 1].tolist() == [0, 0, 0]
+    filled = normalization.filled_with({"mean": [104.4, 75.6, 82.0], "std": [30.0, 20.0, 25.0]})
+    assert filled.fill_invalid(pixels, valid)[:, 0, 1].tolist() == [104, 76, 82]  # the nearest uint8
+    assert filled.fill_invalid(pixels, valid)[:, 1].tolist() == pixels[:, 1].tolist()
+    np.testing.assert_allclose(filled.fill_invalid(pixels.astype(np.float32), valid)[:, 0, 1], [104.4, 75.6, 82.0])
+    # INFER_VALUE_SCALE 0.5 on the image's 2 bands: their raw values are twice the training ones
+    assert filled.for_values_times(0.5, 2).fill == pytest.approx((208.8, 151.2, 82.0))
+    assert normalization.filled_with(None) is normalization
+    assert normalization.filled_with({"mean": [1.0], "std": [1.0]}) is normalization  # of other bands

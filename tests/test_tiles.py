@@ -244,7 +244,7 @@ def test_nodata_of_any_source_is_ignored_in_training(tiny_cfg, tmp_path):
         valid = stack.valid_mask(pixels)
     assert not valid[:10].any() and not valid[20:30].any() and valid[10:20].all() and valid[30:].all()
     labels = read_label(cfg.tile_path("LABEL_PATTERN", "1"))
-    clean, safe_labels = training_pixels(cfg, stack, pixels, labels)
+    clean, safe_labels = training_pixels(cfg, stack, pixels, labels, Normalization.from_config(cfg))
     assert not np.isnan(clean).any()
     assert (safe_labels[:10] == cfg.IGNORE_LABEL).all() and (safe_labels[20:30] == cfg.IGNORE_LABEL).all()
     np.testing.assert_array_equal(safe_labels[30:], labels[30:])

@@ -146,8 +146,8 @@ def test_tiles_of_another_data_type_are_refused_as_extraction_refuses_them(tiny_
         profile, pixels = src.profile, src.read()
     with rasterio.open(path, "w", **{**profile, "dtype": "uint16"}) as dst:
         dst.write(pixels.astype(np.uint16) * 16)
-    with pytest.raises(EosegError, match=r"area2.tif: image is uint16 but the tiles before it are uint8; one NORM_MEAN and "
-                                         r"NORM_STD cannot fit both"):
+    with pytest.raises(EosegError, match=r"area2.tif: image is uint16, but top_mosaic_09cm_area1.tif is uint8 before it; one "
+                                         r"NORM_MEAN and NORM_STD cannot fit both"):
         training_data(tiny_cfg.replace(DATA_ROOT=str(data), TRAIN_SOURCE="tiles"))
 
 
