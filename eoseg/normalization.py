@@ -193,11 +193,12 @@ def scale_problem(statistics: BandStatistics, cfg) -> str | None:
         fixes.append(f"NORM_MEAN = {means} and NORM_STD = {stds} (`python check_data.py --config FILE --write-norm` "
                      "writes them)")
     first = image_bands
-    for number, source in enumerate(cfg.extra_sources, 1):
+    for index, source in enumerate(cfg.extra_sources):
         end = first + len(source["band_names"])
-        if any(first <= i < end for i in bad):
+        if any(first <= i < end for i in bad):  # named as every message names an entry (its index, from 0)
             means, stds = statistics.normalization(first, end)
-            fixes.append(f'EXTRA_SOURCES entry {number}\'s "mean": {means} and "std": {stds}')
+            fixes.append(f'EXTRA_SOURCES[{index}] ({", ".join(source["band_names"])})\'s "mean": {means} and "std": '
+                         f'{stds} (--write-norm leaves EXTRA_SOURCES as they are)')
         first = end
     return (f"the normalisation turns the training tiles' {found} (root mean square outside {low:g}..{high:g}; "
             f"values of order 1 train best); set {'; and '.join(fixes)}")

@@ -427,3 +427,17 @@ def test_a_training_tile_without_a_labelled_data_pixel_is_noted(tiny_cfg, tmp_pa
     assert [n for n in notes if "training tile" in n] == [
         "training tile 2: none of its pixels holds both data and a class (all nodata, or unlabelled where it holds data): "
         "it adds nothing to training"]
+
+
+def test_a_tile_whose_extra_source_is_another_raster_is_a_problem(tiny_cfg, tmp_path):
+    """A DSM (heights above the sea) given for one tile's nDSM (heights above the ground): labelling refuses it, and
+    check_data names it first, as it names an image on another scale."""
+    data = tmp_path / "data"
+    shutil.copytree(tiny_cfg.DATA_ROOT, data)
+    ndsm = {"pattern": "ndsm/ndsm_09cm_matching_area{id}.tif", "bands": [1], "band_names": ["nDSM"], "mean": [0.0],
+            "std": [10.0]}
+    cfg = tiny_cfg.replace(DATA_ROOT=str(data), EXTRA_SOURCES=[ndsm])
+    assert not [p for p in check_dataset(cfg).problems if "nDSM values" in p]
+    shutil.copy(cfg.tile_path("DSM_PATTERN", "4"), data / "ndsm" / "ndsm_09cm_matching_area4.tif")
+    problems = [p for p in check_dataset(cfg).problems if "nDSM values" in p]
+    assert len(problems) == 1 and problems[0].startswith("tile 4: its nDSM values are ") and "a DSM for an nDSM" in problems[0]

@@ -78,7 +78,7 @@ def test_scale_problem_of_an_extra_source_names_its_entry(tmp_path):
                                                      "band_names": ["DSM"], "mean": [0.0], "std": [10.0]}])
     problem = scale_problem(statistics_of([80.0, 75.0, 74.0, 262.0], [44.0, 36.0, 36.0, 3.0]), cfg)
     assert "DSM into values of mean 26.2 and std 0.3" in problem
-    assert 'set EXTRA_SOURCES entry 1\'s "mean": [262.0] and "std": [3.0]' in problem and "NORM_MEAN" not in problem
+    assert 'set EXTRA_SOURCES[0] (DSM)\'s "mean": [262.0] and "std": [3.0]' in problem and "NORM_MEAN" not in problem
 
 
 def sixteen_bit_copy(sample_root, tmp_path, factor: int):
