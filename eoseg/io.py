@@ -131,7 +131,7 @@ def _temp_name(path: Path) -> Path:
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path to write; rename it to ``path`` only if the block succeeds."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_folder(path.parent)
     tmp = _temp_name(path)
     try:
         with _checked_write(path, tmp):
@@ -212,6 +212,21 @@ def _nearest_existing(path: Path) -> Path:
     return path
 
 
+def _existing_folder(folder: Path, what: str) -> Path:
+    """``folder``'s nearest existing part (:func:`_nearest_existing`), refused where it is a file: the folder cannot be
+    made (mkdir would say only "File exists")."""
+    existing = _nearest_existing(folder)
+    if not existing.is_dir():
+        raise EosegError(f"{what} {folder} cannot be made: {existing} is a file, not a folder; choose another {what}")
+    return existing
+
+
+def make_folder(folder: str | Path, what: str = "output folder") -> None:
+    """``folder`` and its parents, made where missing; refused in one line where a file stands in the way."""
+    _existing_folder(Path(folder).absolute(), what)
+    Path(folder).mkdir(parents=True, exist_ok=True)
+
+
 def check_writable(folder: str | Path, what: str) -> None:
     """Refuse, before any work, a folder that outputs cannot be written into.
 
@@ -220,9 +235,7 @@ def check_writable(folder: str | Path, what: str) -> None:
     read-only mounts and immutable folders do not.
     """
     folder = Path(folder).absolute()
-    existing = _nearest_existing(folder)
-    if not existing.is_dir():
-        raise EosegError(f"{what} {folder} cannot be made: {existing} is a file, not a folder; choose another {what}")
+    existing = _existing_folder(folder, what)
     try:
         with tempfile.NamedTemporaryFile(dir=existing, prefix=".eoseg-write-probe-"):
             pass
@@ -254,7 +267,7 @@ def exclusive_or_refuse(path: str | Path, busy: str) -> Iterator[None]:
     run's lock goes with the run even while its workers linger.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_folder(path.parent)
 
     def lock_or_refuse(handle: IO) -> None:
         try:
@@ -284,7 +297,7 @@ def atomic_directory(path: str | Path, force: bool = False) -> Iterator[Path]:
         raise EosegError(f"{path} is a mount point, which a finished folder cannot be renamed onto; give a folder "
                          f"inside it ({path / path.name})")
     check_writable(path.parent, "output folder")  # before any work, not when the first file is written
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_folder(path.parent)
     with exclusive(path.with_name(f".{path.name}.lock")):
         if path.exists() and any(path.iterdir()) and not force:  # an empty one (made for the result) holds nothing to lose
             raise EosegError(f"{path} already exists; pass --force to replace it")
@@ -635,7 +648,7 @@ class RasterWriter:
             profile.update(crs=like.crs, transform=like.transform)
         if nodata is not None:
             profile["nodata"] = nodata
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        make_folder(self.path.parent)
         self._tmp = self.path.with_name(f".{self.path.stem}.tmp-{os.getpid()}.tif")
         try:
             with _checked_write(self.path, self._tmp):

@@ -324,3 +324,12 @@ def test_a_band_misread_as_to_transparency_is_pointed_out(tiny_cfg, tmp_path):
     assert alpha_band_problem(raster_info(nir), [1, 2, 3]).startswith(
         f"{nir}: band 4 is tagged as its alpha band, so GDAL reads the pixels where it is 0 as nodata, but ")
     assert "retag it (gdal_edit.py -colorinterp_4 undefined FILE)" in alpha_band_problem(raster_info(nir), [1, 2, 3])
+
+
+def test_an_output_whose_folder_is_a_file_is_refused_in_one_line(tmp_path):
+    """mkdir said only "File exists", naming no file."""
+    (tmp_path / "afile").write_text("")
+    with pytest.raises(EosegError, match=r"output folder .*afile/sub cannot be made: .*afile is a file, not a folder"):
+        atomic_write_text(tmp_path / "afile" / "sub" / "x.json", "{}")
+    with pytest.raises(EosegError, match=r"output folder .*afile cannot be made: .*afile is a file, not a folder"):
+        RasterWriter(tmp_path / "afile" / "x.tif", None, 1, "uint8", width=4, height=4)
