@@ -225,3 +225,30 @@ def test_value_scale_benchmark_scores_each_scale_and_says_what_the_check_does(tm
     assert all(12 < ratio < 20 for ratio, _ in rows[1]["checks"])
     for row in rows:  # both halves of the 900 x 900 scene scored once at each scale, with the check off
         assert sum(map(sum, row["confusion_matrix"])) == 900 * 900
+
+
+def test_nodata_fill_benchmark_scores_the_rings_around_its_holes(tmp_path):
+    """bench/nodata_fill.py end to end, briefly: the Vaihingen crop's halves, each labelled intact and with holes under
+    both fills; every scored pixel of each ring counted once per variant, and the intact map unchanged from itself."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    from nodata_fill import RINGS, VARIANTS, distance_to, holes
+
+    mask = np.zeros((9, 9), dtype=bool)
+    mask[4, 4] = True
+    assert distance_to(mask, 2)[4].tolist() == [3, 3, 2, 1, 0, 1, 2, 3, 3] and distance_to(mask, 2)[2, 2] == 2
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "nodata_fill.py"), "--steps", "1", "--sets", "vaihingen",
+         "--shared", str(SHARED), "--workdir", str(tmp_path)],
+        capture_output=True, text=True, timeout=600, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert all(f"| vaihingen | {variant} |" in result.stdout for variant in VARIANTS), result.stdout
+    counts = {variant: np.array(value) for variant, value in
+              json.loads((tmp_path / "results.json").read_text())["sets"]["vaihingen"]["counts"].items()}
+    labels = read_raster(SHARED / "isprs_real" / "vaihingen_area1_crop512_labels_noboundary.png")[0]
+    halves = (labels[:, :256], labels[:, 256:])
+    expected = [sum(((distance_to(holes(*half.shape), RINGS[-1][1]) >= near) & (distance_to(holes(*half.shape), RINGS[-1][1])
+                                                                                <= far) & (half != 0)).sum() for half in halves)
+                for near, far in RINGS]
+    for variant in VARIANTS:
+        assert counts[variant][:, 2].tolist() == expected
+    assert (counts["intact"][:, 1] == 0).all()
