@@ -108,6 +108,11 @@ def format_table(metrics: dict, title: str = "") -> str:
     if unlearned:
         lines.append(f"never predicted, though in the ground truth: {', '.join(unlearned)}: not learned yet; train longer "
                      "(ITERATIONS or TRAIN_MINUTES) or weight rare classes (CLASS_WEIGHTS, MEDIAN_FREQUENCY_WEIGHTS)")
+    guessed = [name for name, row in metrics["per_class"].items()
+               if name in metrics.get(NOT_TRAINED, ()) and row["precision"] is not None]  # predicted, never trained on
+    if guessed:
+        lines.append(f"predicted, though no training pixel was labelled so: {', '.join(guessed)}: an untrained output's "
+                     "guesses, counted in the means; add training tiles that hold them (check LABEL_VALUES and TRAIN_IDS)")
     return "\n".join(lines)
 
 
