@@ -38,14 +38,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from eoseg.checkpoint import load_checkpoint  # noqa: E402
-from eoseg.config import load_config, override_arguments  # noqa: E402
 from eoseg.infer import run_inference  # noqa: E402
 from eoseg.io import raster_info, read_raster  # noqa: E402
 from eoseg.normalization import Normalization  # noqa: E402
 from eoseg.precision import describe_hardware  # noqa: E402
 from eoseg.tiles import read_eval_labels  # noqa: E402
 from eoseg.train import train  # noqa: E402
-from pixel_size import CRS, PIXEL_SIZES, source_tiles  # noqa: E402  (bench/, beside this file)
+from pixel_size import CRS, PIXEL_SIZES, fold_config, source_tiles  # noqa: E402  (bench/, beside this file)
 from real_data import add_shared_arguments, run_main, start, write_results  # noqa: E402
 
 RINGS = ((1, 1), (2, 3), (4, 7), (8, 15))  # px from the nearest holed pixel
@@ -106,13 +105,7 @@ def run_set(work: Path, name: str, folds: list[tuple[list, list]], data: dict, a
     steps = []
     for fold, (train_ids, test_ids) in enumerate(folds):
         folder = work / "runs" / name / f"fold{fold}"
-        cfg = load_config(overrides=override_arguments({
-            "DATASET": "", "IMAGE_PATTERN": "{id}.tif", "LABEL_PATTERN": "{id}_labels.tif", "GT_COLOR_PATTERN": "",
-            "GT_ERODED_PATTERN": "", "DSM_PATTERN": "", "NDSM_PATTERN": "", "BANDS": [1, 2, 3], "IGNORE_COLOR": [],
-            "TRAIN_SOURCE": "tiles", "VAL_EVERY": 0, "ITERATIONS": args.steps, "SEED": args.seed, "DEVICE": "cpu",
-            "SNAPSHOT_EVERY": 10**6, "WRITE_COLOR": False, "WRITE_PREVIEW": False, "INFER_PIXEL_SIZE": "image", **data,
-            "TRAIN_IDS": train_ids, "TEST_IDS": [], "TRAIN_DIR": str(folder / "train"),
-            "MODEL_FILE": str(folder / "model.pt")}))
+        cfg = fold_config(folder, data, train_ids, args.seed, ITERATIONS=args.steps, INFER_PIXEL_SIZE="image")
         print(f"{name} fold {fold + 1}: training on {', '.join(train_ids)} for {args.steps} steps ...", flush=True)
         began = time.perf_counter()
         weights = train(cfg, progress=False)

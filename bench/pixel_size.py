@@ -111,6 +111,17 @@ def prepare(shared: Path, work: Path, name: str, factors: list[float]) -> tuple[
     return folds, {**data, "DATA_ROOT": str(folder)}
 
 
+def fold_config(folder: Path, data: dict, train_ids: list[str], seed: int, **settings):
+    """The config of one fold of a set that :func:`prepare` wrote (``data``: its config entries): config.py's
+    recipe, trained from the tiles of ``train_ids`` into ``folder``, with ``settings`` (its training budget...)."""
+    return load_config(overrides=override_arguments({
+        "DATASET": "", "IMAGE_PATTERN": "{id}.tif", "LABEL_PATTERN": "{id}_labels.tif", "GT_COLOR_PATTERN": "",
+        "GT_ERODED_PATTERN": "", "DSM_PATTERN": "", "NDSM_PATTERN": "", "BANDS": [1, 2, 3], "IGNORE_COLOR": [],
+        "TRAIN_SOURCE": "tiles", "VAL_EVERY": 0, "SEED": seed, "DEVICE": "cpu", "SNAPSHOT_EVERY": 10**6,
+        "WRITE_COLOR": False, "WRITE_PREVIEW": False, **settings, **data, "TRAIN_IDS": train_ids, "TEST_IDS": [],
+        "TRAIN_DIR": str(folder / "train"), "MODEL_FILE": str(folder / "model.pt")}))
+
+
 def run_set(work: Path, name: str, folds: list[tuple[list, list]], data: dict, args) -> dict:
     """Train each fold, label its test tiles at every factor both ways; the summed confusion matrices
     {mode: {factor: counts}} and the steps of each fold."""
@@ -119,12 +130,7 @@ def run_set(work: Path, name: str, folds: list[tuple[list, list]], data: dict, a
     settings = {mode: setting for mode, setting in zip(MODES, ("image", PIXEL_SIZES[name]))}
     for fold, (train_ids, test_ids) in enumerate(folds):
         folder = work / "runs" / name / f"fold{fold}"
-        cfg = load_config(overrides=override_arguments({
-            "DATASET": "", "IMAGE_PATTERN": "{id}.tif", "LABEL_PATTERN": "{id}_labels.tif", "GT_COLOR_PATTERN": "",
-            "GT_ERODED_PATTERN": "", "DSM_PATTERN": "", "NDSM_PATTERN": "", "BANDS": [1, 2, 3], "IGNORE_COLOR": [],
-            "TRAIN_SOURCE": "tiles", "VAL_EVERY": 0, "TRAIN_MINUTES": args.minutes, "SEED": args.seed, "DEVICE": "cpu",
-            "SNAPSHOT_EVERY": 10**6, "WRITE_COLOR": False, "WRITE_PREVIEW": False, **data, "TRAIN_IDS": train_ids,
-            "TEST_IDS": [], "TRAIN_DIR": str(folder / "train"), "MODEL_FILE": str(folder / "model.pt")}))
+        cfg = fold_config(folder, data, train_ids, args.seed, TRAIN_MINUTES=args.minutes)
         print(f"{name} fold {fold + 1}: training on {', '.join(train_ids)} for {args.minutes:g} min ...", flush=True)
         start = time.perf_counter()
         weights = train(cfg, progress=False)
