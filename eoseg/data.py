@@ -28,7 +28,7 @@ from eoseg.holdout import tile_split
 from eoseg.labels import class_pixels
 from eoseg.lmdb_store import LmdbPatches
 from eoseg.metadata import check_source_files, data_signature
-from eoseg.normalization import BandStatistics, check_scale
+from eoseg.normalization import TRAINING_MEAN_FILL, BandStatistics, check_scale
 from eoseg.tiles import (check_patch_fits, check_same_dtype, image_bands_record, read_labels, tile_stack, training_filling,
                          training_pixels)
 
@@ -96,6 +96,7 @@ class AugmentedPatches(Dataset):
         self.pixel_size_m = patches.meta.get("pixel_size_m")  # [smallest, largest] m of the tiles, or None
         self.input_statistics = patches.meta.get("input_statistics")  # their values' mean and std per band, or None
         self.image_bands = patches.meta.get("image_bands")  # their files' band names and scalings, or None
+        self.nodata_fill = patches.meta.get("nodata_fill")  # what their nodata pixels hold; None: NORM_MEAN (older)
         self.class_pixels = patches.meta.get("class_pixels")  # labelled pixels of each class in their tiles, or None
 
     def __len__(self) -> int:
@@ -131,6 +132,7 @@ class TileCrops(Dataset):
         self.input_statistics = input_statistics  # their values' mean and std per band, or None
         self.class_pixels = class_pixels  # labelled pixels of each class in the tiles, or None
         self.image_bands = image_bands  # their files' band names and scalings (tiles.image_bands_record), or None
+        self.nodata_fill = TRAINING_MEAN_FILL  # what their nodata pixels hold (tiles.training_filling)
         areas = np.array([labels.size for _, labels in tiles], dtype=np.float64)
         self.tile_probabilities = areas / areas.sum()
         self.epoch_length = max(1, sum((labels.shape[0] // size) * (labels.shape[1] // size) for _, labels in tiles))

@@ -168,7 +168,7 @@ class LmdbPatches:
         self.path = Path(path)
         self.meta = read_lmdb_meta(self.path)
         if expected_signature is not None:
-            check_stored_data(self.meta["signature"], expected_signature, f"LMDB {self.path}")
+            check_stored_data(self.meta["signature"], expected_signature, f"LMDB {self.path}", self.meta.get("nodata_fill"))
 
     def __len__(self) -> int:
         return int(self.meta["count"])
@@ -198,7 +198,7 @@ def create_lmdb(cfg: Config, patches_dir: str | Path, lmdb_dir: str | Path, forc
     """Pack a patch folder into ``lmdb_dir``/train.lmdb (shuffled) and test.lmdb (in order)."""
     manifest, rows = read_manifest(patches_dir)
     signature = data_signature(cfg)
-    check_stored_data(manifest["signature"], signature, f"patches in {patches_dir}")
+    check_stored_data(manifest["signature"], signature, f"patches in {patches_dir}", manifest.get("nodata_fill"))
     check_source_files(manifest.get("sources"), cfg.DATA_ROOT, f"patches in {patches_dir}")
     patches_dir = Path(patches_dir)
     summary = {}
@@ -218,6 +218,7 @@ def create_lmdb(cfg: Config, patches_dir: str | Path, lmdb_dir: str | Path, forc
                 "dtype": manifest["dtype"],
                 "pixel_size_m": manifest.get("pixel_size_m"),
                 "input_statistics": manifest.get("input_statistics"),
+                "nodata_fill": manifest.get("nodata_fill"),
                 "image_bands": manifest.get("image_bands"),
                 "class_pixels": manifest.get("class_pixels") if split == "train" else None,
                 "shuffle_seed": cfg.SHUFFLE_SEED if split == "train" else None,

@@ -64,11 +64,12 @@ def data_signature(cfg: Config, patch_size: int | None = None, holdout: bool = T
     return signature
 
 
-def check_stored_data(recorded: dict, expected: dict, artifact: str) -> None:
+def check_stored_data(recorded: dict, expected: dict, artifact: str, nodata_fill: str | None = None) -> None:
     """Refuse stored patches (a patch folder, an LMDB) made for another config, in what their pixels depend on.
 
-    They hold raw pixels, so the normalisation does not matter (their nodata pixels hold the training tiles' mean,
-    see :func:`eoseg.tiles.training_filling`).
+    They hold raw pixels, so the normalisation does not matter, but for those whose ``nodata_fill`` record is
+    absent (made before 2026-12-07): their nodata pixels hold NORM_MEAN, not the training tiles' mean (see
+    :func:`eoseg.tiles.training_filling`).
     """
     check_compatible(recorded, expected, artifact, fields=(*STORED_DATA_FIELDS, "patch_size"))
     made_from, now = recorded.get("made_from"), expected.get("made_from")
@@ -78,6 +79,10 @@ def check_stored_data(recorded: dict, expected: dict, artifact: str) -> None:
                          + ", but the config has " + ", ".join(f"{name}={now[name]!r}" for name in changed)
                          + "; its patches hold the pixels and labels those read: rebuild it (extract_images.py and "
                          "create_lmdb.py with --force), or use the settings it was made with")
+    recorded_mean = (recorded.get("normalization") or {}).get("mean")
+    if nodata_fill is None and recorded_mean != expected["normalization"]["mean"]:
+        raise EosegError(f"{artifact} was made with NORM_MEAN {recorded_mean} (the value of its nodata pixels), but the "
+                         f"config has {expected['normalization']['mean']}; use that NORM_MEAN or rebuild it")
 
 
 def check_compatible(recorded: dict, expected: dict, artifact: str, fields=CHECKED_FIELDS) -> None:

@@ -10,6 +10,8 @@ import torch
 
 from eoseg.errors import EosegError
 
+TRAINING_MEAN_FILL = "training mean"  # how patches, LMDBs and weights record that nodata held the training imagery's mean
+
 
 @dataclass(frozen=True)
 class Normalization:
@@ -89,6 +91,12 @@ class Normalization:
             limits = np.iinfo(pixels.dtype)
             neutral = np.clip(np.rint(neutral), limits.min, limits.max)
         return np.where(valid[None], pixels, neutral.astype(pixels.dtype)[:, None, None])
+
+    def filled_as_recorded(self, statistics: dict | None, fill: str | None) -> "Normalization":
+        """This normalisation filling nodata as the training data were filled, as their ``fill`` record says: with the
+        training imagery's mean (``statistics``) where it is TRAINING_MEAN_FILL; else (patches, LMDBs and weights
+        made before 2026-12-07) with NORM_MEAN, as they were trained."""
+        return self.filled_with(statistics) if fill == TRAINING_MEAN_FILL else self
 
     def filled_with(self, statistics: dict | None) -> "Normalization":
         """This normalisation with nodata pixels given the mean of ``statistics`` (:meth:`BandStatistics.record` of

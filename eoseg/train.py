@@ -474,6 +474,7 @@ class Trainer:
         # recorded with the weights
         self.trained_on = {"input_dtype": str(self.data[(0, 0)][0].numpy().dtype), "pixel_size_m": self.data.pixel_size_m,
                            "input_statistics": self.data.input_statistics, "image_bands": self.data.image_bands,
+                           "nodata_fill": self.data.nodata_fill,
                            "class_pixels": self.data.class_pixels,
                            "inherited_train_tiles": (payload["signature"].get("inherited_train_tiles") if payload is not None
                                                      else recorded_train_tiles(cfg.ENCODER_WEIGHTS or cfg.INIT_WEIGHTS)
@@ -482,7 +483,8 @@ class Trainer:
                                           processes.rank, processes.world_size)
         self.class_weights = resolve_class_weights(cfg, self.data, self.progress)
         self.criterion = make_loss(cfg, device, self.class_weights)
-        self.normalization = Normalization.from_config(cfg).filled_with(self.data.input_statistics)  # nodata as in training
+        # nodata filled as the training data were (tiles.training_filling)
+        self.normalization = Normalization.from_config(cfg).filled_as_recorded(self.data.input_statistics, self.data.nodata_fill)
         self.validation_tiles = self._validation_tiles()
         # collectives run on the GPU with nccl, on the CPU with gloo
         self.collective_device = device if device.type == "cuda" and processes.distributed else torch.device("cpu")

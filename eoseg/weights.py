@@ -140,7 +140,8 @@ def load_weights(path: str | Path, cfg: Config, caffe_mean: str | Sequence[float
 def recorded_normalization(record: dict) -> Normalization:
     """The normalisation a weights record's inputs need, with the data type it was trained on."""
     normalization = Normalization.from_record(record["signature"]["normalization"])
-    normalization = normalization.filled_with(record["signature"].get("input_statistics"))  # nodata as in training
+    normalization = normalization.filled_as_recorded(record["signature"].get("input_statistics"),  # nodata as trained
+                                                     record["signature"].get("nodata_fill"))
     return dataclasses.replace(normalization, input_dtype=record["signature"].get("input_dtype"))
 
 

@@ -206,5 +206,8 @@ def test_nodata_pixels_of_patches_hold_the_training_tiles_mean_as_labelling_give
     assert (np.load(Path(cfg.PATCHES_DIR) / first["label"])[:20, :30] == cfg.IGNORE_LABEL).all()
     # labelling fills with the mean the weights record of the training imagery
     statistics = {"mean": [104.5, 75.25, 82.0], "std": [1.0, 1.0, 1.0]}
-    record = {"signature": {"normalization": {"mean": [0.0] * 3, "std": [255.0] * 3}, "input_statistics": statistics}}
+    record = {"signature": {"normalization": {"mean": [0.0] * 3, "std": [255.0] * 3}, "input_statistics": statistics,
+                            "nodata_fill": read_manifest(cfg.PATCHES_DIR)[0]["nodata_fill"]}}
     assert recorded_normalization(record).fill == (104.5, 75.25, 82.0)
+    del record["signature"]["nodata_fill"]  # weights trained before it was recorded: on NORM_MEAN, labelled so
+    assert recorded_normalization(record).fill is None

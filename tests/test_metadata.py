@@ -6,6 +6,7 @@ import pytest
 
 from eoseg.errors import EosegError
 from eoseg.metadata import CHECKED_FIELDS, check_compatible, check_stored_data, data_signature
+from eoseg.normalization import TRAINING_MEAN_FILL
 
 from .conftest import make_tiny_config
 
@@ -65,8 +66,12 @@ def test_fields_recorded_later_are_compared_only_where_recorded(cfg):
 def test_stored_patches_hold_raw_pixels_of_the_settings_that_read_them(cfg):
     recorded = data_signature(cfg)
     # raw pixels, their nodata the training tiles' mean: another normalisation reads them alike
-    check_stored_data(recorded, data_signature(cfg.replace(NORM_MEAN=[1.0, 1.0, 1.0], NORM_STD=[1.0, 1.0, 1.0])),
-                      "train.lmdb")
+    other = data_signature(cfg.replace(NORM_MEAN=[1.0, 1.0, 1.0], NORM_STD=[1.0, 1.0, 1.0]))
+    check_stored_data(recorded, other, "train.lmdb", TRAINING_MEAN_FILL)
+    # made before that record: their nodata pixels hold NORM_MEAN
+    with pytest.raises(EosegError, match=r"train.lmdb was made with NORM_MEAN \[0.0, 0.0, 0.0\] \(the value of its "
+                                         r"nodata pixels\), but the config has \[1.0, 1.0, 1.0\]"):
+        check_stored_data(recorded, other, "train.lmdb")
     with pytest.raises(EosegError, match=r"train.lmdb was made with FLIPS=True, but the config has FLIPS=False; .*--force"):
         check_stored_data(recorded, data_signature(cfg.replace(FLIPS=False)), "train.lmdb")
     with pytest.raises(EosegError, match="patch_size = 64"):

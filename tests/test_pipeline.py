@@ -127,6 +127,7 @@ def test_training_writes_weights_log_plot_and_resumes(tiny_cfg, source):
     # and what their files name their bands, the order inference expects of an image's
     names = [list(raster_info(cfg.tile_path("IMAGE_PATTERN", tile)).descriptions) for tile in cfg.tile_ids("train")]
     assert payload["signature"]["image_bands"] == {"names": [[name or None for name in names[0]]], "scalings": [[]]}
+    assert payload["signature"]["nodata_fill"] == "training mean"  # inference fills nodata as training did
 
 
 def test_resume_beyond_iterations_is_refused(tiny_cfg):
