@@ -211,7 +211,7 @@ def training_data(cfg: Config) -> AugmentedPatches | TileCrops:
         if patches.meta.get("input_statistics"):  # it holds raw pixels: NORM_STD may have changed since
             check_scale(BandStatistics.from_record(patches.meta["input_statistics"]), cfg)
         return AugmentedPatches(patches, cfg.RANDOM_FLIPS, cfg.SEED)
-    tiles, infos, statistics, read_dtypes = [], [], BandStatistics(cfg.num_bands), None
+    tiles, infos, statistics, read_as = [], [], BandStatistics(cfg.num_bands), None
     filling = training_filling(cfg)
     for tile_id in cfg.tile_ids("train"):
         stack = tile_stack(cfg, tile_id)
@@ -219,7 +219,7 @@ def training_data(cfg: Config) -> AugmentedPatches | TileCrops:
         infos.append(info)
         check_patch_fits(info, cfg.PATCH_SIZE)
         image = stack.read()
-        read_dtypes = check_same_dtype(stack, read_dtypes)
+        read_as = check_same_dtype(stack, read_as)
         blocks = tile_split(cfg, tile_id, info.height, info.width)
         trained_on = None if blocks is None else blocks.mask(0, info.height, held_out=False)
         image, labels = training_pixels(cfg, stack, image, read_labels(cfg, tile_id, info), filling, statistics, trained_on)

@@ -52,7 +52,7 @@ def extract_patches(cfg: Config, out_dir: str | Path, force: bool = False, progr
     """Write image/label patches of the train and test tiles into ``out_dir``; return the manifest."""
     size = cfg.PATCH_SIZE
     counts: dict[str, int] = {}
-    read_dtypes, stack_dtype = None, None  # what the tiles' rasters are read in; what their patches hold
+    read_as, stack_dtype = None, None  # what the tiles are read in (check_same_dtype); what their patches hold
     train_infos, statistics = [], BandStatistics(cfg.num_bands)
     trained_classes = np.zeros(cfg.num_classes, dtype=np.int64)  # pixels of each class in the training patches
     too_small: list[str] = []  # test tiles smaller than a patch
@@ -82,7 +82,7 @@ def extract_patches(cfg: Config, out_dir: str | Path, force: bool = False, progr
                     label_file = tile_labels(cfg, tile_id, info)
                     labels = label_file.read()
                     source_files += [source.info.path for source in stack.sources] + [label_file.path]
-                    read_dtypes, stack_dtype = check_same_dtype(stack, read_dtypes), image.dtype
+                    read_as, stack_dtype = check_same_dtype(stack, read_as), image.dtype
                     blocks = tile_split(cfg, tile_id, info.height, info.width)
                     trained_on = None if blocks is None or split != "train" else blocks.mask(0, info.height, held_out=False)
                     image, labels = training_pixels(cfg, stack, image, labels, filling, statistics if split == "train" else None,

@@ -71,11 +71,13 @@ def band_kind(name: str) -> str:
 
 
 def check_same_dtype(stack: "TileStack", earlier: tuple[str, str] | None) -> tuple[str, str]:
-    """The data types a training tile's rasters are read in (:attr:`TileStack.read_dtypes`, not the stack's, which
-    a derived band makes float32 for all) and, for errors, the tile described; refused unless they are those of the
-    ``earlier`` tiles (of the first: that pair)."""
-    read = ", ".join(stack.read_dtypes)
-    described = read + read_as_note(stack.info, stack.sources[0].bands)
+    """The data type a training tile's image is read in (:attr:`TileStack.image_dtype`, not only the stack's, which
+    a derived band makes float32 for all) and that of its stack, and, for errors, the tile described; refused unless
+    they are those of the ``earlier`` tiles (of the first: that pair). Extra sources may differ in type (a DSM in
+    int16 here, float32 there) where the stack's type does not."""
+    stacked = str(stack.dtype)
+    read = stack.image_dtype + ("" if stacked == stack.image_dtype else f", stacked with its extra sources as {stacked}")
+    described = stack.image_dtype + read_as_note(stack.info, stack.sources[0].bands) + read[len(stack.image_dtype):]
     if earlier is not None and read != earlier[0]:
         scaled = "GDAL scale/offset" in described + earlier[1]
         raise EosegError(f"{stack.info.path}: image is {described}, but {earlier[1]} before it; one NORM_MEAN and "
@@ -301,8 +303,8 @@ class TileStack:
         dtypes = {np.dtype(np.float32) if scaling is not None else np.dtype(s.info.dtype)
                   for s, scaling in zip(sources, self._scaling)}
         self.dtype = dtypes.pop() if len(dtypes) == 1 and not self._derived else np.dtype(np.float32)
-        # what each raster is read in, before the stack's conversion: training tiles must agree on these
-        self.read_dtypes = tuple("float32" if scaling is not None else s.info.dtype for s, scaling in zip(sources, self._scaling))
+        # what the image's bands are read in, before the stack's conversion (which a derived band makes float32)
+        self.image_dtype = "float32" if self._scaling[0] is not None else sources[0].info.dtype
         self.grid = sources[0].info  # the grid reads are on: the image's, unless on_grid chose another
         self._open: list | None = None
 

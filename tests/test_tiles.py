@@ -324,9 +324,25 @@ def test_tiles_read_in_other_types_are_refused_whatever_a_derived_band_makes_the
         cfg = tiny_cfg.replace(DATA_ROOT=str(tmp_path / "data"), IMAGE_PATTERN="{id}.tif", EXTRA_SOURCES=extra)
         first = check_same_dtype(tile_stack(cfg, "1"), None)
         assert first[0] == "float32"
-        with pytest.raises(EosegError, match=r"2.tif: image is uint16, but 1.tif is float32 \(its stored uint16 values "
-                                             r"scaled by the file's GDAL scale/offset\) before it"):
+        with pytest.raises(EosegError, match=r"2.tif: image is uint16(, stacked with its extra sources as float32)?, but "
+                                             r"1.tif is float32 \(its stored uint16 values scaled by the file's GDAL "
+                                             r"scale/offset\) before it"):
             check_same_dtype(tile_stack(cfg, "2"), first)
+
+
+def test_extra_sources_may_differ_in_type_where_their_stacks_do_not(tiny_cfg, tmp_path):
+    """A DSM in float32 metres for one tile and int16 metres for another: both stacks are float32, as before."""
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_cfg.DATA_ROOT, data)
+    cfg = tiny_cfg.replace(DATA_ROOT=str(data), EXTRA_SOURCES=[
+        {"pattern": "dsm/dsm_09cm_matching_area{id}.tif", "bands": [1], "band_names": ["DSM"], "mean": [0.0], "std": [1.0]}])
+    dsm = cfg.tile_path("DSM_PATTERN", "2")
+    copy_raster(dsm, dsm, np.rint(read_raster(dsm)).astype(np.int16), dtype="int16", nodata=None)
+    first = check_same_dtype(tile_stack(cfg, "1"), None)
+    assert first[0] == "uint8, stacked with its extra sources as float32"
+    assert check_same_dtype(tile_stack(cfg, "2"), first) == first
 
 
 # ---------------------------------------------------------------- the truth tiles are scored on
