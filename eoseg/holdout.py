@@ -209,7 +209,8 @@ def ground_in_training(cfg: Config) -> dict[str, tuple[float, list[str]]]:
             relatable = {t: other for t, other in training.items()
                          if same_crs(info.crs, other.crs) or not (info.crs is None or other.crs is None or
                                                                   is_engineering(info.crs) or is_engineering(other.crs))}
-            trees[key] = (list(relatable), shapely.STRtree([footprint(other, info.crs) for other in relatable.values()]))
+            placed = {t: shape for t, other in relatable.items() if (shape := _footprint_in(other, info.crs)) is not None}
+            trees[key] = (list(placed), shapely.STRtree(list(placed.values())))
         names, tree = trees[key]
         area = footprint(info, info.crs)
         shared = {int(i): shapely.intersection(area, tree.geometries[i]) for i in tree.query(area, predicate="intersects")}
@@ -218,6 +219,16 @@ def ground_in_training(cfg: Config) -> dict[str, tuple[float, list[str]]]:
         if math.isfinite(share) and share > SHARED_GROUND_SHARE:
             found[tile_id] = (share, [names[i] for i in sorted(shared)])
     return found
+
+
+def _footprint_in(info: RasterInfo, crs) -> shapely.Geometry | None:
+    """``info``'s footprint in ``crs``; None where it cannot be brought there (outside the CRS's domain: PROJ fails, or
+    gives coordinates that are not finite)."""
+    try:
+        shape = footprint(info, crs)
+    except Exception:  # noqa: BLE001  PROJ's failures come as rasterio's CPLE errors (of its private module), among others
+        return None
+    return shape if np.isfinite(shapely.get_coordinates(shape)).all() and not shape.is_empty else None
 
 
 def _placed_images(cfg: Config, tile_ids: list[str]) -> dict[str, RasterInfo]:

@@ -212,8 +212,13 @@ def test_held_out_tiles_on_the_ground_of_training_tiles_are_named(tmp_path, caps
     x, y = warp_transform("EPSG:32632", "EPSG:32631", [500020], [5000020])
     write_placed_image(images / "other_zone.tif", x[0], y[0], crs="EPSG:32631")
     write_placed_image(images / "unplaced.tif", 0, 0, crs=None, pixel=0)  # no georeference: passed over
+    # training tiles that PROJ cannot bring into a view of the globe from above Europe: in the South Pacific (infinite
+    # coordinates), and reaching past the pole (an error): passed over there
+    write_placed_image(images / "train_pacific.tif", -170.0, -51.0, crs="EPSG:4326", pixel=0.01)
+    write_placed_image(images / "train_pole.tif", -170.0, -51.0, crs="EPSG:4326", pixel=1.0)
+    write_placed_image(images / "europe.tif", 0, 0, crs="+proj=ortho +lat_0=50 +lon_0=10 +datum=WGS84")
     cfg = make_tiny_config(tmp_path, IMAGE_PATTERN="images/{id}.tif", TRAIN_IDS=["train_*"],
-                           TEST_IDS=["inside", "beside", "fringe", "unplaced"], VAL_IDS=["other_zone"])
+                           TEST_IDS=["inside", "beside", "fringe", "unplaced", "europe"], VAL_IDS=["other_zone"])
     found = ground_in_training(cfg)
     assert sorted(found) == ["inside", "other_zone"]
     assert found["inside"][0] == pytest.approx(1.0) and found["inside"][1] == ["train_a", "train_b"]
