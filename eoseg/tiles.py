@@ -149,7 +149,8 @@ def image_bands_record(infos: Sequence[RasterInfo], bands: Sequence[int]) -> dic
     first_named = None  # the first training image that names all its bands
     for info in infos:
         if first_named is not None:
-            check_band_names(info, bands, {"names": [named_bands(first_named, bands)]}, f"{first_named.path.name} before it")
+            check_band_names(info, bands, {"names": [named_bands(first_named, bands)]}, f"{first_named.path.name} before it",
+                             among_training=True)
         elif all(named_bands(info, bands)):
             first_named = info
         if named_bands(info, bands) not in names:
@@ -174,16 +175,22 @@ def scaling_hint(info: RasterInfo, bands: Sequence[int], recorded: dict | None) 
     if mine in scalings:
         return ""
     theirs = next((pair for pair in scalings if pair), [])
-    values = lambda numbers: " ".join(f"{v:g}" for v in dict.fromkeys(numbers))  # noqa: E731  one value for all bands alike
+    alike = lambda numbers: len(set(numbers)) == 1  # noqa: E731  one value for every band
+    values = lambda numbers: f"{numbers[0]:.10g}" if alike(numbers) else f"{[float(f'{v:.10g}') for v in numbers]}"  # noqa: E731
     described = lambda pair: f"scale {values(pair[0])} and offset {values(pair[1])}" if pair else "no scale or offset"  # noqa: E731
-    remedy = (f"gdal_edit.py -scale {values(theirs[0])} -offset {values(theirs[1])} FILE" if theirs
-              else "gdal_edit.py -scale 1 -offset 0 FILE")
+    if not theirs:
+        remedy = "gdal_edit.py -scale 1 -offset 0 FILE"
+    elif alike(theirs[0]) and alike(theirs[1]):
+        remedy = f"gdal_edit.py -scale {values(theirs[0])} -offset {values(theirs[1])} FILE"
+    else:  # gdal_edit.py takes one value per band of the file, in its order: BANDS may be a few, in another
+        remedy = f"each of BANDS {list(bands)} its own, in that order: gdal_edit.py -scale and -offset take one per band"
     return (f"; the training images were read through a GDAL {described(theirs)}, this one through {described(mine)}: "
             f"if it holds their product, tag it as they are ({remedy}); INFER_VALUE_SCALE, a factor, cannot stand for an "
             "offset")
 
 
-def check_band_names(info: RasterInfo, bands: Sequence[int], recorded: dict | None, whose: str) -> str | None:
+def check_band_names(info: RasterInfo, bands: Sequence[int], recorded: dict | None, whose: str,
+                     among_training: bool = False) -> str | None:
     """Refuse an image whose file names, at other positions than ``bands`` (BANDS), each band that ``whose`` files
     named there (``recorded``: :func:`image_bands_record`): the same bands in another order, which would be read
     swapped. A note where it names them otherwise (another product's names, or other bands); None where alike, or
@@ -198,9 +205,12 @@ def check_band_names(info: RasterInfo, bands: Sequence[int], recorded: dict | No
     in_file = [band_kind(name or "") for name in info.descriptions]
     if all(in_file.count(band_kind(name)) == 1 for name in expected):
         found = [in_file.index(band_kind(name)) + 1 for name in expected]
+        # one BANDS reads every training file: there, the file must change
+        remedy = ("write this file with its bands in their order (gdal_translate -b N ... FILE OUT.tif)" if among_training
+                  else f"set BANDS = {found} to read them alike")
         raise EosegError(f"{info.path}: its bands {list(bands)} (BANDS) are named {mine} in the file, but {whose} "
-                         f"named them {expected}, which this file holds as bands {found}: set BANDS = {found} to read "
-                         "them alike, or the two are read with their bands swapped")
+                         f"named them {expected}, which this file holds as bands {found}: {remedy}, or the two are read "
+                         "with their bands swapped")
     return (f"note: {info.path}: its bands {list(bands)} (BANDS) are named {mine} in the file, {whose} named them "
             f"{expected}: if those are other bands, set BANDS to the bands that hold them")
 

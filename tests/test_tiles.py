@@ -399,6 +399,18 @@ def test_training_images_naming_their_bands_in_another_order_are_refused(tiny_cf
     assert record == {"names": [[None, None, None], ["B8", "B4", "B3"]], "scalings": [[], [[0.5] * 3, [-10.0] * 3]]}
     with pytest.raises(EosegError, match=r"c.tif: its bands \[1, 2, 3\] \(BANDS\) are named \['B4', 'B3', 'B8'\] in the "
                                          r"file, but a.tif before it named them \['B8', 'B4', 'B3'\], which this file "
-                                         r"holds as bands \[3, 1, 2\]: set BANDS = \[3, 1, 2\]"):
+                                         r"holds as bands \[3, 1, 2\]: write this file with its bands in their order"):
         image_bands_record([infos["d"], infos["a"], infos["c"]], [1, 2, 3])
     assert image_bands_record([infos["a"], infos["b"]], [2, 3, 1])["names"] == [["B4", "B3", "B8"]]
+
+
+def test_the_scaling_hint_gives_a_gdal_edit_line_only_for_one_scale_and_offset(tiny_cfg):
+    from eoseg.tiles import scaling_hint
+
+    info = raster_info(tiny_cfg.tile_path("IMAGE_PATTERN", "1"))  # no scale or offset
+    one = scaling_hint(info, [3, 2, 1], {"scalings": [[[2.75e-05] * 3, [-0.2] * 3]]})
+    assert "read through a GDAL scale 2.75e-05 and offset -0.2, this one through no scale or offset" in one
+    assert "(gdal_edit.py -scale 2.75e-05 -offset -0.2 FILE)" in one
+    mixed = scaling_hint(info, [3, 2, 1], {"scalings": [[[1e-4, 2e-4, 1e-4], [-0.1] * 3]]})
+    assert "scale [0.0001, 0.0002, 0.0001] and offset -0.1" in mixed and "gdal_edit.py -scale 0.0001" not in mixed
+    assert scaling_hint(info, [1, 2, 3], {"scalings": [[], [[1e-4] * 3, [0.0] * 3]]}) == ""  # one was read alike
