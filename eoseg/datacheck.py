@@ -160,12 +160,17 @@ def check_dataset(cfg: Config, norm_to_write: bool = False) -> DataReport:
             report.problem(str(err))
     try:  # the training images name their bands alike, and the others as they do
         bands_record = image_bands_record(training_infos, cfg.BANDS)
-        for tile_id, info in scored_infos.items():
-            note = check_band_names(info, cfg.BANDS, bands_record, "the training images")
-            if note:
-                report.note(f"tile {tile_id}: {note.removeprefix('note: ')}")
     except EosegError as err:
         report.problem(str(err))
+        bands_record = None
+    for tile_id, info in scored_infos.items():
+        try:
+            note = check_band_names(info, cfg.BANDS, bands_record, "the training images")
+        except EosegError as err:
+            report.problem(str(err))
+        else:
+            if note:
+                report.note(f"tile {tile_id}: {note.removeprefix('note: ')}")
     judged = cfg
     if norm_to_write and report.statistics.count:  # judged as it will be written
         means, stds = report.statistics.normalization(0, len(cfg.BANDS))
