@@ -7,12 +7,13 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
+from rasterio.windows import Window
 
 from eoseg.errors import EosegError
 from eoseg.io import (ColourTable, RasterInfo, RasterWriter, atomic_write_text, check_colour_alpha, colour_unlabelled,
                       expand_colour_table, file_record, open_raster, raster_info, unchanged_since)
 from eoseg.labels import LabelValues, RasterLabels, row_windows
-from eoseg.palette import Palette
+from eoseg.palette import Palette, all_grey
 
 
 # beside the label maps convert_gt.py --from-color made for the configured tiles: each one's colour source as it was
@@ -63,16 +64,21 @@ def color_file_to_labels(source: Path, target: Path, palette: Palette, unknown_t
                 set().union(*(np.unique(src.read(1, window=window)).tolist() for window in windows)), table, palette):
             raise EosegError(f"{source}: already a numeric label map (its colour table gives each value PALETTE's "
                              "colour of that class id); point LABEL_PATTERN at it")
+
+        def colours(window: Window) -> tuple[np.ndarray, np.ndarray | None]:
+            """(h, W, 3) RGB of ``window``, and its pixels left unlabelled (transparent)."""
+            if table is not None:  # an indexed image: its colours, not its indices, are the classes
+                values = src.read(1, window=window)
+                return np.moveaxis(expand_colour_table(values, table, str(source)), 0, -1), table.transparent_pixels(values)
+            return np.moveaxis(src.read([1, 2, 3], window=window), 0, -1), colour_unlabelled(src, window)
+
+        grey_image = all(all_grey(*colours(window)) for window in windows)  # stops at the first window of colours
         unknown: dict[int, int] = {}  # colours no class has, over the whole image: refused once all is read
         tif = target.suffix.lower() in (".tif", ".tiff")
         with label_map_writer(target, info, palette, class_names, colour_table=tif) as writer:
             for window in windows:
-                if table is not None:  # an indexed image: its colours, not its indices, are the classes
-                    values = src.read(1, window=window)
-                    rgb, empty = expand_colour_table(values, table, str(source)), table.transparent_pixels(values)
-                else:
-                    rgb, empty = src.read([1, 2, 3], window=window), colour_unlabelled(src, window)
-                labels, found = palette.read_colours(np.moveaxis(rgb, 0, -1), str(source), empty)
+                rgb, empty = colours(window)
+                labels, found = palette.read_colours(rgb, str(source), empty, grey_image)
                 for colour, pixels in found.items():
                     unknown[colour] = unknown.get(colour, 0) + pixels
                 writer.write(labels, row=window.row_off)

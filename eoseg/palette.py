@@ -81,11 +81,12 @@ class Palette:
             self.refuse_unknown(unknown, source)
         return labels
 
-    def read_colours(self, rgb: np.ndarray, source: str = "image",
-                     empty: np.ndarray | None = None) -> tuple[np.ndarray, dict[int, int]]:
+    def read_colours(self, rgb: np.ndarray, source: str = "image", empty: np.ndarray | None = None,
+                     grey_image: bool = True) -> tuple[np.ndarray, dict[int, int]]:
         """:meth:`to_labels` of a part of an image read by windows: its class ids, colours no class has read as the
         ignore label, and those colours (packed) with their pixel counts, for :meth:`refuse_unknown` once the whole
-        image is read."""
+        image is read. ``grey_image``: whether every pixel of the whole image may be grey (:func:`all_grey`), without
+        which class ids in three grey bands are not looked for (a grey window of a colour image holds none)."""
         if rgb.ndim != 3 or rgb.shape[-1] != 3:
             raise EosegError(
                 f"{source}: expected a 3-band colour ground truth, got shape {rgb.shape}; "
@@ -102,7 +103,7 @@ class Palette:
         if empty is not None:
             labels[empty] = self.ignore_label
             unknown &= ~empty
-        if unknown.any():  # before the tolerance, which would read class ids 1, 2, ... as black
+        if unknown.any() and grey_image:  # before the tolerance, which would read class ids 1, 2, ... as black
             self._refuse_class_ids_in_three_bands(rgb, packed[unknown], empty, source)
         if unknown.any() and self.tolerance:
             colours, inverse = np.unique(packed[unknown], return_inverse=True)
@@ -140,8 +141,7 @@ class Palette:
         levels = colours & 255
         if not ((colours == levels * 0x010101).all() and 1 <= levels.min() and levels.max() <= self.num_classes):
             return
-        grey = (rgb[..., 0] == rgb[..., 1]) & (rgb[..., 1] == rgb[..., 2])
-        if not (grey if empty is None else grey | empty).all():
+        if not all_grey(rgb, empty):
             return
         present = np.unique(rgb[..., 0] if empty is None else rgb[..., 0][~empty])
         raise EosegError(f"{source}: every pixel is grey, of levels {', '.join(map(str, present.tolist()))}: class ids "
@@ -167,6 +167,12 @@ class Palette:
         ignore = self.ignore_color or (0, 0, 0)
         cmap[self.ignore_label] = (*ignore, 255)
         return cmap
+
+
+def all_grey(rgb: np.ndarray, empty: np.ndarray | None = None) -> bool:
+    """Whether every pixel of an (H, W, 3) image but ``empty`` ones is grey (R = G = B)."""
+    grey = (rgb[..., 0] == rgb[..., 1]) & (rgb[..., 1] == rgb[..., 2])
+    return bool((grey if empty is None else grey | empty).all())
 
 
 def _rgb(colour, name: str) -> tuple[int, int, int]:

@@ -242,3 +242,23 @@ def test_conversions_go_by_rows_and_judge_the_whole_raster(tiny_cfg, tmp_path):
     with pytest.raises(EosegError, match=r"odd.tif: 8 pixels have colours outside the palette \(\(7, 7, 7\) x 8 px\)"):
         color_file_to_labels(odd, tmp_path / "odd_labels.tif", palette)
     assert not (tmp_path / "odd_labels.tif").exists()
+
+
+def test_a_grey_stretch_of_a_colour_image_is_not_taken_for_class_ids(tiny_cfg, tmp_path):
+    """A reviewer's case: rows of white road below the first read of rows, with one stray (2, 2, 2) pixel among them;
+    the image holds colours above, so it is colour ground truth, not class ids in three bands, read by rows or not."""
+    palette = tiny_cfg.palette  # class 0, impervious surfaces, is white
+    ids = np.zeros((SCAN_ROWS + 6, 40), dtype=np.uint8)
+    ids[:SCAN_ROWS] = 1  # building, blue
+    rgb = np.moveaxis(palette.to_color(ids), -1, 0)
+    rgb[:, SCAN_ROWS + 3, 7] = 2
+    labels = color_file_to_labels(write_raster(tmp_path / "gt.tif", rgb), tmp_path / "labels.tif", palette,
+                                  unknown_to_ignore=True)
+    expected = ids.copy()
+    expected[SCAN_ROWS + 3, 7] = palette.ignore_label
+    np.testing.assert_array_equal(read_label(labels), expected)
+    grey = np.full((3, SCAN_ROWS + 6, 40), 255, np.uint8)  # every pixel grey, levels 2 among them: class ids
+    grey[:, 5, 5] = 2
+    with pytest.raises(EosegError, match="every pixel is grey"):
+        color_file_to_labels(write_raster(tmp_path / "grey.tif", grey), tmp_path / "grey_labels.tif", palette,
+                             unknown_to_ignore=True)
