@@ -66,7 +66,7 @@ class Palette:
         return {value: owners.get(table[value]) if 0 <= value < len(table) else None for value in values}
 
     def to_labels(self, rgb: np.ndarray, unknown_to_ignore: bool = False, source: str = "image",
-                  empty: np.ndarray | None = None) -> np.ndarray:
+                  empty: np.ndarray | None = None, grey_image: bool = True) -> np.ndarray:
         """Convert an (H, W, 3) colour image into (H, W) uint8 class ids.
 
         A colour within ``tolerance`` levels (in each of R, G, B) of a class colour or the
@@ -74,9 +74,9 @@ class Palette:
         colour and its pixel count, unless ``unknown_to_ignore`` maps such pixels to the
         ignore label. Pixels ``empty`` marks (transparent, beyond the image) are the ignore
         label, whatever colour they hold. Class ids saved in three grey bands are refused, with or without
-        a tolerance.
+        a tolerance (of a part of an image: where ``grey_image`` says the whole may be grey, see :meth:`read_colours`).
         """
-        labels, unknown = self.read_colours(rgb, source, empty)
+        labels, unknown = self.read_colours(rgb, source, empty, grey_image)
         if unknown and not unknown_to_ignore:
             self.refuse_unknown(unknown, source)
         return labels

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import copy
 from dataclasses import dataclass, replace
+from functools import cached_property
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -20,7 +21,7 @@ from eoseg.io import (RasterInfo, apply_scaling, check_colour_alpha, colour_unla
                       read_as_note, spread_windows, valid_mask)
 from eoseg.labels import RasterLabels, VectorLabels, is_vector, label_source, row_windows
 from eoseg.normalization import BandStatistics, Normalization
-from eoseg.palette import Palette
+from eoseg.palette import Palette, all_grey
 
 
 def existing_path(cfg: Config, pattern_name: str, tile_id: str, what: str, hint: str = "") -> Path:
@@ -558,6 +559,12 @@ class TruthSource:
     def _read_rows(self, palette: Palette, first: int, end: int) -> np.ndarray:
         if self.labels is not None:
             return self.labels.read(Window(0, first, self.labels.image.width, end - first))
+        rgb, empty = self._colours(first, end)
+        return palette.to_labels(rgb, self.unknown_to_ignore, source=str(self.path), empty=empty,
+                                 grey_image=self.grey_image)
+
+    def _colours(self, first: int, end: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """(rows, W, 3) RGB of a colour ground truth's rows first..end-1, and its pixels left unlabelled."""
         info = raster_info(self.path, "ground truth")
         image = self.image or info  # made without its image: read on its own grid
         window = Window(0, first, image.width, end - first)
@@ -566,7 +573,14 @@ class TruthSource:
             # pixels the ground truth does not reach, or that its alpha band or mask leaves empty: unlabelled
             empty = src.read_masks(1, window=window) == 0 if needs_warp(image, info, "ground truth") \
                 else colour_unlabelled(src, window)
-        return palette.to_labels(np.moveaxis(rgb, 0, -1), self.unknown_to_ignore, source=str(self.path), empty=empty)
+        return np.moveaxis(rgb, 0, -1), empty
+
+    @cached_property
+    def grey_image(self) -> bool:
+        """Whether every pixel of this colour ground truth is grey: only then may grey levels no class has be class ids
+        in three bands (not a grey stretch of a colour image). Read by rows, up to the first that holds a colour."""
+        grid = self.image or raster_info(self.path, "ground truth")
+        return all(all_grey(*self._colours(w.row_off, w.row_off + w.height)) for w in row_windows(grid.height, grid.width))
 
 
 def eval_truth(cfg: Config, tile_id: str, like: RasterInfo) -> TruthSource | None:

@@ -257,6 +257,9 @@ def test_a_grey_stretch_of_a_colour_image_is_not_taken_for_class_ids(tiny_cfg, t
     expected = ids.copy()
     expected[SCAN_ROWS + 3, 7] = palette.ignore_label
     np.testing.assert_array_equal(read_label(labels), expected)
+    truth = TruthSource(tmp_path / "gt.tif", colour=True, description="colour ground truth", unknown_to_ignore=True)
+    truth.check(palette)  # scored by rows as well
+    np.testing.assert_array_equal(truth.read_rows(palette, SCAN_ROWS, SCAN_ROWS + 6), expected[SCAN_ROWS:])
     grey = np.full((3, SCAN_ROWS + 6, 40), 255, np.uint8)  # every pixel grey, levels 2 among them: class ids
     grey[:, 5, 5] = 2
     with pytest.raises(EosegError, match="every pixel is grey"):
