@@ -104,8 +104,8 @@ def brief_crs(crs: CRS) -> str:
     if code is not None:
         return code
     wkt = crs.to_wkt()
-    named = re.match(r'\w+\["([^"]*)"', wkt)  # PROJCS["name", GEOGCS["name", LOCAL_CS["name", ...
-    name = named.group(1) if named else wkt
+    named = re.match(r'\w+\["((?:[^"]|"")*)"', wkt)  # PROJCS["name", GEOGCS["name", ...; WKT doubles a quote in a name
+    name = named.group(1).replace('""', '"') if named else wkt
     projection = crs.to_dict().get("proj")
     if name == "unknown" and projection:
         name = f"unknown ({projection})"

@@ -6,6 +6,7 @@ import numpy as np
 import pyogrio
 import pytest
 import rasterio
+from rasterio.crs import CRS
 import rasterio.features
 import shapely
 from pyogrio.raw import read as read_vector
@@ -13,7 +14,7 @@ from rasterio.transform import Affine, from_origin
 
 import polygonize as polygonize_script
 from eoseg.errors import EosegError
-from eoseg.gis import polygonize_labels, to_cog
+from eoseg.gis import brief_crs, polygonize_labels, to_cog
 from eoseg.io import RasterInfo, RasterWriter
 
 from .conftest import SHARED, run_script
@@ -271,3 +272,12 @@ def test_geojson_polygons_of_a_crs_without_an_equal_code_are_refused(tmp_path, c
     assert_one_line_error(run_script("polygonize.py", str(source), "--out", str(tmp_path / "c.geojson")),
                           "has no authority code", ".gpkg")
     assert polygonize_labels(source, tmp_path / "classes.gpkg", CLASSES, [IGNORE]).features > 10
+
+
+def test_a_crs_is_named_briefly_by_its_code_or_its_name():
+    assert brief_crs(CRS.from_epsg(32632)) == "EPSG:32632"
+    custom = CRS.from_proj4("+proj=tmerc +lon_0=7 +ellps=WGS84").to_wkt()
+    assert brief_crs(CRS.from_wkt(custom)) == "unknown (tmerc)"
+    # WKT doubles a quote inside a name
+    assert brief_crs(CRS.from_wkt(custom.replace('"unknown"', '"Site ""North"" grid"', 1))) == 'Site "North" grid'
+    assert brief_crs(CRS.from_wkt(custom.replace('"unknown"', f'"{"x" * 40}"', 1))) == "x" * 27 + "..."
