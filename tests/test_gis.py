@@ -6,10 +6,10 @@ import numpy as np
 import pyogrio
 import pytest
 import rasterio
-from rasterio.crs import CRS
 import rasterio.features
 import shapely
 from pyogrio.raw import read as read_vector
+from rasterio.crs import CRS
 from rasterio.transform import Affine, from_origin
 
 import polygonize as polygonize_script
