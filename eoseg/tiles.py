@@ -149,18 +149,23 @@ def image_bands_record(infos: Sequence[RasterInfo], bands: Sequence[int]) -> dic
     scalings: list[list] = []
     first_named = None  # the first training image that names all its bands
     for info in infos:
+        named = named_bands(info, bands)
         if first_named is not None:
             check_band_names(info, bands, {"names": [named_bands(first_named, bands)]}, f"{first_named.path.name} before it",
                              among_training=True)
-        elif all(named_bands(info, bands)):
+        elif all(named):
             first_named = info
-        if named_bands(info, bands) not in names:
-            names.append(named_bands(info, bands))
-        scaling = info.stored_scaling(bands)
-        pair = [] if scaling is None else [scaling[0].ravel().tolist(), scaling[1].ravel().tolist()]
-        if pair not in scalings:
-            scalings.append(pair)
+        if named not in names:
+            names.append(named)
+        if scaling_pair(info, bands) not in scalings:
+            scalings.append(scaling_pair(info, bands))
     return {"names": names, "scalings": scalings}
+
+
+def scaling_pair(info: RasterInfo, bands: Sequence[int]) -> list:
+    """[scales, offsets] of ``bands`` of ``info`` as :func:`image_bands_record` records them; [] where none applies."""
+    scaling = info.stored_scaling(bands)
+    return [] if scaling is None else [scaling[0].ravel().tolist(), scaling[1].ravel().tolist()]
 
 
 def scaling_hint(info: RasterInfo, bands: Sequence[int], recorded: dict | None) -> str:
@@ -171,8 +176,7 @@ def scaling_hint(info: RasterInfo, bands: Sequence[int], recorded: dict | None) 
     scalings = (recorded or {}).get("scalings")
     if not scalings:
         return ""
-    scaling = info.stored_scaling(bands)
-    mine = [] if scaling is None else [scaling[0].ravel().tolist(), scaling[1].ravel().tolist()]
+    mine = scaling_pair(info, bands)
     if mine in scalings:
         return ""
     theirs = next((pair for pair in scalings if pair), [])
