@@ -22,6 +22,7 @@ SegNet, then does the same for a raster ``--taller`` times taller.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import json
 import os
@@ -158,8 +159,9 @@ def machine(device: str = "cpu") -> str:
 
 
 # ---------------------------------------------------------------- commands
-def write_sample_tif(path: Path, height: int, width: int, seed: int = 0) -> None:
-    """A synthetic IRRG GeoTIFF tiled from sample-generator scenes, written block by block."""
+def write_sample_tif(path: Path, height: int, width: int, seed: int = 0, labels_path: Path | None = None) -> None:
+    """A synthetic IRRG GeoTIFF tiled from sample-generator scenes, written block by block; with ``labels_path``,
+    their class ids too, on the same grid."""
     from rasterio.crs import CRS
     from rasterio.transform import from_origin
 
@@ -168,13 +170,19 @@ def write_sample_tif(path: Path, height: int, width: int, seed: int = 0) -> None
 
     tile = 512
     rng = np.random.default_rng(seed)
-    scenes = [generate_scene((tile, tile), np.random.default_rng([seed, i]))[0] for i in range(8)]
+    scenes = [generate_scene((tile, tile), np.random.default_rng([seed, i]))[:2] for i in range(8)]
     info = RasterInfo(path, width, height, 3, "uint8", CRS.from_epsg(32632), from_origin(496000, 5420000, 0.09, 0.09), None)
-    with RasterWriter(path, info, 3, "uint8") as writer:
+    with contextlib.ExitStack() as files:
+        image = files.enter_context(RasterWriter(path, info, 3, "uint8"))
+        labels = files.enter_context(RasterWriter(labels_path, info, 1, "uint8")) if labels_path else None
         for top in range(0, height, tile):
             rows = min(tile, height - top)
-            strip = np.concatenate([scenes[i] for i in rng.integers(0, 8, -(-width // tile))], axis=2)
-            writer.write(np.ascontiguousarray(strip[:, :rows, :width]), top)
+            chosen = rng.integers(0, 8, -(-width // tile))
+            strip = np.concatenate([scenes[i][0] for i in chosen], axis=2)
+            image.write(np.ascontiguousarray(strip[:, :rows, :width]), top)
+            if labels is not None:
+                strip = np.concatenate([scenes[i][1] for i in chosen], axis=1)
+                labels.write(np.ascontiguousarray(strip[None, :rows, :width]), top)
 
 
 def compare(args) -> None:

@@ -5,11 +5,14 @@ from __future__ import annotations
 import csv
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 import numpy as np
+import rasterio
 from rasterio.transform import Affine
+from rasterio.windows import Window
 from tqdm import tqdm
 
 from eoseg import augment
@@ -18,15 +21,16 @@ from eoseg.errors import EosegError
 from eoseg.geometry import sliding_windows
 from eoseg.grid import pixel_size_range
 from eoseg.holdout import TileSplit, report_overlapping_tiles, tile_split
-from eoseg.io import RasterInfo, atomic_directory, atomic_write_text
-from eoseg.labels import class_pixels
+from eoseg.io import GDAL_CACHE_MB, RasterInfo, atomic_directory, atomic_write_text
+from eoseg.labels import RasterLabels, VectorLabels, class_pixels
 from eoseg.metadata import data_signature, source_files_record
-from eoseg.normalization import TRAINING_MEAN_FILL, BandStatistics, check_scale
-from eoseg.tiles import (check_patch_fits, check_same_dtype, fits_patch, image_bands_record, tile_labels, tile_stack,
-                         training_filling, training_pixels)
+from eoseg.normalization import TRAINING_MEAN_FILL, BandStatistics, Normalization, check_scale
+from eoseg.tiles import (TileStack, check_patch_fits, check_same_dtype, fits_patch, image_bands_record, tile_labels,
+                         tile_stack, training_filling, training_pixels)
 
 MANIFEST = "manifest.json"  # written last: its presence marks a complete patch folder
 PATCH_LIST = "patches.csv"
+READ_BYTES = 256 * 2**20  # a tile is read by bands of rows of about this many bytes: memory bounded, whatever its size
 PATCH_FIELDS = ["split", "tile", "row", "col", "augmentation", "image", "label", "transform", "source_image"]
 
 
@@ -48,6 +52,80 @@ def patch_corners(info: RasterInfo, blocks: TileSplit | None, split: str, size: 
             yield top + row, left + col
 
 
+@dataclass(frozen=True)
+class RowRead:
+    """One read of a tile by bands of rows: rows top..top+rows-1, of which the first ``owned`` are this read's
+    own (those of all reads partition the tile), and the patches whose top row is one of them."""
+
+    top: int
+    rows: int
+    owned: int
+    corners: list[tuple[int, int]]
+
+
+def row_reads(corners: Iterable[tuple[int, int]], height: int, size: int, rows_at_once: int) -> Iterator[RowRead]:
+    """The reads of a tile of ``height`` rows by bands of rows, top to bottom, for its patches of ``size`` px at
+    ``corners`` (row, col), in their order: each read holds about ``rows_at_once`` rows, its own rows and the rest of
+    their patches, which reach at most ``size`` - 1 rows into the next read."""
+    step = max(rows_at_once - size, size)
+    by_read: dict[int, list[tuple[int, int]]] = {}
+    for row, col in corners:
+        by_read.setdefault(row // step, []).append((row, col))
+    for top in range(0, height, step):
+        owned = min(step, height - top)
+        inside = by_read.get(top // step, [])
+        yield RowRead(top, max([owned] + [row + size - top for row, _ in inside]), owned, inside)
+
+
+def write_tile_patches(cfg: Config, out: Path, writer: csv.DictWriter, split: str, tile_id: str, stack: TileStack,
+                       label_file: RasterLabels | VectorLabels, filling: Normalization,
+                       statistics: BandStatistics) -> tuple[int, np.ndarray, np.dtype]:
+    """Write the ``split`` patches of one tile into ``out`` and their rows into ``writer``, reading the tile by bands of
+    rows (:func:`row_reads`); a training tile's valid pixels counted into ``statistics``. Returns how many patches were
+    written, the pixels of each class that the training patches cover (zeros for test tiles), and the patches' dtype."""
+    size, info = cfg.PATCH_SIZE, stack.info
+    stride, variants = split_plan(cfg, split)
+    train = split == "train"
+    blocks = tile_split(cfg, tile_id, info.height, info.width)
+    for folder in ("images", "labels"):
+        (out / folder / split).mkdir(parents=True, exist_ok=True)
+    written, classes, dtype = 0, np.zeros(cfg.num_classes, dtype=np.int64), stack.dtype
+    corners = list(patch_corners(info, blocks, split, size, stride))
+    rows_at_once = READ_BYTES // (info.width * (2 * stack.count * stack.dtype.itemsize + 3))
+    earlier = None  # the last read's top row and coverage: its patches reach into this read's rows
+    with stack:
+        for read in row_reads(corners, info.height, size, rows_at_once):
+            if not train and not read.corners:
+                continue  # statistics and class counts are the training tiles' only
+            window = Window(0, read.top, info.width, read.rows)
+            trained_on = None if blocks is None or not train else blocks.mask(read.top, read.top + read.owned, held_out=False)
+            image, labels = training_pixels(cfg, stack, stack.read(window), label_file.read(window), filling,
+                                            statistics if train else None, trained_on, window, read.owned)
+            dtype = image.dtype
+            covered = np.zeros(labels.shape, dtype=bool)  # by the patches: what training sees of the tile
+            if earlier is not None and earlier[0] + len(earlier[1]) > read.top:
+                covered[:earlier[0] + len(earlier[1]) - read.top] = earlier[1][read.top - earlier[0]:]
+            for row, col in read.corners:
+                top = row - read.top
+                covered[top:top + size, col:col + size] = True
+                image_patch, label_patch = image[:, top:top + size, col:col + size], labels[top:top + size, col:col + size]
+                transform = info.transform @ Affine.translation(col, row)
+                for variant in variants:
+                    name = f"{split}/{tile_id}_{row}_{col}_{variant}.npy"
+                    np.save(out / "images" / name, augment.apply(variant, image_patch))
+                    np.save(out / "labels" / name, augment.apply(variant, label_patch))
+                    writer.writerow({
+                        "split": split, "tile": tile_id, "row": row, "col": col,
+                        "augmentation": variant, "image": f"images/{name}", "label": f"labels/{name}",
+                        "transform": json.dumps(list(transform)[:6]), "source_image": str(info.path),
+                    })
+                    written += 1
+            earlier = (read.top, covered)
+            if train:  # not held-out blocks, nor the gaps a stride beyond PATCH_SIZE leaves; each row counted once
+                classes += class_pixels(labels[:read.owned][covered[:read.owned]], cfg.num_classes)
+    return written, classes, dtype
+
+
 def extract_patches(cfg: Config, out_dir: str | Path, force: bool = False, progress: bool = True) -> dict:
     """Write image/label patches of the train and test tiles into ``out_dir``; return the manifest."""
     size = cfg.PATCH_SIZE
@@ -61,12 +139,11 @@ def extract_patches(cfg: Config, out_dir: str | Path, force: bool = False, progr
         raise EosegError("TRAIN_IDS is empty: there are no tiles to extract training patches from")
     report_overlapping_tiles(cfg)
     filling = training_filling(cfg)
-    with atomic_directory(out_dir, force=force) as tmp:
+    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), atomic_directory(out_dir, force=force) as tmp:
         with open(tmp / PATCH_LIST, "w", newline="") as handle:
             writer = csv.DictWriter(handle, PATCH_FIELDS)
             writer.writeheader()
             for split in ("train", "test"):
-                stride, variants = split_plan(cfg, split)
                 counts[split] = 0
                 tiles = cfg.tile_ids(split)
                 for tile_id in tqdm(tiles, desc=f"extract {split}", unit="tile", disable=not progress):
@@ -76,37 +153,16 @@ def extract_patches(cfg: Config, out_dir: str | Path, force: bool = False, progr
                         too_small.append(tile_id)  # no patch of it fits; inference labels it whole all the same
                         continue
                     check_patch_fits(info, size)
-                    image = stack.read()
                     if split == "train":
                         train_infos.append(info)
                     label_file = tile_labels(cfg, tile_id, info)
-                    labels = label_file.read()
+                    label_file.check()  # its values over the whole tile, before it is read by rows
                     source_files += [source.info.path for source in stack.sources] + [label_file.path]
-                    read_as, stack_dtype = check_same_dtype(stack, read_as), image.dtype
-                    blocks = tile_split(cfg, tile_id, info.height, info.width)
-                    trained_on = None if blocks is None or split != "train" else blocks.mask(0, info.height, held_out=False)
-                    image, labels = training_pixels(cfg, stack, image, labels, filling, statistics if split == "train" else None,
-                                                    trained_on)
-                    for folder in ("images", "labels"):
-                        (tmp / folder / split).mkdir(parents=True, exist_ok=True)
-                    covered = np.zeros(labels.shape, dtype=bool)  # by the patches: what training sees of the tile
-                    for row, col in patch_corners(info, blocks, split, size, stride):
-                        covered[row:row + size, col:col + size] = True
-                        image_patch = image[:, row:row + size, col:col + size]
-                        label_patch = labels[row:row + size, col:col + size]
-                        transform = info.transform @ Affine.translation(col, row)
-                        for variant in variants:
-                            name = f"{split}/{tile_id}_{row}_{col}_{variant}.npy"
-                            np.save(tmp / "images" / name, augment.apply(variant, image_patch))
-                            np.save(tmp / "labels" / name, augment.apply(variant, label_patch))
-                            writer.writerow({
-                                "split": split, "tile": tile_id, "row": row, "col": col,
-                                "augmentation": variant, "image": f"images/{name}", "label": f"labels/{name}",
-                                "transform": json.dumps(list(transform)[:6]), "source_image": str(info.path),
-                            })
-                            counts[split] += 1
-                    if split == "train":  # not held-out blocks, nor the gaps a stride beyond PATCH_SIZE leaves
-                        trained_classes += class_pixels(labels[covered], cfg.num_classes)
+                    read_as = check_same_dtype(stack, read_as)
+                    tile_counts, tile_classes, stack_dtype = write_tile_patches(cfg, tmp, writer, split, tile_id, stack,
+                                                                               label_file, filling, statistics)
+                    counts[split] += tile_counts
+                    trained_classes += tile_classes
                 if split == "train":  # before the test tiles: patches of a badly scaled normalisation are refused
                     check_scale(statistics, cfg)
         cfg.save(tmp)

@@ -34,9 +34,9 @@ from eoseg.convert import label_map_writer
 from eoseg.device import Processes, distributed_rank, process_device
 from eoseg.errors import DamagedInputError, EosegError
 from eoseg.holdout import check_scored_tiles
-from eoseg.io import (RasterInfo, RasterWriter, alpha_band_problem, atomic_write_text, check_writable, exclusive,
-                      file_sha256, open_raster, output_suffix, raster_info, read_as_note)
-from eoseg.labelling import GDAL_CACHE_MB, label_rows, labelling_stack, make_predictor
+from eoseg.io import (GDAL_CACHE_MB, RasterInfo, RasterWriter, alpha_band_problem, atomic_write_text, check_writable,
+                      exclusive, file_sha256, open_raster, output_suffix, raster_info, read_as_note)
+from eoseg.labelling import label_rows, labelling_stack, make_predictor
 from eoseg.labels import SCAN_ROWS, is_vector
 from eoseg.metrics import NOT_TRAINED, UNSCORED, format_table, metrics_from_confusion, percent
 from eoseg.normalization import check_value_scale, value_scale, values_of_type

@@ -38,6 +38,9 @@ warnings.filterwarnings("ignore", category=NotGeoreferencedWarning)
 # ---------------------------------------------------------------- failed writes
 _FULL_DISK_ERRNOS = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
 LOW_SPACE = 1 << 20  # bytes: a disk with less free counts as full
+# GDAL's block cache defaults to 5% of RAM and fills up with every block of a large raster read or written (1.2 GB on
+# 24 GB); reading or writing by rows needs a row of blocks per raster
+GDAL_CACHE_MB = 256
 
 
 def causes(error: BaseException) -> Iterator[BaseException]:

@@ -27,16 +27,11 @@ from tqdm import tqdm
 from eoseg.config import Config
 from eoseg.errors import EosegError
 from eoseg.grid import coarser_than_training, labelling_grid, pixel_size_m
-from eoseg.io import RasterInfo
+from eoseg.io import GDAL_CACHE_MB, RasterInfo
 from eoseg.metrics import confusion_matrix
 from eoseg.normalization import Normalization
 from eoseg.predict import Predictor, best_class
 from eoseg.tiles import TileStack, TruthSource
-
-# GDAL's block cache defaults to 5% of RAM and fills up with every block of a large
-# raster read or written; one row of tiles per output is all streaming needs
-GDAL_CACHE_MB = 256
-
 
 def make_predictor(cfg: Config, model, normalization: Normalization, device: torch.device) -> Predictor:
     """The predictor the config describes, around ``model`` (on INFER_ENGINE), its ``normalization`` for

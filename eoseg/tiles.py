@@ -517,19 +517,21 @@ def training_filling(cfg: Config) -> Normalization:
 
 
 def training_pixels(cfg: Config, stack: TileStack, image: np.ndarray, labels: np.ndarray, filling: Normalization,
-                    statistics: BandStatistics | None = None,
-                    trained_on: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """A tile's stacked input (``stack.read()``) and labels made safe to train on; its valid
-    pixels (those of them ``trained_on`` holds, where given) counted into ``statistics`` where given.
+                    statistics: BandStatistics | None = None, trained_on: np.ndarray | None = None,
+                    window: Window | None = None, counted_rows: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """A tile's stacked input (``stack.read(window)``) and labels made safe to train on; its valid
+    pixels (those of them ``trained_on`` holds, where given) counted into ``statistics`` where given:
+    of its first ``counted_rows`` rows only, where given (the rows a window read by rows is the first to hold).
 
     Where any source has no data (see :meth:`TileStack.valid_mask`) the label becomes
     IGNORE_LABEL, so that no loss is computed there, and every band takes ``filling``'s fill
     (:func:`training_filling`, :meth:`Normalization.fill_invalid`): a NaN or a nodata value of -9999
     would spread through the activations and batch norm's statistics.
     """
-    valid = stack.valid_mask(image)
+    valid = stack.valid_mask(image, window)
     if statistics is not None:
-        statistics.add(image, valid if trained_on is None else valid & trained_on)
+        counted = valid[:counted_rows]
+        statistics.add(image[:, :counted_rows], counted if trained_on is None else counted & trained_on)
     labels = np.where(valid, labels, np.uint8(cfg.IGNORE_LABEL))
     return filling.fill_invalid(image, valid), labels
 

@@ -12,7 +12,8 @@ import rasterio
 
 from eoseg import augment
 from eoseg.errors import EosegError
-from eoseg.extract import extract_patches, patch_corners, read_manifest, split_plan
+from eoseg import extract
+from eoseg.extract import extract_patches, patch_corners, read_manifest, row_reads, split_plan
 from eoseg.geometry import count_windows
 from eoseg.holdout import TileSplit
 from eoseg.io import read_label, read_raster
@@ -36,6 +37,49 @@ def test_patch_corners_of_a_split_tile_keep_to_its_pieces(tiny_cfg):
         mask = blocks.mask(0, TINY_TILE_SIZE, held_out=held_out)
         corners = list(patch_corners(info, blocks, split, 32, 32))
         assert corners and all(mask[row:row + 32, col:col + 32].all() for row, col in corners), split
+
+
+@pytest.mark.parametrize("height, size, stride, rows_at_once", [(160, 32, 16, 0), (160, 32, 48, 70), (1000, 64, 32, 300),
+                                                               (100, 100, 50, 10**6)])
+def test_row_reads_hold_every_patch_once_and_own_every_row_once(height, size, stride, rows_at_once):
+    corners = [(row, col) for row in range(0, height - size + 1, stride) for col in (0, 7)]
+    reads = list(row_reads(corners, height, size, rows_at_once))
+    assert [corner for read in reads for corner in read.corners] == corners  # each once, in their order
+    assert [read.top for read in reads] == list(np.cumsum([0] + [read.owned for read in reads[:-1]]))
+    assert sum(read.owned for read in reads) == height
+    for read in reads:
+        assert read.owned <= read.rows and read.top + read.rows <= height
+        assert all(read.top <= row < read.top + read.owned and row + size <= read.top + read.rows for row, _ in read.corners)
+        assert read.rows <= max(rows_at_once, 2 * size) or len(reads) == 1
+
+
+def test_a_tile_read_by_bands_of_rows_gives_the_patches_and_manifest_of_one_read(tiny_cfg, tmp_path, monkeypatch):
+    """A tile of any size is cut within READ_BYTES: reads of a few rows give the same patches, class counts and
+    statistics as one read of the whole tile, overlapping patches, held-out blocks and nodata included."""
+    import shutil
+    data = tmp_path / "data"
+    shutil.copytree(tiny_cfg.DATA_ROOT, data)
+    cfg = tiny_cfg.replace(DATA_ROOT=str(data), NODATA_ZERO=True, PATCH_SIZE=32, TRAIN_STRIDE=24, FLIPS=False,
+                           TEST_IDS=["1", "4"], HOLDOUT_BLOCK=64, HOLDOUT_EVERY=2)
+    with rasterio.open(cfg.tile_path("IMAGE_PATTERN", "2"), "r+") as dst:
+        pixels = dst.read()
+        pixels[:, 30:90, 40:70] = 0  # nodata across several reads
+        dst.write(pixels)
+    results = []
+    for read_bytes, name in ((1 << 40, "whole"), (1, "by_rows")):
+        monkeypatch.setattr(extract, "READ_BYTES", read_bytes)
+        manifest = extract_patches(cfg, tmp_path / name, progress=False)
+        rows = {(r["split"], r["tile"], r["row"], r["col"]): r for r in read_manifest(tmp_path / name)[1]}
+        results.append((manifest, rows, tmp_path / name))
+    (whole, whole_rows, whole_dir), (by_rows, by_rows_rows, by_rows_dir) = results
+    assert whole_rows.keys() == by_rows_rows.keys() and len(whole_rows) > 50
+    for key, row in whole_rows.items():
+        for field in ("image", "label"):
+            assert np.array_equal(np.load(whole_dir / row[field]), np.load(by_rows_dir / by_rows_rows[key][field])), key
+    statistics = whole.pop("input_statistics"), by_rows.pop("input_statistics")
+    assert whole == by_rows  # class pixels and counts among them
+    for key in ("mean", "std"):  # recorded at 6 digits: sums in another order may round the other way
+        assert statistics[1][key] == pytest.approx(statistics[0][key], rel=1e-5), key
 
 
 # ---------------------------------------------------------------- extracting the sample
