@@ -7,7 +7,9 @@ Each connected region of a class becomes a polygon with attributes class_id and
 class_name, in the raster's CRS. The class names are those the label map records (as
 inference.py writes them), else CLASS_NAMES of the config; a config given with --config,
 CLASS_NAMES= or DATASET= whose CLASS_NAMES differ from the recorded ones is refused.
-Pixels labelled IGNORE_LABEL (or the raster's nodata) get no polygon. --min-area drops
+A label map that records no class names and whose colour table does not say it holds class
+ids (ground truth of raw codes, a 0/255 mask) is read through LABEL_VALUES, as every step
+reads label rasters. Pixels labelled IGNORE_LABEL (or the raster's nodata) get no polygon. --min-area drops
 regions smaller than that many square CRS units (square metres in a UTM CRS) and fills
 holes as small, so a small island merges into the region around it; --simplify then
 simplifies all boundaries by that tolerance in CRS units, keeping neighbouring polygons
@@ -26,8 +28,11 @@ import sys
 from pathlib import Path
 
 from eoseg.cli import make_parser, parse, run
+from eoseg.convert import label_map_reader
 from eoseg.errors import EosegError
 from eoseg.gis import VECTOR_DRIVERS, polygonize_labels, recorded_class_names
+from eoseg.io import raster_info
+from eoseg.labels import LabelValues
 
 # overrides that choose the class names (a DATASET brings its preset's)
 CLASS_NAME_OVERRIDES = ("CLASS_NAMES=", "DATASET=")
@@ -54,8 +59,13 @@ def main(argv=None):
                          f"{list(cfg.CLASS_NAMES)}; set CLASS_NAMES to the label map's, or leave out --config, CLASS_NAMES= and "
                          "DATASET= to take the label map's")
     class_names = recorded if recorded is not None else cfg.CLASS_NAMES
-    summary = polygonize_labels(args.labels, out, class_names, [cfg.IGNORE_LABEL], args.simplify, args.min_area,
-                                args.pixel_coordinates, block_rows=cfg.INFER_BLOCK_ROWS)  # bounded memory, like labelling
+    if recorded is None:  # not a label map eoseg wrote: read through LABEL_VALUES, as every step reads label rasters
+        values = label_map_reader(raster_info(args.labels, "label map"), cfg.palette, LabelValues.from_config(cfg)).values
+        ignore = []  # the values' IGNORE_LABEL is left out
+    else:
+        values, ignore = None, [cfg.IGNORE_LABEL]
+    summary = polygonize_labels(args.labels, out, class_names, ignore, args.simplify, args.min_area, args.pixel_coordinates,
+                                block_rows=cfg.INFER_BLOCK_ROWS, values=values)  # bounded memory, like labelling
     cfg.replace(POLYGON_SIMPLIFY=args.simplify, POLYGON_MIN_AREA=args.min_area).save_beside(out)
     dropped = f", {summary.dropped} regions under the minimum area dropped" if summary.dropped else ""
     where = f"CRS {summary.crs}" if summary.crs else "no CRS: coordinates are pixel columns and rows, not places on a map"

@@ -106,6 +106,18 @@ def holds_class_ids(present: Iterable[int], table: ColourTable, palette: Palette
     return bool(classes) and all(coloured[value] == value for value in classes)
 
 
+def label_map_reader(info: RasterInfo, palette: Palette, values: LabelValues) -> RasterLabels:
+    """A one-band label raster read as class ids, its values checked over the whole raster: as it is where its colour
+    table says it holds class ids (:func:`holds_class_ids`: a label map eoseg wrote), else through LABEL_VALUES
+    (``values``), as every step reads label rasters."""
+    labels = RasterLabels(info, info, values, "label map", palette)
+    raw = labels.counts()
+    if info.colour_table is not None and holds_class_ids(raw, info.colour_table, palette):
+        labels = RasterLabels(info, info, LabelValues([], palette.num_classes, palette.ignore_label), "label map", palette)
+    labels.check_values(raw)
+    return labels
+
+
 def labels_file_to_color(source: Path, target: Path, palette: Palette, values: LabelValues) -> Path:
     """Single-band label map -> colour image in the palette, its unlabelled pixels masked (a GeoTIFF's mask, a
     PNG's alpha band), by rows.
@@ -115,11 +127,7 @@ def labels_file_to_color(source: Path, target: Path, palette: Palette, values: L
     info = raster_info(source, "label map")
     if info.count != 1:
         raise EosegError(f"{source}: has {info.count} bands, a numeric label map has 1; is it already colour-coded?")
-    labels = RasterLabels(info, info, values, "label map", palette)
-    raw = labels.counts()
-    if info.colour_table is not None and holds_class_ids(raw, info.colour_table, palette):
-        labels = RasterLabels(info, info, LabelValues([], palette.num_classes, palette.ignore_label), "label map", palette)
-    labels.check_values(raw)
+    labels = label_map_reader(info, palette, values)
     with RasterWriter(target, info, 3, "uint8", masked=True, colour=True) as writer:
         for window in row_windows(info.height, info.width):
             ids = labels.read(window)

@@ -31,6 +31,7 @@ from shapely.geometry import Polygon, shape
 
 from eoseg.errors import EosegError
 from eoseg.io import atomic_path, open_raster
+from eoseg.labels import LabelValues
 
 SHAPES_DTYPES = ("uint8", "uint16", "int16", "int32")  # integer types rasterio.features.shapes accepts
 VECTOR_DRIVERS = {".gpkg": "GPKG", ".geojson": "GeoJSON", ".json": "GeoJSON"}
@@ -149,13 +150,15 @@ def _check_class_ids(labels: np.ndarray, valid: np.ndarray, class_names: Sequenc
     if present.size and (present[0] < 0 or present[-1] >= len(class_names)):
         bad = present[(present < 0) | (present >= len(class_names))]
         raise EosegError(f"the label map holds class ids {bad.tolist()[:5]} but there are {len(class_names)} classes "
-                         f"(0..{len(class_names) - 1}); check CLASS_NAMES and IGNORE_LABEL")
+                         f"(0..{len(class_names) - 1}); check CLASS_NAMES and IGNORE_LABEL, or, if it holds raw codes, map "
+                         "them to classes with LABEL_VALUES")
 
 
 def block_polygons(src: rasterio.DatasetReader, class_names: Sequence[str], ignore: Sequence[int],
-                   block_rows: int) -> tuple[list[Polygon], list[int]]:
-    """Polygons (in pixel coordinates) of the connected regions of each class of ``src``'s band 1,
-    read ``block_rows`` rows at a time: memory follows the block and the polygons, not the raster.
+                   block_rows: int, values: LabelValues | None = None) -> tuple[list[Polygon], list[int]]:
+    """Polygons (in pixel coordinates) of the connected regions of each class of ``src``'s band 1 (its raw values
+    mapped to class ids through ``values`` where given, IGNORE_LABEL then left out too), read ``block_rows`` rows at a
+    time: memory follows the block and the polygons, not the raster.
 
     A region cut by the seam between two blocks comes out of each block as a part touching the
     seam; the parts of a class touching seams are merged (their shared edges dissolve), which
@@ -167,6 +170,9 @@ def block_polygons(src: rasterio.DatasetReader, class_names: Sequence[str], igno
         rows = min(block_rows, src.height - top)
         labels = src.read(1, window=Window(0, top, src.width, rows))
         valid = ~np.isin(labels, list(ignore))
+        if values is not None:
+            labels = values.apply(labels)
+            valid &= labels != values.ignore_label
         _check_class_ids(labels, valid, class_names)
         below = top + rows
         for geometry, value in rasterio.features.shapes(labels, mask=valid, transform=Affine.translation(0, top),
@@ -204,8 +210,9 @@ def finish_polygons(polygons: list[Polygon], transform, simplify: float = 0.0,
 
 def polygonize_labels(label_path: str | Path, out: str | Path, class_names: Sequence[str], ignore: Sequence[int] = (),
                       simplify: float = 0.0, min_area: float = 0.0, pixel_coordinates: bool = False,
-                      block_rows: int = 1024) -> PolygonSummary:
-    """Write the class polygons of the label raster ``label_path`` to ``out`` (.gpkg or .geojson), atomically.
+                      block_rows: int = 1024, values: LabelValues | None = None) -> PolygonSummary:
+    """Write the class polygons of the label raster ``label_path`` to ``out`` (.gpkg or .geojson), atomically:
+    of its values as class ids, or, with ``values``, of the class ids LABEL_VALUES maps its raw values to.
 
     The raster is read ``block_rows`` rows at a time (see :func:`block_polygons`).
 
@@ -236,7 +243,7 @@ def polygonize_labels(label_path: str | Path, out: str | Path, class_names: Sequ
             raise EosegError(f"{label_path} is not georeferenced (no CRS): its polygons would be in {where}; "
                              "label a georeferenced image, or pass --pixel-coordinates to write them anyway")
         ignored = [*ignore, *([int(src.nodata)] if src.nodata is not None else [])]
-        pixel_polygons, all_classes = block_polygons(src, class_names, ignored, block_rows)
+        pixel_polygons, all_classes = block_polygons(src, class_names, ignored, block_rows, values)
     polygons, kept = finish_polygons(pixel_polygons, transform, simplify, min_area)
     classes = [value for value, keep in zip(all_classes, kept) if keep]
     dropped = len(kept) - len(classes)

@@ -222,6 +222,39 @@ def test_polygons_take_the_class_names_the_label_map_records(tmp_path, capsys):
     assert set(rasterized(tmp_path / "plain.gpkg", labels.shape, TRANSFORM)[3]) == set(CLASSES[:2])
 
 
+def test_polygons_of_raw_codes_take_the_classes_label_values_give_them(tmp_path, capsys):
+    """Ground truth of raw codes (LoveDA's 0 = no data, 1..n; a 0/255 mask) is read through LABEL_VALUES, as every
+    step reads label rasters: code k is class k - 1, not CLASS_NAMES[k], and 255 a building, not unlabelled."""
+    def write_codes(path, codes):  # without a colour table
+        with rasterio.open(path, "w", driver="GTiff", width=codes.shape[1], height=codes.shape[0], count=1, dtype="uint8",
+                           crs="EPSG:32632", transform=TRANSFORM) as dst:
+            dst.write(codes, 1)
+        return path
+
+    ids = (scene() % 6).astype(np.uint8)
+    codes = np.where(ids == IGNORE, 0, ids + 1).astype(np.uint8)
+    source = write_codes(tmp_path / "codes.tif", codes)
+    loveda = "LABEL_VALUES={0: 'ignore', 1: 0, 2: 1, 3: 2, 4: 3, 5: 4, 6: 5}"
+    polygonize_script.main([str(source), "--out", str(tmp_path / "codes.gpkg"), loveda])
+    _, _, class_ids, class_names, burnt = rasterized(tmp_path / "codes.gpkg", codes.shape, TRANSFORM)
+    assert (burnt == np.where(codes == 0, IGNORE, codes - 1)).all()
+    assert list(class_names) == [CLASSES[i] for i in class_ids]
+    mask = np.where(ids % 2 == 1, 255, 0).astype(np.uint8)
+    write_codes(tmp_path / "mask.tif", mask)
+    polygonize_script.main([str(tmp_path / "mask.tif"), "--out", str(tmp_path / "mask.gpkg"), "LABEL_VALUES={0: 0, 255: 1}",
+                            "CLASS_NAMES=['background', 'building']", "PALETTE=[[0, 0, 0], [255, 255, 255]]", "IGNORE_COLOR=None"])
+    assert (rasterized(tmp_path / "mask.gpkg", mask.shape, TRANSFORM)[4] == mask // 255).all()
+    # read as class ids, the mask is refused, naming LABEL_VALUES (its buildings were left out as unlabelled)
+    with pytest.raises(EosegError, match=r"a 0/255 mask\? map its values with LABEL_VALUES"):
+        polygonize_script.main([str(tmp_path / "mask.tif"), "--out", str(tmp_path / "unmapped.gpkg")])
+    # a label map eoseg wrote holds class ids, whatever LABEL_VALUES says of raw codes
+    like = RasterInfo(tmp_path / "like.tif", ids.shape[1], ids.shape[0], 1, "uint8", CRS.from_epsg(32632), TRANSFORM, None)
+    with RasterWriter(tmp_path / "written.tif", like, 1, "uint8", class_names=CLASSES) as writer:
+        writer.write(ids)
+    polygonize_script.main([str(tmp_path / "written.tif"), "--out", str(tmp_path / "written.gpkg"), loveda])
+    assert (rasterized(tmp_path / "written.gpkg", ids.shape, TRANSFORM)[4] == ids).all()
+
+
 @pytest.mark.parametrize("block_rows", [1, 7, 32])
 def test_polygons_by_blocks_equal_the_whole_raster_pass(tmp_path, block_rows):
     labels = scene(seed=2)
