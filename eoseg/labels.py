@@ -40,6 +40,10 @@ from eoseg.palette import Palette, check_value_tolerance, nearest_reference, tol
 # a binary mask whose class value collides with IGNORE_LABEL (255 of a 0/255 mask); with no class
 # at all it is a tile with nothing labelled, which training skips
 SUSPICIOUS_IGNORE_SHARE = 0.05
+# of a label raster's pixels, at most this in one value that LABEL_VALUES does not name: compression and resampling
+# blur values along edges, each blurred value a sliver; one that covers areas is another code (a 0/1 mask beside 0/255
+# ones), which LABEL_TOLERANCE would read as the value it is nearest to
+BLURRED_VALUE_SHARE = 0.05
 SCAN_ROWS = 1024  # rows per read when a whole label raster is checked by windows
 
 
@@ -83,6 +87,22 @@ def describe_counts(counts: dict, unit: str = "px") -> str:
     ordered = sorted(counts.items(), key=lambda item: -item[1])
     text = ", ".join(f"{value!r} x {count} {unit}" for value, count in ordered[:LISTED])
     return text + (f" and {len(ordered) - LISTED} more values" if len(ordered) > LISTED else "")
+
+
+NOT_BLUR = ("compression and resampling blur values only along edges, so it is a code of its own (a 0/1 mask beside "
+            "0/255 ones?)")
+
+
+def _largest_area(unnamed: dict, counts: dict) -> tuple[int, float] | None:
+    """The value of ``unnamed`` (values LABEL_VALUES does not name) with the most pixels, and its share of all the
+    pixels ``counts`` counts, where that is over BLURRED_VALUE_SHARE; else None."""
+    total = sum(counts.values())
+    whole_numbers = {v: c for v, c in unnamed.items() if isinstance(v, int)}
+    if not whole_numbers or not total:
+        return None
+    value = max(whole_numbers, key=whole_numbers.get)
+    share = whole_numbers[value] / total
+    return (value, share) if share > BLURRED_VALUE_SHARE else None
 
 
 class LabelValues:
@@ -155,11 +175,22 @@ class LabelValues:
             if whole and 2 * sum(unknown.values()) > sum(counts.values()):  # blur touches edges: another encoding
                 raise EosegError(f"{source}: most pixels hold label values not in LABEL_VALUES: {describe_counts(unknown)}; "
                                  f"the labels are encoded otherwise than LABEL_VALUES says: {remedy}")
-            remedy = tolerance_remedy(
-                np.array(list(whole_numbers), dtype=np.int64).reshape(-1, 1), list(whole_numbers.values()), self._numbers,
-                self.tolerance, "LABEL_VALUES values", "value", remedy=remedy,
-                rest="UNKNOWN_LABELS_TO_IGNORE=True the rest as unlabelled")
+            area = _largest_area(whole_numbers, counts) if whole else None
+            if area is not None:  # no LABEL_TOLERANCE offered: it would read that code as the value it is nearest to
+                remedy = f"value {area[0]} covers {area[1]:.0%} of the pixels: {NOT_BLUR}; {remedy}"
+            else:
+                remedy = tolerance_remedy(
+                    np.array(list(whole_numbers), dtype=np.int64).reshape(-1, 1), list(whole_numbers.values()),
+                    self._numbers, self.tolerance, "LABEL_VALUES values", "value", remedy=remedy,
+                    rest="UNKNOWN_LABELS_TO_IGNORE=True the rest as unlabelled")
             raise EosegError(f"{source}: label values not in LABEL_VALUES: {describe_counts(unknown)}; {remedy}")
+        area = _largest_area({v: c for v, c in counts.items() if v not in self.mapping and self.target(v) is not None},
+                             counts) if whole and self.tolerance and not self.identity else None  # read through it
+        if area is not None:
+            value, share = area
+            raise EosegError(f"{source}: value {value} is not in LABEL_VALUES and covers {share:.0%} of the pixels, which "
+                             f"LABEL_TOLERANCE={self.tolerance} reads as {self._named(self.target(value))}: {NOT_BLUR}; "
+                             "name it in LABEL_VALUES (value: class id or 'ignore')")
         if whole and self.identity and self.num_classes > 1:
             total = sum(counts.values())
             ignored = counts.get(self.ignore_label, 0)
@@ -170,6 +201,9 @@ class LabelValues:
                     f"only class {present[0]} of {self.num_classes} occurs: a 0/{self.ignore_label} "
                     f"mask? map its values with LABEL_VALUES, e.g. {{0: 0, {self.ignore_label}: 1}} (or, if "
                     f"{self.ignore_label} does mean unlabelled, name it: {{..., {self.ignore_label}: 'ignore'}})")
+
+    def _named(self, target: int) -> str:
+        return "IGNORE_LABEL" if target == self.ignore_label else f"class {target}"
 
     def apply(self, raw: np.ndarray) -> np.ndarray:
         """Class ids (uint8) of the raw values; values without a target become IGNORE_LABEL."""

@@ -96,7 +96,7 @@ def test_tolerance_reads_values_near_one_of_the_map():
     with pytest.raises(EosegError, match=r"f\.tif: label values not in LABEL_VALUES: 24 x 1 px; if they are LABEL_VALUES "
                                          r"values blurred by compression or resampling, LABEL_TOLERANCE=4 \(at most 4\) "
                                          r"reads each as the value it is nearest to \(now 3\); else add them"):
-        codes.check({10: 5, 24: 1}, "f.tif")
+        codes.check({10: 100, 24: 1}, "f.tif")
     with pytest.raises(EosegError, match=r"LABEL_TOLERANCE 5: the LABEL_VALUES values 0 and 10 differ by 10 levels, "
                                          r"so a value could lie within 5 of both; use at most 4"):
         LabelValues([[0, "ignore"], [10, 0], [20, 1]], 2, 255, tolerance=5)
@@ -110,6 +110,26 @@ def test_tolerance_reads_values_near_one_of_the_map():
     with pytest.raises(EosegError) as refused:
         LabelValues([[255, 1]], 2, 255).check({0: 5, 255: 3}, "h.tif")  # one value named: 0 is missing, not blurred
     assert "LABEL_TOLERANCE" not in str(refused.value)
+
+
+def test_a_value_that_covers_areas_is_another_code_not_blur_whatever_the_tolerance():
+    """A 0/1 mask read by the 0/255 recipe: LABEL_TOLERANCE would read its buildings (1) as background (0), and the
+    remedy of a value near a LABEL_VALUES value must not offer it; blurred values are slivers along edges."""
+    mask = np.zeros((100, 100), dtype=np.uint8)
+    mask[20:70, 10:60] = 1  # 25% of the pixels
+    for tolerance in (0, 1, 127):
+        values = LabelValues([[0, 0], [255, 1]], num_classes=2, ignore_label=255, tolerance=tolerance)
+        with pytest.raises(EosegError) as refused:
+            values.check(value_counts(mask), "m.tif")
+        assert "value 1" in str(refused.value) and "covers 25% of the pixels" in str(refused.value)
+        assert "a code of its own" in str(refused.value) and "blurred by compression or resampling, LABEL_TOLERANCE" not in str(refused.value)
+        if tolerance:
+            assert f"which LABEL_TOLERANCE={tolerance} reads as class 0" in str(refused.value)
+    edges = np.zeros((100, 100), dtype=np.uint8)
+    edges[:, 50:] = 255
+    edges[:, 49], edges[:, 50] = 1, 254  # blur along an edge: 1% each
+    LabelValues([[0, 0], [255, 1]], num_classes=2, ignore_label=255, tolerance=127).check(value_counts(edges), "e.tif")
+    LabelValues([[0, 0], [255, 1]], 2, 255, tolerance=127).check(value_counts(mask[:3, :3]), "w.tif", whole=False)  # a window
 
 
 def test_a_jpeg_compressed_mask_trains_through_the_tolerance_it_is_told(sample_root, tmp_path):
