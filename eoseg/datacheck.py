@@ -100,10 +100,6 @@ def check_dataset(cfg: Config, norm_to_write: bool = False) -> DataReport:
                     if collar:  # learned or scored as land, and counted into the statistics --write-norm writes
                         report.note(f"tile {tile_id}: {collar}")
                 labels = tile_labels(cfg, tile_id, info)
-                for window in spread_windows(info.height, info.width, 4, 256):  # whether a class lies in thin lines
-                    pixels, in_blocks = count_block_pixels(labels.read(window), cfg.num_classes)
-                    class_pixels += pixels
-                    class_in_blocks += in_blocks
                 if isinstance(labels, VectorLabels) and tile_id not in polygons_counted:
                     merge_counts(report.raw_polygons, labels.value_polygons)
                     polygons_counted.add(tile_id)
@@ -117,6 +113,11 @@ def check_dataset(cfg: Config, norm_to_write: bool = False) -> DataReport:
                         for value, pixels in raw.items():
                             target = values.target(value)
                             merge_counts(mapped, {values.ignore_label if target is None else target: pixels})
+                # after the whole raster's check: a refusal counts its pixels, not a window's
+                for window in spread_windows(info.height, info.width, 4, 256):  # whether a class lies in thin lines
+                    pixels, in_blocks = count_block_pixels(labels.read(window), cfg.num_classes)
+                    class_pixels += pixels
+                    class_in_blocks += in_blocks
                 if split == "train":  # what training learns from: labels where the image holds data, of the trained part
                     with stack:
                         for window in row_windows(info.height, info.width):

@@ -182,6 +182,25 @@ def test_tiles_of_another_data_type_are_a_problem(tiny_cfg, tmp_path):
                for p in problems)
 
 
+def test_a_label_value_refused_is_counted_over_the_whole_raster(tiny_cfg, tmp_path, monkeypatch):
+    """Not over the windows sampled for thin lines, which see a part of a large raster."""
+    from rasterio.windows import Window
+    from eoseg import datacheck
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_cfg.DATA_ROOT, data)
+    labels_path = data / tiny_cfg.LABEL_PATTERN.format(id="1")
+    with rasterio.open(labels_path, "r+") as dst:
+        labels = dst.read(1)
+        labels[:16, :16] = 7  # in the sampled window: 256 px
+        labels[100:120, 100:120] = 7  # beyond it: 400 px
+        dst.write(labels, 1)
+    monkeypatch.setattr(datacheck, "spread_windows", lambda height, width, side, size: [Window(0, 0, 16, 16)])
+    problems = check_dataset(tiny_cfg.replace(DATA_ROOT=str(data))).problems
+    assert any(problem.startswith(f"{labels_path}: label values outside the class ids 0..5 and IGNORE_LABEL 255: 7 x 656 px")
+               for problem in problems), problems
+
+
 def test_training_class_shares_count_the_pixels_training_learns_from(tiny_cfg, tmp_path):
     """Labels where the image holds no data are no training pixels: check_data counts the classes as extraction
     does, so a class lying under nodata is seen missing before training says so."""
