@@ -16,7 +16,7 @@ preset) with your folders, tile ids, bands and classes: it trains with the recip
 # ---------------------------------------------------------------- dataset
 DATASET = "sample"  # the preset applied over these defaults, a key of PRESETS: "sample", "vaihingen", "potsdam" (or your own); "" = none. A --config file that does not name one applies none: config.py's defaults, the recipe for your own data
 DATA_ROOT = "data"  # folder holding the collections below; patterns are relative to it
-IMAGE_PATTERN = "top/top_mosaic_09cm_area{id}.tif"  # orthophoto of tile {id}
+IMAGE_PATTERN = "top/top_mosaic_09cm_area{id}.tif"  # orthophoto of tile {id}; every pattern may also name {part[0]}, {part[1]}, ...: the id's pieces between underscores, with a format spec ({part[0]:0>2}: tile 2_10's piece 2 as 02)
 GT_COLOR_PATTERN = "gts_for_participants/top_mosaic_09cm_area{id}.tif"  # colour-coded ground truth
 GT_ERODED_PATTERN = "gts_eroded_for_participants/top_mosaic_09cm_area{id}_noBoundary.tif"  # colour GT, boundaries black ("" if none)
 LABEL_PATTERN = "labels/top_mosaic_09cm_area{id}.tif"  # numeric label maps (written by convert_gt.py), or polygons; without {id}: one georeferenced file for all tiles
@@ -243,8 +243,8 @@ PRESETS = {
         GT_COLOR_PATTERN="5_Labels_for_participants/top_potsdam_{id}_label.tif",
         GT_ERODED_PATTERN="5_Labels_for_participants_no_Boundary/top_potsdam_{id}_label_noBoundary.tif",
         LABEL_PATTERN="labels/top_potsdam_{id}_label.tif",
-        DSM_PATTERN="",  # Potsdam's DSMs and nDSMs number their tiles 02_10 where the images say 2_10: set your own
-        NDSM_PATTERN="",
+        DSM_PATTERN="1_DSM/dsm_potsdam_{part[0]:0>2}_{part[1]:0>2}.tif",  # the DSMs number tile 2_10 02_10
+        NDSM_PATTERN="",  # its 1_DSM_normalisation JPEGs are 8-bit levels, not metres
         BANDS=[1, 2, 3],
         BAND_NAMES=["R", "G", "B"],
         TRAIN_IDS=["6_10", "7_10", "2_12", "3_11", "2_10", "7_8", "5_10", "3_12", "5_12",

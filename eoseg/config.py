@@ -311,9 +311,12 @@ class Config:
         if not pattern:
             return None
         try:
-            relative = pattern.format(id=tile_id)
-        except (KeyError, IndexError, ValueError) as err:
-            raise EosegError(f"{where} {pattern!r}: bad pattern ({err}); use {{id}} for the tile id") from None
+            relative = pattern.format(**id_fields(tile_id))
+        except (KeyError, IndexError, ValueError, AttributeError) as err:
+            pieces = len(id_fields(tile_id)["part"])
+            raise EosegError(f"{where} {pattern!r}: bad pattern for tile {tile_id!r} ({type(err).__name__}: {err}); use "
+                             f"{{id}} for the tile id, {{part[0]}} .. {{part[{pieces - 1}]}} for its pieces between "
+                             "underscores, e.g. {part[0]:0>2} padded to 2 characters") from None
         path = Path(self.DATA_ROOT) / relative
         if not uses_tile_id(pattern):
             if not where.startswith(SHARED_SOURCES):
@@ -474,11 +477,24 @@ VECTOR_OVERLAPS = ("ignore", "smallest", "last")
 IGNORE = "ignore"  # the target of LABEL_VALUES that sends a raw value to IGNORE_LABEL
 # the tiles' sources that may be one file for all tiles (no {id}): polygons, or a georeferenced raster read
 # where each tile lies; images, colour ground truth and what the scripts write hold one tile each
+def id_fields(tile_id: str) -> dict:
+    """What a file pattern may name of a tile id: ``{id}``, and ``{part[i]}``, its i-th piece between underscores,
+    which a format spec may pad or cut (``{part[0]:0>2}``: Potsdam's DSMs name tile 2_10 dsm_potsdam_02_10.tif)."""
+    return {"id": tile_id, "part": tile_id.split("_")}
+
+
+class _AnyPiece:
+    """A stand-in for every piece of an id, to see whether a pattern names one."""
+
+    def __getitem__(self, index) -> str:
+        return "\0"
+
+
 def uses_tile_id(pattern: str) -> bool:
-    """Whether a file pattern names one file per tile ({id}), not one file for all."""
+    """Whether a file pattern names one file per tile ({id} or {part[i]}), not one file for all."""
     try:
-        return "\0" in pattern.format(id="\0")
-    except (KeyError, IndexError, ValueError):
+        return "\0" in pattern.format(id="\0", part=_AnyPiece())
+    except (KeyError, IndexError, ValueError, AttributeError):
         return True  # a bad pattern: pattern_path says what is wrong with it
 
 

@@ -72,8 +72,7 @@ def test_potsdam_preset():
     assert sorted(train + test) == sorted(POTSDAM_LABELED)
     assert not set(train + test) & set(POTSDAM_OFFICIAL_TEST)
     assert cfg.BAND_NAMES == ["R", "G", "B"]
-    assert cfg.DSM_PATTERN == ""
-    assert cfg.tile_path("DSM_PATTERN", "2_10") is None
+    assert cfg.NDSM_PATTERN == ""  # its nDSMs are 8-bit JPEG levels, not metres
 
 
 def test_unknown_dataset_suggests_closest():
@@ -452,6 +451,20 @@ def test_tile_path_formats_id():
     )
     potsdam = load_config(overrides=["DATASET=potsdam"])
     assert potsdam.tile_path("IMAGE_PATTERN", "2_10") == Path("data/Potsdam/2_Ortho_RGB/top_potsdam_2_10_RGB.tif")
+    # Potsdam's DSMs number tile 2_10 02_10: a pattern names the id's pieces, padded
+    assert potsdam.tile_path("DSM_PATTERN", "2_10") == Path("data/Potsdam/1_DSM/dsm_potsdam_02_10.tif")
+    assert potsdam.tile_path("DSM_PATTERN", "7_12") == Path("data/Potsdam/1_DSM/dsm_potsdam_07_12.tif")
+
+
+def test_a_pattern_of_the_ids_pieces_names_a_file_per_tile():
+    from eoseg.config import uses_tile_id
+    assert uses_tile_id("dsm/{part[1]}.tif") and uses_tile_id("{id}.tif") and not uses_tile_id("dsm/mosaic.tif")
+    cfg = load_config(overrides=["DATA_ROOT=data", "DSM_PATTERN=dsm/{part[0]}/{part[2]:0>3}.tif"])
+    assert cfg.tile_path("DSM_PATTERN", "austin_a_7") == Path("data/dsm/austin/007.tif")
+    with pytest.raises(EosegError, match=r"DSM_PATTERN 'dsm/\{part\[0\]\}/\{part\[2\]:0>3\}.tif': bad pattern for tile "
+                                         r"'2_10' \(IndexError: .*\); use \{id\} for the tile id, \{part\[0\]\} .. "
+                                         r"\{part\[1\]\} for its pieces between underscores"):
+        cfg.tile_path("DSM_PATTERN", "2_10")
 
 
 def test_tile_path_bad_pattern_and_empty_pattern():
