@@ -74,16 +74,18 @@ def color_file_to_labels(source: Path, target: Path, palette: Palette, unknown_t
 
         grey_image = all(all_grey(*colours(window)) for window in windows)  # stops at the first window of colours
         unknown: dict[int, int] = {}  # colours no class has, over the whole image: refused once all is read
+        near: dict = {}  # colours read through LABEL_TOLERANCE, likewise
         tif = target.suffix.lower() in (".tif", ".tiff")
         with label_map_writer(target, info, palette, class_names, colour_table=tif) as writer:
             for window in windows:
                 rgb, empty = colours(window)
-                labels, found = palette.read_colours(rgb, str(source), empty, grey_image)
+                labels, found = palette.read_colours(rgb, str(source), empty, grey_image, near)
                 for colour, pixels in found.items():
                     unknown[colour] = unknown.get(colour, 0) + pixels
                 writer.write(labels, row=window.row_off)
             if unknown and not unknown_to_ignore:  # before the writer publishes the map
-                palette.refuse_unknown(unknown, str(source))
+                palette.refuse_unknown(unknown, str(source), near[""])
+            palette.refuse_other_colours(near, str(source))
     return target
 
 

@@ -21,6 +21,13 @@ def pack_rgb(rgb: np.ndarray) -> np.ndarray:
     return (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
 
 
+# a colour LABEL_TOLERANCE reads as a class may cover areas only this close to the class's colour (JPEG moves flat
+# colours by a few levels in a channel); farther, over more than AREA_SHARE of an image, it is a colour of its own
+COMPRESSION_SHIFT = 16
+AREA_SHARE = 0.05
+NOT_COMPRESSION = "compression shifts flat colours by a few levels and blurs edges into slivers, so it is a colour of its own"
+
+
 class Palette:
     """Class colours plus the colour of undefined pixels (mapped to ``ignore_label``).
 
@@ -66,7 +73,7 @@ class Palette:
         return {value: owners.get(table[value]) if 0 <= value < len(table) else None for value in values}
 
     def to_labels(self, rgb: np.ndarray, unknown_to_ignore: bool = False, source: str = "image",
-                  empty: np.ndarray | None = None, grey_image: bool = True) -> np.ndarray:
+                  empty: np.ndarray | None = None, grey_image: bool = True, near: dict | None = None) -> np.ndarray:
         """Convert an (H, W, 3) colour image into (H, W) uint8 class ids.
 
         A colour within ``tolerance`` levels (in each of R, G, B) of a class colour or the
@@ -76,17 +83,19 @@ class Palette:
         label, whatever colour they hold. Class ids saved in three grey bands are refused, with or without
         a tolerance (of a part of an image: where ``grey_image`` says the whole may be grey, see :meth:`read_colours`).
         """
-        labels, unknown = self.read_colours(rgb, source, empty, grey_image)
+        labels, unknown = self.read_colours(rgb, source, empty, grey_image, near)
         if unknown and not unknown_to_ignore:
             self.refuse_unknown(unknown, source)
         return labels
 
     def read_colours(self, rgb: np.ndarray, source: str = "image", empty: np.ndarray | None = None,
-                     grey_image: bool = True) -> tuple[np.ndarray, dict[int, int]]:
+                     grey_image: bool = True, near: dict | None = None) -> tuple[np.ndarray, dict[int, int]]:
         """:meth:`to_labels` of a part of an image read by windows: its class ids, colours no class has read as the
         ignore label, and those colours (packed) with their pixel counts, for :meth:`refuse_unknown` once the whole
         image is read. ``grey_image``: whether every pixel of the whole image may be grey (:func:`all_grey`), without
-        which class ids in three grey bands are not looked for (a grey window of a colour image holds none)."""
+        which class ids in three grey bands are not looked for (a grey window of a colour image holds none).
+        ``near``, where given, counts the pixels of each colour read through LABEL_TOLERANCE, and ``""`` all the
+        pixels read, for :meth:`refuse_other_colours` once the whole image is read."""
         if rgb.ndim != 3 or rgb.shape[-1] != 3:
             raise EosegError(
                 f"{source}: expected a 3-band colour ground truth, got shape {rgb.shape}; "
@@ -105,30 +114,64 @@ class Palette:
             unknown &= ~empty
         if unknown.any() and grey_image:  # before the tolerance, which would read class ids 1, 2, ... as black
             self._refuse_class_ids_in_three_bands(rgb, packed[unknown], empty, source)
+        if near is not None:
+            near[""] = near.get("", 0) + (packed.size if empty is None else int((~empty).sum()))
         if unknown.any() and self.tolerance:
-            colours, inverse = np.unique(packed[unknown], return_inverse=True)
-            nearest = nearest_reference(_unpack(colours), self._references, self.tolerance)[inverse]
-            near = nearest >= 0
-            labels[unknown] = np.where(near, self._targets[nearest], self.ignore_label)
-            unknown[unknown] = ~near
+            colours, inverse, counts = np.unique(packed[unknown], return_inverse=True, return_counts=True)
+            nearest = nearest_reference(_unpack(colours), self._references, self.tolerance)
+            if near is not None:
+                for colour, pixels in zip(colours[nearest >= 0].tolist(), counts[nearest >= 0].tolist()):
+                    near[colour] = near.get(colour, 0) + pixels
+            nearest = nearest[inverse]
+            labels[unknown] = np.where(nearest >= 0, self._targets[nearest], self.ignore_label)
+            unknown[unknown] = nearest < 0
         values, counts = np.unique(packed[unknown], return_counts=True)
         return labels, dict(zip(values.tolist(), counts.tolist()))
 
-    def refuse_unknown(self, unknown: dict[int, int], source: str) -> None:
+    def refuse_unknown(self, unknown: dict[int, int], source: str, pixels: int = 0) -> None:
         """Refuse ``source`` for its colours no class has (packed colour -> pixels, :meth:`read_colours`), naming the
-        most frequent and the LABEL_TOLERANCE or setting that reads them."""
+        most frequent and the LABEL_TOLERANCE or setting that reads them; none where one of them, farther than
+        COMPRESSION_SHIFT from every colour, covers over AREA_SHARE of the image's ``pixels`` (where given)."""
         values, counts = np.array(list(unknown), dtype=np.uint32), np.array(list(unknown.values()))
         worst = np.argsort(counts)[::-1][:3]
         described = ", ".join(f"{_rgb_of(values[i])} x {counts[i]} px" for i in worst)
         more = f" and {len(values) - 3} more colours" if len(values) > 3 else ""
+        remedy = ("fix PALETTE in the config, or set UNKNOWN_LABELS_TO_IGNORE=True (convert_gt.py: or --unknown-to-ignore) "
+                  "to read them as unlabelled")
+        areas = (counts > AREA_SHARE * pixels) & (_distances(_unpack(values), self._references).min(axis=1) > COMPRESSION_SHIFT)
+        if pixels and areas.any():  # no LABEL_TOLERANCE offered: it would merge that colour into its nearest class
+            largest = int(np.argmax(np.where(areas, counts, -1)))
+            remedy = f"{_rgb_of(values[largest])} covers {counts[largest] / pixels:.0%} of the pixels: {NOT_COMPRESSION}; {remedy}"
+        else:
+            remedy = tolerance_remedy(_unpack(values), counts, self._references, self.tolerance, "class colours", "colour",
+                                      remedy=remedy,
+                                      rest="UNKNOWN_LABELS_TO_IGNORE=True (or --unknown-to-ignore) the rest as unlabelled")
+        raise EosegError(f"{source}: {int(counts.sum())} pixels have colours outside the palette ({described}{more}); {remedy}")
+
+    def refuse_other_colours(self, near: dict, source: str) -> None:
+        """Refuse ``source`` where a colour LABEL_TOLERANCE reads as a class (``near``, of :meth:`read_colours`) lies
+        more than COMPRESSION_SHIFT levels from that class's colour and covers over AREA_SHARE of the pixels read:
+        compression shifts flat colours by a few levels and blurs edges into slivers, so that is a colour of its own
+        (a class PALETTE lacks), which the tolerance would merge into its nearest class."""
+        total = near.get("", 0)
+        colours = {colour: pixels for colour, pixels in near.items() if colour != "" and pixels > AREA_SHARE * total}
+        if not colours:
+            return
+        points = _unpack(np.array(list(colours)))
+        distance = _distances(points, self._references)
+        nearest = distance.argmin(axis=1)
+        far = distance[np.arange(len(points)), nearest] > COMPRESSION_SHIFT
+        if not far.any():
+            return
+        index = int(np.argmax(np.where(far, list(colours.values()), -1)))
+        target = int(self._targets[nearest[index]])
+        read_as = "IGNORE_COLOR" if target == self.ignore_label else f"class {target}'s colour"
         raise EosegError(
-            f"{source}: {int(counts.sum())} pixels have colours outside the palette "
-            f"({described}{more}); "
-            + tolerance_remedy(_unpack(values), counts, self._references, self.tolerance, "class colours", "colour",
-                               remedy="fix PALETTE in the config, or set UNKNOWN_LABELS_TO_IGNORE=True (convert_gt.py: "
-                                      "or --unknown-to-ignore) to read them as unlabelled",
-                               rest="UNKNOWN_LABELS_TO_IGNORE=True (or --unknown-to-ignore) the rest as unlabelled")
-        )
+            f"{source}: the colour {_rgb_text(points[index])} covers {list(colours.values())[index] / total:.0%} of the "
+            f"pixels, and LABEL_TOLERANCE={self.tolerance} reads it as {read_as} "
+            f"{_rgb_text(self._references[nearest[index]])}, {int(distance[index, nearest[index]])} levels away: "
+            f"{NOT_COMPRESSION}; give its class a PALETTE colour, or, to leave it unlabelled, set LABEL_TOLERANCE below "
+            "that distance and UNKNOWN_LABELS_TO_IGNORE=True")
 
     def _refuse_class_ids_in_three_bands(self, rgb: np.ndarray, unknown: np.ndarray, empty: np.ndarray | None,
                                          source: str) -> None:

@@ -244,6 +244,26 @@ def test_conversions_go_by_rows_and_judge_the_whole_raster(tiny_cfg, tmp_path):
     assert not (tmp_path / "odd_labels.tif").exists()
 
 
+def test_a_colour_of_its_own_over_rows_is_refused_in_conversion_and_scoring(tiny_cfg, tmp_path):
+    """A flat colour far from every class's over areas of several reads of rows: LABEL_TOLERANCE would merge it into
+    its nearest class. Judged over the whole raster, by convert_gt.py and by scoring's check, and nothing is written."""
+    palette = tiny_cfg.replace(LABEL_TOLERANCE=127).palette
+    ids = np.random.default_rng(0).integers(0, palette.num_classes, (SCAN_ROWS * 2 + 50, 8)).astype(np.uint8)
+    rgb = np.moveaxis(palette.to_color(ids), -1, 0)
+    rgb[:, ::8, :] = np.array([0, 128, 0])[:, None, None]  # 1 row in 8, in every read: 12.5% of the pixels
+    colour = write_raster(tmp_path / "colour.tif", rgb)
+    with pytest.raises(EosegError, match=r"colour.tif: the colour \(0, 128, 0\) covers 13% of the pixels, and "
+                                         r"LABEL_TOLERANCE=127 reads it as class 3's colour"):
+        color_file_to_labels(colour, tmp_path / "labels.tif", palette)
+    assert not (tmp_path / "labels.tif").exists()
+    with pytest.raises(EosegError, match=r"colour.tif: the colour \(0, 128, 0\) covers 13% of the pixels"):
+        TruthSource(colour, True, "colour ground truth").check(palette)
+    with pytest.raises(EosegError, match=r"\(0, 128, 0\) covers 13% of the pixels: compression shifts flat colours .*; "
+                                         r"fix PALETTE") as refused:
+        color_file_to_labels(colour, tmp_path / "labels.tif", tiny_cfg.palette)  # no tolerance: none offered
+    assert "LABEL_TOLERANCE" not in str(refused.value)
+
+
 def test_a_grey_stretch_of_a_colour_image_is_not_taken_for_class_ids(tiny_cfg, tmp_path):
     """A reviewer's case: rows of white road below the first read of rows, with one stray (2, 2, 2) pixel among them;
     the image holds colours above, so it is colour ground truth, not class ids in three bands, read by rows or not."""

@@ -308,6 +308,33 @@ def test_jpeg_colours_are_refused_with_the_tolerance_that_reads_them(palette, tm
         Palette(ISPRS_COLORS, (0, 0, 0), 255, tolerance=suggested - 1).to_labels(blurred)
 
 
+def test_a_colour_far_from_its_class_over_an_area_is_a_colour_of_its_own_whatever_the_tolerance(palette, tmp_path):
+    """One flat colour 127 levels from tree's green over 14% of the image is another class, not compression: the
+    remedy offers no tolerance, and LABEL_TOLERANCE=127, which would merge it into tree, is refused once the whole
+    image is read. JPEG's shifts of flat colours, a few levels, and its blurred edges are read."""
+    labels = blocky_labels(np.random.default_rng(0))
+    rgb = palette.to_color(labels)
+    rgb[:36, :36] = (0, 128, 0)  # 1296 of 9216 px
+    with pytest.raises(EosegError) as refused:
+        palette.refuse_unknown(palette.read_colours(rgb)[1], "gt.tif", pixels=rgb.shape[0] * rgb.shape[1])
+    assert "(0, 128, 0) covers 14% of the pixels" in str(refused.value) and "LABEL_TOLERANCE" not in str(refused.value)
+    tolerant = Palette(ISPRS_COLORS, ignore_color=(0, 0, 0), ignore_label=255, tolerance=127)
+    near: dict = {}
+    for first in range(0, rgb.shape[0], 32):  # by rows, as files are read
+        tolerant.read_colours(rgb[first:first + 32], "gt.tif", near=near)
+    with pytest.raises(EosegError, match=r"gt\.tif: the colour \(0, 128, 0\) covers 14% of the pixels, and "
+                                         r"LABEL_TOLERANCE=127 reads it as class 3's colour \(0, 255, 0\), 127 levels "
+                                         r"away: compression shifts flat colours"):
+        tolerant.refuse_other_colours(near, "gt.tif")
+    shifted = palette.to_color(labels)
+    shifted[labels == 3] = (2, 250, 3)  # a flat colour shifted by compression, over its whole class
+    blurred = jpeg_round_trip(shifted, tmp_path)
+    near = {}
+    read = tolerant.to_labels(blurred, near=near)
+    tolerant.refuse_other_colours(near, "gt.jpg")
+    assert (read == labels).mean() > 0.99 and near[""] == labels.size
+
+
 def test_tolerance_reads_each_colour_as_the_one_it_is_within_reach_of():
     palette = Palette([[255, 255, 255], [0, 0, 255]], ignore_color=(0, 0, 0), ignore_label=255, tolerance=20)
     rgb = np.array([[[235, 255, 240], [10, 0, 236], [20, 20, 20], [21, 0, 0], [128, 128, 128]]], dtype=np.uint8)
