@@ -150,14 +150,20 @@ class LabelValues:
                       and self.target(v) is None and self.target(int(v)) is not None)
 
     def check(self, counts: dict, source: str, whole: bool = True) -> None:
-        """Refuse fractional values, values the map does not name (unless UNKNOWN_LABELS_TO_IGNORE) and,
-        for ``whole`` label maps read without a map, a 0/255 mask whose class reads as IGNORE_LABEL."""
+        """Refuse fractional values, values the map does not name (unless UNKNOWN_LABELS_TO_IGNORE: then one that
+        covers areas is noted) and, of ``whole`` rasters, a value LABEL_TOLERANCE reads that covers areas (not blur,
+        see BLURRED_VALUE_SHARE) and, read without a map, a 0/255 mask whose class reads as IGNORE_LABEL."""
         fractions = {v: c for v, c in counts.items() if isinstance(v, float)}
         if fractions:
             raise EosegError(f"{source}: label values must be whole numbers, this raster holds fractions "
                              f"({describe_counts(fractions)}); is it a label map? (resampled labels must be "
                              "resampled by nearest neighbour)")
         unknown = {v: c for v, c in counts.items() if self.target(v) is None}
+        area = _largest_area(unknown, counts) if unknown and whole else None
+        if area is not None and self.unknown_to_ignore:  # wanted, perhaps, but a whole class lost must be seen
+            note_once(("unknown area", source, area[0]),
+                      f"{source}: value {area[0]}, not in LABEL_VALUES, covers {area[1]:.0%} of the pixels and is read "
+                      "as unlabelled (UNKNOWN_LABELS_TO_IGNORE): a class of its own, or labels encoded otherwise?")
         if unknown and not self.unknown_to_ignore:
             if self.identity:
                 raise EosegError(
@@ -175,7 +181,6 @@ class LabelValues:
             if whole and 2 * sum(unknown.values()) > sum(counts.values()):  # blur touches edges: another encoding
                 raise EosegError(f"{source}: most pixels hold label values not in LABEL_VALUES: {describe_counts(unknown)}; "
                                  f"the labels are encoded otherwise than LABEL_VALUES says: {remedy}")
-            area = _largest_area(whole_numbers, counts) if whole else None
             if area is not None:  # no LABEL_TOLERANCE offered: it would read that code as the value it is nearest to
                 remedy = f"value {area[0]} covers {area[1]:.0%} of the pixels: {NOT_BLUR}; {remedy}"
             else:

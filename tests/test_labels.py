@@ -112,7 +112,7 @@ def test_tolerance_reads_values_near_one_of_the_map():
     assert "LABEL_TOLERANCE" not in str(refused.value)
 
 
-def test_a_value_that_covers_areas_is_another_code_not_blur_whatever_the_tolerance():
+def test_a_value_that_covers_areas_is_another_code_not_blur_whatever_the_tolerance(capsys):
     """A 0/1 mask read by the 0/255 recipe: LABEL_TOLERANCE would read its buildings (1) as background (0), and the
     remedy of a value near a LABEL_VALUES value must not offer it; blurred values are slivers along edges."""
     mask = np.zeros((100, 100), dtype=np.uint8)
@@ -130,6 +130,9 @@ def test_a_value_that_covers_areas_is_another_code_not_blur_whatever_the_toleran
     edges[:, 49], edges[:, 50] = 1, 254  # blur along an edge: 1% each
     LabelValues([[0, 0], [255, 1]], num_classes=2, ignore_label=255, tolerance=127).check(value_counts(edges), "e.tif")
     LabelValues([[0, 0], [255, 1]], 2, 255, tolerance=127).check(value_counts(mask[:3, :3]), "w.tif", whole=False)  # a window
+    # read as unlabelled where asked, but said
+    LabelValues([[0, 0], [255, 1]], 2, 255, unknown_to_ignore=True).check(value_counts(mask), "u.tif")
+    assert "u.tif: value 1, not in LABEL_VALUES, covers 25% of the pixels and is read as unlabelled" in capsys.readouterr().err
 
 
 def test_a_jpeg_compressed_mask_trains_through_the_tolerance_it_is_told(sample_root, tmp_path):
