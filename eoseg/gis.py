@@ -14,7 +14,7 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 import rasterio
@@ -155,16 +155,16 @@ def _check_class_ids(labels: np.ndarray, valid: np.ndarray, class_names: Sequenc
 
 
 def block_polygons(src: rasterio.DatasetReader, class_names: Sequence[str], ignore: Sequence[int],
-                   block_rows: int, values: LabelValues | None = None) -> tuple[list[Polygon], list[int]]:
+                   block_rows: int, values: LabelValues | None = None) -> Iterator[tuple[list[Polygon], list[int]]]:
     """Polygons (in pixel coordinates) of the connected regions of each class of ``src``'s band 1 (its raw values
-    mapped to class ids through ``values`` where given, IGNORE_LABEL then left out too), read ``block_rows`` rows at a
-    time: memory follows the block and the polygons, not the raster.
+    mapped to class ids through ``values`` where given, IGNORE_LABEL then left out too), with their classes, read
+    ``block_rows`` rows at a time: those finished in each block as it is read, then those that cross seams.
+    Memory follows the block and the regions cut by seams, not the raster.
 
     A region cut by the seam between two blocks comes out of each block as a part touching the
     seam; the parts of a class touching seams are merged (their shared edges dissolve), which
     gives the region a whole-raster pass would give.
     """
-    finished: list[tuple[Polygon, int]] = []
     open_parts: dict[int, list[Polygon]] = {}
     for top in range(0, src.height, block_rows):
         rows = min(block_rows, src.height - top)
@@ -175,6 +175,7 @@ def block_polygons(src: rasterio.DatasetReader, class_names: Sequence[str], igno
             valid &= labels != values.ignore_label
         _check_class_ids(labels, valid, class_names)
         below = top + rows
+        finished: tuple[list[Polygon], list[int]] = ([], [])
         for geometry, value in rasterio.features.shapes(labels, mask=valid, transform=Affine.translation(0, top),
                                                         connectivity=4):
             polygon = shape(geometry)
@@ -182,11 +183,16 @@ def block_polygons(src: rasterio.DatasetReader, class_names: Sequence[str], igno
             if (top > 0 and min_row == top) or (below < src.height and max_row == below):
                 open_parts.setdefault(int(value), []).append(polygon)
             else:
-                finished.append((polygon, int(value)))
+                finished[0].append(polygon)
+                finished[1].append(int(value))
+        yield finished
+    merged: tuple[list[Polygon], list[int]] = ([], [])
     for value, parts in open_parts.items():
-        merged = shapely.union_all(parts)
-        finished += [(polygon, value) for polygon in getattr(merged, "geoms", [merged])]
-    return [polygon for polygon, _ in finished], [value for _, value in finished]
+        union = shapely.union_all(parts)
+        for polygon in getattr(union, "geoms", [union]):
+            merged[0].append(polygon)
+            merged[1].append(value)
+    yield merged
 
 
 def finish_polygons(polygons: list[Polygon], transform, simplify: float = 0.0,
@@ -243,13 +249,21 @@ def polygonize_labels(label_path: str | Path, out: str | Path, class_names: Sequ
             raise EosegError(f"{label_path} is not georeferenced (no CRS): its polygons would be in {where}; "
                              "label a georeferenced image, or pass --pixel-coordinates to write them anyway")
         ignored = [*ignore, *([int(src.nodata)] if src.nodata is not None else [])]
-        pixel_polygons, all_classes = block_polygons(src, class_names, ignored, block_rows, values)
-    polygons, kept = finish_polygons(pixel_polygons, transform, simplify, min_area)
-    classes = [value for value, keep in zip(all_classes, kept) if keep]
-    dropped = len(kept) - len(classes)
-    names = np.array([class_names[c] for c in classes], dtype=object)
-    crs_text = vector_crs(crs) if crs is not None else None
-    with atomic_path(out) as tmp:
-        write_vector(tmp, shapely.to_wkb(polygons), [np.array(classes, dtype=np.int32), names],
-                      ["class_id", "class_name"], layer=out.stem, driver=driver, geometry_type="Polygon", crs=crs_text)
-    return PolygonSummary(out, len(polygons), dropped, crs_text)
+        batches = block_polygons(src, class_names, ignored, block_rows, values)
+        if simplify > 0:  # simplified together, so that neighbours keep their shared edges: all at once
+            everything = list(batches)
+            batches = [([p for polygons, _ in everything for p in polygons], [c for _, classes in everything for c in classes])]
+        crs_text = vector_crs(crs) if crs is not None else None
+        features = dropped = 0
+        with atomic_path(out) as tmp:
+            for index, (pixel_polygons, classes) in enumerate(batches):  # written as they come: memory of one batch
+                polygons, kept = finish_polygons(pixel_polygons, transform, simplify, min_area)
+                classes = [value for value, keep in zip(classes, kept) if keep]
+                dropped += len(kept) - len(classes)
+                if polygons or index == 0:  # the first creates the layer, empty or not
+                    names = np.array([class_names[c] for c in classes], dtype=object)
+                    write_vector(tmp, shapely.to_wkb(polygons), [np.array(classes, dtype=np.int32), names],
+                                 ["class_id", "class_name"], layer=out.stem, driver=driver, geometry_type="Polygon",
+                                 crs=crs_text, append=index > 0)
+                    features += len(polygons)
+    return PolygonSummary(out, features, dropped, crs_text)
