@@ -83,7 +83,7 @@ INIT_WEIGHTS = ""  # eoseg weights (.pt/.safetensors) to start the whole network
 ENCODER_WEIGHTS = ""  # local pretrained state dict (.pth/.pt/.safetensors) to initialise the encoder(s) ("" = random): torchvision's vgg16_bn for the SegNets, torchvision's or timm's resnet18/34/50 (keys may sit under one prefix, e.g. "backbone.") for unet/unetformer; every layer checked, first layers adapted to other band counts, not reset
 
 # ---------------------------------------------------------------- training (training.py)
-TRAIN_SOURCE = "lmdb"  # "lmdb": the packed patches; "tiles": random crops straight from the tiles
+TRAIN_SOURCE = "lmdb"  # "lmdb": the packed patches, read from disk; "tiles": random crops straight from the tiles, all held in memory (refused where they would not fit)
 BATCH_SIZE = 8  # patches per step and per process (under torchrun the step sees BATCH_SIZE x processes)
 ITERATIONS = 20000  # optimisation steps (unless TRAIN_MINUTES sets a time budget instead)
 BASE_LR = 0.001  # learning rate of the decoder

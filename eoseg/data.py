@@ -25,6 +25,7 @@ from eoseg.config import Config
 from eoseg.errors import EosegError
 from eoseg.grid import pixel_size_range
 from eoseg.holdout import tile_split
+from eoseg.io import available_memory
 from eoseg.labels import class_pixels
 from eoseg.lmdb_store import LmdbPatches
 from eoseg.metadata import check_source_files, data_signature
@@ -203,6 +204,22 @@ def _overlap(zoomed: int, side: int, place: float) -> tuple[int, int, int]:
     return (offset, 0, side) if zoomed >= side else (0, offset, zoomed)
 
 
+TILES_MEMORY_SHARE = 0.6  # of the memory available: TRAIN_SOURCE="tiles" holds its tiles and, while reading one, a copy
+
+
+def check_tiles_fit_in_memory(cfg: Config) -> None:
+    """Refuse TRAIN_SOURCE="tiles" where the training tiles, held in memory whole, would not fit in the memory this
+    machine has available: killed for memory, the run would end without a word of why."""
+    stacks = [tile_stack(cfg, tile_id) for tile_id in cfg.tile_ids("train")]
+    needed = sum(s.info.height * s.info.width * (s.count * s.dtype.itemsize + 1) for s in stacks)  # pixels and labels
+    available = available_memory()
+    if available is not None and needed > TILES_MEMORY_SHARE * available:
+        raise EosegError(f"TRAIN_SOURCE='tiles' holds every training tile in memory, {needed / 2**30:.1f} GiB for "
+                         f"{len(stacks)} tiles, and this machine has {available / 2**30:.1f} GiB available; train from "
+                         "patches instead (TRAIN_SOURCE='lmdb', after extract_images.py and create_lmdb.py), which reads "
+                         "them from disk")
+
+
 def training_data(cfg: Config) -> AugmentedPatches | TileCrops:
     """The configured training source: LMDB_DIR/train.lmdb, or crops of the training tiles."""
     if cfg.TRAIN_SOURCE == "lmdb":
@@ -212,6 +229,7 @@ def training_data(cfg: Config) -> AugmentedPatches | TileCrops:
             check_scale(BandStatistics.from_record(patches.meta["input_statistics"]), cfg)
         return AugmentedPatches(patches, cfg.RANDOM_FLIPS, cfg.SEED)
     tiles, infos, statistics, read_as = [], [], BandStatistics(cfg.num_bands), None
+    check_tiles_fit_in_memory(cfg)
     filling = training_filling(cfg)
     for tile_id in cfg.tile_ids("train"):
         stack = tile_stack(cfg, tile_id)

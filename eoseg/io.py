@@ -43,6 +43,18 @@ LOW_SPACE = 1 << 20  # bytes: a disk with less free counts as full
 GDAL_CACHE_MB = 256
 
 
+def available_memory() -> int | None:
+    """Bytes of memory the system can give without swapping (Linux's MemAvailable); None where it does not say."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
 def causes(error: BaseException) -> Iterator[BaseException]:
     """``error`` and the exceptions it was raised from or while handling."""
     seen = set()

@@ -99,3 +99,19 @@ def test_class_weights_need_a_labelled_pixel():
     with pytest.raises(EosegError, match="the training labels hold no labelled pixel"):
         median_frequency_weights([np.full((4, 4), 255, np.uint8)], num_classes=3, ignore_label=255)
     assert median_frequency_weights([np.array([[0, 0, 2, 255]], np.uint8)], 3, 255) == pytest.approx([0.75, 0.0, 1.5])  # f0 2/3, f2 1/3: median 1/2
+
+
+def test_training_tiles_that_would_not_fit_in_memory_are_refused_before_they_are_read(tiny_cfg, monkeypatch):
+    """TRAIN_SOURCE="tiles" holds every training tile in memory: a run killed for memory would say nothing of why."""
+    from eoseg import data
+
+    cfg = tiny_cfg.replace(TRAIN_SOURCE="tiles")
+    needed = 3 * 160 * 160 * (3 + 1)  # three tiles of 160 x 160 px, three uint8 bands and their labels
+    monkeypatch.setattr(data, "available_memory", lambda: int(needed / data.TILES_MEMORY_SHARE) - 1)
+    monkeypatch.setattr(data, "training_filling", lambda cfg: pytest.fail("a tile was read"))
+    with pytest.raises(EosegError, match=r"TRAIN_SOURCE='tiles' holds every training tile in memory, 0.0 GiB for 3 tiles, "
+                                         r"and this machine has 0.0 GiB available; train from patches instead"):
+        data.training_data(cfg)
+    monkeypatch.undo()
+    monkeypatch.setattr(data, "available_memory", lambda: None)  # not Linux: nothing to go by
+    assert len(data.training_data(cfg).tiles) == 3
