@@ -40,7 +40,9 @@ def main(argv=None):
         if not report.statistics.count:
             raise EosegError("no valid training pixel was read: nothing to write into the config")
         write_norm(Path(args.config), norm_lines(cfg, report))
-        print(f"wrote NORM_MEAN and NORM_STD into {args.config}")
+        print(f"wrote NORM_MEAN and NORM_STD into {args.config}"
+              + ('; EXTRA_SOURCES\' "mean" and "std" are yours to set in each entry, as the report gives them'
+                 if cfg.extra_sources else ""))
     if report.problems:
         sys.exit(1)
 

@@ -288,6 +288,8 @@ def format_report(cfg: Config, report: DataReport) -> str:
         for i, name in enumerate(report.band_names):
             lines.append(f"  {name:<10} {stats.low[i]:>10.4g} {stats.high[i]:>10.4g} {stats.mean[i]:>10.4g} {stats.std[i]:>10.4g}")
         lines += ["", "normalisation of the image's BANDS (config lines):", *norm_lines(cfg, report)]
+        if cfg.extra_sources:
+            lines += ["", 'normalisation of EXTRA_SOURCES (each entry\'s "mean" and "std"):', *extra_norm_lines(cfg, report)]
     values = LabelValues.from_config(cfg)
     if is_vector(cfg.LABEL_PATTERN) and not cfg.VECTOR_CLASS_FIELD:  # no values: every polygon is one class
         meaning = lambda class_id: ("ignored" if class_id == values.ignore_label  # noqa: E731
@@ -322,6 +324,17 @@ def norm_lines(cfg: Config, report: DataReport) -> list[str]:
     """NORM_MEAN and NORM_STD lines of the image's BANDS, measured over the training tiles."""
     mean, std = report.statistics.normalization(0, len(cfg.BANDS))
     return [f"NORM_MEAN = {mean}", f"NORM_STD = {std}"]
+
+
+def extra_norm_lines(cfg: Config, report: DataReport) -> list[str]:
+    """The "mean" and "std" of each EXTRA_SOURCES entry's bands, measured over the training tiles."""
+    lines, first = [], len(cfg.BANDS)
+    for index, entry in enumerate(cfg.extra_sources):
+        end = first + len(entry["band_names"])
+        mean, std = report.statistics.normalization(first, end)
+        lines.append(f'  EXTRA_SOURCES[{index}] ({", ".join(entry["band_names"])}): "mean": {mean}, "std": {std}')
+        first = end
+    return lines
 
 
 def write_norm(config_file: Path, lines: list[str]) -> None:

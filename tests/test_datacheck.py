@@ -460,3 +460,19 @@ def test_a_tile_whose_extra_source_is_another_raster_is_a_problem(tiny_cfg, tmp_
     shutil.copy(cfg.tile_path("DSM_PATTERN", "4"), data / "ndsm" / "ndsm_09cm_matching_area4.tif")
     problems = [p for p in check_dataset(cfg).problems if "nDSM values" in p]
     assert len(problems) == 1 and problems[0].startswith("tile 4: its nDSM values are ") and "a DSM for an nDSM" in problems[0]
+
+
+def test_the_report_gives_each_extra_sources_mean_and_std(tiny_cfg, capsys):
+    """--write-norm writes NORM_MEAN / NORM_STD; the entries of EXTRA_SOURCES are the user's, so the report gives
+    theirs, measured over the training tiles, beside the bands' table."""
+    ndsm = {"pattern": "ndsm/ndsm_09cm_matching_area{id}.tif", "bands": [1], "band_names": ["nDSM"], "mean": [0.0],
+            "std": [10.0]}
+    cfg = tiny_cfg.replace(EXTRA_SOURCES=[ndsm, {"derived": "ndvi"}])
+    report = check_dataset(cfg)
+    text = format_report(cfg, report)
+    mean, std = report.statistics.mean, report.statistics.std
+    assert 'normalisation of EXTRA_SOURCES (each entry\'s "mean" and "std"):' in text
+    expected = [f'  EXTRA_SOURCES[0] (nDSM): "mean": [{mean[3]:.6g}], "std": [{std[3]:.6g}]',
+                f'  EXTRA_SOURCES[1] (NDVI): "mean": [{mean[4]:.6g}], "std": [{std[4]:.6g}]']
+    assert [line for line in text.splitlines() if line.startswith("  EXTRA_SOURCES[")] == expected
+    assert mean[3] > 0.5 and -1 < mean[4] < 1  # heights above the ground in metres; NDVI
