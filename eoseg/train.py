@@ -71,6 +71,9 @@ LOG_FIELDS = ["iteration", "loss", "lr", "patches_per_s", "elapsed_s", *(f"val_{
 AUTOCAST_DTYPES = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
 CHECKPOINT_GLOB = "iter_*.pt"
 BEST_CHECKPOINT = "best.pt"
+# how validation labels and scores its tiles (besides the weights): scores under others are not comparable
+VALIDATION_SETTINGS = ("WINDOW", "STRIDE", "BLEND", "TTA", "INFER_PRECISION", "INFER_OPTIMIZE", "INFER_ENGINE",
+                       "INFER_PIXEL_SIZE", "UNKNOWN_LABELS_TO_IGNORE")
 LATEST_RECORD = "latest"  # in TRAIN_DIR/checkpoints: the checkpoint being written, then the one before it
 
 
@@ -236,7 +239,7 @@ def latest_checkpoint(cfg: Config) -> Path:
     return found[-1]
 
 
-RUN_OUTPUTS = ("checkpoints", "log.csv", "loss.png", "config.json")  # what a run writes into TRAIN_DIR
+RUN_OUTPUTS = ("checkpoints", "log.csv", "loss.png", "config.json", "tensorboard")  # what a run writes into TRAIN_DIR
 
 
 @contextlib.contextmanager
@@ -305,6 +308,24 @@ def check_resumed_settings(recorded_config: str | None, cfg: Config, path: str |
                          "same training: resume with its settings, or start a new run (--force, or another TRAIN_DIR)")
 
 
+def check_resumed_budget(recorded_config: str | None, cfg: Config, path: str | Path) -> None:
+    """Refuse to resume a run trained for a time budget (TRAIN_MINUTES) by a count of steps (ITERATIONS), or the other
+    way: its learning rate's schedule, laid over the one, would jump to the other's. Either may grow, to train further."""
+    if recorded_config is None:
+        return
+    recorded = json.loads(recorded_config)
+    minutes = recorded.get("TRAIN_MINUTES", 0.0)
+    if bool(minutes) == bool(cfg.TRAIN_MINUTES):
+        return
+    if minutes:
+        raise EosegError(f"checkpoint {path} was trained for a time budget, TRAIN_MINUTES={minutes:g}, but the config "
+                         f"counts steps (TRAIN_MINUTES=0, ITERATIONS={cfg.ITERATIONS}): the learning rate's schedule would "
+                         f"change course; resume with TRAIN_MINUTES={minutes:g} (more, to train further)")
+    raise EosegError(f"checkpoint {path} was trained for ITERATIONS={recorded.get('ITERATIONS')} steps, but the config "
+                     f"sets a time budget, TRAIN_MINUTES={cfg.TRAIN_MINUTES:g}: the learning rate's schedule would change "
+                     "course; resume with TRAIN_MINUTES=0 (and more ITERATIONS, to train further)")
+
+
 def check_resumed_precision(recorded: str | None, precision: str, reason: str, cfg: Config, path: str | Path) -> None:
     """Refuse to resume a run trained in another precision than PRECISION resolves to here (None: not recorded)."""
     if recorded is not None and recorded != precision:
@@ -350,6 +371,7 @@ def load_resume_checkpoint(path: str | Path, cfg: Config) -> dict:
     if "sample_position" not in payload["training_state"]:
         raise EosegError(f"{path}: written by an earlier eoseg that did not record the position in the training data; "
                          "it cannot be resumed exactly; start a new run")
+    check_resumed_budget(payload.get("config"), cfg, path)
     # a run killed after its last checkpoint, before MODEL_FILE: resuming it trains no further and writes MODEL_FILE
     finishing = payload["training_state"].get("finished", False) and not _holds_weights_of(cfg.MODEL_FILE, payload)
     if cfg.TRAIN_MINUTES:
@@ -451,7 +473,8 @@ class Trainer:
             self.optimizer.load_state_dict(state["optimizer"])
             self.scaler.load_state_dict(state["scaler"])
             restore_random_states(state["random_states"])
-            self.iteration, sample_position, self.best = payload["iteration"], state["sample_position"], state["best"]
+            self.iteration, sample_position = payload["iteration"], state["sample_position"]
+            self.best = self._standing_best(state["best"])
             self.training_seconds = state.get("training_seconds", 0.0)  # absent: written before TRAIN_MINUTES; refused under it
         self.start_iteration = self.iteration
         self.nonfinite_input_iteration = None  # first iteration whose batch held NaN or infinite pixels
@@ -501,13 +524,46 @@ class Trainer:
                     f"{name} {w:.3f}" for name, w in zip(cfg.CLASS_NAMES, self.class_weights)))
 
     # ------------------------------------------------------------ validation
+    def _validation_ids(self) -> list[str]:
+        return self.cfg.ids("VAL_IDS") or self.cfg.tile_ids("test")
+
+    def _validation_setup(self) -> dict:
+        """What a validation score depends on besides the weights: the tiles and how they are labelled and scored."""
+        settings = {name: self.cfg.to_dict()[name] for name in VALIDATION_SETTINGS}
+        return json.loads(json.dumps({"tiles": self._validation_ids(), **settings}, default=str))
+
+    def _standing_best(self, best: dict | None) -> dict | None:
+        """The best validation of the run resumed, where it still stands: TRAIN_DIR's best.pt holds its weights, and
+        validation is set up as it was (a score on other tiles, or labelled otherwise, is not comparable). Else the best
+        is chosen afresh from here, and a best.pt the checkpoint did not choose (of a run resumed from an earlier
+        checkpoint: a future this run discards) is removed."""
+        if best is None or not self.processes.is_main:  # the main process alone keeps best.pt
+            return best
+        path = self.train_dir / "checkpoints" / BEST_CHECKPOINT
+        held = load_checkpoint(path)["iteration"] if path.is_file() else None
+        if self.cfg.VAL_EVERY and best.get("validation", self._validation_setup()) != self._validation_setup():
+            why = "validation is set up otherwise now (VAL_IDS, or how the tiles are labelled and scored)"
+        elif held is None:
+            why = f"{path} is not there (another TRAIN_DIR?)"
+        elif held != best["iteration"]:
+            why = f"{path} holds iteration {held}, not this checkpoint's best (resumed from an earlier checkpoint)"
+        else:
+            return best
+        if held is not None:
+            path.unlink()
+        if self.progress:
+            print(f"note: the best validation so far ({best['metric']} {best['value']:.4f} at iteration {best['iteration']}) "
+                  f"is not carried over: {why}; the best is chosen afresh from iteration {self.iteration}"
+                  + (f", and {path} was removed" if held is not None else ""), file=sys.stderr)
+        return None
+
     def _validation_tiles(self) -> list[tuple[TileStack, TruthSource]]:
         """This process's share of the validation tiles: each one's stacked input and ground truth.
 
         Read afresh at each validation, block of rows by block, as inference.py reads them."""
         if not self.cfg.VAL_EVERY:
             return []
-        tile_ids = self.cfg.ids("VAL_IDS") or self.cfg.tile_ids("test")
+        tile_ids = self._validation_ids()
         if not tile_ids:
             raise EosegError("VAL_EVERY is set but there is no tile to validate on (VAL_IDS and TEST_IDS are empty); set VAL_EVERY=0")
         tiles = []
@@ -650,7 +706,8 @@ class Trainer:
         row.update({f"val_{m}": f"{metrics[m]:.5f}" for m in VALIDATION_METRICS if metrics[m] is not None})
         value = metrics[BEST_METRIC]
         if value is not None and (self.best is None or value > self.best["value"]):
-            self.best = {"iteration": self.iteration, "metric": BEST_METRIC, "value": value}
+            self.best = {"iteration": self.iteration, "metric": BEST_METRIC, "value": value,
+                         "validation": self._validation_setup()}
             if self.processes.is_main:
                 save_checkpoint(self.train_dir / "checkpoints" / BEST_CHECKPOINT, self.cfg, self.model, self.iteration,
                                 validation=metrics, trained_on=self.trained_on)

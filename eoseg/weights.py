@@ -37,6 +37,7 @@ from eoseg.config import Config
 from eoseg.errors import EosegError
 from eoseg.io import atomic_path
 from eoseg.metadata import data_signature
+from eoseg.models import first_stream_bands
 from eoseg.normalization import Normalization
 from eoseg.weights_record import FORMAT, METADATA_KEY, check_weights_record, weights_record
 from eoseg.tiles import band_kind
@@ -125,6 +126,10 @@ def _check_same_model(record: dict, cfg: Config, path: Path) -> None:
         settings = " ".join(f"{name}={value!r}" for name, value in held.items() if value is not None)
         raise EosegError(f"INIT_WEIGHTS {path} hold {settings}, not the config's network: set those to fine-tune "
                          "them, or start the encoder alone from them with ENCODER_WEIGHTS")
+    if recorded.get("stream_bands", first_stream_bands(cfg)) != first_stream_bands(cfg):
+        raise EosegError(f"INIT_WEIGHTS {path} feed {recorded['stream_bands']} bands to their first stream, but the config "
+                         f"gives it {first_stream_bands(cfg)} (STREAM_BANDS): set STREAM_BANDS={recorded['stream_bands']} "
+                         "to fine-tune them, or start the encoder alone from them with ENCODER_WEIGHTS")
     if record.get("imposed_normalization"):
         raise EosegError(f"INIT_WEIGHTS {path} impose their own normalisation (converted Caffe weights: band order and "
                          "mean pixel), which training, normalising by NORM_MEAN and NORM_STD, does not apply; start from "

@@ -379,3 +379,15 @@ def test_deep_supervision_skips_a_coarse_target_with_no_label():
     final = torch.zeros(1, 2, 64, 64, requires_grad=True)
     loss = supervised_loss(criterion, (final, torch.zeros(1, 2, 8, 8)), labels, 1.0)
     assert torch.isfinite(loss)
+
+
+def test_fine_tuning_a_two_stream_model_with_other_stream_bands_is_refused_in_one_line(tiny_cfg, tmp_path):
+    """Its first layers hold the recorded split of the bands: loaded into another, a size mismatch deep in torch."""
+    from eoseg.weights import read_weights
+
+    cfg = four_band_config(tiny_cfg, "fusenet")
+    weights = save_checkpoint(tmp_path / "fusenet.pt", cfg, tiny("fusenet", 4, 3), iteration=0)
+    read_weights(weights, cfg, for_training=True)
+    with pytest.raises(EosegError, match=r"INIT_WEIGHTS .*fusenet.pt feed 3 bands to their first stream, but the config "
+                                         r"gives it 2 \(STREAM_BANDS\): set STREAM_BANDS=3"):
+        read_weights(weights, cfg.replace(STREAM_BANDS=2), for_training=True)

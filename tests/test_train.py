@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
 import shutil
 import signal
@@ -490,6 +491,7 @@ def test_resuming_continues_the_same_budget(lmdb_cfg, tmp_path):
     train(first, progress=False)  # two steps, then its budget (set below) nearly spent
     payload = load_checkpoint(Path(first.TRAIN_DIR) / "checkpoints" / "iter_0000002.pt")
     payload["training_state"]["training_seconds"] = 60 * BUDGET_MINUTES - 0.001
+    payload["config"] = json.dumps({**json.loads(payload["config"]), "TRAIN_MINUTES": BUDGET_MINUTES})  # a budget's run
     nearly_spent = tmp_path / "nearly_spent.pt"
     torch.save(payload, nearly_spent)
     train(cfg, resume=nearly_spent, progress=False)
@@ -503,6 +505,47 @@ def test_resuming_continues_the_same_budget(lmdb_cfg, tmp_path):
     torch.save(payload, tmp_path / "old.pt")
     with pytest.raises(EosegError, match="did not record the time trained"):
         train(cfg, resume=tmp_path / "old.pt", progress=False)
+
+
+def test_a_run_for_a_time_budget_resumes_for_a_time_budget(lmdb_cfg):
+    """Resumed by steps (TRAIN_MINUTES left out), its schedule would jump from the budget's course to the steps'."""
+    cfg = lmdb_cfg.replace(TRAIN_MINUTES=BUDGET_MINUTES, ITERATIONS=2, SNAPSHOT_EVERY=1, VAL_EVERY=0)
+    train(cfg, progress=False, stop_after=1)
+    checkpoint = Path(cfg.TRAIN_DIR) / "checkpoints" / "iter_0000001.pt"
+    with pytest.raises(EosegError, match=r"was trained for a time budget, TRAIN_MINUTES=0.05, but the config counts steps "
+                                         r"\(TRAIN_MINUTES=0, ITERATIONS=20\): .*resume with TRAIN_MINUTES=0.05"):
+        train(cfg.replace(TRAIN_MINUTES=0.0, ITERATIONS=20), resume=checkpoint, progress=False)
+    steps = lmdb_cfg.replace(ITERATIONS=2, SNAPSHOT_EVERY=1, VAL_EVERY=0, TRAIN_DIR=cfg.TRAIN_DIR + "_steps")
+    train(steps, progress=False, stop_after=1)
+    with pytest.raises(EosegError, match=r"was trained for ITERATIONS=2 steps, but the config sets a time budget"):
+        train(steps.replace(TRAIN_MINUTES=1.0), resume=Path(steps.TRAIN_DIR) / "checkpoints" / "iter_0000001.pt",
+              progress=False)
+
+
+def test_a_best_checkpoint_the_resumed_checkpoint_did_not_choose_is_not_kept(lmdb_cfg, capsys):
+    """Resumed from an earlier checkpoint (a branch), best.pt of the discarded later iterations is removed and the
+    best chosen afresh; likewise when validation is set up otherwise, or best.pt is not in TRAIN_DIR."""
+    cfg = lmdb_cfg.replace(ITERATIONS=4, LOG_EVERY=1, SNAPSHOT_EVERY=2, VAL_EVERY=1, BASE_LR=0.1)
+    train(cfg, progress=False)
+    folder = Path(cfg.TRAIN_DIR) / "checkpoints"
+    best_iteration = load_checkpoint(folder / "best.pt")["iteration"]
+    kept = load_checkpoint(folder / "iter_0000002.pt")["training_state"]["best"]
+    # a branch from iteration 2 that stops at 3: a best.pt of iteration 4 is not of its lineage
+    if best_iteration == kept["iteration"]:  # make it so: the later best as the longer run could have chosen it
+        payload = load_checkpoint(folder / "iter_0000004.pt")
+        torch.save({**payload, "iteration": 4}, folder / "best.pt")
+    train(cfg.replace(ITERATIONS=3), resume=folder / "iter_0000002.pt", progress=True)
+    err = capsys.readouterr().err
+    assert "is not carried over: " in err and "not this checkpoint's best (resumed from an earlier checkpoint)" in err
+    assert load_checkpoint(folder / "best.pt")["iteration"] == 3  # chosen afresh: the only validation since
+    # tiles labelled otherwise (or other tiles): scores are not comparable
+    train(cfg.replace(ITERATIONS=5, TTA=["fliplr"]), resume=folder / "iter_0000003.pt", progress=True)
+    assert "validation is set up otherwise now" in capsys.readouterr().err
+    # another TRAIN_DIR holds no best.pt of this run
+    other = cfg.replace(ITERATIONS=6, TTA=["fliplr"], TRAIN_DIR=cfg.TRAIN_DIR + "_other")
+    train(other, resume=folder / "iter_0000005.pt", progress=True)
+    assert "best.pt is not there (another TRAIN_DIR?)" in capsys.readouterr().err
+    assert load_checkpoint(Path(other.TRAIN_DIR) / "checkpoints" / "best.pt")["iteration"] == 6
 
 
 # torch flags every max-unpooling, though a 2 x 2 pooling's indices never collide
