@@ -48,7 +48,7 @@ from eoseg.config import Config
 from eoseg.data import StreamBatchSampler, jitter_bands, median_frequency_weights, rescale_patches, training_data
 from eoseg.device import Processes, process_group
 from eoseg.errors import EosegError
-from eoseg.holdout import holdout_record, report_overlapping_tiles
+from eoseg.holdout import check_scored_tiles, holdout_record, report_overlapping_tiles
 from eoseg.io import RasterInfo, atomic_path, atomic_write_text, check_output_file, check_writable, exclusive_or_refuse
 from eoseg.labelling import labelling_stack, make_predictor, score_tile
 from eoseg.metrics import metrics_from_confusion, percent
@@ -491,6 +491,13 @@ class Trainer:
             raise EosegError(f"{resume}: its run trained on {recorded_records} patches, and the training data holds "
                              f"{len(self.data)} now (rebuilt?); a resumed run continues on the same data: rebuild it as "
                              "it was, or start a new run (--force, or another TRAIN_DIR)")
+        for key, what in (("class_pixels", "pixels of each class"), ("input_statistics", "bands' mean and std")):
+            recorded = payload["signature"].get(key) if payload is not None else None
+            if recorded is not None and recorded != getattr(self.data, key):  # as many patches, other data
+                raise EosegError(f"{resume}: its run trained on data of other {what} than the training data holds now "
+                                 f"({recorded} against {getattr(self.data, key)}: other labels or images?); a resumed run "
+                                 "continues on the same data: rebuild it as it was, or start a new run (--force, or "
+                                 "another TRAIN_DIR)")
         note = check_labelled_classes(cfg.CLASS_NAMES, self.data.class_pixels)
         if note and processes.is_main:
             print(note, file=sys.stderr)
@@ -566,6 +573,9 @@ class Trainer:
         tile_ids = self._validation_ids()
         if not tile_ids:
             raise EosegError("VAL_EVERY is set but there is no tile to validate on (VAL_IDS and TEST_IDS are empty); set VAL_EVERY=0")
+        if self.processes.is_main:  # validating on what the starting weights learned from: said, as inference says it
+            check_scored_tiles({"inherited_train_tiles": self.trained_on["inherited_train_tiles"] or []}, self.cfg,
+                               tile_ids, "this run")
         tiles = []
         for tile_id in tile_ids:  # all checked on every process: a bad tile stops the run before it starts
             stack = tile_stack(self.cfg, tile_id)

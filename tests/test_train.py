@@ -522,6 +522,32 @@ def test_a_run_for_a_time_budget_resumes_for_a_time_budget(lmdb_cfg):
               progress=False)
 
 
+def test_resuming_on_other_data_of_as_many_patches_is_refused(lmdb_cfg, tmp_path):
+    """Labels swapped between two classes, or other images, rebuilt into as many patches: the stream position would
+    continue over other data."""
+    cfg = lmdb_cfg.replace(ITERATIONS=2, SNAPSHOT_EVERY=1, VAL_EVERY=0)
+    train(cfg, progress=False, stop_after=1)
+    payload = load_checkpoint(Path(cfg.TRAIN_DIR) / "checkpoints" / "iter_0000001.pt")
+    pixels = payload["signature"]["class_pixels"]
+    payload["signature"]["class_pixels"] = [pixels[1], pixels[0], *pixels[2:]]  # as the data had them
+    torch.save(payload, tmp_path / "swapped.pt")
+    with pytest.raises(EosegError, match=r"swapped.pt: its run trained on data of other pixels of each class than the "
+                                         r"training data holds now"):
+        train(cfg, resume=tmp_path / "swapped.pt", progress=False)
+    train(cfg, resume=Path(cfg.TRAIN_DIR) / "checkpoints" / "iter_0000001.pt", progress=False)  # the same data: resumed
+
+
+def test_validating_on_a_tile_the_starting_weights_learned_from_is_warned_of(lmdb_cfg, capsys):
+    """As inference.py warns of it: best.pt would be chosen on what the model memorised."""
+    first = lmdb_cfg.replace(ITERATIONS=1, VAL_EVERY=0)
+    train(first, progress=False)  # trained on tiles 1, 2 and 3, as its weights record
+    tuned = lmdb_cfg.replace(TRAIN_SOURCE="tiles", TRAIN_IDS=["1", "2"], VAL_IDS=["3"], ITERATIONS=1, VAL_EVERY=1,
+                             INIT_WEIGHTS=first.MODEL_FILE, TRAIN_DIR=first.TRAIN_DIR + "_tuned",
+                             MODEL_FILE=first.MODEL_FILE + "_tuned.pt")
+    train(tuned, progress=False)
+    assert "warning: this run started from weights (ENCODER_WEIGHTS or INIT_WEIGHTS) trained on tiles 3" in capsys.readouterr().err
+
+
 def test_a_best_checkpoint_the_resumed_checkpoint_did_not_choose_is_not_kept(lmdb_cfg, capsys):
     """Resumed from an earlier checkpoint (a branch), best.pt of the discarded later iterations is removed and the
     best chosen afresh; likewise when validation is set up otherwise, or best.pt is not in TRAIN_DIR."""
