@@ -443,12 +443,19 @@ class Trainer:
             if processes.is_main:
                 print(loaded)
         if cfg.INIT_WEIGHTS and payload is None:
-            recorded_classes = (recorded_signature(cfg.INIT_WEIGHTS) or {}).get("class_names")
+            recorded = recorded_signature(cfg.INIT_WEIGHTS) or {}
+            recorded_classes, recorded_bands = recorded.get("class_names"), recorded.get("band_names")
             if recorded_classes is not None and list(recorded_classes) != list(cfg.CLASS_NAMES):
                 raise EosegError(f"INIT_WEIGHTS {cfg.INIT_WEIGHTS} was trained for classes {', '.join(recorded_classes)}, "
                                  f"and the config has {', '.join(cfg.CLASS_NAMES)}: INIT_WEIGHTS starts the whole network, "
                                  f"its classifier included; for other classes start its encoder alone (ENCODER_WEIGHTS="
                                  f"{cfg.INIT_WEIGHTS} and INIT_WEIGHTS=\"\")")
+            if recorded_bands is not None and list(recorded_bands) != list(cfg.stacked_band_names):
+                raise EosegError(f"INIT_WEIGHTS {cfg.INIT_WEIGHTS} was trained on the bands {', '.join(recorded_bands)}, "
+                                 f"and the config stacks {', '.join(cfg.stacked_band_names)}: INIT_WEIGHTS starts the whole "
+                                 f"network, its first layer included; for other bands, or the same in another order, start "
+                                 f"its encoder alone (ENCODER_WEIGHTS={cfg.INIT_WEIGHTS} and INIT_WEIGHTS=\"\"), which "
+                                 "matches bands by name")
             self.model.load_state_dict(read_weights(cfg.INIT_WEIGHTS, cfg, for_training=True)[0].state_dict())
             if processes.is_main:
                 print(f"{cfg.INIT_WEIGHTS}: the whole network starts from these weights (fine-tuning)")

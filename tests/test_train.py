@@ -289,6 +289,9 @@ def test_fine_tuning_starts_the_whole_network_from_init_weights(lmdb_cfg, six_cl
                             (FIVE_CLASSES, r"INIT_WEIGHTS .* was trained for classes .*, and the config has .*: INIT_WEIGHTS "
                                            r"starts the whole network, its classifier included; for other classes start "
                                            r"its encoder alone \(ENCODER_WEIGHTS="),
+                            ({"BAND_NAMES": ["R", "IR", "G"]}, r"INIT_WEIGHTS .* was trained on the bands IR, R, G, and "
+                                                               r"the config stacks R, IR, G: .*\(ENCODER_WEIGHTS=.*\), "
+                                                               r"which matches bands by name"),
                             ({"ENCODER_WEIGHTS": str(six_class_checkpoint)}, "set one of them"),
                             ({"INIT_WEIGHTS": "model.onnx"}, "an .onnx file cannot be trained"),
                             ({"INIT_WEIGHTS": "absent.pt"}, "INIT_WEIGHTS not found: absent.pt")):
