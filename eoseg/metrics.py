@@ -7,6 +7,8 @@ occur in the ground truth.
 
 from __future__ import annotations
 
+import unicodedata
+
 import numpy as np
 
 
@@ -75,16 +77,22 @@ def nothing_scored(metrics: dict) -> str:
     return "nothing was scored: every ground-truth pixel is IGNORE_LABEL (or outside the classes)"
 
 
+def shown_width(text: str) -> int:
+    """Columns ``text`` takes in a terminal: Chinese, Japanese and Korean characters take two."""
+    return sum(2 if unicodedata.east_asian_width(character) in "WF" else 1 for character in text)
+
+
 def format_table(metrics: dict, title: str = "") -> str:
     """The metrics as a plain-text table for the terminal."""
     lines = [title] if title else []
-    width = max(22, *(len(name) + 2 for name in metrics["per_class"]))
+    width = max(22, *(shown_width(name) + 2 for name in metrics["per_class"]))
     lines.append(f"{'class':<{width}}{'F1':>8}{'IoU':>8}{'precision':>11}{'recall':>8}{'pixels':>12}")
     for name, row in metrics["per_class"].items():
         # a class absent from the ground truth has no F1 or IoU the means could count (its precision still says much)
         cells = [percent(None if not row["support"] else row[k]) for k in ("f1", "iou")] + \
             [f"{percent(row['precision']):>11}", percent(row["recall"])]
-        lines.append(f"{name:<{width}}{cells[0]:>8}{cells[1]:>8}{cells[2]}{cells[3]:>8}{row['support']:>12d}")
+        padding = " " * (width - shown_width(name))
+        lines.append(f"{name}{padding}{cells[0]:>8}{cells[1]:>8}{cells[2]}{cells[3]:>8}{row['support']:>12d}")
     lines.append(
         f"overall accuracy {percent(metrics['overall_accuracy'])}   mean F1 {percent(metrics['mean_f1'])}   "
         f"mean IoU {percent(metrics['mean_iou'])}   kappa {'-' if metrics['kappa'] is None else format(metrics['kappa'], '.3f')}"

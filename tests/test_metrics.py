@@ -246,3 +246,14 @@ def test_a_class_predicted_though_never_trained_on_is_said():
         "predicted, though no training pixel was labelled so: water: an untrained output's guesses, counted in the means; "
         "add training tiles that hold them (check LABEL_VALUES and TRAIN_IDS)")
     assert "predicted, though" not in format_table({**metrics, NOT_TRAINED: []})
+
+
+def test_the_table_keeps_its_columns_under_class_names_of_wide_characters():
+    """Chinese, Japanese and Korean characters take two columns in a terminal: padded by what they show."""
+    from eoseg.metrics import shown_width
+
+    names = ["建筑物", "road", "树木"]
+    m = metrics_from_confusion(np.diag([5, 4, 3]).astype(np.int64), names)
+    rows = [line for line in format_table(m).splitlines()[:4]]
+    assert len({shown_width(row[:row.index("100.0")]) for row in rows[1:]}) == 1  # every F1 in the same column
+    assert shown_width("建筑物 a") == 8
