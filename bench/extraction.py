@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -23,7 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.append(str(ROOT))  # after bench/: its inference.py, not the script of that name
 
-from inference import machine, write_sample_tif  # noqa: E402  (bench/, beside this file)
+from inference import machine, run_measured, write_sample_tif  # noqa: E402  (bench/, beside this file)
 
 
 def extract(work: Path, tile_id: str) -> tuple[float, float, dict]:
@@ -32,15 +30,9 @@ def extract(work: Path, tile_id: str) -> tuple[float, float, dict]:
     overrides = [f"DATA_ROOT={work}", "IMAGE_PATTERN=tile_{id}.tif", "LABEL_PATTERN=labels_{id}.tif",
                  "GT_COLOR_PATTERN=", "GT_ERODED_PATTERN=", f"TRAIN_IDS=['{tile_id}']", "TEST_IDS=[]", "FLIPS=False",
                  f"PATCHES_DIR={out}"]
-    start = time.perf_counter()
-    process = subprocess.Popen([sys.executable, str(ROOT / "extract_images.py"), "--force", *overrides],
-                               cwd=work)
-    _, status, usage = os.wait4(process.pid, 0)
-    seconds = time.perf_counter() - start
-    if status != 0:
-        raise SystemExit(f"extract_images.py failed on tile {tile_id} (status {status})")
+    seconds, rss, _ = run_measured([sys.executable, str(ROOT / "extract_images.py"), "--force", *overrides], cwd=work)
     counts = json.loads((out / "manifest.json").read_text())["counts"]
-    return seconds, usage.ru_maxrss / 1024, counts
+    return seconds, rss, counts
 
 
 def main() -> None:

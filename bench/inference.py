@@ -154,6 +154,19 @@ def run_child(arguments: list[str]) -> tuple[dict, float]:
     return json.loads(output.strip().splitlines()[-1]), usage.ru_maxrss / 1024
 
 
+def run_measured(command: list[str], cwd: Path | None = None) -> tuple[float, float, str]:
+    """Run ``command`` (a script of this project, as a user would); return its seconds, its peak RSS in MiB and its
+    standard output. A failure stops the benchmark."""
+    start = time.perf_counter()
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, cwd=cwd)
+    output = process.stdout.read()
+    _, status, usage = os.wait4(process.pid, 0)
+    process.stdout.close()
+    if status != 0:
+        raise SystemExit(f"{' '.join(map(str, command[:2]))} failed with status {status}")
+    return time.perf_counter() - start, usage.ru_maxrss / 1024, output
+
+
 def machine(device: str = "cpu") -> str:
     return f"{describe_hardware(device)}, Python {platform.python_version()}"
 

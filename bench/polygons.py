@@ -11,11 +11,8 @@ peak RSS (``ru_maxrss``), its time and the polygons written.
 from __future__ import annotations
 
 import argparse
-import os
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +20,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.append(str(ROOT))
 
-from inference import machine  # noqa: E402  (bench/, beside this file)
+from inference import machine, run_measured  # noqa: E402  (bench/, beside this file)
 
 
 def write_label_map(path: Path, size: int, speckle: float, seed: int = 0) -> None:
@@ -60,18 +57,11 @@ def main() -> None:
     if not labels.exists():
         write_label_map(labels, args.size, args.speckle)
     out = work / "classes.gpkg"
-    start = time.perf_counter()
-    process = subprocess.Popen([sys.executable, str(ROOT / "polygonize.py"), str(labels), "--out", str(out), "--force",
-                                "--simplify", str(args.simplify)], stdout=subprocess.PIPE, text=True)
-    _, status, usage = os.wait4(process.pid, 0)
-    seconds = time.perf_counter() - start
-    output = process.stdout.read().strip()
-    process.stdout.close()
-    if status != 0:
-        raise SystemExit(f"polygonize.py failed (status {status})")
-    print(output)
+    seconds, rss, output = run_measured([sys.executable, str(ROOT / "polygonize.py"), str(labels), "--out", str(out),
+                                         "--force", "--simplify", str(args.simplify)])
+    print(output.strip())
     print(f"{args.size} x {args.size}, speckle {args.speckle}, simplify {args.simplify}: peak RSS "
-          f"{usage.ru_maxrss / 1024:.0f} MiB, {seconds:.0f} s")
+          f"{rss:.0f} MiB, {seconds:.0f} s")
 
 
 if __name__ == "__main__":
