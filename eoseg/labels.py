@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterator
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +34,7 @@ from rasterio.windows import Window
 from eoseg.config import IGNORE, VECTOR_SUFFIXES, Config, label_value_pairs
 from eoseg.errors import EosegError
 from eoseg.grid import bounds, check_relatable, needs_warp, note_once, open_on_grid, pixel_sides, same_crs
-from eoseg.io import RasterInfo, not_one_band, raster_info
+from eoseg.io import RasterInfo, not_one_band, open_raster, raster_info
 from eoseg.palette import Palette, check_value_tolerance, nearest_reference, tolerance_remedy
 
 # a label map with at least this share of IGNORE_LABEL pixels and one class present is most likely
@@ -254,9 +255,24 @@ class RasterLabels:
         self.warped = needs_warp(image, info, what)
         self.path = info.path
 
+    @cached_property
+    def records_class_names(self) -> bool:
+        """Whether the raster names its values' classes as the label maps eoseg writes do (a CLASS_NAMES tag)."""
+        with open_raster(self.path, self.what) as src:
+            return "CLASS_NAMES" in src.tags(1)
+
     def check_values(self, counts: dict, whole: bool = True) -> None:
         """Refuse values that the raster's colour table colours as another class than they read as (or as
-        unlabelled), then what :meth:`LabelValues.check` refuses."""
+        unlabelled), a label map eoseg wrote (class ids) read through LABEL_VALUES, then what
+        :meth:`LabelValues.check` refuses."""
+        present = [value for value in counts if isinstance(value, int) and value != self.values.ignore_label]
+        # a LABEL_VALUES that reads some class id as itself may merge classes of a map of class ids; one that reads
+        # none so is for raw codes
+        if (not self.values.identity and present and not any(self.values.target(v) == v for v in present)
+                and self.records_class_names):
+            raise EosegError(f"{self.path}: it names its classes (CLASS_NAMES) as the label maps eoseg writes do, so it "
+                             "holds class ids, but LABEL_VALUES reads its values as raw codes; read it with LABEL_VALUES = "
+                             "{} (LABEL_VALUES is for raw codes, which convert_gt.py --from-values turns into class ids)")
         if self.info.colour_table is not None and self.palette is not None:
             self._check_colour_table(counts)
         self.values.check(counts, str(self.path), whole)
