@@ -73,7 +73,8 @@ CHECKPOINT_GLOB = "iter_*.pt"
 BEST_CHECKPOINT = "best.pt"
 # how validation labels and scores its tiles (besides the weights): scores under others are not comparable
 VALIDATION_SETTINGS = ("WINDOW", "STRIDE", "BLEND", "TTA", "INFER_PRECISION", "INFER_OPTIMIZE", "INFER_ENGINE",
-                       "INFER_PIXEL_SIZE", "UNKNOWN_LABELS_TO_IGNORE")
+                       "INFER_PIXEL_SIZE", "UNKNOWN_LABELS_TO_IGNORE", "GT_ERODED_PATTERN", "LABEL_PATTERN",
+                       "GT_COLOR_PATTERN", "PALETTE", "IGNORE_COLOR")
 LATEST_RECORD = "latest"  # in TRAIN_DIR/checkpoints: the checkpoint being written, then the one before it
 
 
@@ -308,6 +309,15 @@ def check_resumed_settings(recorded_config: str | None, cfg: Config, path: str |
                          "same training: resume with its settings, or start a new run (--force, or another TRAIN_DIR)")
 
 
+def same_data_record(recorded, current) -> bool:
+    """Whether two records of training data (class pixels; band statistics, at 6 significant digits) agree: the
+    statistics of the same data summed in another order may round the other way in their last digit."""
+    if isinstance(recorded, dict) and isinstance(current, dict):
+        return recorded.keys() == current.keys() and all(
+            np.allclose(recorded[key], current[key], rtol=1e-5, atol=0) for key in recorded)
+    return recorded == current
+
+
 def check_resumed_budget(recorded_config: str | None, cfg: Config, path: str | Path) -> None:
     """Refuse to resume a run trained for a time budget (TRAIN_MINUTES) by a count of steps (ITERATIONS), or the other
     way: its learning rate's schedule, laid over the one, would jump to the other's. Either may grow, to train further."""
@@ -481,7 +491,7 @@ class Trainer:
             self.scaler.load_state_dict(state["scaler"])
             restore_random_states(state["random_states"])
             self.iteration, sample_position = payload["iteration"], state["sample_position"]
-            self.best = self._standing_best(state["best"])
+            self.best = state["best"]  # where it still stands: _standing_best, once the run is accepted
             self.training_seconds = state.get("training_seconds", 0.0)  # absent: written before TRAIN_MINUTES; refused under it
         self.start_iteration = self.iteration
         self.nonfinite_input_iteration = None  # first iteration whose batch held NaN or infinite pixels
@@ -500,7 +510,7 @@ class Trainer:
                              "it was, or start a new run (--force, or another TRAIN_DIR)")
         for key, what in (("class_pixels", "pixels of each class"), ("input_statistics", "bands' mean and std")):
             recorded = payload["signature"].get(key) if payload is not None else None
-            if recorded is not None and recorded != getattr(self.data, key):  # as many patches, other data
+            if recorded is not None and not same_data_record(recorded, getattr(self.data, key)):  # as many patches
                 raise EosegError(f"{resume}: its run trained on data of other {what} than the training data holds now "
                                  f"({recorded} against {getattr(self.data, key)}: other labels or images?); a resumed run "
                                  "continues on the same data: rebuild it as it was, or start a new run (--force, or "
@@ -523,6 +533,8 @@ class Trainer:
         # nodata filled as the training data were (tiles.training_filling)
         self.normalization = Normalization.from_config(cfg).filled_as_recorded(self.data.input_statistics, self.data.nodata_fill)
         self.validation_tiles = self._validation_tiles()
+        if payload is not None:  # every check passed: the run resumes
+            self.best = self._standing_best(self.best)
         # collectives run on the GPU with nccl, on the CPU with gloo
         self.collective_device = device if device.type == "cuda" and processes.distributed else torch.device("cpu")
         self.log = None
@@ -543,7 +555,8 @@ class Trainer:
 
     def _validation_setup(self) -> dict:
         """What a validation score depends on besides the weights: the tiles and how they are labelled and scored."""
-        settings = {name: self.cfg.to_dict()[name] for name in VALIDATION_SETTINGS}
+        values = self.cfg.to_dict()
+        settings = {name: values[name] for name in VALIDATION_SETTINGS}
         return json.loads(json.dumps({"tiles": self._validation_ids(), **settings}, default=str))
 
     def _standing_best(self, best: dict | None) -> dict | None:
@@ -554,21 +567,28 @@ class Trainer:
         if best is None or not self.processes.is_main:  # the main process alone keeps best.pt
             return best
         path = self.train_dir / "checkpoints" / BEST_CHECKPOINT
-        held = load_checkpoint(path)["iteration"] if path.is_file() else None
-        if self.cfg.VAL_EVERY and best.get("validation", self._validation_setup()) != self._validation_setup():
-            why = "validation is set up otherwise now (VAL_IDS, or how the tiles are labelled and scored)"
+        try:
+            held = load_checkpoint(path)["iteration"] if path.is_file() else None
+        except EosegError:  # damaged: as good as absent
+            held = None
+        setup = self._validation_setup()
+        discarded = False  # best.pt of iterations this run discards
+        if self.cfg.VAL_EVERY and best.get("validation", setup) != setup:
+            why = ("validation is set up otherwise now (VAL_IDS, ground truth, or how the tiles are labelled and scored); "
+                   f"{path} stays until a validation replaces it")
         elif held is None:
-            why = f"{path} is not there (another TRAIN_DIR?)"
+            why = f"{path} is not there, or cannot be read (another TRAIN_DIR?)"
         elif held != best["iteration"]:
             why = f"{path} holds iteration {held}, not this checkpoint's best (resumed from an earlier checkpoint)"
+            discarded = True
         else:
             return best
-        if held is not None:
+        if discarded:
             path.unlink()
         if self.progress:
             print(f"note: the best validation so far ({best['metric']} {best['value']:.4f} at iteration {best['iteration']}) "
                   f"is not carried over: {why}; the best is chosen afresh from iteration {self.iteration}"
-                  + (f", and {path} was removed" if held is not None else ""), file=sys.stderr)
+                  + (f", and {path} was removed" if discarded else ""), file=sys.stderr)
         return None
 
     def _validation_tiles(self) -> list[tuple[TileStack, TruthSource]]:

@@ -563,17 +563,23 @@ def test_a_best_checkpoint_the_resumed_checkpoint_did_not_choose_is_not_kept(lmd
     if best_iteration == kept["iteration"]:  # make it so: the later best as the longer run could have chosen it
         payload = load_checkpoint(folder / "iter_0000004.pt")
         torch.save({**payload, "iteration": 4}, folder / "best.pt")
+    refused = load_checkpoint(folder / "iter_0000002.pt")
+    refused["signature"]["class_pixels"] = refused["signature"]["class_pixels"][::-1]  # a resume refused keeps best.pt
+    torch.save(refused, folder.parent / "refused.pt")
+    with pytest.raises(EosegError, match="trained on data of other pixels of each class"):
+        train(cfg.replace(ITERATIONS=3), resume=folder.parent / "refused.pt", progress=True)
+    assert load_checkpoint(folder / "best.pt")["iteration"] == 4
     train(cfg.replace(ITERATIONS=3), resume=folder / "iter_0000002.pt", progress=True)
     err = capsys.readouterr().err
     assert "is not carried over: " in err and "not this checkpoint's best (resumed from an earlier checkpoint)" in err
     assert load_checkpoint(folder / "best.pt")["iteration"] == 3  # chosen afresh: the only validation since
-    # tiles labelled otherwise (or other tiles): scores are not comparable
+    # tiles labelled otherwise (or other tiles): scores are not comparable, and best.pt stays until one replaces it
     train(cfg.replace(ITERATIONS=5, TTA=["fliplr"]), resume=folder / "iter_0000003.pt", progress=True)
     assert "validation is set up otherwise now" in capsys.readouterr().err
     # another TRAIN_DIR holds no best.pt of this run
     other = cfg.replace(ITERATIONS=6, TTA=["fliplr"], TRAIN_DIR=cfg.TRAIN_DIR + "_other")
     train(other, resume=folder / "iter_0000005.pt", progress=True)
-    assert "best.pt is not there (another TRAIN_DIR?)" in capsys.readouterr().err
+    assert "best.pt is not there, or cannot be read (another TRAIN_DIR?)" in capsys.readouterr().err
     assert load_checkpoint(Path(other.TRAIN_DIR) / "checkpoints" / "best.pt")["iteration"] == 6
 
 
