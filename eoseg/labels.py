@@ -33,7 +33,7 @@ from rasterio.windows import Window
 
 from eoseg.config import IGNORE, VECTOR_SUFFIXES, Config, label_value_pairs
 from eoseg.errors import EosegError
-from eoseg.grid import bounds, check_relatable, needs_warp, note_once, open_on_grid, pixel_sides, same_crs
+from eoseg.grid import bounds, check_relatable, needs_warp, note_once, open_on_grid, same_crs
 from eoseg.io import RasterInfo, not_one_band, open_raster, raster_info
 from eoseg.palette import Palette, check_value_tolerance, nearest_reference, tolerance_remedy
 
@@ -409,7 +409,11 @@ class VectorLabels:
         # in the order they are drawn: a later polygon over an earlier one (VECTOR_OVERLAP "last", or "smallest" with
         # the largest first)
         order = np.argsort(-shapely.area(shapes), kind="stable") if self.overlap == "smallest" else np.arange(len(shapes))
-        self.polygons, self.classes = shapes[order], classes[order]
+        # in the image's pixel coordinates: a window's are these less whole numbers, exactly, so that a pixel centre on
+        # an edge falls on the same side whichever window of rows rasterises it (world coordinates rounded per window)
+        to_pixels = ~image.transform
+        self.polygons = shapely.transform(shapes[order], lambda xy: np.column_stack(to_pixels * (xy[:, 0], xy[:, 1])))
+        self.classes = classes[order]
         overlaps, pixels = _overlaps(shapes, classes, box, abs(image.transform.determinant))
         if overlaps:
             given = {"ignore": "are left unlabelled (IGNORE_LABEL), not given to either class by the file's order",
@@ -425,7 +429,7 @@ class VectorLabels:
         IGNORE_LABEL whatever the file's order; else the polygons drawn in their order, a later one on top."""
         window = window or Window(0, 0, self.image.width, self.image.height)
         shape = (int(window.height), int(window.width))
-        transform = self.image.transform * Affine.translation(window.col_off, window.row_off)
+        transform = Affine.translation(window.col_off, window.row_off)  # the polygons are in the image's pixels
         labels = np.full(shape, self.background, dtype=np.uint8)
         if not len(self.polygons):
             return labels
@@ -443,11 +447,16 @@ class VectorLabels:
             rasterio.features.rasterize(zip(self.polygons.tolist(), self.classes.tolist()), out=labels,
                                         transform=transform, all_touched=all_touched)
         if self.boundary == "ignore_band":
-            pixel = sum(pixel_sides(self.image.transform)) / 2
-            edges = shapely.buffer(shapely.boundary(self.polygons), self.boundary_width * pixel / 2)
-            rasterio.features.rasterize(((e, self.values.ignore_label) for e in edges.tolist() if not e.is_empty),
+            rasterio.features.rasterize(((edge, self.values.ignore_label) for edge in self._edge_bands),
                                         out=labels, transform=transform)
         return labels
+
+    @cached_property
+    def _edge_bands(self) -> list:
+        """VECTOR_BOUNDARY "ignore_band": a band VECTOR_BOUNDARY_WIDTH px wide across every polygon's edges (built once
+        for all the windows read)."""
+        edges = shapely.buffer(shapely.boundary(self.polygons), self.boundary_width / 2)
+        return [edge for edge in edges.tolist() if not edge.is_empty]
 
     def check(self) -> None:
         """Nothing left to check: the attribute values were checked when the polygons were read."""

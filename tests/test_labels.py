@@ -733,3 +733,22 @@ def test_a_label_map_eoseg_wrote_is_not_read_as_raw_codes_whatever_its_colours(t
     with rasterio.open(raw, "w", driver="GTiff", width=10, height=6, count=1, dtype="uint8") as dst:
         dst.write(ids + 1, 1)
     assert RasterLabels(raster_info(raw), raster_info(raw), codes).read()[:, 0].tolist() == [0, 1, 2, 3, 4, 5]
+
+
+@pytest.mark.parametrize("boundary", ["centre", "ignore_band"])
+def test_polygons_read_by_windows_of_rows_are_the_polygons_read_whole(tmp_path, boundary):
+    """Edges through pixel centres on a grid of 0.09 m whose origin is no round number: each window of rows puts every
+    centre on the side a whole read puts it (extraction reads tiles by rows, scoring by blocks)."""
+    from rasterio.windows import Window
+
+    transform = rasterio.transform.from_origin(496123.37, 5420456.81, 0.09, 0.09)
+    image = small_image(tmp_path / "image.tif", transform=transform, size=120)
+    centre = lambda col, row: transform * (col + 0.5, row + 0.5)  # noqa: E731
+    boxes = [shapely.box(*centre(10 + 7 * i, 100 - 9 * i), *centre(30 + 7 * i, 5 + 11 * i)) for i in range(6)]
+    cfg = vector_config(VECTOR_CLASS_FIELD="cls", VECTOR_BOUNDARY=boundary, VECTOR_OVERLAP="last")
+    labels = label_source(cfg, polygon_file(tmp_path / "edges.geojson", boxes, [1, 2, 1, 2, 1, 2]), image)
+    whole = labels.read()
+    assert len(np.unique(whole)) == (4 if boundary == "ignore_band" else 3)
+    for rows in (1, 7, 33, 64):
+        by_rows = np.concatenate([labels.read(Window(0, top, 120, min(rows, 120 - top))) for top in range(0, 120, rows)])
+        np.testing.assert_array_equal(by_rows, whole, err_msg=f"windows of {rows} rows")
