@@ -83,9 +83,7 @@ def color_file_to_labels(source: Path, target: Path, palette: Palette, unknown_t
                 for colour, pixels in found.items():
                     unknown[colour] = unknown.get(colour, 0) + pixels
                 writer.write(labels, row=window.row_off)
-            if unknown and not unknown_to_ignore:  # before the writer publishes the map
-                palette.refuse_unknown(unknown, str(source), near[""])
-            palette.refuse_other_colours(near, str(source))
+            palette.check_whole_image(unknown, near, str(source), unknown_to_ignore)  # before the map is published
     return target
 
 

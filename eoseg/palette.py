@@ -73,7 +73,7 @@ class Palette:
         return {value: owners.get(table[value]) if 0 <= value < len(table) else None for value in values}
 
     def to_labels(self, rgb: np.ndarray, unknown_to_ignore: bool = False, source: str = "image",
-                  empty: np.ndarray | None = None, grey_image: bool = True, near: dict | None = None) -> np.ndarray:
+                  empty: np.ndarray | None = None, grey_image: bool = True) -> np.ndarray:
         """Convert an (H, W, 3) colour image into (H, W) uint8 class ids.
 
         A colour within ``tolerance`` levels (in each of R, G, B) of a class colour or the
@@ -83,7 +83,7 @@ class Palette:
         label, whatever colour they hold. Class ids saved in three grey bands are refused, with or without
         a tolerance (of a part of an image: where ``grey_image`` says the whole may be grey, see :meth:`read_colours`).
         """
-        labels, unknown = self.read_colours(rgb, source, empty, grey_image, near)
+        labels, unknown = self.read_colours(rgb, source, empty, grey_image)
         if unknown and not unknown_to_ignore:
             self.refuse_unknown(unknown, source)
         return labels
@@ -147,6 +147,13 @@ class Palette:
                                       remedy=remedy,
                                       rest="UNKNOWN_LABELS_TO_IGNORE=True (or --unknown-to-ignore) the rest as unlabelled")
         raise EosegError(f"{source}: {int(counts.sum())} pixels have colours outside the palette ({described}{more}); {remedy}")
+
+    def check_whole_image(self, unknown: dict[int, int], near: dict, source: str, unknown_to_ignore: bool) -> None:
+        """Once a whole image is read by windows (:meth:`read_colours`): refuse its colours no class has (``unknown``,
+        unless ``unknown_to_ignore``), then those LABEL_TOLERANCE reads that are colours of their own (``near``)."""
+        if unknown and not unknown_to_ignore:
+            self.refuse_unknown(unknown, source, near.get("", 0))
+        self.refuse_other_colours(near, source)
 
     def refuse_other_colours(self, near: dict, source: str) -> None:
         """Refuse ``source`` where a colour LABEL_TOLERANCE reads as a class (``near``, of :meth:`read_colours`) lies

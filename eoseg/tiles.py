@@ -552,11 +552,17 @@ class TruthSource:
     def check(self, palette: Palette) -> None:
         """Read the whole ground truth by rows: colours it cannot read as classes are refused before labelling."""
         grid = self.image or raster_info(self.path, "ground truth")
-        near: dict = {}  # colours read through LABEL_TOLERANCE (Palette.refuse_other_colours)
+        if self.labels is not None:
+            for window in row_windows(grid.height, grid.width):
+                self._read_rows(palette, window.row_off, window.row_off + window.height)
+            return
+        unknown: dict[int, int] = {}  # colours no class has, and those LABEL_TOLERANCE reads: judged over the whole
+        near: dict = {}
         for window in row_windows(grid.height, grid.width):
-            self._read_rows(palette, window.row_off, window.row_off + window.height, near)
-        if self.labels is None:
-            palette.refuse_other_colours(near, str(self.path))
+            rgb, empty = self._colours(window.row_off, window.row_off + window.height)
+            for colour, pixels in palette.read_colours(rgb, str(self.path), empty, self.grey_image, near)[1].items():
+                unknown[colour] = unknown.get(colour, 0) + pixels
+        palette.check_whole_image(unknown, near, str(self.path), self.unknown_to_ignore)
 
     def read_rows(self, palette: Palette, first: int, end: int) -> np.ndarray:
         """(rows, W) uint8 class ids of rows first..end-1 (IGNORE_LABEL outside the held-out blocks of a split tile)."""
@@ -565,12 +571,12 @@ class TruthSource:
             labels[~self.split.mask(first, end, held_out=True)] = palette.ignore_label
         return labels
 
-    def _read_rows(self, palette: Palette, first: int, end: int, near: dict | None = None) -> np.ndarray:
+    def _read_rows(self, palette: Palette, first: int, end: int) -> np.ndarray:
         if self.labels is not None:
             return self.labels.read(Window(0, first, self.labels.image.width, end - first))
         rgb, empty = self._colours(first, end)
         return palette.to_labels(rgb, self.unknown_to_ignore, source=str(self.path), empty=empty,
-                                 grey_image=self.grey_image, near=near)
+                                 grey_image=self.grey_image)
 
     def _colours(self, first: int, end: int) -> tuple[np.ndarray, np.ndarray | None]:
         """(rows, W, 3) RGB of a colour ground truth's rows first..end-1, and its pixels left unlabelled."""
