@@ -11,6 +11,7 @@ and the processes of a distributed run read disjoint shards of one stream.
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 from typing import Iterator
 
@@ -211,11 +212,13 @@ def check_tiles_fit_in_memory(cfg: Config) -> None:
     """Refuse TRAIN_SOURCE="tiles" where the training tiles, held in memory whole, would not fit in the memory this
     machine has available: killed for memory, the run would end without a word of why."""
     stacks = [tile_stack(cfg, tile_id) for tile_id in cfg.tile_ids("train")]
-    needed = sum(s.info.height * s.info.width * (s.count * s.dtype.itemsize + 1) for s in stacks)  # pixels and labels
+    processes = int(os.environ.get("LOCAL_WORLD_SIZE", 1))  # under torchrun each process on this machine holds them
+    needed = processes * sum(s.info.height * s.info.width * (s.count * s.dtype.itemsize + 1) for s in stacks)
     available = available_memory()
     if available is not None and needed > TILES_MEMORY_SHARE * available:
-        raise EosegError(f"TRAIN_SOURCE='tiles' holds every training tile in memory, {needed / 2**30:.1f} GiB for "
-                         f"{len(stacks)} tiles, and this machine has {available / 2**30:.1f} GiB available; train from "
+        held = f"{processes} processes each hold" if processes > 1 else "it holds"
+        raise EosegError(f"TRAIN_SOURCE='tiles' holds every training tile in memory ({held} them), {needed / 2**30:.1f} "
+                         f"GiB for {len(stacks)} tiles, and this machine has {available / 2**30:.1f} GiB available; train from "
                          "patches instead (TRAIN_SOURCE='lmdb', after extract_images.py and create_lmdb.py), which reads "
                          "them from disk")
 

@@ -44,15 +44,21 @@ GDAL_CACHE_MB = 256
 
 
 def available_memory() -> int | None:
-    """Bytes of memory the system can give without swapping (Linux's MemAvailable); None where it does not say."""
+    """Bytes of memory this process can still take without swapping: Linux's MemAvailable, or less where a container
+    or a batch job's cgroup (v2) sets a lower limit; None where neither says."""
+    found = []
     try:
         with open("/proc/meminfo") as meminfo:
-            for line in meminfo:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
+            found += [int(line.split()[1]) * 1024 for line in meminfo if line.startswith("MemAvailable:")]
     except (OSError, ValueError, IndexError):
         pass
-    return None
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        if limit != "max":
+            found.append(int(limit) - int(Path("/sys/fs/cgroup/memory.current").read_text()))
+    except (OSError, ValueError):
+        pass
+    return min(found) if found else None
 
 
 def causes(error: BaseException) -> Iterator[BaseException]:

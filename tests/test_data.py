@@ -109,9 +109,15 @@ def test_training_tiles_that_would_not_fit_in_memory_are_refused_before_they_are
     needed = 3 * 160 * 160 * (3 + 1)  # three tiles of 160 x 160 px, three uint8 bands and their labels
     monkeypatch.setattr(data, "available_memory", lambda: int(needed / data.TILES_MEMORY_SHARE) - 1)
     monkeypatch.setattr(data, "training_filling", lambda cfg: pytest.fail("a tile was read"))
-    with pytest.raises(EosegError, match=r"TRAIN_SOURCE='tiles' holds every training tile in memory, 0.0 GiB for 3 tiles, "
-                                         r"and this machine has 0.0 GiB available; train from patches instead"):
+    with pytest.raises(EosegError, match=r"TRAIN_SOURCE='tiles' holds every training tile in memory \(it holds them\), "
+                                         r"0.0 GiB for 3 tiles, and this machine has 0.0 GiB available; train from patches"):
+        data.training_data(cfg)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")  # torchrun: each process holds them
+    monkeypatch.setattr(data, "available_memory", lambda: int(needed / data.TILES_MEMORY_SHARE) + 1)
+    with pytest.raises(EosegError, match=r"\(2 processes each hold them\)"):
         data.training_data(cfg)
     monkeypatch.undo()
+    monkeypatch.setattr(data, "available_memory", lambda: int(needed / data.TILES_MEMORY_SHARE) + 1)  # just enough
+    assert len(data.training_data(cfg).tiles) == 3
     monkeypatch.setattr(data, "available_memory", lambda: None)  # not Linux: nothing to go by
     assert len(data.training_data(cfg).tiles) == 3
