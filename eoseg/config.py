@@ -484,9 +484,12 @@ def id_fields(tile_id: str) -> dict:
 
 
 class _AnyPiece:
-    """A stand-in for every piece of an id, to see whether a pattern names one."""
+    """A stand-in for every piece of an id (and for them all), to see whether a pattern names one."""
 
     def __getitem__(self, index) -> str:
+        return "\0"
+
+    def __format__(self, spec: str) -> str:
         return "\0"
 
 

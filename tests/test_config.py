@@ -459,6 +459,7 @@ def test_tile_path_formats_id():
 def test_a_pattern_of_the_ids_pieces_names_a_file_per_tile():
     from eoseg.config import uses_tile_id
     assert uses_tile_id("dsm/{part[1]}.tif") and uses_tile_id("{id}.tif") and not uses_tile_id("dsm/mosaic.tif")
+    assert uses_tile_id("dsm/{part}.tif")  # the pieces all at once: one file per tile all the same
     cfg = load_config(overrides=["DATA_ROOT=data", "DSM_PATTERN=dsm/{part[0]}/{part[2]:0>3}.tif"])
     assert cfg.tile_path("DSM_PATTERN", "austin_a_7") == Path("data/dsm/austin/007.tif")
     with pytest.raises(EosegError, match=r"DSM_PATTERN 'dsm/\{part\[0\]\}/\{part\[2\]:0>3\}.tif': bad pattern for tile "
