@@ -113,6 +113,8 @@ def check_dataset(cfg: Config, norm_to_write: bool = False) -> DataReport:
                         for value, pixels in raw.items():
                             target = values.target(value)
                             merge_counts(mapped, {values.ignore_label if target is None else target: pixels})
+                elif whole_raster:  # its test blocks: refused, if it is, as its training pass refused it (one problem)
+                    labels.check()
                 # after the whole raster's check: a refusal counts its pixels, not a window's
                 for window in spread_windows(info.height, info.width, 4, 256):  # whether a class lies in thin lines
                     pixels, in_blocks = count_block_pixels(labels.read(window), cfg.num_classes)

@@ -196,9 +196,11 @@ def test_a_label_value_refused_is_counted_over_the_whole_raster(tiny_cfg, tmp_pa
         labels[100:120, 100:120] = 7  # beyond it: 400 px
         dst.write(labels, 1)
     monkeypatch.setattr(datacheck, "spread_windows", lambda height, width, side, size: [Window(0, 0, 16, 16)])
-    problems = check_dataset(tiny_cfg.replace(DATA_ROOT=str(data))).problems
-    assert any(problem.startswith(f"{labels_path}: label values outside the class ids 0..5 and IGNORE_LABEL 255: 7 x 656 px")
-               for problem in problems), problems
+    for cfg in (tiny_cfg.replace(DATA_ROOT=str(data)),  # and a tile held out in blocks, checked in both its splits
+                tiny_cfg.replace(DATA_ROOT=str(data), TEST_IDS=["1"], HOLDOUT_BLOCK=64, PATCH_SIZE=32)):
+        problems = [problem for problem in check_dataset(cfg).problems if problem.startswith(str(labels_path))]
+        assert len(problems) == 1 and problems[0].startswith(
+            f"{labels_path}: label values outside the class ids 0..5 and IGNORE_LABEL 255: 7 x 656 px"), problems
 
 
 def test_training_class_shares_count_the_pixels_training_learns_from(tiny_cfg, tmp_path):
