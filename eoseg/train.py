@@ -54,7 +54,7 @@ from eoseg.labelling import labelling_stack, make_predictor, score_tile
 from eoseg.metrics import metrics_from_confusion, percent
 from eoseg.models import first_stream_bands, model_from_config
 from eoseg.models.encoder_weights import init_encoder_weights
-from eoseg.models.pretrained import recorded_signature, recorded_train_tiles
+from eoseg.models.pretrained import other_normalisation_note, recorded_signature, recorded_train_tiles
 from eoseg.normalization import Normalization, check_value_scale
 from eoseg.plots import display_rgb, plot_training_log
 from eoseg.precision import check_precision, resolve_precision
@@ -452,6 +452,9 @@ class Trainer:
             loaded = init_encoder_weights(self.model, cfg.ENCODER_WEIGHTS, cfg.stacked_band_names)
             if processes.is_main:
                 print(loaded)
+                note = other_normalisation_note(cfg.ENCODER_WEIGHTS, cfg.stacked_band_names, cfg.stacked_mean, cfg.stacked_std)
+                if note:
+                    print(note, file=sys.stderr)
         if cfg.INIT_WEIGHTS and payload is None:
             recorded = recorded_signature(cfg.INIT_WEIGHTS) or {}
             recorded_classes, recorded_bands = recorded.get("class_names"), recorded.get("band_names")

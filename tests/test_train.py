@@ -300,6 +300,23 @@ def test_fine_tuning_starts_the_whole_network_from_init_weights(lmdb_cfg, six_cl
                   progress=False)
 
 
+def test_encoder_weights_trained_on_inputs_normalised_otherwise_are_noted(lmdb_cfg, six_class_checkpoint, capsys):
+    """Bands matched by name: a band whose recorded mean or std differ from the config's is named, with both."""
+    from eoseg.models.pretrained import other_normalisation_note
+
+    names, mean, std = lmdb_cfg.stacked_band_names, lmdb_cfg.stacked_mean, lmdb_cfg.stacked_std
+    assert other_normalisation_note(six_class_checkpoint, names, mean, std) is None
+    note = other_normalisation_note(six_class_checkpoint, ["R", "IR", "G"], [mean[1], 100.0, mean[2]], std)
+    assert note.startswith(f"note: ENCODER_WEIGHTS {six_class_checkpoint} were trained on inputs normalised otherwise "
+                           f"(IR mean {mean[0]:g} std {std[0]:g}, now 100 and {std[1]:g}): their first layer")
+    assert "R mean" not in note.replace("IR mean", "")  # R's recorded values are those of the config's R
+    unet = lmdb_cfg.replace(ITERATIONS=1, VAL_EVERY=0, TRAIN_SOURCE="tiles", MODEL="unet")  # its encoder is a ResNet's
+    train(unet, progress=False)
+    train(unet.replace(ENCODER_WEIGHTS=unet.MODEL_FILE, NORM_STD=[128.0, 255.0, 255.0], TRAIN_DIR=unet.TRAIN_DIR + "_2",
+                       MODEL_FILE=unet.MODEL_FILE + "_2.pt"), progress=False)
+    assert f"(IR mean {mean[0]:g} std {std[0]:g}, now {mean[0]:g} and 128)" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("weights", [[0.0, 1.0, 1.0, 1.0, 1.0, 1.0], [-1.0, 1.0, 1.0, 1.0, 1.0, 1.0]])
 def test_class_weights_that_are_not_positive_are_refused_by_training(lmdb_cfg, weights):
     """A batch of 0-weight pixels alone has a loss of 0/0 (reported as a divergence); the config still serves the

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import torch
@@ -47,6 +48,25 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
 def _tensors(state) -> bool:
     """Whether ``state`` is a state dict: a non-empty dict of tensors."""
     return isinstance(state, dict) and bool(state) and all(isinstance(v, torch.Tensor) for v in state.values())
+
+
+def other_normalisation_note(path: str | Path, band_names, mean, std) -> str | None:
+    """A note where eoseg weights at ``path`` (ENCODER_WEIGHTS) were trained on bands of ``band_names`` (matched by name)
+    normalised otherwise than ``mean`` / ``std``: their first layer starts from features of other input values."""
+    signature = recorded_signature(path) or {}
+    names, normalisation = signature.get("band_names"), signature.get("normalization")
+    if not names or not isinstance(normalisation, dict):
+        return None
+    recorded = {name: (m, s) for name, m, s in zip(names, normalisation["mean"], normalisation["std"])}
+    differ = [(name, recorded[name], (m, s)) for name, m, s in zip(band_names, mean, std)
+              if name in recorded and not all(math.isclose(a, b, rel_tol=1e-4, abs_tol=1e-9)
+                                              for a, b in zip(recorded[name], (m, s)))]
+    if not differ:
+        return None
+    listed = "; ".join(f"{name} mean {was[0]:g} std {was[1]:g}, now {now[0]:g} and {now[1]:g}" for name, was, now in differ)
+    return (f"note: ENCODER_WEIGHTS {path} were trained on inputs normalised otherwise ({listed}): their first layer "
+            "starts from features of other input values; set NORM_MEAN / NORM_STD (an EXTRA_SOURCES entry's mean / "
+            "std) as they were to start nearer what they learned")
 
 
 def recorded_signature(path: str | Path) -> dict | None:
