@@ -35,16 +35,12 @@ from eoseg.config import IGNORE, VECTOR_SUFFIXES, Config, label_value_pairs
 from eoseg.errors import EosegError
 from eoseg.grid import bounds, check_relatable, needs_warp, note_once, open_on_grid, same_crs
 from eoseg.io import RasterInfo, not_one_band, open_raster, raster_info
-from eoseg.palette import Palette, check_value_tolerance, nearest_reference, tolerance_remedy
+from eoseg.palette import AREA_SHARE, Palette, check_value_tolerance, nearest_reference, tolerance_remedy
 
 # a label map with at least this share of IGNORE_LABEL pixels and one class present is most likely
 # a binary mask whose class value collides with IGNORE_LABEL (255 of a 0/255 mask); with no class
 # at all it is a tile with nothing labelled, which training skips
 SUSPICIOUS_IGNORE_SHARE = 0.05
-# of a label raster's pixels, at most this in one value that LABEL_VALUES does not name: compression and resampling
-# blur values along edges, each blurred value a sliver; one that covers areas is another code (a 0/1 mask beside 0/255
-# ones), which LABEL_TOLERANCE would read as the value it is nearest to
-BLURRED_VALUE_SHARE = 0.05
 SCAN_ROWS = 1024  # rows per read when a whole label raster is checked by windows
 
 
@@ -96,14 +92,14 @@ NOT_BLUR = ("compression and resampling blur values only along edges, so it is a
 
 def _largest_area(unnamed: dict, counts: dict) -> tuple[int, float] | None:
     """The value of ``unnamed`` (values LABEL_VALUES does not name) with the most pixels, and its share of all the
-    pixels ``counts`` counts, where that is over BLURRED_VALUE_SHARE; else None."""
+    pixels ``counts`` counts, where that is over AREA_SHARE; else None."""
     total = sum(counts.values())
     whole_numbers = {v: c for v, c in unnamed.items() if isinstance(v, int)}
     if not whole_numbers or not total:
         return None
     value = max(whole_numbers, key=whole_numbers.get)
     share = whole_numbers[value] / total
-    return (value, share) if share > BLURRED_VALUE_SHARE else None
+    return (value, share) if share > AREA_SHARE else None
 
 
 class LabelValues:
@@ -153,7 +149,7 @@ class LabelValues:
     def check(self, counts: dict, source: str, whole: bool = True) -> None:
         """Refuse fractional values, values the map does not name (unless UNKNOWN_LABELS_TO_IGNORE: then one that
         covers areas is noted) and, of ``whole`` rasters, a value LABEL_TOLERANCE reads that covers areas (not blur,
-        see BLURRED_VALUE_SHARE) and, read without a map, a 0/255 mask whose class reads as IGNORE_LABEL."""
+        see AREA_SHARE) and, read without a map, a 0/255 mask whose class reads as IGNORE_LABEL."""
         fractions = {v: c for v, c in counts.items() if isinstance(v, float)}
         if fractions:
             raise EosegError(f"{source}: label values must be whole numbers, this raster holds fractions "

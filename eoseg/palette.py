@@ -21,8 +21,9 @@ def pack_rgb(rgb: np.ndarray) -> np.ndarray:
     return (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
 
 
-# a colour LABEL_TOLERANCE reads as a class may cover areas only this close to the class's colour (JPEG moves flat
-# colours by a few levels in a channel); farther, over more than AREA_SHARE of an image, it is a colour of its own
+# compression and resampling blur values and colours along edges, each blurred one a sliver: one that covers more than
+# AREA_SHARE of a raster is a code (colour) of its own, whatever LABEL_TOLERANCE would read it as. JPEG also moves flat
+# colours by a few levels in a channel: a colour closer than COMPRESSION_SHIFT to a class's may cover areas
 COMPRESSION_SHIFT = 16
 AREA_SHARE = 0.05
 NOT_COMPRESSION = "compression shifts flat colours by a few levels and blurs edges into slivers, so it is a colour of its own"
