@@ -30,7 +30,7 @@ from pathlib import Path
 from eoseg.cli import make_parser, parse, run
 from eoseg.convert import label_map_reader
 from eoseg.errors import EosegError
-from eoseg.gis import VECTOR_DRIVERS, polygonize_labels, recorded_class_names
+from eoseg.gis import VECTOR_DRIVERS, check_polygon_georeference, polygonize_labels, recorded_class_names
 from eoseg.io import raster_info
 from eoseg.labels import LabelValues
 
@@ -52,6 +52,10 @@ def main(argv=None):
     out = Path(args.out)
     if out.exists() and not args.force:
         raise EosegError(f"{out} already exists; pass --force to replace it")
+    info = raster_info(args.labels, "label map")
+    # before LABEL_VALUES reads every pixel: a raster refused for its CRS alone is refused at once
+    check_polygon_georeference(info.crs, info.transform, out.suffix, args.simplify, args.min_area, args.pixel_coordinates,
+                               args.labels)
     recorded = recorded_class_names(args.labels)
     configured = args.config is not None or any(arg.startswith(CLASS_NAME_OVERRIDES) for arg in argv)
     if recorded is not None and configured and recorded != list(cfg.CLASS_NAMES):
@@ -60,7 +64,7 @@ def main(argv=None):
                          "DATASET= to take the label map's")
     class_names = recorded if recorded is not None else cfg.CLASS_NAMES
     if recorded is None:  # not a label map eoseg wrote: read through LABEL_VALUES, as every step reads label rasters
-        values = label_map_reader(raster_info(args.labels, "label map"), cfg.palette, LabelValues.from_config(cfg)).values
+        values = label_map_reader(info, cfg.palette, LabelValues.from_config(cfg)).values
         ignore = []  # the values' IGNORE_LABEL is left out
     else:
         values, ignore = None, [cfg.IGNORE_LABEL]

@@ -123,6 +123,20 @@ def check_polygon_crs(crs: CRS | None, suffix: str, where: str) -> None:
                          "(.gpkg) instead, or reproject the image to a CRS with an EPSG code")
 
 
+def check_polygon_georeference(crs: CRS | None, transform, suffix: str, simplify: float, min_area: float,
+                               pixel_coordinates: bool, where: str) -> None:
+    """Refuse the polygons of the label map ``where`` that its CRS (and ``transform``) cannot place as asked: see
+    :func:`check_polygon_units` and :func:`check_polygon_crs`, and no CRS at all unless ``pixel_coordinates``. Metadata
+    only, so that a caller can refuse before it reads any pixel."""
+    check_polygon_units(crs, simplify, min_area, where)
+    check_polygon_crs(crs, suffix, where)
+    if crs is None and not pixel_coordinates:
+        placed = ("pixel coordinates (column, row from the top-left corner)" if transform.is_identity
+                  else "the coordinates of its transform, in no known CRS")
+        raise EosegError(f"{where} is not georeferenced (no CRS): its polygons would be in {placed}; "
+                         "label a georeferenced image, or pass --pixel-coordinates to write them anyway")
+
+
 def recorded_class_names(label_path: str | Path) -> list[str] | None:
     """The class names of the values 0, 1, ... that a label map written by eoseg records (its band 1's
     CLASS_NAMES tag); None for one without."""
@@ -241,13 +255,7 @@ def polygonize_labels(label_path: str | Path, out: str | Path, class_names: Sequ
             raise EosegError(f"{label_path}: a label map holds integer class ids ({', '.join(SHAPES_DTYPES)}), "
                              f"this one is {src.dtypes[0]}")
         transform, crs = src.transform, src.crs
-        check_polygon_units(crs, simplify, min_area, str(label_path))
-        check_polygon_crs(crs, out.suffix, str(label_path))
-        if crs is None and not pixel_coordinates:
-            where = ("pixel coordinates (column, row from the top-left corner)" if transform.is_identity
-                     else "the coordinates of its transform, in no known CRS")
-            raise EosegError(f"{label_path} is not georeferenced (no CRS): its polygons would be in {where}; "
-                             "label a georeferenced image, or pass --pixel-coordinates to write them anyway")
+        check_polygon_georeference(crs, transform, out.suffix, simplify, min_area, pixel_coordinates, str(label_path))
         ignored = [*ignore, *([int(src.nodata)] if src.nodata is not None else [])]
         batches = block_polygons(src, class_names, ignored, block_rows, values)
         if simplify > 0:  # simplified together, so that neighbours keep their shared edges: all at once

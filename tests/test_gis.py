@@ -255,6 +255,21 @@ def test_polygons_of_raw_codes_take_the_classes_label_values_give_them(tmp_path,
     assert (rasterized(tmp_path / "written.gpkg", ids.shape, TRANSFORM)[4] == ids).all()
 
 
+def test_a_label_map_without_crs_is_refused_before_its_pixels_are_read(tmp_path, monkeypatch):
+    """The CRS needs only the metadata: polygonize.py read the whole raster through LABEL_VALUES first, and a 0/255
+    mask without CRS was refused for its values, not for the CRS it lacks."""
+    mask = np.where(scene(36, 48) % 2 == 1, 255, 0).astype(np.uint8)
+    with rasterio.open(tmp_path / "mask.png", "w", driver="PNG", width=48, height=36, count=1, dtype="uint8") as png:
+        png.write(mask[None])
+
+    def no_read(*args):
+        raise AssertionError("pixels read before the CRS was checked")
+
+    monkeypatch.setattr(polygonize_script, "label_map_reader", no_read)
+    with pytest.raises(EosegError, match=r"mask.png is not georeferenced \(no CRS\)"):
+        polygonize_script.main([str(tmp_path / "mask.png"), "--out", str(tmp_path / "mask.gpkg")])
+
+
 @pytest.mark.parametrize("block_rows", [1, 7, 32])
 def test_polygons_by_blocks_equal_the_whole_raster_pass(tmp_path, block_rows):
     labels = scene(seed=2)
