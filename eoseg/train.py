@@ -487,6 +487,7 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.precision == "float16")
         self.iteration, sample_position, self.best = 0, 0, None
         self.training_seconds = 0.0  # time spent in training steps, over all runs of this training (TRAIN_MINUTES)
+        self.elapsed_seconds = 0.0  # wall-clock time of those runs' loops, validating and saving too (log.csv's elapsed_s)
         if payload is not None:
             state = payload["training_state"]
             self.model.load_state_dict(payload["state_dict"])
@@ -496,6 +497,7 @@ class Trainer:
             self.iteration, sample_position = payload["iteration"], state["sample_position"]
             self.best = state["best"]  # where it still stands: _standing_best, once the run is accepted
             self.training_seconds = state.get("training_seconds", 0.0)  # absent: written before TRAIN_MINUTES; refused under it
+            self.elapsed_seconds = state.get("elapsed_seconds", 0.0)  # absent: written before it was recorded
         self.start_iteration = self.iteration
         self.nonfinite_input_iteration = None  # first iteration whose batch held NaN or infinite pixels
         self.network = self.model
@@ -720,6 +722,7 @@ class Trainer:
         state = {
             "optimizer": self.optimizer.state_dict(),
             "training_seconds": self.training_seconds,
+            "elapsed_seconds": self.elapsed_seconds,
             "precision": self.precision,  # as PRECISION resolved on this device
             "scaler": self.scaler.state_dict(),
             "sample_position": self.sampler.position_after(self.iteration - self.start_iteration),
@@ -773,6 +776,7 @@ class Trainer:
                    disable=not self.progress)
         run_start = window_start = time.perf_counter()
         trained_before, paused = self.training_seconds, 0.0  # paused: validating and saving, not training
+        elapsed_before = self.elapsed_seconds  # log.csv's elapsed_s goes on from the run resumed
         self.schedule.apply(self.training_progress())
         loss_sum, window_steps = torch.zeros((), dtype=torch.float64, device=self.device), 0
         unlabelled = 0  # batches skipped in this logging window
@@ -795,7 +799,8 @@ class Trainer:
             if self.iteration % cfg.LOG_EVERY == 0 or final:
                 now = time.perf_counter()
                 rate = window_steps * patches_per_step / max(now - window_start, 1e-9)
-                row = {"patches_per_s": f"{rate:.2f}", "elapsed_s": f"{now - run_start:.1f}", "unlabelled_batches": unlabelled}
+                row = {"patches_per_s": f"{rate:.2f}", "elapsed_s": f"{elapsed_before + now - run_start:.1f}",
+                       "unlabelled_batches": unlabelled}
                 if window_steps > unlabelled:  # a window of skipped batches has no loss
                     mean_loss = self._mean_loss(loss_sum, window_steps - unlabelled)
                     bar.set_postfix(loss=f"{mean_loss:.3f}", patches_s=f"{rate:.1f}", refresh=False)  # drawn at the bar's pace
@@ -817,6 +822,7 @@ class Trainer:
                 if window_steps > unlabelled:
                     self._mean_loss(loss_sum, window_steps - unlabelled)  # never checkpoint weights that diverged
                 if processes.is_main:
+                    self.elapsed_seconds = elapsed_before + time.perf_counter() - run_start
                     self.snapshot()
             pause = time.perf_counter() - pause_start
             window_start += pause  # validating and saving are not training throughput

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -369,6 +370,20 @@ def test_a_run_killed_after_its_last_checkpoint_resumes_to_its_weights(lmdb_cfg)
     with pytest.raises(EosegError, match="is at iteration 2, not before ITERATIONS=2"):
         train(longer.replace(ITERATIONS=2), resume=Path(longer.TRAIN_DIR) / "checkpoints" / "iter_0000002.pt",
               progress=False)
+
+
+def test_elapsed_time_goes_on_across_a_resume(lmdb_cfg, monkeypatch):
+    """log.csv's elapsed_s restarted at 0 in a resumed run; it goes on from the time the checkpoint's run had reached."""
+    ticks = iter(range(10 ** 6))  # a clock of a second a reading: elapsed times well apart, however fast the steps
+    monkeypatch.setattr("eoseg.train.time", SimpleNamespace(perf_counter=lambda: float(next(ticks)), monotonic=time.monotonic))
+    cfg = lmdb_cfg.replace(ITERATIONS=6, LOG_EVERY=1, SNAPSHOT_EVERY=3, VAL_EVERY=0)
+    train(cfg, progress=False, stop_after=4)
+    # as if killed after iteration 4: its row is dropped, and the resumed run repeats it
+    train(cfg, resume=Path(cfg.TRAIN_DIR) / "checkpoints" / "iter_0000003.pt", progress=False)
+    rows = read_log(cfg.TRAIN_DIR)
+    elapsed = [float(r["elapsed_s"]) for r in rows]
+    assert [int(r["iteration"]) for r in rows] == list(range(1, 7))
+    assert elapsed == sorted(elapsed) and elapsed[3] > elapsed[2] > 0
 
 
 def test_resume_takes_the_last_written_checkpoint_of_a_copied_folder(lmdb_cfg, tmp_path):
