@@ -30,7 +30,7 @@ from rasterio.windows import Window
 from shapely.geometry import Polygon, shape
 
 from eoseg.errors import EosegError
-from eoseg.io import atomic_path, open_raster
+from eoseg.io import atomic_path, class_names_tag, open_raster
 from eoseg.labels import LabelValues
 
 SHAPES_DTYPES = ("uint8", "uint16", "int16", "int32")  # integer types rasterio.features.shapes accepts
@@ -138,10 +138,10 @@ def check_polygon_georeference(crs: CRS | None, transform, suffix: str, simplify
 
 
 def recorded_class_names(label_path: str | Path) -> list[str] | None:
-    """The class names of the values 0, 1, ... that a label map written by eoseg records (its band 1's
-    CLASS_NAMES tag); None for one without."""
+    """The class names of the values 0, 1, ... that a label map written by eoseg records (its
+    CLASS_NAMES tag, see :func:`class_names_tag`); None for one without."""
     with open_raster(label_path, "label map") as src:
-        text = src.tags(1).get("CLASS_NAMES")
+        text = class_names_tag(src)
     if text is None:
         return None
     try:

@@ -162,7 +162,7 @@ def label_raster(cfg: Config, predictor: Predictor, job: Job, out_dir: Path, ran
     unscored = 0
     writers: dict[str, RasterWriter] = {}
     try:
-        # the colour table goes into PNGs too (as their palette); the class names into GeoTIFFs
+        # the colour table goes into PNGs too (as their palette), and so do the class names (as a text chunk)
         writers["labels"] = label_map_writer(out_dir / f"{job.name}_labels{suffix}", info, palette, cfg.CLASS_NAMES)
         if cfg.WRITE_COLOR:
             writers["color"] = RasterWriter(out_dir / f"{job.name}_color{suffix}", info, 3, "uint8", masked=True)

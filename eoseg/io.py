@@ -642,9 +642,9 @@ class RasterWriter:
         """``band_names``: each band's description (GeoTIFF); ``class_names``: what the values
         0, 1, ... of a one-band label map mean, written into the GeoTIFF's band metadata and,
         once published, as GDAL category names and attribute table beside it (see
-        :func:`write_class_table`); ``masked``: blocks come with their valid pixels, kept as the
-        GeoTIFF's internal mask or a PNG's alpha band (GIS software shows the rest transparent; a PNG's
-        ``nodata`` is its transparent palette entry); ``colour``: whether
+        :func:`write_class_table`), or into a PNG's text chunk (see :func:`class_names_tag`); ``masked``: blocks
+        come with their valid pixels, kept as the GeoTIFF's internal mask or a PNG's alpha band (GIS software
+        shows the rest transparent; a PNG's ``nodata`` is its transparent palette entry); ``colour``: whether
         the bands are red, green and blue (None: three uint8 bands are), else each band is a grey level of its
         own (without it GDAL takes a fourth uint8 band for alpha, and masks pixels by it)."""
         self.path = Path(path)
@@ -679,7 +679,11 @@ class RasterWriter:
                 for band, name in enumerate(band_names or (), start=1):
                     self._dst.set_band_description(band, str(name))
                 if self.class_names is not None:
-                    self._dst.update_tags(1, CLASS_NAMES=json.dumps(self.class_names))
+                    names = json.dumps(self.class_names)
+                    if png:  # the PNG driver keeps the dataset's metadata only (as text chunks: see close)
+                        self._dst.update_tags(CLASS_NAMES=names)
+                    else:
+                        self._dst.update_tags(1, CLASS_NAMES=names)
         except BaseException:
             self._remove_temp()
             raise
@@ -704,7 +708,8 @@ class RasterWriter:
                 self._dst.close()  # flushes the last blocks
             if self.path.suffix.lower() == ".png":
                 with atomic_path(self.path) as png:
-                    rasterio.shutil.copy(self._tmp, png, driver="PNG")
+                    # metadata (CLASS_NAMES) as text chunks in the file: the .aux.xml GDAL would put it in is dropped
+                    rasterio.shutil.copy(self._tmp, png, driver="PNG", WRITE_METADATA_AS_TEXT="YES")
                     for extra in png.parent.glob(png.name + ".aux.xml"):
                         extra.unlink()
             else:
@@ -753,6 +758,12 @@ def write_raster(
 
 
 # ---------------------------------------------------------------- class names for GIS software
+def class_names_tag(src: rasterio.DatasetReader) -> str | None:
+    """The CLASS_NAMES tag (a JSON list) of a label map eoseg wrote: its band 1's, or a PNG's dataset's (a text chunk:
+    GDAL's PNG driver keeps no band metadata); None for a raster without."""
+    return src.tags(1).get("CLASS_NAMES", src.tags().get("CLASS_NAMES"))
+
+
 def write_class_table(path: str | Path, class_names: Sequence[str], colormap: dict | None = None) -> Path:
     """Name the values 0..n-1 of the one-band GeoTIFF ``path`` in ``PATH.aux.xml``, atomically.
 

@@ -34,7 +34,7 @@ from rasterio.windows import Window
 from eoseg.config import IGNORE, VECTOR_SUFFIXES, Config, label_value_pairs
 from eoseg.errors import EosegError
 from eoseg.grid import bounds, check_relatable, needs_warp, note_once, open_on_grid, same_crs
-from eoseg.io import RasterInfo, not_one_band, open_raster, raster_info
+from eoseg.io import RasterInfo, class_names_tag, not_one_band, open_raster, raster_info
 from eoseg.palette import AREA_SHARE, Palette, check_value_tolerance, nearest_reference, tolerance_remedy
 
 # a label map with at least this share of IGNORE_LABEL pixels and one class present is most likely
@@ -255,7 +255,7 @@ class RasterLabels:
     def records_class_names(self) -> bool:
         """Whether the raster names its values' classes as the label maps eoseg writes do (a CLASS_NAMES tag)."""
         with open_raster(self.path, self.what) as src:
-            return "CLASS_NAMES" in src.tags(1)
+            return class_names_tag(src) is not None
 
     def check_values(self, counts: dict, whole: bool = True) -> None:
         """Refuse values that the raster's colour table colours as another class than they read as (or as

@@ -710,21 +710,26 @@ def test_rotated_label_raster_covering_no_image_pixel_is_refused(tmp_path):
             read()
 
 
-def test_a_label_map_eoseg_wrote_is_not_read_as_raw_codes_whatever_its_colours(tmp_path):
+@pytest.mark.parametrize("suffix", [".tif", ".png"])
+def test_a_label_map_eoseg_wrote_is_not_read_as_raw_codes_whatever_its_colours(tmp_path, suffix):
     """It names its classes (CLASS_NAMES), so it holds class ids: a LABEL_VALUES for raw codes (LoveDA's k -> k - 1)
-    would shift every class, even where its colour table no longer matches PALETTE; one that merges classes reads it."""
+    would shift every class, even where its colour table no longer matches PALETTE; one that merges classes reads it.
+    A PNG records them too (it did not: the PNG driver drops band metadata)."""
     from rasterio.transform import from_origin
 
+    from eoseg.gis import recorded_class_names
     from eoseg.io import RasterInfo, RasterWriter
     from eoseg.labels import RasterLabels
 
     ids = np.repeat(np.arange(6, dtype=np.uint8), 10).reshape(6, 10)
     like = RasterInfo(tmp_path / "like.tif", 10, 6, 1, "uint8", CRS.from_epsg(32632), from_origin(0, 60, 1, 1), None)
-    with RasterWriter(tmp_path / "written.tif", like, 1, "uint8", class_names=[f"c{i}" for i in range(6)]) as writer:
+    names = [f"c{i}" for i in range(6)]
+    with RasterWriter(tmp_path / f"written{suffix}", like, 1, "uint8", class_names=names) as writer:
         writer.write(ids)  # no colour table: PALETTE says nothing of it
-    info = raster_info(tmp_path / "written.tif")
+    assert recorded_class_names(tmp_path / f"written{suffix}") == names  # as polygonize.py reads them
+    info = raster_info(tmp_path / f"written{suffix}")
     codes = LabelValues([[0, "ignore"], *([k, k - 1] for k in range(1, 7))], 6, 255)
-    with pytest.raises(EosegError, match=r"written.tif: it names its classes \(CLASS_NAMES\) as the label maps eoseg "
+    with pytest.raises(EosegError, match=rf"written\{suffix}: it names its classes \(CLASS_NAMES\) as the label maps eoseg "
                                          r"writes do, so it holds class ids, but LABEL_VALUES reads its values as raw codes"):
         RasterLabels(info, info, codes).read()
     merged = LabelValues([[0, 0], [1, 0], [2, 1], [3, 2], [4, 3], [5, 4]], 6, 255)
