@@ -14,14 +14,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.append(str(ROOT))  # after bench/: its inference.py, not the script of that name
 
-from inference import machine, run_measured, write_sample_tif  # noqa: E402  (bench/, beside this file)
+from inference import add_workdir_argument, run_measured, work_folder, write_sample_tif  # noqa: E402  (bench/, beside this file)
 
 
 def extract(work: Path, tile_id: str) -> tuple[float, float, dict]:
@@ -39,11 +38,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=int, default=12000, help="side of the first tile, in pixels")
     parser.add_argument("--taller", type=int, default=2, help="the second tile is this many times taller")
-    parser.add_argument("--workdir", default=str(Path(tempfile.gettempdir()) / "eoseg-bench-extraction"))
+    add_workdir_argument(parser, "eoseg-bench-extraction")
     args = parser.parse_args()
-    work = Path(args.workdir)
-    work.mkdir(parents=True, exist_ok=True)
-    print(f"machine: {machine()}")
+    work = work_folder(args)
     for factor in (1, args.taller):
         height = args.size * factor
         tile_id = f"{args.size}x{height}"

@@ -171,6 +171,19 @@ def machine(device: str = "cpu") -> str:
     return f"{describe_hardware(device)}, Python {platform.python_version()}"
 
 
+def add_workdir_argument(parser: argparse.ArgumentParser, name: str) -> None:
+    """--workdir, by default ``name`` in the temporary folder."""
+    parser.add_argument("--workdir", default=str(Path(tempfile.gettempdir()) / name))
+
+
+def work_folder(args: argparse.Namespace) -> Path:
+    """The --workdir of ``args``, made if missing, once the machine is printed."""
+    print(f"machine: {machine()}")
+    work = Path(args.workdir)
+    work.mkdir(parents=True, exist_ok=True)
+    return work
+
+
 # ---------------------------------------------------------------- commands
 def write_sample_tif(path: Path, height: int, width: int, seed: int = 0, labels_path: Path | None = None) -> None:
     """A synthetic IRRG GeoTIFF tiled from sample-generator scenes, written block by block; with ``labels_path``,
@@ -251,9 +264,7 @@ def compare(args) -> None:
 
 
 def memory(args) -> None:
-    work = Path(args.workdir)
-    work.mkdir(parents=True, exist_ok=True)
-    print(f"machine: {machine()}")
+    work = work_folder(args)
     for factor in (1, args.taller):
         height = args.size * factor
         tif = work / f"huge_{args.size}x{height}.tif"
@@ -292,7 +303,6 @@ def label(args) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
-    work = str(Path(tempfile.gettempdir()) / "eoseg-bench")
     p = commands.add_parser("compare", help="naive reference vs eoseg: throughput, peak RSS, labels")
     p.add_argument("--size", type=int, default=1024)
     p.add_argument("--width", type=float, default=1.0, help="SegNet width multiplier (1.0 = full SegNet)")
@@ -301,12 +311,12 @@ def main() -> None:
     p.add_argument("--repeat", type=int, default=3, help="runs of each variant (alternating); medians are reported")
     p.add_argument("--device", default="cpu", help="cpu or cuda: where every variant runs")
     p.add_argument("--threads", type=int, default=os.cpu_count(), help="CPU threads of each variant (default: all cores)")
-    p.add_argument("--workdir", default=work)
+    add_workdir_argument(p, "eoseg-bench")
     p = commands.add_parser("memory", help="peak RSS labeling a huge raster and one --taller times taller")
     p.add_argument("--size", type=int, default=20000)
     p.add_argument("--taller", type=int, default=4)
     p.add_argument("--width", type=float, default=0.0625, help="a small SegNet keeps the run short")
-    p.add_argument("--workdir", default=work)
+    add_workdir_argument(p, "eoseg-bench")
     p = commands.add_parser("child")
     p.add_argument("--variant", choices=["naive", "eoseg", "eoseg-auto", "eoseg-compiled", "eoseg-onnxruntime"])
     p.add_argument("--device", default="cpu")

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +19,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.append(str(ROOT))
 
-from inference import machine, run_measured  # noqa: E402  (bench/, beside this file)
+from inference import add_workdir_argument, run_measured, work_folder  # noqa: E402  (bench/, beside this file)
 
 
 def write_label_map(path: Path, size: int, speckle: float, seed: int = 0) -> None:
@@ -48,11 +47,9 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=8000, help="side of the label map, in pixels")
     parser.add_argument("--speckle", type=float, default=0.02, help="share of pixels that are single-pixel islands")
     parser.add_argument("--simplify", type=float, default=0.0, help="polygonize.py --simplify (CRS units)")
-    parser.add_argument("--workdir", default=str(Path(tempfile.gettempdir()) / "eoseg-bench-polygons"))
+    add_workdir_argument(parser, "eoseg-bench-polygons")
     args = parser.parse_args()
-    work = Path(args.workdir)
-    work.mkdir(parents=True, exist_ok=True)
-    print(f"machine: {machine()}")
+    work = work_folder(args)
     labels = work / f"labels_{args.size}_{args.speckle}.tif"
     if not labels.exists():
         write_label_map(labels, args.size, args.speckle)
