@@ -22,8 +22,8 @@ from eoseg.grid import PIXEL_SIZE_TOLERANCE, mean_pixel_size_m, pixel_sides, pix
 from eoseg.holdout import TileSplit, report_overlapping_tiles, tile_split
 from eoseg.io import RasterInfo, alpha_band_problem, atomic_path, nodata_kind, spread_windows
 from eoseg.labels import LabelValues, RasterLabels, VectorLabels, is_vector, merge_counts, row_windows, value_counts
-from eoseg.normalization import (SOURCE_SCALE_LIMIT, VALUE_SCALE_LIMIT, VALUE_SCALE_NOTE, BandStatistics, off_scale,
-                                 scale_problem, value_scale)
+from eoseg.normalization import (VALUE_SCALE_LIMIT, VALUE_SCALE_NOTE, BandStatistics, absolute_source_note, off_scale,
+                                 scale_problem, source_finding, value_scale)
 from eoseg.plots import class_frequency_figure, save_figure
 from eoseg.tiles import (check_band_names, check_patch_fits, check_same_dtype, eroded_fallback, eval_truth, fits_patch,
                          image_bands_record, tile_labels, tile_stack, unmasked_zeros_note)
@@ -181,6 +181,10 @@ def check_dataset(cfg: Config, norm_to_write: bool = False) -> DataReport:
     scale = scale_problem(report.statistics, judged)
     if scale:
         report.problem(scale)
+    for name, positions in cfg.source_bands:
+        note = absolute_source_note(report.statistics, name, positions)
+        if note:
+            report.note(note)
     training_values = report.statistics.record()
     for tile_id, values in tile_values.items() if training_values else ():
         ratio = value_scale(training_values, values, len(cfg.BANDS))
@@ -191,16 +195,13 @@ def check_dataset(cfg: Config, norm_to_write: bool = False) -> DataReport:
         elif ratio is not None and off_scale(ratio, VALUE_SCALE_NOTE):  # as training's validation and labelling say
             report.note(f"tile {tile_id}: its values are {ratio:.2g} times those of the training tiles together: its labels "
                         "may suffer (much darker or brighter light, another sensor setting)")
-        for name, positions in cfg.source_bands:  # each extra source held as labelling holds it (SOURCE_SCALE_LIMIT)
-            ratio = value_scale(training_values, values, positions)
-            if ratio is None or not off_scale(ratio, VALUE_SCALE_LIMIT):
-                continue
-            found = f"tile {tile_id}: its {name} values are {ratio:.2g} times those of the training tiles together"
-            if off_scale(ratio, SOURCE_SCALE_LIMIT):
-                report.problem(f"{found}: another raster (a DSM for an nDSM) or another unit, which one normalisation "
-                               "cannot serve; check its pattern and unit")
-            else:
-                report.note(f"{found}: its labels may suffer (another raster or unit, or a very different scene)")
+        for name, positions in cfg.source_bands:  # each extra source held as labelling holds it
+            finding = source_finding(training_values, values, name, positions, f"tile {tile_id}",
+                                     "those of the training tiles together")
+            if finding and finding.severe:
+                report.problem(f"{finding.found}: {finding.cause}, which one normalisation cannot serve; {finding.remedy}")
+            elif finding:
+                report.note(f"{finding.found}: its labels may suffer ({finding.mild_cause})")
     fallback = eroded_fallback(cfg, list(dict.fromkeys(cfg.tile_ids("test") + cfg.ids("VAL_IDS"))))
     if fallback:
         report.problem(fallback)

@@ -464,6 +464,26 @@ def test_a_tile_whose_extra_source_is_another_raster_is_a_problem(tiny_cfg, tmp_
     assert len(problems) == 1 and problems[0].startswith("tile 4: its nDSM values are ") and "a DSM for an nDSM" in problems[0]
 
 
+def test_a_tile_whose_dsm_lies_on_another_datum_is_a_problem(tiny_cfg, tmp_path):
+    """A test tile's DSM raised far beyond the training tiles' heights (another datum, another town): its magnitude
+    hardly changes, so only the shift of its mean in the training tiles' standard deviations tells it."""
+    data = tmp_path / "data"
+    shutil.copytree(tiny_cfg.DATA_ROOT, data)
+    dsm = {"pattern": "dsm/dsm_09cm_matching_area{id}.tif", "bands": [1], "band_names": ["DSM"], "mean": [260.0],
+           "std": [5.0]}
+    cfg = tiny_cfg.replace(DATA_ROOT=str(data), EXTRA_SOURCES=[dsm])
+    report = check_dataset(cfg)
+    assert not [p for p in report.problems + report.notes if p.startswith("tile") and "DSM values" in p]
+    # heights above the sea: said before any tile is off, with what carries over
+    assert [n for n in report.notes if "DSM values lie far from 0" in n and "an nDSM" in n]
+    ndsm = {**dsm, "pattern": "ndsm/ndsm_09cm_matching_area{id}.tif", "band_names": ["nDSM"]}
+    assert not [n for n in check_dataset(cfg.replace(EXTRA_SOURCES=[ndsm])).notes if "far from 0" in n]
+    with rasterio.open(cfg.tile_path("DSM_PATTERN", "4"), "r+") as dst:
+        dst.write(dst.read() + np.float32(150.0))
+    problems = [p for p in check_dataset(cfg).problems if "DSM values" in p]
+    assert len(problems) == 1 and problems[0].startswith("tile 4: its DSM values lie ") and "another datum" in problems[0]
+
+
 def test_the_report_gives_each_extra_sources_mean_and_std(tiny_cfg, capsys):
     """--write-norm writes NORM_MEAN / NORM_STD; the entries of EXTRA_SOURCES are the user's, so the report gives
     theirs, measured over the training tiles, beside the bands' table."""

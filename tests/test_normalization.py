@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -12,9 +16,9 @@ import torch
 
 from eoseg.errors import EosegError
 from eoseg.normalization import (NORMALISED_RMS_RANGE, BandStatistics, Normalization, check_scale, check_value_scale,
-                                  scale_problem, value_scale)
+                                  scale_problem, source_shift, value_scale)
 
-from .conftest import as_arguments, make_tiny_config, run_script, tiny_overrides
+from .conftest import ROOT, as_arguments, make_tiny_config, run_script, tiny_overrides
 from .test_cli import assert_one_line_error
 
 
@@ -214,6 +218,63 @@ def test_an_extra_source_far_off_its_training_values_is_refused(factor, outcome)
     if note:
         assert note.startswith(f"note: scene.tif: its nDSM values are {factor:.2g} times") and "\n" not in note
     assert check_value_scale(trained, measured, 3, "scene.tif", refuse=True) is None  # the image's own bands alike
+
+
+@pytest.mark.parametrize("metres, outcome", [(0.0, None), (-4.0, None), (9.0, "note"), (-12.0, "note"),
+                                             (47.0, "error"), (-20.0, "error")])
+def test_a_dsm_on_another_datum_is_refused(metres, outcome):
+    """Heights above the sea on another datum, or of a town at another altitude: the magnitude hardly changes (the
+    scale's ratio stays within 1.2), every pixel moves alike by many training standard deviations (4.5 m here)."""
+    rng = np.random.default_rng(5)
+    pixels = np.concatenate([rng.integers(1, 256, size=(3, 30, 30)), rng.normal(258, 4.5, size=(1, 30, 30))])
+    trained = counted(pixels).record()
+    measured = counted(pixels + np.array([0, 0, 0, metres])[:, None, None])
+    sources = [("DSM", slice(3, 4))]
+    assert 1 / 1.2 < value_scale(trained, measured, slice(3, 4)) < 1.2
+    assert source_shift(trained, measured, slice(3, 4)) == pytest.approx(abs(metres) / 4.5, rel=0.03, abs=0.01)
+    if outcome == "error":
+        with pytest.raises(EosegError, match=r"scene.tif: its DSM values lie [\d.]+ standard deviations of 4\.\d+ from .*another datum"):
+            check_value_scale(trained, measured, 3, "scene.tif", refuse=True, sources=sources)
+    note = check_value_scale(trained, measured, 3, "scene.tif", refuse=outcome != "error", sources=sources)
+    assert (note is None) == (outcome is None)
+    if note:
+        assert note.startswith("note: scene.tif: its DSM values lie ") and "\n" not in note
+
+
+def test_a_source_of_the_opposite_sign_is_refused():
+    """Backscatter in decibels (below 0) given for an nDSM (above 0): one magnitude, so only the shift tells them."""
+    rng = np.random.default_rng(6)
+    pixels = np.concatenate([rng.integers(1, 256, size=(3, 30, 30)), rng.uniform(0, 10, size=(1, 30, 30))])
+    trained = counted(pixels).record()
+    measured = counted(pixels * np.array([1, 1, 1, -1])[:, None, None])
+    assert 0.99 < value_scale(trained, measured, slice(3, 4)) < 1.01
+    with pytest.raises(EosegError, match=r"scene.tif: its nDSM values lie 3.4 standard deviations .*\(means -4.9\d* "):
+        check_value_scale(trained, measured, 3, "scene.tif", refuse=True, sources=[("nDSM", slice(3, 4))])
+
+
+def test_the_source_offset_benchmark_scores_each_offset_and_says_what_the_check_does(tmp_path):
+    """bench/source_offset.py end to end, briefly: the sample's test tiles with their DSM as it is pass the check, 100 m
+    higher (some 20 of the training tiles' standard deviations) are refused; every offset is labelled and scored."""
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "source_offset.py"), "--steps", "1", "--seeds", "0", "--size", "128",
+         "--offsets", "0", "100", "--workdir", str(tmp_path)],
+        capture_output=True, text=True, timeout=600, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = json.loads((tmp_path / "results.json").read_text())["rows"]
+    assert [row["offset_m"] for row in rows] == [0.0, 100.0]
+    assert [outcome for _, outcome in rows[0]["checks"]] == ["passed", "passed"]
+    assert [outcome for _, outcome in rows[1]["checks"]] == ["refused", "refused"]
+    assert all(shift > 10 for shift, _ in rows[1]["checks"])
+    for row in rows:  # both test tiles scored at each offset, with the check off
+        assert sum(map(sum, row["confusion_matrix"])) > 0
+    assert "| +100 m |" in result.stdout
+
+
+def test_source_shift_leaves_bands_that_never_varied():
+    trained = {"mean": [1.0, 5.0], "std": [2.0, 0.0]}
+    assert source_shift(trained, counted(np.full((2, 4, 4), 9.0)), slice(0, 2)) == 4.0
+    assert source_shift(trained, counted(np.full((2, 4, 4), 9.0)), slice(1, 2)) is None
+    assert source_shift(trained, BandStatistics(2), slice(0, 2)) is None
 
 
 def test_source_bands_place_each_raster_source_in_the_stacked_input(tiny_cfg):
