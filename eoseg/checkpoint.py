@@ -17,7 +17,7 @@ from torch import nn
 
 from eoseg.config import Config
 from eoseg.errors import EosegError, plain_text
-from eoseg.io import atomic_path
+from eoseg.io import atomic_path, write_failure
 from eoseg.metadata import WEIGHTS_FIELDS, check_compatible, data_signature
 from eoseg.models import MODELS, build_model, uses_encoder
 
@@ -82,7 +82,10 @@ def save_checkpoint(path: str | Path, cfg: Config, model: nn.Module, iteration: 
     if validation is not None:
         payload["validation"] = validation
     with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+        try:
+            torch.save(payload, tmp)
+        except RuntimeError as err:  # torch's file writer loses the OS error ("unexpected pos ...")
+            raise write_failure(err, Path(path), tmp) from None
     return Path(path)
 
 

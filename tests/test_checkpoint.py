@@ -199,3 +199,16 @@ def test_malicious_pickle_refused_without_running_code(tmp_path, saved, cfg):
     # the payload is live: an unrestricted load would have run it
     torch.load(evil, weights_only=False)
     assert marker.read_text() == "pwned"
+
+
+def test_a_failed_write_is_one_line_and_leaves_nothing(tmp_path, cfg, monkeypatch):
+    """torch's file writer reports a failed write (a full or failing disk) as a RuntimeError without the OS error."""
+    def failing_save(payload, path):
+        path.write_bytes(b"PK partial")
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 77391488 vs 77391376")
+
+    monkeypatch.setattr("eoseg.checkpoint.torch.save", failing_save)
+    target = tmp_path / "iter_0000001.pt"
+    with pytest.raises(EosegError, match=rf"^{target}: writing failed \(.*unexpected pos"):
+        save_checkpoint(target, cfg, model_from_config(cfg), iteration=1)
+    assert list(tmp_path.iterdir()) == []
