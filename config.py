@@ -85,7 +85,7 @@ ENCODER_WEIGHTS = ""  # local pretrained state dict (.pth/.pt/.safetensors) to i
 # ---------------------------------------------------------------- training (training.py)
 TRAIN_SOURCE = "lmdb"  # "lmdb": the packed patches, read from disk; "tiles": random crops straight from the tiles, all held in memory (refused where they would not fit)
 BATCH_SIZE = 8  # patches per step and per process (under torchrun the step sees BATCH_SIZE x processes)
-ITERATIONS = 20000  # optimisation steps (unless TRAIN_MINUTES sets a time budget instead)
+ITERATIONS = 20000  # optimisation steps (unless TRAIN_MINUTES sets a time budget instead; given after a preset's budget, as the sample's, it is refused: set TRAIN_MINUTES=0 with it)
 BASE_LR = 0.001  # learning rate of the decoder
 ENCODER_LR_FACTOR = 1.0  # the encoder learns at BASE_LR * this (the method: half)
 MOMENTUM = 0.9  # SGD momentum

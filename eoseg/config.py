@@ -666,6 +666,20 @@ def _extra_sources(v: dict[str, Any]) -> list[dict]:
     return checked
 
 
+def _refuse_steps_under_a_budget(values: dict, layers: list[tuple[str, dict]]) -> None:
+    """Refuse an ITERATIONS given after (in a later layer than) the TRAIN_MINUTES budget that overrules it: the
+    sample preset's 5 minutes would otherwise run whatever ITERATIONS the command line asks for."""
+    def last(name: str) -> int:
+        return max((i for i, (_, layer) in enumerate(layers) if name in layer), default=-1)
+
+    steps, budget = last("ITERATIONS"), last("TRAIN_MINUTES")
+    if isinstance(values["TRAIN_MINUTES"], (int, float)) and values["TRAIN_MINUTES"] > 0 and steps > budget:
+        where = f" ({layers[budget][0]})" if budget >= 0 else " (config.py)"
+        raise EosegError(f"ITERATIONS={values['ITERATIONS']} ({layers[steps][0]}) counts steps, but "
+                         f"TRAIN_MINUTES={values['TRAIN_MINUTES']:g}{where} sets a time budget, which decides instead; "
+                         "set TRAIN_MINUTES=0 to train ITERATIONS steps, or leave ITERATIONS out")
+
+
 def load_config(
     config_file: str | Path | None = None,
     overrides: Iterable[str] = (),
@@ -711,6 +725,8 @@ def load_config(
         if key not in defaults:
             raise _unknown(key, defaults, f"preset {dataset!r}")
     values = {**defaults, **preset, **file_values, **override_values, "DATASET": dataset}
+    _refuse_steps_under_a_budget(values, [(f"preset {dataset!r}", preset), (str(config_file), file_values),
+                                          ("the overrides", override_values)])
     if norm_to_measure and isinstance(values["BANDS"], list) and \
             any(len(values[name]) != len(values["BANDS"]) for name in ("NORM_MEAN", "NORM_STD")):
         values.update(NORM_MEAN=[0.0] * len(values["BANDS"]), NORM_STD=[1.0] * len(values["BANDS"]))

@@ -536,3 +536,18 @@ def test_missing_attribute_is_attribute_error():
 def test_inference_stride_larger_than_window_refused():
     with pytest.raises(EosegError, match="STRIDE"):
         load_config(overrides=["WINDOW=64", "STRIDE=100"])
+
+
+def test_steps_asked_for_under_a_presets_time_budget_are_refused(tmp_path):
+    """The sample preset trains for TRAIN_MINUTES=5: ITERATIONS=2 on the command line would run five minutes of steps."""
+    with pytest.raises(EosegError, match=r"^ITERATIONS=2 \(the overrides\) counts steps, but TRAIN_MINUTES=5 \(preset "
+                                         r"'sample'\) sets a time budget, which decides instead; set TRAIN_MINUTES=0"):
+        load_config(overrides=["ITERATIONS=2"])
+    assert load_config(overrides=["ITERATIONS=2", "TRAIN_MINUTES=0"]).ITERATIONS == 2
+    assert load_config(overrides=["TRAIN_MINUTES=1"]).TRAIN_MINUTES == 1.0  # a budget given last decides: clear
+    own = tmp_path / "own.py"
+    own.write_text('DATASET = "sample"\nITERATIONS = 100\n')
+    with pytest.raises(EosegError, match=rf"^ITERATIONS=100 \({re.escape(str(own))}\) counts steps"):
+        load_config(own)
+    own.write_text("ITERATIONS = 100\nTRAIN_MINUTES = 3.0\n")  # both in one file (a copy of config.py): the budget
+    assert load_config(own).TRAIN_MINUTES == 3.0
