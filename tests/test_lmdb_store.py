@@ -231,7 +231,7 @@ def test_changed_norm_std_accepted_as_the_records_hold_raw_pixels(written):
 
 
 def test_matching_signature_accepted(written, cfg):
-    same = load_config(overrides=[f"PATCH_SIZE={PATCH}", "ITERATIONS=3", "BATCH_SIZE=2"])  # unrelated names differ
+    same = load_config(overrides=[f"PATCH_SIZE={PATCH}", "SEED=3", "BATCH_SIZE=2"])  # unrelated names differ
     assert len(LmdbPatches(written, expected_signature=data_signature(same))) == 3
     assert len(LmdbPatches(written)) == 3  # no check requested
 
