@@ -144,7 +144,7 @@ def main() -> None:
     rows = []
     for offset in args.offsets:
         metrics = metrics_from_confusion(confusion[offset], cfg.CLASS_NAMES)
-        shifts = " / ".join(f"{shift:.2g}" for shift, _ in checks[offset])
+        shifts = " / ".join(f"{shift:.2f}" for shift, _ in checks[offset])
         outcomes = [outcome for _, outcome in checks[offset]]
         decided = outcomes[0] if len(set(outcomes)) == 1 else " / ".join(outcomes)
         per_class = metrics["per_class"]

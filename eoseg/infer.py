@@ -637,7 +637,8 @@ def _check_value_scales(cfg: Config, jobs: list[Job], trained: dict | None, imag
             collar = f"; {collar}" if collar else ""
             tags = scaling_hint(job.info, cfg.BANDS, image_bands)
             note = check_value_scale(trained, measured, len(cfg.BANDS), job.info.path, cfg.INFER_VALUE_CHECK,
-                                     factor=cfg.INFER_VALUE_SCALE, sources=cfg.source_bands, band_names=cfg.BAND_NAMES)
+                                     factor=cfg.INFER_VALUE_SCALE, sources=job.stack.named_source_bands(cfg),
+                                     band_names=cfg.BAND_NAMES)
         except DamagedInputError as err:
             if job.name not in image_jobs:
                 raise

@@ -236,13 +236,18 @@ VALUE_SCALE_LIMIT = 3.0
 # for an nDSM: 60 times; centimetres for metres: 100)
 SOURCE_SCALE_LIMIT = 10.0
 
-# an extra source's mean that moved this many of its training standard deviations: a note, and refused from
-# SOURCE_SHIFT_LIMIT (where fewer than 1 in 700 training pixels of a normal spread lie). Heights above the sea keep
-# their magnitude on another datum or at another altitude (+47 m on a DSM of some 258 m: 1.2 times), yet every pixel
-# moves alike. On the sample, a U-Net fed the DSM lost 3-9 points of OA at 0.6-1.5 standard deviations, 17-36 at
-# 1.7-2.6, 44 at 3.9-4.7; its own test tiles lay at 0.4-0.5 (bench/RESULTS.md, "A DSM on another datum")
+# an extra source's mean that moved this many of its training standard deviations: a note; refused from
+# SOURCE_SHIFT_LIMIT where the source holds values far from 0 against their spread (ABSOLUTE_SOURCE_RATIO: heights
+# above the sea), which another datum or a town higher up moves whole; other sources (an nDSM, backscatter, a
+# temperature) follow the scene, and are noted only. A DSM keeps its magnitude on another datum (+47 m on some 258 m:
+# 1.2 times), so the scale check above passes it. On the sample, a U-Net fed the DSM lost 3-9 points of OA at
+# 0.6-1.5 standard deviations, 17-36 at 1.7-2.6, 44 at 3.9-4.7; its own test tiles lay at 0.4-0.5 (bench/RESULTS.md,
+# "A DSM on another datum")
 SOURCE_SHIFT_NOTE = 1.5
 SOURCE_SHIFT_LIMIT = 3.0
+# training values this many of their standard deviations from 0, or more: heights above the sea (a DSM: 55 on the
+# sample) or another quantity with an arbitrary zero
+ABSOLUTE_SOURCE_RATIO = 10.0
 
 
 def value_scale(trained: dict, measured: BandStatistics, bands: int | slice) -> float | None:
@@ -265,14 +270,18 @@ def source_shift(trained: dict, measured: BandStatistics, positions: slice) -> f
     """How many of the ``trained`` standard deviations the mean ``measured`` lies from the trained one, over the
     stacked bands ``positions`` (an extra source's; the largest over them): heights on another datum keep their
     magnitude and move every pixel alike. None where nothing was measured or no band varied in training."""
+    shifts, _, _ = _mean_shifts(trained, measured, positions)
+    return None if shifts is None or np.isnan(shifts).all() else float(np.nanmax(shifts))
+
+
+def _mean_shifts(trained: dict, measured: BandStatistics, positions: slice):
+    """Each band's move of the mean, in ``trained`` standard deviations (NaN where it never varied), with the trained
+    means and standard deviations; (None, None, None) where nothing was measured."""
     if not measured.count:
-        return None
-    spread = np.asarray(trained["std"][positions], dtype=np.float64)
-    varied = spread > 0
-    if not varied.any():
-        return None
-    moved = np.abs(measured.mean[positions] - np.asarray(trained["mean"][positions], dtype=np.float64))
-    return float((moved[varied] / spread[varied]).max())
+        return None, None, None
+    mean, spread = (np.asarray(trained[key][positions], dtype=np.float64) for key in ("mean", "std"))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(spread > 0, np.abs(measured.mean[positions] - mean) / spread, np.nan), mean, spread
 
 
 def band_scales(trained: dict, measured: BandStatistics, bands: int) -> np.ndarray:
@@ -351,17 +360,19 @@ def _check_source_scale(trained: dict, measured: BandStatistics, name: str, posi
 @dataclass(frozen=True)
 class SourceFinding:
     """What an extra source's values are against its training values: ``found`` (where, how far), its ``cause``
-    and ``remedy`` where ``severe`` (refused), its ``mild_cause`` where only noted."""
+    and ``remedy`` where ``severe`` (refused), its ``mild_cause`` where only noted; ``moved``: its mean moved whole
+    (the values' scale is alike)."""
     found: str
     severe: bool
     cause: str
     remedy: str
     mild_cause: str
+    moved: bool = False
 
 
-# an extra source whose training values lie this many of their standard deviations from 0 holds heights above the sea
-# (a DSM: 55 on the sample) or another quantity with an arbitrary zero: see absolute_source_note
-ABSOLUTE_SOURCE_RATIO = 10.0
+def _absolute(mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    """Which bands hold values far from 0 against their spread (ABSOLUTE_SOURCE_RATIO)."""
+    return (std > 0) & (np.abs(mean) >= ABSOLUTE_SOURCE_RATIO * std)
 
 
 def absolute_source_note(statistics: BandStatistics, name: str, positions: slice) -> str | None:
@@ -371,7 +382,7 @@ def absolute_source_note(statistics: BandStatistics, name: str, positions: slice
     if not statistics.count:
         return None
     mean, std = statistics.mean[positions], statistics.std[positions]
-    if not ((std > 0) & (np.abs(mean) >= ABSOLUTE_SOURCE_RATIO * std)).any():
+    if not _absolute(mean, std).any():
         return None
     found = ", ".join(f"mean {m:.4g}, std {s:.3g}" for m, s in zip(mean, std))
     return (f"the training tiles' {name} values lie far from 0 against their spread ({found}): heights above the sea? "
@@ -383,27 +394,45 @@ def absolute_source_note(statistics: BandStatistics, name: str, positions: slice
 def source_finding(trained: dict, measured: BandStatistics, name: str, positions: slice, what: str,
                    against: str) -> SourceFinding | None:
     """An extra source ``name`` (its stacked bands ``positions``) of ``what`` against the ``trained`` values
-    (``against`` says whose), where they are VALUE_SCALE_LIMIT times (or that fraction) or more off (severe from
-    SOURCE_SCALE_LIMIT), or their mean moved SOURCE_SHIFT_NOTE standard deviations or more (severe from
-    SOURCE_SHIFT_LIMIT); None where they are alike or nothing was measured."""
-    means = (f"means {', '.join(f'{v:.4g}' for v in measured.mean[positions])} against "
-             f"{', '.join(f'{v:.4g}' for v in trained['mean'][positions])}")
+    (``against`` says whose): VALUE_SCALE_LIMIT times (or that fraction) or more off, severe from SOURCE_SCALE_LIMIT;
+    or its mean moved SOURCE_SHIFT_NOTE standard deviations or more, severe from SOURCE_SHIFT_LIMIT where the source
+    is far from 0 (a DSM). The severe one where there is one; None where they are alike or nothing was measured."""
     ratio = value_scale(trained, measured, positions)
+    scale = None
     if ratio is not None and off_scale(ratio, VALUE_SCALE_LIMIT):
-        return SourceFinding(f"{what}: its {name} values are {ratio:.2g} times {against} ({means})",
-                             off_scale(ratio, SOURCE_SCALE_LIMIT), "another raster (a DSM for an nDSM) or another unit",
-                             "check its pattern and unit", "another raster or unit, or a very different scene")
-    shift = source_shift(trained, measured, positions)
-    if shift is None or shift < SOURCE_SHIFT_NOTE:
+        means = (f"means {', '.join(f'{v:.4g}' for v in measured.mean[positions])} against "
+                 f"{', '.join(f'{v:.4g}' for v in trained['mean'][positions])}")
+        scale = SourceFinding(f"{what}: its {name} values are {ratio:.2g} times {against} ({means})",
+                              off_scale(ratio, SOURCE_SCALE_LIMIT), "another raster (a DSM for an nDSM) or another unit",
+                              "check its pattern and unit", "another raster or unit, or a very different scene")
+        if scale.severe:
+            return scale
+    moved = _moved_finding(trained, measured, name, positions, what, against)
+    return moved if moved is not None and (moved.severe or scale is None) else scale
+
+
+def _moved_finding(trained: dict, measured: BandStatistics, name: str, positions: slice, what: str,
+                   against: str) -> SourceFinding | None:
+    """The finding of :func:`source_finding` on the move of the mean (see :func:`source_shift`), for the band that
+    moved most (of those severe, where any is)."""
+    shifts, mean, spread = _mean_shifts(trained, measured, positions)
+    if shifts is None or np.isnan(shifts).all():
         return None
-    spread = ", ".join(f"{v:.4g}" for v in trained["std"][positions])
-    return SourceFinding(f"{what}: its {name} values lie {shift:.2g} standard deviations of {spread} from {against} "
-                         f"({means})", shift >= SOURCE_SHIFT_LIMIT,
-                         "heights on another datum (ellipsoidal against sea level: some 40-50 m in Europe) or of a place "
-                         "at another altitude, or another offset",
-                         "put it on the training tiles' datum, or train on heights above the ground (an nDSM, or "
-                         "make_composite.py's composite), which no datum moves",
-                         "another datum, altitude or offset, or a very different scene")
+    shifts = np.nan_to_num(shifts)
+    severe = (shifts >= SOURCE_SHIFT_LIMIT) & _absolute(mean, spread)
+    band = int(np.argmax(np.where(severe, shifts, -1.0) if severe.any() else shifts))
+    if shifts[band] < SOURCE_SHIFT_NOTE:
+        return None
+    which = "" if len(shifts) == 1 else f" (band {band + 1})"
+    found = (f"{what}: the mean of its {name} values{which}, {measured.mean[positions][band]:.4g}, lies {shifts[band]:.2g} "
+             f"standard deviations ({spread[band]:.4g}) from that of {against}, {mean[band]:.4g}")
+    return SourceFinding(found, bool(severe[band]),
+                         "heights on another datum (ellipsoidal against sea level: some 40-50 m in Europe) or of a town "
+                         "at another altitude, or nodata without a tag",
+                         "put it on the training tiles' datum, tag its nodata, or train on heights above the ground (an "
+                         "nDSM, or make_composite.py's composite), which neither moves",
+                         "another datum, altitude, calibration or offset, or a scene unlike the training tiles",
+                         moved=True)
 
 
 def _check_image_scale(trained: dict, measured: BandStatistics, bands: int, what: str, refuse: bool, against: str,

@@ -328,6 +328,12 @@ class TileStack:
         """The image's info: size, georeference and name of the tile's outputs."""
         return self.sources[0].info
 
+    def named_source_bands(self, cfg: Config) -> list[tuple[str, slice]]:
+        """``cfg.source_bands``, each named with the file this stack reads it from: the file a value check sends
+        users to."""
+        return [(f"{name} ({source.info.path.name})", positions)
+                for (name, positions), source in zip(cfg.source_bands, self.sources[1:])]
+
     @property
     def paths(self) -> list[Path]:
         return [s.info.path for s in self.sources]

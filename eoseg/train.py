@@ -613,8 +613,8 @@ class Trainer:
             stack = tile_stack(self.cfg, tile_id)
             note = check_value_scale(self.trained_on["input_statistics"], stack.sample_statistics(), len(self.cfg.BANDS),
                                      f"validation tile {tile_id} ({stack.info.path})", self.cfg.INFER_VALUE_CHECK,
-                                     "those of the training tiles", self.cfg.INFER_VALUE_SCALE, self.cfg.source_bands,
-                                     self.cfg.BAND_NAMES)
+                                     "those of the training tiles", self.cfg.INFER_VALUE_SCALE,
+                                     stack.named_source_bands(self.cfg), self.cfg.BAND_NAMES)
             if note and self.processes.is_main:
                 print(note, file=sys.stderr)
             note = check_band_names(stack.info, self.cfg.BANDS, self.trained_on["image_bands"], "the training images")

@@ -481,7 +481,19 @@ def test_a_tile_whose_dsm_lies_on_another_datum_is_a_problem(tiny_cfg, tmp_path)
     with rasterio.open(cfg.tile_path("DSM_PATTERN", "4"), "r+") as dst:
         dst.write(dst.read() + np.float32(150.0))
     problems = [p for p in check_dataset(cfg).problems if "DSM values" in p]
-    assert len(problems) == 1 and problems[0].startswith("tile 4: its DSM values lie ") and "another datum" in problems[0]
+    assert len(problems) == 1 and problems[0].startswith("tile 4: the mean of its DSM values, ") and "another datum" in problems[0]
+    # a training tile 60 m higher up among thirteen others: part of the mean it is held to (3.4 standard deviations
+    # away, where a higher one would be no further), so only noted
+    with rasterio.open(cfg.tile_path("DSM_PATTERN", "4"), "r+") as dst:
+        dst.write(dst.read() - np.float32(90.0))
+    copies = [f"1{k}" for k in range(10)]
+    for copy in copies:
+        for pattern in ("IMAGE_PATTERN", "LABEL_PATTERN", "GT_COLOR_PATTERN", "GT_ERODED_PATTERN", "DSM_PATTERN"):
+            if cfg.tile_path(pattern, "1").exists():
+                shutil.copy(cfg.tile_path(pattern, "1"), cfg.tile_path(pattern, copy))
+    report = check_dataset(cfg.replace(TRAIN_IDS=cfg.TRAIN_IDS + copies + ["4"], TEST_IDS=[]))
+    assert not [p for p in report.problems if "DSM values" in p]
+    assert [n for n in report.notes if re.match(r"tile 4: the mean of its DSM values, \S+ lies 3\.\d standard", n)]
 
 
 def test_the_report_gives_each_extra_sources_mean_and_std(tiny_cfg, capsys):

@@ -220,36 +220,71 @@ def test_an_extra_source_far_off_its_training_values_is_refused(factor, outcome)
     assert check_value_scale(trained, measured, 3, "scene.tif", refuse=True) is None  # the image's own bands alike
 
 
+def dsm_pixels(seed: int = 5) -> np.ndarray:
+    """Three 8-bit bands and heights above the sea (258 m, 4.5 m apart)."""
+    rng = np.random.default_rng(seed)
+    return np.concatenate([rng.integers(1, 256, size=(3, 30, 30)), rng.normal(258, 4.5, size=(1, 30, 30))])
+
+
 @pytest.mark.parametrize("metres, outcome", [(0.0, None), (-4.0, None), (9.0, "note"), (-12.0, "note"),
                                              (47.0, "error"), (-20.0, "error")])
 def test_a_dsm_on_another_datum_is_refused(metres, outcome):
     """Heights above the sea on another datum, or of a town at another altitude: the magnitude hardly changes (the
     scale's ratio stays within 1.2), every pixel moves alike by many training standard deviations (4.5 m here)."""
-    rng = np.random.default_rng(5)
-    pixels = np.concatenate([rng.integers(1, 256, size=(3, 30, 30)), rng.normal(258, 4.5, size=(1, 30, 30))])
+    pixels = dsm_pixels()
     trained = counted(pixels).record()
     measured = counted(pixels + np.array([0, 0, 0, metres])[:, None, None])
     sources = [("DSM", slice(3, 4))]
     assert 1 / 1.2 < value_scale(trained, measured, slice(3, 4)) < 1.2
     assert source_shift(trained, measured, slice(3, 4)) == pytest.approx(abs(metres) / 4.5, rel=0.03, abs=0.01)
     if outcome == "error":
-        with pytest.raises(EosegError, match=r"scene.tif: its DSM values lie [\d.]+ standard deviations of 4\.\d+ from .*another datum"):
+        with pytest.raises(EosegError, match=r"scene.tif: the mean of its DSM values, [\d.]+, lies [\d.]+ standard "
+                                             r"deviations \(4\.\d+\) from that of those the weights were trained on, "
+                                             r"258\.\d*: heights on another datum"):
             check_value_scale(trained, measured, 3, "scene.tif", refuse=True, sources=sources)
     note = check_value_scale(trained, measured, 3, "scene.tif", refuse=outcome != "error", sources=sources)
     assert (note is None) == (outcome is None)
     if note:
-        assert note.startswith("note: scene.tif: its DSM values lie ") and "\n" not in note
+        assert note.startswith("note: scene.tif: the mean of its DSM values, ") and "\n" not in note
 
 
-def test_a_source_of_the_opposite_sign_is_refused():
-    """Backscatter in decibels (below 0) given for an nDSM (above 0): one magnitude, so only the shift tells them."""
-    rng = np.random.default_rng(6)
-    pixels = np.concatenate([rng.integers(1, 256, size=(3, 30, 30)), rng.uniform(0, 10, size=(1, 30, 30))])
+@pytest.mark.parametrize("metres", [-200.0, 600.0])
+def test_a_dsm_far_off_is_refused_for_its_move_though_its_scale_is_only_noted(metres):
+    """200 m lower is 0.23 times the magnitude, 600 m higher 3.3 times: the scale alone gives a note; the move of the
+    mean, tens of standard deviations, refuses it as it refuses a smaller one."""
+    pixels = dsm_pixels()
     trained = counted(pixels).record()
-    measured = counted(pixels * np.array([1, 1, 1, -1])[:, None, None])
-    assert 0.99 < value_scale(trained, measured, slice(3, 4)) < 1.01
-    with pytest.raises(EosegError, match=r"scene.tif: its nDSM values lie 3.4 standard deviations .*\(means -4.9\d* "):
-        check_value_scale(trained, measured, 3, "scene.tif", refuse=True, sources=[("nDSM", slice(3, 4))])
+    measured = counted(pixels + np.array([0, 0, 0, metres])[:, None, None])
+    with pytest.raises(EosegError, match="standard deviations .* heights on another datum"):
+        check_value_scale(trained, measured, 3, "scene.tif", refuse=True, sources=[("DSM", slice(3, 4))])
+
+
+def test_a_source_that_follows_the_scene_is_only_noted_when_it_moves():
+    """An nDSM of a high-rise district against a city's (8 m, 3 m apart: 4 standard deviations), or backscatter in
+    decibels (below 0) given for an nDSM (above 0, one magnitude): values near 0 against their spread, which the
+    scene moves, not a datum; a note, as the scale's check notes a very different scene."""
+    rng = np.random.default_rng(6)
+    image = rng.integers(1, 256, size=(3, 30, 30))
+    city = np.concatenate([image, rng.normal(8, 3, size=(1, 30, 30))])
+    note = check_value_scale(counted(city).record(), counted(city + np.array([0, 0, 0, 12])[:, None, None]), 3,
+                             "scene.tif", refuse=True, sources=[("nDSM", slice(3, 4))])
+    assert note.startswith("note: scene.tif: the mean of its nDSM values, 20") and "a scene unlike" in note
+    heights = np.concatenate([image, rng.uniform(0, 10, size=(1, 30, 30))])
+    negated = counted(heights * np.array([1, 1, 1, -1])[:, None, None])
+    assert 0.99 < value_scale(counted(heights).record(), negated, slice(3, 4)) < 1.01
+    note = check_value_scale(counted(heights).record(), negated, 3, "scene.tif", refuse=True,
+                             sources=[("nDSM", slice(3, 4))])
+    assert note.startswith("note: scene.tif: the mean of its nDSM values, -4.9") and " lies 3.4 standard" in note
+
+
+def test_the_band_that_moved_is_named_in_a_source_of_several():
+    rng = np.random.default_rng(7)
+    pixels = np.concatenate([rng.integers(1, 256, size=(3, 30, 30)), rng.normal(258, 4.5, size=(1, 30, 30)),
+                             np.full((1, 30, 30), 7.0)])  # a DSM and a constant band: the latter never varied
+    measured = counted(pixels + np.array([0, 0, 0, 40, 0])[:, None, None])
+    with pytest.raises(EosegError, match=r"the mean of its DSM, flag values \(band 1\), 29\d"):
+        check_value_scale(counted(pixels).record(), measured, 3, "scene.tif", refuse=True,
+                          sources=[("DSM, flag", slice(3, 5))])
 
 
 def test_the_source_offset_benchmark_scores_each_offset_and_says_what_the_check_does(tmp_path):

@@ -164,6 +164,9 @@ def test_stack_of_three_sources_in_order(tiny_cfg):
         part = stack.read(Window(10, 20, 30, 40))
         assert stack.valid_mask(part, Window(10, 20, 30, 40)).all()
     np.testing.assert_array_equal(part, stacked[:, 20:60, 10:40])
+    # the value checks name each raster source with the file it is read from (the derived NDVI has none)
+    assert stack.named_source_bands(cfg) == [(f"nDSM ({cfg.tile_path('NDSM_PATTERN', '1').name})", slice(3, 4)),
+                                             (f"DSM ({cfg.tile_path('DSM_PATTERN', '1').name})", slice(5, 6))]
 
 
 def test_one_raster_for_every_tile_is_read_where_each_tile_and_image_lies(tiny_cfg, tmp_path):
