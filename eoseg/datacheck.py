@@ -61,6 +61,7 @@ def check_dataset(cfg: Config, norm_to_write: bool = False) -> DataReport:
     seen, polygons_counted, training_tiles_read = set(), set(), 0
     stacked_dtype = None  # of the tiles before: one data type for all
     tile_values: dict[str, BandStatistics] = {}  # each tile's values, sampled: their scales compared below
+    tile_sources: dict[str, list[tuple[str, slice]]] = {}  # each tile's extra sources, named with their files
     class_pixels, class_in_blocks = np.zeros(cfg.num_classes, np.int64), np.zeros(cfg.num_classes, np.int64)
     training_infos: list[RasterInfo] = []
     scored_infos: dict[str, RasterInfo] = {}  # the test and validation tiles' images
@@ -96,6 +97,7 @@ def check_dataset(cfg: Config, norm_to_write: bool = False) -> DataReport:
                 blocks = tile_split(cfg, tile_id, info.height, info.width)
                 if tile_id not in tile_values:
                     tile_values[tile_id], zeros = stack.sample()
+                    tile_sources[tile_id] = stack.named_source_bands(cfg)
                     collar = unmasked_zeros_note(zeros)
                     if collar:  # learned or scored as land, and counted into the statistics --write-norm writes
                         report.note(f"tile {tile_id}: {collar}")
@@ -157,7 +159,8 @@ def check_dataset(cfg: Config, norm_to_write: bool = False) -> DataReport:
             if eval_truth(cfg, tile_id, stack.info) is None:
                 report.problem(f"validation tile {tile_id} (VAL_IDS) has no ground truth; choose VAL_IDS with labels")
             else:
-                tile_values.setdefault(tile_id, stack.sample_statistics())
+                if tile_id not in tile_values:
+                    tile_values[tile_id], tile_sources[tile_id] = stack.sample_statistics(), stack.named_source_bands(cfg)
                 scored_infos[tile_id] = stack.info
         except EosegError as err:
             report.problem(str(err))
@@ -196,7 +199,7 @@ def check_dataset(cfg: Config, norm_to_write: bool = False) -> DataReport:
         elif ratio is not None and off_scale(ratio, VALUE_SCALE_NOTE):  # as training's validation and labelling say
             report.note(f"tile {tile_id}: its values are {ratio:.2g} times those of the training tiles together: its labels "
                         "may suffer (much darker or brighter light, another sensor setting)")
-        for name, positions in cfg.source_bands:  # each extra source held as labelling holds it
+        for name, positions in tile_sources[tile_id]:  # each extra source held as labelling holds it
             finding = source_finding(training_values, values, name, positions, f"tile {tile_id}",
                                      "those of the training tiles together")
             # a training tile is part of the mean it is measured against: one higher up among many lies about

@@ -458,10 +458,11 @@ def test_a_tile_whose_extra_source_is_another_raster_is_a_problem(tiny_cfg, tmp_
     ndsm = {"pattern": "ndsm/ndsm_09cm_matching_area{id}.tif", "bands": [1], "band_names": ["nDSM"], "mean": [0.0],
             "std": [10.0]}
     cfg = tiny_cfg.replace(DATA_ROOT=str(data), EXTRA_SOURCES=[ndsm])
-    assert not [p for p in check_dataset(cfg).problems if "nDSM values" in p]
+    assert not [p for p in check_dataset(cfg).problems if "nDSM (" in p]
     shutil.copy(cfg.tile_path("DSM_PATTERN", "4"), data / "ndsm" / "ndsm_09cm_matching_area4.tif")
-    problems = [p for p in check_dataset(cfg).problems if "nDSM values" in p]
-    assert len(problems) == 1 and problems[0].startswith("tile 4: its nDSM values are ") and "a DSM for an nDSM" in problems[0]
+    problems = [p for p in check_dataset(cfg).problems if "nDSM (" in p]
+    assert len(problems) == 1 and "a DSM for an nDSM" in problems[0]
+    assert problems[0].startswith("tile 4: its nDSM (ndsm_09cm_matching_area4.tif) values are ")  # the file to fix
 
 
 def test_a_tile_whose_dsm_lies_on_another_datum_is_a_problem(tiny_cfg, tmp_path):
@@ -473,15 +474,16 @@ def test_a_tile_whose_dsm_lies_on_another_datum_is_a_problem(tiny_cfg, tmp_path)
            "std": [5.0]}
     cfg = tiny_cfg.replace(DATA_ROOT=str(data), EXTRA_SOURCES=[dsm])
     report = check_dataset(cfg)
-    assert not [p for p in report.problems + report.notes if p.startswith("tile") and "DSM values" in p]
+    assert not [p for p in report.problems + report.notes if p.startswith("tile") and "DSM (" in p]
     # heights above the sea: said before any tile is off, with what carries over
     assert [n for n in report.notes if "DSM values lie far from 0" in n and "an nDSM" in n]
     ndsm = {**dsm, "pattern": "ndsm/ndsm_09cm_matching_area{id}.tif", "band_names": ["nDSM"]}
     assert not [n for n in check_dataset(cfg.replace(EXTRA_SOURCES=[ndsm])).notes if "far from 0" in n]
     with rasterio.open(cfg.tile_path("DSM_PATTERN", "4"), "r+") as dst:
         dst.write(dst.read() + np.float32(150.0))
-    problems = [p for p in check_dataset(cfg).problems if "DSM values" in p]
-    assert len(problems) == 1 and problems[0].startswith("tile 4: the mean of its DSM values, ") and "another datum" in problems[0]
+    problems = [p for p in check_dataset(cfg).problems if "DSM (" in p]
+    assert len(problems) == 1 and "another datum" in problems[0]
+    assert problems[0].startswith(f"tile 4: the mean of its DSM ({cfg.tile_path('DSM_PATTERN', '4').name}) values, ")
     # a training tile 60 m higher up among thirteen others: part of the mean it is held to (3.4 standard deviations
     # away, where a higher one would be no further), so only noted
     with rasterio.open(cfg.tile_path("DSM_PATTERN", "4"), "r+") as dst:
@@ -492,8 +494,8 @@ def test_a_tile_whose_dsm_lies_on_another_datum_is_a_problem(tiny_cfg, tmp_path)
             if cfg.tile_path(pattern, "1").exists():
                 shutil.copy(cfg.tile_path(pattern, "1"), cfg.tile_path(pattern, copy))
     report = check_dataset(cfg.replace(TRAIN_IDS=cfg.TRAIN_IDS + copies + ["4"], TEST_IDS=[]))
-    assert not [p for p in report.problems if "DSM values" in p]
-    assert [n for n in report.notes if re.match(r"tile 4: the mean of its DSM values, \S+ lies 3\.\d standard", n)]
+    assert not [p for p in report.problems if "DSM (" in p]
+    assert [n for n in report.notes if re.match(r"tile 4: the mean of its DSM \(\S+\) values, \S+ lies 3\.\d standard", n)]
 
 
 def test_the_report_gives_each_extra_sources_mean_and_std(tiny_cfg, capsys):
