@@ -119,7 +119,7 @@ def refuse_failed(summary) -> None:
         for why in summary.failed.values():
             print(f"not labelled: {why}", file=sys.stderr)
         raise EosegError(f"{len(summary.failed)} of {len(summary.failed) + len(summary.images)} images could not be "
-                         f"labelled (listed above and in {summary.outputs['metrics']}); the others were")
+                         f"labelled (listed above and in {summary.outputs['metrics']}); the others were labelled")
 
 
 if __name__ == "__main__":

@@ -626,7 +626,8 @@ def _check_value_scales(cfg: Config, jobs: list[Job], trained: dict | None, imag
     """``jobs`` whose values are on the scale of those the weights were ``trained`` on (see
     eoseg.normalization.check_value_scale; a note for those some way off, each saying where the image's GDAL scale
     and offset are not those of the training images, as ``image_bands`` records them); images given by path that
-    cannot be read are moved to ``failed``, as labelling would."""
+    cannot be read, or whose values are refused (a chip of water may be one), are moved to ``failed``, as labelling
+    moves those it cannot read, and the others labelled; a configured tile's refusal stops the run."""
     if trained is None:  # weights from before the record, or Caffe's
         return jobs
     checked = []
@@ -645,7 +646,10 @@ def _check_value_scales(cfg: Config, jobs: list[Job], trained: dict | None, imag
             failed[str(job.info.path)] = str(err)
             continue
         except EosegError as err:  # the refusal of its value scale: its tags or the zeros may be why
-            raise EosegError(f"{err}{tags}{collar}") from None
+            if job.name not in image_jobs:
+                raise EosegError(f"{err}{tags}{collar}") from None
+            failed[str(job.info.path)] = f"{err}{tags}{collar}"  # its scene may be why (water, shadow): the others go on
+            continue
         if note:
             note += tags + collar
         elif collar:

@@ -229,6 +229,9 @@ def check_scale(statistics: BandStatistics, cfg) -> None:
 # tiles (bench/RESULTS.md, "Images on another value scale").
 VALUE_SCALE_NOTE = 1.5
 VALUE_SCALE_LIMIT = 3.0
+# valid pixels a sample of a raster needs (tiles.TileStack.sample): fewer say more of the scene (a chip of water or
+# shadow) than of its scale
+MIN_SAMPLED_PIXELS = 4096
 
 
 # an extra source's values (heights, another sensor's bands) follow the scene more than an image's do (a flat
@@ -448,8 +451,11 @@ def _check_image_scale(trained: dict, measured: BandStatistics, bands: int, what
     found = (f"{what}: its values{scaled} are {ratio:.2g} times {against} (band means "
              f"{means(measured.mean)} against {', '.join(f'{v:.4g}' for v in trained['mean'][:bands])})")
     if refuse and off_scale(ratio, VALUE_SCALE_LIMIT):
-        raise EosegError(f"{found}: another scale or encoding (12 against 16 bits, reflectance 0..1 against 0..10000) "
-                         f"would make a wrong map; set INFER_VALUE_SCALE={factor / ratio:.3g} to bring them to the "
-                         "training scale (a power of 2 where the encodings differ in bits: 0.0625 for 16-bit values "
-                         "and weights of 12-bit ones), or INFER_VALUE_CHECK=False if they are right as they are")
+        few = (f"; only {measured.count} valid pixels, whose values may be the scene's more than the scale's"
+               if measured.count < MIN_SAMPLED_PIXELS else "")
+        raise EosegError(f"{found}{few}: another scale or encoding (12 against 16 bits, reflectance 0..1 against "
+                         f"0..10000) would make a wrong map; if the images are on another scale, set INFER_VALUE_SCALE="
+                         f"{factor / ratio:.3g} to bring them to the training scale (a power of 2 where the encodings "
+                         "differ in bits: 0.0625 for 16-bit values and weights of 12-bit ones), or INFER_VALUE_CHECK=False "
+                         "if they are right as they are, only darker or brighter (water, shadow, snow)")
     return f"note: {found}: the labels may suffer (another scale or encoding, or much darker or brighter light)"

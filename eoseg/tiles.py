@@ -20,7 +20,7 @@ from eoseg.holdout import TileSplit, tile_split
 from eoseg.io import (RasterInfo, apply_scaling, check_colour_alpha, colour_unlabelled, open_raster, raster_info,
                       read_as_note, spread_windows, valid_mask)
 from eoseg.labels import RasterLabels, VectorLabels, is_vector, label_source, row_windows
-from eoseg.normalization import BandStatistics, Normalization
+from eoseg.normalization import MIN_SAMPLED_PIXELS, BandStatistics, Normalization
 from eoseg.palette import Palette, all_grey
 
 
@@ -233,9 +233,6 @@ def unmasked_zeros_note(zeros: float) -> str:
             "set NODATA_ZERO=True (or tag them: gdal_edit.py -a_nodata 0 FILE)")
 
 
-MIN_SAMPLED_PIXELS = 4096  # valid pixels a sample of a raster needs; with fewer, the whole raster is read
-
-
 def fits_patch(info: RasterInfo, patch_size: int) -> bool:
     """Whether a tile holds one PATCH_SIZE patch."""
     return info.height >= patch_size and info.width >= patch_size
@@ -417,7 +414,7 @@ class TileStack:
         are 0 in every image band: a collar or mosaic gap without a nodata tag, unless NODATA_ZERO masks them."""
         with contextlib.nullcontext() if self._open is not None else self:  # each raster opened once
             statistics, zeros = self._statistics(spread_windows(self.grid.height, self.grid.width, side, size))
-            if statistics.count < MIN_SAMPLED_PIXELS:  # its data in a small part of a large frame: the windows missed it
+            if statistics.count < MIN_SAMPLED_PIXELS:  # its data in a small part of a large frame: the windows missed it, read all
                 statistics, zeros = self._statistics(row_windows(self.grid.height, self.grid.width, size))
         return statistics, zeros / statistics.count if statistics.count else 0.0
 

@@ -410,6 +410,31 @@ def test_the_value_scale_is_checked_on_data_the_sampled_windows_miss(tmp_path):
         run_inference(cfg, weights, tmp_path / "out", image_paths=[scene])
 
 
+def test_an_image_refused_for_its_values_leaves_the_others_of_a_folder_labelled(tmp_path):
+    """A small dark chip (a quarter of the training values: water, shadow) among images on the training scale: it
+    is listed as not labelled, with both remedies and how few pixels were measured, and the others are labelled."""
+    from eoseg.normalization import BandStatistics
+
+    cfg = make_tiny_config(tmp_path, WRITE_PREVIEW=False)
+    pixels = random_image(90, 110)
+    statistics = BandStatistics(3)
+    statistics.add(pixels, np.ones(pixels.shape[1:], dtype=bool))
+    weights = save_checkpoint(tmp_path / "w.pt", cfg, model_from_config(cfg), iteration=0,
+                              trained_on={"input_dtype": "uint8", "input_statistics": statistics.record()})
+    scenes = [write_geotiff(tmp_path / f"scene{i}.tif", random_image(90, 110, seed=i)) for i in (1, 2)]
+    dark = write_geotiff(tmp_path / "dark.tif", (random_image(32, 32, seed=3) // 4).astype(np.uint8))
+    summary = run_inference(cfg, weights, tmp_path / "out", image_paths=[scenes[0], dark, scenes[1]])
+    assert [image.name for image in summary.images] == ["scene1", "scene2"]
+    assert all(image.outputs["labels"].is_file() for image in summary.images)
+    why = summary.failed[str(dark)]
+    assert "dark.tif: its values are 0.2" in why and "only 1024 valid pixels" in why
+    assert "if the images are on another scale, set INFER_VALUE_SCALE=" in why and "INFER_VALUE_CHECK=False" in why
+    assert not (tmp_path / "out" / "dark_labels.tif").exists()
+    with pytest.raises(EosegError, match=r"dark.tif: its values are 0.2"):  # one image alone: refused, nothing written
+        run_inference(cfg, weights, tmp_path / "alone", image_paths=[dark])
+    assert not (tmp_path / "alone").exists()
+
+
 def test_png_outputs_show_nodata_transparent(setup, tmp_path):
     """A plain image's nodata (here its alpha collar) is transparent in its PNG outputs, as masked in GeoTIFFs."""
     from PIL import Image
