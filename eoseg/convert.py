@@ -8,16 +8,72 @@ from typing import Iterable, Sequence
 
 import numpy as np
 from rasterio.windows import Window
+from tqdm import tqdm
 
 from eoseg.errors import EosegError
 from eoseg.io import (ColourTable, RasterInfo, RasterWriter, atomic_write_text, check_colour_alpha, colour_unlabelled,
                       expand_colour_table, file_record, open_raster, raster_info, unchanged_since)
-from eoseg.labels import LabelValues, RasterLabels, row_windows
-from eoseg.palette import Palette, all_grey
+from eoseg.labels import SUSPICIOUS_IGNORE_SHARE, LabelValues, RasterLabels, row_windows
+from eoseg.palette import Palette, all_grey, rgb_text
 
 
 # beside the label maps convert_gt.py --from-color made for the configured tiles: each one's colour source as it was
 CONVERSION_RECORD = "conversions.convert_gt.json"
+CONFIG_RECORD = "config.convert_gt.json"  # the effective config of the conversion, beside its outputs
+# the files a tile is read from, which no label map may be written over (a LABEL_PATTERN typed as IMAGE_PATTERN)
+TILE_INPUT_PATTERNS = ("IMAGE_PATTERN", "GT_COLOR_PATTERN", "GT_ERODED_PATTERN", "DSM_PATTERN", "NDSM_PATTERN")
+
+
+def tile_inputs(cfg, tile_ids: Iterable[str]) -> dict[Path, str]:
+    """The files the tiles ``tile_ids`` are read from (resolved), each with what it is."""
+    inputs: dict[Path, str] = {}
+    patterns = [(getattr(cfg, name), name) for name in TILE_INPUT_PATTERNS]
+    patterns += [(entry["pattern"], f"EXTRA_SOURCES[{index}] pattern") for index, entry in enumerate(cfg.extra_sources)
+                 if "pattern" in entry]
+    for tile_id in tile_ids:
+        for pattern, name in patterns:
+            try:
+                path = cfg.pattern_path(pattern, tile_id, name)
+            except EosegError:  # a pattern that names no file of this tile guards none; the step reading it says why
+                continue
+            if path is not None:
+                inputs.setdefault(path.resolve(), f"tile {tile_id}'s {name.removesuffix(' pattern')} file")
+    return inputs
+
+
+def check_targets(pairs: Sequence[tuple[Path, Path]], inputs: dict[Path, str], force: bool, where: str) -> None:
+    """Refuse, before anything is written, an input of ``pairs`` (source, target) not found, an output that is an
+    input (a file being converted, or one of ``inputs``: see :func:`tile_inputs`), even with ``force``, and, without
+    ``force``, outputs that exist. ``where``: the setting that places the outputs."""
+    missing = [source for source, _ in pairs if not source.is_file()]
+    if missing:
+        raise EosegError(f"input not found: {missing[0]}")
+    guarded = {**inputs, **{source.resolve(): f"the input {source}" for source, _ in pairs}}
+    for source, target in pairs:
+        if target.resolve() in guarded:
+            raise EosegError(f"{source}: its output {target} would overwrite {guarded[target.resolve()]}; choose "
+                             f"another {where}")
+    existing = [target for _, target in pairs if target.exists()]
+    if existing and not force:
+        more = f" (and {len(existing) - 1} more of the outputs)" if len(existing) > 1 else ""
+        raise EosegError(f"{existing[0]} exists{more}; convert_gt.py replaces it only with --force")
+
+
+def absent_classes_note(class_pixels: np.ndarray, palette: Palette, class_names: Sequence[str], maps: int) -> str | None:
+    """A note naming the classes no pixel of ``maps`` converted label maps holds (``class_pixels``: the pixels of each
+    value, IGNORE_LABEL's among them), and, where IGNORE_COLOR covers a share of them, that it may be their colour
+    (a building mask's white taken for unlabelled); None where every class occurs."""
+    absent = [index for index in range(palette.num_classes) if not class_pixels[index]]
+    if not absent:
+        return None
+    named = ", ".join(f"{index} ({class_names[index]}, PALETTE {rgb_text(palette.colors[index])})" for index in absent)
+    note = f"note: class {named} occurs in none of the {maps} label maps"
+    unlabelled = class_pixels[palette.ignore_label] / max(int(class_pixels.sum()), 1)
+    if palette.ignore_color is not None and unlabelled >= SUSPICIOUS_IGNORE_SHARE:
+        note += (f"; {unlabelled:.0%} of their pixels are unlabelled (IGNORE_COLOR {rgb_text(palette.ignore_color)}): "
+                 "if that colour is a class's, give it to the class in PALETTE, set IGNORE_COLOR = None (or the "
+                 "colour of unlabelled pixels), and convert again with --force")
+    return note
 
 def record_conversion(source: Path, target: Path) -> None:
     """Note in ``target``'s folder that ``target`` was converted from ``source`` as it is now."""
@@ -41,14 +97,15 @@ def check_converted_from(labels: Path, source: Path) -> None:
         return
     if not unchanged_since(source, entry):
         raise EosegError(f"{labels} was converted from {source}, which has changed since: its labels are the old ones; "
-                         "run convert_gt.py --from-color again")
+                         "run convert_gt.py --from-color --force")
 
 
 def color_file_to_labels(source: Path, target: Path, palette: Palette, unknown_to_ignore: bool = False,
-                         class_names: Sequence[str] | None = None) -> Path:
+                         class_names: Sequence[str] | None = None, class_pixels: np.ndarray | None = None) -> Path:
     """Colour GT (3+ bands, RGB first, or one band with a colour table) -> single-band uint8 label
     map, written by :func:`label_map_writer`, by rows (memory follows the width, not the raster). Pixels its alpha
-    band or mask marks empty, or of a transparent entry of its colour table, are unlabelled."""
+    band or mask marks empty, or of a transparent entry of its colour table, are unlabelled. ``class_pixels``, where
+    given (256 counts), gains the pixels of each value written: class ids and IGNORE_LABEL."""
     info = raster_info(source, "colour ground truth")
     table = info.colour_table
     if table is None and info.count < 3:
@@ -82,9 +139,42 @@ def color_file_to_labels(source: Path, target: Path, palette: Palette, unknown_t
                 labels, found = palette.read_colours(rgb, str(source), empty, grey_image, near)
                 for colour, pixels in found.items():
                     unknown[colour] = unknown.get(colour, 0) + pixels
+                if class_pixels is not None:
+                    class_pixels += np.bincount(labels.ravel(), minlength=256)
                 writer.write(labels, row=window.row_off)
             palette.check_whole_image(unknown, near, str(source), unknown_to_ignore)  # before the map is published
     return target
+
+
+def colour_files_to_labels(pairs: Sequence[tuple[Path, Path]], palette: Palette, class_names: Sequence[str],
+                           unknown_to_ignore: bool = False, record: bool = False, progress: bool = True) -> str | None:
+    """Convert each (colour ground truth, label map) of ``pairs`` (:func:`color_file_to_labels`), with ``record``
+    noting what each was made from (:func:`record_conversion`); return :func:`absent_classes_note` of them all."""
+    class_pixels = np.zeros(256, dtype=np.int64)
+    for source, target in tqdm(pairs, desc="convert", unit="file", disable=not progress):
+        color_file_to_labels(source, target, palette, unknown_to_ignore, class_names, class_pixels)
+        if record:  # the configured tiles' label maps, which every step checks against their source
+            record_conversion(source, target)
+    return absent_classes_note(class_pixels, palette, class_names, len(pairs))
+
+
+def convert_colour_tiles(cfg, force: bool = False, unknown_to_ignore: bool = False,
+                         progress: bool = True) -> tuple[list[tuple[Path, Path]], str | None]:
+    """convert_gt.py --from-color over the configured tiles: each one's colour ground truth (GT_COLOR_PATTERN) into its
+    label map (LABEL_PATTERN), checked by :func:`check_targets` first, recorded, the config saved beside them. Returns
+    the (source, target) pairs and :func:`absent_classes_note`."""
+    from eoseg.tiles import existing_path  # eoseg.tiles reads the conversions' records
+
+    ids = list(dict.fromkeys(cfg.tile_ids("train") + cfg.tile_ids("test")))
+    pairs = [(existing_path(cfg, "GT_COLOR_PATTERN", t, "colour ground truth"), cfg.tile_path("LABEL_PATTERN", t)) for t in ids]
+    if len({target for _, target in pairs}) < len(pairs):
+        raise EosegError(f"LABEL_PATTERN {cfg.LABEL_PATTERN!r} has no {{id}}, and convert_gt.py --from-color writes "
+                         "a label map per tile; put {id} where the tile id goes in the file name")
+    check_targets(pairs, tile_inputs(cfg, ids), force, "LABEL_PATTERN")
+    note = colour_files_to_labels(pairs, cfg.palette, cfg.CLASS_NAMES, unknown_to_ignore, record=True, progress=progress)
+    for folder in dict.fromkeys(target.parent for _, target in pairs):
+        cfg.save(folder, CONFIG_RECORD)
+    return pairs, note
 
 
 def label_map_writer(target: Path, like: RasterInfo, palette: Palette, class_names: Sequence[str] | None,

@@ -193,16 +193,25 @@ class LabelValues:
             raise EosegError(f"{source}: value {value} is not in LABEL_VALUES and covers {share:.0%} of the pixels, which "
                              f"LABEL_TOLERANCE={self.tolerance} reads as {self._named(self.target(value))}: {NOT_BLUR}; "
                              "name it in LABEL_VALUES (value: class id or 'ignore')")
-        if whole and self.identity and self.num_classes > 1:
-            total = sum(counts.values())
-            ignored = counts.get(self.ignore_label, 0)
-            present = [v for v in counts if 0 <= v < self.num_classes]
-            if total and ignored / total >= SUSPICIOUS_IGNORE_SHARE and len(present) == 1:
-                raise EosegError(
-                    f"{source}: {ignored / total:.0%} of the pixels are IGNORE_LABEL {self.ignore_label} (unlabelled) and "
-                    f"only class {present[0]} of {self.num_classes} occurs: a 0/{self.ignore_label} "
-                    f"mask? map its values with LABEL_VALUES, e.g. {{0: 0, {self.ignore_label}: 1}} (or, if "
-                    f"{self.ignore_label} does mean unlabelled, name it: {{..., {self.ignore_label}: 'ignore'}})")
+        mask = self.mask_like(counts) if whole else None
+        if mask is not None:
+            raise EosegError(
+                f"{source}: {mask[0]:.0%} of the pixels are IGNORE_LABEL {self.ignore_label} (unlabelled) and "
+                f"only class {mask[1]} of {self.num_classes} occurs: a 0/{self.ignore_label} "
+                f"mask? map its values with LABEL_VALUES, e.g. {{0: 0, {self.ignore_label}: 1}} (or, if "
+                f"{self.ignore_label} does mean unlabelled, name it: {{..., {self.ignore_label}: 'ignore'}})")
+
+    def mask_like(self, counts: dict) -> tuple[float, int] | None:
+        """(share of IGNORE_LABEL, the one class present) of a raster read as class ids (``counts`` of its values)
+        that looks like a 0/255 mask (SUSPICIOUS_IGNORE_SHARE); None for others."""
+        if not self.identity or self.num_classes < 2:
+            return None
+        total = sum(counts.values())
+        ignored = counts.get(self.ignore_label, 0)
+        present = [v for v in counts if isinstance(v, int) and 0 <= v < self.num_classes]
+        if total and ignored / total >= SUSPICIOUS_IGNORE_SHARE and len(present) == 1:
+            return ignored / total, present[0]
+        return None
 
     def _named(self, target: int) -> str:
         return "IGNORE_LABEL" if target == self.ignore_label else f"class {target}"
@@ -269,6 +278,17 @@ class RasterLabels:
             raise EosegError(f"{self.path}: it names its classes (CLASS_NAMES) as the label maps eoseg writes do, so it "
                              "holds class ids, but LABEL_VALUES reads its values as raw codes; read it with LABEL_VALUES = "
                              "{} (LABEL_VALUES is for raw codes, which convert_gt.py --from-values turns into class ids)")
+        ignored = self.values.ignore_label
+        target = self.values.target(ignored) if ignored in counts else None
+        written = ignored in counts and (target not in (None, ignored) or (whole and self.values.mask_like(counts)))
+        if written and self.records_class_names:  # eoseg's 255: pixels read as unlabelled when the map was made
+            read_as = "" if target in (None, ignored) else f", but LABEL_VALUES reads them as class {target}"
+            raise EosegError(
+                f"{self.path}: it names its classes (CLASS_NAMES) as the label maps eoseg writes do, so its "
+                f"{counts[ignored] / sum(counts.values()):.0%} of IGNORE_LABEL {ignored} are pixels left unlabelled when it "
+                f"was made (its colour IGNORE_COLOR, or its value 'ignore' in LABEL_VALUES){read_as}; if they are a "
+                "class, give the class that colour in PALETTE (or that value in LABEL_VALUES) and convert the ground "
+                "truth again with --force")
         if self.info.colour_table is not None and self.palette is not None:
             self._check_colour_table(counts)
         self.values.check(counts, str(self.path), whole)
@@ -300,7 +320,7 @@ class RasterLabels:
         raise EosegError(
             f"{self.path}: its colour table gives value {value} the colour {table[value]}, {colour}, but the value reads "
             f"as class {target}: made by convert_gt.py under another PALETTE? convert its colour ground truth again "
-            "(convert_gt.py --from-color); if the colours are the classes, convert it by colour (GT_COLOR_PATTERN at "
+            "(convert_gt.py --from-color --force); if the colours are the classes, convert it by colour (GT_COLOR_PATTERN at "
             "it, then convert_gt.py --from-color); if the values are, say so in LABEL_VALUES (e.g. {0: 0, 1: 1, ...}) "
             "or set PALETTE to its colours")
 

@@ -59,7 +59,7 @@ class Palette:
         # every colour a pixel may carry, with the label it reads as
         self._references = self.colors if self.ignore_color is None else np.vstack([self.colors, [self.ignore_color]])
         self._targets = np.append(np.arange(len(self.colors)), self.ignore_label)[:len(self._references)]
-        self.tolerance = check_tolerance(tolerance, self._references, "PALETTE and IGNORE_COLOR colours", _rgb_text)
+        self.tolerance = check_tolerance(tolerance, self._references, "PALETTE and IGNORE_COLOR colours", rgb_text)
 
     @property
     def num_classes(self) -> int:
@@ -175,9 +175,9 @@ class Palette:
         target = int(self._targets[nearest[index]])
         read_as = "IGNORE_COLOR" if target == self.ignore_label else f"class {target}'s colour"
         raise EosegError(
-            f"{source}: the colour {_rgb_text(points[index])} covers {list(colours.values())[index] / total:.0%} of the "
+            f"{source}: the colour {rgb_text(points[index])} covers {list(colours.values())[index] / total:.0%} of the "
             f"pixels, and LABEL_TOLERANCE={self.tolerance} reads it as {read_as} "
-            f"{_rgb_text(self._references[nearest[index]])}, {int(distance[index, nearest[index]])} levels away: "
+            f"{rgb_text(self._references[nearest[index]])}, {int(distance[index, nearest[index]])} levels away: "
             f"{NOT_COMPRESSION}; give its class a PALETTE colour, or, to leave it unlabelled, set LABEL_TOLERANCE below "
             "that distance and UNKNOWN_LABELS_TO_IGNORE=True")
 
@@ -308,9 +308,9 @@ def _unpack(packed: np.ndarray) -> np.ndarray:
     return np.stack([packed >> 16, (packed >> 8) & 255, packed & 255], axis=1)
 
 
-def _rgb_text(colour) -> str:
+def rgb_text(colour) -> str:
     return f"({', '.join(str(int(c)) for c in colour)})"
 
 
 def _rgb_of(packed: int) -> str:
-    return _rgb_text(_unpack([packed])[0])
+    return rgb_text(_unpack([packed])[0])

@@ -215,7 +215,7 @@ def test_label_maps_of_a_changed_colour_ground_truth_are_refused(tiny_cfg, tmp_p
         rgb[:, :10, :10] = np.array([0, 255, 0], np.uint8)[:, None, None]
         dst.write(rgb)
     with pytest.raises(EosegError, match=r"was converted from .*, which has changed since: its labels are the old ones; "
-                                         r"run convert_gt.py --from-color again"):
+                                         r"run convert_gt.py --from-color --force"):
         read_labels(cfg, "1", image_info(cfg, "1"))
     check_converted_from(cfg.tile_path("LABEL_PATTERN", "2"), cfg.tile_path("GT_COLOR_PATTERN", "2"))  # no record: taken
     color_file_to_labels(source, labels, cfg.palette)
@@ -287,3 +287,49 @@ def test_a_grey_stretch_of_a_colour_image_is_not_taken_for_class_ids(tiny_cfg, t
     with pytest.raises(EosegError, match="every pixel is grey"):
         color_file_to_labels(write_raster(tmp_path / "grey.tif", grey), tmp_path / "grey_labels.tif", palette,
                              unknown_to_ignore=True)
+
+
+def test_converting_the_tiles_writes_over_no_input_and_replaces_label_maps_only_with_force(tiny_cfg, tmp_path):
+    """A LABEL_PATTERN typed as IMAGE_PATTERN wrote label maps over the images, exit 0: refused before anything is
+    written, even with force; label maps that exist are replaced only with force."""
+    import shutil
+
+    from eoseg.convert import convert_colour_tiles
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_cfg.DATA_ROOT, data)
+    cfg = tiny_cfg.replace(DATA_ROOT=str(data))
+    images = {path: path.read_bytes() for path in (cfg.tile_path("IMAGE_PATTERN", t) for t in ("1", "2"))}
+    for force in (False, True):
+        with pytest.raises(EosegError, match=r"its output .*area1.tif would overwrite tile 1's IMAGE_PATTERN file; "
+                                             r"choose another LABEL_PATTERN"):
+            convert_colour_tiles(cfg.replace(LABEL_PATTERN=cfg.IMAGE_PATTERN), force=force, progress=False)
+    assert all(path.read_bytes() == content for path, content in images.items())
+    with pytest.raises(EosegError, match=r"labels/top_mosaic_09cm_area1.tif exists \(and \d+ more of the outputs\); "
+                                         r"convert_gt.py replaces it only with --force"):
+        convert_colour_tiles(cfg, progress=False)
+    label_map = cfg.tile_path("LABEL_PATTERN", "1")
+    label_map.write_bytes(b"stale")
+    pairs, note = convert_colour_tiles(cfg, force=True, progress=False)
+    assert note is None and len(pairs) == len(set(cfg.tile_ids("train") + cfg.tile_ids("test")))
+    np.testing.assert_array_equal(read_label(label_map), read_label(tiny_cfg.tile_path("LABEL_PATTERN", "1")))
+
+
+def test_a_class_no_converted_map_holds_is_noted_with_the_share_ignore_color_takes(tmp_path):
+    """A black/white building mask converted with white given as IGNORE_COLOR (and red as the building's colour):
+    every building became unlabelled, exit 0 without a word. Now a note names the class and IGNORE_COLOR's share."""
+    from eoseg.convert import colour_files_to_labels
+
+    mask = np.zeros((3, 40, 50), np.uint8)
+    mask[:, 10:30, 10:40] = 255  # 30% white
+    pairs = [(write_raster(tmp_path / "mask.tif", mask), tmp_path / "labels.tif")]
+    wrong = Palette([[0, 0, 0], [255, 0, 0]], ignore_color=[255, 255, 255])
+    note = colour_files_to_labels(pairs, wrong, ["background", "building"], progress=False)
+    assert note == ("note: class 1 (building, PALETTE (255, 0, 0)) occurs in none of the 1 label maps; 30% of their "
+                    "pixels are unlabelled (IGNORE_COLOR (255, 255, 255)): if that colour is a class's, give it to the "
+                    "class in PALETTE, set IGNORE_COLOR = None (or the colour of unlabelled pixels), and convert again "
+                    "with --force")
+    right = Palette([[0, 0, 0], [255, 255, 255]], ignore_color=None)
+    assert colour_files_to_labels([(pairs[0][0], tmp_path / "right.tif")], right, ["background", "building"],
+                                  progress=False) is None
+    assert set(np.unique(read_label(tmp_path / "right.tif")).tolist()) == {0, 1}

@@ -21,10 +21,11 @@ from eoseg.checkpoint import save_checkpoint
 from eoseg.config import load_config
 from eoseg.errors import EosegError
 from eoseg.infer import run_inference
-from eoseg.io import raster_info, read_label, read_raster
+from eoseg.io import raster_info, read_label, read_raster, write_raster
 from eoseg.labels import LabelValues, label_source, value_counts
 from eoseg.metadata import check_compatible, data_signature
 from eoseg.models import model_from_config
+from eoseg.palette import Palette
 from eoseg.tiles import read_image, read_labels, tile_labels
 from eoseg.train import train
 
@@ -738,6 +739,29 @@ def test_a_label_map_eoseg_wrote_is_not_read_as_raw_codes_whatever_its_colours(t
     with rasterio.open(raw, "w", driver="GTiff", width=10, height=6, count=1, dtype="uint8") as dst:
         dst.write(ids + 1, 1)
     assert RasterLabels(raster_info(raw), raster_info(raw), codes).read()[:, 0].tolist() == [0, 1, 2, 3, 4, 5]
+
+
+def test_the_unlabelled_pixels_of_a_label_map_eoseg_wrote_are_not_read_as_a_class(tmp_path):
+    """A building mask converted with its white as IGNORE_COLOR: its map holds class 0 and 255. Read as class ids, the
+    0/255-mask advice said to read 255 as class 1 through LABEL_VALUES, which was taken; both now name what 255 is
+    in a map eoseg made and say to convert again. The same values in a raster of another tool: the advice stands."""
+    from eoseg.convert import color_file_to_labels
+    from eoseg.labels import RasterLabels
+
+    mask = np.zeros((3, 40, 50), np.uint8)
+    mask[:, 10:30, 10:40] = 255
+    made = color_file_to_labels(write_raster(tmp_path / "mask.tif", mask), tmp_path / "labels.tif",
+                                Palette([[0, 0, 0], [255, 0, 0]], ignore_color=[255, 255, 255]), class_names=["bg", "bu"])
+    info = raster_info(made)
+    for values in (LabelValues([], 2, 255), LabelValues([[0, 0], [255, 1]], 2, 255)):
+        with pytest.raises(EosegError, match=r"labels.tif: it names its classes \(CLASS_NAMES\) as the label maps eoseg "
+                                             r"writes do, so its 30% of IGNORE_LABEL 255 are pixels left unlabelled when "
+                                             r"it was made .*convert the ground truth again with --force"):
+            RasterLabels(info, info, values).check()
+    raw = write_raster(tmp_path / "raw.tif", mask[:1])  # a 0/255 mask of another tool
+    with pytest.raises(EosegError, match=r"raw.tif: 30% of the pixels are IGNORE_LABEL 255 .*\{0: 0, 255: 1\}"):
+        RasterLabels(raster_info(raw), raster_info(raw), LabelValues([], 2, 255)).check()
+    assert (RasterLabels(raster_info(raw), raster_info(raw), LabelValues([[0, 0], [255, 1]], 2, 255)).read() == mask[0] // 255).all()
 
 
 @pytest.mark.parametrize("boundary", ["centre", "ignore_band"])
