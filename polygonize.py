@@ -30,8 +30,8 @@ from pathlib import Path
 from eoseg.cli import make_parser, parse, run
 from eoseg.convert import label_map_reader
 from eoseg.errors import EosegError
-from eoseg.gis import VECTOR_DRIVERS, check_polygon_georeference, polygonize_labels, recorded_class_names
-from eoseg.io import raster_info
+from eoseg.gis import VECTOR_DRIVERS, check_polygon_georeference, polygonize_labels
+from eoseg.io import raster_info, recorded_class_names
 from eoseg.labels import LabelValues
 
 # overrides that choose the class names (a DATASET brings its preset's)

@@ -11,8 +11,8 @@ from rasterio.windows import Window
 from tqdm import tqdm
 
 from eoseg.errors import EosegError
-from eoseg.io import (ColourTable, RasterInfo, RasterWriter, atomic_write_text, check_colour_alpha, colour_unlabelled,
-                      expand_colour_table, file_record, open_raster, raster_info, unchanged_since)
+from eoseg.io import (ColourTable, RasterInfo, RasterWriter, atomic_write_text, check_colour_alpha, expand_colour_table,
+                      file_record, open_raster, raster_info, unchanged_since, unlabelled_by_mask)
 from eoseg.labels import SUSPICIOUS_IGNORE_SHARE, LabelValues, RasterLabels, row_windows
 from eoseg.palette import Palette, all_grey, rgb_text
 
@@ -127,7 +127,7 @@ def color_file_to_labels(source: Path, target: Path, palette: Palette, unknown_t
             if table is not None:  # an indexed image: its colours, not its indices, are the classes
                 values = src.read(1, window=window)
                 return np.moveaxis(expand_colour_table(values, table, str(source)), 0, -1), table.transparent_pixels(values)
-            return np.moveaxis(src.read([1, 2, 3], window=window), 0, -1), colour_unlabelled(src, window)
+            return np.moveaxis(src.read([1, 2, 3], window=window), 0, -1), unlabelled_by_mask(src, window)
 
         grey_image = all(all_grey(*colours(window)) for window in windows)  # stops at the first window of colours
         unknown: dict[int, int] = {}  # colours no class has, over the whole image: refused once all is read

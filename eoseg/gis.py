@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +29,7 @@ from rasterio.windows import Window
 from shapely.geometry import Polygon, shape
 
 from eoseg.errors import EosegError
-from eoseg.io import atomic_path, class_names_tag, open_raster
+from eoseg.io import atomic_path, open_raster
 from eoseg.labels import LabelValues
 
 SHAPES_DTYPES = ("uint8", "uint16", "int16", "int32")  # integer types rasterio.features.shapes accepts
@@ -135,23 +134,6 @@ def check_polygon_georeference(crs: CRS | None, transform, suffix: str, simplify
                   else "the coordinates of its transform, in no known CRS")
         raise EosegError(f"{where} is not georeferenced (no CRS): its polygons would be in {placed}; "
                          "label a georeferenced image, or pass --pixel-coordinates to write them anyway")
-
-
-def recorded_class_names(label_path: str | Path) -> list[str] | None:
-    """The class names of the values 0, 1, ... that a label map written by eoseg records (its
-    CLASS_NAMES tag, see :func:`class_names_tag`); None for one without."""
-    with open_raster(label_path, "label map") as src:
-        text = class_names_tag(src)
-    if text is None:
-        return None
-    try:
-        names = json.loads(text)
-    except json.JSONDecodeError:
-        names = None
-    if not (isinstance(names, list) and names and all(isinstance(name, str) for name in names)):
-        raise EosegError(f"{label_path}: its CLASS_NAMES tag is not a JSON list of names ({text[:80]!r}); fix or remove "
-                         "the tag (without it the config's CLASS_NAMES name the classes)")
-    return names
 
 
 def _drop_small_holes(polygon: Polygon, min_area: float) -> Polygon:

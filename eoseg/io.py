@@ -490,10 +490,10 @@ def read_raster(
         return src.read(bands, window=window)
 
 
-def colour_unlabelled(src, window: Window | None = None) -> np.ndarray | None:
-    """Pixels of a colour-coded image (an open dataset) that its alpha band or internal mask marks empty, or None
-    if it has neither. A nodata value is not read so: it is per band, and would blank every class colour with a
-    channel at that value."""
+def unlabelled_by_mask(src, window: Window | None = None) -> np.ndarray | None:
+    """Pixels of a ground truth raster (an open dataset) that its alpha band or internal mask marks empty, or None
+    if it has neither. A nodata value is not read so: in colour it is per band, and would blank every class colour
+    with a channel at that value; a label raster's every value means something (a 0/255 mask tagged nodata 0)."""
     flags = src.mask_flag_enums[0]
     if MaskFlags.alpha in flags or (MaskFlags.per_dataset in flags and MaskFlags.nodata not in flags):
         return src.read_masks(1, window=window) == 0
@@ -762,6 +762,23 @@ def class_names_tag(src: rasterio.DatasetReader) -> str | None:
     """The CLASS_NAMES tag (a JSON list) of a label map eoseg wrote: its band 1's, or a PNG's dataset's (a text chunk:
     GDAL's PNG driver keeps no band metadata); None for a raster without."""
     return src.tags(1).get("CLASS_NAMES", src.tags().get("CLASS_NAMES"))
+
+
+def recorded_class_names(label_path: str | Path) -> list[str] | None:
+    """The class names of the values 0, 1, ... that a label map written by eoseg records (its
+    CLASS_NAMES tag, see :func:`class_names_tag`); None for one without."""
+    with open_raster(label_path, "label map") as src:
+        text = class_names_tag(src)
+    if text is None:
+        return None
+    try:
+        names = json.loads(text)
+    except json.JSONDecodeError:
+        names = None
+    if not (isinstance(names, list) and names and all(isinstance(name, str) for name in names)):
+        raise EosegError(f"{label_path}: its CLASS_NAMES tag is not a JSON list of names ({text[:80]!r}); fix or remove "
+                         "the tag (without it the config's CLASS_NAMES name the classes)")
+    return names
 
 
 def write_class_table(path: str | Path, class_names: Sequence[str], colormap: dict | None = None) -> Path:

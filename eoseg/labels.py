@@ -16,7 +16,7 @@ check_data.py) goes through :func:`label_source`, so that all of them agree:
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from functools import cached_property
 from pathlib import Path
 
@@ -34,7 +34,7 @@ from rasterio.windows import Window
 from eoseg.config import IGNORE, VECTOR_SUFFIXES, Config, label_value_pairs
 from eoseg.errors import EosegError
 from eoseg.grid import bounds, check_relatable, needs_warp, note_once, open_on_grid, same_crs
-from eoseg.io import RasterInfo, class_names_tag, not_one_band, open_raster, raster_info
+from eoseg.io import RasterInfo, not_one_band, raster_info, recorded_class_names, unlabelled_by_mask
 from eoseg.palette import AREA_SHARE, Palette, check_value_tolerance, nearest_reference, tolerance_remedy
 
 # a label map with at least this share of IGNORE_LABEL pixels and one class present is most likely
@@ -253,23 +253,32 @@ class RasterLabels:
     """
 
     def __init__(self, info: RasterInfo, image: RasterInfo, values: LabelValues, what: str = "label map",
-                 palette: Palette | None = None):
+                 palette: Palette | None = None, class_names: Sequence[str] | None = None):
         if info.count != 1:
             raise not_one_band(info.path, info.count)
         self.info, self.image, self.values, self.what, self.palette = info, image, values, what, palette
+        self.class_names = class_names  # CLASS_NAMES, which a map eoseg wrote must record, where given
         self.warped = needs_warp(image, info, what)
         self.path = info.path
 
     @cached_property
+    def recorded_names(self) -> list[str] | None:
+        """The class names the raster gives its values as the label maps eoseg writes do (a CLASS_NAMES tag), if any."""
+        return recorded_class_names(self.path)
+
+    @property
     def records_class_names(self) -> bool:
-        """Whether the raster names its values' classes as the label maps eoseg writes do (a CLASS_NAMES tag)."""
-        with open_raster(self.path, self.what) as src:
-            return class_names_tag(src) is not None
+        return self.recorded_names is not None
 
     def check_values(self, counts: dict, whole: bool = True) -> None:
         """Refuse values that the raster's colour table colours as another class than they read as (or as
         unlabelled), a label map eoseg wrote (class ids) read through LABEL_VALUES, then what
         :meth:`LabelValues.check` refuses."""
+        if self.class_names is not None and self.records_class_names and self.recorded_names != list(self.class_names):
+            raise EosegError(f"{self.path}: it records the class names {self.recorded_names} (a label map eoseg made), "
+                             f"the config gives CLASS_NAMES {list(self.class_names)}: its class ids would be read as "
+                             "other classes; set CLASS_NAMES (and PALETTE) to those it was made with, or convert its ground "
+                             "truth again under these with --force")
         present = [value for value in counts if isinstance(value, int) and value != self.values.ignore_label]
         # a LABEL_VALUES that reads some class id as itself may merge classes of a map of class ids; one that reads
         # none so is for raw codes
@@ -325,15 +334,19 @@ class RasterLabels:
             "or set PALETTE to its colours")
 
     def _read(self, src, window: Window | None) -> tuple[np.ndarray, np.ndarray | None]:
+        """Raw values of ``window`` and which of them hold labels (None: all): those the raster reaches, where it is
+        warped, and not marked empty by its own mask or alpha band (its nodata tag is not read: see open_on_grid)."""
         raw = src.read(1, window=window)
-        covered = src.read_masks(1, window=window) > 0 if self.warped else None
-        return raw, covered
+        if self.warped:  # the warper carries the raster's own mask over
+            return raw, src.read_masks(1, window=window) > 0
+        empty = unlabelled_by_mask(src, window)
+        return raw, None if empty is None else ~empty
 
     def read(self, window: Window | None = None) -> np.ndarray:
         """(h, w) uint8 class ids of ``window`` of the image's grid (all of it if None), checked."""
         with open_on_grid(self.info, self.image, self.what, "nearest", labels=True) as src:
             raw, covered = self._read(src, window)
-        if window is None and covered is not None and not covered.any():
+        if window is None and self.warped and not covered.any():
             raise self._covers_nothing()
         self.check_values(value_counts(raw if covered is None else raw[covered]), whole=window is None)
         labels = self.values.apply(raw)
@@ -561,4 +574,4 @@ def label_source(cfg: Config, path: Path, image: RasterInfo, what: str = "label 
     values = LabelValues.from_config(cfg)
     if is_vector(path):
         return VectorLabels(cfg, path, image, values)
-    return RasterLabels(raster_info(path, what), image, values, what, cfg.palette)
+    return RasterLabels(raster_info(path, what), image, values, what, cfg.palette, cfg.CLASS_NAMES)

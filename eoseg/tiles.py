@@ -17,8 +17,8 @@ from eoseg.convert import check_converted_from
 from eoseg.errors import EosegError
 from eoseg.grid import needs_warp, open_on_grid, same_grid
 from eoseg.holdout import TileSplit, tile_split
-from eoseg.io import (RasterInfo, apply_scaling, check_colour_alpha, colour_unlabelled, open_raster, raster_info,
-                      read_as_note, spread_windows, valid_mask)
+from eoseg.io import (RasterInfo, apply_scaling, check_colour_alpha, open_raster, raster_info, read_as_note, spread_windows,
+                      unlabelled_by_mask, valid_mask)
 from eoseg.labels import RasterLabels, VectorLabels, is_vector, label_source, row_windows
 from eoseg.normalization import MIN_SAMPLED_PIXELS, BandStatistics, Normalization
 from eoseg.palette import Palette, all_grey
@@ -590,7 +590,7 @@ class TruthSource:
             rgb = src.read([1, 2, 3], window=window)
             # pixels the ground truth does not reach, or that its alpha band or mask leaves empty: unlabelled
             empty = src.read_masks(1, window=window) == 0 if needs_warp(image, info, "ground truth") \
-                else colour_unlabelled(src, window)
+                else unlabelled_by_mask(src, window)
         return np.moveaxis(rgb, 0, -1), empty
 
     @cached_property

@@ -172,7 +172,7 @@ def test_label_maps_record_their_unlabelled_value_and_class_names_as_inferences_
     inference's label maps record; the pipeline reads them as before (a label raster's nodata tag is not read), and
     they go through --to-color and back."""
     from eoseg.convert import values_file_to_labels
-    from eoseg.gis import recorded_class_names
+    from eoseg.io import recorded_class_names
 
     palette, values, names = tiny_cfg.palette, LabelValues.from_config(tiny_cfg), tiny_cfg.CLASS_NAMES
     eroded = sample_root / "data" / tiny_cfg.GT_ERODED_PATTERN.format(id=1)  # its boundaries are unlabelled

@@ -718,7 +718,7 @@ def test_a_label_map_eoseg_wrote_is_not_read_as_raw_codes_whatever_its_colours(t
     A PNG records them too (it did not: the PNG driver drops band metadata)."""
     from rasterio.transform import from_origin
 
-    from eoseg.gis import recorded_class_names
+    from eoseg.io import recorded_class_names
     from eoseg.io import RasterInfo, RasterWriter
     from eoseg.labels import RasterLabels
 
@@ -781,3 +781,50 @@ def test_polygons_read_by_windows_of_rows_are_the_polygons_read_whole(tmp_path, 
     for rows in (1, 7, 33, 64):
         by_rows = np.concatenate([labels.read(Window(0, top, 120, min(rows, 120 - top))) for top in range(0, 120, rows)])
         np.testing.assert_array_equal(by_rows, whole, err_msg=f"windows of {rows} rows")
+
+
+def test_a_label_rasters_own_mask_leaves_its_pixels_unlabelled_on_the_images_grid_as_when_warped(tmp_path):
+    """Boundaries stored as 0 and marked empty by the raster's internal mask were read as class 0 on the image's own
+    grid (the mask was read only where the raster is warped, by GDAL's warper): 49 of 64 patches wrong, exit 0
+    (review). A nodata tag is still not read so (a 0/255 mask tagged nodata 0)."""
+    from rasterio.transform import from_origin
+
+    from eoseg.labels import RasterLabels
+
+    ids = np.tile(np.arange(4, dtype=np.uint8), (12, 5))
+    boundary = np.zeros(ids.shape, bool)
+    boundary[:, ::4] = boundary[::3, :] = True
+    profile = dict(driver="GTiff", width=20, height=12, count=1, dtype="uint8", crs=CRS.from_epsg(32632),
+                   transform=from_origin(500000, 5400000, 1, 1))
+    with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True), rasterio.open(tmp_path / "masked.tif", "w", **profile) as dst:
+        dst.write(np.where(boundary, 0, ids), 1)
+        dst.write_mask(np.where(boundary, 0, 255).astype(np.uint8))
+    with rasterio.open(tmp_path / "tagged.tif", "w", nodata=0, **profile) as dst:
+        dst.write(ids, 1)
+    values = LabelValues([], 4, 255)
+    expected = np.where(boundary, 255, ids)
+    info = raster_info(tmp_path / "masked.tif")
+    np.testing.assert_array_equal(RasterLabels(info, info, values).read(), expected)
+    coarser = info.__class__(**{**info.__dict__, "path": tmp_path / "image.tif", "width": 10, "height": 6,
+                                "transform": from_origin(500000, 5400000, 2, 2)})
+    warped = RasterLabels(info, coarser, values).read()  # nearest: each 2 x 2 block's bottom-right pixel
+    np.testing.assert_array_equal(warped, expected[1::2, 1::2])
+    tagged = raster_info(tmp_path / "tagged.tif")
+    np.testing.assert_array_equal(RasterLabels(tagged, tagged, values).read(), ids)
+
+
+def test_a_label_map_eoseg_made_under_other_class_names_is_refused(tiny_cfg, tmp_path):
+    """Label maps convert_gt.py made record CLASS_NAMES; a config with building and tree swapped in CLASS_NAMES alone
+    read them without a word, every building trained and scored as a tree (review); polygonize.py alone refused it."""
+    from eoseg.convert import color_file_to_labels
+    from eoseg.tiles import image_info
+
+    made = color_file_to_labels(tiny_cfg.tile_path("GT_COLOR_PATTERN", "1"), tmp_path / "labels.tif", tiny_cfg.palette,
+                                class_names=tiny_cfg.CLASS_NAMES)
+    names = list(tiny_cfg.CLASS_NAMES)
+    label_source(tiny_cfg, made, image_info(tiny_cfg, "1")).read()
+    names[1], names[3] = names[3], names[1]
+    swapped = tiny_cfg.replace(CLASS_NAMES=names)
+    with pytest.raises(EosegError, match=r"labels.tif: it records the class names \[.*\] \(a label map eoseg made\), the "
+                                         r"config gives CLASS_NAMES \[.*\]: its class ids would be read as other classes"):
+        label_source(swapped, made, image_info(swapped, "1")).check()
