@@ -303,16 +303,18 @@ class RasterLabels:
         self.values.check(counts, str(self.path), whole)
 
     def _check_colour_table(self, counts: dict) -> None:
-        """Where the colour table gives every value present that reads as a class PALETTE's colour of a class or
-        IGNORE_COLOR, the colours say what the values are: refuse a value that reads as something else, unless
-        LABEL_VALUES says what the values mean; but refuse a LABEL_VALUES for raw codes over a map of class ids."""
+        """Where the colour table gives most values present PALETTE colours (of a class, or IGNORE_COLOR), the
+        colours say what the values are: refuse a value that reads as another class than its colour, unless
+        LABEL_VALUES says what the values mean; but refuse a LABEL_VALUES for raw codes over a map of class ids. A
+        table of other colours (a grey ramp, whose black may be IGNORE_COLOR's) is for display."""
         table, palette = self.info.colour_table, self.palette
         classes = {value: self.values.target(value) for value in counts}
         classes = {value: target for value, target in classes.items() if target is not None and target != self.values.ignore_label}
         coloured = palette.classes_coloured(table, classes)
-        if not classes or None in coloured.values():
-            return  # a colour that is no class's: the table is for display, the values are what counts
-        wrong = {value: target for value, target in sorted(classes.items()) if coloured[value] != target}
+        known = [value for value in classes if coloured[value] is not None]  # a colour no class has says nothing
+        if 2 * len(known) <= len(classes):
+            return
+        wrong = {value: target for value, target in sorted(classes.items()) if coloured[value] not in (None, target)}
         if not wrong:
             return
         value, target = next(iter(wrong.items()))
@@ -326,12 +328,20 @@ class RasterLabels:
                 f"{self.path}: its colour table gives each value PALETTE's colour of that class id: it holds class ids (a "
                 f"label map eoseg wrote, for one), but LABEL_VALUES reads value {value} as class {target}; read it with "
                 "LABEL_VALUES = {} (LABEL_VALUES is for raw codes, which convert_gt.py --from-values turns into class ids)")
+        present = sorted(v for v in counts if isinstance(v, int))
+        # every value a class id could take, not only this raster's: other tiles hold others
+        spanned = sorted(set(range(max([palette.num_classes] + [v + 1 for v in classes]))) | set(present))
+        by_colour = palette.classes_coloured(table, spanned)
+        read_by_colour = ", ".join(f"{v}: 'ignore'" if c == palette.ignore_label else f"{v}: {c}"
+                                   for v, c in by_colour.items() if c is not None)
+        others = [v for v, c in by_colour.items() if c is None]
+        others = f" and name {', '.join(map(str, others))}, whose colours no class has" if others else ""
         raise EosegError(
             f"{self.path}: its colour table gives value {value} the colour {table[value]}, {colour}, but the value reads "
             f"as class {target}: made by convert_gt.py under another PALETTE? convert its colour ground truth again "
-            "(convert_gt.py --from-color --force); if the colours are the classes, convert it by colour (GT_COLOR_PATTERN at "
-            "it, then convert_gt.py --from-color); if the values are, say so in LABEL_VALUES (e.g. {0: 0, 1: 1, ...}) "
-            "or set PALETTE to its colours")
+            "(convert_gt.py --from-color --force); if its colours are the classes, read it by them: LABEL_VALUES = "
+            f"{{{read_by_colour}}}{others}; if its values are, say so: LABEL_VALUES = "
+            f"{{{', '.join(f'{v}: {v}' for v in range(palette.num_classes))}}}, or set PALETTE to its colours")
 
     def _read(self, src, window: Window | None) -> tuple[np.ndarray, np.ndarray | None]:
         """Raw values of ``window`` and which of them hold labels (None: all): those the raster reaches, where it is

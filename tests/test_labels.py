@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -211,10 +212,20 @@ def test_colour_table_that_colours_values_as_other_classes_is_refused(sample_roo
     indexed = write_like(tmp_path / "indexed" / "1.tif", np.where(ids == 5, 0, ids + 1).astype(np.uint8), source)
     with rasterio.open(indexed, "r+") as dst:
         dst.write_colormap(1, {0: (0, 0, 0, 255), **{value + 1: (*rgb, 255) for value, rgb in enumerate(colours)}})
+    by_colour = "{0: 'ignore', 1: 0, 2: 1, 3: 2, 4: 3, 5: 4}"
     with pytest.raises(EosegError, match=r"value 0 the colour \(0, 0, 0\), IGNORE_COLOR, but the value reads as class 0: "
-                                         r"made by convert_gt.py under another PALETTE\? .* if the colours are the "
-                                         r"classes, convert it by colour"):
+                                         r"made by convert_gt.py under another PALETTE\? .* if its colours are the "
+                                         r"classes, read it by them: LABEL_VALUES = " + re.escape(by_colour)):
         labels("indexed").check()
+    read_by_colour = {0: "ignore", **{value + 1: value for value in range(5)}}
+    np.testing.assert_array_equal(labels("indexed", LABEL_VALUES=read_by_colour).read(), np.where(ids == 5, 255, ids))
+    # one class drawn in a colour PALETTE does not have (car orange): the other values' colours still say otherwise
+    odd = write_like(tmp_path / "odd" / "1.tif", ids, source)
+    with rasterio.open(odd, "r+") as dst:
+        dst.write_colormap(1, {**{value: (*rgb, 255) for value, rgb in swapped.items()}, 4: (255, 200, 0, 255)})
+    with pytest.raises(EosegError, match=r"value 0 the colour \(0, 0, 255\), PALETTE's colour of class 1, .*LABEL_VALUES "
+                                         r"= \{0: 1, 1: 0, 2: 2, 3: 3, 5: 5\} and name 4, whose colours no class has"):
+        labels("odd").check()
     np.testing.assert_array_equal(labels("greys").read(), ids)
     assert raster_info(source).colour_table is not None
     label_source(cfg, source, raster_info(source)).check()
