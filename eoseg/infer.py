@@ -531,6 +531,12 @@ def run_inference(cfg: Config, weights: str | Path, out_dir: str | Path, tile_id
     if scored_tiles and trained_values is not None and trained_values != label_value_pairs(cfg.to_dict()) and rank == 0:
         print(f"note: the weights were trained on labels read with LABEL_VALUES {dict(map(tuple, trained_values))}, "
               f"and the ground truth is read with {cfg.LABEL_VALUES}: it must be encoded so", file=sys.stderr)
+    trained_palette = record["signature"].get("palette")
+    palette = [list(map(int, colour)) for colour in cfg.PALETTE]
+    if (trained_palette is not None and trained_palette != palette and rank == 0
+            and any(job.truth is not None and job.truth.colour for job in jobs)):
+        print(f"note: the weights were trained under PALETTE {trained_palette}, and the colour ground truth is read with "
+              f"{palette}: where their labels came from colours, its classes must be coloured so", file=sys.stderr)
     band_notes = [note for job in jobs if (note := check_band_names(job.info, cfg.BANDS, record["signature"].get("image_bands"),
                                                                      "the files the weights were trained on"))]
     if band_notes and rank == 0:
