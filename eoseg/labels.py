@@ -300,7 +300,15 @@ class RasterLabels:
                 "truth again with --force")
         if self.info.colour_table is not None and self.palette is not None:
             self._check_colour_table(counts)
-        self.values.check(counts, str(self.path), whole)
+        try:
+            self.values.check(counts, str(self.path), whole)
+        except EosegError as err:  # its nodata tag, which is not read as unlabelled, may name the value that is
+            nodata = self.info.nodata
+            if nodata is None or not float(nodata).is_integer() or int(nodata) not in counts \
+                    or self.values.target(int(nodata)) is not None:
+                raise
+            raise EosegError(f"{err}; {int(nodata)} is the raster's nodata value: if it marks unlabelled pixels, name "
+                             f"it so in LABEL_VALUES ({int(nodata)}: 'ignore')") from None
 
     def _check_colour_table(self, counts: dict) -> None:
         """Where the colour table gives most values present PALETTE colours (of a class, or IGNORE_COLOR), the

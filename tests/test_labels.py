@@ -839,3 +839,23 @@ def test_a_label_map_eoseg_made_under_other_class_names_is_refused(tiny_cfg, tmp
     with pytest.raises(EosegError, match=r"labels.tif: it records the class names \[.*\] \(a label map eoseg made\), the "
                                          r"config gives CLASS_NAMES \[.*\]: its class ids would be read as other classes"):
         label_source(swapped, made, image_info(swapped, "1")).check()
+
+
+def test_a_value_refused_that_the_raster_tags_as_nodata_is_said_to_be_its_nodata(tmp_path):
+    """WorldCover-like codes 10..60 with 0 tagged nodata, 0 not in LABEL_VALUES: the refusal called 0 'a code of its
+    own (a 0/1 mask beside 0/255 ones?)' and never said the raster tags it as its nodata (review)."""
+    from rasterio.transform import from_origin
+
+    from eoseg.labels import RasterLabels
+
+    codes = np.repeat(np.array([0, 10, 20, 30], np.uint16), 25).reshape(10, 10)
+    with rasterio.open(tmp_path / "codes.tif", "w", driver="GTiff", width=10, height=10, count=1, dtype="uint16",
+                       nodata=0, crs=CRS.from_epsg(32632), transform=from_origin(0, 10, 1, 1)) as dst:
+        dst.write(codes, 1)
+    info = raster_info(tmp_path / "codes.tif")
+    values = LabelValues([[10, 0], [20, 1], [30, 2]], 3, 255)
+    with pytest.raises(EosegError, match=r"label values not in LABEL_VALUES: 0 x 25 px; .*; 0 is the raster's nodata "
+                                         r"value: if it marks unlabelled pixels, name it so in LABEL_VALUES \(0: 'ignore'\)"):
+        RasterLabels(info, info, values).check()
+    named = LabelValues([[0, "ignore"], [10, 0], [20, 1], [30, 2]], 3, 255)
+    assert (RasterLabels(info, info, named).read() == np.where(codes == 0, 255, codes // 10 - 1)).all()
