@@ -423,6 +423,10 @@ class VectorLabels:
                              f"{', '.join(map(repr, info['fields'])) or 'no attributes'}; set VECTOR_CLASS_FIELD to one "
                              "of them, or to '' to give every polygon VECTOR_POLYGON_CLASS")
         crs = CRS.from_user_input(info["crs"]) if info["crs"] else image.crs
+        if not info["crs"]:  # said per CRS: tiles in several CRSs read the one file in each of them
+            note_once(("no CRS", str(path), str(image.crs)),
+                      f"{path} declares no CRS (a shapefile without its .prj?): its coordinates are taken to be in "
+                      f"the CRS of {image.path.name}, {image.crs}")
         check_relatable(crs, str(path), image.crs, f"its image {image.path}")
         box = bounds(image)
         reproject = not same_crs(crs, image.crs)

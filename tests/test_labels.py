@@ -372,6 +372,24 @@ def test_polygons_rasterised_on_the_image_grid(sample_root, tmp_path):
     assert summary.metrics["pixels"] == int((band != 255).sum())  # the ignore band is not scored
 
 
+def test_polygons_without_a_crs_are_said_to_be_taken_in_the_images(sample_root, tmp_path, capsys):
+    """A shapefile without its .prj was read in its image's CRS without a word (review): right here, but tiles in
+    several CRSs would read the one file in each."""
+    cfg = tiny(sample_root, tmp_path)
+    image = raster_info(cfg.tile_path("IMAGE_PATTERN", "1"))
+    labels = read_label(cfg.tile_path("LABEL_PATTERN", "1"))
+    shapes = [shapely.geometry.shape(geometry) for geometry, _ in
+              rasterio.features.shapes(labels, mask=labels == BUILDING, transform=image.transform)]
+    path = tmp_path / "roofs.shp"
+    with pytest.warns(UserWarning, match="'crs' was not provided"):
+        write_vector(path, shapely.to_wkb(np.array(shapes)), [], [], geometry_type="Polygon", driver="ESRI Shapefile")
+    assert not path.with_suffix(".prj").exists()
+    read = label_source(tiny(sample_root, tmp_path, **BINARY, LABEL_PATTERN=str(path)), path, image).read()
+    assert (read == (labels == BUILDING)).mean() > 0.99
+    assert f"note: {path} declares no CRS (a shapefile without its .prj?): its coordinates are taken to be in the CRS " \
+           f"of {image.path.name}, {image.crs}" in capsys.readouterr().err
+
+
 def test_a_file_of_several_polygon_layers_needs_vector_layer(sample_root, tmp_path):
     """A GeoPackage with roads in its first layer and the buildings in its second: reading the first alone
     would label every building background, so the file is refused until VECTOR_LAYER names one."""
