@@ -6,7 +6,8 @@
 Reads the DSM (DSM_PATTERN), the nDSM (NDSM_PATTERN) and the image's RED_BAND and
 NIR_BAND; writes COMPOSITE_PATTERN with band 1 the DSM stretched min..max per tile to
 0..255, band 2 the nDSM from 0..COMPOSITE_NDSM_MAX metres to 0..255, band 3 the NDVI
-from -1..1 to 0..255. The image's georeference is kept. To feed it to a network beside
+from -1..1 to 0..255. The image's georeference is kept; composites that exist are replaced only
+with --force, and no tile's input ever. To feed it to a network beside
 the image, add to EXTRA_SOURCES:
     {"pattern": COMPOSITE_PATTERN, "bands": [1, 2, 3], "band_names": ["DSM", "nDSM", "NDVI"],
      "mean": [0.0, 0.0, 0.0], "std": [255.0, 255.0, 255.0]}
@@ -19,12 +20,15 @@ from tqdm import tqdm
 from eoseg.cli import make_parser, parse, run
 from eoseg.composite import write_composite
 from eoseg.errors import EosegError
+from eoseg.io import check_outputs
+from eoseg.tiles import tile_inputs
 
 CONFIG_NAME = "config.make_composite.json"
 
 
 def main(argv=None):
     parser = make_parser(__doc__)
+    parser.add_argument("--force", action="store_true", help="replace composites that exist")
     parser.add_argument("--ids", nargs="+", metavar="ID", help="tiles to make composites of (default: TRAIN_IDS, TEST_IDS, VAL_IDS and the OFFICIAL_TEST_IDS whose images exist)")
     args, cfg = parse(parser, argv)
     # inference.py --split official_test needs composites too: of the official test tiles at hand
@@ -35,6 +39,9 @@ def main(argv=None):
         raise EosegError("no tiles: TRAIN_IDS, TEST_IDS and OFFICIAL_TEST_IDS are empty and no --ids given")
     if not cfg.COMPOSITE_PATTERN:
         raise EosegError("COMPOSITE_PATTERN is empty: set where the composites go")
+    check_outputs([cfg.tile_path("COMPOSITE_PATTERN", tile_id) for tile_id in tile_ids],
+                  tile_inputs(cfg, dict.fromkeys(configured + tile_ids), made_here=cfg.COMPOSITE_PATTERN), args.force,
+                  "COMPOSITE_PATTERN")
     written = [write_composite(cfg, tile_id) for tile_id in tqdm(tile_ids, desc="composite", unit="tile")]
     cfg.save(written[0].parent, CONFIG_NAME)
     print(f"wrote {len(written)} composites (DSM, nDSM, NDVI) to {written[0].parent}")

@@ -24,10 +24,10 @@ from rasterio.windows import Window
 
 from eoseg.config import Config
 from eoseg.errors import EosegError
-from eoseg.io import RasterInfo, RasterWriter, apply_scaling, open_raster, raster_info
+from eoseg.io import RasterInfo, RasterWriter, apply_scaling, check_outputs, open_raster, raster_info
 from eoseg.grid import needs_warp, open_on_grid
 from eoseg.labels import row_windows
-from eoseg.tiles import existing_path, image_info, ndvi
+from eoseg.tiles import existing_path, image_info, ndvi, tile_inputs
 
 
 # DSM values no ground reaches, in metres or feet (the Dead Sea's shore -430 m, Everest 29 032 ft), but the usual fill
@@ -89,9 +89,8 @@ def write_composite(cfg: Config, tile_id: str, out: str | Path | None = None) ->
                                           hint="make one (DSM minus a terrain model), or check NDSM_PATTERN"), "nDSM")
     needs_warp(image, dsm_info, "DSM")  # refused before anything is written if it cannot be placed on the image
     needs_warp(image, ndsm_info, "nDSM")
-    for path in (image.path, dsm_info.path, ndsm_info.path):
-        if out.resolve() == path.resolve():
-            raise EosegError(f"{out}: the composite would overwrite its input; set COMPOSITE_PATTERN elsewhere")
+    # its tile's inputs; make_composite.py checks every tile's, and the composites that exist, first
+    check_outputs([out], tile_inputs(cfg, [tile_id], made_here=cfg.COMPOSITE_PATTERN), True, "COMPOSITE_PATTERN")
     block_rows = max(1, int(cfg.INFER_BLOCK_ROWS))
     resampling = cfg.GRID_RESAMPLING  # for a DSM or nDSM on another grid than the image's
     with open_on_grid(dsm_info, image, "DSM", resampling) as dsm_src:  # first pass: the DSM's range

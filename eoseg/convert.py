@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -11,52 +10,23 @@ from rasterio.windows import Window
 from tqdm import tqdm
 
 from eoseg.errors import EosegError
-from eoseg.io import (ColourTable, RasterInfo, RasterWriter, atomic_write_text, check_colour_alpha, expand_colour_table,
-                      file_record, open_raster, raster_info, unchanged_since, unlabelled_by_mask)
+from eoseg.io import (ColourTable, RasterInfo, RasterWriter, check_colour_alpha, check_outputs, expand_colour_table,
+                      open_raster, raster_info, unlabelled_by_mask)
 from eoseg.labels import SUSPICIOUS_IGNORE_SHARE, LabelValues, RasterLabels, row_windows
 from eoseg.palette import Palette, all_grey, rgb_text
+from eoseg.tiles import existing_path, record_conversion, tile_inputs
 
-
-# beside the label maps convert_gt.py --from-color made for the configured tiles: each one's colour source as it was
-CONVERSION_RECORD = "conversions.convert_gt.json"
 CONFIG_RECORD = "config.convert_gt.json"  # the effective config of the conversion, beside its outputs
-# the files a tile is read from, which no label map may be written over (a LABEL_PATTERN typed as IMAGE_PATTERN)
-TILE_INPUT_PATTERNS = ("IMAGE_PATTERN", "GT_COLOR_PATTERN", "GT_ERODED_PATTERN", "DSM_PATTERN", "NDSM_PATTERN")
-
-
-def tile_inputs(cfg, tile_ids: Iterable[str]) -> dict[Path, str]:
-    """The files the tiles ``tile_ids`` are read from (resolved), each with what it is."""
-    inputs: dict[Path, str] = {}
-    patterns = [(getattr(cfg, name), name) for name in TILE_INPUT_PATTERNS]
-    patterns += [(entry["pattern"], f"EXTRA_SOURCES[{index}] pattern") for index, entry in enumerate(cfg.extra_sources)
-                 if "pattern" in entry]
-    for tile_id in tile_ids:
-        for pattern, name in patterns:
-            try:
-                path = cfg.pattern_path(pattern, tile_id, name)
-            except EosegError:  # a pattern that names no file of this tile guards none; the step reading it says why
-                continue
-            if path is not None:
-                inputs.setdefault(path.resolve(), f"tile {tile_id}'s {name.removesuffix(' pattern')} file")
-    return inputs
 
 
 def check_targets(pairs: Sequence[tuple[Path, Path]], inputs: dict[Path, str], force: bool, where: str) -> None:
-    """Refuse, before anything is written, an input of ``pairs`` (source, target) not found, an output that is an
-    input (a file being converted, or one of ``inputs``: see :func:`tile_inputs`), even with ``force``, and, without
-    ``force``, outputs that exist. ``where``: the setting that places the outputs."""
+    """Refuse, before anything is written, an input of ``pairs`` (source, target) not found, and outputs that
+    :func:`eoseg.io.check_outputs` refuses, the inputs converted among ``inputs``."""
     missing = [source for source, _ in pairs if not source.is_file()]
     if missing:
         raise EosegError(f"input not found: {missing[0]}")
-    guarded = {**inputs, **{source.resolve(): f"the input {source}" for source, _ in pairs}}
-    for source, target in pairs:
-        if target.resolve() in guarded:
-            raise EosegError(f"{source}: its output {target} would overwrite {guarded[target.resolve()]}; choose "
-                             f"another {where}")
-    existing = [target for _, target in pairs if target.exists()]
-    if existing and not force:
-        more = f" (and {len(existing) - 1} more of the outputs)" if len(existing) > 1 else ""
-        raise EosegError(f"{existing[0]} exists{more}; convert_gt.py replaces it only with --force")
+    check_outputs([target for _, target in pairs],
+                  {**inputs, **{source.resolve(): f"the input {source}" for source, _ in pairs}}, force, where)
 
 
 def absent_classes_note(class_pixels: np.ndarray, palette: Palette, class_names: Sequence[str], maps: int) -> str | None:
@@ -74,31 +44,6 @@ def absent_classes_note(class_pixels: np.ndarray, palette: Palette, class_names:
                  "if that colour is a class's, give it to the class in PALETTE, set IGNORE_COLOR = None (or the "
                  "colour of unlabelled pixels), and convert again with --force")
     return note
-
-def record_conversion(source: Path, target: Path) -> None:
-    """Note in ``target``'s folder that ``target`` was converted from ``source`` as it is now."""
-    record_path = target.parent / CONVERSION_RECORD
-    try:
-        record = json.loads(record_path.read_text())
-    except (OSError, ValueError):
-        record = {}
-    record[target.name] = {"source": str(source.resolve()), **file_record(source)}
-    atomic_write_text(record_path, json.dumps(record, indent=1, sort_keys=True) + "\n")
-
-
-def check_converted_from(labels: Path, source: Path) -> None:
-    """Refuse a label map convert_gt.py made from ``source`` (the colour ground truth the config names for it)
-    when that file has changed since: its labels would be the old ones. Copies (new times, same bytes) pass."""
-    try:
-        entry = json.loads((labels.parent / CONVERSION_RECORD).read_text())[labels.name]
-    except (OSError, ValueError, KeyError, TypeError):
-        return  # not made by convert_gt.py, or before it kept the record
-    if not source.is_file():
-        return
-    if not unchanged_since(source, entry):
-        raise EosegError(f"{labels} was converted from {source}, which has changed since: its labels are the old ones; "
-                         "run convert_gt.py --from-color --force")
-
 
 def color_file_to_labels(source: Path, target: Path, palette: Palette, unknown_to_ignore: bool = False,
                          class_names: Sequence[str] | None = None, class_pixels: np.ndarray | None = None) -> Path:
@@ -163,8 +108,6 @@ def convert_colour_tiles(cfg, force: bool = False, unknown_to_ignore: bool = Fal
     """convert_gt.py --from-color over the configured tiles: each one's colour ground truth (GT_COLOR_PATTERN) into its
     label map (LABEL_PATTERN), checked by :func:`check_targets` first, recorded, the config saved beside them. Returns
     the (source, target) pairs and :func:`absent_classes_note`."""
-    from eoseg.tiles import existing_path  # eoseg.tiles reads the conversions' records
-
     ids = list(dict.fromkeys(cfg.tile_ids("train") + cfg.tile_ids("test")))
     pairs = [(existing_path(cfg, "GT_COLOR_PATTERN", t, "colour ground truth"), cfg.tile_path("LABEL_PATTERN", t)) for t in ids]
     if len({target for _, target in pairs}) < len(pairs):

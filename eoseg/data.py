@@ -28,7 +28,7 @@ from eoseg.grid import pixel_size_range
 from eoseg.holdout import tile_split
 from eoseg.io import available_memory
 from eoseg.labels import class_pixels
-from eoseg.lmdb_store import LmdbPatches
+from eoseg.lmdb_store import TRAIN_LMDB, LmdbPatches
 from eoseg.metadata import check_source_files, data_signature
 from eoseg.normalization import TRAINING_MEAN_FILL, BandStatistics, check_scale
 from eoseg.tiles import (check_patch_fits, check_same_dtype, image_bands_record, read_labels, tile_stack, training_filling,
@@ -226,7 +226,7 @@ def check_tiles_fit_in_memory(cfg: Config) -> None:
 def training_data(cfg: Config) -> AugmentedPatches | TileCrops:
     """The configured training source: LMDB_DIR/train.lmdb, or crops of the training tiles."""
     if cfg.TRAIN_SOURCE == "lmdb":
-        patches = LmdbPatches(Path(cfg.LMDB_DIR) / "train.lmdb", expected_signature=data_signature(cfg))
+        patches = LmdbPatches(Path(cfg.LMDB_DIR) / TRAIN_LMDB, expected_signature=data_signature(cfg))
         check_source_files(patches.meta.get("sources"), cfg.DATA_ROOT, f"LMDB {patches.path}")
         if patches.meta.get("input_statistics"):  # it holds raw pixels: NORM_STD may have changed since
             check_scale(BandStatistics.from_record(patches.meta["input_statistics"]), cfg)

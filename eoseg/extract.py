@@ -139,7 +139,7 @@ def extract_patches(cfg: Config, out_dir: str | Path, force: bool = False, progr
         raise EosegError("TRAIN_IDS is empty: there are no tiles to extract training patches from")
     report_overlapping_tiles(cfg)
     filling = training_filling(cfg)
-    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), atomic_directory(out_dir, force=force) as tmp:
+    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), atomic_directory(out_dir, force=force, marker=MANIFEST) as tmp:
         with open(tmp / PATCH_LIST, "w", newline="") as handle:
             writer = csv.DictWriter(handle, PATCH_FIELDS)
             writer.writeheader()

@@ -302,12 +302,13 @@ def exclusive_or_refuse(path: str | Path, busy: str) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def atomic_directory(path: str | Path, force: bool = False) -> Iterator[Path]:
+def atomic_directory(path: str | Path, force: bool = False, marker: str | None = None) -> Iterator[Path]:
     """Build a directory under a temporary name; move it to ``path`` when complete.
 
     An existing ``path`` (but an empty folder) is refused unless ``force``, in which case it is
-    replaced only once the new one is complete; a link is followed, a file refused. One process at a time builds ``path``; what a killed
-    one left behind is removed by the next.
+    replaced only once the new one is complete, and only where it holds ``marker`` (what every folder the step
+    builds holds): a folder of other files (the data, another step's results) is never deleted; a link is followed,
+    a file refused. One process at a time builds ``path``; what a killed one left behind is removed by the next.
     """
     path = Path(path)
     if path.is_symlink():  # replaced where it leads: the link stays, and so does the storage it was made to reach
@@ -320,8 +321,12 @@ def atomic_directory(path: str | Path, force: bool = False) -> Iterator[Path]:
     check_writable(path.parent, "output folder")  # before any work, not when the first file is written
     make_folder(path.parent)
     with exclusive(path.with_name(f".{path.name}.lock")):
-        if path.exists() and any(path.iterdir()) and not force:  # an empty one (made for the result) holds nothing to lose
-            raise EosegError(f"{path} already exists; pass --force to replace it")
+        if path.exists() and any(path.iterdir()):  # an empty one (made for the result) holds nothing to lose
+            if not force:
+                raise EosegError(f"{path} already exists; pass --force to replace it")
+            if marker is not None and not (path / marker).exists():
+                raise EosegError(f"{path} holds files but no {marker}, so it is not a result of this step, and --force "
+                                 "would delete them: choose another folder for it")
         tmp, old = path.with_name(f".{path.name}.tmp"), path.with_name(f".{path.name}.old")
         for leftover in (tmp, old):  # a killed builder's: no one else holds the lock
             if leftover.exists():
@@ -339,6 +344,19 @@ def atomic_directory(path: str | Path, force: bool = False) -> Iterator[Path]:
         finally:
             if tmp.exists():
                 shutil.rmtree(tmp)
+
+
+def check_outputs(outputs: Sequence[Path], inputs: dict[Path, str], force: bool, where: str) -> None:
+    """Refuse, before anything is written, an output that is one of ``inputs`` (resolved paths, each with what it
+    is: the files a run reads, which a pattern typed wrong would write over), even with ``force``, and outputs that
+    exist, without ``force``. ``where``: the setting that places the outputs."""
+    for output in outputs:
+        if output.resolve() in inputs:
+            raise EosegError(f"{output} would overwrite {inputs[output.resolve()]}; choose another {where}")
+    existing = [output for output in outputs if output.exists()]
+    if existing and not force:
+        more = f" (and {len(existing) - 1} more of the outputs)" if len(existing) > 1 else ""
+        raise EosegError(f"{existing[0]} exists{more}; pass --force to replace it")
 
 
 # ---------------------------------------------------------------- rasters

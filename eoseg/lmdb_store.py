@@ -31,6 +31,7 @@ from eoseg.metadata import check_source_files, check_stored_data, data_signature
 META_KEY = b"__meta__"
 COMPLETE_KEY = b"__complete__"
 COMMIT_EVERY = 512
+TRAIN_LMDB = "train.lmdb"  # in every LMDB_DIR create_lmdb.py makes (beside test.lmdb where there are test patches)
 _HEADER_LEN = struct.Struct("<I")
 
 
@@ -202,7 +203,7 @@ def create_lmdb(cfg: Config, patches_dir: str | Path, lmdb_dir: str | Path, forc
     check_source_files(manifest.get("sources"), cfg.DATA_ROOT, f"patches in {patches_dir}")
     patches_dir = Path(patches_dir)
     summary = {}
-    with atomic_directory(lmdb_dir, force=force) as tmp:
+    with atomic_directory(lmdb_dir, force=force, marker=TRAIN_LMDB) as tmp:
         for split in ("train", "test"):
             split_rows = [r for r in rows if r["split"] == split]
             if not split_rows:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import json
 from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
@@ -13,12 +14,11 @@ import numpy as np
 from rasterio.windows import Window
 
 from eoseg.config import Config, find_tile_ids, uses_tile_id
-from eoseg.convert import check_converted_from
 from eoseg.errors import EosegError
 from eoseg.grid import needs_warp, open_on_grid, same_grid
 from eoseg.holdout import TileSplit, tile_split
-from eoseg.io import (RasterInfo, apply_scaling, check_colour_alpha, open_raster, raster_info, read_as_note, spread_windows,
-                      unlabelled_by_mask, valid_mask)
+from eoseg.io import (RasterInfo, apply_scaling, atomic_write_text, check_colour_alpha, file_record, open_raster, raster_info,
+                      read_as_note, spread_windows, unchanged_since, unlabelled_by_mask, valid_mask)
 from eoseg.labels import RasterLabels, VectorLabels, is_vector, label_source, row_windows
 from eoseg.normalization import MIN_SAMPLED_PIXELS, BandStatistics, Normalization
 from eoseg.palette import Palette, all_grey
@@ -497,8 +497,59 @@ def tile_labels(cfg: Config, tile_id: str, like: RasterInfo) -> RasterLabels | V
     return label_source(cfg, path, like)
 
 
+# beside the label maps convert_gt.py --from-color made for the configured tiles: each one's colour source as it was
+CONVERSION_RECORD = "conversions.convert_gt.json"
+
+
+def record_conversion(source: Path, target: Path) -> None:
+    """Note in ``target``'s folder that ``target`` was converted from ``source`` as it is now."""
+    record_path = target.parent / CONVERSION_RECORD
+    try:
+        record = json.loads(record_path.read_text())
+    except (OSError, ValueError):
+        record = {}
+    record[target.name] = {"source": str(source.resolve()), **file_record(source)}
+    atomic_write_text(record_path, json.dumps(record, indent=1, sort_keys=True) + "\n")
+
+
+def check_converted_from(labels: Path, source: Path) -> None:
+    """Refuse a label map convert_gt.py made from ``source`` (the colour ground truth the config names for it)
+    when that file has changed since: its labels would be the old ones. Copies (new times, same bytes) pass."""
+    try:
+        entry = json.loads((labels.parent / CONVERSION_RECORD).read_text())[labels.name]
+    except (OSError, ValueError, KeyError, TypeError):
+        return  # not made by convert_gt.py, or before it kept the record
+    if not source.is_file():
+        return
+    if not unchanged_since(source, entry):
+        raise EosegError(f"{labels} was converted from {source}, which has changed since: its labels are the old ones; "
+                         "run convert_gt.py --from-color --force")
+
+
+# the files a tile is read from, which no output may be written over (a LABEL_PATTERN typed as IMAGE_PATTERN)
+TILE_INPUT_PATTERNS = ("IMAGE_PATTERN", "GT_COLOR_PATTERN", "GT_ERODED_PATTERN", "DSM_PATTERN", "NDSM_PATTERN")
+
+
+def tile_inputs(cfg: Config, tile_ids: Iterable[str], made_here: str = "") -> dict[Path, str]:
+    """The files the tiles ``tile_ids`` are read from (resolved), each with what it is (see eoseg.io.check_outputs),
+    but an EXTRA_SOURCES file of the pattern ``made_here``: the step's own output (a composite), which training reads."""
+    inputs: dict[Path, str] = {}
+    patterns = [(getattr(cfg, name), name) for name in TILE_INPUT_PATTERNS]
+    patterns += [(entry["pattern"], f"EXTRA_SOURCES[{index}] pattern") for index, entry in enumerate(cfg.extra_sources)
+                 if "pattern" in entry and entry["pattern"] != made_here]
+    for tile_id in tile_ids:
+        for pattern, name in patterns:
+            try:
+                path = cfg.pattern_path(pattern, tile_id, name)
+            except EosegError:  # a pattern that names no file of this tile guards none; the step reading it says why
+                continue
+            if path is not None:
+                inputs.setdefault(path.resolve(), f"tile {tile_id}'s {name.removesuffix(' pattern')} file")
+    return inputs
+
+
 def _check_converted(cfg: Config, tile_id: str, labels: Path) -> None:
-    """Refuse a tile's label map made from a colour ground truth that has changed since (see eoseg.convert)."""
+    """Refuse a tile's label map made from a colour ground truth that has changed since (:func:`check_converted_from`)."""
     source = cfg.tile_path("GT_COLOR_PATTERN", tile_id)
     if source is not None:
         check_converted_from(labels, source)

@@ -44,7 +44,8 @@ def test_red_and_nir_bands_are_found_by_name_or_refused(tiny_cfg):
 def test_a_composite_never_overwrites_its_input(tiny_cfg):
     dsm = tiny_cfg.tile_path("DSM_PATTERN", "1")
     before = dsm.read_bytes()
-    with pytest.raises(EosegError, match="the composite would overwrite its input"):
+    with pytest.raises(EosegError, match=r"dsm.*1.tif would overwrite tile 1's DSM_PATTERN file; choose another "
+                                         r"COMPOSITE_PATTERN"):
         write_composite(tiny_cfg, "1", dsm)
     assert dsm.read_bytes() == before
 

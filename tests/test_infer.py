@@ -366,17 +366,22 @@ def test_preview_draws_the_ground_truth_as_it_is_scored(sample_root, tmp_path, m
     assert len(unscored) == 1 and unscored.isdisjoint({(0, 0, 0), (0, 0, 255)})
 
 
-def test_an_image_of_another_data_type_holding_the_training_values_is_labelled_as_it_is(tmp_path, capsys):
-    """8-bit values stored as float32 (or uint16) are the training data's: labelled, with a note; other values are not."""
+def weights_of_values(cfg: Config, path, pixels: np.ndarray, dtype: str):
+    """Untrained weights of ``cfg`` that record ``pixels`` (3 bands) of ``dtype`` as their training values."""
     from eoseg.normalization import BandStatistics
 
-    cfg = make_tiny_config(tmp_path, WRITE_PREVIEW=False)
-    pixels = random_image(90, 110)
     statistics = BandStatistics(3)
     statistics.add(pixels, np.ones(pixels.shape[1:], dtype=bool))
     torch.manual_seed(0)
-    weights = save_checkpoint(tmp_path / "w.pt", cfg, model_from_config(cfg), iteration=0,
-                              trained_on={"input_dtype": "uint8", "input_statistics": statistics.record()})
+    return save_checkpoint(path, cfg, model_from_config(cfg), iteration=0,
+                           trained_on={"input_dtype": dtype, "input_statistics": statistics.record()})
+
+
+def test_an_image_of_another_data_type_holding_the_training_values_is_labelled_as_it_is(tmp_path, capsys):
+    """8-bit values stored as float32 (or uint16) are the training data's: labelled, with a note; other values are not."""
+    cfg = make_tiny_config(tmp_path, WRITE_PREVIEW=False)
+    pixels = random_image(90, 110)
+    weights = weights_of_values(cfg, tmp_path / "w.pt", pixels, "uint8")
 
     def labelled(array, name):
         result = run_inference(cfg, weights, tmp_path / name, image_paths=[write_geotiff(tmp_path / f"{name}.tif", array)])
@@ -395,15 +400,11 @@ def test_an_image_of_another_data_type_holding_the_training_values_is_labelled_a
 def test_the_value_scale_is_checked_on_data_the_sampled_windows_miss(tmp_path):
     """Reflectance 0..1 against weights of 0..255 values, in a small part of a large nodata frame that lies
     between the windows the check reads first: the whole raster is read, and the image refused."""
-    from eoseg.normalization import BandStatistics
     from eoseg.io import spread_windows
 
     cfg = make_tiny_config(tmp_path, WRITE_PREVIEW=False)
     pixels = random_image(90, 110)
-    statistics = BandStatistics(3)
-    statistics.add(pixels, np.ones(pixels.shape[1:], dtype=bool))
-    weights = save_checkpoint(tmp_path / "w.pt", cfg, model_from_config(cfg), iteration=0,
-                              trained_on={"input_dtype": "float32", "input_statistics": statistics.record()})
+    weights = weights_of_values(cfg, tmp_path / "w.pt", pixels, "float32")
     frame = np.full((3, 2000, 2000), -9999, np.float32)
     frame[:, 300:390, 300:410] = pixels / 255
     sampled = np.zeros(frame.shape[1:], bool)
@@ -418,14 +419,8 @@ def test_the_value_scale_is_checked_on_data_the_sampled_windows_miss(tmp_path):
 def test_an_image_refused_for_its_values_leaves_the_others_of_a_folder_labelled(tmp_path):
     """A small dark chip (a quarter of the training values: water, shadow) among images on the training scale: it
     is listed as not labelled, with both remedies and how few pixels were measured, and the others are labelled."""
-    from eoseg.normalization import BandStatistics
-
     cfg = make_tiny_config(tmp_path, WRITE_PREVIEW=False)
-    pixels = random_image(90, 110)
-    statistics = BandStatistics(3)
-    statistics.add(pixels, np.ones(pixels.shape[1:], dtype=bool))
-    weights = save_checkpoint(tmp_path / "w.pt", cfg, model_from_config(cfg), iteration=0,
-                              trained_on={"input_dtype": "uint8", "input_statistics": statistics.record()})
+    weights = weights_of_values(cfg, tmp_path / "w.pt", random_image(90, 110), "uint8")
     scenes = [write_geotiff(tmp_path / f"scene{i}.tif", random_image(90, 110, seed=i)) for i in (1, 2)]
     dark = write_geotiff(tmp_path / "dark.tif", (random_image(32, 32, seed=3) // 4).astype(np.uint8))
     summary = run_inference(cfg, weights, tmp_path / "out", image_paths=[scenes[0], dark, scenes[1]])

@@ -109,6 +109,25 @@ def test_atomic_directory_publishes_complete_folders_and_replaces_only_when_forc
     assert [p.name for p in empty.iterdir()] == ["c"]
 
 
+def test_forced_atomic_directory_replaces_only_a_folder_of_its_step(tmp_path):
+    """PATCHES_DIR set to the data's folder (or LMDB_DIR to the patches'): --force deleted all it held. A folder
+    without the step's marker is refused, with force too, and left as it is; one with it is replaced."""
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "tile.tif").write_text("image")
+    with pytest.raises(EosegError, match=r"data holds files but no manifest.json, so it is not a result of this step, "
+                                         r"and --force would delete them: choose another folder for it"):
+        with atomic_directory(data, force=True, marker="manifest.json") as tmp:
+            (tmp / "manifest.json").write_text("{}")
+    assert [p.name for p in data.iterdir()] == ["tile.tif"]
+    with atomic_directory(tmp_path / "patches", marker="manifest.json") as tmp:
+        (tmp / "manifest.json").write_text("{}")
+    with atomic_directory(tmp_path / "patches", force=True, marker="manifest.json") as tmp:
+        (tmp / "manifest.json").write_text("{}")
+        (tmp / "new").write_text("")
+    assert sorted(p.name for p in (tmp_path / "patches").iterdir()) == ["manifest.json", "new"]
+
+
 def test_outputs_are_checked_before_the_work(tmp_path):
     in_the_way = tmp_path / "file"
     in_the_way.write_text("x")

@@ -120,8 +120,17 @@ def test_composite_script(tmp_path, sample_root):
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "composite" / "c2.tif").is_file() and (tmp_path / "composite" / "c4.tif").is_file()
     assert json.loads((tmp_path / "composite" / "config.make_composite.json").read_text())["config"]["COMPOSITE_NDSM_MAX"] == 30.0
-    assert_one_line_error(run_script("make_composite.py", "--ids", "2", *args, "NDSM_PATTERN="), "no nDSM configured")
-    assert_one_line_error(run_script("make_composite.py", "--ids", "2", *args, "NIR_BAND=NIR"), "NIR_BAND 'NIR'")
+    # composites that exist are replaced only with --force, and no tile's input ever (a pattern typed as the images')
+    assert_one_line_error(run_script("make_composite.py", "--ids", "2", *args), "c2.tif exists; pass --force to replace it")
+    assert run_script("make_composite.py", "--ids", "2", "--force", *args).returncode == 0
+    image = sample_root / "data" / "top" / "top_mosaic_09cm_area2.tif"
+    before = image.read_bytes()
+    assert_one_line_error(run_script("make_composite.py", "--ids", "2", "--force", *args,
+                                     "COMPOSITE_PATTERN=top/top_mosaic_09cm_area{id}.tif"),
+                          "area2.tif would overwrite tile 2's IMAGE_PATTERN file; choose another COMPOSITE_PATTERN")
+    assert image.read_bytes() == before
+    assert_one_line_error(run_script("make_composite.py", "--ids", "2", "--force", *args, "NDSM_PATTERN="), "no nDSM configured")
+    assert_one_line_error(run_script("make_composite.py", "--ids", "2", "--force", *args, "NIR_BAND=NIR"), "NIR_BAND 'NIR'")
 
 
 # ---------------------------------------------------------------- the pipeline with an nDSM
