@@ -271,9 +271,10 @@ class RasterLabels:
         return self.recorded_names is not None
 
     def check_values(self, counts: dict, whole: bool = True) -> None:
-        """Refuse values that the raster's colour table colours as another class than they read as (or as
-        unlabelled), a label map eoseg wrote (class ids) read through LABEL_VALUES, then what
-        :meth:`LabelValues.check` refuses."""
+        """Refuse a label map eoseg wrote (it records CLASS_NAMES) under other CLASS_NAMES, read through LABEL_VALUES
+        for raw codes, or whose unlabelled pixels would be read as a class; values that the raster's colour table
+        colours as another class than they read as (or as unlabelled); then what :meth:`LabelValues.check` refuses,
+        saying where the value refused is the raster's nodata value."""
         if self.class_names is not None and self.records_class_names and self.recorded_names != list(self.class_names):
             raise EosegError(f"{self.path}: it records the class names {self.recorded_names} (a label map eoseg made), "
                              f"the config gives CLASS_NAMES {list(self.class_names)}: its class ids would be read as "
