@@ -25,7 +25,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from eoseg.cli import make_parser, parse, run
-from eoseg.convert import (CONFIG_RECORD, check_targets, colour_files_to_labels, convert_colour_tiles,
+from eoseg.convert import (CONFIG_RECORD, check_targets, colour_files_to_labels, configured_inputs, convert_colour_tiles,
                            labels_file_to_color, values_file_to_labels)
 from eoseg.errors import EosegError
 from eoseg.labels import LabelValues
@@ -60,7 +60,8 @@ def main(argv=None):
     out = Path(args.out)
     pairs = [(Path(f), out / (Path(f).stem + (Path(f).suffix if Path(f).suffix.lower() in (".tif", ".tiff", ".png") else ".tif")))
              for f in args.files]
-    check_targets(pairs, {}, args.force, "--out")
+    # label maps may replace the config's (LABEL_PATTERN); nothing may replace its images or colour ground truth
+    check_targets(pairs, configured_inputs(cfg, "" if args.to_color else "LABEL_PATTERN"), args.force, "--out")
     note = None
     if args.from_color:
         note = colour_files_to_labels(pairs, cfg.palette, cfg.CLASS_NAMES, values.unknown_to_ignore)

@@ -90,7 +90,7 @@ def write_composite(cfg: Config, tile_id: str, out: str | Path | None = None) ->
     needs_warp(image, dsm_info, "DSM")  # refused before anything is written if it cannot be placed on the image
     needs_warp(image, ndsm_info, "nDSM")
     # its tile's inputs; make_composite.py checks every tile's, and the composites that exist, first
-    check_outputs([out], tile_inputs(cfg, [tile_id], made_here=cfg.COMPOSITE_PATTERN), True, "COMPOSITE_PATTERN")
+    check_outputs([out], tile_inputs(cfg, [tile_id], made_here="COMPOSITE_PATTERN"), True, "COMPOSITE_PATTERN")
     block_rows = max(1, int(cfg.INFER_BLOCK_ROWS))
     resampling = cfg.GRID_RESAMPLING  # for a DSM or nDSM on another grid than the image's
     with open_on_grid(dsm_info, image, "DSM", resampling) as dsm_src:  # first pass: the DSM's range

@@ -19,12 +19,27 @@ from eoseg.tiles import existing_path, record_conversion, tile_inputs
 CONFIG_RECORD = "config.convert_gt.json"  # the effective config of the conversion, beside its outputs
 
 
+def configured_inputs(cfg, made_here: str = "") -> dict[Path, str]:
+    """:func:`eoseg.tiles.tile_inputs` of the config's tiles; none where its tile lists find no image (a glob matching
+    nothing: no tile files to guard)."""
+    try:
+        ids = list(dict.fromkeys(cfg.tile_ids("train") + cfg.tile_ids("test")))
+    except EosegError:
+        return {}
+    return tile_inputs(cfg, ids, made_here)
+
+
 def check_targets(pairs: Sequence[tuple[Path, Path]], inputs: dict[Path, str], force: bool, where: str) -> None:
     """Refuse, before anything is written, an input of ``pairs`` (source, target) not found, and outputs that
     :func:`eoseg.io.check_outputs` refuses, the inputs converted among ``inputs``."""
     missing = [source for source, _ in pairs if not source.is_file()]
     if missing:
         raise EosegError(f"input not found: {missing[0]}")
+    targets = [target.resolve() for _, target in pairs]
+    twice = [source for (source, _), target in zip(pairs, targets) if targets.count(target) > 1]
+    if twice:
+        raise EosegError(f"{', '.join(map(str, twice))} would be written to the same output (their names are alike); "
+                         "convert them into different folders")
     check_outputs([target for _, target in pairs],
                   {**inputs, **{source.resolve(): f"the input {source}" for source, _ in pairs}}, force, where)
 
@@ -113,7 +128,7 @@ def convert_colour_tiles(cfg, force: bool = False, unknown_to_ignore: bool = Fal
     if len({target for _, target in pairs}) < len(pairs):
         raise EosegError(f"LABEL_PATTERN {cfg.LABEL_PATTERN!r} has no {{id}}, and convert_gt.py --from-color writes "
                          "a label map per tile; put {id} where the tile id goes in the file name")
-    check_targets(pairs, tile_inputs(cfg, ids), force, "LABEL_PATTERN")
+    check_targets(pairs, configured_inputs(cfg, "LABEL_PATTERN"), force, "LABEL_PATTERN")
     note = colour_files_to_labels(pairs, cfg.palette, cfg.CLASS_NAMES, unknown_to_ignore, record=True, progress=progress)
     for folder in dict.fromkeys(target.parent for _, target in pairs):
         cfg.save(folder, CONFIG_RECORD)

@@ -527,16 +527,19 @@ def check_converted_from(labels: Path, source: Path) -> None:
 
 
 # the files a tile is read from, which no output may be written over (a LABEL_PATTERN typed as IMAGE_PATTERN)
-TILE_INPUT_PATTERNS = ("IMAGE_PATTERN", "GT_COLOR_PATTERN", "GT_ERODED_PATTERN", "DSM_PATTERN", "NDSM_PATTERN")
+TILE_INPUT_PATTERNS = ("IMAGE_PATTERN", "LABEL_PATTERN", "GT_COLOR_PATTERN", "GT_ERODED_PATTERN", "DSM_PATTERN",
+                       "NDSM_PATTERN")
 
 
 def tile_inputs(cfg: Config, tile_ids: Iterable[str], made_here: str = "") -> dict[Path, str]:
     """The files the tiles ``tile_ids`` are read from (resolved), each with what it is (see eoseg.io.check_outputs),
-    but an EXTRA_SOURCES file of the pattern ``made_here``: the step's own output (a composite), which training reads."""
+    but those of the pattern named ``made_here``, which the step writes (LABEL_PATTERN for convert_gt.py, whose maps
+    the other steps read; COMPOSITE_PATTERN, also where EXTRA_SOURCES reads it)."""
     inputs: dict[Path, str] = {}
-    patterns = [(getattr(cfg, name), name) for name in TILE_INPUT_PATTERNS]
+    own = getattr(cfg, made_here) if made_here else None
+    patterns = [(getattr(cfg, name), name) for name in TILE_INPUT_PATTERNS if name != made_here]
     patterns += [(entry["pattern"], f"EXTRA_SOURCES[{index}] pattern") for index, entry in enumerate(cfg.extra_sources)
-                 if "pattern" in entry and entry["pattern"] != made_here]
+                 if "pattern" in entry and entry["pattern"] != own]
     for tile_id in tile_ids:
         for pattern, name in patterns:
             try:

@@ -333,3 +333,31 @@ def test_a_class_no_converted_map_holds_is_noted_with_the_share_ignore_color_tak
     assert colour_files_to_labels([(pairs[0][0], tmp_path / "right.tif")], right, ["background", "building"],
                                   progress=False) is None
     assert set(np.unique(read_label(tmp_path / "right.tif")).tolist()) == {0, 1}
+
+
+def test_converting_files_writes_over_no_input_of_the_config_nor_twice_to_one_output(tiny_cfg, tmp_path):
+    """convert_gt.py on files: --out the images' folder (the Vaihingen layout names ground truth as its image) or
+    --to-color into the colour ground truth's replaced them with --force; two inputs of one name wrote one output."""
+    import shutil
+
+    from .conftest import as_arguments, run_script, tiny_overrides
+    from .test_cli import assert_one_line_error
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_cfg.DATA_ROOT, data)
+    args = as_arguments({**tiny_overrides(tmp_path), "DATA_ROOT": str(data)})
+    colour, image, labels = (data / folder / "top_mosaic_09cm_area1.tif" for folder in ("gts_for_participants", "top", "labels"))
+    before = {path: path.read_bytes() for path in (colour, image)}
+    assert_one_line_error(run_script("convert_gt.py", str(colour), "--from-color", "--out", str(data / "top"), "--force",
+                                     *args), "area1.tif would overwrite tile 1's IMAGE_PATTERN file; choose another --out")
+    assert_one_line_error(run_script("convert_gt.py", str(labels), "--to-color", "--out", str(colour.parent), "--force",
+                                     *args), "would overwrite tile 1's GT_COLOR_PATTERN file; choose another --out")
+    assert all(path.read_bytes() == content for path, content in before.items())
+    result = run_script("convert_gt.py", str(colour), "--from-color", "--out", str(labels.parent), "--force", *args)
+    assert result.returncode == 0, result.stderr  # the config's own label maps, made again
+    shutil.copy(colour, tmp_path / "copy.tif")
+    (tmp_path / "other").mkdir()
+    shutil.copy(colour, tmp_path / "other" / "copy.tif")
+    assert_one_line_error(run_script("convert_gt.py", str(tmp_path / "copy.tif"), str(tmp_path / "other" / "copy.tif"),
+                                     "--from-color", "--out", str(tmp_path / "out"), *args),
+                          "would be written to the same output")

@@ -128,6 +128,9 @@ def test_composite_script(tmp_path, sample_root):
     assert_one_line_error(run_script("make_composite.py", "--ids", "2", "--force", *args,
                                      "COMPOSITE_PATTERN=top/top_mosaic_09cm_area{id}.tif"),
                           "area2.tif would overwrite tile 2's IMAGE_PATTERN file; choose another COMPOSITE_PATTERN")
+    assert_one_line_error(run_script("make_composite.py", "--ids", "2", "--force", *args,
+                                     "COMPOSITE_PATTERN=labels/top_mosaic_09cm_area{id}.tif"),
+                          "area2.tif would overwrite tile 2's LABEL_PATTERN file")
     assert image.read_bytes() == before
     assert_one_line_error(run_script("make_composite.py", "--ids", "2", "--force", *args, "NDSM_PATTERN="), "no nDSM configured")
     assert_one_line_error(run_script("make_composite.py", "--ids", "2", "--force", *args, "NIR_BAND=NIR"), "NIR_BAND 'NIR'")
