@@ -25,10 +25,11 @@ from pathlib import Path
 from tqdm import tqdm
 
 from eoseg.cli import make_parser, parse, run
-from eoseg.convert import (CONFIG_RECORD, check_targets, colour_files_to_labels, configured_inputs, convert_colour_tiles,
-                           labels_file_to_color, values_file_to_labels)
+from eoseg.convert import (CONFIG_RECORD, check_targets, colour_files_to_labels, convert_colour_tiles, labels_file_to_color,
+                           values_file_to_labels)
 from eoseg.errors import EosegError
 from eoseg.labels import LabelValues
+from eoseg.tiles import configured_inputs
 
 
 def main(argv=None):

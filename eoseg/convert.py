@@ -14,19 +14,9 @@ from eoseg.io import (ColourTable, RasterInfo, RasterWriter, check_colour_alpha,
                       open_raster, raster_info, unlabelled_by_mask)
 from eoseg.labels import SUSPICIOUS_IGNORE_SHARE, LabelValues, RasterLabels, row_windows
 from eoseg.palette import Palette, all_grey, rgb_text
-from eoseg.tiles import existing_path, record_conversion, tile_inputs
+from eoseg.tiles import configured_inputs, existing_path, record_conversion
 
 CONFIG_RECORD = "config.convert_gt.json"  # the effective config of the conversion, beside its outputs
-
-
-def configured_inputs(cfg, made_here: str = "") -> dict[Path, str]:
-    """:func:`eoseg.tiles.tile_inputs` of the config's tiles; none where its tile lists find no image (a glob matching
-    nothing: no tile files to guard)."""
-    try:
-        ids = list(dict.fromkeys(cfg.tile_ids("train") + cfg.tile_ids("test")))
-    except EosegError:
-        return {}
-    return tile_inputs(cfg, ids, made_here)
 
 
 def check_targets(pairs: Sequence[tuple[Path, Path]], inputs: dict[Path, str], force: bool, where: str) -> None:

@@ -551,6 +551,16 @@ def tile_inputs(cfg: Config, tile_ids: Iterable[str], made_here: str = "") -> di
     return inputs
 
 
+def configured_inputs(cfg: Config, made_here: str = "") -> dict[Path, str]:
+    """:func:`tile_inputs` of the config's tiles; none where its tile lists find no image (a glob matching
+    nothing: no tile files to guard)."""
+    try:
+        ids = list(dict.fromkeys(cfg.tile_ids("train") + cfg.tile_ids("test")))
+    except EosegError:
+        return {}
+    return tile_inputs(cfg, ids, made_here)
+
+
 def _check_converted(cfg: Config, tile_id: str, labels: Path) -> None:
     """Refuse a tile's label map made from a colour ground truth that has changed since (:func:`check_converted_from`)."""
     source = cfg.tile_path("GT_COLOR_PATTERN", tile_id)

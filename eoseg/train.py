@@ -49,7 +49,8 @@ from eoseg.data import StreamBatchSampler, jitter_bands, median_frequency_weight
 from eoseg.device import Processes, process_group
 from eoseg.errors import EosegError
 from eoseg.holdout import check_scored_tiles, holdout_record, report_overlapping_tiles
-from eoseg.io import RasterInfo, atomic_path, atomic_write_text, check_output_file, check_writable, exclusive_or_refuse
+from eoseg.io import (RasterInfo, atomic_path, atomic_write_text, check_output_file, check_outputs, check_writable,
+                      exclusive_or_refuse)
 from eoseg.labelling import labelling_stack, make_predictor, score_tile
 from eoseg.metrics import metrics_from_confusion, percent
 from eoseg.models import first_stream_bands, model_from_config
@@ -60,7 +61,8 @@ from eoseg.plots import display_rgb, plot_training_log
 from eoseg.precision import check_precision, resolve_precision
 from eoseg.recipe import RECIPE_NAMES, LearningRateSchedule, make_loss, make_optimizer
 from eoseg.tensorboard import TensorBoardLog
-from eoseg.tiles import TileStack, TruthSource, check_band_names, eroded_fallback, eval_truth, relative_to_here, tile_stack
+from eoseg.tiles import (TileStack, TruthSource, check_band_names, configured_inputs, eroded_fallback, eval_truth,
+                         relative_to_here, tile_stack)
 from eoseg.weights import read_weights
 
 VALIDATION_METRICS = ("overall_accuracy", "mean_f1", "mean_iou")
@@ -255,6 +257,9 @@ def claim_train_dir(cfg: Config, resume: bool, force: bool) -> Iterator[None]:
     train_dir, model_file = Path(cfg.TRAIN_DIR), Path(cfg.MODEL_FILE)
     check_writable(train_dir, "TRAIN_DIR")
     check_output_file(model_file, "MODEL_FILE")
+    weights = {Path(getattr(cfg, name)).resolve(): f"the {name} file" for name in ("INIT_WEIGHTS", "ENCODER_WEIGHTS")
+               if getattr(cfg, name)}
+    check_outputs([model_file], {**configured_inputs(cfg), **weights}, True, "MODEL_FILE")  # whatever --force says
     report_overlapping_tiles(cfg)
     lock = train_dir.with_name(f".{train_dir.name}.lock")
     with exclusive_or_refuse(lock, f"another training run is writing {train_dir} (it holds {lock}); "

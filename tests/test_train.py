@@ -830,3 +830,18 @@ def test_resuming_compares_the_precision_as_it_resolved(lmdb_cfg, monkeypatch):
     monkeypatch.setattr("eoseg.train.resolve_precision", lambda setting, device: ("float32", "PRECISION=auto: a test"))
     train(cfg.replace(PRECISION="auto"), resume=checkpoint, progress=False)
     assert int(read_log(cfg.TRAIN_DIR)[-1]["iteration"]) == 3
+
+
+def test_model_file_is_never_an_input_of_the_run(tiny_cfg):
+    """MODEL_FILE given as a training image or as the INIT_WEIGHTS file was replaced by the weights with --force (or
+    --resume) (review): refused before any step, whatever --force says."""
+    from eoseg.train import claim_train_dir
+
+    image = tiny_cfg.tile_path("IMAGE_PATTERN", "1")
+    with pytest.raises(EosegError, match=r"area1.tif would overwrite tile 1's IMAGE_PATTERN file; choose another MODEL_FILE"):
+        with claim_train_dir(tiny_cfg.replace(MODEL_FILE=str(image)), resume=False, force=True):
+            pass
+    start = Path(tiny_cfg.TRAIN_DIR).parent / "start.pt"
+    with pytest.raises(EosegError, match=r"start.pt would overwrite the INIT_WEIGHTS file; choose another MODEL_FILE"):
+        with claim_train_dir(tiny_cfg.replace(MODEL_FILE=str(start), INIT_WEIGHTS=str(start)), resume=True, force=False):
+            pass
