@@ -310,7 +310,7 @@ def atomic_directory(path: str | Path, force: bool = False, marker: str | None =
     builds holds): a folder of other files (the data, another step's results) is never deleted; a link is followed,
     a file refused. One process at a time builds ``path``; what a killed one left behind is removed by the next.
     """
-    path = Path(path)
+    path = Path(path).absolute()  # "." has no name to build beside
     if path.is_symlink():  # replaced where it leads: the link stays, and so does the storage it was made to reach
         path = path.resolve()
     if path.exists() and not path.is_dir():

@@ -254,7 +254,7 @@ def claim_train_dir(cfg: Config, resume: bool, force: bool) -> Iterator[None]:
     mix its log and checkpoints with an earlier run's nor replace MODEL_FILE unasked
     (``force`` removes the earlier run's outputs first).
     """
-    train_dir, model_file = Path(cfg.TRAIN_DIR), Path(cfg.MODEL_FILE)
+    train_dir, model_file = Path(cfg.TRAIN_DIR).absolute(), Path(cfg.MODEL_FILE)  # "." has no name to lock beside
     check_writable(train_dir, "TRAIN_DIR")
     check_output_file(model_file, "MODEL_FILE")
     weights = {Path(getattr(cfg, name)).resolve(): f"the {name} file" for name in ("INIT_WEIGHTS", "ENCODER_WEIGHTS")

@@ -551,3 +551,21 @@ def test_steps_asked_for_under_a_presets_time_budget_are_refused(tmp_path):
         load_config(own)
     own.write_text("ITERATIONS = 100\nTRAIN_MINUTES = 3.0\n")  # both in one file (a copy of config.py): the budget
     assert load_config(own).TRAIN_MINUTES == 3.0
+
+
+@pytest.mark.parametrize("overrides, refusal", [
+    (["PATCHES_DIR=runs/x", "LMDB_DIR=runs/x"], "PATCHES_DIR and LMDB_DIR are one folder (runs/x)"),
+    (["INFER_DIR=runs/t", "TRAIN_DIR=runs/t"], "TRAIN_DIR and INFER_DIR are one folder"),
+    (["TRAIN_DIR=data"], "TRAIN_DIR data holds DATA_ROOT data/sample: its step would write among the data"),
+    (["PATCHES_DIR=."], "PATCHES_DIR . holds DATA_ROOT"),
+    (["LMDB_DIR=runs/p/lmdb", "PATCHES_DIR=runs/p"], "LMDB_DIR runs/p/lmdb lies inside PATCHES_DIR runs/p, which its step "
+                                                      "replaces whole (its --force would delete it)"),
+    (["MODEL_FILE=runs/sample/lmdb/m.pt"], "MODEL_FILE runs/sample/lmdb/m.pt lies inside LMDB_DIR"),
+])
+def test_output_folders_that_hold_the_data_or_one_another_are_refused(overrides, refusal):
+    """A PATCHES_DIR holding the data, or an LMDB_DIR holding the training run: one step's --force deleted them
+    (review); one folder for two steps mixed their records."""
+    with pytest.raises(EosegError) as refused:
+        load_config(overrides=overrides)
+    assert refusal in str(refused.value)
+    load_config(overrides=["TRAIN_DIR=runs/train_2", "INFER_DIR=runs/train_2/labels", "MODEL_FILE=runs/train_2/m.pt"])
