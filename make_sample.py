@@ -12,6 +12,8 @@ benchmark: they let the whole pipeline run without the ISPRS download.
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 from typing import Sequence
 
@@ -55,7 +57,15 @@ def main(argv: Sequence[str] | None = None) -> None:
         existing = [p for t in tile_ids for p in tile_paths(cfg, t).values() if p.exists()]
         if existing:
             raise EosegError(f"{existing[0]} already exists; pass --force to replace {root}")
-        write_all(root)  # add to a folder that holds none of our files, file by file (each atomic)
+        # added to a folder that holds none of our files: built beside it and moved in, the record last, so that
+        # an interrupted run leaves none of the tiles (a partial set would pass for the sample)
+        with tempfile.TemporaryDirectory(dir=root.parent, prefix=f".{root.name}.") as staging:
+            write_all(Path(staging))
+            made = sorted(path for path in Path(staging).rglob("*") if path.is_file())
+            for path in sorted(made, key=lambda path: path.name == CONFIG_NAME):
+                target = root / path.relative_to(staging)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(path, target)
     else:
         if root.exists() and any(root.iterdir()) and not (root / CONFIG_NAME).exists():
             # --force deletes the folder: only do that to a sample this script made

@@ -146,3 +146,27 @@ def test_make_sample_force_spares_a_foreign_folder(tmp_path):
     with pytest.raises(EosegError, match="not made by make_sample"):
         make_sample.main(["--size", "48", f"DATA_ROOT={tmp_path}", "--force"])
     assert (tmp_path / "precious.txt").read_text() == "keep me"
+
+
+def test_make_sample_into_a_foreign_folder_leaves_nothing_when_interrupted(tmp_path, monkeypatch):
+    """Into an existing folder that holds none of its files, make_sample.py wrote tile by tile: Ctrl-C left tile 1 alone,
+    which a rerun refused as existing and --force as not made by make_sample.py (review). Now built beside, moved in."""
+    root = tmp_path / "mine"
+    root.mkdir()
+    (root / "notes.txt").write_text("mine")
+    args = ["--size", "48", f"DATA_ROOT={root}", "TRAIN_IDS=['a', 'b']", "TEST_IDS=[]"]
+    real = make_sample.write_sample_tile
+
+    def interrupted(cfg, tile_id, *rest):
+        if tile_id == "b":
+            raise KeyboardInterrupt
+        return real(cfg, tile_id, *rest)
+
+    monkeypatch.setattr(make_sample, "write_sample_tile", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        make_sample.main(args)
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["mine", "notes.txt"]  # no tile, no staging folder
+    monkeypatch.setattr(make_sample, "write_sample_tile", real)
+    make_sample.main(args)
+    assert (root / "top" / "top_mosaic_09cm_areab.tif").exists() and (root / "config.make_sample.json").exists()
+    assert (root / "notes.txt").read_text() == "mine"
