@@ -358,6 +358,12 @@ def write_norm(config_file: Path, lines: list[str]) -> None:
             raise EosegError(f"{config_file}, line {err.lineno}: syntax error: {err.msg}; it was left as it is") from None
         assigned = [node for node in tree.body if isinstance(node, ast.Assign)
                     and any(isinstance(target, ast.Name) and target.id == name for target in node.targets)]
+        for node in assigned:  # its lines are replaced whole: what else they hold would be lost
+            beside = [other for other in tree.body if other is not node
+                      and other.lineno <= node.end_lineno and other.end_lineno >= node.lineno]
+            if beside or len(node.targets) > 1:
+                raise EosegError(f"{config_file}, line {node.lineno}: {name} shares its line with other statements; put "
+                                 "it on a line of its own (the file was left as it is)")
         rows = text.splitlines(keepends=True)
         if not assigned:
             text += ("" if text.endswith("\n") or not text else "\n") + line + "\n"

@@ -80,6 +80,17 @@ def test_norm_written_over_assignments_of_several_lines(tmp_path):
     assert config.read_text() == "NORM_MEAN = [\n"
 
 
+def test_norm_sharing_its_line_with_other_statements_is_left_to_the_user(tmp_path):
+    """`MODEL_WIDTH = 0.5; NORM_MEAN = [...]`: the line was replaced whole, MODEL_WIDTH lost without a word (review)."""
+    config = tmp_path / "mine.py"
+    for text in ("MODEL_WIDTH = 0.5; NORM_MEAN = [1.0]\n", "NORM_MEAN = NORM_STD = [1.0]\n"):
+        config.write_text(text)
+        with pytest.raises(EosegError, match=r"mine.py, line 1: NORM_MEAN shares its line with other statements; put it "
+                                             r"on a line of its own \(the file was left as it is\)"):
+            write_norm(config, ["NORM_MEAN = [10.0, 20.0]"])
+        assert config.read_text() == text
+
+
 def test_norm_written_into_a_linked_config_keeps_the_link_and_the_permissions(tmp_path):
     shared = tmp_path / "configs" / "city.py"
     shared.parent.mkdir()
