@@ -50,6 +50,7 @@ def absent_classes_note(class_pixels: np.ndarray, palette: Palette, class_names:
                  "colour of unlabelled pixels), and convert again with --force")
     return note
 
+
 def color_file_to_labels(source: Path, target: Path, palette: Palette, unknown_to_ignore: bool = False,
                          class_names: Sequence[str] | None = None, class_pixels: np.ndarray | None = None) -> Path:
     """Colour GT (3+ bands, RGB first, or one band with a colour table) -> single-band uint8 label

@@ -414,7 +414,7 @@ class TileStack:
         are 0 in every image band: a collar or mosaic gap without a nodata tag, unless NODATA_ZERO masks them."""
         with contextlib.nullcontext() if self._open is not None else self:  # each raster opened once
             statistics, zeros = self._statistics(spread_windows(self.grid.height, self.grid.width, side, size))
-            if statistics.count < MIN_SAMPLED_PIXELS:  # its data in a small part of a large frame: the windows missed it, read all
+            if statistics.count < MIN_SAMPLED_PIXELS:  # its data in a small part of a large frame: the windows missed it
                 statistics, zeros = self._statistics(row_windows(self.grid.height, self.grid.width, size))
         return statistics, zeros / statistics.count if statistics.count else 0.0
 
