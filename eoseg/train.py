@@ -264,7 +264,9 @@ def claim_train_dir(cfg: Config, resume: bool, force: bool) -> Iterator[None]:
     lock = train_dir.with_name(f".{train_dir.name}.lock")
     with exclusive_or_refuse(lock, f"another training run is writing {train_dir} (it holds {lock}); "
                                    "wait for it to end or choose another TRAIN_DIR"):
-        if not resume:
+        if resume:  # the checkpoint is held to the config; the run in TRAIN_DIR (another's?) must be held to it too
+            check_resumed_settings(_run_config(train_dir), cfg, f"the run in {train_dir}", leave_out=("PRECISION",))
+        else:
             # a lock file a killed run left (MODEL_FILE's, when it lies in TRAIN_DIR) is no run
             held = sorted(p.name for p in train_dir.iterdir() if not p.name.endswith(".lock")) if train_dir.is_dir() else []
             if held and not force:
@@ -291,6 +293,14 @@ def claim_train_dir(cfg: Config, resume: bool, force: bool) -> Iterator[None]:
             yield
 
 
+def _run_config(train_dir: Path) -> str | None:
+    """The config (as JSON) of the run whose config.json TRAIN_DIR holds; None where it holds none."""
+    try:
+        return json.dumps(json.loads((train_dir / "config.json").read_text())["config"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 # what a resumed run shares with the run it continues, so that it repeats its losses: the recipe (but ITERATIONS,
 # which may grow to train further, and the labelling's WINDOW to TTA), the tiles and how their labels are read, the
 # sampling and the precision (compared as it resolved where the checkpoint records that: check_resumed_precision);
@@ -300,16 +310,16 @@ RESUMED_SETTINGS = (*(name for name in RECIPE_NAMES if name not in ("MODEL", "MO
                     "TRAIN_IDS", "TRAIN_SOURCE", "SEED", "PRECISION", "LABEL_VALUES", "LABEL_TOLERANCE")
 
 
-def check_resumed_settings(recorded_config: str | None, cfg: Config, path: str | Path,
-                           leave_out: tuple[str, ...] = ()) -> None:
-    """Refuse to resume under other RESUMED_SETTINGS (but ``leave_out``) than the checkpoint's run had (its config, as JSON)."""
+def check_resumed_settings(recorded_config: str | None, cfg: Config, what: str, leave_out: tuple[str, ...] = ()) -> None:
+    """Refuse to resume under other RESUMED_SETTINGS (but ``leave_out``) than ``what`` (a checkpoint, or the run in
+    TRAIN_DIR) had (its config, as JSON)."""
     if recorded_config is None:
         return
     recorded, current = json.loads(recorded_config), json.loads(json.dumps(cfg.to_dict(), default=str))
     changed = [name for name in RESUMED_SETTINGS
                if name not in leave_out and name in recorded and recorded[name] != current[name]]
     if changed:
-        raise EosegError(f"checkpoint {path} was trained with {', '.join(f'{n}={recorded[n]!r}' for n in changed)}, but the "
+        raise EosegError(f"{what} was trained with {', '.join(f'{n}={recorded[n]!r}' for n in changed)}, but the "
                          f"config has {', '.join(f'{n}={getattr(cfg, n)!r}' for n in changed)}; a resumed run continues the "
                          "same training: resume with its settings, or start a new run (--force, or another TRAIN_DIR)")
 
@@ -381,7 +391,7 @@ def load_resume_checkpoint(path: str | Path, cfg: Config) -> dict:
     if "training_state" not in payload:
         raise EosegError(f"{path}: holds weights only, no training state to resume from; use a checkpoint from {cfg.TRAIN_DIR}/checkpoints")
     # "auto" and the precision it resolves to are the same setting: the resolved one is compared, once resolved
-    check_resumed_settings(payload.get("config"), cfg, path,
+    check_resumed_settings(payload.get("config"), cfg, f"checkpoint {path}",
                            leave_out=("PRECISION",) if "precision" in payload["training_state"] else ())
     if "sample_position" not in payload["training_state"]:
         raise EosegError(f"{path}: written by an earlier eoseg that did not record the position in the training data; "

@@ -845,3 +845,18 @@ def test_model_file_is_never_an_input_of_the_run(tiny_cfg):
     with pytest.raises(EosegError, match=r"start.pt would overwrite the INIT_WEIGHTS file; choose another MODEL_FILE"):
         with claim_train_dir(tiny_cfg.replace(MODEL_FILE=str(start), INIT_WEIGHTS=str(start)), resume=True, force=False):
             pass
+
+
+def test_resuming_into_a_train_dir_holding_another_run_is_refused(tiny_cfg):
+    """Another run's checkpoint resumed into a TRAIN_DIR holding a run of SEED 3 was taken: the folder then held
+    checkpoints and log rows of both runs (review). The run TRAIN_DIR holds is held to the config, as the checkpoint is."""
+    from eoseg.train import claim_train_dir
+
+    Path(tiny_cfg.TRAIN_DIR).mkdir(parents=True)
+    tiny_cfg.replace(SEED=3).save(tiny_cfg.TRAIN_DIR)
+    with pytest.raises(EosegError, match=r"the run in .* was trained with SEED=3, but the config has SEED=0; a resumed "
+                                         r"run continues the same training"):
+        with claim_train_dir(tiny_cfg.replace(SEED=0), resume=True, force=False):
+            pass
+    with claim_train_dir(tiny_cfg.replace(SEED=3, ITERATIONS=tiny_cfg.ITERATIONS + 10), resume=True, force=False):
+        pass  # its own settings, trained further
