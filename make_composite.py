@@ -40,7 +40,7 @@ def main(argv=None):
     if not cfg.COMPOSITE_PATTERN:
         raise EosegError("COMPOSITE_PATTERN is empty: set where the composites go")
     check_outputs([cfg.tile_path("COMPOSITE_PATTERN", tile_id) for tile_id in tile_ids],
-                  tile_inputs(cfg, dict.fromkeys(configured + tile_ids), made_here="COMPOSITE_PATTERN"), args.force,
+                  tile_inputs(cfg, list(dict.fromkeys(configured + tile_ids)), made_here="COMPOSITE_PATTERN"), args.force,
                   "COMPOSITE_PATTERN")
     written = [write_composite(cfg, tile_id) for tile_id in tqdm(tile_ids, desc="composite", unit="tile")]
     cfg.save(written[0].parent, CONFIG_NAME)

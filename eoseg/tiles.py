@@ -531,7 +531,7 @@ TILE_INPUT_PATTERNS = ("IMAGE_PATTERN", "LABEL_PATTERN", "GT_COLOR_PATTERN", "GT
                        "NDSM_PATTERN")
 
 
-def tile_inputs(cfg: Config, tile_ids: Iterable[str], made_here: str = "") -> dict[Path, str]:
+def tile_inputs(cfg: Config, tile_ids: Sequence[str], made_here: str = "") -> dict[Path, str]:
     """The files the tiles ``tile_ids`` are read from (resolved), each with what it is (see eoseg.io.check_outputs),
     but those of the pattern named ``made_here``, which the step writes (LABEL_PATTERN for convert_gt.py, whose maps
     the other steps read; COMPOSITE_PATTERN, also where EXTRA_SOURCES reads it)."""
@@ -540,8 +540,10 @@ def tile_inputs(cfg: Config, tile_ids: Iterable[str], made_here: str = "") -> di
     patterns = [(getattr(cfg, name), name) for name in TILE_INPUT_PATTERNS if name != made_here]
     patterns += [(entry["pattern"], f"EXTRA_SOURCES[{index}] pattern") for index, entry in enumerate(cfg.extra_sources)
                  if "pattern" in entry and entry["pattern"] != own]
-    for tile_id in tile_ids:
+    for index, tile_id in enumerate(tile_ids):
         for pattern, name in patterns:
+            if index and pattern and not uses_tile_id(pattern):
+                continue  # one file for every tile (a mosaic): checked, and opened, once
             try:
                 path = cfg.pattern_path(pattern, tile_id, name)
             except EosegError:  # a pattern that names no file of this tile guards none; the step reading it says why

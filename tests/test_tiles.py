@@ -417,3 +417,15 @@ def test_the_scaling_hint_gives_a_gdal_edit_line_only_for_one_scale_and_offset(t
     mixed = scaling_hint(info, [3, 2, 1], {"scalings": [[[1e-4, 2e-4, 1e-4], [-0.1] * 3]]})
     assert "scale [0.0001, 0.0002, 0.0001] and offset -0.1" in mixed and "gdal_edit.py -scale 0.0001" not in mixed
     assert scaling_hint(info, [1, 2, 3], {"scalings": [[], [[1e-4] * 3, [0.0] * 3]]}) == ""  # one was read alike
+
+
+def test_tile_inputs_name_each_tiles_files_and_a_file_of_all_tiles_once(tiny_cfg):
+    """What no output may be written over: every tile's image, labels and heights; one polygon file for all tiles is
+    listed (and its pattern read) once, under the first tile; the pattern a step writes is left out."""
+    from eoseg.tiles import tile_inputs
+
+    cfg = tiny_cfg.replace(LABEL_PATTERN="roofs.gpkg")
+    inputs = tile_inputs(cfg, ["1", "2"])
+    assert inputs[cfg.tile_path("IMAGE_PATTERN", "2").resolve()] == "tile 2's IMAGE_PATTERN file"
+    assert inputs[(Path(cfg.DATA_ROOT) / "roofs.gpkg").resolve()] == "tile 1's LABEL_PATTERN file"
+    assert cfg.tile_path("IMAGE_PATTERN", "1").resolve() not in tile_inputs(cfg, ["1"], made_here="IMAGE_PATTERN")
