@@ -18,7 +18,9 @@ NAME_preview.png (WRITE_PREVIEW). Tiles with ground truth (the eroded GT when th
 has one) are scored: metrics.json, metrics.txt and confusion_matrix.png in INFER_DIR.
 NAME_record.json, written last, records the outputs' hashes and the weights, config and
 inputs they were made with: a rerun (after an interruption, say) keeps the images it
-finds done that way and labels the others; --force labels them all again.
+finds done that way and labels the others; --force labels them all again. Outputs never
+replace an input (ground truth in the output folder), and replace a file that no record
+there lists (another tool's map of the same name) only with --force.
 Overlapping windows are blended by BLEND; TTA, INFER_PRECISION ("auto": bfloat16 where the
 hardware computes it, printed at start), INFER_OPTIMIZE and INFER_COMPILE trade speed and accuracy.
 A georeferenced image whose pixels are finer (by over 10%) than the training imagery's, as

@@ -2,9 +2,9 @@
 
 Each raster is read, labelled, scored (eoseg.labelling: the core that training's validation
 shares) and written block of rows by block of rows, so a raster of any height runs in
-bounded memory. Outputs are published atomically when
-complete; then a completion record (NAME_record.json) notes their sizes and hashes and
-what they were made with, so that a rerun skips the images it finds done with the same
+bounded memory. A pending record (NAME_record.json) first lists the outputs about to be
+written; they are published atomically when complete; then the completion record replaces it,
+noting their sizes and hashes and what they were made with, so that a rerun skips the images it finds done with the same
 weights, config and inputs and redoes the rest. Under ``torchrun`` the images are shared
 out across ranks; rank 0 gathers the metrics.
 """
@@ -34,21 +34,21 @@ from eoseg.convert import label_map_writer
 from eoseg.device import Processes, distributed_rank, process_device
 from eoseg.errors import DamagedInputError, EosegError
 from eoseg.holdout import check_scored_tiles
-from eoseg.io import (GDAL_CACHE_MB, RasterInfo, RasterWriter, alpha_band_problem, atomic_write_text, check_writable,
-                      exclusive, file_sha256, open_raster, output_suffix, raster_info, read_as_note)
+from eoseg.io import (GDAL_CACHE_MB, RasterInfo, RasterWriter, alpha_band_problem, atomic_write_text, check_outputs,
+                      check_writable, exclusive, file_sha256, open_raster, output_suffix, raster_info, read_as_note)
 from eoseg.labelling import label_rows, labelling_stack, make_predictor
 from eoseg.labels import SCAN_ROWS, is_vector
 from eoseg.metrics import NOT_TRAINED, UNSCORED, format_table, metrics_from_confusion, percent
 from eoseg.normalization import check_value_scale, value_scale, values_of_type
 from eoseg.predict import Predictor
-from eoseg.tiles import (BAND_KINDS, TileStack, TruthSource, check_band_names, eroded_fallback, eval_truth, scaling_hint,
-                          image_stack, tile_stack, unmasked_zeros_note)
+from eoseg.tiles import (BAND_KINDS, TileStack, TruthSource, check_band_names, configured_inputs, eroded_fallback,
+                          eval_truth, image_stack, scaling_hint, tile_stack, unmasked_zeros_note)
 from eoseg.weights import check_input_dtype, read_weights, recorded_normalization
 
 RASTER_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".jp2", ".img", ".vrt")
 PREVIEW_SIDE = 1024  # longest side of the preview panels, in pixels
 RECORD_FORMAT = "eoseg-inference-record-3"  # 2: config_sha256 of the labelling settings only; 3: files read with each input
-RECORD_SUFFIX = "_record.json"  # NAME_record.json, written after all of NAME's outputs
+RECORD_SUFFIX = "_record.json"  # NAME_record.json: pending before NAME's outputs, complete after them all
 SHARD_REPORT = "metrics.shard-{k}-of-{n}.json"  # a --shard K/N run's report, in place of metrics.json
 
 
@@ -118,13 +118,7 @@ def _refuse_inputs_in_output_folder(images: list[Path], out_dir: Path) -> None:
     recorded: dict[Path, dict[str, Path]] = {}  # folder -> {output file name: the completion record listing it}
     for image in images:
         if image.parent not in recorded:
-            recorded[image.parent] = {}
-            for record_path in sorted(image.parent.glob(f"*{RECORD_SUFFIX}")):
-                try:
-                    outputs = json.loads(record_path.read_text())["outputs"].values()
-                    recorded[image.parent].update({entry["file"]: record_path for entry in outputs})
-                except (OSError, ValueError, KeyError, TypeError, AttributeError):
-                    continue  # not one of ours
+            recorded[image.parent] = _recorded_files(image.parent)
         if image.name in recorded[image.parent]:
             raise EosegError(f"{image} is an output of an earlier run (listed in {recorded[image.parent][image.name].name}), "
                              "not an image: leave its folder out of --images (a pattern such as scenes/**/*.tif reaches "
@@ -161,13 +155,14 @@ def label_raster(cfg: Config, predictor: Predictor, job: Job, out_dir: Path, ran
     confusion = np.zeros((cfg.num_classes, cfg.num_classes), dtype=np.int64)
     unscored = 0
     writers: dict[str, RasterWriter] = {}
+    files = output_files(cfg, job, out_dir)
     try:
         # the colour table goes into PNGs too (as their palette), and so do the class names (as a text chunk)
-        writers["labels"] = label_map_writer(out_dir / f"{job.name}_labels{suffix}", info, palette, cfg.CLASS_NAMES)
+        writers["labels"] = label_map_writer(files["labels"], info, palette, cfg.CLASS_NAMES)
         if cfg.WRITE_COLOR:
-            writers["color"] = RasterWriter(out_dir / f"{job.name}_color{suffix}", info, 3, "uint8", masked=True)
+            writers["color"] = RasterWriter(files["color"], info, 3, "uint8", masked=True)
         if cfg.WRITE_PROBABILITIES:
-            writers["probabilities"] = RasterWriter(out_dir / f"{job.name}_probabilities.tif", info, cfg.num_classes,
+            writers["probabilities"] = RasterWriter(files["probabilities"], info, cfg.num_classes,
                                                     "uint8", band_names=cfg.CLASS_NAMES, masked=True, colour=False)
         stack = job.stack if job.stack is not None else image_stack(cfg, info)
         with (rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), ThreadPoolExecutor(max_workers=1) as writer_thread,
@@ -196,16 +191,31 @@ def label_raster(cfg: Config, predictor: Predictor, job: Job, out_dir: Path, ran
         raise
     result = LabeledImage(job.name, outputs, rank=rank)
     if suffix == ".tif":
-        _gis_outputs(cfg, job, result, out_dir)
+        _gis_outputs(cfg, result, files)
     if job.truth is not None:
         result.metrics = {**metrics_from_confusion(confusion, cfg.CLASS_NAMES), UNSCORED: unscored}
         result.truth_source = job.truth.description
     if cfg.WRITE_PREVIEW:
-        result.outputs["preview"] = _preview(cfg, job, result, out_dir)
+        result.outputs["preview"] = _preview(cfg, job, result, files["preview"])
     return result
 
 
-def _gis_outputs(cfg: Config, job: Job, result: LabeledImage, out_dir: Path) -> None:
+def output_files(cfg: Config, job: Job, out_dir: Path) -> dict[str, Path]:
+    """The files labelling ``job`` writes into ``out_dir``, by kind (its completion record aside)."""
+    suffix = output_suffix(job.info)
+    files = {"labels": out_dir / f"{job.name}_labels{suffix}"}
+    if cfg.WRITE_COLOR:
+        files["color"] = out_dir / f"{job.name}_color{suffix}"
+    if cfg.WRITE_PROBABILITIES:
+        files["probabilities"] = out_dir / f"{job.name}_probabilities.tif"
+    if cfg.WRITE_POLYGONS and suffix == ".tif":
+        files["polygons"] = out_dir / f"{job.name}_classes{cfg.WRITE_POLYGONS}"
+    if cfg.WRITE_PREVIEW:
+        files["preview"] = out_dir / f"{job.name}_preview.png"
+    return files
+
+
+def _gis_outputs(cfg: Config, result: LabeledImage, files: dict[str, Path]) -> None:
     """Cloud-Optimized GeoTIFFs and class polygons of a georeferenced image's finished outputs."""
     if not (cfg.WRITE_COG or cfg.WRITE_POLYGONS):
         return
@@ -215,7 +225,7 @@ def _gis_outputs(cfg: Config, job: Job, result: LabeledImage, out_dir: Path) -> 
         for path in result.outputs.values():
             to_cog(path, path)
     if cfg.WRITE_POLYGONS:
-        polygons = polygonize_labels(result.outputs["labels"], out_dir / f"{job.name}_classes{cfg.WRITE_POLYGONS}",
+        polygons = polygonize_labels(result.outputs["labels"], files["polygons"],
                                      cfg.CLASS_NAMES, [cfg.IGNORE_LABEL], cfg.POLYGON_SIMPLIFY, cfg.POLYGON_MIN_AREA,
                                      block_rows=cfg.INFER_BLOCK_ROWS)
         result.outputs["polygons"] = polygons.path
@@ -226,7 +236,7 @@ def _write_block(writers: dict[str, RasterWriter], outputs: dict[str, np.ndarray
         writers[key].write(array, row, valid)
 
 
-def _preview(cfg: Config, job: Job, result: LabeledImage, out_dir: Path) -> Path:
+def _preview(cfg: Config, job: Job, result: LabeledImage, path: Path) -> Path:
     """Image | ground truth | prediction | errors, read back at most PREVIEW_SIDE pixels wide."""
     info = job.info
     scale = max(1.0, max(info.width, info.height) / PREVIEW_SIDE)
@@ -259,7 +269,7 @@ def _preview(cfg: Config, job: Job, result: LabeledImage, out_dir: Path) -> Path
         unscored = tuple(palette.ignore_color) if palette.ignore_color else plots.nodata_color(palette.colors, [nodata])
         truth_rgb[truth == cfg.IGNORE_LABEL] = unscored
         legend.append(("not scored (ground truth)", unscored))
-    return plots.plot_prediction(image, prediction_rgb, out_dir / f"{job.name}_preview.png",
+    return plots.plot_prediction(image, prediction_rgb, path,
                                  truth_rgb, errors, title, legend)
 
 
@@ -337,7 +347,7 @@ def _reuse(record_path: Path, made_with: dict, out_dir: Path, rank: int) -> Labe
         record = json.loads(record_path.read_text())
     except (OSError, ValueError):
         return None
-    if record.get("made_with") != made_with:
+    if record.get("made_with") != made_with or not record.get("complete", True):  # older records: complete
         return None
     outputs = {}
     for key, entry in record["outputs"].items():
@@ -406,9 +416,48 @@ def _refuse_another_images_outputs(out_dir: Path, jobs: list[Job]) -> None:
 def _write_record(record_path: Path, made_with: dict, result: LabeledImage) -> None:
     outputs = {key: {"file": path.name, "size": path.stat().st_size, "sha256": file_sha256(path)}
                for key, path in result.outputs.items()}
-    record = {"name": result.name, "made_with": made_with, "outputs": outputs, "metrics": result.metrics,
-              "truth_source": result.truth_source}
+    record = {"name": result.name, "made_with": made_with, "complete": True, "outputs": outputs,
+              "metrics": result.metrics, "truth_source": result.truth_source}
     atomic_write_text(record_path, json.dumps(record, indent=2) + "\n")
+
+
+def _write_pending_record(record_path: Path, made_with: dict, files: dict[str, Path]) -> None:
+    """Before an image's outputs: the files about to be written, so that a run killed half-way leaves them listed as
+    this step's, which a rerun replaces, not taken for a user's files of the same names, which it refuses."""
+    record = {"name": record_path.name.removesuffix(RECORD_SUFFIX), "made_with": made_with, "complete": False,
+              "outputs": {key: {"file": path.name} for key, path in files.items()}}
+    atomic_write_text(record_path, json.dumps(record, indent=2) + "\n")
+
+
+def _recorded_files(folder: Path) -> dict[str, Path]:
+    """The files that the completion records in ``folder`` list (complete or pending), each with its record."""
+    listed: dict[str, Path] = {}
+    for record_path in sorted(folder.glob(f"*{RECORD_SUFFIX}")):
+        try:
+            listed.update({entry["file"]: record_path for entry in json.loads(record_path.read_text())["outputs"].values()})
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            continue  # not one of ours
+    return listed
+
+
+def _check_output_files(cfg: Config, jobs: list[Job], out_dir: Path, force: bool) -> None:
+    """Refuse an output that would overwrite an input of this run or a file of the config's tiles (ground truth in
+    the output folder, say), even with ``force``; and, without it, an existing file of an output's name that no
+    record in ``out_dir`` lists: the user's own (another tool's map), which labelling would replace unasked."""
+    inputs = configured_inputs(cfg)
+    for job in jobs:
+        for path in job.stack.paths:
+            inputs.setdefault(path.resolve(), f"the input {path}")
+        if job.truth is not None:
+            inputs.setdefault(job.truth.path.resolve(), f"the ground truth {job.truth.path}")
+    outputs = [path for job in jobs for path in output_files(cfg, job, out_dir).values()]
+    check_outputs(outputs, inputs, True, "--out (or INFER_DIR)")
+    recorded = _recorded_files(out_dir)
+    foreign = [path for path in outputs if path.exists() and path.name not in recorded]
+    if foreign and not force:
+        more = f" (and {len(foreign) - 1} more of the outputs)" if len(foreign) > 1 else ""
+        raise EosegError(f"{foreign[0]} exists{more}, and no record of an earlier labelling in {out_dir} lists it; "
+                         "label into another --out, or pass --force to replace it")
 
 
 def _remove_recorded_outputs(record_path: Path, out_dir: Path) -> None:
@@ -443,7 +492,14 @@ def _label_once(cfg: Config, predictor: Predictor, job: Job, out_dir: Path, made
         for leftover in out_dir.glob(glob.escape(f".{job.name}_") + "*.tmp-*"):
             if stale.fullmatch(leftover.name):
                 leftover.unlink()
-        result = label_raster(cfg, predictor, job, out_dir, rank)
+        files = output_files(cfg, job, out_dir)
+        _write_pending_record(record_path, made_with, files)
+        try:
+            result = label_raster(cfg, predictor, job, out_dir, rank)
+        except BaseException:
+            if not any(path.exists() for path in files.values()):
+                record_path.unlink(missing_ok=True)  # nothing written that it would vouch for
+            raise
         _write_record(record_path, made_with, result)
     return result
 
@@ -520,6 +576,7 @@ def run_inference(cfg: Config, weights: str | Path, out_dir: str | Path, tile_id
         twice = sorted({str(job.info.path) for job in jobs if names.count(job.name) > 1})
         raise EosegError(f"inputs of the same name would write the same outputs: {', '.join(twice)}; label them into "
                          "different --out folders")
+    _check_output_files(cfg, jobs, out_dir, force)
     if shard is not None:
         jobs = shard_of(jobs, *shard)
 
@@ -575,7 +632,10 @@ def run_inference(cfg: Config, weights: str | Path, out_dir: str | Path, tile_id
         _refuse_another_images_outputs(out_dir, jobs)
     out_dir.mkdir(parents=True, exist_ok=True)
     if rank == 0:
-        cfg.save(out_dir)
+        with exclusive(out_dir / ".config.lock"):  # runs into one folder (--shard jobs) take turns
+            for leftover in out_dir.glob(".config.tmp-*.json"):  # a killed run's: no one else writes it now
+                leftover.unlink()
+            cfg.save(out_dir)
     mine = jobs[rank::world]
     if force:  # the replaced run's records and maps of these images go first: an interrupted forced run is continued
         for job in mine:  # without --force, and an image that then fails leaves no earlier map looking current

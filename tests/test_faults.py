@@ -296,7 +296,11 @@ def test_killed_inference_resumes_from_its_completion_records(tmp_path, sample_r
         if codes[-1] == 0:
             break
     assert -signal.SIGKILL in codes
-    done = sorted(p.name for p in out.glob(f"*{RECORD_SUFFIX}"))
+    records = {p.name: json.loads(p.read_text()) for p in out.glob(f"*{RECORD_SUFFIX}")}
+    done = [name for name, record in records.items() if record["complete"]]
+    # what the killed run published is listed by a record: the rerun replaces it, as its own
+    listed = {entry["file"] for record in records.values() for entry in record["outputs"].values()}
+    assert {p.name for p in out.glob("scene*") if not p.name.endswith((".json", ".aux.xml"))} <= listed
     result = run_script("inference.py", *args)
     assert result.returncode == 0, result.stderr
     if done:
@@ -324,7 +328,11 @@ def test_completion_records_redo_what_changed(tmp_path, weights):
     damaged[-1] ^= 0xFF
     labels.write_bytes(bytes(damaged))
     assert redone() == ["scene1"]
-    (out / f"scene2{RECORD_SUFFIX}").unlink()
+    (out / f"scene2{RECORD_SUFFIX}").unlink()  # its outputs, vouched for by no record, are not replaced unasked
+    with pytest.raises(EosegError, match=r"scene2_labels.tif exists \(and 1 more of the outputs\), and no record of an earlier"):
+        redone()
+    for output in out.glob("scene2_*"):
+        output.unlink()
     assert redone() == ["scene2"]
     with rasterio.open(scenes[0], "r+") as dst:  # a new version of an input
         dst.write(np.full((3, 64, 64), 7, np.uint8))

@@ -256,6 +256,67 @@ def test_an_interrupted_image_leaves_no_output(setup, tmp_path, monkeypatch):
     assert not [p for p in (tmp_path / "out").iterdir() if p.name != "config.json"]
 
 
+def test_outputs_never_overwrite_a_tiles_ground_truth(sample_root, tmp_path):
+    """Label maps named like the outputs (tile_labels.tif) in the output folder: labelling wrote its prediction over
+    the ground truth it scored against, exit 0, and the next run scored the prediction against itself."""
+    import shutil
+
+    shutil.copytree(sample_root / "data", tmp_path / "data")
+    truth = tmp_path / "data" / "gt" / "top_mosaic_09cm_area4_labels.tif"
+    truth.parent.mkdir()
+    shutil.copy(tmp_path / "data" / "labels" / "top_mosaic_09cm_area4.tif", truth)
+    cfg = make_tiny_config(tmp_path, WRITE_PREVIEW=False, GT_ERODED_PATTERN="",
+                           LABEL_PATTERN="gt/top_mosaic_09cm_area{id}_labels.tif")
+    weights = save_checkpoint(tmp_path / "w.pt", cfg, model_from_config(cfg), iteration=0)
+    before = truth.read_bytes()
+    for force in (False, True):
+        with pytest.raises(EosegError, match=rf"{truth} would overwrite tile 4's LABEL_PATTERN file; choose another "
+                                             r"--out \(or INFER_DIR\)"):
+            run_inference(cfg, weights, truth.parent, tile_ids=["4"], progress=False, force=force)
+    assert truth.read_bytes() == before
+    assert run_inference(cfg, weights, tmp_path / "out", tile_ids=["4"], progress=False).metrics is not None
+
+
+def test_a_file_of_an_outputs_name_that_no_record_lists_is_replaced_only_with_force(setup, tmp_path):
+    """Another tool's map (or the user's ground truth) named scene_labels.tif in the output folder was replaced
+    unasked; this step's own outputs, listed by a record, are still replaced when stale."""
+    cfg, weights = setup
+    scene = write_geotiff(tmp_path / "scene.tif", random_image(60, 70))
+    out = tmp_path / "out"
+    out.mkdir()
+    theirs = write_geotiff(out / "scene_labels.tif", np.ones((1, 60, 70), np.uint8))
+    with pytest.raises(EosegError, match=rf"{theirs} exists, and no record of an earlier labelling in {out} lists it; "
+                                         "label into another --out, or pass --force to replace it"):
+        run_inference(cfg, weights, out, image_paths=[scene], progress=False)
+    assert (read_raster(theirs) == 1).all()
+    summary = run_inference(cfg, weights, out, image_paths=[scene], progress=False, force=True)
+    assert summary.images[0].outputs["labels"] == theirs and not (read_raster(theirs) == 1).all()
+    rerun = run_inference(cfg.replace(BLEND="gaussian"), weights, out, image_paths=[scene], progress=False, force=True)
+    assert not rerun.images[0].reused
+
+
+def test_outputs_of_a_run_stopped_before_its_completion_record_are_its_own(setup, tmp_path, monkeypatch):
+    """Every output published, then the run killed: the pending record written before them lists them, so the rerun
+    relabels the image instead of refusing them as a user's files."""
+    import eoseg.infer
+
+    cfg, weights = setup
+    scene = write_geotiff(tmp_path / "scene.tif", random_image(60, 70))
+
+    def killed(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(eoseg.infer, "_write_record", killed)
+    with pytest.raises(KeyboardInterrupt):
+        run_inference(cfg, weights, tmp_path / "out", image_paths=[scene], progress=False)
+    monkeypatch.undo()
+    pending = json.loads((tmp_path / "out" / "scene_record.json").read_text())
+    assert not pending["complete"] and (tmp_path / "out" / pending["outputs"]["labels"]["file"]).exists()
+    summary = run_inference(cfg, weights, tmp_path / "out", image_paths=[scene], progress=False)
+    assert not summary.images[0].reused
+    assert json.loads((tmp_path / "out" / "scene_record.json").read_text())["complete"]
+
+
 def test_two_ranks_share_four_tiles(setup, tmp_path):
     cfg, weights = setup
     folder = tmp_path / "scenes"
