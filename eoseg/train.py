@@ -245,6 +245,38 @@ def latest_checkpoint(cfg: Config) -> Path:
 RUN_OUTPUTS = ("checkpoints", "log.csv", "loss.png", "config.json", "tensorboard")  # what a run writes into TRAIN_DIR
 
 
+def replaced_run(train_dir: Path) -> Path:
+    """Where --force keeps the run it replaces until the new run writes its first output: a new run refused by a
+    check of its data (another patch size, say) gives it back instead of leaving TRAIN_DIR empty."""
+    return train_dir.with_name(f".{train_dir.name}.replaced")
+
+
+def _move_run_outputs(source: Path, target: Path) -> None:
+    target.mkdir(parents=True, exist_ok=True)
+    for name in RUN_OUTPUTS:
+        if (source / name).exists():
+            os.replace(source / name, target / name)
+
+
+def _give_back_replaced_run(train_dir: Path) -> None:
+    """Put the run that --force set aside back into ``train_dir``, unless the new run wrote there: then it goes."""
+    aside = replaced_run(train_dir)
+    if not aside.exists():
+        return
+    if any((train_dir / name).exists() for name in RUN_OUTPUTS):
+        shutil.rmtree(aside)
+    else:
+        _move_run_outputs(aside, train_dir)
+        shutil.rmtree(aside)
+
+
+def discard_replaced_run(train_dir: Path) -> None:
+    """The new run is about to write TRAIN_DIR: the run --force replaces goes for good."""
+    aside = replaced_run(train_dir)
+    if aside.exists():
+        shutil.rmtree(aside)
+
+
 @contextlib.contextmanager
 def claim_train_dir(cfg: Config, resume: bool, force: bool) -> Iterator[None]:
     """Hold TRAIN_DIR for one run: refuse a folder holding another run unless ``resume`` or ``force``.
@@ -252,7 +284,8 @@ def claim_train_dir(cfg: Config, resume: bool, force: bool) -> Iterator[None]:
     Checked before the first step: every output location is writable, no other run is
     writing TRAIN_DIR or MODEL_FILE (a lock beside each, held until the block ends), and a new run does not
     mix its log and checkpoints with an earlier run's nor replace MODEL_FILE unasked
-    (``force`` removes the earlier run's outputs first).
+    (``force`` sets the earlier run's outputs aside, removed when the new run writes its first, given back if it
+    is refused before that).
     """
     train_dir, model_file = Path(cfg.TRAIN_DIR).absolute(), Path(cfg.MODEL_FILE)  # "." has no name to lock beside
     check_writable(train_dir, "TRAIN_DIR")
@@ -264,6 +297,7 @@ def claim_train_dir(cfg: Config, resume: bool, force: bool) -> Iterator[None]:
     lock = train_dir.with_name(f".{train_dir.name}.lock")
     with exclusive_or_refuse(lock, f"another training run is writing {train_dir} (it holds {lock}); "
                                    "wait for it to end or choose another TRAIN_DIR"):
+        _give_back_replaced_run(train_dir)  # a forced run killed before it wrote: the run it replaced is still the one
         if resume:  # the checkpoint is held to the config; the run in TRAIN_DIR (another's?) must be held to it too
             check_resumed_settings(_run_config(train_dir), cfg, f"the run in {train_dir}", leave_out=("PRECISION",))
         else:
@@ -284,13 +318,12 @@ def claim_train_dir(cfg: Config, resume: bool, force: bool) -> Iterator[None]:
                 if model_file.exists() and not force:
                     raise EosegError(f"MODEL_FILE {model_file} already exists; pass --force to replace it when this run "
                                      "ends, or choose another MODEL_FILE")
-                for name in RUN_OUTPUTS if force else ():
-                    earlier = train_dir / name
-                    if earlier.is_dir():
-                        shutil.rmtree(earlier)
-                    else:
-                        earlier.unlink(missing_ok=True)
-            yield
+                if force and any((train_dir / name).exists() for name in RUN_OUTPUTS):
+                    _move_run_outputs(train_dir, replaced_run(train_dir))
+            try:
+                yield
+            finally:
+                _give_back_replaced_run(train_dir)
 
 
 def _run_config(train_dir: Path) -> str | None:
@@ -560,6 +593,7 @@ class Trainer:
         self.log = None
         self.tensorboard = None  # TRAIN_DIR/tensorboard/ on the main process, when tensorboard is installed
         if processes.is_main:
+            discard_replaced_run(self.train_dir)
             (self.train_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
             cfg.save(self.train_dir)
             self.log = TrainingLog(self.train_dir, self.iteration)

@@ -860,3 +860,35 @@ def test_resuming_into_a_train_dir_holding_another_run_is_refused(tiny_cfg):
             pass
     with claim_train_dir(tiny_cfg.replace(SEED=3, ITERATIONS=tiny_cfg.ITERATIONS + 10), resume=True, force=False):
         pass  # its own settings, trained further
+
+
+def test_a_forced_run_removes_the_earlier_run_only_once_it_writes(tiny_cfg):
+    """--force emptied TRAIN_DIR before the new run's data were checked: a run refused for its patch size left
+    neither run (review). The earlier run is set aside, given back when the new run is refused before writing (or
+    killed: the next claim gives it back), and removed when the new run writes."""
+    from eoseg.train import claim_train_dir, replaced_run
+
+    train_dir = Path(tiny_cfg.TRAIN_DIR)
+    (train_dir / "checkpoints").mkdir(parents=True)
+    (train_dir / "checkpoints" / "iter_0000005.pt").write_bytes(b"the earlier run's checkpoint")
+    (train_dir / "log.csv").write_text("iteration,loss\n5,0.5\n")
+    with pytest.raises(EosegError, match="refused by a check of its data"):
+        with claim_train_dir(tiny_cfg, resume=False, force=True):
+            assert not (train_dir / "log.csv").exists()
+            raise EosegError("refused by a check of its data")
+    assert (train_dir / "log.csv").read_text() == "iteration,loss\n5,0.5\n"
+    assert (train_dir / "checkpoints" / "iter_0000005.pt").is_file() and not replaced_run(train_dir).exists()
+
+    replaced_run(train_dir).mkdir()  # as a forced run killed before it wrote leaves it
+    for name in ("log.csv", "checkpoints"):
+        shutil.move(train_dir / name, replaced_run(train_dir) / name)
+    with pytest.raises(EosegError, match="already holds a training run"):
+        with claim_train_dir(tiny_cfg, resume=False, force=False):
+            pass
+    assert (train_dir / "log.csv").is_file() and not replaced_run(train_dir).exists()
+
+    cfg = tiny_cfg.replace(TRAIN_SOURCE="tiles", ITERATIONS=1, VAL_EVERY=0)
+    with claim_train_dir(cfg, resume=False, force=True):
+        train(cfg, progress=False)
+    assert not (train_dir / "checkpoints" / "iter_0000005.pt").exists() and not replaced_run(train_dir).exists()
+    assert [row["iteration"] for row in read_log(train_dir)] == ["1"]
