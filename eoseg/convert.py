@@ -83,8 +83,7 @@ def color_file_to_labels(source: Path, target: Path, palette: Palette, unknown_t
         grey_image = all(all_grey(*colours(window)) for window in windows)  # stops at the first window of colours
         unknown: dict[int, int] = {}  # colours no class has, over the whole image: refused once all is read
         near: dict = {}  # colours read through LABEL_TOLERANCE, likewise
-        tif = target.suffix.lower() in (".tif", ".tiff")
-        with label_map_writer(target, info, palette, class_names, colour_table=tif) as writer:
+        with label_map_writer(target, info, palette, class_names) as writer:
             for window in windows:
                 rgb, empty = colours(window)
                 labels, found = palette.read_colours(rgb, str(source), empty, grey_image, near)
@@ -126,13 +125,13 @@ def convert_colour_tiles(cfg, force: bool = False, unknown_to_ignore: bool = Fal
     return pairs, note
 
 
-def label_map_writer(target: Path, like: RasterInfo, palette: Palette, class_names: Sequence[str] | None,
-                     colour_table: bool = True) -> RasterWriter:
+def label_map_writer(target: Path, like: RasterInfo, palette: Palette, class_names: Sequence[str] | None) -> RasterWriter:
     """The writer of a map of class ids on ``like``'s grid, as inference and convert_gt.py write them: unlabelled pixels
-    (IGNORE_LABEL) are its nodata, ``class_names`` (CLASS_NAMES), where given, name the values, and with
-    ``colour_table`` the palette colours them (see :class:`RasterWriter`)."""
-    return RasterWriter(target, like, 1, "uint8", palette.colormap() if colour_table else None,
-                        nodata=palette.ignore_label, class_names=class_names)
+    (IGNORE_LABEL) are its nodata, ``class_names`` (CLASS_NAMES), where given, name the values, and the palette colours
+    them (as a GeoTIFF's colour table or a PNG's palette, which also tell a later PALETTE that they were made under
+    another; see :class:`RasterWriter`)."""
+    return RasterWriter(target, like, 1, "uint8", palette.colormap(), nodata=palette.ignore_label,
+                        class_names=class_names)
 
 
 def holds_class_ids(present: Iterable[int], table: ColourTable, palette: Palette) -> bool:
@@ -181,7 +180,7 @@ def values_file_to_labels(source: Path, target: Path, palette: Palette, values: 
     info = raster_info(source, "label raster")
     labels = RasterLabels(info, info, values, "label raster", palette)
     labels.check()
-    with label_map_writer(target, info, palette, class_names, target.suffix.lower() in (".tif", ".tiff")) as writer:
+    with label_map_writer(target, info, palette, class_names) as writer:
         for window in row_windows(info.height, info.width):
             writer.write(labels.read(window), row=window.row_off)
     return target

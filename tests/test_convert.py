@@ -55,6 +55,26 @@ def test_a_label_map_coloured_by_the_palette_is_not_taken_for_colour_ground_trut
         color_file_to_labels(labels, tmp_path / "again.tif", tiny_cfg.palette)
 
 
+@pytest.mark.parametrize("suffix", [".tif", ".png"])
+def test_label_maps_converted_under_a_palette_since_corrected_are_refused(sample_root, tiny_cfg, tmp_path, suffix):
+    """PNG label maps carried no palette: converted under a PALETTE that swapped two classes' colours, then read under
+    the corrected one, every pixel of the two classes trained and scored as the other, exit 0 (review)."""
+    colours = [list(map(int, colour)) for colour in tiny_cfg.palette.colors]
+    colours[2], colours[3] = colours[3], colours[2]
+    mistaken = tiny_cfg.replace(PALETTE=colours)
+    converted = color_file_to_labels(sample_root / "data" / COLOR_GT.format(id=1), tmp_path / f"1{suffix}",
+                                     mistaken.palette)
+    assert raster_info(converted).colour_table is not None
+    with pytest.raises(EosegError, match=r"gives value 2 the colour \(0, 255, 0\), PALETTE's colour of class 3, but the "
+                                         r"value reads as class 2: made by convert_gt.py under another PALETTE\?"):
+        RasterLabels(raster_info(converted), raster_info(converted), LabelValues([], 6, 255), "label map",
+                     tiny_cfg.palette).check()
+    truth = read_label(sample_root / "data" / LABELS.format(id=1))
+    swapped = truth.copy()
+    swapped[truth == 2], swapped[truth == 3] = 3, 2
+    np.testing.assert_array_equal(read_label(converted), swapped)  # what the mistaken PALETTE made of them
+
+
 def test_class_ids_saved_in_three_bands_are_not_read_as_colours(sample_root, tiny_cfg, tmp_path):
     """Grey levels 1..n are class ids copied into R, G and B: read as colours under a tolerance, they would all go
     to IGNORE_COLOR (black), every label lost."""
