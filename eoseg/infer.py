@@ -42,7 +42,7 @@ from eoseg.metrics import NOT_TRAINED, UNSCORED, format_table, metrics_from_conf
 from eoseg.normalization import check_value_scale, value_scale, values_of_type
 from eoseg.predict import Predictor
 from eoseg.tiles import (BAND_KINDS, TileStack, TruthSource, check_band_names, configured_inputs, eroded_fallback,
-                          eval_truth, image_stack, scaling_hint, tile_stack, unmasked_zeros_note)
+                          eval_truth, image_stack, scaling_hint, stated_colours, tile_stack, unmasked_zeros_note)
 from eoseg.weights import check_input_dtype, read_weights, recorded_normalization
 
 RASTER_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".jp2", ".img", ".vrt")
@@ -68,7 +68,7 @@ class InferenceSummary:
     metrics: dict | None = None
     outputs: dict[str, Path] = field(default_factory=dict)
     failed: dict[str, str] = field(default_factory=dict)  # image file -> why it could not be labelled
-    band_order_warning: str | None = None  # the first image whose colour interpretation contradicts BAND_NAMES
+    band_order_warning: str | None = None  # the first image whose colour interpretation contradicts the training's
 
 
 @dataclass(frozen=True)
@@ -126,18 +126,29 @@ def _refuse_inputs_in_output_folder(images: list[Path], out_dir: Path) -> None:
 
 
 # what a band name in BAND_NAMES means, in GDAL's colour interpretation words
-def band_order_warning(cfg: Config, info: RasterInfo) -> str | None:
-    """A line when the image's own colour interpretation (GDAL's) contradicts BAND_NAMES, else None.
+def band_order_warning(cfg: Config, info: RasterInfo, recorded: dict | None) -> str | None:
+    """A line when the image's own colour interpretation (GDAL's) contradicts that of the training images' files
+    (``recorded``: :func:`eoseg.tiles.image_bands_record`) or, where they stated no colour or the weights do not
+    record it, BAND_NAMES; else None.
 
-    Only colours GDAL can state (red, green, blue) and band names with a known colour count:
-    an IRRG image declared as RGB (as the ISPRS tiles are) gives a warning the user can dismiss,
-    an RGB image given to IRRG weights gives one that saves a wrong map.
+    Only colours GDAL can state (red, green, blue) count. Files that say what the training files said tell nothing
+    apart (the ISPRS IRRG tiles are all declared RGB), so they are not warned of; an RGB image given to weights
+    trained on files declared otherwise, or on IRRG bands GDAL did not call RGB, is: that saves a wrong map.
     """
-    stated = [info.colorinterp[band - 1] if band <= len(info.colorinterp) else "undefined" for band in cfg.BANDS]
-    declared = [BAND_KINDS.get(name.upper()) for name in cfg.BAND_NAMES]
-    if not any(s in ("red", "green", "blue") and d is not None and s != d for s, d in zip(stated, declared)):
-        return None
+    stated, colours = stated_colours(info, cfg.BANDS), ("red", "green", "blue")
     bands = ", ".join(map(str, cfg.BANDS))
+    recorded_colours = (recorded or {}).get("colours", [])
+    if stated in recorded_colours:
+        return None
+    trained = [listed for listed in recorded_colours if any(c in colours for c in listed)]
+    if trained:
+        if not any(s in colours and t in colours and s != t for listed in trained for s, t in zip(stated, listed)):
+            return None
+        return (f"{info.path.name}: GDAL says bands {bands} are {', '.join(stated)}, but the training images' files said "
+                f"{', '.join(trained[0])}; if the bands are in another order, set BANDS to reorder them")
+    declared = [BAND_KINDS.get(name.upper()) for name in cfg.BAND_NAMES]
+    if not any(s in colours and d is not None and s != d for s, d in zip(stated, declared)):
+        return None
     return (f"{info.path.name}: GDAL says bands {bands} are {', '.join(stated)}, but the weights were trained on "
             f"{', '.join(cfg.BAND_NAMES)} (BAND_NAMES); if the bands are in another order, set BANDS to reorder them")
 
@@ -667,8 +678,10 @@ def run_inference(cfg: Config, weights: str | Path, out_dir: str | Path, tile_id
             result.metrics[NOT_TRAINED] = untrained
     order = {name: i for i, name in enumerate(names)}
     summary = InferenceSummary(sorted(results, key=lambda r: order[r.name]), failed=failed)
-    labelled = {r.name for r in results} & image_jobs
-    summary.band_order_warning = next(filter(None, (band_order_warning(cfg, job.info) for job in jobs
+    # configured tiles only against the training files' own (published weights record none: ISPRS tiles call IRRG RGB)
+    image_bands = record["signature"].get("image_bands")
+    labelled = {r.name for r in results} & (image_jobs if image_bands is None or "colours" not in image_bands else set(names))
+    summary.band_order_warning = next(filter(None, (band_order_warning(cfg, job.info, image_bands) for job in jobs
                                                     if job.name in labelled)), None)
     summary.metrics = overall_metrics(summary.images, cfg.CLASS_NAMES)
     if shard is not None:  # the whole run's report comes from merge_shard_reports

@@ -139,13 +139,19 @@ def named_bands(info: RasterInfo, bands: Sequence[int]) -> list[str | None]:
     return [(info.descriptions[band - 1] or None) if band <= len(info.descriptions) else None for band in bands]
 
 
+def stated_colours(info: RasterInfo, bands: Sequence[int]) -> list[str]:
+    """GDAL's colour interpretation of ``bands`` of ``info`` ("red", "gray", "undefined"...)."""
+    return [info.colorinterp[band - 1] if band <= len(info.colorinterp) else "undefined" for band in bands]
+
+
 def image_bands_record(infos: Sequence[RasterInfo], bands: Sequence[int]) -> dict:
     """What the training images' files say of their ``bands`` (BANDS), recorded with patches and weights so that
     an image holding them otherwise is told: each distinct list of the bands' names in the files
-    (:func:`named_bands`), and each distinct GDAL [scales, offsets] they were read through ([]: none). A training
-    image naming, at other positions, the bands an earlier one named at ``bands`` is refused (see
-    :func:`check_band_names`)."""
+    (:func:`named_bands`), of their GDAL colour interpretations (:func:`stated_colours`), and of the GDAL
+    [scales, offsets] they were read through ([]: none). A training image naming, at other positions, the bands an
+    earlier one named at ``bands`` is refused (see :func:`check_band_names`)."""
     names: list[list[str | None]] = []
+    colours: list[list[str]] = []
     scalings: list[list] = []
     first_named = None  # the first training image that names all its bands
     for info in infos:
@@ -157,9 +163,11 @@ def image_bands_record(infos: Sequence[RasterInfo], bands: Sequence[int]) -> dic
             first_named = info
         if named not in names:
             names.append(named)
+        if stated_colours(info, bands) not in colours:
+            colours.append(stated_colours(info, bands))
         if scaling_pair(info, bands) not in scalings:
             scalings.append(scaling_pair(info, bands))
-    return {"names": names, "scalings": scalings}
+    return {"names": names, "colours": colours, "scalings": scalings}
 
 
 def scaling_pair(info: RasterInfo, bands: Sequence[int]) -> list:

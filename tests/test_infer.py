@@ -629,3 +629,40 @@ def test_an_image_missing_the_training_images_offset_is_told_how_to_tag_it(tmp_p
     assert "times those the weights were trained on" in str(refused.value) and hint in str(refused.value)
     run_inference(cfg.replace(INFER_VALUE_SCALE=0.0001), weights, tmp_path / "scaled", image_paths=[as_float])
     assert "float.tif: labelled with INFER_VALUE_SCALE 0.0001; " + hint in capsys.readouterr().err
+
+
+def coloured_geotiff(path, array, colours):
+    """``write_geotiff`` with GDAL's colour interpretation of each band set."""
+    write_geotiff(path, array)
+    with rasterio.open(path, "r+") as dst:
+        dst.colorinterp = colours
+    return path
+
+
+def test_the_band_order_warning_compares_the_files_with_the_training_files(tmp_path):
+    """IRRG weights warned of every file GDAL calls RGB, the very files they were trained on (the ISPRS tiles) among
+    them, so the warning told nothing (review). Files saying what the training files said are not warned of; files
+    saying other colours are, against the training files' colours; without colours there, against BAND_NAMES."""
+    from eoseg.io import raster_info
+    from eoseg.tiles import image_bands_record
+
+    cfg = make_tiny_config(tmp_path, WRITE_PREVIEW=False)  # BAND_NAMES: IR, R, G
+    rgb, bgr = ([getattr(ColorInterp, c) for c in order] for order in (("red", "green", "blue"), ("blue", "green", "red")))
+    pixels = random_image(40, 50)
+    declared_rgb = coloured_geotiff(tmp_path / "irrg_declared_rgb.tif", pixels, rgb)
+    declared_bgr = coloured_geotiff(tmp_path / "declared_bgr.tif", pixels, bgr)
+    undeclared = coloured_geotiff(tmp_path / "undeclared.tif", pixels, [ColorInterp.undefined] * 3)
+
+    def warning(trained_on, image, name: str) -> str | None:
+        record = image_bands_record([raster_info(trained_on)], cfg.BANDS)
+        weights = save_checkpoint(tmp_path / f"{name}.pt", cfg, model_from_config(cfg), iteration=0,
+                                  trained_on={"image_bands": record})
+        return run_inference(cfg, weights, tmp_path / name, image_paths=[image], progress=False).band_order_warning
+
+    assert warning(declared_rgb, declared_rgb, "same") is None
+    assert warning(declared_rgb, declared_bgr, "other") == (
+        "declared_bgr.tif: GDAL says bands 1, 2, 3 are blue, green, red, but the training images' files said red, green, "
+        "blue; if the bands are in another order, set BANDS to reorder them")
+    assert warning(undeclared, declared_rgb, "names").startswith(
+        "irrg_declared_rgb.tif: GDAL says bands 1, 2, 3 are red, green, blue, but the weights were trained on IR, R, G")
+    assert warning(declared_rgb, undeclared, "silent") is None

@@ -399,7 +399,8 @@ def test_training_images_naming_their_bands_in_another_order_are_refused(tiny_cf
         dst.descriptions = ["B8", "B4", "B3"]
     infos = {name: raster_info(path) for name, path in {**files, "scaled": scaled}.items()}
     record = image_bands_record([infos[name] for name in ("d", "a", "b", "scaled")], [1, 2, 3])
-    assert record == {"names": [[None, None, None], ["B8", "B4", "B3"]], "scalings": [[], [[0.5] * 3, [-10.0] * 3]]}
+    assert record == {"names": [[None, None, None], ["B8", "B4", "B3"]], "scalings": [[], [[0.5] * 3, [-10.0] * 3]],
+                      "colours": [["red", "green", "blue"], ["gray", "undefined", "undefined"]]}
     with pytest.raises(EosegError, match=r"c.tif: its bands \[1, 2, 3\] \(BANDS\) are named \['B4', 'B3', 'B8'\] in the "
                                          r"file, but a.tif before it named them \['B8', 'B4', 'B3'\], which this file "
                                          r"holds as bands \[3, 1, 2\]: write this file with its bands in their order"):
