@@ -252,7 +252,7 @@ def needs_warp(image: RasterInfo, other: RasterInfo, what: str) -> bool:
     if not placed.intersection(footprint(image, image.crs)).area > 0:  # not their bounding boxes: rotated grids
         raise EosegError(
             f"{other.path} ({what}) does not overlap the image {image.path}: it covers "
-            f"{_box(left, bottom, right, top)}, the image {_box(image_left, image_bottom, image_right, image_top)} "
+            f"{describe_box(left, bottom, right, top)}, the image {describe_box(image_left, image_bottom, image_right, image_top)} "
             f"(in {image.crs}); check the file and its CRS")
     return True
 
@@ -280,8 +280,17 @@ def _georeference(info: RasterInfo) -> str:
     return "a transform but no CRS" if not info.transform.is_identity else "no georeference"
 
 
-def _box(left: float, bottom: float, right: float, top: float) -> str:
-    return f"x {left:.6g}..{right:.6g}, y {bottom:.6g}..{top:.6g}"
+def describe_box(left: float, bottom: float, right: float, top: float) -> str:
+    """'x LEFT..RIGHT, y BOTTOM..TOP', to the centimetre in metres (a UTM northing to 6 digits is 10 m off)."""
+    return f"x {left:.10g}..{right:.10g}, y {bottom:.10g}..{top:.10g}"
+
+
+def _units(crs) -> str:
+    """The name of ``crs``'s units ("metre", "degree"), or "units" where it has none known."""
+    try:
+        return crs.units_factor[0]
+    except Exception:  # rasterio raises CRSError for a CRS without units, other errors for odd ones: the name only helps
+        return "units"
 
 
 def note_warp(image: RasterInfo, other: RasterInfo, what: str, resampling: str) -> None:
@@ -289,7 +298,8 @@ def note_warp(image: RasterInfo, other: RasterInfo, what: str, resampling: str) 
     one file serving many: a label raster of all tiles)."""
     width, height = pixel_sides(other.transform)
     note_once(("warped", str(other.path)),
-              f"{other.path} ({what}; {other.crs}, {width:.6g} x {height:.6g} per px, {other.width} x {other.height} px) "
+              f"{other.path} ({what}; {other.crs}, {width:.6g} x {height:.6g} {_units(other.crs)} per px, {other.width} x "
+              f"{other.height} px) "
               f"is on another grid than its image {image.path}; warped onto the grid of each image it is read for "
               f"({resampling})")
 

@@ -33,7 +33,7 @@ from rasterio.windows import Window
 
 from eoseg.config import IGNORE, VECTOR_SUFFIXES, Config, label_value_pairs
 from eoseg.errors import EosegError
-from eoseg.grid import bounds, check_relatable, needs_warp, note_once, open_on_grid, same_crs
+from eoseg.grid import bounds, check_relatable, describe_box, needs_warp, note_once, open_on_grid, same_crs
 from eoseg.io import RasterInfo, not_one_band, raster_info, recorded_class_names, unlabelled_by_mask
 from eoseg.palette import AREA_SHARE, Palette, check_value_tolerance, nearest_reference, tolerance_remedy
 
@@ -397,6 +397,11 @@ class RasterLabels:
         self.check_values(self.counts())
 
 
+def _boxes_meet(box: Sequence[float], other: Sequence[float]) -> bool:
+    """Whether two (left, bottom, right, top) boxes overlap."""
+    return box[0] < other[2] and other[0] < box[2] and box[1] < other[3] and other[1] < box[3]
+
+
 class VectorLabels:
     """Polygons rasterised on ``image``'s grid: classes from an attribute through LABEL_VALUES, or
     one fixed class; the rest VECTOR_BACKGROUND_CLASS; edges as VECTOR_BOUNDARY says."""
@@ -413,7 +418,7 @@ class VectorLabels:
                              + (image.unplaced or "give the image a georeference or rasterise the labels yourself"))
         try:
             layer = _polygon_layer(path, cfg.VECTOR_LAYER)
-            info = pyogrio.read_info(path, layer=layer)
+            info = pyogrio.read_info(path, layer=layer, force_total_bounds=True)
         except EosegError:
             raise
         except Exception as err:  # pyogrio raises its own DataSourceError / DataLayerError and GDAL's
@@ -443,10 +448,15 @@ class VectorLabels:
                 shapes, lambda xy: np.column_stack(transform_points(crs, image.crs, xy[:, 0], xy[:, 1])))
         inside = shapely.intersects(shapes, shapely.box(*box)) if len(shapes) else np.zeros(0, dtype=bool)
         if info["features"] and not inside.any():
-            declared = crs if info["crs"] else f"none declared (no .prj, say): taken to be the image's, {crs}"
-            raise EosegError(f"{path}: none of its {info['features']} features overlaps the image "
-                             f"{image.path} (x {box[0]:.6g}..{box[2]:.6g}, y {box[1]:.6g}..{box[3]:.6g} in {image.crs}); "
-                             f"check the file and its CRS ({declared})")
+            if _boxes_meet(query, info["total_bounds"]):  # a tile of fields among the buildings of a region's file
+                note_once(("no polygon", str(path), str(image.path)),
+                          f"{path}: no polygon over the image {image.path}, which lies within the file's extent: all of "
+                          f"it is VECTOR_BACKGROUND_CLASS ({self.background})")
+            else:
+                declared = crs if info["crs"] else f"none declared (no .prj, say): taken to be the image's, {crs}"
+                raise EosegError(f"{path}: none of its {info['features']} features overlaps the image {image.path} "
+                                 f"({describe_box(*box)} in {image.crs}), which lies outside the file's extent; check "
+                                 f"the file and its CRS ({declared})")
         shapes, feature = shapes[inside], feature[inside]
         if field:
             feature_values = [_plain(v) for v in np.asarray(fields[0]).tolist()]

@@ -145,7 +145,7 @@ def test_a_rotated_raster_warped_is_noted_with_its_pixel_size(capsys):
     image, rotated = info(), info(Affine.translation(500000, 5400000) * Affine.rotation(45) * Affine.scale(0.7, -0.7))
     rotated = dataclasses.replace(rotated, path=Path("rotated.tif"))
     note_warp(image, rotated, "labels", "nearest")
-    assert "0.7 x 0.7 per px" in capsys.readouterr().err  # not 0.494975 x 0.494975
+    assert "0.7 x 0.7 metre per px" in capsys.readouterr().err  # not 0.494975 x 0.494975
 
 
 SITE = 'LOCAL_CS["site grid",LOCAL_DATUM["site",32767],UNIT["metre",1],AXIS["Easting",EAST],AXIS["Northing",NORTH]]'

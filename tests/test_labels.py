@@ -444,6 +444,28 @@ def test_spacenet_footprints_rasterised_trained_and_scored_on_held_out_blocks(tm
     assert np.asarray(summary.metrics["confusion_matrix"]).sum(axis=1)[1] == labels[:512, :512].sum()
 
 
+def test_a_tile_without_polygons_inside_the_files_extent_is_all_background(sample_root, tmp_path, capsys):
+    """One footprint file for a region: a tile of fields among its buildings was refused as if the file missed it
+    (review); it is all VECTOR_BACKGROUND_CLASS, said once. A tile outside the file's extent is still refused."""
+    image = raster_info(sample_root / "data" / "top/top_mosaic_09cm_area1.tif")
+    left, bottom, right, top = rasterio.transform.array_bounds(image.height, image.width, image.transform)
+    width = right - left
+    sheds = [shapely.box(left - 3 * width, bottom, left - 2 * width, top), shapely.box(right + width, bottom, right + 2 * width, top)]
+    path = tmp_path / "region.geojson"
+    write_vector(path, np.array(shapely.to_wkb(sheds)), [np.array(["roof", "roof"], dtype=object)], ["kind"],
+                 crs=str(image.crs), geometry_type="Polygon", driver="GeoJSON")
+    cfg = tiny(sample_root, tmp_path, **BINARY, LABEL_PATTERN=str(path), VECTOR_CLASS_FIELD="kind", LABEL_VALUES={"roof": 1})
+    labels = label_source(cfg, path, image).read()
+    assert (labels == cfg.VECTOR_BACKGROUND_CLASS).all()
+    assert f"{path}: no polygon over the image {image.path}, which lies within the file's extent: all of it is " \
+           "VECTOR_BACKGROUND_CLASS (0)" in capsys.readouterr().err
+    write_vector(path, np.array(shapely.to_wkb(sheds[1:])), [np.array(["roof"], dtype=object)], ["kind"],
+                 crs=str(image.crs), geometry_type="Polygon", driver="GeoJSON")
+    with pytest.raises(EosegError, match=rf"none of its 1 features overlaps the image .*area1.tif \(x {left:.10g}\.\.{right:.10g}, "
+                                         r".*\), which lies outside the file's extent; check the file and its CRS"):
+        label_source(cfg, path, image)
+
+
 # ---------------------------------------------------------------- bad inputs through the scripts
 @pytest.mark.faults
 @pytest.mark.parametrize("case", ["outside_classes", "unmapped", "fractional", "binary_as_ignore", "no_id",
