@@ -139,10 +139,11 @@ def nodata_color(class_colors: np.ndarray, also_avoid=()) -> tuple[int, int, int
 
 
 def error_map(truth: np.ndarray, prediction: np.ndarray, ignore_label: int) -> np.ndarray:
-    """(H, W, 3) uint8: white where right, red where wrong, grey where ignored."""
+    """(H, W, 3) uint8: white where right, red where wrong, grey where ignored: where the truth is the ignore label,
+    or the prediction is (nodata in the image), which is not scored either."""
     picture = np.full(truth.shape + (3,), 255, dtype=np.uint8)
     picture[truth != prediction] = (220, 30, 30)
-    picture[truth == ignore_label] = (150, 150, 150)
+    picture[(truth == ignore_label) | (prediction == ignore_label)] = (150, 150, 150)
     return picture
 
 

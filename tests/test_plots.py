@@ -46,3 +46,13 @@ def test_the_confusion_plot_shows_no_shares_across_a_class_the_ground_truth_lack
     cells = {(row, col): text for row, col, text in drawn}
     assert [cells[(2, col)] for col in range(3)] == ["-", "-", "-"] and cells[(0, 0)] == "83"
 
+
+
+def test_the_error_map_greys_what_is_not_scored_where_truth_or_prediction_is_the_ignore_label():
+    """Nodata in the image is labelled IGNORE_LABEL and not scored: it was painted red, as an error."""
+    from eoseg.plots import error_map
+
+    truth = np.array([[0, 1, 255, 2]], dtype=np.uint8)
+    prediction = np.array([[0, 2, 1, 255]], dtype=np.uint8)
+    white, red, grey = (255, 255, 255), (220, 30, 30), (150, 150, 150)
+    assert [tuple(pixel) for pixel in error_map(truth, prediction, 255)[0]] == [white, red, grey, grey]
