@@ -11,7 +11,8 @@
     python inference.py --merge-metrics                          # then one report from the 50 shares
 
 Rasters are streamed by blocks of rows (INFER_BLOCK_ROWS), so any size fits in memory.
-For each image: NAME_labels (class ids, palette as colour table, class names for GIS, IGNORE_LABEL where the
+For each image (NAME: its file name; a tile's id before it where only a folder names the tile,
+as IMAGE_PATTERN = "{id}/ortho.tif" does): NAME_labels (class ids, palette as colour table, class names for GIS, IGNORE_LABEL where the
 input is nodata), NAME_color (WRITE_COLOR), NAME_probabilities (WRITE_PROBABILITIES) as
 GeoTIFFs with the input's CRS and transform when it is georeferenced (else PNG), and
 NAME_preview.png (WRITE_PREVIEW). Tiles with ground truth (the eroded GT when the dataset

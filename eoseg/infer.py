@@ -29,7 +29,7 @@ from rasterio.enums import Resampling
 from tqdm import tqdm
 
 from eoseg import plots
-from eoseg.config import Config, label_value_pairs
+from eoseg.config import Config, label_value_pairs, uses_tile_id
 from eoseg.convert import label_map_writer
 from eoseg.device import Processes, distributed_rank, process_device
 from eoseg.errors import DamagedInputError, EosegError
@@ -126,6 +126,13 @@ def _refuse_inputs_in_output_folder(images: list[Path], out_dir: Path) -> None:
 
 
 # what a band name in BAND_NAMES means, in GDAL's colour interpretation words
+def tile_output_name(cfg: Config, tile_id: str, info: RasterInfo) -> str:
+    """The name of a configured tile's outputs: its image's file name, which names the tile where IMAGE_PATTERN puts
+    its id there; where only a folder does ({id}/ortho.tif), the tile id before it (t10_ortho), or every tile's
+    outputs would have one name."""
+    return info.path.stem if uses_tile_id(Path(cfg.IMAGE_PATTERN).name) else f"{tile_id}_{info.path.stem}"
+
+
 def band_order_warning(cfg: Config, info: RasterInfo, recorded: dict | None) -> str | None:
     """A line when the image's own colour interpretation (GDAL's) contradicts that of the training images' files
     (``recorded``: :func:`eoseg.tiles.image_bands_record`) or, where they stated no colour or the weights do not
@@ -529,12 +536,13 @@ def run_inference(cfg: Config, weights: str | Path, out_dir: str | Path, tile_id
     :func:`merge_shard_reports` to gather.
     """
     out_dir = Path(out_dir)
+    tile_ids = list(dict.fromkeys(tile_ids or []))  # a tile listed twice is labelled once, as TEST_IDS lists it
     jobs = []
-    for tile_id in tile_ids or []:  # cheap checks first: a missing input should not wait for the model
+    for tile_id in tile_ids:  # cheap checks first: a missing input should not wait for the model
         stack = tile_stack(cfg, tile_id)
-        jobs.append(Job(stack.info, stack.info.path.stem, eval_truth(cfg, tile_id, stack.info), stack))
-    scored_tiles = [tile_id for tile_id, job in zip(tile_ids or [], jobs) if job.truth is not None]
-    unscored = [tile_id for tile_id in tile_ids or [] if tile_id not in scored_tiles]
+        jobs.append(Job(stack.info, tile_output_name(cfg, tile_id, stack.info), eval_truth(cfg, tile_id, stack.info), stack))
+    scored_tiles = [tile_id for tile_id, job in zip(tile_ids, jobs) if job.truth is not None]
+    unscored = [tile_id for tile_id in tile_ids if tile_id not in scored_tiles]
     fallback = eroded_fallback(cfg, scored_tiles)
     if fallback and progress and distributed_rank()[0] == 0:
         print(f"note: {fallback}", file=sys.stderr)
@@ -581,7 +589,7 @@ def run_inference(cfg: Config, weights: str | Path, out_dir: str | Path, tile_id
             check_polygon_crs(job.info.crs, cfg.WRITE_POLYGONS, f"{job.info.path} (WRITE_POLYGONS={cfg.WRITE_POLYGONS})")
     if not jobs:
         raise EosegError("nothing to label: no tile ids and no image files given")
-    image_jobs = {job.name for job in jobs[len(tile_ids or []):]}
+    image_jobs = {job.name for job in jobs[len(tile_ids):]}
     names = [job.name for job in jobs]
     if len(set(names)) != len(names):
         twice = sorted({str(job.info.path) for job in jobs if names.count(job.name) > 1})

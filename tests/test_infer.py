@@ -317,6 +317,23 @@ def test_outputs_of_a_run_stopped_before_its_completion_record_are_its_own(setup
     assert json.loads((tmp_path / "out" / "scene_record.json").read_text())["complete"]
 
 
+def test_tiles_whose_folders_name_them_are_labelled_under_their_ids(sample_root, tmp_path):
+    """IMAGE_PATTERN "{id}/ortho.tif": every tile's outputs were named ortho_*, and two tiles refused as inputs of
+    one name (review); a tile listed twice in --tiles was refused the same way, where TEST_IDS lists it once."""
+    import shutil
+
+    for tile_id in ("1", "4"):
+        (tmp_path / "data" / tile_id).mkdir(parents=True)
+        shutil.copy(sample_root / "data" / "top" / f"top_mosaic_09cm_area{tile_id}.tif", tmp_path / "data" / tile_id / "ortho.tif")
+    shutil.copytree(sample_root / "data" / "labels", tmp_path / "data" / "labels")
+    cfg = make_tiny_config(tmp_path, WRITE_PREVIEW=False, IMAGE_PATTERN="{id}/ortho.tif", GT_ERODED_PATTERN="")
+    weights = save_checkpoint(tmp_path / "w.pt", cfg, model_from_config(cfg), iteration=0)
+    summary = run_inference(cfg, weights, tmp_path / "out", tile_ids=["1", "4", "4"], progress=False)
+    assert [image.name for image in summary.images] == ["1_ortho", "4_ortho"]
+    assert all(image.metrics is not None for image in summary.images)
+    assert (tmp_path / "out" / "4_ortho_labels.tif").is_file()
+
+
 def test_two_ranks_share_four_tiles(setup, tmp_path):
     cfg, weights = setup
     folder = tmp_path / "scenes"
