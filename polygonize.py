@@ -2,6 +2,7 @@
 
     python polygonize.py runs/vaihingen/inference/top_mosaic_09cm_area5_labels.tif --out area5.gpkg
     python polygonize.py labels.tif --out labels.geojson --simplify 0.2 --min-area 1.0
+    python polygonize.py labels.tif --out labels.gpkg POLYGON_SIMPLIFY=0.2 POLYGON_MIN_AREA=1.0
 
 Each connected region of a class becomes a polygon with attributes class_id and
 class_name, in the raster's CRS. The class names are those the label map records (as
@@ -13,7 +14,8 @@ reads label rasters. Pixels labelled IGNORE_LABEL (or the raster's nodata) get n
 regions smaller than that many square CRS units (square metres in a UTM CRS) and fills
 holes as small, so a small island merges into the region around it; --simplify then
 simplifies all boundaries by that tolerance in CRS units, keeping neighbouring polygons
-edge to edge. A label map without a
+edge to edge. Without the flags, the config's POLYGON_MIN_AREA and POLYGON_SIMPLIFY apply
+(as inference.py's WRITE_POLYGONS applies them); the flags win over them. A label map without a
 CRS (a PNG, say) is refused: --pixel-coordinates writes its polygons in pixel columns and
 rows (or its transform's units), which no map places anywhere. The polygons carry the raster's
 exact CRS; GeoJSON records a CRS only as an authority code, so a .geojson of a CRS no code
@@ -42,20 +44,25 @@ def main(argv=None):
     parser = make_parser(__doc__)
     parser.add_argument("labels", metavar="LABELS", help="numeric label map (GeoTIFF written by inference.py)")
     parser.add_argument("--out", metavar="FILE", required=True, help=f"output vector file ({', '.join(VECTOR_DRIVERS)})")
-    parser.add_argument("--simplify", metavar="T", type=float, default=0.0, help="simplification tolerance in CRS units (default: none)")
-    parser.add_argument("--min-area", metavar="A", type=float, default=0.0, help="drop regions and fill holes under A square CRS units (default: none)")
+    parser.add_argument("--simplify", metavar="T", type=float,
+                        help="simplification tolerance in CRS units, 0 for none (default: POLYGON_SIMPLIFY)")
+    parser.add_argument("--min-area", metavar="A", type=float,
+                        help="drop regions and fill holes under A square CRS units, 0 for none (default: POLYGON_MIN_AREA)")
     parser.add_argument("--pixel-coordinates", action="store_true",
                         help="accept a label map without CRS; its polygons are then in pixel (column, row) coordinates")
     parser.add_argument("--force", action="store_true", help="replace an existing --out file")
     argv = sys.argv[1:] if argv is None else list(argv)
     args, cfg = parse(parser, argv)
+    # the flags win over the config's values; cfg then holds what runs, and the config saved beside --out records it
+    cfg = cfg.replace(POLYGON_SIMPLIFY=cfg.POLYGON_SIMPLIFY if args.simplify is None else args.simplify,
+                      POLYGON_MIN_AREA=cfg.POLYGON_MIN_AREA if args.min_area is None else args.min_area)
     out = Path(args.out)
     if out.exists() and not args.force:
         raise EosegError(f"{out} already exists; pass --force to replace it")
     info = raster_info(args.labels, "label map")
     # before LABEL_VALUES reads every pixel: a raster refused for its CRS alone is refused at once
-    check_polygon_georeference(info.crs, info.transform, out.suffix, args.simplify, args.min_area, args.pixel_coordinates,
-                               args.labels)
+    check_polygon_georeference(info.crs, info.transform, out.suffix, cfg.POLYGON_SIMPLIFY, cfg.POLYGON_MIN_AREA,
+                               args.pixel_coordinates, args.labels)
     recorded = recorded_class_names(args.labels)
     configured = args.config is not None or any(arg.startswith(CLASS_NAME_OVERRIDES) for arg in argv)
     if recorded is not None and configured and recorded != list(cfg.CLASS_NAMES):
@@ -68,9 +75,10 @@ def main(argv=None):
         ignore = []  # the values' IGNORE_LABEL is left out
     else:
         values, ignore = None, [cfg.IGNORE_LABEL]
-    summary = polygonize_labels(args.labels, out, class_names, ignore, args.simplify, args.min_area, args.pixel_coordinates,
-                                block_rows=cfg.INFER_BLOCK_ROWS, values=values)  # bounded memory, like labelling
-    cfg.replace(POLYGON_SIMPLIFY=args.simplify, POLYGON_MIN_AREA=args.min_area).save_beside(out)
+    summary = polygonize_labels(args.labels, out, class_names, ignore, cfg.POLYGON_SIMPLIFY, cfg.POLYGON_MIN_AREA,
+                                args.pixel_coordinates, block_rows=cfg.INFER_BLOCK_ROWS,  # bounded memory, like labelling
+                                values=values)
+    cfg.save_beside(out)
     dropped = f", {summary.dropped} regions under the minimum area dropped" if summary.dropped else ""
     where = f"CRS {summary.crs}" if summary.crs else "no CRS: coordinates are pixel columns and rows, not places on a map"
     names = "as the label map records them" if recorded is not None else "CLASS_NAMES of the config: the label map records none"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pyogrio
 import pytest
@@ -180,6 +182,25 @@ def test_polygonize_script(tmp_path):
     assert len(read_vector(out)[2]) > 100
 
 
+def test_polygonize_script_applies_the_configs_polygon_settings_unless_its_flags_are_given(tmp_path):
+    """POLYGON_SIMPLIFY and POLYGON_MIN_AREA were passed over (the flags alone applied), and the config saved beside
+    the polygons recorded 0 for them."""
+    source = write_labels(tmp_path / "labels.tif", scene())
+
+    def polygons(name, *arguments):
+        out = tmp_path / f"{name}.gpkg"
+        polygonize_script.main([str(source), "--out", str(out), *arguments])
+        recorded = json.loads(out.with_name(f"{out.name}.config.json").read_text())["config"]
+        return len(read_vector(out)[2]), (recorded["POLYGON_SIMPLIFY"], recorded["POLYGON_MIN_AREA"])
+
+    exact = polygons("exact")
+    by_config = polygons("config", "POLYGON_SIMPLIFY=0.5", "POLYGON_MIN_AREA=1")
+    by_flags = polygons("flags", "--simplify", "0.5", "--min-area", "1")
+    assert exact[1] == (0, 0) and by_config[1] == by_flags[1] == (0.5, 1)
+    assert by_config[0] == by_flags[0] < exact[0]  # the single-pixel islands merged into their regions
+    assert polygons("flags_win", "POLYGON_SIMPLIFY=0.5", "POLYGON_MIN_AREA=1", "--simplify", "0", "--min-area", "0") == exact
+
+
 def test_polygon_filters_in_a_crs_in_degrees_are_refused(tmp_path):
     # CRS units are degrees: a minimum area of 1 would be a square degree, and drop every polygon
     source = write_labels(tmp_path / "labels.tif", scene(), crs="EPSG:4326", transform=from_origin(8.4, 49.0, 1e-5, 1e-5))
@@ -191,6 +212,8 @@ def test_polygon_filters_in_a_crs_in_degrees_are_refused(tmp_path):
     assert polygonize_labels(source, tmp_path / "classes.gpkg", CLASSES, [IGNORE]).features > 100  # exact edges: fine
     assert_one_line_error(run_script("polygonize.py", str(source), "--out", str(tmp_path / "m.gpkg"), "--min-area", "1"),
                           "is in degrees", "set them to 0")
+    with pytest.raises(EosegError, match=r"POLYGON_SIMPLIFY \(0\) and POLYGON_MIN_AREA \(1\)"):  # as the config sets them
+        polygonize_script.main([str(source), "--out", str(tmp_path / "c.gpkg"), "POLYGON_MIN_AREA=1"])
 
 
 def test_polygons_take_the_class_names_the_label_map_records(tmp_path, capsys):
