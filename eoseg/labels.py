@@ -37,9 +37,10 @@ from eoseg.grid import bounds, check_relatable, describe_box, needs_warp, note_o
 from eoseg.io import RasterInfo, not_one_band, raster_info, recorded_class_names, unlabelled_by_mask
 from eoseg.palette import AREA_SHARE, Palette, check_value_tolerance, nearest_reference, tolerance_remedy
 
-# a label map with at least this share of IGNORE_LABEL pixels and one class present is most likely
+# a label map eoseg made with at least this share of IGNORE_LABEL pixels and one class present is most likely
 # a binary mask whose class value collides with IGNORE_LABEL (255 of a 0/255 mask); with no class
-# at all it is a tile with nothing labelled, which training skips
+# at all it is a tile with nothing labelled, which training skips. Another raster is judged at any share, unless its
+# nodata tag names IGNORE_LABEL: a tile of 2% buildings is no less a mask
 SUSPICIOUS_IGNORE_SHARE = 0.05
 SCAN_ROWS = 1024  # rows per read when a whole label raster is checked by windows
 
@@ -146,10 +147,11 @@ class LabelValues:
         return sorted(v for v in values if isinstance(v, str) and v.strip().lstrip("-").isdigit()
                       and self.target(v) is None and self.target(int(v)) is not None)
 
-    def check(self, counts: dict, source: str, whole: bool = True) -> None:
+    def check(self, counts: dict, source: str, whole: bool = True, mask_share: float = SUSPICIOUS_IGNORE_SHARE) -> None:
         """Refuse fractional values, values the map does not name (unless UNKNOWN_LABELS_TO_IGNORE: then one that
         covers areas is noted) and, of ``whole`` rasters, a value LABEL_TOLERANCE reads that covers areas (not blur,
-        see AREA_SHARE) and, read without a map, a 0/255 mask whose class reads as IGNORE_LABEL."""
+        see AREA_SHARE) and, read without a map, a 0/255 mask whose class reads as IGNORE_LABEL (:meth:`mask_like`
+        at ``mask_share``)."""
         fractions = {v: c for v, c in counts.items() if isinstance(v, float)}
         if fractions:
             raise EosegError(f"{source}: label values must be whole numbers, this raster holds fractions "
@@ -193,7 +195,7 @@ class LabelValues:
             raise EosegError(f"{source}: value {value} is not in LABEL_VALUES and covers {share:.0%} of the pixels, which "
                              f"LABEL_TOLERANCE={self.tolerance} reads as {self._named(self.target(value))}: {NOT_BLUR}; "
                              "name it in LABEL_VALUES (value: class id or 'ignore')")
-        mask = self.mask_like(counts) if whole else None
+        mask = self.mask_like(counts, mask_share) if whole else None
         if mask is not None:
             raise EosegError(
                 f"{source}: {mask[0]:.0%} of the pixels are IGNORE_LABEL {self.ignore_label} (unlabelled) and "
@@ -201,15 +203,15 @@ class LabelValues:
                 f"mask? map its values with LABEL_VALUES, e.g. {{0: 0, {self.ignore_label}: 1}} (or, if "
                 f"{self.ignore_label} does mean unlabelled, name it: {{..., {self.ignore_label}: 'ignore'}})")
 
-    def mask_like(self, counts: dict) -> tuple[float, int] | None:
+    def mask_like(self, counts: dict, share: float = SUSPICIOUS_IGNORE_SHARE) -> tuple[float, int] | None:
         """(share of IGNORE_LABEL, the one class present) of a raster read as class ids (``counts`` of its values)
-        that looks like a 0/255 mask (SUSPICIOUS_IGNORE_SHARE); None for others."""
+        that looks like a 0/255 mask: IGNORE_LABEL on at least ``share`` of it; None for others."""
         if not self.identity or self.num_classes < 2:
             return None
         total = sum(counts.values())
         ignored = counts.get(self.ignore_label, 0)
         present = [v for v in counts if isinstance(v, int) and 0 <= v < self.num_classes]
-        if total and ignored / total >= SUSPICIOUS_IGNORE_SHARE and len(present) == 1:
+        if ignored and ignored / total >= share and len(present) == 1:
             return ignored / total, present[0]
         return None
 
@@ -302,7 +304,10 @@ class RasterLabels:
         if self.info.colour_table is not None and self.palette is not None:
             self._check_colour_table(counts)
         try:
-            self.values.check(counts, str(self.path), whole)
+            # a raster eoseg did not make, whose nodata tag does not say that IGNORE_LABEL is unlabelled: any share
+            tagged = self.info.nodata is not None and self.info.nodata == self.values.ignore_label
+            foreign = not (self.records_class_names or tagged or self.info.colour_table is not None)
+            self.values.check(counts, str(self.path), whole, 0.0 if foreign else SUSPICIOUS_IGNORE_SHARE)
         except EosegError as err:  # its nodata tag, which is not read as unlabelled, may name the value that is
             nodata = self.info.nodata
             if nodata is None or not float(nodata).is_integer() or int(nodata) not in counts \
