@@ -423,7 +423,8 @@ class Config:
             raise EosegError(f"INFER_VALUE_SCALE multiplies the images' values, > 0 (1 = as they are); got {v['INFER_VALUE_SCALE']!r}")
         for name in ID_LISTS:
             check_tile_ids(v[name], name)
-        if v["HOLDOUT_BLOCK"] < 0 or 0 < v["HOLDOUT_BLOCK"] < 2 * v["PATCH_SIZE"]:
+        # under 2 x PATCH_SIZE it is refused only where a tile is split (eoseg.holdout), once the lists' globs are read
+        if v["HOLDOUT_BLOCK"] < 0:
             raise EosegError(f"HOLDOUT_BLOCK must be 0 (no split) or at least 2 x PATCH_SIZE = {2 * v['PATCH_SIZE']} px, "
                              f"so that training patches fit beside the held-out blocks; got {v['HOLDOUT_BLOCK']!r}")
         if v["HOLDOUT_EVERY"] < 2:

@@ -88,11 +88,18 @@ class TileSplit:
 
 
 def split_tiles(cfg: Config) -> list[str]:
-    """Tiles in TRAIN_IDS and in TEST_IDS or VAL_IDS, whose blocks are split (none where HOLDOUT_BLOCK is 0)."""
+    """Tiles in TRAIN_IDS and in TEST_IDS or VAL_IDS, whose blocks are split (none where HOLDOUT_BLOCK is 0).
+
+    Refused where there are such tiles and HOLDOUT_BLOCK is under 2 x PATCH_SIZE (without them, it is not used)."""
     if not cfg.HOLDOUT_BLOCK:
         return []
     held_out = set(cfg.tile_ids("test")) | set(cfg.ids("VAL_IDS"))
-    return [tile_id for tile_id in cfg.tile_ids("train") if tile_id in held_out]
+    tiles = [tile_id for tile_id in cfg.tile_ids("train") if tile_id in held_out]
+    if tiles and cfg.HOLDOUT_BLOCK < 2 * cfg.PATCH_SIZE:
+        raise EosegError(f"HOLDOUT_BLOCK must be 0 (no split) or at least 2 x PATCH_SIZE = {2 * cfg.PATCH_SIZE} px, so "
+                         f"that training patches fit beside the held-out blocks of tiles {listed(tiles)} (in TRAIN_IDS "
+                         f"and held out); got {cfg.HOLDOUT_BLOCK!r}")
+    return tiles
 
 
 def tile_split(cfg: Config, tile_id: str, height: int, width: int) -> TileSplit | None:

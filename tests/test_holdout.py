@@ -60,13 +60,25 @@ def test_only_tiles_in_both_lists_are_split(tiny_cfg):
     assert split_tiles(cfg.replace(HOLDOUT_BLOCK=0)) == [] and holdout_record(cfg.replace(HOLDOUT_BLOCK=0)) is None
 
 
-@pytest.mark.parametrize("name, value, says", [("HOLDOUT_BLOCK", 100, "at least 2 x PATCH_SIZE = 128"),
-                                               ("HOLDOUT_BLOCK", -1, "0 (no split)"),
+@pytest.mark.parametrize("name, value, says", [("HOLDOUT_BLOCK", -1, "0 (no split)"),
                                                ("HOLDOUT_EVERY", 1, "2 or more")])
 def test_settings_that_cannot_split_are_refused(tiny_cfg, name, value, says):
     with pytest.raises(EosegError, match=r"^" + name) as err:
         tiny_cfg.replace(**{name: value})
     assert says in str(err.value)
+
+
+def test_a_block_under_two_patches_is_refused_only_where_a_tile_is_split(tiny_cfg):
+    """A PATCH_SIZE over 512 was refused by the config for the default HOLDOUT_BLOCK (1024) with no tile in both
+    lists, where no block is held out."""
+    disjoint = tiny_cfg.replace(TRAIN_IDS=["1", "2"], TEST_IDS=["4"], PATCH_SIZE=600, HOLDOUT_BLOCK=1024)
+    assert split_tiles(disjoint) == [] and holdout_record(disjoint) is None
+    shared = disjoint.replace(TEST_IDS=["2", "4"])  # a config may be checked before its lists' globs can be read
+    refusal = (r"^HOLDOUT_BLOCK must be 0 \(no split\) or at least 2 x PATCH_SIZE = 1200 px, so that training patches "
+               r"fit beside the held-out blocks of tiles 2 \(in TRAIN_IDS and held out\); got 1024$")
+    for refused in (split_tiles, holdout_record, lambda cfg: tile_split(cfg, "2", 2400, 2400)):
+        with pytest.raises(EosegError, match=refusal):
+            refused(shared)
 
 
 def test_a_tile_too_small_for_its_blocks_names_a_block_that_fits(tiny_cfg):
