@@ -69,9 +69,6 @@ NOT_TRAINED = "classes_not_in_training"  # the classes no training pixel of the 
 
 def nothing_scored(metrics: dict) -> str:
     """Why metrics that scored no pixel scored none."""
-    absent = [name for name, row in metrics["per_class"].items() if not row["support"]]
-    if absent and metrics["pixels"]:
-        lines.append(f"not in the ground truth, so not in the means: {', '.join(absent)}")
     if metrics.get(UNSCORED):
         return "nothing was scored: the image holds no data wherever the ground truth is labelled"
     return "nothing was scored: every ground-truth pixel is IGNORE_LABEL (or outside the classes)"

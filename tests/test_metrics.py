@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from eoseg.metrics import NOT_TRAINED, UNSCORED, confusion_matrix, format_table, metrics_from_confusion
+from eoseg.metrics import NOT_TRAINED, UNSCORED, confusion_matrix, format_table, metrics_from_confusion, nothing_scored
 
 NAMES = ["road", "building", "tree"]
 IGNORE = 255
@@ -184,6 +184,15 @@ def test_empty_confusion_gives_none_not_nan():
     assert "nothing was scored: every ground-truth pixel is IGNORE_LABEL" in format_table(m)
     # labels there are, but the image holds no data under any of them: the image is the cause
     assert "nothing was scored: the image holds no data wherever the ground truth is labelled" in format_table({**m, UNSCORED: 10})
+
+
+def test_nothing_scored_says_in_one_line_why():
+    """inference.py prints it for an image that scored no pixel. It held a copy of format_table's line on classes absent
+    from the ground truth, appended to an undefined list where some pixel was scored: never, where it is called."""
+    m = metrics_from_confusion(np.zeros((3, 3), dtype=np.int64), NAMES)
+    assert nothing_scored(m) == "nothing was scored: every ground-truth pixel is IGNORE_LABEL (or outside the classes)"
+    assert nothing_scored({**m, UNSCORED: 10}) == \
+        "nothing was scored: the image holds no data wherever the ground truth is labelled"
 
 
 def test_format_table_lists_classes_and_overall_accuracy():
