@@ -621,23 +621,10 @@ def run_inference(cfg: Config, weights: str | Path, out_dir: str | Path, tile_id
     normalization = recorded_normalization(record)
     values_checked = "input_statistics" in record["signature"] and cfg.INFER_VALUE_CHECK
     if not (values_checked and cfg.INFER_VALUE_SCALE != 1):  # a declared scale: the value check decides instead
-        for job in jobs:
-            dtype = job.stack.dtype if job.stack is not None else job.info.dtype
-            factor = None  # measured: what brings its values to the training data's
-            if values_checked and np.dtype(dtype) != np.dtype(normalization.input_dtype):
-                trained_values, measured = record["signature"]["input_statistics"], job.stack.sample_statistics()
-                if values_of_type(trained_values, measured, len(cfg.BANDS), normalization.input_dtype):
-                    if rank == 0:
-                        print(f"note: {job.info.path}: its pixels are {dtype}, the training data's "
-                              f"{normalization.input_dtype}; its values lie in {normalization.input_dtype}'s range and on "
-                              "the training scale: labelled as they are", file=sys.stderr)
-                    continue
-                ratio = value_scale(trained_values, measured, len(cfg.BANDS))
-                factor = None if ratio is None else 1 / ratio
-            try:
-                check_input_dtype(normalization, dtype, job.info.path, values_checked, read_as_note(job.info, cfg.BANDS), factor)
-            except EosegError as err:  # its GDAL scale and offset, other than the training images', may be why
-                raise EosegError(f"{err}{scaling_hint(job.info, cfg.BANDS, record['signature'].get('image_bands'))}") from None
+        jobs = [job for job in jobs if _of_the_training_type(cfg, job, record, normalization, values_checked, image_jobs,
+                                                             failed, say=progress and rank == 0)]
+        if not jobs and failed:
+            raise _none_labelled(failed)
     jobs = _check_value_scales(cfg, jobs, record["signature"].get("input_statistics"), record["signature"].get("image_bands"),
                                image_jobs, failed, say=progress and rank == 0)
     trained = record["signature"].get("pixel_size_m")
@@ -706,6 +693,35 @@ def run_inference(cfg: Config, weights: str | Path, out_dir: str | Path, tile_id
     if rank == 0:
         _write_reports(summary, weights, predictor.precision)
     return summary
+
+
+def _of_the_training_type(cfg: Config, job: Job, record: dict, normalization, values_checked: bool, image_jobs: set[str],
+                          failed: dict[str, str], say: bool) -> bool:
+    """Whether ``job``'s pixels are of the training data's type, or (``values_checked``) of another type holding
+    values of it (noted); an image given by path that is not goes to ``failed`` (the others are labelled), a
+    configured tile's refusal stops the run."""
+    dtype = job.stack.dtype if job.stack is not None else job.info.dtype
+    factor = None  # measured: what brings its values to the training data's
+    if values_checked and np.dtype(dtype) != np.dtype(normalization.input_dtype):
+        trained_values, measured = record["signature"]["input_statistics"], job.stack.sample_statistics()
+        if values_of_type(trained_values, measured, len(cfg.BANDS), normalization.input_dtype):
+            if say:
+                print(f"note: {job.info.path}: its pixels are {dtype}, the training data's {normalization.input_dtype}; "
+                      f"its values lie in {normalization.input_dtype}'s range and near the training scale: labelled as "
+                      "they are", file=sys.stderr)
+            return True
+        ratio = value_scale(trained_values, measured, len(cfg.BANDS))
+        factor = None if ratio is None else 1 / ratio
+    try:
+        check_input_dtype(normalization, dtype, job.info.path, values_checked, read_as_note(job.info, cfg.BANDS), factor,
+                          checkable="input_statistics" in record["signature"])
+    except EosegError as err:  # its GDAL scale and offset, other than the training images', may be why
+        why = f"{err}{scaling_hint(job.info, cfg.BANDS, record['signature'].get('image_bands'))}"
+        if job.name not in image_jobs:
+            raise EosegError(why) from None
+        failed[str(job.info.path)] = why
+        return False
+    return True
 
 
 def _check_value_scales(cfg: Config, jobs: list[Job], trained: dict | None, image_bands: dict | None, image_jobs: set[str],

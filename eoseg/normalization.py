@@ -303,9 +303,11 @@ def off_scale(ratio: float, limit: float) -> bool:
 
 def values_of_type(trained: dict, measured: BandStatistics, bands: int, dtype: str) -> bool:
     """Whether the values ``measured`` (an image of another data type) are those of ``dtype`` data like the
-    ``trained`` ones: within that type's range and on their scale (8-bit values stored as float32)."""
+    ``trained`` ones: within that type's range and short of VALUE_SCALE_LIMIT off their scale (8-bit values stored as
+    float32), so that the value check then notes or refuses them as it does images of ``dtype``: a float32 copy of a
+    darker 16-bit scene is no further off than the scene."""
     ratio = value_scale(trained, measured, bands)
-    if ratio is None or off_scale(ratio, VALUE_SCALE_NOTE):
+    if ratio is None or off_scale(ratio, VALUE_SCALE_LIMIT):
         return False
     if np.issubdtype(np.dtype(dtype), np.integer):
         limits = np.iinfo(np.dtype(dtype))

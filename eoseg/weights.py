@@ -151,11 +151,12 @@ def recorded_normalization(record: dict) -> Normalization:
 
 
 def check_input_dtype(normalization: Normalization, dtype: str, image: str | Path, scalable: bool = False,
-                      read_as: str = "", factor: float | None = None) -> None:
+                      read_as: str = "", factor: float | None = None, checkable: bool = False) -> None:
     """Refuse an image whose pixel type differs from the training data's: 16-bit values through a
     normalisation made for 8-bit ones (or the reverse) give confident, wrong labels. ``scalable``: the
     weights record their values, so that INFER_VALUE_SCALE can bring the image's to them (checked), by ``factor``
-    where it was measured; ``read_as``: how its pixels came to be ``dtype`` (see eoseg.io.read_as_note)."""
+    where it was measured; ``checkable``: they record them, but INFER_VALUE_CHECK is off, so they were not compared;
+    ``read_as``: how its pixels came to be ``dtype`` (see eoseg.io.read_as_note)."""
     trained = normalization.input_dtype
     if trained is None or np.dtype(dtype) == np.dtype(trained):
         return
@@ -167,6 +168,8 @@ def check_input_dtype(normalization: Normalization, dtype: str, image: str | Pat
                      + (f"set INFER_VALUE_SCALE={factor:.4g} (measured on its values) to bring them to theirs, "
                         if scalable and factor is not None else
                         "set INFER_VALUE_SCALE to the factor that brings its values to theirs, " if scalable else "")
+                     + ("leave INFER_VALUE_CHECK on to have its values compared with theirs (values of that type are "
+                        "labelled as they are), " if checkable and not scalable else "")
                      + f"or train on {dtype} data")
 
 

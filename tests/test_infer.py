@@ -475,6 +475,29 @@ def test_an_image_of_another_data_type_holding_the_training_values_is_labelled_a
         labelled(brighter, "uint16")
 
 
+def test_a_float_copy_of_a_darker_16_bit_scene_is_labelled_as_the_scene_is(tmp_path, capsys):
+    """A float32 copy of a uint16 scene at 0.6 times the training values was refused (suggesting INFER_VALUE_SCALE
+    1.66, 66% brighter) where the uint16 scene got a note, and its refusal stopped every image of the run (review).
+    It is held to the value check's limits as the scene is; a refusal (INFER_VALUE_CHECK off: nothing compared) fails
+    that image alone and says how to have it compared."""
+    cfg = make_tiny_config(tmp_path, WRITE_PREVIEW=False)
+    pixels = random_image(90, 110).astype(np.uint16) * 4
+    weights = weights_of_values(cfg, tmp_path / "w.pt", pixels, "uint16")
+    darker = (pixels * 0.6).astype(np.uint16)
+    scene = write_geotiff(tmp_path / "scene.tif", darker)
+    copy = write_geotiff(tmp_path / "copy.tif", darker.astype(np.float32))
+    as_scene = run_inference(cfg, weights, tmp_path / "scene", image_paths=[scene], progress=False)
+    capsys.readouterr()
+    as_copy = run_inference(cfg, weights, tmp_path / "copy", image_paths=[copy])
+    np.testing.assert_array_equal(read_raster(as_copy.images[0].outputs["labels"]),
+                                  read_raster(as_scene.images[0].outputs["labels"]))
+    assert "copy.tif: its values are 0.6 times those the weights were trained on" in capsys.readouterr().err
+    unchecked = run_inference(cfg.replace(INFER_VALUE_CHECK=False), weights, tmp_path / "unchecked",
+                              image_paths=[copy, scene], progress=False)
+    assert [image.name for image in unchecked.images] == ["scene"]
+    assert "leave INFER_VALUE_CHECK on to have its values compared with theirs" in unchecked.failed[str(copy)]
+
+
 def test_the_value_scale_is_checked_on_data_the_sampled_windows_miss(tmp_path):
     """Reflectance 0..1 against weights of 0..255 values, in a small part of a large nodata frame that lies
     between the windows the check reads first: the whole raster is read, and the image refused."""
