@@ -30,7 +30,7 @@ from eoseg.io import available_memory
 from eoseg.labels import class_pixels
 from eoseg.lmdb_store import TRAIN_LMDB, LmdbPatches
 from eoseg.metadata import check_source_files, data_signature
-from eoseg.normalization import TRAINING_MEAN_FILL, BandStatistics, check_scale
+from eoseg.normalization import BandStatistics, check_scale
 from eoseg.tiles import (check_patch_fits, check_same_dtype, image_bands_record, read_labels, tile_stack, training_filling,
                          training_pixels)
 
@@ -125,7 +125,8 @@ class TileCrops(Dataset):
 
     def __init__(self, tiles: list[tuple[np.ndarray, np.ndarray]], size: int, flips: bool, seed: int,
                  pixel_size_m: list[float] | None = None, input_statistics: dict | None = None,
-                 class_pixels: list[int] | None = None, image_bands: dict | None = None):
+                 class_pixels: list[int] | None = None, image_bands: dict | None = None,
+                 nodata_fill: list[float] | None = None):
         self.tiles = tiles
         self.size = size
         self.flips = flips
@@ -134,7 +135,7 @@ class TileCrops(Dataset):
         self.input_statistics = input_statistics  # their values' mean and std per band, or None
         self.class_pixels = class_pixels  # labelled pixels of each class in the tiles, or None
         self.image_bands = image_bands  # their files' band names and scalings (tiles.image_bands_record), or None
-        self.nodata_fill = TRAINING_MEAN_FILL  # what their nodata pixels hold (tiles.training_filling)
+        self.nodata_fill = nodata_fill  # what their nodata pixels hold (tiles.training_filling)
         areas = np.array([labels.size for _, labels in tiles], dtype=np.float64)
         self.tile_probabilities = areas / areas.sum()
         self.epoch_length = max(1, sum((labels.shape[0] // size) * (labels.shape[1] // size) for _, labels in tiles))
@@ -254,7 +255,7 @@ def training_data(cfg: Config) -> AugmentedPatches | TileCrops:
     check_scale(statistics, cfg)
     counts = np.sum([class_pixels(labels, cfg.num_classes) for _, labels in tiles], axis=0).tolist()
     return TileCrops(tiles, cfg.PATCH_SIZE, cfg.RANDOM_FLIPS, cfg.SEED, pixel_size_range(infos), statistics.record(), counts,
-                     image_bands_record(infos, cfg.BANDS))
+                     image_bands_record(infos, cfg.BANDS), filling.fill_record())
 
 
 def median_frequency_weights(label_maps, num_classes: int, ignore_label: int, progress: bool = False) -> list[float]:

@@ -24,7 +24,7 @@ from eoseg.holdout import TileSplit, report_overlapping_tiles, tile_split
 from eoseg.io import GDAL_CACHE_MB, RasterInfo, atomic_directory, atomic_write_text
 from eoseg.labels import RasterLabels, VectorLabels, class_pixels
 from eoseg.metadata import data_signature, source_files_record
-from eoseg.normalization import TRAINING_MEAN_FILL, BandStatistics, Normalization, check_scale
+from eoseg.normalization import BandStatistics, Normalization, check_scale
 from eoseg.tiles import (TileStack, check_patch_fits, check_same_dtype, fits_patch, image_bands_record, tile_labels,
                          tile_stack, training_filling, training_pixels)
 
@@ -171,7 +171,7 @@ def extract_patches(cfg: Config, out_dir: str | Path, force: bool = False, progr
             "dtype": str(stack_dtype),
             "pixel_size_m": pixel_size_range(train_infos),  # of the training tiles: the size inference labels at
             "input_statistics": statistics.record(),  # their values: the scale inference expects (normalization.value_scale)
-            "nodata_fill": TRAINING_MEAN_FILL,  # what their nodata pixels hold (tiles.training_filling)
+            "nodata_fill": filling.fill_record(),  # what their nodata pixels hold (tiles.training_filling)
             "image_bands": image_bands_record(train_infos, cfg.BANDS),  # their files' band names: the order inference expects
             "class_pixels": trained_classes.tolist(),  # of the training patches: a class never labelled is noted in training
             "counts": counts,

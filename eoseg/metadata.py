@@ -64,7 +64,7 @@ def data_signature(cfg: Config, patch_size: int | None = None, holdout: bool = T
     return signature
 
 
-def check_stored_data(recorded: dict, expected: dict, artifact: str, nodata_fill: str | None = None) -> None:
+def check_stored_data(recorded: dict, expected: dict, artifact: str, nodata_fill: str | list | None = None) -> None:
     """Refuse stored patches (a patch folder, an LMDB) made for another config, in what their pixels depend on.
 
     They hold raw pixels, so the normalisation does not matter, but for those whose ``nodata_fill`` record is

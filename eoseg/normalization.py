@@ -10,7 +10,9 @@ import torch
 
 from eoseg.errors import EosegError
 
-TRAINING_MEAN_FILL = "training mean"  # how patches, LMDBs and weights record that nodata held the training imagery's mean
+# how patches, LMDBs and weights made on 2026-12-07 record that nodata held the training imagery's mean, taken to be
+# that of their statistics; later ones record the values themselves (the fill was a sample's mean, 7% off on a scene)
+TRAINING_MEAN_FILL = "training mean"
 
 
 @dataclass(frozen=True)
@@ -92,11 +94,18 @@ class Normalization:
             neutral = np.clip(np.rint(neutral), limits.min, limits.max)
         return np.where(valid[None], pixels, neutral.astype(pixels.dtype)[:, None, None])
 
-    def filled_as_recorded(self, statistics: dict | None, fill: str | None) -> "Normalization":
-        """This normalisation filling nodata as the training data were filled, as their ``fill`` record says: with the
-        training imagery's mean (``statistics``) where it is TRAINING_MEAN_FILL; else (patches, LMDBs and weights
-        made before 2026-12-07) with NORM_MEAN, as they were trained."""
+    def filled_as_recorded(self, statistics: dict | None, fill: str | list | None) -> "Normalization":
+        """This normalisation filling nodata as the training data were filled, as their ``fill`` record says: with its
+        values (:meth:`fill_record`); with the training imagery's mean (``statistics``) where it is
+        TRAINING_MEAN_FILL; else (patches, LMDBs and weights made before 2026-12-07) with NORM_MEAN, as they were
+        trained."""
+        if isinstance(fill, list):
+            return replace(self, fill=tuple(float(v) for v in fill)) if len(fill) == len(self.mean) else self
         return self.filled_with(statistics) if fill == TRAINING_MEAN_FILL else self
+
+    def fill_record(self) -> list[float] | None:
+        """What nodata pixels take, as patches, LMDBs and weights record it (None: the value that normalises to 0)."""
+        return None if self.fill is None else [float(v) for v in self.fill]
 
     def filled_with(self, statistics: dict | None) -> "Normalization":
         """This normalisation with nodata pixels given the mean of ``statistics`` (:meth:`BandStatistics.record` of

@@ -585,8 +585,8 @@ def read_labels(cfg: Config, tile_id: str, like: RasterInfo) -> np.ndarray:
 
 def training_filling(cfg: Config) -> Normalization:
     """The normalisation whose :meth:`~Normalization.fill_invalid` gives nodata pixels of training patches and crops
-    the training tiles' mean (sampled: :meth:`TileStack.sample`), as labelling gives them the training imagery's mean
-    that the weights record: one fill in training and labelling."""
+    the training tiles' mean (sampled: :meth:`TileStack.sample`); patches and weights record these values
+    (:meth:`~Normalization.fill_record`), which labelling gives nodata pixels: one fill in training and labelling."""
     statistics = BandStatistics(cfg.num_bands)
     for tile_id in cfg.tile_ids("train"):
         statistics.merge(tile_stack(cfg, tile_id).sample_statistics())

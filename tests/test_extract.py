@@ -250,10 +250,13 @@ def test_nodata_pixels_of_patches_hold_the_training_tiles_mean_as_labelling_give
     patch = np.load(Path(cfg.PATCHES_DIR) / first["image"])
     assert patch[:, :20, :30].reshape(3, -1).T.tolist() == [np.rint(fill).tolist()] * 600
     assert (np.load(Path(cfg.PATCHES_DIR) / first["label"])[:20, :30] == cfg.IGNORE_LABEL).all()
-    # labelling fills with the mean the weights record of the training imagery
+    # labelling fills with the values the patches were filled with, which the weights record (the statistics of all
+    # patch pixels they also record are not the sample's mean the fill was: 573 against 613 on a real scene)
     statistics = {"mean": [104.5, 75.25, 82.0], "std": [1.0, 1.0, 1.0]}
     record = {"signature": {"normalization": {"mean": [0.0] * 3, "std": [255.0] * 3}, "input_statistics": statistics,
                             "nodata_fill": read_manifest(cfg.PATCHES_DIR)[0]["nodata_fill"]}}
+    assert recorded_normalization(record).fill == pytest.approx(fill)
+    record["signature"]["nodata_fill"] = "training mean"  # weights of the first records of it: their statistics' mean
     assert recorded_normalization(record).fill == (104.5, 75.25, 82.0)
     del record["signature"]["nodata_fill"]  # weights trained before it was recorded: on NORM_MEAN, labelled so
     assert recorded_normalization(record).fill is None

@@ -23,6 +23,7 @@ from eoseg.metadata import data_signature
 from eoseg.models import model_from_config
 from eoseg.recipe import make_loss, make_optimizer
 from eoseg.sample import PIXEL_SIZE_M
+from eoseg.tiles import training_filling
 from eoseg.train import train
 
 from .conftest import TINY_TILE_SIZE
@@ -126,8 +127,11 @@ def test_training_writes_weights_log_plot_and_resumes(tiny_cfg, source):
     assert recorded["std"] == pytest.approx(pixels.std(axis=1), rel=1e-5)
     # and what their files name their bands, the order inference expects of an image's
     names = [list(raster_info(cfg.tile_path("IMAGE_PATTERN", tile)).descriptions) for tile in cfg.tile_ids("train")]
-    assert payload["signature"]["image_bands"] == {"names": [[name or None for name in names[0]]], "scalings": [[]]}
-    assert payload["signature"]["nodata_fill"] == "training mean"  # inference fills nodata as training did
+    colours = [list(raster_info(cfg.tile_path("IMAGE_PATTERN", tile)).colorinterp) for tile in cfg.tile_ids("train")]
+    assert payload["signature"]["image_bands"] == {"names": [[name or None for name in names[0]]], "colours": colours[:1],
+                                                   "scalings": [[]]}
+    # inference fills nodata as training did
+    assert payload["signature"]["nodata_fill"] == pytest.approx(training_filling(cfg).fill_record())
 
 
 def test_resume_beyond_iterations_is_refused(tiny_cfg):
