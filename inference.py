@@ -78,7 +78,7 @@ def main(argv=None):
         merged = merge_shard_reports(cfg, args.merge_metrics or [out_dir], out_dir)
         if merged.metrics is not None:
             print(format_table(merged.metrics, f"metrics over {sum(i.metrics is not None for i in merged.images)} "
-                                               f"scored image(s) of {len(merged.images)}"))
+                                               f"image(s) with ground truth, of {len(merged.images)}"))
         for name, path in merged.outputs.items():
             print(f"{name}: {path}")
         refuse_failed(merged)
@@ -104,7 +104,8 @@ def main(argv=None):
             print(f"{image.name}: {scored}  (vs {image.truth_source})")
     if summary.metrics is not None:
         print()
-        print(format_table(summary.metrics, f"metrics over {sum(i.metrics is not None for i in summary.images)} scored image(s)"))
+        with_truth = sum(i.metrics is not None for i in summary.images)
+        print(format_table(summary.metrics, f"metrics over {with_truth} image(s) with ground truth"))
     print()
     for image in summary.images:
         print(f"{image.name}: " + ", ".join(str(p) for p in image.outputs.values()))
