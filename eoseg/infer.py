@@ -568,7 +568,9 @@ def run_inference(cfg: Config, weights: str | Path, out_dir: str | Path, tile_id
     for job in jobs:
         say = progress and distributed_rank()[0] == 0
         if job.info.unplaced and say:
-            print(f"note: {job.info.unplaced}; its outputs are not georeferenced", file=sys.stderr)
+            carried = ("its outputs carry them (GeoTIFFs), to be warped alike" if job.info.ground_control
+                       else "its outputs are not georeferenced")
+            print(f"note: {job.info.unplaced}; {carried}", file=sys.stderr)
         # a world file (GDAL reads no .prj beside it), or a GeoTIFF's transform without its CRS
         elif job.info.georeferenced and job.info.crs is None and say:
             print(f"note: {job.info.path.name} is placed (a transform) but has no CRS: its pixel size is not compared "

@@ -640,8 +640,15 @@ def apply_scaling(pixels: np.ndarray, scaling: tuple[np.ndarray, np.ndarray] | N
 
 
 def output_suffix(info: RasterInfo) -> str:
-    """GeoTIFF for georeferenced inputs, PNG for plain images."""
-    return ".tif" if info.georeferenced else ".png"
+    """GeoTIFF for georeferenced inputs and those placed by ground control points or RPCs (which their outputs
+    carry), PNG for plain images."""
+    return ".tif" if info.georeferenced or info.ground_control else ".png"
+
+
+def _ground_control(info: RasterInfo) -> tuple:
+    """(GCPs and their CRS, RPCs or None) of the raster ``info`` describes."""
+    with open_raster(info.path) as src:
+        return src.gcps, src.rpcs
 
 
 class RasterWriter:
@@ -685,6 +692,7 @@ class RasterWriter:
             profile["alpha"] = "YES"
         if not png and like is not None and like.georeferenced:
             profile.update(crs=like.crs, transform=like.transform)
+        placing = _ground_control(like) if not png and like is not None and like.ground_control else None
         if nodata is not None:
             profile["nodata"] = nodata
         make_folder(self.path.parent)
@@ -692,6 +700,12 @@ class RasterWriter:
         try:
             with _checked_write(self.path, self._tmp):
                 self._dst = rasterio.open(self._tmp, "w", **profile)
+                if placing is not None:  # on the image's own pixel grid: its points place these pixels alike
+                    gcps, rpcs = placing
+                    if gcps[0]:
+                        self._dst.gcps = gcps
+                    if rpcs is not None:
+                        self._dst.rpcs = rpcs
                 if colormap is not None:
                     self._dst.write_colormap(1, colormap)
                 for band, name in enumerate(band_names or (), start=1):

@@ -145,12 +145,23 @@ def image_placed_by_gcps(path):
 
 
 def test_an_image_placed_by_ground_control_points_only_is_said_to_be_unplaced(setup, tmp_path, capsys):
+    """Its outputs, on its own pixel grid, carry its ground control points: they were PNGs (and the probabilities a
+    GeoTIFF without them), placed nowhere (review)."""
     cfg, weights = setup
     path = image_placed_by_gcps(tmp_path / "gcps.tif")
-    result = run_inference(cfg, weights, tmp_path / "out", image_paths=[path], progress=True).images[0]
+    result = run_inference(cfg.replace(WRITE_PROBABILITIES=True), weights, tmp_path / "out", image_paths=[path],
+                           progress=True).images[0]
     assert "note: gcps.tif has ground control points or RPCs but no geotransform, which eoseg reads: warp it by them " \
-           "first (gdalwarp -tps, or -rpc, with -t_srs); its outputs are not georeferenced" in capsys.readouterr().err
-    assert result.outputs["labels"].suffix == ".png"
+           "first (gdalwarp -tps, or -rpc, with -t_srs); its outputs carry them (GeoTIFFs), to be warped alike" \
+           in capsys.readouterr().err
+    def points(raster):
+        with rasterio.open(raster) as src:
+            gcps, crs = src.gcps
+            return [(p.row, p.col, p.x, p.y) for p in gcps], crs, src.transform.is_identity
+
+    for key in ("labels", "color", "probabilities"):
+        assert result.outputs[key].suffix == ".tif"
+        assert points(result.outputs[key]) == points(path), key
     run_inference(cfg, weights, tmp_path / "plain", image_paths=[write_geotiff(tmp_path / "in.tif", random_image())])
     assert "ground control" not in capsys.readouterr().err
 
