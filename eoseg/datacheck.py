@@ -315,6 +315,8 @@ def format_report(cfg: Config, report: DataReport) -> str:
         meaning = ("NOT MAPPED" if target is None else "ignored" if target == values.ignore_label
                    else f"class {target} ({cfg.CLASS_NAMES[target]})")
         lines.append(f"  {value!r:>8} {amount} -> {meaning}")
+    if report.raw_polygons:  # one file of a region: its features over several tiles
+        lines.append("  (polygons over the tiles: one over two tiles counted in each)")
     lines += ["", "class shares of the labelled pixels:", f"  {'class':<24} {'train':>8} {'test':>8}"]
     shares = {split: 100 * pixels / max(pixels.sum(), 1) for split, pixels in report.class_pixels.items()}
     counted = {split: pixels.sum() > 0 for split, pixels in report.class_pixels.items()}

@@ -306,6 +306,7 @@ def test_the_class_attribute_values_of_polygons_are_listed(sample_root, tmp_path
     text = format_report(cfg, report)
     assert f"    'roof' {kinds.count('roof'):>12} polygons -> class 1 (building)" in text
     assert f"    'tree' {kinds.count('tree'):>12} polygons -> class 0 (tree)" in text
+    assert "  (polygons over the tiles: one over two tiles counted in each)" in text
 
 
 def test_label_values_are_listed_in_numeric_order(tiny_cfg):
