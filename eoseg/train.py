@@ -245,10 +245,16 @@ def latest_checkpoint(cfg: Config) -> Path:
 RUN_OUTPUTS = ("checkpoints", "log.csv", "loss.png", "config.json", "tensorboard")  # what a run writes into TRAIN_DIR
 
 
-def replaced_run(train_dir: Path) -> Path:
+def replaced_run(train_dir: str | Path) -> Path:
     """Where --force keeps the run it replaces until the new run writes its first output: a new run refused by a
     check of its data (another patch size, say) gives it back instead of leaving TRAIN_DIR empty."""
+    train_dir = Path(train_dir).absolute()  # "." has no name to put it beside
     return train_dir.with_name(f".{train_dir.name}.replaced")
+
+
+def _discarded_run(train_dir: str | Path) -> Path:
+    aside = replaced_run(train_dir)
+    return aside.with_name(aside.name.removesuffix(".replaced") + ".discarded")
 
 
 def _move_run_outputs(source: Path, target: Path) -> None:
@@ -259,22 +265,23 @@ def _move_run_outputs(source: Path, target: Path) -> None:
 
 
 def _give_back_replaced_run(train_dir: Path) -> None:
-    """Put the run that --force set aside back into ``train_dir``, unless the new run wrote there: then it goes."""
+    """Put the run that --force set aside back into ``train_dir`` (all of it, where a kill stopped its move half-way:
+    the new run writes only once it is discarded); finish removing one discarded by a killed run."""
+    if _discarded_run(train_dir).exists():
+        shutil.rmtree(_discarded_run(train_dir))
     aside = replaced_run(train_dir)
-    if not aside.exists():
-        return
-    if any((train_dir / name).exists() for name in RUN_OUTPUTS):
-        shutil.rmtree(aside)
-    else:
+    if aside.exists():
         _move_run_outputs(aside, train_dir)
         shutil.rmtree(aside)
 
 
-def discard_replaced_run(train_dir: Path) -> None:
-    """The new run is about to write TRAIN_DIR: the run --force replaces goes for good."""
+def discard_replaced_run(train_dir: str | Path) -> None:
+    """The new run is about to write TRAIN_DIR: the run --force replaces goes for good (renamed first, so that a
+    kill while it is removed leaves no part of it to be given back)."""
     aside = replaced_run(train_dir)
     if aside.exists():
-        shutil.rmtree(aside)
+        os.replace(aside, _discarded_run(train_dir))
+        shutil.rmtree(_discarded_run(train_dir))
 
 
 @contextlib.contextmanager

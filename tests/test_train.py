@@ -879,16 +879,30 @@ def test_a_forced_run_removes_the_earlier_run_only_once_it_writes(tiny_cfg):
     assert (train_dir / "log.csv").read_text() == "iteration,loss\n5,0.5\n"
     assert (train_dir / "checkpoints" / "iter_0000005.pt").is_file() and not replaced_run(train_dir).exists()
 
-    replaced_run(train_dir).mkdir()  # as a forced run killed before it wrote leaves it
-    for name in ("log.csv", "checkpoints"):
-        shutil.move(train_dir / name, replaced_run(train_dir) / name)
+    replaced_run(train_dir).mkdir()  # as a forced run killed half-way through setting it aside leaves it
+    shutil.move(train_dir / "log.csv", replaced_run(train_dir) / "log.csv")
     with pytest.raises(EosegError, match="already holds a training run"):
         with claim_train_dir(tiny_cfg, resume=False, force=False):
             pass
-    assert (train_dir / "log.csv").is_file() and not replaced_run(train_dir).exists()
+    assert (train_dir / "log.csv").is_file() and (train_dir / "checkpoints" / "iter_0000005.pt").is_file()
+    assert not replaced_run(train_dir).exists()
 
     cfg = tiny_cfg.replace(TRAIN_SOURCE="tiles", ITERATIONS=1, VAL_EVERY=0)
     with claim_train_dir(cfg, resume=False, force=True):
         train(cfg, progress=False)
     assert not (train_dir / "checkpoints" / "iter_0000005.pt").exists() and not replaced_run(train_dir).exists()
     assert [row["iteration"] for row in read_log(train_dir)] == ["1"]
+    assert not list(train_dir.parent.glob(f".{train_dir.name}.*ed"))  # neither set aside nor discarded is left
+
+
+def test_a_run_trains_into_the_current_folder(tiny_cfg, monkeypatch):
+    """TRAIN_DIR "." has no name to set an earlier run aside beside: it was a traceback before the first step."""
+    from eoseg.train import claim_train_dir
+
+    folder = Path(tiny_cfg.TRAIN_DIR)
+    folder.mkdir(parents=True)
+    monkeypatch.chdir(folder)
+    cfg = tiny_cfg.replace(TRAIN_DIR=".", TRAIN_SOURCE="tiles", ITERATIONS=1, VAL_EVERY=0)
+    with claim_train_dir(cfg, resume=False, force=True):
+        train(cfg, progress=False)
+    assert (folder / "log.csv").is_file()
