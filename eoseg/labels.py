@@ -37,10 +37,10 @@ from eoseg.grid import bounds, check_relatable, describe_box, needs_warp, note_o
 from eoseg.io import RasterInfo, not_one_band, raster_info, recorded_class_names, unlabelled_by_mask
 from eoseg.palette import AREA_SHARE, Palette, check_value_tolerance, nearest_reference, tolerance_remedy
 
-# a label map eoseg made with at least this share of IGNORE_LABEL pixels and one class present is most likely
+# a label map with at least this share of IGNORE_LABEL pixels and one class present is most likely
 # a binary mask whose class value collides with IGNORE_LABEL (255 of a 0/255 mask); with no class
-# at all it is a tile with nothing labelled, which training skips. Another raster is judged at any share, unless its
-# nodata tag names IGNORE_LABEL: a tile of 2% buildings is no less a mask
+# at all it is a tile with nothing labelled, which training skips. Below it, another tool's raster whose nodata tag
+# does not name IGNORE_LABEL is noted: a tile of 2% buildings, or one of background with a void border, alike
 SUSPICIOUS_IGNORE_SHARE = 0.05
 SCAN_ROWS = 1024  # rows per read when a whole label raster is checked by windows
 
@@ -304,10 +304,7 @@ class RasterLabels:
         if self.info.colour_table is not None and self.palette is not None:
             self._check_colour_table(counts)
         try:
-            # a raster eoseg did not make, whose nodata tag does not say that IGNORE_LABEL is unlabelled: any share
-            tagged = self.info.nodata is not None and self.info.nodata == self.values.ignore_label
-            foreign = not (self.records_class_names or tagged or self.info.colour_table is not None)
-            self.values.check(counts, str(self.path), whole, 0.0 if foreign else SUSPICIOUS_IGNORE_SHARE)
+            self.values.check(counts, str(self.path), whole)
         except EosegError as err:  # its nodata tag, which is not read as unlabelled, may name the value that is
             nodata = self.info.nodata
             if nodata is None or not float(nodata).is_integer() or int(nodata) not in counts \
@@ -315,6 +312,23 @@ class RasterLabels:
                 raise
             raise EosegError(f"{err}; {int(nodata)} is the raster's nodata value: if it marks unlabelled pixels, name "
                              f"it so in LABEL_VALUES ({int(nodata)}: 'ignore')") from None
+        if whole:
+            self._note_sparse_mask(counts)
+
+    def _note_sparse_mask(self, counts: dict) -> None:
+        """A note where another tool's raster (no CLASS_NAMES, colour table, or nodata tag naming IGNORE_LABEL) holds
+        one class and under SUSPICIOUS_IGNORE_SHARE of IGNORE_LABEL, which :meth:`LabelValues.check` refuses above it:
+        a 0/255 mask of few buildings, read as background and unlabelled, or a tile of background with a void border."""
+        ignored = self.values.ignore_label
+        if self.records_class_names or self.info.colour_table is not None or self.info.nodata == ignored:
+            return
+        mask = self.values.mask_like(counts, share=0.0)
+        if mask is not None:
+            note_once(("few unlabelled", str(self.path)),
+                      f"{self.path}: {mask[0]:.2%} of the pixels are IGNORE_LABEL {ignored} (unlabelled) and only class "
+                      f"{mask[1]} occurs: a 0/{ignored} mask of few objects? map its values with LABEL_VALUES, e.g. "
+                      f"{{0: 0, {ignored}: 1}}; if {ignored} does mean unlabelled, tag it as the raster's nodata "
+                      f"(gdal_edit.py -a_nodata {ignored} FILE) and this note goes")
 
     def _check_colour_table(self, counts: dict) -> None:
         """Where the colour table gives most values present PALETTE colours (of a class, or IGNORE_COLOR), the

@@ -815,23 +815,25 @@ def test_the_unlabelled_pixels_of_a_label_map_eoseg_wrote_are_not_read_as_a_clas
     assert (RasterLabels(raster_info(raw), raster_info(raw), LabelValues([[0, 0], [255, 1]], 2, 255)).read() == mask[0] // 255).all()
 
 
-def test_a_sparse_0_255_mask_read_without_label_values_is_refused(tmp_path):
-    """A building mask of 2% buildings passed as class 0 and unlabelled: every building lost, OA 100% (review); the
-    mask check asked for 5% of 255. Another tool's raster is judged at any share; one whose nodata tag says 255 is
-    unlabelled is read so."""
+def test_a_sparse_0_255_mask_read_without_label_values_is_noted(tmp_path, capsys):
+    """A building mask of 2% buildings passed as class 0 and unlabelled, silently: every building lost, OA 100%
+    (review); the mask check refuses from 5% of 255 (below it, a tile of background with a void border looks alike).
+    Another tool's raster below it is noted; one whose nodata tag says 255 is unlabelled is not."""
     from eoseg.labels import RasterLabels
 
     mask = np.zeros((1, 50, 50), np.uint8)
     mask[0, 10:15, 10:20] = 255  # 2% of the pixels
     raw = write_raster(tmp_path / "sparse.tif", mask)
-    with pytest.raises(EosegError, match=r"sparse.tif: 2% of the pixels are IGNORE_LABEL 255 \(unlabelled\) and only "
-                                         r"class 0 of 2 occurs: a 0/255 mask\?"):
-        RasterLabels(raster_info(raw), raster_info(raw), LabelValues([], 2, 255)).check()
-    with rasterio.open(raw, "r+") as dst:
+    RasterLabels(raster_info(raw), raster_info(raw), LabelValues([], 2, 255)).check()
+    assert f"note: {raw}: 2.00% of the pixels are IGNORE_LABEL 255 (unlabelled) and only class 0 occurs: a 0/255 mask " \
+           "of few objects? map its values with LABEL_VALUES, e.g. {0: 0, 255: 1}; if 255 does mean unlabelled, tag it " \
+           "as the raster's nodata (gdal_edit.py -a_nodata 255 FILE) and this note goes" in capsys.readouterr().err
+    tagged = write_raster(tmp_path / "tagged.tif", mask)
+    with rasterio.open(tagged, "r+") as dst:
         dst.nodata = 255
-    tagged = RasterLabels(raster_info(raw), raster_info(raw), LabelValues([], 2, 255))
-    tagged.check()
-    assert (tagged.read() == mask[0]).all()
+    labels = RasterLabels(raster_info(tagged), raster_info(tagged), LabelValues([], 2, 255))
+    labels.check()
+    assert (labels.read() == mask[0]).all() and "note" not in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("boundary", ["centre", "ignore_band"])
