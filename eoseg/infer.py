@@ -149,10 +149,12 @@ def band_order_warning(cfg: Config, info: RasterInfo, recorded: dict | None) -> 
         return None
     trained = [listed for listed in recorded_colours if any(c in colours for c in listed)]
     if trained:
-        if not any(s in colours and t in colours and s != t for listed in trained for s, t in zip(stated, listed)):
+        contradicted = [listed for listed in trained
+                        if any(s in colours and t in colours and s != t for s, t in zip(stated, listed))]
+        if not contradicted:
             return None
         return (f"{info.path.name}: GDAL says bands {bands} are {', '.join(stated)}, but the training images' files said "
-                f"{', '.join(trained[0])}; if the bands are in another order, set BANDS to reorder them")
+                f"{', '.join(contradicted[0])}; if the bands are in another order, set BANDS to reorder them")
     declared = [BAND_KINDS.get(name.upper()) for name in cfg.BAND_NAMES]
     if not any(s in colours and d is not None and s != d for s, d in zip(stated, declared)):
         return None
@@ -383,8 +385,12 @@ def _refuse_other_runs_results(out_dir: Path, weights_sha256: str, cfg: Config) 
     others, other_weights, other_configs = [], False, set()
     for record_path in sorted(out_dir.glob(f"*{RECORD_SUFFIX}")):
         try:
-            made_with = json.loads(record_path.read_text())["made_with"]
-        except (OSError, ValueError, KeyError, TypeError):
+            record = json.loads(record_path.read_text())
+            made_with = record["made_with"]
+            if not record.get("complete", True) and not any((out_dir / entry["file"]).exists()
+                                                            for entry in record["outputs"].values()):
+                continue  # a run killed before it wrote any output of that image: nothing made with other settings
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
             continue  # not a record of ours
         if (made_with.get("weights_sha256"), made_with.get("config_sha256")) != (weights_sha256, config_sha256):
             others.append(record_path.name.removesuffix(RECORD_SUFFIX))
@@ -443,7 +449,8 @@ def _write_pending_record(record_path: Path, made_with: dict, files: dict[str, P
     """Before an image's outputs: the files about to be written, so that a run killed half-way leaves them listed as
     this step's, which a rerun replaces, not taken for a user's files of the same names, which it refuses."""
     record = {"name": record_path.name.removesuffix(RECORD_SUFFIX), "made_with": made_with, "complete": False,
-              "outputs": {key: {"file": path.name} for key, path in files.items()}}
+              # no size or hash an output could match: a version that reads no "complete" takes it for stale
+              "outputs": {key: {"file": path.name, "size": -1, "sha256": ""} for key, path in files.items()}}
     atomic_write_text(record_path, json.dumps(record, indent=2) + "\n")
 
 
@@ -704,19 +711,25 @@ def _of_the_training_type(cfg: Config, job: Job, record: dict, normalization, va
     configured tile's refusal stops the run."""
     dtype = job.stack.dtype if job.stack is not None else job.info.dtype
     factor = None  # measured: what brings its values to the training data's
-    if values_checked and np.dtype(dtype) != np.dtype(normalization.input_dtype):
-        trained_values, measured = record["signature"]["input_statistics"], job.stack.sample_statistics()
-        if values_of_type(trained_values, measured, len(cfg.BANDS), normalization.input_dtype):
-            if say:
-                print(f"note: {job.info.path}: its pixels are {dtype}, the training data's {normalization.input_dtype}; "
-                      f"its values lie in {normalization.input_dtype}'s range and near the training scale: labelled as "
-                      "they are", file=sys.stderr)
-            return True
-        ratio = value_scale(trained_values, measured, len(cfg.BANDS))
-        factor = None if ratio is None else 1 / ratio
     try:
+        if values_checked and np.dtype(dtype) != np.dtype(normalization.input_dtype):
+            trained_values, measured = record["signature"]["input_statistics"], job.stack.sample_statistics()
+            if values_of_type(trained_values, measured, len(cfg.BANDS), normalization.input_dtype,
+                              np.issubdtype(np.dtype(dtype), np.floating)):
+                if say:
+                    print(f"note: {job.info.path}: its pixels are {dtype}, the training data's "
+                          f"{normalization.input_dtype}; its values lie in {normalization.input_dtype}'s range and near "
+                          "the training scale: labelled as they are", file=sys.stderr)
+                return True
+            ratio = value_scale(trained_values, measured, len(cfg.BANDS))
+            factor = None if ratio is None else 1 / ratio
         check_input_dtype(normalization, dtype, job.info.path, values_checked, read_as_note(job.info, cfg.BANDS), factor,
                           checkable="input_statistics" in record["signature"])
+    except DamagedInputError as err:
+        if job.name not in image_jobs:
+            raise
+        failed[str(job.info.path)] = str(err)
+        return False
     except EosegError as err:  # its GDAL scale and offset, other than the training images', may be why
         why = f"{err}{scaling_hint(job.info, cfg.BANDS, record['signature'].get('image_bands'))}"
         if job.name not in image_jobs:

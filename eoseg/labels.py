@@ -467,7 +467,8 @@ class VectorLabels:
                 shapes, lambda xy: np.column_stack(transform_points(crs, image.crs, xy[:, 0], xy[:, 1])))
         inside = shapely.intersects(shapes, shapely.box(*box)) if len(shapes) else np.zeros(0, dtype=bool)
         if info["features"] and not inside.any():
-            if _boxes_meet(query, info["total_bounds"]):  # a tile of fields among the buildings of a region's file
+            extent = info.get("total_bounds")  # None where no feature has a geometry
+            if extent is not None and _boxes_meet(query, extent):  # a tile of fields among a region's buildings
                 note_once(("no polygon", str(path), str(image.path)),
                           f"{path}: no polygon over the image {image.path}, which lies within the file's extent: all of "
                           f"it is VECTOR_BACKGROUND_CLASS ({self.background})")

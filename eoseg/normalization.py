@@ -310,13 +310,15 @@ def off_scale(ratio: float, limit: float) -> bool:
     return not 1 / limit < ratio < limit
 
 
-def values_of_type(trained: dict, measured: BandStatistics, bands: int, dtype: str) -> bool:
+def values_of_type(trained: dict, measured: BandStatistics, bands: int, dtype: str, measured_is_float: bool) -> bool:
     """Whether the values ``measured`` (an image of another data type) are those of ``dtype`` data like the
-    ``trained`` ones: within that type's range and short of VALUE_SCALE_LIMIT off their scale (8-bit values stored as
-    float32), so that the value check then notes or refuses them as it does images of ``dtype``: a float32 copy of a
-    darker 16-bit scene is no further off than the scene."""
+    ``trained`` ones: within that type's range and short of VALUE_SCALE_NOTE off their scale (8-bit values stored as
+    float32); a float image of integer training data, short of VALUE_SCALE_LIMIT, so that the value check then notes
+    or refuses it as it does images of ``dtype`` (a float32 copy of a darker 16-bit scene is no further off than the
+    scene), where an 8-bit rendering of 16-bit data may be as far off by another radiometry."""
     ratio = value_scale(trained, measured, bands)
-    if ratio is None or off_scale(ratio, VALUE_SCALE_LIMIT):
+    copy = measured_is_float and np.issubdtype(np.dtype(dtype), np.integer)
+    if ratio is None or off_scale(ratio, VALUE_SCALE_LIMIT if copy else VALUE_SCALE_NOTE):
         return False
     if np.issubdtype(np.dtype(dtype), np.integer):
         limits = np.iinfo(np.dtype(dtype))

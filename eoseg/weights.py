@@ -168,8 +168,8 @@ def check_input_dtype(normalization: Normalization, dtype: str, image: str | Pat
                      + (f"set INFER_VALUE_SCALE={factor:.4g} (measured on its values) to bring them to theirs, "
                         if scalable and factor is not None else
                         "set INFER_VALUE_SCALE to the factor that brings its values to theirs, " if scalable else "")
-                     + ("leave INFER_VALUE_CHECK on to have its values compared with theirs (values of that type are "
-                        "labelled as they are), " if checkable and not scalable else "")
+                     + (f"set INFER_VALUE_CHECK=True to have its values compared with theirs ({trained} values near "
+                        "the training scale are labelled as they are), " if checkable and not scalable else "")
                      + f"or train on {dtype} data")
 
 

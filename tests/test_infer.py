@@ -302,7 +302,8 @@ def test_a_file_of_an_outputs_name_that_no_record_lists_is_replaced_only_with_fo
     assert (read_raster(theirs) == 1).all()
     summary = run_inference(cfg, weights, out, image_paths=[scene], progress=False, force=True)
     assert summary.images[0].outputs["labels"] == theirs and not (read_raster(theirs) == 1).all()
-    rerun = run_inference(cfg.replace(BLEND="gaussian"), weights, out, image_paths=[scene], progress=False, force=True)
+    os.utime(scene, ns=(scene.stat().st_atime_ns, scene.stat().st_mtime_ns + 10**9))  # a new version of the image
+    rerun = run_inference(cfg, weights, out, image_paths=[scene], progress=False)  # its own outputs: relabelled unasked
     assert not rerun.images[0].reused
 
 
@@ -326,6 +327,11 @@ def test_outputs_of_a_run_stopped_before_its_completion_record_are_its_own(setup
     summary = run_inference(cfg, weights, tmp_path / "out", image_paths=[scene], progress=False)
     assert not summary.images[0].reused
     assert json.loads((tmp_path / "out" / "scene_record.json").read_text())["complete"]
+    # killed before any output, by another run: nothing of it holds other settings (code review)
+    killed = {"name": "other", "made_with": {"weights_sha256": "other weights"}, "complete": False,
+              "outputs": {"labels": {"file": "other_labels.tif", "size": -1, "sha256": ""}}}
+    (tmp_path / "out" / "other_record.json").write_text(json.dumps(killed))
+    assert run_inference(cfg, weights, tmp_path / "out", image_paths=[scene], progress=False).images[0].reused
 
 
 def test_tiles_whose_folders_name_them_are_labelled_under_their_ids(sample_root, tmp_path):
@@ -506,7 +512,7 @@ def test_a_float_copy_of_a_darker_16_bit_scene_is_labelled_as_the_scene_is(tmp_p
     unchecked = run_inference(cfg.replace(INFER_VALUE_CHECK=False), weights, tmp_path / "unchecked",
                               image_paths=[copy, scene], progress=False)
     assert [image.name for image in unchecked.images] == ["scene"]
-    assert "leave INFER_VALUE_CHECK on to have its values compared with theirs" in unchecked.failed[str(copy)]
+    assert "set INFER_VALUE_CHECK=True to have its values compared with theirs" in unchecked.failed[str(copy)]
 
 
 def test_the_value_scale_is_checked_on_data_the_sampled_windows_miss(tmp_path):

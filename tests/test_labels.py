@@ -464,6 +464,10 @@ def test_a_tile_without_polygons_inside_the_files_extent_is_all_background(sampl
     with pytest.raises(EosegError, match=rf"none of its 1 features overlaps the image .*area1.tif \(x {left:.10g}\.\.{right:.10g}, "
                                          r".*\), which lies outside the file's extent; check the file and its CRS"):
         label_source(cfg, path, image)
+    path.write_text('{"type": "FeatureCollection", "features": [{"type": "Feature", "geometry": null, "properties": '
+                    '{"kind": "roof"}}]}')  # no extent at all: a traceback (code review)
+    with pytest.raises(EosegError, match=r"none of its 1 features overlaps the image"):
+        label_source(cfg, path, image)
 
 
 # ---------------------------------------------------------------- bad inputs through the scripts

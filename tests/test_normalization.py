@@ -16,7 +16,7 @@ import torch
 
 from eoseg.errors import EosegError
 from eoseg.normalization import (NORMALISED_RMS_RANGE, BandStatistics, Normalization, check_scale, check_value_scale,
-                                  scale_problem, source_shift, value_scale)
+                                  scale_problem, source_shift, value_scale, values_of_type)
 
 from .conftest import ROOT, as_arguments, make_tiny_config, run_script, tiny_overrides
 from .test_cli import assert_one_line_error
@@ -143,6 +143,18 @@ def test_value_scale_is_the_median_over_the_image_bands_of_their_magnitudes():
     assert value_scale(trained, BandStatistics(4), 3) is None  # nothing valid was read
     assert value_scale({"mean": [0.0] * 4, "std": [0.0] * 4}, counted(pixels), 3) is None  # trained on empty bands
     assert BandStatistics(2).record() is None
+
+
+def test_values_of_another_type_are_of_the_training_type_near_its_scale():
+    """A float copy of integer training data is held to the value check's limits (a darker 16-bit scene, 0.6 times,
+    as float32: review); an integer image of another type to the note's (an 8-bit rendering of 11-bit data, 0.37
+    times, is other data, refused for its type: code review)."""
+    pixels = np.random.default_rng(2).integers(100, 2000, size=(3, 30, 30)).astype(np.float64)
+    trained = counted(pixels).record()
+    assert values_of_type(trained, counted(pixels * 0.6), 3, "uint16", measured_is_float=True)
+    assert not values_of_type(trained, counted(pixels * 0.6), 3, "uint16", measured_is_float=False)
+    assert not values_of_type(trained, counted(pixels * 0.3), 3, "uint16", measured_is_float=True)
+    assert values_of_type(trained, counted(pixels * 1.2), 3, "uint16", measured_is_float=False)
 
 
 @pytest.mark.parametrize("factor, outcome", [(1.0, None), (1.4, None), (0.7, None), (2.5, "note"), (0.4, "note"),
