@@ -187,7 +187,8 @@ def report_overlapping_tiles(cfg: Config) -> None:
             shared = [t for t in cfg.ids(name) if t in training]
             if shared:
                 print(f"warning: tiles {listed(shared)} are in both TRAIN_IDS and {name}: their scores measure what the "
-                      "model memorised, not how it generalises (HOLDOUT_BLOCK=1024 would hold out blocks of them)",
+                      "model memorised, not how it generalises (HOLDOUT_BLOCK="
+                      f"{max(1024, 2 * cfg.PATCH_SIZE)} would hold out blocks of them)",
                       file=sys.stderr)
     for tile_id, (share, covering) in ground_in_training(cfg).items():
         print(f"warning: held-out tile {tile_id}: {share:.0%} of its ground is in training tiles too (by their "

@@ -476,13 +476,10 @@ def _check_output_files(cfg: Config, jobs: list[Job], out_dir: Path, force: bool
         if job.truth is not None:
             inputs.setdefault(job.truth.path.resolve(), f"the ground truth {job.truth.path}")
     outputs = [path for job in jobs for path in output_files(cfg, job, out_dir).values()]
-    check_outputs(outputs, inputs, True, "--out (or INFER_DIR)")
     recorded = _recorded_files(out_dir)
-    foreign = [path for path in outputs if path.exists() and path.name not in recorded]
-    if foreign and not force:
-        more = f" (and {len(foreign) - 1} more of the outputs)" if len(foreign) > 1 else ""
-        raise EosegError(f"{foreign[0]} exists{more}, and no record of an earlier labelling in {out_dir} lists it; "
-                         "label into another --out, or pass --force to replace it")
+    check_outputs(outputs, inputs, True, "--out (or INFER_DIR)")
+    check_outputs([path for path in outputs if path.name not in recorded], {}, force, "--out",
+                  f", and no record of an earlier labelling in {out_dir} lists it (label into another --out?)")
 
 
 def _remove_recorded_outputs(record_path: Path, out_dir: Path) -> None:

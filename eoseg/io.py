@@ -346,17 +346,18 @@ def atomic_directory(path: str | Path, force: bool = False, marker: str | None =
                 shutil.rmtree(tmp)
 
 
-def check_outputs(outputs: Sequence[Path], inputs: dict[Path, str], force: bool, where: str) -> None:
+def check_outputs(outputs: Sequence[Path], inputs: dict[Path, str], force: bool, where: str, why: str = "") -> None:
     """Refuse, before anything is written, an output that is one of ``inputs`` (resolved paths, each with what it
     is: the files a run reads, which a pattern typed wrong would write over), even with ``force``, and outputs that
-    exist, without ``force``. ``where``: the setting that places the outputs."""
+    exist, without ``force`` (``why``: what makes them another's, after "exists"). ``where``: the setting that places
+    the outputs."""
     for output in outputs:
         if output.resolve() in inputs:
             raise EosegError(f"{output} would overwrite {inputs[output.resolve()]}; choose another {where}")
     existing = [output for output in outputs if output.exists()]
     if existing and not force:
         more = f" (and {len(existing) - 1} more of the outputs)" if len(existing) > 1 else ""
-        raise EosegError(f"{existing[0]} exists{more}; pass --force to replace it")
+        raise EosegError(f"{existing[0]} exists{more}{why}; pass --force to replace it")
 
 
 # ---------------------------------------------------------------- rasters

@@ -296,8 +296,8 @@ def test_a_file_of_an_outputs_name_that_no_record_lists_is_replaced_only_with_fo
     out = tmp_path / "out"
     out.mkdir()
     theirs = write_geotiff(out / "scene_labels.tif", np.ones((1, 60, 70), np.uint8))
-    with pytest.raises(EosegError, match=rf"{theirs} exists, and no record of an earlier labelling in {out} lists it; "
-                                         "label into another --out, or pass --force to replace it"):
+    with pytest.raises(EosegError, match=rf"{theirs} exists, and no record of an earlier labelling in {out} lists it "
+                                         r"\(label into another --out\?\); pass --force to replace it"):
         run_inference(cfg, weights, out, image_paths=[scene], progress=False)
     assert (read_raster(theirs) == 1).all()
     summary = run_inference(cfg, weights, out, image_paths=[scene], progress=False, force=True)
