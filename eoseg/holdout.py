@@ -162,7 +162,14 @@ def check_scored_tiles(signature: dict, cfg: Config, tile_ids: list[str], weight
               "if those were these images, their scores measure what the model memorised, not how it generalises",
               file=sys.stderr)
     mine = holdout_record(cfg) or {}
+    trained = signature.get("train_tiles")  # absent: weights from before it was recorded
     for tile_id in tile_ids:
+        if tile_id in mine.get("tiles", ()) and trained is not None and tile_id not in trained:
+            raise EosegError(
+                f"{weights} were not trained on tile {tile_id} (they record tiles {listed(trained)}), but the config has "
+                f"it in TRAIN_IDS and held out, so only its held-out blocks would be scored: set TRAIN_IDS to the tiles "
+                "the weights were trained on, or to [] to score it whole (a config that imports another inherits its "
+                "TRAIN_IDS, whose globs may now find these tiles)")
         if tile_id not in recorded["tiles"]:
             continue
         if tile_id not in mine.get("tiles", ()) or (mine["block"], mine["every"]) != (recorded["block"], recorded["every"]):

@@ -152,6 +152,20 @@ def test_weights_trained_on_a_split_refuse_to_score_its_tile_otherwise(tiny_cfg,
             check_scored_tiles(recorded, other, ["1"], "weights w.pt")
 
 
+def test_a_tile_the_weights_never_trained_on_is_not_scored_on_its_held_out_blocks_alone(tiny_cfg):
+    """A config for another folder importing the training one: its TRAIN_IDS glob found the new tiles, in TEST_IDS
+    too, so each was split and only a quarter of it scored, exit 0 (review). Weights recording their training tiles
+    refuse; those recording none (older) are scored as before."""
+    recorded = data_signature(tiny_cfg.replace(TRAIN_IDS=["2", "3"], PATCH_SIZE=32))
+    with pytest.raises(EosegError, match=r"weights w.pt were not trained on tile 1 \(they record tiles 2, 3\), but the "
+                                         r"config has it in TRAIN_IDS and held out, so only its held-out blocks would be "
+                                         r"scored: set TRAIN_IDS to the tiles the weights were trained on, or to \[\]"):
+        check_scored_tiles(recorded, one_scene(tiny_cfg), ["1"], "weights w.pt")
+    check_scored_tiles(recorded, one_scene(tiny_cfg).replace(TRAIN_IDS=[]), ["1"], "weights w.pt")
+    check_scored_tiles({key: value for key, value in recorded.items() if key != "train_tiles"}, one_scene(tiny_cfg),
+                       ["1"], "old.pt")
+
+
 def test_scoring_a_tile_the_weights_were_trained_on_whole_is_said(tiny_cfg, capsys):
     """Weights record their training tiles: a config that moved one to TEST_IDS scores what they memorised."""
     recorded = data_signature(tiny_cfg)
