@@ -583,19 +583,11 @@ def run_inference(cfg: Config, weights: str | Path, out_dir: str | Path, tile_id
         alpha = alpha_band_problem(job.info, cfg.BANDS) if say else ""
         if alpha:
             print(f"note: {alpha}", file=sys.stderr)
-        if cfg.WRITE_POLYGONS:  # before any image is labelled
-            from eoseg.gis import check_polygon_crs, check_polygon_units
-
-            if job.info.crs is None or not job.info.georeferenced:
-                # GCPs or RPCs place no output pixel: a CRS assigned to such an image would not help
-                remedy = job.info.unplaced or "give it a CRS (gdal_translate -a_srs)"
-                raise EosegError(f"{job.info.path}: WRITE_POLYGONS writes map polygons, and the image has no CRS or no "
-                                 f"geotransform to place them with; {remedy}, or set WRITE_POLYGONS=\"\"")
-            check_polygon_units(job.info.crs, cfg.POLYGON_SIMPLIFY, cfg.POLYGON_MIN_AREA, str(job.info.path))
-            check_polygon_crs(job.info.crs, cfg.WRITE_POLYGONS, f"{job.info.path} (WRITE_POLYGONS={cfg.WRITE_POLYGONS})")
     if not jobs:
         raise EosegError("nothing to label: no tile ids and no image files given")
     image_jobs = {job.name for job in jobs[len(tile_ids):]}
+    if cfg.WRITE_POLYGONS:  # before any image is labelled
+        jobs = _each_job(jobs, image_jobs, failed, lambda job: _check_polygons_placed(cfg, job))
     names = [job.name for job in jobs]
     if len(set(names)) != len(names):
         twice = sorted({str(job.info.path) for job in jobs if names.count(job.name) > 1})
@@ -634,7 +626,8 @@ def run_inference(cfg: Config, weights: str | Path, out_dir: str | Path, tile_id
     jobs = _check_value_scales(cfg, jobs, record["signature"].get("input_statistics"), record["signature"].get("image_bands"),
                                image_jobs, failed, say=progress and rank == 0)
     trained = record["signature"].get("pixel_size_m")
-    jobs = [replace(job, stack=labelling_stack(cfg, job.stack, trained, say=progress and rank == 0)) for job in jobs]
+    jobs = _each_job(jobs, image_jobs, failed,
+                     lambda job: replace(job, stack=labelling_stack(cfg, job.stack, trained, say=progress and rank == 0)))
     predictor = make_predictor(cfg, model, normalization, device)
     if rank == 0 and progress:
         print(f"precision: {predictor.precision} ({predictor.precision_reason})")
@@ -699,6 +692,37 @@ def run_inference(cfg: Config, weights: str | Path, out_dir: str | Path, tile_id
     if rank == 0:
         _write_reports(summary, weights, predictor.precision)
     return summary
+
+
+def _each_job(jobs: list[Job], image_jobs: set[str], failed: dict[str, str], step) -> list[Job]:
+    """``step(job)`` of each job (a job, as it is or made ready); an image given by path that it refuses (an
+    EosegError: what it asks of the image, the image cannot give) goes to ``failed`` and the others on, as labelling
+    moves those it cannot read; a configured tile's refusal stops the run."""
+    done = []
+    for job in jobs:
+        try:
+            done.append(step(job))
+        except EosegError as err:
+            if job.name not in image_jobs:
+                raise
+            failed[str(job.info.path)] = str(err)
+    if not done and failed:
+        raise _none_labelled(failed)
+    return done
+
+
+def _check_polygons_placed(cfg: Config, job: Job) -> Job:
+    """Refuse, for WRITE_POLYGONS, an image whose polygons could not be placed, or not in its CRS's units."""
+    from eoseg.gis import check_polygon_crs, check_polygon_units
+
+    if job.info.crs is None or not job.info.georeferenced:
+        # GCPs or RPCs place no output pixel: a CRS assigned to such an image would not help
+        remedy = job.info.unplaced or "give it a CRS (gdal_translate -a_srs)"
+        raise EosegError(f"{job.info.path}: WRITE_POLYGONS writes map polygons, and the image has no CRS or no "
+                         f"geotransform to place them with; {remedy}, or set WRITE_POLYGONS=\"\"")
+    check_polygon_units(job.info.crs, cfg.POLYGON_SIMPLIFY, cfg.POLYGON_MIN_AREA, str(job.info.path))
+    check_polygon_crs(job.info.crs, cfg.WRITE_POLYGONS, f"{job.info.path} (WRITE_POLYGONS={cfg.WRITE_POLYGONS})")
+    return job
 
 
 def _of_the_training_type(cfg: Config, job: Job, record: dict, normalization, values_checked: bool, image_jobs: set[str],

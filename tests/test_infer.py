@@ -620,6 +620,22 @@ def test_polygons_an_image_cannot_carry_are_refused_before_labelling(setup, tmp_
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("setting", [{"WRITE_POLYGONS": ".gpkg"}, {"INFER_PIXEL_SIZE": 1.0}])
+def test_an_image_that_cannot_give_what_the_config_asks_fails_alone(setup, tmp_path, setting):
+    """One image without a georeference in a folder, under WRITE_POLYGONS or a pixel size in metres: nothing was
+    labelled (review); it is listed as not labelled, as damaged files are, and the others are labelled."""
+    cfg, weights = setup
+    (tmp_path / "scenes").mkdir()
+    placed = write_geotiff(tmp_path / "scenes" / "placed.tif", random_image(60, 70))
+    plain = tmp_path / "scenes" / "plain.png"
+    with rasterio.open(plain, "w", driver="PNG", width=70, height=60, count=3, dtype="uint8") as dst:
+        dst.write(random_image(60, 70))
+    summary = run_inference(cfg.replace(**setting), weights, tmp_path / "out", image_paths=[tmp_path / "scenes"],
+                            progress=False)
+    assert [image.name for image in summary.images] == [placed.stem] and list(summary.failed) == [str(plain)]
+    assert "plain.png" in summary.failed[str(plain)] and next(iter(setting)) in summary.failed[str(plain)]
+
+
 def named_geotiff(path, array, names, **tags):
     """``write_geotiff`` with each band's description (its name in the file) set, and GDAL ``scales``/``offsets``."""
     write_geotiff(path, array)
