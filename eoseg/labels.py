@@ -16,7 +16,7 @@ check_data.py) goes through :func:`label_source`, so that all of them agree:
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from functools import cached_property
 from pathlib import Path
 
@@ -35,7 +35,8 @@ from eoseg.config import IGNORE, VECTOR_SUFFIXES, Config, label_value_pairs
 from eoseg.errors import EosegError
 from eoseg.grid import bounds, check_relatable, describe_box, needs_warp, note_once, open_on_grid, same_crs
 from eoseg.io import RasterInfo, not_one_band, raster_info, recorded_class_names, unlabelled_by_mask
-from eoseg.palette import AREA_SHARE, Palette, check_value_tolerance, nearest_reference, tolerance_remedy
+from eoseg.palette import (AREA_SHARE, COMPRESSION_SHIFT, Palette, check_value_tolerance, nearest_reference,
+                           tolerance_remedy)
 
 # a label map with at least this share of IGNORE_LABEL pixels and one class present is most likely
 # a binary mask whose class value collides with IGNORE_LABEL (255 of a 0/255 mask); with no class
@@ -91,16 +92,26 @@ NOT_BLUR = ("compression and resampling blur values only along edges, so it is a
             "0/255 ones?)")
 
 
-def _largest_area(unnamed: dict, counts: dict) -> tuple[int, float] | None:
+def _largest_area(unnamed: dict, counts: dict, named: Iterable[int] = ()) -> tuple[int, float] | None:
     """The value of ``unnamed`` (values LABEL_VALUES does not name) with the most pixels, and its share of all the
-    pixels ``counts`` counts, where that is over AREA_SHARE; else None."""
+    pixels ``counts`` counts, where that is over AREA_SHARE; else None. Values :func:`_moved_by_compression` from
+    one of the ``named`` (LABEL_VALUES' numbers) are passed over."""
     total = sum(counts.values())
-    whole_numbers = {v: c for v, c in unnamed.items() if isinstance(v, int)}
+    whole_numbers = {v: c for v, c in unnamed.items() if isinstance(v, int) and not _moved_by_compression(v, counts, named)}
     if not whole_numbers or not total:
         return None
     value = max(whole_numbers, key=whole_numbers.get)
     share = whole_numbers[value] / total
     return (value, share) if share > AREA_SHARE else None
+
+
+def _moved_by_compression(value: int, counts: dict, named: Iterable[int]) -> bool:
+    """Whether ``value`` is within COMPRESSION_SHIFT levels of a value of ``named``, each of which covers at most
+    AREA_SHARE of the pixels ``counts`` counts: JPEG moves a flat area a level or two off (a 0/255 mask's black read
+    as 1), leaving little of the value itself, where a 0/1 mask beside 0/255 ones holds both 0 and 1 over areas."""
+    total = sum(counts.values())
+    near = [number for number in named if abs(number - value) <= COMPRESSION_SHIFT]
+    return bool(near) and all(counts.get(number, 0) <= AREA_SHARE * total for number in near)
 
 
 class LabelValues:
@@ -158,7 +169,8 @@ class LabelValues:
                              f"({describe_counts(fractions)}); is it a label map? (resampled labels must be "
                              "resampled by nearest neighbour)")
         unknown = {v: c for v, c in counts.items() if self.target(v) is None}
-        area = _largest_area(unknown, counts) if unknown and whole else None
+        named = [value for value in self.mapping if isinstance(value, int)]
+        area = _largest_area(unknown, counts, named) if unknown and whole else None
         if area is not None and self.unknown_to_ignore:  # wanted, perhaps, but a whole class lost must be seen
             note_once(("unknown area", source, area[0]),
                       f"{source}: value {area[0]}, not in LABEL_VALUES, covers {area[1]:.0%} of the pixels and is read "
@@ -177,7 +189,8 @@ class LabelValues:
                                  f"attribute, and a raster's values are numbers: write {{{as_text[0]}: ...}}, not "
                                  f"{{'{as_text[0]}': ...}}")
             remedy = "add them to LABEL_VALUES (value: class id or 'ignore') or set UNKNOWN_LABELS_TO_IGNORE=True"
-            if whole and 2 * sum(unknown.values()) > sum(counts.values()):  # blur touches edges: another encoding
+            codes = sum(c for v, c in unknown.items() if not (isinstance(v, int) and _moved_by_compression(v, counts, named)))
+            if whole and 2 * codes > sum(counts.values()):  # blur touches edges, compression shifts: another encoding
                 raise EosegError(f"{source}: most pixels hold label values not in LABEL_VALUES: {describe_counts(unknown)}; "
                                  f"the labels are encoded otherwise than LABEL_VALUES says: {remedy}")
             if area is not None:  # no LABEL_TOLERANCE offered: it would read that code as the value it is nearest to
@@ -189,7 +202,7 @@ class LabelValues:
                     rest="UNKNOWN_LABELS_TO_IGNORE=True the rest as unlabelled")
             raise EosegError(f"{source}: label values not in LABEL_VALUES: {describe_counts(unknown)}; {remedy}")
         area = _largest_area({v: c for v, c in counts.items() if v not in self.mapping and self.target(v) is not None},
-                             counts) if whole and self.tolerance and not self.identity else None  # read through it
+                             counts, named) if whole and self.tolerance and not self.identity else None  # read through it
         if area is not None:
             value, share = area
             raise EosegError(f"{source}: value {value} is not in LABEL_VALUES and covers {share:.0%} of the pixels, which "

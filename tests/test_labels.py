@@ -819,6 +819,20 @@ def test_the_unlabelled_pixels_of_a_label_map_eoseg_wrote_are_not_read_as_a_clas
     assert (RasterLabels(raster_info(raw), raster_info(raw), LabelValues([[0, 0], [255, 1]], 2, 255)).read() == mask[0] // 255).all()
 
 
+def test_a_compressed_mask_whose_black_moved_a_level_is_read_through_the_tolerance():
+    """A 0/255 mask saved as JPEG decodes its flat black as 1 (and white as 254): LABEL_TOLERANCE=127 refused 1 as a
+    code of its own, and without it the error offered no tolerance (review). A value near a named one that covers
+    little is that value moved; a 0/1 mask beside 0/255 ones, 0 and 1 both over areas, is still refused."""
+    counts = {1: 7000, 0: 100, 2: 300, 254: 2000, 253: 150, 255: 100}
+    LabelValues([[0, 0], [255, 1]], 2, 255, tolerance=127).check(counts, "mask.jpg")
+    with pytest.raises(EosegError, match=r"mask.jpg: label values not in LABEL_VALUES: .*LABEL_TOLERANCE=\d+ \(at most "
+                                         r"127\) reads each as the value it is nearest to"):
+        LabelValues([[0, 0], [255, 1]], 2, 255).check(counts, "mask.jpg")
+    with pytest.raises(EosegError, match=r"value 1 is not in LABEL_VALUES and covers 10% of the pixels, which "
+                                         r"LABEL_TOLERANCE=127 reads as class 0: .*a code of its own"):
+        LabelValues([[0, 0], [255, 1]], 2, 255, tolerance=127).check({0: 9000, 1: 1000}, "mask01.png")
+
+
 def test_a_sparse_0_255_mask_read_without_label_values_is_noted(tmp_path, capsys):
     """A building mask of 2% buildings passed as class 0 and unlabelled, silently: every building lost, OA 100%
     (review); the mask check refuses from 5% of 255 (below it, a tile of background with a void border looks alike).
