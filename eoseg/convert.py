@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import glob
+import os
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -99,12 +101,29 @@ def color_file_to_labels(source: Path, target: Path, palette: Palette, unknown_t
 def colour_files_to_labels(pairs: Sequence[tuple[Path, Path]], palette: Palette, class_names: Sequence[str],
                            unknown_to_ignore: bool = False, record: bool = False, progress: bool = True) -> str | None:
     """Convert each (colour ground truth, label map) of ``pairs`` (:func:`color_file_to_labels`), with ``record``
-    noting what each was made from (:func:`record_conversion`); return :func:`absent_classes_note` of them all."""
+    noting what each was made from (:func:`record_conversion`); return :func:`absent_classes_note` of them all.
+
+    Every map is written beside its target under a hidden name and published once all are converted: a colour
+    refused in the fifth file left four maps, which the rerun its error advised then refused as existing."""
     class_pixels = np.zeros(256, dtype=np.int64)
-    for source, target in tqdm(pairs, desc="convert", unit="file", disable=not progress):
-        color_file_to_labels(source, target, palette, unknown_to_ignore, class_names, class_pixels)
-        if record:  # the configured tiles' label maps, which every step checks against their source
-            record_conversion(source, target)
+    staged = [target.with_name(f".{target.stem}.staged-{os.getpid()}{target.suffix}") for _, target in pairs]
+    for _, target in pairs:  # a killed run's
+        for leftover in target.parent.glob(glob.escape(f".{target.stem}.staged-") + "*"):
+            leftover.unlink()
+    try:
+        for (source, _), stage in zip(tqdm(pairs, desc="convert", unit="file", disable=not progress), staged):
+            color_file_to_labels(source, stage, palette, unknown_to_ignore, class_names, class_pixels)
+        for (source, target), stage in zip(pairs, staged):
+            os.replace(stage, target)
+            companion = stage.with_name(stage.name + ".aux.xml")  # the class names of a GeoTIFF's values
+            if companion.exists():
+                os.replace(companion, target.with_name(target.name + ".aux.xml"))
+            if record:  # the configured tiles' label maps, which every step checks against their source
+                record_conversion(source, target)
+    finally:
+        for stage in staged:
+            for leftover in (stage, stage.with_name(stage.name + ".aux.xml")):
+                leftover.unlink(missing_ok=True)
     return absent_classes_note(class_pixels, palette, class_names, len(pairs))
 
 

@@ -55,6 +55,27 @@ def test_a_label_map_coloured_by_the_palette_is_not_taken_for_colour_ground_trut
         color_file_to_labels(labels, tmp_path / "again.tif", tiny_cfg.palette)
 
 
+def test_a_refused_file_leaves_none_of_the_maps_converted_before_it(sample_root, tiny_cfg, tmp_path):
+    """A colour outside the palette in the second file left the first map written, which the rerun the error advised
+    (--unknown-to-ignore) refused as existing (review): the maps are published together, once all are converted."""
+    from eoseg.convert import colour_files_to_labels
+
+    good = sample_root / "data" / COLOR_GT.format(id=1)
+    odd = tmp_path / "odd.tif"
+    with rasterio.open(good) as src:
+        pixels, profile = src.read(), src.profile
+    pixels[:, :4, :4] = [[[10]], [[200]], [[30]]]
+    with rasterio.open(odd, "w", **profile) as dst:
+        dst.write(pixels)
+    pairs = [(good, tmp_path / "labels" / "1.tif"), (odd, tmp_path / "labels" / "2.tif")]
+    with pytest.raises(EosegError, match=r"odd.tif: 16 pixels have colours outside the palette"):
+        colour_files_to_labels(pairs, tiny_cfg.palette, tiny_cfg.CLASS_NAMES)
+    assert not list((tmp_path / "labels").iterdir())
+    colour_files_to_labels(pairs, tiny_cfg.palette, tiny_cfg.CLASS_NAMES, unknown_to_ignore=True)
+    assert sorted(p.name for p in (tmp_path / "labels").iterdir()) == ["1.tif", "1.tif.aux.xml", "2.tif", "2.tif.aux.xml"]
+    assert raster_info(pairs[1][1]).colour_table is not None and (read_label(pairs[1][1])[:4, :4] == 255).all()
+
+
 @pytest.mark.parametrize("suffix", [".tif", ".png"])
 def test_label_maps_converted_under_a_palette_since_corrected_are_refused(sample_root, tiny_cfg, tmp_path, suffix):
     """PNG label maps carried no palette: converted under a PALETTE that swapped two classes' colours, then read under
