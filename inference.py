@@ -49,7 +49,8 @@ def main(argv=None):
                         help="weights: eoseg .pt, .safetensors, .onnx, or a Caffe .caffemodel (default: MODEL_FILE)")
     parser.add_argument("--caffe-mean", metavar="MEAN",
                         help="mean pixel of .caffemodel weights: a published name (vaihingen_irrg, potsdam_irrg) or "
-                             "values like 81.29,81.93,120.90 in the network's band order (default: the DATASET's)")
+                             "values like 81.29,81.93,120.90 in the network's band order, the reverse of the image's (B,G,R "
+                             "for RGB bands; default: the DATASET's)")
     parser.add_argument("--engine", choices=["torch", "onnxruntime"], help="run the network with (default: INFER_ENGINE)")
     parser.add_argument("--split", choices=list(SPLITS), default="test", help="which tiles of the config to label (default: test)")
     parser.add_argument("--tiles", nargs="+", metavar="ID", help="label these tile ids instead of a split")

@@ -312,7 +312,8 @@ def format_report(cfg: Config, report: DataReport) -> str:
     found += [(value, f"{polygons:>12} polygons") for value, polygons in report.raw_polygons.items()]
     for value, amount in sorted(found, key=lambda item: (isinstance(item[0], str), item[0])):  # numbers in order, then texts
         target = values.target(value)
-        meaning = ("NOT MAPPED" if target is None else "ignored" if target == values.ignore_label
+        unmapped = "ignored (UNKNOWN_LABELS_TO_IGNORE)" if values.unknown_to_ignore else "NOT MAPPED"
+        meaning = (unmapped if target is None else "ignored" if target == values.ignore_label
                    else f"class {target} ({cfg.CLASS_NAMES[target]})")
         lines.append(f"  {value!r:>8} {amount} -> {meaning}")
     if report.raw_polygons:  # one file of a region: its features over several tiles

@@ -315,6 +315,10 @@ def test_label_values_are_listed_in_numeric_order(tiny_cfg):
     report.raw_values = {100: 5, 20: 3, 3: 1, 9: 2}
     listed = [line.split()[0] for line in format_report(cfg, report).splitlines() if line.endswith(")") and " px -> " in line]
     assert listed == ["3", "9", "20", "100"]
+    report.raw_values[7] = 4  # in no LABEL_VALUES: read as unlabelled where asked, said so (it read NOT MAPPED: review)
+    assert "       7            4 px -> NOT MAPPED" in format_report(cfg, report)
+    ignored = format_report(cfg.replace(UNKNOWN_LABELS_TO_IGNORE=True), report)
+    assert "       7            4 px -> ignored (UNKNOWN_LABELS_TO_IGNORE)" in ignored
 
 
 def test_validation_tiles_beyond_train_and_test_are_checked(tiny_cfg, tmp_path):
