@@ -124,6 +124,22 @@ def tile_split(cfg: Config, tile_id: str, height: int, width: int) -> TileSplit 
     return split
 
 
+def _block_for_all(cfg: Config, tile_ids: list[str]) -> int | None:
+    """A HOLDOUT_BLOCK that splits every tile of ``tile_ids`` (1024 where it does; else the smallest tile's
+    :func:`fitting_block`), or None where none does or a tile cannot be read (the steps say why)."""
+    try:
+        sizes = [(info.height, info.width) for info in (raster_info(cfg.tile_path("IMAGE_PATTERN", t)) for t in tile_ids)]
+    except EosegError:
+        return None
+
+    def splits_all(block: int) -> bool:
+        return all(split.pieces(held_out=False) and split.pieces(held_out=True) for split in
+                   (TileSplit("", block, cfg.HOLDOUT_EVERY, height, width, cfg.PATCH_SIZE) for height, width in sizes))
+
+    candidates = [max(1024, 2 * cfg.PATCH_SIZE), fitting_block(*min(sizes), cfg.HOLDOUT_EVERY, cfg.PATCH_SIZE)]
+    return next((block for block in candidates if block and splits_all(block)), None)
+
+
 def fitting_block(height: int, width: int, every: int, patch_size: int) -> int | None:
     """The block (at least 2 x ``patch_size``) that leaves a ``height`` x ``width`` px tile both a training
     piece and a held-out block of ``patch_size``, and holds out the share nearest 1 / ``every`` (of two,
@@ -193,10 +209,10 @@ def report_overlapping_tiles(cfg: Config) -> None:
         for name in ("TEST_IDS", "VAL_IDS"):
             shared = [t for t in cfg.ids(name) if t in training]
             if shared:
+                block = _block_for_all(cfg, shared)
+                hint = f" (HOLDOUT_BLOCK={block} would hold out blocks of them)" if block else ""
                 print(f"warning: tiles {listed(shared)} are in both TRAIN_IDS and {name}: their scores measure what the "
-                      "model memorised, not how it generalises (HOLDOUT_BLOCK="
-                      f"{max(1024, 2 * cfg.PATCH_SIZE)} would hold out blocks of them)",
-                      file=sys.stderr)
+                      f"model memorised, not how it generalises{hint}", file=sys.stderr)
     for tile_id, (share, covering) in ground_in_training(cfg).items():
         print(f"warning: held-out tile {tile_id}: {share:.0%} of its ground is in training tiles too (by their "
               f"georeference: {listed(covering)}): its scores there measure what the model memorised; leave "

@@ -152,6 +152,20 @@ def test_weights_trained_on_a_split_refuse_to_score_its_tile_otherwise(tiny_cfg,
             check_scored_tiles(recorded, other, ["1"], "weights w.pt")
 
 
+def test_a_tile_trained_and_scored_whole_is_warned_of_with_a_block_that_splits_it(tiny_cfg, capsys):
+    """The warning named HOLDOUT_BLOCK=1024, which a 512 px tile then refused for leaving it no training area
+    (review): it names one that splits the tiles."""
+    import re
+
+    from eoseg.io import raster_info
+
+    cfg = one_scene(tiny_cfg).replace(HOLDOUT_BLOCK=0)
+    report_overlapping_tiles(cfg)
+    block = int(re.search(r"\(HOLDOUT_BLOCK=(\d+) would hold out blocks of them\)", capsys.readouterr().err).group(1))
+    info = raster_info(cfg.tile_path("IMAGE_PATTERN", "1"))
+    assert block < 1024 and tile_split(cfg.replace(HOLDOUT_BLOCK=block), "1", info.height, info.width) is not None
+
+
 def test_a_tile_the_weights_never_trained_on_is_not_scored_on_its_held_out_blocks_alone(tiny_cfg):
     """A config for another folder importing the training one: its TRAIN_IDS glob found the new tiles, in TEST_IDS
     too, so each was split and only a quarter of it scored, exit 0 (review). Weights recording their training tiles
