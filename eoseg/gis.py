@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -252,8 +253,10 @@ def polygonize_labels(label_path: str | Path, out: str | Path, class_names: Sequ
                 dropped += len(kept) - len(classes)
                 if polygons or index == 0:  # the first creates the layer, empty or not
                     names = np.array([class_names[c] for c in classes], dtype=object)
-                    write_vector(tmp, shapely.to_wkb(polygons), [np.array(classes, dtype=np.int32), names],
-                                 ["class_id", "class_name"], layer=out.stem, driver=driver, geometry_type="Polygon",
-                                 crs=crs_text, append=index > 0)
+                    with warnings.catch_warnings():  # pixel coordinates have no CRS, as the caller said already
+                        warnings.filterwarnings("ignore", message="'crs' was not provided", category=UserWarning)
+                        write_vector(tmp, shapely.to_wkb(polygons), [np.array(classes, dtype=np.int32), names],
+                                     ["class_id", "class_name"], layer=out.stem, driver=driver, geometry_type="Polygon",
+                                     crs=crs_text, append=index > 0)
                     features += len(polygons)
     return PolygonSummary(out, features, dropped, crs_text)
