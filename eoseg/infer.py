@@ -4,8 +4,8 @@ Each raster is read, labelled, scored (eoseg.labelling: the core that training's
 shares) and written block of rows by block of rows, so a raster of any height runs in
 bounded memory. A pending record (NAME_record.json) first lists the outputs about to be
 written; they are published atomically when complete; then the completion record replaces it,
-noting their sizes and hashes and what they were made with, so that a rerun skips the images it finds done with the same
-weights, config and inputs and redoes the rest. Under ``torchrun`` the images are shared
+noting their sizes and hashes and what they were made with, so that a rerun skips the images
+it finds done with the same weights, config and inputs and redoes the rest. Under ``torchrun`` the images are shared
 out across ranks; rank 0 gathers the metrics.
 """
 
@@ -125,7 +125,6 @@ def _refuse_inputs_in_output_folder(images: list[Path], out_dir: Path) -> None:
                              "into it), or write outputs outside the images' folders")
 
 
-# what a band name in BAND_NAMES means, in GDAL's colour interpretation words
 def tile_output_name(cfg: Config, tile_id: str, info: RasterInfo) -> str:
     """The name of a configured tile's outputs: its image's file name, which names the tile where IMAGE_PATTERN puts
     its id there; where only a folder does ({id}/ortho.tif), the tile id before it (t10_ortho), or every tile's
@@ -133,6 +132,7 @@ def tile_output_name(cfg: Config, tile_id: str, info: RasterInfo) -> str:
     return info.path.stem if uses_tile_id(Path(cfg.IMAGE_PATTERN).name) else f"{tile_id}_{info.path.stem}"
 
 
+# what a band name in BAND_NAMES means, in GDAL's colour interpretation words
 def band_order_warning(cfg: Config, info: RasterInfo, recorded: dict | None) -> str | None:
     """A line when the image's own colour interpretation (GDAL's) contradicts that of the training images' files
     (``recorded``: :func:`eoseg.tiles.image_bands_record`) or, where they stated no colour or the weights do not

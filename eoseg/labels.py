@@ -158,11 +158,10 @@ class LabelValues:
         return sorted(v for v in values if isinstance(v, str) and v.strip().lstrip("-").isdigit()
                       and self.target(v) is None and self.target(int(v)) is not None)
 
-    def check(self, counts: dict, source: str, whole: bool = True, mask_share: float = SUSPICIOUS_IGNORE_SHARE) -> None:
+    def check(self, counts: dict, source: str, whole: bool = True) -> None:
         """Refuse fractional values, values the map does not name (unless UNKNOWN_LABELS_TO_IGNORE: then one that
         covers areas is noted) and, of ``whole`` rasters, a value LABEL_TOLERANCE reads that covers areas (not blur,
-        see AREA_SHARE) and, read without a map, a 0/255 mask whose class reads as IGNORE_LABEL (:meth:`mask_like`
-        at ``mask_share``)."""
+        see AREA_SHARE) and, read without a map, a 0/255 mask whose class reads as IGNORE_LABEL."""
         fractions = {v: c for v, c in counts.items() if isinstance(v, float)}
         if fractions:
             raise EosegError(f"{source}: label values must be whole numbers, this raster holds fractions "
@@ -208,7 +207,7 @@ class LabelValues:
             raise EosegError(f"{source}: value {value} is not in LABEL_VALUES and covers {share:.0%} of the pixels, which "
                              f"LABEL_TOLERANCE={self.tolerance} reads as {self._named(self.target(value))}: {NOT_BLUR}; "
                              "name it in LABEL_VALUES (value: class id or 'ignore')")
-        mask = self.mask_like(counts, mask_share) if whole else None
+        mask = self.mask_like(counts) if whole else None
         if mask is not None:
             raise EosegError(
                 f"{source}: {mask[0]:.0%} of the pixels are IGNORE_LABEL {self.ignore_label} (unlabelled) and "
