@@ -97,7 +97,8 @@ def _largest_area(unnamed: dict, counts: dict, named: Iterable[int] = ()) -> tup
     pixels ``counts`` counts, where that is over AREA_SHARE; else None. Values :func:`_moved_by_compression` from
     one of the ``named`` (LABEL_VALUES' numbers) are passed over."""
     total = sum(counts.values())
-    whole_numbers = {v: c for v, c in unnamed.items() if isinstance(v, int) and not _moved_by_compression(v, counts, named)}
+    moved = _moved_by_compression(unnamed, counts, named)
+    whole_numbers = {v: c for v, c in unnamed.items() if isinstance(v, int) and v not in moved}
     if not whole_numbers or not total:
         return None
     value = max(whole_numbers, key=whole_numbers.get)
@@ -105,13 +106,19 @@ def _largest_area(unnamed: dict, counts: dict, named: Iterable[int] = ()) -> tup
     return (value, share) if share > AREA_SHARE else None
 
 
-def _moved_by_compression(value: int, counts: dict, named: Iterable[int]) -> bool:
-    """Whether ``value`` is within COMPRESSION_SHIFT levels of a value of ``named``, each of which covers at most
+def _moved_by_compression(values: Iterable, counts: dict, named: Iterable[int]) -> set[int]:
+    """The whole ``values`` within COMPRESSION_SHIFT levels of a value of ``named``, each of which covers at most
     AREA_SHARE of the pixels ``counts`` counts: JPEG moves a flat area a level or two off (a 0/255 mask's black read
-    as 1), leaving little of the value itself, where a 0/1 mask beside 0/255 ones holds both 0 and 1 over areas."""
+    as 1), leaving little of the value itself, where a 0/1 mask beside 0/255 ones holds both 0 and 1 over areas.
+    The total is counted once: a raster of thousands of values (an image given as labels) is checked in one pass."""
     total = sum(counts.values())
-    near = [number for number in named if abs(number - value) <= COMPRESSION_SHIFT]
-    return bool(near) and all(counts.get(number, 0) <= AREA_SHARE * total for number in near)
+    sparse = {number: counts.get(number, 0) <= AREA_SHARE * total for number in named}
+
+    def moved(value: int) -> bool:
+        near = [covers_little for number, covers_little in sparse.items() if abs(number - value) <= COMPRESSION_SHIFT]
+        return bool(near) and all(near)
+
+    return {value for value in values if isinstance(value, int) and moved(value)}
 
 
 class LabelValues:
@@ -188,7 +195,8 @@ class LabelValues:
                                  f"attribute, and a raster's values are numbers: write {{{as_text[0]}: ...}}, not "
                                  f"{{'{as_text[0]}': ...}}")
             remedy = "add them to LABEL_VALUES (value: class id or 'ignore') or set UNKNOWN_LABELS_TO_IGNORE=True"
-            codes = sum(c for v, c in unknown.items() if not (isinstance(v, int) and _moved_by_compression(v, counts, named)))
+            moved = _moved_by_compression(unknown, counts, named)
+            codes = sum(c for v, c in unknown.items() if v not in moved)
             if whole and 2 * codes > sum(counts.values()):  # blur touches edges, compression shifts: another encoding
                 raise EosegError(f"{source}: most pixels hold label values not in LABEL_VALUES: {describe_counts(unknown)}; "
                                  f"the labels are encoded otherwise than LABEL_VALUES says: {remedy}")
