@@ -585,6 +585,12 @@ def run_inference(cfg: Config, weights: str | Path, out_dir: str | Path, tile_id
             print(f"note: {alpha}", file=sys.stderr)
     if not jobs:
         raise EosegError("nothing to label: no tile ids and no image files given")
+    plain = [job.info.path.name for job in jobs if output_suffix(job.info) == ".png"]
+    if cfg.WRITE_COG and plain and progress and distributed_rank()[0] == 0:
+        shown = ", ".join(plain[:3]) + (f" and {len(plain) - 3} more" if len(plain) > 3 else "")
+        one = len(plain) == 1
+        print(f"note: WRITE_COG: {shown} {'is' if one else 'are'} not placed on the ground; {'its' if one else 'their'} "
+              "outputs are PNGs, not Cloud-Optimized GeoTIFFs", file=sys.stderr)
     image_jobs = {job.name for job in jobs[len(tile_ids):]}
     if cfg.WRITE_POLYGONS:  # before any image is labelled
         jobs = _each_job(jobs, image_jobs, failed, lambda job: _check_polygons_placed(cfg, job))

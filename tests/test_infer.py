@@ -589,6 +589,21 @@ def test_an_image_with_a_crs_but_no_transform_is_not_taken_for_placed(setup, tmp
     assert "crs_only.tif has a CRS but no geotransform" in capsys.readouterr().err
 
 
+def test_cog_of_a_plain_image_is_said_to_be_a_png(setup, tmp_path, capsys):
+    """WRITE_COG on images placed nowhere wrote PNGs without a word: the user asked for COGs and got none."""
+    cfg, weights = setup
+    (tmp_path / "scenes").mkdir()
+    write_geotiff(tmp_path / "scenes" / "placed.tif", random_image(60, 70))
+    with rasterio.open(tmp_path / "scenes" / "plain.png", "w", driver="PNG", width=70, height=60, count=3,
+                       dtype="uint8") as dst:
+        dst.write(random_image(60, 70))
+    summary = run_inference(cfg.replace(WRITE_COG=True), weights, tmp_path / "out", image_paths=[tmp_path / "scenes"])
+    assert sorted(image.outputs["labels"].suffix for image in summary.images) == [".png", ".tif"]
+    err = capsys.readouterr().err
+    assert "note: WRITE_COG: plain.png is not placed on the ground; its outputs are PNGs" in err
+    assert "placed.tif" not in err.split("WRITE_COG")[1].split("\n")[0]
+
+
 def test_polygons_of_an_image_without_a_crs_are_refused_before_labelling(setup, tmp_path):
     """A PNG placed by a world file has no CRS (GDAL reads no .prj beside it): polygons could not be placed."""
     cfg, weights = setup
