@@ -12,7 +12,9 @@ benchmark: they let the whole pipeline run without the ISPRS download.
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Sequence
@@ -21,9 +23,10 @@ import numpy as np
 from tqdm import tqdm
 
 from eoseg.cli import make_parser, parse, run
+from eoseg.config import Config
 from eoseg.errors import EosegError
 from eoseg.io import atomic_directory
-from eoseg.sample import check_classes, tile_paths, write_sample_tile
+from eoseg.sample import COLLECTIONS, check_classes, tile_paths, write_sample_tile
 
 CONFIG_NAME = "config.make_sample.json"
 
@@ -73,6 +76,12 @@ def main(argv: Sequence[str] | None = None) -> None:
                 f"{root} is not empty and has no {CONFIG_NAME}, so it was not made by make_sample.py; "
                 "refusing to replace it, choose another DATA_ROOT or remove it yourself"
             )
+        foreign = _files_not_from_the_sample(cfg, root, tile_ids) if root.exists() else []
+        if foreign:
+            raise EosegError(f"{root} holds {len(foreign)} file{'s' if len(foreign) > 1 else ''} that neither "
+                             f"make_sample.py nor a step reading its tiles made ({foreign[0]}"
+                             f"{', ...' if len(foreign) > 1 else ''}), which --force would delete with the sample; move "
+                             f"{'them' if len(foreign) > 1 else 'it'} out, or choose another DATA_ROOT")
         # build the whole dataset beside the old one and swap it in only when complete
         with atomic_directory(root, force=True) as folder:
             write_all(folder)
@@ -81,6 +90,52 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(f"{'class':<22}{'pixels':>8}")
     for name, count in zip(cfg.CLASS_NAMES, counts):
         print(f"{name:<22}{100 * count / counts.sum():>7.1f}%")
+
+
+# files made from the sample's tiles by the pipeline (label maps, composites), replaced with it as stale
+DERIVED_COLLECTIONS = ("LABEL_PATTERN", "COMPOSITE_PATTERN")
+# eoseg's records of a folder it wrote into (config.convert_gt.json, conversions.convert_gt.json, ...)
+RECORD_NAME = re.compile(r"(config|conversions)\.[a-z_]+\.json")
+
+
+def _files_not_from_the_sample(cfg: Config, root: Path, tile_ids: list[str]) -> list[Path]:
+    """Files under ``root`` that this script did not make (under this run's config or the one it recorded) and no
+    step made from its tiles, beside their GDAL side files and eoseg's records: --force would delete the user's."""
+    recorded = json.loads((root / CONFIG_NAME).read_text()).get("config", {})
+    keys = (*COLLECTIONS, *DERIVED_COLLECTIONS, "TRAIN_IDS", "TEST_IDS")
+    configs = [(cfg, tile_ids)]
+    try:
+        before = cfg.replace(**{key: recorded[key] for key in keys if key in recorded})
+        configs.append((before, before.tile_ids("train") + before.tile_ids("test")))
+    except EosegError:  # a record of another version: this run's own files still count
+        pass
+    ours = {(root / CONFIG_NAME).absolute()}
+    for config, ids in configs:
+        config = config.replace(DATA_ROOT=str(root))
+        for tile_id in ids:
+            for name in (*COLLECTIONS, *DERIVED_COLLECTIONS):
+                try:
+                    path = config.tile_path(name, tile_id)
+                except EosegError:
+                    continue
+                if path is not None:
+                    ours.add(path.absolute())
+    for record in root.rglob("conversions.convert_gt.json"):  # label maps convert_gt.py made of the sample's GT
+        for name, entry in json.loads(record.read_text()).items():
+            if Path(entry.get("source", "/")).absolute().is_relative_to(root.absolute()):
+                ours.add((record.parent / name).absolute())
+    ours_by_folder = {}
+    for path in ours:
+        ours_by_folder.setdefault(path.parent, set()).add(path.name)
+    foreign = []
+    for path in sorted(p.absolute() for p in root.rglob("*") if p.is_file()):
+        names = ours_by_folder.get(path.parent, set())
+        if path in ours or path.name.startswith(".") or (names and RECORD_NAME.fullmatch(path.name)):
+            continue
+        if any(path.name.startswith(f"{name}.") for name in names):  # .aux.xml, .ovr, .msk, a record beside it
+            continue
+        foreign.append(path)
+    return foreign
 
 
 if __name__ == "__main__":

@@ -148,6 +148,25 @@ def test_make_sample_force_spares_a_foreign_folder(tmp_path):
     assert (tmp_path / "precious.txt").read_text() == "keep me"
 
 
+def test_make_sample_force_spares_files_added_to_the_sample(tmp_path):
+    """--force replaced the whole sample folder, with the user's own tile added to it (a note of the last session).
+    What the pipeline made from the sample's tiles (label maps, with their records and side files) goes with it."""
+    import convert_gt
+
+    root = tmp_path / "sample"
+    args = ["--size", "48", f"DATA_ROOT={root}", "TRAIN_IDS=['a']", "TEST_IDS=['b']"]
+    make_sample.main(args)
+    convert_gt.main(["--from-color", *args[2:], "LABEL_PATTERN=maps/{id}.tif"])  # another pattern than recorded
+    assert (root / "maps" / "conversions.convert_gt.json").exists()
+    make_sample.main(args + ["--force"])
+    assert not (root / "maps").exists()
+    (root / "top" / "my_tile.tif").write_text("mine")
+    with pytest.raises(EosegError, match=r"holds 1 file that neither make_sample.py nor a step reading its tiles made "
+                                         r"\(.*my_tile.tif\), which --force would delete with the sample; move it out"):
+        make_sample.main(args + ["--force"])
+    assert (root / "top" / "my_tile.tif").read_text() == "mine"
+
+
 def test_make_sample_into_a_foreign_folder_leaves_nothing_when_interrupted(tmp_path, monkeypatch):
     """Into an existing folder that holds none of its files, make_sample.py wrote tile by tile: Ctrl-C left tile 1 alone,
     which a rerun refused as existing and --force as not made by make_sample.py (review). Now built beside, moved in."""
