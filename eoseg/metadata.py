@@ -117,5 +117,11 @@ def check_source_files(recorded: dict | None, data_root: str | Path, artifact: s
     for key, record in (recorded or {}).items():  # absent: made before the record
         path = Path(key) if Path(key).is_absolute() else Path(data_root) / key
         if path.is_file() and not unchanged_since(path, record):
-            raise EosegError(f"{artifact} was cut from {path}, which has changed since: its patches hold the old pixels "
-                             "or labels; rebuild them (extract_images.py --force, then create_lmdb.py --force)")
+            rebuild = "rebuild them (extract_images.py --force, then create_lmdb.py --force)"
+            if Path(key).is_absolute():
+                raise EosegError(f"{artifact} was cut from {path}, which has changed since: its patches hold the old "
+                                 f"pixels or labels; {rebuild}")
+            # the path only under DATA_ROOT: the data moved with it, or DATA_ROOT now names other data of that layout
+            raise EosegError(f"{artifact} was cut from {key} under the DATA_ROOT of then, and {path} is not that file: "
+                             f"changed since (its patches hold the old pixels or labels: {rebuild}), or DATA_ROOT "
+                             f"{data_root} holds other data than the patches' (set the DATA_ROOT they were cut from)")

@@ -304,7 +304,9 @@ def test_patches_cut_from_files_changed_since_are_refused(tiny_cfg, tmp_path):
     labels = data / cfg.LABEL_PATTERN.format(id="2")
     with rasterio.open(labels, "r+") as dst:  # corrected in place
         dst.write(np.ones_like(dst.read()))
-    changed = rf"was cut from {labels}, which has changed since: its patches hold the old pixels or labels; rebuild them"
+    key = cfg.LABEL_PATTERN.format(id="2")
+    changed = (rf"was cut from {key} under the DATA_ROOT of then, and {labels} is not that file: changed since \(its "
+               rf"patches hold the old pixels or labels: rebuild them .*\), or DATA_ROOT {data} holds other data")
     with pytest.raises(EosegError, match=rf"LMDB .*train.lmdb {changed}"):
         training_data(cfg)
     with pytest.raises(EosegError, match=rf"patches in .* {changed}"):
