@@ -387,9 +387,8 @@ def _refuse_other_runs_results(out_dir: Path, weights_sha256: str, cfg: Config) 
         try:
             record = json.loads(record_path.read_text())
             made_with = record["made_with"]
-            if not record.get("complete", True) and not any((out_dir / entry["file"]).exists()
-                                                            for entry in record["outputs"].values()):
-                continue  # a run killed before it wrote any output of that image: nothing made with other settings
+            if _wrote_nothing(record, out_dir):
+                continue  # nothing made with other settings
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             continue  # not a record of ours
         if (made_with.get("weights_sha256"), made_with.get("config_sha256")) != (weights_sha256, config_sha256):
@@ -429,12 +428,21 @@ def _refuse_another_images_outputs(out_dir: Path, jobs: list[Job]) -> None:
     odm_orthophoto.tif): a changed image of the same path is relabelled, another file is not."""
     for job in jobs:
         try:
-            earlier = json.loads((out_dir / f"{job.name}{RECORD_SUFFIX}").read_text())["made_with"]["image"]["path"]
-        except (OSError, ValueError, KeyError, TypeError):
+            record = json.loads((out_dir / f"{job.name}{RECORD_SUFFIX}").read_text())
+            earlier = record["made_with"]["image"]["path"]
+            if _wrote_nothing(record, out_dir):
+                continue  # no outputs of that file to lose
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
             continue
         if earlier != str(job.info.path.resolve()):
             raise EosegError(f"{out_dir} holds the outputs of {earlier}, which {job.info.path.resolve()} would replace (the "
                              "same name); label it into another --out, or pass --force to replace them")
+
+
+def _wrote_nothing(record: dict, out_dir: Path) -> bool:
+    """Whether ``record`` is pending and none of the outputs it lists exists: a run killed before it wrote any."""
+    return not record.get("complete", True) and not any((out_dir / entry["file"]).exists()
+                                                        for entry in record["outputs"].values())
 
 
 def _write_record(record_path: Path, made_with: dict, result: LabeledImage) -> None:

@@ -450,6 +450,13 @@ def test_another_image_of_the_same_name_does_not_replace_the_outputs(tmp_path, w
     assert made_from() == str(first.resolve())
     replaced = run_inference(cfg, weights, out, image_paths=[second], progress=False, force=True).images[0]
     assert not replaced.reused and made_from() == str(second.resolve())
+    # the other file's run killed before any output: its pending record vouches for nothing to lose (the last note)
+    record = json.loads((out / f"scene0{RECORD_SUFFIX}").read_text())
+    for entry in record["outputs"].values():
+        (out / entry["file"]).unlink()
+    (out / f"scene0{RECORD_SUFFIX}").write_text(json.dumps({**record, "complete": False}))
+    assert not run_inference(cfg, weights, out, image_paths=[first], progress=False).images[0].reused
+    assert made_from() == str(first.resolve())
 
 
 # ---------------------------------------------------------------- two processes at once
