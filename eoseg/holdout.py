@@ -214,7 +214,8 @@ def report_overlapping_tiles(cfg: Config) -> None:
                 print(f"warning: tiles {listed(shared)} are in both TRAIN_IDS and {name}: their scores measure what the "
                       f"model memorised, not how it generalises{hint}", file=sys.stderr)
     for tile_id, (share, covering) in ground_in_training(cfg).items():
-        print(f"warning: held-out tile {tile_id}: {share:.0%} of its ground is in training tiles too (by their "
+        ground = "its held-out blocks' ground" if tile_id in split else "its ground"
+        print(f"warning: held-out tile {tile_id}: {share:.0%} of {ground} is in training tiles too (by their "
               f"georeference: {listed(covering)}): its scores there measure what the model memorised; leave "
               "those tiles out of TRAIN_IDS (\"!ID\") or this one out of TEST_IDS and VAL_IDS", file=sys.stderr)
 
@@ -224,11 +225,13 @@ SHARED_GROUND_SHARE = 0.01  # a held-out tile with more of its area in training 
 
 
 def ground_in_training(cfg: Config) -> dict[str, tuple[float, list[str]]]:
-    """Held-out tiles (TEST_IDS, VAL_IDS; not in TRAIN_IDS) over SHARED_GROUND_SHARE of whose area training tiles
-    cover too, by their georeference: tile -> (that share, those training tiles). Tiles not found, unreadable or
-    without a georeference are passed over: other checks name them."""
+    """Held-out tiles (TEST_IDS, VAL_IDS) over SHARED_GROUND_SHARE of whose scored area other training tiles cover
+    too, by their georeference: tile -> (that share, those training tiles). The scored area of a tile split into
+    blocks (in TRAIN_IDS too) is its held-out blocks. Tiles not found, unreadable or without a georeference are
+    passed over: other checks name them."""
     training_ids = cfg.tile_ids("train")
-    held_out = [t for name in ("TEST_IDS", "VAL_IDS") for t in cfg.ids(name) if t not in training_ids]
+    split = set(split_tiles(cfg))
+    held_out = [t for name in ("TEST_IDS", "VAL_IDS") for t in cfg.ids(name) if t not in training_ids or t in split]
     if not held_out or not training_ids or not cfg.IMAGE_PATTERN:
         return {}
     training = _placed_images(cfg, training_ids)
@@ -243,13 +246,27 @@ def ground_in_training(cfg: Config) -> dict[str, tuple[float, list[str]]]:
             placed = {t: shape for t, other in relatable.items() if (shape := _footprint_in(other, info.crs)) is not None}
             trees[key] = (list(placed), shapely.STRtree(list(placed.values())))
         names, tree = trees[key]
-        area = footprint(info, info.crs)
-        shared = {int(i): shapely.intersection(area, tree.geometries[i]) for i in tree.query(area, predicate="intersects")}
+        area = footprint(info, info.crs) if tile_id not in split else _held_out_ground(cfg, tile_id, info)
+        shared = {int(i): shapely.intersection(area, tree.geometries[i]) for i in tree.query(area, predicate="intersects")
+                  if names[int(i)] != tile_id}  # a split tile's own training blocks lie beside its held-out ones
         shared = {i: piece for i, piece in shared.items() if piece.area > 0}  # not tiles that only touch it
         share = shapely.union_all(list(shared.values())).area / area.area if shared and area.area > 0 else 0.0
         if math.isfinite(share) and share > SHARED_GROUND_SHARE:
             found[tile_id] = (share, [names[i] for i in sorted(shared)])
     return found
+
+
+def _held_out_ground(cfg: Config, tile_id: str, info: RasterInfo) -> shapely.Geometry:
+    """The ground of the held-out blocks of split tile ``tile_id``, in its CRS."""
+    split = TileSplit(tile_id, cfg.HOLDOUT_BLOCK, cfg.HOLDOUT_EVERY, info.height, info.width, cfg.PATCH_SIZE)
+    blocks = []
+    for top in range(0, info.height, split.block):
+        for left in range(0, info.width, split.block):
+            if split.is_held_out(top // split.block, left // split.block):
+                bottom, right = min(top + split.block, info.height), min(left + split.block, info.width)
+                xs, ys = info.transform * (np.array([left, right, right, left]), np.array([top, top, bottom, bottom]))
+                blocks.append(shapely.Polygon(np.column_stack([xs, ys])))
+    return shapely.union_all(blocks)
 
 
 def _footprint_in(info: RasterInfo, crs) -> shapely.Geometry | None:

@@ -267,3 +267,21 @@ def test_held_out_tiles_on_the_ground_of_training_tiles_are_named(tmp_path, caps
     err = capsys.readouterr().err
     assert "held-out tile inside: 100% of its ground is in training tiles too (by their georeference: train_a, train_b)" in err
     assert "beside" not in err and "fringe" not in err
+
+
+def test_held_out_blocks_on_the_ground_of_other_training_tiles_are_named(tmp_path, capsys):
+    """A tile split into blocks beside an overlapping training scene: the scene's patches held a fifth of the
+    held-out blocks' ground, and no step said so (review: neighbouring satellite scenes overlap)."""
+    images = tmp_path / "data" / "images"
+    write_placed_image(images / "scene.tif", 500000, 5000128, size=128)  # blocks of 32 px: (0,0) (1,3) (2,2) (3,1) held out
+    write_placed_image(images / "neighbour.tif", 500064, 5000096, size=64)  # blocks (1,2) (1,3) (2,2) (2,3): 2 held out
+    write_placed_image(images / "corner.tif", 500032, 5000128, size=32)  # block (0,1): trained on anyway
+    cfg = make_tiny_config(tmp_path, IMAGE_PATTERN="images/{id}.tif", TRAIN_IDS=["scene", "neighbour", "corner"],
+                           TEST_IDS=["scene"], PATCH_SIZE=16, HOLDOUT_BLOCK=32, HOLDOUT_EVERY=4)
+    found = ground_in_training(cfg)
+    assert list(found) == ["scene"] and found["scene"][0] == pytest.approx(0.5) and found["scene"][1] == ["neighbour"]
+    report_overlapping_tiles(cfg)
+    assert ("held-out tile scene: 50% of its held-out blocks' ground is in training tiles too (by their georeference: "
+            "neighbour)") in capsys.readouterr().err
+    corner_only = cfg.replace(TRAIN_IDS=["scene", "corner"])
+    assert ground_in_training(corner_only) == {}
