@@ -638,7 +638,7 @@ def run_inference(cfg: Config, weights: str | Path, out_dir: str | Path, tile_id
         if not jobs and failed:
             raise _none_labelled(failed)
     jobs = _check_value_scales(cfg, jobs, record["signature"].get("input_statistics"), record["signature"].get("image_bands"),
-                               image_jobs, failed, say=progress and rank == 0)
+                               bool(record["signature"].get("nodata_zero")), image_jobs, failed, say=progress and rank == 0)
     trained = record["signature"].get("pixel_size_m")
     jobs = _each_job(jobs, image_jobs, failed,
                      lambda job: replace(job, stack=labelling_stack(cfg, job.stack, trained, say=progress and rank == 0)))
@@ -774,20 +774,22 @@ def _of_the_training_type(cfg: Config, job: Job, record: dict, normalization, va
     return True
 
 
-def _check_value_scales(cfg: Config, jobs: list[Job], trained: dict | None, image_bands: dict | None, image_jobs: set[str],
-                        failed: dict[str, str], say: bool) -> list[Job]:
+def _check_value_scales(cfg: Config, jobs: list[Job], trained: dict | None, image_bands: dict | None,
+                        trained_nodata_zero: bool, image_jobs: set[str], failed: dict[str, str], say: bool) -> list[Job]:
     """``jobs`` whose values are on the scale of those the weights were ``trained`` on (see
     eoseg.normalization.check_value_scale; a note for those some way off, each saying where the image's GDAL scale
-    and offset are not those of the training images, as ``image_bands`` records them); images given by path that
+    and offset are not those of the training images, as ``image_bands`` records them; zeros noted, more so where the
+    weights were trained with NODATA_ZERO, ``trained_nodata_zero``); images given by path that
     cannot be read, or whose values are refused (a chip of water may be one), are moved to ``failed``, as labelling
     moves those it cannot read, and the others labelled; a configured tile's refusal stops the run."""
     if trained is None:  # weights from before the record, or Caffe's
         return jobs
+    trained_as_nodata = trained_nodata_zero and not cfg.NODATA_ZERO
     checked = []
     for job in jobs:
         try:
             measured, zeros = job.stack.sample()
-            collar = unmasked_zeros_note(zeros)
+            collar = unmasked_zeros_note(zeros, trained_as_nodata)
             collar = f"; {collar}" if collar else ""
             tags = scaling_hint(job.info, cfg.BANDS, image_bands)
             note = check_value_scale(trained, measured, len(cfg.BANDS), job.info.path, cfg.INFER_VALUE_CHECK,

@@ -538,11 +538,16 @@ def read_label(path: str | Path, what: str = "label map") -> np.ndarray:
 
 
 def spread_windows(height: int, width: int, side: int, size: int) -> list[Window]:
-    """``side`` x ``side`` windows of ``size`` px spread evenly over a ``height`` x ``width`` raster: a few reads
-    that show what the whole of it holds."""
-    rows = sorted({int(r) for r in np.linspace(0, max(height - size, 0), side)})
-    cols = sorted({int(c) for c in np.linspace(0, max(width - size, 0), side)})
-    return [Window(col, row, min(size, width - col), min(size, height - row)) for row in rows for col in cols]
+    """Windows that show what a ``height`` x ``width`` raster holds, in a few reads: the raster cut into ``side`` x
+    ``side`` cells, and of each cell its middle ``size`` x ``size`` px (the whole cell where it is smaller). Every
+    part weighs alike, edges and middle: windows spread from edge to edge overlapped in a small raster's middle
+    and took its edges, where collars lie, at a fraction of their share (review: 16.7% zeros measured of 24.5%)."""
+    def spans(length: int) -> list[tuple[int, int]]:
+        edges = np.linspace(0, length, side + 1).round().astype(int)
+        cells = [(int(start), int(end - start)) for start, end in zip(edges[:-1], edges[1:]) if end > start]
+        return [(start + (cell - min(size, cell)) // 2, min(size, cell)) for start, cell in cells]
+
+    return [Window(col, row, cols, rows) for row, rows in spans(height) for col, cols in spans(width)]
 
 
 ALPHA_SAMPLE_WINDOWS, ALPHA_SAMPLE_SIZE = 3, 256  # windows a side, and their size, read to judge a band

@@ -231,10 +231,17 @@ def check_band_names(info: RasterInfo, bands: Sequence[int], recorded: dict | No
 UNMASKED_ZEROS = 0.2  # of a raster's sampled pixels 0 in every band without a nodata tag: said, not assumed nodata
 
 
-def unmasked_zeros_note(zeros: float) -> str:
+TRAINED_ZEROS = 0.01  # the share said where the weights were trained with NODATA_ZERO=True
+
+
+def unmasked_zeros_note(zeros: float, trained_as_nodata: bool = False) -> str:
     """What a share ``zeros`` of sampled pixels 0 in every image band (:meth:`TileStack.sample`) may mean, and what to
     set, as the end of a line; "" for a share that says nothing. Zeros without a nodata tag (a collar, a mosaic's gaps)
-    lower the values and are labelled, or learned, as land."""
+    lower the values and are labelled, or learned, as land; by weights ``trained_as_nodata`` (NODATA_ZERO=True),
+    never seen in training at all."""
+    if trained_as_nodata and zeros > TRAINED_ZEROS:
+        return (f"{zeros:.0%} of its sampled pixels are 0 in every band, which the weights were trained to take for no "
+                "data (NODATA_ZERO=True, as they record), and are labelled here as land: set NODATA_ZERO=True")
     if zeros <= UNMASKED_ZEROS:
         return ""
     return (f"{zeros:.0%} of its sampled pixels are 0 in every band with no nodata tag: if they hold no data, "

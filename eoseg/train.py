@@ -582,6 +582,7 @@ class Trainer:
         self.trained_on = {"input_dtype": str(self.data[(0, 0)][0].numpy().dtype), "pixel_size_m": self.data.pixel_size_m,
                            "input_statistics": self.data.input_statistics, "image_bands": self.data.image_bands,
                            "nodata_fill": self.data.nodata_fill,
+                           "nodata_zero": bool(cfg.NODATA_ZERO),  # zeros never learned: said where labelling reads them
                            "class_pixels": self.data.class_pixels,
                            "inherited_train_tiles": (payload["signature"].get("inherited_train_tiles") if payload is not None
                                                      else recorded_train_tiles(cfg.ENCODER_WEIGHTS or cfg.INIT_WEIGHTS)

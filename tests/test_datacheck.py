@@ -234,7 +234,7 @@ def test_training_class_shares_count_the_pixels_training_learns_from(tiny_cfg, t
     assert shares == extract_patches(cfg, cfg.PATCHES_DIR, progress=False)["class_pixels"]
 
 
-def test_a_zero_collar_without_a_nodata_tag_is_a_note(tiny_cfg, tmp_path):
+def test_a_zero_collar_without_a_nodata_tag_is_a_note(tiny_cfg, tmp_path, capsys):
     """Half a training tile 0 in every band with no nodata tag: check_data says so, with NODATA_ZERO (its zeros would be
     learned as land, and counted into the statistics --write-norm writes); tagged, it says nothing."""
     data = tmp_path / "data"
@@ -250,6 +250,10 @@ def test_a_zero_collar_without_a_nodata_tag_is_a_note(tiny_cfg, tmp_path):
     assert [note for note in notes if "sampled pixels are 0" in note] == \
         ["tile 2: 50% of its sampled pixels are 0 in every band with no nodata tag: if they hold no data, set "
          "NODATA_ZERO=True (or tag them: gdal_edit.py -a_nodata 0 FILE)"]
+    from eoseg.extract import extract_patches
+
+    extract_patches(cfg, cfg.PATCHES_DIR, progress=False)  # learned as land: said there too (review)
+    assert "note: tile 2: 50% of its sampled pixels are 0 in every band with no nodata tag" in capsys.readouterr().err
     with rasterio.open(image, "r+") as dst:
         dst.nodata = 0
     assert not [note for note in check_dataset(cfg).notes if "sampled pixels are 0" in note]

@@ -472,6 +472,31 @@ def weights_of_values(cfg: Config, path, pixels: np.ndarray, dtype: str):
                            trained_on={"input_dtype": dtype, "input_statistics": statistics.record()})
 
 
+def test_zeros_of_weights_trained_with_nodata_zero_are_said_even_as_a_small_share(tmp_path, capsys):
+    """Weights trained with NODATA_ZERO=True never saw a pixel 0 in every band; labelling with the default False
+    labelled 25% of a swath edge as land without a word (review). Said from 1% of the pixels on, naming the setting."""
+    import torch as torch_
+
+    cfg = make_tiny_config(tmp_path, WRITE_PREVIEW=False)
+    pixels = random_image(100, 100)
+    plain = weights_of_values(cfg, tmp_path / "plain.pt", pixels, "uint8")
+    payload = torch_.load(plain, weights_only=True)
+    payload["signature"]["nodata_zero"] = True
+    trained_on_zero = tmp_path / "nodata_zero.pt"
+    torch_.save(payload, trained_on_zero)
+    edged = pixels.copy()
+    edged[:, :, :10] = 0  # 10% of the image: under the fifth that is said of any weights
+    image = write_geotiff(tmp_path / "edged.tif", edged)
+    run_inference(cfg, plain, tmp_path / "plain", image_paths=[image])
+    assert "0 in every band" not in capsys.readouterr().err
+    run_inference(cfg, trained_on_zero, tmp_path / "zero", image_paths=[image])
+    assert ("edged.tif: labelled as it is; 10% of its sampled pixels are 0 in every band, which the weights were trained "
+            "to take for no data (NODATA_ZERO=True, as they record), and are labelled here as land: set NODATA_ZERO=True"
+            ) in capsys.readouterr().err
+    run_inference(cfg.replace(NODATA_ZERO=True), trained_on_zero, tmp_path / "masked", image_paths=[image])
+    assert "0 in every band" not in capsys.readouterr().err
+
+
 def test_an_image_of_another_data_type_holding_the_training_values_is_labelled_as_it_is(tmp_path, capsys):
     """8-bit values stored as float32 (or uint16) are the training data's: labelled, with a note; other values are not."""
     cfg = make_tiny_config(tmp_path, WRITE_PREVIEW=False)

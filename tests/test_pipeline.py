@@ -132,6 +132,7 @@ def test_training_writes_weights_log_plot_and_resumes(tiny_cfg, source):
                                                    "scalings": [[]]}
     # inference fills nodata as training did
     assert payload["signature"]["nodata_fill"] == pytest.approx(training_filling(cfg).fill_record())
+    assert payload["signature"]["nodata_zero"] is cfg.NODATA_ZERO  # zeros labelling reads are said against it
 
 
 def test_resume_beyond_iterations_is_refused(tiny_cfg):
