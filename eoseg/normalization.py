@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 from typing import Sequence
 
@@ -262,6 +263,24 @@ SOURCE_SHIFT_LIMIT = 3.0
 ABSOLUTE_SOURCE_RATIO = 10.0
 
 
+# factors between two encodings of the same values, in order of preference where several lie near a measurement:
+# decimal scalings (reflectance 0..1 against 0..10000), 8-bit values against 0..1, bit depths
+ENCODING_FACTORS = ([10.0 ** k for k in range(-6, 7)], [255.0, 1 / 255], [2.0 ** k for k in range(-16, 17)])
+ENCODING_FACTOR_TOLERANCE = 1.15  # a measured factor within this ratio of one of them is read as it
+
+
+def suggested_value_scale(measured: float) -> str:
+    """The INFER_VALUE_SCALE to suggest for values ``measured`` times off the training scale: the factor between two
+    encodings it lies near (10000 for reflectance 0..1 against 0..10000, 255, a power of 2 between bit depths), with
+    the measured one; a scene's own light (water, haze) moves the measurement some way off the encodings' factor
+    (9.38e+03 for 10000, review), which the map then carries. Else the measured factor."""
+    for factors in ENCODING_FACTORS:
+        nearest = min(factors, key=lambda factor: abs(math.log(factor / measured)))
+        if abs(math.log(nearest / measured)) <= math.log(ENCODING_FACTOR_TOLERANCE):
+            return f"{nearest:g} ({measured:.3g} measured on its values)"
+    return f"{measured:.3g} (measured on its values)"
+
+
 def value_scale(trained: dict, measured: BandStatistics, bands: int | slice) -> float | None:
     """How many times the values of the first ``bands`` bands (the image's BANDS; or the stacked bands
     of a slice) ``measured`` counted are those the weights were ``trained`` on
@@ -468,7 +487,7 @@ def _check_image_scale(trained: dict, measured: BandStatistics, bands: int, what
                if measured.count < MIN_SAMPLED_PIXELS else "")
         raise EosegError(f"{found}{few}: another scale or encoding (12 against 16 bits, reflectance 0..1 against "
                          f"0..10000) would make a wrong map; if the images are on another scale, set INFER_VALUE_SCALE="
-                         f"{factor / ratio:.3g} to bring them to the training scale (a power of 2 where the encodings "
+                         f"{suggested_value_scale(factor / ratio)} to bring them to the training scale (a power of 2 where the encodings "
                          "differ in bits: 0.0625 for 16-bit values and weights of 12-bit ones), or INFER_VALUE_CHECK=False "
                          "if they are right as they are, only darker or brighter (water, shadow, snow)")
     return f"note: {found}: the labels may suffer (another scale or encoding, or much darker or brighter light)"

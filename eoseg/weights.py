@@ -38,7 +38,7 @@ from eoseg.errors import EosegError
 from eoseg.io import atomic_path
 from eoseg.metadata import data_signature
 from eoseg.models import first_stream_bands
-from eoseg.normalization import Normalization
+from eoseg.normalization import Normalization, suggested_value_scale
 from eoseg.weights_record import FORMAT, METADATA_KEY, check_weights_record, weights_record
 from eoseg.tiles import band_kind
 
@@ -165,7 +165,7 @@ def check_input_dtype(normalization: Normalization, dtype: str, image: str | Pat
     raise EosegError(f"{image}: its pixels are {dtype}{read_as}, but the weights were trained on {trained} data, whose value range "
                      f"the normalisation (NORM_MEAN / NORM_STD) was set for; convert the image to {trained} with the "
                      f"same scaling as the training data, "
-                     + (f"set INFER_VALUE_SCALE={factor:.4g} (measured on its values) to bring them to theirs, "
+                     + (f"set INFER_VALUE_SCALE={suggested_value_scale(factor)} to bring them to theirs, "
                         if scalable and factor is not None else
                         "set INFER_VALUE_SCALE to the factor that brings its values to theirs, " if scalable else "")
                      + (f"set INFER_VALUE_CHECK=True to have its values compared with theirs ({trained} values near "

@@ -347,3 +347,16 @@ def test_nodata_takes_the_training_imagerys_mean_where_it_is_known():
     assert filled.for_values_times(0.5, 2).fill == pytest.approx((208.8, 151.2, 82.0))
     assert normalization.filled_with(None) is normalization
     assert normalization.filled_with({"mean": [1.0], "std": [1.0]}) is normalization  # of other bands
+
+
+@pytest.mark.parametrize("measured, suggested", [
+    (9380.0, "10000 (9.38e+03 measured on its values)"),  # reflectance 0..1 of a 0..10000 product (review)
+    (0.0657, "0.0625 (0.0657 measured on its values)"),  # 16-bit values, weights of 12-bit ones
+    (16.4, "16 (16.4 measured on its values)"),
+    (262.0, "255 (262 measured on its values)"),  # 8-bit values against 0..1
+    (2.5, "2.5 (measured on its values)"),  # near no encoding's factor: the scene's own light, as measured
+])
+def test_the_suggested_value_scale_is_the_encodings_factor_it_lies_near(measured, suggested):
+    from eoseg.normalization import suggested_value_scale
+
+    assert suggested_value_scale(measured) == suggested
