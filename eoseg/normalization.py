@@ -489,5 +489,25 @@ def _check_image_scale(trained: dict, measured: BandStatistics, bands: int, what
                          f"0..10000) would make a wrong map; if the images are on another scale, set INFER_VALUE_SCALE="
                          f"{suggested_value_scale(factor / ratio)} to bring them to the training scale (a power of 2 where the encodings "
                          "differ in bits: 0.0625 for 16-bit values and weights of 12-bit ones), or INFER_VALUE_CHECK=False "
-                         "if they are right as they are, only darker or brighter (water, shadow, snow)")
-    return f"note: {found}: the labels may suffer (another scale or encoding, or much darker or brighter light)"
+                         "if they are right as they are, only darker or brighter (water, shadow, snow)"
+                         + _offset_hint(trained, measured, bands, factor))
+    return f"note: {found}: the labels may suffer (another scale or encoding, or much darker or brighter light)" + \
+        _offset_hint(trained, measured, bands, factor)
+
+
+OFFSET_SPREAD = 1.3  # values whose spread is within this ratio of the training values' (median over the bands)
+
+
+def _offset_hint(trained: dict, measured: BandStatistics, bands: int, factor: float) -> str:
+    """Where values off the training scale keep its spread: they are moved, not scaled; say by how much and what may
+    have moved them (an offset the file does not tag, or haze); else ""."""
+    spread = np.asarray(trained["std"][:bands], dtype=np.float64)
+    measured_spread = measured.std[:bands] * factor
+    comparable = (spread > 0) & (measured_spread > 0)
+    if not comparable.any() or abs(np.median(np.log(measured_spread[comparable] / spread[comparable]))) > math.log(OFFSET_SPREAD):
+        return ""
+    shift = float(np.median(measured.mean[:bands] * factor - np.asarray(trained["mean"][:bands], dtype=np.float64)))
+    return (f"; but their spread is the training values' and their means lie about {abs(shift):.4g} "
+            f"{'higher' if shift > 0 else 'lower'}: an offset the file does not tag (tag it, gdal_edit.py -offset "
+            "-OFFSET FILE, and its values are read without it: -1000 for Sentinel-2 L2A products since processing "
+            "baseline 04.00), or haze")

@@ -175,6 +175,22 @@ def test_images_far_off_the_training_scale_are_refused_and_nearer_ones_noted(fac
     assert check_value_scale(None, measured, 3, "scene.tif", refuse=True) is None  # weights that record none
 
 
+def test_values_moved_by_an_offset_are_said_to_be_moved_not_scaled():
+    """Sentinel-2 L2A adds 1000 to its values since processing baseline 04.00: such a scene was noted as on "another
+    scale or encoding" (62.7% of its labels changed), and a dark one refused with an INFER_VALUE_SCALE that scales a
+    shift (review). Values that keep the training spread are said to be moved, with the offset tag to set."""
+    pixels = np.random.default_rng(5).integers(300, 1500, size=(4, 30, 30)).astype(np.float64)
+    trained = counted(pixels).record()
+    note = check_value_scale(trained, counted(pixels + 1000), 4, "scene.tif", refuse=True)
+    assert "its values are 2 times" in note and ("; but their spread is the training values' and their means lie about "
+                                                  "1000 higher: an offset the file does not tag (tag it, gdal_edit.py "
+                                                  "-offset -OFFSET FILE") in note
+    with pytest.raises(EosegError, match=r"INFER_VALUE_CHECK=False if .*; but their spread is the training values' and "
+                                         r"their means lie about 3000 higher"):
+        check_value_scale(trained, counted(pixels + 3000), 4, "scene.tif", refuse=True)
+    assert "spread" not in check_value_scale(trained, counted(pixels * 2), 4, "scene.tif", refuse=True)  # scaled
+
+
 def test_one_band_off_the_others_scale_is_noted_by_name():
     """The median over bands does not see one band alone on another scale (near-infrared from another product):
     a note names it; bands scaled alike, on or off the training scale, give no such note."""
