@@ -506,8 +506,9 @@ def tile_labels(cfg: Config, tile_id: str, like: RasterInfo) -> RasterLabels | V
         path = existing_path(cfg, "LABEL_PATTERN", tile_id, "vector label file",
                              hint=f"check DATA_ROOT ({cfg.DATA_ROOT}) and LABEL_PATTERN")
     else:
-        path = existing_path(cfg, "LABEL_PATTERN", tile_id, "numeric label map",
-                             hint="run convert_gt.py to make it from the colour ground truth, or check LABEL_PATTERN")
+        hint = ("run convert_gt.py to make it from the colour ground truth, or check LABEL_PATTERN" if cfg.GT_COLOR_PATTERN
+                else f"check DATA_ROOT ({cfg.DATA_ROOT}) and LABEL_PATTERN")  # no colour ground truth to convert
+        path = existing_path(cfg, "LABEL_PATTERN", tile_id, "numeric label map", hint=hint)
         _check_converted(cfg, tile_id, path)
     return label_source(cfg, path, like)
 

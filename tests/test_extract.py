@@ -200,6 +200,11 @@ def test_interrupted_extraction_leaves_nothing_accepted(tiny_cfg, monkeypatch):
 def test_extract_refuses_missing_tile_and_size_mismatch(tiny_cfg, tmp_path):
     with pytest.raises(EosegError, match="tile 99: image not found"):
         extract_patches(tiny_cfg.replace(TRAIN_IDS=["99"]), tmp_path / "p", progress=False)
+    # a missing label map: convert_gt.py is named only where there is colour ground truth to convert (review)
+    for colour, hint in (("gts/{id}.tif", "run convert_gt.py to make it"), ("", "check DATA_ROOT .* and LABEL_PATTERN")):
+        with pytest.raises(EosegError, match=f"tile 1: numeric label map not found at .*; {hint}"):
+            extract_patches(tiny_cfg.replace(LABEL_PATTERN="none/{id}.tif", GT_COLOR_PATTERN=colour), tmp_path / "p",
+                            progress=False)
     # a label map of another size than its image
     labels = read_label(tiny_cfg.tile_path("LABEL_PATTERN", "1"))
     bad = tmp_path / "labels" / "top_mosaic_09cm_area1.tif"
