@@ -173,3 +173,26 @@ def test_the_conversion_notebook_on_numeric_labels_only(sample_root, tmp_path, m
     text, images = outputs_of(nb)
     assert "GT_COLOR_PATTERN is empty: the labels (LABEL_PATTERN) are numeric already, nothing to convert" in text
     assert images == 1
+
+
+def test_the_conversion_notebook_never_draws_the_sample_over_data(sample_root, tmp_path, monkeypatch):
+    """Tiles laid out as ISPRS ships them (no nDSM) under the default DATASET "sample": a missing file of one tile
+    made the notebook draw the synthetic sample over the real images and ground truth (review). It draws as
+    make_sample.py does, which refuses a folder holding any of the tiles' files."""
+    import hashlib
+    import shutil
+
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    data = tmp_path / "data"
+    shutil.copytree(sample_root / "data", data)
+    shutil.rmtree(data / "ndsm")
+    before = {path: hashlib.sha256(path.read_bytes()).hexdigest() for path in data.rglob("*.tif")}
+    overrides = as_arguments({**tiny_overrides(tmp_path), "DATA_ROOT": str(data)})
+    nb = nbformat.read(NOTEBOOKS / ORDER[0], as_version=4)
+    cell = parameters_cell(nb, ORDER[0])
+    injected = {"OVERRIDES": overrides, "CONFIG_FILE": None, "SAMPLE_SIZE": TILE_SIZE}
+    cell.source = "\n".join(f"{key} = {injected[key]!r}" for key in assigned_names(cell.source))
+    client = NotebookClient(nb, kernel_name=KERNEL, timeout=CELL_TIMEOUT_S, resources={"metadata": {"path": str(NOTEBOOKS)}})
+    with pytest.raises(CellExecutionError, match=r"already exists; pass --force to replace"):
+        client.execute()
+    assert {path: hashlib.sha256(path.read_bytes()).hexdigest() for path in data.rglob("*.tif")} == before
