@@ -284,6 +284,14 @@ def discard_replaced_run(train_dir: str | Path) -> None:
         shutil.rmtree(_discarded_run(train_dir))
 
 
+def check_model_file_reads_nothing(cfg: Config) -> None:
+    """Refuse a MODEL_FILE that is a file the run reads (the INIT_WEIGHTS it starts from, a tile), whatever --force
+    says: the weights would be written over it."""
+    weights = {Path(getattr(cfg, name)).resolve(): f"the {name} file" for name in ("INIT_WEIGHTS", "ENCODER_WEIGHTS")
+               if getattr(cfg, name)}
+    check_outputs([Path(cfg.MODEL_FILE)], {**configured_inputs(cfg), **weights}, True, "MODEL_FILE")
+
+
 @contextlib.contextmanager
 def claim_train_dir(cfg: Config, resume: bool, force: bool) -> Iterator[None]:
     """Hold TRAIN_DIR for one run: refuse a folder holding another run unless ``resume`` or ``force``.
@@ -297,9 +305,7 @@ def claim_train_dir(cfg: Config, resume: bool, force: bool) -> Iterator[None]:
     train_dir, model_file = Path(cfg.TRAIN_DIR).absolute(), Path(cfg.MODEL_FILE)  # "." has no name to lock beside
     check_writable(train_dir, "TRAIN_DIR")
     check_output_file(model_file, "MODEL_FILE")
-    weights = {Path(getattr(cfg, name)).resolve(): f"the {name} file" for name in ("INIT_WEIGHTS", "ENCODER_WEIGHTS")
-               if getattr(cfg, name)}
-    check_outputs([model_file], {**configured_inputs(cfg), **weights}, True, "MODEL_FILE")  # whatever --force says
+    check_model_file_reads_nothing(cfg)
     report_overlapping_tiles(cfg)
     lock = train_dir.with_name(f".{train_dir.name}.lock")
     with exclusive_or_refuse(lock, f"another training run is writing {train_dir} (it holds {lock}); "
@@ -897,5 +903,6 @@ class Trainer:
 def train(cfg: Config, resume: str | Path | None = None, progress: bool = True, stop_after: int | None = None) -> Path:
     """Train ``cfg.MODEL`` for ``cfg.ITERATIONS`` steps or ``cfg.TRAIN_MINUTES`` (under torchrun: this process's part),
     pausing at iteration ``stop_after`` if given (resume from its checkpoint to go on); return the weights' path."""
+    check_model_file_reads_nothing(cfg)  # also where no claim_train_dir came first (notebook 4)
     with process_group(cfg.DEVICE) as (processes, device):
         return Trainer(cfg, processes, device, resume, progress).run(stop_after)

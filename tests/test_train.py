@@ -845,6 +845,9 @@ def test_model_file_is_never_an_input_of_the_run(tiny_cfg):
     with pytest.raises(EosegError, match=r"start.pt would overwrite the INIT_WEIGHTS file; choose another MODEL_FILE"):
         with claim_train_dir(tiny_cfg.replace(MODEL_FILE=str(start), INIT_WEIGHTS=str(start)), resume=True, force=False):
             pass
+    # train() itself, which notebook 4 calls without claiming TRAIN_DIR: it wrote over INIT_WEIGHTS (review)
+    with pytest.raises(EosegError, match=r"start.pt would overwrite the INIT_WEIGHTS file; choose another MODEL_FILE"):
+        train(tiny_cfg.replace(MODEL_FILE=str(start), INIT_WEIGHTS=str(start)), progress=False)
 
 
 def test_resuming_into_a_train_dir_holding_another_run_is_refused(tiny_cfg):
