@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import pickle
+import zipfile
+import zlib
 from pathlib import Path
 
 import torch
@@ -89,10 +91,26 @@ def save_checkpoint(path: str | Path, cfg: Config, model: nn.Module, iteration: 
     return Path(path)
 
 
+def _damaged_zip_entry(path: Path) -> str | None:
+    """The first entry of torch's zip file ``path`` whose bytes fail their CRC (torch.load reads them unchecked: flipped
+    bytes became other weights, and other labels, review); None where all pass or ``path`` is no zip file."""
+    try:
+        if not zipfile.is_zipfile(path):
+            return None
+        with zipfile.ZipFile(path) as archive:
+            return archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError, zlib.error):
+        return None  # torch.load says what is wrong with it
+
+
 def safe_torch_load(path: Path, what: str) -> object:
     """``torch.load`` restricted to tensors and plain values; a refusal becomes a clear EosegError."""
     if path.is_file() and path.stat().st_size == 0:
         raise EosegError(f"{path}: not a loadable {what}: the file is empty (an interrupted copy or a full disk?)")
+    damaged = _damaged_zip_entry(path)
+    if damaged:
+        raise EosegError(f"{path}: damaged {what}: its part {damaged} fails the checksum written with it (a corrupted "
+                         "copy or disk?); copy it again")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:

@@ -19,6 +19,7 @@ normalisation is applied while everything else (classes, bands, palette) is stil
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import sys
@@ -28,6 +29,7 @@ from typing import Sequence
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 import numpy as np
+import torch
 from torch import nn
 
 from eoseg.caffe.segnet import (PUBLISHED_MEAN_BANDS, caffe_normalization, mean_pixel_for, parse_mean_pixel,
@@ -173,6 +175,18 @@ def check_input_dtype(normalization: Normalization, dtype: str, image: str | Pat
                      + f"or train on {dtype} data")
 
 
+TENSORS_SHA256_KEY = "eoseg_tensors_sha256"  # safetensors, unlike torch's zip files, holds no checksum of its own
+
+
+def tensors_sha256(tensors: dict[str, torch.Tensor]) -> str:
+    """A digest of ``tensors``' names and bytes: written with them, so that bytes damaged since are told."""
+    digest = hashlib.sha256()
+    for key in sorted(tensors):
+        digest.update(key.encode() + b"\0")
+        digest.update(tensors[key].detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
+    return digest.hexdigest()
+
+
 def save_safetensors(path: str | Path, model: nn.Module, record: dict) -> Path:
     """Write ``model``'s tensors and ``record`` (in the header metadata) as .safetensors, atomically."""
     path = Path(path)
@@ -180,7 +194,7 @@ def save_safetensors(path: str | Path, model: nn.Module, record: dict) -> Path:
         raise EosegError(f"{path}: safetensors files must end in .safetensors")
     tensors = {key: value.detach().cpu().contiguous() for key, value in model.state_dict().items()}
     with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata={METADATA_KEY: json.dumps(record)})
+        save_file(tensors, str(tmp), metadata={METADATA_KEY: json.dumps(record), TENSORS_SHA256_KEY: tensors_sha256(tensors)})
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # safetensors writes 0600: readable by its owner alone, unlike every other output
@@ -200,6 +214,9 @@ def _read_safetensors(path: Path, cfg: Config, source: str) -> tuple[nn.Module, 
         record = json.loads(metadata[METADATA_KEY])
     except (KeyError, json.JSONDecodeError):
         raise EosegError(f"{path}: no eoseg record in its metadata; convert it with convert_weights.py") from None
+    if TENSORS_SHA256_KEY in metadata and metadata[TENSORS_SHA256_KEY] != tensors_sha256(tensors):  # absent: older files
+        raise EosegError(f"{path}: damaged: its tensors do not match the checksum written with them (a corrupted copy or "
+                         "disk?); copy or convert it again")
     check_weights_record(record, cfg, source)
     spec = record["model"]
     model = build_recorded_model(spec)
