@@ -854,6 +854,8 @@ def _write_reports(summary: InferenceSummary, weights: str | Path, precision: st
     }
     if summary.failed:
         report["failed"] = summary.failed
+    if summary.band_order_warning:  # kept with the maps, for whoever reads them later
+        report["band_order_warning"] = summary.band_order_warning
     if summary.metrics is not None:
         report["overall"] = summary.metrics
     if "confusion_plot" in summary.outputs:  # a shard's report has no plot or table: the merge draws them

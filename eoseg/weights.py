@@ -83,7 +83,8 @@ def read_weights(path: str | Path, cfg: Config, caffe_mean: str | Sequence[float
                              f"imagery, the bands these weights learned, but BAND_NAMES says {', '.join(cfg.BAND_NAMES)}; "
                              f"label {', '.join(PUBLISHED_MEAN_BANDS[published])} images with them (BANDS and BAND_NAMES "
                              "in that order), or give your bands' own mean with --caffe-mean")
-        signature = {**data_signature(cfg, holdout=False), "normalization": caffe_normalization(mean).record()}
+        signature = {**{key: value for key, value in data_signature(cfg, holdout=False).items() if key not in NOT_IN_CAFFE},
+                     "normalization": caffe_normalization(mean).record()}
         record = weights_record(model, signature, imposed_normalization=True, origin=path.name)
         check_weights_record(record, cfg, source)
     elif suffix == ".onnx":
@@ -175,6 +176,9 @@ def check_input_dtype(normalization: Normalization, dtype: str, image: str | Pat
                      + f"or train on {dtype} data")
 
 
+# what a .caffemodel does not say of its training (the config converting it does not know it either): left out of its
+# record, not stated as the converting config's (inference noted that its labels "were read with" that LABEL_VALUES)
+NOT_IN_CAFFE = ("label_values", "label_tolerance", "patch_size", "bands")
 TENSORS_SHA256_KEY = "eoseg_tensors_sha256"  # safetensors, unlike torch's zip files, holds no checksum of its own
 
 

@@ -779,3 +779,6 @@ def test_the_band_order_warning_compares_the_files_with_the_training_files(tmp_p
     assert warning(undeclared, declared_rgb, "names").startswith(
         "irrg_declared_rgb.tif: GDAL says bands 1, 2, 3 are red, green, blue, but the weights were trained on IR, R, G")
     assert warning(declared_rgb, undeclared, "silent") is None
+    # kept in metrics.json beside the maps, where a notebook's reader looks later too (review)
+    assert json.loads((tmp_path / "other" / "metrics.json").read_text())["band_order_warning"].startswith("declared_bgr.tif")
+    assert "band_order_warning" not in json.loads((tmp_path / "same" / "metrics.json").read_text())

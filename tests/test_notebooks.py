@@ -128,7 +128,8 @@ def test_notebooks_run_in_order_on_the_tiny_sample(tmp_path, monkeypatch):
     for key, value in cfg.to_dict().items():
         if key.endswith(("_DIR", "_ROOT", "_FILE")) and isinstance(value, str) and value:
             assert Path(value).is_relative_to(tmp_path), f"{key}={value} is not redirected into tmp_path"
-    injected = {"OVERRIDES": overrides, "CONFIG_FILE": None, "SAMPLE_SIZE": TILE_SIZE, "SPLIT": "test", "WEIGHTS": None}
+    injected = {"OVERRIDES": overrides, "CONFIG_FILE": None, "SAMPLE_SIZE": TILE_SIZE, "SPLIT": "test", "WEIGHTS": None,
+                "CAFFE_MEAN": None}
 
     executed = {}
     timings = {}

@@ -120,6 +120,9 @@ def test_caffe_weights_impose_their_normalisation(tmp_path, files):
     other_cfg = load_config(overrides=TINY)
     again, again_normalization = load_weights(converted, other_cfg)
     assert again_normalization == normalization
+    # a .caffemodel says nothing of how its labels were read or of its patches: not recorded as the converting config's
+    signature = read_weights(converted, other_cfg)[1]["signature"]
+    assert not {"label_values", "label_tolerance", "patch_size", "bands"} & set(signature)
     x = torch.randn(1, 3, 32, 32)
     torch.testing.assert_close(_outputs(again, x), _outputs(model, x))
     # everything else is still checked

@@ -82,7 +82,7 @@ def mean_pixel_for(dataset: str, source: str) -> tuple[float, ...]:
     published = "; ".join(f"{name} = {','.join(map(str, values))}" for name, values in PUBLISHED_MEAN_PIXELS.items())
     raise EosegError(
         f"{source}: Caffe weights do not record the mean pixel they were trained with; give it with "
-        f"--caffe-mean, in the network's reversed (BGR) band order (published: {published})"
+        f"--caffe-mean (CAFFE_MEAN in notebook 5), in the network's reversed (BGR) band order (published: {published})"
     )
 
 
