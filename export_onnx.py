@@ -32,7 +32,7 @@ from eoseg.cli import make_parser, parse, run
 from eoseg.deepness import Softmaxed, check_deepness_inputs, deepness_metadata, training_resolution_cm
 from eoseg.errors import EosegError
 from eoseg.io import atomic_path
-from eoseg.onnx_engine import SIZE_MULTIPLE, OnnxModel, onnx_with_record
+from eoseg.onnx_engine import OUTPUT, SIZE_MULTIPLE, OnnxModel, onnx_with_record
 from eoseg.weights import config_that_ran, read_weights
 
 # float32 kernels of two runtimes differ by rounding; a wrong graph differs by far more
@@ -82,7 +82,7 @@ def main(argv=None):
         tile_size = cfg.WINDOW
         metadata = deepness_metadata(cfg, record, tile_size, resolution)
         model, record = Softmaxed(model).eval(), {**record, "outputs": "probabilities"}
-    exported = onnx_with_record(model, record, metadata, tile_size)
+    exported = onnx_with_record(model, record, metadata, tile_size, output=record.get("outputs", OUTPUT))  # named as held
 
     height, width = (tile_size, tile_size) if tile_size else (2 * SIZE_MULTIPLE, 3 * SIZE_MULTIPLE)
     sample = torch.randn(2, model.in_channels, height, width, generator=torch.Generator().manual_seed(0))

@@ -194,5 +194,13 @@ def load_model(path: str | Path, cfg: Config) -> tuple[nn.Module, dict]:
     try:
         model.load_state_dict(payload["state_dict"])
     except RuntimeError as err:
-        raise EosegError(f"{path}: weights do not fit model {record['name']} ({str(err).splitlines()[0]})") from None
+        raise EosegError(f"{path}: weights do not fit model {record['name']} ({state_dict_mismatch(err)})") from None
     return model, payload
+
+
+def state_dict_mismatch(err: RuntimeError, most: int = 300) -> str:
+    """What torch's load_state_dict refused (missing or unexpected keys, shapes), on one line: its first line alone
+    names no layer."""
+    lines = [line.strip() for line in str(err).splitlines()]
+    detail = "; ".join(line for line in lines[1:] if line) or lines[0]
+    return detail if len(detail) <= most else detail[:most] + " .."

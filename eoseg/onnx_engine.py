@@ -34,7 +34,7 @@ from eoseg.errors import EosegError, plain_text
 from eoseg.io import causes
 from eoseg.weights_record import METADATA_KEY, check_weights_record
 
-INPUT, OUTPUT = "image", "logits"
+INPUT, OUTPUT = "image", "logits"  # a Deepness export's output is "probabilities" (ends in a softmax)
 SIZE_MULTIPLE = 32  # 2 ** number of poolings
 MAX_SIDE = SIZE_MULTIPLE * 2048
 
@@ -55,9 +55,10 @@ def _quiet_exporter() -> Iterator[None]:
             logger.setLevel(level)
 
 
-def to_onnx(model: nn.Module, tile_size: int | None = None) -> onnx.ModelProto:
+def to_onnx(model: nn.Module, tile_size: int | None = None, output: str = OUTPUT) -> onnx.ModelProto:
     """Export a CPU copy of ``model`` in eval mode, with dynamic batch, height and width, or
-    with ``tile_size``: square inputs of that fixed size (a multiple of 32), dynamic batch."""
+    with ``tile_size``: square inputs of that fixed size (a multiple of 32), dynamic batch; its output named
+    ``output`` (what it holds: logits, or a softmax's probabilities)."""
     model = copy.deepcopy(model).cpu().eval()
     batch = torch.export.Dim("batch", min=1, max=4096)
     if tile_size is None:
@@ -74,7 +75,7 @@ def to_onnx(model: nn.Module, tile_size: int | None = None) -> onnx.ModelProto:
         dynamic = {0: batch}
     try:
         with _quiet_exporter():
-            program = torch.onnx.export(model, (example,), dynamo=True, input_names=[INPUT], output_names=[OUTPUT],
+            program = torch.onnx.export(model, (example,), dynamo=True, input_names=[INPUT], output_names=[output],
                                         dynamic_shapes=(dynamic,), verbose=False)
     except Exception as err:  # the exporter raises many types; the message says what failed
         if any(isinstance(link, KeyboardInterrupt) for link in causes(err)):  # it wraps a Ctrl-C as well
@@ -84,11 +85,11 @@ def to_onnx(model: nn.Module, tile_size: int | None = None) -> onnx.ModelProto:
 
 
 def onnx_with_record(model: nn.Module, record: dict, metadata: dict[str, str] | None = None,
-                     tile_size: int | None = None) -> bytes:
+                     tile_size: int | None = None, output: str = OUTPUT) -> bytes:
     """``model`` as the bytes of an ONNX file, with ``record`` (see eoseg.weights) in its metadata,
     beside ``metadata``'s keys (e.g. Deepness's); ``tile_size``: a fixed square input. In memory,
     so that it can be checked before it is written."""
-    proto = to_onnx(model, tile_size)
+    proto = to_onnx(model, tile_size, output)
     for key, value in {**(metadata or {}), METADATA_KEY: json.dumps(record)}.items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
@@ -130,7 +131,7 @@ class OnnxModel:
             raise EosegError(f"{self.source}: inputs must be multiples of {SIZE_MULTIPLE} px, got {height} x {width}; "
                              f"set WINDOW to a multiple of {SIZE_MULTIPLE}")
         pixels = batch.detach().to("cpu", torch.float32).numpy()
-        (scores,) = self.session.run([OUTPUT], {INPUT: np.ascontiguousarray(pixels)})
+        (scores,) = self.session.run([self.session.get_outputs()[0].name], {INPUT: np.ascontiguousarray(pixels)})
         scores = torch.from_numpy(scores)
         if self.probabilities:
             scores = torch.log(scores.clamp_min(torch.finfo(torch.float32).tiny))

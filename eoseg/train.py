@@ -154,6 +154,13 @@ def check_training_config(cfg: Config) -> None:
     if Path(cfg.INIT_WEIGHTS).suffix.lower() in (".onnx", ".caffemodel"):
         raise EosegError(f"INIT_WEIGHTS {cfg.INIT_WEIGHTS}: training starts from eoseg weights (.pt or .safetensors); an "
                          ".onnx file cannot be trained, and a .caffemodel imposes its own normalisation")
+    if Path(cfg.ENCODER_WEIGHTS).suffix.lower() in (".onnx", ".caffemodel"):
+        raise EosegError(f"ENCODER_WEIGHTS {cfg.ENCODER_WEIGHTS}: an encoder starts from a state dict (.pt, .pth or "
+                         ".safetensors); an .onnx file holds a graph to run, and a .caffemodel is read by convert_weights.py")
+    for name in ("INIT_WEIGHTS", "ENCODER_WEIGHTS"):
+        path = Path(getattr(cfg, name))
+        if getattr(cfg, name) and path.is_dir():
+            raise EosegError(f"{name} {path} is a folder; give the weights file in it")
     if cfg.INIT_WEIGHTS and not Path(cfg.INIT_WEIGHTS).is_file():
         raise EosegError(f"INIT_WEIGHTS not found: {cfg.INIT_WEIGHTS}{relative_to_here(Path(cfg.INIT_WEIGHTS))}")
     for name in ("ITERATIONS", "LOG_EVERY", "SNAPSHOT_EVERY"):

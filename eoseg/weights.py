@@ -34,7 +34,7 @@ from torch import nn
 
 from eoseg.caffe.segnet import (PUBLISHED_MEAN_BANDS, caffe_normalization, mean_pixel_for, parse_mean_pixel,
                                 published_mean_name, read_caffe_segnet)
-from eoseg.checkpoint import build_recorded_model, load_model
+from eoseg.checkpoint import build_recorded_model, load_model, state_dict_mismatch
 from eoseg.config import Config
 from eoseg.errors import EosegError
 from eoseg.io import atomic_path
@@ -227,5 +227,5 @@ def _read_safetensors(path: Path, cfg: Config, source: str) -> tuple[nn.Module, 
     try:
         model.load_state_dict(tensors)
     except RuntimeError as err:
-        raise EosegError(f"{path}: weights do not fit model {spec['name']} ({str(err).splitlines()[0]})") from None
+        raise EosegError(f"{path}: weights do not fit model {spec['name']} ({state_dict_mismatch(err)})") from None
     return model, record

@@ -167,7 +167,8 @@ def test_weights_that_do_not_fit_the_recorded_model_refused(tmp_path, saved, cfg
     payload["state_dict"]["conv1_1.weight"] = torch.zeros(1, 1, 3, 3)
     broken = tmp_path / "broken.pt"
     torch.save(payload, broken)
-    with pytest.raises(EosegError, match=r"do not fit model segnet"):
+    with pytest.raises(EosegError, match=r"do not fit model segnet \(size mismatch for conv1_1.weight: copying a param "
+                                         r"with shape torch.Size\(\[1, 1, 3, 3\]\)"):  # the layer named (review)
         load_model(broken, cfg)
 
 

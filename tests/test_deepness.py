@@ -39,6 +39,7 @@ def parse_like_deepness(path) -> dict:
     inputs, outputs = session.get_inputs(), session.get_outputs()
     assert len(inputs) == 1, "Deepness takes models with one input"
     assert len(outputs) == 1 and len(outputs[0].shape) == 4, "a Segmentor has one (N, classes, H, W) output"
+    assert outputs[0].name == "probabilities", "named as what it holds: a softmax's, not logits (review)"
     try:
         names = json.loads(meta["class_names"])
     except json.JSONDecodeError:

@@ -295,7 +295,12 @@ def test_fine_tuning_starts_the_whole_network_from_init_weights(lmdb_cfg, six_cl
                                                                r"which matches bands by name"),
                             ({"ENCODER_WEIGHTS": str(six_class_checkpoint)}, "set one of them"),
                             ({"INIT_WEIGHTS": "model.onnx"}, "an .onnx file cannot be trained"),
-                            ({"INIT_WEIGHTS": "absent.pt"}, "INIT_WEIGHTS not found: absent.pt")):
+                            ({"INIT_WEIGHTS": "absent.pt"}, "INIT_WEIGHTS not found: absent.pt"),
+                            # review: a folder was "not found", an .onnx a "truncated or not a torch file"
+                            ({"INIT_WEIGHTS": str(six_class_checkpoint.parent)}, r"INIT_WEIGHTS .* is a folder; give the "
+                                                                                 r"weights file in it"),
+                            ({"INIT_WEIGHTS": "", "ENCODER_WEIGHTS": "model.onnx"},
+                             r"ENCODER_WEIGHTS model.onnx: an encoder starts from a state dict .*an .onnx file holds a graph")):
         with pytest.raises(EosegError, match=expected):
             train(cfg.replace(TRAIN_DIR=f"{cfg.TRAIN_DIR}_other", MODEL_FILE=f"{cfg.MODEL_FILE}_other.pt", **other),
                   progress=False)

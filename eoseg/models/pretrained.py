@@ -80,7 +80,7 @@ def recorded_signature(path: str | Path) -> dict | None:
         except (SafetensorError, OSError, ValueError):
             return None
     else:
-        record = safe_torch_load(path, "encoder state dict")
+        record = safe_torch_load(path, "weights file")
     signature = record.get("signature") if isinstance(record, dict) else None
     return signature if isinstance(signature, dict) else None
 
