@@ -30,7 +30,7 @@ from rasterio.windows import Window
 from shapely.geometry import Polygon, shape
 
 from eoseg.errors import EosegError
-from eoseg.io import atomic_path, open_raster
+from eoseg.io import GDAL_CACHE_MB, atomic_path, open_raster
 from eoseg.labels import LabelValues
 
 SHAPES_DTYPES = ("uint8", "uint16", "int16", "int32")  # integer types rasterio.features.shapes accepts
@@ -51,7 +51,7 @@ def to_cog(src: str | Path, dst: str | Path, blocksize: int = 512) -> Path:
         raise EosegError(f"{dst}: a Cloud-Optimized GeoTIFF must end in .tif or .tiff")
     with open_raster(src, "GeoTIFF"):
         pass  # a clear error for a missing or unreadable input
-    with atomic_path(dst) as tmp:
+    with atomic_path(dst) as tmp, rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB):  # else 5% of RAM: 1.6 GB for a 15000 px map
         try:
             rasterio.shutil.copy(src, tmp, driver="COG", COMPRESS="DEFLATE", BLOCKSIZE=blocksize,
                                  RESAMPLING="NEAREST", OVERVIEW_RESAMPLING="NEAREST", OVERVIEWS="IGNORE_EXISTING")
@@ -231,7 +231,7 @@ def polygonize_labels(label_path: str | Path, out: str | Path, class_names: Sequ
         raise EosegError(f"{out}: unsupported vector format; use {', '.join(VECTOR_DRIVERS)}")
     if simplify < 0 or min_area < 0:
         raise EosegError("simplification tolerance and minimum area must not be negative")
-    with open_raster(label_path, "label map") as src:
+    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), open_raster(label_path, "label map") as src:
         if src.count != 1:
             raise EosegError(f"{label_path}: a label map has one band, this one has {src.count}; is it a colour map?")
         if src.dtypes[0] not in SHAPES_DTYPES:

@@ -168,8 +168,10 @@ def _none_labelled(failed: dict[str, str]) -> EosegError:
     return DamagedInputError(f"none of the {len(failed)} images could be labelled; the first: {next(iter(failed.values()))}")
 
 
-def label_raster(cfg: Config, predictor: Predictor, job: Job, out_dir: Path, rank: int = 0) -> LabeledImage:
-    """Stream one raster through ``predictor``; write its outputs; score it if it has ground truth."""
+def label_raster(cfg: Config, predictor: Predictor, job: Job, out_dir: Path, rank: int = 0,
+                 progress: bool = False) -> LabeledImage:
+    """Stream one raster through ``predictor``; write its outputs; score it if it has ground truth. ``progress``: a bar
+    of its rows, where it takes more than one block of INFER_BLOCK_ROWS (a large raster looked hung for minutes)."""
     info, palette = job.info, cfg.palette
     suffix = output_suffix(info)
     confusion = np.zeros((cfg.num_classes, cfg.num_classes), dtype=np.int64)
@@ -186,9 +188,12 @@ def label_raster(cfg: Config, predictor: Predictor, job: Job, out_dir: Path, ran
                                                     "uint8", band_names=cfg.CLASS_NAMES, masked=True, colour=False)
         stack = job.stack if job.stack is not None else image_stack(cfg, info)
         with (rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), ThreadPoolExecutor(max_workers=1) as writer_thread,
-              contextlib.closing(label_rows(cfg, predictor, stack, job.truth)) as blocks):
+              contextlib.closing(label_rows(cfg, predictor, stack, job.truth)) as blocks,
+              tqdm(total=info.height, desc=f"  {job.name}", unit="row", leave=False,
+                   disable=not progress or info.height <= cfg.INFER_BLOCK_ROWS) as rows_bar):
             pending = None
             for rows in blocks:
+                rows_bar.update(len(rows.labels))
                 outputs = {"labels": rows.labels}
                 if cfg.WRITE_COLOR:
                     outputs["color"] = np.moveaxis(palette.to_color(rows.labels), -1, 0)
@@ -210,13 +215,14 @@ def label_raster(cfg: Config, predictor: Predictor, job: Job, out_dir: Path, ran
             writer.abort()  # a writer closed already keeps its output: complete, but without a record
         raise
     result = LabeledImage(job.name, outputs, rank=rank)
-    if suffix == ".tif":
-        _gis_outputs(cfg, result, files)
     if job.truth is not None:
         result.metrics = {**metrics_from_confusion(confusion, cfg.CLASS_NAMES), UNSCORED: unscored}
         result.truth_source = job.truth.description
-    if cfg.WRITE_PREVIEW:
-        result.outputs["preview"] = _preview(cfg, job, result, files["preview"])
+    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB):  # whole rasters read again: their blocks would fill 5% of RAM
+        if suffix == ".tif":
+            _gis_outputs(cfg, result, files)
+        if cfg.WRITE_PREVIEW:
+            result.outputs["preview"] = _preview(cfg, job, result, files["preview"])
     return result
 
 
@@ -504,7 +510,7 @@ def _remove_recorded_outputs(record_path: Path, out_dir: Path) -> None:
 
 
 def _label_once(cfg: Config, predictor: Predictor, job: Job, out_dir: Path, made_with: dict, rank: int = 0,
-               force: bool = False) -> LabeledImage:
+               force: bool = False, progress: bool = False) -> LabeledImage:
     """Label ``job`` unless its completion record shows it done with ``made_with`` (or ``force``).
 
     Processes labelling into the same folder take turns on an image, so its outputs and
@@ -525,7 +531,7 @@ def _label_once(cfg: Config, predictor: Predictor, job: Job, out_dir: Path, made
         files = output_files(cfg, job, out_dir)
         _write_pending_record(record_path, made_with, files)
         try:
-            result = label_raster(cfg, predictor, job, out_dir, rank)
+            result = label_raster(cfg, predictor, job, out_dir, rank, progress)
         except BaseException:
             if not any(path.exists() for path in files.values()):
                 record_path.unlink(missing_ok=True)  # nothing written that it would vouch for
@@ -666,7 +672,7 @@ def run_inference(cfg: Config, weights: str | Path, out_dir: str | Path, tile_id
         for job in bar:
             try:
                 results.append(_label_once(cfg, predictor, job, out_dir, _made_with(cfg, weights_sha256, caffe_mean, job, predictor.precision),
-                                           rank, force))
+                                           rank, force, progress))
             except DamagedInputError as err:
                 if job.name not in image_jobs:  # a configured tile is part of the dataset: fix it first
                     raise

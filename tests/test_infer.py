@@ -614,6 +614,17 @@ def test_an_image_with_a_crs_but_no_transform_is_not_taken_for_placed(setup, tmp
     assert "crs_only.tif has a CRS but no geotransform" in capsys.readouterr().err
 
 
+def test_a_raster_of_several_blocks_shows_its_rows_labelled(setup, tmp_path, capsys):
+    """The only bar counted images: a 15000 px raster showed 0/1 for minutes, and looked hung (review). A raster of
+    more than one block of INFER_BLOCK_ROWS shows a bar of its rows; one of a single block, none."""
+    cfg, weights = setup
+    scene = write_geotiff(tmp_path / "tall.tif", random_image(150, 60))
+    run_inference(cfg.replace(INFER_BLOCK_ROWS=64), weights, tmp_path / "blocks", image_paths=[scene])
+    assert "tall:   0%|          | 0/150 [00:00<?, ?row/s]" in capsys.readouterr().err
+    run_inference(cfg.replace(INFER_BLOCK_ROWS=512), weights, tmp_path / "one", image_paths=[scene])
+    assert "/150 [" not in capsys.readouterr().err
+
+
 def test_cog_of_a_plain_image_is_said_to_be_a_png(setup, tmp_path, capsys):
     """WRITE_COG on images placed nowhere wrote PNGs without a word: the user asked for COGs and got none."""
     cfg, weights = setup
