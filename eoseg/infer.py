@@ -553,7 +553,47 @@ def run_inference(cfg: Config, weights: str | Path, out_dir: str | Path, tile_id
     (:func:`shard_of`) and write the report as ``metrics.shard-K-of-N.json``, for
     :func:`merge_shard_reports` to gather.
     """
-    out_dir = Path(out_dir)
+    failed: dict[str, str] = {}  # damaged image files: reported, the others labelled
+    try:
+        summary = _label_inputs(cfg, weights, Path(out_dir), tile_ids, image_paths, progress, caffe_mean, force, shard, failed)
+    except DamagedInputError:  # no image could be labelled
+        if distributed_rank()[0] == 0:
+            _drop_stale_outputs(Path(out_dir), failed)
+        raise
+    if distributed_rank()[0] == 0:
+        _drop_stale_outputs(Path(out_dir), summary.failed)
+    return summary
+
+
+def _drop_stale_outputs(out_dir: Path, failed: dict[str, str]) -> None:
+    """Remove what an earlier run made of images that could not be labelled now, where the image changed since or that
+    run was killed: with a record saying "complete" they passed for the map of the image as it is (review)."""
+    for path in map(Path, failed):
+        record_path = out_dir / f"{path.stem}{RECORD_SUFFIX}"  # an image's outputs are named by its file's stem
+        if not record_path.is_file():
+            continue
+        with exclusive(out_dir / f".{path.stem}.lock"):
+            try:
+                record = json.loads(record_path.read_text())
+                made_from = record["made_with"]["image"]
+            except (OSError, ValueError, KeyError, TypeError):
+                continue  # not a record of ours
+            if made_from.get("path") != str(path.resolve()):
+                continue  # another file's outputs of the same name
+            try:
+                current = record.get("complete", True) and made_from == _file_state(path)
+            except (OSError, EosegError):  # gone or unreadable: not the file it was
+                current = False
+            if not current:
+                _remove_recorded_outputs(record_path, out_dir)
+                print(f"note: removed the outputs of {path.name} that an earlier run made of it as it was then",
+                      file=sys.stderr)
+
+
+def _label_inputs(cfg: Config, weights: str | Path, out_dir: Path, tile_ids: list[str] | None,
+                  image_paths: list[str | Path] | None, progress: bool, caffe_mean: str | None, force: bool,
+                  shard: tuple[int, int] | None, failed: dict[str, str]) -> InferenceSummary:
+    """:func:`run_inference`, the images that cannot be labelled gathered into ``failed``."""
     tile_ids = list(dict.fromkeys(tile_ids or []))  # a tile listed twice is labelled once, as TEST_IDS lists it
     jobs = []
     for tile_id in tile_ids:  # cheap checks first: a missing input should not wait for the model
@@ -573,7 +613,6 @@ def run_inference(cfg: Config, weights: str | Path, out_dir: str | Path, tile_id
     listed = expand_image_arguments(image_paths or [])
     _refuse_inputs_in_output_folder(listed, out_dir)
     check_writable(out_dir, "output folder")
-    failed: dict[str, str] = {}  # damaged image files: reported, the others labelled
     for path in listed:
         try:
             stack = image_stack(cfg, raster_info(path, "image"))

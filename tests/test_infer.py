@@ -625,6 +625,30 @@ def test_a_raster_of_several_blocks_shows_its_rows_labelled(setup, tmp_path, cap
     assert "/150 [" not in capsys.readouterr().err
 
 
+def test_outputs_of_an_image_that_changed_and_cannot_be_labelled_are_removed(setup, tmp_path, capsys):
+    """An image damaged since it was labelled: the rerun listed it as not labelled, and left its old map with a record
+    saying "complete" (review). They are removed; the other images' outputs are kept."""
+    from eoseg.errors import DamagedInputError
+
+    cfg, weights = setup
+    scenes = [write_geotiff(tmp_path / f"{name}.tif", random_image(60, 70, seed=i)) for i, name in enumerate("ab")]
+    out = tmp_path / "out"
+    first = run_inference(cfg, weights, out, image_paths=scenes)
+    old_a = first.images[0].outputs
+    content = scenes[0].read_bytes()[:-4000]  # truncated: its last rows unreadable now
+    scenes[0].write_bytes(content)
+    rerun = run_inference(cfg, weights, out, image_paths=scenes)
+    assert [image.name for image in rerun.images] == ["b"] and rerun.images[0].reused and str(scenes[0]) in rerun.failed
+    assert not any(path.exists() for path in old_a.values()) and not (out / "a_record.json").exists()
+    assert "note: removed the outputs of a.tif that an earlier run made of it as it was then" in capsys.readouterr().err
+    # alone (none labelled): removed too, before the error
+    run_inference(cfg, weights, tmp_path / "alone", image_paths=[scenes[1]])
+    scenes[1].write_bytes(scenes[1].read_bytes()[:-4000])
+    with pytest.raises(DamagedInputError):
+        run_inference(cfg, weights, tmp_path / "alone", image_paths=[scenes[1]])
+    assert not list((tmp_path / "alone").glob("b_*"))
+
+
 def test_cog_of_a_plain_image_is_said_to_be_a_png(setup, tmp_path, capsys):
     """WRITE_COG on images placed nowhere wrote PNGs without a word: the user asked for COGs and got none."""
     cfg, weights = setup
