@@ -92,8 +92,14 @@ def expand_image_arguments(arguments: list[str | Path]) -> list[Path]:
             # broken links are listed too: reading them reports them instead of skipping them silently
             found = sorted(p for p in path.iterdir() if p.suffix.lower() in RASTER_SUFFIXES
                            and (p.is_file() or (p.is_symlink() and not p.exists())))
+            nested = _raster_in_subfolders(path)
+            search = f"give '{path}/**/*{nested.suffix}' to search them" if nested else ""
             if not found:
-                raise EosegError(f"{path}: folder holds no raster files ({', '.join(RASTER_SUFFIXES)})")
+                raise EosegError(f"{path}: folder holds no raster files ({', '.join(RASTER_SUFFIXES)})"
+                                 + (f"; its subfolders do ({nested.relative_to(path)}): {search}" if nested else ""))
+            if nested and distributed_rank()[0] == 0:
+                print(f"note: {path}: its subfolders hold rasters too ({nested.relative_to(path)}), which a folder does not "
+                      f"search: {search} as well", file=sys.stderr)
             files += found
         elif any(ch in text for ch in "*?[") and not path.is_file():  # "ortho [2].tif" is a name, not a pattern
             found = sorted(Path(p) for p in glob.glob(text, recursive=True) if Path(p).is_file())
@@ -106,6 +112,20 @@ def expand_image_arguments(arguments: list[str | Path]) -> list[Path]:
     for file in files:
         unique.setdefault(file.resolve() if file.exists() else file, file)
     return list(unique.values())
+
+
+def _raster_in_subfolders(folder: Path) -> Path | None:
+    """A raster file in a subfolder of ``folder``, not one of eoseg's outputs (an output folder inside it), or None:
+    they were left out without a word (review)."""
+    recorded: dict[Path, dict] = {}
+    for path in folder.rglob("*"):
+        if path.parent == folder or path.suffix.lower() not in RASTER_SUFFIXES or not path.is_file():
+            continue
+        if path.parent not in recorded:
+            recorded[path.parent] = _recorded_files(path.parent)
+        if path.name not in recorded[path.parent]:
+            return path
+    return None
 
 
 def _refuse_inputs_in_output_folder(images: list[Path], out_dir: Path) -> None:

@@ -233,6 +233,28 @@ def test_folders_and_globs_expand(tmp_path):
     assert [p.name for p in expand_image_arguments([str(tmp_path / "ortho [2].tif")])] == ["ortho [2].tif"]
 
 
+def test_rasters_in_subfolders_of_a_folder_are_said_to_be_left_out(setup, tmp_path, capsys):
+    """A folder argument searches the folder alone: images in its subfolders were skipped without a word, and a folder
+    holding them alone was "no raster files" (review). Both say so, with the pattern that searches them; an output
+    folder inside it (eoseg's own maps) does not count."""
+    cfg, weights = setup
+    scenes = tmp_path / "scenes"
+    (scenes / "sub").mkdir(parents=True)
+    write_geotiff(scenes / "a.tif", random_image(40, 40))
+    run_inference(cfg, weights, scenes / "out", image_paths=[scenes])  # its maps in scenes/out
+    assert "subfolders" not in capsys.readouterr().err
+    write_geotiff(scenes / "sub" / "b.tif", random_image(40, 40))
+    assert [p.name for p in expand_image_arguments([scenes])] == ["a.tif"]
+    assert (f"note: {scenes}: its subfolders hold rasters too (sub/b.tif), which a folder does not search: give "
+            f"'{scenes}/**/*.tif' to search them as well") in capsys.readouterr().err
+    nested = tmp_path / "nested"
+    (nested / "deeper").mkdir(parents=True)
+    write_geotiff(nested / "deeper" / "c.tif", random_image(40, 40))
+    with pytest.raises(EosegError, match=r"nested: folder holds no raster files .*; its subfolders do \(deeper/c.tif\): "
+                                         r"give '.*nested/\*\*/\*.tif' to search them"):
+        expand_image_arguments([nested])
+
+
 def test_an_earlier_runs_outputs_reached_by_a_pattern_are_refused_as_images(setup, tmp_path):
     """Outputs written to scenes/labels, then scenes/**/*.tif labelled: the labels and colour maps were taken for
     images (refused for their band count, or labelled where it fits); named as outputs now."""
