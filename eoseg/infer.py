@@ -418,7 +418,8 @@ def _refuse_other_runs_results(out_dir: Path, weights_sha256: str, cfg: Config) 
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             continue  # not a record of ours
         if (made_with.get("weights_sha256"), made_with.get("config_sha256")) != (weights_sha256, config_sha256):
-            others.append(record_path.name.removesuffix(RECORD_SUFFIX))
+            unfinished = "" if record.get("complete", True) else " (unfinished: its run was killed)"
+            others.append(record_path.name.removesuffix(RECORD_SUFFIX) + unfinished)
             other_weights |= made_with.get("weights_sha256") != weights_sha256
             if made_with.get("config_sha256") != config_sha256:
                 other_configs.add(made_with.get("config_sha256"))

@@ -354,6 +354,11 @@ def test_outputs_of_a_run_stopped_before_its_completion_record_are_its_own(setup
               "outputs": {"labels": {"file": "other_labels.tif", "size": -1, "sha256": ""}}}
     (tmp_path / "out" / "other_record.json").write_text(json.dumps(killed))
     assert run_inference(cfg, weights, tmp_path / "out", image_paths=[scene], progress=False).images[0].reused
+    # killed after an output: refused as other settings' results, said to be unfinished (review)
+    (tmp_path / "out" / "other_labels.tif").write_bytes(b"partial")
+    with pytest.raises(EosegError, match=r"holds results made with other weights and another config: other \(unfinished: "
+                                         r"its run was killed\)"):
+        run_inference(cfg, weights, tmp_path / "out", image_paths=[scene], progress=False)
 
 
 def test_tiles_whose_folders_name_them_are_labelled_under_their_ids(sample_root, tmp_path):
