@@ -576,11 +576,11 @@ def test_the_value_scale_is_checked_on_data_the_sampled_windows_miss(tmp_path):
     pixels = random_image(90, 110)
     weights = weights_of_values(cfg, tmp_path / "w.pt", pixels, "float32")
     frame = np.full((3, 2000, 2000), -9999, np.float32)
-    frame[:, 10:100, 10:120] = pixels / 255
+    frame[:, 300:390, 300:410] = pixels / 255
     sampled = np.zeros(frame.shape[1:], bool)
     for window in spread_windows(2000, 2000, 4, 256):
         sampled[window.toslices()] = True
-    assert not sampled[10:100, 10:120].any()  # the data lies where the first windows do not reach
+    assert not sampled[300:390, 300:410].any()  # the data lies where the first windows do not reach
     scene = write_geotiff(tmp_path / "scene.tif", frame, nodata=-9999)
     with pytest.raises(EosegError, match=r"scene.tif: its values are 0.0039 times those the weights were trained on"):
         run_inference(cfg, weights, tmp_path / "out", image_paths=[scene])
