@@ -18,12 +18,10 @@ from __future__ import annotations
 from tqdm import tqdm
 
 from eoseg.cli import make_parser, parse, run
-from eoseg.composite import write_composite
+from eoseg.composite import COMPOSITE_RECORD, write_composite
 from eoseg.errors import EosegError
 from eoseg.io import check_outputs
 from eoseg.tiles import tile_inputs
-
-CONFIG_NAME = "config.make_composite.json"
 
 
 def main(argv=None):
@@ -43,7 +41,7 @@ def main(argv=None):
                   tile_inputs(cfg, list(dict.fromkeys(configured + tile_ids)), made_here="COMPOSITE_PATTERN"), args.force,
                   "COMPOSITE_PATTERN")
     written = [write_composite(cfg, tile_id) for tile_id in tqdm(tile_ids, desc="composite", unit="tile")]
-    cfg.save(written[0].parent, CONFIG_NAME)
+    cfg.save(written[0].parent, COMPOSITE_RECORD)
     print(f"wrote {len(written)} composites (DSM, nDSM, NDVI) to {written[0].parent}")
 
 

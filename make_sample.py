@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import tempfile
 from pathlib import Path
 from typing import Sequence
@@ -23,10 +22,13 @@ import numpy as np
 from tqdm import tqdm
 
 from eoseg.cli import make_parser, parse, run
-from eoseg.config import Config
+from eoseg.composite import COMPOSITE_RECORD
+from eoseg.config import Config, is_id_glob
+from eoseg.convert import CONFIG_RECORD
 from eoseg.errors import EosegError
-from eoseg.io import atomic_directory
+from eoseg.io import atomic_directory, atomic_write_text
 from eoseg.sample import COLLECTIONS, check_classes, tile_paths, write_sample_tile
+from eoseg.tiles import CONVERSION_RECORD
 
 CONFIG_NAME = "config.make_sample.json"
 
@@ -54,7 +56,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         for index, tile_id in enumerate(tqdm(tile_ids, desc="sample tiles", unit="tile")):
             _, labels = write_sample_tile(staged, tile_id, index, args.size, args.seed)
             counts[:] += np.bincount(labels.ravel(), minlength=cfg.num_classes)
-        cfg.save(folder, CONFIG_NAME)
+        record = cfg.save(folder, CONFIG_NAME)
+        # the tiles drawn, as ids: what --force may replace (a glob in TRAIN_IDS would find a user's tile added later)
+        atomic_write_text(record, json.dumps({**json.loads(record.read_text()), "tile_ids": tile_ids}, indent=1) + "\n")
 
     if root.exists() and not args.force:
         existing = [p for t in tile_ids for p in tile_paths(cfg, t).values() if p.exists()]
@@ -76,7 +80,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                 f"{root} is not empty and has no {CONFIG_NAME}, so it was not made by make_sample.py; "
                 "refusing to replace it, choose another DATA_ROOT or remove it yourself"
             )
-        foreign = _files_not_from_the_sample(cfg, root, tile_ids) if root.exists() else []
+        foreign = _files_not_from_the_sample(cfg, root) if root.exists() and any(root.iterdir()) else []
         if foreign:
             raise EosegError(f"{root} holds {len(foreign)} file{'s' if len(foreign) > 1 else ''} that neither "
                              f"make_sample.py nor a step reading its tiles made ({foreign[0]}"
@@ -94,45 +98,49 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 # files made from the sample's tiles by the pipeline (label maps, composites), replaced with it as stale
 DERIVED_COLLECTIONS = ("LABEL_PATTERN", "COMPOSITE_PATTERN")
-# eoseg's records of a folder it wrote into (config.convert_gt.json, conversions.convert_gt.json, ...)
-RECORD_NAME = re.compile(r"(config|conversions)\.[a-z_]+\.json")
+# eoseg's records of the folders it writes into the sample (label maps, composites)
+RECORDS = (CONFIG_RECORD, CONVERSION_RECORD, COMPOSITE_RECORD)
+SIDE_FILES = (".aux.xml", ".ovr", ".msk")  # what GDAL writes beside a raster
 
 
-def _files_not_from_the_sample(cfg: Config, root: Path, tile_ids: list[str]) -> list[Path]:
-    """Files under ``root`` that this script did not make (under this run's config or the one it recorded) and no
-    step made from its tiles, beside their GDAL side files and eoseg's records: --force would delete the user's."""
-    recorded = json.loads((root / CONFIG_NAME).read_text()).get("config", {})
-    keys = (*COLLECTIONS, *DERIVED_COLLECTIONS, "TRAIN_IDS", "TEST_IDS")
-    configs = [(cfg, tile_ids)]
+def _files_not_from_the_sample(cfg: Config, root: Path) -> list[Path]:
+    """Files under ``root`` that this script did not make (its record lists the tiles it drew, under the patterns it
+    recorded) and no step made from its tiles, beside their GDAL side files and eoseg's records: --force would delete
+    the user's. A tile of this run's config that the record does not list is the user's (code review)."""
+    files = sorted(p.absolute() for p in root.rglob("*") if p.is_file())
     try:
-        before = cfg.replace(**{key: recorded[key] for key in keys if key in recorded})
-        configs.append((before, before.tile_ids("train") + before.tile_ids("test")))
-    except EosegError:  # a record of another version: this run's own files still count
-        pass
+        saved = json.loads((root / CONFIG_NAME).read_text())
+        recorded = saved["config"]
+        # records before the list: their literal ids (a glob would find the user's tiles too)
+        ids = saved.get("tile_ids") or [str(t) for name in ("TRAIN_IDS", "TEST_IDS") for t in recorded.get(name, [])
+                                         if not is_id_glob(str(t))]
+        before = cfg.replace(DATA_ROOT=str(root), **{key: recorded[key] for key in (*COLLECTIONS, *DERIVED_COLLECTIONS)
+                                                      if key in recorded})
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, EosegError):
+        return [path for path in files if path.name != CONFIG_NAME]  # an unreadable record vouches for nothing
     ours = {(root / CONFIG_NAME).absolute()}
-    for config, ids in configs:
-        config = config.replace(DATA_ROOT=str(root))
-        for tile_id in ids:
-            for name in (*COLLECTIONS, *DERIVED_COLLECTIONS):
-                try:
-                    path = config.tile_path(name, tile_id)
-                except EosegError:
-                    continue
-                if path is not None:
-                    ours.add(path.absolute())
-    for record in root.rglob("conversions.convert_gt.json"):  # label maps convert_gt.py made of the sample's GT
-        for name, entry in json.loads(record.read_text()).items():
-            if Path(entry.get("source", "/")).absolute().is_relative_to(root.absolute()):
-                ours.add((record.parent / name).absolute())
-    ours_by_folder = {}
-    for path in ours:
-        ours_by_folder.setdefault(path.parent, set()).add(path.name)
-    foreign = []
-    for path in sorted(p.absolute() for p in root.rglob("*") if p.is_file()):
-        names = ours_by_folder.get(path.parent, set())
-        if path in ours or path.name.startswith(".") or (names and RECORD_NAME.fullmatch(path.name)):
+    for tile_id in ids:
+        for name in (*COLLECTIONS, *DERIVED_COLLECTIONS):
+            try:
+                path = before.tile_path(name, tile_id)
+            except EosegError:
+                continue
+            if path is not None:
+                ours.add(path.absolute())
+    for record in root.rglob(CONVERSION_RECORD):  # label maps convert_gt.py made of the sample's GT
+        try:
+            converted = json.loads(record.read_text()).items()
+        except (OSError, ValueError, AttributeError):
             continue
-        if any(path.name.startswith(f"{name}.") for name in names):  # .aux.xml, .ovr, .msk, a record beside it
+        for name, entry in converted:
+            if isinstance(entry, dict) and Path(entry.get("source", "/")).absolute().is_relative_to(root.absolute()):
+                ours.add((record.parent / name).absolute())
+    folders = {path.parent for path in ours}
+    foreign = []
+    for path in files:
+        if path in ours or path.name.startswith(".") or (path.parent in folders and path.name in RECORDS):
+            continue
+        if any(path.name == f"{Path(mine).name}{side}" for mine in ours if mine.parent == path.parent for side in SIDE_FILES):
             continue
         foreign.append(path)
     return foreign

@@ -29,6 +29,8 @@ from eoseg.grid import needs_warp, open_on_grid
 from eoseg.labels import row_windows
 from eoseg.tiles import existing_path, image_info, ndvi, tile_inputs
 
+COMPOSITE_RECORD = "config.make_composite.json"  # the effective config of make_composite.py, beside the composites
+
 
 # DSM values no ground reaches, in metres or feet (the Dead Sea's shore -430 m, Everest 29 032 ft), but the usual fill
 # values do (-9999, -32768, 32767, float32's extremes)

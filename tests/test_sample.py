@@ -149,15 +149,17 @@ def test_make_sample_force_spares_a_foreign_folder(tmp_path):
 
 
 def test_make_sample_force_spares_files_added_to_the_sample(tmp_path):
-    """--force replaced the whole sample folder, with the user's own tile added to it (a note of the last session).
-    What the pipeline made from the sample's tiles (label maps, with their records and side files) goes with it."""
+    """--force replaced the whole sample folder, with the user's own tile added to it (a note of the last session);
+    then a tile of the user's listed in TRAIN_IDS, at the sample's patterns, counted as the sample's own (code
+    review). What the pipeline made from the sample's tiles (label maps, records, side files) goes with it."""
     import convert_gt
 
     root = tmp_path / "sample"
     args = ["--size", "48", f"DATA_ROOT={root}", "TRAIN_IDS=['a']", "TEST_IDS=['b']"]
     make_sample.main(args)
+    assert json.loads((root / "config.make_sample.json").read_text())["tile_ids"] == ["a", "b"]
     convert_gt.main(["--from-color", *args[2:], "LABEL_PATTERN=maps/{id}.tif"])  # another pattern than recorded
-    assert (root / "maps" / "conversions.convert_gt.json").exists()
+    assert (root / "maps" / "conversions.convert_gt.json").exists() and list((root / "maps").glob("*.aux.xml"))
     make_sample.main(args + ["--force"])
     assert not (root / "maps").exists()
     (root / "top" / "my_tile.tif").write_text("mine")
@@ -165,6 +167,24 @@ def test_make_sample_force_spares_files_added_to_the_sample(tmp_path):
                                          r"\(.*my_tile.tif\), which --force would delete with the sample; move it out"):
         make_sample.main(args + ["--force"])
     assert (root / "top" / "my_tile.tif").read_text() == "mine"
+    (root / "top" / "my_tile.tif").unlink()
+    mine = root / "top" / "top_mosaic_09cm_areamine.tif"  # at the sample's pattern, and listed now
+    mine.write_text("my orthophoto")
+    with pytest.raises(EosegError, match=r"areamine.tif\), which --force would delete"):
+        make_sample.main(["--size", "48", f"DATA_ROOT={root}", "TRAIN_IDS=['a', 'mine']", "TEST_IDS=['b']", "--force"])
+    assert mine.read_text() == "my orthophoto"
+    (root / "top" / "top_mosaic_09cm_areaa.tif.orig").write_text("a backup of mine")  # no GDAL side file
+    mine.unlink()
+    with pytest.raises(EosegError, match=r"areaa.tif.orig\)"):
+        make_sample.main(args + ["--force"])
+
+
+def test_make_sample_force_into_an_empty_folder(tmp_path):
+    """An existing empty folder (a mount point, a mkdir) with --force: the record of a sample it does not hold was
+    read, and the run failed (code review)."""
+    (tmp_path / "empty").mkdir()
+    make_sample.main(["--size", "48", f"DATA_ROOT={tmp_path / 'empty'}", "TRAIN_IDS=['a']", "TEST_IDS=[]", "--force"])
+    assert (tmp_path / "empty" / "top" / "top_mosaic_09cm_areaa.tif").is_file()
 
 
 def test_make_sample_into_a_foreign_folder_leaves_nothing_when_interrupted(tmp_path, monkeypatch):
