@@ -543,6 +543,9 @@ def _label_once(cfg: Config, predictor: Predictor, job: Job, out_dir: Path, made
             reused = _reuse(record_path, made_with, out_dir, rank)
             if reused is not None:
                 return reused
+        # an earlier run's outputs of it are stale (the image, its ground truth or sources changed) or partial (that run
+        # was killed): removed first, so that a failure now leaves no earlier map passing for this image's (review)
+        _remove_recorded_outputs(record_path, out_dir)
         # temporary outputs of this image (.NAME_KIND.tmp-PID...) that a killed run left: with the
         # lock held no one else writes them; KIND is one lower-case word, so no other image's match
         stale = re.compile(rf"\.{re.escape(job.name)}_[a-z]+\.tmp-\d+\..*")
@@ -587,8 +590,9 @@ def run_inference(cfg: Config, weights: str | Path, out_dir: str | Path, tile_id
 
 
 def _drop_stale_outputs(out_dir: Path, failed: dict[str, str]) -> None:
-    """Remove what an earlier run made of images that could not be labelled now, where the image changed since or that
-    run was killed: with a record saying "complete" they passed for the map of the image as it is (review)."""
+    """Remove what an earlier run made of images that could not be labelled now, where the image (or a file read with
+    it) is there, changed since: with a record saying "complete" they passed for the map of the image as it is
+    (review)."""
     for path in map(Path, failed):
         record_path = out_dir / f"{path.stem}{RECORD_SUFFIX}"  # an image's outputs are named by its file's stem
         if not record_path.is_file():
@@ -599,16 +603,25 @@ def _drop_stale_outputs(out_dir: Path, failed: dict[str, str]) -> None:
                 made_from = record["made_with"]["image"]
             except (OSError, ValueError, KeyError, TypeError):
                 continue  # not a record of ours
-            if made_from.get("path") != str(path.resolve()):
-                continue  # another file's outputs of the same name
-            try:
-                current = record.get("complete", True) and made_from == _file_state(path)
-            except (OSError, EosegError):  # gone or unreadable: not the file it was
-                current = False
-            if not current:
+            if not isinstance(made_from, dict) or made_from.get("path") != str(path.resolve()) or not record.get("complete", True):
+                continue  # another file's outputs of the same name; a killed run's, which no one takes as complete
+            if _changed_since(made_from):
                 _remove_recorded_outputs(record_path, out_dir)
                 print(f"note: removed the outputs of {path.name} that an earlier run made of it as it was then",
                       file=sys.stderr)
+
+
+def _changed_since(state: dict) -> bool:
+    """Whether a file :func:`_file_state` described, or one read with it, is there with another size or time; not
+    where one cannot be looked at (a share unmounted): the outputs of an unchanged mosaic are hours of work."""
+    changed = False
+    for entry in [state, *state.get("read_with", [])]:
+        try:
+            stat = Path(entry["path"]).stat()
+        except (OSError, KeyError, TypeError):
+            return False  # unknown
+        changed |= (stat.st_size, stat.st_mtime_ns) != (entry.get("size"), entry.get("mtime_ns"))
+    return changed
 
 
 def _label_inputs(cfg: Config, weights: str | Path, out_dir: Path, tile_ids: list[str] | None,
@@ -743,7 +756,9 @@ def _label_inputs(cfg: Config, weights: str | Path, out_dir: Path, tile_ids: lis
         results = [r for part in gathered for r in part]
         gathered_failed: list = [None] * world
         dist.all_gather_object(gathered_failed, failed)
-        failed = {path: why for part in gathered_failed for path, why in part.items()}
+        gathered = {path: why for part in gathered_failed for path, why in part.items()}
+        failed.clear()  # the caller's: every rank's, for its outputs of images that fail
+        failed.update(gathered)
     if not results and failed:
         raise _none_labelled(failed)
     untrained = [name for name, pixels in zip(cfg.CLASS_NAMES, record["signature"].get("class_pixels") or []) if not pixels]

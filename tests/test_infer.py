@@ -655,6 +655,8 @@ def test_a_raster_of_several_blocks_shows_its_rows_labelled(setup, tmp_path, cap
 def test_outputs_of_an_image_that_changed_and_cannot_be_labelled_are_removed(setup, tmp_path, capsys):
     """An image damaged since it was labelled: the rerun listed it as not labelled, and left its old map with a record
     saying "complete" (review). They are removed; the other images' outputs are kept."""
+    import rasterio.shutil
+
     from eoseg.errors import DamagedInputError
 
     cfg, weights = setup
@@ -667,7 +669,26 @@ def test_outputs_of_an_image_that_changed_and_cannot_be_labelled_are_removed(set
     rerun = run_inference(cfg, weights, out, image_paths=scenes)
     assert [image.name for image in rerun.images] == ["b"] and rerun.images[0].reused and str(scenes[0]) in rerun.failed
     assert not any(path.exists() for path in old_a.values()) and not (out / "a_record.json").exists()
-    assert "note: removed the outputs of a.tif that an earlier run made of it as it was then" in capsys.readouterr().err
+    # refused before labelling (rewritten without its georeference, and polygons asked for): removed, and said
+    polygons = cfg.replace(WRITE_POLYGONS=".gpkg")
+    placed = write_geotiff(tmp_path / "placed.tif", random_image(60, 70, seed=3))
+    old_placed = run_inference(polygons, weights, tmp_path / "poly", image_paths=[placed, scenes[1]]).images[0].outputs
+    with rasterio.open(placed, "w", driver="GTiff", width=70, height=60, count=3, dtype="uint8") as dst:
+        dst.write(random_image(60, 70, seed=3))
+    assert str(placed) in run_inference(polygons, weights, tmp_path / "poly", image_paths=[placed, scenes[1]]).failed
+    assert not any(path.exists() for path in old_placed.values()) and not (tmp_path / "poly" / "placed_record.json").exists()
+    assert "note: removed the outputs of placed.tif that an earlier run made of it as it was then" in capsys.readouterr().err
+    # a mosaic whose tile cannot be looked at (a share unmounted): unknown, not changed; its outputs are kept
+    share = tmp_path / "share"
+    share.mkdir()
+    write_geotiff(share / "tile.tif", random_image(60, 70, seed=5))
+    mosaic = tmp_path / "mosaic.vrt"
+    rasterio.shutil.copy(share / "tile.tif", mosaic, driver="VRT")
+    run_inference(cfg, weights, out, image_paths=[mosaic])
+    share.rename(tmp_path / "unmounted")
+    assert str(mosaic) in run_inference(cfg, weights, out, image_paths=[mosaic, scenes[1]]).failed
+    (tmp_path / "unmounted").rename(share)
+    assert run_inference(cfg, weights, out, image_paths=[mosaic]).images[0].reused
     # alone (none labelled): removed too, before the error
     run_inference(cfg, weights, tmp_path / "alone", image_paths=[scenes[1]])
     scenes[1].write_bytes(scenes[1].read_bytes()[:-4000])
