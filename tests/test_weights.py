@@ -77,6 +77,19 @@ def test_weights_damaged_in_place_are_refused(files, cfg, tmp_path, kind):
     damaged.write_bytes(bytes(content))
     with pytest.raises(EosegError, match=rf"{damaged.name}: damaged.*(checksum|fails the checksum)"):
         load_weights(damaged, cfg)
+    if kind == "pt":  # torch's save without CRCs (compute_crc32 off): nothing to check, read as it is (code review)
+        from torch.utils.serialization import config as serialization
+
+        model = load_weights(files["pt"], cfg)[0]
+        saved = serialization.save.compute_crc32
+        serialization.save.compute_crc32 = False
+        try:
+            torch.save({"weights": model.state_dict()}, tmp_path / "no_crc.pt")
+        finally:
+            serialization.save.compute_crc32 = saved
+        from eoseg.checkpoint import safe_torch_load
+
+        assert "weights" in safe_torch_load(tmp_path / "no_crc.pt", "state dict")
     if kind == "safetensors":  # a file written before the digest: no check
         from safetensors import safe_open
 
