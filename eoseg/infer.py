@@ -115,15 +115,15 @@ def expand_image_arguments(arguments: list[str | Path]) -> list[Path]:
 
 
 def _raster_in_subfolders(folder: Path) -> Path | None:
-    """A raster file in a subfolder of ``folder``, not one of eoseg's outputs (an output folder inside it), or None:
-    they were left out without a word (review)."""
-    recorded: dict[Path, dict] = {}
+    """A raster file in a subfolder of ``folder``, or None: they were left out without a word (review). Not eoseg's
+    output folders inside it (their maps, reports and a killed run's hidden temporary files: code review)."""
+    outputs: dict[Path, bool] = {}
     for path in folder.rglob("*"):
-        if path.parent == folder or path.suffix.lower() not in RASTER_SUFFIXES or not path.is_file():
+        if path.parent == folder or path.suffix.lower() not in RASTER_SUFFIXES or path.name.startswith("."):
             continue
-        if path.parent not in recorded:
-            recorded[path.parent] = _recorded_files(path.parent)
-        if path.name not in recorded[path.parent]:
+        if path.parent not in outputs:  # a folder holding completion records is one inference.py writes into
+            outputs[path.parent] = any(path.parent.glob(f"*{RECORD_SUFFIX}"))
+        if not outputs[path.parent] and path.is_file():
             return path
     return None
 

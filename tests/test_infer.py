@@ -242,6 +242,9 @@ def test_rasters_in_subfolders_of_a_folder_are_said_to_be_left_out(setup, tmp_pa
     (scenes / "sub").mkdir(parents=True)
     write_geotiff(scenes / "a.tif", random_image(40, 40))
     run_inference(cfg, weights, scenes / "out", image_paths=[scenes])  # its maps in scenes/out
+    (scenes / "out" / "confusion_matrix.png").write_bytes(b"")  # a report, and a killed run's temporary map
+    (scenes / "out" / ".a_labels.tmp-4242.tif").write_bytes(b"")
+    expand_image_arguments([scenes])
     assert "subfolders" not in capsys.readouterr().err
     write_geotiff(scenes / "sub" / "b.tif", random_image(40, 40))
     assert [p.name for p in expand_image_arguments([scenes])] == ["a.tif"]
