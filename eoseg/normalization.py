@@ -482,17 +482,19 @@ def _check_image_scale(trained: dict, measured: BandStatistics, bands: int, what
     scaled = "" if factor == 1 else f" (times INFER_VALUE_SCALE {factor:g})"
     found = (f"{what}: its values{scaled} are {ratio:.2g} times {against} (band means "
              f"{means(measured.mean)} against {', '.join(f'{v:.4g}' for v in trained['mean'][:bands])})")
+    moved = _offset_hint(trained, measured, bands, factor)
     if refuse and off_scale(ratio, VALUE_SCALE_LIMIT):
         few = (f"; only {measured.count} valid pixels, whose values may be the scene's more than the scale's"
                if measured.count < MIN_SAMPLED_PIXELS else "")
-        raise EosegError(f"{found}{few}: another scale or encoding (12 against 16 bits, reflectance 0..1 against "
-                         f"0..10000) would make a wrong map; if the images are on another scale, set INFER_VALUE_SCALE="
-                         f"{suggested_value_scale(factor / ratio)} to bring them to the training scale (a power of 2 where the encodings "
-                         "differ in bits: 0.0625 for 16-bit values and weights of 12-bit ones), or INFER_VALUE_CHECK=False "
-                         "if they are right as they are, only darker or brighter (water, shadow, snow)"
-                         + _offset_hint(trained, measured, bands, factor))
-    return f"note: {found}: the labels may suffer (another scale or encoding, or much darker or brighter light)" + \
-        _offset_hint(trained, measured, bands, factor)
+        # values moved, not scaled: a factor would even their means out and shrink their spread (code review)
+        remedy = (f"{moved[2:]}; or INFER_VALUE_CHECK=False" if moved else
+                  f"if the images are on another scale, set INFER_VALUE_SCALE={suggested_value_scale(factor / ratio)} to "
+                  "bring them to the training scale (a power of 2 where the encodings differ in bits: 0.0625 for 16-bit "
+                  "values and weights of 12-bit ones), or INFER_VALUE_CHECK=False")
+        raise EosegError(f"{found}{few}: another scale, encoding or offset (12 against 16 bits, reflectance 0..1 against "
+                         f"0..10000) would make a wrong map; {remedy} if they are right as they are, only darker or "
+                         "brighter (water, shadow, snow)")
+    return f"note: {found}: the labels may suffer (another scale or encoding, or much darker or brighter light)" + moved
 
 
 OFFSET_SPREAD = 1.3  # values whose spread is within this ratio of the training values' (median over the bands)
@@ -507,7 +509,7 @@ def _offset_hint(trained: dict, measured: BandStatistics, bands: int, factor: fl
     if not comparable.any() or abs(np.median(np.log(measured_spread[comparable] / spread[comparable]))) > math.log(OFFSET_SPREAD):
         return ""
     shift = float(np.median(measured.mean[:bands] * factor - np.asarray(trained["mean"][:bands], dtype=np.float64)))
-    return (f"; but their spread is the training values' and their means lie about {abs(shift):.4g} "
+    return (f"; but their spread is the training values', and their means lie about {abs(shift):.4g} "
             f"{'higher' if shift > 0 else 'lower'}: an offset the file does not tag (tag it, gdal_edit.py -offset "
             "-OFFSET FILE, and its values are read without it: -1000 for Sentinel-2 L2A products since processing "
             "baseline 04.00), or haze")

@@ -182,12 +182,13 @@ def test_values_moved_by_an_offset_are_said_to_be_moved_not_scaled():
     pixels = np.random.default_rng(5).integers(300, 1500, size=(4, 30, 30)).astype(np.float64)
     trained = counted(pixels).record()
     note = check_value_scale(trained, counted(pixels + 1000), 4, "scene.tif", refuse=True)
-    assert "its values are 2 times" in note and ("; but their spread is the training values' and their means lie about "
+    assert "its values are 2 times" in note and ("; but their spread is the training values', and their means lie about "
                                                   "1000 higher: an offset the file does not tag (tag it, gdal_edit.py "
                                                   "-offset -OFFSET FILE") in note
-    with pytest.raises(EosegError, match=r"INFER_VALUE_CHECK=False if .*; but their spread is the training values' and "
-                                         r"their means lie about 3000 higher"):
+    with pytest.raises(EosegError, match=r"would make a wrong map; but their spread is the training values', and their "
+                                         r"means lie about 3000 higher: an offset .*; or INFER_VALUE_CHECK=False if they") as refused:
         check_value_scale(trained, counted(pixels + 3000), 4, "scene.tif", refuse=True)
+    assert "INFER_VALUE_SCALE" not in str(refused.value)  # a factor would shrink their spread: not offered (code review)
     assert "spread" not in check_value_scale(trained, counted(pixels * 2), 4, "scene.tif", refuse=True)  # scaled
 
 
