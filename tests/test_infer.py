@@ -491,6 +491,36 @@ def test_preview_draws_the_ground_truth_as_it_is_scored(sample_root, tmp_path, m
     assert len(unscored) == 1 and unscored.isdisjoint({(0, 0, 0), (0, 0, 255)})
 
 
+def test_boundaries_scored_as_a_class_under_other_label_values_are_warned_of(sample_root, tmp_path, capsys):
+    """Weights trained on ISPRS ids ({0: 'ignore', 1: 0, ...}) scoring their ground truth read with LABEL_VALUES {}:
+    boundaries scored as a class, every class shifted by one, OA 6.4% with a note alone (review). The thin-line class
+    of check_data.py is now said at scoring too."""
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(sample_root / "data", data)
+    cfg = make_tiny_config(tmp_path, DATA_ROOT=str(data), WRITE_PREVIEW=False, GT_ERODED_PATTERN="", GT_COLOR_PATTERN="")
+    size = read_raster(cfg.tile_path("IMAGE_PATTERN", "4")).shape[1]
+    ids = np.repeat(np.repeat(np.random.default_rng(0).integers(1, 6, (size // 32 + 1,) * 2), 32, 0), 32, 1)[:size, :size]
+    edges = np.zeros(ids.shape, bool)
+    edges[:, 1:] |= ids[:, 1:] != ids[:, :-1]
+    edges[1:, :] |= ids[1:, :] != ids[:-1, :]
+    for shift in (-1, 0, 1):  # boundaries 3 px wide, 0 as in the ISPRS eroded ground truth
+        ids[np.roll(edges, shift, axis=0) | np.roll(edges, shift, axis=1)] = 0
+    with rasterio.open(cfg.tile_path("IMAGE_PATTERN", "4")) as src:
+        profile = {**src.profile, "count": 1, "dtype": "uint8", "photometric": None}
+    with rasterio.open(cfg.tile_path("LABEL_PATTERN", "4"), "w", **profile) as dst:
+        dst.write(ids.astype(np.uint8)[None])
+    trained = cfg.replace(LABEL_VALUES={0: "ignore", **{value: value - 1 for value in range(1, 7)}})
+    torch.manual_seed(0)
+    weights = save_checkpoint(tmp_path / "w.pt", trained, model_from_config(trained), iteration=0)
+    run_inference(cfg, weights, tmp_path / "out", tile_ids=["4"], progress=False)
+    assert ("warning: top_mosaic_09cm_area4.tif: class 0 (impervious surfaces) lies in thin lines" in
+            capsys.readouterr().err)
+    run_inference(trained, weights, tmp_path / "same", tile_ids=["4"], progress=False)
+    assert "thin lines" not in capsys.readouterr().err
+
+
 def weights_of_values(cfg: Config, path, pixels: np.ndarray, dtype: str):
     """Untrained weights of ``cfg`` that record ``pixels`` (3 bands) of ``dtype`` as their training values."""
     from eoseg.normalization import BandStatistics
