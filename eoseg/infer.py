@@ -43,7 +43,7 @@ from eoseg.labels import SCAN_ROWS, is_vector
 from eoseg.metrics import NOT_TRAINED, UNSCORED, format_table, metrics_from_confusion, percent
 from eoseg.normalization import check_value_scale, value_scale, values_of_type
 from eoseg.predict import Predictor
-from eoseg.tiles import (BAND_KINDS, TileStack, TruthSource, check_band_names, configured_inputs, eroded_fallback,
+from eoseg.tiles import (BAND_KINDS, TileStack, TruthSource, check_band_names, configured_inputs, display_bands, eroded_fallback,
                           eval_truth, image_stack, scaling_hint, stated_colours, tile_stack, unmasked_zeros_note)
 from eoseg.weights import check_input_dtype, read_weights, recorded_normalization
 
@@ -294,7 +294,7 @@ def _preview(cfg: Config, job: Job, result: LabeledImage, path: Path) -> Path:
         with open_raster(path) as src:
             return src.read(bands, out_shape=(len(bands), *shape), resampling=resampling)
 
-    image = decimated(info.path, list(cfg.BANDS)[:3], Resampling.average)
+    image = decimated(info.path, [cfg.BANDS[i] for i in display_bands(cfg.BAND_NAMES)], Resampling.average)
     prediction = decimated(result.outputs["labels"], [1])[0]
     truth_rgb = errors = None
     if job.truth is not None:

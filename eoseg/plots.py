@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Sequence
 
 import matplotlib
 
@@ -12,6 +13,7 @@ import numpy as np  # noqa: E402
 
 from eoseg.io import atomic_path  # noqa: E402
 from eoseg.metrics import percent  # noqa: E402
+from eoseg.tiles import display_bands  # noqa: E402
 
 
 def _save(fig, path: str | Path) -> Path:
@@ -21,9 +23,12 @@ def _save(fig, path: str | Path) -> Path:
     return Path(path)
 
 
-def display_rgb(image: np.ndarray) -> np.ndarray:
-    """(C, H, W) raster -> (H, W, 3) uint8 for display: the first three bands, 2-98% stretched."""
-    bands = image[:3] if image.shape[0] >= 3 else np.repeat(image[:1], 3, axis=0)
+def display_rgb(image: np.ndarray, band_names: Sequence[str] | None = None) -> np.ndarray:
+    """(C, H, W) raster -> (H, W, 3) uint8 for display, 2-98% stretched: the bands that ``band_names`` (the names of
+    its first bands) name as red, green and blue, or near-infrared, red and green (:func:`eoseg.tiles.display_bands`);
+    without names, the first three."""
+    positions = display_bands(band_names) if band_names else list(range(min(3, image.shape[0])))
+    bands = image[positions] if len(positions) == 3 else np.repeat(image[:1], 3, axis=0)
     bands = bands.astype(np.float32)
     if image.dtype == np.uint8:
         return np.moveaxis(bands, 0, -1).astype(np.uint8)
@@ -174,8 +179,10 @@ def _class_legend(ax, class_names, palette) -> None:
     ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.02, 1), frameon=False)
 
 
-def tile_figure(image: np.ndarray, truth_rgb: np.ndarray, labels: np.ndarray, class_names, palette, title: str = ""):
-    """Image | colour-coded ground truth | numeric label map (class ids, ignored pixels black).
+def tile_figure(image: np.ndarray, truth_rgb: np.ndarray, labels: np.ndarray, class_names, palette, title: str = "",
+                band_names: Sequence[str] | None = None):
+    """Image (drawn as :func:`display_rgb` draws it) | colour-coded ground truth | numeric label map (class ids,
+    ignored pixels black).
 
     The label map is drawn with a colour map unrelated to the palette, with the ids on the
     colour bar: it shows the numbers the network is trained on, not the colours again.
@@ -184,8 +191,9 @@ def tile_figure(image: np.ndarray, truth_rgb: np.ndarray, labels: np.ndarray, cl
 
     n = len(class_names)
     fig, axes = plt.subplots(1, 3, figsize=(14, 4.6))
-    axes[0].imshow(display_rgb(image))
-    axes[0].set_title("image (first three bands)")
+    axes[0].imshow(display_rgb(image, band_names))
+    shown_bands = display_bands(band_names) if band_names else range(min(3, image.shape[0]))
+    axes[0].set_title(f"image ({', '.join(band_names[i] for i in shown_bands) if band_names else 'first three bands'})")
     axes[1].imshow(truth_rgb, interpolation="nearest")
     axes[1].set_title("colour-coded ground truth")
     cmap = ListedColormap(plt.get_cmap("viridis")(np.linspace(0, 1, n)))
@@ -202,8 +210,9 @@ def tile_figure(image: np.ndarray, truth_rgb: np.ndarray, labels: np.ndarray, cl
     return fig
 
 
-def patch_grid_figure(patches, palette, titles=None, class_names=None):
-    """Image patches (top row) over their label patches in the palette's colours (bottom row).
+def patch_grid_figure(patches, palette, titles=None, class_names=None, band_names: Sequence[str] | None = None):
+    """Image patches (top row, drawn as :func:`display_rgb` draws them) over their label patches in the palette's
+    colours (bottom row).
 
     ``patches`` is a sequence of ``(image (C, H, W), labels (H, W))`` pairs.
     """
@@ -211,7 +220,7 @@ def patch_grid_figure(patches, palette, titles=None, class_names=None):
     fig, axes = plt.subplots(2, len(patches), figsize=(2.1 * len(patches) + (2.4 if class_names else 0), 4.6),
                              squeeze=False)
     for k, (image, labels) in enumerate(patches):
-        axes[0, k].imshow(display_rgb(image))
+        axes[0, k].imshow(display_rgb(image, band_names))
         axes[1, k].imshow(palette.to_color(labels), interpolation="nearest")
         if titles:
             axes[0, k].set_title(titles[k], fontsize=8)

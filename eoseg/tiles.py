@@ -71,6 +71,22 @@ def band_kind(name: str) -> str:
     return BAND_KINDS.get(name.strip().upper(), name.strip().upper())
 
 
+# Sentinel-2's names of its visible and near-infrared bands, for drawing only: "B4" is red there and in Landsat 8 but
+# near-infrared in Landsat 7, so band order checks do not read band numbers as colours
+SENTINEL2_KINDS = {"B02": "blue", "B03": "green", "B04": "red", "B08": "near-infrared"}
+
+
+def display_bands(band_names: Sequence[str]) -> list[int]:
+    """Positions among ``band_names`` of the three bands to draw as red, green and blue: true colour where they name
+    red, green and blue; near-infrared, red, green (false colour, vegetation red) where they name those; else the
+    first three (or the first alone, as grey)."""
+    kinds = [SENTINEL2_KINDS.get(name.strip().upper(), band_kind(name)) for name in band_names]
+    for wanted in (("red", "green", "blue"), ("near-infrared", "red", "green")):
+        if all(kinds.count(kind) == 1 for kind in wanted):
+            return [kinds.index(kind) for kind in wanted]
+    return list(range(min(3, len(band_names)))) if len(band_names) >= 3 else [0]
+
+
 def check_same_dtype(stack: "TileStack", earlier: tuple[str, str] | None) -> tuple[str, str]:
     """The data type a training tile's image is read in (:attr:`TileStack.image_dtype`, not only the stack's, which
     a derived band makes float32 for all) and that of its stack, and, for errors, the tile described; refused unless

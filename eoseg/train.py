@@ -722,7 +722,7 @@ class Trainer:
                     pixels = own_grid.read(crop)
                 expected = truth.read_rows(cfg.palette, crop.row_off, crop.row_off + crop.height)
                 expected = expected[:, crop.col_off:crop.col_off + crop.width]
-                panels = np.concatenate([display_rgb(pixels), cfg.palette.to_color(expected), cfg.palette.to_color(labels)],
+                panels = np.concatenate([display_rgb(pixels, cfg.BAND_NAMES), cfg.palette.to_color(expected), cfg.palette.to_color(labels)],
                                         axis=1)
         self.model.train()  # the predictor switched it to evaluation
         if self.processes.distributed:

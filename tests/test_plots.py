@@ -23,6 +23,16 @@ def test_display_rgb_stretches_other_types_and_draws_nan_holes_black():
     assert (display_rgb(np.full((1, 3, 3), np.nan, np.float32)) == 0).all()
 
 
+def test_display_rgb_draws_the_bands_named_red_green_blue_as_such_whatever_their_order():
+    # a Sentinel-2 stack in band-number order (blue, green, red, near-infrared) and a 2-band radar image
+    image = np.stack([np.full((2, 2), value, np.uint8) for value in (10, 20, 30, 40)])
+    assert display_rgb(image, ["B02", "B03", "B04", "B08"])[0, 0].tolist() == [30, 20, 10]
+    assert display_rgb(image, ["Blue", "Green", "Red", "NIR"])[0, 0].tolist() == [30, 20, 10]
+    assert display_rgb(image, ["G", "IR", "R", "DSM"])[0, 0].tolist() == [20, 30, 10]  # no blue: false colour
+    assert display_rgb(image, ["a", "b", "c", "d"])[0, 0].tolist() == [10, 20, 30]
+    assert display_rgb(image[:2], ["VV", "VH"])[0, 0].tolist() == [10, 10, 10]
+
+
 def test_class_names_are_drawn_as_written_not_as_formulas():
     assert plain_text(["cost $ / $ m2", "tree"]) == [r"cost \$ / \$ m2", "tree"]
 

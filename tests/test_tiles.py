@@ -16,7 +16,7 @@ from rasterio.windows import Window
 from eoseg.errors import EosegError
 from eoseg.io import raster_info, read_label, read_raster, write_raster
 from eoseg.normalization import Normalization
-from eoseg.tiles import (check_same_dtype, eroded_fallback, image_bands_record, image_info, image_stack, ndvi, read_image,
+from eoseg.tiles import (check_same_dtype, display_bands, eroded_fallback, image_bands_record, image_info, image_stack, ndvi, read_image,
                          tile_stack, training_pixels)
 
 from .conftest import TINY_TILE_SIZE
@@ -430,3 +430,12 @@ def test_tile_inputs_name_each_tiles_files_and_a_file_of_all_tiles_once(tiny_cfg
     assert inputs[cfg.tile_path("IMAGE_PATTERN", "2").resolve()] == "tile 2's IMAGE_PATTERN file"
     assert inputs[(Path(cfg.DATA_ROOT) / "roofs.gpkg").resolve()] == "tile 1's LABEL_PATTERN file"
     assert cfg.tile_path("IMAGE_PATTERN", "1").resolve() not in tile_inputs(cfg, ["1"], made_here="IMAGE_PATTERN")
+
+
+def test_display_bands_are_true_colour_then_false_colour_then_the_first_three():
+    assert display_bands(["R", "G", "B", "IR"]) == [0, 1, 2]
+    assert display_bands(["IR", "R", "G"]) == [0, 1, 2]  # Vaihingen's IRRG as it is
+    assert display_bands(["B08", "B04", "B03", "B02"]) == [1, 2, 3]
+    assert display_bands(["B4", "B3", "B2"]) == [0, 1, 2]  # Landsat 7 and 8 differ there: not read as colours
+    assert display_bands(["red", "red", "green", "blue"]) == [0, 1, 2]  # a colour named twice is no answer
+    assert display_bands(["pan"]) == [0]
