@@ -275,10 +275,13 @@ class RasterLabels:
     """
 
     def __init__(self, info: RasterInfo, image: RasterInfo, values: LabelValues, what: str = "label map",
-                 palette: Palette | None = None, class_names: Sequence[str] | None = None):
+                 palette: Palette | None = None, class_names: Sequence[str] | None = None, colour_coded: bool = False):
         if info.count != 1:
             raise not_one_band(info.path, info.count)
         self.info, self.image, self.values, self.what, self.palette = info, image, values, what, palette
+        # a colour-coded ground truth saved with a colour table (the eroded one): colours that contradict its values
+        # are refused even under LABEL_VALUES, which was written for the label rasters
+        self.colour_coded = colour_coded
         self.class_names = class_names  # CLASS_NAMES, which a map eoseg wrote must record, where given
         self.warped = needs_warp(image, info, what)
         self.path = info.path
@@ -356,6 +359,9 @@ class RasterLabels:
         LABEL_VALUES says what the values mean; but refuse a LABEL_VALUES for raw codes over a map of class ids. A
         table of other colours (a grey ramp, whose black may be IGNORE_COLOR's) is for display."""
         table, palette = self.info.colour_table, self.palette
+        if self.colour_coded:
+            self._check_colours_agree(counts)
+            return
         classes = {value: self.values.target(value) for value in counts}
         classes = {value: target for value, target in classes.items() if target is not None and target != self.values.ignore_label}
         coloured = palette.classes_coloured(table, classes)
@@ -390,6 +396,31 @@ class RasterLabels:
             "(convert_gt.py --from-color --force); if its colours are the classes, read it by them: LABEL_VALUES = "
             f"{{{read_by_colour}}}{others}; if its values are, say so: LABEL_VALUES = "
             f"{{{', '.join(f'{v}: {v}' for v in range(palette.num_classes))}}}, or set PALETTE to its colours")
+
+    def _check_colours_agree(self, counts: dict) -> None:
+        """A colour-coded ground truth saved with a colour table (see ``colour_coded``): where its table gives most
+        values present PALETTE colours (or IGNORE_COLOR), and not greys only (a table for display), refuse a value
+        read otherwise than its colour says: through a LABEL_VALUES written for the label rasters, or not at all."""
+        table, palette = self.info.colour_table, self.palette
+        present = sorted(value for value in counts if isinstance(value, int) and value not in table.transparent)
+        shown = [table[value] for value in present if value < len(table) and table[value] is not None]
+        coloured = palette.classes_coloured(table, present)
+        if 2 * sum(c is not None for c in coloured.values()) <= len(present) or all(r == g == b for r, g, b in shown):
+            return
+        for value in present:
+            colour, target = coloured[value], self.values.target(value)
+            if colour is None or target == colour:
+                continue
+            named = f"PALETTE's colour of class {colour}" if colour != palette.ignore_label else "IGNORE_COLOR"
+            read = ("is read as no class" if target is None else "reads as unlabelled" if target == palette.ignore_label
+                    else f"reads as class {target}") + (
+                "" if self.values.identity else " through LABEL_VALUES")
+            raise EosegError(
+                f"{self.path}: its colour table gives value {value} the colour {table[value]}, {named}, but the value "
+                f"{read}: if its colours are the classes (a colour ground truth saved with a colour table), expand it "
+                "to RGB, which is read by colour: gdal_translate -expand rgb FILE FILE_rgb.tif, and point "
+                "GT_ERODED_PATTERN at those; if its values are, score against LABEL_PATTERN instead: "
+                "GT_ERODED_PATTERN = \"\"")
 
     def _read(self, src, window: Window | None) -> tuple[np.ndarray, np.ndarray | None]:
         """Raw values of ``window`` and which of them hold labels (None: all): those the raster reaches, where it is
@@ -646,9 +677,11 @@ def _overlaps(polygons: np.ndarray, classes: np.ndarray, box: tuple, pixel_area:
     return int(area.size), float(area.sum() / pixel_area)
 
 
-def label_source(cfg: Config, path: Path, image: RasterInfo, what: str = "label map") -> RasterLabels | VectorLabels:
-    """The labels at ``path`` (a raster or a vector file) for ``image``, read as class ids on its grid."""
+def label_source(cfg: Config, path: Path, image: RasterInfo, what: str = "label map",
+                 colour_coded: bool = False) -> RasterLabels | VectorLabels:
+    """The labels at ``path`` (a raster or a vector file) for ``image``, read as class ids on its grid; with
+    ``colour_coded`` (a ground truth documented as colours) a colour table must not contradict its values."""
     values = LabelValues.from_config(cfg)
     if is_vector(path):
         return VectorLabels(cfg, path, image, values)
-    return RasterLabels(raster_info(path, what), image, values, what, cfg.palette, cfg.CLASS_NAMES)
+    return RasterLabels(raster_info(path, what), image, values, what, cfg.palette, cfg.CLASS_NAMES, colour_coded)

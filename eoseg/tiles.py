@@ -720,7 +720,7 @@ def eval_truth(cfg: Config, tile_id: str, like: RasterInfo) -> TruthSource | Non
                                 unknown_to_ignore=cfg.UNKNOWN_LABELS_TO_IGNORE)
             truth.check(cfg.palette)
             return truth
-        labels = label_source(cfg, eroded, like, "eroded ground truth")
+        labels = label_source(cfg, eroded, like, "eroded ground truth", colour_coded=True)
         description = f"eroded ground truth ({eroded}){held_out}"
     elif numeric is not None and numeric.is_file():
         if not is_vector(numeric):

@@ -362,6 +362,43 @@ def test_tiles_without_eroded_ground_truth_are_said_to_be_scored_on_the_labels(t
     assert eroded_fallback(tiny_cfg.replace(GT_ERODED_PATTERN=""), ["4"]) is None  # no eroded set: nothing to say
 
 
+def test_an_indexed_eroded_truth_whose_colours_contradict_its_values_is_refused_even_under_label_values(tiny_cfg, tmp_path):
+    """The eroded ground truth is colour-coded; saved with a colour table, its colours say what its values are. Read
+    through a LABEL_VALUES written for the label rasters (ISPRS codes 1..6 with 0 for boundaries) its values were
+    scored as other classes (OA 85% -> 25% in a review, exit 0); the remedy is expanding it to RGB, not a
+    LABEL_VALUES, which would read the label rasters otherwise too."""
+    from eoseg.tiles import eval_truth
+
+    source = tiny_cfg.tile_path("GT_ERODED_PATTERN", "4")
+    info = image_info(tiny_cfg, "4")
+    ids = eval_truth(tiny_cfg, "4", info).read_rows(tiny_cfg.palette, 0, info.height)
+    colours = {value: (*map(int, rgb), 255) for value, rgb in enumerate(tiny_cfg.palette.colors)}
+
+    def indexed(name: str, values: np.ndarray, table: dict):
+        target = tmp_path / name / "4.tif"
+        write_like = dict(count=1, dtype="uint8")
+        with rasterio.open(source) as src:
+            profile = {**src.profile, **write_like, "photometric": "palette"}
+        target.parent.mkdir()
+        with rasterio.open(target, "w", **profile) as dst:
+            dst.write(values.astype(np.uint8), 1)
+            dst.write_colormap(1, table)
+        return tiny_cfg.replace(GT_ERODED_PATTERN=str(target.parent / "{id}.tif"))
+
+    boundary = len(colours)  # the boundaries black, after the classes
+    cfg = indexed("classes_first", np.where(ids == 255, boundary, ids), {**colours, boundary: (0, 0, 0, 255)})
+    shifted = cfg.replace(LABEL_VALUES={0: "ignore", **{value + 1: value for value in range(len(colours))}})
+    with pytest.raises(EosegError, match=r"4.tif: its colour table gives value 0 the colour \(255, 255, 255\), PALETTE's "
+                                         r"colour of class 0, but the value reads as unlabelled through LABEL_VALUES: .*"
+                                         r"gdal_translate -expand rgb FILE FILE_rgb.tif.*GT_ERODED_PATTERN = \"\""):
+        eval_truth(shifted, "4", info)
+    with pytest.raises(EosegError, match=r"value 6 the colour \(0, 0, 0\), IGNORE_COLOR, but the value is read as no class: "
+                                         r"if its colours are the classes.*-expand rgb"):
+        eval_truth(cfg, "4", info)
+    agreeing = indexed("agreeing", ids, {**colours, 255: (0, 0, 0, 255)})  # eoseg's own label maps are so
+    np.testing.assert_array_equal(eval_truth(agreeing, "4", info).read_rows(agreeing.palette, 0, info.height), ids)
+
+
 def test_colour_eroded_truth_with_an_untagged_alpha_band_is_refused_before_scoring(tiny_cfg, tmp_path):
     """A fourth band of 0 and 255 not tagged alpha: its transparent pixels would be scored as the classes of their
     colours; refused with the line that tags it, as convert_gt.py refuses such a colour ground truth."""
