@@ -849,6 +849,22 @@ def test_a_compressed_mask_whose_black_moved_a_level_is_read_through_the_toleran
         LabelValues([[0, 0], [255, 1]], 2, 255, tolerance=127).check({0: 9000, 1: 1000}, "mask01.png")
 
 
+def test_a_code_left_out_beside_a_rare_neighbouring_code_is_no_compression_shift(capsys):
+    """CORINE's 112 (39% of a tile) left out of LABEL_VALUES beside a rare 111 was taken for 111 moved by compression:
+    the error offered LABEL_TOLERANCE=1, which merged it into 111's class with exit 0 (review). One value alone near a
+    code is a code; compression spreads over several levels."""
+    codes = LabelValues([[111, 0], [121, 1], [211, 2], [311, 3]], 4, 255)
+    with pytest.raises(EosegError, match=r"value 112 covers 39% of the pixels: .*a code of its own"):
+        codes.check({111: 300, 112: 4000, 211: 5950}, "corine.tif")
+    with pytest.raises(EosegError, match=r"value 112 is not in LABEL_VALUES and covers 39% of the pixels, which "
+                                         r"LABEL_TOLERANCE=1 reads as class 0"):
+        LabelValues([[111, 0], [121, 1], [211, 2], [311, 3]], 4, 255, tolerance=1).check(
+            {111: 300, 112: 4000, 211: 5950}, "corine.tif")
+    LabelValues([[111, 0], [121, 1], [211, 2], [311, 3]], 4, 255, unknown_to_ignore=True).check(
+        {111: 300, 112: 4000, 211: 5950}, "corine.tif")
+    assert "value 112, not in LABEL_VALUES, covers 39% of the pixels and is read as unlabelled" in capsys.readouterr().err
+
+
 def test_a_sparse_0_255_mask_read_without_label_values_is_noted(tmp_path, capsys):
     """A building mask of 2% buildings passed as class 0 and unlabelled, silently: every building lost, OA 100%
     (review); the mask check refuses from 5% of 255 (below it, a tile of background with a void border looks alike).
