@@ -21,7 +21,7 @@ rows (or its transform's units), which no map places anywhere. The polygons carr
 exact CRS; GeoJSON records a CRS only as an authority code, so a .geojson of a CRS no code
 equals (a custom projection, a site grid, a datum shift) is refused: write .gpkg. In a CRS in degrees
 --simplify and --min-area are refused (they would be degrees). An existing --out file is
-replaced only with --force.
+replaced only with --force, and never a file the config reads (its vector labels, say).
 """
 
 from __future__ import annotations
@@ -33,8 +33,9 @@ from eoseg.cli import make_parser, parse, run
 from eoseg.convert import label_map_reader
 from eoseg.errors import EosegError
 from eoseg.gis import VECTOR_DRIVERS, check_polygon_georeference, polygonize_labels
-from eoseg.io import raster_info, recorded_class_names
+from eoseg.io import check_outputs, raster_info, recorded_class_names
 from eoseg.labels import LabelValues
+from eoseg.tiles import configured_inputs
 
 # overrides that choose the class names (a DATASET brings its preset's)
 CLASS_NAME_OVERRIDES = ("CLASS_NAMES=", "DATASET=")
@@ -57,8 +58,9 @@ def main(argv=None):
     cfg = cfg.replace(POLYGON_SIMPLIFY=cfg.POLYGON_SIMPLIFY if args.simplify is None else args.simplify,
                       POLYGON_MIN_AREA=cfg.POLYGON_MIN_AREA if args.min_area is None else args.min_area)
     out = Path(args.out)
-    if out.exists() and not args.force:
-        raise EosegError(f"{out} already exists; pass --force to replace it")
+    # never over an input, even with --force: the config's ground truth (vector labels), or the label map itself
+    inputs = {**configured_inputs(cfg), Path(args.labels).resolve(): "the label map polygonized"}
+    check_outputs([out], inputs, args.force, "--out")
     info = raster_info(args.labels, "label map")
     # before LABEL_VALUES reads every pixel: a raster refused for its CRS alone is refused at once
     check_polygon_georeference(info.crs, info.transform, out.suffix, cfg.POLYGON_SIMPLIFY, cfg.POLYGON_MIN_AREA,

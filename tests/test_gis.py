@@ -176,10 +176,19 @@ def test_polygonize_script(tmp_path):
     # an existing output is replaced only with --force
     out.write_bytes(b"earlier polygons")
     assert_one_line_error(run_script("polygonize.py", str(source), "--out", str(out)),
-                          f"{out} already exists; pass --force to replace it")
+                          f"{out} exists; pass --force to replace it")
     assert out.read_bytes() == b"earlier polygons"
     assert run_script("polygonize.py", str(source), "--out", str(out), "--force").returncode == 0
     assert len(read_vector(out)[2]) > 100
+    # never over the config's vector ground truth, even with --force (review: its 16 polygons became 5 predicted)
+    truth = tmp_path / "truth.gpkg"
+    truth.write_bytes(b"the ground truth polygons")
+    config = tmp_path / "vector_labels.py"
+    config.write_text(f"DATA_ROOT = {str(tmp_path)!r}\nIMAGE_PATTERN = '{{id}}.tif'\nLABEL_PATTERN = 'truth.gpkg'\n"
+                      "VECTOR_CLASS_FIELD = 'code'\nTRAIN_IDS = ['labels']\nTEST_IDS = []\n")
+    assert_one_line_error(run_script("polygonize.py", str(source), "--out", str(truth), "--force", "--config", str(config)),
+                          f"{truth} would overwrite tile labels's LABEL_PATTERN file; choose another --out")
+    assert truth.read_bytes() == b"the ground truth polygons"
 
 
 def test_polygonize_script_applies_the_configs_polygon_settings_unless_its_flags_are_given(tmp_path):
