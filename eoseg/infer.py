@@ -39,7 +39,7 @@ from eoseg.io import (GDAL_CACHE_MB, RasterInfo, RasterWriter, alpha_band_proble
                       check_writable, exclusive, file_sha256, open_raster, output_suffix, raster_info, read_as_note,
                       spread_windows)
 from eoseg.labelling import label_rows, labelling_stack, make_predictor
-from eoseg.labels import SCAN_ROWS, is_vector
+from eoseg.labels import SCAN_ROWS, files_read_with
 from eoseg.metrics import NOT_TRAINED, UNSCORED, format_table, metrics_from_confusion, percent
 from eoseg.normalization import check_value_scale, value_scale, values_of_type
 from eoseg.predict import Predictor
@@ -335,19 +335,14 @@ def _decimated_truth(cfg: Config, truth: TruthSource, info: RasterInfo, shape: t
 
 
 def _file_state(path: Path) -> dict:
-    """Size and time of ``path`` and of every file read with it: a VRT's sources, world files, .aux.xml, .msk, .ovr,
-    a shapefile's .dbf/.prj (a changed georeference or mosaic tile makes an earlier labelling stale)."""
-    if is_vector(path):
-        read_with = sorted(p for p in path.parent.glob(f"{glob.escape(path.stem)}.*") if p != path)
-    else:
-        with open_raster(path) as src:
-            read_with = sorted({Path(name).resolve() for name in src.files} - {path.resolve()})
+    """Size and time of ``path`` and of every file read with it (:func:`eoseg.labels.files_read_with`: a changed
+    georeference or mosaic tile makes an earlier labelling stale)."""
 
     def state(file: Path) -> dict:
         stat = file.stat()
         return {"path": str(file.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
 
-    return {**state(path), "read_with": [state(file) for file in read_with]}
+    return {**state(path), "read_with": [state(file) for file in files_read_with(path)]}
 
 
 # Settings labelling does not read (training's, the patches') or that change only its speed and memory: results

@@ -15,6 +15,7 @@ check_data.py) goes through :func:`label_source`, so that all of them agree:
 
 from __future__ import annotations
 
+import glob
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from functools import cached_property
@@ -34,7 +35,7 @@ from rasterio.windows import Window
 from eoseg.config import IGNORE, VECTOR_SUFFIXES, Config, label_value_pairs
 from eoseg.errors import EosegError
 from eoseg.grid import bounds, check_relatable, describe_box, needs_warp, note_once, open_on_grid, same_crs
-from eoseg.io import RasterInfo, not_one_band, raster_info, recorded_class_names, unlabelled_by_mask
+from eoseg.io import RasterInfo, not_one_band, open_raster, raster_info, recorded_class_names, unlabelled_by_mask
 from eoseg.palette import (AREA_SHARE, COMPRESSION_SHIFT, Palette, check_value_tolerance, nearest_reference,
                            tolerance_remedy)
 
@@ -55,6 +56,18 @@ LISTED = 4  # values listed in an error, most frequent first
 
 def is_vector(path: str | Path) -> bool:
     return Path(path).suffix.lower() in VECTOR_SUFFIXES
+
+
+def files_read_with(path: str | Path) -> list[Path]:
+    """The files read with ``path`` (resolved, sorted, without it): a raster's VRT sources, world file, .aux.xml, .msk,
+    .ovr (as GDAL lists them); a vector file's parts beside it (a shapefile's .dbf and .prj, a GeoPackage's -wal,
+    which holds the edits of a GIS that keeps it open), not an SQLite -shm or -journal, which readers and writers touch."""
+    path = Path(path)
+    if is_vector(path):
+        return sorted(other.resolve() for other in path.parent.glob(f"{glob.escape(path.stem)}.*")
+                      if other != path and not other.name.endswith(("-shm", "-journal")))
+    with open_raster(path) as src:
+        return sorted({Path(name).resolve() for name in src.files} - {path.resolve()})
 
 
 def value_counts(raw: np.ndarray) -> dict:

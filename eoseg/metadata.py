@@ -13,6 +13,7 @@ from eoseg.config import Config, label_value_pairs
 from eoseg.errors import EosegError
 from eoseg.io import file_record, unchanged_since
 from eoseg.holdout import holdout_record
+from eoseg.labels import files_read_with
 from eoseg.normalization import Normalization
 
 # Fields whose disagreement would silently produce garbage.
@@ -99,12 +100,14 @@ def check_compatible(recorded: dict, expected: dict, artifact: str, fields=CHECK
 
 
 def source_files_record(data_root: str | Path, paths) -> dict:
-    """{path: :func:`eoseg.io.file_record`} of the files stored patches are cut from (images, extra sources, labels),
-    each path relative to ``data_root`` where it lies under it, so that a copy of the data moved with DATA_ROOT
-    still matches."""
+    """{path: :func:`eoseg.io.file_record`} of the files stored patches are cut from (images, extra sources, labels)
+    and of those read with them (:func:`eoseg.labels.files_read_with`: a shapefile's .dbf, a GeoPackage's -wal, a
+    VRT's sources), each path relative to ``data_root`` where it lies under it, so that a copy of the data moved with
+    DATA_ROOT still matches."""
     root = Path(data_root).absolute()
     record = {}
-    for path in dict.fromkeys(Path(p).absolute() for p in paths):
+    read = [Path(p).absolute() for p in paths]
+    for path in dict.fromkeys(read + [other for path in dict.fromkeys(read) for other in files_read_with(path)]):
         key = path.relative_to(root).as_posix() if path.is_relative_to(root) else str(path)
         record[key] = file_record(path)
     return record

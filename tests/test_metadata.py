@@ -78,3 +78,37 @@ def test_stored_patches_hold_raw_pixels_of_the_settings_that_read_them(cfg):
         check_stored_data(recorded, data_signature(cfg, patch_size=32), "train.lmdb")
     older = {key: value for key, value in recorded.items() if key != "made_from"}
     check_stored_data(older, data_signature(cfg.replace(FLIPS=False)), "train.lmdb")  # made before it was recorded
+
+
+def test_patches_are_stale_when_a_file_read_with_a_source_changes(tmp_path):
+    """A shapefile's attributes edited in QGIS change only its .dbf, a GeoPackage kept open its -wal, a tile given as
+    a VRT its source: the patches cut before were trained on with exit 0 (review). Those files are recorded too; an
+    SQLite -shm, which readers write, is not."""
+    import numpy as np
+    import rasterio
+    from rasterio.transform import from_origin
+
+    from eoseg.metadata import check_source_files, source_files_record
+
+    for name in ("labels.shp", "labels.dbf", "labels.prj", "labels.gpkg", "labels.gpkg-wal", "labels.gpkg-shm"):
+        (tmp_path / name).write_bytes(b"0" * 10)
+    tile = tmp_path / "tile.tif"
+    with rasterio.open(tile, "w", driver="GTiff", width=4, height=4, count=1, dtype="uint8", crs="EPSG:32632",
+                       transform=from_origin(0, 4, 1, 1)) as dst:
+        dst.write(np.zeros((1, 4, 4), np.uint8))
+    (tmp_path / "tile.vrt").write_text(
+        '<VRTDataset rasterXSize="4" rasterYSize="4"><VRTRasterBand dataType="Byte" band="1"><SimpleSource>'
+        '<SourceFilename relativeToVRT="1">tile.tif</SourceFilename><SourceBand>1</SourceBand></SimpleSource>'
+        "</VRTRasterBand></VRTDataset>")
+    record = source_files_record(tmp_path, [tmp_path / "labels.shp", tmp_path / "labels.gpkg", tmp_path / "tile.vrt"])
+    assert sorted(record) == ["labels.dbf", "labels.gpkg", "labels.gpkg-wal", "labels.prj", "labels.shp", "tile.tif",
+                              "tile.vrt"]
+    (tmp_path / "labels.gpkg-shm").write_bytes(b"1" * 12)  # a reader's index
+    check_source_files(record, tmp_path, "patches")
+    for changed in ("labels.dbf", "labels.gpkg-wal", "tile.tif"):
+        edited = tmp_path / changed
+        original = edited.read_bytes()
+        edited.write_bytes(original + b"1")
+        with pytest.raises(EosegError, match=f"patches was cut from {changed} under the DATA_ROOT of then"):
+            check_source_files(record, tmp_path, "patches")
+        edited.write_bytes(original)
