@@ -586,13 +586,29 @@ class VectorLabels:
         all_touched = self.boundary == "all_touched"
         if self.overlap == "ignore":
             claims = np.zeros(shape, dtype=np.uint16)  # how many classes claim each pixel
+            # all_touched: polygons that only touch (neighbouring parcels) both claim the pixels along their shared
+            # edge; those go to the class whose polygon holds the pixel's centre, as under "centre"
+            centre_claims, centre_labels = (np.zeros(shape, dtype=np.uint16), labels.copy()) if all_touched else (None, None)
+
+            def rasterized(polygons, touched: bool) -> np.ndarray:
+                return rasterio.features.rasterize(polygons, out_shape=shape, transform=transform, fill=0, default_value=1,
+                                                   dtype=np.uint8, all_touched=touched).view(bool)
+
             for class_id in np.unique(self.classes):
-                claimed = rasterio.features.rasterize(self.polygons[self.classes == class_id].tolist(), out_shape=shape,
-                                                      transform=transform, fill=0, default_value=1, dtype=np.uint8,
-                                                      all_touched=all_touched).view(bool)
+                polygons = self.polygons[self.classes == class_id].tolist()
+                claimed = rasterized(polygons, all_touched)
                 labels[claimed] = class_id
                 claims += claimed
-            labels[claims > 1] = self.values.ignore_label
+                if all_touched:
+                    centred = rasterized(polygons, False)
+                    centre_labels[centred] = class_id
+                    centre_claims += centred
+            shared = claims > 1
+            if all_touched:
+                by_centre = shared & (centre_claims == 1)
+                labels[by_centre] = centre_labels[by_centre]
+                shared &= centre_claims != 1
+            labels[shared] = self.values.ignore_label
         else:
             rasterio.features.rasterize(zip(self.polygons.tolist(), self.classes.tolist()), out=labels,
                                         transform=transform, all_touched=all_touched)
