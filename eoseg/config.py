@@ -415,6 +415,9 @@ class Config:
         _check_output_folders(v)
         if v["WRITE_POLYGONS"] not in ("", ".gpkg", ".geojson"):  # checked before any raster is labelled
             raise EosegError(f"WRITE_POLYGONS must be '', '.gpkg' or '.geojson', got {v['WRITE_POLYGONS']!r}")
+        for name in ("POLYGON_SIMPLIFY", "POLYGON_MIN_AREA"):  # likewise: they were refused once a raster was labelled
+            if not v[name] >= 0:
+                raise EosegError(f"{name} must be 0 or more (CRS units), got {v[name]!r}")
         size = v["INFER_PIXEL_SIZE"]
         if size not in (None, "image") and not (isinstance(size, (int, float)) and not isinstance(size, bool) and size > 0):
             raise EosegError(f"INFER_PIXEL_SIZE must be None (the weights' pixel size), a pixel size in metres > 0 or "

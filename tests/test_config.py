@@ -386,6 +386,8 @@ def test_rotations_must_be_right_angles(rotations):
         ("TTA=['flip']", r"TTA may hold 'fliplr', .*; got \['flip'\]"),
         ("INFER_ENGINE=onnx", "INFER_ENGINE must be one of 'torch', 'onnxruntime', got 'onnx'"),
         ("LABEL_PATTERN=polygons.gpkg|VECTOR_POLYGON_CLASS=6", "VECTOR_POLYGON_CLASS must be a class id 0..5"),
+        ("POLYGON_SIMPLIFY=-1", r"POLYGON_SIMPLIFY must be 0 or more \(CRS units\), got -1.0"),  # refused once labelled
+        ("POLYGON_MIN_AREA=-0.5", r"POLYGON_MIN_AREA must be 0 or more"),
     ],
 )
 def test_other_inconsistent_settings_refused(override, match):
