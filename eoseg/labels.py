@@ -554,6 +554,13 @@ class VectorLabels:
             if unknown and not values.unknown_to_ignore:
                 raise EosegError(f"{path}: {field} values not in LABEL_VALUES: {_unknown_attributes(unknown, values)}")
             classes = np.array([values.ignore_label if (t := values.target(v)) is None else t for v in raw], dtype=np.int64)
+            drawn = [value for value in self.value_polygons if values.target(value) == self.background]
+            if drawn and self.background != values.ignore_label:  # land-cover polygons: the gaps between them are no class
+                note_once(("background drawn", str(path)),
+                          f"{path}: pixels outside every polygon are read as VECTOR_BACKGROUND_CLASS {self.background} "
+                          f"({cfg.CLASS_NAMES[self.background]}), a class its polygons label too ({field} {drawn[0]!r}): "
+                          "if the polygons are to cover the land, leave the rest unlabelled: VECTOR_BACKGROUND_CLASS = "
+                          f"{values.ignore_label}")
         else:
             classes = np.full(len(shapes), int(cfg.VECTOR_POLYGON_CLASS), dtype=np.int64)
         # in the order they are drawn: a later polygon over an earlier one (VECTOR_OVERLAP "last", or "smallest" with

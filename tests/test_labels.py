@@ -373,7 +373,7 @@ def test_polygons_rasterised_on_the_image_grid(sample_root, tmp_path):
 
 
 def test_all_touched_gives_the_edge_that_neighbouring_polygons_share_to_the_one_holding_each_pixel_centre(sample_root,
-                                                                                                    tmp_path):
+                                                                                                    tmp_path, capsys):
     """Parcels that only touch both claim, under all_touched, the pixels their shared edge crosses: with VECTOR_OVERLAP
     "ignore" those were unlabelled (7.7% of a review's tile, no note). They go to the parcel holding the pixel's
     centre; pixels two polygons' areas share stay unlabelled."""
@@ -395,6 +395,14 @@ def test_all_touched_gives_the_edge_that_neighbouring_polygons_share_to_the_one_
     labels = label_source(tiny(sample_root, tmp_path, **settings), path, image).read()
     assert (labels[:10, :20] == 1).all() and (labels[:10, 20:40] == 2).all()  # column 20's centre (20.5) is the meadow's
     assert (labels[20:30, 18:22] == 255).all() and (labels[20:30, :18] == 1).all() and (labels[20:30, 22:40] == 2).all()
+    assert "outside every polygon" not in capsys.readouterr().err
+    # a class the polygons label is also the background: land-cover parcels would lend it every gap (review: water
+    # 95% of a tile that holds none)
+    drawn = {**settings, "LABEL_VALUES": {"field": 0, "meadow": 2}}
+    label_source(tiny(sample_root, tmp_path, **drawn), path, image).read()
+    assert ("pixels outside every polygon are read as VECTOR_BACKGROUND_CLASS 0 (other), a class its polygons label too "
+            "(use 'field'): if the polygons are to cover the land, leave the rest unlabelled: VECTOR_BACKGROUND_CLASS = "
+            "255") in capsys.readouterr().err
 
 
 def test_polygons_without_a_crs_are_said_to_be_taken_in_the_images(sample_root, tmp_path, capsys):
