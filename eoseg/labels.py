@@ -182,10 +182,11 @@ class LabelValues:
         return sorted(v for v in values if isinstance(v, str) and v.strip().lstrip("-").isdigit()
                       and self.target(v) is None and self.target(int(v)) is not None)
 
-    def check(self, counts: dict, source: str, whole: bool = True) -> None:
+    def check(self, counts: dict, source: str, whole: bool = True, unlabelled_tagged: bool = False) -> None:
         """Refuse fractional values, values the map does not name (unless UNKNOWN_LABELS_TO_IGNORE: then one that
         covers areas is noted) and, of ``whole`` rasters, a value LABEL_TOLERANCE reads that covers areas (not blur,
-        see AREA_SHARE) and, read without a map, a 0/255 mask whose class reads as IGNORE_LABEL."""
+        see AREA_SHARE) and, read without a map, a 0/255 mask whose class reads as IGNORE_LABEL, unless
+        ``unlabelled_tagged`` (the raster's nodata tag is IGNORE_LABEL: its file says those pixels are unlabelled)."""
         fractions = {v: c for v, c in counts.items() if isinstance(v, float)}
         if fractions:
             raise EosegError(f"{source}: label values must be whole numbers, this raster holds fractions "
@@ -232,25 +233,31 @@ class LabelValues:
             raise EosegError(f"{source}: value {value} is not in LABEL_VALUES and covers {share:.0%} of the pixels, which "
                              f"LABEL_TOLERANCE={self.tolerance} reads as {self._named(self.target(value))}: {NOT_BLUR}; "
                              "name it in LABEL_VALUES (value: class id or 'ignore')")
-        mask = self.mask_like(counts) if whole else None
+        mask = self.mask_like(counts) if whole and not unlabelled_tagged else None
         if mask is not None:
             raise EosegError(
                 f"{source}: {mask[0]:.0%} of the pixels are IGNORE_LABEL {self.ignore_label} (unlabelled) and "
                 f"only class {mask[1]} of {self.num_classes} occurs: a 0/{self.ignore_label} "
-                f"mask? map its values with LABEL_VALUES, e.g. {{0: 0, {self.ignore_label}: 1}} (or, if "
-                f"{self.ignore_label} does mean unlabelled, name it: {{..., {self.ignore_label}: 'ignore'}})")
+                f"mask? map its values with LABEL_VALUES, e.g. {{0: 0, {self.ignore_label}: 1}}; if {self.ignore_label} "
+                f"does mean unlabelled (a tile of one class), tag it as the raster's nodata: rio edit-info --nodata "
+                f"{self.ignore_label} FILE (or name it: LABEL_VALUES = {self.unlabelled_named()})")
 
     def mask_like(self, counts: dict, share: float = SUSPICIOUS_IGNORE_SHARE) -> tuple[float, int] | None:
         """(share of IGNORE_LABEL, the one class present) of a raster read as class ids (``counts`` of its values)
-        that looks like a 0/255 mask: IGNORE_LABEL on at least ``share`` of it; None for others."""
+        that looks like a 0/255 mask: IGNORE_LABEL on at least ``share`` of it, and class 0, a mask's background, the
+        only other value (a tile of forest with a void border is none); None for others."""
         if not self.identity or self.num_classes < 2:
             return None
         total = sum(counts.values())
         ignored = counts.get(self.ignore_label, 0)
         present = [v for v in counts if isinstance(v, int) and 0 <= v < self.num_classes]
-        if ignored and ignored / total >= share and len(present) == 1:
+        if ignored and ignored / total >= share and present == [0]:
             return ignored / total, present[0]
         return None
+
+    def unlabelled_named(self) -> str:
+        """The LABEL_VALUES that reads the class ids as themselves and IGNORE_LABEL as unlabelled, as text."""
+        return "{" + ", ".join([f"{i}: {i}" for i in range(self.num_classes)] + [f"{self.ignore_label}: 'ignore'"]) + "}"
 
     def _named(self, target: int) -> str:
         return "IGNORE_LABEL" if target == self.ignore_label else f"class {target}"
@@ -334,17 +341,21 @@ class RasterLabels:
         target = self.values.target(ignored) if ignored in counts else None
         written = ignored in counts and (target not in (None, ignored) or (whole and self.values.mask_like(counts)))
         if written and self.records_class_names:  # eoseg's 255: pixels read as unlabelled when the map was made
-            read_as = "" if target in (None, ignored) else f", but LABEL_VALUES reads them as class {target}"
+            if target in (None, ignored):  # class 0 and 255 alone: a mask's white given as IGNORE_COLOR, or one class
+                read_as, alone = "", ("; if they are unlabelled indeed (a tile of class 0 alone), say so: LABEL_VALUES = "
+                                      + self.values.unlabelled_named())
+            else:
+                read_as, alone = f", but LABEL_VALUES reads them as class {target}", ""
             raise EosegError(
                 f"{self.path}: it names its classes (CLASS_NAMES) as the label maps eoseg writes do, so its "
                 f"{counts[ignored] / sum(counts.values()):.0%} of IGNORE_LABEL {ignored} are pixels left unlabelled when it "
                 f"was made (its colour IGNORE_COLOR, or its value 'ignore' in LABEL_VALUES){read_as}; if they are a "
                 "class, give the class that colour in PALETTE (or that value in LABEL_VALUES) and convert the ground "
-                "truth again with --force")
+                f"truth again with --force{alone}")
         if self.info.colour_table is not None and self.palette is not None:
             self._check_colour_table(counts)
         try:
-            self.values.check(counts, str(self.path), whole)
+            self.values.check(counts, str(self.path), whole, unlabelled_tagged=self.info.nodata == self.values.ignore_label)
         except EosegError as err:  # its nodata tag, which is not read as unlabelled, may name the value that is
             nodata = self.info.nodata
             if nodata is None or not float(nodata).is_integer() or int(nodata) not in counts \

@@ -862,10 +862,23 @@ def test_the_unlabelled_pixels_of_a_label_map_eoseg_wrote_are_not_read_as_a_clas
                                              r"writes do, so its 30% of IGNORE_LABEL 255 are pixels left unlabelled when "
                                              r"it was made .*convert the ground truth again with --force"):
             RasterLabels(info, info, values).check()
+    # a tile of one class with its boundaries: the line that says so, and it reads
+    with pytest.raises(EosegError, match=r"convert the ground truth again with --force; if they are unlabelled indeed \(a "
+                                         r"tile of class 0 alone\), say so: LABEL_VALUES = \{0: 0, 1: 1, 255: 'ignore'\}$"):
+        RasterLabels(info, info, LabelValues([], 2, 255)).check()
+    RasterLabels(info, info, LabelValues([[0, 0], [1, 1], [255, "ignore"]], 2, 255)).check()
     raw = write_raster(tmp_path / "raw.tif", mask[:1])  # a 0/255 mask of another tool
-    with pytest.raises(EosegError, match=r"raw.tif: 30% of the pixels are IGNORE_LABEL 255 .*\{0: 0, 255: 1\}"):
+    with pytest.raises(EosegError, match=r"raw.tif: 30% of the pixels are IGNORE_LABEL 255 .*\{0: 0, 255: 1\}; if 255 does "
+                                         r"mean unlabelled \(a tile of one class\), tag it as the raster's nodata: rio "
+                                         r"edit-info --nodata 255 FILE \(or name it: LABEL_VALUES = \{0: 0, 1: 1, 255: "
+                                         r"'ignore'\}\)"):
         RasterLabels(raster_info(raw), raster_info(raw), LabelValues([], 2, 255)).check()
     assert (RasterLabels(raster_info(raw), raster_info(raw), LabelValues([[0, 0], [255, 1]], 2, 255)).read() == mask[0] // 255).all()
+    with rasterio.open(raw, "r+") as dst:  # its file says 255 is nodata: unlabelled, no mask
+        dst.nodata = 255
+    RasterLabels(raster_info(raw), raster_info(raw), LabelValues([], 2, 255)).check()
+    # a tile of forest (class 3) with a void border is no 0/255 mask (review: refused so)
+    LabelValues([], 6, 255).check({3: 9000, 255: 1000}, "forest.tif")
 
 
 def test_a_compressed_mask_whose_black_moved_a_level_is_read_through_the_tolerance():
