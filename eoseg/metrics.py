@@ -40,6 +40,9 @@ def metrics_from_confusion(cm: np.ndarray, class_names: list[str]) -> dict:
     expected = (support * predicted).sum() / total**2 if total else float("nan")
     kappa = (overall - expected) / (1 - expected) if total and expected != 1 else float("nan")
     present = support > 0
+    # a class the ground truth lacks has no F1 or IoU to score (predicted there or not): left out of the means, shown
+    # "-" in the table, and null here, so that the per-class figures average to the means
+    f1[~present], iou[~present] = np.nan, np.nan
     # undefined values (nothing scored: every ground-truth pixel ignored) are None, JSON's null, never NaN
     return {
         "pixels": int(total),
@@ -85,8 +88,8 @@ def format_table(metrics: dict, title: str = "") -> str:
     width = max(22, *(shown_width(name) + 2 for name in metrics["per_class"]))
     lines.append(f"{'class':<{width}}{'F1':>8}{'IoU':>8}{'precision':>11}{'recall':>8}{'pixels':>12}")
     for name, row in metrics["per_class"].items():
-        # a class absent from the ground truth has no F1 or IoU the means could count (its precision still says much)
-        cells = [percent(None if not row["support"] else row[k]) for k in ("f1", "iou")] + \
+        # a class absent from the ground truth has no F1 or IoU (None; its precision still says much)
+        cells = [percent(row[k]) for k in ("f1", "iou")] + \
             [f"{percent(row['precision']):>11}", percent(row["recall"])]
         padding = " " * (width - shown_width(name))
         lines.append(f"{name}{padding}{cells[0]:>8}{cells[1]:>8}{cells[2]}{cells[3]:>8}{row['support']:>12d}")

@@ -50,7 +50,7 @@ class TensorBoardLog:
         """Each class's F1 and IoU (metrics of eoseg.metrics) and an (H, W, 3) uint8 ``preview``."""
         for name, scores in metrics["per_class"].items():
             for measure in ("f1", "iou"):
-                if scores[measure] is not None:  # None: the class is neither in the truth nor predicted
+                if scores[measure] is not None:  # None: the class is not in the validation ground truth
                     self.writer.add_scalar(f"validation_{measure}/{name}", scores[measure], iteration)
         if preview is not None:
             self.writer.add_image("validation/image_truth_prediction", preview, iteration, dataformats="HWC")

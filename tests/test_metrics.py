@@ -166,6 +166,8 @@ def test_means_are_over_classes_present_in_ground_truth():
     assert car["support"] == 0
     assert car["recall"] is None  # 0 / 0
     assert car["precision"] == 0.0  # 0 / 1
+    # nor F1 and IoU in metrics.json: 0.0 there made its per-class figures average otherwise than mean_f1 (review)
+    assert car["f1"] is None and car["iou"] is None
     # road F1 = 2*4/(5+4) = 8/9; building and tree perfect; car left out of the mean
     assert m["mean_f1"] == pytest.approx((8 / 9 + 1 + 1) / 3)
     # road IoU = 4/(5+4-4) = 4/5
