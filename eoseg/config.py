@@ -412,7 +412,7 @@ class Config:
                 raise EosegError(f"{name} must be a class id 0..{len(v['CLASS_NAMES']) - 1} or IGNORE_LABEL "
                                  f"{v['IGNORE_LABEL']}, got {v[name]!r}")
         _check_training_numbers(v)
-        _check_output_folders(v)
+        check_output_folders(v)
         if v["WRITE_POLYGONS"] not in ("", ".gpkg", ".geojson"):  # checked before any raster is labelled
             raise EosegError(f"WRITE_POLYGONS must be '', '.gpkg' or '.geojson', got {v['WRITE_POLYGONS']!r}")
         for name in ("POLYGON_SIMPLIFY", "POLYGON_MIN_AREA"):  # likewise: they were refused once a raster was labelled
@@ -455,23 +455,25 @@ OUTPUT_FOLDERS = ("PATCHES_DIR", "LMDB_DIR", "TRAIN_DIR", "INFER_DIR")
 REPLACED_FOLDERS = ("PATCHES_DIR", "LMDB_DIR")  # replaced whole by their step's --force (eoseg.io.atomic_directory)
 
 
-def _check_output_folders(v: dict[str, Any]) -> None:
+def check_output_folders(v: dict[str, Any], given_as: dict[str, str] | None = None) -> None:
     """Refuse output folders that are one folder, or hold DATA_ROOT, and anything configured inside a folder that
-    its step replaces whole: one step's --force would delete the data or another step's results."""
+    its step replaces whole: one step's --force would delete the data or another step's results. ``given_as``: how
+    a script's flag gave a folder ({"INFER_DIR": "--out"}), as the messages name it."""
+    shown = {name: (given_as or {}).get(name, name) for name in (*OUTPUT_FOLDERS, "MODEL_FILE")}
     paths = {name: Path(v[name]).resolve() for name in (*OUTPUT_FOLDERS, "DATA_ROOT", "MODEL_FILE")}
     for index, name in enumerate(OUTPUT_FOLDERS):
         for other in OUTPUT_FOLDERS[index + 1:]:
             if paths[name] == paths[other]:
-                raise EosegError(f"{name} and {other} are one folder ({v[name]}): each step writes its own; give them "
-                                 "different folders")
+                raise EosegError(f"{shown[name]} and {shown[other]} are one folder ({v[name]}): each step writes its own; "
+                                 "give them different folders")
         if paths["DATA_ROOT"].is_relative_to(paths[name]):
-            raise EosegError(f"{name} {v[name]} holds DATA_ROOT {v['DATA_ROOT']}: its step would write among the data, "
-                             "and its --force replace or remove what is there; give it a folder of its own")
+            raise EosegError(f"{shown[name]} {v[name]} holds DATA_ROOT {v['DATA_ROOT']}: its step would write among the "
+                             "data, and its --force replace or remove what is there; give it a folder of its own")
     for name in REPLACED_FOLDERS:
         for other in (*OUTPUT_FOLDERS, "MODEL_FILE"):
             if other != name and paths[other].is_relative_to(paths[name]):
-                raise EosegError(f"{other} {v[other]} lies inside {name} {v[name]}, which its step replaces whole (its "
-                                 "--force would delete it); put it elsewhere")
+                raise EosegError(f"{shown[other]} {v[other]} lies inside {shown[name]} {v[name]}, which its step replaces "
+                                 "whole (its --force would delete it); put it elsewhere")
 
 
 def _check_recipe(v: dict[str, Any]) -> None:

@@ -571,3 +571,15 @@ def test_output_folders_that_hold_the_data_or_one_another_are_refused(overrides,
         load_config(overrides=overrides)
     assert refusal in str(refused.value)
     load_config(overrides=["TRAIN_DIR=runs/train_2", "INFER_DIR=runs/train_2/labels", "MODEL_FILE=runs/train_2/m.pt"])
+
+
+def test_inference_out_folder_is_checked_as_infer_dir_is(tmp_path):
+    """inference.py --out DATA_ROOT wrote maps, metrics and config among the tiles with exit 0, where INFER_DIR so is
+    refused (review)."""
+    from .conftest import run_script
+    from .test_cli import assert_one_line_error
+
+    assert_one_line_error(run_script("inference.py", "--out", "data/sample"),
+                          "--out data/sample holds DATA_ROOT data/sample: its step would write among the data")
+    assert_one_line_error(run_script("inference.py", "--out", "runs/sample/train"),
+                          "TRAIN_DIR and --out are one folder (runs/sample/train)")
