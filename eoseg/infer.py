@@ -52,6 +52,7 @@ PREVIEW_SIDE = 1024  # longest side of the preview panels, in pixels
 RECORD_FORMAT = "eoseg-inference-record-3"  # 2: config_sha256 of the labelling settings only; 3: files read with each input
 RECORD_SUFFIX = "_record.json"  # NAME_record.json: pending before NAME's outputs, complete after them all
 SHARD_REPORT = "metrics.shard-{k}-of-{n}.json"  # a --shard K/N run's report, in place of metrics.json
+RUN_REPORTS = {"metrics": "metrics.json", "metrics_table": "metrics.txt", "confusion_plot": "confusion_matrix.png"}
 
 
 @dataclass
@@ -746,6 +747,7 @@ def _label_inputs(cfg: Config, weights: str | Path, out_dir: Path, tile_ids: lis
             for leftover in out_dir.glob(".config.tmp-*.json"):  # a killed run's: no one else writes it now
                 leftover.unlink()
             cfg.save(out_dir)
+            _remove_run_reports(out_dir, shard)
     mine = jobs[rank::world]
     if force:  # the replaced run's records and maps of these images go first: an interrupted forced run is continued
         for job in mine:  # without --force, and an image that then fails leaves no earlier map looking current
@@ -792,10 +794,7 @@ def _label_inputs(cfg: Config, weights: str | Path, out_dir: Path, tile_ids: lis
                                               "config_sha256": _config_sha256(cfg), "inputs": _inputs_record(names),
                                               "labelling_settings": labelling_settings(cfg.to_dict())})
         return summary
-    summary.outputs["metrics"] = out_dir / "metrics.json"
-    if summary.metrics is not None:
-        summary.outputs["confusion_plot"] = out_dir / "confusion_matrix.png"
-        summary.outputs["metrics_table"] = out_dir / "metrics.txt"
+    summary.outputs.update(_run_reports(out_dir, summary.metrics is not None))
     if rank == 0:
         _write_reports(summary, weights, predictor.precision)
     return summary
@@ -936,6 +935,20 @@ def overall_metrics(images: list[LabeledImage], class_names: list[str]) -> dict 
             UNSCORED: sum(m.get(UNSCORED, 0) for m in scored), NOT_TRAINED: scored[0].get(NOT_TRAINED, [])}
 
 
+def _run_reports(out_dir: Path, scored: bool) -> dict[str, Path]:
+    """Where a run's report goes: metrics.json, and where anything was scored its table and confusion plot."""
+    return {key: out_dir / name for key, name in RUN_REPORTS.items() if scored or key == "metrics"}
+
+
+def _remove_run_reports(out_dir: Path, shard: tuple[int, int] | None = None) -> None:
+    """The reports of the run before (and of this share's, for a --shard run), before this one labels: they are
+    written again at its end, and one interrupted (a --force run under other settings, say) leaves none that speaks
+    for maps it has replaced; nor does a run that scores nothing keep an earlier table and plot."""
+    names = list(RUN_REPORTS.values()) + ([SHARD_REPORT.format(k=shard[0], n=shard[1])] if shard else [])
+    for name in names:
+        (out_dir / name).unlink(missing_ok=True)
+
+
 def _write_reports(summary: InferenceSummary, weights: str | Path, precision: str | None, extra: dict | None = None) -> None:
     report = {
         **(extra or {}),
@@ -1030,10 +1043,8 @@ def merge_shard_reports(cfg: Config, folders: list[str | Path], out_dir: str | P
     summary.images.sort(key=lambda image: image.name)
     summary.metrics = overall_metrics(summary.images, cfg.CLASS_NAMES)
     out_dir = Path(out_dir)
-    summary.outputs["metrics"] = out_dir / "metrics.json"
-    if summary.metrics is not None:
-        summary.outputs["confusion_plot"] = out_dir / "confusion_matrix.png"
-        summary.outputs["metrics_table"] = out_dir / "metrics.txt"
+    summary.outputs.update(_run_reports(out_dir, summary.metrics is not None))
     out_dir.mkdir(parents=True, exist_ok=True)
+    _remove_run_reports(out_dir)
     _write_reports(summary, first["weights"], first.get("precision"), {"merged_shards": n, "weights_sha256": first["weights_sha256"]})
     return summary

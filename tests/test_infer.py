@@ -292,6 +292,33 @@ def test_an_interrupted_image_leaves_no_output(setup, tmp_path, monkeypatch):
     assert not [p for p in (tmp_path / "out").iterdir() if p.name != "config.json"]
 
 
+def test_a_run_stopped_midway_leaves_no_report_of_the_run_before(sample_root, tmp_path, monkeypatch):
+    """A --force run under another STRIDE, interrupted: the earlier run's metrics.json, table and plot stayed beside
+    the new config.json, listing maps it had removed (review). Every run removes them first and writes its own at its
+    end; a run that scores nothing keeps no earlier table or plot either."""
+    import eoseg.infer
+
+    cfg = make_tiny_config(tmp_path, DATA_ROOT=str(sample_root / "data"), WRITE_PREVIEW=False)
+    weights = save_checkpoint(tmp_path / "w.pt", cfg, model_from_config(cfg), iteration=0)
+    out = tmp_path / "out"
+    run_inference(cfg, weights, out, tile_ids=["4"], progress=False)
+    reports = ["confusion_matrix.png", "metrics.json", "metrics.txt"]
+    assert all((out / name).exists() for name in reports)
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(eoseg.infer, "_label_once", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run_inference(cfg.replace(STRIDE=cfg.STRIDE // 2), weights, out, tile_ids=["4"], progress=False, force=True)
+    monkeypatch.undo()
+    assert not any((out / name).exists() for name in reports)
+    run_inference(cfg, weights, out, tile_ids=["4"], progress=False, force=True)
+    unscored = write_geotiff(tmp_path / "scene.tif", random_image(60, 70))
+    run_inference(cfg, weights, out, image_paths=[unscored], progress=False, force=True)
+    assert sorted(name for name in reports if (out / name).exists()) == ["metrics.json"]
+
+
 def test_outputs_never_overwrite_a_tiles_ground_truth(sample_root, tmp_path):
     """Label maps named like the outputs (tile_labels.tif) in the output folder: labelling wrote its prediction over
     the ground truth it scored against, exit 0, and the next run scored the prediction against itself."""
