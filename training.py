@@ -51,7 +51,9 @@ def main(argv=None):
         raise EosegError("--resume continues a run and --force starts a new one: give one of them")
     main_process = Processes.from_environment().is_main
     # under torchrun the main process alone writes TRAIN_DIR, so it alone claims it
-    with claim_train_dir(cfg, resume=bool(args.resume), force=args.force) if main_process else contextlib.nullcontext():
+    given = None if args.resume in (None, LATEST) else args.resume  # a checkpoint named by its path
+    with claim_train_dir(cfg, resume=bool(args.resume), force=args.force, checkpoint=given) if main_process \
+            else contextlib.nullcontext():
         resume = latest_checkpoint(cfg) if args.resume == LATEST else args.resume
         weights = train(cfg, resume=resume)
     if main_process:  # under torchrun, one report

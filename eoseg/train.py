@@ -300,8 +300,10 @@ def check_model_file_reads_nothing(cfg: Config) -> None:
 
 
 @contextlib.contextmanager
-def claim_train_dir(cfg: Config, resume: bool, force: bool) -> Iterator[None]:
-    """Hold TRAIN_DIR for one run: refuse a folder holding another run unless ``resume`` or ``force``.
+def claim_train_dir(cfg: Config, resume: bool, force: bool, checkpoint: str | Path | None = None) -> Iterator[None]:
+    """Hold TRAIN_DIR for one run: refuse a folder holding another run unless ``resume`` or ``force``; resumed from
+    ``checkpoint`` (given by its path: None for TRAIN_DIR's latest), refuse one of another run than TRAIN_DIR holds,
+    and a MODEL_FILE that is not the resumed run's.
 
     Checked before the first step: every output location is writable, no other run is
     writing TRAIN_DIR or MODEL_FILE (a lock beside each, held until the block ends), and a new run does not
@@ -320,6 +322,8 @@ def claim_train_dir(cfg: Config, resume: bool, force: bool) -> Iterator[None]:
         _give_back_replaced_run(train_dir)  # a forced run killed before it wrote: the run it replaced is still the one
         if resume:  # the checkpoint is held to the config; the run in TRAIN_DIR (another's?) must be held to it too
             check_resumed_settings(_run_config(train_dir), cfg, f"the run in {train_dir}", leave_out=("PRECISION",))
+            if checkpoint is not None:
+                _check_checkpoint_of_this_run(Path(checkpoint), train_dir)
         else:
             # a lock file a killed run left (MODEL_FILE's, when it lies in TRAIN_DIR) is no run
             held = sorted(p.name for p in train_dir.iterdir() if not p.name.endswith(".lock")) if train_dir.is_dir() else []
@@ -334,6 +338,10 @@ def claim_train_dir(cfg: Config, resume: bool, force: bool) -> Iterator[None]:
         model_lock = model_file.with_name(f".{model_file.name}.lock")
         with exclusive_or_refuse(model_lock, f"another training run will write MODEL_FILE {model_file} (it holds "
                                              f"{model_lock}); wait for it to end or choose another MODEL_FILE"):
+            if resume and model_file.exists() and not _written_by_run_in(train_dir, model_file):
+                raise EosegError(f"MODEL_FILE {model_file} exists and is not the weights of the run in {train_dir}, which "
+                                 "the resumed run would replace when it ends; choose another MODEL_FILE (the run's own: "
+                                 "its config.json names it), or remove that file")
             if not resume:
                 if model_file.exists() and not force:
                     raise EosegError(f"MODEL_FILE {model_file} already exists; pass --force to replace it when this run "
@@ -344,6 +352,27 @@ def claim_train_dir(cfg: Config, resume: bool, force: bool) -> Iterator[None]:
                 yield
             finally:
                 _give_back_replaced_run(train_dir)
+
+
+def _check_checkpoint_of_this_run(checkpoint: Path, train_dir: Path) -> None:
+    """Refuse to resume, in a TRAIN_DIR that holds a run, from a checkpoint that is not in its checkpoints: the
+    continuation of another run would replace its later checkpoints and MODEL_FILE and follow its log."""
+    own = train_dir / "checkpoints"
+    held = [name for name in RUN_OUTPUTS if (train_dir / name).exists()]
+    if held and not checkpoint.resolve().is_relative_to(own.resolve()):
+        raise EosegError(f"{checkpoint} is not a checkpoint of the run in {train_dir} (it holds its {', '.join(held)}), "
+                         f"which resuming from it there would mix with another; resume into that checkpoint's own "
+                         f"TRAIN_DIR, or into an empty one")
+
+
+def _written_by_run_in(train_dir: Path, model_file: Path) -> bool:
+    """Whether the run whose config.json TRAIN_DIR holds writes ``model_file`` (its MODEL_FILE, as it resolved)."""
+    try:
+        record = json.loads((train_dir / "config.json").read_text())
+        named = Path(record.get("working_directory") or ".") / record["config"]["MODEL_FILE"]  # as it was written
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    return named.resolve() == model_file.resolve()
 
 
 def _run_config(train_dir: Path) -> str | None:

@@ -870,6 +870,37 @@ def test_resuming_into_a_train_dir_holding_another_run_is_refused(tiny_cfg):
         pass  # its own settings, trained further
 
 
+def test_resuming_another_runs_checkpoint_or_over_another_model_file_is_refused(tiny_cfg, tmp_path):
+    """--resume A's checkpoint with TRAIN_DIR=B took B over: B's later checkpoints and MODEL_FILE were replaced and
+    its log mixed both runs' rows; and a resumed run replaced an unrelated MODEL_FILE without --force (review)."""
+    from eoseg.train import claim_train_dir
+
+    train_dir = Path(tiny_cfg.TRAIN_DIR)
+    (train_dir / "checkpoints").mkdir(parents=True)
+    (train_dir / "log.csv").write_text("iteration,loss\n10,2.0\n")
+    tiny_cfg.save(train_dir)
+    elsewhere = tmp_path / "run_a" / "checkpoints" / "iter_0000010.pt"
+    with pytest.raises(EosegError, match=rf"{elsewhere} is not a checkpoint of the run in {train_dir} \(it holds its "
+                                         r"checkpoints, log.csv, config.json\).*resume into that checkpoint's own TRAIN_DIR"):
+        with claim_train_dir(tiny_cfg, resume=True, force=False, checkpoint=elsewhere):
+            pass
+    with claim_train_dir(tiny_cfg, resume=True, force=False, checkpoint=train_dir / "checkpoints" / "iter_0000010.pt"):
+        pass
+    with claim_train_dir(tiny_cfg.replace(TRAIN_DIR=str(tmp_path / "empty")), resume=True, force=False,
+                         checkpoint=elsewhere):
+        pass  # a new folder to continue it in
+    Path(tiny_cfg.MODEL_FILE).parent.mkdir(parents=True, exist_ok=True)
+    Path(tiny_cfg.MODEL_FILE).write_bytes(b"this run's weights")
+    with claim_train_dir(tiny_cfg, resume=True, force=False):
+        pass  # its own MODEL_FILE, as its config.json names it
+    theirs = tmp_path / "theirs.pt"
+    theirs.write_bytes(b"another run's weights")
+    with pytest.raises(EosegError, match=rf"MODEL_FILE {theirs} exists and is not the weights of the run in {train_dir}"):
+        with claim_train_dir(tiny_cfg.replace(MODEL_FILE=str(theirs)), resume=True, force=False):
+            pass
+    assert theirs.read_bytes() == b"another run's weights"
+
+
 def test_a_forced_run_removes_the_earlier_run_only_once_it_writes(tiny_cfg):
     """--force emptied TRAIN_DIR before the new run's data were checked: a run refused for its patch size left
     neither run (review). The earlier run is set aside, given back when the new run is refused before writing (or
