@@ -229,6 +229,11 @@ def training_data(cfg: Config) -> AugmentedPatches | TileCrops:
     if cfg.TRAIN_SOURCE == "lmdb":
         patches = LmdbPatches(Path(cfg.LMDB_DIR) / TRAIN_LMDB, expected_signature=data_signature(cfg))
         check_source_files(patches.meta.get("sources"), cfg.DATA_ROOT, f"LMDB {patches.path}")
+        shuffled = patches.meta.get("shuffle_seed")  # the order of its records: what a resumed run repeats
+        if shuffled is not None and shuffled != cfg.SHUFFLE_SEED:
+            raise EosegError(f"LMDB {patches.path} was shuffled with SHUFFLE_SEED={shuffled}, but the config has "
+                             f"SHUFFLE_SEED={cfg.SHUFFLE_SEED}: the run's record would name an order its batches do not "
+                             f"follow; set SHUFFLE_SEED={shuffled}, or pack it again (create_lmdb.py --force)")
         if patches.meta.get("input_statistics"):  # it holds raw pixels: NORM_STD may have changed since
             check_scale(BandStatistics.from_record(patches.meta["input_statistics"]), cfg)
         return AugmentedPatches(patches, cfg.RANDOM_FLIPS, cfg.SEED)

@@ -389,7 +389,7 @@ def _run_config(train_dir: Path) -> str | None:
 # the model, the data's signature and the blocks held out are checked on their own
 RESUMED_SETTINGS = (*(name for name in RECIPE_NAMES if name not in ("MODEL", "MODEL_WIDTH", "ENCODER", "ITERATIONS",
                                                                     "WINDOW", "STRIDE", "BLEND", "TTA")),
-                    "TRAIN_IDS", "TRAIN_SOURCE", "SEED", "PRECISION", "LABEL_VALUES", "LABEL_TOLERANCE")
+                    "TRAIN_IDS", "TRAIN_SOURCE", "SEED", "SHUFFLE_SEED", "PRECISION", "LABEL_VALUES", "LABEL_TOLERANCE")
 
 
 def check_resumed_settings(recorded_config: str | None, cfg: Config, what: str, leave_out: tuple[str, ...] = ()) -> None:

@@ -30,7 +30,7 @@ from eoseg.models import model_from_config
 from eoseg.normalization import Normalization
 from eoseg.device import Processes
 from eoseg.recipe import ChannelsLastAdamW
-from eoseg.train import Trainer, random_states, restore_random_states, seed_everything, train, training_finished
+from eoseg.train import RESUMED_SETTINGS, Trainer, random_states, restore_random_states, seed_everything, train, training_finished
 
 from .conftest import ROOT, as_arguments, run_script, tiny_overrides
 
@@ -105,6 +105,15 @@ def test_stream_is_a_pure_function_of_seed_and_position():
     assert StreamBatchSampler(length, batch, seed=5, rank=1, world_size=2).position_after(4) == 24
     # another seed, another order
     assert take(StreamBatchSampler(length, batch, seed=6), 3) != take(StreamBatchSampler(length, batch, seed=5), 3)
+
+
+def test_an_lmdb_shuffled_with_another_seed_than_the_configs_is_refused(lmdb_cfg):
+    """Packed again under SHUFFLE_SEED=5 and resumed under 1337, a run was taken and its losses no longer repeated
+    the uninterrupted run's, its config naming an order its batches did not follow (review)."""
+    with pytest.raises(EosegError, match=rf"train.lmdb was shuffled with SHUFFLE_SEED={lmdb_cfg.SHUFFLE_SEED}, but the "
+                                         r"config has SHUFFLE_SEED=5: .*set SHUFFLE_SEED=\d+, or pack it again"):
+        training_data(lmdb_cfg.replace(SHUFFLE_SEED=5))
+    assert "SHUFFLE_SEED" in RESUMED_SETTINGS
 
 
 def test_batches_do_not_depend_on_the_number_of_workers(lmdb_cfg):
