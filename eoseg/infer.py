@@ -12,11 +12,15 @@ out across ranks; rank 0 gathers the metrics.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import glob
 import hashlib
 import json
+import os
 import re
 import sys
+import uuid
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -577,7 +581,9 @@ def run_inference(cfg: Config, weights: str | Path, out_dir: str | Path, tile_id
     """
     failed: dict[str, str] = {}  # damaged image files: reported, the others labelled
     try:
-        summary = _label_inputs(cfg, weights, Path(out_dir), tile_ids, image_paths, progress, caffe_mean, force, shard, failed)
+        with contextlib.ExitStack() as held:  # this run's mark on the output folder, while it writes there
+            summary = _label_inputs(cfg, weights, Path(out_dir), tile_ids, image_paths, progress, caffe_mean, force,
+                                    shard, failed, held)
     except DamagedInputError:  # no image could be labelled
         if distributed_rank()[0] == 0:
             _drop_stale_outputs(Path(out_dir), failed)
@@ -585,6 +591,38 @@ def run_inference(cfg: Config, weights: str | Path, out_dir: str | Path, tile_id
     if distributed_rank()[0] == 0:
         _drop_stale_outputs(Path(out_dir), summary.failed)
     return summary
+
+
+RUN_MARK_GLOB = ".labelling-*.lock"  # a labelling run's mark on its output folder, locked while it runs
+
+
+@contextlib.contextmanager
+def _labelling_run(out_dir: Path, signature: str) -> Iterator[None]:
+    """Mark ``out_dir`` as written by this run, the mark holding its ``signature`` (weights and labelling settings) and
+    locked while it runs; refuse where a run still writing there has another signature. Shares of one run (--shard)
+    write one folder together; two runs of other settings started together each passed the check of the records
+    before either wrote one, and mixed their maps under one report (review). Called under .config.lock, so that a
+    mark is never seen between its making and its locking."""
+    for mark in out_dir.glob(RUN_MARK_GLOB):
+        with open(mark) as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:  # its run is writing
+                if handle.read().strip() != signature:
+                    raise EosegError(f"another labelling run, with other weights or labelling settings, is writing "
+                                     f"{out_dir} (it holds {mark.name}); wait for it to end, or label into another "
+                                     "--out") from None
+                continue
+        mark.unlink(missing_ok=True)  # a killed run's
+    own = out_dir / f".labelling-{os.getpid()}-{uuid.uuid4().hex[:8]}.lock"
+    with open(own, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        handle.write(signature)
+        handle.flush()
+        try:
+            yield
+        finally:
+            own.unlink(missing_ok=True)
 
 
 def _thin_class_in_truth(cfg: Config, job: Job) -> str | None:
@@ -635,8 +673,9 @@ def _changed_since(state: dict) -> bool:
 
 def _label_inputs(cfg: Config, weights: str | Path, out_dir: Path, tile_ids: list[str] | None,
                   image_paths: list[str | Path] | None, progress: bool, caffe_mean: str | None, force: bool,
-                  shard: tuple[int, int] | None, failed: dict[str, str]) -> InferenceSummary:
-    """:func:`run_inference`, the images that cannot be labelled gathered into ``failed``."""
+                  shard: tuple[int, int] | None, failed: dict[str, str], held: contextlib.ExitStack) -> InferenceSummary:
+    """:func:`run_inference`, the images that cannot be labelled gathered into ``failed``; ``held`` keeps this run's
+    mark on ``out_dir`` (:func:`_labelling_run`) until the caller is done."""
     tile_ids = list(dict.fromkeys(tile_ids or []))  # a tile listed twice is labelled once, as TEST_IDS lists it
     jobs = []
     for tile_id in tile_ids:  # cheap checks first: a missing input should not wait for the model
@@ -744,6 +783,7 @@ def _label_inputs(cfg: Config, weights: str | Path, out_dir: Path, tile_ids: lis
     out_dir.mkdir(parents=True, exist_ok=True)
     if rank == 0:
         with exclusive(out_dir / ".config.lock"):  # runs into one folder (--shard jobs) take turns
+            held.enter_context(_labelling_run(out_dir, f"{weights_sha256} {_config_sha256(cfg)} {caffe_mean}"))
             for leftover in out_dir.glob(".config.tmp-*.json"):  # a killed run's: no one else writes it now
                 leftover.unlink()
             cfg.save(out_dir)

@@ -319,6 +319,30 @@ def test_a_run_stopped_midway_leaves_no_report_of_the_run_before(sample_root, tm
     assert sorted(name for name in reports if (out / name).exists()) == ["metrics.json"]
 
 
+def test_a_run_of_other_settings_still_writing_the_folder_is_refused(setup, tmp_path):
+    """Two runs of other STRIDEs started a second apart into one folder each passed the check of the records before
+    either wrote one: both exited 0, their maps mixed under one report (review). A run marks the folder while it
+    writes; one of another signature is refused, a killed run's mark (unlocked) is cleared."""
+    import fcntl
+
+    cfg, weights = setup
+    scene = write_geotiff(tmp_path / "scene.tif", random_image(60, 70))
+    out = tmp_path / "out"
+    out.mkdir()
+    mark = out / ".labelling-1-other.lock"
+    with open(mark, "w") as running:
+        fcntl.flock(running, fcntl.LOCK_EX)
+        running.write("other weights and settings")
+        running.flush()
+        with pytest.raises(EosegError, match=rf"another labelling run, with other weights or labelling settings, is "
+                                             rf"writing {out} \(it holds {mark.name}\); wait for it to end"):
+            run_inference(cfg, weights, out, image_paths=[scene], progress=False)
+        with pytest.raises(EosegError, match="another labelling run"):
+            run_inference(cfg, weights, out, image_paths=[scene], progress=False, force=True)
+    assert run_inference(cfg, weights, out, image_paths=[scene], progress=False).images  # its run ended (or was killed)
+    assert not list(out.glob(".labelling-*"))
+
+
 def test_outputs_never_overwrite_a_tiles_ground_truth(sample_root, tmp_path):
     """Label maps named like the outputs (tile_labels.tif) in the output folder: labelling wrote its prediction over
     the ground truth it scored against, exit 0, and the next run scored the prediction against itself."""
