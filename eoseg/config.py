@@ -45,6 +45,7 @@ def _read_names(path: Path) -> dict[str, Any]:
         # run as Python, a JSON file fails on its first "false" or "null" with a NameError
         raise EosegError(f"{path}: this is JSON; --config takes a Python file assigning config names, "
                          "e.g. ITERATIONS = 2000 (the config.json eoseg writes records a run; it is not read back)")
+    _refuse_star_import_of_defaults(path)
     folder = str(path.resolve().parent)
     modules = set(sys.modules)
     sys.path.insert(0, folder)  # a config may import another beside it (a base config and experiments on it)
@@ -61,6 +62,21 @@ def _read_names(path: Path) -> dict[str, Any]:
                 del sys.modules[name]
     return {k: v for k, v in namespace.items() if not k.startswith("_") and not isinstance(v, types.ModuleType)
             and not callable(v)}
+
+
+def _refuse_star_import_of_defaults(path: Path) -> None:
+    """Refuse a config file that copies config.py in with ``from config import *``: every default would count as set
+    by the file and win over the preset its DATASET applies (review: the sample preset's patch size and time budget
+    silently gone, its record still naming DATASET "sample")."""
+    try:
+        tree = ast.parse(path.read_text(encoding="utf-8", errors="replace"))
+    except SyntaxError:
+        return  # said, with its line, when it is run
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module == "config" and any(a.name == "*" for a in node.names):
+            raise EosegError(f"{path}, line {node.lineno}: 'from config import *' makes every name of config.py one the "
+                             "file sets, over any DATASET preset; leave it out: a --config file names what it changes, "
+                             "and config.py's defaults apply to the rest")
 
 
 def _upper_case(names: dict[str, Any]) -> dict[str, Any]:

@@ -239,6 +239,15 @@ def test_a_config_file_imports_another_beside_it(tmp_path):
     assert (cfg.DATA_ROOT, cfg.PATCH_SIZE) == ("other", 32)
 
 
+def test_a_config_file_copying_config_py_in_is_refused(tmp_path):
+    """'from config import *' made every default one the file sets: the sample preset's patch size and time budget
+    went, the record still naming DATASET "sample" (review)."""
+    star = write_config(tmp_path, "DATASET = 'sample'\nfrom config import *\nPATCH_SIZE = 64\n", name="mine.py")
+    with pytest.raises(EosegError, match=r"mine.py, line 2: 'from config import \*' makes every name of config.py one the "
+                                         r"file sets, over any DATASET preset; leave it out"):
+        load_config(star)
+
+
 @pytest.mark.parametrize("setting", ["BANDS=None", "TRAIN_IDS=None", "CLASS_NAMES=None", "NORM_STD=None", "WINDOW=None"])
 def test_none_is_refused_where_the_name_takes_no_none(tmp_path, setting):
     name = setting.split("=")[0]
