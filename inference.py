@@ -66,9 +66,11 @@ def main(argv=None):
                         help="label nothing: gather the shard reports in these folders (default: the output folder) "
                              "into one metrics.json, metrics.txt and confusion_matrix.png in the output folder")
     args, cfg = parse(parser, argv)
+    if args.weights:  # the weights that label, as the config saved beside the maps records them
+        cfg = cfg.replace(MODEL_FILE=args.weights)
     if args.engine:
-        if args.engine == "torch" and Path(args.weights or cfg.MODEL_FILE).suffix.lower() == ".onnx":
-            raise EosegError(f"--engine torch: {args.weights or cfg.MODEL_FILE} is an ONNX file, which onnxruntime runs; "
+        if args.engine == "torch" and Path(cfg.MODEL_FILE).suffix.lower() == ".onnx":
+            raise EosegError(f"--engine torch: {cfg.MODEL_FILE} is an ONNX file, which onnxruntime runs; "
                              "give the .pt or .safetensors weights it was exported from, or leave out --engine")
         cfg = cfg.replace(INFER_ENGINE=args.engine)
     check_tile_ids(args.tiles or [], "--tiles")
@@ -91,7 +93,7 @@ def main(argv=None):
     if not tiles and not args.images:
         raise EosegError(f"--split {args.split} labels the tiles of {SPLITS[args.split]}, and it is empty; list them there, "
                          "or give --tiles or --images")
-    summary = run_inference(cfg, args.weights or cfg.MODEL_FILE, out_dir, tiles, args.images,
+    summary = run_inference(cfg, cfg.MODEL_FILE, out_dir, tiles, args.images,
                             caffe_mean=args.caffe_mean, force=args.force, shard=shard)
     rank = distributed_rank()[0]
     leave_process_group()

@@ -992,7 +992,7 @@ def _remove_run_reports(out_dir: Path, shard: tuple[int, int] | None = None) -> 
 def _write_reports(summary: InferenceSummary, weights: str | Path, precision: str | None, extra: dict | None = None) -> None:
     report = {
         **(extra or {}),
-        "weights": str(weights),
+        "weights": str(Path(weights).absolute()),  # a relative path read from the folder it was given in
         "precision": precision,
         "images": {r.name: {"truth": r.truth_source, "metrics": r.metrics, "rank": r.rank,
                             "outputs": {k: str(v) for k, v in r.outputs.items()}}

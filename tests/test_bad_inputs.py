@@ -10,6 +10,7 @@ NaN and nodata pixels, a tile smaller than the window) are checked to work.
 from __future__ import annotations
 
 import re
+import json
 import shutil
 from pathlib import Path
 
@@ -152,6 +153,9 @@ def test_png_named_tif_is_read_by_its_content(tmp_path, sample_root, weights):
     assert result.returncode == 0, result.stderr
     # not georeferenced: PNG outputs, the same labels for both names
     assert np.array_equal(read(out / "renamed_labels.png"), read(out / "scene_labels.png"))
+    # the weights that labelled, as the config beside the maps records them (review: it named MODEL_FILE's)
+    assert json.loads((out / "config.json").read_text())["config"]["MODEL_FILE"] == str(weights["tiny"])
+    assert json.loads((out / "metrics.json").read_text())["weights"] == str(weights["tiny"].absolute())
 
 
 # ---------------------------------------------------------------- sizes
