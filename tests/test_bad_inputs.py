@@ -9,8 +9,8 @@ NaN and nodata pixels, a tile smaller than the window) are checked to work.
 
 from __future__ import annotations
 
-import re
 import json
+import re
 import shutil
 from pathlib import Path
 
