@@ -203,4 +203,14 @@ def read_manifest(patches_dir: str | Path) -> tuple[dict, list[dict]]:
     manifest = json.loads(path.read_text())
     with open(patches_dir / manifest["patch_list"], newline="") as handle:
         rows = list(csv.DictReader(handle))
+    redo = "the folder changed since extraction: extract again (extract_images.py --force)"
+    for split, count in (manifest.get("counts") or {}).items():  # a row removed from the list: packed without a word
+        listed = sum(row["split"] == split for row in rows)
+        if listed != count:
+            raise EosegError(f"{patches_dir}: {manifest['patch_list']} lists {listed} {split} patches, {MANIFEST} "
+                             f"{count}; {redo}")
+    missing = next((name for row in rows for name in (row["image"], row["label"]) if not (patches_dir / name).is_file()),
+                   None)
+    if missing is not None:
+        raise EosegError(f"{patches_dir}: patch file {missing} is missing; {redo}")
     return manifest, rows

@@ -113,6 +113,28 @@ def test_extract_counts_augmentations_and_manifest(tiny_cfg):
     assert json.loads(Path(root, "config.json").read_text())["config"]["PATCH_SIZE"] == 64
 
 
+def test_a_patch_folder_changed_since_extraction_is_refused(tiny_cfg):
+    """A row removed from patches.csv was packed as 161 patches of 162 without a word; a removed .npy gave only
+    "No such file or directory" (review)."""
+    import csv
+
+    extract_patches(tiny_cfg, tiny_cfg.PATCHES_DIR, progress=False)
+    patches = Path(tiny_cfg.PATCHES_DIR)
+    manifest, rows = read_manifest(patches)
+    (patches / rows[-1]["label"]).rename(patches / "aside.npy")
+    with pytest.raises(EosegError, match=rf"patch file {rows[-1]['label']} is missing; the folder changed since "
+                                         r"extraction: extract again \(extract_images.py --force\)"):
+        read_manifest(patches)
+    (patches / "aside.npy").rename(patches / rows[-1]["label"])
+    with open(patches / manifest["patch_list"], "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows[1:])
+    train = manifest["counts"]["train"]
+    with pytest.raises(EosegError, match=rf"lists {train - 1} train patches, manifest.json {train}; the folder changed"):
+        read_manifest(patches)
+
+
 def test_the_classes_recorded_as_trained_on_are_those_of_the_patches(tiny_cfg):
     """A stride beyond PATCH_SIZE leaves gaps no patch holds (as held-out blocks are): the class counts training
     reads (a class never labelled is noted) are of the pixels the patches hold, not of the whole tiles."""
