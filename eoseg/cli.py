@@ -89,6 +89,12 @@ def parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None,
         key, equals, value = argument.partition("=")
         if equals and key.isidentifier() and not key.isupper() and key.upper() in config_names():
             raise EosegError(f"{argument!r}: config names are upper case, as in config.py: {key.upper()}={value}")
+    for index, argument in enumerate(rest):  # PATCH_SIZE = 64: the shell split one override in three
+        following = rest[index + 1] if index + 1 < len(rest) else ""
+        if argument.rstrip("=") in config_names() and (argument.endswith("=") or following.startswith("=")):
+            given = " ".join(rest[index:index + 3])
+            raise EosegError(f"{given!r}: write an override as one argument, without spaces around '=': "
+                             f"{argument.rstrip('=')}={given.split('=', 1)[1].strip()}")
     if sum(a == "--config" or a.startswith("--config=") for a in rest) > 1:  # argparse would take the last one alone
         raise EosegError("--config is given more than once; give one file (it may import another: "
                          "from base import *)")
