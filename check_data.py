@@ -21,6 +21,7 @@ from pathlib import Path
 from eoseg.cli import make_parser, parse, run
 from eoseg.datacheck import check_dataset, format_report, norm_lines, plot_class_shares, write_norm
 from eoseg.errors import EosegError
+from eoseg.io import check_writable, make_folder
 
 
 def main(argv=None):
@@ -31,9 +32,10 @@ def main(argv=None):
     if args.write_norm and not args.config:
         raise EosegError("--write-norm writes into the --config file: give one (--config mine.py)")
     out = Path(args.out) if args.out else Path(cfg.PATCHES_DIR).parent / "check_data"
+    check_writable(out, "--out" if args.out else "the check_data folder")  # before the check reads every tile
     report = check_dataset(cfg, norm_to_write=args.write_norm)
     print(format_report(cfg, report))
-    out.mkdir(parents=True, exist_ok=True)
+    make_folder(out, "--out" if args.out else "the check_data folder")
     print(f"\nwrote {plot_class_shares(cfg, report, out / 'class_shares.png')}")
     cfg.save(out, "config.check_data.json")
     if args.write_norm:

@@ -37,6 +37,12 @@ def test_sample_statistics_and_class_shares(tiny_cfg, tmp_path):
     np.testing.assert_array_equal(report.class_pixels["train"], np.bincount(labels, minlength=256)[:6])
     share = 100 * report.class_pixels["test"][1] / report.class_pixels["test"].sum()
     assert f"{'building':<24}" in result.stdout and f"{share:>7.2f}%" in result.stdout
+    # an --out that is a file: said before the check reads the tiles (review: "File exists" at its end)
+    (tmp_path / "a_file").write_text("")
+    refused = run_script("check_data.py", *as_arguments({**tiny_overrides(tmp_path), "DATA_ROOT": tiny_cfg.DATA_ROOT}),
+                         "--out", str(tmp_path / "a_file"))
+    assert refused.returncode == 2 and refused.stderr.strip().endswith("is a file, not a folder; choose another --out")
+    assert "problems" not in refused.stdout
 
 
 def test_norm_written_into_the_config_file(tiny_cfg, tmp_path):
