@@ -55,6 +55,9 @@ def _read_names(path: Path) -> dict[str, Any]:
         raise EosegError(f"{path}, line {err.lineno}: syntax error: {err.msg}") from None
     except Exception as err:  # a user's Python file may raise anything while it runs
         raise EosegError(f"{path}: error while reading the config: {type(err).__name__}: {err}") from None
+    except SystemExit as err:  # sys.exit(0) in it: the step would end at once with status 0, having done nothing
+        raise EosegError(f"{path}: the config calls exit ({err.code!r}) while it is read; a config only assigns "
+                         "names") from None
     finally:
         sys.path.remove(folder)
         for name in set(sys.modules) - modules:  # the next config's folder may hold another file of that name

@@ -246,6 +246,9 @@ def test_a_config_file_copying_config_py_in_is_refused(tmp_path):
     with pytest.raises(EosegError, match=r"mine.py, line 2: 'from config import \*' makes every name of config.py one the "
                                          r"file sets, over any DATASET preset; leave it out"):
         load_config(star)
+    leaving = write_config(tmp_path, "import sys\nPATCH_SIZE = 64\nsys.exit(0)\n", name="leaving.py")
+    with pytest.raises(EosegError, match=r"leaving.py: the config calls exit \(0\) while it is read"):  # exit 0, no work
+        load_config(leaving)
 
 
 @pytest.mark.parametrize("setting", ["BANDS=None", "TRAIN_IDS=None", "CLASS_NAMES=None", "NORM_STD=None", "WINDOW=None"])
