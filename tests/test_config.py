@@ -239,7 +239,7 @@ def test_a_config_file_imports_another_beside_it(tmp_path):
     assert (cfg.DATA_ROOT, cfg.PATCH_SIZE) == ("other", 32)
 
 
-def test_a_config_file_copying_config_py_in_is_refused(tmp_path):
+def test_a_config_file_that_copies_config_py_in_or_exits_is_refused(tmp_path):
     """'from config import *' made every default one the file sets: the sample preset's patch size and time budget
     went, the record still naming DATASET "sample" (review)."""
     star = write_config(tmp_path, "DATASET = 'sample'\nfrom config import *\nPATCH_SIZE = 64\n", name="mine.py")
