@@ -26,7 +26,7 @@ from eoseg.normalization import (VALUE_SCALE_LIMIT, VALUE_SCALE_NOTE, BandStatis
                                  scale_problem, source_finding, value_scale)
 from eoseg.plots import class_frequency_figure, save_figure
 from eoseg.tiles import (check_band_names, check_patch_fits, check_same_dtype, eroded_fallback, eval_truth, fits_patch,
-                         image_bands_record, tile_labels, tile_stack, unmasked_zeros_note)
+                         image_bands_record, tile_labels, tile_stack, unmasked_fill_note)
 
 SPLITS = ("train", "test")
 
@@ -96,9 +96,9 @@ def check_dataset(cfg: Config, norm_to_write: bool = False) -> DataReport:
                         report.problem(str(err))
                 blocks = tile_split(cfg, tile_id, info.height, info.width)
                 if tile_id not in tile_values:
-                    tile_values[tile_id], zeros = stack.sample()
+                    tile_values[tile_id], fills = stack.sample()
                     tile_sources[tile_id] = stack.named_source_bands(cfg)
-                    collar = unmasked_zeros_note(zeros)
+                    collar = unmasked_fill_note(fills)
                     if collar:  # learned or scored as land, and counted into the statistics --write-norm writes
                         report.note(f"tile {tile_id}: {collar}")
                 labels = tile_labels(cfg, tile_id, info)

@@ -26,7 +26,7 @@ from eoseg.labels import RasterLabels, VectorLabels, class_pixels
 from eoseg.metadata import data_signature, source_files_record
 from eoseg.normalization import BandStatistics, Normalization, check_scale
 from eoseg.tiles import (TileStack, check_patch_fits, check_same_dtype, fits_patch, image_bands_record, tile_labels,
-                         tile_stack, training_filling, training_pixels, unmasked_zeros_note)
+                         tile_stack, training_filling, training_pixels, unmasked_fill_note)
 
 MANIFEST = "manifest.json"  # written last: its presence marks a complete patch folder
 PATCH_LIST = "patches.csv"
@@ -155,7 +155,7 @@ def extract_patches(cfg: Config, out_dir: str | Path, force: bool = False, progr
                     check_patch_fits(info, size)
                     if split == "train":
                         train_infos.append(info)
-                        collar = unmasked_zeros_note(stack.sample()[1])
+                        collar = unmasked_fill_note(stack.sample()[1])
                         if collar:  # else learned as land, silently (review: a swath edge of zeros)
                             tqdm.write(f"note: tile {tile_id}: {collar}", file=sys.stderr)
                     label_file = tile_labels(cfg, tile_id, info)

@@ -48,7 +48,7 @@ from eoseg.metrics import NOT_TRAINED, UNSCORED, format_table, metrics_from_conf
 from eoseg.normalization import check_value_scale, value_scale, values_of_type
 from eoseg.predict import Predictor
 from eoseg.tiles import (BAND_KINDS, TileStack, TruthSource, check_band_names, configured_inputs, display_bands, eroded_fallback,
-                          eval_truth, image_stack, scaling_hint, stated_colours, tile_stack, unmasked_zeros_note)
+                          eval_truth, image_stack, scaling_hint, stated_colours, tile_stack, unmasked_fill_note)
 from eoseg.weights import check_input_dtype, read_weights, recorded_normalization
 
 RASTER_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".jp2", ".img", ".vrt")
@@ -920,8 +920,8 @@ def _check_value_scales(cfg: Config, jobs: list[Job], trained: dict | None, imag
     checked = []
     for job in jobs:
         try:
-            measured, zeros = job.stack.sample()
-            collar = unmasked_zeros_note(zeros, trained_as_nodata)
+            measured, fills = job.stack.sample()
+            collar = unmasked_fill_note(fills, trained_as_nodata)
             collar = f"; {collar}" if collar else ""
             tags = scaling_hint(job.info, cfg.BANDS, image_bands)
             note = check_value_scale(trained, measured, len(cfg.BANDS), job.info.path, cfg.INFER_VALUE_CHECK,

@@ -244,24 +244,31 @@ def check_band_names(info: RasterInfo, bands: Sequence[int], recorded: dict | No
             f"{expected}: if those are other bands, set BANDS to the bands that hold them")
 
 
-UNMASKED_ZEROS = 0.2  # of a raster's sampled pixels 0 in every band without a nodata tag: said, not assumed nodata
+UNMASKED_ZEROS = 0.2  # of a raster's sampled pixels 0 (or white) in every band without a nodata tag: said, not assumed nodata
 
 
 TRAINED_ZEROS = 0.01  # the share said where the weights were trained with NODATA_ZERO=True
 
 
-def unmasked_zeros_note(zeros: float, trained_as_nodata: bool = False) -> str:
-    """What a share ``zeros`` of sampled pixels 0 in every image band (:meth:`TileStack.sample`) may mean, and what to
-    set, as the end of a line; "" for a share that says nothing. Zeros without a nodata tag (a collar, a mosaic's gaps)
-    lower the values and are labelled, or learned, as land; by weights ``trained_as_nodata`` (NODATA_ZERO=True),
-    never seen in training at all."""
+def unmasked_fill_note(fills: dict[int, float], trained_as_nodata: bool = False) -> str:
+    """What the shares ``fills`` of sampled pixels holding one value in every image band (:meth:`TileStack.sample`)
+    may mean, and what to set, as the end of a line; "" for shares that say nothing. A collar or a mosaic's gaps
+    without a nodata tag, black (0) or white (255 in uint8), move the values and are labelled, or learned, as land
+    (a white one was taken for another scale of values, review); by weights ``trained_as_nodata``
+    (NODATA_ZERO=True), zeros were never seen in training at all."""
+    zeros = fills.get(0, 0.0)
     if trained_as_nodata and zeros > TRAINED_ZEROS:
         return (f"{zeros:.0%} of its sampled pixels are 0 in every band, which the weights were trained to take for no "
                 "data (NODATA_ZERO=True, as they record), and are labelled here as land: set NODATA_ZERO=True")
-    if zeros <= UNMASKED_ZEROS:
-        return ""
-    return (f"{zeros:.0%} of its sampled pixels are 0 in every band with no nodata tag: if they hold no data, "
-            "set NODATA_ZERO=True (or tag them: gdal_edit.py -a_nodata 0 FILE)")
+    if zeros > UNMASKED_ZEROS:
+        return (f"{zeros:.0%} of its sampled pixels are 0 in every band with no nodata tag: if they hold no data, "
+                "set NODATA_ZERO=True (or tag them: gdal_edit.py -a_nodata 0 FILE)")
+    top, white = max(fills), fills[max(fills)]
+    if top and white > UNMASKED_ZEROS:
+        return (f"{white:.0%} of its sampled pixels are {top} in every band, its type's largest value, with no nodata "
+                f"tag (a white collar?): if they hold no data, tag them: rio edit-info --nodata {top} FILE (pixels of "
+                f"{top} in every band inside the image, saturated roofs, are then no data too)")
+    return ""
 
 
 def fits_patch(info: RasterInfo, patch_size: int) -> bool:
@@ -439,27 +446,34 @@ class TileStack:
             valid &= np.isfinite(pixels[[position for position, _, _ in self._derived]]).all(axis=0)
         return valid
 
-    def sample(self, side: int = 4, size: int = 256) -> tuple[BandStatistics, float]:
+    def sample(self, side: int = 4, size: int = 256) -> tuple[BandStatistics, dict[int, float]]:
         """Each band's statistics over the valid pixels of ``side`` x ``side`` windows of ``size`` px spread evenly
         over the grid (what the whole raster's values look like, for a few reads), and the share of those pixels that
-        are 0 in every image band: a collar or mosaic gap without a nodata tag, unless NODATA_ZERO masks them."""
+        hold one stored value in every image band, of 0 and, for an integer type, its largest (255 in uint8): a
+        collar or mosaic gap without a nodata tag, black or white, unless NODATA_ZERO masks the black."""
         with contextlib.nullcontext() if self._open is not None else self:  # each raster opened once
-            statistics, zeros = self._statistics(spread_windows(self.grid.height, self.grid.width, side, size))
+            statistics, fills = self._statistics(spread_windows(self.grid.height, self.grid.width, side, size))
             if statistics.count < MIN_SAMPLED_PIXELS:  # its data in a small part of a large frame: the windows missed it
-                statistics, zeros = self._statistics(row_windows(self.grid.height, self.grid.width, size))
-        return statistics, zeros / statistics.count if statistics.count else 0.0
+                statistics, fills = self._statistics(row_windows(self.grid.height, self.grid.width, size))
+        return statistics, {value: pixels / statistics.count if statistics.count else 0.0 for value, pixels in fills.items()}
 
-    def _statistics(self, windows: Iterable[Window]) -> tuple[BandStatistics, int]:
-        """Each band's statistics over the valid pixels of ``windows``, and how many of them are 0 in every image band."""
-        statistics, zeros = BandStatistics(self.count), 0
+    def _statistics(self, windows: Iterable[Window]) -> tuple[BandStatistics, dict[int, int]]:
+        """Each band's statistics over the valid pixels of ``windows``, and how many of them hold each fill value (see
+        :meth:`sample`) in every image band."""
+        statistics = BandStatistics(self.count)
         image_bands = len(self.sources[0].bands)
-        stored_zero = apply_scaling(np.zeros((image_bands, 1, 1), np.float32), self._scaling[0])  # what a stored 0 reads as
+        stored_type = np.dtype(self.sources[0].info.dtype)
+        fills = [0] + ([int(np.iinfo(stored_type).max)] if np.issubdtype(stored_type, np.integer) else [])
+        counts = dict.fromkeys(fills, 0)
+        # what each stored value reads as, through the file's scale and offset
+        read_as = {value: apply_scaling(np.full((image_bands, 1, 1), value, np.float32), self._scaling[0]) for value in fills}
         for window in windows:
             pixels = self.read(window)
             valid = self.valid_mask(pixels, window)
             statistics.add(pixels, valid)
-            zeros += int(((pixels[:image_bands] == stored_zero).all(axis=0) & valid).sum())
-        return statistics, zeros
+            for value in fills:
+                counts[value] += int(((pixels[:image_bands] == read_as[value]).all(axis=0) & valid).sum())
+        return statistics, counts
 
     def sample_statistics(self, side: int = 4, size: int = 256) -> BandStatistics:
         """The statistics of :meth:`sample`."""

@@ -309,11 +309,31 @@ def test_scaled_stored_values_are_read_as_the_values_they_stand_for(tiny_cfg, tm
         dst.scales, dst.offsets = [0.5] * 3, [-10.0] * 3
     untagged_zeros = cfg.replace(DATA_ROOT=str(tmp_path / "zeros"))
     # a collar of stored zeros (read as -10) is said, as one in a file without a scale is
-    assert tile_stack(untagged_zeros, "1").sample()[1] == pytest.approx(5 / stored.shape[1], abs=0.01)
+    assert tile_stack(untagged_zeros, "1").sample()[1][0] == pytest.approx(5 / stored.shape[1], abs=0.01)
     zeros = tile_stack(untagged_zeros.replace(NODATA_ZERO=True), "1")
     with zeros:
         valid = zeros.valid_mask(zeros.read())
     assert not valid[:5].any() and valid[5:].all()
+
+
+def test_a_white_collar_without_a_nodata_tag_is_said_as_a_black_one_is(tiny_cfg, tmp_path):
+    """A 35% collar of 255 was taken for values 1.8 times the training ones, "another scale or encoding", where the
+    same collar of 0 got the nodata note (review)."""
+    from eoseg.tiles import unmasked_fill_note
+
+    source = tiny_cfg.tile_path("IMAGE_PATTERN", "1")
+    pixels = read_raster(source)
+    pixels[:, :, : pixels.shape[2] * 2 // 5] = 255
+    copy_raster(source, tmp_path / "white" / source.name, pixels)
+    stack = tile_stack(tiny_cfg.replace(DATA_ROOT=str(tmp_path / "white"), IMAGE_PATTERN=source.name.replace("1", "{id}")),
+                       "1")
+    fills = stack.sample()[1]
+    assert fills[255] == pytest.approx(0.4, abs=0.02) and fills[0] < 0.01
+    assert unmasked_fill_note(fills).startswith("40% of its sampled pixels are 255 in every band, its type's largest "
+                                                "value, with no nodata tag (a white collar?): if they hold no data, tag "
+                                                "them: rio edit-info --nodata 255 FILE")
+    assert unmasked_fill_note({0: 0.3, 255: 0.3}).startswith("30% of its sampled pixels are 0")  # black said first
+    assert unmasked_fill_note({0: 0.05}) == unmasked_fill_note({0: 0.0, 255: 0.1}) == ""
 
 
 def test_tiles_read_in_other_types_are_refused_whatever_a_derived_band_makes_the_stack(tiny_cfg, tmp_path):
