@@ -424,6 +424,12 @@ def open_raster(path: str | Path, what: str = "raster") -> Iterator[rasterio.Dat
     try:
         src = rasterio.open(path)
     except RasterioIOError as err:
+        from eoseg.config import VECTOR_SUFFIXES  # here: eoseg.config imports this module
+
+        if path.suffix.lower() in (*VECTOR_SUFFIXES, ".zip"):  # a complete file of another kind: no good copy to get
+            raise DamagedInputError(f"{path}: a vector file (polygons) or archive, where a {what} (a raster) is read; "
+                                    "give a raster here (polygons label tiles through LABEL_PATTERN; unzip an archive "
+                                    "and give the file inside)") from None
         raise DamagedInputError(f"{path}: cannot open this {what} ({_reason(err)}); "
                                 "is it a complete raster file? replace it with a good copy") from None
     except UnicodeEncodeError:  # GDAL takes UTF-8 names; a name in another encoding cannot be passed

@@ -522,6 +522,9 @@ class VectorLabels:
         except Exception as err:  # pyogrio raises its own DataSourceError / DataLayerError and GDAL's
             raise EosegError(f"{path}: cannot read these vector labels ({str(err).splitlines()[0]})") from None
         field = cfg.VECTOR_CLASS_FIELD
+        if field and path.suffix.lower() == ".shp" and not any(path.with_suffix(ext).is_file() for ext in (".dbf", ".DBF")):
+            raise EosegError(f"{path}: its .dbf, which holds the polygons' attributes ({field!r}, VECTOR_CLASS_FIELD), "
+                             "is not beside it: copy the shapefile's .dbf there with it")
         if field and field not in list(info["fields"]):
             raise EosegError(f"{path}: no attribute {field!r} (VECTOR_CLASS_FIELD) in its features; it has "
                              f"{', '.join(map(repr, info['fields'])) or 'no attributes'}; set VECTOR_CLASS_FIELD to one "
@@ -563,7 +566,8 @@ class VectorLabels:
             self.value_polygons = dict(Counter(feature_values[i] for i in np.unique(feature)))
             unknown = {value: count for value, count in self.value_polygons.items() if values.target(value) is None}
             if unknown and not values.unknown_to_ignore:
-                raise EosegError(f"{path}: {field} values not in LABEL_VALUES: {_unknown_attributes(unknown, values)}")
+                raise EosegError(f"{path}: {field} values not in LABEL_VALUES: "
+                                 f"{_unknown_attributes(unknown, values, cfg.CLASS_NAMES)}")
             classes = np.array([values.ignore_label if (t := values.target(v)) is None else t for v in raw], dtype=np.int64)
             drawn = [value for value in self.value_polygons if values.target(value) == self.background]
             if drawn and self.background != values.ignore_label:  # land-cover polygons: the gaps between them are no class
@@ -672,9 +676,12 @@ def _plain(value):
     return value
 
 
-def _unknown_attributes(unknown: dict, values: LabelValues) -> str:
-    """The attribute values LABEL_VALUES does not name, {value: polygons}, and what to do: nulls can be no key."""
+def _unknown_attributes(unknown: dict, values: LabelValues, class_names: Sequence[str] = ()) -> str:
+    """The attribute values LABEL_VALUES does not name, {value: polygons}, and what to do: nulls can be no key; texts
+    that are CLASS_NAMES (in any case) get the LABEL_VALUES that reads each as its class."""
     named = {value: count for value, count in unknown.items() if value is not None}
+    ids = {str(name).strip().lower(): index for index, name in enumerate(class_names)}
+    as_classes = {value: ids[value.strip().lower()] for value in named if isinstance(value, str) and value.strip().lower() in ids}
     listed = [describe_counts(named, "polygons")] if named else []
     if None in unknown:
         listed.append(f"null (no value) x {unknown[None]} polygons")
@@ -692,7 +699,11 @@ def _unknown_attributes(unknown: dict, values: LabelValues) -> str:
     if None in unknown:
         remedies.append("fill the attribute of the polygons without a value, or set UNKNOWN_LABELS_TO_IGNORE=True to "
                         "leave them unlabelled")
-    if named and not (as_text or as_number):
+    if as_classes and len(as_classes) == len(named):  # read as no class, every polygon would be lost to the ignore
+        remedies.append("they are CLASS_NAMES: read each as its class, LABEL_VALUES = "
+                        + "{" + ", ".join(f"{value!r}: {index}" for value, index in sorted(as_classes.items(), key=lambda item: item[1]))
+                        + ("" if values.identity else ", ...") + "}")
+    elif named and not (as_text or as_number):
         remedies.append("add them to LABEL_VALUES (value: class id or 'ignore') or set UNKNOWN_LABELS_TO_IGNORE=True")
     return f"{', '.join(listed)}; {'; '.join(remedies)}"
 

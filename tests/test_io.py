@@ -373,3 +373,16 @@ def test_spread_windows_read_no_pixel_twice_and_reach_every_edge(height, width):
     border = np.ones((height, width), dtype=bool)
     border[height // 10:height - height // 10, width // 10:width - width // 10] = False  # a collar on every side
     assert border[taken == 1].mean() >= border.mean() - 0.02  # not missed: taken at its share at least
+
+
+def test_a_vector_file_given_where_a_raster_is_read_is_named_so(tmp_path):
+    """A .gpkg given to polygonize.py or inference.py --images was called possibly incomplete, to be replaced with a
+    good copy (review)."""
+    polygons = tmp_path / "buildings.geojson"
+    polygons.write_text('{"type": "FeatureCollection", "features": []}')
+    archive = tmp_path / "labels.zip"
+    archive.write_bytes(b"PK\x05\x06" + bytes(18))
+    for path in (polygons, archive):
+        with pytest.raises(EosegError, match=rf"{path.name}: a vector file \(polygons\) or archive, where a label map "
+                                             r"\(a raster\) is read; give a raster here"):
+            raster_info(path, "label map")

@@ -403,6 +403,10 @@ def test_all_touched_gives_the_edge_that_neighbouring_polygons_share_to_the_one_
     assert ("pixels outside every polygon are read as VECTOR_BACKGROUND_CLASS 0 (other), a class its polygons label too "
             "(use 'field'): if the polygons are to cover the land, leave the rest unlabelled: VECTOR_BACKGROUND_CLASS = "
             "255") in capsys.readouterr().err
+    # attributes that are the class names: the LABEL_VALUES that reads them so (review: UNKNOWN_LABELS_TO_IGNORE offered)
+    with pytest.raises(EosegError, match=r"use values not in LABEL_VALUES: .*; they are CLASS_NAMES: read each as its "
+                                         r"class, LABEL_VALUES = \{'field': 1, 'meadow': 2\}$"):
+        label_source(tiny(sample_root, tmp_path, **{**settings, "LABEL_VALUES": {}}), path, image)
 
 
 def test_polygons_without_a_crs_are_said_to_be_taken_in_the_images(sample_root, tmp_path, capsys):
@@ -507,7 +511,7 @@ def test_a_tile_without_polygons_inside_the_files_extent_is_all_background(sampl
 @pytest.mark.faults
 @pytest.mark.parametrize("case", ["outside_classes", "unmapped", "fractional", "binary_as_ignore", "no_id",
                                   "not_overlapping", "colour_coded", "no_attribute", "attribute_not_mapped",
-                                  "polygons_miss"])
+                                  "polygons_miss", "shapefile_without_dbf"])
 def test_bad_labels_give_one_line(sample_root, tmp_path, case):
     data = sample_root / "data"
     source = data / LABELS.format(id="1")
@@ -546,13 +550,18 @@ def test_bad_labels_give_one_line(sample_root, tmp_path, case):
         left, bottom, right, top = rasterio.transform.array_bounds(image.height, image.width, image.transform)
         shift = 0 if case != "polygons_miss" else 10 * (right - left)
         box = shapely.box(left + shift, bottom, (left + right) / 2 + shift, top)
-        path = tmp_path / "polygons.geojson"
-        write_vector(path, np.array([shapely.to_wkb(box)]), [np.array(["shed"], dtype=object)], ["kind"], crs=str(image.crs), geometry_type="Polygon", driver="GeoJSON")
+        path = tmp_path / ("polygons.shp" if case == "shapefile_without_dbf" else "polygons.geojson")
+        write_vector(path, np.array([shapely.to_wkb(box)]), [np.array(["shed"], dtype=object)], ["kind"], crs=str(image.crs),
+                     geometry_type="Polygon", driver="ESRI Shapefile" if path.suffix == ".shp" else "GeoJSON")
+        if case == "shapefile_without_dbf":  # review: "set VECTOR_CLASS_FIELD to ''", one class for every polygon
+            path.with_suffix(".dbf").unlink()
         extra = {**BINARY, "LABEL_PATTERN": str(path), "VECTOR_CLASS_FIELD": "class" if case == "no_attribute" else "kind",
                  "LABEL_VALUES": {"roof": 1}}
         fragments = {"no_attribute": [str(path), "no attribute 'class'", "'kind'"],
                      "attribute_not_mapped": [str(path), "kind values not in LABEL_VALUES: 'shed' x 1 polygons"],
-                     "polygons_miss": [str(path), "none of its 1 features overlaps the image"]}[case]
+                     "polygons_miss": [str(path), "none of its 1 features overlaps the image"],
+                     "shapefile_without_dbf": [str(path), "its .dbf, which holds the polygons' attributes ('kind', "
+                                               "VECTOR_CLASS_FIELD), is not beside it"]}[case]
     args = as_arguments({**tiny_overrides(tmp_path), "DATA_ROOT": str(data), **extra})
     assert_one_line_error(run_script("extract_images.py", *args), *fragments)
     assert not (tmp_path / "patches").exists()
