@@ -525,8 +525,13 @@ def unlabelled_by_mask(src, window: Window | None = None) -> np.ndarray | None:
     return None
 
 
-def not_one_band(path: str | Path, count: int) -> EosegError:
-    """The error for a label raster of ``count`` bands where a numeric label map has one."""
+def not_one_band(path: str | Path, count: int, colorinterp: Sequence[str] = ()) -> EosegError:
+    """The error for a label raster of ``count`` bands (``colorinterp``, where known) where a numeric label map has
+    one."""
+    if count == 2 and tuple(colorinterp[1:]) == ("alpha",):  # grey and alpha: what gdalwarp -dstalpha writes
+        return EosegError(f"{path}: a numeric label map has one band, this one has its values and an alpha band; make "
+                          "the alpha its mask, which leaves the pixels it hides unlabelled: gdal_translate -b 1 -mask 2 "
+                          "FILE FILE_labels.tif, and read that")
     return EosegError(f"{path}: a numeric label map has one band, this one has {count}; if it is colour-coded, "
                       "point GT_COLOR_PATTERN at it and run convert_gt.py --from-color")
 

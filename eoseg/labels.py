@@ -301,7 +301,7 @@ class RasterLabels:
     def __init__(self, info: RasterInfo, image: RasterInfo, values: LabelValues, what: str = "label map",
                  palette: Palette | None = None, class_names: Sequence[str] | None = None, colour_coded: bool = False):
         if info.count != 1:
-            raise not_one_band(info.path, info.count)
+            raise not_one_band(info.path, info.count, info.colorinterp)
         self.info, self.image, self.values, self.what, self.palette = info, image, values, what, palette
         # a colour-coded ground truth saved with a colour table (the eroded one): colours that contradict its values
         # are refused even under LABEL_VALUES, which was written for the label rasters

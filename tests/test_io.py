@@ -386,3 +386,11 @@ def test_a_vector_file_given_where_a_raster_is_read_is_named_so(tmp_path):
         with pytest.raises(EosegError, match=rf"{path.name}: a vector file \(polygons\) or archive, where a label map "
                                              r"\(a raster\) is read; give a raster here"):
             raster_info(path, "label map")
+
+
+def test_a_label_raster_of_values_and_alpha_gets_the_line_that_makes_the_alpha_its_mask(tmp_path):
+    """What gdalwarp -dstalpha writes was told to be colour-coded ground truth (review)."""
+    from eoseg.io import not_one_band
+
+    assert "gdal_translate -b 1 -mask 2 FILE FILE_labels.tif" in str(not_one_band("l.tif", 2, ("gray", "alpha")))
+    assert "point GT_COLOR_PATTERN at it" in str(not_one_band("l.tif", 3, ("red", "green", "blue")))
