@@ -17,7 +17,7 @@ from eoseg.labels import files_read_with
 from eoseg.normalization import Normalization
 
 # Fields whose disagreement would silently produce garbage.
-CHECKED_FIELDS = ("class_names", "palette", "ignore_label", "band_names", "normalization", "label_values")
+CHECKED_FIELDS = ("class_names", "palette", "ignore_label", "band_names", "normalization", "label_values", "extra_sources")
 # what weights mean: their classes, bands and normalisation; not how a config's ground truth is encoded
 # (LABEL_VALUES) or coloured (PALETTE): another city's masks may be 0/1 where training's were 0/255
 WEIGHTS_FIELDS = tuple(field for field in CHECKED_FIELDS if field not in ("palette", "label_values"))
@@ -37,7 +37,10 @@ MADE_FROM_SETTINGS = ("IMAGE_PATTERN", "LABEL_PATTERN", "VECTOR_CLASS_FIELD", "V
 EXTRA_SOURCE_KEYS = ("pattern", "bands", "resampling", "red", "nir")  # what an EXTRA_SOURCES entry reads
 # what a record made before a field existed means by its absence
 FIELD_DEFAULTS = {"label_values": [], "label_tolerance": 0, "holdout": None}
-LATER_FIELDS = ("bands", "train_tiles")  # added later: absent from an older record, not compared
+LATER_FIELDS = ("bands", "train_tiles", "extra_sources")  # added later: absent from an older record, not compared
+# what an EXTRA_SOURCES entry's bands are made of, beyond their names: which bands of its file, or the bands an index is
+# computed from (an NDVI of red and near-infrared swapped is its negative); not where the files lie, nor how warped
+EXTRA_SOURCE_MAKING = ("derived", "red", "nir", "bands")
 
 
 def data_signature(cfg: Config, patch_size: int | None = None, holdout: bool = True) -> dict:
@@ -54,6 +57,8 @@ def data_signature(cfg: Config, patch_size: int | None = None, holdout: bool = T
         "label_values": label_value_pairs(cfg.to_dict()),  # LABEL_VALUES: how raw label values became class ids
         "label_tolerance": int(cfg.LABEL_TOLERANCE),  # and how near a raw value or colour had to be to count
         "bands": [int(band) for band in cfg.BANDS],  # which bands of the image files those are
+        "extra_sources": json.loads(json.dumps([{key: entry[key] for key in EXTRA_SOURCE_MAKING if key in entry}
+                                                for entry in cfg.extra_sources])),  # as a record reads back: lists
     }
     if holdout:
         signature["holdout"] = holdout_record(cfg)

@@ -213,3 +213,15 @@ def test_a_failed_write_is_one_line_and_leaves_nothing(tmp_path, cfg, monkeypatc
     with pytest.raises(EosegError, match=rf"^{target}: writing failed \(.*unexpected pos"):
         save_checkpoint(target, cfg, model_from_config(cfg), iteration=1)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_an_index_band_computed_from_other_bands_than_in_training_is_refused(tmp_path):
+    """NDVI of red and near-infrared swapped (its negative), or of the green band, was labelled with exit 0: the
+    weights recorded only its name (review)."""
+    ndvi = load_config(overrides=TINY + ['EXTRA_SOURCES=[{"derived": "ndvi"}]'])
+    path = save_checkpoint(tmp_path / "ndvi.pt", ndvi, trained_like_model(ndvi), iteration=1)
+    load_model(path, ndvi)
+    for swapped in ('EXTRA_SOURCES=[{"derived": "ndvi", "red": "IR", "nir": "R"}]', 'RED_BAND=G'):
+        with pytest.raises(EosegError, match=r"ndvi.pt was made with extra_sources = \[\{'derived': 'ndvi', 'red': 'R', "
+                                             r"'nir': 'IR'\}\], but the config has"):
+            load_model(path, load_config(overrides=TINY + ['EXTRA_SOURCES=[{"derived": "ndvi"}]', swapped]))
