@@ -25,7 +25,7 @@ from rasterio.windows import Window
 from eoseg.config import Config
 from eoseg.errors import EosegError
 from eoseg.io import RasterInfo, RasterWriter, apply_scaling, check_outputs, open_raster, raster_info
-from eoseg.grid import needs_warp, open_on_grid
+from eoseg.grid import needs_warp, note_once, open_on_grid
 from eoseg.labels import row_windows
 from eoseg.tiles import existing_path, image_info, ndvi, tile_inputs
 
@@ -35,6 +35,7 @@ COMPOSITE_RECORD = "config.make_composite.json"  # the effective config of make_
 # DSM values no ground reaches, in metres or feet (the Dead Sea's shore -430 m, Everest 29 032 ft), but the usual fill
 # values do (-9999, -32768, 32767, float32's extremes)
 FILL_HEIGHT_BELOW, FILL_HEIGHT_ABOVE = -9999.0, 32767.0
+NDSM_CLIPPED_NOTE = 0.2  # of an nDSM's heights over COMPOSITE_NDSM_MAX: said (buildings and trees over it are few)
 
 
 def image_band(cfg: Config, key: str) -> int:
@@ -95,19 +96,34 @@ def write_composite(cfg: Config, tile_id: str, out: str | Path | None = None) ->
     check_outputs([out], tile_inputs(cfg, [tile_id], made_here="COMPOSITE_PATTERN"), True, "COMPOSITE_PATTERN")
     block_rows = max(1, int(cfg.INFER_BLOCK_ROWS))
     resampling = cfg.GRID_RESAMPLING  # for a DSM or nDSM on another grid than the image's
-    with open_on_grid(dsm_info, image, "DSM", resampling) as dsm_src:  # first pass: the DSM's range
-        low, high = np.inf, -np.inf
+    ndsm_max = float(cfg.COMPOSITE_NDSM_MAX)
+    # first pass: the DSM's range, which its band is stretched over, and the nDSM's, checked as the DSM's
+    with open_on_grid(dsm_info, image, "DSM", resampling) as dsm_src, \
+            open_on_grid(ndsm_info, image, "nDSM", resampling) as ndsm_src:
+        ranges = {"DSM": [np.inf, -np.inf], "nDSM": [np.inf, -np.inf]}
+        above, counted = 0, 0  # nDSM heights over COMPOSITE_NDSM_MAX, drawn as 255
         for rows in row_windows(image.height, image.width, block_rows):
-            heights = _valid_heights(dsm_src, rows, dsm_info)
-            if not np.isnan(heights).all():
-                low, high = min(low, float(np.nanmin(heights))), max(high, float(np.nanmax(heights)))
-    for height in (low, high) if low <= high else ():  # a DSM without a valid pixel is flat: all 0
-        if not FILL_HEIGHT_BELOW < height < FILL_HEIGHT_ABOVE:  # stretched over, it would squeeze the real heights
-            raise EosegError(f"{dsm_info.path}: the DSM holds {height:g}, no height on Earth: a nodata value without a "
-                             f"tag? tag it (gdal_edit.py -a_nodata {height:g} FILE), or mask those pixels")
+            for name, heights in (("DSM", _valid_heights(dsm_src, rows, dsm_info)),
+                                  ("nDSM", _valid_heights(ndsm_src, rows, ndsm_info))):
+                if not np.isnan(heights).all():
+                    span = ranges[name]
+                    span[:] = min(span[0], float(np.nanmin(heights))), max(span[1], float(np.nanmax(heights)))
+                if name == "nDSM":
+                    above, counted = above + int((heights > ndsm_max).sum()), counted + int((~np.isnan(heights)).sum())
+    for (name, (lowest, highest)), info in zip(ranges.items(), (dsm_info, ndsm_info)):
+        for height in (lowest, highest) if lowest <= highest else ():  # a DSM without a valid pixel is flat: all 0
+            # stretched over, it would squeeze the real heights; an nDSM's -9999 would be clipped to ground (review)
+            if not FILL_HEIGHT_BELOW < height < FILL_HEIGHT_ABOVE:
+                raise EosegError(f"{info.path}: the {name} holds {height:g}, no height on Earth: a nodata value without "
+                                 f"a tag? tag it (gdal_edit.py -a_nodata {height:g} FILE), or mask those pixels")
+    low, high = ranges["DSM"]
+    if counted and above > NDSM_CLIPPED_NOTE * counted:  # heights in cm: most of the band at 255 (review: 76%)
+        note_once(("nDSM clipped", str(ndsm_info.path)),
+                  f"{ndsm_info.path}: {above / counted:.0%} of its heights lie over COMPOSITE_NDSM_MAX ({ndsm_max:g} m) "
+                  "and are all drawn as 255: heights in another unit than metres (cm, dm)? or raise COMPOSITE_NDSM_MAX")
     # each band named after its source and scaling, as GIS software lists them
     band_names = [f"DSM of {dsm_info.path.name}, {low:.2f}..{high:.2f} to 0..255",
-                  f"nDSM of {ndsm_info.path.name}, 0..{float(cfg.COMPOSITE_NDSM_MAX):g} m to 0..255",
+                  f"nDSM of {ndsm_info.path.name}, 0..{ndsm_max:g} m to 0..255",
                   f"NDVI of {image.path.name} bands {red_band} (red) and {nir_band} (NIR), -1..1 to 0..255"]
     with open_raster(image.path, "image") as image_src, open_on_grid(dsm_info, image, "DSM", resampling) as dsm_src, \
             open_on_grid(ndsm_info, image, "nDSM", resampling) as ndsm_src, \
@@ -118,7 +134,7 @@ def write_composite(cfg: Config, tile_id: str, out: str | Path | None = None) ->
             dsm, ndsm = _valid_heights(dsm_src, rows, dsm_info), _valid_heights(ndsm_src, rows, ndsm_info)
             writer.write(np.stack([
                 scale_dsm(dsm, low, high),
-                scale_ndsm(ndsm, float(cfg.COMPOSITE_NDSM_MAX)),
+                scale_ndsm(ndsm, ndsm_max),
                 scale_ndvi(ndvi(red, nir)),
             ]), rows.row_off, valid=~(np.isnan(dsm) | np.isnan(ndsm)))
     return out

@@ -132,6 +132,24 @@ def test_infinite_heights_are_masked_and_untagged_fill_values_refused(tiny_cfg, 
     assert not (tmp_path / "filled").exists() or not any((tmp_path / "filled").iterdir())
 
 
+def test_an_ndsm_fill_value_is_refused_and_heights_in_another_unit_said(tiny_cfg, tmp_path, capsys):
+    """An nDSM's untagged -9999 was clipped to 0 m, ground, with exit 0; one in centimetres drew 76% of its band at 255
+    without a word (review)."""
+    source = tiny_cfg.tile_path("NDSM_PATTERN", "1")
+    heights = read_raster(source).astype(np.float32)
+    cfg = tiny_cfg.replace(NDSM_PATTERN=str(tmp_path / "ndsm" / "{id}.tif"),
+                           COMPOSITE_PATTERN=str(tmp_path / "composite" / "{id}.tif"))
+    with_fill = heights.copy()
+    with_fill[0, :10, :10] = -9999
+    copy_raster(source, tmp_path / "ndsm" / "1.tif", with_fill)
+    with pytest.raises(EosegError, match=r"1.tif: the nDSM holds -9999, no height on Earth: .*gdal_edit.py -a_nodata -9999"):
+        write_composite(cfg, "1")
+    copy_raster(source, tmp_path / "ndsm" / "1.tif", heights * 100 + 200)  # centimetres, every pixel over 2 m
+    write_composite(cfg, "1")
+    assert (f"of its heights lie over COMPOSITE_NDSM_MAX ({cfg.COMPOSITE_NDSM_MAX:g} m) and are all drawn as 255: "
+            "heights in another unit than metres") in capsys.readouterr().err
+
+
 def test_a_composite_that_cannot_be_written_is_not_blamed_on_its_inputs(tiny_cfg, tmp_path, monkeypatch):
     """The output is written while the inputs are open for reading: its error is the output's."""
     import eoseg.io
