@@ -18,7 +18,7 @@ from __future__ import annotations
 from tqdm import tqdm
 
 from eoseg.cli import make_parser, parse, run
-from eoseg.composite import COMPOSITE_RECORD, write_composite
+from eoseg.composite import COMPOSITE_RECORD, is_composite, write_composite
 from eoseg.errors import EosegError
 from eoseg.io import check_outputs
 from eoseg.tiles import tile_inputs
@@ -40,6 +40,12 @@ def main(argv=None):
     check_outputs([cfg.tile_path("COMPOSITE_PATTERN", tile_id) for tile_id in tile_ids],
                   tile_inputs(cfg, list(dict.fromkeys(configured + tile_ids)), made_here="COMPOSITE_PATTERN"), args.force,
                   "COMPOSITE_PATTERN")
+    for tile_id in tile_ids:  # another's file there (an nDSM EXTRA_SOURCES reads: review) is no composite to replace
+        existing = cfg.tile_path("COMPOSITE_PATTERN", tile_id)
+        if existing.is_file() and not is_composite(existing):
+            raise EosegError(f"{existing} exists and is no composite make_composite.py wrote (its bands are not "
+                             "described as DSM, nDSM and NDVI): COMPOSITE_PATTERN names another file, which --force "
+                             "would replace; choose another COMPOSITE_PATTERN")
     written = [write_composite(cfg, tile_id) for tile_id in tqdm(tile_ids, desc="composite", unit="tile")]
     cfg.save(written[0].parent, COMPOSITE_RECORD)
     print(f"wrote {len(written)} composites (DSM, nDSM, NDVI) to {written[0].parent}")

@@ -35,6 +35,7 @@ COMPOSITE_RECORD = "config.make_composite.json"  # the effective config of make_
 # DSM values no ground reaches, in metres or feet (the Dead Sea's shore -430 m, Everest 29 032 ft), but the usual fill
 # values do (-9999, -32768, 32767, float32's extremes)
 FILL_HEIGHT_BELOW, FILL_HEIGHT_ABOVE = -9999.0, 32767.0
+BAND_SOURCES = ("DSM of ", "nDSM of ", "NDVI of ")  # how a composite's band descriptions begin, band by band
 NDSM_CLIPPED_NOTE = 0.2  # of an nDSM's heights over COMPOSITE_NDSM_MAX: said (buildings and trees over it are few)
 
 
@@ -76,6 +77,13 @@ def _valid_heights(src, window: Window, info: RasterInfo) -> np.ndarray:
     heights = apply_scaling(src.read([1], window=window), info.stored_scaling([1]))[0].astype(np.float32)
     heights[(src.read_masks(1, window=window) == 0) | ~np.isfinite(heights)] = np.nan  # infinity is no height either
     return heights
+
+
+def is_composite(path: str | Path) -> bool:
+    """Whether the raster at ``path`` is a composite make_composite.py wrote (its bands described so)."""
+    descriptions = raster_info(path, "composite").descriptions
+    return len(descriptions) == len(BAND_SOURCES) and all(
+        (text or "").startswith(start) for text, start in zip(descriptions, BAND_SOURCES))
 
 
 def write_composite(cfg: Config, tile_id: str, out: str | Path | None = None) -> Path:
@@ -122,9 +130,9 @@ def write_composite(cfg: Config, tile_id: str, out: str | Path | None = None) ->
                   f"{ndsm_info.path}: {above / counted:.0%} of its heights lie over COMPOSITE_NDSM_MAX ({ndsm_max:g} m) "
                   "and are all drawn as 255: heights in another unit than metres (cm, dm)? or raise COMPOSITE_NDSM_MAX")
     # each band named after its source and scaling, as GIS software lists them
-    band_names = [f"DSM of {dsm_info.path.name}, {low:.2f}..{high:.2f} to 0..255",
-                  f"nDSM of {ndsm_info.path.name}, 0..{ndsm_max:g} m to 0..255",
-                  f"NDVI of {image.path.name} bands {red_band} (red) and {nir_band} (NIR), -1..1 to 0..255"]
+    band_names = [f"{BAND_SOURCES[0]}{dsm_info.path.name}, {low:.2f}..{high:.2f} to 0..255",
+                  f"{BAND_SOURCES[1]}{ndsm_info.path.name}, 0..{ndsm_max:g} m to 0..255",
+                  f"{BAND_SOURCES[2]}{image.path.name} bands {red_band} (red) and {nir_band} (NIR), -1..1 to 0..255"]
     with open_raster(image.path, "image") as image_src, open_on_grid(dsm_info, image, "DSM", resampling) as dsm_src, \
             open_on_grid(ndsm_info, image, "nDSM", resampling) as ndsm_src, \
             RasterWriter(out, image, 3, "uint8", band_names=band_names, masked=True) as writer:

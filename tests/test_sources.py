@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -132,6 +133,13 @@ def test_composite_script(tmp_path, sample_root):
                                      "COMPOSITE_PATTERN=labels/top_mosaic_09cm_area{id}.tif"),
                           "area2.tif would overwrite tile 2's LABEL_PATTERN file")
     assert image.read_bytes() == before
+    # another's file where COMPOSITE_PATTERN points (an nDSM an EXTRA_SOURCES entry reads): no composite to replace
+    theirs = tmp_path / "composite" / "c2.tif"
+    shutil.copy(sample_root / "data" / "ndsm" / "ndsm_09cm_matching_area2.tif", theirs)
+    assert_one_line_error(run_script("make_composite.py", "--ids", "2", "--force", *args),
+                          "c2.tif exists and is no composite make_composite.py wrote", "choose another COMPOSITE_PATTERN")
+    assert read_raster(theirs).dtype == np.float32
+    theirs.unlink()
     assert_one_line_error(run_script("make_composite.py", "--ids", "2", "--force", *args, "NDSM_PATTERN="), "no nDSM configured")
     assert_one_line_error(run_script("make_composite.py", "--ids", "2", "--force", *args, "NIR_BAND=NIR"), "NIR_BAND 'NIR'")
 
