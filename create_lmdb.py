@@ -10,6 +10,7 @@ and is marked complete only after its last record.
 from __future__ import annotations
 
 from eoseg.cli import make_parser, parse, run
+from eoseg.config import given_folders
 from eoseg.lmdb_store import create_lmdb
 
 
@@ -19,8 +20,10 @@ def main(argv=None):
     parser.add_argument("--out", metavar="DIR", help="output folder (default: LMDB_DIR)")
     parser.add_argument("--force", action="store_true", help="replace an existing output folder")
     args, cfg = parse(parser, argv)
-    out = args.out or cfg.LMDB_DIR
-    summary = create_lmdb(cfg, args.patches or cfg.PATCHES_DIR, out, force=args.force)
+    # not inside PATCHES_DIR, which extract_images.py --force replaces (review: the LMDBs deleted without a word)
+    cfg = given_folders(cfg, {"LMDB_DIR": ("--out", args.out), "PATCHES_DIR": ("--patches", args.patches)})
+    out = cfg.LMDB_DIR
+    summary = create_lmdb(cfg, cfg.PATCHES_DIR, out, force=args.force)
     print(", ".join(f"{split}.lmdb: {count} records" for split, count in summary.items()) + f" in {out}")
 
 

@@ -11,6 +11,7 @@ transform, source of each patch) and manifest.json, the completion marker, last.
 from __future__ import annotations
 
 from eoseg.cli import make_parser, parse, run
+from eoseg.config import given_folders
 from eoseg.extract import extract_patches
 
 
@@ -19,7 +20,8 @@ def main(argv=None):
     parser.add_argument("--out", metavar="DIR", help="output folder (default: PATCHES_DIR)")
     parser.add_argument("--force", action="store_true", help="replace an existing output folder")
     args, cfg = parse(parser, argv)
-    out = args.out or cfg.PATCHES_DIR
+    cfg = given_folders(cfg, {"PATCHES_DIR": ("--out", args.out)})  # not inside LMDB_DIR, which create_lmdb.py --force replaces
+    out = cfg.PATCHES_DIR
     manifest = extract_patches(cfg, out, force=args.force)
     counts = manifest["counts"]
     print(f"wrote {counts['train']} training and {counts['test']} test patches of "

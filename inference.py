@@ -36,7 +36,7 @@ import sys
 from pathlib import Path
 
 from eoseg.cli import make_parser, parse, run
-from eoseg.config import SPLITS, check_output_folders, check_tile_ids
+from eoseg.config import SPLITS, check_tile_ids, given_folders
 from eoseg.device import distributed_rank, leave_process_group
 from eoseg.errors import EosegError
 from eoseg.infer import merge_shard_reports, parse_shard, run_inference
@@ -74,9 +74,8 @@ def main(argv=None):
                              "give the .pt or .safetensors weights it was exported from, or leave out --engine")
         cfg = cfg.replace(INFER_ENGINE=args.engine)
     check_tile_ids(args.tiles or [], "--tiles")
-    out_dir = args.out or cfg.INFER_DIR
-    if args.out:  # the checks INFER_DIR passed: not the data's folder, nor another step's
-        check_output_folders({**cfg.to_dict(), "INFER_DIR": args.out}, {"INFER_DIR": "--out"})
+    cfg = given_folders(cfg, {"INFER_DIR": ("--out", args.out)})  # not the data's folder, nor another step's
+    out_dir = cfg.INFER_DIR
     if args.merge_metrics is not None:
         if args.shard or args.tiles or args.images:
             raise EosegError("--merge-metrics labels nothing; give it without --shard, --tiles or --images")

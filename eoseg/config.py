@@ -495,6 +495,17 @@ def check_output_folders(v: dict[str, Any], given_as: dict[str, str] | None = No
                                  "whole (its --force would delete it); put it elsewhere")
 
 
+def given_folders(cfg: "Config", flags: dict[str, tuple[str, str | None]]) -> "Config":
+    """``cfg`` with the folders a script's flags give in place of their settings ({setting: (flag, value)}; no value
+    leaves the setting), checked as the settings are (:func:`check_output_folders`), so that its saved config says
+    where it wrote."""
+    given = {name: value for name, (_, value) in flags.items() if value}
+    if not given:
+        return cfg
+    check_output_folders({**cfg.to_dict(), **given}, {name: flags[name][0] for name in given})
+    return cfg.replace(**given)
+
+
 def _check_recipe(v: dict[str, Any]) -> None:
     """The training recipe's choices and numbers (see config.py: LR_STEPS, TRAIN_MINUTES to OHEM_FRACTION)."""
     for name, choices in (("OPTIMIZER", OPTIMIZERS), ("LR_SCHEDULE", LR_SCHEDULES), ("LOSS", LOSSES)):

@@ -585,7 +585,7 @@ def test_output_folders_that_hold_the_data_or_one_another_are_refused(overrides,
     load_config(overrides=["TRAIN_DIR=runs/train_2", "INFER_DIR=runs/train_2/labels", "MODEL_FILE=runs/train_2/m.pt"])
 
 
-def test_inference_out_folder_is_checked_as_infer_dir_is(tmp_path):
+def test_the_folders_scripts_take_as_flags_are_checked_as_their_settings_are(tmp_path):
     """inference.py --out DATA_ROOT wrote maps, metrics and config among the tiles with exit 0, where INFER_DIR so is
     refused (review)."""
     from .conftest import run_script
@@ -595,3 +595,11 @@ def test_inference_out_folder_is_checked_as_infer_dir_is(tmp_path):
                           "--out data/sample holds DATA_ROOT data/sample: its step would write among the data")
     assert_one_line_error(run_script("inference.py", "--out", "runs/sample/train"),
                           "TRAIN_DIR and --out are one folder (runs/sample/train)")
+    # nor inside a folder another step's --force replaces whole (review: the LMDBs, or the patches, deleted unsaid)
+    assert_one_line_error(run_script("create_lmdb.py", "--out", "runs/sample/patches/lmdb"),
+                          "--out runs/sample/patches/lmdb lies inside PATCHES_DIR runs/sample/patches, which its step "
+                          "replaces whole")
+    assert_one_line_error(run_script("extract_images.py", "--out", "runs/sample/lmdb/patches"),
+                          "--out runs/sample/lmdb/patches lies inside LMDB_DIR")
+    assert_one_line_error(run_script("create_lmdb.py", "--patches", "runs/sample/lmdb/patches"),
+                          "--patches runs/sample/lmdb/patches lies inside LMDB_DIR")
