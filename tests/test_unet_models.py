@@ -293,7 +293,9 @@ def test_eoseg_weights_as_encoder_weights_give_each_band_the_filter_of_its_name(
     earlier = save_checkpoint(tmp_path / "earlier.pt", earlier_cfg, model_from_config(earlier_cfg), iteration=1)
     trained = torch.load(earlier, weights_only=True)["state_dict"]["encoder.conv1.weight"]
     cases = {("G", "R", "IR"): ([2, 1, 0], "matched by name to G, R, IR"),
-             ("R", "G", "B", "IR"): ([1, 2, None, 0], "matched by name to R, G, B, IR (B new: starting at 0)")}
+             ("R", "G", "B", "IR"): ([1, 2, None, 0], "matched by name to R, G, B, IR (B new: starting at 0)"),
+             # what the names name: NIR is IR, Red is R (review: NIR started at 0, IR's filter left out)
+             ("Red", "Green", "NIR"): ([1, 2, 0], "matched by name to Red, Green, NIR")}
     for names, (sources, said) in cases.items():
         cfg = make_tiny_config(tmp_path, MODEL="unet", MODEL_WIDTH=1.0, BANDS=list(range(1, len(names) + 1)),
                                BAND_NAMES=list(names), NORM_MEAN=[0.0] * len(names), NORM_STD=[255.0] * len(names))

@@ -97,19 +97,23 @@ def first_layer_by_band_name(weight: torch.Tensor, recorded: list[str] | None, b
     config's ``band_names`` by name, and what was done, to say: each band the weights know takes its filter, a band
     they do not know starts at 0 (it adds nothing until trained), a band they know that the config lacks is dropped.
     Without a name in common the filters are left to :func:`fit_first_layer`, which matches them by position."""
+    from eoseg.tiles import band_kind  # here: eoseg.tiles imports the config, which imports the models
+
     recorded = list(recorded or [])
     if not recorded or not band_names or recorded == list(band_names) or len(recorded) != weight.shape[1]:
         return weight, ""
-    known = [name for name in band_names if name in recorded]
+    # by what a name names: "NIR" is the "IR" the weights were trained on (review: its filter dropped)
+    kinds, wanted = [band_kind(name) for name in recorded], [band_kind(name) for name in band_names]
+    known = [kind for kind in wanted if kind in kinds]
     if not known:
         return weight, (f"; it was trained on bands {', '.join(recorded)} and the config reads {', '.join(band_names)}, "
                         "none of the same name: its first layer is matched to them by position")
     matched = weight.new_zeros((weight.shape[0], len(band_names), *weight.shape[2:]))
-    for position, name in enumerate(band_names):
-        if name in recorded:
-            matched[:, position] = weight[:, recorded.index(name)]
-    new = [name for name in band_names if name not in recorded]
-    dropped = [name for name in recorded if name not in band_names]
+    for position, kind in enumerate(wanted):
+        if kind in kinds:
+            matched[:, position] = weight[:, kinds.index(kind)]
+    new = [name for name, kind in zip(band_names, wanted) if kind not in kinds]
+    dropped = [name for name, kind in zip(recorded, kinds) if kind not in wanted]
     return matched, (f"; its first layer's bands matched by name to {', '.join(band_names)}"
                      + (f" ({', '.join(new)} new: starting at 0)" if new else "")
                      + (f" ({', '.join(dropped)} left out)" if dropped else ""))
