@@ -14,7 +14,7 @@ preset) with your folders, tile ids, bands and classes: it trains with the recip
 """
 
 # ---------------------------------------------------------------- dataset
-DATASET = "sample"  # the preset applied over these defaults, a key of PRESETS: "sample", "vaihingen", "potsdam" (or your own); "" = none. A --config file that does not name one applies none: config.py's defaults, the recipe for your own data
+DATASET = "sample"  # the preset applied over these defaults, a key of PRESETS: "sample", "sample_fusion", "vaihingen", "vaihingen_fusion", "potsdam" (or your own); "" = none. A --config file that does not name one applies none: config.py's defaults, the recipe for your own data
 DATA_ROOT = "data"  # folder holding the collections below; patterns are relative to it
 IMAGE_PATTERN = "top/top_mosaic_09cm_area{id}.tif"  # orthophoto of tile {id}; every pattern may also name {part[0]}, {part[1]}, ...: the id's pieces between underscores, with a format spec ({part[0]:0>2}: tile 2_10's piece 2 as 02); id globs find ids by IMAGE_PATTERN's {id}
 GT_COLOR_PATTERN = "gts_for_participants/top_mosaic_09cm_area{id}.tif"  # colour-coded ground truth

@@ -13,9 +13,9 @@
 Rasters are streamed by blocks of rows (INFER_BLOCK_ROWS), so any size fits in memory.
 For each image (NAME: its file name; a tile's id before it where only a folder names the tile,
 as IMAGE_PATTERN = "{id}/ortho.tif" does): NAME_labels (class ids, palette as colour table, class names for GIS, IGNORE_LABEL where the
-input is nodata), NAME_color (WRITE_COLOR), NAME_probabilities (WRITE_PROBABILITIES) as
-GeoTIFFs with the input's CRS and transform when it is georeferenced (else PNG), and
-NAME_preview.png (WRITE_PREVIEW). Tiles with ground truth (the eroded GT when the dataset
+input is nodata) and NAME_color (WRITE_COLOR) as GeoTIFFs with the input's CRS and transform
+when it is georeferenced (else PNG), NAME_probabilities.tif (WRITE_PROBABILITIES, a GeoTIFF
+either way), NAME_classes.gpkg or .geojson (WRITE_POLYGONS) and NAME_preview.png (WRITE_PREVIEW). Tiles with ground truth (the eroded GT when the dataset
 has one) are scored: metrics.json, metrics.txt and confusion_matrix.png in INFER_DIR.
 NAME_record.json, written last, records the outputs' hashes and the weights, config and
 inputs they were made with: a rerun (after an interruption, say) keeps the images it
