@@ -24,6 +24,7 @@ from typing import Any, Iterable
 
 from eoseg.errors import EosegError
 from eoseg.grid import check_resampling, note_once
+from eoseg.io import VECTOR_SUFFIXES
 from eoseg.models.resnet import RESNETS
 from eoseg.palette import Palette, check_value_tolerance
 
@@ -564,7 +565,6 @@ def uses_tile_id(pattern: str) -> bool:
 INFER_ENGINES = ("torch", "onnxruntime")
 SHARED_SOURCES = ("LABEL_PATTERN", "DSM_PATTERN", "NDSM_PATTERN", "EXTRA_SOURCES[")
 # vector label files (LABEL_PATTERN), read with pyogrio; without {id}, one file holds every tile's polygons
-VECTOR_SUFFIXES = (".geojson", ".json", ".gpkg", ".shp", ".fgb", ".gml", ".kml", ".sqlite")
 
 
 def label_value_pairs(v: dict[str, Any]) -> list[list]:

@@ -411,6 +411,9 @@ class RasterInfo:
         return ""
 
 
+VECTOR_SUFFIXES = (".geojson", ".json", ".gpkg", ".shp", ".fgb", ".gml", ".kml", ".sqlite")  # vector labels' files
+
+
 @contextlib.contextmanager
 def open_raster(path: str | Path, what: str = "raster") -> Iterator[rasterio.DatasetReader]:
     path = Path(path)
@@ -424,8 +427,6 @@ def open_raster(path: str | Path, what: str = "raster") -> Iterator[rasterio.Dat
     try:
         src = rasterio.open(path)
     except RasterioIOError as err:
-        from eoseg.config import VECTOR_SUFFIXES  # here: eoseg.config imports this module
-
         if path.suffix.lower() in (*VECTOR_SUFFIXES, ".zip"):  # a complete file of another kind: no good copy to get
             raise DamagedInputError(f"{path}: a vector file (polygons) or archive, where a {what} (a raster) is read; "
                                     "give a raster here (polygons label tiles through LABEL_PATTERN; unzip an archive "
