@@ -509,7 +509,10 @@ def _offset_hint(trained: dict, measured: BandStatistics, bands: int, factor: fl
     if not comparable.any() or abs(np.median(np.log(measured_spread[comparable] / spread[comparable]))) > math.log(OFFSET_SPREAD):
         return ""
     shift = float(np.median(measured.mean[:bands] * factor - np.asarray(trained["mean"][:bands], dtype=np.float64)))
-    return (f"; but their spread is the training values', and their means lie about {abs(shift):.4g} "
-            f"{'higher' if shift > 0 else 'lower'}: an offset the file does not tag (tag it, gdal_edit.py -offset "
-            "-OFFSET FILE, and its values are read without it: -1000 for Sentinel-2 L2A products since processing "
-            "baseline 04.00), or haze")
+    moved = f"; but their spread is the training values', and their means lie about {abs(shift):.4g} " \
+            f"{'higher' if shift > 0 else 'lower'}: "
+    if measured.count and np.all(measured.high[:bands] <= 255) and np.all(measured.low[:bands] >= 0) \
+            and np.all(np.asarray(trained["mean"][:bands]) > 1):  # 8-bit photos: no offset to tag (review: a PNG)
+        return moved + "brighter or darker light, haze or another camera's exposure"
+    return (moved + "an offset the file does not tag (tag it, gdal_edit.py -offset -OFFSET FILE, and its values are "
+            "read without it: -1000 for Sentinel-2 L2A products since processing baseline 04.00), or haze")

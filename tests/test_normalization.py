@@ -190,6 +190,10 @@ def test_values_moved_by_an_offset_are_said_to_be_moved_not_scaled():
         check_value_scale(trained, counted(pixels + 3000), 4, "scene.tif", refuse=True)
     assert "INFER_VALUE_SCALE" not in str(refused.value)  # a factor would shrink their spread: not offered (code review)
     assert "spread" not in check_value_scale(trained, counted(pixels * 2), 4, "scene.tif", refuse=True)  # scaled
+    # a brighter 8-bit photo has no offset to tag: light, haze or exposure (review: a PNG sent to Sentinel-2's offset)
+    photo = np.random.default_rng(6).integers(20, 120, size=(3, 30, 30)).astype(np.float64)
+    note = check_value_scale(counted(photo).record(), counted(photo + 70), 3, "city.png", refuse=True)
+    assert note.endswith("higher: brighter or darker light, haze or another camera's exposure") and "gdal_edit" not in note
 
 
 def test_one_band_off_the_others_scale_is_noted_by_name():
