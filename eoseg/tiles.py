@@ -244,7 +244,9 @@ def check_band_names(info: RasterInfo, bands: Sequence[int], recorded: dict | No
             f"{expected}: if those are other bands, set BANDS to the bands that hold them")
 
 
-UNMASKED_ZEROS = 0.2  # of a raster's sampled pixels 0 (or white) in every band without a nodata tag: said, not assumed nodata
+# of a raster's sampled pixels 0 in every band without a nodata tag: said, not assumed nodata (an 11% collar went
+# unsaid at 20%, review: black in every band is rare in a scene); white in every band is more common (snow, roofs)
+UNMASKED_ZEROS, UNMASKED_WHITE = 0.05, 0.2
 
 
 TRAINED_ZEROS = 0.01  # the share said where the weights were trained with NODATA_ZERO=True
@@ -264,7 +266,7 @@ def unmasked_fill_note(fills: dict[int, float], trained_as_nodata: bool = False)
         return (f"{zeros:.0%} of its sampled pixels are 0 in every band with no nodata tag: if they hold no data, "
                 "set NODATA_ZERO=True (or tag them: gdal_edit.py -a_nodata 0 FILE)")
     top, white = max(fills), fills[max(fills)]
-    if top and white > UNMASKED_ZEROS:
+    if top and white > UNMASKED_WHITE:
         return (f"{white:.0%} of its sampled pixels are {top} in every band, its type's largest value, with no nodata "
                 f"tag (a white collar?): if they hold no data, tag them: rio edit-info --nodata {top} FILE (pixels of "
                 f"{top} in every band inside the image, saturated roofs, are then no data too)")
