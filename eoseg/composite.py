@@ -27,6 +27,7 @@ from eoseg.errors import EosegError
 from eoseg.io import RasterInfo, RasterWriter, apply_scaling, check_outputs, open_raster, raster_info
 from eoseg.grid import needs_warp, note_once, open_on_grid
 from eoseg.labels import row_windows
+from eoseg.normalization import FILL_VALUE_BELOW
 from eoseg.tiles import existing_path, image_info, ndvi, tile_inputs
 
 COMPOSITE_RECORD = "config.make_composite.json"  # the effective config of make_composite.py, beside the composites
@@ -34,7 +35,7 @@ COMPOSITE_RECORD = "config.make_composite.json"  # the effective config of make_
 
 # DSM values no ground reaches, in metres or feet (the Dead Sea's shore -430 m, Everest 29 032 ft), but the usual fill
 # values do (-9999, -32768, 32767, float32's extremes)
-FILL_HEIGHT_BELOW, FILL_HEIGHT_ABOVE = -9999.0, 32767.0
+FILL_HEIGHT_BELOW, FILL_HEIGHT_ABOVE = FILL_VALUE_BELOW, 32767.0
 BAND_SOURCES = ("DSM of ", "nDSM of ", "NDVI of ")  # how a composite's band descriptions begin, band by band
 NDSM_CLIPPED_NOTE = 0.2  # of an nDSM's heights over COMPOSITE_NDSM_MAX: said (buildings and trees over it are few)
 

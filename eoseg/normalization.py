@@ -189,12 +189,24 @@ class BandStatistics:
 NORMALISED_RMS_RANGE = (0.005, 4.0)
 
 
+FILL_VALUE_BELOW = -9999.0  # a value this low or lower is a nodata fill (-9999, -32768, -3.4e38), no measurement
+
+
 def scale_problem(statistics: BandStatistics, cfg) -> str | None:
     """Why ``cfg``'s normalisation (NORM_MEAN/NORM_STD, each EXTRA_SOURCES entry's mean/std) leaves
     bands of the training tiles (``statistics`` of every stacked band) far from unit scale, with the
-    values to set instead; None where every band lies in NORMALISED_RMS_RANGE (or nothing was read)."""
+    values to set instead; None where every band lies in NORMALISED_RMS_RANGE (or nothing was read). A band
+    reaching a fill value without a nodata tag is said first: a normalisation around it would squeeze the real
+    values (review: a DSM's untagged -9999 gave "mean -157, std 907")."""
     if not statistics.count:
         return None
+    names = cfg.stacked_band_names
+    filled = [i for i, low in enumerate(statistics.low) if low <= FILL_VALUE_BELOW]
+    if filled:
+        i = filled[0]
+        return (f"the training tiles' {names[i]} values reach {statistics.low[i]:g}, no measurement: a nodata value "
+                f"without a tag? tag it in its files (gdal_edit.py -a_nodata {statistics.low[i]:g} FILE), or mask "
+                "those pixels; a normalisation around it would squeeze the real values")
     mean, std = np.asarray(cfg.stacked_mean), np.asarray(cfg.stacked_std)
     offset, spread = (statistics.mean - mean) / std, statistics.std / np.abs(std)
     rms = np.sqrt(offset ** 2 + spread ** 2)
@@ -202,7 +214,6 @@ def scale_problem(statistics: BandStatistics, cfg) -> str | None:
     bad = [i for i, value in enumerate(rms) if statistics.std[i] > 0 and not low <= value <= high]
     if not bad:
         return None
-    names = cfg.stacked_band_names
     found = ", ".join(f"{names[i]} into values of mean {offset[i]:.3g} and std {spread[i]:.3g}" for i in bad)
     image_bands = len(cfg.BANDS)
     fixes = []

@@ -76,6 +76,18 @@ def test_scale_problem_names_the_bands_far_from_unit_scale_and_the_values_to_set
     assert scale_problem(BandStatistics(3), cfg) is None  # nothing read: nothing to say
 
 
+def test_a_band_reaching_a_fill_value_is_said_to_want_a_nodata_tag_not_a_normalisation(tmp_path):
+    """A DSM's untagged -9999 got "set mean -157, std 907" from check_data.py, and patches of heights of -9999 with
+    exit 0 once set (review)."""
+    cfg = make_tiny_config(tmp_path, EXTRA_SOURCES=[{"pattern": "dsm/{id}.tif", "bands": [1], "band_names": ["DSM"],
+                                                     "mean": [-157.3], "std": [906.8]}])
+    statistics = statistics_of([100.0, 90.0, 80.0, 260.0], [40.0, 40.0, 40.0, 20.0])
+    statistics.add(np.array([[50.0], [50.0], [50.0], [-9999.0]])[:, :, None], np.ones((1, 1), dtype=bool))
+    with pytest.raises(EosegError, match=r"the training tiles' DSM values reach -9999, no measurement: a nodata value "
+                                         r"without a tag\? tag it in its files \(gdal_edit.py -a_nodata -9999 FILE\)"):
+        check_scale(statistics, cfg)
+
+
 def test_scale_problem_of_an_extra_source_names_its_entry(tmp_path):
     # elevations above sea level with the mean and std meant for heights above the ground
     cfg = make_tiny_config(tmp_path, EXTRA_SOURCES=[{"pattern": "dsm/dsm_09cm_matching_area{id}.tif", "bands": [1],
