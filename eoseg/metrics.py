@@ -103,7 +103,7 @@ def format_table(metrics: dict, title: str = "") -> str:
         lines.append(f"not in the ground truth, so not in the means: {', '.join(absent)}")
     if metrics.get(UNSCORED):
         lines.append(f"not scored: {metrics[UNSCORED]} px of ground truth where the image holds no data (nodata, NaN "
-                     "or beyond its edge): no label was predicted there")
+                     "or beyond its edge, or beyond an extra source's): no label was predicted there")
     if not metrics["pixels"]:
         lines.append(nothing_scored(metrics))
     missed = {name: row["support"] for name, row in metrics["per_class"].items()
