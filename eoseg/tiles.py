@@ -15,7 +15,7 @@ from rasterio.windows import Window
 
 from eoseg.config import Config, find_tile_ids, uses_tile_id
 from eoseg.errors import EosegError
-from eoseg.grid import needs_warp, open_on_grid, same_grid
+from eoseg.grid import footprint, needs_warp, note_once, open_on_grid, same_grid
 from eoseg.holdout import TileSplit, tile_split
 from eoseg.io import (RasterInfo, apply_scaling, atomic_write_text, check_colour_alpha, file_record, open_raster, raster_info,
                       read_as_note, spread_windows, unchanged_since, unlabelled_by_mask, valid_mask)
@@ -333,7 +333,8 @@ class TileStack:
         self.nodata_zero = bool(cfg.NODATA_ZERO)
         image = sources[0].info
         for source in sources[1:]:
-            needs_warp(image, source.info, source.what)  # refuses what cannot be placed on the image's grid
+            if needs_warp(image, source.info, source.what):  # refuses what cannot be placed on the image's grid
+                _note_partial_cover(image, source)
         entries = cfg.extra_sources
         if len(sources) != 1 + sum("pattern" in e for e in entries):
             raise EosegError("a stack needs the image and one raster per raster entry of EXTRA_SOURCES")
@@ -480,6 +481,22 @@ class TileStack:
     def sample_statistics(self, side: int = 4, size: int = 256) -> BandStatistics:
         """The statistics of :meth:`sample`."""
         return self.sample(side, size)[0]
+
+
+PARTIAL_COVER_NOTE = 0.99  # of an image's area an extra source covers, under which it is said
+
+
+def _note_partial_cover(image: RasterInfo, source: "StackSource") -> None:
+    """Say where an extra source on another grid covers only part of the image: its pixels beyond it hold no data,
+    and get no label (review: an nDSM over 10% of a tile left 90% of it unlabelled, blamed on the image)."""
+    if not (image.georeferenced and source.info.georeferenced and image.crs is not None and source.info.crs is not None):
+        return
+    whole = footprint(image, image.crs)
+    covered = whole.intersection(footprint(source.info, image.crs)).area / whole.area if whole.area else 1.0
+    if covered < PARTIAL_COVER_NOTE:
+        note_once(("partial cover", str(source.info.path), str(image.path)),
+                  f"{source.info.path} ({source.what}) covers {covered:.0%} of the image {image.path.name}: the pixels "
+                  "beyond it hold no data, so they get no label and give no training patch")
 
 
 def _extra_what(index: int, entry: dict) -> str:

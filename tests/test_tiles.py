@@ -497,3 +497,22 @@ def test_display_bands_are_true_colour_then_false_colour_then_the_first_three():
     assert display_bands(["B4", "B3", "B2"]) == [0, 1, 2]  # Landsat 7 and 8 differ there: not read as colours
     assert display_bands(["red", "red", "green", "blue"]) == [0, 1, 2]  # a colour named twice is no answer
     assert display_bands(["pan"]) == [0]
+
+
+def test_an_extra_source_covering_part_of_the_image_is_said(tiny_cfg, tmp_path, capsys):
+    """An nDSM over 10% of a tile left 90% of it unlabelled, with exit 0 and the blame on the image (review)."""
+    source = tiny_cfg.tile_path("NDSM_PATTERN", "1")
+    heights = read_raster(source)
+    with rasterio.open(source) as src:
+        profile = {**src.profile, "width": heights.shape[2] // 10}
+    part = tmp_path / "ndsm" / "1.tif"
+    part.parent.mkdir()
+    with rasterio.open(part, "w", **profile) as dst:
+        dst.write(heights[:, :, : heights.shape[2] // 10])
+    entry = {"pattern": str(tmp_path / "ndsm" / "{id}.tif"), "bands": [1], "band_names": ["nDSM"], "mean": [0.0],
+             "std": [1.0]}
+    tile_stack(tiny_cfg.replace(EXTRA_SOURCES=[entry]), "1")
+    assert "1.tif (EXTRA_SOURCES[0] (nDSM)) covers 10% of the image top_mosaic_09cm_area1.tif: the pixels beyond it " \
+           "hold no data" in capsys.readouterr().err
+    tile_stack(tiny_cfg.replace(EXTRA_SOURCES=[{**entry, "pattern": str(source).replace("1.tif", "{id}.tif")}]), "1")
+    assert "covers" not in capsys.readouterr().err
