@@ -385,8 +385,8 @@ class Config:
                     f"{name} has {len(v[name])} entries but BANDS selects {count} bands: give one per band, in BANDS' "
                     f"order (NORM_MEAN = {[0.0] * count} and NORM_STD = {[255.0] * count} map 8-bit values to 0..1; "
                     "then `python check_data.py --config FILE --write-norm` writes your training tiles' own)")
-        if any(s == 0 for s in v["NORM_STD"]):
-            raise EosegError("NORM_STD must not contain 0")
+        if any(s <= 0 for s in v["NORM_STD"]):  # standard deviations: a sign typed wrong flips a band unsaid
+            raise EosegError(f"NORM_STD values are standard deviations, above 0; got {v['NORM_STD']}")
         if any(not isinstance(b, int) or b < 1 for b in v["BANDS"]):
             raise EosegError(f"BANDS holds 1-based band numbers, got {v['BANDS']}")
         bad = [r for r in v["ROTATIONS"] if r not in (90, 180, 270)]
@@ -707,8 +707,8 @@ def _extra_sources(v: dict[str, Any]) -> list[dict]:
         for key in ("band_names", "mean", "std"):
             if len(entry[key]) != count:
                 raise EosegError(f"{where}: '{key}' has {len(entry[key])} entries but the source gives {count} band(s)")
-        if any(s == 0 for s in entry["std"]):
-            raise EosegError(f"{where}: 'std' must not contain 0")
+        if any(s <= 0 for s in entry["std"]):
+            raise EosegError(f"{where}: 'std' values are standard deviations, above 0; got {entry['std']}")
         checked.append(dict(entry))
     if not checked:
         return checked

@@ -376,6 +376,7 @@ def test_rotations_must_be_right_angles(rotations):
     "override,match",
     [
         ("NORM_STD=[255.0, 0.0, 255.0]", "NORM_STD"),
+        ("NORM_STD=[255.0, -255.0, 255.0]", r"NORM_STD values are standard deviations, above 0"),
         ("BANDS=[0, 1, 2]", "1-based"),
         ("PATCH_SIZE=0", "PATCH_SIZE"),
         ("STRIDE=-1", "STRIDE"),

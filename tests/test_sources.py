@@ -43,7 +43,8 @@ def test_stacked_bands_normalisation_and_signature(tiny_cfg):
     ({"pattern": "x{id}.tif", "bands": [1]}, "missing 'band_names', 'mean', 'std'"),
     ({**NDSM, "bands": [1, 2]}, "'band_names' has 1 entries but the source gives 2 band(s)"),
     ({**NDSM, "mean": [0.0, 1.0]}, "'mean' has 2 entries"),
-    ({**NDSM, "std": [0.0]}, "'std' must not contain 0"),
+    ({**NDSM, "std": [0.0]}, "'std' values are standard deviations, above 0; got [0.0]"),
+    ({**NDSM, "std": [-5.0]}, "'std' values are standard deviations, above 0"),  # review: accepted
     ({**NDSM, "bands": [0]}, "1-based band numbers"),
     ({**NDSM, "band_names": ["R"]}, "'R' repeats"),
     ({"derived": "evi"}, "unknown derived band 'evi'"),
