@@ -260,7 +260,11 @@ def test_killed_extraction_never_leaves_patches_and_is_redone(tmp_path, sample_r
         assert run_script("extract_images.py", *args).returncode == 0
     reference = tmp_path / "reference"
     assert run_script("extract_images.py", "--out", str(reference), *args).returncode == 0
-    assert files_of(patches) == files_of(reference)
+    made, expected = files_of(patches), files_of(reference)
+    configs = [json.loads(files.pop("config.json"))["config"] for files in (made, expected)]
+    assert made == expected
+    assert configs[1].pop("PATCHES_DIR") == str(reference)  # the saved config names where --out put them
+    assert configs[0].pop("PATCHES_DIR") == str(patches) and configs[0] == configs[1]
     assert not leftovers(patches)
 
 
