@@ -53,7 +53,7 @@ VECTOR_OVERLAP = "ignore"  # pixels that polygons of different classes share: "i
 VECTOR_LAYER = ""  # the layer of a vector label file (a GeoPackage, ...) that holds the polygons ("" = its only layer; a file with several is refused)
 VECTOR_POLYGON_CLASS = 1  # class id of every polygon when VECTOR_CLASS_FIELD is ""
 VECTOR_BACKGROUND_CLASS = 0  # class id of the pixels outside every polygon (IGNORE_LABEL: unlabelled)
-VECTOR_BOUNDARY = "centre"  # which pixels a polygon labels: "centre" (centre inside), "all_touched" (every pixel it touches; an edge neighbouring polygons share goes, pixel by pixel, to the one holding the centre), "ignore_band" (centre, then IGNORE_LABEL along every edge, like the ISPRS eroded ground truth)
+VECTOR_BOUNDARY = "centre"  # which pixels a polygon labels: "centre" (centre inside), "all_touched" (every pixel it touches; under VECTOR_OVERLAP "ignore" an edge neighbouring polygons share goes, pixel by pixel, to the one holding the centre, under the others as they order the polygons), "ignore_band" (centre, then IGNORE_LABEL along every edge, like the ISPRS eroded ground truth)
 VECTOR_BOUNDARY_WIDTH = 3.0  # width of that ignore band, in pixels, across the edge (the ISPRS eroded ground truth's, a disc of 3 px radius, is about 6)
 GRID_RESAMPLING = "bilinear"  # continuous rasters on another grid than their image (DSM, nDSM, EXTRA_SOURCES without a "resampling" key) are warped onto it with this: "nearest", "bilinear", "cubic", "cubic_spline", "lanczos", "average", "mode"; label rasters always take "nearest"
 

@@ -604,7 +604,11 @@ def _labelling_run(out_dir: Path, signature: str) -> Iterator[None]:
     before either wrote one, and mixed their maps under one report (review). Called under .config.lock, so that a
     mark is never seen between its making and its locking."""
     for mark in out_dir.glob(RUN_MARK_GLOB):
-        with open(mark) as handle:
+        try:
+            handle = open(mark)
+        except FileNotFoundError:  # its run ended meanwhile (it removes its mark outside the lock)
+            continue
+        with handle:
             try:
                 fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
             except BlockingIOError:  # its run is writing

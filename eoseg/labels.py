@@ -58,14 +58,20 @@ def is_vector(path: str | Path) -> bool:
     return Path(path).suffix.lower() in VECTOR_SUFFIXES
 
 
+# the files a vector format keeps beside its own, by its suffix: a shapefile's attributes, index, CRS and encoding; the
+# edits an SQLite database (a GeoPackage) holds in its write-ahead log while a GIS keeps it open
+VECTOR_PARTS = {".shp": (".dbf", ".shx", ".prj", ".cpg"), ".gpkg": (".gpkg-wal",), ".sqlite": (".sqlite-wal",)}
+
+
 def files_read_with(path: str | Path) -> list[Path]:
     """The files read with ``path`` (resolved, sorted, without it): a raster's VRT sources, world file, .aux.xml, .msk,
     .ovr (as GDAL lists them); a vector file's parts beside it (a shapefile's .dbf and .prj, a GeoPackage's -wal,
     which holds the edits of a GIS that keeps it open), not an SQLite -shm or -journal, which readers and writers touch."""
     path = Path(path)
-    if is_vector(path):
+    if is_vector(path):  # the parts its driver reads, not a GIS's style or metadata beside it (.qml, .shp.xml)
+        parts = VECTOR_PARTS.get(path.suffix.lower(), ())
         return sorted(other.resolve() for other in path.parent.glob(f"{glob.escape(path.stem)}.*")
-                      if other != path and not other.name.endswith(("-shm", "-journal")))
+                      if other != path and other.name[len(path.stem):].lower() in parts)
     with open_raster(path) as src:
         return sorted({Path(name).resolve() for name in src.files} - {path.resolve()})
 
@@ -437,6 +443,8 @@ class RasterLabels:
             return
         for value in present:
             colour, target = coloured[value], self.values.target(value)
+            if target is None and self.values.unknown_to_ignore:  # UNKNOWN_LABELS_TO_IGNORE reads it as unlabelled
+                target = palette.ignore_label
             if colour is None or target == colour:
                 continue
             named = f"PALETTE's colour of class {colour}" if colour != palette.ignore_label else "IGNORE_COLOR"

@@ -369,10 +369,13 @@ def _written_by_run_in(train_dir: Path, model_file: Path) -> bool:
     """Whether the run whose config.json TRAIN_DIR holds writes ``model_file`` (its MODEL_FILE, as it resolved)."""
     try:
         record = json.loads((train_dir / "config.json").read_text())
-        named = Path(record.get("working_directory") or ".") / record["config"]["MODEL_FILE"]  # as it was written
+        named = Path(record["config"]["MODEL_FILE"])
+        then = Path(record.get("working_directory") or ".")
     except (OSError, ValueError, KeyError, TypeError):
         return False
-    return named.resolve() == model_file.resolve()
+    # as it was written then, or, relative, as it reads from here: a project folder moved (or copied to another
+    # machine) with its runs names its weights as it did
+    return model_file.resolve() in {(then / named).resolve(), named.resolve()}
 
 
 def _run_config(train_dir: Path) -> str | None:

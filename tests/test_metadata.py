@@ -90,7 +90,8 @@ def test_patches_are_stale_when_a_file_read_with_a_source_changes(tmp_path):
 
     from eoseg.metadata import check_source_files, source_files_record
 
-    for name in ("labels.shp", "labels.dbf", "labels.prj", "labels.gpkg", "labels.gpkg-wal", "labels.gpkg-shm"):
+    for name in ("labels.shp", "labels.dbf", "labels.prj", "labels.gpkg", "labels.gpkg-wal", "labels.gpkg-shm",
+                 "labels.qml", "labels.shp.xml"):  # a GIS's style and metadata are no part (code review)
         (tmp_path / name).write_bytes(b"0" * 10)
     tile = tmp_path / "tile.tif"
     with rasterio.open(tile, "w", driver="GTiff", width=4, height=4, count=1, dtype="uint8", crs="EPSG:32632",

@@ -416,6 +416,8 @@ def test_an_indexed_eroded_truth_whose_colours_contradict_its_values_is_refused_
     with pytest.raises(EosegError, match=r"value 6 the colour \(0, 0, 0\), IGNORE_COLOR, but the value is read as no class: "
                                          r"if its colours are the classes.*-expand rgb"):
         eval_truth(cfg, "4", info)
+    # its boundary value read as unlabelled by UNKNOWN_LABELS_TO_IGNORE, as its black says (code review)
+    eval_truth(cfg.replace(UNKNOWN_LABELS_TO_IGNORE=True), "4", info)
     agreeing = indexed("agreeing", ids, {**colours, 255: (0, 0, 0, 255)})  # eoseg's own label maps are so
     np.testing.assert_array_equal(eval_truth(agreeing, "4", info).read_rows(agreeing.palette, 0, info.height), ids)
 

@@ -879,7 +879,7 @@ def test_resuming_into_a_train_dir_holding_another_run_is_refused(tiny_cfg):
         pass  # its own settings, trained further
 
 
-def test_resuming_another_runs_checkpoint_or_over_another_model_file_is_refused(tiny_cfg, tmp_path):
+def test_resuming_another_runs_checkpoint_or_over_another_model_file_is_refused(tiny_cfg, tmp_path, monkeypatch):
     """--resume A's checkpoint with TRAIN_DIR=B took B over: B's later checkpoints and MODEL_FILE were replaced and
     its log mixed both runs' rows; and a resumed run replaced an unrelated MODEL_FILE without --force (review)."""
     from eoseg.train import claim_train_dir
@@ -908,6 +908,16 @@ def test_resuming_another_runs_checkpoint_or_over_another_model_file_is_refused(
         with claim_train_dir(tiny_cfg.replace(MODEL_FILE=str(theirs)), resume=True, force=False):
             pass
     assert theirs.read_bytes() == b"another run's weights"
+    # the project folder moved (or copied to another machine): its relative MODEL_FILE reads from here (code review)
+    from eoseg.train import _written_by_run_in
+
+    moved = tmp_path / "moved"
+    (moved / "models").mkdir(parents=True)
+    (moved / "models" / "a.pt").write_bytes(b"weights")
+    (moved / "config.json").write_text(json.dumps({"config": {"MODEL_FILE": "models/a.pt"},
+                                                   "working_directory": "/where/it/was"}))
+    monkeypatch.chdir(moved)
+    assert _written_by_run_in(moved, Path("models/a.pt")) and not _written_by_run_in(moved, theirs)
 
 
 def test_a_forced_run_removes_the_earlier_run_only_once_it_writes(tiny_cfg):
