@@ -125,17 +125,20 @@ def _largest_area(unnamed: dict, counts: dict, named: Iterable[int] = ()) -> tup
     return (value, share) if share > AREA_SHARE else None
 
 
+BLUR_LEVELS = 4  # values near a LABEL_VALUES value that compression's blur leaves at least (it spreads over levels)
+
+
 def _moved_by_compression(values: Iterable, counts: dict, named: Iterable[int]) -> set[int]:
     """The whole ``values`` within COMPRESSION_SHIFT levels of a value of ``named``, each of which covers at most
-    AREA_SHARE of the pixels ``counts`` counts and has two or more of ``values`` that near: JPEG moves a flat area a
-    level or two off (a 0/255 mask's black read as 1) and blurs its edges into more levels, leaving little of the
-    value itself, where a 0/1 mask beside 0/255 ones holds both 0 and 1 over areas, and a code left out of LABEL_VALUES
-    beside a rare one (CORINE's 112 beside 111) is one value alone. The total is counted once: a raster of thousands
+    AREA_SHARE of the pixels ``counts`` counts and has BLUR_LEVELS or more of ``values`` that near: JPEG moves a flat
+    area a level or two off (a 0/255 mask's black read as 1) and blurs its edges into many levels, leaving little of
+    the value itself, where a 0/1 mask beside 0/255 ones holds both 0 and 1 over areas, and codes left out of
+    LABEL_VALUES beside a rare one (CORINE's 112 and 122 beside 111) are a value or two. The total is counted once: a raster of thousands
     of values (an image given as labels) is checked in one pass."""
     total = sum(counts.values())
     whole = [value for value in values if isinstance(value, int)]
     spread = {number: counts.get(number, 0) <= AREA_SHARE * total
-              and sum(abs(number - value) <= COMPRESSION_SHIFT for value in whole) >= 2 for number in named}
+              and sum(abs(number - value) <= COMPRESSION_SHIFT for value in whole) >= BLUR_LEVELS for number in named}
 
     def moved(value: int) -> bool:
         near = [blurred for number, blurred in spread.items() if abs(number - value) <= COMPRESSION_SHIFT]

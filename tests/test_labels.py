@@ -894,7 +894,7 @@ def test_a_compressed_mask_whose_black_moved_a_level_is_read_through_the_toleran
     """A 0/255 mask saved as JPEG decodes its flat black as 1 (and white as 254): LABEL_TOLERANCE=127 refused 1 as a
     code of its own, and without it the error offered no tolerance (review). A value near a named one that covers
     little is that value moved; a 0/1 mask beside 0/255 ones, 0 and 1 both over areas, is still refused."""
-    counts = {1: 7000, 0: 100, 2: 300, 254: 2000, 253: 150, 255: 100}
+    counts = {1: 7000, 0: 100, 2: 300, 3: 80, 4: 40, 5: 20, 254: 2000, 253: 150, 252: 60, 251: 30, 250: 10, 255: 100}
     LabelValues([[0, 0], [255, 1]], 2, 255, tolerance=127).check(counts, "mask.jpg")
     with pytest.raises(EosegError, match=r"mask.jpg: label values not in LABEL_VALUES: .*LABEL_TOLERANCE=\d+ \(at most "
                                          r"127\) reads each as the value it is nearest to"):
@@ -917,6 +917,8 @@ def test_a_code_left_out_beside_a_rare_neighbouring_code_is_no_compression_shift
             {111: 300, 112: 4000, 211: 5950}, "corine.tif")
     LabelValues([[111, 0], [121, 1], [211, 2], [311, 3]], 4, 255, unknown_to_ignore=True).check(
         {111: 300, 112: 4000, 211: 5950}, "corine.tif")
+    with pytest.raises(EosegError, match=r"value 112 covers 39% of the pixels: .*a code of its own"):  # two left out
+        codes.check({111: 300, 112: 4000, 122: 500, 211: 5450}, "corine.tif")  # (code review)
     assert "value 112, not in LABEL_VALUES, covers 39% of the pixels and is read as unlabelled" in capsys.readouterr().err
 
 
