@@ -785,13 +785,24 @@ def _label_inputs(cfg: Config, weights: str | Path, out_dir: Path, tile_ids: lis
         _refuse_other_runs_results(out_dir, weights_sha256, cfg)
         _refuse_another_images_outputs(out_dir, jobs)
     out_dir.mkdir(parents=True, exist_ok=True)
+    refusal = None
     if rank == 0:
         with exclusive(out_dir / ".config.lock"):  # runs into one folder (--shard jobs) take turns
-            held.enter_context(_labelling_run(out_dir, f"{weights_sha256} {_config_sha256(cfg)} {caffe_mean}"))
-            for leftover in out_dir.glob(".config.tmp-*.json"):  # a killed run's: no one else writes it now
-                leftover.unlink()
-            cfg.save(out_dir)
-            _remove_run_reports(out_dir, shard)
+            try:
+                held.enter_context(_labelling_run(out_dir, f"{weights_sha256} {_config_sha256(cfg)} {caffe_mean}"))
+            except EosegError as err:
+                refusal = str(err)
+            if refusal is None:
+                for leftover in out_dir.glob(".config.tmp-*.json"):  # a killed run's: no one else writes it now
+                    leftover.unlink()
+                cfg.save(out_dir)
+                _remove_run_reports(out_dir, shard)
+    if world > 1:  # under torchrun rank 0 alone marks the folder: every rank stops where it was refused (code review)
+        shared = [refusal]
+        dist.broadcast_object_list(shared, src=0)
+        refusal = shared[0]
+    if refusal is not None:
+        raise EosegError(refusal)
     mine = jobs[rank::world]
     if force:  # the replaced run's records and maps of these images go first: an interrupted forced run is continued
         for job in mine:  # without --force, and an image that then fails leaves no earlier map looking current

@@ -120,6 +120,27 @@ def test_torchrun_two_nodes_over_localhost_label_each_image_once(tiny_cfg, weigh
     assert sorted(entry["rank"] for entry in report.values()) == [0, 0, 1, 1]  # each labelled by one node
     records = sorted(p.name for p in (tmp_path / "out").glob("*_record.json"))
     assert records == [f"scene{i}_record.json" for i in range(4)]
+    # another run of other settings writing the folder: every rank stops before it removes or writes a map, also
+    # with --force (code review: rank 1 replaced its share's outputs, refused only at rank 0)
+    import fcntl
+
+    before = {p.name: p.read_bytes() for p in (tmp_path / "out").glob("scene*")}
+    with open(tmp_path / "out" / ".labelling-1-other.lock", "w") as running:
+        fcntl.flock(running, fcntl.LOCK_EX)
+        running.write("other weights and settings")
+        running.flush()
+        port = free_port()
+        agents = [subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nnodes=2", f"--node-rank={node}",
+                                    "--nproc-per-node=1", "--master-addr=127.0.0.1", f"--master-port={port}",
+                                    str(ROOT / "inference.py"), "--images", str(folder), "--weights", str(weights),
+                                    "--out", str(tmp_path / "out"), "--force", "WRITE_PREVIEW=False", "STRIDE=16",
+                                    *overrides], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                                   cwd=tmp_path)
+                  for node in (0, 1)]
+        outputs = [agent.communicate(timeout=300) for agent in agents]
+    assert all(agent.returncode != 0 for agent in agents)
+    assert "another labelling run, with other weights or labelling settings, is writing" in outputs[0][1]
+    assert {p.name: p.read_bytes() for p in (tmp_path / "out").glob("scene*")} == before
 
 
 @pytest.mark.faults
