@@ -81,10 +81,15 @@ def _valid_heights(src, window: Window, info: RasterInfo) -> np.ndarray:
 
 
 def is_composite(path: str | Path) -> bool:
-    """Whether the raster at ``path`` is a composite make_composite.py wrote (its bands described so)."""
-    descriptions = raster_info(path, "composite").descriptions
-    return len(descriptions) == len(BAND_SOURCES) and all(
-        (text or "").startswith(start) for text, start in zip(descriptions, BAND_SOURCES))
+    """Whether the raster at ``path`` is a composite make_composite.py wrote: its bands described so, or, in a format
+    that keeps no descriptions (PNG), three bytes and an alpha band in a folder where make_composite.py saved its
+    config."""
+    info = raster_info(path, "composite")
+    if len(info.descriptions) == len(BAND_SOURCES) and all(
+            (text or "").startswith(start) for text, start in zip(info.descriptions, BAND_SOURCES)):
+        return True
+    return (not any(info.descriptions) and info.dtype == "uint8" and info.count in (3, 4)
+            and (Path(path).parent / COMPOSITE_RECORD).is_file())
 
 
 def write_composite(cfg: Config, tile_id: str, out: str | Path | None = None) -> Path:

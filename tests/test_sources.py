@@ -141,6 +141,11 @@ def test_composite_script(tmp_path, sample_root):
                           "c2.tif exists and is no composite make_composite.py wrote", "choose another COMPOSITE_PATTERN")
     assert read_raster(theirs).dtype == np.float32
     theirs.unlink()
+    # a PNG composite keeps no band descriptions: its folder's record says make_composite.py wrote it (code review)
+    png = f"COMPOSITE_PATTERN={tmp_path / 'png' / 'c{id}.png'}"
+    assert run_script("make_composite.py", "--ids", "2", *args, png).returncode == 0
+    again = run_script("make_composite.py", "--ids", "2", "--force", *args, png)
+    assert again.returncode == 0, again.stderr
     assert_one_line_error(run_script("make_composite.py", "--ids", "2", "--force", *args, "NDSM_PATTERN="), "no nDSM configured")
     assert_one_line_error(run_script("make_composite.py", "--ids", "2", "--force", *args, "NIR_BAND=NIR"), "NIR_BAND 'NIR'")
 
