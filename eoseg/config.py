@@ -46,8 +46,11 @@ def _read_names(path: Path) -> dict[str, Any]:
         # run as Python, a JSON file fails on its first "false" or "null" with a NameError
         raise EosegError(f"{path}: this is JSON; --config takes a Python file assigning config names, "
                          "e.g. ITERATIONS = 2000 (the config.json eoseg writes records a run; it is not read back)")
-    _refuse_star_import_of_defaults(path)
     folder = str(path.resolve().parent)
+    # config.py as a module imported before: taken out, so that an import of it by this file shows as its own
+    defaults_modules = {name: module for name, module in sys.modules.items() if _is_defaults_module(module)}
+    for name in defaults_modules:
+        del sys.modules[name]
     modules = set(sys.modules)
     sys.path.insert(0, folder)  # a config may import another beside it (a base config and experiments on it)
     try:
@@ -61,26 +64,25 @@ def _read_names(path: Path) -> dict[str, Any]:
                          "names") from None
     finally:
         sys.path.remove(folder)
+        copied = [sys.modules[name] for name in set(sys.modules) - modules if _is_defaults_module(sys.modules[name])]
         for name in set(sys.modules) - modules:  # the next config's folder may hold another file of that name
             if str(getattr(sys.modules[name], "__file__", None) or "").startswith(folder + os.sep):
                 del sys.modules[name]
+        sys.modules.update(defaults_modules)
+    if any(namespace.get("PRESETS") is getattr(module, "PRESETS", None) for module in copied):
+        # 'from config import *', in it or in a base it imports: every default one the file sets (review: the
+        # sample preset's patch size and budget silently gone)
+        raise EosegError(f"{path}: it takes every name of eoseg's config.py ('from config import *', in it or in a "
+                         "file it imports), which then counts as set by it, over any DATASET preset; leave that "
+                         "import out: a --config file names what it changes, and config.py's defaults apply to the rest")
     return {k: v for k, v in namespace.items() if not k.startswith("_") and not isinstance(v, types.ModuleType)
             and not callable(v)}
 
 
-def _refuse_star_import_of_defaults(path: Path) -> None:
-    """Refuse a config file that copies config.py in with ``from config import *``: every default would count as set
-    by the file and win over the preset its DATASET applies (review: the sample preset's patch size and time budget
-    silently gone, its record still naming DATASET "sample")."""
-    try:
-        tree = ast.parse(path.read_text(encoding="utf-8", errors="replace"))
-    except SyntaxError:
-        return  # said, with its line, when it is run
-    for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and node.module == "config" and any(a.name == "*" for a in node.names):
-            raise EosegError(f"{path}, line {node.lineno}: 'from config import *' makes every name of config.py one the "
-                             "file sets, over any DATASET preset; leave it out: a --config file names what it changes, "
-                             "and config.py's defaults apply to the rest")
+def _is_defaults_module(module) -> bool:
+    """Whether ``module`` is eoseg's config.py imported as a module (a user's own config.py is not)."""
+    file = getattr(module, "__file__", None)
+    return bool(file) and Path(file).resolve() == DEFAULT_CONFIG_PATH
 
 
 def _upper_case(names: dict[str, Any]) -> dict[str, Any]:

@@ -243,9 +243,17 @@ def test_a_config_file_that_copies_config_py_in_or_exits_is_refused(tmp_path):
     """'from config import *' made every default one the file sets: the sample preset's patch size and time budget
     went, the record still naming DATASET "sample" (review)."""
     star = write_config(tmp_path, "DATASET = 'sample'\nfrom config import *\nPATCH_SIZE = 64\n", name="mine.py")
-    with pytest.raises(EosegError, match=r"mine.py, line 2: 'from config import \*' makes every name of config.py one the "
-                                         r"file sets, over any DATASET preset; leave it out"):
+    refused = r"it takes every name of eoseg's config.py \('from config import \*', in it or in a file it imports\)"
+    with pytest.raises(EosegError, match=rf"mine.py: {refused}"):
         load_config(star)
+    (tmp_path / "base").mkdir()  # through a base config (code review: passed)
+    write_config(tmp_path / "base", "from config import *\n", name="base.py")
+    through = write_config(tmp_path / "base", "from base import *\nDATASET = 'sample'\n", name="exp.py")
+    with pytest.raises(EosegError, match=rf"exp.py: {refused}"):
+        load_config(through)
+    (tmp_path / "own").mkdir()  # a user's own base named config.py is theirs to import (code review: refused)
+    write_config(tmp_path / "own", "PATCH_SIZE = 64\n", name="config.py")
+    assert load_config(write_config(tmp_path / "own", "from config import *\n", name="exp.py")).PATCH_SIZE == 64
     leaving = write_config(tmp_path, "import sys\nPATCH_SIZE = 64\nsys.exit(0)\n", name="leaving.py")
     with pytest.raises(EosegError, match=r"leaving.py: the config calls exit \(0\) while it is read"):  # exit 0, no work
         load_config(leaving)
