@@ -89,12 +89,18 @@ def parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None,
         key, equals, value = argument.partition("=")
         if equals and key.isidentifier() and not key.isupper() and key.upper() in config_names():
             raise EosegError(f"{argument!r}: config names are upper case, as in config.py: {key.upper()}={value}")
-    for index, argument in enumerate(rest):  # PATCH_SIZE = 64: the shell split one override in three
-        following = rest[index + 1] if index + 1 < len(rest) else ""
-        if argument.rstrip("=") in config_names() and (argument.endswith("=") or following.startswith("=")):
-            given = " ".join(rest[index:index + 3])
-            raise EosegError(f"{given!r}: write an override as one argument, without spaces around '=': "
-                             f"{argument.rstrip('=')}={given.split('=', 1)[1].strip()}")
+    for index, argument in enumerate(argv):  # PATCH_SIZE = 64, PATCH_SIZE =64, PATCH_SIZE= 64: the shell split one
+        following = argv[index + 1] if index + 1 < len(argv) else ""
+        if argument in config_names() and following.startswith("="):
+            parts = argv[index:index + (2 if following != "=" else 3)]
+        elif argument.endswith("=") and argument[:-1] in config_names() and following in rest and not arguments \
+                and not following.startswith("-") and "=" not in following:  # (a script's own LABELS may follow)
+            parts = argv[index:index + 2]
+        else:
+            continue
+        given = " ".join(parts)
+        raise EosegError(f"{given!r}: write an override as one argument, without spaces around '=': "
+                         f"{argument.rstrip('=')}={''.join(parts)[len(argument.rstrip('=')) + 1:]}")
     if sum(a == "--config" or a.startswith("--config=") for a in rest) > 1:  # argparse would take the last one alone
         raise EosegError("--config is given more than once; give one file (it may import another: "
                          "from base import *)")
