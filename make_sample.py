@@ -57,8 +57,10 @@ def main(argv: Sequence[str] | None = None) -> None:
             _, labels = write_sample_tile(staged, tile_id, index, args.size, args.seed)
             counts[:] += np.bincount(labels.ravel(), minlength=cfg.num_classes)
         record = cfg.save(folder, CONFIG_NAME)
-        # the tiles drawn, as ids: what --force may replace (a glob in TRAIN_IDS would find a user's tile added later)
-        atomic_write_text(record, json.dumps({**json.loads(record.read_text()), "tile_ids": tile_ids}, indent=1) + "\n")
+        # the tiles drawn, as ids: what --force may replace (a glob in TRAIN_IDS would find a user's tile added later);
+        # and the size and seed they were drawn with, which the config's names do not hold (review)
+        drawn = {"tile_ids": tile_ids, "size": args.size, "seed": args.seed}
+        atomic_write_text(record, json.dumps({**json.loads(record.read_text()), **drawn}, indent=1) + "\n")
 
     if root.exists() and not args.force:
         existing = [p for t in tile_ids for p in tile_paths(cfg, t).values() if p.exists()]

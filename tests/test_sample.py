@@ -157,7 +157,8 @@ def test_make_sample_force_spares_files_added_to_the_sample(tmp_path):
     root = tmp_path / "sample"
     args = ["--size", "48", f"DATA_ROOT={root}", "TRAIN_IDS=['a']", "TEST_IDS=['b']"]
     make_sample.main(args)
-    assert json.loads((root / "config.make_sample.json").read_text())["tile_ids"] == ["a", "b"]
+    drawn = json.loads((root / "config.make_sample.json").read_text())
+    assert (drawn["tile_ids"], drawn["size"], drawn["seed"]) == (["a", "b"], 48, 0)  # size and seed: review
     convert_gt.main(["--from-color", *args[2:], "LABEL_PATTERN=maps/{id}.tif"])  # another pattern than recorded
     assert (root / "maps" / "conversions.convert_gt.json").exists() and list((root / "maps").glob("*.aux.xml"))
     make_sample.main(args + ["--force"])
