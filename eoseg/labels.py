@@ -65,8 +65,8 @@ VECTOR_PARTS = {".shp": (".dbf", ".shx", ".prj", ".cpg"), ".gpkg": (".gpkg-wal",
 
 def files_read_with(path: str | Path) -> list[Path]:
     """The files read with ``path`` (resolved, sorted, without it): a raster's VRT sources, world file, .aux.xml, .msk,
-    .ovr (as GDAL lists them); a vector file's parts beside it (a shapefile's .dbf and .prj, a GeoPackage's -wal,
-    which holds the edits of a GIS that keeps it open), not an SQLite -shm or -journal, which readers and writers touch."""
+    .ovr (as GDAL lists them); a vector file's parts beside it (VECTOR_PARTS: a shapefile's .dbf and .prj, a
+    GeoPackage's -wal, which holds the edits of a GIS that keeps it open)."""
     path = Path(path)
     if is_vector(path):  # the parts its driver reads, not a GIS's style or metadata beside it (.qml, .shp.xml)
         parts = VECTOR_PARTS.get(path.suffix.lower(), ())
@@ -133,8 +133,8 @@ def _moved_by_compression(values: Iterable, counts: dict, named: Iterable[int]) 
     AREA_SHARE of the pixels ``counts`` counts and has BLUR_LEVELS or more of ``values`` that near: JPEG moves a flat
     area a level or two off (a 0/255 mask's black read as 1) and blurs its edges into many levels, leaving little of
     the value itself, where a 0/1 mask beside 0/255 ones holds both 0 and 1 over areas, and codes left out of
-    LABEL_VALUES beside a rare one (CORINE's 112 and 122 beside 111) are a value or two. The total is counted once: a raster of thousands
-    of values (an image given as labels) is checked in one pass."""
+    LABEL_VALUES beside a rare one (CORINE's 112 and 122 beside 111) are a value or two. The total is counted once: a
+    raster of thousands of values (an image given as labels) is checked in one pass."""
     total = sum(counts.values())
     whole = [value for value in values if isinstance(value, int)]
     spread = {number: counts.get(number, 0) <= AREA_SHARE * total

@@ -17,7 +17,7 @@ from eoseg.config import Config, find_tile_ids, uses_tile_id
 from eoseg.errors import EosegError
 from eoseg.grid import footprint, needs_warp, note_once, open_on_grid, same_grid
 from eoseg.holdout import TileSplit, tile_split
-from eoseg.io import (RasterInfo, apply_scaling, atomic_write_text, check_colour_alpha, file_record, open_raster, raster_info,
+from eoseg.io import (RasterInfo, apply_scaling, atomic_write_text, check_colour_alpha, file_record, raster_info,
                       read_as_note, spread_windows, unchanged_since, unlabelled_by_mask, valid_mask)
 from eoseg.labels import RasterLabels, VectorLabels, is_vector, label_source, row_windows
 from eoseg.normalization import MIN_SAMPLED_PIXELS, BandStatistics, Normalization
