@@ -49,7 +49,7 @@ from eoseg.normalization import check_value_scale, value_scale, values_of_type
 from eoseg.predict import Predictor
 from eoseg.tiles import (BAND_KINDS, TileStack, TruthSource, check_band_names, configured_inputs, display_bands, eroded_fallback,
                           eval_truth, image_stack, scaling_hint, stated_colours, tile_stack, unmasked_fill_note)
-from eoseg.weights import check_input_dtype, read_weights, recorded_normalization
+from eoseg.weights import check_input_dtype, config_that_ran, read_weights, recorded_normalization
 
 RASTER_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".jp2", ".img", ".vrt")
 PREVIEW_SIDE = 1024  # longest side of the preview panels, in pixels
@@ -745,6 +745,7 @@ def _label_inputs(cfg: Config, weights: str | Path, out_dir: Path, tile_ids: lis
     rank, world = distributed_rank()
     device = process_device(cfg.DEVICE, Processes.from_environment())
     model, record = read_weights(weights, cfg, caffe_mean)
+    cfg = config_that_ran(cfg, record)  # the weights decide the network: config.json says which ran
     check_scored_tiles(record["signature"], cfg, scored_tiles, f"weights {weights}")
     trained_values = record["signature"].get("label_values")
     if scored_tiles and trained_values is not None and trained_values != label_value_pairs(cfg.to_dict()) and rank == 0:

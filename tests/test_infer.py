@@ -583,6 +583,18 @@ def weights_of_values(cfg: Config, path, pixels: np.ndarray, dtype: str):
                            trained_on={"input_dtype": dtype, "input_statistics": statistics.record()})
 
 
+def test_the_saved_config_names_the_network_the_weights_hold(setup, tmp_path, capsys):
+    cfg, weights = setup
+    source = write_geotiff(tmp_path / "in.tif", random_image(64, 64))
+    other = cfg.replace(MODEL_WIDTH=cfg.MODEL_WIDTH * 2)
+    run_inference(other, weights, tmp_path / "out", image_paths=[source], progress=False)
+    assert "which is used" in capsys.readouterr().err
+    saved = json.loads((tmp_path / "out" / "config.json").read_text())["config"]
+    assert saved["MODEL_WIDTH"] == cfg.MODEL_WIDTH  # what ran, not the config's unused width
+    # and the same weights under either width are one run's results, not another config's
+    run_inference(cfg, weights, tmp_path / "out", image_paths=[source], progress=False)
+
+
 def test_zeros_of_weights_trained_with_nodata_zero_are_said_even_as_a_small_share(tmp_path, capsys):
     """Weights trained with NODATA_ZERO=True never saw a pixel 0 in every band; labelling with the default False
     labelled 25% of a swath edge as land without a word (review). Said from 1% of the pixels on, naming the setting."""
