@@ -376,11 +376,20 @@ class RasterLabels:
             self._note_sparse_mask(counts)
 
     def _note_sparse_mask(self, counts: dict) -> None:
-        """A note where another tool's raster (no CLASS_NAMES, colour table, or nodata tag naming IGNORE_LABEL) holds
-        one class and under SUSPICIOUS_IGNORE_SHARE of IGNORE_LABEL, which :meth:`LabelValues.check` refuses above it:
-        a 0/255 mask of few buildings, read as background and unlabelled, or a tile of background with a void border."""
+        """A note where another tool's raster (no CLASS_NAMES or colour table) holds one class and IGNORE_LABEL: under
+        SUSPICIOUS_IGNORE_SHARE of it, which :meth:`LabelValues.check` refuses above, unless the nodata tag names it (then
+        noted from that share on): a 0/255 mask of few buildings, read as background and unlabelled, or a tile of
+        background with a void border."""
         ignored = self.values.ignore_label
-        if self.records_class_names or self.info.colour_table is not None or self.info.nodata == ignored:
+        if self.records_class_names or self.info.colour_table is not None:
+            return
+        if self.info.nodata == ignored:  # its tag says unlabelled; a 0/255 mask tagged so would lose its class
+            mask = self.values.mask_like(counts)
+            if mask is not None:
+                note_once(("tagged unlabelled", str(self.path)),
+                          f"{self.path}: {mask[0]:.0%} of the pixels are {ignored}, read as unlabelled as its nodata tag "
+                          f"says, and only class {mask[1]} occurs; if it is a 0/{ignored} mask, map its values: "
+                          f"LABEL_VALUES = {{0: 0, {ignored}: 1}}")
             return
         mask = self.values.mask_like(counts, share=0.0)
         if mask is not None:

@@ -925,7 +925,7 @@ def test_a_code_left_out_beside_a_rare_neighbouring_code_is_no_compression_shift
 def test_a_sparse_0_255_mask_read_without_label_values_is_noted(tmp_path, capsys):
     """A building mask of 2% buildings passed as class 0 and unlabelled, silently: every building lost, OA 100%
     (review); the mask check refuses from 5% of 255 (below it, a tile of background with a void border looks alike).
-    Another tool's raster below it is noted; one whose nodata tag says 255 is unlabelled is not."""
+    Another tool's raster below it is noted; one whose nodata tag says 255 is unlabelled is noted from 5% on."""
     from eoseg.labels import RasterLabels
 
     mask = np.zeros((1, 50, 50), np.uint8)
@@ -941,6 +941,12 @@ def test_a_sparse_0_255_mask_read_without_label_values_is_noted(tmp_path, capsys
     labels = RasterLabels(raster_info(tagged), raster_info(tagged), LabelValues([], 2, 255))
     labels.check()
     assert (labels.read() == mask[0]).all() and "note" not in capsys.readouterr().err
+    mask[0, 10:30, 10:40] = 255  # 24%: a 0/255 mask tagged nodata 255 by another tool reads as its tag says, noted
+    with rasterio.open(tagged, "r+") as dst:
+        dst.write(mask)
+    RasterLabels(raster_info(tagged), raster_info(tagged), LabelValues([], 2, 255)).check()
+    assert f"note: {tagged}: 24% of the pixels are 255, read as unlabelled as its nodata tag says, and only class 0 " \
+           "occurs; if it is a 0/255 mask, map its values: LABEL_VALUES = {0: 0, 255: 1}" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("boundary", ["centre", "ignore_band"])
