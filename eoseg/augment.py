@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+from affine import Affine
 
 # name -> function of a (..., H, W) array
 TRANSFORMS = {
@@ -13,6 +14,20 @@ TRANSFORMS = {
     "rot180": lambda a: np.rot90(a, 2, axes=(-2, -1)),
     "rot270": lambda a: np.rot90(a, 3, axes=(-2, -1)),
 }
+
+
+def source_pixels(name: str, size: int) -> Affine:
+    """Of a square patch of ``size`` px turned into variant ``name``: its pixel coordinates (column, row, from the
+    top-left corner) to those of the patch it was made from, the same point on the ground; the patch's geotransform
+    after this one places the variant's pixels (np.rot90 turns a quarter counterclockwise)."""
+    return {
+        "orig": Affine.identity(),
+        "fliplr": Affine(-1, 0, size, 0, 1, 0),
+        "flipud": Affine(1, 0, 0, 0, -1, size),
+        "rot90": Affine(0, -1, size, 1, 0, 0),
+        "rot180": Affine(-1, 0, size, 0, -1, size),
+        "rot270": Affine(0, 1, 0, -1, 0, size),
+    }[name]
 
 
 def augmentations(flips: bool, rotations) -> list[str]:

@@ -109,8 +109,9 @@ def write_tile_patches(cfg: Config, out: Path, writer: csv.DictWriter, split: st
                 top = row - read.top
                 covered[top:top + size, col:col + size] = True
                 image_patch, label_patch = image[:, top:top + size, col:col + size], labels[top:top + size, col:col + size]
-                transform = info.transform @ Affine.translation(col, row)
+                corner = info.transform @ Affine.translation(col, row)
                 for variant in variants:
+                    transform = corner @ augment.source_pixels(variant, size)  # a flipped patch lies flipped on the map
                     name = f"{split}/{tile_id}_{row}_{col}_{variant}.npy"
                     np.save(out / "images" / name, augment.apply(variant, image_patch))
                     np.save(out / "labels" / name, augment.apply(variant, label_patch))

@@ -30,7 +30,7 @@ from rasterio.windows import Window
 from shapely.geometry import Polygon, shape
 
 from eoseg.errors import EosegError
-from eoseg.io import GDAL_CACHE_MB, atomic_path, open_raster
+from eoseg.io import GDAL_CACHE_MB, atomic_path, open_raster, unlabelled_by_mask
 from eoseg.labels import LabelValues
 
 SHAPES_DTYPES = ("uint8", "uint16", "int16", "int32")  # integer types rasterio.features.shapes accepts
@@ -170,6 +170,9 @@ def block_polygons(src: rasterio.DatasetReader, class_names: Sequence[str], igno
         if values is not None:
             labels = values.apply(labels)
             valid &= labels != values.ignore_label
+            empty = unlabelled_by_mask(src, Window(0, top, src.width, rows))  # as every step reads ground truth
+            if empty is not None:
+                valid &= ~empty
         _check_class_ids(labels, valid, class_names)
         below = top + rows
         finished: tuple[list[Polygon], list[int]] = ([], [])
@@ -221,7 +224,8 @@ def polygonize_labels(label_path: str | Path, out: str | Path, class_names: Sequ
 
     Features carry ``class_id`` and ``class_name``; the layer has the raster's exact CRS (see :func:`vector_crs`;
     GeoJSON of a CRS without an equal code is refused, see :func:`check_polygon_crs`). The
-    raster's nodata value, if any, is ignored like ``ignore``. A raster without a CRS is
+    raster's nodata value, if any, is ignored like ``ignore``, unless ``values`` read it (as the other steps read ground
+    truth: by LABEL_VALUES and the raster's mask, not its nodata tag). A raster without a CRS is
     refused (its polygons would lie nowhere on a map) unless ``pixel_coordinates``: then
     they are written in its own coordinates, pixel columns and rows when it has no transform.
     """
@@ -239,7 +243,8 @@ def polygonize_labels(label_path: str | Path, out: str | Path, class_names: Sequ
                              f"this one is {src.dtypes[0]}")
         transform, crs = src.transform, src.crs
         check_polygon_georeference(crs, transform, out.suffix, simplify, min_area, pixel_coordinates, str(label_path))
-        ignored = [*ignore, *([int(src.nodata)] if src.nodata is not None else [])]
+        # read through LABEL_VALUES, its values mean what they map to, its nodata tag too (a 0/255 mask tagged nodata 0)
+        ignored = [*ignore, *([int(src.nodata)] if src.nodata is not None and values is None else [])]
         batches = block_polygons(src, class_names, ignored, block_rows, values)
         if simplify > 0:  # simplified together, so that neighbours keep their shared edges: all at once
             everything = list(batches)

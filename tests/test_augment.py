@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from eoseg.augment import TRANSFORMS, TTA_NAMES, apply, augmentations, random_flip_rotate, transform_batch
+from eoseg.augment import TRANSFORMS, TTA_NAMES, apply, augmentations, random_flip_rotate, source_pixels, transform_batch
 
 
 def test_the_variants_extraction_writes():
@@ -24,6 +24,19 @@ def test_each_transform_moves_the_pixels_as_named():
     assert apply("rot180", array).tolist() == [[[5, 4, 3], [2, 1, 0]]]
     assert apply("rot270", array).tolist() == [[[3, 0], [4, 1], [5, 2]]]
     assert all(apply(name, array).flags["C_CONTIGUOUS"] for name in TRANSFORMS)  # np.save and torch take them as they are
+
+
+@pytest.mark.parametrize("name", list(TRANSFORMS))
+def test_each_variants_pixels_are_placed_where_the_patch_held_them(name):
+    """patches.csv gives each variant the geotransform of its pixels: a flipped patch's was the unflipped one's (review)."""
+    size = 5
+    patch = np.arange(size * size).reshape(size, size)
+    variant = apply(name, patch)
+    to_source = source_pixels(name, size)
+    for row in range(size):
+        for col in range(size):
+            x, y = to_source * (col + 0.5, row + 0.5)  # the pixel's centre
+            assert variant[row, col] == patch[int(y), int(x)]
 
 
 def test_random_flips_and_rotations_keep_image_and_label_together():

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
+from affine import Affine
 
 from eoseg import augment
 from eoseg.errors import EosegError
@@ -110,6 +111,11 @@ def test_extract_counts_augmentations_and_manifest(tiny_cfg):
     assert np.array_equal(np.load(f"{root}/{original['image']}"), image[:, r:r + 64, c:c + 64])
     with rasterio.open(cfg.tile_path("IMAGE_PATTERN", original["tile"])) as src:
         assert json.loads(original["transform"]) == pytest.approx(list(src.window_transform(((r, r + 64), (c, c + 64))))[:6])
+        # and a rotated patch's places each of its pixels where the tile holds it (it gave the original's: review)
+        placed = Affine(*json.loads(row["transform"]))
+        for patch_row, patch_col in ((0, 0), (5, 40), (63, 2)):
+            tile_row, tile_col = src.index(*(placed * (patch_col + 0.5, patch_row + 0.5)))
+            assert (np.load(f"{root}/{row['image']}")[:, patch_row, patch_col] == image[:, tile_row, tile_col]).all()
     assert json.loads(Path(root, "config.json").read_text())["config"]["PATCH_SIZE"] == 64
 
 

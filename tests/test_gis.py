@@ -276,6 +276,11 @@ def test_polygons_of_raw_codes_take_the_classes_label_values_give_them(tmp_path,
     polygonize_script.main([str(tmp_path / "mask.tif"), "--out", str(tmp_path / "mask.gpkg"), "LABEL_VALUES={0: 0, 255: 1}",
                             "CLASS_NAMES=['background', 'building']", "PALETTE=[[0, 0, 0], [255, 255, 255]]", "IGNORE_COLOR=None"])
     assert (rasterized(tmp_path / "mask.gpkg", mask.shape, TRANSFORM)[4] == mask // 255).all()
+    with rasterio.open(tmp_path / "mask.tif", "r+") as dst:  # tagged nodata 0, as many masks are: its 0 is still a class
+        dst.nodata = 0
+    polygonize_script.main([str(tmp_path / "mask.tif"), "--out", str(tmp_path / "tagged.gpkg"), "LABEL_VALUES={0: 0, 255: 1}",
+                            "CLASS_NAMES=['background', 'building']", "PALETTE=[[0, 0, 0], [255, 255, 255]]", "IGNORE_COLOR=None"])
+    assert (rasterized(tmp_path / "tagged.gpkg", mask.shape, TRANSFORM)[4] == mask // 255).all()  # background kept (review)
     # read as class ids, the mask is refused, naming LABEL_VALUES (its buildings were left out as unlabelled)
     with pytest.raises(EosegError, match=r"a 0/255 mask\? map its values with LABEL_VALUES"):
         polygonize_script.main([str(tmp_path / "mask.tif"), "--out", str(tmp_path / "unmapped.gpkg")])

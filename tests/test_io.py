@@ -211,6 +211,18 @@ def test_open_raster_names_what_is_wrong_with_the_file(tmp_path):
             pass
 
 
+def test_a_geotransform_whose_pixels_have_no_height_is_refused_in_one_line(tmp_path):
+    """A world file's 0 line gave ZeroDivisionError and TransformNotInvertibleError tracebacks (review)."""
+    from rasterio.transform import Affine
+
+    with rasterio.open(tmp_path / "flat.tif", "w", driver="GTiff", width=4, height=4, count=1, dtype="uint8",
+                       crs="EPSG:32632", transform=Affine(0.5, 0, 500000, 0, 0, 5400000)) as dst:
+        dst.write(np.zeros((1, 4, 4), np.uint8))
+    with pytest.raises(EosegError, match=r"flat.tif: its geotransform \(0.5, 0.0, 500000.0, 0.0, 0.0, 5400000.0\) gives "
+                                         r"its pixels no width or height.*gdal_edit.py -a_ullr"):
+        raster_info(tmp_path / "flat.tif", "image")
+
+
 @pytest.mark.faults
 def test_gdal_virtual_path_refused_as_such(tmp_path):
     """/vsizip/ paths are not files on disk: say so, rather than "not found" beside a zip that exists."""
