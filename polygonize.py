@@ -82,7 +82,8 @@ def main(argv=None):
                                 values=values)
     cfg.save_beside(out)
     dropped = f", {summary.dropped} regions under the minimum area dropped" if summary.dropped else ""
-    where = f"CRS {summary.crs}" if summary.crs else "no CRS: coordinates are pixel columns and rows, not places on a map"
+    units = "pixel columns and rows" if info.transform.is_identity else "its transform's units"
+    where = f"CRS {summary.crs}" if summary.crs else f"no CRS: coordinates are {units}, not places on a map"
     names = "as the label map records them" if recorded is not None else "CLASS_NAMES of the config: the label map records none"
     print(f"wrote {summary.features} polygons to {out} ({where}; class names {names}){dropped}")
 

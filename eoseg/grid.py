@@ -222,6 +222,21 @@ def same_grid(image: RasterInfo, other: RasterInfo) -> bool:
     return True
 
 
+def _crs_remedy(image: RasterInfo, other: RasterInfo) -> str:
+    """Where both have a geotransform, one alone a CRS, and their coordinates overlap as they are (so the CRS was
+    lost, not another frame given): the command that gives it the other's; else ""."""
+    if not (image.georeferenced and other.georeferenced) or (image.crs is None) == (other.crs is None):
+        return ""
+    (left, bottom, right, top), (other_left, other_bottom, other_right, other_top) = bounds(image), bounds(other)
+    if not (left < other_right and other_left < right and bottom < other_top and other_bottom < top):
+        return ""
+    lacking, having = (image, other) if image.crs is None else (other, image)
+    code = having.crs.to_epsg()
+    crs = f"EPSG:{code}" if code else f"the CRS of {having.path.name} (gdalsrsinfo -o wkt {having.path.name})"
+    return (f"{lacking.path.name} has a transform but no CRS: if it is in {having.path.name}'s CRS, give it that "
+            f"one: gdal_edit.py -a_srs {crs} {lacking.path.name}")
+
+
 def needs_warp(image: RasterInfo, other: RasterInfo, what: str) -> bool:
     """Whether ``other`` (``what``, named in errors) must be warped onto ``image``'s grid.
 
@@ -238,7 +253,7 @@ def needs_warp(image: RasterInfo, other: RasterInfo, what: str) -> bool:
     if same_grid(image, other):
         return False
     if not (image.georeferenced and other.georeferenced) or (image.crs is None) != (other.crs is None):
-        remedy = other.unplaced or image.unplaced or (
+        remedy = other.unplaced or image.unplaced or _crs_remedy(image, other) or (
             "give both a georeference or make them cover the same grid (the same size, and no georeference on one of them)")
         raise EosegError(
             f"{other.path} ({what}) is {other.width} x {other.height} px with {_georeference(other)}, the image "

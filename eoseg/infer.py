@@ -728,8 +728,9 @@ def _label_inputs(cfg: Config, weights: str | Path, out_dir: Path, tile_ids: lis
     if cfg.WRITE_COG and plain and progress and distributed_rank()[0] == 0:
         shown = ", ".join(plain[:3]) + (f" and {len(plain) - 3} more" if len(plain) > 3 else "")
         one = len(plain) == 1
+        probabilities = ", probabilities a plain TIFF" if cfg.WRITE_PROBABILITIES else ""
         print(f"note: WRITE_COG: {shown} {'is' if one else 'are'} not placed on the ground; {'its' if one else 'their'} "
-              "outputs are PNGs, not Cloud-Optimized GeoTIFFs", file=sys.stderr)
+              f"outputs are no Cloud-Optimized GeoTIFFs (maps PNGs{probabilities})", file=sys.stderr)
     image_jobs = {job.name for job in jobs[len(tile_ids):]}
     if cfg.WRITE_POLYGONS:  # before any image is labelled
         jobs = _each_job(jobs, image_jobs, failed, lambda job: _check_polygons_placed(cfg, job))

@@ -307,6 +307,17 @@ def test_a_label_map_without_crs_is_refused_before_its_pixels_are_read(tmp_path,
         polygonize_script.main([str(tmp_path / "mask.png"), "--out", str(tmp_path / "mask.gpkg")])
 
 
+def test_polygons_of_a_label_map_without_crs_are_said_to_be_in_its_own_coordinates(tmp_path, capsys):
+    """A transform without a CRS puts them in the transform's units: "pixel columns and rows" was said (review)."""
+    labels = scene(36, 48).astype(np.uint8)
+    for name, transform, units in (("placed", TRANSFORM, "its transform's units"),
+                                   ("plain", Affine.identity(), "pixel columns and rows")):
+        write_labels(tmp_path / f"{name}.tif", labels, crs=None, transform=transform)
+        polygonize_script.main([str(tmp_path / f"{name}.tif"), "--out", str(tmp_path / f"{name}.gpkg"),
+                                "--pixel-coordinates"])
+        assert f"(no CRS: coordinates are {units}, not places on a map;" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize("block_rows", [1, 7, 32])
 def test_polygons_by_blocks_equal_the_whole_raster_pass(tmp_path, block_rows):
     labels = scene(seed=2)

@@ -95,6 +95,11 @@ def test_a_raster_that_cannot_be_placed_on_the_image_grid_is_refused_saying_what
     with pytest.raises(EosegError, match=r"\(labels\) is 300 x 200 px with a transform but no CRS, the image "
                                          r"image.tif 300 x 200 px with CRS EPSG:32632: without a CRS"):
         needs_warp(image, info(Affine.translation(150, 0), None), "labels")
+    # the image's grid but its CRS lost: the command that gives it back (it suggested the georeference be removed)
+    with pytest.raises(EosegError, match=r"image.tif 300 x 200 px with CRS EPSG:32632: .*; labels.tif has a transform but "
+                                         r"no CRS: if it is in image.tif's CRS, give it that one: gdal_edit.py -a_srs "
+                                         r"EPSG:32632 labels.tif$"):
+        needs_warp(image, dataclasses.replace(image, crs=None, path=Path("labels.tif")), "labels")
     with pytest.raises(EosegError, match=r"\(DSM\) is 150 x 100 px with no georeference, .* cover the same grid"):
         needs_warp(image, info(Affine.identity(), None, width=150, height=100), "DSM")
 

@@ -801,10 +801,12 @@ def test_cog_of_a_plain_image_is_said_to_be_a_png(setup, tmp_path, capsys):
     with rasterio.open(tmp_path / "scenes" / "plain.png", "w", driver="PNG", width=70, height=60, count=3,
                        dtype="uint8") as dst:
         dst.write(random_image(60, 70))
-    summary = run_inference(cfg.replace(WRITE_COG=True), weights, tmp_path / "out", image_paths=[tmp_path / "scenes"])
+    summary = run_inference(cfg.replace(WRITE_COG=True, WRITE_PROBABILITIES=True), weights, tmp_path / "out",
+                            image_paths=[tmp_path / "scenes"])
     assert sorted(image.outputs["labels"].suffix for image in summary.images) == [".png", ".tif"]
-    err = capsys.readouterr().err
-    assert "note: WRITE_COG: plain.png is not placed on the ground; its outputs are PNGs" in err
+    err = capsys.readouterr().err  # its probabilities are a TIFF, but no COG either (review)
+    assert "note: WRITE_COG: plain.png is not placed on the ground; its outputs are no Cloud-Optimized GeoTIFFs (maps " \
+           "PNGs, probabilities a plain TIFF)" in err
     assert "placed.tif" not in err.split("WRITE_COG")[1].split("\n")[0]
 
 
