@@ -63,6 +63,7 @@ def check_dataset(cfg: Config, norm_to_write: bool = False) -> DataReport:
     tile_values: dict[str, BandStatistics] = {}  # each tile's values, sampled: their scales compared below
     tile_sources: dict[str, list[tuple[str, slice]]] = {}  # each tile's extra sources, named with their files
     class_pixels, class_in_blocks = np.zeros(cfg.num_classes, np.int64), np.zeros(cfg.num_classes, np.int64)
+    eroded_pixels, eroded_in_blocks = np.zeros(cfg.num_classes, np.int64), np.zeros(cfg.num_classes, np.int64)
     training_infos: list[RasterInfo] = []
     scored_infos: dict[str, RasterInfo] = {}  # the test and validation tiles' images
     report_overlapping_tiles(cfg)
@@ -149,7 +150,12 @@ def check_dataset(cfg: Config, norm_to_write: bool = False) -> DataReport:
                     scored_infos[tile_id] = info
                 eroded = cfg.tile_path("GT_ERODED_PATTERN", tile_id)
                 if split == "test" and eroded is not None and eroded.is_file():  # what scoring reads beside the labels
-                    eval_truth(cfg, tile_id, info)
+                    truth = eval_truth(cfg, tile_id, info)
+                    if not truth.colour:  # read through the label maps' LABEL_VALUES: its boundaries may read as a class
+                        for window in spread_windows(info.height, info.width, 4, 256):
+                            pixels, in_blocks = count_block_pixels(truth.labels.read(window), cfg.num_classes)
+                            eroded_pixels += pixels
+                            eroded_in_blocks += in_blocks
             except EosegError as err:
                 report.problem(str(err))
     checked = set(cfg.tile_ids("train")) | set(cfg.tile_ids("test"))
@@ -219,6 +225,9 @@ def check_dataset(cfg: Config, norm_to_write: bool = False) -> DataReport:
     thin = thin_class_note(cfg, class_pixels, class_in_blocks)
     if thin:
         report.note(thin)
+    thin = thin_class_note(cfg, eroded_pixels, eroded_in_blocks)
+    if thin:
+        report.note(f"in the eroded ground truth (GT_ERODED_PATTERN), which is read as the label maps are: {thin}")
     train_pixels = report.class_pixels["train"]
     absent = [name for name, pixels in zip(cfg.CLASS_NAMES, train_pixels) if not pixels]
     if training_tiles_read and absent:  # where no training tile could be read, its own problems say why

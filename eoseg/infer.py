@@ -749,13 +749,16 @@ def _label_inputs(cfg: Config, weights: str | Path, out_dir: Path, tile_ids: lis
     cfg = config_that_ran(cfg, record)  # the weights decide the network: config.json says which ran
     check_scored_tiles(record["signature"], cfg, scored_tiles, f"weights {weights}")
     trained_values = record["signature"].get("label_values")
-    if scored_tiles and trained_values is not None and trained_values != label_value_pairs(cfg.to_dict()) and rank == 0:
-        print(f"note: the weights were trained on labels read with LABEL_VALUES {dict(map(tuple, trained_values))}, "
-              f"and the ground truth is read with {cfg.LABEL_VALUES}: it must be encoded so", file=sys.stderr)
-        scored = next(job for job in jobs if job.truth is not None)
-        thin = _thin_class_in_truth(cfg, scored)
+    if scored_tiles and rank == 0:
+        scored = [job for job in jobs if job.truth is not None]
+        if trained_values is not None and trained_values != label_value_pairs(cfg.to_dict()):
+            print(f"note: the weights were trained on labels read with LABEL_VALUES {dict(map(tuple, trained_values))}, "
+                  f"and the ground truth is read with {cfg.LABEL_VALUES}: it must be encoded so", file=sys.stderr)
+        else:  # a one-band eroded ground truth is read through the LABEL_VALUES of the label maps (review: ISPRS's
+            scored = [job for job in scored if job.truth.eroded and not job.truth.colour]  # 0..6, scored OA 7.9%)
+        thin = _thin_class_in_truth(cfg, scored[0]) if scored else None
         if thin:  # boundaries read as a class shift every class by one: scores of nothing (review: OA 6.4%)
-            print(f"warning: {scored.truth.path.name}: {thin}", file=sys.stderr)
+            print(f"warning: {scored[0].truth.path.name}: {thin}", file=sys.stderr)
     trained_palette = record["signature"].get("palette")
     palette = [list(map(int, colour)) for colour in cfg.PALETTE]
     if (trained_palette is not None and trained_palette != palette and rank == 0

@@ -682,6 +682,7 @@ class TruthSource:
     labels: RasterLabels | VectorLabels | None = None
     split: TileSplit | None = None  # a tile also trained on: only its held-out blocks are scored
     unknown_to_ignore: bool = False  # colours PALETTE does not name are unlabelled (UNKNOWN_LABELS_TO_IGNORE)
+    eroded: bool = False  # GT_ERODED_PATTERN's file
 
     def check(self, palette: Palette) -> None:
         """Read the whole ground truth by rows: colours it cannot read as classes are refused before labelling."""
@@ -750,7 +751,7 @@ def eval_truth(cfg: Config, tile_id: str, like: RasterInfo) -> TruthSource | Non
             needs_warp(like, info, "eroded ground truth")
             check_colour_alpha(info)
             truth = TruthSource(eroded, True, f"eroded ground truth ({eroded}){held_out}", like, split=split,
-                                unknown_to_ignore=cfg.UNKNOWN_LABELS_TO_IGNORE)
+                                unknown_to_ignore=cfg.UNKNOWN_LABELS_TO_IGNORE, eroded=True)
             truth.check(cfg.palette)
             return truth
         labels = label_source(cfg, eroded, like, "eroded ground truth", colour_coded=True)
@@ -763,7 +764,7 @@ def eval_truth(cfg: Config, tile_id: str, like: RasterInfo) -> TruthSource | Non
     else:
         return None
     labels.check()
-    return TruthSource(labels.path, False, description, like, labels, split)
+    return TruthSource(labels.path, False, description, like, labels, split, eroded=labels.path == eroded)
 
 
 def eroded_fallback(cfg: Config, tile_ids: list[str]) -> str | None:

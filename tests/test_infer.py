@@ -570,6 +570,16 @@ def test_boundaries_scored_as_a_class_under_other_label_values_are_warned_of(sam
             capsys.readouterr().err)
     run_inference(trained, weights, tmp_path / "same", tile_ids=["4"], progress=False)
     assert "thin lines" not in capsys.readouterr().err
+    # the same ids as a one-band eroded ground truth, under the LABEL_VALUES the weights were trained with: it is read
+    # through those of the label maps, and scored OA 7.9% without a word (review)
+    eroded = cfg.replace(GT_ERODED_PATTERN="eroded/top_mosaic_09cm_area{id}.tif")
+    (data / "eroded").mkdir()
+    with rasterio.open(eroded.tile_path("GT_ERODED_PATTERN", "4"), "w", **profile) as dst:
+        dst.write(ids.astype(np.uint8)[None])
+    weights = save_checkpoint(tmp_path / "w_ids.pt", cfg, model_from_config(cfg), iteration=0)
+    run_inference(eroded, weights, tmp_path / "eroded", tile_ids=["4"], progress=False)
+    assert ("warning: top_mosaic_09cm_area4.tif: class 0 (impervious surfaces) lies in thin lines" in
+            capsys.readouterr().err)
 
 
 def weights_of_values(cfg: Config, path, pixels: np.ndarray, dtype: str):
