@@ -118,9 +118,11 @@ def format_table(metrics: dict, title: str = "") -> str:
                      "(ITERATIONS or TRAIN_MINUTES) or weight rare classes (CLASS_WEIGHTS, MEDIAN_FREQUENCY_WEIGHTS)")
     guessed = [name for name, row in metrics["per_class"].items()
                if name in metrics.get(NOT_TRAINED, ()) and row["precision"] is not None]  # predicted, never trained on
-    if guessed:
+    if guessed:  # in the means where the ground truth holds the class; else its pixels are errors of the other classes
+        counted = "counted in the means" if all(metrics["per_class"][name]["support"] for name in guessed) else (
+            "which lower the scores")
         lines.append(f"predicted, though no training pixel was labelled so: {', '.join(guessed)}: an untrained output's "
-                     "guesses, counted in the means; add training tiles that hold them (check LABEL_VALUES and TRAIN_IDS)")
+                     f"guesses, {counted}; add training tiles that hold them (check LABEL_VALUES and TRAIN_IDS)")
     return "\n".join(lines)
 
 

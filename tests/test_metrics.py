@@ -257,6 +257,12 @@ def test_a_class_predicted_though_never_trained_on_is_said():
         "predicted, though no training pixel was labelled so: water: an untrained output's guesses, counted in the means; "
         "add training tiles that hold them (check LABEL_VALUES and TRAIN_IDS)")
     assert "predicted, though" not in format_table({**metrics, NOT_TRAINED: []})
+    # one the ground truth lacks is in no mean (the line above says so): its pixels cost the others' scores (review)
+    absent = {**metrics_from_confusion(np.array([[5, 0, 1], [0, 4, 0], [0, 0, 0]]), names), NOT_TRAINED: ["water"]}
+    assert format_table(absent).splitlines()[-2:] == [
+        "not in the ground truth, so not in the means: water",
+        "predicted, though no training pixel was labelled so: water: an untrained output's guesses, which lower the "
+        "scores; add training tiles that hold them (check LABEL_VALUES and TRAIN_IDS)"]
 
 
 def test_the_table_keeps_its_columns_under_class_names_of_wide_characters():
