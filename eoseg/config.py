@@ -160,13 +160,24 @@ def override_arguments(values: dict[str, Any]) -> list[str]:
     return [f"{name}={value}" if isinstance(value, str) else f"{name}={value!r}" for name, value in values.items()]
 
 
+def _bare_items(raw: str) -> list[str] | None:
+    """The items of a list typed without quotes ("[a_1, b_2]", "[2_10]"), as texts; None if ``raw`` is no list."""
+    raw = raw.strip()
+    if not (raw.startswith("[") and raw.endswith("]")):
+        return None
+    return [item.strip().strip("'\"") for item in raw[1:-1].split(",") if item.strip()]
+
+
 def parse_override(text: str, defaults: dict[str, Any]) -> tuple[str, Any]:
-    """Parse ``KEY=VALUE``: VALUE as a Python literal, or a plain string where a string is expected."""
+    """Parse ``KEY=VALUE``: VALUE as a Python literal, or a plain string where a string is expected. A list of texts
+    (tile ids, band names) may be typed without quotes, each item read as it is typed: 2_10, a number to Python
+    (210), is tile 2_10."""
     key, _, raw = text.partition("=")
     key = key.strip()
     if key not in defaults:
         raise _unknown(key, defaults, f"override {text!r}")
     default = defaults[key]
+    texts = key in (*ID_LISTS, "TTA") or (isinstance(default, list) and bool(default) and isinstance(default[0], str))
     try:
         value = ast.literal_eval(raw)
     except (ValueError, SyntaxError):
@@ -175,11 +186,13 @@ def parse_override(text: str, defaults: dict[str, Any]) -> tuple[str, Any]:
         value = value if isinstance(value, str) else raw  # quoted as in Python ('"data/x"'), or as it is
     elif isinstance(default, bool) and raw.lower() in ("true", "false"):
         value = raw.lower() == "true"
+    elif texts and _bare_items(raw) is not None and not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
+        value = _bare_items(raw)
     value = _coerce(default, value)
     if not _same_kind(default, value, key):
         example = ""
-        if isinstance(default, list) and not isinstance(value, (list, tuple)):  # one item typed as a list of one
-            item = str(value) if default and all(isinstance(entry, str) for entry in default) else value
+        if isinstance(default, list) and not isinstance(value, (list, tuple)) and _bare_items(raw) is None:
+            item = raw.strip() if texts else value  # one item typed as a list of one; 2_10 as typed, not 210
             example = f"; a list is written in brackets, quoted for the shell: {key}=\"{[item]!r}\""
         raise EosegError(f"override {text!r}: {key} expects {_kind(default)} (default {default!r}), got {value!r}{example}")
     return key, value

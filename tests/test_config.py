@@ -333,6 +333,19 @@ def test_one_item_for_a_list_is_refused_with_the_list_to_write():
                                          r"""quoted for the shell: TRAIN_IDS="\['1'\]"$"""):
         load_config(overrides=["TRAIN_IDS=1"])
     assert load_config(overrides=["TRAIN_IDS=['1']"]).tile_ids("train") == ["1"]  # what the message says works
+    # Python reads 2_10 as 210: the example gave tile 210 (review)
+    with pytest.raises(EosegError, match=r"""got 210; .*: TEST_IDS="\['2_10'\]"$"""):
+        load_config(overrides=["TEST_IDS=2_10"])
+
+
+def test_a_list_of_texts_may_be_typed_without_quotes_each_item_as_typed():
+    """[aachen_1,aachen_2] was refused with the example "['[aachen_1,aachen_2]']", one id; [2_10] was tile 210 (review)."""
+    cfg = load_config(overrides=["TEST_IDS=[aachen_1, aachen_2]", "BAND_NAMES=[R,G,B]", "VAL_IDS=[2_10, 07]", "TTA=[fliplr]"])
+    assert (cfg.TEST_IDS, cfg.BAND_NAMES, cfg.VAL_IDS, cfg.TTA) == (["aachen_1", "aachen_2"], ["R", "G", "B"],
+                                                                   ["2_10", "07"], ["fliplr"])
+    assert load_config(overrides=["TRAIN_IDS=[1, 2]", "TEST_IDS=['*', '!3']"]).TEST_IDS == ["*", "!3"]
+    with pytest.raises(EosegError, match=r"LR_STEPS expects a list .*got '\[a\]'$"):  # numbers: no text read into them
+        load_config(overrides=["LR_STEPS=[a]"])
 
 
 def test_syntax_error_names_file_and_line(tmp_path):
