@@ -17,10 +17,12 @@ import json
 import os
 import re
 import runpy
+import string
 import sys
 import types
+import unicodedata
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 from eoseg.errors import EosegError
 from eoseg.grid import check_resampling, note_once
@@ -311,7 +313,15 @@ class Config:
         found: list[str] = []
         for entry in map(str, self._values[name]):
             if entry.startswith("!"):
-                found = [tile_id for tile_id in found if not fnmatch.fnmatchcase(tile_id, entry[1:])]
+                kept = [tile_id for tile_id in found if not fnmatch.fnmatchcase(_nfc(tile_id), _nfc(entry[1:]))]
+                if len(kept) == len(found):  # the tile it was meant for stays: learned from, or scored
+                    other_case = [tile_id for tile_id in found if fnmatch.fnmatch(tile_id.lower(), entry[1:].lower())]
+                    if other_case:
+                        raise EosegError(f"{name} entry {entry!r} takes out none of the ids before it, but for the case "
+                                         f"of their letters {', '.join(other_case[:3])}: write them as named")
+                    note_once(("takes out nothing", name, entry),
+                              f"{name} entry {entry!r} takes out none of the ids listed before it")
+                found = kept
                 continue
             as_pattern = is_id_glob(entry) and not self._literal_id(entry, name)
             for tile_id in self._found_ids(entry, name) if as_pattern else [entry]:
@@ -322,7 +332,10 @@ class Config:
     def _literal_id(self, entry: str, name: str) -> bool:
         """Whether an entry with glob characters is an image's id as it is ("scene[5]"); refused if it would match
         other images' ids as a pattern too."""
-        if not self.IMAGE_PATTERN or not self.tile_path("IMAGE_PATTERN", entry).is_file():
+        try:
+            if not self.IMAGE_PATTERN or not self.tile_path("IMAGE_PATTERN", entry).is_file():
+                return False
+        except EosegError:  # fewer pieces than IMAGE_PATTERN's {part[i]} name: no image's id
             return False
         try:
             matched = self._found_ids(entry, name)
@@ -627,38 +640,78 @@ def is_id_glob(entry: str) -> bool:
 
 def find_tile_ids(data_root: str, image_pattern: str, id_glob: str, where: str) -> list[str]:
     """The ids matching ``id_glob`` of the images that ``image_pattern`` (its {id} standing for one
-    file or folder name) finds under ``data_root``, in natural order; none is an error."""
-    pattern = str(Path(data_root) / image_pattern)
-    parts = pattern.split("{id}")
-    if len(parts) < 2:
-        raise EosegError(f"{where}: {id_glob!r} finds tiles by IMAGE_PATTERN's {{id}}, and {image_pattern!r} has none")
-    searched = id_glob.join(glob.escape(part) for part in parts)
-    named = re.compile("(?P<id>[^/\\\\]+)" + "".join(re.escape(part) + "(?P=id)" for part in parts[1:-1])
-                       + re.escape(parts[-1]))
-    found = set()
-    exact = glob.glob(searched)
-    for path in exact:
-        match = named.fullmatch(path[len(parts[0]):]) if path.startswith(parts[0]) else None
-        if match and fnmatch.fnmatchcase(match["id"], id_glob):
-            found.add(match["id"])
-    other_case = sorted(set(glob.glob(id_glob.join(_any_case(part) for part in parts))) - set(exact))
+    file or folder name; its {part[i]} for pieces of it) finds under ``data_root``, in natural order; none is an
+    error."""
+    searched, _ = _id_search(data_root, image_pattern, id_glob, where)
+    found = set(_ids_of(glob.glob(searched), data_root, image_pattern, id_glob, where))
+    other_case = sorted(set(glob.glob(_id_search(data_root, image_pattern, id_glob, where, _any_case)[0]))
+                        - set(glob.glob(searched)))
     if other_case:  # Linux matches names exactly: "UP1.TIF" beside "a1.tif" would be left out without a word
-        note_once(("other case", pattern, id_glob),
+        note_once(("other case", image_pattern, id_glob),
                   f"IMAGE_PATTERN {image_pattern!r} leaves out {', '.join(map(os.path.basename, other_case[:3]))}"
                   f"{f' and {len(other_case) - 3} more' if len(other_case) > 3 else ''}, named so but for the case of "
                   "their letters: rename them to be read")
-    every_id = {match["id"] for path in glob.glob("*".join(glob.escape(part) for part in parts))
-                if path.startswith(parts[0]) and (match := named.fullmatch(path[len(parts[0]):]))}
+    every_id = set(_ids_of(glob.glob(_id_search(data_root, image_pattern, "*", where)[0]), data_root, image_pattern, "*",
+                           where))
     other_case_ids = sorted(tile_id for tile_id in every_id - found if fnmatch.fnmatch(tile_id.lower(), id_glob.lower()))
     if other_case_ids:  # ids match as globs do, letter case and all: "tile_*" leaves "Tile_10" out
-        note_once(("other case ids", pattern, id_glob),
+        note_once(("other case ids", image_pattern, id_glob),
                   f"{where}: {id_glob!r} leaves out the ids {', '.join(other_case_ids[:3])}"
                   f"{f' and {len(other_case_ids) - 3} more' if len(other_case_ids) > 3 else ''}, which it matches but "
                   "for the case of their letters: list them too if they are meant")
     if not found:
-        raise EosegError(f"{where}: {id_glob!r} matches no image: nothing at {searched}; check DATA_ROOT and IMAGE_PATTERN")
-    return sorted(found, key=lambda tile_id: [(0, int(t), "") if t.isdigit() else (1, 0, t)
-                                              for t in re.split(r"(\d+)", tile_id) if t])
+        raise EosegError(f"{where}: {id_glob!r} matches no image: no file {Path(data_root) / image_pattern} with {{id}} "
+                         f"{id_glob!r}; check DATA_ROOT and IMAGE_PATTERN")
+    # natural order (2 before 10), then as texts: "1" and "01" in one order whatever the run (set order varies)
+    return sorted(found, key=lambda tile_id: ([(0, int(t), "") if t.isdigit() else (1, 0, t)
+                                               for t in re.split(r"(\d+)", tile_id) if t], tile_id))
+
+
+def _id_search(data_root: str, image_pattern: str, id_glob: str, where: str,
+               literal=glob.escape) -> tuple[str, re.Pattern]:
+    """The glob of the image files whose {id} matches ``id_glob`` (the rest of the pattern as ``literal`` makes it;
+    {part[i]} and formatted fields as any name), and the regular expression that takes the id out of one."""
+    root = str(Path(data_root) / "_")[:-1] if not Path(image_pattern).is_absolute() else ""
+    searched, expression, named = [literal(root)], [re.escape(root)], False
+    try:
+        fields = list(string.Formatter().parse(image_pattern))
+    except ValueError as err:
+        raise EosegError(f"IMAGE_PATTERN {image_pattern!r}: bad pattern ({err})") from None
+    for text, field, spec, conversion in fields:
+        searched.append(literal(text))
+        expression.append(re.escape(text))
+        if field is None:
+            continue
+        if field == "id" and not spec and not conversion:
+            searched.append(id_glob)
+            expression.append("(?P=id)" if named else "(?P<id>[^/\\\\]+)")
+            named = True
+        else:
+            searched.append("*")
+            expression.append("[^/\\\\]+")
+    if not named:
+        raise EosegError(f"{where}: {id_glob!r} finds tiles by IMAGE_PATTERN's {{id}}, and {image_pattern!r} has none")
+    return "".join(searched), re.compile("".join(expression))
+
+
+def _ids_of(paths: list[str], data_root: str, image_pattern: str, id_glob: str, where: str) -> Iterator[str]:
+    """The ids of ``paths`` (found by :func:`_id_search`) that match ``id_glob`` and whose path the pattern gives."""
+    expression = _id_search(data_root, image_pattern, id_glob, where)[1]
+    for path in paths:
+        match = expression.fullmatch(path)
+        if not match or not fnmatch.fnmatchcase(match["id"], id_glob):
+            continue
+        try:
+            made = str(Path(data_root) / image_pattern.format(**id_fields(match["id"])))
+        except (KeyError, IndexError, ValueError, AttributeError):
+            continue  # an id of fewer pieces than the pattern names
+        if made == str(Path(path)):
+            yield match["id"]
+
+
+def _nfc(text: str) -> str:
+    """``text`` in Unicode's composed form: "ü" typed, and "u" + diaeresis as macOS writes file names, alike."""
+    return unicodedata.normalize("NFC", text)
 
 
 def _any_case(text: str) -> str:

@@ -8,6 +8,7 @@ import json
 from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
+import unicodedata
 from typing import Iterable, Sequence
 
 import numpy as np
@@ -29,7 +30,7 @@ def existing_path(cfg: Config, pattern_name: str, tile_id: str, what: str, hint:
     if path is None:
         raise EosegError(f"tile {tile_id}: no {what} configured ({pattern_name} is empty)")
     if not path.is_file():
-        hint = hint or (_image_ids_hint(cfg, tile_id) if pattern_name == "IMAGE_PATTERN" else "") \
+        hint = hint or _named_otherwise(path) or (_image_ids_hint(cfg, tile_id) if pattern_name == "IMAGE_PATTERN" else "") \
             or f"check DATA_ROOT ({cfg.DATA_ROOT}) and {pattern_name}"
         raise EosegError(f"tile {tile_id}: {what} not found at {path}{relative_to_here(path)}; {hint}")
     return path
@@ -40,14 +41,23 @@ def relative_to_here(path: Path) -> str:
     return "" if path.is_absolute() else f" (in {Path.cwd()})"
 
 
+def _named_otherwise(expected: Path) -> str:
+    """Where a file is named as ``expected`` but for the case of its letters ("UP1.TIF" for "UP1.tif") or the Unicode
+    form of its accented ones (NFD, as macOS writes names, for the NFC typed): which, to rename; else ""."""
+    if not expected.parent.is_dir():
+        return ""
+    same = lambda name: unicodedata.normalize("NFC", name)  # noqa: E731
+    for entry in sorted(expected.parent.iterdir()):
+        if same(entry.name) == same(expected.name):
+            return (f"{entry} is named so, its accented letters written in another Unicode form (decomposed, as macOS "
+                    "writes names): rename it, or give the id as its file name writes it")
+        if same(entry.name).lower() == same(expected.name).lower():
+            return f"{entry} is named so but for the case of its letters: rename it"
+    return ""
+
+
 def _image_ids_hint(cfg: Config, tile_id: str) -> str:
-    """What the ids of the images IMAGE_PATTERN does find look like, when it finds some: "1" against "001"; or the
-    image named so but for the case of its letters ("UP1.TIF" for "UP1.tif")."""
-    expected = cfg.tile_path("IMAGE_PATTERN", tile_id)
-    if expected.parent.is_dir():
-        other_case = [entry.name for entry in expected.parent.iterdir() if entry.name.lower() == expected.name.lower()]
-        if other_case:
-            return f"{expected.parent / other_case[0]} is named so but for the case of its letters: rename it"
+    """What the ids of the images IMAGE_PATTERN does find look like, when it finds some: "1" against "001"."""
     try:
         found = find_tile_ids(cfg.DATA_ROOT, cfg.IMAGE_PATTERN, "*", "IMAGE_PATTERN")
     except EosegError:

@@ -16,8 +16,8 @@ from rasterio.windows import Window
 from eoseg.errors import EosegError
 from eoseg.io import raster_info, read_label, read_raster, write_raster
 from eoseg.normalization import Normalization
-from eoseg.tiles import (check_same_dtype, display_bands, eroded_fallback, image_bands_record, image_info, image_stack, ndvi, read_image,
-                         tile_stack, training_pixels)
+from eoseg.tiles import (check_same_dtype, display_bands, eroded_fallback, existing_path, image_bands_record, image_info,
+                         image_stack, ndvi, read_image, tile_stack, training_pixels)
 
 from .conftest import TINY_TILE_SIZE
 
@@ -66,6 +66,31 @@ def test_images_named_but_for_the_case_of_their_letters_are_pointed_out(tiny_cfg
     with pytest.raises(EosegError, match=r"tile UP1: image not found at .*mixed/UP1.tif; .*mixed/UP1.TIF is named so but "
                                          r"for the case of its letters: rename it"):
         image_info(cfg, "UP1")
+
+
+def test_files_named_in_another_unicode_form_or_case_are_pointed_out_and_excluded_alike(tiny_cfg, tmp_path, capsys):
+    """A name macOS wrote (decomposed ü) and an id typed composed print alike: "image not found ... finds images of
+    ids zürich_1" (review); "!zürich_1" took nothing out, and "!Bad_tile" no bad_tile, silently: trained on (review)."""
+    import unicodedata
+
+    decomposed = unicodedata.normalize("NFD", "zürich_1")
+    for name in (decomposed, "bad_tile", "other"):
+        copy_raster(tiny_cfg.tile_path("IMAGE_PATTERN", "1"), tmp_path / "ids" / f"{name}.tif")
+    (tmp_path / "labels").mkdir()
+    copy_raster(tiny_cfg.tile_path("LABEL_PATTERN", "1"), tmp_path / "labels" / "other.TIF")
+    cfg = tiny_cfg.replace(DATA_ROOT=str(tmp_path / "ids"), IMAGE_PATTERN="{id}.tif", LABEL_PATTERN="../labels/{id}.tif",
+                           TRAIN_IDS=["*", "!zürich_1"], TEST_IDS=[])
+    assert cfg.tile_ids("train") == ["bad_tile", "other"]
+    with pytest.raises(EosegError, match=r"tile zürich_1: image not found at .*; .*zu\u0308rich_1.tif is named so, its "
+                                         r"accented letters written in another Unicode form"):
+        image_info(cfg, "zürich_1")
+    with pytest.raises(EosegError, match=r"TRAIN_IDS entry '!Bad_tile' takes out none of the ids before it, but for the "
+                                         r"case of their letters bad_tile: write them as named"):
+        cfg.replace(TRAIN_IDS=["*", "!Bad_tile"]).tile_ids("train")
+    assert cfg.replace(TRAIN_IDS=["*", "!gone"]).tile_ids("train") == ["bad_tile", "other", decomposed]
+    assert "TRAIN_IDS entry '!gone' takes out none of the ids listed before it" in capsys.readouterr().err
+    with pytest.raises(EosegError, match=r"labels/other.TIF is named so but for the case of its letters: rename it"):
+        existing_path(cfg, "LABEL_PATTERN", "other", "numeric label map")  # not only images (review)
 
 
 def test_ids_a_glob_matches_but_for_the_case_of_their_letters_are_pointed_out(tiny_cfg, tmp_path, capsys):
