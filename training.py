@@ -44,8 +44,8 @@ def main(argv=None):
     parser.add_argument("--resume", metavar="CHECKPOINT", nargs="?", const=LATEST,
                         help="continue from a checkpoint (without a path: the latest in TRAIN_DIR/checkpoints)")
     parser.add_argument("--force", action="store_true",
-                        help="start a new run in a TRAIN_DIR that holds one (its log and checkpoints are removed) "
-                             "and replace MODEL_FILE")
+                        help="start a new run in a TRAIN_DIR that holds one (its log, checkpoints and MODEL_FILE are "
+                             "removed once the new run writes) and replace MODEL_FILE")
     args, cfg = parse(parser, argv)
     if args.resume and args.force:
         raise EosegError("--resume continues a run and --force starts a new one: give one of them")

@@ -282,11 +282,14 @@ def _give_back_replaced_run(train_dir: Path) -> None:
         shutil.rmtree(aside)
 
 
-def discard_replaced_run(train_dir: str | Path) -> None:
+def discard_replaced_run(train_dir: str | Path, model_file: str | Path) -> None:
     """The new run is about to write TRAIN_DIR: the run --force replaces goes for good (renamed first, so that a
-    kill while it is removed leaves no part of it to be given back)."""
+    kill while it is removed leaves no part of it to be given back), and its weights at ``model_file`` with it: a
+    new run killed before its end would leave them beside its own log and checkpoints, taken for its weights."""
     aside = replaced_run(train_dir)
     if aside.exists():
+        if Path(model_file).exists() and _written_by_run_in(aside, Path(model_file)):
+            Path(model_file).unlink()
         os.replace(aside, _discarded_run(train_dir))
         shutil.rmtree(_discarded_run(train_dir))
 
@@ -646,7 +649,7 @@ class Trainer:
         self.log = None
         self.tensorboard = None  # TRAIN_DIR/tensorboard/ on the main process, when tensorboard is installed
         if processes.is_main:
-            discard_replaced_run(self.train_dir)
+            discard_replaced_run(self.train_dir, cfg.MODEL_FILE)
             (self.train_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
             cfg.save(self.train_dir)
             self.log = TrainingLog(self.train_dir, self.iteration)

@@ -953,6 +953,26 @@ def test_a_forced_run_removes_the_earlier_run_only_once_it_writes(tiny_cfg):
     assert not list(train_dir.parent.glob(f".{train_dir.name}.*ed"))  # neither set aside nor discarded is left
 
 
+def test_a_forced_run_killed_before_its_end_leaves_no_weights_of_the_run_it_replaced(tiny_cfg, monkeypatch):
+    """MODEL_FILE stayed the replaced run's until the new run ended: killed, TRAIN_DIR held the new run beside the old
+    weights, which inference took without a note (review). They go with that run, once the new one writes."""
+    from eoseg.train import claim_train_dir
+
+    cfg = tiny_cfg.replace(TRAIN_SOURCE="tiles", ITERATIONS=1, VAL_EVERY=0)
+    with claim_train_dir(cfg, resume=False, force=False):
+        train(cfg, progress=False)
+    assert Path(cfg.MODEL_FILE).is_file()
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("eoseg.train.Trainer.snapshot", killed)  # before its first checkpoint
+    with pytest.raises(KeyboardInterrupt):
+        with claim_train_dir(cfg, resume=False, force=True):
+            train(cfg, progress=False)
+    assert not Path(cfg.MODEL_FILE).exists() and (Path(cfg.TRAIN_DIR) / "config.json").is_file()
+
+
 def test_a_run_trains_into_the_current_folder(tiny_cfg, monkeypatch):
     """TRAIN_DIR "." has no name to set an earlier run aside beside: it was a traceback before the first step."""
     from eoseg.train import claim_train_dir
