@@ -8,7 +8,7 @@ The effective configuration is written as JSON beside each script's outputs.
 The defaults below are the training recipe for your own data. DATASET picks a preset
 from PRESETS at the end: the preset's names replace the defaults, and --config /
 KEY=VALUE override both. DATASET = "sample" here, so the scripts run without arguments
-on the bundled sample with the demo's recipe; a --config file that does not name a
+on the synthetic sample (make_sample.py) with the demo's recipe; a --config file that does not name a
 DATASET applies no preset. To bring your own data, write a --config file (or add a
 preset) with your folders, tile ids, bands and classes: it trains with the recipe below.
 """

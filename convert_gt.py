@@ -34,7 +34,8 @@ from eoseg.tiles import configured_inputs
 
 def main(argv=None):
     parser = make_parser(__doc__)
-    parser.add_argument("files", nargs="*", metavar="FILE", help="files to convert (default: all tiles of the config)")
+    parser.add_argument("files", nargs="*", metavar="FILE", help="files to convert (required by --to-color and --from-values; --from-color without "
+                        "files converts every tile of the config)")
     direction = parser.add_mutually_exclusive_group(required=True)
     direction.add_argument("--from-color", action="store_true", help="colour ground truth -> numeric label maps")
     direction.add_argument("--to-color", action="store_true", help="numeric label maps -> colour images")

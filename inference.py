@@ -10,7 +10,8 @@
     python inference.py --images region/ --shard 3/50            # job 3 of an array of 50 (SLURM, ...)
     python inference.py --merge-metrics                          # then one report from the 50 shares
 
-Rasters are streamed by blocks of rows (INFER_BLOCK_ROWS), so any size fits in memory.
+Rasters are streamed by blocks of rows (INFER_BLOCK_ROWS): memory grows with that times a raster's width, not
+with its height.
 For each image (NAME: its file name; a tile's id before it where only a folder names the tile,
 as IMAGE_PATTERN = "{id}/ortho.tif" does): NAME_labels (class ids, palette as colour table, class names for GIS, IGNORE_LABEL where the
 input is nodata) and NAME_color (WRITE_COLOR) as GeoTIFFs with the input's CRS and transform

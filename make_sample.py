@@ -1,4 +1,4 @@
-"""Make the bundled sample: synthetic urban tiles in the ISPRS Vaihingen layout.
+"""Make the sample data set: synthetic urban tiles in the ISPRS Vaihingen layout.
 
 Writes every tile of TRAIN_IDS and TEST_IDS under DATA_ROOT with the config's patterns:
 an IRRG orthophoto, the colour-coded ground truth, the same with eroded (black)

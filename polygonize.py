@@ -10,7 +10,9 @@ inference.py writes them), else CLASS_NAMES of the config; a config given with -
 CLASS_NAMES= or DATASET= whose CLASS_NAMES differ from the recorded ones is refused.
 A label map that records no class names and whose colour table does not say it holds class
 ids (ground truth of raw codes, a 0/255 mask) is read through LABEL_VALUES, as every step
-reads label rasters. Pixels labelled IGNORE_LABEL (or the raster's nodata) get no polygon. --min-area drops
+reads label rasters, by value (its nodata tag is not read: a 0/255 mask tagged nodata 0 keeps its
+background). Pixels labelled IGNORE_LABEL (in a label map eoseg wrote, also its nodata value) get no polygon.
+--min-area drops
 regions smaller than that many square CRS units (square metres in a UTM CRS) and fills
 holes as small, so a small island merges into the region around it; --simplify then
 simplifies all boundaries by that tolerance in CRS units, keeping neighbouring polygons

@@ -22,7 +22,8 @@ Several machines, N GPUs each: run on every machine, with HOST:PORT a machine al
 Writes TRAIN_DIR/log.csv, TRAIN_DIR/loss.png (loss, learning rate, validation metrics),
 checkpoints every SNAPSHOT_EVERY iterations in TRAIN_DIR/checkpoints (with best.pt, the
 best validation mean F1), and the final weights to MODEL_FILE. A checkpoint holds the full
-training state: resuming repeats the losses an uninterrupted run would have had.
+training state: resuming repeats the losses an uninterrupted run would have had (bit for bit on a CPU; on a GPU
+with DETERMINISTIC=True).
 """
 
 from __future__ import annotations

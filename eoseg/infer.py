@@ -52,6 +52,8 @@ from eoseg.tiles import (BAND_KINDS, TileStack, TruthSource, check_band_names, c
 from eoseg.weights import check_input_dtype, config_that_ran, read_weights, recorded_normalization
 
 RASTER_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".jp2", ".img", ".vrt")
+# files GIS software writes beside a raster: overviews (a TIFF that opens, but no image), mask, metadata, world files
+SIDECAR_SUFFIXES = (".ovr", ".msk", ".aux.xml", ".tfw", ".tifw", ".pgw", ".jgw", ".jpw", ".wld", ".prj")
 PREVIEW_SIDE = 1024  # longest side of the preview panels, in pixels
 RECORD_FORMAT = "eoseg-inference-record-3"  # 2: config_sha256 of the labelling settings only; 3: files read with each input
 RECORD_SUFFIX = "_record.json"  # NAME_record.json: pending before NAME's outputs, complete after them all
@@ -76,6 +78,7 @@ class InferenceSummary:
     outputs: dict[str, Path] = field(default_factory=dict)
     failed: dict[str, str] = field(default_factory=dict)  # image file -> why it could not be labelled
     band_order_warning: str | None = None  # the first image whose colour interpretation contradicts the training's
+    earlier_images: list[str] = field(default_factory=list)  # in the folder, labelled by an earlier run: not reported
 
 
 @dataclass(frozen=True)
@@ -109,10 +112,17 @@ def expand_image_arguments(arguments: list[str | Path]) -> list[Path]:
                       f"search: {search} as well", file=sys.stderr)
             files += found
         elif any(ch in text for ch in "*?[") and not path.is_file():  # "ortho [2].tif" is a name, not a pattern
-            found = sorted(Path(p) for p in glob.glob(text, recursive=True) if Path(p).is_file())
-            if not found:
+            matched = sorted(Path(p) for p in glob.glob(text, recursive=True) if Path(p).is_file())
+            if not matched:
                 raise EosegError(f"no file matches {text!r}")
+            found = [p for p in matched if p.suffix.lower() in RASTER_SUFFIXES]  # as a folder's (review: x.tif.ovr)
+            if not found:
+                raise EosegError(f"no raster file ({', '.join(RASTER_SUFFIXES)}) matches {text!r}")
             files += found
+        elif path.name.lower().endswith(SIDECAR_SUFFIXES):  # a shell's DIR/* gives them one by one
+            if distributed_rank()[0] == 0:
+                print(f"note: left out {path}: a file GIS software writes beside a raster (overviews, mask, metadata or "
+                      "world file), not an image", file=sys.stderr)
         else:
             files.append(path)
     unique = {}  # overlapping patterns list a file twice: labelled once
@@ -452,6 +462,22 @@ def _differing(settings: dict, others: dict) -> list[str]:
     return [name for name in sorted(settings.keys() | others.keys()) if settings.get(name) != others.get(name)]
 
 
+def _refuse_other_steps_files(out_dir: Path, force: bool) -> None:
+    """Refuse a folder holding a training run (its config.json, which labelling writes, is what --resume holds the
+    run to), even with ``force``; and, without it, a config.json or report of a run's name where no labelling run
+    left a record: another step's, or the user's, which labelling would replace (review)."""
+    if (out_dir / "checkpoints").is_dir() and (out_dir / "log.csv").is_file():
+        raise EosegError(f"{out_dir} holds a training run (its checkpoints and log.csv), whose config.json labelling "
+                         "would replace; label into another --out")
+    if force or not out_dir.is_dir() or any(out_dir.glob(f"*{RECORD_SUFFIX}")):
+        return
+    held = [name for name in ("config.json", *RUN_REPORTS.values()) if (out_dir / name).exists()]
+    if held:
+        raise EosegError(f"{out_dir} holds {', '.join(held)}, which no labelling run left there (it holds no record of "
+                         "labelled images) and this one would replace; label into another --out, or pass --force to "
+                         "replace them")
+
+
 def _refuse_another_images_outputs(out_dir: Path, jobs: list[Job]) -> None:
     """Refuse to replace the outputs of another image file of the same name (every drone project's
     odm_orthophoto.tif): a changed image of the same path is relabelled, another file is not."""
@@ -503,10 +529,14 @@ def _recorded_files(folder: Path) -> dict[str, Path]:
 
 
 def _check_output_files(cfg: Config, jobs: list[Job], out_dir: Path, force: bool) -> None:
-    """Refuse an output that would overwrite an input of this run or a file of the config's tiles (ground truth in
-    the output folder, say), even with ``force``; and, without it, an existing file of an output's name that no
+    """Refuse an output folder that holds an image of this run, and an output that would overwrite an input of this
+    run or a file of the config's tiles (ground truth in the output folder, say), even with ``force``; and, without it, an existing file of an output's name that no
     record in ``out_dir`` lists: the user's own (another tool's map), which labelling would replace unasked."""
     inputs = configured_inputs(cfg)
+    among = next((job.info.path for job in jobs if job.info.path.parent.resolve() == out_dir.resolve()), None)
+    if among is not None:  # IMAGE_PATTERN's globs, or a folder given to --images, would read the maps as images (review)
+        raise EosegError(f"--out (or INFER_DIR) {out_dir} is the folder of the image {among.name}: its maps would lie among "
+                         "the images, and be read as images later; label into a folder of its own")
     for job in jobs:
         for path in job.stack.paths:
             inputs.setdefault(path.resolve(), f"the input {path}")
@@ -789,6 +819,7 @@ def _label_inputs(cfg: Config, weights: str | Path, out_dir: Path, tile_ids: lis
     if not force:
         _refuse_other_runs_results(out_dir, weights_sha256, cfg)
         _refuse_another_images_outputs(out_dir, jobs)
+    _refuse_other_steps_files(out_dir, force)
     out_dir.mkdir(parents=True, exist_ok=True)
     refusal = None
     if rank == 0:
@@ -855,9 +886,29 @@ def _label_inputs(cfg: Config, weights: str | Path, out_dir: Path, tile_ids: lis
                                               "labelling_settings": labelling_settings(cfg.to_dict())})
         return summary
     summary.outputs.update(_run_reports(out_dir, summary.metrics is not None))
+    summary.earlier_images = _labelled_before(out_dir, {r.name for r in results})
     if rank == 0:
+        if summary.earlier_images and progress:  # a folder labelled piecemeal: the report is this run's (review)
+            shown = ", ".join(summary.earlier_images[:3]) + (f" and {len(summary.earlier_images) - 3} more"
+                                                             if len(summary.earlier_images) > 3 else "")
+            print(f"note: {out_dir} also holds the maps of {shown}, labelled by an earlier run; {RUN_REPORTS['metrics']} "
+                  "reports this run's images only (label them all in one run for one report)", file=sys.stderr)
         _write_reports(summary, weights, predictor.precision)
     return summary
+
+
+def _labelled_before(out_dir: Path, labelled: set[str]) -> list[str]:
+    """The images whose complete records ``out_dir`` holds beside those of ``labelled``."""
+    earlier = []
+    for record_path in sorted(out_dir.glob(f"*{RECORD_SUFFIX}")):
+        name = record_path.name.removesuffix(RECORD_SUFFIX)
+        try:
+            complete = name not in labelled and json.loads(record_path.read_text()).get("complete", True)
+        except (OSError, ValueError, AttributeError):
+            continue
+        if complete:
+            earlier.append(name)
+    return earlier
 
 
 def _each_job(jobs: list[Job], image_jobs: set[str], failed: dict[str, str], step) -> list[Job]:
@@ -883,7 +934,9 @@ def _check_polygons_placed(cfg: Config, job: Job) -> Job:
 
     if job.info.crs is None or not job.info.georeferenced:
         # GCPs or RPCs place no output pixel: a CRS assigned to such an image would not help
-        remedy = job.info.unplaced or "give it a CRS (gdal_translate -a_srs)"
+        remedy = job.info.unplaced or ("give it a CRS (gdal_edit.py -a_srs EPSG:CODE FILE)" if job.info.georeferenced else
+                                       "give it a CRS and a geotransform (gdal_translate -a_srs EPSG:CODE -a_ullr ULX "
+                                       "ULY LRX LRY FILE OUT.tif)")
         raise EosegError(f"{job.info.path}: WRITE_POLYGONS writes map polygons, and the image has no CRS or no "
                          f"geotransform to place them with; {remedy}, or set WRITE_POLYGONS=\"\"")
     check_polygon_units(job.info.crs, cfg.POLYGON_SIMPLIFY, cfg.POLYGON_MIN_AREA, str(job.info.path))
@@ -1022,6 +1075,8 @@ def _write_reports(summary: InferenceSummary, weights: str | Path, precision: st
         report["failed"] = summary.failed
     if summary.band_order_warning:  # kept with the maps, for whoever reads them later
         report["band_order_warning"] = summary.band_order_warning
+    if summary.earlier_images:
+        report["earlier_images"] = summary.earlier_images  # in the folder, of an earlier run, not in this report
     if summary.metrics is not None:
         report["overall"] = summary.metrics
     if "confusion_plot" in summary.outputs:  # a shard's report has no plot or table: the merge draws them

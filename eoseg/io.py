@@ -439,8 +439,8 @@ def open_raster(path: str | Path, what: str = "raster") -> Iterator[rasterio.Dat
     with src:
         if src.transform.determinant == 0:  # a world file's 0 line, a -a_ullr of one corner twice: no pixel has an area
             raise DamagedInputError(f"{path}: its geotransform {tuple(src.transform)[:6]} gives its pixels no width or "
-                                    "height, so they lie nowhere; set the right one (gdal_edit.py -a_ullr or -a_gt) or "
-                                    "remove it (gdal_edit.py -unsetgt)")
+                                    "height, so they lie nowhere; set the right one (gdal_edit.py -a_ullr ULX ULY "
+                                    "LRX LRY FILE) or remove it (gdal_edit.py -unsetgt FILE)")
         missing = [name for name in src.files[1:] if not name.startswith("/vsi") and not Path(name).exists()]
         if missing and src.driver == "VRT":  # GDAL then reads zeros for the whole mosaic, as valid pixels
             raise DamagedInputError(f"{path}: this VRT lists {len(missing)} file(s) that do not exist ({missing[0]}"

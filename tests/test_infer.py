@@ -233,6 +233,19 @@ def test_folders_and_globs_expand(tmp_path):
     assert [p.name for p in expand_image_arguments([str(tmp_path / "ortho [2].tif")])] == ["ortho [2].tif"]
 
 
+def test_files_gis_software_writes_beside_rasters_are_no_images(tmp_path, capsys):
+    """--images "DIR/*" labelled QGIS's overviews x.tif.ovr as an image, and refused x.tif.aux.xml as a damaged one
+    (review); a shell's DIR/* gives them one by one."""
+    names = ("x.tif", "x.tif.ovr", "x.tif.aux.xml", "x.tfw", "notes.txt")
+    for name in names:
+        (tmp_path / name).write_bytes(b"")
+    assert [p.name for p in expand_image_arguments([str(tmp_path / "*")])] == ["x.tif"]
+    assert [p.name for p in expand_image_arguments([tmp_path / name for name in names])] == ["x.tif", "notes.txt"]
+    assert "note: left out " in capsys.readouterr().err
+    with pytest.raises(EosegError, match=r"no raster file .* matches '.*x\.tif\.\*'"):
+        expand_image_arguments([str(tmp_path / "x.tif.*")])
+
+
 def test_rasters_in_subfolders_of_a_folder_are_said_to_be_left_out(setup, tmp_path, capsys):
     """A folder argument searches the folder alone: images in its subfolders were skipped without a word, and a folder
     holding them alone was "no raster files" (review). Both say so, with the pattern that searches them; an output
@@ -362,6 +375,9 @@ def test_outputs_never_overwrite_a_tiles_ground_truth(sample_root, tmp_path):
             run_inference(cfg, weights, truth.parent, tile_ids=["4"], progress=False, force=force)
     assert truth.read_bytes() == before
     assert run_inference(cfg, weights, tmp_path / "out", tile_ids=["4"], progress=False).metrics is not None
+    images = cfg.tile_path("IMAGE_PATTERN", "4").parent  # where IMAGE_PATTERN's globs would read the maps (review)
+    with pytest.raises(EosegError, match=r"is the folder of the image top_mosaic_09cm_area4.tif: its maps would lie among"):
+        run_inference(cfg, weights, images, tile_ids=["4"], progress=False, force=True)
 
 
 def test_a_file_of_an_outputs_name_that_no_record_lists_is_replaced_only_with_force(setup, tmp_path):
@@ -591,6 +607,41 @@ def weights_of_values(cfg: Config, path, pixels: np.ndarray, dtype: str):
     torch.manual_seed(0)
     return save_checkpoint(path, cfg, model_from_config(cfg), iteration=0,
                            trained_on={"input_dtype": dtype, "input_statistics": statistics.record()})
+
+
+def test_reports_that_no_labelling_run_left_are_replaced_only_with_force_and_a_training_run_never(setup, tmp_path):
+    """metrics.json, config.json... of the user's, or of a training run (whose config.json --resume holds it to),
+    were replaced without --force (review)."""
+    cfg, weights = setup
+    source = write_geotiff(tmp_path / "in.tif", random_image(64, 64))
+    theirs = tmp_path / "results"
+    theirs.mkdir()
+    (theirs / "metrics.json").write_text("keep me")
+    with pytest.raises(EosegError, match=r"results holds metrics.json, which no labelling run left there .*pass --force"):
+        run_inference(cfg, weights, theirs, image_paths=[source], progress=False)
+    assert (theirs / "metrics.json").read_text() == "keep me"
+    run_inference(cfg, weights, theirs, image_paths=[source], progress=False, force=True)
+    run_inference(cfg, weights, theirs, image_paths=[source], progress=False)  # its own: labelled again as ever
+    training = tmp_path / "train"
+    (training / "checkpoints").mkdir(parents=True)
+    (training / "log.csv").write_text("iteration,loss\n")
+    (training / "config.json").write_text("{}")
+    for force in (False, True):
+        with pytest.raises(EosegError, match=r"train holds a training run .*label into another --out"):
+            run_inference(cfg, weights, training, image_paths=[source], progress=False, force=force)
+    assert (training / "config.json").read_text() == "{}"
+
+
+def test_a_folder_labelled_in_two_runs_says_its_report_is_the_last_runs(setup, tmp_path, capsys):
+    """--images a then --images b into one folder: metrics.json listed b alone beside a's maps, unsaid (review)."""
+    cfg, weights = setup
+    first, second = (write_geotiff(tmp_path / f"{name}.tif", random_image(64, 64)) for name in ("a", "b"))
+    run_inference(cfg, weights, tmp_path / "out", image_paths=[first], progress=False)
+    run_inference(cfg, weights, tmp_path / "out", image_paths=[second], progress=True)
+    assert "also holds the maps of a, labelled by an earlier run; metrics.json reports this run's images only" in \
+        capsys.readouterr().err
+    report = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert list(report["images"]) == ["b"] and report["earlier_images"] == ["a"]
 
 
 def test_the_saved_config_names_the_network_the_weights_hold(setup, tmp_path, capsys):
@@ -827,9 +878,13 @@ def test_polygons_of_an_image_without_a_crs_are_refused_before_labelling(setup, 
     with rasterio.open(path, "w", driver="PNG", width=64, height=64, count=3, dtype="uint8") as dst:
         dst.write(random_image(64, 64))
     (tmp_path / "placed.pgw").write_text("0.5\n0\n0\n-0.5\n500000.25\n5399999.75\n")
-    with pytest.raises(EosegError, match=r"placed.png: WRITE_POLYGONS writes map polygons, and the image has no CRS"):
+    with pytest.raises(EosegError, match=r"placed.png: WRITE_POLYGONS writes map polygons, and the image has no CRS.*; "
+                                         r"give it a CRS \(gdal_edit.py -a_srs EPSG:CODE FILE\)"):
         run_inference(cfg.replace(WRITE_POLYGONS=".gpkg"), weights, tmp_path / "out", image_paths=[path], progress=False)
     assert not (tmp_path / "out").exists()
+    (tmp_path / "placed.pgw").unlink()  # placed nowhere: a CRS alone would not place it (review)
+    with pytest.raises(EosegError, match=r"give it a CRS and a geotransform \(gdal_translate -a_srs EPSG:CODE -a_ullr"):
+        run_inference(cfg.replace(WRITE_POLYGONS=".gpkg"), weights, tmp_path / "out", image_paths=[path], progress=False)
 
 
 def test_polygons_an_image_cannot_carry_are_refused_before_labelling(setup, tmp_path):
