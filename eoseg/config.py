@@ -709,6 +709,19 @@ def _ids_of(paths: list[str], data_root: str, image_pattern: str, id_glob: str, 
             yield match["id"]
 
 
+def matches_pattern(data_root: str, pattern: str, path: Path) -> bool:
+    """Whether file ``path`` is one that ``pattern`` (under ``data_root``) names for some tile id."""
+    if not pattern:
+        return False
+    glob_text = []
+    try:
+        for text, field, _, _ in string.Formatter().parse(str(Path(data_root).resolve() / pattern)):
+            glob_text.append(glob.escape(text) + ("*" if field is not None else ""))
+    except ValueError:  # a bad pattern: pattern_path says what is wrong with it
+        return False
+    return fnmatch.fnmatchcase(str(path.resolve()), "".join(glob_text))
+
+
 def _nfc(text: str) -> str:
     """``text`` in Unicode's composed form: "ü" typed, and "u" + diaeresis as macOS writes file names, alike."""
     return unicodedata.normalize("NFC", text)

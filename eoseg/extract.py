@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import sys
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -31,7 +32,14 @@ from eoseg.tiles import (TileStack, check_patch_fits, check_same_dtype, fits_pat
 MANIFEST = "manifest.json"  # written last: its presence marks a complete patch folder
 PATCH_LIST = "patches.csv"
 READ_BYTES = 256 * 2**20  # a tile is read by bands of rows of about this many bytes: memory bounded, whatever its size
-PATCH_FIELDS = ["split", "tile", "row", "col", "augmentation", "image", "label", "transform", "source_image"]
+# the checksums: of each patch's array as written, which packing reads against (a patch rewritten or cut since)
+PATCH_FIELDS = ["split", "tile", "row", "col", "augmentation", "image", "label", "transform", "source_image",
+                "image_crc32", "label_crc32"]
+
+
+def patch_checksum(array: np.ndarray) -> str:
+    """CRC-32 of a patch array's bytes, as patches.csv records it."""
+    return f"{zlib.crc32(np.ascontiguousarray(array).data):08x}"
 
 
 def split_plan(cfg: Config, split: str) -> tuple[int, list[str]]:
@@ -113,12 +121,14 @@ def write_tile_patches(cfg: Config, out: Path, writer: csv.DictWriter, split: st
                 for variant in variants:
                     transform = corner @ augment.source_pixels(variant, size)  # a flipped patch lies flipped on the map
                     name = f"{split}/{tile_id}_{row}_{col}_{variant}.npy"
-                    np.save(out / "images" / name, augment.apply(variant, image_patch))
-                    np.save(out / "labels" / name, augment.apply(variant, label_patch))
+                    image_variant, label_variant = augment.apply(variant, image_patch), augment.apply(variant, label_patch)
+                    np.save(out / "images" / name, image_variant)
+                    np.save(out / "labels" / name, label_variant)
                     writer.writerow({
                         "split": split, "tile": tile_id, "row": row, "col": col,
                         "augmentation": variant, "image": f"images/{name}", "label": f"labels/{name}",
                         "transform": json.dumps(list(transform)[:6]), "source_image": str(info.path),
+                        "image_crc32": patch_checksum(image_variant), "label_crc32": patch_checksum(label_variant),
                     })
                     written += 1
             earlier = (read.top, covered)

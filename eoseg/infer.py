@@ -33,7 +33,7 @@ from rasterio.enums import Resampling
 from tqdm import tqdm
 
 from eoseg import plots
-from eoseg.config import Config, label_value_pairs, uses_tile_id
+from eoseg.config import Config, label_value_pairs, matches_pattern, uses_tile_id
 from eoseg.convert import label_map_writer
 from eoseg.datacheck import count_block_pixels, thin_class_note
 from eoseg.device import Processes, distributed_rank, process_device
@@ -145,13 +145,34 @@ def _raster_in_subfolders(folder: Path) -> Path | None:
     return None
 
 
+GROUND_TRUTH_PATTERNS = ("GT_COLOR_PATTERN", "GT_ERODED_PATTERN", "LABEL_PATTERN")
+
+
+def _without_ground_truth(cfg: Config, images: list[Path], say: bool) -> list[Path]:
+    """``images`` but the files the config's ground truth patterns name (DeepGlobe's masks beside its images: review),
+    said once; a file IMAGE_PATTERN names too stays."""
+    kept, left_out = [], {}
+    for path in images:
+        named = next((name for name in GROUND_TRUTH_PATTERNS if matches_pattern(cfg.DATA_ROOT, getattr(cfg, name), path)),
+                     None)
+        if named is None or matches_pattern(cfg.DATA_ROOT, cfg.IMAGE_PATTERN, path):
+            kept.append(path)
+        else:
+            left_out.setdefault(named, []).append(path.name)
+    if say:
+        for name, files in left_out.items():
+            print(f"note: left out {', '.join(files[:3])}{f' and {len(files) - 3} more' if len(files) > 3 else ''}: "
+                  f"ground truth by {name}, not images", file=sys.stderr)
+    return kept
+
+
 def _refuse_inputs_in_output_folder(images: list[Path], out_dir: Path) -> None:
     """Outputs written among the inputs would be taken for images by the next run over that folder; and an earlier
     run's outputs among the inputs (its folder inside the one a glob searches) would be labelled as images."""
     inside = [p for p in images if p.parent.resolve() == out_dir.resolve()]
     if inside:
         raise EosegError(f"the output folder {out_dir} holds the input {inside[0].name}: a later run over it would "
-                         "label eoseg's own outputs; write the outputs elsewhere (--out)")
+                         "label eoseg's own outputs; write the outputs elsewhere (--out or INFER_DIR)")
     recorded: dict[Path, dict[str, Path]] = {}  # folder -> {output file name: the completion record listing it}
     for image in images:
         if image.parent not in recorded:
@@ -529,14 +550,10 @@ def _recorded_files(folder: Path) -> dict[str, Path]:
 
 
 def _check_output_files(cfg: Config, jobs: list[Job], out_dir: Path, force: bool) -> None:
-    """Refuse an output folder that holds an image of this run, and an output that would overwrite an input of this
-    run or a file of the config's tiles (ground truth in the output folder, say), even with ``force``; and, without it, an existing file of an output's name that no
+    """Refuse an output that would overwrite an input of this run or a file of the config's tiles (ground truth in
+    the output folder, say), even with ``force``; and, without it, an existing file of an output's name that no
     record in ``out_dir`` lists: the user's own (another tool's map), which labelling would replace unasked."""
     inputs = configured_inputs(cfg)
-    among = next((job.info.path for job in jobs if job.info.path.parent.resolve() == out_dir.resolve()), None)
-    if among is not None:  # IMAGE_PATTERN's globs, or a folder given to --images, would read the maps as images (review)
-        raise EosegError(f"--out (or INFER_DIR) {out_dir} is the folder of the image {among.name}: its maps would lie among "
-                         "the images, and be read as images later; label into a folder of its own")
     for job in jobs:
         for path in job.stack.paths:
             inputs.setdefault(path.resolve(), f"the input {path}")
@@ -723,11 +740,16 @@ def _label_inputs(cfg: Config, weights: str | Path, out_dir: Path, tile_ids: lis
     if unscored and progress and distributed_rank()[0] == 0:
         looked = " or ".join(str(cfg.tile_path(name, unscored[0])) for name in ("GT_ERODED_PATTERN", "LABEL_PATTERN")
                              if cfg.tile_path(name, unscored[0]) is not None)
+        colour = cfg.tile_path("GT_COLOR_PATTERN", unscored[0])
+        convert = (f"; its colour ground truth {colour} is there: convert it (convert_gt.py --from-color) to score it"
+                   if colour is not None and colour.is_file() else "")  # check_data.py says so too (review)
         print(f"note: tiles {', '.join(unscored[:5])}{' ...' if len(unscored) > 5 else ''} have no ground truth (for "
-              f"{unscored[0]}: nothing at {looked or 'no GT_ERODED_PATTERN or LABEL_PATTERN'}): labelled, not scored",
-              file=sys.stderr)
+              f"{unscored[0]}: nothing at {looked or 'no GT_ERODED_PATTERN or LABEL_PATTERN'}): labelled, not scored"
+              f"{convert}", file=sys.stderr)
     listed = expand_image_arguments(image_paths or [])
-    _refuse_inputs_in_output_folder(listed, out_dir)
+    listed = _without_ground_truth(cfg, listed, say=progress and distributed_rank()[0] == 0)
+    # a configured tile's too: IMAGE_PATTERN's id globs would read the maps beside it as tiles (review)
+    _refuse_inputs_in_output_folder([job.info.path for job in jobs] + listed, out_dir)
     check_writable(out_dir, "output folder")
     for path in listed:
         try:

@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from eoseg.config import Config
 from eoseg.errors import EosegError
-from eoseg.extract import read_manifest
+from eoseg.extract import patch_checksum, read_manifest
 from eoseg.io import atomic_directory, write_failure
 from eoseg.labels import check_class_ids
 from eoseg.metadata import check_source_files, check_stored_data, data_signature
@@ -188,10 +188,24 @@ class LmdbPatches:
             return image.copy(), label.copy()  # the buffer is only valid inside the transaction
 
 
-def _checked_label(cfg: Config, path: Path) -> np.ndarray:
-    """A label patch, refused if it holds ids that are neither a class nor IGNORE_LABEL."""
-    label = np.load(path)
-    check_class_ids(label, cfg.num_classes, cfg.IGNORE_LABEL, str(path))
+def _patch(patches_dir: Path, row: dict, key: str) -> np.ndarray:
+    """The image or label (``key``) patch of a patches.csv ``row``, refused if it cannot be read or is not the array
+    extraction wrote (its checksum, where the list records one: older folders' do not)."""
+    path = patches_dir / row[key]
+    redo = "the folder changed since extraction: extract again (extract_images.py --force)"
+    try:
+        array = np.load(path)
+    except (OSError, ValueError, EOFError) as err:  # cut short by an interrupted copy (review: a traceback)
+        raise EosegError(f"{path}: cannot read this patch ({err}); {redo}") from None
+    if row.get(f"{key}_crc32") and patch_checksum(array) != row[f"{key}_crc32"]:
+        raise EosegError(f"{path}: not the patch extraction wrote (its checksum differs); {redo}")
+    return array
+
+
+def _checked_label(cfg: Config, patches_dir: Path, row: dict) -> np.ndarray:
+    """A label patch (:func:`_patch`), refused if it holds ids that are neither a class nor IGNORE_LABEL."""
+    label = _patch(patches_dir, row, "label")
+    check_class_ids(label, cfg.num_classes, cfg.IGNORE_LABEL, str(patches_dir / row["label"]))
     return label
 
 
@@ -211,7 +225,7 @@ def create_lmdb(cfg: Config, patches_dir: str | Path, lmdb_dir: str | Path, forc
             if split == "train":
                 order = np.random.default_rng(cfg.SHUFFLE_SEED).permutation(len(split_rows))
                 split_rows = [split_rows[i] for i in order]
-            records = ((np.load(patches_dir / r["image"]), _checked_label(cfg, patches_dir / r["label"])) for r in split_rows)
+            records = ((_patch(patches_dir, r, "image"), _checked_label(cfg, patches_dir, r)) for r in split_rows)
             meta = {
                 "signature": signature,
                 "split": split,

@@ -185,8 +185,12 @@ def test_a_tile_without_ground_truth_is_said_to_be_unscored(sample_root, tmp_pat
     weights = save_checkpoint(tmp_path / "w.pt", cfg, model_from_config(cfg), iteration=0)
     summary = run_inference(cfg, weights, tmp_path / "out", tile_ids=["4"], progress=True)
     assert summary.metrics is None
+    err = capsys.readouterr().err
     assert f"note: tiles 4 have no ground truth (for 4: nothing at {sample_root / 'data' / 'labelz' / '4.tif'}): " \
-           "labelled, not scored" in capsys.readouterr().err
+           "labelled, not scored" in err
+    # its colour ground truth, not converted yet, is named (review: "no ground truth" beside it)
+    assert f"; its colour ground truth {cfg.tile_path('GT_COLOR_PATTERN', '4')} is there: convert it (convert_gt.py " \
+           "--from-color) to score it" in err
 
 
 def test_probabilities_are_one_uint8_band_per_class(setup, tmp_path):
@@ -244,6 +248,19 @@ def test_files_gis_software_writes_beside_rasters_are_no_images(tmp_path, capsys
     assert "note: left out " in capsys.readouterr().err
     with pytest.raises(EosegError, match=r"no raster file .* matches '.*x\.tif\.\*'"):
         expand_image_arguments([str(tmp_path / "x.tif.*")])
+
+
+def test_ground_truth_the_config_names_beside_the_images_is_left_out(setup, tmp_path, capsys):
+    """DeepGlobe's <id>_sat.jpg beside <id>_mask.png: --images of the folder labelled the masks as images (review)."""
+    cfg, weights = setup
+    folder = tmp_path / "train"
+    folder.mkdir()
+    for name in ("1_sat.tif", "1_mask.tif"):
+        write_geotiff(folder / name, random_image(64, 64))
+    cfg = cfg.replace(DATA_ROOT=str(tmp_path), IMAGE_PATTERN="train/{id}_sat.tif", GT_COLOR_PATTERN="train/{id}_mask.tif")
+    summary = run_inference(cfg, weights, tmp_path / "out", image_paths=[folder], progress=True)
+    assert [image.name for image in summary.images] == ["1_sat"]
+    assert "note: left out 1_mask.tif: ground truth by GT_COLOR_PATTERN, not images" in capsys.readouterr().err
 
 
 def test_rasters_in_subfolders_of_a_folder_are_said_to_be_left_out(setup, tmp_path, capsys):
@@ -376,7 +393,7 @@ def test_outputs_never_overwrite_a_tiles_ground_truth(sample_root, tmp_path):
     assert truth.read_bytes() == before
     assert run_inference(cfg, weights, tmp_path / "out", tile_ids=["4"], progress=False).metrics is not None
     images = cfg.tile_path("IMAGE_PATTERN", "4").parent  # where IMAGE_PATTERN's globs would read the maps (review)
-    with pytest.raises(EosegError, match=r"is the folder of the image top_mosaic_09cm_area4.tif: its maps would lie among"):
+    with pytest.raises(EosegError, match=r"holds the input top_mosaic_09cm_area4.tif: a later run over it would label"):
         run_inference(cfg, weights, images, tile_ids=["4"], progress=False, force=True)
 
 

@@ -311,3 +311,28 @@ def test_patches_cut_from_files_changed_since_are_refused(tiny_cfg, tmp_path):
         training_data(cfg)
     with pytest.raises(EosegError, match=rf"patches in .* {changed}"):
         create_lmdb(cfg, cfg.PATCHES_DIR, tmp_path / "again", progress=False)
+
+
+def test_a_patch_cut_short_or_rewritten_since_extraction_is_refused(tiny_cfg, tmp_path):
+    """A patch cut short by an interrupted copy gave a numpy traceback; a label patch rewritten with another position's
+    labels was packed without a word (review). Each is refused by its checksum in patches.csv."""
+    import shutil
+
+    from eoseg.extract import extract_patches, read_manifest
+
+    extract_patches(tiny_cfg, tiny_cfg.PATCHES_DIR, progress=False)
+    patches = tmp_path / "copied_patches"
+    _, rows = read_manifest(tiny_cfg.PATCHES_DIR)
+    train = [row for row in rows if row["split"] == "train"]
+    for case in ("cut", "rewritten"):
+        shutil.rmtree(patches, ignore_errors=True)
+        shutil.copytree(tiny_cfg.PATCHES_DIR, patches)
+        if case == "cut":
+            image = patches / train[3]["image"]
+            image.write_bytes(image.read_bytes()[:200])
+            message = rf"{train[3]['image']}: cannot read this patch \(.*\); the folder changed since extraction"
+        else:
+            shutil.copyfile(patches / train[0]["label"], patches / train[3]["label"])
+            message = rf"{train[3]['label']}: not the patch extraction wrote \(its checksum differs\); the folder changed"
+        with pytest.raises(EosegError, match=message):
+            create_lmdb(tiny_cfg, patches, tmp_path / f"lmdb_{case}", progress=False)
