@@ -10,6 +10,7 @@ from __future__ import annotations
 import ast
 import os
 import stat
+import tokenize
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -361,7 +362,13 @@ def extra_norm_lines(cfg: Config, report: DataReport) -> list[str]:
 def write_norm(config_file: Path, lines: list[str]) -> None:
     """Put the NORM_MEAN / NORM_STD ``lines`` into ``config_file``, replacing its own assignments whole (an
     assignment over several lines too) or appending them."""
-    text = config_file.read_text() if config_file.is_file() else ""
+    text, encoding = "", "utf-8"
+    if config_file.is_file():
+        try:  # in the encoding its coding line declares, as Python reads it (review: latin-1, a traceback)
+            with tokenize.open(config_file) as handle:
+                text, encoding = handle.read(), handle.encoding
+        except (SyntaxError, UnicodeDecodeError) as err:
+            raise EosegError(f"{config_file}: cannot read it as Python reads it ({err}); it was left as it is") from None
     for line in lines:
         name = line.split(" =", 1)[0]
         try:
@@ -386,7 +393,7 @@ def write_norm(config_file: Path, lines: list[str]) -> None:
     target = config_file.resolve()  # a linked config is changed where it lies: the link stays a link
     mode = stat.S_IMODE(target.stat().st_mode) if target.exists() else None
     with atomic_path(target) as written:
-        written.write_text(text)
+        written.write_text(text, encoding=encoding)
         if mode is not None:  # the new file takes the old one's permissions, not the umask's
             os.chmod(written, mode)
 

@@ -86,6 +86,14 @@ def test_norm_written_over_assignments_of_several_lines(tmp_path):
     assert config.read_text() == "NORM_MEAN = [\n"
 
 
+def test_norm_written_into_a_config_of_another_encoding_keeps_it(tmp_path):
+    """A config declaring latin-1, which every step reads, gave a UnicodeDecodeError traceback (review)."""
+    config = tmp_path / "mine.py"
+    config.write_bytes("# -*- coding: latin-1 -*-\nDATA_ROOT = 'Zürich'\n".encode("latin-1"))
+    write_norm(config, ["NORM_MEAN = [10.0, 20.0]"])
+    assert config.read_bytes() == "# -*- coding: latin-1 -*-\nDATA_ROOT = 'Zürich'\nNORM_MEAN = [10.0, 20.0]\n".encode("latin-1")
+
+
 def test_norm_sharing_its_line_with_other_statements_is_left_to_the_user(tmp_path):
     """`MODEL_WIDTH = 0.5; NORM_MEAN = [...]`: the line was replaced whole, MODEL_WIDTH lost without a word (review)."""
     config = tmp_path / "mine.py"
