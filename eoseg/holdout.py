@@ -118,6 +118,8 @@ def tile_split(cfg: Config, tile_id: str, height: int, width: int) -> TileSplit 
         fix = (f"set HOLDOUT_BLOCK={block}" if block else
                f"lower PATCH_SIZE to {patch} and set HOLDOUT_BLOCK={fitting_block(height, width, cfg.HOLDOUT_EVERY, patch)}"
                if patch else "leave it out of TRAIN_IDS or of the held-out lists")
+        if block or patch:  # a --config for another folder inherits TRAIN_IDS: its glob found the tile (review)
+            fix += "; if it is no training tile, leave it out of TRAIN_IDS (a --config importing another inherits it)"
         raise EosegError(f"tile {tile_id} ({width} x {height} px) is in TRAIN_IDS and held out, but blocks of "
                          f"HOLDOUT_BLOCK={cfg.HOLDOUT_BLOCK} px leave it no {missing} area of PATCH_SIZE "
                          f"{cfg.PATCH_SIZE}; {fix}")
