@@ -53,6 +53,9 @@ def main(argv=None):
     main_process = Processes.from_environment().is_main
     # under torchrun the main process alone writes TRAIN_DIR, so it alone claims it
     given = None if args.resume in (None, LATEST) else args.resume  # a checkpoint named by its path
+    if given is not None and not Path(given).is_file():  # before the checks of the run it would continue (review)
+        raise EosegError(f"--resume {given}: no such checkpoint file; without a path, --resume continues from the latest "
+                         "in TRAIN_DIR/checkpoints")
     with claim_train_dir(cfg, resume=bool(args.resume), force=args.force, checkpoint=given) if main_process \
             else contextlib.nullcontext():
         resume = latest_checkpoint(cfg) if args.resume == LATEST else args.resume

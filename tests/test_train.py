@@ -281,6 +281,12 @@ def test_resume_refusal_is_one_line_from_the_script(sample_root, lmdb_dir, tmp_p
         f"error: checkpoint {six_class_checkpoint} was trained for 6 classes, but the config has 5; "
         "use the config it was trained with or retrain"]
     assert not Path(tmp_path / "train").exists()  # refused before anything was written
+    # a mistyped path is said as such, not as whatever check of the run it would continue fails first (review)
+    typo = tmp_path / "checkpoints" / "iter_000010.pt"
+    result = run_script("training.py", "--resume", str(typo), *arguments)
+    assert result.returncode == 2 and result.stderr.strip().splitlines() == [
+        f"error: --resume {typo}: no such checkpoint file; without a path, --resume continues from the latest in "
+        "TRAIN_DIR/checkpoints"]
 
 
 def test_fine_tuning_starts_the_whole_network_from_init_weights(lmdb_cfg, six_class_checkpoint):
