@@ -233,8 +233,9 @@ class Config:
         output = Path(output)
         return self.save(output.parent, f"{output.name}.config.json")
 
-    def save(self, folder: str | Path, name: str = "config.json") -> Path:
-        """Write the effective config as JSON into ``folder`` (atomically)."""
+    def save(self, folder: str | Path, name: str = "config.json", step: str | None = None) -> Path:
+        """Write the effective config as JSON into ``folder`` (atomically); ``step`` names the step that ran, where
+        its folder's config.json must be told from another's."""
         from eoseg.io import atomic_write_text
 
         from eoseg import __version__
@@ -252,6 +253,8 @@ class Config:
                     continue
         if found:
             record["tile_ids"] = found
+        if step is not None:
+            record["step"] = step
         atomic_write_text(path, json.dumps(record, indent=2, default=str) + "\n")
         return path
 

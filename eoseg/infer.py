@@ -56,6 +56,7 @@ RASTER_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".jp2", ".img", ".v
 SIDECAR_SUFFIXES = (".ovr", ".msk", ".aux.xml", ".tfw", ".tifw", ".pgw", ".jgw", ".jpw", ".wld", ".prj")
 PREVIEW_SIDE = 1024  # longest side of the preview panels, in pixels
 RECORD_FORMAT = "eoseg-inference-record-3"  # 2: config_sha256 of the labelling settings only; 3: files read with each input
+LABELLING_STEP = "inference"  # the step its config.json names
 RECORD_SUFFIX = "_record.json"  # NAME_record.json: pending before NAME's outputs, complete after them all
 SHARD_REPORT = "metrics.shard-{k}-of-{n}.json"  # a --shard K/N run's report, in place of metrics.json
 RUN_REPORTS = {"metrics": "metrics.json", "metrics_table": "metrics.txt", "confusion_plot": "confusion_matrix.png"}
@@ -492,6 +493,11 @@ def _refuse_other_steps_files(out_dir: Path, force: bool) -> None:
                          "would replace; label into another --out")
     if force or not out_dir.is_dir() or any(out_dir.glob(f"*{RECORD_SUFFIX}")):
         return
+    try:  # a labelling run that has not written a record yet (the other shares of a --shard run start beside it)
+        if json.loads((out_dir / "config.json").read_text()).get("step") == LABELLING_STEP:
+            return
+    except (OSError, ValueError, AttributeError):
+        pass
     held = [name for name in ("config.json", *RUN_REPORTS.values()) if (out_dir / name).exists()]
     if held:
         raise EosegError(f"{out_dir} holds {', '.join(held)}, which no labelling run left there (it holds no record of "
@@ -853,7 +859,7 @@ def _label_inputs(cfg: Config, weights: str | Path, out_dir: Path, tile_ids: lis
             if refusal is None:
                 for leftover in out_dir.glob(".config.tmp-*.json"):  # a killed run's: no one else writes it now
                     leftover.unlink()
-                cfg.save(out_dir)
+                cfg.save(out_dir, step=LABELLING_STEP)
                 _remove_run_reports(out_dir, shard)
     if world > 1:  # under torchrun rank 0 alone marks the folder: every rank stops where it was refused (code review)
         shared = [refusal]
