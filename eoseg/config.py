@@ -162,12 +162,17 @@ def override_arguments(values: dict[str, Any]) -> list[str]:
     return [f"{name}={value}" if isinstance(value, str) else f"{name}={value!r}" for name, value in values.items()]
 
 
+LIST_ITEM = re.compile(r"""\s*(?:'([^']*)'|"([^"]*)"|([^,]*))\s*(?:,|$)""")  # quoted (commas and all), or bare
+
+
 def _bare_items(raw: str) -> list[str] | None:
-    """The items of a list typed without quotes ("[a_1, b_2]", "[2_10]"), as texts; None if ``raw`` is no list."""
+    """The items of a list typed without quotes ("[a_1, b_2]", "[2_10]"; a quoted one may hold commas), as texts;
+    None if ``raw`` is no list."""
     raw = raw.strip()
     if not (raw.startswith("[") and raw.endswith("]")):
         return None
-    return [item.strip().strip("'\"") for item in raw[1:-1].split(",") if item.strip()]
+    return [single or double or bare.strip() for single, double, bare in LIST_ITEM.findall(raw[1:-1])
+            if single or double or bare.strip()]
 
 
 def parse_override(text: str, defaults: dict[str, Any]) -> tuple[str, Any]:
@@ -318,7 +323,8 @@ class Config:
             if entry.startswith("!"):
                 kept = [tile_id for tile_id in found if not fnmatch.fnmatchcase(_nfc(tile_id), _nfc(entry[1:]))]
                 if len(kept) == len(found):  # the tile it was meant for stays: learned from, or scored
-                    other_case = [tile_id for tile_id in found if fnmatch.fnmatch(tile_id.lower(), entry[1:].lower())]
+                    other_case = [tile_id for tile_id in found
+                                  if fnmatch.fnmatch(_nfc(tile_id).lower(), _nfc(entry[1:]).lower())]
                     if other_case:
                         raise EosegError(f"{name} entry {entry!r} takes out none of the ids before it, but for the case "
                                          f"of their letters {', '.join(other_case[:3])}: write them as named")
@@ -644,19 +650,19 @@ def is_id_glob(entry: str) -> bool:
 def find_tile_ids(data_root: str, image_pattern: str, id_glob: str, where: str) -> list[str]:
     """The ids matching ``id_glob`` of the images that ``image_pattern`` (its {id} standing for one
     file or folder name; its {part[i]} for pieces of it) finds under ``data_root``, in natural order; none is an
-    error."""
-    searched, _ = _id_search(data_root, image_pattern, id_glob, where)
-    found = set(_ids_of(glob.glob(searched), data_root, image_pattern, id_glob, where))
+    error. Ids and globs compare in one Unicode form: a name macOS wrote (decomposed) matches the glob typed."""
+    searched, _ = _id_search(data_root, image_pattern, "*", where)
+    every_id = set(_ids_of(glob.glob(searched), data_root, image_pattern, where))
+    found = {tile_id for tile_id in every_id if fnmatch.fnmatchcase(_nfc(tile_id), _nfc(id_glob))}
     other_case = sorted(set(glob.glob(_id_search(data_root, image_pattern, id_glob, where, _any_case)[0]))
-                        - set(glob.glob(searched)))
+                        - set(glob.glob(_id_search(data_root, image_pattern, id_glob, where)[0])))
     if other_case:  # Linux matches names exactly: "UP1.TIF" beside "a1.tif" would be left out without a word
         note_once(("other case", image_pattern, id_glob),
                   f"IMAGE_PATTERN {image_pattern!r} leaves out {', '.join(map(os.path.basename, other_case[:3]))}"
                   f"{f' and {len(other_case) - 3} more' if len(other_case) > 3 else ''}, named so but for the case of "
                   "their letters: rename them to be read")
-    every_id = set(_ids_of(glob.glob(_id_search(data_root, image_pattern, "*", where)[0]), data_root, image_pattern, "*",
-                           where))
-    other_case_ids = sorted(tile_id for tile_id in every_id - found if fnmatch.fnmatch(tile_id.lower(), id_glob.lower()))
+    other_case_ids = sorted(tile_id for tile_id in every_id - found
+                            if fnmatch.fnmatch(_nfc(tile_id).lower(), _nfc(id_glob).lower()))
     if other_case_ids:  # ids match as globs do, letter case and all: "tile_*" leaves "Tile_10" out
         note_once(("other case ids", image_pattern, id_glob),
                   f"{where}: {id_glob!r} leaves out the ids {', '.join(other_case_ids[:3])}"
@@ -670,39 +676,48 @@ def find_tile_ids(data_root: str, image_pattern: str, id_glob: str, where: str) 
                                                for t in re.split(r"(\d+)", tile_id) if t], tile_id))
 
 
+NAME_PIECE = "[^/\\\\]+?"  # what a pattern's field stands for in a path: one file or folder name, or part of it
+
+
+def _pattern_pieces(data_root: str, pattern: str) -> Iterator[tuple[str, str | None]]:
+    """(literal text, the field after it or None) of ``pattern`` under ``data_root`` (its folder first): each field as
+    written ("id", "id:0>3", "part[0]:0>2")."""
+    root = str(Path(data_root) / "_")[:-1] if not Path(pattern).is_absolute() else ""
+    yield root, None
+    try:
+        fields = list(string.Formatter().parse(pattern))
+    except ValueError as err:
+        raise EosegError(f"pattern {pattern!r}: bad pattern ({err})") from None
+    for text, field, spec, conversion in fields:
+        yield text, None if field is None else field + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "")
+
+
 def _id_search(data_root: str, image_pattern: str, id_glob: str, where: str,
                literal=glob.escape) -> tuple[str, re.Pattern]:
     """The glob of the image files whose {id} matches ``id_glob`` (the rest of the pattern as ``literal`` makes it;
     {part[i]} and formatted fields as any name), and the regular expression that takes the id out of one."""
-    root = str(Path(data_root) / "_")[:-1] if not Path(image_pattern).is_absolute() else ""
-    searched, expression, named = [literal(root)], [re.escape(root)], False
-    try:
-        fields = list(string.Formatter().parse(image_pattern))
-    except ValueError as err:
-        raise EosegError(f"IMAGE_PATTERN {image_pattern!r}: bad pattern ({err})") from None
-    for text, field, spec, conversion in fields:
+    searched, expression, named = [], [], False
+    for text, field in _pattern_pieces(data_root, image_pattern):
         searched.append(literal(text))
         expression.append(re.escape(text))
-        if field is None:
-            continue
-        if field == "id" and not spec and not conversion:
+        if field == "id":
             searched.append(id_glob)
             expression.append("(?P=id)" if named else "(?P<id>[^/\\\\]+)")
             named = True
-        else:
+        elif field is not None:
             searched.append("*")
-            expression.append("[^/\\\\]+")
+            expression.append(NAME_PIECE)
     if not named:
         raise EosegError(f"{where}: {id_glob!r} finds tiles by IMAGE_PATTERN's {{id}}, and {image_pattern!r} has none")
     return "".join(searched), re.compile("".join(expression))
 
 
-def _ids_of(paths: list[str], data_root: str, image_pattern: str, id_glob: str, where: str) -> Iterator[str]:
-    """The ids of ``paths`` (found by :func:`_id_search`) that match ``id_glob`` and whose path the pattern gives."""
-    expression = _id_search(data_root, image_pattern, id_glob, where)[1]
+def _ids_of(paths: list[str], data_root: str, image_pattern: str, where: str) -> Iterator[str]:
+    """The ids of ``paths`` (found by :func:`_id_search`) whose path the pattern gives for that id."""
+    expression = _id_search(data_root, image_pattern, "*", where)[1]
     for path in paths:
         match = expression.fullmatch(path)
-        if not match or not fnmatch.fnmatchcase(match["id"], id_glob):
+        if not match:
             continue
         try:
             made = str(Path(data_root) / image_pattern.format(**id_fields(match["id"])))
@@ -713,16 +728,16 @@ def _ids_of(paths: list[str], data_root: str, image_pattern: str, id_glob: str, 
 
 
 def matches_pattern(data_root: str, pattern: str, path: Path) -> bool:
-    """Whether file ``path`` is one that ``pattern`` (under ``data_root``) names for some tile id."""
+    """Whether file ``path`` is one that ``pattern`` (under ``data_root``) names for some tile id: each field one
+    name or part of one, never a path across folders."""
     if not pattern:
         return False
-    glob_text = []
     try:
-        for text, field, _, _ in string.Formatter().parse(str(Path(data_root).resolve() / pattern)):
-            glob_text.append(glob.escape(text) + ("*" if field is not None else ""))
-    except ValueError:  # a bad pattern: pattern_path says what is wrong with it
+        expression = "".join(re.escape(text) + ("" if field is None else NAME_PIECE)
+                             for text, field in _pattern_pieces(str(Path(data_root).resolve()), pattern))
+    except EosegError:  # a bad pattern: pattern_path says what is wrong with it
         return False
-    return fnmatch.fnmatchcase(str(path.resolve()), "".join(glob_text))
+    return re.fullmatch(expression, str(path.resolve())) is not None
 
 
 def _nfc(text: str) -> str:

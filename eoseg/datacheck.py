@@ -120,10 +120,9 @@ def check_dataset(cfg: Config, norm_to_write: bool = False) -> DataReport:
                 elif whole_raster:  # its test blocks: refused, if it is, as its training pass refused it (one problem)
                     labels.check()
                 # after the whole raster's check: a refusal counts its pixels, not a window's
-                for window in spread_windows(info.height, info.width, 4, 256):  # whether a class lies in thin lines
-                    pixels, in_blocks = count_block_pixels(labels.read(window), cfg.num_classes)
-                    class_pixels += pixels
-                    class_in_blocks += in_blocks
+                pixels, in_blocks = thin_line_counts(info.height, info.width, cfg.num_classes, labels.read)
+                class_pixels += pixels
+                class_in_blocks += in_blocks
                 if split == "train":  # what training learns from: labels where the image holds data, of the trained part
                     with stack:
                         for window in row_windows(info.height, info.width):
@@ -153,10 +152,9 @@ def check_dataset(cfg: Config, norm_to_write: bool = False) -> DataReport:
                 if split == "test" and eroded is not None and eroded.is_file():  # what scoring reads beside the labels
                     truth = eval_truth(cfg, tile_id, info)
                     if not truth.colour:  # read through the label maps' LABEL_VALUES: its boundaries may read as a class
-                        for window in spread_windows(info.height, info.width, 4, 256):
-                            pixels, in_blocks = count_block_pixels(truth.labels.read(window), cfg.num_classes)
-                            eroded_pixels += pixels
-                            eroded_in_blocks += in_blocks
+                        pixels, in_blocks = thin_line_counts(info.height, info.width, cfg.num_classes, truth.labels.read)
+                        eroded_pixels += pixels
+                        eroded_in_blocks += in_blocks
             except EosegError as err:
                 report.problem(str(err))
     checked = set(cfg.tile_ids("train")) | set(cfg.tile_ids("test"))
@@ -253,6 +251,16 @@ def count_block_pixels(ids: np.ndarray, num_classes: int) -> tuple[np.ndarray, n
     classes = centre < num_classes
     return (np.bincount(centre[classes], minlength=num_classes)[:num_classes],
             np.bincount(centre[classes & uniform], minlength=num_classes)[:num_classes])
+
+
+def thin_line_counts(height: int, width: int, num_classes: int, read) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`count_block_pixels` of a ``height`` x ``width`` label raster over a few windows spread across it
+    (``read(window)``: their class ids), for :func:`thin_class_note`."""
+    pixels, in_blocks = np.zeros(num_classes, np.int64), np.zeros(num_classes, np.int64)
+    for window in spread_windows(height, width, 4, 256):
+        counted, blocks = count_block_pixels(read(window), num_classes)
+        pixels, in_blocks = pixels + counted, in_blocks + blocks
+    return pixels, in_blocks
 
 
 def thin_class_note(cfg: Config, pixels: np.ndarray, in_blocks: np.ndarray) -> str | None:

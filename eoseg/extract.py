@@ -37,6 +37,9 @@ PATCH_FIELDS = ["split", "tile", "row", "col", "augmentation", "image", "label",
                 "image_crc32", "label_crc32"]
 
 
+CHANGED_SINCE_EXTRACTION = "the folder changed since extraction: extract again (extract_images.py --force)"
+
+
 def patch_checksum(array: np.ndarray) -> str:
     """CRC-32 of a patch array's bytes, as patches.csv records it."""
     return f"{zlib.crc32(np.ascontiguousarray(array).data):08x}"
@@ -214,7 +217,7 @@ def read_manifest(patches_dir: str | Path) -> tuple[dict, list[dict]]:
     manifest = json.loads(path.read_text())
     with open(patches_dir / manifest["patch_list"], newline="") as handle:
         rows = list(csv.DictReader(handle))
-    redo = "the folder changed since extraction: extract again (extract_images.py --force)"
+    redo = CHANGED_SINCE_EXTRACTION
     for split, count in (manifest.get("counts") or {}).items():  # a row removed from the list: packed without a word
         listed = sum(row["split"] == split for row in rows)
         if listed != count:

@@ -30,7 +30,7 @@ from rasterio.windows import Window
 from tqdm import tqdm
 
 from eoseg.errors import EosegError
-from eoseg.io import RasterInfo, open_raster
+from eoseg.io import RasterInfo, crs_command, open_raster
 
 # the resamplings a source may choose (rasterio's names); labels always take "nearest"
 RESAMPLINGS = ("nearest", "bilinear", "cubic", "cubic_spline", "lanczos", "average", "mode")
@@ -234,7 +234,7 @@ def _crs_remedy(image: RasterInfo, other: RasterInfo) -> str:
     code = having.crs.to_epsg()
     crs = f"EPSG:{code}" if code else f"the CRS of {having.path.name} (gdalsrsinfo -o wkt {having.path.name})"
     return (f"{lacking.path.name} has a transform but no CRS: if it is in {having.path.name}'s CRS, give it that "
-            f"one: gdal_edit.py -a_srs {crs} {lacking.path.name}")
+            f"one: {crs_command(lacking.path.name, crs)}")
 
 
 def needs_warp(image: RasterInfo, other: RasterInfo, what: str) -> bool:

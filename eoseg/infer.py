@@ -30,18 +30,19 @@ import rasterio
 import torch
 import torch.distributed as dist
 from rasterio.enums import Resampling
+from rasterio.windows import Window
 from tqdm import tqdm
 
 from eoseg import plots
 from eoseg.config import Config, label_value_pairs, matches_pattern, uses_tile_id
 from eoseg.convert import label_map_writer
-from eoseg.datacheck import count_block_pixels, thin_class_note
+from eoseg.datacheck import thin_class_note, thin_line_counts
 from eoseg.device import Processes, distributed_rank, process_device
 from eoseg.errors import DamagedInputError, EosegError
 from eoseg.holdout import check_scored_tiles
 from eoseg.io import (GDAL_CACHE_MB, RasterInfo, RasterWriter, alpha_band_problem, atomic_write_text, check_outputs,
-                      check_writable, exclusive, file_sha256, open_raster, output_suffix, raster_info, read_as_note,
-                      spread_windows)
+                      check_writable, crs_command, exclusive, file_sha256, open_raster, output_suffix, raster_info,
+                      read_as_note)
 from eoseg.labelling import label_rows, labelling_stack, make_predictor
 from eoseg.labels import SCAN_ROWS, files_read_with
 from eoseg.metrics import NOT_TRAINED, UNSCORED, format_table, metrics_from_confusion, percent
@@ -116,9 +117,10 @@ def expand_image_arguments(arguments: list[str | Path]) -> list[Path]:
             matched = sorted(Path(p) for p in glob.glob(text, recursive=True) if Path(p).is_file())
             if not matched:
                 raise EosegError(f"no file matches {text!r}")
-            found = [p for p in matched if p.suffix.lower() in RASTER_SUFFIXES]  # as a folder's (review: x.tif.ovr)
+            found = [p for p in matched if not p.name.lower().endswith(SIDECAR_SUFFIXES)]  # review: x.tif.ovr labelled
             if not found:
-                raise EosegError(f"no raster file ({', '.join(RASTER_SUFFIXES)}) matches {text!r}")
+                raise EosegError(f"only files GIS software writes beside rasters (overviews, masks, metadata, world "
+                                 f"files) match {text!r}")
             files += found
         elif path.name.lower().endswith(SIDECAR_SUFFIXES):  # a shell's DIR/* gives them one by one
             if distributed_rank()[0] == 0:
@@ -683,14 +685,17 @@ def _labelling_run(out_dir: Path, signature: str) -> Iterator[None]:
 
 
 def _thin_class_in_truth(cfg: Config, job: Job) -> str | None:
-    """check_data.py's note of a class in thin lines among areas, of ``job``'s ground truth as it is scored, read in a
-    few bands of rows."""
-    pixels = in_blocks = np.zeros(cfg.num_classes, dtype=np.int64)
-    for first, end in sorted({(window.row_off, window.row_off + window.height)
-                              for window in spread_windows(job.info.height, job.info.width, 4, 256)}):
-        counted, blocks = count_block_pixels(job.truth.read_rows(cfg.palette, first, end), cfg.num_classes)
-        pixels, in_blocks = pixels + counted, in_blocks + blocks
-    return thin_class_note(cfg, pixels, in_blocks)
+    """check_data.py's note of a class in thin lines among areas, of ``job``'s ground truth as it is scored (read by
+    bands of rows, each once)."""
+    rows: dict[tuple[int, int], np.ndarray] = {}
+
+    def read(window: Window) -> np.ndarray:
+        band = (window.row_off, window.row_off + window.height)
+        if band not in rows:
+            rows[band] = job.truth.read_rows(cfg.palette, *band)
+        return rows[band][:, window.col_off:window.col_off + window.width]
+
+    return thin_class_note(cfg, *thin_line_counts(job.info.height, job.info.width, cfg.num_classes, read))
 
 
 def _drop_stale_outputs(out_dir: Path, failed: dict[str, str]) -> None:
@@ -775,7 +780,7 @@ def _label_inputs(cfg: Config, weights: str | Path, out_dir: Path, tile_ids: lis
         # a world file (GDAL reads no .prj beside it), or a GeoTIFF's transform without its CRS
         elif job.info.georeferenced and job.info.crs is None and say:
             print(f"note: {job.info.path.name} is placed (a transform) but has no CRS: its pixel size is not compared "
-                  "with the training imagery's and its outputs carry no CRS; give it one (gdal_translate -a_srs)",
+                  f"with the training imagery's and its outputs carry no CRS; give it one ({crs_command(job.info.path.name)})",
                   file=sys.stderr)
         alpha = alpha_band_problem(job.info, cfg.BANDS) if say else ""
         if alpha:
@@ -962,7 +967,7 @@ def _check_polygons_placed(cfg: Config, job: Job) -> Job:
 
     if job.info.crs is None or not job.info.georeferenced:
         # GCPs or RPCs place no output pixel: a CRS assigned to such an image would not help
-        remedy = job.info.unplaced or ("give it a CRS (gdal_edit.py -a_srs EPSG:CODE FILE)" if job.info.georeferenced else
+        remedy = job.info.unplaced or (f"give it a CRS ({crs_command(job.info.path.name)})" if job.info.georeferenced else
                                        "give it a CRS and a geotransform (gdal_translate -a_srs EPSG:CODE -a_ullr ULX "
                                        "ULY LRX LRY FILE OUT.tif)")
         raise EosegError(f"{job.info.path}: WRITE_POLYGONS writes map polygons, and the image has no CRS or no "

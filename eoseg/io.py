@@ -411,6 +411,11 @@ class RasterInfo:
         return ""
 
 
+def crs_command(file: str, crs: str = "EPSG:CODE") -> str:
+    """The command that gives raster ``file`` the CRS ``crs``, where it has a geotransform but no CRS."""
+    return f"gdal_edit.py -a_srs {crs} {file}"
+
+
 VECTOR_SUFFIXES = (".geojson", ".json", ".gpkg", ".shp", ".fgb", ".gml", ".kml", ".sqlite")  # vector labels' files
 
 

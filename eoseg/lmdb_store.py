@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from eoseg.config import Config
 from eoseg.errors import EosegError
-from eoseg.extract import patch_checksum, read_manifest
+from eoseg.extract import CHANGED_SINCE_EXTRACTION, patch_checksum, read_manifest
 from eoseg.io import atomic_directory, write_failure
 from eoseg.labels import check_class_ids
 from eoseg.metadata import check_source_files, check_stored_data, data_signature
@@ -192,7 +192,7 @@ def _patch(patches_dir: Path, row: dict, key: str) -> np.ndarray:
     """The image or label (``key``) patch of a patches.csv ``row``, refused if it cannot be read or is not the array
     extraction wrote (its checksum, where the list records one: older folders' do not)."""
     path = patches_dir / row[key]
-    redo = "the folder changed since extraction: extract again (extract_images.py --force)"
+    redo = CHANGED_SINCE_EXTRACTION
     try:
         array = np.load(path)
     except (OSError, ValueError, EOFError) as err:  # cut short by an interrupted copy (review: a traceback)

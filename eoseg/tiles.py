@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
+import os
 from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
@@ -44,10 +45,16 @@ def relative_to_here(path: Path) -> str:
 def _named_otherwise(expected: Path) -> str:
     """Where a file is named as ``expected`` but for the case of its letters ("UP1.TIF" for "UP1.tif") or the Unicode
     form of its accented ones (NFD, as macOS writes names, for the NFC typed): which, to rename; else ""."""
+    if expected.is_dir():
+        return f"{expected} is a folder, not a file"
+    if expected.is_symlink():
+        return f"{expected} is a link to {os.readlink(expected)}, which does not exist"
     if not expected.parent.is_dir():
         return ""
     same = lambda name: unicodedata.normalize("NFC", name)  # noqa: E731
     for entry in sorted(expected.parent.iterdir()):
+        if entry.name == expected.name:
+            continue
         if same(entry.name) == same(expected.name):
             return (f"{entry} is named so, its accented letters written in another Unicode form (decomposed, as macOS "
                     "writes names): rename it, or give the id as its file name writes it")

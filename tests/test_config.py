@@ -344,6 +344,8 @@ def test_a_list_of_texts_may_be_typed_without_quotes_each_item_as_typed():
     assert (cfg.TEST_IDS, cfg.BAND_NAMES, cfg.VAL_IDS, cfg.TTA) == (["aachen_1", "aachen_2"], ["R", "G", "B"],
                                                                    ["2_10", "07"], ["fliplr"])
     assert load_config(overrides=["TRAIN_IDS=[1, 2]", "TEST_IDS=['*', '!3']"]).TEST_IDS == ["*", "!3"]
+    names = load_config(overrides=["CLASS_NAMES=[background, 'trees, bushes']", "PALETTE=[[9, 9, 9], [0, 255, 0]]"])
+    assert names.CLASS_NAMES == ["background", "trees, bushes"]  # a quoted item keeps its commas (code review)
     with pytest.raises(EosegError, match=r"LR_STEPS expects a list .*got '\[a\]'$"):  # numbers: no text read into them
         load_config(overrides=["LR_STEPS=[a]"])
 
@@ -565,9 +567,35 @@ def test_id_glob_finds_the_ids_of_a_pattern_that_names_their_pieces(tmp_path):
     settings = [f"DATA_ROOT={tmp_path}", "IMAGE_PATTERN={part[0]}/images/{id}.tif"]
     assert load_config(overrides=[*settings, "TRAIN_IDS=['*', '!zanzibar_1']"]).tile_ids("train") == ["aachen_1", "aachen_2"]
     assert load_config(overrides=[*settings, "TRAIN_IDS=['zanzibar_*']"]).tile_ids("train") == ["zanzibar_1"]
+    touch(tmp_path, "a/a_a_1.tif")  # a piece and the id in one name: the split the pattern gives (code review)
+    assert load_config(overrides=[f"DATA_ROOT={tmp_path}", "IMAGE_PATTERN={part[0]}/{part[0]}_{id}.tif",
+                                  "TRAIN_IDS=['*']"]).tile_ids("train") == ["a_1"]
     touch(tmp_path, "top/x_2_10.tif", "dsm/02_10/x_2_10.tif", "dsm/2_11/x_2_11.tif")  # padded pieces: as the pattern pads
     padded = [f"DATA_ROOT={tmp_path}", "IMAGE_PATTERN=dsm/{part[1]:0>2}_{part[2]}/{id}.tif", "TRAIN_IDS=['x_*']"]
     assert load_config(overrides=padded).tile_ids("train") == ["x_2_10"]
+
+
+def test_ids_and_globs_compare_in_one_unicode_form(tmp_path):
+    """"!zü*" took out a name macOS wrote (decomposed), but "zü*" found nothing (code review)."""
+    import unicodedata
+
+    decomposed = unicodedata.normalize("NFD", "zürich_1")
+    touch(tmp_path, f"img/{decomposed}.tif", "img/bern_1.tif")
+    settings = [f"DATA_ROOT={tmp_path}", "IMAGE_PATTERN=img/{id}.tif"]
+    assert load_config(overrides=[*settings, "TRAIN_IDS=['zü*']"]).tile_ids("train") == [decomposed]
+    assert load_config(overrides=[*settings, "TRAIN_IDS=['*', '!zü*']"]).tile_ids("train") == ["bern_1"]
+    with pytest.raises(EosegError, match="takes out none of the ids before it, but for the case of their letters"):
+        load_config(overrides=[*settings, "TRAIN_IDS=['*', '!Zürich_1']"]).tile_ids("train")
+
+
+def test_a_pattern_names_files_whose_fields_stand_for_one_name_each(tmp_path):
+    """IMAGE_PATTERN "{id}.tif" took ground truth in gt/ for an image: a field spanned folders (code review)."""
+    from eoseg.config import matches_pattern
+
+    assert matches_pattern(str(tmp_path), "{id}.tif", tmp_path / "1.tif")
+    assert not matches_pattern(str(tmp_path), "{id}.tif", tmp_path / "gt" / "1.tif")
+    assert matches_pattern(str(tmp_path), "gt/{part[0]:0>2}_{id}_mask.png", tmp_path / "gt" / "02_2_x_mask.png")
+    assert not matches_pattern(str(tmp_path), "", tmp_path / "1.tif")
 
 
 def test_id_glob_that_finds_nothing_is_one_line_naming_where_it_looked(tmp_path):

@@ -240,13 +240,14 @@ def test_folders_and_globs_expand(tmp_path):
 def test_files_gis_software_writes_beside_rasters_are_no_images(tmp_path, capsys):
     """--images "DIR/*" labelled QGIS's overviews x.tif.ovr as an image, and refused x.tif.aux.xml as a damaged one
     (review); a shell's DIR/* gives them one by one."""
-    names = ("x.tif", "x.tif.ovr", "x.tif.aux.xml", "x.tfw", "notes.txt")
+    names = ("x.tif", "x.tif.ovr", "x.tif.aux.xml", "x.tfw", "y.bmp")
     for name in names:
         (tmp_path / name).write_bytes(b"")
-    assert [p.name for p in expand_image_arguments([str(tmp_path / "*")])] == ["x.tif"]
-    assert [p.name for p in expand_image_arguments([tmp_path / name for name in names])] == ["x.tif", "notes.txt"]
+    # rasters of any format GDAL reads stay (a .bmp: code review), as given by path
+    assert [p.name for p in expand_image_arguments([str(tmp_path / "*")])] == ["x.tif", "y.bmp"]
+    assert [p.name for p in expand_image_arguments([tmp_path / name for name in names])] == ["x.tif", "y.bmp"]
     assert "note: left out " in capsys.readouterr().err
-    with pytest.raises(EosegError, match=r"no raster file .* matches '.*x\.tif\.\*'"):
+    with pytest.raises(EosegError, match=r"only files GIS software writes beside rasters .* match '.*x\.tif\.\*'"):
         expand_image_arguments([str(tmp_path / "x.tif.*")])
 
 
@@ -900,7 +901,7 @@ def test_polygons_of_an_image_without_a_crs_are_refused_before_labelling(setup, 
         dst.write(random_image(64, 64))
     (tmp_path / "placed.pgw").write_text("0.5\n0\n0\n-0.5\n500000.25\n5399999.75\n")
     with pytest.raises(EosegError, match=r"placed.png: WRITE_POLYGONS writes map polygons, and the image has no CRS.*; "
-                                         r"give it a CRS \(gdal_edit.py -a_srs EPSG:CODE FILE\)"):
+                                         r"give it a CRS \(gdal_edit.py -a_srs EPSG:CODE placed.png\)"):
         run_inference(cfg.replace(WRITE_POLYGONS=".gpkg"), weights, tmp_path / "out", image_paths=[path], progress=False)
     assert not (tmp_path / "out").exists()
     (tmp_path / "placed.pgw").unlink()  # placed nowhere: a CRS alone would not place it (review)

@@ -91,6 +91,12 @@ def test_files_named_in_another_unicode_form_or_case_are_pointed_out_and_exclude
     assert "TRAIN_IDS entry '!gone' takes out none of the ids listed before it" in capsys.readouterr().err
     with pytest.raises(EosegError, match=r"labels/other.TIF is named so but for the case of its letters: rename it"):
         existing_path(cfg, "LABEL_PATTERN", "other", "numeric label map")  # not only images (review)
+    (tmp_path / "labels" / "folder.tif").mkdir()  # its own name: not said to be of another form (code review)
+    (tmp_path / "labels" / "gone.tif").symlink_to(tmp_path / "unmounted" / "gone.tif")
+    with pytest.raises(EosegError, match=r"labels/folder.tif is a folder, not a file$"):
+        existing_path(cfg, "LABEL_PATTERN", "folder", "numeric label map")
+    with pytest.raises(EosegError, match=r"labels/gone.tif is a link to .*unmounted/gone.tif, which does not exist$"):
+        existing_path(cfg, "LABEL_PATTERN", "gone", "numeric label map")
 
 
 def test_ids_a_glob_matches_but_for_the_case_of_their_letters_are_pointed_out(tiny_cfg, tmp_path, capsys):
