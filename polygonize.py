@@ -14,7 +14,8 @@ reads label rasters, by value (its nodata tag is not read: a 0/255 mask tagged n
 background). Pixels labelled IGNORE_LABEL (in a label map eoseg wrote, also its nodata value) get no polygon.
 --min-area drops
 regions smaller than that many square CRS units (square metres in a UTM CRS) and fills
-holes as small, so a small island merges into the region around it; --simplify then
+holes as small, so a small island merges into the region around it (a hole holding unlabelled pixels, a nodata
+gap, stays); --simplify then
 simplifies all boundaries by that tolerance in CRS units, keeping neighbouring polygons
 edge to edge. Without the flags, the config's POLYGON_MIN_AREA and POLYGON_SIMPLIFY apply
 (as inference.py's WRITE_POLYGONS applies them); the flags win over them. A label map without a

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 import warnings
 from dataclasses import dataclass
@@ -137,8 +138,15 @@ def check_polygon_georeference(crs: CRS | None, transform, suffix: str, simplify
                          "label a georeferenced image, or pass --pixel-coordinates to write them anyway")
 
 
-def _drop_small_holes(polygon: Polygon, min_area: float) -> Polygon:
-    holes = [ring for ring in polygon.interiors if Polygon(ring).area >= min_area]
+def _drop_small_holes(polygon: Polygon, min_area: float, voids: shapely.STRtree | None = None) -> Polygon:
+    """``polygon`` without its holes under ``min_area``, but those holding unlabelled pixels (one of ``voids``): a
+    nodata gap is no island of another class, to be given the class around it (review)."""
+    def unlabelled(ring) -> bool:
+        hole = Polygon(ring)
+        return voids is not None and any(hole.intersection(voids.geometries[i]).area > 0
+                                         for i in voids.query(hole, predicate="intersects"))
+
+    holes = [ring for ring in polygon.interiors if Polygon(ring).area >= min_area or unlabelled(ring)]
     return polygon if len(holes) == len(polygon.interiors) else Polygon(polygon.exterior, holes)
 
 
@@ -151,10 +159,15 @@ def _check_class_ids(labels: np.ndarray, valid: np.ndarray, class_names: Sequenc
                          "them to classes with LABEL_VALUES")
 
 
+UNLABELLED = -1  # the class block_polygons gives the regions of unlabelled pixels, where asked for them
+
+
 def block_polygons(src: rasterio.DatasetReader, class_names: Sequence[str], ignore: Sequence[int],
-                   block_rows: int, values: LabelValues | None = None) -> Iterator[tuple[list[Polygon], list[int]]]:
+                   block_rows: int, values: LabelValues | None = None,
+                   unlabelled: bool = False) -> Iterator[tuple[list[Polygon], list[int]]]:
     """Polygons (in pixel coordinates) of the connected regions of each class of ``src``'s band 1 (its raw values
-    mapped to class ids through ``values`` where given, IGNORE_LABEL then left out too), with their classes, read
+    mapped to class ids through ``values`` where given, IGNORE_LABEL then left out too), with their classes (and, with
+    ``unlabelled``, those of the pixels left out, as class UNLABELLED), read
     ``block_rows`` rows at a time: those finished in each block as it is read, then those that cross seams.
     Memory follows the block and the regions cut by seams, not the raster.
 
@@ -176,8 +189,12 @@ def block_polygons(src: rasterio.DatasetReader, class_names: Sequence[str], igno
         _check_class_ids(labels, valid, class_names)
         below = top + rows
         finished: tuple[list[Polygon], list[int]] = ([], [])
-        for geometry, value in rasterio.features.shapes(labels, mask=valid, transform=Affine.translation(0, top),
-                                                        connectivity=4):
+        regions = rasterio.features.shapes(labels, mask=valid, transform=Affine.translation(0, top), connectivity=4)
+        if unlabelled and not valid.all():
+            void = rasterio.features.shapes(np.full(labels.shape, UNLABELLED, np.int16), mask=~valid,
+                                            transform=Affine.translation(0, top), connectivity=4)
+            regions = itertools.chain(regions, void)
+        for geometry, value in regions:
             polygon = shape(geometry)
             _, min_row, _, max_row = polygon.bounds
             if (top > 0 and min_row == top) or (below < src.height and max_row == below):
@@ -195,10 +212,11 @@ def block_polygons(src: rasterio.DatasetReader, class_names: Sequence[str], igno
     yield merged
 
 
-def finish_polygons(polygons: list[Polygon], transform, simplify: float = 0.0,
-                    min_area: float = 0.0) -> tuple[list[Polygon], list[bool]]:
+def finish_polygons(polygons: list[Polygon], transform, simplify: float = 0.0, min_area: float = 0.0,
+                    voids: Sequence[Polygon] = ()) -> tuple[list[Polygon], list[bool]]:
     """Pixel-space polygons to the CRS of ``transform``; regions under ``min_area`` (CRS units squared)
-    dropped and holes under it filled, so a small island disappears into the region around it;
+    dropped and holes under it filled, so a small island disappears into the region around it (not a hole that
+    holds unlabelled pixels: one of ``voids``, the pixel-space polygons of those, where given);
     then ``simplify`` (CRS units) simplifies all polygons together, so neighbours keep a shared
     boundary (no gaps or overlaps). Returns the polygons kept, outer rings counter-clockwise and holes clockwise
     (RFC 7946's right-hand rule), and, per input, whether it was kept.
@@ -206,7 +224,8 @@ def finish_polygons(polygons: list[Polygon], transform, simplify: float = 0.0,
     a, b, c, d, e, f = transform[:6]
     placed = [shapely.affinity.affine_transform(polygon, (a, b, d, e, c, f)) for polygon in polygons]
     kept = [min_area <= 0 or polygon.area >= min_area for polygon in placed]
-    placed = [_drop_small_holes(polygon, min_area) if min_area > 0 else polygon
+    tree = shapely.STRtree([shapely.affinity.affine_transform(void, (a, b, d, e, c, f)) for void in voids]) if voids else None
+    placed = [_drop_small_holes(polygon, min_area, tree) if min_area > 0 else polygon
               for polygon, keep in zip(placed, kept) if keep]
     if simplify > 0 and placed:
         placed = list(shapely.coverage_simplify(np.array(placed, dtype=object), simplify))
@@ -245,15 +264,19 @@ def polygonize_labels(label_path: str | Path, out: str | Path, class_names: Sequ
         check_polygon_georeference(crs, transform, out.suffix, simplify, min_area, pixel_coordinates, str(label_path))
         # read through LABEL_VALUES, its values mean what they map to, its nodata tag too (a 0/255 mask tagged nodata 0)
         ignored = [*ignore, *([int(src.nodata)] if src.nodata is not None and values is None else [])]
-        batches = block_polygons(src, class_names, ignored, block_rows, values)
+        batches = block_polygons(src, class_names, ignored, block_rows, values, unlabelled=min_area > 0)
         if simplify > 0:  # simplified together, so that neighbours keep their shared edges: all at once
             everything = list(batches)
             batches = [([p for polygons, _ in everything for p in polygons], [c for _, classes in everything for c in classes])]
         crs_text = vector_crs(crs) if crs is not None else None
         features = dropped = 0
+        voids: list[Polygon] = []  # unlabelled regions so far: a region across seams comes last, its holes' voids before
         with atomic_path(out) as tmp:
             for index, (pixel_polygons, classes) in enumerate(batches):  # written as they come: memory of one batch
-                polygons, kept = finish_polygons(pixel_polygons, transform, simplify, min_area)
+                voids += [p for p, c in zip(pixel_polygons, classes) if c == UNLABELLED]
+                pixel_polygons, classes = ([p for p, c in zip(pixel_polygons, classes) if c != UNLABELLED],
+                                           [c for c in classes if c != UNLABELLED])
+                polygons, kept = finish_polygons(pixel_polygons, transform, simplify, min_area, voids)
                 classes = [value for value, keep in zip(classes, kept) if keep]
                 dropped += len(kept) - len(classes)
                 if polygons or index == 0:  # the first creates the layer, empty or not

@@ -103,6 +103,21 @@ def test_min_area_and_simplification(tmp_path):
     assert (burnt == labels).mean() > 0.95
 
 
+@pytest.mark.parametrize("block_rows", [7, 1024])
+def test_min_area_fills_small_islands_but_never_a_gap_of_unlabelled_pixels(tmp_path, block_rows):
+    """A 6 x 6 px nodata gap in a tree region took the tree's class under POLYGON_MIN_AREA (review)."""
+    labels = np.full((40, 40), 3, np.uint8)
+    labels[10:16, 10:16] = IGNORE  # a gap in the mosaic
+    labels[25:27, 25:27] = 1  # a small island of another class
+    labels[0:12, 30:40] = IGNORE  # a collar crossing block seams, beside the region
+    source = write_labels(tmp_path / "labels.tif", labels)
+    summary = polygonize_labels(source, tmp_path / "classes.gpkg", CLASSES, [IGNORE], min_area=10 * PIXEL * PIXEL,
+                                block_rows=block_rows)
+    burnt = rasterized(summary.path, labels.shape, TRANSFORM)[4]
+    assert (burnt[labels == IGNORE] == IGNORE).all()  # no polygon over unlabelled pixels
+    assert (burnt[25:27, 25:27] == 3).all() and (burnt[labels == 3] == 3).all()  # the island merged into the trees
+
+
 def test_nodata_and_ignored_pixels_get_no_polygon(tmp_path):
     labels = scene().astype(np.int16)
     labels[-10:, -10:] = -1
