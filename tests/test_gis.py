@@ -107,7 +107,7 @@ def test_min_area_and_simplification(tmp_path):
 def test_min_area_fills_small_islands_but_never_a_gap_of_unlabelled_pixels(tmp_path, block_rows):
     """A 6 x 6 px nodata gap in a tree region took the tree's class under POLYGON_MIN_AREA (review)."""
     labels = np.full((40, 40), 3, np.uint8)
-    labels[10:16, 10:16] = IGNORE  # a gap in the mosaic
+    labels[10:13, 10:13] = IGNORE  # a gap in the mosaic, under the minimum area
     labels[25:27, 25:27] = 1  # a small island of another class
     labels[0:12, 30:40] = IGNORE  # a collar crossing block seams, beside the region
     source = write_labels(tmp_path / "labels.tif", labels)
