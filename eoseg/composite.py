@@ -24,7 +24,7 @@ from rasterio.windows import Window
 
 from eoseg.config import Config
 from eoseg.errors import EosegError
-from eoseg.io import RasterInfo, RasterWriter, apply_scaling, check_outputs, open_raster, raster_info
+from eoseg.io import RasterInfo, RasterWriter, apply_scaling, check_outputs, holds_data, open_raster, raster_info
 from eoseg.grid import needs_warp, note_once, open_on_grid
 from eoseg.labels import row_windows
 from eoseg.normalization import FILL_VALUE_BELOW
@@ -76,7 +76,7 @@ def _valid_heights(src, window: Window, info: RasterInfo) -> np.ndarray:
     """Band 1 of ``src`` (the raster ``info`` describes) in ``window`` as float32 heights (its GDAL scale and
     offset applied: heights stored in cm as integers are metres here), NaN where it holds no data."""
     heights = apply_scaling(src.read([1], window=window), info.stored_scaling([1]))[0].astype(np.float32)
-    heights[(src.read_masks(1, window=window) == 0) | ~np.isfinite(heights)] = np.nan  # infinity is no height either
+    heights[~holds_data(src.read_masks(1, window=window)) | ~np.isfinite(heights)] = np.nan  # nor is infinity
     return heights
 
 

@@ -30,7 +30,7 @@ from rasterio.windows import Window
 from tqdm import tqdm
 
 from eoseg.errors import EosegError
-from eoseg.io import RasterInfo, crs_command, open_raster
+from eoseg.io import RasterInfo, crs_command, holds_data, open_raster
 
 # the resamplings a source may choose (rasterio's names); labels always take "nearest"
 RESAMPLINGS = ("nearest", "bilinear", "cubic", "cubic_spline", "lanczos", "average", "mode")
@@ -339,7 +339,7 @@ class WarpedReader:
         return self._vrt.read(list(range(1, self.count + 1)) if indexes is None else indexes, window=window)
 
     def read_masks(self, indexes=None, window: Window | None = None) -> np.ndarray:
-        alpha = np.where(self._vrt.read(self._vrt.count, window=window) > 0, np.uint8(255), np.uint8(0))
+        alpha = np.where(holds_data(self._vrt.read(self._vrt.count, window=window)), np.uint8(255), np.uint8(0))
         if isinstance(indexes, int):
             return alpha
         return np.repeat(alpha[None], self.count if indexes is None else len(indexes), axis=0)

@@ -525,13 +525,23 @@ def read_raster(
         return src.read(bands, window=window)
 
 
+# GDAL mask values (0 none, 255 all; an alpha band's own values) at or above this hold data: a JPEG-compressed alpha
+# band reads 1-12 over a transparent collar (review), an anti-aliased edge is half transparent
+MASK_HOLDS_DATA = 128
+
+
+def holds_data(masks: np.ndarray) -> np.ndarray:
+    """Where GDAL masks (``read_masks``) say a raster holds data (see MASK_HOLDS_DATA)."""
+    return masks >= MASK_HOLDS_DATA
+
+
 def unlabelled_by_mask(src, window: Window | None = None) -> np.ndarray | None:
     """Pixels of a ground truth raster (an open dataset) that its alpha band or internal mask marks empty, or None
     if it has neither. A nodata value is not read so: in colour it is per band, and would blank every class colour
     with a channel at that value; a label raster's every value means something (a 0/255 mask tagged nodata 0)."""
     flags = src.mask_flag_enums[0]
     if MaskFlags.alpha in flags or (MaskFlags.per_dataset in flags and MaskFlags.nodata not in flags):
-        return src.read_masks(1, window=window) == 0
+        return ~holds_data(src.read_masks(1, window=window))
     return None
 
 
@@ -643,7 +653,7 @@ def valid_mask(src: rasterio.DatasetReader, bands: list[int], pixels: np.ndarray
     where a band's nodata value is no pixel value (see :func:`partial_nodata_is_no_data`); NaN or
     infinity in any band; and with ``nodata_zero`` 0 in every band.
     """
-    masks = src.read_masks(bands, window=window)
+    masks = holds_data(src.read_masks(bands, window=window))
     valid = masks.all(axis=0) if partial_nodata_is_no_data(src, bands) else masks.any(axis=0)
     if np.issubdtype(pixels.dtype, np.floating):
         valid &= np.isfinite(pixels).all(axis=0)

@@ -35,7 +35,8 @@ from rasterio.windows import Window
 from eoseg.config import IGNORE, VECTOR_SUFFIXES, Config, label_value_pairs
 from eoseg.errors import EosegError
 from eoseg.grid import bounds, check_relatable, describe_box, needs_warp, note_once, open_on_grid, same_crs
-from eoseg.io import RasterInfo, not_one_band, open_raster, raster_info, recorded_class_names, unlabelled_by_mask
+from eoseg.io import (RasterInfo, holds_data, not_one_band, open_raster, raster_info, recorded_class_names,
+                      unlabelled_by_mask)
 from eoseg.palette import (AREA_SHARE, COMPRESSION_SHIFT, Palette, check_value_tolerance, nearest_reference,
                            tolerance_remedy)
 
@@ -475,7 +476,7 @@ class RasterLabels:
         warped, and not marked empty by its own mask or alpha band (its nodata tag is not read: see open_on_grid)."""
         raw = src.read(1, window=window)
         if self.warped:  # the warper carries the raster's own mask over
-            return raw, src.read_masks(1, window=window) > 0
+            return raw, holds_data(src.read_masks(1, window=window))
         empty = unlabelled_by_mask(src, window)
         return raw, None if empty is None else ~empty
 

@@ -188,15 +188,18 @@ class LmdbPatches:
             return image.copy(), label.copy()  # the buffer is only valid inside the transaction
 
 
-def _patch(patches_dir: Path, row: dict, key: str) -> np.ndarray:
-    """The image or label (``key``) patch of a patches.csv ``row``, refused if it cannot be read or is not the array
-    extraction wrote (its checksum, where the list records one: older folders' do not)."""
+def _patch(patches_dir: Path, row: dict, key: str, check=None) -> np.ndarray:
+    """The image or label (``key``) patch of a patches.csv ``row``, refused if it cannot be read, by ``check(array,
+    path)`` where given (the more telling refusal), or if it is not the array extraction wrote (its checksum, where
+    the list records one: older folders' do not)."""
     path = patches_dir / row[key]
     redo = CHANGED_SINCE_EXTRACTION
     try:
         array = np.load(path)
     except (OSError, ValueError, EOFError) as err:  # cut short by an interrupted copy (review: a traceback)
         raise EosegError(f"{path}: cannot read this patch ({err}); {redo}") from None
+    if check is not None:
+        check(array, str(path))
     if row.get(f"{key}_crc32") and patch_checksum(array) != row[f"{key}_crc32"]:
         raise EosegError(f"{path}: not the patch extraction wrote (its checksum differs); {redo}")
     return array
@@ -204,9 +207,8 @@ def _patch(patches_dir: Path, row: dict, key: str) -> np.ndarray:
 
 def _checked_label(cfg: Config, patches_dir: Path, row: dict) -> np.ndarray:
     """A label patch (:func:`_patch`), refused if it holds ids that are neither a class nor IGNORE_LABEL."""
-    label = _patch(patches_dir, row, "label")
-    check_class_ids(label, cfg.num_classes, cfg.IGNORE_LABEL, str(patches_dir / row["label"]))
-    return label
+    return _patch(patches_dir, row, "label", lambda label, path: check_class_ids(label, cfg.num_classes,
+                                                                                 cfg.IGNORE_LABEL, path))
 
 
 def create_lmdb(cfg: Config, patches_dir: str | Path, lmdb_dir: str | Path, force: bool = False, progress: bool = True) -> dict:

@@ -19,7 +19,7 @@ from eoseg.config import Config, find_tile_ids, uses_tile_id
 from eoseg.errors import EosegError
 from eoseg.grid import footprint, needs_warp, note_once, open_on_grid, same_grid
 from eoseg.holdout import TileSplit, tile_split
-from eoseg.io import (RasterInfo, apply_scaling, atomic_write_text, check_colour_alpha, file_record, raster_info,
+from eoseg.io import (RasterInfo, apply_scaling, atomic_write_text, check_colour_alpha, file_record, holds_data, raster_info,
                       read_as_note, spread_windows, unchanged_since, unlabelled_by_mask, valid_mask)
 from eoseg.labels import RasterLabels, VectorLabels, is_vector, label_source, row_windows
 from eoseg.normalization import MIN_SAMPLED_PIXELS, BandStatistics, Normalization
@@ -738,7 +738,7 @@ class TruthSource:
         with open_on_grid(info, image, "ground truth", "nearest", labels=True) as src:
             rgb = src.read([1, 2, 3], window=window)
             # pixels the ground truth does not reach, or that its alpha band or mask leaves empty: unlabelled
-            empty = src.read_masks(1, window=window) == 0 if needs_warp(image, info, "ground truth") \
+            empty = ~holds_data(src.read_masks(1, window=window)) if needs_warp(image, info, "ground truth") \
                 else unlabelled_by_mask(src, window)
         return np.moveaxis(rgb, 0, -1), empty
 

@@ -21,7 +21,8 @@ from rasterio.transform import from_origin
 from eoseg.errors import EosegError
 from eoseg.io import (RasterWriter, alpha_band_problem, atomic_directory, atomic_path, atomic_write_text, causes, check_output_file,
                       check_writable, exclusive, exclusive_or_refuse, expand_colour_table, file_sha256, nodata_kind, open_raster, raster_info,
-                      read_label, read_raster, valid_mask, write_class_table, write_failure, write_raster)
+                      read_label, read_raster, unlabelled_by_mask, valid_mask, write_class_table, write_failure,
+                      write_raster)
 
 from .conftest import ROOT
 from .test_tiles import copy_raster
@@ -265,6 +266,20 @@ def test_expand_colour_table():
     assert rgb.shape == (3, 2, 2) and rgb[:, 0, 1].tolist() == [255, 0, 0] and rgb[:, 0, 0].tolist() == [0, 0, 0]
     with pytest.raises(EosegError, match=r"x.png: values \[1, 3\] have no colour in its colour table"):
         expand_colour_table(np.array([[0, 1], [3, 2]]), table, "x.png")
+
+
+def test_a_nearly_transparent_alpha_holds_no_data(tmp_path):
+    """A JPEG-compressed alpha band reads 1-12 over a transparent collar: its black pixels were trained as road (review).
+    Alpha under half holds no data, for images and ground truth alike."""
+    from rasterio.enums import ColorInterp
+
+    alpha = np.array([[0, 5, 12, 127, 128, 255]], np.uint8)
+    with rasterio.open(tmp_path / "rgba.tif", "w", driver="GTiff", width=6, height=1, count=4, dtype="uint8") as dst:
+        dst.write(np.concatenate([np.zeros((3, 1, 6), np.uint8), alpha[None]]))
+        dst.colorinterp = [ColorInterp.red, ColorInterp.green, ColorInterp.blue, ColorInterp.alpha]
+    with rasterio.open(tmp_path / "rgba.tif") as src:
+        assert valid_mask(src, [1, 2, 3], src.read([1, 2, 3]), False).tolist() == [[False] * 4 + [True] * 2]
+        assert unlabelled_by_mask(src).tolist() == [[True] * 4 + [False] * 2]
 
 
 def test_valid_mask_of_a_float_raster_with_a_nodata_value_in_one_band(tmp_path):
