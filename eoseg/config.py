@@ -167,12 +167,13 @@ LIST_ITEM = re.compile(r"""\s*(?:'([^']*)'|"([^"]*)"|([^,]*))\s*(?:,|$)""")  # q
 
 def _bare_items(raw: str) -> list[str] | None:
     """The items of a list typed without quotes ("[a_1, b_2]", "[2_10]"; a quoted one may hold commas), as texts;
-    None if ``raw`` is no list."""
+    None if ``raw`` is no list, or one holding lists or dicts."""
     raw = raw.strip()
     if not (raw.startswith("[") and raw.endswith("]")):
         return None
-    return [single or double or bare.strip() for single, double, bare in LIST_ITEM.findall(raw[1:-1])
-            if single or double or bare.strip()]
+    items = [single or double or bare.strip() for single, double, bare in LIST_ITEM.findall(raw[1:-1])
+             if single or double or bare.strip()]
+    return None if any(mark in bare for _, _, bare in LIST_ITEM.findall(raw[1:-1]) for mark in "[]{}") else items
 
 
 def parse_override(text: str, defaults: dict[str, Any]) -> tuple[str, Any]:
@@ -193,7 +194,8 @@ def parse_override(text: str, defaults: dict[str, Any]) -> tuple[str, Any]:
         value = value if isinstance(value, str) else raw  # quoted as in Python ('"data/x"'), or as it is
     elif isinstance(default, bool) and raw.lower() in ("true", "false"):
         value = raw.lower() == "true"
-    elif texts and _bare_items(raw) is not None and not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
+    elif texts and _bare_items(raw) is not None and (isinstance(value, str) or (isinstance(value, list) and all(
+            isinstance(v, (str, int, float)) and not isinstance(v, bool) for v in value))):  # typed bare, or numbers
         value = _bare_items(raw)
     value = _coerce(default, value)
     if not _same_kind(default, value, key):
