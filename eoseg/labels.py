@@ -546,6 +546,12 @@ class VectorLabels:
         if field and path.suffix.lower() == ".shp" and not any(path.with_suffix(ext).is_file() for ext in (".dbf", ".DBF")):
             raise EosegError(f"{path}: its .dbf, which holds the polygons' attributes ({field!r}, VECTOR_CLASS_FIELD), "
                              "is not beside it: copy the shapefile's .dbf there with it")
+        texts = [key for key in values.mapping if isinstance(key, str) and not key.strip().lstrip("-").isdigit()]
+        if not field and texts:  # every polygon would be VECTOR_POLYGON_CLASS, the texts read nowhere (review)
+            raise EosegError(f"{path}: LABEL_VALUES names texts ({', '.join(map(repr, texts[:3]))}), which a polygon "
+                             "attribute holds, but VECTOR_CLASS_FIELD is '', which gives every polygon VECTOR_POLYGON_CLASS; "
+                             f"set VECTOR_CLASS_FIELD to the attribute that holds them (the file has "
+                             f"{', '.join(map(repr, info['fields'])) or 'no attributes'})")
         if field and field not in list(info["fields"]):
             raise EosegError(f"{path}: no attribute {field!r} (VECTOR_CLASS_FIELD) in its features; it has "
                              f"{', '.join(map(repr, info['fields'])) or 'no attributes'}; set VECTOR_CLASS_FIELD to one "

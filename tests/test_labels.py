@@ -683,6 +683,18 @@ def map_box(left: float, top: float, right: float, bottom: float):
     return shapely.box(500000 + left, 5400040 - bottom, 500000 + right, 5400040 - top)
 
 
+def test_label_values_of_texts_without_a_class_attribute_are_refused(tmp_path):
+    """README's case 3 sets VECTOR_CLASS_FIELD = ""; with LABEL_VALUES = {"tree": 2, ...} for a "cls" attribute every
+    polygon was VECTOR_POLYGON_CLASS, and the ground between them a class, with no word (review)."""
+    image = small_image(tmp_path / "image.tif")
+    path = polygon_file(tmp_path / "drawn.geojson", [map_box(5, 5, 25, 25), map_box(26, 26, 35, 35)], ["tree", "building"])
+    cfg = vector_config(VECTOR_CLASS_FIELD="", LABEL_VALUES={"tree": 2, "building": 1})
+    with pytest.raises(EosegError, match=r"drawn.geojson: LABEL_VALUES names texts \('building', 'tree'\), which a polygon "
+                                         r"attribute holds, but VECTOR_CLASS_FIELD is ''.*\(the file has 'cls'\)$"):
+        label_source(cfg, path, image)
+    assert (label_source(cfg.replace(VECTOR_CLASS_FIELD="cls"), path, image).read()[10, 10] == 2)
+
+
 def test_overlapping_polygons_of_different_classes_are_unlabelled_whatever_their_order(tmp_path, capsys):
     """A tree polygon over part of a building: the shared pixels belong to neither class (file order used to decide,
     so a land-use polygon written after the buildings on it deleted them); the note counts them."""
