@@ -215,11 +215,23 @@ def report_overlapping_tiles(cfg: Config) -> None:
                 hint = f" (HOLDOUT_BLOCK={block} would hold out blocks of them)" if block else ""
                 print(f"warning: tiles {listed(shared)} are in both TRAIN_IDS and {name}: their scores measure what the "
                       f"model memorised, not how it generalises{hint}", file=sys.stderr)
+    for warning in shared_ground_warnings(cfg):
+        print(warning, file=sys.stderr)
+
+
+def shared_ground_warnings(cfg: Config, tiles: list[str] | None = None) -> list[str]:
+    """A warning for each held-out tile of ``cfg`` (of ``tiles``, where given) whose ground training tiles cover too
+    (:func:`ground_in_training`)."""
+    split = split_tiles(cfg)
+    warnings = []
     for tile_id, (share, covering) in ground_in_training(cfg).items():
+        if tiles is not None and tile_id not in tiles:
+            continue
         ground = "its held-out blocks' ground" if tile_id in split else "its ground"
-        print(f"warning: held-out tile {tile_id}: {share:.0%} of {ground} is in training tiles too (by their "
-              f"georeference: {listed(covering)}): its scores there measure what the model memorised; leave "
-              "those tiles out of TRAIN_IDS (\"!ID\") or this one out of TEST_IDS and VAL_IDS", file=sys.stderr)
+        warnings.append(f"warning: held-out tile {tile_id}: {share:.0%} of {ground} is in training tiles too (by their "
+                        f"georeference: {listed(covering)}): its scores there measure what the model memorised; leave "
+                        "those tiles out of TRAIN_IDS (\"!ID\") or this one out of TEST_IDS and VAL_IDS")
+    return warnings
 
 
 SHARED_GROUND_SHARE = 0.01  # a held-out tile with more of its area in training tiles is named (not tiles whose edges
@@ -245,7 +257,8 @@ def ground_in_training(cfg: Config) -> dict[str, tuple[float, list[str]]]:
             relatable = {t: other for t, other in training.items()
                          if same_crs(info.crs, other.crs) or not (info.crs is None or other.crs is None or
                                                                   is_engineering(info.crs) or is_engineering(other.crs))}
-            placed = {t: shape for t, other in relatable.items() if (shape := _footprint_in(other, info.crs)) is not None}
+            placed = {t: shape for t, other in relatable.items() if (shape := _trained_ground(cfg, t, other, info.crs, split))
+                      is not None}
             trees[key] = (list(placed), shapely.STRtree(list(placed.values())))
         names, tree = trees[key]
         area = footprint(info, info.crs) if tile_id not in split else _held_out_ground(cfg, tile_id, info)
@@ -269,6 +282,16 @@ def _held_out_ground(cfg: Config, tile_id: str, info: RasterInfo) -> shapely.Geo
                 xs, ys = info.transform * (np.array([left, right, right, left]), np.array([top, top, bottom, bottom]))
                 blocks.append(shapely.Polygon(np.column_stack([xs, ys])))
     return shapely.union_all(blocks)
+
+
+def _trained_ground(cfg: Config, tile_id: str, info: RasterInfo, crs, split: set[str]) -> shapely.Geometry | None:
+    """The ground training read of tile ``tile_id`` (``info``), in ``crs``: its footprint, less its held-out blocks
+    where it is split and ``crs`` is its own (review: a second flight over a split one's held-out blocks was said
+    to be all in training)."""
+    shape = _footprint_in(info, crs)
+    if shape is None or tile_id not in split or not same_crs(info.crs, crs):
+        return shape
+    return shapely.difference(shape, _held_out_ground(cfg, tile_id, info))
 
 
 def _footprint_in(info: RasterInfo, crs) -> shapely.Geometry | None:

@@ -39,7 +39,7 @@ from eoseg.convert import label_map_writer
 from eoseg.datacheck import thin_class_note, thin_line_counts
 from eoseg.device import Processes, distributed_rank, process_device
 from eoseg.errors import DamagedInputError, EosegError
-from eoseg.holdout import check_scored_tiles
+from eoseg.holdout import check_scored_tiles, shared_ground_warnings
 from eoseg.io import (GDAL_CACHE_MB, RasterInfo, RasterWriter, alpha_band_problem, atomic_write_text, check_outputs,
                       check_writable, crs_command, exclusive, file_sha256, open_raster, output_suffix, raster_info,
                       read_as_note)
@@ -811,6 +811,11 @@ def _label_inputs(cfg: Config, weights: str | Path, out_dir: Path, tile_ids: lis
     model, record = read_weights(weights, cfg, caffe_mean)
     cfg = config_that_ran(cfg, record)  # the weights decide the network: config.json says which ran
     check_scored_tiles(record["signature"], cfg, scored_tiles, f"weights {weights}")
+    if scored_tiles and rank == 0 and progress:  # a second flight over a first one's ground, scored (review)
+        split = (record["signature"].get("holdout") or {}).get("tiles", [])  # their held-out blocks were not learned
+        held_out = cfg.replace(TEST_IDS=list(dict.fromkeys(scored_tiles + split)), VAL_IDS=[])
+        for warning in shared_ground_warnings(held_out, scored_tiles):
+            print(warning, file=sys.stderr)
     trained_values = record["signature"].get("label_values")
     if scored_tiles and rank == 0:
         scored = [job for job in jobs if job.truth is not None]

@@ -7,13 +7,17 @@ import json
 import numpy as np
 import pytest
 import rasterio
+import torch
 from affine import Affine
 from rasterio.warp import transform as warp_transform
 
+from eoseg.checkpoint import save_checkpoint
 from eoseg.errors import EosegError
 from eoseg.holdout import (TileSplit, check_scored_tiles, ground_in_training, holdout_record, report_overlapping_tiles,
                            split_tiles, tile_split)
+from eoseg.infer import run_inference
 from eoseg.metadata import data_signature
+from eoseg.models import model_from_config
 
 from .conftest import TINY_TILE_SIZE, as_arguments, make_tiny_config, run_script, tiny_overrides
 
@@ -286,3 +290,28 @@ def test_held_out_blocks_on_the_ground_of_other_training_tiles_are_named(tmp_pat
             "neighbour)") in capsys.readouterr().err
     corner_only = cfg.replace(TRAIN_IDS=["scene", "corner"])
     assert ground_in_training(corner_only) == {}
+
+
+def test_a_second_flight_over_a_split_scene_counts_the_ground_trained_on_and_is_said_at_scoring(tmp_path, capsys):
+    """A drone site flown twice, the first flight split into blocks: the second's scores counted ground the model
+    learned from, said by check_data.py but not by inference.py; and the share counted the first flight's held-out
+    blocks as trained on (review)."""
+    images = tmp_path / "data" / "images"
+    write_placed_image(images / "first.tif", 500000, 5000128, size=128)  # blocks of 32 px, 4 of 16 held out
+    write_placed_image(images / "second.tif", 500000, 5000128, size=128)  # the same ground
+    cfg = make_tiny_config(tmp_path, IMAGE_PATTERN="images/{id}.tif", TRAIN_IDS=["first"], TEST_IDS=["first", "second"],
+                           PATCH_SIZE=16, HOLDOUT_BLOCK=32, HOLDOUT_EVERY=4, WRITE_PREVIEW=False, LABEL_PATTERN="",
+                           GT_ERODED_PATTERN="", GT_COLOR_PATTERN="")
+    found = ground_in_training(cfg)
+    assert list(found) == ["second"] and found["second"][0] == pytest.approx(0.75)
+    torch.manual_seed(0)
+    weights = save_checkpoint(tmp_path / "w.pt", cfg, model_from_config(cfg), iteration=0)
+    labels = tmp_path / "labels"
+    labels.mkdir()
+    for name in ("first", "second"):  # ground truth for scoring: every pixel class 1
+        with rasterio.open(labels / f"{name}.tif", "w", driver="GTiff", width=128, height=128, count=1, dtype="uint8",
+                           crs="EPSG:32632", transform=Affine(1, 0, 500000, 0, -1, 5000128)) as dst:
+            dst.write(np.ones((1, 128, 128), np.uint8))
+    scored = cfg.replace(LABEL_PATTERN=str(labels / "{id}.tif"), TEST_IDS=["second"])
+    run_inference(scored, weights, tmp_path / "out", tile_ids=["second"], progress=True)
+    assert "warning: held-out tile second: 75% of its ground is in training tiles too" in capsys.readouterr().err
