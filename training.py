@@ -66,8 +66,8 @@ def main(argv=None):
         print(f"weights: {weights}" + (f"\nbest:    {best}" if best.is_file() else "")
               + f"\nlog:     {train_dir / 'log.csv'}\nplot:    {train_dir / 'loss.png'}")
         if cfg.VAL_EVERY and not best.is_file():
-            print("warning: validation scored no pixel (its tiles hold no data, or no labels where they do), so there "
-                  "is no best checkpoint", file=sys.stderr)
+            print("warning: validation scored no pixel (its tiles hold no data, or no labels where they do: of a tile split "
+                  "into blocks, in its held-out blocks), so there is no best checkpoint", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -203,8 +203,19 @@ def parse_override(text: str, defaults: dict[str, Any]) -> tuple[str, Any]:
         if isinstance(default, list) and not isinstance(value, (list, tuple)) and _bare_items(raw) is None:
             item = raw.strip() if texts else value  # one item typed as a list of one; 2_10 as typed, not 210
             example = f"; a list is written in brackets, quoted for the shell: {key}=\"{[item]!r}\""
-        raise EosegError(f"override {text!r}: {key} expects {_kind(default)} (default {default!r}), got {value!r}{example}")
+        raise EosegError(f"override {text!r}: {key} expects {_kind(default)} (default {default!r}), got {value!r}{example}"
+                         f"{_ignore_hint(key, value, defaults)}")
     return key, value
+
+
+CLASS_ID_NAMES = ("VECTOR_BACKGROUND_CLASS", "VECTOR_POLYGON_CLASS")  # settings that take a class id
+
+
+def _ignore_hint(name: str, value: Any, defaults: dict[str, Any]) -> str:
+    """Where a class id setting is given 'ignore' (as LABEL_VALUES takes it): the id that means so."""
+    if name in CLASS_ID_NAMES and isinstance(value, str) and value.strip().lower() == IGNORE:
+        return f"; for unlabelled pixels give it IGNORE_LABEL's value ({defaults['IGNORE_LABEL']} by default)"
+    return ""
 
 
 class Config:
@@ -867,7 +878,8 @@ def load_config(
                 raise _unknown(key, defaults, str(config_file))
             file_values[key] = _coerce(defaults[key], value)
             if not _same_kind(defaults[key], file_values[key], key):
-                raise EosegError(f"{config_file}: {key} expects {_kind(defaults[key])}, got {value!r}")
+                raise EosegError(f"{config_file}: {key} expects {_kind(defaults[key])}, got {value!r}"
+                                 f"{_ignore_hint(key, value, defaults)}")
         sources.append(str(config_file))
     override_values = dict(parse_override(item, defaults) for item in overrides)
     if override_values:

@@ -74,7 +74,8 @@ def nothing_scored(metrics: dict) -> str:
     """Why metrics that scored no pixel scored none."""
     if metrics.get(UNSCORED):
         return "nothing was scored: the image holds no data wherever the ground truth is labelled"
-    return "nothing was scored: every ground-truth pixel is IGNORE_LABEL (or outside the classes)"
+    return ("nothing was scored: every ground-truth pixel is IGNORE_LABEL (or outside the classes); of a tile split into "
+            "blocks only the held-out ones count, and sparse annotations may all lie in its training blocks")
 
 
 def shown_width(text: str) -> int:

@@ -338,6 +338,16 @@ def test_one_item_for_a_list_is_refused_with_the_list_to_write():
         load_config(overrides=["TEST_IDS=2_10"])
 
 
+def test_ignore_given_for_a_class_id_setting_names_the_id_that_means_it(tmp_path):
+    """LABEL_VALUES takes 'ignore'; VECTOR_BACKGROUND_CLASS='ignore' was "expects an int" alone (review)."""
+    with pytest.raises(EosegError, match=r"got 'ignore'; for unlabelled pixels give it IGNORE_LABEL's value \(255 by "
+                                         r"default\)$"):
+        load_config(overrides=["VECTOR_BACKGROUND_CLASS=ignore"])
+    path = write_config(tmp_path, "VECTOR_BACKGROUND_CLASS = 'ignore'\n")
+    with pytest.raises(EosegError, match=r"VECTOR_BACKGROUND_CLASS expects an int, got 'ignore'; for unlabelled pixels"):
+        load_config(path)
+
+
 def test_a_list_of_texts_may_be_typed_without_quotes_each_item_as_typed():
     """[aachen_1,aachen_2] was refused with the example "['[aachen_1,aachen_2]']", one id; [2_10] was tile 210 (review)."""
     cfg = load_config(overrides=["TEST_IDS=[aachen_1, aachen_2]", "BAND_NAMES=[R,G,B]", "VAL_IDS=[2_10, 07]", "TTA=[fliplr]"])
