@@ -171,9 +171,10 @@ def _bare_items(raw: str) -> list[str] | None:
     raw = raw.strip()
     if not (raw.startswith("[") and raw.endswith("]")):
         return None
-    items = [single or double or bare.strip() for single, double, bare in LIST_ITEM.findall(raw[1:-1])
-             if single or double or bare.strip()]
-    return None if any(mark in bare for _, _, bare in LIST_ITEM.findall(raw[1:-1]) for mark in "[]{}") else items
+    found = LIST_ITEM.findall(raw[1:-1])
+    if any(mark in bare for _, _, bare in found for mark in "[]{}"):
+        return None
+    return [single or double or bare.strip() for single, double, bare in found if single or double or bare.strip()]
 
 
 def parse_override(text: str, defaults: dict[str, Any]) -> tuple[str, Any]:
