@@ -55,6 +55,11 @@ def row_windows(height: int, width: int, rows: int = SCAN_ROWS) -> Iterator[Wind
 LISTED = 4  # values listed in an error, most frequent first
 
 
+def number_text(value) -> bool:
+    """Whether ``value`` is a whole number written as text ('1', ' -2'), as an attribute may hold it."""
+    return isinstance(value, str) and value.strip().lstrip("-").isdigit()
+
+
 def is_vector(path: str | Path) -> bool:
     return Path(path).suffix.lower() in VECTOR_SUFFIXES
 
@@ -189,7 +194,7 @@ class LabelValues:
 
     def named_as_number(self, values) -> list[str]:
         """The texts of ``values`` that the map names only as numbers (1 for '1')."""
-        return sorted(v for v in values if isinstance(v, str) and v.strip().lstrip("-").isdigit()
+        return sorted(v for v in values if number_text(v)
                       and self.target(v) is None and self.target(int(v)) is not None)
 
     def check(self, counts: dict, source: str, whole: bool = True, unlabelled_tagged: bool = False) -> None:
@@ -546,7 +551,7 @@ class VectorLabels:
         if field and path.suffix.lower() == ".shp" and not any(path.with_suffix(ext).is_file() for ext in (".dbf", ".DBF")):
             raise EosegError(f"{path}: its .dbf, which holds the polygons' attributes ({field!r}, VECTOR_CLASS_FIELD), "
                              "is not beside it: copy the shapefile's .dbf there with it")
-        texts = [key for key in values.mapping if isinstance(key, str) and not key.strip().lstrip("-").isdigit()]
+        texts = [key for key in values.mapping if isinstance(key, str) and not number_text(key)]
         if not field and texts:  # every polygon would be VECTOR_POLYGON_CLASS, the texts read nowhere (review)
             raise EosegError(f"{path}: LABEL_VALUES names texts ({', '.join(map(repr, texts[:3]))}), which a polygon "
                              "attribute holds, but VECTOR_CLASS_FIELD is '', which gives every polygon VECTOR_POLYGON_CLASS; "
